@@ -1,0 +1,64 @@
+"""``python -m crm_data demo | import | check``: the data layer's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from crm_data.engines import DatabaseBusyError, database_url, make_engine
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m crm_data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    url_help = "SQLAlchemy URL (default: $CRM_DATABASE_URL, else data/crm.duckdb)"
+
+    demo = commands.add_parser("demo", help="create the schema and fill it with realistic demo data")
+    demo.add_argument("--url", help=url_help)
+    demo.add_argument("--accounts", type=int, default=5000, help="number of accounts (default 5000)")
+    demo.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    load = commands.add_parser("import", help="import a CSV bundle, or exports through a mapping")
+    load.add_argument("paths", nargs="+", metavar="PATH", help="a bundle folder, or files")
+    load.add_argument("--url", help=url_help)
+    load.add_argument("--mapping", help="a shipped mapping name or a mapping file")
+
+    check = commands.add_parser("check", help="print a data-quality report")
+    check.add_argument("--url", help=url_help)
+    check.add_argument("--stale-days", type=int, default=90, help="open deals without a stage change for this long are stale")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    url = database_url(args.url)
+    try:
+        if args.command == "demo":
+            from crm_data.demo import generate
+
+            started = time.perf_counter()
+            counts = generate(make_engine(url), accounts=args.accounts, seed=args.seed, progress=not args.quiet)
+            took = time.perf_counter() - started
+            print(f"demo data written to {url} in {took:.1f} s:")
+            for table, rows in counts.items():
+                print(f"  {table:20s} {rows:>12,d}")
+            return 0
+        if args.command == "import":
+            from crm_data.importing import import_paths
+
+            report = import_paths(make_engine(url), args.paths, mapping=args.mapping)
+            print(report.render(), file=sys.stdout if report.ok else sys.stderr)
+            return 0 if report.ok else 1
+        if args.command == "check":
+            from crm_data.quality import check_database
+
+            with make_engine(url, read_only=False).connect() as conn:
+                report = check_database(conn, stale_days=args.stale_days)
+            print(report.render())
+            return 0
+    except DatabaseBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 2

@@ -1,0 +1,120 @@
+"""The one place where SQL dialects differ (DuckDB, PostgreSQL, SQLite, ...).
+
+KPI code builds portable SQLAlchemy Core and asks this module for the few expressions
+that every database spells differently: period truncation, day differences, linear
+percentiles, and the per-connection setup (UTC session time zone, SQLite functions).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+Freq = Literal["week", "month", "quarter", "year"]
+FREQS: tuple[str, ...] = ("month", "quarter", "year")
+
+
+def prepare_engine(engine: sa.Engine) -> None:
+    """Make every new connection of ``engine`` use UTC (and give SQLite what it lacks)."""
+    name = engine.dialect.name
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record):
+        if name == "sqlite":
+            _register_sqlite_functions(dbapi_connection)
+            return
+        statement = {
+            "duckdb": "SET TimeZone='UTC'",
+            "postgresql": "SET TIME ZONE 'UTC'",
+            "mysql": "SET time_zone = '+00:00'",
+            "mariadb": "SET time_zone = '+00:00'",
+        }.get(name)
+        if statement:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(statement)
+            cursor.close()
+            if name == "postgresql":
+                dbapi_connection.commit()
+
+
+class _PercentileCont:
+    """SQLite aggregate ``percentile_cont(value, fraction)``: linear interpolation."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.fraction = 0.5
+
+    def step(self, value: float | None, fraction: float) -> None:
+        if value is not None:
+            self.values.append(float(value))
+        self.fraction = float(fraction)
+
+    def finalize(self) -> float | None:
+        return percentile_linear(self.values, self.fraction)
+
+
+def percentile_linear(values: list[float], fraction: float) -> float | None:
+    """The percentile of ``values`` interpolated linearly, like SQL ``percentile_cont``."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
+
+
+def _register_sqlite_functions(dbapi_connection: sqlite3.Connection) -> None:
+    dbapi_connection.create_aggregate("percentile_cont", 2, _PercentileCont)
+    dbapi_connection.create_function("ln", 1, lambda x: None if x is None or x <= 0 else math.log(x), deterministic=True)
+    dbapi_connection.create_function("exp", 1, lambda x: None if x is None else math.exp(x), deterministic=True)
+    dbapi_connection.create_function("floor", 1, lambda x: None if x is None else math.floor(x), deterministic=True)
+    dbapi_connection.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x), deterministic=True)
+
+
+def period_start(dialect: sa.Dialect, column: ColumnElement, freq: Freq) -> ColumnElement:
+    """The first instant of the calendar ``freq`` (week starts Monday) containing ``column``,
+    as a timestamp."""
+    if freq not in ("week", *FREQS):
+        raise ValueError(f"freq must be one of {FREQS}, not {freq!r}")
+    name = dialect.name
+    if name in ("duckdb", "postgresql"):
+        return sa.cast(sa.func.date_trunc(freq, column), sa.DateTime())
+    if name == "sqlite":
+        day = sa.func.date(column)
+        if freq == "week":
+            back = (sa.cast(sa.func.strftime("%w", column), sa.Integer) + 6) % 7  # Monday on or before
+            expr = sa.func.date(day, "-" + sa.cast(back, sa.String) + " days")
+        elif freq == "month":
+            expr = sa.func.date(day, "start of month")
+        elif freq == "year":
+            expr = sa.func.date(day, "start of year")
+        else:  # quarter: month - ((month-1) % 3)
+            back = (sa.cast(sa.func.strftime("%m", column), sa.Integer) - 1) % 3
+            expr = sa.func.date(day, "start of month", "-" + sa.cast(back, sa.String) + " months")
+        return sa.func.datetime(expr, type_=sa.DateTime())
+    raise NotImplementedError(f"period_start is not implemented for {name}")
+
+
+def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) -> ColumnElement:
+    """``end - start`` in days as a float (seconds / 86,400)."""
+    name = dialect.name
+    if name == "duckdb":
+        return sa.cast(sa.func.epoch(end) - sa.func.epoch(start), sa.Double()) / 86400.0
+    if name == "postgresql":
+        return sa.cast(sa.func.extract("epoch", end - start), sa.Double()) / 86400.0
+    if name == "sqlite":
+        return sa.func.julianday(end) - sa.func.julianday(start)
+    raise NotImplementedError(f"days_between is not implemented for {name}")
+
+
+def percentile(dialect: sa.Dialect, column: ColumnElement, fraction: float) -> ColumnElement:
+    """Aggregate: the ``fraction`` percentile of ``column``, interpolated linearly."""
+    if dialect.name == "sqlite":
+        return sa.func.percentile_cont(column, sa.literal(fraction, sa.Double()))
+    return sa.func.percentile_cont(sa.literal(fraction, sa.Double())).within_group(column)
+

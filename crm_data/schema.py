@@ -1,0 +1,315 @@
+"""The canonical CRM tables of DESIGN.md as SQLAlchemy 2 metadata.
+
+Every importer writes these tables and every KPI reads them. Conventions:
+
+* ids are text; timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
+  are ``DATE``; money is a double in one reporting currency.
+* Foreign keys are declared where they always hold (a child row points at a parent
+  of the same CRM). The bundle importer checks exactly these references.
+* Secondary indexes (time columns, ``account_id``, ``deal_id``) are created on row
+  stores (PostgreSQL, SQLite, ...). DuckDB skips them: it prunes by zone maps and an
+  ART index only slows its bulk loads.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+
+def _text(name: str, *args: object, required: bool = False, **kw: object) -> sa.Column:
+    return sa.Column(name, sa.String, *args, nullable=not required, **kw)
+
+
+def _time(name: str, required: bool = False) -> sa.Column:
+    return sa.Column(name, sa.DateTime(), nullable=not required)
+
+
+def _day(name: str, required: bool = False) -> sa.Column:
+    return sa.Column(name, sa.Date(), nullable=not required)
+
+
+def _money(name: str, required: bool = False) -> sa.Column:
+    return sa.Column(name, sa.Double(), nullable=not required)
+
+
+def _count(name: str, required: bool = False) -> sa.Column:
+    return sa.Column(name, sa.BigInteger(), nullable=not required)
+
+
+def _fk(name: str, target: str, required: bool = False) -> sa.Column:
+    return sa.Column(name, sa.String, sa.ForeignKey(target), nullable=not required)
+
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    _text("account_id", primary_key=True),
+    _text("name", required=True),
+    _text("segment"),
+    _text("industry"),
+    _text("company_size"),
+    _text("region"),
+    _text("country"),
+    _text("city"),
+    _text("acquisition_channel"),
+    _text("owner_id"),
+    _time("created_at", required=True),
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    _text("contact_id", primary_key=True),
+    _fk("account_id", "accounts.account_id"),
+    _text("name"),
+    _text("email"),
+    _text("phone"),
+    _text("role"),
+    _time("created_at"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    _text("user_id", primary_key=True),
+    _text("name", required=True),
+    _text("team"),
+    _text("department"),
+    _text("manager_id"),
+    _text("region"),
+)
+
+products = sa.Table(
+    "products",
+    metadata,
+    _text("product_id", primary_key=True),
+    _text("name", required=True),
+    _text("family"),
+    _money("list_price"),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    _text("subscription_id", primary_key=True),
+    _fk("account_id", "accounts.account_id", required=True),
+    _text("product_id"),
+    _money("mrr"),
+    _time("started_at", required=True),
+    _time("ended_at"),
+    _text("end_reason"),
+)
+
+pipeline_stages = sa.Table(
+    "pipeline_stages",
+    metadata,
+    _text("stage", primary_key=True),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("probability", sa.Double()),
+    sa.Column("is_closed", sa.Boolean()),
+    sa.Column("is_won", sa.Boolean()),
+)
+
+deals = sa.Table(
+    "deals",
+    metadata,
+    _text("deal_id", primary_key=True),
+    _fk("account_id", "accounts.account_id"),
+    _text("owner_id"),
+    _text("product_id"),
+    _text("name"),
+    _money("amount"),
+    _text("lead_source"),
+    _time("created_at", required=True),
+    _time("closed_at"),
+    _text("status", required=True),
+    _text("lost_reason"),
+)
+
+deal_stage_history = sa.Table(
+    "deal_stage_history",
+    metadata,
+    _fk("deal_id", "deals.deal_id", required=True),
+    _text("stage", required=True),
+    _time("entered_at", required=True),
+    sa.PrimaryKeyConstraint("deal_id", "stage", "entered_at"),
+)
+
+interactions = sa.Table(
+    "interactions",
+    metadata,
+    _text("interaction_id", primary_key=True),
+    _fk("account_id", "accounts.account_id"),
+    _text("contact_id"),
+    _text("user_id"),
+    _text("channel", required=True),
+    _text("direction"),
+    _time("occurred_at", required=True),
+    _text("deal_id"),
+    _text("ticket_id"),
+    _text("campaign_id"),
+)
+
+tickets = sa.Table(
+    "tickets",
+    metadata,
+    _text("ticket_id", primary_key=True),
+    _fk("account_id", "accounts.account_id"),
+    _text("product_id"),
+    _text("channel"),
+    _text("category"),
+    _text("priority"),
+    _time("opened_at", required=True),
+    _time("first_response_at"),
+    _time("resolved_at"),
+    _count("contacts_until_resolved"),
+)
+
+survey_responses = sa.Table(
+    "survey_responses",
+    metadata,
+    _text("response_id", primary_key=True),
+    _fk("account_id", "accounts.account_id"),
+    _text("contact_id"),
+    _text("survey", required=True),
+    _text("touchpoint"),
+    sa.Column("score", sa.Double(), nullable=False),
+    _text("comment"),
+    _time("responded_at", required=True),
+    _text("ticket_id"),
+)
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    _text("campaign_id", primary_key=True),
+    _text("name", required=True),
+    _text("channel"),
+    _text("objective"),
+    _day("started_on"),
+    _day("ended_on"),
+    _money("cost"),
+)
+
+campaign_responses = sa.Table(
+    "campaign_responses",
+    metadata,
+    # no id in DESIGN.md: rows are identified by what they are about
+    _fk("campaign_id", "campaigns.campaign_id", required=True),
+    _fk("account_id", "accounts.account_id"),
+    _text("contact_id"),
+    _time("sent_at"),
+    _time("opened_at"),
+    _time("clicked_at"),
+    _time("converted_at"),
+)
+
+web_traffic = sa.Table(
+    "web_traffic",
+    metadata,
+    _day("date", required=True),
+    _text("source", required=True),
+    _count("sessions"),
+    _count("pageviews"),
+    _count("impressions"),
+    _count("clicks"),
+    _count("signups"),
+    sa.PrimaryKeyConstraint("date", "source"),
+)
+
+social_media = sa.Table(
+    "social_media",
+    metadata,
+    _day("date", required=True),
+    _text("platform", required=True),
+    _count("followers"),
+    _count("impressions"),
+    _count("engagements"),
+    _count("mentions"),
+    sa.PrimaryKeyConstraint("date", "platform"),
+)
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    _text("payment_id", primary_key=True),
+    _fk("account_id", "accounts.account_id", required=True),
+    _time("paid_at", required=True),
+    _money("amount", required=True),
+)
+
+costs = sa.Table(
+    "costs",
+    metadata,
+    _text("cost_id", primary_key=True),
+    _day("incurred_on", required=True),
+    _text("category", required=True),
+    _text("purpose"),
+    _fk("account_id", "accounts.account_id"),
+    _money("amount", required=True),
+)
+
+#: Tables in an order where every parent comes before its children.
+TABLES: list[sa.Table] = list(metadata.sorted_tables)
+TABLE_NAMES: list[str] = [t.name for t in TABLES]
+
+#: Allowed values of the enumerated columns (DESIGN.md).
+ENUMS: dict[tuple[str, str], frozenset[str]] = {
+    ("deals", "status"): frozenset({"open", "won", "lost"}),
+    ("interactions", "channel"): frozenset({"email", "phone", "meeting", "chat", "social", "web"}),
+    ("tickets", "category"): frozenset(
+        {"question", "billing", "defect", "return_exchange", "complaint", "other"}
+    ),
+    ("survey_responses", "survey"): frozenset({"nps", "ces", "csat"}),
+    ("survey_responses", "touchpoint"): frozenset(
+        {"support", "signup", "website_visit", "return_exchange", "purchase", "other"}
+    ),
+    ("campaigns", "objective"): frozenset({"acquisition", "retention"}),
+    ("costs", "category"): frozenset({"personnel", "production", "overhead", "marketing", "loyalty"}),
+    ("costs", "purpose"): frozenset({"acquisition", "retention", "other"}),
+}
+
+COST_CATEGORIES: tuple[str, ...] = ("personnel", "production", "overhead", "marketing", "loyalty")
+
+
+def _not_duckdb(ddl: object, target: object, bind: sa.Connection | None, **kw: object) -> bool:
+    return bind is None or bind.dialect.name != "duckdb"
+
+
+def _index(table: sa.Table, *columns: str) -> None:
+    index = sa.Index(f"ix_{table.name}_{'_'.join(columns)}", *(table.c[c] for c in columns))
+    index.ddl_if(callable_=_not_duckdb)
+
+
+for _table, _columns in [
+    (accounts, ("created_at",)),
+    (contacts, ("account_id",)),
+    (subscriptions, ("account_id",)),
+    (subscriptions, ("started_at",)),
+    (subscriptions, ("ended_at",)),
+    (deals, ("account_id",)),
+    (deals, ("created_at",)),
+    (deals, ("closed_at",)),
+    (deal_stage_history, ("entered_at",)),
+    (interactions, ("account_id",)),
+    (interactions, ("occurred_at",)),
+    (tickets, ("account_id",)),
+    (tickets, ("opened_at",)),
+    (tickets, ("resolved_at",)),
+    (survey_responses, ("account_id",)),
+    (survey_responses, ("responded_at",)),
+    (campaign_responses, ("campaign_id",)),
+    (campaign_responses, ("account_id",)),
+    (payments, ("account_id",)),
+    (payments, ("paid_at",)),
+    (costs, ("incurred_on",)),
+    (costs, ("account_id",)),
+]:
+    _index(_table, *_columns)
+
+
+def create_schema(bind: sa.Engine | sa.Connection) -> None:
+    """Create every missing canonical table (and its indexes); existing ones are kept."""
+    metadata.create_all(bind, checkfirst=True)

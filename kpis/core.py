@@ -1,0 +1,95 @@
+"""Helpers every KPI module shares: connections, running a statement, the period grid,
+proportion intervals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data.dialects import FREQS
+
+#: Fewer observations than this and a rate carries ``low_sample = True``.
+LOW_SAMPLE = 30
+Z95 = 1.959963984540054
+
+
+class connection:
+    """``with connection(conn_or_engine) as c``: reuse a Connection, or open (and close) one."""
+
+    def __init__(self, bind: sa.Connection | sa.Engine) -> None:
+        self.bind = bind
+        self.opened: sa.Connection | None = None
+
+    def __enter__(self) -> sa.Connection:
+        if isinstance(self.bind, sa.Connection):
+            return self.bind
+        self.opened = self.bind.connect()
+        return self.opened
+
+    def __exit__(self, *exc: object) -> None:
+        if self.opened is not None:
+            self.opened.close()
+
+
+def read_frame(bind: sa.Connection | sa.Engine, statement: sa.Executable) -> pd.DataFrame:
+    """Run ``statement`` and return its (small, aggregated) result as a DataFrame."""
+    with connection(bind) as c:
+        result = c.execute(statement)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def period_starts(start: dt.date, end: dt.date, freq: str) -> list[pd.Timestamp]:
+    """First days of the calendar periods whose first day lies in ``[start, end)``."""
+    if freq not in FREQS:
+        raise ValueError(f"freq must be one of {FREQS}, not {freq!r}")
+    alias = {"month": "MS", "quarter": "QS", "year": "YS"}[freq]
+    return [p for p in pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=alias) if p < pd.Timestamp(end)]
+
+
+def period_end(period: pd.Timestamp, freq: str) -> pd.Timestamp:
+    """The first instant after the period that starts at ``period``."""
+    months = {"month": 1, "quarter": 3, "year": 12}[freq]
+    return period + pd.DateOffset(months=months)
+
+
+def on_period_grid(frame: pd.DataFrame, periods: list[pd.Timestamp], fill: dict[str, object] | None = None) -> pd.DataFrame:
+    """Reindex an aggregate with a ``period`` column onto every period, in order; missing
+    periods get ``fill`` values (default NaN)."""
+    grid = pd.DataFrame({"period": pd.to_datetime(periods)})
+    if frame.empty:
+        out = grid
+        for column in frame.columns:
+            if column != "period":
+                out[column] = float("nan")
+    else:
+        frame = frame.copy()
+        frame["period"] = naive_timestamps(frame["period"])
+        out = grid.merge(frame, on="period", how="left")
+    for column, value in (fill or {}).items():
+        out[column] = out[column].fillna(value)
+    return out.reset_index(drop=True)
+
+
+def naive_timestamps(values: pd.Series) -> pd.Series:
+    """Timestamps from any database driver as naive UTC ``datetime64[ns]``."""
+    stamps = pd.to_datetime(values, utc=True)
+    return stamps.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion; (NaN, NaN) when ``n == 0``."""
+    if not n:
+        return math.nan, math.nan
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return centre - half, centre + half
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN when the denominator is 0 (nothing to measure)."""
+    return numerator / denominator if denominator else math.nan

@@ -1,0 +1,112 @@
+"""Shared fixtures: fresh databases on DuckDB, SQLite and PostgreSQL, and the public data.
+
+* ``make_db(kind)`` returns a new, empty engine with the canonical schema created.
+  DuckDB and SQLite use files in pytest's tmp dir; PostgreSQL uses a scratch schema in a
+  scratch database created for this run (127.0.0.1:5432, user postgres) and dropped
+  afterwards. Without a server the PostgreSQL cases skip, except when ``CI=true``: then
+  they fail.
+* ``db``: the same, parametrised over the three kinds.
+* ``shared_data(name)``: the folder of a public dataset in ``../shared/data``; skips
+  when it is absent (a user's machine), fails when absent under CI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from crm_data import schema
+from crm_data.engines import make_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("CRM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DB_KINDS = ("duckdb", "sqlite", "postgresql")
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: these tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A scratch PostgreSQL database for this test run, dropped at the end."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"crm_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        _unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {error.orig}")
+    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def make_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., sa.Engine]]:
+    """Factory: ``make_db(kind, create=True)`` -> a fresh engine (schema created unless ``create=False``)."""
+    engines: list[sa.Engine] = []
+
+    def factory(kind: str, create: bool = True) -> sa.Engine:
+        n = next(_counter)
+        if kind == "duckdb":
+            engine = make_engine(f"duckdb:///{tmp_path / f'db{n}.duckdb'}")
+        elif kind == "sqlite":
+            engine = make_engine(f"sqlite:///{tmp_path / f'db{n}.sqlite'}")
+        elif kind == "postgresql":
+            base = request.getfixturevalue("pg_database_url")
+            schema_name = f"s{n}_{uuid.uuid4().hex[:6]}"
+            with sa.create_engine(base, isolation_level="AUTOCOMMIT").connect() as c:
+                c.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
+            engine = make_engine(base)
+            engine = sa.create_engine(
+                engine.url, connect_args={"options": f"-c search_path={schema_name}"}
+            )
+            from crm_data.dialects import prepare_engine
+
+            prepare_engine(engine)
+        else:
+            raise ValueError(kind)
+        engines.append(engine)
+        if create:
+            schema.create_schema(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture(params=DB_KINDS)
+def db(request: pytest.FixtureRequest, make_db: Callable[..., sa.Engine]) -> sa.Engine:
+    """A fresh engine with the canonical schema, once per database kind."""
+    return make_db(request.param)
+
+
+@pytest.fixture
+def shared_data() -> Callable[[str], Path]:
+    """``shared_data('superstore-sales')`` -> that dataset's folder, or skip (fail under CI)."""
+
+    def find(name: str) -> Path:
+        folder = SHARED_DATA / name
+        if not folder.is_dir():
+            _unavailable(f"public dataset {folder} is absent")
+        return folder
+
+    return find
