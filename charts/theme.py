@@ -1,0 +1,193 @@
+"""One look for every chart: the "crm" Plotly template, a colour-blind-safe palette and
+number formatters (thousands separators, %, currency, days).
+
+Plain plotly (no Streamlit): notebooks can call ``use_theme()`` too.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+#: Okabe–Ito: distinguishable with the common colour-vision deficiencies.
+PALETTE: list[str] = [
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#D55E00",  # vermillion
+    "#F0E442",  # yellow
+    "#000000",  # black
+]
+#: Good / bad colours for deltas and flags (blue vs vermillion, safe for red-green deficiency).
+GOOD = "#0072B2"
+BAD = "#D55E00"
+NEUTRAL = "#6B7280"
+#: Sequential scale for heatmaps (light to dark blue).
+SEQUENTIAL = ["#F7FBFF", "#C6DBEF", "#6BAED6", "#2171B5", "#08306B"]
+
+CURRENCY = "$"
+FONT = "Inter, 'Source Sans Pro', 'DejaVu Sans', Arial, sans-serif"
+TEMPLATE_NAME = "crm"
+
+
+def _template() -> go.layout.Template:
+    template = go.layout.Template()
+    template.layout = go.Layout(
+        colorway=PALETTE,
+        font={"family": FONT, "size": 13, "color": "#1F2937"},
+        title={"font": {"size": 16}, "x": 0.0, "xanchor": "left"},
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        margin={"l": 56, "r": 24, "t": 48, "b": 48},
+        hovermode="x unified",
+        separators=".,",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
+        xaxis={"showgrid": False, "linecolor": "#9CA3AF", "ticks": "outside", "tickcolor": "#9CA3AF"},
+        yaxis={"gridcolor": "#E5E7EB", "zerolinecolor": "#9CA3AF", "separatethousands": True},
+        colorscale={"sequential": [[i / (len(SEQUENTIAL) - 1), c] for i, c in enumerate(SEQUENTIAL)]},
+    )
+    return template
+
+
+def use_theme() -> None:
+    """Register the "crm" template and make it Plotly's default."""
+    pio.templates[TEMPLATE_NAME] = _template()
+    pio.templates.default = TEMPLATE_NAME
+
+
+def _missing(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return math.isnan(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return True
+
+
+DASH = "–"
+
+
+def fmt_count(value: object) -> str:
+    """``12345`` -> ``"12,345"``."""
+    if _missing(value):
+        return DASH
+    return f"{float(value):,.0f}"  # type: ignore[arg-type]
+
+
+def fmt_money(value: object, decimals: int | None = None) -> str:
+    """``1234567.8`` -> ``"$1.23M"``; below 10,000 the full amount (``"$9,876"``)."""
+    if _missing(value):
+        return DASH
+    amount = float(value)  # type: ignore[arg-type]
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if decimals is not None:
+        return f"{sign}{CURRENCY}{amount:,.{decimals}f}"
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e4, "k")):
+        if amount >= threshold:
+            return f"{sign}{CURRENCY}{amount / threshold:,.{1 if suffix == 'k' else 2}f}{suffix}"
+    return f"{sign}{CURRENCY}{amount:,.0f}" if amount >= 100 else f"{sign}{CURRENCY}{amount:,.2f}"
+
+
+def fmt_ratio(value: object, decimals: int = 1) -> str:
+    """A fraction as a percentage: ``0.1234`` -> ``"12.3%"``."""
+    if _missing(value):
+        return DASH
+    return f"{100 * float(value):,.{decimals}f}%"  # type: ignore[arg-type]
+
+
+def fmt_days(value: object) -> str:
+    """``12.34`` -> ``"12.3 days"`` (``"1 day"`` for exactly one)."""
+    if _missing(value):
+        return DASH
+    days = float(value)  # type: ignore[arg-type]
+    if days == 1:
+        return "1 day"
+    return f"{days:,.1f} days" if days < 100 else f"{days:,.0f} days"
+
+
+def fmt_nps(value: object) -> str:
+    """NPS on −100..100 with a sign: ``23.4`` -> ``"+23"``."""
+    if _missing(value):
+        return DASH
+    return f"{float(value):+.0f}"  # type: ignore[arg-type]
+
+
+def fmt_score(value: object) -> str:
+    """A mean score such as CES on 1–7: ``5.234`` -> ``"5.23"``."""
+    if _missing(value):
+        return DASH
+    return f"{float(value):,.2f}"  # type: ignore[arg-type]
+
+
+FORMATTERS = {
+    "count": fmt_count,
+    "money": fmt_money,
+    "ratio": fmt_ratio,
+    "days": fmt_days,
+    "nps": fmt_nps,
+    "score": fmt_score,
+}
+
+
+def fmt_value(value: object, unit: str) -> str:
+    """Format ``value`` for its registry ``unit`` (ratio, nps, score, days, money, count)."""
+    formatter = FORMATTERS.get(unit)
+    if formatter is None:
+        if _missing(value):
+            return DASH
+        return f"{float(value):,.2f}" if isinstance(value, Real) else str(value)
+    return formatter(value)
+
+
+def fmt_delta(change: object, unit: str) -> str:
+    """A period-over-period change: ratios in percentage points, others in their unit, signed."""
+    if _missing(change):
+        return ""
+    c = float(change)  # type: ignore[arg-type]
+    sign = "+" if c >= 0 else "-"  # ASCII minus: st.metric reads the sign from the text
+    if unit == "ratio":
+        return f"{sign}{abs(100 * c):,.1f} pp"
+    if unit == "money":
+        return sign + fmt_money(abs(c))
+    if unit == "days":
+        return sign + fmt_days(abs(c))
+    if unit == "nps":
+        return f"{sign}{abs(c):,.0f}"
+    if unit == "score":
+        return f"{sign}{abs(c):,.2f}"
+    return f"{sign}{abs(c):,.0f}"
+
+
+#: d3-format strings for plotly axes / hover per unit.
+TICKFORMAT = {
+    "ratio": ".0%",
+    "money": "$,.0f",
+    "count": ",.0f",
+    "days": ",.0f",
+    "nps": "+.0f",
+    "score": ".2f",
+}
+HOVERFORMAT = {
+    "ratio": ".1%",
+    "money": "$,.0f",
+    "count": ",.0f",
+    "days": ",.1f",
+    "nps": "+.1f",
+    "score": ".2f",
+}
+
+
+def axis_format(unit: str) -> dict[str, str]:
+    """``fig.update_yaxes(**axis_format("ratio"))``: tick and hover formats for a unit."""
+    out = {"tickformat": TICKFORMAT.get(unit, ",")}
+    if unit in HOVERFORMAT:
+        out["hoverformat"] = HOVERFORMAT[unit]
+    if unit == "days":
+        out["ticksuffix"] = " d"
+    return out

@@ -1,0 +1,158 @@
+"""KPI cards and definition cards.
+
+* ``kpi_card(key, value, delta, sparkline, low_sample, link)``: one number from the kpis
+  registry entry ``key`` — formatted for its unit, the period-over-period change coloured
+  by "higher is better", a sparkline, a low-sample warning and a link to its page.
+* ``definition_card(key)`` / ``definition_text(key)``: the registry's definition, shown
+  next to every chart so nobody has to guess what "win rate" means here.
+* ``latest(frame, column, ...)``: the numbers a card shows, taken from a KPI's per-period
+  frame (the last complete period, the one before, the series).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from charts.theme import fmt_delta, fmt_value
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+UNIT_WORDS = {
+    "ratio": "a share (0–100 %)",
+    "nps": "NPS points (−100 to +100)",
+    "score": "a mean score",
+    "days": "days",
+    "money": "money (reporting currency)",
+    "count": "a count",
+}
+
+
+def registry_entry(key: str) -> Any | None:
+    """The ``kpis.registry`` definition for ``key``, or None when it is not registered."""
+    try:
+        from kpis import registry
+    except ImportError:
+        return None
+    try:
+        return registry.get(key)
+    except (KeyError, LookupError, ValueError):
+        return None
+
+
+def definition_text(key: str | None, fallback: str | None = None) -> str:
+    """The definition to print beside a chart / in an export: the registry's, else ``fallback``."""
+    entry = registry_entry(key) if key else None
+    if entry is not None:
+        return str(entry.definition)
+    return fallback or ""
+
+
+def definition_card(key: str, fallback: str | None = None) -> None:
+    """A small card: the KPI's title, its definition and which direction is good."""
+    entry = registry_entry(key)
+    if entry is None:
+        if fallback:
+            st.caption(f":material/info: {fallback}")
+        return
+    direction = "higher is better" if entry.higher_is_better else "lower is better"
+    unit = UNIT_WORDS.get(entry.unit, entry.unit)
+    st.caption(f":material/info: **{entry.title}** — {entry.definition} *(Unit: {unit}; {direction}.)*")
+
+
+@dataclass(frozen=True)
+class CardNumbers:
+    """What a card shows: the value of one period, its change on the period before, the series."""
+
+    value: float
+    delta: float
+    sparkline: list[float]
+    low_sample: bool
+    period: pd.Timestamp | None
+    previous: pd.Timestamp | None
+
+
+def _period_end(period: pd.Timestamp, freq: str) -> pd.Timestamp:
+    return period + pd.DateOffset(months={"month": 1, "quarter": 3, "year": 12}[freq])
+
+
+def latest(
+    frame: pd.DataFrame,
+    column: str,
+    freq: str,
+    today: dt.date | None = None,
+    low_sample_column: str = "low_sample",
+) -> CardNumbers:
+    """The last complete period's ``column`` (the last period at all when none is complete),
+    its change on the period before, and the whole series for the sparkline."""
+    nan = math.nan
+    if frame is None or frame.empty or column not in frame:
+        return CardNumbers(nan, nan, [], False, None, None)
+    rows = frame.sort_values("period").reset_index(drop=True)
+    today_ts = pd.Timestamp(today or dt.datetime.now(dt.UTC).date())
+    complete = [i for i, p in enumerate(rows["period"]) if _period_end(pd.Timestamp(p), freq) <= today_ts]
+    index = complete[-1] if complete else len(rows) - 1
+    value = float(rows.at[index, column]) if pd.notna(rows.at[index, column]) else nan
+    previous = (
+        float(rows.at[index - 1, column]) if index > 0 and pd.notna(rows.at[index - 1, column]) else nan
+    )
+    low = bool(rows.at[index, low_sample_column]) if low_sample_column in rows else False
+    series = [float(v) if pd.notna(v) else None for v in rows[column].iloc[: index + 1]]
+    return CardNumbers(
+        value=value,
+        delta=value - previous if not (math.isnan(value) or math.isnan(previous)) else nan,
+        sparkline=[v for v in series if v is not None],
+        low_sample=low,
+        period=pd.Timestamp(rows.at[index, "period"]),
+        previous=pd.Timestamp(rows.at[index - 1, "period"]) if index > 0 else None,
+    )
+
+
+def page_exists(link: str | None) -> bool:
+    """True when ``link`` names a page script of this app (``dashboard.py`` or ``pages/…``)."""
+    return bool(link) and (PROJECT_DIR / str(link)).is_file()
+
+
+def kpi_card(
+    key: str,
+    value: float | None,
+    delta: float | None = None,
+    sparkline: list[float] | None = None,
+    low_sample: bool = False,
+    link: str | None = None,
+    *,
+    caption: str | None = None,
+    delta_description: str | None = None,
+    title: str | None = None,
+    unit: str | None = None,
+    higher_is_better: bool | None = None,
+) -> None:
+    """One KPI in a bordered card. Title, unit and direction come from the registry entry
+    ``key`` (the keyword arguments override them for numbers the registry does not hold)."""
+    entry = registry_entry(key)
+    title = title or (entry.title if entry else key.replace("_", " ").capitalize())
+    unit = unit or (entry.unit if entry else "count")
+    if higher_is_better is None:
+        higher_is_better = bool(entry.higher_is_better) if entry else True
+    with st.container(border=True):
+        st.metric(
+            title,
+            fmt_value(value, unit),
+            delta=fmt_delta(delta, unit) or None,
+            delta_color="normal" if higher_is_better else "inverse",
+            help=str(entry.definition) if entry else None,
+            chart_data=sparkline if sparkline and len(sparkline) > 1 else None,
+            chart_type="line",
+            delta_description=delta_description,
+        )
+        if caption:
+            st.caption(caption)
+        if low_sample:
+            st.caption(":orange[:material/warning: Fewer than 30 observations: read with care.]")
+        if page_exists(link):
+            st.page_link(str(link), label="Details", icon=":material/arrow_forward:")

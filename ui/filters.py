@@ -1,0 +1,293 @@
+"""The global filter bar: date range, period and segment filters, the same on every page.
+
+Call ``global_filters()`` as the FIRST thing on every page (after ``st.set_page_config``).
+It draws the sidebar and returns a ``View`` (``.filters: kpis.Filters``, ``.freq``,
+``.describe()``).
+
+How the values travel (see ../shared/notes/streamlit-pages.md, measured here):
+
+* each filter's value lives in a non-widget session key (``_flt_<name>``); widget keys
+  are dropped by Streamlit when a page that does not draw them runs, the copies survive
+  page switches;
+* a new session seeds those keys from the URL query string; every run writes the current
+  values back to ``st.query_params``, so a copied link restores exactly the same view;
+* URL values are validated against the values present in the database; anything else
+  (a typo, ``' OR 1=1 --``) is ignored with a visible notice. Values only ever reach SQL
+  as bound parameters inside ``kpis``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pandas as pd
+import streamlit as st
+
+from crm_data.engines import database_url
+from kpis.filters import Filters
+from ui import data
+
+FREQS: dict[str, str] = {"month": "Month", "quarter": "Quarter", "year": "Year"}
+
+#: (Filters field, URL parameter = widget key, label), in sidebar order.
+DIMENSIONS: list[tuple[str, str, str]] = [
+    ("segments", "segment", "Segment"),
+    ("industries", "industry", "Industry"),
+    ("regions", "region", "Region"),
+    ("countries", "country", "Country"),
+    ("company_sizes", "company_size", "Company size"),
+    ("acquisition_channels", "acquisition_channel", "Acquisition channel"),
+    ("owners", "owner", "Owner"),
+    ("products", "product", "Product"),
+]
+
+START_PARAM, END_PARAM, FREQ_PARAM = "from", "to", "period"
+DATE_KEY, FREQ_KEY = "date_range", "freq"
+SEEDED_KEY = "_flt_seeded"
+NOTICES_KEY = "_flt_notices"
+MAX_SHOWN = 60  # characters of a rejected URL value shown back to the user
+
+
+def _store(name: str) -> str:
+    return f"_flt_{name}"
+
+
+@dataclass(frozen=True)
+class View:
+    """What the user is looking at: the filters, the period length and the notices."""
+
+    filters: Filters
+    freq: str = "month"
+    labels: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, hash=False)
+
+    def describe(self) -> str:
+        """The active filters in one line, for captions and exports."""
+        f = self.filters
+        last = f.end - dt.timedelta(days=1)
+        parts = [f"{f.start:%d %b %Y} – {last:%d %b %Y}", f"per {self.freq}"]
+        for name, _param, label in DIMENSIONS:
+            values = getattr(f, name)
+            if values:
+                names = self.labels.get(name, {})
+                parts.append(f"{label}: " + ", ".join(names.get(v, v) for v in values))
+        if len(parts) == 2:
+            parts.append("all accounts")
+        return " · ".join(parts)
+
+    def period_label(self, period: object) -> str:
+        """``2026-04-01`` -> "Apr 2026" / "Q2 2026" / "2026" for this view's period."""
+        return period_label(period, self.freq)
+
+
+def period_label(period: object, freq: str) -> str:
+    """A period start as the user says it: "Apr 2026", "Q2 2026" or "2026"."""
+    stamp = pd.Timestamp(period)
+    if freq == "year":
+        return f"{stamp.year}"
+    if freq == "quarter":
+        return f"Q{stamp.quarter} {stamp.year}"
+    return stamp.strftime("%b %Y")
+
+
+def _month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def default_range(
+    bounds: tuple[dt.date, dt.date] | None, today: dt.date | None = None
+) -> tuple[dt.date, dt.date]:
+    """Last 12 full months + the current month, as a half-open ``[start, end)``.
+
+    "Current" is the month of the last day with data, or today if that is earlier (so an
+    imported history that ended years ago still opens on data).
+    """
+    today = today or dt.datetime.now(dt.UTC).date()
+    anchor = today if bounds is None else min(bounds[1], today)
+    end = _add_months(_month_start(anchor), 1)
+    return _add_months(end, -13), end
+
+
+def _date_limits(
+    bounds: tuple[dt.date, dt.date] | None, default: tuple[dt.date, dt.date]
+) -> tuple[dt.date, dt.date]:
+    """The earliest and latest day the date picker offers (inclusive)."""
+    low = min(bounds[0], default[0]) if bounds else default[0]
+    high = max(bounds[1], default[1] - dt.timedelta(days=1)) if bounds else default[1]
+    return dt.date(low.year, 1, 1), dt.date(high.year, 12, 31)
+
+
+def _shown(value: str) -> str:
+    text = value if len(value) <= MAX_SHOWN else value[:MAX_SHOWN] + "…"
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$" else c for c in text)
+
+
+def _parse_day(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text.strip()[:10])
+    except (ValueError, AttributeError):
+        return None
+
+
+def _seed_from_url(
+    known: dict[str, list[str]], default: tuple[dt.date, dt.date], limits: tuple[dt.date, dt.date]
+) -> list[str]:
+    """Fill the session keys from the query string (validated); return notices."""
+    ss = st.session_state
+    params = st.query_params
+    notices: list[str] = []
+
+    start, end = default
+    raw_start, raw_end = params.get(START_PARAM), params.get(END_PARAM)
+    if raw_start is not None or raw_end is not None:
+        parsed_start = _parse_day(raw_start) if raw_start is not None else start
+        parsed_last = _parse_day(raw_end) if raw_end is not None else end - dt.timedelta(days=1)
+        if parsed_start is None or parsed_last is None:
+            notices.append("Ignored an unreadable date in the link; showing the default date range.")
+        elif parsed_last < parsed_start:
+            notices.append("Ignored a date range that ends before it starts; showing the default date range.")
+        else:
+            low, high = limits
+            clamped_start, clamped_last = max(parsed_start, low), min(parsed_last, high)
+            if (clamped_start, clamped_last) != (parsed_start, parsed_last) or clamped_last < clamped_start:
+                notices.append(f"The link's dates were limited to {low:%d %b %Y} – {high:%d %b %Y}.")
+            if clamped_last >= clamped_start:
+                start, end = clamped_start, clamped_last + dt.timedelta(days=1)
+    ss[_store("range")] = (start, end)
+
+    freq = params.get(FREQ_PARAM, "month")
+    if freq not in FREQS:
+        notices.append(f"Ignored unknown period “{_shown(freq)}”; showing months.")
+        freq = "month"
+    ss[_store("freq")] = freq
+
+    for name, param, label in DIMENSIONS:
+        chosen, rejected = [], []
+        for value in params.get_all(param):
+            (chosen if value in known.get(name, []) and value not in chosen else rejected).append(value)
+        rejected = [v for v in rejected if v not in chosen]
+        if rejected:
+            notices.append(
+                f"Ignored unknown {label.lower()} value(s) in the link: "
+                + ", ".join(f"“{_shown(v)}”" for v in rejected[:5])
+                + (" …" if len(rejected) > 5 else "")
+            )
+        ss[_store(name)] = chosen
+    return notices
+
+
+def _reset() -> None:
+    ss = st.session_state
+    for key in [k for k in ss if str(k).startswith("_flt_")]:
+        del ss[key]
+    for _name, param, _label in DIMENSIONS:
+        ss.pop(param, None)
+    ss.pop(DATE_KEY, None)
+    ss.pop(FREQ_KEY, None)
+    st.query_params.clear()
+    ss[SEEDED_KEY] = "reset"
+
+
+def _sync_url(start: dt.date, end: dt.date, freq: str, chosen: dict[str, list[str]]) -> None:
+    wanted: dict[str, str | list[str]] = {
+        START_PARAM: start.isoformat(),
+        END_PARAM: (end - dt.timedelta(days=1)).isoformat(),
+        FREQ_PARAM: freq,
+    }
+    for name, param, _label in DIMENSIONS:
+        if chosen[name]:
+            wanted[param] = list(chosen[name])
+    params = st.query_params
+    for key, value in wanted.items():
+        current = params.get_all(key)
+        as_list = value if isinstance(value, list) else [value]
+        if current != as_list:
+            params[key] = value
+    for _name, param, _label in DIMENSIONS:
+        if param not in wanted and param in params:
+            del params[param]
+
+
+def global_filters() -> View:
+    """Draw the sidebar filter bar and return the current ``View``. Call first on every page."""
+    from charts.theme import use_theme
+
+    use_theme()
+    data.require_database()
+    url = database_url()
+    known = data.dimension_values(url)
+    labels = data.dimension_labels(url)
+    bounds = data.data_date_range(url)
+    default = default_range(bounds)
+    limits = _date_limits(bounds, default)
+    ss = st.session_state
+
+    notices: list[str] = []
+    if SEEDED_KEY not in ss:
+        notices = _seed_from_url(known, default, limits)
+        ss[SEEDED_KEY] = True
+    elif ss[SEEDED_KEY] == "reset":
+        _seed_from_url(known, default, limits)  # the URL is empty now: defaults
+        ss[SEEDED_KEY] = True
+
+    sidebar = st.sidebar
+    sidebar.header("Filters")
+    for notice in notices:
+        sidebar.warning(notice, icon=":material/link_off:")
+
+    # Date range: the widget shows inclusive days, Filters holds a half-open range.
+    start, end = ss.get(_store("range"), default)
+    start, last = max(start, limits[0]), min(end - dt.timedelta(days=1), limits[1])
+    if last < start:
+        start, last = default[0], default[1] - dt.timedelta(days=1)
+    if DATE_KEY not in ss:
+        ss[DATE_KEY] = (start, last)
+    picked = sidebar.date_input(
+        "Date range",
+        min_value=limits[0],
+        max_value=limits[1],
+        key=DATE_KEY,
+        format="YYYY-MM-DD",
+        help="Inclusive days, in UTC. Default: the last 12 full months and the current month.",
+    )
+    if isinstance(picked, tuple | list) and len(picked) == 2 and picked[0] and picked[1]:
+        start, last = picked[0], picked[1]
+    else:
+        sidebar.caption("Pick an end date too; until then the previous range applies.")
+    end = last + dt.timedelta(days=1)
+    ss[_store("range")] = (start, end)
+
+    if FREQ_KEY not in ss:
+        ss[FREQ_KEY] = ss.get(_store("freq"), "month")
+    freq = sidebar.radio("Period", list(FREQS), format_func=FREQS.__getitem__, key=FREQ_KEY, horizontal=True)
+    ss[_store("freq")] = freq
+
+    chosen: dict[str, list[str]] = {}
+    for name, param, label in DIMENSIONS:
+        options = known.get(name, [])
+        if param not in ss:
+            ss[param] = [v for v in ss.get(_store(name), []) if v in options]
+        else:
+            ss[param] = [v for v in ss[param] if v in options]
+        names = labels.get(name, {})
+        values = sidebar.multiselect(
+            label,
+            options,
+            key=param,
+            placeholder="All",
+            format_func=(lambda v, names=names: names.get(v, v)),
+        )
+        ss[_store(name)] = list(values)
+        chosen[name] = list(values)
+
+    sidebar.button("Reset filters", on_click=_reset, icon=":material/restart_alt:")
+    sidebar.caption("The address bar keeps these filters: copy it to share exactly this view.")
+
+    _sync_url(start, end, freq, chosen)
+    filters = Filters(start=start, end=end, **{name: tuple(v) for name, v in chosen.items()})
+    return View(filters=filters, freq=freq, labels=labels)

@@ -1,0 +1,199 @@
+"""A page's charts and tables with their definitions and downloads.
+
+``report = PageReport("Sales pipeline", view)`` draws the page title and the active
+filters; then
+
+* ``report.chart(fig, data, title, kpi_key=None, definition=None)`` draws the Plotly
+  figure, its definition card (from ``kpis.registry``, else ``definition``) and an
+  "Export" popover: PNG / SVG / PDF (needs Chromium; without it a note says what to
+  install), interactive HTML, and the chart's data as CSV / XLSX (the XLSX carries the
+  definition and the active filters). Every file is built only when its button is
+  clicked (``st.download_button`` with a callable).
+* ``report.table(df, title)`` draws a table with a CSV download (drill-downs).
+* ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
+  active filters.
+
+``no_data(message)`` is the friendly empty state for a selection without data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from ui.cards import definition_card, definition_text
+
+NO_DATA = "No data for this selection. Widen the date range or remove a filter in the sidebar."
+
+
+def no_data(message: str | None = None) -> None:
+    """The friendly empty state (never a traceback)."""
+    st.info(message or NO_DATA, icon=":material/filter_alt_off:")
+
+
+def is_empty(frame: pd.DataFrame | None, columns: list[str] | None = None) -> bool:
+    """True when ``frame`` has no rows, or only NaN / zero in ``columns`` (nothing to draw)."""
+    if frame is None or len(frame) == 0:
+        return True
+    if columns:
+        values = frame[[c for c in columns if c in frame]]
+        if values.empty:
+            return True
+        numeric = values.apply(pd.to_numeric, errors="coerce")
+        return bool((numeric.isna() | (numeric == 0)).all().all())
+    return False
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "chart"
+
+
+def _export():
+    from charts import export
+
+    return export
+
+
+class PageReport:
+    """Collects a page's charts so each can be exported alone and all together as one PDF."""
+
+    def __init__(self, title: str, view: Any, *, caption: str | None = None) -> None:
+        self.title = title
+        self.view = view
+        self.items: list[tuple[str, go.Figure, str]] = []
+        self._keys: dict[str, int] = {}
+        st.title(title)
+        st.caption(caption or f":material/filter_alt: {view.describe()}")
+
+    def _key(self, title: str) -> str:
+        base = _slug(title)
+        n = self._keys.get(base, 0)
+        self._keys[base] = n + 1
+        return f"{_slug(self.title)}-{base}" + (f"-{n}" if n else "")
+
+    def _meta(self, title: str, definition: str) -> dict[str, str]:
+        return {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
+
+    def chart(
+        self,
+        fig: go.Figure,
+        data: pd.DataFrame | None,
+        title: str,
+        kpi_key: str | None = None,
+        definition: str | None = None,
+    ) -> None:
+        """Draw ``fig`` under ``title`` with its definition card and export buttons."""
+        key = self._key(title)
+        text = definition_text(kpi_key, definition)
+        if not fig.layout.title.text:
+            fig.update_layout(title_text=title)
+        st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
+        left, right = st.columns([5, 1], vertical_alignment="top")
+        with left:
+            if kpi_key:
+                definition_card(kpi_key, fallback=definition)
+            elif definition:
+                st.caption(f":material/info: {definition}")
+        with right:
+            self._export_popover(fig, data, title, text, key)
+        self.items.append((title, fig, text))
+
+    def _export_popover(
+        self, fig: go.Figure, data: pd.DataFrame | None, title: str, text: str, key: str
+    ) -> None:
+        export = _export()
+        stem = _slug(title)
+        with st.popover("Export", icon=":material/download:", key=f"export-{key}"):
+            if export.chromium_available():
+                for fmt in export.IMAGE_FORMATS:
+                    _download(
+                        fmt.upper(),
+                        (lambda fmt=fmt: export.figure_bytes(fig, fmt)),
+                        f"{stem}.{fmt}",
+                        export.MIME_TYPES[fmt],
+                        f"{key}-{fmt}",
+                    )
+            else:
+                st.caption(export.MISSING_CHROMIUM_HELP)
+            _download(
+                "HTML (interactive)",
+                lambda: export.figure_html(fig, title=title),
+                f"{stem}.html",
+                export.MIME_TYPES["html"],
+                f"{key}-html",
+            )
+            if data is not None:
+                frame = data.copy()
+                _download(
+                    "CSV (data)",
+                    lambda: export.frame_csv(frame),
+                    f"{stem}.csv",
+                    export.MIME_TYPES["csv"],
+                    f"{key}-csv",
+                )
+                meta = self._meta(title, text)
+                _download(
+                    "XLSX (data)",
+                    lambda: export.frame_xlsx({title[:31]: frame}, meta),
+                    f"{stem}.xlsx",
+                    export.MIME_TYPES["xlsx"],
+                    f"{key}-xlsx",
+                )
+
+    def table(
+        self, df: pd.DataFrame, title: str, *, height: int | str = "auto", caption: str | None = None
+    ) -> None:
+        """Draw ``df`` under ``title`` with a CSV download of exactly these rows."""
+        key = self._key(title)
+        st.markdown(f"**{title}**")
+        if caption:
+            st.caption(caption)
+        st.dataframe(df, hide_index=True, height=height, key=f"table-{key}")
+        export = _export()
+        frame = df.copy()
+        _download(
+            f"Download CSV ({len(frame):,} rows)",
+            lambda: export.frame_csv(frame),
+            f"{_slug(title)}.csv",
+            export.MIME_TYPES["csv"],
+            f"{key}-table-csv",
+        )
+
+    def finish(self) -> None:
+        """The whole page as one PDF: every chart, its definition and the active filters."""
+        if not self.items:
+            return
+        st.divider()
+        export = _export()
+        if not export.chromium_available():
+            st.caption(f"Whole-page PDF: {export.MISSING_CHROMIUM_HELP}")
+            return
+        items = list(self.items)
+        _download(
+            f"Download this page as PDF ({len(items)} chart{'s' if len(items) != 1 else ''})",
+            lambda: export.page_pdf(self.title, self.view.describe(), items),
+            f"{_slug(self.title)}.pdf",
+            export.MIME_TYPES["pdf"],
+            f"{_slug(self.title)}-page-pdf",
+            primary=True,
+        )
+
+
+def _download(
+    label: str, build: Callable[[], bytes], file_name: str, mime: str, key: str, primary: bool = False
+) -> None:
+    st.download_button(
+        label,
+        data=build,
+        file_name=file_name,
+        mime=mime,
+        key=f"dl-{key}",
+        on_click="ignore",
+        type="primary" if primary else "secondary",
+        icon=":material/download:",
+    )
