@@ -1,0 +1,337 @@
+"""Revenue and customer-base KPIs: revenue per period, active customers, MRR retention
+(revenue churn, net / gross revenue retention) and signup-month cohort retention.
+
+All aggregation runs in the database. Period boundaries are sent as bound parameters
+(a small ``grid`` CTE of ``(i, s, e)`` rows), so instants are compared with the stored
+values in the database's own timestamp representation on every dialect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from crm_data import schema
+from crm_data.dialects import period_start
+from kpis.core import connection, on_period_grid, period_end, period_starts, ratio
+from kpis.filters import Filters, in_range, scope
+
+Bind = sa.Connection | sa.Engine
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _as_datetime(value: pd.Timestamp | dt.datetime | dt.date) -> dt.datetime:
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.combine(value, dt.time())
+
+
+def period_grid(bounds: Sequence[tuple[object, object]], name: str = "grid") -> sa.CTE:
+    """A CTE ``name(i, s, e)``: one row per ``(start, end)`` instant pair, sent as bound
+    parameters (``i`` = position in ``bounds``)."""
+    selects = [
+        sa.select(
+            sa.literal(i, sa.Integer()).label("i"),
+            sa.literal(_as_datetime(s), sa.DateTime()).label("s"),
+            sa.literal(_as_datetime(e), sa.DateTime()).label("e"),
+        )
+        for i, (s, e) in enumerate(bounds)
+    ]
+    if not selects:
+        raise ValueError("period_grid needs at least one period")
+    statement = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+    return statement.cte(name)
+
+
+def active_at(
+    started_at: ColumnElement, ended_at: ColumnElement, instant: ColumnElement
+) -> ColumnElement[bool]:
+    """DESIGN.md's rule: a subscription is active at ``instant`` when
+    ``started_at <= instant < ended_at`` (no ``ended_at`` = still running)."""
+    return sa.and_(started_at <= instant, sa.or_(ended_at.is_(None), ended_at > instant))
+
+
+def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return sa.case((condition, 1), else_=0)
+
+
+def _per_account_period(f: Filters, grid: sa.CTE) -> sa.CTE:
+    """Per (period i, account): active at s / at e, MRR of subscriptions active at s / at e.
+
+    Only subscriptions in the filters' scope and overlapping ``[s, e]`` are joined."""
+    sub = schema.subscriptions
+    at_s = active_at(sub.c.started_at, sub.c.ended_at, grid.c.s)
+    at_e = active_at(sub.c.started_at, sub.c.ended_at, grid.c.e)
+    mrr = sa.func.coalesce(sub.c.mrr, 0.0)
+    return (
+        sa.select(
+            grid.c.i,
+            sub.c.account_id,
+            sa.func.max(_flag(at_s)).label("act_s"),
+            sa.func.max(_flag(at_e)).label("act_e"),
+            sa.func.sum(sa.case((at_s, mrr), else_=0.0)).label("mrr_s"),
+            sa.func.sum(sa.case((at_e, mrr), else_=0.0)).label("mrr_e"),
+        )
+        .select_from(
+            grid.join(
+                sub,
+                sa.and_(
+                    sub.c.started_at <= grid.c.e,
+                    sa.or_(sub.c.ended_at.is_(None), sub.c.ended_at > grid.c.s),
+                ),
+            )
+        )
+        .where(*scope(f, sub))
+        .group_by(grid.c.i, sub.c.account_id)
+        .cte("per_account")
+    )
+
+
+def _period_bounds(
+    f: Filters, freq: str
+) -> tuple[list[pd.Timestamp], list[tuple[pd.Timestamp, pd.Timestamp]]]:
+    periods = period_starts(f.start, f.end, freq)
+    return periods, [(p, period_end(p, freq)) for p in periods]
+
+
+def _rows_by_index(c: sa.Connection, statement: sa.Executable, n: int, columns: list[str]) -> pd.DataFrame:
+    """Run an aggregate keyed by period index ``i``; every index 0..n-1 gets a row (zeros)."""
+    found = {int(row[0]): row[1:] for row in c.execute(statement)}
+    data = [[(0 if v is None else v) for v in found.get(i, [0] * len(columns))] for i in range(n)]
+    return pd.DataFrame(data, columns=columns)
+
+
+# ---------------------------------------------------------------- revenue
+
+
+def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """Revenue per period from payments dated by ``paid_at`` in ``[start, end)``.
+
+    * revenue = Σ amount (net of refunds, which are negative amounts);
+    * gross_revenue = Σ positive amounts; refunds = −Σ negative amounts
+      (so revenue = gross_revenue − refunds);
+    * paying_accounts = distinct accounts with a positive payment in the period;
+    * arpa = revenue ÷ paying_accounts (NaN when no account paid).
+
+    Columns: period, revenue, gross_revenue, refunds, paying_accounts, arpa. Periods with
+    no payments have zeros and arpa NaN. When ``end`` is not a period boundary, the last
+    period only counts payments before ``end``.
+    """
+    pay = schema.payments
+    periods = period_starts(f.start, f.end, freq)
+    with connection(conn) as c:
+        period = period_start(c.dialect, pay.c.paid_at, freq).label("period")
+        statement = (
+            sa.select(
+                period,
+                sa.func.sum(pay.c.amount).label("revenue"),
+                sa.func.sum(sa.case((pay.c.amount > 0, pay.c.amount), else_=0.0)).label("gross_revenue"),
+                sa.func.sum(sa.case((pay.c.amount < 0, -pay.c.amount), else_=0.0)).label("refunds"),
+                sa.func.count(sa.distinct(sa.case((pay.c.amount > 0, pay.c.account_id)))).label(
+                    "paying_accounts"
+                ),
+            )
+            .where(in_range(pay.c.paid_at, f), *scope(f, pay))
+            .group_by(period)
+        )
+        result = c.execute(statement)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    out = on_period_grid(
+        frame, periods, fill={"revenue": 0.0, "gross_revenue": 0.0, "refunds": 0.0, "paying_accounts": 0}
+    )
+    for column in ("revenue", "gross_revenue", "refunds"):
+        out[column] = out[column].astype(float)
+    out["paying_accounts"] = out["paying_accounts"].astype(int)
+    out["arpa"] = [ratio(r, n) for r, n in zip(out["revenue"], out["paying_accounts"], strict=True)]
+    return out[["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]]
+
+
+# ---------------------------------------------------------------- active customers
+
+
+def active_customers(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """Customers per period ``[s, e)``: a customer is an account with a subscription
+    active at the instant (``started_at ≤ t < ended_at``, no ``ended_at`` = running).
+
+    * customers_at_start = accounts active at ``s``; customers_at_end = active at ``e``;
+    * churned = active at ``s`` and not at ``e``;
+    * new_customers = active at ``e`` and not at ``s`` (new or returning), so
+      customers_at_end = customers_at_start − churned + new_customers.
+
+    Accounts that start and stop inside one period are in none of the counts.
+    Columns: period, customers_at_start, new_customers, churned, customers_at_end.
+    """
+    periods, bounds = _period_bounds(f, freq)
+    columns = ["customers_at_start", "new_customers", "churned", "customers_at_end"]
+    if not periods:
+        return pd.DataFrame(columns=["period", *columns])
+    grid = period_grid(bounds)
+    per = _per_account_period(f, grid)
+    statement = sa.select(
+        per.c.i,
+        sa.func.sum(per.c.act_s),
+        sa.func.sum(_flag(sa.and_(per.c.act_s == 0, per.c.act_e == 1))),
+        sa.func.sum(_flag(sa.and_(per.c.act_s == 1, per.c.act_e == 0))),
+        sa.func.sum(per.c.act_e),
+    ).group_by(per.c.i)
+    with connection(conn) as c:
+        out = _rows_by_index(c, statement, len(periods), columns)
+    out = out.astype(int)
+    out.insert(0, "period", pd.to_datetime(periods))
+    return out
+
+
+# ---------------------------------------------------------------- MRR retention
+
+
+def revenue_retention(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """Revenue churn and net / gross revenue retention from subscription MRR, per period ``[s, e)``.
+
+    For the accounts active at ``s`` (a subscription with ``started_at ≤ s < ended_at``):
+
+    * mrr_at_start = Σ MRR of their subscriptions active at ``s``;
+    * churned_mrr = Σ mrr_at_start of those accounts with no subscription active at ``e``;
+    * expansion / contraction = Σ of the per-account increase / decrease of MRR from ``s``
+      to ``e`` for accounts still active at ``e``;
+    * revenue_churn_rate = (churned_mrr + contraction) ÷ mrr_at_start;
+    * net_revenue_retention = (mrr_at_start + expansion − contraction − churned_mrr) ÷ mrr_at_start;
+    * gross_revenue_retention = (mrr_at_start − contraction − churned_mrr) ÷ mrr_at_start.
+
+    Accounts new in the period (not active at ``s``) are excluded. Ratios are NaN when
+    mrr_at_start is 0. A NULL MRR counts as 0.
+    """
+    periods, bounds = _period_bounds(f, freq)
+    sums = ["mrr_at_start", "expansion", "contraction", "churned_mrr"]
+    rates = ["revenue_churn_rate", "net_revenue_retention", "gross_revenue_retention"]
+    if not periods:
+        return pd.DataFrame(columns=["period", *sums, *rates])
+    grid = period_grid(bounds)
+    per = _per_account_period(f, grid)
+    still = per.c.act_e == 1
+    change = per.c.mrr_e - per.c.mrr_s
+    statement = (
+        sa.select(
+            per.c.i,
+            sa.func.sum(per.c.mrr_s),
+            sa.func.sum(sa.case((sa.and_(still, change > 0), change), else_=0.0)),
+            sa.func.sum(sa.case((sa.and_(still, change < 0), -change), else_=0.0)),
+            sa.func.sum(sa.case((per.c.act_e == 0, per.c.mrr_s), else_=0.0)),
+        )
+        .where(per.c.act_s == 1)
+        .group_by(per.c.i)
+    )
+    with connection(conn) as c:
+        out = _rows_by_index(c, statement, len(periods), sums).astype(float)
+    start, churned = out["mrr_at_start"], out["churned_mrr"]
+    out["revenue_churn_rate"] = [
+        ratio(a + b, m) for a, b, m in zip(churned, out["contraction"], start, strict=True)
+    ]
+    out["net_revenue_retention"] = [
+        ratio(m + x - k - ch, m)
+        for m, x, k, ch in zip(start, out["expansion"], out["contraction"], churned, strict=True)
+    ]
+    out["gross_revenue_retention"] = [
+        ratio(m - k - ch, m) for m, k, ch in zip(start, out["contraction"], churned, strict=True)
+    ]
+    out.insert(0, "period", pd.to_datetime(periods))
+    return out
+
+
+# ---------------------------------------------------------------- cohort retention
+
+
+def _month_floor(value: dt.datetime) -> pd.Timestamp:
+    return pd.Timestamp(value.year, value.month, 1)
+
+
+def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -> pd.DataFrame:
+    """Signup-month cohort retention.
+
+    * cohort = calendar month of an account's first subscription start (within the
+      filters' scope); cohorts whose first day lies in ``[start, end)``;
+    * customers = accounts in the cohort;
+    * retained at month k ≥ 1 = accounts of the cohort active (``started_at ≤ t < ended_at``)
+      at the first instant of month cohort + k; month k = 0 is the cohort itself
+      (retained = customers by definition);
+    * retention_rate = retained ÷ customers (NaN for an empty cohort);
+    * k runs while the first day of month cohort + k is not after the end of the data:
+      min(``as_of`` (default: now, UTC), the latest subscription start or end).
+
+    Columns: cohort, months_since_start, customers, retained, retention_rate.
+    """
+    columns = ["cohort", "months_since_start", "customers", "retained", "retention_rate"]
+    cohorts = period_starts(f.start, f.end, "month")
+    if not cohorts:
+        return pd.DataFrame(columns=columns)
+    sub = schema.subscriptions
+    now = as_of or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with connection(conn) as c:
+        latest = c.execute(
+            sa.select(sa.func.max(sub.c.started_at), sa.func.max(sub.c.ended_at)).where(*scope(f, sub))
+        ).one()
+        stamps = [pd.Timestamp(v).to_pydatetime() for v in latest if v is not None]
+        data_end = min([now, max(stamps)]) if stamps else now
+        last_month = _month_floor(data_end)
+        n_months = max(
+            len(cohorts), (last_month.year - cohorts[0].year) * 12 + last_month.month - cohorts[0].month + 1
+        )
+        months = [cohorts[0] + pd.DateOffset(months=j) for j in range(n_months)]
+        grid = period_grid([(m, period_end(m, "month")) for m in months], name="months")
+        firsts = (
+            sa.select(sub.c.account_id, sa.func.min(sub.c.started_at).label("first_start"))
+            .where(*scope(f, sub))
+            .group_by(sub.c.account_id)
+            .cte("firsts")
+        )
+        members = (
+            sa.select(firsts.c.account_id, grid.c.i.label("cj"))
+            .select_from(
+                firsts.join(grid, sa.and_(firsts.c.first_start >= grid.c.s, firsts.c.first_start < grid.c.e))
+            )
+            .where(grid.c.i < len(cohorts))
+            .cte("members")
+        )
+        sizes = {
+            int(cj): int(n)
+            for cj, n in c.execute(sa.select(members.c.cj, sa.func.count()).group_by(members.c.cj))
+        }
+        later = grid.alias("later")
+        retained_q = (
+            sa.select(members.c.cj, later.c.i, sa.func.count(sa.distinct(members.c.account_id)))
+            .select_from(
+                members.join(later, later.c.i > members.c.cj).join(
+                    sub,
+                    sa.and_(
+                        sub.c.account_id == members.c.account_id,
+                        active_at(sub.c.started_at, sub.c.ended_at, later.c.s),
+                    ),
+                )
+            )
+            .where(later.c.s <= data_end, *scope(f, sub))
+            .group_by(members.c.cj, later.c.i)
+        )
+        retained = {(int(cj), int(j)): int(n) for cj, j, n in c.execute(retained_q)}
+    rows = []
+    for cj, cohort in enumerate(cohorts):
+        customers = sizes.get(cj, 0)
+        rows.append((cohort, 0, customers, customers, ratio(customers, customers)))
+        for j in range(cj + 1, n_months):
+            if months[j] > pd.Timestamp(data_end):
+                break
+            kept = retained.get((cj, j), 0)
+            rows.append((cohort, j - cj, customers, kept, ratio(kept, customers)))
+    out = pd.DataFrame(rows, columns=columns)
+    out["cohort"] = pd.to_datetime(out["cohort"])
+    out["retention_rate"] = out["retention_rate"].astype(float)
+    return out
+
+
+__all__ = ["active_at", "active_customers", "cohort_retention", "period_grid", "revenue", "revenue_retention"]

@@ -1,0 +1,280 @@
+"""kpis.revenue: revenue per period, active customers, MRR retention, cohort retention.
+
+Every expected number is worked out by hand from the rows below (comments show the
+arithmetic); each test runs on DuckDB, SQLite and PostgreSQL through the ``db`` fixture.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from kpis.filters import Filters
+from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
+from tests.kpis.more_fixtures import BASE, load, ts
+
+PAYMENTS = [
+    # Jan 2024
+    {
+        "payment_id": "p1",
+        "account_id": "A1",
+        "paid_at": ts("2024-01-01 00:00:00"),
+        "amount": 100.0,
+    },  # on the boundary: Jan
+    {"payment_id": "p2", "account_id": "A1", "paid_at": ts("2024-01-31 23:59:59"), "amount": 50.0},
+    {"payment_id": "p3", "account_id": "A2", "paid_at": ts("2024-01-15 10:00:00"), "amount": 200.0},
+    {"payment_id": "p4", "account_id": "A2", "paid_at": ts("2024-01-20 10:00:00"), "amount": -30.0},  # refund
+    # Feb 2024: a payment and its full refund
+    {"payment_id": "p5", "account_id": "A3", "paid_at": ts("2024-02-01 00:00:00"), "amount": 80.0},
+    {"payment_id": "p6", "account_id": "A3", "paid_at": ts("2024-02-10 00:00:00"), "amount": -80.0},
+    # Mar 2024: nothing. Outside [2024-01-01, 2024-04-01):
+    {"payment_id": "p8", "account_id": "A1", "paid_at": ts("2023-12-31 23:59:59"), "amount": 999.0},
+    {"payment_id": "p9", "account_id": "A2", "paid_at": ts("2024-04-01 00:00:00"), "amount": 500.0},
+]
+
+SUBSCRIPTIONS = [
+    # account, mrr, started_at, ended_at
+    {
+        "subscription_id": "S1",
+        "account_id": "A1",
+        "product_id": "P1",
+        "mrr": 100.0,
+        "started_at": ts("2023-06-01"),
+        "ended_at": None,
+    },
+    {
+        "subscription_id": "S2",
+        "account_id": "A2",
+        "product_id": "P1",
+        "mrr": 200.0,
+        "started_at": ts("2023-01-01"),
+        "ended_at": ts("2024-02-01 00:00:00"),
+    },  # ends exactly at Feb 1
+    {
+        "subscription_id": "S3",
+        "account_id": "A3",
+        "product_id": "P1",
+        "mrr": 50.0,
+        "started_at": ts("2024-01-01 00:00:00"),
+        "ended_at": None,
+    },  # starts exactly at Jan 1
+    {
+        "subscription_id": "S4",
+        "account_id": "A3",
+        "product_id": "P2",
+        "mrr": 30.0,
+        "started_at": ts("2024-02-15"),
+        "ended_at": None,
+    },
+    {
+        "subscription_id": "S5",
+        "account_id": "A1",
+        "product_id": "P2",
+        "mrr": 40.0,
+        "started_at": ts("2023-09-01"),
+        "ended_at": ts("2024-03-10"),
+    },
+    {
+        "subscription_id": "S6",
+        "account_id": "A4",
+        "product_id": "P1",
+        "mrr": 60.0,
+        "started_at": ts("2024-01-10"),
+        "ended_at": ts("2024-03-01 00:00:00"),
+    },
+    {
+        "subscription_id": "S7",
+        "account_id": "A4",
+        "product_id": "P2",
+        "mrr": 10.0,
+        "started_at": ts("2024-02-05"),
+        "ended_at": ts("2024-02-20"),
+    },  # in and out inside Feb
+]
+# Active accounts and their MRR at each instant (started_at <= t < ended_at):
+#   2024-01-01: A1 140 (S1+S5), A2 200 (S2), A3 50 (S3)            -> 3 accounts, 390
+#   2024-02-01: A1 140, A3 50, A4 60 (S6); S2 ended exactly then       -> 3 accounts, 250
+#   2024-03-01: A1 140, A3 80 (S3+S4); S6 ended exactly then           -> 2 accounts, 220
+#   2024-04-01: A1 100 (S5 ended Mar 10), A3 80                        -> 2 accounts, 180
+#   2024-07-01 and 2025-01-01: as on 2024-04-01
+
+Q1 = Filters("2024-01-01", "2024-04-01")
+
+
+@pytest.fixture
+def engine(db: sa.Engine) -> sa.Engine:
+    load(db, BASE, {"payments": PAYMENTS, "subscriptions": SUBSCRIPTIONS})
+    return db
+
+
+def test_revenue_by_month_nets_refunds_and_keeps_empty_months(engine: sa.Engine) -> None:
+    out = revenue(engine, Q1, "month")
+    assert list(out.columns) == ["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]
+    assert list(out["period"]) == [
+        pd.Timestamp("2024-01-01"),
+        pd.Timestamp("2024-02-01"),
+        pd.Timestamp("2024-03-01"),
+    ]
+    # Jan: 100 + 50 + 200 - 30 = 320; gross 350; refunds 30; payers A1, A2 -> arpa 160
+    # Feb: 80 - 80 = 0; gross 80; refunds 80; payer A3 -> arpa 0 / 1 = 0
+    # Mar: nothing -> zeros, arpa NaN. p8 (Dec 31 23:59:59) and p9 (Apr 1 00:00) are outside.
+    assert out["revenue"].tolist() == pytest.approx([320.0, 0.0, 0.0])
+    assert out["gross_revenue"].tolist() == pytest.approx([350.0, 80.0, 0.0])
+    assert out["refunds"].tolist() == pytest.approx([30.0, 80.0, 0.0])
+    assert out["paying_accounts"].tolist() == [2, 1, 0]
+    assert out["arpa"].iloc[0] == pytest.approx(160.0)
+    assert out["arpa"].iloc[1] == pytest.approx(0.0)
+    assert math.isnan(out["arpa"].iloc[2])
+
+
+def test_revenue_by_quarter_and_year(engine: sa.Engine) -> None:
+    quarters = revenue(engine, Filters("2024-01-01", "2025-01-01"), "quarter")
+    # Q1: 320 + 0 = 320, gross 350 + 80 = 430, refunds 110, payers A1 A2 A3 -> arpa 320/3
+    # Q2: p9 500 (Apr 1 00:00 belongs to Q2); Q3, Q4 empty
+    assert quarters["revenue"].tolist() == pytest.approx([320.0, 500.0, 0.0, 0.0])
+    assert quarters["paying_accounts"].tolist() == [3, 1, 0, 0]
+    assert quarters["arpa"].iloc[0] == pytest.approx(320.0 / 3)
+    years = revenue(engine, Filters("2023-01-01", "2025-01-01"), "year")
+    # 2023: p8 999; 2024: 320 + 500 = 820, gross 430 + 500 = 930, refunds 110, payers 3 -> arpa 820/3
+    assert years["period"].tolist() == [pd.Timestamp("2023-01-01"), pd.Timestamp("2024-01-01")]
+    assert years["revenue"].tolist() == pytest.approx([999.0, 820.0])
+    assert years["gross_revenue"].tolist() == pytest.approx([999.0, 930.0])
+    assert years["refunds"].tolist() == pytest.approx([0.0, 110.0])
+    assert years["arpa"].tolist() == pytest.approx([999.0, 820.0 / 3])
+
+
+def test_revenue_segment_filter_and_empty_segment(engine: sa.Engine) -> None:
+    smb = revenue(engine, Q1.replace(segments=["SMB"]), "month")  # A1, A3
+    # Jan: A1 100 + 50 = 150 (1 payer); Feb: A3 80 - 80 = 0 (1 payer)
+    assert smb["revenue"].tolist() == pytest.approx([150.0, 0.0, 0.0])
+    assert smb["paying_accounts"].tolist() == [1, 1, 0]
+    empty = revenue(engine, Q1.replace(segments=["Nobody"]), "month")
+    assert empty["revenue"].tolist() == [0.0, 0.0, 0.0]
+    assert empty["arpa"].isna().all()
+
+
+def test_active_customers_by_month(engine: sa.Engine) -> None:
+    out = active_customers(engine, Q1, "month")
+    assert list(out.columns) == [
+        "period",
+        "customers_at_start",
+        "new_customers",
+        "churned",
+        "customers_at_end",
+    ]
+    # Jan: {A1,A2,A3} -> {A1,A3,A4}: churned A2, new A4
+    # Feb: {A1,A3,A4} -> {A1,A3}: churned A4 (S6 ends exactly Mar 1); S7 in/out inside Feb changes nothing
+    # Mar: {A1,A3} -> {A1,A3}
+    assert out["customers_at_start"].tolist() == [3, 3, 2]
+    assert out["new_customers"].tolist() == [1, 0, 0]
+    assert out["churned"].tolist() == [1, 1, 0]
+    assert out["customers_at_end"].tolist() == [3, 2, 2]
+
+
+def test_active_customers_quarter_year_and_filters(engine: sa.Engine) -> None:
+    q = active_customers(engine, Filters("2024-01-01", "2024-07-01"), "quarter")
+    # Q1: {A1,A2,A3} -> Apr 1 {A1,A3}: churned 1, new 0 (A4 came and went inside Q1); Q2: 2 -> 2
+    assert q["customers_at_start"].tolist() == [3, 2]
+    assert q["churned"].tolist() == [1, 0]
+    assert q["new_customers"].tolist() == [0, 0]
+    assert q["customers_at_end"].tolist() == [2, 2]
+    y = active_customers(engine, Filters("2024-01-01", "2025-01-01"), "year")
+    assert y[["customers_at_start", "new_customers", "churned", "customers_at_end"]].iloc[0].tolist() == [
+        3,
+        0,
+        1,
+        2,
+    ]
+    # product P2 only: S4 (A3 from Feb 15), S5 (A1 to Mar 10), S7 (A4 Feb 5-20)
+    # Jan: {A1} -> {A1}; Feb: {A1} -> {A1, A3}; Mar: {A1, A3} -> {A3}
+    p2 = active_customers(engine, Q1.replace(products=["P2"]), "month")
+    assert p2["customers_at_start"].tolist() == [1, 1, 2]
+    assert p2["new_customers"].tolist() == [0, 1, 0]
+    assert p2["churned"].tolist() == [0, 0, 1]
+    empty = active_customers(engine, Q1.replace(segments=["Nobody"]), "month")
+    assert empty["customers_at_start"].tolist() == [0, 0, 0]
+
+
+def test_revenue_retention_by_month(engine: sa.Engine) -> None:
+    out = revenue_retention(engine, Q1, "month")
+    assert list(out.columns) == [
+        "period",
+        "mrr_at_start",
+        "expansion",
+        "contraction",
+        "churned_mrr",
+        "revenue_churn_rate",
+        "net_revenue_retention",
+        "gross_revenue_retention",
+    ]
+    # Jan: start 390 (A1 140, A2 200, A3 50); A2 churned 200; A4 is new -> excluded
+    #   churn = 200/390; NRR = (390 - 200)/390; GRR = 190/390
+    # Feb: start 250 (A1 140, A3 50, A4 60); A3 50 -> 80 expansion 30; A4 churned 60
+    #   churn = 60/250 = 0.24; NRR = (250 + 30 - 60)/250 = 0.88; GRR = (250 - 60)/250 = 0.76
+    # Mar: start 220 (A1 140, A3 80); A1 140 -> 100 contraction 40
+    #   churn = 40/220; NRR = GRR = 180/220
+    assert out["mrr_at_start"].tolist() == pytest.approx([390.0, 250.0, 220.0])
+    assert out["expansion"].tolist() == pytest.approx([0.0, 30.0, 0.0])
+    assert out["contraction"].tolist() == pytest.approx([0.0, 0.0, 40.0])
+    assert out["churned_mrr"].tolist() == pytest.approx([200.0, 60.0, 0.0])
+    assert out["revenue_churn_rate"].tolist() == pytest.approx([200 / 390, 0.24, 40 / 220])
+    assert out["net_revenue_retention"].tolist() == pytest.approx([190 / 390, 0.88, 180 / 220])
+    assert out["gross_revenue_retention"].tolist() == pytest.approx([190 / 390, 0.76, 180 / 220])
+
+
+def test_revenue_retention_quarter_year_segment_and_empty(engine: sa.Engine) -> None:
+    q = revenue_retention(engine, Filters("2024-01-01", "2024-07-01"), "quarter")
+    # Q1 [Jan 1, Apr 1): start 390; A1 140 -> 100 (contraction 40); A2 churned 200; A3 50 -> 80 (expansion 30)
+    #   churn = (200 + 40)/390; NRR = (390 + 30 - 40 - 200)/390 = 180/390; GRR = (390 - 40 - 200)/390 = 150/390
+    # Q2: start 180 (A1 100, A3 80), no change -> churn 0, NRR = GRR = 1
+    assert q["revenue_churn_rate"].tolist() == pytest.approx([240 / 390, 0.0])
+    assert q["net_revenue_retention"].tolist() == pytest.approx([180 / 390, 1.0])
+    assert q["gross_revenue_retention"].tolist() == pytest.approx([150 / 390, 1.0])
+    y = revenue_retention(engine, Filters("2024-01-01", "2025-01-01"), "year")
+    assert y["net_revenue_retention"].tolist() == pytest.approx([180 / 390])
+    smb = revenue_retention(engine, Q1.replace(segments=["SMB"]), "month")
+    # SMB = A1, A3. Feb: start 190 (140 + 50), A3 +30 -> NRR 220/190, GRR 1, churn 0
+    assert smb["net_revenue_retention"].iloc[1] == pytest.approx(220 / 190)
+    assert smb["gross_revenue_retention"].iloc[1] == pytest.approx(1.0)
+    empty = revenue_retention(engine, Q1.replace(segments=["Nobody"]), "month")
+    assert empty["mrr_at_start"].tolist() == [0.0, 0.0, 0.0]
+    assert empty["net_revenue_retention"].isna().all() and empty["revenue_churn_rate"].isna().all()
+
+
+def test_cohort_retention(engine: sa.Engine) -> None:
+    out = cohort_retention(engine, Filters("2024-01-01", "2024-03-01"), as_of=ts("2024-04-15"))
+    assert list(out.columns) == ["cohort", "months_since_start", "customers", "retained", "retention_rate"]
+    # First subscription month: A1 2023-06, A2 2023-01, A3 2024-01 (Jan 1 00:00), A4 2024-01 (Jan 10).
+    # Data end = min(as_of Apr 15, latest start/end = Mar 10) -> months up to March 2024.
+    # Jan 2024 cohort {A3, A4}: k0 = 2; k1 (Feb 1): A3, A4 -> 2; k2 (Mar 1): A3 only (S6 ended Mar 1) -> 1
+    # Feb 2024 cohort: empty -> customers 0, rate NaN (k0 and k1 = Mar 1)
+    jan = out[out["cohort"] == pd.Timestamp("2024-01-01")]
+    assert jan["months_since_start"].tolist() == [0, 1, 2]
+    assert jan["customers"].tolist() == [2, 2, 2]
+    assert jan["retained"].tolist() == [2, 2, 1]
+    assert jan["retention_rate"].tolist() == pytest.approx([1.0, 1.0, 0.5])
+    feb = out[out["cohort"] == pd.Timestamp("2024-02-01")]
+    assert feb["months_since_start"].tolist() == [0, 1]
+    assert feb["customers"].tolist() == [0, 0]
+    assert feb["retention_rate"].isna().all()
+
+
+def test_cohort_retention_boundaries_and_as_of(engine: sa.Engine) -> None:
+    out = cohort_retention(engine, Filters("2023-01-01", "2023-02-01"), as_of=ts("2024-04-15"))
+    # Jan 2023 cohort = {A2} (S2 2023-01-01 -> 2024-02-01 00:00): months Jan 2023 .. Mar 2024 -> k = 0..14
+    # k = 12 (2024-01-01): active -> 1; k = 13 (2024-02-01, the exact end): not active -> 0
+    assert out["months_since_start"].tolist() == list(range(15))
+    assert out.set_index("months_since_start").loc[12, "retained"] == 1
+    assert out.set_index("months_since_start").loc[13, "retained"] == 0
+    early = cohort_retention(engine, Filters("2024-01-01", "2024-02-01"), as_of=ts("2024-02-15"))
+    # data end = as_of Feb 15 -> the Jan 2024 cohort has k = 0, 1 only
+    assert early["months_since_start"].tolist() == [0, 1]
+    smb = cohort_retention(
+        engine, Filters("2024-01-01", "2024-02-01", segments=["SMB"]), as_of=ts("2024-04-15")
+    )
+    # SMB: only A3 in the Jan 2024 cohort, retained through March
+    assert smb["customers"].tolist() == [1, 1, 1]
+    assert smb["retained"].tolist() == [1, 1, 1]
