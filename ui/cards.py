@@ -156,3 +156,35 @@ def kpi_card(
             st.caption(":orange[:material/warning: Fewer than 30 observations: read with care.]")
         if page_exists(link):
             st.page_link(str(link), label="Details", icon=":material/arrow_forward:")
+
+
+@dataclass(frozen=True)
+class CardSpec:
+    """How the Overview gets one card's numbers from ``kpis``.
+
+    ``function`` is the name of a ``kpis`` function; ``column`` the value to show.
+    ``per_period=False`` marks a function without ``freq`` (e.g. ``sales_cycle``): it is
+    called once per period of the view. ``weight`` combines several rows of one period
+    (e.g. CES per touchpoint) into their response-weighted mean, which equals the mean of
+    all responses of the period.
+    """
+
+    key: str
+    function: str
+    column: str
+    link: str
+    per_period: bool = True
+    weight: str | None = None
+    count: str | None = None  # observations behind the value: low sample when < LOW_SAMPLE
+
+
+def combine_rows(frame: pd.DataFrame, column: str, weight: str) -> pd.DataFrame:
+    """One row per period: the ``weight``-weighted mean of ``column`` and the summed weight."""
+    if frame.empty:
+        return pd.DataFrame(columns=["period", column, weight])
+    work = frame[["period", column, weight]].copy()
+    work[weight] = pd.to_numeric(work[weight], errors="coerce").fillna(0)
+    work["_product"] = pd.to_numeric(work[column], errors="coerce").fillna(0) * work[weight]
+    grouped = work.groupby("period", as_index=False)[["_product", weight]].sum()
+    grouped[column] = grouped["_product"] / grouped[weight].where(grouped[weight] > 0)
+    return grouped[["period", column, weight]]

@@ -24,6 +24,8 @@ import streamlit as st
 
 from crm_data import schema
 from crm_data.engines import database_url, make_engine
+
+__all__ = ["database_url", "engine", "kpi", "refresh", "require_database", "shown_url"]
 from kpis.filters import Filters
 
 #: How long cached KPI results live (seconds): data only changes through imports, which
@@ -35,7 +37,8 @@ class DatabaseUnavailable(RuntimeError):
     """The dashboard cannot read the database; the message says what to do."""
 
 
-def _describe_url(url: str) -> str:
+def shown_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
@@ -51,7 +54,7 @@ def engine() -> sa.Engine:
         return _engine(url)
     except FileNotFoundError as error:
         raise DatabaseUnavailable(
-            f"There is no database yet at `{_describe_url(url)}`.\n\n"
+            f"There is no database yet at `{shown_url(url)}`.\n\n"
             "Create the demo database with `python -m crm_data demo` (or import your data with "
             "`python -m crm_data import PATH`), then reload this page."
         ) from error
@@ -61,15 +64,15 @@ def _problem_message(error: Exception, url: str) -> str:
     text = str(getattr(error, "orig", error) or error).lower()
     if "lock" in text:
         return (
-            f"The database `{_describe_url(url)}` is being written by another process "
+            f"The database `{shown_url(url)}` is being written by another process "
             "(a `python -m crm_data demo` or `import`). Reload this page when it has finished."
         )
     if "does not exist" in text or "no such table" in text or "catalog" in text:
         return (
-            f"The database `{_describe_url(url)}` has no CRM tables yet. Run `python -m crm_data demo` "
+            f"The database `{shown_url(url)}` has no CRM tables yet. Run `python -m crm_data demo` "
             "or `python -m crm_data import PATH`, then reload this page."
         )
-    return f"The database `{_describe_url(url)}` cannot be read: {getattr(error, 'orig', error)}"
+    return f"The database `{shown_url(url)}` cannot be read: {getattr(error, 'orig', error)}"
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)

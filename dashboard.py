@@ -1,0 +1,134 @@
+"""CRM Insights — the Overview page (the app's entry: ``streamlit run dashboard.py``).
+
+Pages live in ``pages/`` (classic discovery); every page calls ``ui.filters.global_filters()``
+first, so the sidebar filters apply everywhere and survive page switches and links.
+This page: one card per headline KPI (the last complete period, its change on the period
+before, a sparkline, a low-sample warning, a link to its page) and what is in the database.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pandas as pd
+import streamlit as st
+
+from charts.theme import fmt_count
+from kpis.core import LOW_SAMPLE
+from ui import data
+from ui.cards import CardSpec, combine_rows, kpi_card, latest
+from ui.filters import View, global_filters, period_label
+
+st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
+view = global_filters()
+
+SALES, CHURN, FEEDBACK = (
+    "pages/1_Sales_pipeline.py",
+    "pages/2_Customers_and_churn.py",
+    "pages/4_Customer_feedback.py",
+)
+CARDS: list[CardSpec] = [
+    CardSpec("revenue", "revenue", "revenue", "pages/6_Forecast.py"),
+    CardSpec("active_customers", "active_customers", "customers_at_end", CHURN),
+    CardSpec("churn_rate", "churn_rate", "churn_rate", CHURN),
+    CardSpec("net_revenue_retention", "revenue_retention", "net_revenue_retention", CHURN),
+    CardSpec("nps", "nps", "nps", FEEDBACK),
+    CardSpec("ces", "ces", "ces_mean", FEEDBACK, weight="responses"),
+    CardSpec("win_rate", "win_rate", "win_rate", SALES),
+    CardSpec("sales_cycle", "sales_cycle", "median_days", SALES, per_period=False, count="deals"),
+    CardSpec("first_contact_resolution", "first_contact_resolution", "fcr_rate", "pages/3_Service.py"),
+    CardSpec(
+        "retention_cost",
+        "retention_cost",
+        "cost_per_retained_customer",
+        "pages/5_Marketing_and_retention_cost.py",
+    ),
+]
+
+
+def kpi_function(name: str):
+    """``kpis.<name>``, or None while that KPI is not available."""
+    try:
+        return getattr(importlib.import_module("kpis"), name, None)
+    except ImportError:
+        return None
+
+
+def card_frame(spec: CardSpec, view: View) -> pd.DataFrame:
+    """The KPI per period of the view, one row per period (from ``kpis`` via the cache)."""
+    function = kpi_function(spec.function)
+    if spec.per_period:
+        frame = data.kpi(function, view)
+    else:  # one call per period: [period start, next period start)
+        from kpis.core import period_end, period_starts
+
+        rows = []
+        for start in period_starts(view.filters.start, view.filters.end, view.freq):
+            end = period_end(start, view.freq)
+            one = data.kpi(function, view.filters.replace(start=start.date(), end=end.date()))
+            rows.append({"period": start, **(one.iloc[0].to_dict() if len(one) else {})})
+        frame = pd.DataFrame(rows)
+    if spec.weight:
+        frame = combine_rows(frame, spec.column, spec.weight)
+        frame["low_sample"] = frame[spec.weight] < LOW_SAMPLE
+    if spec.count and spec.count in frame:
+        frame["low_sample"] = pd.to_numeric(frame[spec.count], errors="coerce").fillna(0) < LOW_SAMPLE
+    return frame
+
+
+def draw_card(spec: CardSpec, view: View) -> None:
+    if kpi_function(spec.function) is None:
+        with st.container(border=True):
+            st.caption(
+                f"**{spec.key.replace('_', ' ').capitalize()}**: `kpis.{spec.function}` is not available yet."
+            )
+        return
+    try:
+        numbers = latest(card_frame(spec, view), spec.column, view.freq)
+    except Exception as error:  # one failing KPI must not take the whole Overview down
+        with st.container(border=True):
+            st.error(f"{spec.key}: could not be computed ({type(error).__name__}: {error})")
+        return
+    if numbers.period is None:
+        compared, caption = None, "No period in the selected range."
+    else:
+        label = period_label(numbers.period, view.freq)
+        compared = (
+            f"{label} vs {period_label(numbers.previous, view.freq)}"
+            if numbers.previous is not None
+            else None
+        )
+        caption = label if numbers.previous is not None else f"{label} (no earlier period in the range)"
+    kpi_card(
+        spec.key,
+        numbers.value,
+        numbers.delta,
+        numbers.sparkline,
+        numbers.low_sample,
+        spec.link,
+        caption=None if compared else caption,
+        delta_description=compared,
+    )
+
+
+st.title("Overview")
+st.caption(
+    f":material/filter_alt: {view.describe()} — each card shows the last complete {view.freq} in the range "
+    f"and its change on the {view.freq} before; the line is the trend over the range."
+)
+for row in range(0, len(CARDS), 5):
+    for spec, column in zip(CARDS[row : row + 5], st.columns(5), strict=False):
+        with column:
+            draw_card(spec, view)
+
+url = data.database_url()
+with st.expander("What's in the database", icon=":material/database:"):
+    counts = data.table_row_counts(url)
+    bounds = data.data_date_range(url)
+    if bounds is None:
+        st.write("No dated records yet (no subscriptions, deals, payments or tickets).")
+    else:
+        st.write(f"Records from **{bounds[0]:%d %b %Y}** to **{bounds[1]:%d %b %Y}** (UTC).")
+    shown = counts.assign(rows=counts["rows"].map(fmt_count))
+    st.dataframe(shown, hide_index=True, width="content")
+    st.caption(f"Read-only connection to `{data.shown_url(url)}`.")
