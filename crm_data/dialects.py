@@ -8,6 +8,7 @@ percentiles, and the per-connection setup (UTC session time zone, SQLite functio
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 from typing import Literal
 
@@ -74,6 +75,11 @@ def _register_sqlite_functions(dbapi_connection: sqlite3.Connection) -> None:
     dbapi_connection.create_function("exp", 1, lambda x: None if x is None else math.exp(x), deterministic=True)
     dbapi_connection.create_function("floor", 1, lambda x: None if x is None else math.floor(x), deterministic=True)
     dbapi_connection.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x), deterministic=True)
+    dbapi_connection.create_function("regexp_replace", 3, _regexp_replace_all, deterministic=True)
+
+
+def _regexp_replace_all(value: str | None, pattern: str, replacement: str) -> str | None:
+    return None if value is None else re.sub(pattern, replacement, value)
 
 
 def period_start(dialect: sa.Dialect, column: ColumnElement, freq: Freq) -> ColumnElement:
@@ -118,3 +124,42 @@ def percentile(dialect: sa.Dialect, column: ColumnElement, fraction: float) -> C
         return sa.func.percentile_cont(column, sa.literal(fraction, sa.Double()))
     return sa.func.percentile_cont(sa.literal(fraction, sa.Double())).within_group(column)
 
+
+
+def regexp_replace(dialect: sa.Dialect, column: ColumnElement, pattern: str, replacement: str) -> ColumnElement:
+    """``column`` with every match of ``pattern`` replaced by ``replacement``.
+
+    Use the regex subset that RE2 (DuckDB), POSIX ARE (PostgreSQL) and Python ``re``
+    (SQLite, registered by :func:`prepare_engine`) read alike: classes like ``[^a-z0-9 ]``,
+    ``+``, ``*``, ``^``, ``$``, alternation; no ``\\b`` and no back-references.
+    """
+    if dialect.name in ("duckdb", "postgresql"):
+        return sa.func.regexp_replace(column, pattern, replacement, "g", type_=sa.String())
+    if dialect.name == "sqlite":
+        return sa.func.regexp_replace(column, pattern, replacement, type_=sa.String())
+    raise NotImplementedError(f"regexp_replace is not implemented for {dialect.name}")
+
+
+def upsert_from_select(
+    dialect: sa.Dialect, table: sa.Table, columns: list[str], source: sa.Select, keys: list[str]
+) -> sa.Insert:
+    """``INSERT INTO table (columns) SELECT ... ON CONFLICT (keys) DO UPDATE`` (DuckDB, PostgreSQL, SQLite).
+
+    Existing rows get the non-key ``columns`` from ``source`` only where a value differs
+    (so re-inserting identical rows changes nothing); key-only tables use ``DO NOTHING``.
+    """
+    if dialect.name in ("duckdb", "postgresql"):
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"upsert_from_select is not implemented for {dialect.name}")
+    # SQLite needs a WHERE in INSERT ... SELECT ... ON CONFLICT to parse it unambiguously
+    statement = insert(table).from_select(columns, source.where(sa.true()))
+    updates = [c for c in columns if c not in keys]
+    if not updates:
+        return statement.on_conflict_do_nothing(index_elements=keys)
+    changed = sa.or_(*(table.c[c].is_distinct_from(statement.excluded[c]) for c in updates))
+    return statement.on_conflict_do_update(
+        index_elements=keys, set_={c: statement.excluded[c] for c in updates}, where=changed
+    )

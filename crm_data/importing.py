@@ -1,0 +1,369 @@
+"""Import canonical tables — a CSV bundle, or inputs built by a mapping — all or nothing.
+
+A *CSV bundle* is a folder with one ``<table>.csv`` per canonical table (any subset of
+the 17 tables of :mod:`crm_data.schema`), or the CSV files themselves named
+``<table>.csv``. Files are UTF-8 (a byte-order mark is fine) with ``\\n`` or ``\\r\\n``
+line endings and a header row of canonical column names (matched ignoring case and
+surrounding blanks).
+
+Steps of :func:`import_tables`, on one connection and in ONE transaction:
+
+1. validate everything (:mod:`crm_data.validation`); on any error nothing is written;
+2. create the canonical tables that are missing;
+3. per table, parents first: copy the rows into a temporary staging table with
+   :func:`crm_data.bulk.bulk_insert`, then upsert them by primary key
+   (:func:`crm_data.dialects.upsert_from_select`): new keys are inserted; existing keys
+   get the columns present in the file (columns absent from the file keep their values),
+   and only rows whose values differ are touched — re-importing a bundle changes nothing;
+4. commit; any database error rolls everything back.
+
+Row identity: the primary key of each table; ``deal_stage_history`` (deal_id, stage,
+entered_at), ``web_traffic`` (date, source) and ``social_media`` (date, platform) have
+composite keys. ``campaign_responses`` has no key: an import *replaces all responses of
+every campaign that appears in its file* (so a campaign's responses are always those of
+its latest import, and re-importing changes nothing).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data import dialects, schema
+from crm_data.bulk import bulk_insert
+from crm_data.engines import DatabaseBusyError, connect_checked
+from crm_data.validation import (
+    MAX_LISTED_ERRORS,
+    ImportIssue,
+    IssueLog,
+    TableInput,
+    ValidTable,
+    existing_tables,
+    validate,
+)
+
+__all__ = [
+    "ImportIssue",
+    "ImportReport",
+    "TableInput",
+    "import_paths",
+    "import_tables",
+    "read_bundle",
+    "read_csv",
+    "validate_tables",
+]
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class ImportReport:
+    """The outcome of a validation or an import.
+
+    ``rows`` = rows given per table; ``written`` = rows inserted or changed per table (empty
+    when nothing was written); ``error_count`` / ``warning_count`` count every issue while
+    ``errors`` / ``warnings`` list the first ones.
+    """
+
+    ok: bool
+    errors: list[ImportIssue] = field(default_factory=list)
+    warnings: list[ImportIssue] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
+    error_count: int = 0
+    warning_count: int = 0
+    committed: bool = False
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        """A readable text report: errors (up to the cap, then "and N more"), warnings, rows."""
+        out: list[str] = []
+        if self.errors:
+            out.append(f"{self.error_count:,d} error(s):" if self.error_count != 1 else "1 error:")
+            out.extend(f"  {issue}" for issue in self.errors)
+            if self.error_count > len(self.errors):
+                out.append(f"  ... and {self.error_count - len(self.errors):,d} more")
+        if self.warnings:
+            out.append(f"{self.warning_count:,d} warning(s):")
+            out.extend(f"  {issue}" for issue in self.warnings)
+            if self.warning_count > len(self.warnings):
+                out.append(f"  ... and {self.warning_count - len(self.warnings):,d} more")
+        if not self.ok:
+            out.append("nothing was imported: the database is unchanged.")
+        elif self.committed:
+            out.append(f"imported in {self.seconds:.1f} s (rows in the input / inserted or changed):")
+            for table, count in self.rows.items():
+                out.append(f"  {table:20s} {count:>12,d} {self.written.get(table, 0):>12,d}")
+        else:
+            out.append("valid (nothing written yet):")
+            for table, count in self.rows.items():
+                out.append(f"  {table:20s} {count:>12,d}")
+        return "\n".join(out)
+
+
+def _report(log: IssueLog, tables: dict[str, ValidTable] | None, started: float) -> ImportReport:
+    return ImportReport(
+        ok=log.error_count == 0,
+        errors=list(log.errors),
+        warnings=list(log.warnings),
+        rows={name: len(tables[name].frame) for name in schema.TABLE_NAMES if name in (tables or {})},
+        error_count=log.error_count,
+        warning_count=log.warning_count,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- reading CSV files -------------------------------------------------------------------
+
+
+def _line_numbers(data: bytes, rows: int) -> np.ndarray:
+    """The line number of each record: header on line 1, then one line per row — unless
+    the file has blank lines or quoted line breaks, then the lines are counted exactly."""
+    newlines = data.count(b"\n")
+    trailing = data.endswith(b"\n")
+    if newlines - (1 if trailing else 0) == rows and b"\n\n" not in data and b"\n\r\n" not in data:
+        return np.arange(2, rows + 2, dtype=np.int64)
+    starts: list[int] = []
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    previous_end = 0
+    for record in reader:
+        if record and any(record):
+            starts.append(previous_end + 1)
+        previous_end = reader.line_num
+    return np.asarray(starts[1 : rows + 1], dtype=np.int64)
+
+
+def _locate_bad_record(text: str, width: int) -> tuple[int | None, str]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    previous_end = 0
+    try:
+        for record in reader:
+            if record and any(record) and len(record) != width:
+                return previous_end + 1, f"expected {width} fields, found {len(record)}"
+            previous_end = reader.line_num
+    except csv.Error as error:
+        return reader.line_num, f"unreadable CSV: {error}"
+    return None, "unreadable CSV"
+
+
+def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | None, list[ImportIssue]]:
+    """Read one bundle CSV as text (empty cells missing) with the line number of each row."""
+    path = Path(path)
+    name = path.name
+    table = table or path.stem
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return None, [ImportIssue(name, None, "", f"cannot read the file: {error.strerror}")]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        return None, [ImportIssue(name, line, "", "not UTF-8 text (save the file as UTF-8)")]
+    header = next(csv.reader(io.StringIO(text, newline="")), None)
+    if not header or not any(h.strip() for h in header):
+        return None, [ImportIssue(name, 1, "", "the file is empty: a header row is required")]
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        return None, [ImportIssue(name, 1, dupes[0], "column appears more than once")]
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            dtype="str",
+            keep_default_na=False,
+            na_values=[""],
+            encoding="utf-8-sig",
+            engine="pyarrow",
+        )
+    except Exception:  # pyarrow reports ragged rows with its own exception types
+        line, reason = _locate_bad_record(text, len(header))
+        return None, [ImportIssue(name, line, "", reason)]
+    lines = _line_numbers(data, len(frame))
+    if len(lines) != len(frame):
+        line, reason = _locate_bad_record(text, len(header))
+        return None, [ImportIssue(name, line, "", reason)]
+    return TableInput(table, frame, name, lines), []
+
+
+def _bundle_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[ImportIssue]]:
+    files: list[Path] = []
+    issues: list[ImportIssue] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+            for candidate in found:
+                if candidate.stem in schema.metadata.tables:
+                    files.append(candidate)
+                else:
+                    issues.append(
+                        ImportIssue(
+                            candidate.name, None, "", "not a canonical table name: file ignored", "warning"
+                        )
+                    )
+            if not any(p.stem in schema.metadata.tables for p in found):
+                issues.append(
+                    ImportIssue(str(path), None, "", "no <table>.csv files of canonical tables here")
+                )
+        elif path.is_file():
+            if path.suffix.lower() == ".csv" and path.stem in schema.metadata.tables:
+                files.append(path)
+            else:
+                issues.append(ImportIssue(path.name, None, "", "a bundle file must be named <table>.csv"))
+        else:
+            issues.append(ImportIssue(str(path), None, "", "no such file or folder"))
+    return files, issues
+
+
+def read_bundle(paths: Iterable[str | Path]) -> tuple[list[TableInput], list[ImportIssue]]:
+    """The inputs of a CSV bundle: folders and/or ``<table>.csv`` files."""
+    files, issues = _bundle_files(paths)
+    inputs: list[TableInput] = []
+    for path in files:
+        item, problems = read_csv(path)
+        issues.extend(problems)
+        if item is not None:
+            inputs.append(item)
+    return inputs, issues
+
+
+# --- validation and import ---------------------------------------------------------------
+
+
+def _log_with(issues: Iterable[ImportIssue] = ()) -> IssueLog:
+    log = IssueLog(max_errors=MAX_LISTED_ERRORS)
+    for issue in issues:
+        log.add(issue)
+    return log
+
+
+def validate_tables(engine: sa.Engine, inputs: Sequence[TableInput]) -> ImportReport:
+    """Validate ``inputs`` against each other and the database, writing nothing (a preview)."""
+    return _validate_tables(engine, inputs, _log_with())
+
+
+def _validate_tables(engine: sa.Engine, inputs: Sequence[TableInput], log: IssueLog) -> ImportReport:
+    started = time.perf_counter()
+    with connect_checked(engine) as conn:
+        tables = validate(inputs, conn, log)
+    return _report(log, tables, started)
+
+
+def import_tables(
+    engine: sa.Engine,
+    inputs: Sequence[TableInput],
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Validate ``inputs``, then upsert them all in one transaction (nothing on any error).
+
+    ``progress(fraction, message)`` is called as the work advances (0..1).
+    Raises :class:`~crm_data.engines.DatabaseBusyError` when another process holds the
+    DuckDB file.
+    """
+    return _import_tables(engine, inputs, progress, _log_with())
+
+
+def _import_tables(
+    engine: sa.Engine, inputs: Sequence[TableInput], progress: Progress | None, log: IssueLog
+) -> ImportReport:
+    started = time.perf_counter()
+    tell = progress or (lambda fraction, message: None)
+    tell(0.0, "validating")
+    with connect_checked(engine) as conn:
+        with conn.begin() as transaction:
+            tables = validate(inputs, conn, log)
+            report = _report(log, tables, started)
+            if not report.ok:
+                transaction.rollback()
+                tell(1.0, "invalid: nothing imported")
+                return report
+            try:
+                report.written = _write(conn, tables, tell)
+            except DatabaseBusyError:
+                raise
+            except sa.exc.DBAPIError as error:
+                transaction.rollback()
+                report.ok = False
+                report.error_count += 1
+                reason = f"the database rejected the import, nothing was written: {error.orig}"
+                report.errors.append(
+                    ImportIssue(str(engine.url.render_as_string(hide_password=True)), None, "", reason)
+                )
+                return report
+        report.committed = True
+    report.seconds = time.perf_counter() - started
+    tell(1.0, "done")
+    return report
+
+
+def _staging_table(table: sa.Table, columns: list[str]) -> sa.Table:
+    return sa.Table(
+        f"_import_{table.name}",
+        sa.MetaData(),
+        *(sa.Column(name, table.c[name].type) for name in columns),
+        prefixes=["TEMPORARY"],
+    )
+
+
+def _write(conn: sa.Connection, tables: dict[str, ValidTable], tell: Progress) -> dict[str, int]:
+    """Create missing tables, then stage and upsert each table, parents first."""
+    missing = [t for t in schema.TABLES if t.name not in existing_tables(conn)]
+    if missing:
+        schema.metadata.create_all(conn, tables=missing, checkfirst=True)
+    ordered = [tables[t.name] for t in schema.TABLES if t.name in tables]
+    total = sum(len(t.frame) for t in ordered) or 1
+    done = 0
+    written: dict[str, int] = {}
+    for item in ordered:
+        table = item.table
+        tell(0.2 + 0.8 * done / total, f"writing {table.name}")
+        columns = [c.name for c in table.columns if c.name in item.frame.columns]
+        staging = _staging_table(table, columns)
+        staging.create(conn)
+        try:
+            bulk_insert(conn, staging, item.frame[columns])
+            source = sa.select(*(staging.c[c] for c in columns))
+            if table.primary_key.columns:
+                keys = [c.name for c in table.primary_key.columns]
+                result = conn.execute(dialects.upsert_from_select(conn.dialect, table, columns, source, keys))
+            else:
+                # campaign_responses: replace the responses of the campaigns in the file
+                campaigns = sa.select(staging.c.campaign_id).distinct().scalar_subquery()
+                conn.execute(sa.delete(table).where(table.c.campaign_id.in_(campaigns)))
+                result = conn.execute(sa.insert(table).from_select(columns, source))
+            written[table.name] = max(result.rowcount or 0, 0)
+        finally:
+            staging.drop(conn)
+        done += len(item.frame)
+    return written
+
+
+def import_paths(
+    engine: sa.Engine,
+    paths: Sequence[str | Path],
+    mapping: str | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import a CSV bundle (folders / ``<table>.csv`` files), or exports through ``mapping``
+    (``crm_data.mappings.load_mapping(mapping).read(paths)``)."""
+    if mapping:
+        from crm_data.mappings import load_mapping
+
+        inputs = load_mapping(mapping).read([Path(p) for p in paths])
+        issues: list[ImportIssue] = []
+    else:
+        inputs, issues = read_bundle(paths)
+    log = _log_with(issues)
+    if log.error_count:
+        report = _validate_tables(engine, inputs, log)
+        report.ok = False
+        return report
+    return _import_tables(engine, inputs, progress, log)

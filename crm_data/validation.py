@@ -1,0 +1,454 @@
+"""Validation of canonical-table inputs before an import writes anything.
+
+Every check is vectorised with pandas (no Python loop per row): required columns and
+values, types (float, integer, boolean, date, timestamp), enum values
+(:data:`crm_data.schema.ENUMS`), duplicate primary keys (composite keys included) and
+the references declared as foreign keys in :mod:`crm_data.schema` (the parent must be in
+the same import or already in the database).
+
+Each problem is an :class:`ImportIssue` whose ``str`` is ``file:row:column: reason``, with
+``row`` the line number in the source file (the header is line 1). Only the first
+:data:`MAX_LISTED_ERRORS` errors are kept as objects; all are counted.
+
+Parsed values: text stays text (an empty or blank cell is missing); numbers are doubles;
+integers are nullable ``Int64``; booleans accept true/false, t/f, yes/no, y/n, 1/0 (any
+case); dates and timestamps accept ISO 8601 — ``2024-03-01T09:30:00Z``, offsets such as
+``+02:00`` (converted to UTC), ``2024-03-01 09:30:00``, ``2024-03-01`` — and are kept as
+naive values meaning UTC. Enum values are matched ignoring case and surrounding blanks and
+stored in lower case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data import schema
+
+#: How many errors are listed one by one (the rest are counted: "and N more").
+MAX_LISTED_ERRORS = 50
+#: How many warnings are listed one by one.
+MAX_LISTED_WARNINGS = 50
+#: Up to this many distinct unknown parent ids are looked up with ``IN (...)``; above it the
+#: parent's whole key column is read once.
+_LOOKUP_LIMIT = 20_000
+_LOOKUP_CHUNK = 1_000
+
+_TIMESTAMP_TEXT = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+
+
+@dataclass(frozen=True)
+class ImportIssue:
+    """One problem of an import; ``str`` gives ``file:row:column: reason``."""
+
+    file: str
+    row: int | None
+    column: str
+    reason: str
+    level: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        if self.row is None and not self.column:
+            return f"{self.file}: {self.reason}"
+        row = "" if self.row is None else self.row
+        return f"{self.file}:{row}:{self.column}: {self.reason}"
+
+
+@dataclass
+class TableInput:
+    """Rows for one canonical table, as raw text or typed values.
+
+    ``lines`` are the line numbers of the rows in ``source`` (for messages); by default
+    the frame's integer index + 2 (a CSV file with its header on line 1).
+    """
+
+    table: str
+    frame: pd.DataFrame
+    source: str
+    lines: Sequence[int] | None = None
+
+
+@dataclass
+class ValidTable:
+    """A validated input: typed values for the table's columns that were given."""
+
+    table: sa.Table
+    frame: pd.DataFrame
+    source: str
+    lines: np.ndarray
+
+
+@dataclass
+class IssueLog:
+    """Collects issues, listing the first ones and counting all."""
+
+    max_errors: int = MAX_LISTED_ERRORS
+    max_warnings: int = MAX_LISTED_WARNINGS
+    errors: list[ImportIssue] = field(default_factory=list)
+    warnings: list[ImportIssue] = field(default_factory=list)
+    error_count: int = 0
+    warning_count: int = 0
+    _order: dict[str, int] = field(default_factory=dict)
+
+    def add(self, issue: ImportIssue) -> None:
+        """Record one issue."""
+        self._order.setdefault(issue.file, len(self._order))
+        if issue.level == "warning":
+            self.warning_count += 1
+            if len(self.warnings) < self.max_warnings:
+                self.warnings.append(issue)
+        else:
+            self.error_count += 1
+            self.errors.append(issue)
+            if len(self.errors) > 4 * self.max_errors:
+                self._trim()
+
+    def add_rows(
+        self,
+        source: str,
+        lines: np.ndarray,
+        positions: np.ndarray,
+        column: str,
+        reasons: Callable[[np.ndarray], Sequence[str]],
+    ) -> None:
+        """Record an error for each row position in ``positions``; only the first ones are
+        turned into messages (``reasons(first_positions)``), the rest are counted."""
+        if len(positions) == 0:
+            return
+        self._order.setdefault(source, len(self._order))
+        shown = positions[: self.max_errors]
+        for position, reason in zip(shown, reasons(shown), strict=True):
+            self.errors.append(ImportIssue(source, int(lines[position]), column, reason))
+        self.error_count += len(positions)
+        if len(self.errors) > 4 * self.max_errors:
+            self._trim()
+
+    def _trim(self) -> None:
+        self.errors.sort(key=lambda i: (self._order.get(i.file, 0), i.row or 0))
+        del self.errors[self.max_errors :]
+
+    def finish(self) -> None:
+        """Sort the listed errors by file (in table order) and line, and keep the first ones."""
+        self._trim()
+        self.warnings.sort(key=lambda i: (self._order.get(i.file, 0), i.row or 0))
+
+
+def _quoted(values: pd.Series) -> list[str]:
+    return [repr(str(v)) for v in values]
+
+
+def _is_text(series: pd.Series) -> bool:
+    return series.dtype == object or pd.api.types.is_string_dtype(series.dtype)
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Text with missing values as NA; blank cells count as missing."""
+    if not _is_text(series):
+        series = series.astype(object).where(series.notna(), None)
+    text = series.astype("str")
+    blank = text.str.strip() == ""
+    return text.mask(blank.fillna(False).astype(bool))
+
+
+def column_kind(column: sa.Column) -> str:
+    """``text``, ``float``, ``integer``, ``boolean``, ``date`` or ``timestamp``."""
+    kind = column.type
+    if isinstance(kind, sa.DateTime):
+        return "timestamp"
+    if isinstance(kind, sa.Date):
+        return "date"
+    if isinstance(kind, sa.Boolean):
+        return "boolean"
+    if isinstance(kind, sa.Integer):
+        return "integer"
+    if isinstance(kind, sa.Float | sa.Numeric):
+        return "float"
+    return "text"
+
+
+def _parse_timestamps(text: pd.Series) -> pd.Series:
+    """ISO 8601 text -> naive UTC ``datetime64``; anything else NaT."""
+    looks_right = text.str.fullmatch(_TIMESTAMP_TEXT).fillna(False).astype(bool)
+    candidates = text.where(looks_right).str.replace(",", ".", regex=False)
+    parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
+    return parsed.dt.tz_localize(None).astype("datetime64[us]")
+
+
+def _typed_timestamps(series: pd.Series) -> pd.Series | None:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return series.astype("datetime64[us]")
+    return None
+
+
+def parse_column(
+    series: pd.Series, column: sa.Column, table: str
+) -> tuple[pd.Series, pd.Series, pd.Series, str]:
+    """Parse one input column.
+
+    Returns ``(values, missing, invalid, reason_prefix)``: the typed values, the mask of
+    empty cells, the mask of cells that are given but unreadable, and the reason text
+    that precedes the quoted bad value.
+    """
+    kind = column_kind(column)
+    typed = _typed_timestamps(series) if kind in ("timestamp", "date") else None
+    if typed is not None:
+        missing = typed.isna()
+        if kind == "date":
+            invalid = typed.notna() & (typed != typed.dt.normalize())
+            return typed.dt.normalize(), missing, invalid, "not an ISO 8601 date"
+        return typed, missing, pd.Series(False, index=series.index), "not an ISO 8601 timestamp"
+    if kind in ("float", "integer") and pd.api.types.is_numeric_dtype(series.dtype) and series.dtype != bool:
+        numbers = series.astype("float64")
+        missing = numbers.isna()
+        text = None
+    elif kind == "boolean" and (series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype)):
+        values = series.astype("boolean")
+        return values, values.isna(), pd.Series(False, index=series.index), "not a boolean (true/false)"
+    else:
+        text = _as_text(series)
+        missing = text.isna()
+    if kind == "text":
+        enum = schema.ENUMS.get((table, column.name))
+        if enum is None:
+            return text, missing, pd.Series(False, index=series.index), ""
+        normalised = text.str.strip().str.lower()
+        invalid = ~missing & ~normalised.isin(enum)
+        return normalised, missing, invalid, f"is not one of: {', '.join(sorted(enum))}"
+    if kind in ("timestamp", "date"):
+        parsed = _parse_timestamps(text.str.strip())
+        invalid = ~missing & parsed.isna()
+        if kind == "date":
+            invalid |= parsed.notna() & (parsed != parsed.dt.normalize())
+            return parsed, missing, invalid, "not an ISO 8601 date"
+        return parsed, missing, invalid, "not an ISO 8601 timestamp"
+    if kind == "boolean":
+        lowered = text.str.strip().str.lower()
+        values = pd.Series(pd.NA, index=series.index, dtype="boolean")
+        values[lowered.isin(_TRUE).to_numpy()] = True
+        values[lowered.isin(_FALSE).to_numpy()] = False
+        invalid = ~missing & values.isna()
+        return values, missing, invalid, "not a boolean (true/false)"
+    if text is not None:
+        numbers = pd.to_numeric(text.str.strip(), errors="coerce").astype("float64")
+    finite = np.isfinite(numbers.to_numpy(dtype="float64", na_value=np.nan))
+    invalid = ~missing & ~pd.Series(finite, index=series.index)
+    if kind == "integer":
+        whole = pd.Series(finite, index=series.index) & (numbers == numbers.round())
+        not_integer = ~missing & ~whole
+        values = numbers.where(whole).astype("Int64")
+        return values, missing, not_integer, "not an integer"
+    return numbers.where(~invalid), missing, invalid, "not a number"
+
+
+def _header_map(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Canonical (trimmed, lower-case) column name -> the input's column labels."""
+    names: dict[str, list[str]] = {}
+    for label in frame.columns:
+        names.setdefault(str(label).strip().lower(), []).append(label)
+    return names
+
+
+def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
+    """Check one table's rows on their own (everything except references)."""
+    if item.table not in schema.metadata.tables:
+        log.add(ImportIssue(item.source, None, "", f"{item.table!r} is not a canonical table"))
+        return None
+    table = schema.metadata.tables[item.table]
+    frame = item.frame
+    if item.lines is not None:
+        lines = np.asarray(item.lines, dtype=np.int64)
+        if len(lines) != len(frame):
+            raise ValueError(f"{item.source}: {len(lines)} line numbers for {len(frame)} rows")
+    elif pd.api.types.is_integer_dtype(frame.index.dtype):
+        lines = frame.index.to_numpy(dtype=np.int64) + 2
+    else:
+        lines = np.arange(len(frame), dtype=np.int64) + 2
+    frame = frame.reset_index(drop=True)
+    source = item.source
+    names = _header_map(frame)
+    for name, labels in names.items():
+        if name not in table.c:
+            for label in labels:
+                log.add(ImportIssue(source, 1, str(label), "unknown column, not imported", "warning"))
+        elif len(labels) > 1:
+            log.add(ImportIssue(source, 1, name, f"column appears {len(labels)} times"))
+    for column in table.columns:
+        if not column.nullable and column.name not in names:
+            log.add(ImportIssue(source, 1, column.name, "required column is missing"))
+
+    values: dict[str, pd.Series] = {}
+    for column in table.columns:
+        labels = names.get(column.name)
+        if not labels:
+            continue
+        raw = frame[labels[0]]
+        parsed, missing, invalid, reason = parse_column(raw, column, table.name)
+        if not column.nullable:
+            log.add_rows(
+                source,
+                lines,
+                np.flatnonzero(missing.to_numpy()),
+                column.name,
+                lambda p: ["required value is empty"] * len(p),
+            )
+        bad = np.flatnonzero(invalid.to_numpy())
+        if len(bad):
+            if reason.startswith("is not one of"):
+                log.add_rows(
+                    source,
+                    lines,
+                    bad,
+                    column.name,
+                    lambda p, r=raw, why=reason: [f"{v} {why}" for v in _quoted(r.iloc[p])],
+                )
+            else:
+                log.add_rows(
+                    source,
+                    lines,
+                    bad,
+                    column.name,
+                    lambda p, r=raw, why=reason: [f"{why}: {v}" for v in _quoted(r.iloc[p])],
+                )
+        values[column.name] = parsed
+    typed = pd.DataFrame(values, index=frame.index)
+    _check_duplicate_keys(table, typed, source, lines, log)
+    return ValidTable(table, typed, source, lines)
+
+
+def _key_text(frame: pd.DataFrame, positions: np.ndarray, keys: list[str]) -> list[str]:
+    rows = frame.iloc[positions]
+    parts = []
+    for key in keys:
+        series = rows[key]
+        if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            parts.append([t.isoformat() for t in series])
+        else:
+            parts.append([str(v) for v in series])
+    return [", ".join(p) for p in zip(*parts, strict=True)]
+
+
+def _check_duplicate_keys(
+    table: sa.Table, typed: pd.DataFrame, source: str, lines: np.ndarray, log: IssueLog
+) -> None:
+    keys = [c.name for c in table.primary_key.columns]
+    if not keys or any(k not in typed.columns for k in keys):
+        return
+    complete = typed[keys].notna().all(axis=1)
+    if not complete.any():
+        return
+    key_frame = typed.loc[complete, keys]
+    repeated = key_frame.duplicated(keep="first")
+    if not repeated.any():
+        return
+    first_position = (
+        pd.Series(np.flatnonzero(complete.to_numpy()), index=key_frame.index)
+        .groupby([key_frame[k] for k in keys], sort=False, dropna=False)
+        .transform("first")
+    )
+    positions = np.flatnonzero(complete.to_numpy())[repeated.to_numpy()]
+    label = "+".join(keys)
+
+    def reasons(shown: np.ndarray) -> list[str]:
+        texts = _key_text(typed, shown, keys)
+        firsts = first_position.loc[typed.index[shown]].to_numpy()
+        return [f"duplicate key {t!r} (first on line {lines[f]})" for t, f in zip(texts, firsts, strict=True)]
+
+    log.add_rows(source, lines, positions, label, reasons)
+
+
+def existing_tables(conn: sa.Connection) -> set[str]:
+    """The canonical tables that exist in the database of ``conn``."""
+    present = set(sa.inspect(conn).get_table_names())
+    return {name for name in schema.TABLE_NAMES if name in present}
+
+
+def _known_in_database(
+    conn: sa.Connection | None, present: set[str], column: sa.Column, values: pd.Series
+) -> pd.Series:
+    """Boolean mask over ``values`` (distinct ids): which exist in ``column`` of the database."""
+    if conn is None or column.table.name not in present or values.empty:
+        return pd.Series(False, index=values.index)
+    if len(values) > _LOOKUP_LIMIT:
+        existing = pd.Series([r[0] for r in conn.execute(sa.select(column).distinct())], dtype="str")
+        return values.isin(existing)
+    found: set[str] = set()
+    items = values.tolist()
+    for start in range(0, len(items), _LOOKUP_CHUNK):
+        chunk = items[start : start + _LOOKUP_CHUNK]
+        found.update(r[0] for r in conn.execute(sa.select(column).where(column.in_(chunk))))
+    return values.isin(found)
+
+
+def check_references(
+    tables: dict[str, ValidTable], conn: sa.Connection | None, present: set[str], log: IssueLog
+) -> None:
+    """Every foreign key of :mod:`crm_data.schema`: the parent id is in the import or the database."""
+    for name in schema.TABLE_NAMES:
+        item = tables.get(name)
+        if item is None:
+            continue
+        for foreign_key in sorted(item.table.foreign_keys, key=lambda k: k.parent.name):
+            child = foreign_key.parent.name
+            if child not in item.frame.columns:
+                continue
+            parent_column = foreign_key.column
+            parent = parent_column.table.name
+            ids = item.frame[child]
+            given = ids.notna().to_numpy()
+            if not given.any():
+                continue
+            known = pd.Series(False, index=ids.index)
+            parent_item = tables.get(parent)
+            if parent_item is not None and parent_column.name in parent_item.frame.columns:
+                known = ids.isin(parent_item.frame[parent_column.name].dropna())
+            unknown_ids = ids[given & ~known.to_numpy()]
+            if unknown_ids.empty:
+                continue
+            distinct = pd.Series(unknown_ids.unique(), dtype="str")
+            in_database = set(distinct[_known_in_database(conn, present, parent_column, distinct).to_numpy()])
+            missing = given & ~known.to_numpy() & ~ids.isin(in_database).to_numpy()
+            positions = np.flatnonzero(missing)
+            target = f"{parent}.{parent_column.name}"
+            log.add_rows(
+                item.source,
+                item.lines,
+                positions,
+                child,
+                lambda p, s=ids, t=target: [
+                    f"{v} is not in {t} (neither in this import nor in the database)"
+                    for v in _quoted(s.iloc[p])
+                ],
+            )
+
+
+def validate(
+    inputs: Sequence[TableInput], conn: sa.Connection | None, log: IssueLog
+) -> dict[str, ValidTable]:
+    """Validate every input (one per table) and their references; issues go to ``log``."""
+    tables: dict[str, ValidTable] = {}
+    sources: dict[str, str] = {}
+    for item in inputs:
+        if item.table in sources:
+            log.add(
+                ImportIssue(
+                    item.source, None, "", f"table {item.table} is also given by {sources[item.table]}"
+                )
+            )
+            continue
+        valid = validate_input(item, log)
+        if valid is not None:
+            sources[item.table] = item.source
+            tables[item.table] = valid
+    present = existing_tables(conn) if conn is not None else set()
+    check_references(tables, conn, present, log)
+    log.finish()
+    return tables
