@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from crm_data.engines import DatabaseBusyError, database_url, make_engine
+from crm_data.engines import DatabaseBusyError, connect_checked, database_url, make_engine
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from crm_data.demo import generate
 
+            engine = make_engine(url)
+            connect_checked(engine).close()  # fail fast (exit 2) while another process holds the DuckDB file
             started = time.perf_counter()
-            counts = generate(make_engine(url), accounts=args.accounts, seed=args.seed, progress=not args.quiet)
+            counts = generate(engine, accounts=args.accounts, seed=args.seed, progress=not args.quiet)
             took = time.perf_counter() - started
             print(f"demo data written to {url} in {took:.1f} s:")
             for table, rows in counts.items():
@@ -54,11 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from crm_data.quality import check_database
 
-            with make_engine(url, read_only=False).connect() as conn:
+            # read-only: works beside the (read-only) dashboard on the same DuckDB file
+            with connect_checked(make_engine(url, read_only=True)) as conn:
                 report = check_database(conn, stale_days=args.stale_days)
             print(report.render())
             return 0
-    except DatabaseBusyError as error:
+    except (DatabaseBusyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 2

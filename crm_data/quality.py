@@ -1,0 +1,442 @@
+"""Data-quality checks of the canonical tables ("clean your CRM"), computed in SQL.
+
+:func:`check_database` runs every check below on DuckDB, SQLite or PostgreSQL and returns
+a :class:`QualityReport`: one :class:`Finding` per check — also the clean ones, with
+``count == 0`` — carrying the number of offending records and up to ``limit`` of them.
+
+Checks (``key``: what counts):
+
+* ``duplicate_accounts``: accounts whose *normalised name* is shared with another account.
+  Normalised = lower case, trimmed, punctuation removed, blanks collapsed, and up to two
+  trailing legal suffixes removed (Inc, Ltd, LLC, GmbH, AG, Corp, Co, PLC, SA, BV, …).
+* ``duplicate_contacts``: contacts whose email (lower case, trimmed) another contact has.
+* ``missing_<table>_<column>``: missing key fields — accounts without segment, industry,
+  region or owner; contacts without email; deals without amount; tickets without product
+  (NULL or blank).
+* ``stale_open_deals``: open deals whose last stage change (latest ``entered_at`` in
+  ``deal_stage_history``, else ``created_at``) is more than ``stale_days`` before ``now``.
+* ``orphan_<table>_<column>``: references to a record that does not exist — the ones no
+  foreign key enforces (owners, products, contacts, deals, tickets, campaigns, stages,
+  managers) and, because SQLite does not enforce foreign keys, the declared ones too.
+* ``future_<table>``: rows with a timestamp / date after ``now`` (planned values are
+  allowed: ``subscriptions.ended_at``, ``campaigns.started_on`` / ``ended_on``).
+* ``overlapping_subscriptions``: pairs of subscriptions of the same account and product
+  (a missing product counts as one product) whose ``[started_at, ended_at)`` intervals
+  overlap (no ``ended_at`` = still running).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data import dialects, schema
+from crm_data.validation import column_kind, existing_tables
+
+#: Sample records kept per finding.
+DEFAULT_LIMIT = 20
+LEGAL_SUFFIXES: tuple[str, ...] = (
+    "inc", "incorporated", "ltd", "limited", "llc", "llp", "lp", "gmbh", "mbh", "ag", "kg", "corp",
+    "corporation", "co", "company", "plc", "sa", "sas", "sarl", "srl", "spa", "bv", "nv", "oy", "ab",
+    "as", "pty", "se",
+)  # fmt: skip
+_PUNCTUATION = r"[.,;:!?'\"`&()/\\_*+#@~|-]"
+#: (table, column) pairs whose future values are plans, not errors.
+PLANNED_COLUMNS = frozenset(
+    {("subscriptions", "ended_at"), ("campaigns", "started_on"), ("campaigns", "ended_on")}
+)
+#: Key fields reported when missing.
+KEY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("accounts", "segment"),
+    ("accounts", "industry"),
+    ("accounts", "region"),
+    ("accounts", "owner_id"),
+    ("contacts", "email"),
+    ("deals", "amount"),
+    ("tickets", "product_id"),
+)
+#: References that no foreign key declares: (table, column, parent table, parent column).
+SOFT_REFERENCES: tuple[tuple[str, str, str, str], ...] = (
+    ("accounts", "owner_id", "users", "user_id"),
+    ("users", "manager_id", "users", "user_id"),
+    ("subscriptions", "product_id", "products", "product_id"),
+    ("deals", "owner_id", "users", "user_id"),
+    ("deals", "product_id", "products", "product_id"),
+    ("deal_stage_history", "stage", "pipeline_stages", "stage"),
+    ("interactions", "contact_id", "contacts", "contact_id"),
+    ("interactions", "user_id", "users", "user_id"),
+    ("interactions", "deal_id", "deals", "deal_id"),
+    ("interactions", "ticket_id", "tickets", "ticket_id"),
+    ("interactions", "campaign_id", "campaigns", "campaign_id"),
+    ("tickets", "product_id", "products", "product_id"),
+    ("survey_responses", "contact_id", "contacts", "contact_id"),
+    ("survey_responses", "ticket_id", "tickets", "ticket_id"),
+    ("campaign_responses", "contact_id", "contacts", "contact_id"),
+)
+
+
+@dataclass
+class Finding:
+    """One check's result: how many records are affected and some of them."""
+
+    key: str
+    title: str
+    table: str
+    count: int
+    description: str
+    records: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+@dataclass
+class QualityReport:
+    """Every check's :class:`Finding` (clean checks have ``count == 0``)."""
+
+    findings: list[Finding]
+    checked_at: datetime
+    stale_days: int
+    missing_tables: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Finding]:
+        """The findings with at least one offending record."""
+        return [f for f in self.findings if f.count]
+
+    @property
+    def ok(self) -> bool:
+        """True when no check found anything."""
+        return not self.problems and not self.missing_tables
+
+    def finding(self, key: str) -> Finding:
+        """The finding of check ``key``."""
+        for item in self.findings:
+            if item.key == key:
+                return item
+        raise KeyError(key)
+
+    def render(self, rows: int = 10) -> str:
+        """A readable text report: each problem with up to ``rows`` sample records, then the clean checks."""
+        out = [
+            f"Data-quality report — checked {self.checked_at:%Y-%m-%d %H:%M} UTC "
+            f"(open deals are stale after {self.stale_days} days without a stage change)",
+        ]
+        if self.missing_tables:
+            out.append(f"tables missing (checks on them skipped): {', '.join(self.missing_tables)}")
+        problems = self.problems
+        out.append(
+            f"{len(problems)} of {len(self.findings)} checks found problems."
+            if problems
+            else f"All {len(self.findings)} checks passed."
+        )
+        for item in problems:
+            out.append("")
+            out.append(f"[!] {item.title}: {item.count:,d}")
+            out.append(f"    {item.description}")
+            if not item.records.empty:
+                sample = item.records.head(rows).to_string(index=False, max_colwidth=40)
+                out.extend("    " + line for line in sample.splitlines())
+                if item.count > min(rows, len(item.records)):
+                    out.append(f"    ... {item.count - min(rows, len(item.records)):,d} more")
+        clean = [f.title for f in self.findings if not f.count]
+        if clean:
+            out.append("")
+            out.append("Passed: " + "; ".join(clean) + ".")
+        return "\n".join(out)
+
+
+def _blank(column: sa.ColumnElement) -> sa.ColumnElement:
+    if column_kind(column) == "text":  # type: ignore[arg-type]
+        return sa.or_(column.is_(None), sa.func.trim(column) == "")
+    return column.is_(None)
+
+
+def _count_and_records(
+    conn: sa.Connection, base: sa.Select, order: list[sa.ColumnElement], limit: int
+) -> tuple[int, pd.DataFrame]:
+    """``count(*)`` of ``base`` and its first ``limit`` rows by ``order``."""
+    sub = base.subquery()
+    count = conn.execute(sa.select(sa.func.count()).select_from(sub)).scalar_one()
+    if not count:
+        return 0, pd.DataFrame(columns=[c.name for c in sub.columns])
+    result = conn.execute(sa.select(*sub.columns).order_by(*(sub.c[c.name] for c in order)).limit(limit))
+    return int(count), pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def normalised_name(dialect: sa.Dialect, column: sa.ColumnElement) -> sa.ColumnElement:
+    """SQL: the company name for duplicate matching (see the module docstring)."""
+    text = dialects.regexp_replace(dialect, sa.func.lower(sa.func.trim(column)), _PUNCTUATION, " ")
+    text = sa.func.trim(dialects.regexp_replace(dialect, text, " +", " "))
+    suffixes = " (" + "|".join(LEGAL_SUFFIXES) + ")$"
+    for _ in range(2):
+        text = sa.func.trim(dialects.regexp_replace(dialect, text, suffixes, ""))
+    return text
+
+
+def _duplicate_accounts(conn: sa.Connection, limit: int, **_: object) -> Finding:
+    accounts = schema.accounts
+    key = normalised_name(conn.dialect, accounts.c.name).label("normalised_name")
+    named = (
+        sa.select(accounts.c.account_id, accounts.c.name, key)
+        .where(accounts.c.name.is_not(None))
+        .cte("named")
+    )
+    groups = (
+        sa.select(named.c.normalised_name, sa.func.count().label("accounts_with_this_name"))
+        .where(named.c.normalised_name != "")
+        .group_by(named.c.normalised_name)
+        .having(sa.func.count() > 1)
+        .cte("groups")
+    )
+    base = sa.select(
+        named.c.normalised_name, named.c.account_id, named.c.name, groups.c.accounts_with_this_name
+    ).join_from(named, groups, named.c.normalised_name == groups.c.normalised_name)
+    count, records = _count_and_records(conn, base, [named.c.normalised_name, named.c.account_id], limit)
+    return Finding(
+        "duplicate_accounts",
+        "Duplicate accounts",
+        "accounts",
+        count,
+        "accounts whose name, normalised (case, punctuation, legal suffixes like Inc/Ltd/GmbH "
+        "ignored), is the same as another account's",
+        records,
+    )
+
+
+def _duplicate_contacts(conn: sa.Connection, limit: int, **_: object) -> Finding:
+    contacts = schema.contacts
+    key = sa.func.lower(sa.func.trim(contacts.c.email)).label("normalised_email")
+    mails = (
+        sa.select(contacts.c.contact_id, contacts.c.account_id, contacts.c.name, contacts.c.email, key)
+        .where(sa.not_(_blank(contacts.c.email)))
+        .cte("mails")
+    )
+    groups = (
+        sa.select(mails.c.normalised_email, sa.func.count().label("contacts_with_this_email"))
+        .group_by(mails.c.normalised_email)
+        .having(sa.func.count() > 1)
+        .cte("groups")
+    )
+    base = sa.select(
+        mails.c.normalised_email,
+        mails.c.contact_id,
+        mails.c.account_id,
+        mails.c.name,
+        mails.c.email,
+        groups.c.contacts_with_this_email,
+    ).join_from(mails, groups, mails.c.normalised_email == groups.c.normalised_email)
+    count, records = _count_and_records(conn, base, [mails.c.normalised_email, mails.c.contact_id], limit)
+    return Finding(
+        "duplicate_contacts",
+        "Duplicate contacts",
+        "contacts",
+        count,
+        "contacts whose email (lower case, trimmed) another contact also has",
+        records,
+    )
+
+
+def _missing_field(table_name: str, column_name: str) -> Callable[..., Finding]:
+    def check(conn: sa.Connection, limit: int, **_: object) -> Finding:
+        table = schema.metadata.tables[table_name]
+        keys = list(table.primary_key.columns)
+        extra = [
+            n for n in ("name", "account_id", "status") if n in table.c and n not in table.primary_key.columns
+        ]
+        base = sa.select(*keys, *(table.c[n] for n in extra)).where(_blank(table.c[column_name]))
+        count, records = _count_and_records(conn, base, keys, limit)
+        noun = {"owner_id": "owner", "product_id": "product"}.get(column_name, column_name)
+        return Finding(
+            f"missing_{table_name}_{column_name}",
+            f"{table_name.capitalize()} without {noun}",
+            table_name,
+            count,
+            f"{table_name} whose {column_name} is empty",
+            records,
+        )
+
+    return check
+
+
+def _stale_open_deals(
+    conn: sa.Connection, limit: int, now: datetime, stale_days: int, **_: object
+) -> Finding:
+    deals, history = schema.deals, schema.deal_stage_history
+    last = (
+        sa.select(history.c.deal_id, sa.func.max(history.c.entered_at).label("last_stage_change"))
+        .group_by(history.c.deal_id)
+        .cte("last_change")
+    )
+    changed = sa.func.coalesce(last.c.last_stage_change, deals.c.created_at)
+    now_param = sa.bindparam("now", now, type_=sa.DateTime())
+    cutoff = sa.bindparam("cutoff", now - timedelta(days=stale_days), type_=sa.DateTime())
+    base = (
+        sa.select(
+            deals.c.deal_id,
+            deals.c.name,
+            deals.c.account_id,
+            deals.c.owner_id,
+            deals.c.amount,
+            changed.label("last_stage_change"),
+            dialects.days_between(conn.dialect, changed, now_param).label("days_without_change"),
+        )
+        .join_from(deals, last, deals.c.deal_id == last.c.deal_id, isouter=True)
+        .where(deals.c.status == "open", changed < cutoff)
+    )
+    count, records = _count_and_records(conn, base, [sa.column("last_stage_change"), deals.c.deal_id], limit)
+    return Finding(
+        "stale_open_deals",
+        "Stale open deals",
+        "deals",
+        count,
+        f"open deals without a stage change (last entered_at, else created_at) for more than {stale_days} days",
+        records,
+    )
+
+
+def _orphans(
+    table_name: str, column_name: str, parent_name: str, parent_column: str
+) -> Callable[..., Finding]:
+    def check(conn: sa.Connection, limit: int, **_: object) -> Finding:
+        table = schema.metadata.tables[table_name]
+        parent = schema.metadata.tables[parent_name].alias("parent")
+        keys = list(table.primary_key.columns) or [c for c in table.columns if c.name != column_name][:2]
+        exists = sa.exists().where(parent.c[parent_column] == table.c[column_name])
+        shown = [*keys, table.c[column_name]]
+        base = sa.select(*shown).where(table.c[column_name].is_not(None), sa.not_(exists))
+        count, records = _count_and_records(conn, base, [*keys, table.c[column_name]], limit)
+        return Finding(
+            f"orphan_{table_name}_{column_name}",
+            f"Orphan {table_name}.{column_name}",
+            table_name,
+            count,
+            f"{table_name} whose {column_name} is not in {parent_name}.{parent_column}",
+            records,
+        )
+
+    return check
+
+
+def _future(table_name: str) -> Callable[..., Finding] | None:
+    table = schema.metadata.tables[table_name]
+    columns = [
+        c
+        for c in table.columns
+        if column_kind(c) in ("timestamp", "date") and (table_name, c.name) not in PLANNED_COLUMNS
+    ]
+    if not columns:
+        return None
+
+    def check(conn: sa.Connection, limit: int, now: datetime, **_: object) -> Finding:
+        conditions = []
+        for column in columns:
+            if column_kind(column) == "date":
+                conditions.append(column > sa.bindparam(None, now.date(), type_=sa.Date()))
+            else:
+                conditions.append(column > sa.bindparam(None, now, type_=sa.DateTime()))
+        keys = list(table.primary_key.columns) or [
+            table.c[c] for c in ("campaign_id", "account_id", "contact_id")
+        ]
+        shown = [*keys, *(c for c in columns if c not in keys)]
+        base = sa.select(*shown).where(sa.or_(*conditions))
+        count, records = _count_and_records(conn, base, keys, limit)
+        names = ", ".join(c.name for c in columns)
+        return Finding(
+            f"future_{table_name}",
+            f"Future timestamps in {table_name}",
+            table_name,
+            count,
+            f"{table_name} rows with {names} after the check time",
+            records,
+        )
+
+    return check
+
+
+def _overlapping_subscriptions(conn: sa.Connection, limit: int, **_: object) -> Finding:
+    subs = schema.subscriptions
+    a, b = subs.alias("a"), subs.alias("b")
+    base = sa.select(
+        a.c.account_id,
+        a.c.product_id,
+        a.c.subscription_id.label("subscription_id"),
+        a.c.started_at.label("started_at"),
+        a.c.ended_at.label("ended_at"),
+        b.c.subscription_id.label("overlapping_subscription_id"),
+        b.c.started_at.label("overlapping_started_at"),
+        b.c.ended_at.label("overlapping_ended_at"),
+    ).join_from(
+        a,
+        b,
+        sa.and_(
+            a.c.account_id == b.c.account_id,
+            sa.func.coalesce(a.c.product_id, "") == sa.func.coalesce(b.c.product_id, ""),
+            a.c.subscription_id < b.c.subscription_id,
+            sa.or_(b.c.ended_at.is_(None), a.c.started_at < b.c.ended_at),
+            sa.or_(a.c.ended_at.is_(None), b.c.started_at < a.c.ended_at),
+        ),
+    )
+    count, records = _count_and_records(
+        conn,
+        base,
+        [sa.column("account_id"), sa.column("subscription_id"), sa.column("overlapping_subscription_id")],
+        limit,
+    )
+    return Finding(
+        "overlapping_subscriptions",
+        "Overlapping subscriptions",
+        "subscriptions",
+        count,
+        "pairs of subscriptions of the same account and product whose [started_at, ended_at) overlap",
+        records,
+    )
+
+
+def _checks() -> list[tuple[set[str], Callable[..., Finding]]]:
+    """(tables needed, check) for every check, in report order."""
+    checks: list[tuple[set[str], Callable[..., Finding]]] = [
+        ({"accounts"}, _duplicate_accounts),
+        ({"contacts"}, _duplicate_contacts),
+    ]
+    checks += [({t}, _missing_field(t, c)) for t, c in KEY_FIELDS]
+    checks.append(({"deals", "deal_stage_history"}, _stale_open_deals))
+    references = list(SOFT_REFERENCES)
+    for table in schema.TABLES:
+        for foreign_key in sorted(table.foreign_keys, key=lambda k: k.parent.name):
+            references.append(
+                (table.name, foreign_key.parent.name, foreign_key.column.table.name, foreign_key.column.name)
+            )
+    checks += [({t, p}, _orphans(t, c, p, pc)) for t, c, p, pc in references]
+    for table in schema.TABLES:
+        check = _future(table.name)
+        if check is not None:
+            checks.append(({table.name}, check))
+    checks.append(({"subscriptions"}, _overlapping_subscriptions))
+    return checks
+
+
+def check_database(
+    conn: sa.Connection | sa.Engine,
+    stale_days: int = 90,
+    now: datetime | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> QualityReport:
+    """Run every data-quality check; ``now`` (naive UTC, default: the current time) is the
+    reference for stale deals and future timestamps; ``limit`` sample records per finding."""
+    if isinstance(conn, sa.Engine):
+        with conn.connect() as connection:
+            return check_database(connection, stale_days=stale_days, now=now, limit=limit)
+    if now is None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+    elif now.tzinfo is not None:
+        now = now.astimezone(UTC).replace(tzinfo=None)
+    present = existing_tables(conn)
+    findings = [
+        check(conn, limit=limit, now=now, stale_days=stale_days)
+        for needed, check in _checks()
+        if needed <= present
+    ]
+    missing = [name for name in schema.TABLE_NAMES if name not in present]
+    return QualityReport(findings, now, stale_days, missing)
