@@ -16,7 +16,7 @@ import streamlit as st
 from charts.theme import fmt_count
 from kpis.core import LOW_SAMPLE
 from ui import data
-from ui.cards import CardSpec, combine_rows, kpi_card, latest
+from ui.cards import CardSpec, kpi_card, latest
 from ui.filters import View, global_filters, period_label
 
 st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
@@ -33,7 +33,7 @@ CARDS: list[CardSpec] = [
     CardSpec("churn_rate", "churn_rate", "churn_rate", CHURN),
     CardSpec("net_revenue_retention", "revenue_retention", "net_revenue_retention", CHURN),
     CardSpec("nps", "nps", "nps", FEEDBACK),
-    CardSpec("ces", "ces", "ces_mean", FEEDBACK, weight="responses"),
+    CardSpec("ces", "ces", "ces_mean", FEEDBACK, kwargs=(("by_touchpoint", False),)),
     CardSpec("win_rate", "win_rate", "win_rate", SALES),
     CardSpec("sales_cycle", "sales_cycle", "median_days", SALES, per_period=False, count="deals"),
     CardSpec("first_contact_resolution", "first_contact_resolution", "fcr_rate", "pages/3_Service.py"),
@@ -58,7 +58,7 @@ def card_frame(spec: CardSpec, view: View) -> pd.DataFrame:
     """The KPI per period of the view, one row per period (from ``kpis`` via the cache)."""
     function = kpi_function(spec.function)
     if spec.per_period:
-        frame = data.kpi(function, view)
+        frame = data.kpi(function, view, **dict(spec.kwargs))
     else:  # one call per period: [period start, next period start)
         from kpis.core import period_end, period_starts
 
@@ -68,9 +68,6 @@ def card_frame(spec: CardSpec, view: View) -> pd.DataFrame:
             one = data.kpi(function, view.filters.replace(start=start.date(), end=end.date()))
             rows.append({"period": start, **(one.iloc[0].to_dict() if len(one) else {})})
         frame = pd.DataFrame(rows)
-    if spec.weight:
-        frame = combine_rows(frame, spec.column, spec.weight)
-        frame["low_sample"] = frame[spec.weight] < LOW_SAMPLE
     if spec.count and spec.count in frame:
         frame["low_sample"] = pd.to_numeric(frame[spec.count], errors="coerce").fillna(0) < LOW_SAMPLE
     return frame

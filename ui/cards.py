@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,13 @@ def definition_text(key: str | None, fallback: str | None = None) -> str:
     if entry is not None:
         return str(entry.definition)
     return fallback or ""
+
+
+def docstring_definition(function: Any) -> str:
+    """The first paragraph of a KPI function's docstring (where its formula is stated), for
+    numbers the registry has no entry for."""
+    text = inspect.getdoc(function) or ""
+    return " ".join(text.split("\n\n")[0].split())
 
 
 def definition_card(key: str, fallback: str | None = None) -> None:
@@ -152,7 +160,7 @@ def kpi_card(
         )
         if caption:
             st.caption(caption)
-        if low_sample:
+        if low_sample and value is not None and not (isinstance(value, float) and math.isnan(value)):
             st.caption(":orange[:material/warning: Fewer than 30 observations: read with care.]")
         if page_exists(link):
             st.page_link(str(link), label="Details", icon=":material/arrow_forward:")
@@ -162,11 +170,10 @@ def kpi_card(
 class CardSpec:
     """How the Overview gets one card's numbers from ``kpis``.
 
-    ``function`` is the name of a ``kpis`` function; ``column`` the value to show.
-    ``per_period=False`` marks a function without ``freq`` (e.g. ``sales_cycle``): it is
-    called once per period of the view. ``weight`` combines several rows of one period
-    (e.g. CES per touchpoint) into their response-weighted mean, which equals the mean of
-    all responses of the period.
+    ``function`` is the name of a ``kpis`` function, called with ``kwargs``; ``column``
+    the value to show. ``per_period=False`` marks a function without ``freq`` (e.g.
+    ``sales_cycle``): it is called once per period of the view. ``count`` names the
+    column of observations behind the value when the KPI has no ``low_sample`` flag.
     """
 
     key: str
@@ -174,17 +181,5 @@ class CardSpec:
     column: str
     link: str
     per_period: bool = True
-    weight: str | None = None
-    count: str | None = None  # observations behind the value: low sample when < LOW_SAMPLE
-
-
-def combine_rows(frame: pd.DataFrame, column: str, weight: str) -> pd.DataFrame:
-    """One row per period: the ``weight``-weighted mean of ``column`` and the summed weight."""
-    if frame.empty:
-        return pd.DataFrame(columns=["period", column, weight])
-    work = frame[["period", column, weight]].copy()
-    work[weight] = pd.to_numeric(work[weight], errors="coerce").fillna(0)
-    work["_product"] = pd.to_numeric(work[column], errors="coerce").fillna(0) * work[weight]
-    grouped = work.groupby("period", as_index=False)[["_product", weight]].sum()
-    grouped[column] = grouped["_product"] / grouped[weight].where(grouped[weight] > 0)
-    return grouped[["period", column, weight]]
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    count: str | None = None

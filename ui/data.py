@@ -25,7 +25,7 @@ import streamlit as st
 from crm_data import schema
 from crm_data.engines import database_url, make_engine
 
-__all__ = ["database_url", "engine", "kpi", "refresh", "require_database", "shown_url"]
+__all__ = ["call", "database_url", "engine", "kpi", "refresh", "require_database", "shown_url"]
 from kpis.filters import Filters
 
 #: How long cached KPI results live (seconds): data only changes through imports, which
@@ -140,6 +140,19 @@ def kpi(function: Callable[..., Any], view_or_filters: Any, **kwargs: Any) -> An
         kwargs["freq"] = freq
     key = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
     return _cached_kpi(database_url(), _qualified_name(function), filters, key)
+
+
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=200)
+def _cached_call(url: str, name: str, kwargs: tuple[tuple[str, Any], ...]) -> Any:
+    with engine().connect() as conn:
+        return _resolve(name)(conn, **dict(kwargs))
+
+
+def call(function: Callable[..., Any], **kwargs: Any) -> Any:
+    """``function(connection, **kwargs)`` for functions without filters (e.g. the data-quality
+    check), cached like ``kpi`` by function name + arguments."""
+    key = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
+    return _cached_call(database_url(), _qualified_name(function), key)
 
 
 def _hashable(value: Any) -> Any:

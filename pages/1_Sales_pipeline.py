@@ -1,0 +1,191 @@
+"""Sales pipeline: funnel (step and cumulative conversion), win rate and lead conversion
+by segment / owner / lead source, sales-cycle distribution, time in each phase (open
+deals censored), weighted open pipeline, and aging open deals with the stuck deals behind
+them."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+import kpis
+from charts import figures
+from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_days, fmt_value
+from ui.cards import docstring_definition
+from ui.data import kpi
+from ui.filters import global_filters
+from ui.report import PageReport, is_empty, no_data
+
+st.set_page_config(
+    page_title="CRM Insights — Sales pipeline", page_icon=":material/filter_alt:", layout="wide"
+)
+view = global_filters()
+report = PageReport("Sales pipeline", view)
+
+BREAKDOWNS = {
+    "segment": "Segment",
+    "owner": "Owner",
+    "lead_source": "Lead source",
+    "industry": "Industry",
+    "region": "Region",
+    "company_size": "Company size",
+    "acquisition_channel": "Acquisition channel",
+    "product": "Product",
+}
+
+# --- funnel -----------------------------------------------------------------------------
+st.header("Funnel")
+counting = st.segmented_control(
+    "Count a deal at a stage when it",
+    ["in_order", "any"],
+    default="in_order",
+    format_func={
+        "in_order": "passed every stage before it, in order",
+        "any": "reached it at all",
+    }.__getitem__,
+    key="funnel_counting",
+)
+counting = counting or "in_order"
+funnel = kpi(kpis.funnel, view.filters)
+if is_empty(funnel, ["reached_in_order", "reached_any"]):
+    no_data("No deals were created in this selection.")
+else:
+    suffix = "in_order" if counting == "in_order" else "any"
+    fig = figures.funnel(
+        funnel, f"reached_{suffix}", f"step_conversion_{suffix}", f"cumulative_conversion_{suffix}"
+    )
+    title = "Pipeline funnel (" + ("stages in order" if counting == "in_order" else "any stage reached") + ")"
+    report.chart(fig, funnel, title, kpi_key="funnel")
+
+# --- win rate and lead conversion ------------------------------------------------------------
+st.header("Win rate and lead conversion")
+trend = kpi(kpis.win_rate, view)
+if is_empty(trend, ["won", "lost"]):
+    no_data("No deals were won or lost in this selection.")
+else:
+    fig = figures.trend(
+        trend, ["win_rate"], "ratio", view.freq, names=["Win rate"], interval=("ci_low", "ci_high")
+    )
+    report.chart(fig, trend, f"Win rate per {view.freq} (by close date, 95 % interval)", kpi_key="win_rate")
+
+by = st.selectbox("Break down by", list(BREAKDOWNS), format_func=BREAKDOWNS.__getitem__, key="win_rate_by")
+by_group = kpi(kpis.win_rate_by, view.filters, by=by)
+if is_empty(by_group, ["created", "won", "lost"]):
+    no_data()
+else:
+    labels = (
+        view.labels.get("owners" if by == "owner" else "products", {}) if by in ("owner", "product") else None
+    )
+    fig = figures.bars(
+        by_group,
+        "group",
+        ["win_rate", "lead_conversion"],
+        "ratio",
+        names=["Win rate (won ÷ closed)", "Lead conversion (won ÷ created)"],
+        errors=("ci_low", "ci_high"),
+        category_labels=labels,
+    )
+    report.chart(
+        fig, by_group, f"Win rate and lead conversion by {BREAKDOWNS[by].lower()}", kpi_key="win_rate"
+    )
+    if "low_sample" in by_group and by_group["low_sample"].any():
+        st.caption(":orange[:material/warning: Groups with fewer than 30 closed deals have wide intervals.]")
+
+# --- sales cycle ---------------------------------------------------------------------------
+st.header("Sales cycle")
+cycle = kpi(kpis.sales_cycle, view.filters)
+distribution = kpi(kpis.sales_cycle_distribution, view.filters, bins=20)
+if is_empty(cycle, ["deals"]) or is_empty(distribution, ["deals"]):
+    no_data("No deals were won in this selection.")
+else:
+    row = cycle.iloc[0]
+    st.markdown(
+        f"**{fmt_value(row['deals'], 'count')}** won deals · median **{fmt_days(row['median_days'])}** · "
+        f"mean {fmt_days(row['mean_days'])} · 90th percentile {fmt_days(row['p90_days'])}"
+    )
+    fig = figures.histogram_bins(distribution, "bin_start_days", "bin_end_days", "deals")
+    report.chart(fig, distribution, "Sales-cycle length of won deals", kpi_key="sales_cycle")
+
+# --- time in each phase --------------------------------------------------------------------
+st.header("Time in each phase")
+stages = kpi(kpis.stage_durations, view.filters)
+if is_empty(stages, ["deals"]):
+    no_data("No deals were created in this selection.")
+else:
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=stages["stage"], y=stages["median_days"], name="Median", marker_color=PALETTE[0]))
+    fig.add_trace(
+        go.Scatter(
+            x=stages["stage"],
+            y=stages["p90_days"],
+            name="90th percentile",
+            mode="markers",
+            marker={"symbol": "line-ew-open", "size": 28, "line": {"width": 3, "color": PALETTE[1]}},
+        )
+    )
+    fig.update_yaxes(title_text="days in stage", **axis_format("days"))
+    fig.update_layout(hovermode="x unified")
+    report.chart(
+        fig, stages, "Days in each stage (Kaplan–Meier, open deals censored)", kpi_key="stage_durations"
+    )
+    censored = int(stages["censored"].sum()) if "censored" in stages else 0
+    st.caption(
+        f":material/schedule: {censored:,} stage visits are still open: they count as *censored* — "
+        "known to have lasted at least until today (or the end of the range) — so slow open deals "
+        "neither vanish nor pull the median down. A missing median means fewer than half of the visits "
+        "have finished yet."
+    )
+
+# --- weighted pipeline ---------------------------------------------------------------------
+st.header("Open pipeline")
+pipeline = kpi(kpis.weighted_pipeline, view.filters)
+if is_empty(pipeline, ["open_deals"]):
+    no_data("No open deals in this selection.")
+else:
+    fig = figures.bars(
+        pipeline,
+        "stage",
+        ["amount", "weighted_amount"],
+        "money",
+        names=["Open amount", "Weighted (amount × stage probability)"],
+    )
+    total = pipeline["weighted_amount"].sum()
+    report.chart(
+        fig,
+        pipeline,
+        f"Weighted open pipeline by stage (total {fmt_value(total, 'money')})",
+        kpi_key="weighted_pipeline",
+    )
+
+# --- aging open deals + drill-down -------------------------------------------------------------
+aging = kpi(kpis.open_deal_aging, view.filters)
+if not is_empty(aging, ["open_deals"]):
+    fig = figures.bars(
+        aging,
+        "stage",
+        ["median_age_days", "p90_age_days"],
+        "days",
+        names=["Median age", "90th percentile age"],
+    )
+    fig.add_hline(y=90, line_dash="dot", line_color=NEUTRAL, annotation_text="90 days")
+    report.chart(
+        fig,
+        aging,
+        "Age of open deals by current stage",
+        definition=docstring_definition(kpis.open_deal_aging),
+    )
+
+    st.subheader("Stuck deals")
+    left, right = st.columns([2, 1])
+    stage_names = [str(s) for s in aging["stage"]]
+    stage = left.selectbox("Stage", stage_names, key="stuck_stage")
+    min_days = right.number_input(
+        "In the stage for at least (days)", 0, 3650, 90, step=15, key="stuck_min_days"
+    )
+    stuck = kpi(kpis.stuck_deals, view.filters, stage=stage, min_days=int(min_days))
+    if stuck.empty:
+        no_data(f"No open deal has been in {stage} for {int(min_days)} days or more.")
+    else:
+        report.table(stuck, f"Deals in {stage} for at least {int(min_days)} days")
+
+report.finish()

@@ -1,0 +1,69 @@
+"""Data quality: the ``python -m crm_data check`` report — duplicates, missing key fields,
+stale open deals, orphans, future timestamps, overlapping subscriptions — each finding with
+the records behind it and a CSV download."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from charts.theme import fmt_count
+from crm_data.quality import check_database
+from ui.data import call
+from ui.filters import global_filters
+from ui.report import PageReport
+
+st.set_page_config(page_title="CRM Insights — Data quality", page_icon=":material/rule:", layout="wide")
+view = global_filters()
+report = PageReport(
+    "Data quality",
+    view,
+    caption=":material/info: The check looks at the whole database: the sidebar filters do not apply here.",
+)
+
+stale_days = st.number_input(
+    "An open deal is stale after this many days without a stage change",
+    min_value=1,
+    max_value=3650,
+    value=90,
+    step=15,
+    key="quality_stale_days",
+)
+quality = call(check_database, stale_days=int(stale_days))
+findings = list(quality.findings)
+problems = [f for f in findings if f.count]
+
+if not problems:
+    st.success(f"No problems found in {len(findings)} checks.", icon=":material/verified:")
+else:
+    st.warning(
+        f"{len(problems)} of {len(findings)} checks found problems "
+        f"({fmt_count(sum(f.count for f in problems))} records).",
+        icon=":material/report:",
+    )
+
+summary = pd.DataFrame(
+    [
+        {"check": f.title, "table": f.table, "records": int(f.count), "what it means": f.description}
+        for f in findings
+    ]
+)
+st.dataframe(
+    summary,
+    hide_index=True,
+    column_config={"records": st.column_config.NumberColumn(format="localized")},
+)
+
+for finding in problems:
+    with st.expander(
+        f"{finding.title} — {fmt_count(finding.count)} in {finding.table}", icon=":material/warning:"
+    ):
+        st.caption(finding.description)
+        records = finding.records
+        if records is None or records.empty:
+            st.write("The check counted these records but did not list them.")
+        else:
+            listed = None
+            if len(records) < finding.count:
+                listed = f"The first {len(records):,} of {finding.count:,} records."
+            report.table(records, finding.title, caption=listed)
