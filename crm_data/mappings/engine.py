@@ -261,9 +261,7 @@ class Mapping:
             notes.append(f"{path}: skipped (not one of the {self.name} exports)")
         missing = [k for k, spec in self.files.items() if spec.required and k not in matched.files]
         if missing:
-            raise MappingError(
-                "missing export(s): " + "; ".join(_describe(self.files[k]) for k in missing)
-            )
+            raise MappingError("missing export(s): " + "; ".join(_describe(self.files[k]) for k in missing))
         if not matched.files:
             raise MappingError(f"no {self.name} export among the given files")
         frames: dict[Path, SourceFrame] = {}
@@ -314,7 +312,9 @@ def _check_keys(raw: object, allowed: frozenset[str] | set[str], where: str) -> 
         raise MappingError(f"{where}: expected a table, got {raw!r}")
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
-        raise MappingError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise MappingError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
 def _as_list(value: object) -> list[Any]:
@@ -400,12 +400,14 @@ def _fold(value: object) -> str:
     return str(value).strip().casefold()
 
 
-def _filter_rows(src: pd.DataFrame, conditions: dict[str, list[str]], keep: bool, where: Path) -> pd.DataFrame:
+def _filter_rows(
+    src: pd.DataFrame, conditions: dict[str, list[str]], keep: bool, where: Path
+) -> pd.DataFrame:
     for column, values in conditions.items():
         if column not in src.columns:
             raise MappingError(f"{where}: column {column!r} is missing (used by where)")
         wanted = {_fold(v) for v in values}
-        hit = _omap(src[column], lambda v: not _blank(v) and _fold(v) in wanted).astype(bool)
+        hit = _omap(src[column], lambda v, w=wanted: not _blank(v) and _fold(v) in w).astype(bool)
         src = src[hit if keep else ~hit]
     return src
 
@@ -432,7 +434,9 @@ def _unpivot(src: pd.DataFrame, spec: dict[str, str], where: Path) -> pd.DataFra
 def _group(
     out: pd.DataFrame, lines: pd.Series, keys: list[str], aggs: dict[str, str]
 ) -> tuple[pd.DataFrame, pd.Series]:
-    has_key = pd.concat([_omap(out[k], lambda v: not _blank(v)) for k in keys], axis=1).astype(bool).all(axis=1)
+    has_key = (
+        pd.concat([_omap(out[k], lambda v: not _blank(v)) for k in keys], axis=1).astype(bool).all(axis=1)
+    )
     keyed, loose = out[has_key], out[~has_key]
     if keyed.empty:
         return out, lines
@@ -499,7 +503,10 @@ def _merge_per_table(produced: list[Produced]) -> list[Produced]:
 def _static_rows(block: TableBlock, mapping_name: str) -> Produced:
     table = schema.metadata.tables[block.table]
     frame = pd.DataFrame(
-        [{col: _to_text(row.get(col)) for col in table.c.keys() if col in row} for row in block.rows or []]
+        [
+            {col: _to_text(row.get(col)) for col in [c.name for c in table.c] if col in row}
+            for row in block.rows or []
+        ]
     )
     return Produced(block.table, _text_frame(frame), f"mapping {mapping_name}", None)
 
@@ -521,9 +528,7 @@ class _Context:
             return self.src[name]
         column = schema.metadata.tables[self.table].c[target]
         if not column.nullable or column.primary_key:
-            raise MappingError(
-                f"{self.path}: column {name!r} is missing (needed for {self.table}.{target})"
-            )
+            raise MappingError(f"{self.path}: column {name!r} is missing (needed for {self.table}.{target})")
         note = f"{self.path}: no column {name!r}; {self.table}.{target} left blank"
         if note not in self.notes:
             self.notes.append(note)
@@ -547,17 +552,23 @@ def evaluate(spec: dict[str, Any], ctx: _Context, target: str) -> pd.Series:
             values = _shift(values, offset, sign, ctx, target)
     if "scale" in spec:
         factor = float(spec["scale"])
-        values = _omap(values, lambda v: v * factor if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+        values = _omap(
+            values, lambda v: v * factor if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        )
     if "bins" in spec:
         values = _omap(values, _binner(spec["bins"]))
     for key, keep in (("when", True), ("unless", False)):
         for column, wanted in spec.get(key, {}).items():
             allowed = {_fold(w) for w in _as_list(wanted)}
-            hit = _omap(ctx.column(column, target), lambda v, a=allowed: not _blank(v) and _fold(v) in a).astype(bool)
+            hit = _omap(
+                ctx.column(column, target), lambda v, a=allowed: not _blank(v) and _fold(v) in a
+            ).astype(bool)
             values = values.where(hit if keep else ~hit, None)
     if "prefix" in spec or "suffix" in spec:
         pre, post = str(spec.get("prefix", "")), str(spec.get("suffix", ""))
-        values = _omap(values, lambda v: v if _blank(v) or isinstance(v, Invalid) else f"{pre}{_to_text(v)}{post}")
+        values = _omap(
+            values, lambda v: v if _blank(v) or isinstance(v, Invalid) else f"{pre}{_to_text(v)}{post}"
+        )
     return values.astype(object)
 
 
@@ -615,7 +626,9 @@ def _binner(bins: list[list[Any]]) -> Callable[[object], object]:
 def _convert(values: pd.Series, spec: dict[str, Any], default_tz: str) -> pd.Series:
     kind = spec.get("type", "text")
     if kind == "text":
-        return _omap(values, lambda v: None if _blank(v) else v if isinstance(v, (str, Invalid)) else _to_text(v))
+        return _omap(
+            values, lambda v: None if _blank(v) else v if isinstance(v, (str, Invalid)) else _to_text(v)
+        )
     if kind in ("number", "integer"):
         dec, thousands = spec.get("decimal", "."), spec.get("thousands", ",")
         return _omap(values, lambda v: _number(v, dec, thousands, integer=kind == "integer"))
@@ -671,7 +684,9 @@ def parse_datetimes(values: pd.Series, formats: list[str], timezone: str) -> pd.
     matches no format. ``"iso"`` accepts ISO 8601 with or without an offset (an offset
     wins over ``timezone``); ``"epoch_ms"`` / ``"epoch_s"`` are Unix times (UTC).
     """
-    texts = _omap(values, lambda v: None if _blank(v) else (v.isoformat() if hasattr(v, "isoformat") else str(v)))
+    texts = _omap(
+        values, lambda v: None if _blank(v) else (v.isoformat() if hasattr(v, "isoformat") else str(v))
+    )
     result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
     todo = texts.notna()
     for fmt in formats:
@@ -723,7 +738,9 @@ def _shift(values: pd.Series, offset: dict[str, Any], sign: int, ctx: _Context, 
     _check_keys(offset, {"column", "value", "unit"}, f"offset of {ctx.table}.{target}")
     unit = offset.get("unit", "days")
     if unit not in (*UNITS, "months", "hms"):
-        raise MappingError(f"offset of {ctx.table}.{target}: unit must be seconds, minutes, hours, days, months or hms")
+        raise MappingError(
+            f"offset of {ctx.table}.{target}: unit must be seconds, minutes, hours, days, months or hms"
+        )
     if "column" in offset:
         amounts = ctx.column(offset["column"], target)
     else:
@@ -747,7 +764,9 @@ def _shift(values: pd.Series, offset: dict[str, Any], sign: int, ctx: _Context, 
             return Invalid(str(amount))
         return pd.Timestamp(base) + delta
 
-    return pd.Series([shift(b, a) for b, a in zip(values, amounts, strict=True)], index=values.index, dtype=object)
+    return pd.Series(
+        [shift(b, a) for b, a in zip(values, amounts, strict=True)], index=values.index, dtype=object
+    )
 
 
 def _omap(values: pd.Series, function: Callable[[object], object]) -> pd.Series:
