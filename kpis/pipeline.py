@@ -1,0 +1,478 @@
+"""Sales-pipeline KPIs beyond the contract: lead conversion by created cohort, win rate and
+lead conversion by a dimension, the stage funnel (in-order and any-stage counting), the
+weighted open pipeline, and the aging of open deals with a stuck-deal drill-down.
+
+Everything is aggregated in the database; the only rows read into Python are the small
+``pipeline_stages`` dimension table and the aggregated results (plus, for
+``stuck_deals``, the drill-down records asked for, capped by ``limit``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from crm_data import schema
+from crm_data.dialects import days_between, percentile, period_start
+from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, ratio, wilson_interval
+from kpis.filters import Filters, in_range, scope
+
+Bind = sa.Connection | sa.Engine
+
+#: Group label for a missing dimension value, and stage label for deals with no stage history.
+NOT_SET = "(not set)"
+NO_STAGE = "(no stage)"
+
+#: ``by`` of :func:`win_rate_by` -> (table, column) of the grouping value.
+WIN_RATE_DIMENSIONS: dict[str, tuple[sa.Table, str]] = {
+    "segment": (schema.accounts, "segment"),
+    "industry": (schema.accounts, "industry"),
+    "region": (schema.accounts, "region"),
+    "country": (schema.accounts, "country"),
+    "company_size": (schema.accounts, "company_size"),
+    "acquisition_channel": (schema.accounts, "acquisition_channel"),
+    "owner": (schema.deals, "owner_id"),
+    "owner_id": (schema.deals, "owner_id"),
+    "lead_source": (schema.deals, "lead_source"),
+    "product": (schema.deals, "product_id"),
+    "product_id": (schema.deals, "product_id"),
+}
+
+
+def _count_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
+
+
+def _created_deals(f: Filters) -> list[ColumnElement[bool]]:
+    deals = schema.deals
+    return [in_range(deals.c.created_at, f), *scope(f, deals)]
+
+
+# ---------------------------------------------------------------- lead conversion
+
+
+def lead_conversion(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """Lead conversion per created cohort: deals by the period of ``created_at`` in ``[start, end)``.
+
+    * created = deals created in the period; won / lost / open = of those, by current status;
+    * lead_conversion = won ÷ created — deals still open stay in the denominator, so a
+      young cohort's conversion still rises as its deals close;
+    * closed_win_rate = won ÷ (won + lost) of the same cohort (the win rate beside it;
+      ``kpis.win_rate`` instead dates deals by ``closed_at``).
+
+    NaN when the cohort is empty. Columns: period, created, won, lost, open,
+    lead_conversion, closed_win_rate.
+    """
+    deals = schema.deals
+    periods = period_starts(f.start, f.end, freq)
+    with connection(conn) as c:
+        period = period_start(c.dialect, deals.c.created_at, freq).label("period")
+        statement = (
+            sa.select(
+                period,
+                sa.func.count().label("created"),
+                _count_if(deals.c.status == "won").label("won"),
+                _count_if(deals.c.status == "lost").label("lost"),
+                _count_if(deals.c.status == "open").label("open"),
+            )
+            .where(*_created_deals(f))
+            .group_by(period)
+        )
+        result = c.execute(statement)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    counts = ["created", "won", "lost", "open"]
+    out = on_period_grid(frame, periods, fill=dict.fromkeys(counts, 0))
+    out[counts] = out[counts].astype(int)
+    out["lead_conversion"] = [ratio(w, n) for w, n in zip(out["won"], out["created"], strict=True)]
+    out["closed_win_rate"] = [ratio(w, w + lo) for w, lo in zip(out["won"], out["lost"], strict=True)]
+    return out
+
+
+def win_rate_by(conn: Bind, f: Filters, by: str) -> pd.DataFrame:
+    """Win rate and lead conversion per group, for the deals created in ``[start, end)``.
+
+    ``by`` = segment | industry | region | country | company_size | acquisition_channel
+    (through the deal's account) | owner | lead_source | product (the deal's own column).
+    Deals whose value is missing (or that have no account) form the group "(not set)".
+
+    * win_rate = won ÷ (won + lost) (open deals excluded), with a 95 % Wilson interval;
+    * lead_conversion = won ÷ created (open deals stay in the denominator);
+    * low_sample = won + lost < 30. Rates are NaN when their denominator is 0.
+
+    Sorted by created (descending), then group. Columns: group, created, won, lost,
+    win_rate, ci_low, ci_high, lead_conversion, low_sample.
+    """
+    if by not in WIN_RATE_DIMENSIONS:
+        raise ValueError(f"by must be one of {sorted(WIN_RATE_DIMENSIONS)}, not {by!r}")
+    deals, accounts = schema.deals, schema.accounts
+    table, column = WIN_RATE_DIMENSIONS[by]
+    group = sa.func.coalesce(table.c[column], NOT_SET).label("group")
+    source = deals
+    if table is accounts:
+        source = deals.outerjoin(accounts, accounts.c.account_id == deals.c.account_id)
+    statement = (
+        sa.select(
+            group,
+            sa.func.count().label("created"),
+            _count_if(deals.c.status == "won").label("won"),
+            _count_if(deals.c.status == "lost").label("lost"),
+        )
+        .select_from(source)
+        .where(*_created_deals(f))
+        .group_by(group)
+    )
+    with connection(conn) as c:
+        rows = [(g, int(n), int(w or 0), int(lo or 0)) for g, n, w, lo in c.execute(statement)]
+    columns = [
+        "group",
+        "created",
+        "won",
+        "lost",
+        "win_rate",
+        "ci_low",
+        "ci_high",
+        "lead_conversion",
+        "low_sample",
+    ]
+    records = []
+    for g, created, won, lost in sorted(rows, key=lambda r: (-r[1], str(r[0]))):
+        closed = won + lost
+        low, high = wilson_interval(won, closed)
+        records.append(
+            (g, created, won, lost, ratio(won, closed), low, high, ratio(won, created), closed < LOW_SAMPLE)
+        )
+    out = pd.DataFrame(records, columns=columns)
+    return out.astype(
+        {
+            "created": int,
+            "won": int,
+            "lost": int,
+            "win_rate": float,
+            "ci_low": float,
+            "ci_high": float,
+            "lead_conversion": float,
+            "low_sample": bool,
+        }
+    )
+
+
+# ---------------------------------------------------------------- funnel
+
+
+def _stages(c: sa.Connection) -> pd.DataFrame:
+    """The (small) pipeline_stages table, ordered by position."""
+    stages = schema.pipeline_stages
+    rows = c.execute(
+        sa.select(
+            stages.c.stage, stages.c.position, stages.c.probability, stages.c.is_closed, stages.c.is_won
+        ).order_by(stages.c.position, stages.c.stage)
+    ).fetchall()
+    frame = pd.DataFrame(rows, columns=["stage", "position", "probability", "is_closed", "is_won"])
+    frame["is_closed"] = frame["is_closed"].fillna(False).astype(bool)
+    frame["is_won"] = frame["is_won"].fillna(False).astype(bool)
+    return frame
+
+
+def _literal_table(
+    rows: list[tuple], names: list[str], types: list[sa.types.TypeEngine], name: str
+) -> sa.CTE:
+    selects = [
+        sa.select(*(sa.literal(v, t).label(n) for v, t, n in zip(row, types, names, strict=True)))
+        for row in rows
+    ]
+    return (selects[0] if len(selects) == 1 else sa.union_all(*selects)).cte(name)
+
+
+def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
+    """The stage funnel of the deals created in ``[start, end)``.
+
+    Funnel stages = ``pipeline_stages`` in ``position`` order, without closed-lost stages
+    (closed and not won). A deal *entered* a stage when it has a ``deal_stage_history`` row
+    for it; a deal with status won also counts as having entered the won stage(s).
+    Re-entering a stage counts once.
+
+    * reached_in_order = deals that entered every funnel stage up to and including this one;
+    * reached_any = deals that entered this stage or any later funnel stage (skipped
+      stages are credited);
+    * step_conversion_* = reached at this stage ÷ reached at the previous stage (for the
+      first stage: ÷ deals created); cumulative_conversion_* = reached ÷ deals created.
+
+    Rates are NaN when their denominator is 0. Columns: stage, position, reached_in_order,
+    reached_any, step_conversion_in_order, cumulative_conversion_in_order,
+    step_conversion_any, cumulative_conversion_any.
+    """
+    deals, history = schema.deals, schema.deal_stage_history
+    columns = [
+        "stage", "position", "reached_in_order", "reached_any", "step_conversion_in_order",
+        "cumulative_conversion_in_order", "step_conversion_any", "cumulative_conversion_any",
+    ]  # fmt: skip
+    with connection(conn) as c:
+        stages = _stages(c)
+        stages = stages[~(stages["is_closed"] & ~stages["is_won"])].reset_index(drop=True)
+        if stages.empty:
+            return pd.DataFrame(columns=columns)
+        ranks = [
+            (s, i + 1, int(w)) for i, (s, w) in enumerate(zip(stages["stage"], stages["is_won"], strict=True))
+        ]
+        grid = _literal_table(
+            ranks, ["stage", "rank", "won"], [sa.String(), sa.Integer(), sa.Integer()], "fstages"
+        )
+        cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).cte("cohort")
+        created = c.execute(sa.select(sa.func.count()).select_from(cohort)).scalar_one()
+        entries = sa.union(
+            sa.select(history.c.deal_id, grid.c.rank).select_from(
+                history.join(cohort, cohort.c.deal_id == history.c.deal_id).join(
+                    grid, grid.c.stage == history.c.stage
+                )
+            ),
+            sa.select(cohort.c.deal_id, grid.c.rank)
+            .select_from(cohort.join(grid, grid.c.won == 1))
+            .where(cohort.c.status == "won"),
+        ).cte("entries")
+        ranked = sa.select(
+            entries.c.deal_id,
+            entries.c.rank,
+            sa.func.row_number().over(partition_by=entries.c.deal_id, order_by=entries.c.rank).label("rn"),
+        ).cte("ranked")
+        per_deal = (
+            sa.select(
+                sa.func.max(ranked.c.rank).label("max_rank"),
+                sa.func.max(sa.case((ranked.c.rank == ranked.c.rn, ranked.c.rank), else_=0)).label("prefix"),
+            )
+            .group_by(ranked.c.deal_id)
+            .cte("per_deal")
+        )
+        histogram = c.execute(
+            sa.select(per_deal.c.prefix, per_deal.c.max_rank, sa.func.count()).group_by(
+                per_deal.c.prefix, per_deal.c.max_rank
+            )
+        ).fetchall()
+    records = []
+    previous_order = previous_any = created
+    for stage, rank, _ in ranks:
+        in_order = sum(int(n) for prefix, _, n in histogram if prefix >= rank)
+        any_stage = sum(int(n) for _, top, n in histogram if top >= rank)
+        position = stages.loc[rank - 1, "position"]
+        records.append(
+            (stage, int(position), in_order, any_stage, ratio(in_order, previous_order),
+             ratio(in_order, created), ratio(any_stage, previous_any), ratio(any_stage, created))
+        )  # fmt: skip
+        previous_order, previous_any = in_order, any_stage
+    return pd.DataFrame(records, columns=columns)
+
+
+# ---------------------------------------------------------------- open pipeline
+
+
+def _current_stage(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
+    """Per deal of ``deals_cte``: its latest ``deal_stage_history`` row (entered before
+    ``as_of`` when given; ties broken by the higher stage position, then stage name)."""
+    history, stages = schema.deal_stage_history, schema.pipeline_stages
+    order = [
+        history.c.entered_at.desc(),
+        sa.func.coalesce(stages.c.position, -1).desc(),
+        history.c.stage.desc(),
+    ]
+    statement = sa.select(
+        history.c.deal_id,
+        history.c.stage,
+        history.c.entered_at,
+        sa.func.row_number().over(partition_by=history.c.deal_id, order_by=order).label("rn"),
+    ).select_from(
+        history.join(deals_cte, deals_cte.c.deal_id == history.c.deal_id).outerjoin(
+            stages, stages.c.stage == history.c.stage
+        )
+    )
+    if as_of is not None:
+        statement = statement.where(history.c.entered_at <= as_of)
+    return statement.subquery("latest")
+
+
+def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
+    """The weighted open pipeline by current stage.
+
+    Open deals = status ``open`` within the filters' segments / owners / products; the
+    date range does NOT restrict them (the pipeline is what is open now). A deal's
+    current stage = its latest ``deal_stage_history`` row by ``entered_at``.
+
+    * open_deals, amount = count and Σ amount (NULL amount = 0) per stage;
+    * probability = ``pipeline_stages.probability``;
+    * weighted_amount = amount × probability.
+
+    One row per open (not closed) stage in position order, zeros included, then any other
+    stage holding open deals; open deals without stage history form a "(no stage)" row
+    with probability and weighted_amount NaN. Columns: stage, position, open_deals,
+    amount, probability, weighted_amount.
+    """
+    deals = schema.deals
+    open_deals = (
+        sa.select(deals.c.deal_id, deals.c.amount)
+        .where(deals.c.status == "open", *scope(f, deals))
+        .cte("open_deals")
+    )
+    latest = _current_stage(open_deals, None)
+    stage = sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage")
+    statement = (
+        sa.select(
+            stage,
+            sa.func.count().label("open_deals"),
+            sa.func.sum(sa.func.coalesce(open_deals.c.amount, 0.0)),
+        )
+        .select_from(
+            open_deals.outerjoin(latest, sa.and_(latest.c.deal_id == open_deals.c.deal_id, latest.c.rn == 1))
+        )
+        .group_by(stage)
+    )
+    with connection(conn) as c:
+        stages = _stages(c)
+        found = {s: (int(n), float(a or 0.0)) for s, n, a in c.execute(statement)}
+    out = pd.DataFrame(
+        [(s, p, *found.get(s, (0, 0.0)), prob) for s, p, prob in _stage_rows(stages, found)],
+        columns=["stage", "position", "open_deals", "amount", "probability"],
+    )
+    out["probability"] = out["probability"].astype(float)
+    out["weighted_amount"] = out["amount"] * out["probability"]
+    return out
+
+
+def _stage_rows(stages: pd.DataFrame, found: dict) -> list[tuple]:
+    """(stage, position, probability) for every open stage, then stages with data that are
+    closed or unknown, then "(no stage)" when it has data."""
+    rows = []
+    for stage, position, probability, is_closed in zip(
+        stages["stage"], stages["position"], stages["probability"], stages["is_closed"], strict=True
+    ):
+        if not is_closed or stage in found:
+            rows.append((stage, float(position), probability))
+    known = set(stages["stage"])
+    for stage in sorted(s for s in found if s not in known and s != NO_STAGE):
+        rows.append((stage, float("nan"), float("nan")))
+    if NO_STAGE in found:
+        rows.append((NO_STAGE, float("nan"), float("nan")))
+    return rows
+
+
+def _as_of(f: Filters, now: dt.datetime | None) -> dt.datetime:
+    current = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return min(current, f.end_ts)
+
+
+def _open_at(f: Filters, as_of: dt.datetime, dialect: sa.Dialect) -> sa.CTE:
+    """Deals open at ``as_of`` with their stage then and days in it.
+
+    Open at t: ``created_at ≤ t`` and (``closed_at > t``, or no ``closed_at`` and status
+    open). Stage at t = latest history row entered at or before t; deals without one are
+    in "(no stage)" since ``created_at``."""
+    deals = schema.deals
+    open_deals = (
+        sa.select(deals.c.deal_id, deals.c.created_at)
+        .where(
+            deals.c.created_at <= as_of,
+            sa.or_(deals.c.closed_at > as_of, sa.and_(deals.c.closed_at.is_(None), deals.c.status == "open")),
+            *scope(f, deals),
+        )
+        .cte("open_at")
+    )
+    latest = _current_stage(open_deals, as_of)
+    entered = sa.func.coalesce(latest.c.entered_at, open_deals.c.created_at)
+    return (
+        sa.select(
+            open_deals.c.deal_id,
+            sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage"),
+            entered.label("entered_at"),
+            days_between(dialect, entered, sa.literal(as_of, sa.DateTime())).label("age"),
+        )
+        .select_from(
+            open_deals.outerjoin(latest, sa.and_(latest.c.deal_id == open_deals.c.deal_id, latest.c.rn == 1))
+        )
+        .cte("aged")
+    )
+
+
+def open_deal_aging(conn: Bind, f: Filters, now: dt.datetime | None = None) -> pd.DataFrame:
+    """How long open deals have sat in their current stage, as of min(now, ``end``).
+
+    Deals open at that instant (created by then and not yet closed; the start of the
+    range does not restrict them) within the filters' segments / owners / products; age =
+    days from entering the current stage (latest history row entered by then; deals with
+    none: from ``created_at``, in "(no stage)") to the instant.
+
+    * open_deals = count; median_age_days / p90_age_days = linear percentiles of age;
+    * over_90_days = deals aged more than 90 days.
+
+    One row per open stage in position order (zeros / NaN included), then other stages
+    with deals. Columns: stage, open_deals, median_age_days, p90_age_days, over_90_days.
+    """
+    with connection(conn) as c:
+        aged = _open_at(f, _as_of(f, now), c.dialect)
+        statement = sa.select(
+            aged.c.stage,
+            sa.func.count(),
+            percentile(c.dialect, aged.c.age, 0.5),
+            percentile(c.dialect, aged.c.age, 0.9),
+            _count_if(aged.c.age > 90),
+        ).group_by(aged.c.stage)
+        found = {s: (int(n), _float(m), _float(p), int(o or 0)) for s, n, m, p, o in c.execute(statement)}
+        stages = _stages(c)
+    nan = float("nan")
+    rows = [(s, *found.get(s, (0, nan, nan, 0))) for s, _, _ in _stage_rows(stages, found)]
+    return pd.DataFrame(
+        rows, columns=["stage", "open_deals", "median_age_days", "p90_age_days", "over_90_days"]
+    )
+
+
+def _float(value: object) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def stuck_deals(
+    conn: Bind,
+    f: Filters,
+    stage: str | None,
+    min_days: float = 0,
+    limit: int = 500,
+    now: dt.datetime | None = None,
+) -> pd.DataFrame:
+    """Drill-down: the open deals in ``stage`` (None = every stage) for at least
+    ``min_days`` days as of min(now, ``end``) — same rules as :func:`open_deal_aging`.
+
+    Longest-waiting first, at most ``limit`` rows. Columns: deal_id, name, account_id,
+    account, owner_id, owner, amount, stage, entered_at, days_in_stage.
+    """
+    deals, accounts, users = schema.deals, schema.accounts, schema.users
+    with connection(conn) as c:
+        aged = _open_at(f, _as_of(f, now), c.dialect)
+        conditions = [aged.c.age >= min_days]
+        if stage is not None:
+            conditions.append(aged.c.stage == stage)
+        statement = (
+            sa.select(
+                deals.c.deal_id,
+                deals.c.name,
+                deals.c.account_id,
+                accounts.c.name.label("account"),
+                deals.c.owner_id,
+                users.c.name.label("owner"),
+                deals.c.amount,
+                aged.c.stage,
+                aged.c.entered_at,
+                aged.c.age.label("days_in_stage"),
+            )
+            .select_from(
+                aged.join(deals, deals.c.deal_id == aged.c.deal_id)
+                .outerjoin(accounts, accounts.c.account_id == deals.c.account_id)
+                .outerjoin(users, users.c.user_id == deals.c.owner_id)
+            )
+            .where(*conditions)
+            .order_by(aged.c.age.desc(), deals.c.deal_id)
+            .limit(limit)
+        )
+        result = c.execute(statement)
+        out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    if not out.empty:
+        out["entered_at"] = pd.to_datetime(out["entered_at"])
+        out["days_in_stage"] = out["days_in_stage"].astype(float)
+    return out

@@ -1,0 +1,246 @@
+"""kpis.pipeline: lead conversion, win rate by dimension, funnel, weighted pipeline, aging.
+
+Expected numbers are worked out by hand in the comments; each test runs on DuckDB, SQLite
+and PostgreSQL through the ``db`` fixture.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from kpis.filters import Filters
+from kpis.pipeline import (
+    funnel,
+    lead_conversion,
+    open_deal_aging,
+    stuck_deals,
+    weighted_pipeline,
+    win_rate_by,
+)
+from tests.kpis.more_fixtures import BASE, load, ts
+
+
+def deal(deal_id, account, owner, product, source, created, status, closed, amount):
+    return {"deal_id": deal_id, "account_id": account, "owner_id": owner, "product_id": product,
+            "name": f"Deal {deal_id}", "lead_source": source, "created_at": ts(created), "status": status,
+            "closed_at": ts(closed) if closed else None, "amount": amount}  # fmt: skip
+
+
+# Accounts (more_fixtures): A1 SMB/U1, A2 Enterprise/U2, A3 SMB/U1, A4 Mid-Market/no owner.
+DEALS = [
+    deal("D1", "A1", "U1", "P1", "web", "2024-01-05", "won", "2024-02-20", 1000.0),
+    deal("D2", "A2", "U2", "P1", "referral", "2024-01-10", "lost", "2024-02-15", 5000.0),
+    deal("D3", "A3", "U1", "P2", "web", "2024-02-01 00:00:00", "won", "2024-03-01", 300.0),  # boundary: Feb
+    deal("D4", "A1", "U1", "P2", "web", "2024-02-15", "open", None, 2000.0),
+    deal("D5", None, "U2", "P1", "event", "2024-03-01", "open", None, 400.0),  # no account
+    deal("D6", "A4", None, "P1", "referral", "2024-03-20", "open", None, 700.0),  # no stage history
+    deal("D7", "A2", "U2", "P1", "referral", "2023-12-31 23:59:59", "lost", "2024-01-10", 100.0),
+    deal("D8", "A4", None, "P1", "referral", "2024-04-01 00:00:00", "open", None, 900.0),
+    deal("D9", "A3", "U1", "P1", "web", "2024-01-20", "won", "2024-03-15", 600.0),  # won, no Closed Won row
+    deal("D10", "A2", "U2", "P1", "event", "2023-10-01", "open", None, 50.0),
+]
+
+HISTORY_TEXT = """
+D1 Lead 2024-01-05 | Qualified 2024-01-10 | Proposal 2024-01-20 | Negotiation 2024-02-01 | Closed Won 2024-02-20
+D2 Lead 2024-01-10 | Qualified 2024-01-15 | Closed Lost 2024-02-15
+D3 Lead 2024-02-01 | Proposal 2024-02-10 | Closed Won 2024-03-01
+D4 Lead 2024-02-15 | Qualified 2024-02-20 | Proposal 2024-03-01 | Qualified 2024-03-10
+D5 Lead 2024-03-01 | Qualified 2024-03-05
+D7 Lead 2023-12-31 23:59:59 | Closed Lost 2024-01-10
+D8 Lead 2024-04-01 | Negotiation 2024-04-05
+D9 Lead 2024-01-20 | Qualified 2024-01-25 | Proposal 2024-02-05 | Negotiation 2024-02-25
+D10 Lead 2023-10-01 | Proposal 2023-11-01
+"""
+# D3 skips Qualified; D4 re-enters Qualified; D8 skips to Negotiation.
+
+
+def _history() -> list[dict]:
+    rows = []
+    for line in HISTORY_TEXT.strip().splitlines():
+        deal_id, rest = line.split(" ", 1)
+        for part in rest.split(" | "):
+            words = part.split(" ")
+            stamp = " ".join(w for w in words if w[:1].isdigit())
+            stage = " ".join(w for w in words if not w[:1].isdigit())
+            rows.append({"deal_id": deal_id, "stage": stage, "entered_at": ts(stamp)})
+    return rows
+
+
+Q1 = Filters("2024-01-01", "2024-04-01")
+
+
+@pytest.fixture
+def engine(db: sa.Engine) -> sa.Engine:
+    load(db, BASE, {"deals": DEALS, "deal_stage_history": _history()})
+    return db
+
+
+def test_lead_conversion_by_month(engine: sa.Engine) -> None:
+    out = lead_conversion(engine, Q1, "month")
+    assert list(out.columns)[:6] == ["period", "created", "won", "lost", "open", "lead_conversion"]
+    # Jan: D1 won, D2 lost, D9 won (D7 created Dec 31 23:59:59 is outside)  -> 3 created, 2 won: 2/3
+    # Feb: D3 won (created exactly Feb 1), D4 open                         -> 2, 1 won: 1/2
+    # Mar: D5, D6 open                                                      -> 2, 0 won: 0 (open in denominator)
+    assert out["created"].tolist() == [3, 2, 2]
+    assert out["won"].tolist() == [2, 1, 0]
+    assert out["lost"].tolist() == [1, 0, 0]
+    assert out["open"].tolist() == [0, 1, 2]
+    assert out["lead_conversion"].tolist() == pytest.approx([2 / 3, 0.5, 0.0])
+    # cohort win rate won/(won+lost): Jan 2/3, Feb 1/1, Mar NaN (nothing closed)
+    assert out["closed_win_rate"].iloc[:2].tolist() == pytest.approx([2 / 3, 1.0])
+    assert math.isnan(out["closed_win_rate"].iloc[2])
+
+
+def test_lead_conversion_quarter_year_segment_and_empty(engine: sa.Engine) -> None:
+    q = lead_conversion(engine, Filters("2024-01-01", "2024-07-01"), "quarter")
+    # Q1: 7 created (D1-D6, D9), 3 won -> 3/7; Q2: D8 (created Apr 1 00:00) open -> 0/1
+    assert q["created"].tolist() == [7, 1]
+    assert q["lead_conversion"].tolist() == pytest.approx([3 / 7, 0.0])
+    y = lead_conversion(engine, Filters("2024-01-01", "2025-01-01"), "year")
+    assert y["created"].tolist() == [8] and y["lead_conversion"].tolist() == pytest.approx([3 / 8])
+    smb = lead_conversion(engine, Q1.replace(segments=["SMB"]), "month")
+    # SMB = A1, A3: Jan D1, D9 (2 won); Feb D3 won, D4 open; Mar nothing: D5 has no account -> excluded
+    assert smb["created"].tolist() == [2, 2, 0]
+    assert smb["lead_conversion"].iloc[:2].tolist() == pytest.approx([1.0, 0.5])
+    assert math.isnan(smb["lead_conversion"].iloc[2])
+    empty = lead_conversion(engine, Q1.replace(segments=["Nobody"]), "month")
+    assert empty["created"].tolist() == [0, 0, 0] and empty["lead_conversion"].isna().all()
+
+
+def test_win_rate_by_segment(engine: sa.Engine) -> None:
+    out = win_rate_by(engine, Q1, "segment").set_index("group")
+    # deals created in Q1: D1-D6, D9
+    # SMB: D1 won, D3 won, D4 open, D9 won -> created 4, won 3, lost 0: win 3/3, conversion 3/4
+    # Enterprise: D2 lost -> 1, 0, 1: win 0, conversion 0
+    # Mid-Market: D6 open -> win NaN, conversion 0; "(not set)": D5 (no account) likewise
+    assert out.loc["SMB", ["created", "won", "lost"]].tolist() == [4, 3, 0]
+    assert out.loc["SMB", "win_rate"] == pytest.approx(1.0)
+    assert out.loc["SMB", "lead_conversion"] == pytest.approx(0.75)
+    # Wilson 95 % for 3/3: z² = 3.8415; centre = (1 + z²/6)/(1 + z²/3) = 0.71925;
+    # half = z·sqrt(z²/36)/(1 + z²/3) = 0.28075 -> (0.43850, 1.0)
+    assert out.loc["SMB", "ci_low"] == pytest.approx(0.43850, abs=1e-4)
+    assert out.loc["SMB", "ci_high"] == pytest.approx(1.0)
+    assert bool(out.loc["SMB", "low_sample"]) is True
+    assert out.loc["Enterprise", "win_rate"] == 0.0
+    assert math.isnan(out.loc["Mid-Market", "win_rate"]) and out.loc["Mid-Market", "lead_conversion"] == 0.0
+    assert out.loc["(not set)", "created"] == 1
+    assert out.index[0] == "SMB"  # largest group first
+
+
+def test_win_rate_by_owner_source_product_and_empty(engine: sa.Engine) -> None:
+    owner = win_rate_by(engine, Q1, "owner").set_index("group")
+    # U1: D1 D3 D4 D9 (3 won); U2: D2 lost, D5 open; (not set): D6
+    assert owner["created"].to_dict() == {"U1": 4, "U2": 2, "(not set)": 1}
+    assert owner.loc["U2", "win_rate"] == 0.0 and owner.loc["U2", "lead_conversion"] == 0.0
+    source = win_rate_by(engine, Q1, "lead_source").set_index("group")
+    assert source["created"].to_dict() == {"web": 4, "referral": 2, "event": 1}
+    product = win_rate_by(engine, Q1, "product").set_index("group")
+    # P1: D1 won, D2 lost, D5, D6 open, D9 won -> win 2/3, conversion 2/5; P2: D3 won, D4 open -> 1/1, 1/2
+    assert product.loc["P1", "win_rate"] == pytest.approx(2 / 3)
+    assert product.loc["P1", "lead_conversion"] == pytest.approx(0.4)
+    assert product.loc["P2", "lead_conversion"] == pytest.approx(0.5)
+    smb = win_rate_by(engine, Q1.replace(segments=["SMB"]), "owner")
+    assert smb["group"].tolist() == ["U1"]  # D5 (U2, no account) is excluded by the segment filter
+    assert win_rate_by(engine, Q1.replace(segments=["Nobody"]), "segment").empty
+    with pytest.raises(ValueError):
+        win_rate_by(engine, Q1, "colour")
+
+
+def test_funnel_in_order_and_any(engine: sa.Engine) -> None:
+    out = funnel(engine, Q1)
+    # Funnel stages: Lead 1, Qualified 2, Proposal 3, Negotiation 4, Closed Won 5 (Closed Lost left out).
+    # Deals created in Q1 = 7. Stages entered (rank):
+    #   D1 {1,2,3,4,5} prefix 5 max 5 | D2 {1,2} prefix 2 max 2 (Closed Lost not a funnel stage)
+    #   D3 {1,3,5} prefix 1 max 5     | D4 {1,2,3} (Qualified twice) prefix 3 max 3
+    #   D5 {1,2} prefix 2 max 2       | D6 {} (no history)      | D9 {1,2,3,4} + won -> {1..5}
+    # in order (prefix >= r): 6, 5 (D1 D2 D4 D5 D9), 3 (D1 D4 D9), 2, 2
+    # any (max >= r):         6, 6, 4 (D1 D3 D4 D9), 3 (D1 D3 D9), 3
+    assert out["stage"].tolist() == ["Lead", "Qualified", "Proposal", "Negotiation", "Closed Won"]
+    assert out["position"].tolist() == [1, 2, 3, 4, 5]
+    assert out["reached_in_order"].tolist() == [6, 5, 3, 2, 2]
+    assert out["reached_any"].tolist() == [6, 6, 4, 3, 3]
+    assert out["step_conversion_in_order"].tolist() == pytest.approx([6 / 7, 5 / 6, 3 / 5, 2 / 3, 1.0])
+    assert out["cumulative_conversion_in_order"].tolist() == pytest.approx(
+        [6 / 7, 5 / 7, 3 / 7, 2 / 7, 2 / 7]
+    )
+    assert out["step_conversion_any"].tolist() == pytest.approx([6 / 7, 1.0, 4 / 6, 3 / 4, 1.0])
+    assert out["cumulative_conversion_any"].tolist() == pytest.approx([6 / 7, 6 / 7, 4 / 7, 3 / 7, 3 / 7])
+
+
+def test_funnel_segment_and_empty(engine: sa.Engine) -> None:
+    smb = funnel(engine, Q1.replace(segments=["SMB"]))
+    # D1, D3, D4, D9 (4 created): in order 4, 3, 3, 2, 2; any 4, 4, 4, 3, 3
+    assert smb["reached_in_order"].tolist() == [4, 3, 3, 2, 2]
+    assert smb["reached_any"].tolist() == [4, 4, 4, 3, 3]
+    assert smb["cumulative_conversion_any"].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.75, 0.75])
+    empty = funnel(engine, Q1.replace(segments=["Nobody"]))
+    assert empty["reached_any"].tolist() == [0, 0, 0, 0, 0]
+    assert empty["step_conversion_in_order"].isna().all() and empty["cumulative_conversion_any"].isna().all()
+
+
+def test_weighted_pipeline(engine: sa.Engine) -> None:
+    out = weighted_pipeline(engine, Q1).set_index("stage")
+    # Open deals now (the date range does not matter): D4, D5, D6, D8, D10
+    #   D4 latest entry Qualified (Mar 10, re-entered) 2000; D5 Qualified 400; D8 Negotiation 900;
+    #   D10 Proposal 50; D6 no history -> "(no stage)" 700
+    assert list(out.index) == ["Lead", "Qualified", "Proposal", "Negotiation", "(no stage)"]
+    assert out["open_deals"].tolist() == [0, 2, 1, 1, 1]
+    assert out["amount"].tolist() == pytest.approx([0.0, 2400.0, 50.0, 900.0, 700.0])
+    # weighted: 0, 2400 × 0.25 = 600, 50 × 0.5 = 25, 900 × 0.75 = 675, NaN
+    assert out["weighted_amount"].iloc[:4].tolist() == pytest.approx([0.0, 600.0, 25.0, 675.0])
+    assert math.isnan(out.loc["(no stage)", "weighted_amount"])
+    smb = weighted_pipeline(engine, Q1.replace(segments=["SMB"])).set_index("stage")
+    # SMB: only D4 (D5 has no account, D6/D8 are Mid-Market, D10 Enterprise); no "(no stage)" row
+    assert smb["open_deals"].tolist() == [0, 1, 0, 0]
+    assert smb.loc["Qualified", "weighted_amount"] == pytest.approx(500.0)
+    u2 = weighted_pipeline(engine, Q1.replace(owners=["U2"])).set_index("stage")
+    assert u2.loc["Qualified", "weighted_amount"] == pytest.approx(100.0)  # D5 400 × 0.25
+    assert u2.loc["Proposal", "weighted_amount"] == pytest.approx(25.0)  # D10
+
+
+def test_open_deal_aging_reconstructs_the_end_of_the_range(engine: sa.Engine) -> None:
+    f = Filters("2024-01-01", "2024-03-12")  # as of min(now, 2024-03-12 00:00) = 2024-03-12
+    out = open_deal_aging(engine, f).set_index("stage")
+    # Open at Mar 12: D4 (open), D5 (created Mar 1), D9 (won later, closed Mar 15), D10 (open since Oct)
+    #   D3 closed Mar 1 -> no; D6 created Mar 20 -> no.
+    # D4 Qualified since Mar 10 -> 2 days; D5 Qualified since Mar 5 -> 7 days
+    # D9 Negotiation since Feb 25 -> 4 (to Feb 29) + 1 + 11 = 16 days
+    # D10 Proposal since 2023-11-01 -> 30 + 31 + 31 + 29 + 11 = 132 days (> 90)
+    assert list(out.index) == ["Lead", "Qualified", "Proposal", "Negotiation"]
+    assert out["open_deals"].tolist() == [0, 2, 1, 1]
+    assert math.isnan(out.loc["Lead", "median_age_days"])
+    # Qualified ages [2, 7]: median 4.5, p90 = 2 + 0.9 × 5 = 6.5
+    assert out.loc["Qualified", "median_age_days"] == pytest.approx(4.5)
+    assert out.loc["Qualified", "p90_age_days"] == pytest.approx(6.5)
+    assert out.loc["Negotiation", "median_age_days"] == pytest.approx(16.0)
+    assert out.loc["Proposal", "p90_age_days"] == pytest.approx(132.0)
+    assert out["over_90_days"].tolist() == [0, 0, 1, 0]
+    later = open_deal_aging(engine, Q1).set_index("stage")
+    # as of Apr 1 00:00: D4 22 d, D5 27 d (Qualified); D10 152 d; D8 created exactly Apr 1 -> Lead, 0 d;
+    # D6 no history -> "(no stage)" since Mar 20 -> 12 d
+    assert later["open_deals"].tolist() == [1, 2, 1, 0, 1]
+    assert later.loc["Qualified", "median_age_days"] == pytest.approx(24.5)
+    assert later.loc["(no stage)", "median_age_days"] == pytest.approx(12.0)
+    assert later.loc["Lead", "median_age_days"] == pytest.approx(0.0)
+
+
+def test_stuck_deals_drill_down(engine: sa.Engine) -> None:
+    f = Filters("2024-01-01", "2024-03-12")
+    out = stuck_deals(engine, f, "Qualified")
+    for column in ["deal_id", "name", "account", "owner", "amount", "stage", "entered_at", "days_in_stage"]:
+        assert column in out.columns
+    # D5 7 days (no account, owner Ugo), then D4 2 days (Alpha, Uma)
+    assert out["deal_id"].tolist() == ["D5", "D4"]
+    assert out["days_in_stage"].tolist() == pytest.approx([7.0, 2.0])
+    assert pd.isna(out["account"].iloc[0]) and out["account"].iloc[1] == "Alpha"
+    assert out["owner"].tolist() == ["Ugo", "Uma"]
+    assert pd.Timestamp(out["entered_at"].iloc[1]) == pd.Timestamp("2024-03-10")
+    assert stuck_deals(engine, f, "Qualified", min_days=5)["deal_id"].tolist() == ["D5"]
+    assert stuck_deals(engine, f.replace(segments=["SMB"]), "Qualified")["deal_id"].tolist() == ["D4"]
+    every = stuck_deals(engine, f, None, limit=2)
+    assert every["deal_id"].tolist() == ["D10", "D9"]  # 132 and 16 days
+    assert stuck_deals(engine, f, "Lead").empty
