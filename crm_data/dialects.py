@@ -114,7 +114,10 @@ def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) 
     if name == "postgresql":
         return sa.cast(sa.func.extract("epoch", end - start), sa.Double()) / 86400.0
     if name == "sqlite":
-        return sa.func.julianday(end) - sa.func.julianday(start)
+        # julianday() carries ~1e-10 day of float noise; rounding the difference to whole
+        # milliseconds makes the result the same double DuckDB and PostgreSQL return.
+        seconds = sa.func.round((sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0, 3)
+        return seconds / 86400.0
     raise NotImplementedError(f"days_between is not implemented for {name}")
 
 

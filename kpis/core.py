@@ -93,3 +93,19 @@ def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, 
 def ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, NaN when the denominator is 0 (nothing to measure)."""
     return numerator / denominator if denominator else math.nan
+
+
+def period_table(periods: list[pd.Timestamp], freq: str, name: str = "periods") -> sa.CTE:
+    """A CTE ``(period, period_end)`` with one row per period, the boundaries as bound
+    parameters (``SELECT :s AS period, :e AS period_end UNION ALL ...``), so one statement
+    can evaluate every period at once. ``periods`` must not be empty."""
+    if not periods:
+        raise ValueError("period_table needs at least one period")
+    rows = [
+        sa.select(
+            sa.literal(p.to_pydatetime(), sa.DateTime()).label("period"),
+            sa.literal(period_end(p, freq).to_pydatetime(), sa.DateTime()).label("period_end"),
+        )
+        for p in periods
+    ]
+    return (rows[0] if len(rows) == 1 else sa.union_all(*rows)).cte(name)

@@ -1,0 +1,209 @@
+"""Customer churn: who was a customer at the start of a period and no longer at its end.
+
+A customer is *active at instant t* when one of its subscriptions (within the filters'
+segments, owners and products) has ``started_at <= t < ended_at`` (no ``ended_at`` = still
+running). Everything is evaluated in the database: the period boundaries travel as bound
+parameters in a small ``UNION ALL`` table joined to ``subscriptions``, one statement for
+all periods; only one aggregated row per period (or group) comes back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from crm_data import schema
+from kpis.core import connection, on_period_grid, period_starts, period_table, read_frame
+from kpis.filters import Filters, scope
+
+#: ``by`` values of :func:`churn_by` -> accounts column.
+CHURN_DIMENSIONS: dict[str, str] = {
+    "segment": "segment",
+    "industry": "industry",
+    "region": "region",
+    "country": "country",
+    "company_size": "company_size",
+    "acquisition_channel": "acquisition_channel",
+    "owner_id": "owner_id",
+    "owner": "owner_id",
+}
+
+#: Group label for accounts whose dimension value is missing.
+NOT_SET = "(not set)"
+
+
+def _active_at(instant: ColumnElement) -> ColumnElement[bool]:
+    subscriptions = schema.subscriptions
+    return sa.and_(
+        subscriptions.c.started_at <= instant,
+        sa.or_(subscriptions.c.ended_at.is_(None), subscriptions.c.ended_at > instant),
+    )
+
+
+def customer_flows(f: Filters, periods: list[pd.Timestamp], freq: str) -> tuple[sa.CTE, sa.CTE]:
+    """Two CTEs over all ``periods`` at once: ``at_start(period, account_id)`` = customers
+    active at the period's first instant ``s``; ``at_end(period, account_id)`` = customers
+    active at its end ``e`` (the first instant of the next period)."""
+    subscriptions = schema.subscriptions
+    bounds = period_table(periods, freq)
+    conditions = scope(f, subscriptions)
+
+    def active(instant: ColumnElement, name: str) -> sa.CTE:
+        return (
+            sa.select(bounds.c.period, subscriptions.c.account_id)
+            .select_from(bounds.join(subscriptions, _active_at(instant)))
+            .where(*conditions)
+            .distinct()
+            .cte(name)
+        )
+
+    return active(bounds.c.period, "at_start"), active(bounds.c.period_end, "at_end")
+
+
+def _churn_counts(
+    f: Filters, periods: list[pd.Timestamp], freq: str, group: ColumnElement | None
+) -> sa.Select:
+    at_start, at_end = customer_flows(f, periods, freq)
+    churned = sa.func.sum(sa.case((at_end.c.account_id.is_(None), 1), else_=0))
+    source = at_start.outerjoin(
+        at_end,
+        sa.and_(at_end.c.period == at_start.c.period, at_end.c.account_id == at_start.c.account_id),
+    )
+    if group is None:
+        key = at_start.c.period
+        columns = [key.label("period")]
+    else:
+        accounts = schema.accounts
+        source = source.join(accounts, accounts.c.account_id == at_start.c.account_id)
+        key = sa.func.coalesce(group, NOT_SET)
+        columns = [key.label("group")]
+    return (
+        sa.select(*columns, sa.func.count().label("customers_at_start"), churned.label("churned"))
+        .select_from(source)
+        .group_by(key)
+        .order_by(key)
+    )
+
+
+def _finish(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in ("customers_at_start", "churned"):
+        frame[column] = frame[column].fillna(0).astype("int64")
+    starts = frame["customers_at_start"].astype(float)
+    frame["churn_rate"] = (frame["churned"] / starts.where(starts > 0)).astype(float)
+    return frame
+
+
+def churn_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """Customer churn per calendar period ``[s, e)``.
+
+    Formula: churn_rate = churned ÷ customers_at_start, where customers_at_start = customers
+    active at s and churned = customers active at s and not active at e; customers won
+    during the period are in neither count.
+
+    One row per period whose first day lies in ``[f.start, f.end)``, in order; a period with
+    no customers at its start has 0 counts and ``churn_rate`` NaN (nothing could churn).
+    Columns: period, customers_at_start, churned, churn_rate.
+    """
+    periods = period_starts(f.start, f.end, freq)
+    columns = ["period", "customers_at_start", "churned", "churn_rate"]
+    if not periods:
+        return pd.DataFrame(columns=columns)
+    frame = read_frame(conn, _churn_counts(f, periods, freq, None))
+    return _finish(on_period_grid(frame, periods))[columns]
+
+
+def churn_by(conn: sa.Connection | sa.Engine, f: Filters, by: str) -> pd.DataFrame:
+    """Monthly customer churn per account dimension, summed over the months of the range.
+
+    Formula: churn_rate = Σ churned ÷ Σ customers_at_start over the calendar months whose
+    first day lies in [start, end), per value of the account dimension ``by`` (segment,
+    industry, region, country, company_size, acquisition_channel, owner_id); accounts
+    without a value form the group "(not set)". A customer counts once per month it was
+    active at the month's start.
+
+    Columns: group, customers_at_start, churned, churn_rate (sorted by group; groups with
+    no customers are absent).
+    """
+    if by not in CHURN_DIMENSIONS:
+        raise ValueError(f"by must be one of {sorted(CHURN_DIMENSIONS)}, not {by!r}")
+    columns = ["group", "customers_at_start", "churned", "churn_rate"]
+    periods = period_starts(f.start, f.end, "month")
+    if not periods:
+        return pd.DataFrame(columns=columns)
+    group = schema.accounts.c[CHURN_DIMENSIONS[by]]
+    frame = read_frame(conn, _churn_counts(f, periods, "month", group))
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    return _finish(frame)[columns].reset_index(drop=True)
+
+
+def churned_accounts(
+    conn: sa.Connection | sa.Engine, f: Filters, period: dt.date | str | pd.Timestamp, freq: str = "month"
+) -> pd.DataFrame:
+    """Drill-down: the customers counted as churned in the period starting at ``period``.
+
+    Rule: active at s = ``period`` and not active at e = the next period's first instant
+    (same as :func:`churn_rate`). ``ended_at`` / ``end_reason`` come from the latest-ending
+    of the account's subscriptions that were active at s; ``lost_mrr`` sums their MRR.
+
+    Columns: account_id, name, segment, industry, company_size, region, country,
+    acquisition_channel, owner_id, lost_mrr, ended_at, end_reason (ordered by ended_at).
+    """
+    start = pd.Timestamp(period)
+    at_start, at_end = customer_flows(f, [start], freq)
+    subscriptions = schema.subscriptions
+    accounts = schema.accounts
+    churners = (
+        sa.select(at_start.c.account_id)
+        .select_from(at_start.outerjoin(at_end, at_end.c.account_id == at_start.c.account_id))
+        .where(at_end.c.account_id.is_(None))
+        .cte("churners")
+    )
+    s_instant = sa.literal(start.to_pydatetime(), sa.DateTime())
+    lost = (
+        sa.select(
+            subscriptions.c.account_id,
+            subscriptions.c.ended_at,
+            subscriptions.c.end_reason,
+            sa.func.sum(subscriptions.c.mrr).over(partition_by=subscriptions.c.account_id).label("lost_mrr"),
+            sa.func.row_number()
+            .over(
+                partition_by=subscriptions.c.account_id,
+                order_by=[subscriptions.c.ended_at.desc(), subscriptions.c.subscription_id.desc()],
+            )
+            .label("latest"),
+        )
+        .where(
+            subscriptions.c.account_id.in_(sa.select(churners.c.account_id)),
+            _active_at(s_instant),
+            *scope(f, subscriptions),
+        )
+        .cte("lost")
+    )
+    statement = (
+        sa.select(
+            accounts.c.account_id,
+            accounts.c.name,
+            accounts.c.segment,
+            accounts.c.industry,
+            accounts.c.company_size,
+            accounts.c.region,
+            accounts.c.country,
+            accounts.c.acquisition_channel,
+            accounts.c.owner_id,
+            lost.c.lost_mrr,
+            lost.c.ended_at,
+            lost.c.end_reason,
+        )
+        .select_from(lost.join(accounts, accounts.c.account_id == lost.c.account_id))
+        .where(lost.c.latest == 1)
+        .order_by(lost.c.ended_at, accounts.c.account_id)
+    )
+    with connection(conn) as c:
+        frame = read_frame(c, statement)
+    if not frame.empty:
+        frame["ended_at"] = pd.to_datetime(frame["ended_at"])
+    return frame

@@ -1,0 +1,354 @@
+"""Sales KPIs: win rate, sales-cycle length, time in each pipeline stage.
+
+Deals are scoped by their account (segment lists), their own owner and product. Each KPI
+dates deals by the column its definition names (``closed_at`` or ``created_at``). The
+database aggregates; Python only turns the few aggregated counts into ratios and
+intervals, so every database gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data import schema
+from crm_data.dialects import days_between, percentile, period_start
+from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, read_frame, wilson_interval
+from kpis.filters import Filters, in_range, scope
+
+#: Survival at or below the target within this tolerance counts as reached (``exp(Σ ln)``
+#: rounding must not move a median that is exactly 0.5 to the next time).
+KM_TOLERANCE = 1e-9
+
+
+def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """Win rate per period of ``closed_at``.
+
+    Formula: win_rate = won ÷ (won + lost), deals by closed_at; open deals excluded.
+    Variant (shown, not mixed in): win_rate_all_deals = won ÷ (won + lost + open_created),
+    where open_created = deals still open that were created in the period (by created_at),
+    i.e. undecided pipeline counted as not won.
+
+    Interval: Wilson score 95 % interval of won ÷ (won + lost); ``low_sample`` = fewer than
+    30 closed deals. A period without closed deals has win_rate NaN.
+    Columns: period, won, lost, win_rate, ci_low, ci_high, low_sample, open_created,
+    win_rate_all_deals.
+    """
+    columns = [
+        "period",
+        "won",
+        "lost",
+        "win_rate",
+        "ci_low",
+        "ci_high",
+        "low_sample",
+        "open_created",
+        "win_rate_all_deals",
+    ]
+    periods = period_starts(f.start, f.end, freq)
+    if not periods:
+        return pd.DataFrame(columns=columns)
+    deals = schema.deals
+    with connection(conn) as c:
+        closed = sa.select(
+            period_start(c.dialect, deals.c.closed_at, freq).label("period"),
+            sa.case((deals.c.status == "won", 1), else_=0).label("won"),
+            sa.case((deals.c.status == "lost", 1), else_=0).label("lost"),
+            sa.literal(0).label("open_created"),
+        ).where(deals.c.status.in_(("won", "lost")), in_range(deals.c.closed_at, f), *scope(f, deals))
+        still_open = sa.select(
+            period_start(c.dialect, deals.c.created_at, freq).label("period"),
+            sa.literal(0).label("won"),
+            sa.literal(0).label("lost"),
+            sa.literal(1).label("open_created"),
+        ).where(deals.c.status == "open", in_range(deals.c.created_at, f), *scope(f, deals))
+        rows = sa.union_all(closed, still_open).subquery("rows")
+        statement = sa.select(
+            rows.c.period,
+            sa.func.sum(rows.c.won).label("won"),
+            sa.func.sum(rows.c.lost).label("lost"),
+            sa.func.sum(rows.c.open_created).label("open_created"),
+        ).group_by(rows.c.period)
+        frame = on_period_grid(read_frame(c, statement), periods)
+    for column in ("won", "lost", "open_created"):
+        frame[column] = frame[column].fillna(0).astype("int64")
+    closed_n = frame["won"] + frame["lost"]
+    frame["win_rate"] = frame["won"] / closed_n.astype(float).where(closed_n > 0)
+    intervals = [wilson_interval(w, n) for w, n in zip(frame["won"], closed_n, strict=True)]
+    frame["ci_low"] = [low for low, _ in intervals]
+    frame["ci_high"] = [high for _, high in intervals]
+    frame["low_sample"] = closed_n < LOW_SAMPLE
+    all_n = closed_n + frame["open_created"]
+    frame["win_rate_all_deals"] = frame["won"] / all_n.astype(float).where(all_n > 0)
+    return frame[columns]
+
+
+def _cycle_days(dialect: sa.Dialect, f: Filters) -> tuple[sa.ColumnElement, list]:
+    deals = schema.deals
+    days = days_between(dialect, deals.c.created_at, deals.c.closed_at)
+    return days, [deals.c.status == "won", in_range(deals.c.closed_at, f), *scope(f, deals)]
+
+
+def sales_cycle(conn: sa.Connection | sa.Engine, f: Filters) -> pd.DataFrame:
+    """Sales-cycle length of won deals.
+
+    Formula: days from created_at to closed_at of won deals with closed_at in [start, end);
+    mean, median and 90th percentile (percentiles interpolate linearly, like
+    percentile_cont). No won deals: deals = 0 and NaN days.
+    Columns: deals, mean_days, median_days, p90_days (one row).
+    """
+    with connection(conn) as c:
+        days, conditions = _cycle_days(c.dialect, f)
+        statement = sa.select(
+            sa.func.count().label("deals"),
+            sa.func.avg(days).label("mean_days"),
+            percentile(c.dialect, days, 0.5).label("median_days"),
+            percentile(c.dialect, days, 0.9).label("p90_days"),
+        ).where(*conditions)
+        frame = read_frame(c, statement)
+    frame["deals"] = frame["deals"].fillna(0).astype("int64")
+    for column in ("mean_days", "median_days", "p90_days"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def sales_cycle_distribution(
+    conn: sa.Connection | sa.Engine, f: Filters, bins: int | Sequence[float] = 10
+) -> pd.DataFrame:
+    """Histogram of the sales-cycle length (won deals closed in [start, end), days from
+    created_at to closed_at).
+
+    ``bins`` is a number of equal-width bins from 0 to the longest cycle, or explicit edges
+    in days. Bins are [bin_start_days, bin_end_days), the last one closed on the right;
+    cycles outside the edges are not counted. Columns: bin_start_days, bin_end_days, deals.
+    """
+    columns = ["bin_start_days", "bin_end_days", "deals"]
+    with connection(conn) as c:
+        days, conditions = _cycle_days(c.dialect, f)
+        if isinstance(bins, int):
+            if bins < 1:
+                raise ValueError("bins must be at least 1")
+            longest = c.execute(sa.select(sa.func.max(days)).where(*conditions)).scalar()
+            if longest is None:
+                return pd.DataFrame(columns=columns)
+            longest = float(longest)
+            edges = [float(e) for e in np.linspace(0.0, longest if longest > 0 else 1.0, bins + 1)]
+        else:
+            edges = [float(e) for e in bins]
+            if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError("bin edges must be at least two increasing numbers")
+        last = len(edges) - 2
+        index = sa.case(
+            *[(days < sa.literal(edge, sa.Double()), i) for i, edge in enumerate(edges[1:-1])], else_=last
+        ).label("bin")
+        inside = sa.and_(
+            days >= sa.literal(edges[0], sa.Double()), days <= sa.literal(edges[-1], sa.Double())
+        )
+        statement = (
+            sa.select(index, sa.func.count().label("deals")).where(*conditions, inside).group_by(index)
+        )
+        counts = dict(c.execute(statement).all())
+    return pd.DataFrame(
+        {
+            "bin_start_days": edges[:-1],
+            "bin_end_days": edges[1:],
+            "deals": [int(counts.get(i, 0)) for i in range(len(edges) - 1)],
+        }
+    )
+
+
+def stage_durations(
+    conn: sa.Connection | sa.Engine, f: Filters, now: dt.datetime | None = None
+) -> pd.DataFrame:
+    """Time deals spend in each open pipeline stage, with still-open deals censored.
+
+    Formula: deals created in [start, end); a visit to a stage lasts from its entered_at to
+    the deal's next entered_at (any stage), or to closed_at when it is the last visit of a
+    won/lost deal. A visit with no such end (the deal is still open in it) is CENSORED at
+    C = min(end, now): its duration C − entered_at is a lower bound; a visit entered at or
+    after C is not observed. Kaplan–Meier per stage: S(t) = Π over finished durations
+    t_i ≤ t of (1 − d_i ÷ n_i), d_i = visits finished at t_i, n_i = visits lasting ≥ t_i;
+    median_days = smallest t with S(t) ≤ 0.5, p90_days = smallest t with S(t) ≤ 0.1, NaN
+    when never reached. Re-entered stages count each visit; skipped stages get no visit.
+    conversion_to_next = deals that, at or after entering the stage, entered an open stage
+    of higher position or were won ÷ deals that entered the stage.
+
+    Rows: the open stages of pipeline_stages (closed stages are not rows), by position.
+    Columns: stage, position, deals (distinct deals), finished and censored (visits),
+    median_days, p90_days, conversion_to_next.
+    """
+    columns = [
+        "stage",
+        "position",
+        "deals",
+        "finished",
+        "censored",
+        "median_days",
+        "p90_days",
+        "conversion_to_next",
+    ]
+    censor_at = min(f.end_ts, now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    deals, history, stages = schema.deals, schema.deal_stage_history, schema.pipeline_stages
+    is_open_stage = sa.not_(sa.func.coalesce(stages.c.is_closed, sa.false()))
+    censor = sa.literal(censor_at, sa.DateTime())
+    with connection(conn) as c:
+        dialect = c.dialect
+        window_deals = (
+            sa.select(deals.c.deal_id, deals.c.status, deals.c.closed_at)
+            .where(in_range(deals.c.created_at, f), *scope(f, deals))
+            .cte("window_deals")
+        )
+        all_visits = (
+            sa.select(
+                history.c.deal_id,
+                history.c.stage,
+                history.c.entered_at,
+                stages.c.position,
+                sa.case((stages.c.stage.is_(None), 0), (is_open_stage, 1), else_=0).label("open_stage"),
+                window_deals.c.status,
+                sa.func.lead(history.c.entered_at)
+                .over(
+                    partition_by=history.c.deal_id,
+                    order_by=[history.c.entered_at, stages.c.position, history.c.stage],
+                )
+                .label("next_entered"),
+                window_deals.c.closed_at,
+            )
+            .select_from(
+                history.join(window_deals, window_deals.c.deal_id == history.c.deal_id).outerjoin(
+                    stages, stages.c.stage == history.c.stage
+                )
+            )
+            .cte("all_visits")
+        )
+        v = all_visits.c
+        ended_at = sa.func.coalesce(
+            v.next_entered, sa.case((v.status.in_(("won", "lost")), v.closed_at), else_=sa.null())
+        )
+        visits = (
+            sa.select(
+                v.deal_id,
+                v.stage,
+                v.entered_at,
+                v.position,
+                v.status,
+                sa.case((ended_at.is_(None), 0), else_=1).label("event"),
+                days_between(dialect, v.entered_at, sa.func.coalesce(ended_at, censor)).label("duration"),
+            )
+            .where(v.open_stage == 1, sa.or_(ended_at.is_not(None), v.entered_at < censor))
+            .cte("visits")
+        )
+        times = (
+            sa.select(
+                visits.c.stage,
+                visits.c.duration,
+                sa.func.sum(visits.c.event).label("d"),
+                sa.func.count().label("m"),
+            )
+            .group_by(visits.c.stage, visits.c.duration)
+            .cte("times")
+        )
+        at_risk = sa.select(
+            times.c.stage,
+            times.c.duration,
+            times.c.d,
+            sa.func.sum(times.c.m)
+            .over(partition_by=times.c.stage, order_by=times.c.duration.desc())
+            .label("n"),
+        ).cte("at_risk")
+        step = sa.cast(at_risk.c.d, sa.Double()) / sa.cast(at_risk.c.n, sa.Double())
+        ordered = {"partition_by": at_risk.c.stage, "order_by": at_risk.c.duration}
+        survival_parts = sa.select(
+            at_risk.c.stage,
+            at_risk.c.duration,
+            sa.func.sum(sa.case((at_risk.c.d >= at_risk.c.n, 1), else_=0)).over(**ordered).label("zeroed"),
+            sa.func.sum(
+                sa.case(
+                    (sa.and_(at_risk.c.d > 0, at_risk.c.d < at_risk.c.n), sa.func.ln(1.0 - step)),
+                    else_=sa.literal(0.0, sa.Double()),
+                )
+            )
+            .over(**ordered)
+            .label("log_survival"),
+        ).cte("survival_parts")
+        survival = sa.case(
+            (survival_parts.c.zeroed > 0, sa.literal(0.0, sa.Double())),
+            else_=sa.func.exp(survival_parts.c.log_survival),
+        )
+        quantiles = (
+            sa.select(
+                survival_parts.c.stage,
+                sa.func.min(sa.case((survival <= 0.5 + KM_TOLERANCE, survival_parts.c.duration))).label(
+                    "median_days"
+                ),
+                sa.func.min(sa.case((survival <= 0.1 + KM_TOLERANCE, survival_parts.c.duration))).label(
+                    "p90_days"
+                ),
+            )
+            .group_by(survival_parts.c.stage)
+            .cte("quantiles")
+        )
+        counts = (
+            sa.select(
+                visits.c.stage,
+                sa.func.count(sa.distinct(visits.c.deal_id)).label("deals"),
+                sa.func.sum(visits.c.event).label("finished"),
+                sa.func.sum(1 - visits.c.event).label("censored"),
+            )
+            .group_by(visits.c.stage)
+            .cte("counts")
+        )
+        later = all_visits.alias("later")
+        moved_on = sa.select(visits.c.stage, visits.c.deal_id).select_from(
+            visits.join(
+                later,
+                sa.and_(
+                    later.c.deal_id == visits.c.deal_id,
+                    later.c.open_stage == 1,
+                    later.c.position > visits.c.position,
+                    later.c.entered_at >= visits.c.entered_at,
+                ),
+            )
+        )
+        won = sa.select(visits.c.stage, visits.c.deal_id).where(visits.c.status == "won")
+        progressed_pairs = sa.union(moved_on, won).subquery("progressed_pairs")
+        progressed = (
+            sa.select(progressed_pairs.c.stage, sa.func.count().label("progressed"))
+            .group_by(progressed_pairs.c.stage)
+            .cte("progressed")
+        )
+        statement = (
+            sa.select(
+                stages.c.stage,
+                stages.c.position,
+                counts.c.deals,
+                counts.c.finished,
+                counts.c.censored,
+                quantiles.c.median_days,
+                quantiles.c.p90_days,
+                progressed.c.progressed,
+            )
+            .select_from(
+                stages.outerjoin(counts, counts.c.stage == stages.c.stage)
+                .outerjoin(quantiles, quantiles.c.stage == stages.c.stage)
+                .outerjoin(progressed, progressed.c.stage == stages.c.stage)
+            )
+            .where(is_open_stage)
+            .order_by(stages.c.position, stages.c.stage)
+        )
+        frame = read_frame(c, statement)
+    for column in ("deals", "finished", "censored", "progressed"):
+        frame[column] = frame[column].fillna(0).astype("int64")
+    frame["position"] = frame["position"].astype("int64")
+    for column in ("median_days", "p90_days"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame["conversion_to_next"] = [
+        p / n if n else math.nan for p, n in zip(frame["progressed"], frame["deals"], strict=True)
+    ]
+    return frame[columns]
