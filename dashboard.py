@@ -16,8 +16,9 @@ import streamlit as st
 from charts.theme import fmt_count
 from kpis.core import LOW_SAMPLE
 from ui import data
-from ui.cards import CardSpec, kpi_card, latest
+from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry
 from ui.filters import View, global_filters, period_label
+from ui.report import no_data
 
 st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
 view = global_filters()
@@ -73,39 +74,50 @@ def card_frame(spec: CardSpec, view: View) -> pd.DataFrame:
     return frame
 
 
-def draw_card(spec: CardSpec, view: View) -> None:
+def compute_card(spec: CardSpec, view: View) -> CardNumbers | str | None:
+    """The card's numbers; a message when its KPI failed; None while it is not available."""
     if kpi_function(spec.function) is None:
-        with st.container(border=True):
-            st.caption(
-                f"**{spec.key.replace('_', ' ').capitalize()}**: `kpis.{spec.function}` is not available yet."
-            )
-        return
+        return None
     try:
-        numbers = latest(card_frame(spec, view), spec.column, view.freq)
+        return latest(card_frame(spec, view), spec.column, view.freq)
     except Exception as error:  # one failing KPI must not take the whole Overview down
+        return f"could not be computed ({type(error).__name__}: {error})"
+
+
+def draw_card(spec: CardSpec, numbers: CardNumbers | str | None, view: View) -> None:
+    name = spec.key.replace("_", " ").capitalize()
+    if numbers is None:
         with st.container(border=True):
-            st.error(f"{spec.key}: could not be computed ({type(error).__name__}: {error})")
+            st.caption(f"**{name}**: `kpis.{spec.function}` is not available yet.")
+        return
+    if isinstance(numbers, str):
+        with st.container(border=True):
+            st.error(f"**{name}** {numbers}")
         return
     if numbers.period is None:
         compared, caption = None, "No period in the selected range."
     else:
         label = period_label(numbers.period, view.freq)
-        compared = (
-            f"{label} vs {period_label(numbers.previous, view.freq)}"
-            if numbers.previous is not None
-            else None
-        )
-        caption = label if numbers.previous is not None else f"{label} (no earlier period in the range)"
+        compared = None
+        caption = f"{label} (no earlier period in the range)"
+        if numbers.previous is not None:
+            compared = f"{label} vs {period_label(numbers.previous, view.freq)}"
     kpi_card(
         spec.key,
         numbers.value,
         numbers.delta,
         numbers.sparkline,
         numbers.low_sample,
-        spec.link,
+        getattr(registry_entry(spec.key), "page", None) or spec.link,
         caption=None if compared else caption,
         delta_description=compared,
     )
+
+
+def nothing_to_show(cards: list[CardNumbers | str | None]) -> bool:
+    """True when every computed card is empty: no value, or a zero, in every period."""
+    computed = [c for c in cards if isinstance(c, CardNumbers)]
+    return bool(computed) and all(not any(v for v in c.sparkline if v == v) for c in computed)
 
 
 st.title("Overview")
@@ -113,10 +125,13 @@ st.caption(
     f":material/filter_alt: {view.describe()} — each card shows the last complete {view.freq} in the range "
     f"and its change on the {view.freq} before; the line is the trend over the range."
 )
+numbers = [compute_card(spec, view) for spec in CARDS]
+if nothing_to_show(numbers):
+    no_data()
 for row in range(0, len(CARDS), 5):
-    for spec, column in zip(CARDS[row : row + 5], st.columns(5), strict=False):
+    for spec, card, column in zip(CARDS[row : row + 5], numbers[row : row + 5], st.columns(5), strict=False):
         with column:
-            draw_card(spec, view)
+            draw_card(spec, card, view)
 
 url = data.database_url()
 with st.expander("What's in the database", icon=":material/database:"):

@@ -1,0 +1,99 @@
+"""The Overview page on the demo database: every card renders, and the numbers are
+exactly what ``kpis`` returns for the same filters."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import sqlalchemy as sa
+
+import kpis
+from charts.theme import fmt_value
+from crm_data import schema
+from kpis.filters import dimension_values
+from ui.report import NO_DATA
+
+CARD_TITLES = 10
+
+
+def _metric(at, label: str) -> str:
+    found = [m.value for m in at.metric if m.label == label]
+    assert found, f"no card {label!r} among {[m.label for m in at.metric]}"
+    return found[0]
+
+
+def _last_complete_month(filters) -> pd.Timestamp:
+    # The card shows the last month of the range that has ended by today (UTC).
+    today = dt.datetime.now(dt.UTC).date()
+    month = pd.Timestamp(min(filters.end, today.replace(day=1)))
+    return month - pd.DateOffset(months=1)
+
+
+def _expected(frame: pd.DataFrame, column: str, filters, unit: str) -> str:
+    row = frame[frame["period"] == _last_complete_month(filters)]
+    assert len(row) == 1
+    return fmt_value(row[column].iloc[0], unit)
+
+
+def test_overview_renders_every_card(app):
+    at = app().run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.metric) == CARD_TITLES
+    assert at.title[0].value == "Overview"
+    assert any(e.label == "What's in the database" for e in at.expander)
+
+
+def test_cards_match_kpis_before_and_after_a_segment_change(app, demo_engine, default_filters):
+    at = app().run()
+    churn = kpis.churn_rate(demo_engine, default_filters, "month")
+    wins = kpis.win_rate(demo_engine, default_filters, "month")
+    assert _metric(at, "Churn rate") == _expected(churn, "churn_rate", default_filters, "ratio")
+    assert _metric(at, "Win rate") == _expected(wins, "win_rate", default_filters, "ratio")
+    before = {m.label: m.value for m in at.metric}
+
+    segment = dimension_values(demo_engine)["segments"][0]
+    at.sidebar.multiselect(key="segment").set_value([segment]).run()
+    assert not at.exception
+    narrowed = default_filters.replace(segments=(segment,))
+    churn = kpis.churn_rate(demo_engine, narrowed, "month")
+    wins = kpis.win_rate(demo_engine, narrowed, "month")
+    assert _metric(at, "Churn rate") == _expected(churn, "churn_rate", narrowed, "ratio")
+    assert _metric(at, "Win rate") == _expected(wins, "win_rate", narrowed, "ratio")
+    after = {m.label: m.value for m in at.metric}
+    assert after != before  # one segment of several has fewer customers, revenue, deals
+
+
+def test_period_change_switches_cards_to_quarters(app, demo_engine, default_filters):
+    at = app(query_params={"period": "quarter"}).run()
+    assert not at.exception
+    # the caption under the metrics names the quarter compared with the one before
+    churn = kpis.churn_rate(demo_engine, default_filters, "quarter")
+    today = pd.Timestamp(dt.datetime.now(dt.UTC).date())
+    complete = churn[churn["period"] + pd.DateOffset(months=3) <= today]
+    if len(complete):
+        expected = fmt_value(complete["churn_rate"].iloc[-1], "ratio")
+        assert _metric(at, "Churn rate") == expected
+
+
+def _empty_region_country(engine) -> tuple[str, str]:
+    """A region and a country that no account has together."""
+    a = schema.accounts
+    with engine.connect() as conn:
+        regions = [r for (r,) in conn.execute(sa.select(a.c.region).distinct()) if r]
+        countries = [c for (c,) in conn.execute(sa.select(a.c.country).distinct()) if c]
+        pairs = set(conn.execute(sa.select(a.c.region, a.c.country).distinct()).all())
+    for region in regions:
+        for country in countries:
+            if (region, country) not in pairs:
+                return region, country
+    raise AssertionError("every region has every country: no empty combination in the demo data")
+
+
+def test_empty_selection_shows_no_data(app, demo_engine):
+    region, country = _empty_region_country(demo_engine)
+    at = app(query_params={"region": region, "country": country}).run()
+    assert not at.exception
+    assert not at.error
+    assert any(NO_DATA in i.value for i in at.info)

@@ -1,0 +1,123 @@
+"""ui-core's pages on the demo database: Sales pipeline, Customers & churn, Data quality.
+Each renders without exception, reacts to filters, shows the no-data message for an empty
+selection, and its drill-downs list exactly the records ``kpis`` returns."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import kpis
+from crm_data.quality import check_database
+from kpis.filters import dimension_values
+from tests.ui.test_dashboard import _empty_region_country
+from ui.report import NO_DATA
+
+PAGES = ["pages/1_Sales_pipeline.py", "pages/2_Customers_and_churn.py", "pages/7_Data_quality.py"]
+
+
+def _charts(at) -> int:
+    return len(at.get("plotly_chart"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_demo_data(app, page):
+    at = app(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.title
+
+
+@pytest.mark.parametrize("page", PAGES[:2])
+def test_page_renders_with_a_segment_and_per_quarter(app, demo_engine, page):
+    segment = dimension_values(demo_engine)["segments"][0]
+    at = app(page, query_params={"segment": segment, "period": "quarter"}).run()
+    assert not at.exception
+    assert _charts(at) >= 3
+    assert any(f"Segment: {segment}" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("page", PAGES[:2])
+def test_empty_selection_shows_no_data_not_a_traceback(app, demo_engine, page):
+    region, country = _empty_region_country(demo_engine)
+    at = app(page, query_params={"region": region, "country": country}).run()
+    assert not at.exception
+    assert not at.error
+    assert _charts(at) == 0
+    assert any(NO_DATA in i.value or "No " in i.value for i in at.info)
+
+
+def test_sales_pipeline_draws_every_section(app):
+    at = app("pages/1_Sales_pipeline.py").run()
+    headers = [h.value for h in at.header]
+    assert headers == [
+        "Funnel",
+        "Win rate and lead conversion",
+        "Sales cycle",
+        "Time in each phase",
+        "Open pipeline",
+    ]
+    assert _charts(at) >= 7  # funnel, win-rate trend, by group, cycle, stages, pipeline, aging
+
+
+def test_funnel_toggle_and_breakdown(app):
+    at = app("pages/1_Sales_pipeline.py").run()
+    at.segmented_control(key="funnel_counting").set_value("any").run()
+    assert not at.exception
+    at.selectbox(key="win_rate_by").set_value("lead_source").run()
+    assert not at.exception
+    assert any("lead source" in (m.value or "").lower() for m in at.markdown) or _charts(at) >= 7
+
+
+def _figure(at, title_part: str) -> dict:
+    """The Plotly figure (as a dict) whose title contains ``title_part``."""
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec.get("layout", {}).get("title", {}).get("text", "")
+        if title_part in title:
+            return spec
+    raise AssertionError(f"no chart titled like {title_part!r}")
+
+
+def test_stuck_deals_drill_down_lists_kpis_records(app, demo_engine, default_filters):
+    at = app("pages/1_Sales_pipeline.py").run()
+    stage = at.selectbox(key="stuck_stage").value
+    at.number_input(key="stuck_min_days").set_value(0).run()
+    assert not at.exception
+    expected = kpis.stuck_deals(demo_engine, default_filters, stage=stage, min_days=0)
+    assert len(expected) > 0
+    shown = at.dataframe[-1].value
+    assert sorted(shown["deal_id"]) == sorted(expected["deal_id"])
+
+
+def test_churned_accounts_drill_down(app, demo_engine, default_filters):
+    at = app("pages/2_Customers_and_churn.py").run()
+    chosen = pd.Timestamp(at.selectbox(key="churn_drill_period").value)
+    expected = kpis.churned_accounts(demo_engine, default_filters, chosen.date(), "month")
+    assert len(expected) > 0
+    shown = at.dataframe[0].value
+    assert sorted(shown["account_id"]) == sorted(expected["account_id"])
+
+
+def test_churn_by_dimension_matches_kpis(app, demo_engine, default_filters):
+    at = app("pages/2_Customers_and_churn.py").run()
+    at.selectbox(key="churn_by_dimension").set_value("company_size").run()
+    assert not at.exception
+    expected = kpis.churn_by(demo_engine, default_filters, "company_size")
+    assert len(expected) > 0
+    bars = _figure(at, "by company size")["data"][0]
+    shown = dict(zip(bars["y"], bars["x"], strict=True))
+    assert shown == pytest.approx(dict(zip(expected["group"], expected["churn_rate"], strict=True)))
+
+
+def test_data_quality_lists_every_check_with_its_count(app, demo_engine):
+    at = app("pages/7_Data_quality.py").run()
+    with demo_engine.connect() as conn:
+        report = check_database(conn, stale_days=90)
+    summary = at.dataframe[0].value
+    assert list(summary["check"]) == [f.title for f in report.findings]
+    assert list(summary["records"]) == [f.count for f in report.findings]
+    problems = [f for f in report.findings if f.count]
+    assert len(at.expander) == len(problems)
