@@ -88,9 +88,9 @@ def fmt_money(value: object, decimals: int | None = None) -> str:
     amount = abs(amount)
     if decimals is not None:
         return f"{sign}{CURRENCY}{amount:,.{decimals}f}"
-    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e4, "k")):
+    for threshold, divisor, suffix in ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
         if amount >= threshold:
-            return f"{sign}{CURRENCY}{amount / threshold:,.{1 if suffix == 'k' else 2}f}{suffix}"
+            return f"{sign}{CURRENCY}{amount / divisor:,.{1 if suffix == 'k' else 2}f}{suffix}"
     return f"{sign}{CURRENCY}{amount:,.0f}" if amount >= 100 else f"{sign}{CURRENCY}{amount:,.2f}"
 
 

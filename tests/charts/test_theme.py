@@ -1,0 +1,75 @@
+"""charts.theme: the "crm" template and the number formatters."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import plotly.io as pio
+import pytest
+
+from charts.theme import (
+    PALETTE,
+    axis_format,
+    fmt_count,
+    fmt_days,
+    fmt_delta,
+    fmt_money,
+    fmt_nps,
+    fmt_ratio,
+    fmt_value,
+    use_theme,
+)
+
+
+def test_use_theme_makes_crm_the_default_with_the_okabe_ito_palette():
+    use_theme()
+    assert pio.templates.default == "crm"
+    fig = px.line(x=[1, 2], y=[3, 4])
+    assert list(fig.layout.template.layout.colorway) == PALETTE
+    assert PALETTE[:3] == ["#0072B2", "#E69F00", "#009E73"]
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (1234567, "count", "1,234,567"),
+        (0.1234, "ratio", "12.3%"),
+        (1, "ratio", "100.0%"),
+        (12.34, "days", "12.3 days"),
+        (1, "days", "1 day"),
+        (345.6, "days", "346 days"),
+        (23.4, "nps", "+23"),
+        (-7.6, "nps", "-8"),
+        (5.234, "score", "5.23"),
+        (9876, "money", "$9,876"),
+        (12345, "money", "$12.3k"),
+        (1234567.8, "money", "$1.23M"),
+        (-2500000, "money", "-$2.50M"),
+        (12.5, "money", "$12.50"),
+        (None, "ratio", "–"),
+        (float("nan"), "money", "–"),
+    ],
+)
+def test_fmt_value(value, unit, text):
+    assert fmt_value(value, unit) == text
+
+
+def test_single_formatters_agree_with_fmt_value():
+    assert fmt_count(1000) == fmt_value(1000, "count") == "1,000"
+    assert fmt_money(1500) == "$1,500"
+    assert fmt_ratio(0.5, decimals=0) == "50%"
+    assert fmt_days(float("nan")) == "–"
+    assert fmt_nps(0) == "+0"
+
+
+def test_deltas_use_percentage_points_for_ratios_and_an_ascii_sign():
+    # 0.12 -> 0.105 is a change of -0.015 = -1.5 percentage points
+    assert fmt_delta(0.105 - 0.12, "ratio") == "-1.5 pp"
+    assert fmt_delta(250.0, "money") == "+$250"
+    assert fmt_delta(-3.0, "days") == "-3.0 days"
+    assert fmt_delta(float("nan"), "count") == ""
+
+
+def test_axis_format_per_unit():
+    assert axis_format("ratio")["tickformat"] == ".0%"
+    assert axis_format("money")["tickformat"] == "$,.0f"
+    assert axis_format("days")["ticksuffix"] == " d"
