@@ -6,7 +6,10 @@
   ``st.cache_data`` keyed by the function's name, the filters and the arguments.
 * ``require_database()``: stops the page with a friendly message (not a traceback) when
   the database is missing, empty or held by a writer.
-* ``refresh()``: forget cached results and close the engine (after an import).
+* ``refresh()``: forget cached results and close the engine. The read-only engine keeps
+  the embedded DuckDB file open (DuckDB then refuses writers in other processes, and a
+  writer in this process needs the read-only connections closed): call ``refresh()``
+  before writing to it from the dashboard process (the Import page) and after.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import datetime as dt
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -100,6 +103,25 @@ def require_database() -> sa.Engine:
     return engine()
 
 
+@contextlib.contextmanager
+def _friendly_database_errors() -> Iterator[None]:
+    """Turn "the file is locked / gone / has no tables" into a message and ``st.stop()``;
+    anything else (a bug) propagates."""
+    url = database_url()
+    try:
+        yield
+    except DatabaseUnavailable as error:
+        st.info(str(error), icon=":material/database:")
+        st.stop()
+    except sa.exc.DBAPIError as error:
+        text = str(error.orig).lower()
+        if not any(word in text for word in ("lock", "no such table", "catalog error", "does not exist")):
+            raise
+        _check.clear()
+        st.info(_problem_message(error, url), icon=":material/database:")
+        st.stop()
+
+
 def _qualified_name(function: Callable[..., Any]) -> str:
     return f"{function.__module__}:{function.__qualname__}"
 
@@ -139,7 +161,8 @@ def kpi(function: Callable[..., Any], view_or_filters: Any, **kwargs: Any) -> An
     if freq is not None and "freq" not in kwargs and _accepts(function, "freq"):
         kwargs["freq"] = freq
     key = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
-    return _cached_kpi(database_url(), _qualified_name(function), filters, key)
+    with _friendly_database_errors():
+        return _cached_kpi(database_url(), _qualified_name(function), filters, key)
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=200)
@@ -152,7 +175,8 @@ def call(function: Callable[..., Any], **kwargs: Any) -> Any:
     """``function(connection, **kwargs)`` for functions without filters (e.g. the data-quality
     check), cached like ``kpi`` by function name + arguments."""
     key = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
-    return _cached_call(database_url(), _qualified_name(function), key)
+    with _friendly_database_errors():
+        return _cached_call(database_url(), _qualified_name(function), key)
 
 
 def _hashable(value: Any) -> Any:
