@@ -240,12 +240,18 @@ def global_filters() -> View:
     for notice in notices:
         sidebar.warning(notice, icon=":material/link_off:")
 
-    # Date range: the widget shows inclusive days, Filters holds a half-open range.
+    # Date range: the widget shows inclusive days, Filters holds a half-open range. Every
+    # widget key is re-assigned before its widget is drawn (from the widget's own value, else
+    # from the non-widget copy): after a page switch Streamlit would otherwise start the
+    # widget from its default.
     start, end = ss.get(_store("range"), default)
+    current = ss.get(DATE_KEY)
+    if isinstance(current, tuple | list) and len(current) == 2 and all(current):
+        start, end = current[0], current[1] + dt.timedelta(days=1)
     start, last = max(start, limits[0]), min(end - dt.timedelta(days=1), limits[1])
     if last < start:
         start, last = default[0], default[1] - dt.timedelta(days=1)
-    if DATE_KEY not in ss:
+    if not (isinstance(current, tuple | list) and len(current) == 1):  # keep a half-picked range
         ss[DATE_KEY] = (start, last)
     picked = sidebar.date_input(
         "Date range",
@@ -262,18 +268,15 @@ def global_filters() -> View:
     end = last + dt.timedelta(days=1)
     ss[_store("range")] = (start, end)
 
-    if FREQ_KEY not in ss:
-        ss[FREQ_KEY] = ss.get(_store("freq"), "month")
+    freq = ss.get(FREQ_KEY, ss.get(_store("freq"), "month"))
+    ss[FREQ_KEY] = freq if freq in FREQS else "month"
     freq = sidebar.radio("Period", list(FREQS), format_func=FREQS.__getitem__, key=FREQ_KEY, horizontal=True)
     ss[_store("freq")] = freq
 
     chosen: dict[str, list[str]] = {}
     for name, param, label in DIMENSIONS:
         options = known.get(name, [])
-        if param not in ss:
-            ss[param] = [v for v in ss.get(_store(name), []) if v in options]
-        else:
-            ss[param] = [v for v in ss[param] if v in options]
+        ss[param] = [v for v in ss.get(param, ss.get(_store(name), [])) if v in options]
         names = labels.get(name, {})
         values = sidebar.multiselect(
             label,
