@@ -143,26 +143,50 @@ def regexp_replace(dialect: sa.Dialect, column: ColumnElement, pattern: str, rep
     raise NotImplementedError(f"regexp_replace is not implemented for {dialect.name}")
 
 
-def upsert_from_select(
-    dialect: sa.Dialect, table: sa.Table, columns: list[str], source: sa.Select, keys: list[str]
-) -> sa.Insert:
-    """``INSERT INTO table (columns) SELECT ... ON CONFLICT (keys) DO UPDATE`` (DuckDB, PostgreSQL, SQLite).
+def upsert_statements(
+    dialect: sa.Dialect, table: sa.Table, staging: sa.Table, columns: list[str], keys: list[str]
+) -> list[sa.Executable]:
+    """Statements that upsert ``staging`` (same ``columns``) into ``table`` by its ``keys``.
 
-    Existing rows get the non-key ``columns`` from ``source`` only where a value differs
-    (so re-inserting identical rows changes nothing); key-only tables use ``DO NOTHING``.
+    ``INSERT INTO table (columns) SELECT ... FROM staging ON CONFLICT (keys) DO UPDATE`` on
+    DuckDB, PostgreSQL and SQLite: existing rows get the non-key ``columns`` only where a
+    value differs (so re-inserting identical rows changes nothing); key-only tables use
+    ``DO NOTHING``.
+
+    DuckDB rewrites an update of an indexed column (its foreign-key columns) as delete +
+    insert, which its foreign-key check rejects when other rows reference the row — even
+    when the value does not change. So on DuckDB the ON CONFLICT clause leaves the
+    foreign-key columns out and a second ``UPDATE ... FROM staging`` sets them only on rows
+    where they really change (which DuckDB still refuses for a referenced row: a
+    documented DuckDB limitation).
     """
     if dialect.name in ("duckdb", "postgresql"):
         from sqlalchemy.dialects.postgresql import insert
     elif dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
-        raise NotImplementedError(f"upsert_from_select is not implemented for {dialect.name}")
+        raise NotImplementedError(f"upsert_statements is not implemented for {dialect.name}")
+    source = sa.select(*(staging.c[c] for c in columns))
     # SQLite needs a WHERE in INSERT ... SELECT ... ON CONFLICT to parse it unambiguously
     statement = insert(table).from_select(columns, source.where(sa.true()))
     updates = [c for c in columns if c not in keys]
-    if not updates:
-        return statement.on_conflict_do_nothing(index_elements=keys)
-    changed = sa.or_(*(table.c[c].is_distinct_from(statement.excluded[c]) for c in updates))
-    return statement.on_conflict_do_update(
-        index_elements=keys, set_={c: statement.excluded[c] for c in updates}, where=changed
-    )
+    late: list[str] = []
+    if dialect.name == "duckdb":
+        late = [c for c in updates if table.c[c].foreign_keys]
+        updates = [c for c in updates if c not in late]
+    if updates:
+        changed = sa.or_(*(table.c[c].is_distinct_from(statement.excluded[c]) for c in updates))
+        statement = statement.on_conflict_do_update(
+            index_elements=keys, set_={c: statement.excluded[c] for c in updates}, where=changed
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=keys)
+    statements: list[sa.Executable] = [statement]
+    if late:
+        statements.append(
+            sa.update(table)
+            .values({c: staging.c[c] for c in late})
+            .where(*(table.c[k] == staging.c[k] for k in keys))
+            .where(sa.or_(*(table.c[c].is_distinct_from(staging.c[c]) for c in late)))
+        )
+    return statements

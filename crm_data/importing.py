@@ -62,15 +62,18 @@ __all__ = [
 ]
 
 Progress = Callable[[float, str], None]
+_COUNT = {"preserve_rowcount": True}  # INSERT row counts (SQLAlchemy keeps them only when asked)
 
 
 @dataclass
 class ImportReport:
     """The outcome of a validation or an import.
 
-    ``rows`` = rows given per table; ``written`` = rows inserted or changed per table (empty
-    when nothing was written); ``error_count`` / ``warning_count`` count every issue while
-    ``errors`` / ``warnings`` list the first ones.
+    ``rows`` = rows given per table; ``written`` = rows inserted or changed per table, as
+    the databases count them (empty when nothing was written; on DuckDB a row whose
+    foreign-key column changes together with other columns counts twice);
+    ``error_count`` / ``warning_count`` count every issue while ``errors`` / ``warnings``
+    list the first ones.
     """
 
     ok: bool
@@ -294,6 +297,11 @@ def _import_tables(
                 report.ok = False
                 report.error_count += 1
                 reason = f"the database rejected the import, nothing was written: {error.orig}"
+                if conn.dialect.name == "duckdb" and "still referenced" in str(error.orig):
+                    reason += (
+                        " (DuckDB cannot change a foreign-key column, such as a deal's account_id, of a row"
+                        " that other rows reference: import into a new, empty database file instead)"
+                    )
                 report.errors.append(
                     ImportIssue(str(engine.url.render_as_string(hide_password=True)), None, "", reason)
                 )
@@ -328,20 +336,22 @@ def _write(conn: sa.Connection, tables: dict[str, ValidTable], tell: Progress) -
         columns = [c.name for c in table.columns if c.name in item.frame.columns]
         staging = _staging_table(table, columns)
         staging.create(conn)
-        try:
-            bulk_insert(conn, staging, item.frame[columns])
+        bulk_insert(conn, staging, item.frame[columns])
+        if table.primary_key.columns:
+            keys = [c.name for c in table.primary_key.columns]
+            statements = dialects.upsert_statements(conn.dialect, table, staging, columns, keys)
+            counts = [conn.execute(statement, execution_options=_COUNT).rowcount for statement in statements]
+        else:
+            # campaign_responses: replace the responses of the campaigns in the file
+            campaigns = sa.select(staging.c.campaign_id).distinct().scalar_subquery()
+            conn.execute(sa.delete(table).where(table.c.campaign_id.in_(campaigns)))
             source = sa.select(*(staging.c[c] for c in columns))
-            if table.primary_key.columns:
-                keys = [c.name for c in table.primary_key.columns]
-                result = conn.execute(dialects.upsert_from_select(conn.dialect, table, columns, source, keys))
-            else:
-                # campaign_responses: replace the responses of the campaigns in the file
-                campaigns = sa.select(staging.c.campaign_id).distinct().scalar_subquery()
-                conn.execute(sa.delete(table).where(table.c.campaign_id.in_(campaigns)))
-                result = conn.execute(sa.insert(table).from_select(columns, source))
-            written[table.name] = max(result.rowcount or 0, 0)
-        finally:
-            staging.drop(conn)
+            counts = [
+                conn.execute(sa.insert(table).from_select(columns, source), execution_options=_COUNT).rowcount
+            ]
+        written[table.name] = sum(max(count or 0, 0) for count in counts)
+        # on failure the rollback removes the staging table too
+        staging.drop(conn)
         done += len(item.frame)
     return written
 

@@ -242,7 +242,9 @@ def parse_column(
     finite = np.isfinite(numbers.to_numpy(dtype="float64", na_value=np.nan))
     invalid = ~missing & ~pd.Series(finite, index=series.index)
     if kind == "integer":
-        whole = pd.Series(finite, index=series.index) & (numbers == numbers.round())
+        whole = (
+            pd.Series(finite, index=series.index) & (numbers == numbers.round()) & (numbers.abs() < 2.0**63)
+        )
         not_integer = ~missing & ~whole
         values = numbers.where(whole).astype("Int64")
         return values, missing, not_integer, "not an integer"

@@ -1,0 +1,415 @@
+"""The CSV-bundle import: validation messages, all-or-nothing writes, upsert semantics.
+
+Every malformed-bundle test imports onto a database that already holds a valid bundle
+and compares the full contents of every table before and after.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from crm_data import schema
+from crm_data.importing import (
+    ImportIssue,
+    TableInput,
+    import_paths,
+    import_tables,
+    read_csv,
+    validate_tables,
+)
+from crm_data.validation import MAX_LISTED_ERRORS, existing_tables
+
+
+def write_bundle(folder: Path, files: dict[str, str], newline: str = "\n", bom: bool = False) -> Path:
+    """Write ``{table: csv text}`` as ``folder/<table>.csv`` (text dedented)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for table, text in files.items():
+        body = textwrap.dedent(text).lstrip("\n").replace("\n", newline)
+        (folder / f"{table}.csv").write_bytes(("\ufeff" if bom else "").encode() + body.encode("utf-8"))
+    return folder
+
+
+def snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
+    """Every row of every canonical table that exists, in a fixed order."""
+    with engine.connect() as conn:
+        present = existing_tables(conn)
+        return {
+            t.name: [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.columns))]
+            for t in schema.TABLES
+            if t.name in present
+        }
+
+
+BASE = {
+    "accounts": """
+        account_id,name,segment,created_at
+        A1,Acme Inc,SMB,2024-03-01T09:30:00Z
+        A2,Globex,Enterprise,2024-03-01T09:30:00+02:00
+        """,
+    "deals": """
+        deal_id,account_id,amount,created_at,closed_at,status
+        D1,A1,100.5,2024-03-01,,open
+        D2,A2,2000,2024-03-02 10:00:00,2024-04-01T00:00:00Z,won
+        """,
+    "deal_stage_history": """
+        deal_id,stage,entered_at
+        D1,Lead,2024-03-01
+        D2,Lead,2024-03-02 10:00:00
+        D2,Closed Won,2024-04-01
+        """,
+    "tickets": """
+        ticket_id,account_id,category,opened_at,contacts_until_resolved
+        T1,A1,defect,2024-05-01,1
+        """,
+}
+
+
+@pytest.fixture
+def loaded(db: sa.Engine, tmp_path: Path) -> sa.Engine:
+    """A database holding BASE."""
+    report = import_paths(db, [write_bundle(tmp_path / "base", BASE)])
+    assert report.ok, report.render()
+    return db
+
+
+def test_valid_bundle_is_imported_with_typed_values(loaded: sa.Engine) -> None:
+    rows = snapshot(loaded)
+    assert rows["accounts"] == [
+        ("A1", "Acme Inc", "SMB", None, None, None, None, None, None, None, datetime(2024, 3, 1, 9, 30)),
+        # +02:00 converted to UTC: 09:30 - 2 h = 07:30
+        ("A2", "Globex", "Enterprise", None, None, None, None, None, None, None, datetime(2024, 3, 1, 7, 30)),
+    ]
+    assert rows["deals"] == [
+        ("D1", "A1", None, None, None, 100.5, None, datetime(2024, 3, 1), None, "open", None),
+        (
+            "D2",
+            "A2",
+            None,
+            None,
+            None,
+            2000.0,
+            None,
+            datetime(2024, 3, 2, 10),
+            datetime(2024, 4, 1),
+            "won",
+            None,
+        ),
+    ]
+    assert len(rows["deal_stage_history"]) == 3
+    assert rows["tickets"][0][-1] == 1
+    assert rows["users"] == []
+
+
+# --- one test per validation error class: exact message, database unchanged --------------
+
+MALFORMED = {
+    "missing required column": (
+        {"deals": "deal_id,account_id,created_at\nD3,A1,2024-01-01\n"},
+        "deals.csv:1:status: required column is missing",
+    ),
+    "empty required value": (
+        {"deals": "deal_id,account_id,created_at,status\nD3,A1,2024-01-01,open\nD4,A1,2024-01-01,\n"},
+        "deals.csv:3:status: required value is empty",
+    ),
+    "bad number": (
+        {"deals": "deal_id,created_at,status,amount\nD3,2024-01-01,open,12;5\n"},
+        "deals.csv:2:amount: not a number: '12;5'",
+    ),
+    "bad integer": (
+        {"tickets": "ticket_id,opened_at,contacts_until_resolved\nT2,2024-01-01,2\nT3,2024-01-01,1.5\n"},
+        "tickets.csv:3:contacts_until_resolved: not an integer: '1.5'",
+    ),
+    "bad timestamp": (
+        {"deals": "deal_id,created_at,status\nD3,03/01/2024,open\n"},
+        "deals.csv:2:created_at: not an ISO 8601 timestamp: '03/01/2024'",
+    ),
+    "impossible date in a timestamp": (
+        {"deals": "deal_id,created_at,status\nD3,2024-02-30,open\n"},
+        "deals.csv:2:created_at: not an ISO 8601 timestamp: '2024-02-30'",
+    ),
+    "bad date": (
+        {"campaigns": "campaign_id,name,started_on\nC1,Spring,2024-03-01T10:00:00Z\n"},
+        "campaigns.csv:2:started_on: not an ISO 8601 date: '2024-03-01T10:00:00Z'",
+    ),
+    "bad boolean": (
+        {"pipeline_stages": "stage,position,is_won\nLead,1,false\nWon,2,maybe\n"},
+        "pipeline_stages.csv:3:is_won: not a boolean (true/false): 'maybe'",
+    ),
+    "bad enum": (
+        {"deals": "deal_id,created_at,status\nD3,2024-01-01,pending\n"},
+        "deals.csv:2:status: 'pending' is not one of: lost, open, won",
+    ),
+    "duplicate id": (
+        {"deals": "deal_id,created_at,status\nD3,2024-01-01,open\nD4,2024-01-01,open\nD3,2024-01-02,won\n"},
+        "deals.csv:4:deal_id: duplicate key 'D3' (first on line 2)",
+    ),
+    "duplicate composite key": (
+        # the same instant written two ways is the same key
+        {
+            "deal_stage_history": "deal_id,stage,entered_at\nD1,Lead,2024-03-01T00:00:00Z\nD1,Lead,2024-03-01\n"
+        },
+        "deal_stage_history.csv:3:deal_id+stage+entered_at: duplicate key 'D1, Lead, 2024-03-01T00:00:00' "
+        "(first on line 2)",
+    ),
+    "missing reference": (
+        {"deals": "deal_id,account_id,created_at,status\nD3,A1,2024-01-01,open\nD4,A9,2024-01-01,open\n"},
+        "deals.csv:3:account_id: 'A9' is not in accounts.account_id (neither in this import nor in the database)",
+    ),
+    "ragged row": (
+        {"deals": "deal_id,created_at,status\nD3,2024-01-01,open,extra\n"},
+        "deals.csv:2:: expected 3 fields, found 4",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED), ids=list(MALFORMED))
+def test_malformed_bundle_is_rejected_with_its_message_and_changes_nothing(
+    loaded: sa.Engine, tmp_path: Path, case: str
+) -> None:
+    files, message = MALFORMED[case]
+    # a valid accounts.csv with a changed row rides along: it must not be written either
+    files = {"accounts": "account_id,name,created_at\nA1,Renamed,2024-03-01\nA3,New,2024-03-01\n", **files}
+    before = snapshot(loaded)
+
+    report = import_paths(loaded, [write_bundle(tmp_path / "bad", files)])
+
+    assert not report.ok
+    assert [str(e) for e in report.errors] == [message]
+    assert "nothing was imported" in report.render()
+    assert snapshot(loaded) == before
+
+
+def test_unknown_column_is_a_warning_and_not_imported(loaded: sa.Engine, tmp_path: Path) -> None:
+    files = {"users": "user_id,name,colour\nU1,Ann,red\n"}
+    report = import_paths(loaded, [write_bundle(tmp_path / "b", files)])
+    assert report.ok
+    assert [str(w) for w in report.warnings] == ["users.csv:1:colour: unknown column, not imported"]
+    assert report.errors == []
+    assert snapshot(loaded)["users"] == [("U1", "Ann", None, None, None, None)]
+
+
+def test_several_errors_are_listed_by_line_then_capped(make_db, tmp_path: Path) -> None:
+    engine = make_db("duckdb")
+    bad = "\n".join(f"D{i},2024-01-01,nope," for i in range(60))
+    files = {"deals": "deal_id,created_at,status,amount\n" + bad + "\nD1,2024-01-01,open,x\n"}
+    report = import_paths(engine, [write_bundle(tmp_path / "b", files)])
+    # 60 bad enums + 1 bad number + 1 duplicate D1 (D1 is on line 3 and line 62)
+    assert report.error_count == 62
+    assert len(report.errors) == MAX_LISTED_ERRORS
+    assert str(report.errors[0]) == "deals.csv:2:status: 'nope' is not one of: lost, open, won"
+    assert [e.row for e in report.errors] == sorted(e.row for e in report.errors)
+    assert f"... and {62 - MAX_LISTED_ERRORS} more" in report.render()
+
+
+def test_line_numbers_count_quoted_line_breaks_and_blank_lines(make_db, tmp_path: Path) -> None:
+    engine = make_db("duckdb")
+    files = {
+        "survey_responses": (
+            'response_id,survey,score,comment,responded_at\nR1,nps,9,"two\nlines",2024-01-01\n\n'
+            "R2,nps,x,,2024-01-01\n"
+        )
+    }
+    report = import_paths(engine, [write_bundle(tmp_path / "b", files)])
+    assert [str(e) for e in report.errors] == ["survey_responses.csv:5:score: not a number: 'x'"]
+
+
+def test_bom_crlf_case_and_blanks_are_handled(make_db, tmp_path: Path) -> None:
+    engine = make_db("duckdb")
+    files = {"accounts": "Account_ID, Name ,created_at\nA1,Acme,2024-03-01\nA2,  ,2024-03-01\n"}
+    folder = write_bundle(tmp_path / "b", files, newline="\r\n", bom=True)
+    report = import_paths(engine, [folder])
+    # the blank name is empty; the header matched despite the BOM, case and blanks
+    assert [str(e) for e in report.errors] == ["accounts.csv:3:name: required value is empty"]
+    (folder / "accounts.csv").write_bytes(b"\xef\xbb\xbfaccount_id,name,created_at\r\nA1,Acme,2024-03-01\r\n")
+    assert import_paths(engine, [folder]).ok
+    assert snapshot(engine)["accounts"][0][:2] == ("A1", "Acme")
+
+
+def test_reference_to_a_parent_already_in_the_database(loaded: sa.Engine, tmp_path: Path) -> None:
+    files = {"subscriptions": "subscription_id,account_id,started_at\nS1,A2,2024-01-01\n"}
+    report = import_paths(loaded, [write_bundle(tmp_path / "b", files)])
+    assert report.ok, report.render()
+    assert snapshot(loaded)["subscriptions"] == [("S1", "A2", None, None, datetime(2024, 1, 1), None, None)]
+
+
+def test_bundle_with_only_some_tables_leaves_the_others_alone(loaded: sa.Engine, tmp_path: Path) -> None:
+    before = snapshot(loaded)
+    report = import_paths(
+        loaded, [write_bundle(tmp_path / "b", {"products": "product_id,name\nP1,Widget\n"})]
+    )
+    assert report.ok and report.rows == {"products": 1}
+    after = snapshot(loaded)
+    assert after.pop("products") == [("P1", "Widget", None, None)]
+    before.pop("products")
+    assert after == before
+
+
+def test_reimporting_the_same_bundle_changes_nothing(loaded: sa.Engine, tmp_path: Path) -> None:
+    before = snapshot(loaded)
+    report = import_paths(loaded, [write_bundle(tmp_path / "again", BASE)])
+    assert report.ok
+    assert snapshot(loaded) == before
+    assert report.written == {"accounts": 0, "deals": 0, "tickets": 0, "deal_stage_history": 0}
+
+
+def test_upsert_updates_changed_rows_and_keeps_absent_columns(loaded: sa.Engine, tmp_path: Path) -> None:
+    files = {
+        # D1 changes amount and status; D3 is new; D2 is absent (kept); closed_at is not in the
+        # file, so D1 keeps its (empty) closed_at and D2 its 2024-04-01
+        "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,150,2024-03-01,won\nD3,A2,1,2024-06-01,lost\n"
+    }
+    report = import_paths(loaded, [write_bundle(tmp_path / "b", files)])
+    assert report.ok
+    assert report.written == {"deals": 2}
+    assert snapshot(loaded)["deals"] == [
+        ("D1", "A1", None, None, None, 150.0, None, datetime(2024, 3, 1), None, "won", None),
+        (
+            "D2",
+            "A2",
+            None,
+            None,
+            None,
+            2000.0,
+            None,
+            datetime(2024, 3, 2, 10),
+            datetime(2024, 4, 1),
+            "won",
+            None,
+        ),
+        ("D3", "A2", None, None, None, 1.0, None, datetime(2024, 6, 1), None, "lost", None),
+    ]
+
+
+def test_moving_a_deal_with_stage_history_to_another_account(loaded: sa.Engine, tmp_path: Path) -> None:
+    files = {"deals": "deal_id,account_id,created_at,status\nD1,A2,2024-03-01,open\n"}
+    before = snapshot(loaded)
+    report = import_paths(loaded, [write_bundle(tmp_path / "b", files)])
+    if loaded.dialect.name == "duckdb":
+        # DuckDB refuses to update a foreign-key column of a referenced row (its documented
+        # limitation): a clear error, and nothing changed
+        assert not report.ok
+        assert "DuckDB cannot change a foreign-key column" in report.errors[0].reason
+        assert snapshot(loaded) == before
+    else:
+        assert report.ok, report.render()
+        assert [r[:2] for r in snapshot(loaded)["deals"]] == [("D1", "A2"), ("D2", "A2")]
+
+
+def test_campaign_responses_replace_those_of_the_campaigns_in_the_file(db: sa.Engine, tmp_path: Path) -> None:
+    campaigns = "campaign_id,name\nC1,Spring\nC2,Autumn\n"
+    first = {
+        "campaigns": campaigns,
+        "campaign_responses": "campaign_id,contact_id,sent_at\nC1,K1,2024-01-01\nC1,K2,2024-01-01\nC2,K1,2024-02-01\n",
+    }
+    assert import_paths(db, [write_bundle(tmp_path / "one", first)]).ok
+    assert import_paths(db, [write_bundle(tmp_path / "one", first)]).ok  # idempotent
+    assert len(snapshot(db)["campaign_responses"]) == 3
+    second = {"campaign_responses": "campaign_id,contact_id,sent_at\nC1,K3,2024-03-01\n"}
+    assert import_paths(db, [write_bundle(tmp_path / "two", second)]).ok
+    rows = {(r[0], r[2]) for r in snapshot(db)["campaign_responses"]}
+    # C1's responses are replaced by the new file's; C2's are untouched
+    assert rows == {("C1", "K3"), ("C2", "K1")}
+
+
+def test_failed_write_rolls_back_everything(db: sa.Engine, tmp_path: Path) -> None:
+    """A database error after validation (here a CHECK the canonical schema does not have)
+    rolls back the tables already written in the same transaction."""
+    with db.begin() as conn:
+        schema.deal_stage_history.drop(conn)
+        schema.deals.drop(conn)
+        strict = sa.MetaData()
+        sa.Table(
+            "deals",
+            strict,
+            *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in schema.deals.columns),
+            sa.CheckConstraint("amount >= 0", name="positive_amount"),
+        ).create(conn)
+    files = {
+        "accounts": "account_id,name,created_at\nA1,Acme,2024-03-01\n",
+        "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,-5,2024-03-01,open\n",
+    }
+    report = import_paths(db, [write_bundle(tmp_path / "b", files)])
+    assert not report.ok
+    assert "the database rejected the import" in report.errors[0].reason
+    assert snapshot(db)["accounts"] == []
+
+
+def test_invalid_import_into_a_fresh_database_creates_nothing(make_db, tmp_path: Path) -> None:
+    engine = make_db("duckdb", create=False)
+    report = import_paths(engine, [write_bundle(tmp_path / "b", {"deals": "deal_id,status\nD1,open\n"})])
+    assert not report.ok
+    with engine.connect() as conn:
+        assert existing_tables(conn) == set()
+
+
+def test_import_creates_the_missing_schema(make_db, tmp_path: Path) -> None:
+    engine = make_db("sqlite", create=False)
+    report = import_paths(engine, [write_bundle(tmp_path / "b", {"users": "user_id,name\nU1,Ann\n"})])
+    assert report.ok, report.render()
+    with engine.connect() as conn:
+        assert existing_tables(conn) == set(schema.TABLE_NAMES)
+
+
+def test_validate_tables_previews_without_writing(make_db, tmp_path: Path) -> None:
+    engine = make_db("duckdb")
+    item, problems = read_csv(write_bundle(tmp_path / "b", {"users": "user_id,name\nU1,Ann\n"}) / "users.csv")
+    assert problems == [] and item is not None
+    report = validate_tables(engine, [item])
+    assert report.ok and report.rows == {"users": 1} and not report.committed
+    assert snapshot(engine)["users"] == []
+
+
+def test_import_tables_accepts_typed_frames_and_reports_progress(db: sa.Engine) -> None:
+    accounts = pd.DataFrame(
+        {
+            "account_id": ["A1"],
+            "name": ["Acme"],
+            "created_at": pd.to_datetime(["2024-03-01T10:00:00+01:00"]),  # tz-aware: stored as 09:00 UTC
+        }
+    )
+    stages = pd.DataFrame({"stage": ["Lead"], "position": [1], "probability": [0.1], "is_won": [False]})
+    costs = pd.DataFrame(
+        {"cost_id": ["K1"], "incurred_on": [date(2024, 3, 1)], "category": ["Loyalty"], "amount": [12.5]}
+    )
+    calls: list[tuple[float, str]] = []
+    report = import_tables(
+        db,
+        [
+            TableInput("accounts", accounts, "crm:accounts"),
+            TableInput("pipeline_stages", stages, "crm:stages"),
+            TableInput("costs", costs, "crm:costs"),
+        ],
+        progress=lambda fraction, message: calls.append((fraction, message)),
+    )
+    assert report.ok, report.render()
+    rows = snapshot(db)
+    assert rows["accounts"][0][-1] == datetime(2024, 3, 1, 9)
+    assert rows["pipeline_stages"] == [("Lead", 1, 0.1, None, False)]
+    assert rows["costs"] == [("K1", date(2024, 3, 1), "loyalty", None, None, 12.5)]
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_table_input_lines_name_the_source_rows(make_db) -> None:
+    engine = make_db("duckdb")
+    frame = pd.DataFrame({"user_id": ["U1", "U2"], "name": ["Ann", None]})
+    report = validate_tables(engine, [TableInput("users", frame, "export.xlsx", lines=[10, 12])])
+    assert report.errors == [ImportIssue("export.xlsx", 12, "name", "required value is empty")]
+
+
+def test_bundle_paths_problems(make_db, tmp_path: Path) -> None:
+    engine = make_db("duckdb")
+    folder = write_bundle(tmp_path / "b", {"notes": "a\n1\n", "users": "user_id,name\nU1,Ann\n"})
+    report = import_paths(engine, [folder, tmp_path / "missing"])
+    assert not report.ok
+    assert [str(e) for e in report.errors] == [f"{tmp_path / 'missing'}: no such file or folder"]
+    assert [str(w) for w in report.warnings] == ["notes.csv: not a canonical table name: file ignored"]
+    assert snapshot(engine)["users"] == []
+    # explicit files work too
+    assert import_paths(engine, [folder / "users.csv"]).ok
