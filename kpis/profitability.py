@@ -1,0 +1,82 @@
+"""Customer profitability: what each account paid minus what it cost, by cost category."""
+
+from __future__ import annotations
+
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data import schema
+from crm_data.schema import COST_CATEGORIES
+from kpis.core import connection
+from kpis.filters import Filters, in_day_range, in_range, scope
+
+Bind = sa.Connection | sa.Engine
+
+
+def customer_profitability(conn: Bind, f: Filters, limit: int | None = None) -> pd.DataFrame:
+    """Profit per account over ``[start, end)``.
+
+    * payments = Σ payment amounts by ``paid_at`` in the range (refunds, being negative,
+      are netted);
+    * costs = Σ amounts of costs carrying this ``account_id`` by ``incurred_on`` in the
+      range, also split into one column per cost category (personnel, production,
+      overhead, marketing, loyalty); costs without an account cannot be attributed and
+      are left out;
+    * profit = payments − costs.
+
+    Accounts within the filters' segments / owners / products that have a payment or an
+    attributed cost in the range; sorted by profit, highest first (ties by account_id);
+    ``limit`` keeps the first rows. Columns: account_id, name, segment, payments, costs,
+    personnel, production, overhead, marketing, loyalty, profit.
+    """
+    accounts, payments, costs = schema.accounts, schema.payments, schema.costs
+    paid = (
+        sa.select(payments.c.account_id, sa.func.sum(payments.c.amount).label("payments"))
+        .where(in_range(payments.c.paid_at, f))
+        .group_by(payments.c.account_id)
+        .cte("paid")
+    )
+    spent = (
+        sa.select(
+            costs.c.account_id,
+            sa.func.sum(costs.c.amount).label("costs"),
+            *(
+                sa.func.sum(sa.case((costs.c.category == category, costs.c.amount), else_=0.0)).label(
+                    category
+                )
+                for category in COST_CATEGORIES
+            ),
+        )
+        .where(costs.c.account_id.is_not(None), in_day_range(costs.c.incurred_on, f))
+        .group_by(costs.c.account_id)
+        .cte("spent")
+    )
+    payments_total = sa.func.coalesce(paid.c.payments, 0.0)
+    costs_total = sa.func.coalesce(spent.c.costs, 0.0)
+    profit = (payments_total - costs_total).label("profit")
+    statement = (
+        sa.select(
+            accounts.c.account_id,
+            accounts.c.name,
+            accounts.c.segment,
+            payments_total.label("payments"),
+            costs_total.label("costs"),
+            *(sa.func.coalesce(spent.c[category], 0.0).label(category) for category in COST_CATEGORIES),
+            profit,
+        )
+        .select_from(
+            accounts.outerjoin(paid, paid.c.account_id == accounts.c.account_id).outerjoin(
+                spent, spent.c.account_id == accounts.c.account_id
+            )
+        )
+        .where(sa.or_(paid.c.account_id.is_not(None), spent.c.account_id.is_not(None)), *scope(f, accounts))
+        .order_by(profit.desc(), accounts.c.account_id)
+    )
+    if limit is not None:
+        statement = statement.limit(limit)
+    with connection(conn) as c:
+        result = c.execute(statement)
+        out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    money = ["payments", "costs", *COST_CATEGORIES, "profit"]
+    out[money] = out[money].astype(float)
+    return out

@@ -1,0 +1,83 @@
+"""kpis.profitability: payments − costs per account, by cost category (DuckDB, SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from kpis.filters import Filters
+from kpis.profitability import customer_profitability
+from tests.kpis.more_fixtures import BASE, day, load, ts
+
+PAYMENTS = [
+    {"payment_id": "p1", "account_id": "A1", "paid_at": ts("2024-01-10"), "amount": 1000.0},
+    {"payment_id": "p2", "account_id": "A1", "paid_at": ts("2024-02-01"), "amount": -200.0},  # refund
+    {
+        "payment_id": "p3",
+        "account_id": "A1",
+        "paid_at": ts("2024-04-01 00:00:00"),
+        "amount": 500.0,
+    },  # after Q1
+    {"payment_id": "p4", "account_id": "A2", "paid_at": ts("2024-03-31 23:59:59"), "amount": 300.0},
+    {"payment_id": "p5", "account_id": "A4", "paid_at": ts("2023-12-31"), "amount": 50.0},  # before Q1
+]
+
+COSTS = [
+    {"cost_id": "c1", "account_id": "A1", "incurred_on": day("2024-01-01"), "category": "personnel",
+     "purpose": "retention", "amount": 100.0},  # first day: in
+    {"cost_id": "c2", "account_id": "A1", "incurred_on": day("2024-03-31"), "category": "loyalty",
+     "purpose": "retention", "amount": 50.0},
+    {"cost_id": "c3", "account_id": "A1", "incurred_on": day("2024-04-01"), "category": "marketing",
+     "purpose": "acquisition", "amount": 25.0},  # end day: out
+    {"cost_id": "c4", "account_id": "A3", "incurred_on": day("2024-02-10"), "category": "production",
+     "purpose": "other", "amount": 80.0},
+    {"cost_id": "c5", "account_id": None, "incurred_on": day("2024-02-01"), "category": "overhead",
+     "purpose": "other", "amount": 1000.0},  # no account: cannot be attributed
+    {"cost_id": "c6", "account_id": "A2", "incurred_on": day("2024-01-15"), "category": "overhead",
+     "purpose": "other", "amount": 300.0},
+]  # fmt: skip
+
+Q1 = Filters("2024-01-01", "2024-04-01")
+
+
+@pytest.fixture
+def engine(db: sa.Engine) -> sa.Engine:
+    load(db, BASE, {"payments": PAYMENTS, "costs": COSTS})
+    return db
+
+
+def test_profit_per_account_in_q1(engine: sa.Engine) -> None:
+    out = customer_profitability(engine, Q1)
+    assert list(out.columns) == [
+        "account_id", "name", "segment", "payments", "costs",
+        "personnel", "production", "overhead", "marketing", "loyalty", "profit",
+    ]  # fmt: skip
+    # A1: payments 1000 - 200 = 800; costs 100 (personnel) + 50 (loyalty) = 150 -> profit 650
+    # A2: payments 300; costs 300 (overhead) -> 0
+    # A3: payments 0; costs 80 (production) -> -80
+    # A4: only a payment before Q1 -> not listed; c5 (no account) attributed to nobody
+    assert out["account_id"].tolist() == ["A1", "A2", "A3"]
+    assert out["payments"].tolist() == pytest.approx([800.0, 300.0, 0.0])
+    assert out["costs"].tolist() == pytest.approx([150.0, 300.0, 80.0])
+    assert out["personnel"].tolist() == pytest.approx([100.0, 0.0, 0.0])
+    assert out["loyalty"].tolist() == pytest.approx([50.0, 0.0, 0.0])
+    assert out["overhead"].tolist() == pytest.approx([0.0, 300.0, 0.0])
+    assert out["production"].tolist() == pytest.approx([0.0, 0.0, 80.0])
+    assert out["marketing"].tolist() == pytest.approx([0.0, 0.0, 0.0])
+    assert out["profit"].tolist() == pytest.approx([650.0, 0.0, -80.0])
+    assert out["name"].tolist() == ["Alpha", "Beta", "Gamma"]
+
+
+def test_profit_limit_longer_range_and_filters(engine: sa.Engine) -> None:
+    assert customer_profitability(engine, Q1, limit=2)["account_id"].tolist() == ["A1", "A2"]
+    year = customer_profitability(engine, Filters("2023-01-01", "2025-01-01"))
+    # A1: 1000 - 200 + 500 = 1300; costs 100 + 50 + 25 = 175 -> 1125; A4: 50 -> 50
+    assert year["account_id"].tolist() == ["A1", "A4", "A2", "A3"]
+    assert year["profit"].tolist() == pytest.approx([1125.0, 50.0, 0.0, -80.0])
+    assert year["marketing"].iloc[0] == pytest.approx(25.0)
+    smb = customer_profitability(engine, Q1.replace(segments=["SMB"]))
+    assert smb["account_id"].tolist() == ["A1", "A3"]
+    u2 = customer_profitability(engine, Q1.replace(owners=["U2"]))
+    assert u2["account_id"].tolist() == ["A2"]
+    empty = customer_profitability(engine, Q1.replace(segments=["Nobody"]))
+    assert empty.empty and "profit" in empty.columns
