@@ -1,0 +1,178 @@
+"""Marketing KPIs: campaign funnels, web traffic and social media per period."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data import schema
+from crm_data.dialects import period_start
+from kpis.core import connection, on_period_grid, period_starts, ratio
+from kpis.filters import Filters, in_day_range, scope
+
+Bind = sa.Connection | sa.Engine
+
+
+def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
+    """Funnel per campaign, for the campaigns whose ``started_on`` lies in ``[start, end)``.
+
+    * sent / opened / clicked / converted = campaign responses with a non-null
+      ``sent_at`` / ``opened_at`` / ``clicked_at`` / ``converted_at``;
+    * open_rate = opened ÷ sent, click_rate = clicked ÷ sent, conversion_rate = converted ÷ sent;
+    * cost_per_conversion = cost ÷ converted (NaN when nothing converted or no cost).
+
+    Segment / owner / product filters narrow the responses (through their account;
+    responses without an account count only while no account-level filter is set); the
+    cost is the whole campaign's, not apportioned. Sorted by started_on, campaign_id.
+    Columns: campaign_id, name, channel, objective, cost, sent, opened, clicked,
+    converted, open_rate, click_rate, conversion_rate, cost_per_conversion.
+    """
+    campaigns, responses = schema.campaigns, schema.campaign_responses
+    counts = ["sent", "opened", "clicked", "converted"]
+    per_campaign = (
+        sa.select(
+            responses.c.campaign_id,
+            *(sa.func.count(responses.c[f"{step}_at"]).label(step) for step in counts),
+        )
+        .where(*scope(f, responses))
+        .group_by(responses.c.campaign_id)
+        .cte("per_campaign")
+    )
+    statement = (
+        sa.select(
+            campaigns.c.campaign_id,
+            campaigns.c.name,
+            campaigns.c.channel,
+            campaigns.c.objective,
+            campaigns.c.cost,
+            *(sa.func.coalesce(per_campaign.c[step], 0).label(step) for step in counts),
+        )
+        .select_from(campaigns.outerjoin(per_campaign, per_campaign.c.campaign_id == campaigns.c.campaign_id))
+        .where(in_day_range(campaigns.c.started_on, f))
+        .order_by(campaigns.c.started_on, campaigns.c.campaign_id)
+    )
+    with connection(conn) as c:
+        result = c.execute(statement)
+        out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    out[counts] = out[counts].astype(int)
+    out["cost"] = out["cost"].astype(float)
+    out["open_rate"] = [ratio(o, s) for o, s in zip(out["opened"], out["sent"], strict=True)]
+    out["click_rate"] = [ratio(k, s) for k, s in zip(out["clicked"], out["sent"], strict=True)]
+    out["conversion_rate"] = [ratio(v, s) for v, s in zip(out["converted"], out["sent"], strict=True)]
+    out["cost_per_conversion"] = [
+        math.nan if math.isnan(cost) else ratio(cost, v)
+        for cost, v in zip(out["cost"], out["converted"], strict=True)
+    ]
+    return out.astype(
+        {"open_rate": float, "click_rate": float, "conversion_rate": float, "cost_per_conversion": float}
+    )
+
+
+def web_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """Web traffic per period: daily ``web_traffic`` rows by ``date`` in ``[start, end)``,
+    all sources summed (NULL counts as 0).
+
+    * sessions, pageviews, impressions, clicks, signups = sums;
+    * ctr = clicks ÷ impressions; signup_rate = signups ÷ sessions (NaN when 0).
+
+    Web traffic has no account: segment filters do not narrow it. Periods without data
+    have zeros. Columns: period, sessions, pageviews, impressions, clicks, signups, ctr,
+    signup_rate.
+    """
+    web = schema.web_traffic
+    sums = ["sessions", "pageviews", "impressions", "clicks", "signups"]
+    periods = period_starts(f.start, f.end, freq)
+    with connection(conn) as c:
+        period = period_start(c.dialect, web.c.date, freq).label("period")
+        statement = (
+            sa.select(period, *(sa.func.coalesce(sa.func.sum(web.c[s]), 0).label(s) for s in sums))
+            .where(in_day_range(web.c.date, f))
+            .group_by(period)
+        )
+        result = c.execute(statement)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    out = on_period_grid(frame, periods, fill=dict.fromkeys(sums, 0))
+    out[sums] = out[sums].astype("int64")
+    out["ctr"] = [ratio(k, i) for k, i in zip(out["clicks"], out["impressions"], strict=True)]
+    out["signup_rate"] = [ratio(s, n) for s, n in zip(out["signups"], out["sessions"], strict=True)]
+    return out.astype({"ctr": float, "signup_rate": float})
+
+
+def social_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """Social media per period and platform: daily ``social_media`` rows by ``date`` in
+    ``[start, end)``.
+
+    * impressions, engagements, mentions = sums over the period's days;
+    * followers = the value on the last day of the period that has a (non-null) followers
+      value within the range (a level, not a sum);
+    * engagement_rate = engagements ÷ impressions (NaN when 0).
+
+    One row per period and platform (every platform in the table, every period; periods
+    without data have zeros and followers NaN). No account: segment filters do not narrow
+    it. Columns: period, platform, followers, impressions, engagements, mentions,
+    engagement_rate.
+    """
+    social = schema.social_media
+    sums = ["impressions", "engagements", "mentions"]
+    periods = period_starts(f.start, f.end, freq)
+    with connection(conn) as c:
+        period = period_start(c.dialect, social.c.date, freq)
+        in_range = in_day_range(social.c.date, f)
+        totals = (
+            sa.select(
+                period.label("period"),
+                social.c.platform,
+                *(sa.func.coalesce(sa.func.sum(social.c[s]), 0).label(s) for s in sums),
+            )
+            .where(in_range)
+            .group_by(period, social.c.platform)
+            .cte("totals")
+        )
+        last_day = (
+            sa.select(
+                period.label("period"),
+                social.c.platform,
+                social.c.followers,
+                sa.func.row_number()
+                .over(partition_by=[period, social.c.platform], order_by=social.c.date.desc())
+                .label("rn"),
+            )
+            .where(in_range, social.c.followers.is_not(None))
+            .cte("last_day")
+        )
+        statement = sa.select(
+            totals.c.period, totals.c.platform, last_day.c.followers, *(totals.c[s] for s in sums)
+        ).select_from(
+            totals.outerjoin(
+                last_day,
+                sa.and_(
+                    last_day.c.period == totals.c.period,
+                    last_day.c.platform == totals.c.platform,
+                    last_day.c.rn == 1,
+                ),
+            )
+        )
+        result = c.execute(statement)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        platforms = [
+            p for (p,) in c.execute(sa.select(social.c.platform).distinct().order_by(social.c.platform))
+        ]
+    columns = ["period", "platform", "followers", *sums, "engagement_rate"]
+    if not periods or not platforms:
+        return pd.DataFrame(columns=columns)
+    parts = []
+    for platform in platforms:
+        mine = frame[frame["platform"] == platform].drop(columns="platform")
+        grid = on_period_grid(mine, periods, fill=dict.fromkeys(sums, 0))
+        grid.insert(1, "platform", platform)
+        parts.append(grid)
+    out = pd.concat(parts).sort_values(["period", "platform"], kind="stable").reset_index(drop=True)
+    out[sums] = out[sums].astype("int64")
+    out["followers"] = out["followers"].astype(float)
+    out["engagement_rate"] = [
+        ratio(e, i) for e, i in zip(out["engagements"], out["impressions"], strict=True)
+    ]
+    out["engagement_rate"] = out["engagement_rate"].astype(float)
+    return out[columns]
