@@ -12,7 +12,7 @@ A mapping (see ``docs/mappings.md``) has three parts:
 
 A column spec is a source column name, or a table with: ``column`` (one name, or a list:
 the first non-blank wins), ``template`` (``"{First Name} {Last Name}"``) or ``value`` (a
-constant); then ``split`` (keep the text before this separator), ``map`` (value map,
+constant); then ``split`` (keep the text before this separator), ``case`` (lower / upper), ``map`` (value map,
 case-insensitive; unmapped values pass through unless ``else`` is set), ``default`` (for
 blanks); ``type`` (text, number, integer, boolean, datetime, date) with ``format`` (one
 strptime format or a list; ``"iso"``, ``"epoch_ms"``, ``"epoch_s"``), ``timezone``,
@@ -70,7 +70,7 @@ from crm_data.mappings.sources import (
 SPEC_KEYS = frozenset(
     {
         "column", "template", "value", "split", "map", "else", "default", "type", "format", "timezone",
-        "decimal", "thousands", "add", "subtract", "scale", "bins", "when", "unless", "prefix", "suffix",
+        "decimal", "thousands", "add", "case", "subtract", "scale", "bins", "when", "unless", "prefix", "suffix",
         "agg",
     }
 )  # fmt: skip
@@ -222,7 +222,7 @@ class Mapping:
             if spec.header:
                 if header is None:
                     header = read_header(path, spec.encodings or self.encodings)
-                if not set(spec.header) <= set(header):
+                if not {h.casefold() for h in spec.header} <= {h.casefold() for h in header}:
                     continue
             elif not by_name:
                 continue
@@ -403,9 +403,10 @@ def _fold(value: object) -> str:
 def _filter_rows(
     src: pd.DataFrame, conditions: dict[str, list[str]], keep: bool, where: Path
 ) -> pd.DataFrame:
-    for column, values in conditions.items():
-        if column not in src.columns:
-            raise MappingError(f"{where}: column {column!r} is missing (used by where)")
+    for name, values in conditions.items():
+        column = resolve_column(src.columns, name)
+        if column is None:
+            raise MappingError(f"{where}: column {name!r} is missing (used by where)")
         wanted = {_fold(v) for v in values}
         hit = _omap(src[column], lambda v, w=wanted: not _blank(v) and _fold(v) in w).astype(bool)
         src = src[hit if keep else ~hit]
@@ -523,9 +524,10 @@ class _Context:
     notes: list[str]
 
     def column(self, name: str, target: str) -> pd.Series:
-        """A source column, or blanks (plus a note) when an optional one is absent."""
-        if name in self.src.columns:
-            return self.src[name]
+        """A source column (any case), or blanks (plus a note) when an optional one is absent."""
+        found = resolve_column(self.src.columns, name)
+        if found is not None:
+            return self.src[found]
         column = schema.metadata.tables[self.table].c[target]
         if not column.nullable or column.primary_key:
             raise MappingError(f"{self.path}: column {name!r} is missing (needed for {self.table}.{target})")
@@ -541,6 +543,9 @@ def evaluate(spec: dict[str, Any], ctx: _Context, target: str) -> pd.Series:
     if "split" in spec:
         sep = spec["split"]
         values = _omap(values, lambda v: None if _blank(v) else (str(v).split(sep)[0].strip() or None))
+    if "case" in spec:
+        change = {"lower": str.lower, "upper": str.upper}[spec["case"]]
+        values = _omap(values, lambda v: v if _blank(v) else change(str(v)))
     if "map" in spec:
         values = _omap(values, _mapper(spec["map"], spec.get("else")))
     if "default" in spec:
@@ -577,7 +582,8 @@ def _base(spec: dict[str, Any], ctx: _Context, target: str) -> pd.Series:
     if "value" in spec:
         return pd.Series([spec["value"]] * len(index), index=index, dtype=object)
     if "column" in spec:
-        names = _as_list(spec["column"])
+        given = _as_list(spec["column"])
+        names = [n for n in given if resolve_column(ctx.src.columns, n) is not None] or given[:1]
         values = ctx.column(names[0], target).copy()
         for name in names[1:]:
             values = values.where(values.notna(), ctx.column(name, target))
@@ -767,6 +773,14 @@ def _shift(values: pd.Series, offset: dict[str, Any], sign: int, ctx: _Context, 
     return pd.Series(
         [shift(b, a) for b, a in zip(values, amounts, strict=True)], index=values.index, dtype=object
     )
+
+
+def resolve_column(columns: Sequence[str] | pd.Index, name: str) -> str | None:
+    """The source column called ``name``: exact match, else ignoring case and blanks."""
+    if name in columns:
+        return name
+    wanted = name.strip().casefold()
+    return next((c for c in columns if str(c).strip().casefold() == wanted), None)
 
 
 def _omap(values: pd.Series, function: Callable[[object], object]) -> pd.Series:
