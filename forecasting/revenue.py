@@ -1,0 +1,98 @@
+"""``revenue_forecast``: the monthly revenue of the current filters, forecast by ``forecast()``.
+
+The series is ``kpis.revenue(conn, f, "month")`` (payments net of refunds by ``paid_at``)
+restricted to full months:
+
+* the month containing ``today`` (UTC) is still running: it and everything after it are
+  left out; so is a last month cut short by the filter's ``end`` (``end`` not on the 1st);
+* months before the first month with any revenue are dropped (the business or segment
+  had not started);
+* months after the last payment recorded in the whole database are dropped (no data was
+  loaded for them — e.g. a historical import — rather than zero sales).
+
+Every cut is stated in the result's notes, ahead of the forecast's own notes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data import schema
+from forecasting.selection import ForecastResult, forecast
+from kpis.core import connection
+from kpis.filters import Filters
+
+
+def _month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def _utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def monthly_revenue(
+    conn: sa.Connection | sa.Engine, f: Filters, today: dt.date | None = None
+) -> tuple[pd.Series, list[str]]:
+    """The full-month revenue series for ``f`` (rules in the module docstring) and notes."""
+    from kpis.revenue import revenue  # kpis-more's KPI: period, revenue, ...
+
+    notes: list[str] = []
+    today = today or _utc_today()
+    current_month = _month_start(today)
+    end = f.end if f.end.day == 1 else _month_start(f.end)
+    if end != f.end:
+        notes.append(f"The month of {f.end:%Y-%m} is cut short by the date range and was left out.")
+    if end > current_month:
+        notes.append(f"The current month ({current_month:%Y-%m}) is not over yet and was left out.")
+        end = current_month
+    empty = pd.Series(
+        [], index=pd.DatetimeIndex([], dtype="datetime64[ns]", name="period"), dtype=float, name="revenue"
+    )
+    if end <= f.start:
+        notes.append("The date range holds no full month.")
+        return empty, notes
+    with connection(conn) as c:
+        frame = revenue(c, f.replace(end=end), "month")
+        last_payment = c.execute(sa.select(sa.func.max(schema.payments.c.paid_at))).scalar()
+    series = pd.Series(
+        frame["revenue"].to_numpy(dtype=float),
+        index=pd.DatetimeIndex(pd.to_datetime(frame["period"]), name="period").astype("datetime64[ns]"),
+        name="revenue",
+    )
+    nonzero = series.index[series != 0]
+    if len(nonzero) == 0:
+        notes.append("No revenue was recorded for this selection in the date range.")
+        return empty, notes
+    if nonzero[0] > series.index[0]:
+        skipped = int((series.index < nonzero[0]).sum())
+        notes.append(f"{skipped} month(s) before the first revenue ({nonzero[0]:%Y-%m}) were left out.")
+        series = series[series.index >= nonzero[0]]
+    if last_payment is not None:
+        last_month = pd.Timestamp(pd.Timestamp(last_payment).date().replace(day=1))
+        after = series.index > last_month
+        if after.any():
+            notes.append(
+                f"{int(after.sum())} month(s) after the last payment in the database ({last_month:%Y-%m}) "
+                "were left out: no data was recorded for them."
+            )
+            series = series[~after]
+    return series, notes
+
+
+def revenue_forecast(
+    conn: sa.Connection | sa.Engine,
+    f: Filters,
+    horizon: int = 12,
+    model: str | None = None,
+    today: dt.date | None = None,
+) -> ForecastResult:
+    """Forecast monthly revenue for the filters ``f`` (series rules in the module docstring;
+    model choice in ``forecasting.selection``). ``today`` defaults to the current UTC date."""
+    series, notes = monthly_revenue(conn, f, today)
+    result = forecast(series, horizon=horizon, model=model)
+    result.notes = notes + result.notes
+    return result

@@ -1,0 +1,312 @@
+"""``forecast()``: try every applicable model, backtest each, forecast with the best.
+
+Choice rule: the model with the lowest backtest MASE wins; a simpler model
+(seasonal_naive < theta < ets < sarimax) whose MASE is within ``TIE_TOLERANCE`` (1 %,
+relative) of the lowest is preferred — a more complex model must beat it by more than 1 %.
+When no model has a finite MASE (e.g. all training windows constant) the lowest MAE decides;
+when nothing could be backtested (fewer than 6 points) the seasonal naive forecast is used.
+``model=`` forces a model (the backtest of every model is still reported).
+
+The chosen model is then fitted to the whole series (it chooses its specification again, by
+AIC, on all the data) and forecasts ``horizon`` months.
+
+Awkward data never raises; each fix is stated in ``notes``:
+
+* the index is normalised to month starts (several values in one month are summed);
+* missing months inside the series and missing values are filled by linear interpolation
+  between their neighbours (not with 0: a gap means "not recorded", not "nothing sold");
+  leading and trailing missing values are dropped;
+* fewer than 6 points: the naive forecast only; fewer than 24: no seasonal terms;
+  a constant series (e.g. all zeros): the naive forecast (the constant);
+* forecasts and intervals are clipped at 0 when the history has no negative value
+  (revenue, counts);
+* statsmodels warnings are recorded (``warnings.catch_warnings(record=True)``) and turned
+  into notes, never printed; a model that fails is left out with a note.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from forecasting.backtest import BacktestResult, backtest, backtest_plan, backtest_table
+from forecasting.models import MODELS, REGISTRY
+from forecasting.models.base import MIN_SEASONAL_POINTS, Prediction
+from forecasting.threads import single_threaded_blas
+
+TIE_TOLERANCE = 0.01
+MIN_MODEL_POINTS = 6
+FORECAST_COLUMNS = ["period", "mean", "lo80", "hi80", "lo95", "hi95"]
+DISPLAY_NAMES = {"seasonal_naive": "seasonal naive", "theta": "Theta", "ets": "ETS", "sarimax": "SARIMAX"}
+
+
+@dataclass
+class ForecastResult:
+    """What ``forecast()`` returns.
+
+    * ``model``: the chosen model's name (one of ``MODELS``; ``"none"`` without data);
+    * ``forecast``: period (month start), mean, lo80, hi80, lo95, hi95;
+    * ``backtest``: one row per model tried — model, mae, rmse, mape, mase, coverage80,
+      coverage95, folds, horizon, spec;
+    * ``history``: the cleaned monthly series the models saw;
+    * ``notes``: every adjustment, fallback and warning, one sentence each;
+    * ``reason``: one sentence saying why this model was chosen;
+    * ``spec``: the chosen model's specification in the final fit, e.g. ``ETS(A,Ad,A)``.
+    """
+
+    model: str
+    forecast: pd.DataFrame
+    backtest: pd.DataFrame
+    history: pd.Series
+    notes: list[str] = field(default_factory=list)
+    reason: str = ""
+    spec: str = ""
+
+
+@contextmanager
+def captured_warnings(notes: list[str], source: str, limit: int = 3) -> Iterator[None]:
+    """Record every warning raised inside the block and add each distinct one (up to
+    ``limit``) to ``notes`` as ``"<source>: statsmodels warning — <Category>: <message>"``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen: list[str] = []
+    for w in caught:
+        text = f"{w.category.__name__}: {str(w.message).strip().splitlines()[0] if str(w.message).strip() else ''}"
+        if text not in seen:
+            seen.append(text)
+    for text in seen[:limit]:
+        notes.append(f"{source}: statsmodels warning — {text}")
+    if len(seen) > limit:
+        notes.append(f"{source}: {len(seen) - limit} more distinct warning(s) not shown")
+
+
+def _month_label(period: pd.Timestamp) -> str:
+    return period.strftime("%Y-%m")
+
+
+def prepare_series(series: pd.Series) -> tuple[pd.Series, list[str]]:
+    """The series as consecutive month starts with no missing value, and notes on what was
+    changed (see the module docstring). Raises ``TypeError`` when the index is not dates."""
+    notes: list[str] = []
+    if not isinstance(series, pd.Series):
+        raise TypeError("series must be a pandas Series indexed by month")
+    index = series.index
+    if isinstance(index, pd.PeriodIndex):
+        index = index.to_timestamp()
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(index))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"series must be indexed by dates: {error}") from error
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    months = index.to_period("M").to_timestamp().astype("datetime64[ns]")
+    values = pd.to_numeric(pd.Series(np.asarray(series, dtype=object)), errors="coerce").to_numpy(dtype=float)
+    if not months.equals(index.astype("datetime64[ns]")):
+        notes.append("Dates were moved to the first day of their month.")
+    frame = pd.Series(values, index=months)
+    if frame.index.has_duplicates:
+        repeated = int(frame.index.duplicated().sum())
+        frame = frame.groupby(level=0).sum(min_count=1)
+        notes.append(f"{repeated} value(s) fell in a month already present and were summed into it.")
+    frame = frame.sort_index()
+    valid = frame.dropna()
+    if valid.empty:
+        if len(frame):
+            notes.append("The series has no numeric value.")
+        return pd.Series(
+            [], index=pd.DatetimeIndex([], dtype="datetime64[ns]"), dtype=float, name="value"
+        ), notes
+    trimmed = frame.loc[valid.index[0] : valid.index[-1]]
+    dropped = len(frame) - len(trimmed)
+    if dropped:
+        notes.append(
+            f"{dropped} missing value(s) before the first or after the last observation were dropped."
+        )
+    full = pd.date_range(trimmed.index[0], trimmed.index[-1], freq="MS").astype("datetime64[ns]")
+    complete = trimmed.reindex(full)
+    missing = complete.index[complete.isna()]
+    if len(missing):
+        shown = ", ".join(_month_label(m) for m in missing[:6]) + (", ..." if len(missing) > 6 else "")
+        notes.append(
+            f"{len(missing)} missing month(s) ({shown}) were filled by linear interpolation "
+            "between the neighbouring months."
+        )
+        complete = complete.interpolate(method="linear")
+    complete.index.name = "period"
+    complete.name = series.name if series.name is not None else "value"
+    return complete.astype(float), notes
+
+
+def _empty_forecast() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype="datetime64[ns]" if c == "period" else float) for c in FORECAST_COLUMNS}
+    )
+
+
+def _forecast_frame(history: pd.Series, prediction: Prediction) -> pd.DataFrame:
+    periods = pd.date_range(history.index[-1], periods=len(prediction.mean) + 1, freq="MS")[1:]
+    return pd.DataFrame(
+        {
+            "period": periods.astype("datetime64[ns]"),
+            "mean": prediction.mean,
+            "lo80": prediction.lo80,
+            "hi80": prediction.hi80,
+            "lo95": prediction.lo95,
+            "hi95": prediction.hi95,
+        }
+    )
+
+
+def _choose(results: dict[str, BacktestResult], notes: list[str]) -> tuple[str, str]:
+    """(model name, metric used) by the rule in the module docstring."""
+    for metric in ("mase", "mae"):
+        scores = {name: r.metrics[metric] for name, r in results.items() if math.isfinite(r.metrics[metric])}
+        if scores:
+            if metric == "mae":
+                notes.append(
+                    "No model had a finite MASE (the training windows were constant), so MAE decided."
+                )
+            best = min(scores.values())
+            for name in MODELS:  # simplest first
+                if name in scores and scores[name] <= best * (1 + TIE_TOLERANCE) + 1e-12:
+                    return name, metric
+    return "seasonal_naive", ""
+
+
+def _reason(chosen: str, metric: str, results: dict[str, BacktestResult], spec: str) -> str:
+    result = results[chosen]
+    value = result.metrics[metric]
+    others = [
+        f"{value_other:.2f} for {DISPLAY_NAMES[name]}"
+        for name, r in sorted(results.items(), key=lambda item: MODELS.index(item[0]))
+        if name != chosen and math.isfinite(value_other := r.metrics[metric])
+    ]
+    versus = f" vs {', '.join(others)}" if others else ""
+    folds = f" over {result.plan.folds} fold(s) of {result.plan.horizon} month(s)"
+    label = DISPLAY_NAMES[chosen]
+    spec_text = f" (forecast fitted as {spec})" if spec and spec != result.spec else ""
+    if len(results) == 1:
+        return f"{label} was the only model that could be backtested: {metric.upper()} {value:.2f}{folds}{spec_text}."
+    ties = [
+        name
+        for name, r in results.items()
+        if name != chosen and math.isfinite(r.metrics[metric]) and r.metrics[metric] < value
+    ]
+    if ties:
+        return (
+            f"{label} is the simplest model within {TIE_TOLERANCE:.0%} of the lowest backtest "
+            f"{metric.upper()}: {value:.2f}{versus}{folds}{spec_text}."
+        )
+    return f"{label} had the lowest backtest {metric.upper()}, {value:.2f}{versus}{folds}{spec_text}."
+
+
+def forecast(
+    series: pd.Series,
+    horizon: int = 12,
+    model: str | None = None,
+    *,
+    folds: int = 12,
+    refit: bool = False,
+) -> ForecastResult:
+    """Forecast a monthly ``series`` ``horizon`` months ahead with the model that did best
+    in a rolling-origin backtest (rules in the module docstring). ``model`` forces one of
+    ``MODELS``; ``folds`` caps the backtest folds; ``refit`` refits every model at every
+    origin (slower). Pure: same input, same output (cache it by the series and arguments).
+    BLAS runs single-threaded meanwhile (``forecasting.threads``)."""
+    with single_threaded_blas():
+        return _forecast(series, horizon, model, folds, refit)
+
+
+def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, refit: bool) -> ForecastResult:
+    if model is not None and model not in REGISTRY:
+        raise ValueError(f"model must be one of {MODELS} or None, not {model!r}")
+    horizon = max(1, int(horizon))
+    history, notes = prepare_series(series)
+    n = len(history)
+    if n == 0:
+        notes.append("No data to forecast.")
+        return ForecastResult(
+            "none", _empty_forecast(), backtest_table([]), history, notes, "No data to forecast."
+        )
+    y = history.to_numpy(dtype=float)
+    non_negative = bool(y.min() >= 0)
+    constant = bool(np.ptp(y) == 0)
+    if constant:
+        notes.append(f"The series is constant ({y[0]:g}): only the naive forecast (that constant) applies.")
+    elif n < MIN_MODEL_POINTS:
+        notes.append(f"Only {n} month(s) of data: only the naive forecast (last value) is used.")
+    elif n < MIN_SEASONAL_POINTS:
+        notes.append(f"Only {n} months of data (< 24): no seasonal terms are fitted.")
+    if non_negative:
+        notes.append("The history has no negative value, so forecasts and intervals are clipped at 0.")
+    candidates = [
+        m for m in REGISTRY.values() if m.name == "seasonal_naive" or (n >= MIN_MODEL_POINTS and not constant)
+    ]
+
+    plan = backtest_plan(n, horizon, folds)
+    results: dict[str, BacktestResult] = {}
+    if plan is None:
+        notes.append(f"{n} month(s) are too few for a backtest; accuracy is unknown.")
+    else:
+        first_train = y[: plan.first_origin]
+        for candidate in candidates:
+            if not candidate.applicable(first_train):
+                notes.append(
+                    f"{DISPLAY_NAMES[candidate.name]} was not backtested: the first training window "
+                    f"({len(first_train)} months) is too short or constant for it."
+                )
+                continue
+            with captured_warnings(notes, f"{DISPLAY_NAMES[candidate.name]} backtest"):
+                try:
+                    results[candidate.name] = backtest(y, candidate, plan=plan, refit=refit)
+                except Exception as error:  # statsmodels raises many kinds; never fail the page
+                    notes.append(
+                        f"{DISPLAY_NAMES[candidate.name]} failed in the backtest and was left out: {error}"
+                    )
+
+    chosen, metric = _choose(results, notes) if results else ("seasonal_naive", "")
+    forced = model is not None
+    if forced:
+        if model in (m.name for m in candidates) and REGISTRY[model].applicable(y):
+            chosen = model
+        else:
+            notes.append(
+                f"{DISPLAY_NAMES[model]} does not apply to this series; {DISPLAY_NAMES[chosen]} is used instead."
+            )
+            forced = False
+
+    fitted = None
+    for name in dict.fromkeys([chosen, "seasonal_naive"]):
+        with captured_warnings(notes, f"{DISPLAY_NAMES[name]} final fit"):
+            try:
+                fitted = REGISTRY[name].fit(y)
+                prediction = fitted.predict(horizon).tidy(non_negative)
+            except Exception as error:
+                notes.append(f"{DISPLAY_NAMES[name]} could not be fitted to the whole series: {error}")
+                fitted = None
+                continue
+        if name != chosen:
+            notes.append(f"Fell back to the {DISPLAY_NAMES[name]} forecast.")
+            chosen, forced = name, False
+        break
+    assert fitted is not None  # seasonal naive cannot fail on a non-empty series
+
+    table = backtest_table([results[name] for name in MODELS if name in results])
+    if forced:
+        backtested = results.get(chosen)
+        scores = f" (its backtest MASE: {backtested.metrics['mase']:.2f})" if backtested else ""
+        reason = f"{DISPLAY_NAMES[chosen]} was chosen by override{scores}."
+    elif chosen in results and metric:
+        reason = _reason(chosen, metric, results, fitted.label)
+    else:
+        reason = f"{fitted.label} is used because there was too little data to compare models."
+    return ForecastResult(
+        chosen, _forecast_frame(history, prediction), table, history, notes, reason, fitted.label
+    )
