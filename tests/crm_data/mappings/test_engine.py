@@ -1,0 +1,251 @@
+"""The mapping interpreter on small hand-written exports: every step, line numbers, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crm_data.importing import import_paths, validate_tables
+from crm_data.mappings import MappingError, load_mapping
+from crm_data.mappings.engine import Mapping
+
+
+def _mapping(tmp_path: Path, text: str) -> Mapping:
+    path = tmp_path / "custom.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_mapping(path)
+
+
+def _frames(mapping: Mapping, *paths: Path, notes: list[str] | None = None) -> dict[str, tuple]:
+    return {p.table: (p.frame, p.lines, p.source) for p in mapping.produce(list(paths), notes)}
+
+
+ACCOUNTS = """
+[mapping]
+name = "shop"
+[files.customers]
+patterns = ["customers*.csv"]
+header = ["Kunde", "Name"]
+[[tables]]
+table = "accounts"
+from = "customers"
+[tables.columns]
+account_id = { column = "Kunde", prefix = "k-" }
+name = "Name"
+segment = { column = "Typ", map = { B2B = "Business", b2c = "Consumer" }, else = "Other", default = "Unknown" }
+company_size = { column = "Mitarbeiter", type = "number", thousands = "'", bins = [[0, "small"], [100, "large"]] }
+city = { column = "Ort", split = "/", case = "upper" }
+created_at = { column = "Seit", type = "datetime", format = ["%d.%m.%Y %H:%M", "iso"], timezone = "Europe/Zurich" }
+"""
+
+
+def test_line_numbers_point_at_the_original_file(tmp_path: Path, make_db) -> None:
+    # header on line 1; record k1 spans lines 2-3 (quoted line break); line 4 blank;
+    # k2 on line 5; k3 (bad date) on line 6
+    (tmp_path / "customers.csv").write_bytes(
+        b'Kunde,Name,Typ,Mitarbeiter,Ort,Seit\r\n'
+        b'1,"Muster AG\r\nHauptsitz",B2B,1\'200,Bern/Mitte,15.01.2024 10:00\r\n'
+        b'\r\n'
+        b"2,Beispiel GmbH,b2c,12,Basel,2024-07-15T10:00:00+00:00\r\n"
+        b"3,Kaputt SA,,7,Genf,31.02.2024 10:00\r\n"
+    )
+    mapping = _mapping(tmp_path, ACCOUNTS)
+    frame, lines, source = _frames(mapping, tmp_path / "customers.csv")["accounts"]
+    assert lines == [2, 5, 6]
+    assert source.endswith("customers.csv")
+    report = validate_tables(make_db("duckdb"), mapping.read([tmp_path / "customers.csv"]))
+    assert not report.ok
+    # the impossible 31 February stays as written and is reported on ITS line (6), not 4 (index + 2)
+    assert [(i.row, i.column) for i in report.errors] == [(6, "created_at")]
+
+
+def test_value_maps_numbers_text_and_time_zones(tmp_path: Path) -> None:
+    (tmp_path / "customers.csv").write_text(
+        "Kunde,Name,Typ,Mitarbeiter,Ort,Seit\n"
+        "1,Muster AG,B2B,1'200,Bern/Mitte,15.01.2024 10:00\n"  # winter: UTC+1
+        "2,Beispiel GmbH,B2C,12,basel,15.07.2024 10:00\n"  # summer: UTC+2; map is case-insensitive
+        "3,Dritte AG,Partner,,,2024-07-15T10:00:00+00:00\n"  # an explicit offset wins over the zone
+        "4,Vierte AG,,99,Zug,2024-03-31 02:30\n"  # a local time that does not exist (DST gap) -> shifted
+    )
+    frame, _, _ = _frames(_mapping(tmp_path, ACCOUNTS), tmp_path / "customers.csv")["accounts"]
+    assert frame["account_id"].tolist() == ["k-1", "k-2", "k-3", "k-4"]
+    assert frame["segment"].tolist() == ["Business", "Consumer", "Other", "Unknown"]
+    assert frame["company_size"].tolist() == ["large", "small", None, "small"]
+    assert frame["city"].tolist() == ["BERN", "BASEL", None, "ZUG"]
+    assert frame["created_at"].tolist() == [
+        "2024-01-15 09:00:00",
+        "2024-07-15 08:00:00",
+        "2024-07-15 10:00:00",
+        "2024-03-31 01:00:00",  # 02:30 does not exist in Zurich; shifted forward to 03:00 CEST = 01:00 UTC
+    ]
+
+
+def test_encodings_bom_and_crlf(tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, ACCOUNTS)
+    # Windows-1252 ("latin-1") export: é is byte 0xE9, not valid UTF-8
+    (tmp_path / "customers_latin.csv").write_bytes("Kunde,Name,Seit\r\n1,Café Müller,2024-01-01\r\n".encode("cp1252"))
+    # UTF-8 with a byte-order mark and CRLF: the BOM must not stick to the first header
+    (tmp_path / "customers_bom.csv").write_bytes("\ufeffKunde,Name,Seit\r\n2,Crème SA,2024-01-01\r\n".encode())
+    produced = mapping.produce([tmp_path / "customers_latin.csv", tmp_path / "customers_bom.csv"])
+    (accounts,) = produced
+    assert accounts.frame["name"].tolist() == ["Café Müller", "Crème SA"]
+    assert accounts.lines == [2, 2]
+    assert "customers_latin.csv" in accounts.source and "customers_bom.csv" in accounts.source
+
+
+SUBSCRIPTIONS = """
+[files.people]
+patterns = ["people.csv"]
+[[tables]]
+table = "accounts"
+from = "people"
+[tables.columns]
+account_id = "id"
+name = "id"
+created_at = { value = "2018-01-01", type = "datetime", subtract = { column = "tenure", unit = "months" } }
+[[tables]]
+table = "subscriptions"
+from = "people"
+[tables.columns]
+subscription_id = { column = "id", prefix = "sub-" }
+account_id = "id"
+started_at = { value = "2018-01-01", type = "datetime", subtract = { column = "tenure", unit = "months" } }
+ended_at = { value = "2018-01-01", type = "datetime", when = { left = "Yes" } }
+end_reason = { value = "churned", unless = { left = ["No", ""] } }
+mrr = { column = "monthly", type = "number", decimal = ",", thousands = "." , scale = 12 }
+[[tables]]
+table = "tickets"
+from = "people"
+drop_rows_without = ["resolved_at"]
+[tables.columns]
+ticket_id = "id"
+opened_at = { template = "{day} {time}", type = "datetime", format = "%Y-%m-%d %H:%M:%S" }
+resolved_at = { template = "{day} {time}", type = "datetime", format = "%Y-%m-%d %H:%M:%S", add = [{ column = "wait", unit = "seconds" }, { column = "talk", unit = "hms" }] }
+contacts_until_resolved = { value = 1, type = "integer", when = { left = "No" } }
+"""
+
+
+def test_offsets_conditions_and_dropped_rows(tmp_path: Path) -> None:
+    (tmp_path / "people.csv").write_text(
+        "id,tenure,left,monthly,day,time,wait,talk\n"
+        "a,0,No,\"1.234,5\",2021-01-01,9:12:58,30,0:02:23\n"
+        "b,1,Yes,10,2021-01-01,23:59:00,60,1:00:01\n"
+        "c,72,No,,2021-01-02,8:00:00,,\n"
+    )
+    tables = _frames(_mapping(tmp_path, SUBSCRIPTIONS), tmp_path / "people.csv")
+    subs = tables["subscriptions"][0]
+    # 2018-01-01 minus 0, 1 and 72 calendar months
+    assert subs["started_at"].tolist() == ["2018-01-01 00:00:00", "2017-12-01 00:00:00", "2012-01-01 00:00:00"]
+    assert subs["ended_at"].tolist() == [None, "2018-01-01 00:00:00", None]
+    assert subs["end_reason"].tolist() == [None, "churned", None]
+    # 1.234,5 (German notation) = 1234.5 per month, x 12 = 14814
+    assert subs["mrr"].tolist() == ["14814", "120", None]
+    tickets, lines, _ = tables["tickets"]
+    # a: 09:12:58 + 30 s + 2 min 23 s = 09:15:51; b: 23:59:00 + 60 s + 1:00:01 = next day 01:00:01
+    assert tickets["resolved_at"].tolist() == ["2021-01-01 09:15:51", "2021-01-02 01:00:01"]
+    assert tickets["contacts_until_resolved"].tolist() == ["1", None]
+    assert lines == [2, 3]  # c has no wait/talk -> no resolved_at -> dropped
+
+
+HISTORY = """
+[files.deals]
+patterns = ["deals.csv"]
+[[tables]]
+table = "deals"
+from = "deals"
+[tables.columns]
+deal_id = "id"
+created_at = { column = "created", type = "date" }
+status = { column = "stage", map = { won = "won", lost = "lost" }, else = "open" }
+[[tables]]
+table = "deal_stage_history"
+from = "deals"
+unpivot = { columns = '^entered (.+)$', name = "stage name", value = "stage date" }
+[tables.columns]
+deal_id = "id"
+stage = "stage name"
+entered_at = { column = "stage date", type = "datetime" }
+[[tables]]
+table = "deal_stage_history"
+from = "deals"
+[tables.columns]
+deal_id = "id"
+stage = { value = "New" }
+entered_at = { column = "created", type = "datetime" }
+[[tables]]
+table = "users"
+from = "deals"
+group_by = ["user_id"]
+[tables.columns]
+user_id = "owner"
+name = { column = "owner", agg = "first" }
+team = { column = "created", agg = "max" }
+region = { column = "created", agg = "min" }
+"""
+
+
+def test_unpivot_group_by_and_blocks_of_one_table(tmp_path: Path) -> None:
+    (tmp_path / "deals.csv").write_text(
+        "id,owner,stage,created,entered Demo,entered won\n"
+        "d1,Ann,won,2024-01-05,2024-01-10,2024-02-01\n"
+        "d2,Bob,Demo,2024-01-07,2024-01-09,\n"
+        "d3,Ann,New,2024-03-01,,\n"
+    )
+    tables = _frames(_mapping(tmp_path, HISTORY), tmp_path / "deals.csv")
+    history, lines, _ = tables["deal_stage_history"]
+    rows = list(zip(history["deal_id"], history["stage"], history["entered_at"].str[:10], strict=True))
+    assert rows == [
+        ("d1", "Demo", "2024-01-10"),  # unpivot: one row per non-blank "entered <stage>" cell
+        ("d1", "won", "2024-02-01"),
+        ("d2", "Demo", "2024-01-09"),
+        ("d1", "New", "2024-01-05"),  # second block of the same table, appended
+        ("d2", "New", "2024-01-07"),
+        ("d3", "New", "2024-03-01"),
+    ]
+    assert lines == [2, 2, 3, 2, 3, 4]
+    users, user_lines, _ = tables["users"]
+    assert users.to_dict("records") == [
+        {"user_id": "Ann", "name": "Ann", "team": "2024-03-01", "region": "2024-01-05"},
+        {"user_id": "Bob", "name": "Bob", "team": "2024-01-07", "region": "2024-01-07"},
+    ]
+    assert user_lines == [2, 3]  # a group points at its first line
+
+
+def test_mistakes_in_a_mapping_or_the_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(MappingError, match="unknown key"):
+        _mapping(tmp_path, ACCOUNTS.replace('name = "Name"', 'name = { colum = "Name" }'))
+    with pytest.raises(MappingError, match="required column"):
+        _mapping(tmp_path, ACCOUNTS.replace('name = "Name"\n', ""))
+    with pytest.raises(MappingError, match="no column 'size'"):
+        _mapping(tmp_path, ACCOUNTS.replace("company_size", "size"))
+    mapping = _mapping(tmp_path, ACCOUNTS)
+    (tmp_path / "orders.csv").write_text("Order,Amount\n1,2\n")
+    with pytest.raises(MappingError, match="orders.csv: not an export this mapping"):
+        mapping.produce([tmp_path / "orders.csv"])
+    (tmp_path / "customers.csv").write_text("Kunde,Name\n1,A\n")
+    with pytest.raises(MappingError, match="column 'Seit' is missing \\(needed for accounts.created_at\\)"):
+        mapping.produce([tmp_path / "customers.csv"])
+    (tmp_path / "customers.csv").write_text("Kunde,Name,Seit\n1,A,\n")
+    notes: list[str] = []
+    (accounts,) = mapping.produce([tmp_path / "customers.csv"], notes)
+    assert accounts.frame["city"].tolist() == [None]  # optional columns absent: blank + a note
+    assert any("no column 'Typ'" in n for n in notes)
+    # a file recognised by its columns, whatever its name
+    (tmp_path / "extract.csv").write_text("kunde,NAME,seit\n2,B,2024-01-01\n")
+    assert mapping.match([tmp_path / "extract.csv"]).files == {"customers": [tmp_path / "extract.csv"]}
+    # the required created_at is blank: validation refuses the row, naming file and line
+    report = import_paths(_engine(tmp_path), [tmp_path / "customers.csv"], mapping=str(tmp_path / "custom.toml"))
+    assert not report.ok
+    assert [(i.row, i.column) for i in report.errors] == [(2, "created_at")]
+
+
+def _engine(tmp_path: Path):
+    from crm_data.engines import make_engine
+
+    return make_engine(f"duckdb:///{tmp_path / 'x.duckdb'}")
+
+
+def test_unknown_mapping_name() -> None:
+    with pytest.raises(MappingError, match="unknown mapping 'nosuch'"):
+        load_mapping("nosuch")
