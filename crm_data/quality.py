@@ -7,15 +7,15 @@ a :class:`QualityReport`: one :class:`Finding` per check — also the clean ones
 Checks (``key``: what counts):
 
 * ``duplicate_accounts``: accounts whose *normalised name* is shared with another account.
-  Normalised = lower case, trimmed, punctuation removed, blanks collapsed, and up to two
-  trailing legal suffixes removed (Inc, Ltd, LLC, GmbH, AG, Corp, Co, PLC, SA, BV, …).
+  Normalised = lower case, trimmed, dots and apostrophes dropped, other punctuation made
+  a blank, blanks collapsed, and up to two trailing legal suffixes removed (Inc, Ltd, LLC, GmbH, AG, Corp, Co, PLC, SA, BV, …).
 * ``duplicate_contacts``: contacts whose email (lower case, trimmed) another contact has.
 * ``missing_<table>_<column>``: missing key fields — accounts without segment, industry,
   region or owner; contacts without email; deals without amount; tickets without product
   (NULL or blank).
 * ``stale_open_deals``: open deals whose last stage change (latest ``entered_at`` in
   ``deal_stage_history``, else ``created_at``) is more than ``stale_days`` before ``now``.
-* ``orphan_<table>_<column>``: references to a record that does not exist — the ones no
+* ``orphan_<table>_<column>``: references (not blank) to a record that does not exist — the ones no
   foreign key enforces (owners, products, contacts, deals, tickets, campaigns, stages,
   managers) and, because SQLite does not enforce foreign keys, the declared ones too.
 * ``future_<table>``: rows with a timestamp / date after ``now`` (planned values are
@@ -44,7 +44,8 @@ LEGAL_SUFFIXES: tuple[str, ...] = (
     "corporation", "co", "company", "plc", "sa", "sas", "sarl", "srl", "spa", "bv", "nv", "oy", "ab",
     "as", "pty", "se",
 )  # fmt: skip
-_PUNCTUATION = r"[.,;:!?'\"`&()/\\_*+#@~|-]"
+_DROPPED = r"[.'`]"  # abbreviation dots and apostrophes vanish: "S.A." -> "sa", "O'Neil" -> "oneil"
+_PUNCTUATION = r"[,;:!?\"&()/\\_*+#@~|-]"  # other punctuation separates words
 #: (table, column) pairs whose future values are plans, not errors.
 PLANNED_COLUMNS = frozenset(
     {("subscriptions", "ended_at"), ("campaigns", "started_on"), ("campaigns", "ended_on")}
@@ -167,7 +168,8 @@ def _count_and_records(
 
 def normalised_name(dialect: sa.Dialect, column: sa.ColumnElement) -> sa.ColumnElement:
     """SQL: the company name for duplicate matching (see the module docstring)."""
-    text = dialects.regexp_replace(dialect, sa.func.lower(sa.func.trim(column)), _PUNCTUATION, " ")
+    text = dialects.regexp_replace(dialect, sa.func.lower(sa.func.trim(column)), _DROPPED, "")
+    text = dialects.regexp_replace(dialect, text, _PUNCTUATION, " ")
     text = sa.func.trim(dialects.regexp_replace(dialect, text, " +", " "))
     suffixes = " (" + "|".join(LEGAL_SUFFIXES) + ")$"
     for _ in range(2):
@@ -305,7 +307,7 @@ def _orphans(
         keys = list(table.primary_key.columns) or [c for c in table.columns if c.name != column_name][:2]
         exists = sa.exists().where(parent.c[parent_column] == table.c[column_name])
         shown = [*keys, table.c[column_name]]
-        base = sa.select(*shown).where(table.c[column_name].is_not(None), sa.not_(exists))
+        base = sa.select(*shown).where(sa.not_(_blank(table.c[column_name])), sa.not_(exists))
         count, records = _count_and_records(conn, base, [*keys, table.c[column_name]], limit)
         return Finding(
             f"orphan_{table_name}_{column_name}",

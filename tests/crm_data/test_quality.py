@@ -1,0 +1,317 @@
+"""Data-quality checks: clean data gives no finding; each planted problem is found exactly.
+
+The fixture is written out below; ``NOW`` is the check time. Every case adds or changes
+a few rows and states which finding must report which records — and that every other
+check still reports nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from crm_data import schema
+from crm_data.quality import check_database
+
+NOW = datetime(2026, 11, 30, 12, 0)
+T = datetime
+
+
+def clean_rows() -> dict[str, list[dict]]:
+    """A small CRM with nothing wrong in it."""
+    return {
+        "users": [
+            {"user_id": "U1", "name": "Ann", "team": "East"},
+            {"user_id": "U2", "name": "Bob", "manager_id": "U1"},
+        ],
+        "products": [{"product_id": "P1", "name": "Widget"}, {"product_id": "P2", "name": "Gadget"}],
+        "pipeline_stages": [
+            {"stage": "Lead", "position": 1},
+            {"stage": "Proposal", "position": 2},
+            {"stage": "Closed Won", "position": 3, "is_closed": True, "is_won": True},
+        ],
+        "accounts": [
+            # "Acme Inc" and "Acme Industries" stay distinct: only legal suffixes are dropped
+            _account("A1", "Acme Inc"),
+            _account("A2", "Acme Industries"),
+            _account("A3", "Globex"),
+        ],
+        "contacts": [
+            {"contact_id": "C1", "account_id": "A1", "name": "Cy", "email": "cy@acme.test"},
+            {"contact_id": "C2", "account_id": "A2", "name": "Di", "email": "di@acme.test"},
+        ],
+        "subscriptions": [
+            # S1 ends exactly when S2 starts: half-open intervals, no overlap
+            _subscription("S1", "A1", "P1", T(2024, 1, 1), T(2025, 1, 1)),
+            _subscription("S2", "A1", "P1", T(2025, 1, 1), None),
+            # same account, other product: no overlap
+            _subscription("S3", "A1", "P2", T(2024, 6, 1), None),
+            _subscription("S4", "A3", "P1", T(2024, 1, 1), T(2027, 1, 1)),  # a planned end is fine
+        ],
+        "deals": [
+            # D1 open, last stage change 2026-11-01: 29 days before NOW, not stale
+            _deal("D1", "A1", "open", T(2026, 9, 1)),
+            _deal("D2", "A3", "won", T(2024, 1, 1), closed_at=T(2024, 3, 1)),
+        ],
+        "deal_stage_history": [
+            {"deal_id": "D1", "stage": "Lead", "entered_at": T(2026, 9, 1)},
+            {"deal_id": "D1", "stage": "Proposal", "entered_at": T(2026, 11, 1)},
+            {"deal_id": "D2", "stage": "Lead", "entered_at": T(2024, 1, 1)},
+            {"deal_id": "D2", "stage": "Closed Won", "entered_at": T(2024, 3, 1)},
+        ],
+        "tickets": [{"ticket_id": "K1", "account_id": "A1", "product_id": "P1", "opened_at": T(2026, 1, 5)}],
+        "campaigns": [
+            {
+                "campaign_id": "M1",
+                "name": "Spring",
+                "started_on": date(2026, 3, 1),
+                "ended_on": date(2027, 3, 1),
+            }
+        ],
+        "interactions": [
+            {
+                "interaction_id": "I1",
+                "account_id": "A1",
+                "contact_id": "C1",
+                "user_id": "U1",
+                "channel": "email",
+                "occurred_at": T(2026, 11, 30, 11, 59),
+                "deal_id": "D1",
+                "ticket_id": "K1",
+                "campaign_id": "M1",
+            }
+        ],
+        "payments": [{"payment_id": "Y1", "account_id": "A1", "paid_at": T(2026, 11, 1), "amount": 100.0}],
+    }
+
+
+def _account(account_id: str, name: str, **extra: object) -> dict:
+    row = {
+        "account_id": account_id,
+        "name": name,
+        "segment": "SMB",
+        "industry": "Retail",
+        "region": "EMEA",
+        "owner_id": "U1",
+        "created_at": T(2024, 1, 1),
+    }
+    return row | extra
+
+
+def _subscription(sid: str, account: str, product: str | None, start: datetime, end: datetime | None) -> dict:
+    return {
+        "subscription_id": sid,
+        "account_id": account,
+        "product_id": product,
+        "started_at": start,
+        "ended_at": end,
+    }
+
+
+def _deal(deal_id: str, account: str, status: str, created: datetime, **extra: object) -> dict:
+    row = {
+        "deal_id": deal_id,
+        "account_id": account,
+        "owner_id": "U2",
+        "product_id": "P1",
+        "amount": 1000.0,
+        "created_at": created,
+        "status": status,
+    }
+    return row | extra
+
+
+def load(engine: sa.Engine, rows: dict[str, list[dict]]) -> None:
+    with engine.begin() as conn:
+        for table in schema.TABLES:
+            if rows.get(table.name):
+                conn.execute(
+                    table.insert(), [{c.name: r.get(c.name) for c in table.columns} for r in rows[table.name]]
+                )
+
+
+def _counts(engine: sa.Engine) -> dict[str, int]:
+    report = check_database(engine, stale_days=90, now=NOW)
+    return {f.key: f.count for f in report.findings}
+
+
+def test_clean_data_has_no_findings(db: sa.Engine) -> None:
+    load(db, clean_rows())
+    report = check_database(db, stale_days=90, now=NOW)
+    assert report.ok, report.render()
+    assert len(report.findings) == 50
+    assert all(f.count == 0 and f.records.empty for f in report.findings)
+    assert "All 50 checks passed." in report.render()
+
+
+def _plant_duplicate_accounts(rows: dict) -> None:
+    rows["accounts"] += [
+        _account("A4", " ACME, Inc. "),  # -> "acme"
+        _account("A5", "acme  gmbh"),  # -> "acme"
+        _account("A6", "Acme Corp. Ltd"),  # two suffixes -> "acme"
+        _account("A7", "Globex S.A."),  # -> "globex"
+    ]
+
+
+def _plant_duplicate_contacts(rows: dict) -> None:
+    rows["contacts"].append({"contact_id": "C3", "account_id": "A3", "email": " CY@Acme.test"})
+
+
+def _plant_missing_fields(rows: dict) -> None:
+    rows["accounts"].append(_account("A8", "Initech", segment=None, owner_id="  "))  # blank owner = missing
+    rows["contacts"].append({"contact_id": "C4", "account_id": "A3", "email": ""})
+    rows["deals"].append(_deal("D3", "A3", "lost", T(2026, 1, 1), amount=None))
+    rows["tickets"].append({"ticket_id": "K2", "opened_at": T(2026, 2, 1)})
+
+
+def _plant_stale_deals(rows: dict) -> None:
+    # D4: last stage change 2026-08-31 12:00 = 91 days before NOW -> stale
+    rows["deals"].append(_deal("D4", "A3", "open", T(2026, 6, 1)))
+    rows["deal_stage_history"].append({"deal_id": "D4", "stage": "Lead", "entered_at": T(2026, 8, 31, 12)})
+    # D5: no history, created 2026-09-01 = 90 days before NOW -> exactly 90 days is not stale
+    rows["deals"].append(_deal("D5", "A3", "open", T(2026, 9, 1, 12)))
+    # D6: no history, created long ago -> stale
+    rows["deals"].append(_deal("D6", "A3", "open", T(2025, 1, 1)))
+    # D7: old but closed -> not stale
+    rows["deals"].append(_deal("D7", "A3", "lost", T(2025, 1, 1), closed_at=T(2025, 2, 1)))
+
+
+def _plant_orphans(rows: dict) -> None:
+    rows["deals"].append(_deal("D8", "A3", "won", T(2026, 1, 1), owner_id="U9", closed_at=T(2026, 2, 1)))
+    rows["tickets"].append({"ticket_id": "K3", "product_id": "P9", "opened_at": T(2026, 2, 1)})
+    rows["interactions"].append(
+        {"interaction_id": "I2", "channel": "phone", "occurred_at": T(2026, 1, 1), "deal_id": "D99"}
+    )
+    rows["deal_stage_history"].append({"deal_id": "D2", "stage": "Negotiation", "entered_at": T(2024, 2, 1)})
+
+
+def _plant_future(rows: dict) -> None:
+    rows["payments"].append(
+        {"payment_id": "Y2", "account_id": "A1", "paid_at": T(2026, 11, 30, 12, 1), "amount": 5.0}
+    )
+    rows["campaigns"].append(
+        {"campaign_id": "M2", "name": "Next", "started_on": date(2027, 1, 1)}
+    )  # planned: fine
+
+
+def _plant_overlaps(rows: dict) -> None:
+    rows["subscriptions"] += [
+        _subscription("S5", "A3", "P1", T(2026, 6, 1), None),  # overlaps S4 (ends 2027)
+        _subscription("S6", "A2", None, T(2024, 1, 1), T(2024, 6, 1)),
+        _subscription(
+            "S7", "A2", None, T(2024, 5, 1), T(2024, 7, 1)
+        ),  # overlaps S6: no product = one product
+    ]
+
+
+CASES: dict[str, tuple[Callable[[dict], None], dict[str, list[tuple]]]] = {
+    "duplicate accounts": (
+        _plant_duplicate_accounts,
+        {
+            "duplicate_accounts": [
+                ("acme", "A1"),
+                ("acme", "A4"),
+                ("acme", "A5"),
+                ("acme", "A6"),
+                ("globex", "A3"),
+                ("globex", "A7"),
+            ]
+        },
+    ),
+    "duplicate contacts": (
+        _plant_duplicate_contacts,
+        {"duplicate_contacts": [("cy@acme.test", "C1"), ("cy@acme.test", "C3")]},
+    ),
+    "missing fields": (
+        _plant_missing_fields,
+        {
+            "missing_accounts_segment": [("A8",)],
+            "missing_accounts_owner_id": [("A8",)],
+            "missing_contacts_email": [("C4",)],
+            "missing_deals_amount": [("D3",)],
+            "missing_tickets_product_id": [("K2",)],
+        },
+    ),
+    "stale open deals": (_plant_stale_deals, {"stale_open_deals": [("D6",), ("D4",)]}),
+    "orphans": (
+        _plant_orphans,
+        {
+            "orphan_deals_owner_id": [("D8", "U9")],
+            "orphan_tickets_product_id": [("K3", "P9")],
+            "orphan_interactions_deal_id": [("I2", "D99")],
+            "orphan_deal_stage_history_stage": [("D2", "Negotiation", T(2024, 2, 1), "Negotiation")],
+        },
+    ),
+    "future timestamps": (_plant_future, {"future_payments": [("Y2",)]}),
+    "overlapping subscriptions": (
+        _plant_overlaps,
+        {"overlapping_subscriptions": [("A2", "S6", "S7"), ("A3", "S4", "S5")]},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_planted_problem_is_found(db: sa.Engine, case: str) -> None:
+    plant, expected = CASES[case]
+    rows = clean_rows()
+    plant(rows)
+    load(db, rows)
+    report = check_database(db, stale_days=90, now=NOW)
+    for key, records in expected.items():
+        finding = report.finding(key)
+        assert finding.count == len(records), (key, finding.records)
+        width = len(records[0])
+        if key == "duplicate_accounts":
+            got = list(finding.records[["normalised_name", "account_id"]].itertuples(index=False, name=None))
+        elif key == "duplicate_contacts":
+            got = list(finding.records[["normalised_email", "contact_id"]].itertuples(index=False, name=None))
+        elif key == "overlapping_subscriptions":
+            columns = ["account_id", "subscription_id", "overlapping_subscription_id"]
+            got = list(finding.records[columns].itertuples(index=False, name=None))
+        else:
+            got = [tuple(r[:width]) for r in finding.records.itertuples(index=False, name=None)]
+        assert got == records, key
+    others = {f.key: f.count for f in report.findings if f.key not in expected and f.count}
+    assert others == {}
+
+
+def test_stale_deal_records_say_how_long(make_db) -> None:
+    engine = make_db("duckdb")
+    rows = clean_rows()
+    _plant_stale_deals(rows)
+    load(engine, rows)
+    records = check_database(engine, stale_days=90, now=NOW).finding("stale_open_deals").records
+    # D6: created 2025-01-01 00:00 -> NOW 2026-11-30 12:00 = 365 + 333 days + 0.5 = 698.5 days
+    # D4: 2026-08-31 12:00 -> 2026-11-30 12:00 = 1 + 30 + 31 + 29 = 91 days
+    assert records["days_without_change"].round(9).tolist() == [698.5, 91.0]
+    # a shorter threshold catches D5 (90 days) and D1 (29 days) too
+    assert check_database(engine, stale_days=20, now=NOW).finding("stale_open_deals").count == 4
+
+
+def test_sample_records_are_capped_and_render_lists_them(make_db) -> None:
+    engine = make_db("sqlite")
+    rows = clean_rows()
+    rows["accounts"] += [_account(f"B{i:02d}", "Same Name", segment=None) for i in range(30)]
+    load(engine, rows)
+    report = check_database(engine, stale_days=90, now=NOW, limit=5)
+    duplicates = report.finding("duplicate_accounts")
+    assert duplicates.count == 30 and len(duplicates.records) == 5
+    text = report.render(rows=3)
+    assert "[!] Duplicate accounts: 30" in text
+    assert "[!] Accounts without segment: 30" in text
+    assert "... 27 more" in text
+    assert "B02" in text and "B03" not in text
+
+
+def test_missing_tables_are_reported_not_crashed_on(make_db) -> None:
+    engine = make_db("duckdb", create=False)
+    with engine.begin() as conn:
+        schema.accounts.create(conn)
+    report = check_database(engine, now=NOW)
+    assert not report.ok
+    assert "deals" in report.missing_tables
+    assert {f.key for f in report.findings} >= {"duplicate_accounts", "missing_accounts_segment"}
+    assert "tables missing" in report.render()
