@@ -97,13 +97,15 @@ def _weekly(conn: Bind, f: Filters, product_id: str | None) -> pd.DataFrame:
 def complaint_spikes(conn: Bind, f: Filters) -> pd.DataFrame:
     """Weekly defect / complaint tickets per product, flagged against the product's own baseline.
 
-    * observed = tickets with category defect or complaint and a product, by ``opened_at``,
-      per product and ISO week (weeks start Monday 00:00 UTC);
-    * expected = that product's mean weekly count over the 12 weeks before the week (the
-      week itself excluded); weeks without tickets count as 0, including weeks before the
-      product's first ticket;
-    * p_value = P(X ≥ observed) for X ~ Poisson(λ = max(expected, 0.5));
-    * is_spike = p_value < 0.01 and observed ≥ 3.
+    observed = defect or complaint tickets per product and ISO week (Monday start) by
+    opened_at; expected = the product's mean weekly count over the previous 12 weeks
+    (weeks without tickets count as 0); is_spike = P(X ≥ observed) < 0.01 for X ~
+    Poisson(max(expected, 0.5)) and observed ≥ 3.
+
+    * weeks start Monday 00:00 UTC; the week itself is not in its baseline; zero weeks
+      are filled in, including weeks before the product's first ticket;
+    * p_value = P(X ≥ observed) for X ~ Poisson(λ = max(expected, 0.5)) (the floor keeps
+      a product without history from being flagged by a single ticket).
 
     Rows: every product with such a ticket in the window, for every week whose Monday lies
     in ``[start, end)`` (zero weeks included), tickets counted up to ``end``; segment /

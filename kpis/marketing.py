@@ -16,12 +16,16 @@ Bind = sa.Connection | sa.Engine
 
 
 def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
-    """Funnel per campaign, for the campaigns whose ``started_on`` lies in ``[start, end)``.
+    """Funnel per campaign.
 
-    * sent / opened / clicked / converted = campaign responses with a non-null
-      ``sent_at`` / ``opened_at`` / ``clicked_at`` / ``converted_at``;
-    * open_rate = opened ÷ sent, click_rate = clicked ÷ sent, conversion_rate = converted ÷ sent;
-    * cost_per_conversion = cost ÷ converted (NaN when nothing converted or no cost).
+    campaigns whose started_on lies in [start, end); sent / opened / clicked / converted =
+    responses with that timestamp set; open_rate, click_rate and conversion_rate are
+    relative to sent; cost_per_conversion = cost ÷ converted (NaN when nothing converted).
+
+    * counts = responses with a non-null ``sent_at`` / ``opened_at`` / ``clicked_at`` /
+      ``converted_at``; open_rate = opened ÷ sent, click_rate = clicked ÷ sent,
+      conversion_rate = converted ÷ sent (NaN when nothing was sent);
+    * cost_per_conversion is also NaN when the campaign has no cost.
 
     Segment / owner / product filters narrow the responses (through their account;
     responses without an account count only while no account-level filter is set); the
@@ -71,11 +75,14 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
 
 
 def web_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
-    """Web traffic per period: daily ``web_traffic`` rows by ``date`` in ``[start, end)``,
-    all sources summed (NULL counts as 0).
+    """Web traffic per period.
 
-    * sessions, pageviews, impressions, clicks, signups = sums;
-    * ctr = clicks ÷ impressions; signup_rate = signups ÷ sessions (NaN when 0).
+    ctr = clicks ÷ impressions and signup_rate = signups ÷ sessions, daily web_traffic
+    summed over all sources by date in the period.
+
+    * sessions, pageviews, impressions, clicks, signups = sums of the rows with ``date``
+      in the period and in ``[start, end)`` (NULL counts as 0);
+    * ratios are NaN when their denominator is 0.
 
     Web traffic has no account: segment filters do not narrow it. Periods without data
     have zeros. Columns: period, sessions, pageviews, impressions, clicks, signups, ctr,
@@ -101,13 +108,15 @@ def web_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
 
 
 def social_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
-    """Social media per period and platform: daily ``social_media`` rows by ``date`` in
-    ``[start, end)``.
+    """Social media per period and platform.
 
-    * impressions, engagements, mentions = sums over the period's days;
-    * followers = the value on the last day of the period that has a (non-null) followers
-      value within the range (a level, not a sum);
-    * engagement_rate = engagements ÷ impressions (NaN when 0).
+    engagement_rate = engagements ÷ impressions per platform, summed over the period's
+    days; followers = the value on the last day of the period that has one.
+
+    * impressions, engagements, mentions = sums over the rows with ``date`` in the
+      period and in ``[start, end)``;
+    * followers is a level, not a sum: the latest non-null value in the period (and the
+      range); engagement_rate is NaN when impressions are 0.
 
     One row per period and platform (every platform in the table, every period; periods
     without data have zeros and followers NaN). No account: segment filters do not narrow

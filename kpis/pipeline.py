@@ -55,15 +55,18 @@ def _created_deals(f: Filters) -> list[ColumnElement[bool]]:
 
 
 def lead_conversion(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
-    """Lead conversion per created cohort: deals by the period of ``created_at`` in ``[start, end)``.
+    """Lead conversion per created cohort, beside the cohort's win rate.
 
-    * created = deals created in the period; won / lost / open = of those, by current status;
-    * lead_conversion = won ÷ created — deals still open stay in the denominator, so a
-      young cohort's conversion still rises as its deals close;
-    * closed_win_rate = won ÷ (won + lost) of the same cohort (the win rate beside it;
-      ``kpis.win_rate`` instead dates deals by ``closed_at``).
+    lead_conversion = won ÷ created, deals by the period of created_at (the created
+    cohort); deals still open stay in the denominator, so a young cohort's conversion
+    rises as its deals close.
 
-    NaN when the cohort is empty. Columns: period, created, won, lost, open,
+    * created = deals with ``created_at`` in the period (and in ``[start, end)``);
+      won / lost / open = of those, by current status;
+    * closed_win_rate = won ÷ (won + lost) of the same cohort (``kpis.win_rate`` instead
+      dates deals by ``closed_at``).
+
+    NaN when the denominator is 0. Columns: period, created, won, lost, open,
     lead_conversion, closed_win_rate.
     """
     deals = schema.deals
@@ -189,18 +192,17 @@ def _literal_table(
 def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
     """The stage funnel of the deals created in ``[start, end)``.
 
-    Funnel stages = ``pipeline_stages`` in ``position`` order, without closed-lost stages
-    (closed and not won). A deal *entered* a stage when it has a ``deal_stage_history`` row
-    for it; a deal with status won also counts as having entered the won stage(s).
-    Re-entering a stage counts once.
+    deals created in [start, end); reached_in_order = deals that entered every funnel
+    stage up to this one (by position; closed-lost stages are not funnel stages, a won
+    deal counts as entering the won stage), reached_any = deals that entered this stage or
+    a later one; step conversion = reached ÷ reached at the previous stage (the first
+    stage: ÷ deals created), cumulative conversion = reached ÷ deals created.
 
-    * reached_in_order = deals that entered every funnel stage up to and including this one;
-    * reached_any = deals that entered this stage or any later funnel stage (skipped
-      stages are credited);
-    * step_conversion_* = reached at this stage ÷ reached at the previous stage (for the
-      first stage: ÷ deals created); cumulative_conversion_* = reached ÷ deals created.
-
-    Rates are NaN when their denominator is 0. Columns: stage, position, reached_in_order,
+    Funnel stages = ``pipeline_stages`` in ``position`` order, without stages that are
+    closed and not won. A deal entered a stage when it has a ``deal_stage_history`` row
+    for it; re-entering a stage counts once; "any" credits skipped stages, "in order"
+    stops at the first skipped stage. Step and cumulative conversion are given for both
+    countings; NaN when the denominator is 0. Columns: stage, position, reached_in_order,
     reached_any, step_conversion_in_order, cumulative_conversion_in_order,
     step_conversion_any, cumulative_conversion_any.
     """
@@ -294,13 +296,13 @@ def _current_stage(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
 def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
     """The weighted open pipeline by current stage.
 
-    Open deals = status ``open`` within the filters' segments / owners / products; the
-    date range does NOT restrict them (the pipeline is what is open now). A deal's
-    current stage = its latest ``deal_stage_history`` row by ``entered_at``.
+    weighted_amount = Σ amount of open deals (status open; the date range does not
+    restrict them) in their current stage (latest entered_at) × pipeline_stages.probability.
 
-    * open_deals, amount = count and Σ amount (NULL amount = 0) per stage;
-    * probability = ``pipeline_stages.probability``;
-    * weighted_amount = amount × probability.
+    * open deals within the filters' segments / owners / products; NULL amount = 0;
+    * open_deals, amount = count and Σ amount per current stage (ties of entered_at go to
+      the stage of higher position);
+    * probability = ``pipeline_stages.probability``.
 
     One row per open (not closed) stage in position order, zeros included, then any other
     stage holding open deals; open deals without stage history form a "(no stage)" row

@@ -16,18 +16,16 @@ Bind = sa.Connection | sa.Engine
 def customer_profitability(conn: Bind, f: Filters, limit: int | None = None) -> pd.DataFrame:
     """Profit per account over ``[start, end)``.
 
-    * payments = Σ payment amounts by ``paid_at`` in the range (refunds, being negative,
-      are netted);
-    * costs = Σ amounts of costs carrying this ``account_id`` by ``incurred_on`` in the
-      range, also split into one column per cost category (personnel, production,
-      overhead, marketing, loyalty); costs without an account cannot be attributed and
-      are left out;
-    * profit = payments − costs.
+    profit = payments − costs per account, where payments = Σ payment amounts by paid_at
+    in [start, end) (refunds netted) and costs = Σ costs carrying the account_id by
+    incurred_on in [start, end), split by cost category; costs without an account are
+    left out.
 
-    Accounts within the filters' segments / owners / products that have a payment or an
-    attributed cost in the range; sorted by profit, highest first (ties by account_id);
-    ``limit`` keeps the first rows. Columns: account_id, name, segment, payments, costs,
-    personnel, production, overhead, marketing, loyalty, profit.
+    The split gives one column per cost category (personnel, production, overhead,
+    marketing, loyalty). Accounts within the filters' segments / owners / products that
+    have a payment or an attributed cost in the range; sorted by profit, highest first
+    (ties by account_id); ``limit`` keeps the first rows. Columns: account_id, name,
+    segment, payments, costs, personnel, production, overhead, marketing, loyalty, profit.
     """
     accounts, payments, costs = schema.accounts, schema.payments, schema.costs
     paid = (

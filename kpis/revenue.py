@@ -113,17 +113,17 @@ def _rows_by_index(c: sa.Connection, statement: sa.Executable, n: int, columns: 
 
 
 def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
-    """Revenue per period from payments dated by ``paid_at`` in ``[start, end)``.
+    """Revenue per period from payments.
 
-    * revenue = Σ amount (net of refunds, which are negative amounts);
-    * gross_revenue = Σ positive amounts; refunds = −Σ negative amounts
-      (so revenue = gross_revenue − refunds);
-    * paying_accounts = distinct accounts with a positive payment in the period;
-    * arpa = revenue ÷ paying_accounts (NaN when no account paid).
+    revenue = Σ payment amounts by paid_at in the period, net of refunds (negative
+    amounts); gross_revenue = Σ positive amounts; refunds = −Σ negative amounts;
+    paying_accounts = distinct accounts with a positive payment; arpa = revenue ÷
+    paying_accounts.
 
-    Columns: period, revenue, gross_revenue, refunds, paying_accounts, arpa. Periods with
-    no payments have zeros and arpa NaN. When ``end`` is not a period boundary, the last
-    period only counts payments before ``end``.
+    So revenue = gross_revenue − refunds; arpa is NaN when no account paid. Payments count
+    when ``paid_at`` lies in ``[start, end)``: when ``end`` is not a period boundary, the
+    last period only counts payments before ``end``. Periods with no payments have zeros.
+    Columns: period, revenue, gross_revenue, refunds, paying_accounts, arpa.
     """
     pay = schema.payments
     periods = period_starts(f.start, f.end, freq)
@@ -158,16 +158,16 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
 
 
 def active_customers(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
-    """Customers per period ``[s, e)``: a customer is an account with a subscription
-    active at the instant (``started_at ≤ t < ended_at``, no ``ended_at`` = running).
+    """Customers per period ``[s, e)`` (a customer is an account with an active subscription).
 
-    * customers_at_start = accounts active at ``s``; customers_at_end = active at ``e``;
-    * churned = active at ``s`` and not at ``e``;
-    * new_customers = active at ``e`` and not at ``s`` (new or returning), so
-      customers_at_end = customers_at_start − churned + new_customers.
+    customers_at_start = accounts with a subscription active at the period's start s
+    (started_at ≤ s < ended_at), customers_at_end = active at its end e; churned = active
+    at s and not at e; new_customers = active at e and not at s, so customers_at_end =
+    customers_at_start − churned + new_customers.
 
-    Accounts that start and stop inside one period are in none of the counts.
-    Columns: period, customers_at_start, new_customers, churned, customers_at_end.
+    No ``ended_at`` = still running. new_customers includes returning accounts; accounts
+    that start and stop inside one period are in none of the counts. Columns: period,
+    customers_at_start, new_customers, churned, customers_at_end.
     """
     periods, bounds = _period_bounds(f, freq)
     columns = ["customers_at_start", "new_customers", "churned", "customers_at_end"]
@@ -195,18 +195,19 @@ def active_customers(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFram
 def revenue_retention(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     """Revenue churn and net / gross revenue retention from subscription MRR, per period ``[s, e)``.
 
-    For the accounts active at ``s`` (a subscription with ``started_at ≤ s < ended_at``):
+    net_revenue_retention = (mrr_at_start + expansion − contraction − churned_mrr) ÷
+    mrr_at_start, over the accounts active at the period's start s: mrr_at_start = their
+    subscription MRR at s, churned_mrr = MRR at s of those no longer active at e,
+    expansion / contraction = per-account MRR increase / decrease from s to e; accounts
+    new in the period are excluded.
 
-    * mrr_at_start = Σ MRR of their subscriptions active at ``s``;
-    * churned_mrr = Σ mrr_at_start of those accounts with no subscription active at ``e``;
-    * expansion / contraction = Σ of the per-account increase / decrease of MRR from ``s``
-      to ``e`` for accounts still active at ``e``;
-    * revenue_churn_rate = (churned_mrr + contraction) ÷ mrr_at_start;
-    * net_revenue_retention = (mrr_at_start + expansion − contraction − churned_mrr) ÷ mrr_at_start;
-    * gross_revenue_retention = (mrr_at_start − contraction − churned_mrr) ÷ mrr_at_start.
+    revenue_churn_rate = (churned_mrr + contraction) ÷ mrr_at_start;
+    gross_revenue_retention = (mrr_at_start − contraction − churned_mrr) ÷ mrr_at_start.
 
-    Accounts new in the period (not active at ``s``) are excluded. Ratios are NaN when
-    mrr_at_start is 0. A NULL MRR counts as 0.
+    Active at t = a subscription with ``started_at ≤ t < ended_at``; an account's MRR at t
+    = Σ MRR of its subscriptions active at t (NULL MRR counts as 0). Ratios are NaN when
+    mrr_at_start is 0. Columns: period, mrr_at_start, expansion, contraction, churned_mrr,
+    revenue_churn_rate, net_revenue_retention, gross_revenue_retention.
     """
     periods, bounds = _period_bounds(f, freq)
     sums = ["mrr_at_start", "expansion", "contraction", "churned_mrr"]
@@ -255,13 +256,14 @@ def _month_floor(value: dt.datetime) -> pd.Timestamp:
 def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -> pd.DataFrame:
     """Signup-month cohort retention.
 
-    * cohort = calendar month of an account's first subscription start (within the
-      filters' scope); cohorts whose first day lies in ``[start, end)``;
-    * customers = accounts in the cohort;
-    * retained at month k ≥ 1 = accounts of the cohort active (``started_at ≤ t < ended_at``)
-      at the first instant of month cohort + k; month k = 0 is the cohort itself
-      (retained = customers by definition);
-    * retention_rate = retained ÷ customers (NaN for an empty cohort);
+    cohort = month of an account's first subscription start; retention_rate = retained ÷
+    customers, where retained at month k = accounts of the cohort active at the first
+    instant of month cohort + k (k = 0: the whole cohort).
+
+    * cohorts whose first day lies in ``[start, end)``; first starts and activity use the
+      subscriptions within the filters' segments / owners / products;
+    * active at t = a subscription with ``started_at ≤ t < ended_at``;
+    * retention_rate is NaN for an empty cohort;
     * k runs while the first day of month cohort + k is not after the end of the data:
       min(``as_of`` (default: now, UTC), the latest subscription start or end).
 
