@@ -12,8 +12,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from kpis.churn import churn_rate
+from kpis.complaints import complaint_spikes
 from kpis.costs import retention_cost
 from kpis.feedback import ces, nps
+from kpis.marketing import campaign_funnel, social_metrics, web_metrics
+from kpis.pipeline import funnel, lead_conversion, weighted_pipeline
+from kpis.profitability import customer_profitability
+from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
 from kpis.sales import sales_cycle, stage_durations, win_rate
 from kpis.service import first_contact_resolution
 
@@ -152,6 +157,194 @@ KPIS: list[KpiDefinition] = [
         function=retention_cost,
         value_column="cost_per_retained_customer",
         page="pages/5_Marketing_and_retention_cost.py",
+    ),
+    KpiDefinition(
+        key="revenue",
+        title="Revenue",
+        unit="money",
+        higher_is_better=True,
+        definition=(
+            "revenue = Σ payment amounts by paid_at in the period, net of refunds (negative "
+            "amounts); gross_revenue = Σ positive amounts; refunds = −Σ negative amounts; "
+            "paying_accounts = distinct accounts with a positive payment; arpa = revenue ÷ "
+            "paying_accounts."
+        ),
+        function=revenue,
+        value_column="revenue",
+        page="pages/6_Forecast.py",
+    ),
+    KpiDefinition(
+        key="active_customers",
+        title="Active customers",
+        unit="count",
+        higher_is_better=True,
+        definition=(
+            "customers_at_start = accounts with a subscription active at the period's start s "
+            "(started_at ≤ s < ended_at), customers_at_end = active at its end e; churned = "
+            "active at s and not at e; new_customers = active at e and not at s, so "
+            "customers_at_end = customers_at_start − churned + new_customers."
+        ),
+        function=active_customers,
+        value_column="customers_at_end",
+        page="pages/2_Customers_and_churn.py",
+    ),
+    KpiDefinition(
+        key="net_revenue_retention",
+        title="Net revenue retention",
+        unit="ratio",
+        higher_is_better=True,
+        definition=(
+            "net_revenue_retention = (mrr_at_start + expansion − contraction − churned_mrr) ÷ "
+            "mrr_at_start, over the accounts active at the period's start s: mrr_at_start = their "
+            "subscription MRR at s, churned_mrr = MRR at s of those no longer active at e, "
+            "expansion / contraction = per-account MRR increase / decrease from s to e; accounts "
+            "new in the period are excluded."
+        ),
+        function=revenue_retention,
+        value_column="net_revenue_retention",
+        page="pages/2_Customers_and_churn.py",
+    ),
+    KpiDefinition(
+        key="revenue_churn",
+        title="Revenue churn",
+        unit="ratio",
+        higher_is_better=False,
+        definition=(
+            "revenue_churn_rate = (churned_mrr + contraction) ÷ mrr_at_start; "
+            "gross_revenue_retention = (mrr_at_start − contraction − churned_mrr) ÷ mrr_at_start."
+        ),
+        function=revenue_retention,
+        value_column="revenue_churn_rate",
+        page="pages/2_Customers_and_churn.py",
+    ),
+    KpiDefinition(
+        key="lead_conversion",
+        title="Lead conversion",
+        unit="ratio",
+        higher_is_better=True,
+        definition=(
+            "lead_conversion = won ÷ created, deals by the period of created_at (the created "
+            "cohort); deals still open stay in the denominator, so a young cohort's conversion "
+            "rises as its deals close."
+        ),
+        function=lead_conversion,
+        value_column="lead_conversion",
+        page="pages/1_Sales_pipeline.py",
+    ),
+    KpiDefinition(
+        key="funnel",
+        title="Pipeline funnel",
+        unit="ratio",
+        higher_is_better=True,
+        definition=(
+            "deals created in [start, end); reached_in_order = deals that entered every funnel "
+            "stage up to this one (by position; closed-lost stages are not funnel stages, a won "
+            "deal counts as entering the won stage), reached_any = deals that entered this stage "
+            "or a later one; step conversion = reached ÷ reached at the previous stage (the first "
+            "stage: ÷ deals created), cumulative conversion = reached ÷ deals created."
+        ),
+        function=funnel,
+        value_column="cumulative_conversion_in_order",
+        page="pages/1_Sales_pipeline.py",
+    ),
+    KpiDefinition(
+        key="weighted_pipeline",
+        title="Weighted pipeline",
+        unit="money",
+        higher_is_better=True,
+        definition=(
+            "weighted_amount = Σ amount of open deals (status open; the date range does not "
+            "restrict them) in their current stage (latest entered_at) × "
+            "pipeline_stages.probability."
+        ),
+        function=weighted_pipeline,
+        value_column="weighted_amount",
+        page="pages/1_Sales_pipeline.py",
+    ),
+    KpiDefinition(
+        key="cohort_retention",
+        title="Cohort retention",
+        unit="ratio",
+        higher_is_better=True,
+        definition=(
+            "cohort = month of an account's first subscription start; retention_rate = retained ÷ "
+            "customers, where retained at month k = accounts of the cohort active at the first "
+            "instant of month cohort + k (k = 0: the whole cohort)."
+        ),
+        function=cohort_retention,
+        value_column="retention_rate",
+        page="pages/2_Customers_and_churn.py",
+    ),
+    KpiDefinition(
+        key="customer_profitability",
+        title="Customer profitability",
+        unit="money",
+        higher_is_better=True,
+        definition=(
+            "profit = payments − costs per account, where payments = Σ payment amounts by paid_at "
+            "in [start, end) (refunds netted) and costs = Σ costs carrying the account_id by "
+            "incurred_on in [start, end), split by cost category; costs without an account are "
+            "left out."
+        ),
+        function=customer_profitability,
+        value_column="profit",
+        page="pages/5_Marketing_and_retention_cost.py",
+    ),
+    KpiDefinition(
+        key="campaign_funnel",
+        title="Campaign cost per conversion",
+        unit="money",
+        higher_is_better=False,
+        definition=(
+            "campaigns whose started_on lies in [start, end); sent / opened / clicked / converted "
+            "= responses with that timestamp set; open_rate, click_rate and conversion_rate are "
+            "relative to sent; cost_per_conversion = cost ÷ converted (NaN when nothing "
+            "converted)."
+        ),
+        function=campaign_funnel,
+        value_column="cost_per_conversion",
+        page="pages/5_Marketing_and_retention_cost.py",
+    ),
+    KpiDefinition(
+        key="web_ctr",
+        title="Web click-through rate",
+        unit="ratio",
+        higher_is_better=True,
+        definition=(
+            "ctr = clicks ÷ impressions and signup_rate = signups ÷ sessions, daily web_traffic "
+            "summed over all sources by date in the period."
+        ),
+        function=web_metrics,
+        value_column="ctr",
+        page="pages/5_Marketing_and_retention_cost.py",
+    ),
+    KpiDefinition(
+        key="social_engagement",
+        title="Social engagement rate",
+        unit="ratio",
+        higher_is_better=True,
+        definition=(
+            "engagement_rate = engagements ÷ impressions per platform, summed over the period's "
+            "days; followers = the value on the last day of the period that has one."
+        ),
+        function=social_metrics,
+        value_column="engagement_rate",
+        page="pages/5_Marketing_and_retention_cost.py",
+    ),
+    KpiDefinition(
+        key="complaint_spikes",
+        title="Complaint spikes",
+        unit="count",
+        higher_is_better=False,
+        definition=(
+            "observed = defect or complaint tickets per product and ISO week (Monday start) by "
+            "opened_at; expected = the product's mean weekly count over the previous 12 weeks "
+            "(weeks without tickets count as 0); is_spike = P(X ≥ observed) < 0.01 for X ~ "
+            "Poisson(max(expected, 0.5)) and observed ≥ 3."
+        ),
+        function=complaint_spikes,
+        value_column="observed",
+        page="pages/3_Service.py",
     ),
 ]
 
