@@ -191,23 +191,29 @@ def ces(
     if not periods:
         return pd.DataFrame(columns=columns)
     table = schema.survey_responses
-    touchpoint = sa.func.coalesce(table.c.touchpoint, NOT_SET) if by_touchpoint else sa.literal("all")
+    touchpoint = sa.func.coalesce(table.c.touchpoint, NOT_SET)
     score = sa.cast(table.c.score, sa.Double())
     with connection(conn) as c:
         period = period_start(c.dialect, table.c.responded_at, freq)
+        keys = (
+            [period.label("period"), touchpoint.label("touchpoint")]
+            if by_touchpoint
+            else [period.label("period")]
+        )
         statement = (
             sa.select(
-                period.label("period"),
-                touchpoint.label("touchpoint"),
+                *keys,
                 sa.func.count().label("responses"),
                 sa.func.sum(score).label("total"),
                 sa.func.sum(score * score).label("total_squares"),
                 sa.func.sum(sa.case((table.c.score >= CES_EASY_MIN, 1), else_=0)).label("easy"),
             )
             .where(*_responses(f, "ces"))
-            .group_by(period, touchpoint)
+            .group_by(*(key.element for key in keys))
         )
         found = read_frame(c, statement)
+    if not by_touchpoint:
+        found["touchpoint"] = "all"
     grid_periods = pd.to_datetime(periods)
     if not found.empty:
         found["period"] = naive_timestamps(found["period"])

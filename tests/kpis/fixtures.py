@@ -211,3 +211,85 @@ def load(engine: sa.Engine, only: tuple[str, ...] | None = None) -> sa.Engine:
 def column(frame, name: str) -> list[float]:
     """A result column as plain floats (NaN stays NaN), for ``pytest.approx(..., nan_ok=True)``."""
     return [float(v) for v in frame[name]]
+
+
+def synthetic_rows(seed: int = 7, accounts: int = 40) -> dict[str, list[dict]]:
+    """A seeded, generated CRM (timestamps with odd seconds) for the cross-database agreement
+    test only: no expected numbers are derived from it, only equality across databases."""
+    import random
+    from datetime import timedelta
+
+    rng = random.Random(seed)
+    start = T(2023, 1, 1)
+
+    def when(days: float) -> datetime:
+        return start + timedelta(seconds=rng.randrange(int(days * 86400)))
+
+    segments = ["Enterprise", "SMB", "Mid", None]
+    rows: dict[str, list[dict]] = {name: [] for name in ROWS}
+    rows["users"] = USERS
+    rows["products"] = PRODUCTS
+    rows["pipeline_stages"] = PIPELINE_STAGES
+    open_stages = [s["stage"] for s in PIPELINE_STAGES if not s["is_closed"]]
+    for i in range(accounts):
+        account = f"G{i}"
+        rows["accounts"].append(dict(account_id=account, name=f"Generated {i}", segment=rng.choice(segments),
+                                     owner_id=rng.choice(["u1", "u2", None]), created_at=when(30)))  # fmt: skip
+        began = when(400)
+        ended = (
+            began + timedelta(seconds=rng.randrange(30 * 86400, 500 * 86400)) if rng.random() < 0.6 else None
+        )
+        rows["subscriptions"].append(dict(subscription_id=f"GS{i}", account_id=account, product_id=rng.choice(["P1", "P2"]),
+                                          mrr=rng.choice([10.0, 25.5, 99.9]), started_at=began, ended_at=ended,
+                                          end_reason="price" if ended else None))  # fmt: skip
+        for j in range(3):
+            deal = f"GD{i}_{j}"
+            created = when(600)
+            status = rng.choice(["won", "lost", "open"])
+            at = created
+            path = open_stages[: rng.randrange(1, 5)]
+            if rng.random() < 0.3:
+                path = [*path, path[0]]  # re-enter the first stage
+            history = []
+            for stage in path:
+                history.append(dict(deal_id=deal, stage=stage, entered_at=at))
+                at = at + timedelta(seconds=rng.randrange(3600, 40 * 86400))
+            closed = at if status != "open" else None
+            if closed:
+                history.append(
+                    dict(
+                        deal_id=deal, stage="Closed Won" if status == "won" else "Closed Lost", entered_at=at
+                    )
+                )
+            rows["deals"].append(dict(deal_id=deal, account_id=account if rng.random() < 0.9 else None,
+                                      owner_id=rng.choice(["u1", "u2"]), product_id=rng.choice(["P1", "P2"]),
+                                      amount=rng.choice([100.0, 250.25]), created_at=created, closed_at=closed,
+                                      status=status))  # fmt: skip
+            rows["deal_stage_history"].extend(history)
+            opened = when(600)
+            resolved = (
+                opened + timedelta(seconds=rng.randrange(600, 9 * 86400)) if rng.random() < 0.8 else None
+            )
+            rows["tickets"].append(dict(ticket_id=f"GT{i}_{j}", account_id=account if rng.random() < 0.9 else None,
+                                        product_id=rng.choice(["P1", "P2"]), channel=rng.choice(["email", "phone"]),
+                                        category=rng.choice(["defect", "question", None]), priority="low",
+                                        opened_at=opened, first_response_at=opened + timedelta(seconds=rng.randrange(60, 86400)),
+                                        resolved_at=resolved, contacts_until_resolved=rng.choice([1, 1, 2, None])))  # fmt: skip
+            survey = rng.choice(["nps", "ces"])
+            score = float(rng.randrange(0, 11) if survey == "nps" else rng.randrange(1, 8))
+            rows["survey_responses"].append(dict(response_id=f"GR{i}_{j}", account_id=account if rng.random() < 0.9 else None,
+                                                 survey=survey, touchpoint=rng.choice(["support", "signup", None]),
+                                                 score=score, comment=rng.choice([None, "fine", "bad"]),
+                                                 responded_at=when(600)))  # fmt: skip
+            rows["costs"].append(dict(cost_id=f"GK{i}_{j}", incurred_on=when(600).date(),
+                                      category=rng.choice(["personnel", "loyalty", "marketing"]),
+                                      purpose=rng.choice(["retention", "acquisition"]),
+                                      account_id=account if rng.random() < 0.8 else None, amount=rng.choice([12.34, 56.78, 0.1])))  # fmt: skip
+    return rows
+
+
+def load_rows(engine: sa.Engine, rows: dict[str, list[dict]]) -> sa.Engine:
+    """Insert ``rows`` (table name -> rows) parents first and return ``engine``."""
+    for table in schema.TABLE_NAMES:
+        insert(engine, table, rows.get(table, []))
+    return engine

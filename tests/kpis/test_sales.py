@@ -1,0 +1,173 @@
+"""win_rate, sales_cycle, sales_cycle_distribution, stage_durations on the hand-written fixture.
+
+Deals (account, owner, product, created -> closed, status):
+  D1 A1 u1 P1  5 Jan -> 4 Feb won (30 d)     D2 A2 u2 P1 10 Jan -> 1 Mar 00:00 lost
+  D3 A3 u1 P2  1 Feb -> 11 Feb 12:00 won (10.5 d)   D4 (no account) u2 P1 15 Feb -> 29 Feb won (14 d)
+  D5 A4 u1 P1 20 Jan, open             D6 A1 u1 P2  5 Feb -> 25 Feb lost
+  D7 A5 u2 P1  1 Dec 2023 -> 16 Jan won (46 d)      D8 A2 u2 P2 10 Mar, open
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+
+from kpis import Filters, sales_cycle, sales_cycle_distribution, stage_durations, win_rate
+from kpis.core import wilson_interval
+from tests.kpis import fixtures
+from tests.kpis.fixtures import column
+
+JAN_TO_APR = Filters("2024-01-01", "2024-05-01")
+Q1 = Filters("2024-01-01", "2024-04-01")
+NAN = math.nan
+
+
+@pytest.fixture
+def crm(db):
+    return fixtures.load(db)
+
+
+def test_monthly_win_rate(crm):
+    frame = win_rate(crm, JAN_TO_APR, "month")
+    # by closed_at: Jan D7 won; Feb D1, D3, D4 won, D6 lost; Mar D2 lost (closed exactly 1 Mar 00:00)
+    assert list(frame["won"]) == [1, 3, 0, 0]
+    assert list(frame["lost"]) == [0, 1, 1, 0]
+    assert column(frame, "win_rate") == pytest.approx([1.0, 0.75, 0.0, NAN], nan_ok=True)
+    # Wilson 3/4: centre (0.75 + 1.9208/4)/(1 + 3.8415/4) = 0.627528, half 1.96·sqrt(0.046875 + 0.060024)/1.96037
+    #   = 0.326885 -> [0.300642, 0.954413]
+    assert (frame.loc[1, "ci_low"], frame.loc[1, "ci_high"]) == pytest.approx((0.300642, 0.954413), abs=1e-6)
+    assert (frame.loc[0, "ci_low"], frame.loc[0, "ci_high"]) == pytest.approx(wilson_interval(1, 1))
+    assert math.isnan(frame.loc[3, "ci_low"])
+    assert frame["low_sample"].all()
+    # variant: open deals created in the period count as not won: Jan D5, Mar D8
+    #   Jan 1/(1 + 0 + 1) = 0.5; Feb 3/4; Mar 0/(0 + 1 + 1) = 0; Apr nothing -> NaN
+    assert list(frame["open_created"]) == [1, 0, 1, 0]
+    assert column(frame, "win_rate_all_deals") == pytest.approx([0.5, 0.75, 0.0, NAN], nan_ok=True)
+
+
+def test_win_rate_segment_excludes_deals_without_account(crm):
+    # Enterprise = A1, A2: Jan D7 is A5 -> nothing; Feb D1 won, D6 lost (D4 has no account, D3 is SMB);
+    # Mar D2 lost, D8 open created
+    frame = win_rate(crm, JAN_TO_APR.replace(segments=["Enterprise"]), "month")
+    assert list(frame["won"]) == [0, 1, 0, 0]
+    assert list(frame["lost"]) == [0, 1, 1, 0]
+    assert column(frame, "win_rate") == pytest.approx([NAN, 0.5, 0.0, NAN], nan_ok=True)
+    assert column(frame, "win_rate_all_deals") == pytest.approx([NAN, 0.5, 0.0, NAN], nan_ok=True)
+
+
+def test_win_rate_owner_and_product(crm):
+    # u2: D7 won (Jan), D4 won (Feb; its own owner, no account needed), D2 lost (Mar)
+    owner = win_rate(crm, JAN_TO_APR.replace(owners=["u2"]), "month")
+    assert list(owner["won"]) == [1, 1, 0, 0]
+    assert list(owner["lost"]) == [0, 0, 1, 0]
+    # P2: D3 won, D6 lost (Feb) -> 1/2
+    product = win_rate(crm, JAN_TO_APR.replace(products=["P2"]), "month")
+    assert column(product, "win_rate") == pytest.approx([NAN, 0.5, NAN, NAN], nan_ok=True)
+
+
+def test_quarterly_and_yearly_win_rate(crm):
+    # Q1: won D7, D1, D3, D4 = 4; lost D6, D2 = 2 -> 4/6; open created D5, D8 -> 4/8
+    frame = win_rate(crm, Filters("2024-01-01", "2025-01-01"), "quarter")
+    assert list(frame["won"]) == [4, 0, 0, 0]
+    assert frame.loc[0, "win_rate"] == pytest.approx(4 / 6)
+    assert frame.loc[0, "win_rate_all_deals"] == pytest.approx(0.5)
+    years = win_rate(crm, Filters("2023-01-01", "2025-01-01"), "year")
+    # 2023: nothing closed; D7 was created in 2023 but is won -> not open
+    assert list(years["won"]) == [0, 4]
+    assert math.isnan(years.loc[0, "win_rate"])
+
+
+def test_sales_cycle(crm):
+    # won deals closed in [1 Jan, 1 Apr): 10.5 (D3), 14 (D4), 30 (D1), 46 (D7)
+    # mean = 100.5/4 = 25.125; median: position 1.5 -> 14 + 0.5·16 = 22; p90: position 2.7 -> 30 + 0.7·16 = 41.2
+    frame = sales_cycle(crm, Q1)
+    assert frame.loc[0, "deals"] == 4
+    assert [frame.loc[0, c] for c in ("mean_days", "median_days", "p90_days")] == pytest.approx(
+        [25.125, 22.0, 41.2]
+    )
+
+
+def test_sales_cycle_segment_and_empty(crm):
+    # Enterprise: D1 only (D4 has no account and is excluded) -> 30 everywhere
+    frame = sales_cycle(crm, Q1.replace(segments=["Enterprise"]))
+    assert frame.loc[0, "deals"] == 1
+    assert [frame.loc[0, c] for c in ("mean_days", "median_days", "p90_days")] == pytest.approx([30.0] * 3)
+    empty = sales_cycle(crm, Filters("2023-01-01", "2024-01-01"))
+    assert empty.loc[0, "deals"] == 0
+    assert empty[["mean_days", "median_days", "p90_days"]].isna().all(axis=None)
+
+
+def test_sales_cycle_distribution(crm):
+    # 4 equal bins over [0, 46]: width 11.5 -> 10.5 | 14 | 30 | 46 (last bin closed on the right)
+    frame = sales_cycle_distribution(crm, Q1, bins=4)
+    assert column(frame, "bin_start_days") == pytest.approx([0.0, 11.5, 23.0, 34.5])
+    assert column(frame, "bin_end_days") == pytest.approx([11.5, 23.0, 34.5, 46.0])
+    assert list(frame["deals"]) == [1, 1, 1, 1]
+    # explicit edges: [0, 15) 10.5 and 14; [15, 30) none; [30, 45] 30 (on the edge); 46 is outside
+    edges = sales_cycle_distribution(crm, Q1, bins=[0, 15, 30, 45])
+    assert list(edges["deals"]) == [2, 0, 1]
+    assert sales_cycle_distribution(crm, Filters("2023-01-01", "2024-01-01"), bins=4).empty
+    with pytest.raises(ValueError):
+        sales_cycle_distribution(crm, Q1, bins=[10, 5])
+
+
+def test_stage_durations_with_censoring(crm):
+    # deals created in [1 Jan, 1 Apr): D1..D6, D8 (D7 was created in 2023). Censoring at C = 1 Apr 2024.
+    # Lead visits: D1 5, D2 5, D3 2, D4 5, D5 5, D6 20 (-> Closed Lost), D8 open since 10 Mar -> censored 22
+    #   KM: t=2 n=7 d=1 S=6/7; t=5 n=6 d=4 S=6/7·2/6=2/7=0.286 -> median 5; t=20 n=2 d=1 S=1/7=0.143;
+    #   t=22 censored -> S never <= 0.1 -> p90 NaN. Moved on: D1, D2, D3, D4, D5 of 7 -> 5/7
+    # Qualified: D1 10, D3 2 and 2 (re-entered), D4 9, D5 16 -> 4 deals, 5 visits, all finished
+    #   S: 2 -> 3/5, 9 -> 2/5 (median 9), 10 -> 1/5, 16 -> 0 (p90 16, d = n zero guard). Moved on 4/4
+    # Proposal: D1 15, D2 46 (to 1 Mar), D3 2 and 2.5 (re-entered), D5 open since 10 Feb -> censored 51
+    #   S: 2 -> 4/5, 2.5 -> 3/5, 15 -> 2/5 (median 15), 46 -> 1/5, 51 censored -> p90 NaN.
+    #   Moved on: D1 won, D3 won; D2 lost, D5 open -> 2/4
+    # Negotiation: only D7 (outside the window) -> no visits. Closed Won/Lost are not rows.
+    frame = stage_durations(crm, Q1)
+    assert list(frame["stage"]) == ["Lead", "Qualified", "Proposal", "Negotiation"]
+    assert list(frame["position"]) == [1, 2, 3, 4]
+    assert list(frame["deals"]) == [7, 4, 4, 0]
+    assert list(frame["finished"]) == [6, 5, 4, 0]
+    assert list(frame["censored"]) == [1, 0, 1, 0]
+    assert column(frame, "median_days") == pytest.approx([5.0, 9.0, 15.0, NAN], nan_ok=True)
+    assert column(frame, "p90_days") == pytest.approx([NAN, 16.0, NAN, NAN], nan_ok=True)
+    assert column(frame, "conversion_to_next") == pytest.approx([5 / 7, 1.0, 0.5, NAN], nan_ok=True)
+
+
+def test_censored_open_deal_moves_the_median_away_from_the_naive_one(crm):
+    # Proposal: a naive median of the finished visits only (2, 2.5, 15, 46) would be (2.5 + 15)/2 = 8.75;
+    # D5, still open after 51 days (censored), keeps the KM median at 15.
+    frame = stage_durations(crm, Q1).set_index("stage")
+    assert frame.loc["Proposal", "median_days"] == pytest.approx(15.0)
+    assert frame.loc["Proposal", "median_days"] != pytest.approx(8.75)
+
+
+def test_stage_durations_censoring_time_is_now_when_earlier(crm):
+    # now = 1 Mar 2024 < end: C = 1 Mar. D8 entered Lead on 10 Mar (after C) -> not observed.
+    # Lead: 2, 5, 5, 5, 5, 20, all finished: S 5/6, 1/6 (median 5), 0 at 20 (p90 20)
+    # Proposal: D5 censored at 1 Mar -> 20 d; D2's visit finished on 1 Mar (46 d) stays finished:
+    #   S: 2 -> 4/5, 2.5 -> 3/5, 15 -> 2/5 (median 15), 20 censored, 46 n=1 d=1 -> 0 (p90 46)
+    frame = stage_durations(crm, Q1, now=dt.datetime(2024, 3, 1)).set_index("stage")
+    assert frame.loc["Lead", ["deals", "finished", "censored"]].tolist() == [6, 6, 0]
+    assert frame.loc["Lead", ["median_days", "p90_days"]].tolist() == pytest.approx([5.0, 20.0])
+    assert frame.loc["Proposal", ["median_days", "p90_days"]].tolist() == pytest.approx([15.0, 46.0])
+    assert frame.loc["Proposal", "censored"] == 1
+
+
+def test_stage_durations_segment_median_exactly_half(crm):
+    # Enterprise = A1, A2: D1, D2, D6, D8 (D4 has no account -> excluded)
+    # Lead: 5, 5, 20, 22 censored: t=5 n=4 d=2 -> S = 0.5 exactly -> median 5; t=20 -> 0.25; p90 NaN
+    # Qualified: D1 10 -> 10, 10. Proposal: D1 15, D2 46 -> S 0.5 at 15 (median), 0 at 46 (p90)
+    # Lead moved on: D1, D2 of D1, D2, D6, D8 -> 0.5
+    frame = stage_durations(crm, Q1.replace(segments=["Enterprise"])).set_index("stage")
+    assert frame["deals"].tolist() == [4, 1, 2, 0]
+    assert frame["median_days"].tolist() == pytest.approx([5.0, 10.0, 15.0, NAN], nan_ok=True)
+    assert frame["p90_days"].tolist() == pytest.approx([NAN, 10.0, 46.0, NAN], nan_ok=True)
+    assert frame.loc["Lead", "conversion_to_next"] == pytest.approx(0.5)
+
+
+def test_stage_durations_empty_selection(crm):
+    frame = stage_durations(crm, Q1.replace(segments=["Nobody"]))
+    assert list(frame["deals"]) == [0, 0, 0, 0]
+    assert frame[["median_days", "p90_days", "conversion_to_next"]].isna().all(axis=None)
