@@ -8,8 +8,9 @@ this module only holds the shared accounts / products / stages and the loader.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import schema
@@ -117,3 +118,32 @@ def load(engine: sa.Engine, *row_sets: Mapping[str, Sequence[Mapping]]) -> None:
                 columns = [col.name for col in table.columns]
                 complete = [{col: row.get(col) for col in columns} for row in rows]
                 c.execute(sa.insert(table), complete)
+
+
+def assert_databases_agree(
+    make_db: Callable[..., sa.Engine],
+    rows: Sequence[Mapping[str, Sequence[Mapping]]],
+    compute: Callable[[sa.Engine], dict[str, pd.DataFrame]],
+) -> None:
+    """Load ``rows`` into fresh DuckDB, SQLite and PostgreSQL databases, run ``compute`` on
+    each, and require every returned frame to be equal across them (values to 1e-9)."""
+    results = {}
+    for kind in ("duckdb", "sqlite", "postgresql"):
+        engine = make_db(kind)
+        load(engine, *rows)
+        results[kind] = compute(engine)
+    reference = results["duckdb"]
+    for kind in ("sqlite", "postgresql"):
+        assert results[kind].keys() == reference.keys()
+        for name, frame in reference.items():
+            other = results[kind][name]
+            assert not frame.empty, f"{name}: an empty result proves nothing"
+            pd.testing.assert_frame_equal(
+                other.reset_index(drop=True),
+                frame.reset_index(drop=True),
+                check_dtype=False,
+                check_exact=False,
+                rtol=1e-9,
+                atol=1e-12,
+                obj=f"{name} on {kind} vs duckdb",
+            )

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from kpis.complaints import complaint_spikes, complaint_weekly
 from kpis.filters import Filters
-from tests.kpis.more_fixtures import BASE, load, ts
+from tests.kpis.more_fixtures import BASE, assert_databases_agree, load, ts
 
 _ids = iter(range(1, 1000))
 
@@ -113,3 +113,11 @@ def test_weekly_evidence_series(engine: sa.Engine) -> None:
     assert weekly["expected"].iloc[0] == pytest.approx(9 / 12)
     assert weekly["is_spike"].tolist() == [False, False, False, True, False]
     assert complaint_weekly(engine, longer, "P9").empty
+
+
+def test_results_agree_across_databases(make_db) -> None:
+    def compute(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+        return {"complaint_spikes": complaint_spikes(engine, Filters("2024-01-01", "2024-04-15"))}
+
+    tickets = BASELINE + SPIKE + NOT_COUNTED + NORMAL + NEW_PRODUCT
+    assert_databases_agree(make_db, [BASE, {"tickets": tickets}], compute)

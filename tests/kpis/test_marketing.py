@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from kpis.filters import Filters
 from kpis.marketing import campaign_funnel, social_metrics, web_metrics
-from tests.kpis.more_fixtures import BASE, day, load, ts
+from tests.kpis.more_fixtures import BASE, assert_databases_agree, day, load, ts
 
 CAMPAIGNS = [
     {"campaign_id": "C1", "name": "Spring mail", "channel": "email", "objective": "acquisition",
@@ -168,3 +168,22 @@ def test_social_metrics(engine: sa.Engine) -> None:
     assert q.loc[(pd.Timestamp("2024-01-01"), "linkedin"), "engagement_rate"] == pytest.approx(85 / 1600)
     assert q.loc[(pd.Timestamp("2024-04-01"), "x"), "followers"] == 70.0
     assert math.isnan(q.loc[(pd.Timestamp("2024-04-01"), "x"), "engagement_rate"])
+
+
+def test_results_agree_across_databases(make_db) -> None:
+    year = Filters("2023-01-01", "2025-01-01")
+
+    def compute(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+        return {
+            "campaign_funnel": campaign_funnel(engine, year),
+            "web_metrics": web_metrics(engine, year, "month"),
+            "social_metrics": social_metrics(engine, year, "quarter"),
+        }
+
+    rows = {
+        "campaigns": CAMPAIGNS,
+        "campaign_responses": RESPONSES,
+        "web_traffic": WEB,
+        "social_media": SOCIAL,
+    }
+    assert_databases_agree(make_db, [BASE, rows], compute)

@@ -21,7 +21,7 @@ from kpis.pipeline import (
     weighted_pipeline,
     win_rate_by,
 )
-from tests.kpis.more_fixtures import BASE, load, ts
+from tests.kpis.more_fixtures import BASE, assert_databases_agree, load, ts
 
 
 def deal(deal_id, account, owner, product, source, created, status, closed, amount):
@@ -244,3 +244,19 @@ def test_stuck_deals_drill_down(engine: sa.Engine) -> None:
     every = stuck_deals(engine, f, None, limit=2)
     assert every["deal_id"].tolist() == ["D10", "D9"]  # 132 and 16 days
     assert stuck_deals(engine, f, "Lead").empty
+
+
+def test_results_agree_across_databases(make_db) -> None:
+    year = Filters("2023-10-01", "2024-07-01")
+
+    def compute(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+        return {
+            "lead_conversion": lead_conversion(engine, year, "month"),
+            "win_rate_by": win_rate_by(engine, year, "segment"),
+            "funnel": funnel(engine, year),
+            "weighted_pipeline": weighted_pipeline(engine, year),
+            "open_deal_aging": open_deal_aging(engine, Filters("2024-01-01", "2024-03-12")),
+            "stuck_deals": stuck_deals(engine, Filters("2024-01-01", "2024-04-01"), None),
+        }
+
+    assert_databases_agree(make_db, [BASE, {"deals": DEALS, "deal_stage_history": _history()}], compute)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from kpis.filters import Filters
 from kpis.profitability import customer_profitability
-from tests.kpis.more_fixtures import BASE, day, load, ts
+from tests.kpis.more_fixtures import BASE, assert_databases_agree, day, load, ts
 
 PAYMENTS = [
     {"payment_id": "p1", "account_id": "A1", "paid_at": ts("2024-01-10"), "amount": 1000.0},
@@ -81,3 +82,10 @@ def test_profit_limit_longer_range_and_filters(engine: sa.Engine) -> None:
     assert u2["account_id"].tolist() == ["A2"]
     empty = customer_profitability(engine, Q1.replace(segments=["Nobody"]))
     assert empty.empty and "profit" in empty.columns
+
+
+def test_results_agree_across_databases(make_db) -> None:
+    def compute(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+        return {"customer_profitability": customer_profitability(engine, Filters("2023-01-01", "2025-01-01"))}
+
+    assert_databases_agree(make_db, [BASE, {"payments": PAYMENTS, "costs": COSTS}], compute)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from kpis.filters import Filters
 from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
-from tests.kpis.more_fixtures import BASE, load, ts
+from tests.kpis.more_fixtures import BASE, assert_databases_agree, load, ts
 
 PAYMENTS = [
     # Jan 2024
@@ -278,3 +278,17 @@ def test_cohort_retention_boundaries_and_as_of(engine: sa.Engine) -> None:
     # SMB: only A3 in the Jan 2024 cohort, retained through March
     assert smb["customers"].tolist() == [1, 1, 1]
     assert smb["retained"].tolist() == [1, 1, 1]
+
+
+def test_results_agree_across_databases(make_db) -> None:
+    year = Filters("2023-01-01", "2025-01-01")
+
+    def compute(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+        return {
+            "revenue": revenue(engine, year, "month"),
+            "active_customers": active_customers(engine, year, "quarter"),
+            "revenue_retention": revenue_retention(engine, year, "month"),
+            "cohort_retention": cohort_retention(engine, year, as_of=ts("2024-04-15")),
+        }
+
+    assert_databases_agree(make_db, [BASE, {"payments": PAYMENTS, "subscriptions": SUBSCRIPTIONS}], compute)
