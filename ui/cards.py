@@ -152,7 +152,7 @@ def kpi_card(
             title,
             fmt_value(value, unit),
             delta=fmt_delta(delta, unit) or None,
-            delta_color="normal" if higher_is_better else "inverse",
+            delta_color="off" if delta == 0 else ("normal" if higher_is_better else "inverse"),
             help=str(entry.definition) if entry else None,
             chart_data=sparkline if sparkline and len(sparkline) > 1 else None,
             chart_type="line",

@@ -4,8 +4,10 @@ selection, and its drill-downs list exactly the records ``kpis`` returns."""
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -51,7 +53,7 @@ def test_empty_selection_shows_no_data_not_a_traceback(app, demo_engine, page):
 
 def test_sales_pipeline_draws_every_section(app):
     at = app("pages/1_Sales_pipeline.py").run()
-    headers = [h.value for h in at.header]
+    headers = [h.value for h in at.main.header]
     assert headers == [
         "Funnel",
         "Win rate and lead conversion",
@@ -62,13 +64,24 @@ def test_sales_pipeline_draws_every_section(app):
     assert _charts(at) >= 7  # funnel, win-rate trend, by group, cycle, stages, pipeline, aging
 
 
-def test_funnel_toggle_and_breakdown(app):
+def test_funnel_toggle_and_breakdown_show_kpis_numbers(app, demo_engine, default_filters):
+    funnel = kpis.funnel(demo_engine, default_filters)
     at = app("pages/1_Sales_pipeline.py").run()
+    shown = _figure(at, "Pipeline funnel")["data"][0]
+    assert _array(shown["x"]) == funnel["reached_in_order"].tolist()
     at.segmented_control(key="funnel_counting").set_value("any").run()
     assert not at.exception
+    shown = _figure(at, "any stage reached")["data"][0]
+    assert _array(shown["x"]) == funnel["reached_any"].tolist()
+    assert funnel["reached_any"].tolist() != funnel["reached_in_order"].tolist()  # skipped stages exist
+
     at.selectbox(key="win_rate_by").set_value("lead_source").run()
     assert not at.exception
-    assert any("lead source" in (m.value or "").lower() for m in at.markdown) or _charts(at) >= 7
+    expected = kpis.win_rate_by(demo_engine, default_filters, "lead_source")
+    bars = _figure(at, "by lead source")["data"]
+    assert _array(bars[0]["x"]) == expected["group"].astype(str).tolist()
+    assert _array(bars[0]["y"]) == pytest.approx(expected["win_rate"].tolist(), nan_ok=True)
+    assert _array(bars[1]["y"]) == pytest.approx(expected["lead_conversion"].tolist(), nan_ok=True)
 
 
 def _figure(at, title_part: str) -> dict:
@@ -79,6 +92,13 @@ def _figure(at, title_part: str) -> dict:
         if title_part in title:
             return spec
     raise AssertionError(f"no chart titled like {title_part!r}")
+
+
+def _array(value) -> list:
+    """A Plotly JSON array: a plain list, or plotly's base64 typed array ``{dtype, bdata}``."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).tolist()
+    return list(value)
 
 
 def test_stuck_deals_drill_down_lists_kpis_records(app, demo_engine, default_filters):
@@ -108,7 +128,7 @@ def test_churn_by_dimension_matches_kpis(app, demo_engine, default_filters):
     expected = kpis.churn_by(demo_engine, default_filters, "company_size")
     assert len(expected) > 0
     bars = _figure(at, "by company size")["data"][0]
-    shown = dict(zip(bars["y"], bars["x"], strict=True))
+    shown = dict(zip(_array(bars["y"]), _array(bars["x"]), strict=True))
     assert shown == pytest.approx(dict(zip(expected["group"], expected["churn_rate"], strict=True)))
 
 
