@@ -1,0 +1,186 @@
+"""export_bundle writes the bundle format; export -> import into an empty database -> identical tables."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from crm_data import schema
+from crm_data.export import export_bundle
+from crm_data.importing import import_paths
+from tests.crm_data.test_importing import snapshot, write_bundle
+
+#: Every canonical table, with awkward values: quotes, commas and a line break in text,
+#: unicode, sub-second timestamps, offsets, floats that need 17 digits, refunds, NULLs.
+FULL_BUNDLE = {
+    "users": """
+        user_id,name,team,department,manager_id,region
+        U1,Ann Lee,East,Sales,,EMEA
+        U2,"Bob ""the builder"" Ruiz",East,Sales,U1,EMEA
+        """,
+    "products": """
+        product_id,name,family,list_price
+        P1,Widget,Core,99.9
+        P2,Gadget,,0.30000000000000004
+        """,
+    "accounts": """
+        account_id,name,segment,industry,company_size,region,country,city,acquisition_channel,owner_id,created_at
+        A1,"Acme, Inc.",SMB,Retail,11-50,EMEA,DE,Köln,Referral,U1,2023-01-05T08:00:00Z
+        A2,Globex,Enterprise,,,NA,US,,Web,U2,2023-02-01 10:15:30.250000
+        """,
+    "contacts": """
+        contact_id,account_id,name,email,phone,role,created_at
+        C1,A1,Zoë Ñandú,zoe@acme.test,+49 221 1,CEO,2023-01-06T00:00:00+01:00
+        C2,,,,,,
+        """,
+    "subscriptions": """
+        subscription_id,account_id,product_id,mrr,started_at,ended_at,end_reason
+        S1,A1,P1,49.5,2023-01-05,2024-01-05,price
+        S2,A2,P2,1200,2023-02-01,,
+        """,
+    "pipeline_stages": """
+        stage,position,probability,is_closed,is_won
+        Lead,1,0.1,false,false
+        Closed Won,2,1,true,true
+        Closed Lost,3,0,true,FALSE
+        """,
+    "deals": """
+        deal_id,account_id,owner_id,product_id,name,amount,lead_source,created_at,closed_at,status,lost_reason
+        D1,A1,U1,P1,First,1000.25,Web,2023-03-01,2023-04-01T12:00:00Z,won,
+        D2,A2,U2,,Second,,Event,2023-05-01,,open,
+        """,
+    "deal_stage_history": """
+        deal_id,stage,entered_at
+        D1,Lead,2023-03-01
+        D1,Closed Won,2023-04-01T12:00:00Z
+        D2,Lead,2023-05-01T00:00:00.000001Z
+        """,
+    "tickets": """
+        ticket_id,account_id,product_id,channel,category,priority,opened_at,first_response_at,resolved_at,contacts_until_resolved
+        T1,A1,P1,email,defect,high,2023-06-01T09:00:00Z,2023-06-01T10:00:00Z,2023-06-02,1
+        T2,A2,,,question,,2023-06-03,,,
+        """,
+    "interactions": """
+        interaction_id,account_id,contact_id,user_id,channel,direction,occurred_at,deal_id,ticket_id,campaign_id
+        I1,A1,C1,U1,email,outbound,2023-03-02T08:00:00Z,D1,,M1
+        I2,,,,web,,2023-06-01,,T1,
+        """,
+    "survey_responses": """
+        response_id,account_id,contact_id,survey,touchpoint,score,comment,responded_at,ticket_id
+        R1,A1,C1,nps,support,9,"Fast, friendly
+        and ""great"" indeed",2023-06-02,T1
+        R2,A2,,ces,website_visit,6.5,,2023-07-01T00:00:00Z,
+        """,
+    "campaigns": """
+        campaign_id,name,channel,objective,started_on,ended_on,cost
+        M1,Spring,email,acquisition,2023-03-01,2023-03-31,1500
+        M2,Loyal,,retention,,,
+        """,
+    "campaign_responses": """
+        campaign_id,account_id,contact_id,sent_at,opened_at,clicked_at,converted_at
+        M1,A1,C1,2023-03-01T09:00:00Z,2023-03-01T10:00:00Z,,
+        M1,A2,,2023-03-01T09:00:00Z,,,
+        M2,,,,,,
+        """,
+    "web_traffic": """
+        date,source,sessions,pageviews,impressions,clicks,signups
+        2023-03-01,google,100,250,5000,120,3
+        2023-03-01,direct,40,,,,
+        """,
+    "social_media": """
+        date,platform,followers,impressions,engagements,mentions
+        2023-03-01,linkedin,1500,9000,300,4
+        """,
+    "payments": """
+        payment_id,account_id,paid_at,amount
+        Y1,A1,2023-01-05,49.5
+        Y2,A1,2023-02-05,-49.5
+        """,
+    "costs": """
+        cost_id,incurred_on,category,purpose,account_id,amount
+        K1,2023-03-01,marketing,acquisition,,1500
+        K2,2023-03-15,loyalty,retention,A1,25.75
+        """,
+}
+
+
+def test_the_bundle_covers_every_table() -> None:
+    assert set(FULL_BUNDLE) == set(schema.TABLE_NAMES)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql", "sqlite"])
+def test_export_then_import_gives_identical_tables(make_db, tmp_path: Path, kind: str) -> None:
+    source = make_db(kind)
+    assert import_paths(source, [write_bundle(tmp_path / "in", FULL_BUNDLE)]).ok
+
+    counts = export_bundle(source, tmp_path / "out")
+    assert counts == {name: len(rows) for name, rows in snapshot(source).items()}
+    assert counts["campaign_responses"] == 3 and counts["deal_stage_history"] == 3
+
+    target = make_db(kind, create=False)
+    report = import_paths(target, [tmp_path / "out"])
+    assert report.ok, report.render()
+    assert report.warnings == []
+    assert snapshot(target) == snapshot(source)
+    # exporting the copy gives the same files, byte for byte
+    export_bundle(target, tmp_path / "again")
+    for name in schema.TABLE_NAMES:
+        assert (tmp_path / "again" / f"{name}.csv").read_bytes() == (
+            tmp_path / "out" / f"{name}.csv"
+        ).read_bytes()
+
+
+def test_exported_values_are_in_the_bundle_format(make_db, tmp_path: Path) -> None:
+    engine = make_db("duckdb")
+    assert import_paths(engine, [write_bundle(tmp_path / "in", FULL_BUNDLE)]).ok
+    export_bundle(engine, tmp_path / "out")
+    out = tmp_path / "out"
+    assert (out / "accounts.csv").read_text().splitlines() == [
+        "account_id,name,segment,industry,company_size,region,country,city,acquisition_channel,owner_id,created_at",
+        'A1,"Acme, Inc.",SMB,Retail,11-50,EMEA,DE,Köln,Referral,U1,2023-01-05T08:00:00Z',
+        "A2,Globex,Enterprise,,,NA,US,,Web,U2,2023-02-01T10:15:30.250000Z",
+    ]
+    assert (out / "pipeline_stages.csv").read_text().splitlines()[1:] == [
+        "Closed Lost,3,0.0,true,false",
+        "Closed Won,2,1.0,true,true",
+        "Lead,1,0.1,false,false",
+    ]
+    assert (out / "contacts.csv").read_text().splitlines()[1] == (
+        "C1,A1,Zoë Ñandú,zoe@acme.test,+49 221 1,CEO,2023-01-05T23:00:00Z"  # +01:00 -> UTC
+    )
+    assert (out / "web_traffic.csv").read_text().splitlines()[1:] == [
+        "2023-03-01,direct,40,,,,",
+        "2023-03-01,google,100,250,5000,120,3",
+    ]
+    assert (out / "products.csv").read_text().splitlines()[2] == "P2,Gadget,,0.30000000000000004"
+    assert (out / "users.csv").read_text().splitlines()[
+        2
+    ] == 'U2,"Bob ""the builder"" Ruiz",East,Sales,U1,EMEA'
+
+
+def test_empty_database_exports_headers_only(make_db, tmp_path: Path) -> None:
+    engine = make_db("sqlite")
+    counts = export_bundle(engine, tmp_path / "out")
+    assert set(counts) == set(schema.TABLE_NAMES) and not any(counts.values())
+    assert (tmp_path / "out" / "payments.csv").read_text() == "payment_id,account_id,paid_at,amount\n"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("crm_data.demo") is None, reason="crm_data.demo not available yet"
+)
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql"])
+def test_demo_data_round_trip(make_db, tmp_path: Path, kind: str) -> None:
+    from crm_data.demo import generate
+
+    source = make_db(kind)
+    generate(source, accounts=150, progress=False)
+    counts = export_bundle(source, tmp_path / "out")
+    assert all(counts[name] > 0 for name in schema.TABLE_NAMES), counts
+
+    target = make_db(kind, create=False)
+    report = import_paths(target, [tmp_path / "out"])
+    assert report.ok, report.render()
+    assert report.rows == {name: counts[name] for name in schema.TABLE_NAMES if name in report.rows}
+    assert snapshot(target) == snapshot(source)
