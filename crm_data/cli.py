@@ -39,9 +39,13 @@ def main(argv: list[str] | None = None) -> int:
             from crm_data.demo import generate
 
             engine = make_engine(url)
-            connect_checked(engine).close()  # fail fast (exit 2) while another process holds the DuckDB file
-            started = time.perf_counter()
-            counts = generate(engine, accounts=args.accounts, seed=args.seed, progress=not args.quiet)
+            try:
+                # fail fast (exit 2) while another process holds the DuckDB file
+                connect_checked(engine).close()
+                started = time.perf_counter()
+                counts = generate(engine, accounts=args.accounts, seed=args.seed, progress=not args.quiet)
+            finally:
+                engine.dispose()  # release the DuckDB file
             took = time.perf_counter() - started
             print(f"demo data written to {url} in {took:.1f} s:")
             for table, rows in counts.items():
@@ -50,15 +54,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "import":
             from crm_data.importing import import_paths
 
-            report = import_paths(make_engine(url), args.paths, mapping=args.mapping)
+            engine = make_engine(url)
+            try:
+                report = import_paths(engine, args.paths, mapping=args.mapping)
+            finally:
+                engine.dispose()
             print(report.render(), file=sys.stdout if report.ok else sys.stderr)
             return 0 if report.ok else 1
         if args.command == "check":
             from crm_data.quality import check_database
 
             # read-only: works beside the (read-only) dashboard on the same DuckDB file
-            with connect_checked(make_engine(url, read_only=True)) as conn:
-                report = check_database(conn, stale_days=args.stale_days)
+            engine = make_engine(url, read_only=True)
+            try:
+                with connect_checked(engine) as conn:
+                    report = check_database(conn, stale_days=args.stale_days)
+            finally:
+                engine.dispose()
             print(report.render())
             return 0
     except (DatabaseBusyError, FileNotFoundError) as error:

@@ -1,0 +1,128 @@
+"""``python -m crm_data import | check | demo``: exit codes 0 (ok), 1 (invalid input), 2 (busy file).
+
+The busy cases hold the DuckDB file open in another process, like the dashboard does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from crm_data.cli import main
+from crm_data.engines import make_engine
+from tests.conftest import ROOT
+from tests.crm_data.test_importing import snapshot, write_bundle
+
+GOOD = {"accounts": "account_id,name,created_at\nA1,Acme Inc,2024-03-01\nA2,ACME inc.,2024-03-02\n"}
+BAD = {"deals": "deal_id,account_id,created_at,status\nD1,A9,2024-03-01,open\n"}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crm_data", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def duckdb_url(tmp_path: Path) -> str:
+    return f"duckdb:///{tmp_path / 'crm.duckdb'}"
+
+
+def test_import_ok_then_invalid(duckdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_bundle(tmp_path / "good", GOOD)
+    assert main(["import", str(good), "--url", duckdb_url]) == 0
+    assert "accounts                        2            2" in capsys.readouterr().out
+    engine = make_engine(duckdb_url)
+    before = snapshot(engine)
+    engine.dispose()
+
+    bad = write_bundle(tmp_path / "bad", BAD)
+    assert main(["import", str(bad), "--url", duckdb_url]) == 1
+    err = capsys.readouterr().err
+    assert "deals.csv:2:account_id: 'A9' is not in accounts.account_id" in err
+    assert "nothing was imported" in err
+    engine = make_engine(duckdb_url)
+    assert snapshot(engine) == before
+    engine.dispose()
+
+
+def test_check_prints_the_report(duckdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", str(write_bundle(tmp_path / "good", GOOD)), "--url", duckdb_url]) == 0
+    capsys.readouterr()
+    assert main(["check", "--url", duckdb_url, "--stale-days", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "[!] Duplicate accounts: 2" in out
+    assert "open deals are stale after 30 days" in out
+
+
+def test_check_of_a_missing_database_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--url", f"duckdb:///{tmp_path / 'none.duckdb'}"]) == 2
+    assert "no database at" in capsys.readouterr().err
+
+
+@pytest.fixture
+def held_open(duckdb_url: str, tmp_path: Path) -> Iterator[str]:
+    """The DuckDB file with GOOD imported, held open read-only by another process (like the dashboard)."""
+    engine = make_engine(duckdb_url)
+    assert main(["import", str(write_bundle(tmp_path / "good", GOOD)), "--url", duckdb_url]) == 0
+    engine.dispose()
+    path = sa.make_url(duckdb_url).database
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time\n"
+            f"c = duckdb.connect({path!r}, read_only=True)\n"
+            "c.execute('select count(*) from accounts').fetchall()\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        yield duckdb_url
+    finally:
+        holder.communicate(input="", timeout=30)  # closing stdin ends the holder
+
+
+def test_import_while_the_file_is_held_exits_2(held_open: str, tmp_path: Path) -> None:
+    changed = write_bundle(
+        tmp_path / "changed", {"accounts": "account_id,name,created_at\nA1,Renamed,2024-03-01\n"}
+    )
+    result = run_cli("import", str(changed), "--url", held_open)
+    assert result.returncode == 2, result.stderr
+    assert "is open in another process" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_while_the_file_is_held_exits_2(held_open: str) -> None:
+    result = run_cli("demo", "--url", held_open, "--accounts", "50", "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert "is open in another process" in result.stderr
+
+
+def test_check_works_beside_a_read_only_dashboard(held_open: str) -> None:
+    result = run_cli("check", "--url", held_open)
+    assert result.returncode == 0, result.stderr
+    assert "[!] Duplicate accounts: 2" in result.stdout
+
+
+def test_busy_file_is_left_intact(held_open: str, tmp_path: Path) -> None:
+    run_cli(
+        "import", str(write_bundle(tmp_path / "x", {"users": "user_id,name\nU1,Ann\n"})), "--url", held_open
+    )
+    engine = make_engine(held_open, read_only=True)
+    try:
+        rows = snapshot(engine)
+    finally:
+        engine.dispose()
+    assert rows["users"] == []
+    assert [r[:2] for r in rows["accounts"]] == [("A1", "Acme Inc"), ("A2", "ACME inc.")]
