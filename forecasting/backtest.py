@@ -41,6 +41,7 @@ import pandas as pd
 from forecasting.models import REGISTRY, ForecastModel
 from forecasting.models.base import MIN_SEASONAL_POINTS
 from forecasting.models.seasonal_naive import in_sample_mae
+from forecasting.threads import single_threaded_blas
 
 MAX_HORIZON = 12
 MAX_FOLDS = 12
@@ -110,8 +111,20 @@ def backtest(
 ) -> BacktestResult:
     """Rolling-origin backtest of ``model`` on ``series`` (consecutive months, no gaps; see
     the module docstring for the plan and the metrics). Raises ``ValueError`` when the series
-    is too short for one fold or the model cannot be fitted to the first training window."""
-    y = np.asarray(series, dtype=float)
+    is too short for one fold or the model cannot be fitted to the first training window.
+    BLAS runs single-threaded meanwhile (``forecasting.threads``)."""
+    with single_threaded_blas():
+        return _backtest(np.asarray(series, dtype=float), model, horizon, folds, refit, plan)
+
+
+def _backtest(
+    y: np.ndarray,
+    model: str | ForecastModel,
+    horizon: int,
+    folds: int,
+    refit: bool,
+    plan: BacktestPlan | None,
+) -> BacktestResult:
     if isinstance(model, str):
         model = REGISTRY[model]
     plan = plan or backtest_plan(len(y), horizon, folds)

@@ -164,7 +164,7 @@ def _forecast_frame(history: pd.Series, prediction: Prediction) -> pd.DataFrame:
     )
 
 
-def _choose(results: dict[str, BacktestResult], notes: list[str]) -> tuple[str, str]:
+def choose_model(results: dict[str, BacktestResult], notes: list[str]) -> tuple[str, str]:
     """(model name, metric used) by the rule in the module docstring."""
     for metric in ("mase", "mae"):
         scores = {name: r.metrics[metric] for name, r in results.items() if math.isfinite(r.metrics[metric])}
@@ -271,7 +271,7 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
                         f"{DISPLAY_NAMES[candidate.name]} failed in the backtest and was left out: {error}"
                     )
 
-    chosen, metric = _choose(results, notes) if results else ("seasonal_naive", "")
+    chosen, metric = choose_model(results, notes) if results else ("seasonal_naive", "")
     forced = model is not None
     if forced:
         if model in (m.name for m in candidates) and REGISTRY[model].applicable(y):
