@@ -1,0 +1,143 @@
+"""AppTest of pages/8_Import.py: upload exports, preview, import, and the refusals
+(invalid files, an external database, a locked DuckDB file)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from crm_data import schema
+from crm_data.engines import make_engine
+
+from .conftest import APP_TIMEOUT, PROJECT_ROOT
+
+PAGE = str(PROJECT_ROOT / "pages" / "8_Import.py")
+HUBSPOT = PROJECT_ROOT / "tests" / "crm_data" / "mappings" / "samples" / "hubspot"
+
+
+@pytest.fixture
+def target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """CRM_DATABASE_URL -> a DuckDB file that does not exist yet; clean Streamlit caches."""
+    url = f"duckdb:///{tmp_path / 'imported.duckdb'}"
+    monkeypatch.setenv("CRM_DATABASE_URL", url)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield url
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def _uploads(folder: Path, replace: tuple[bytes, bytes] | None = None) -> list[tuple[str, bytes, str]]:
+    files = []
+    for path in sorted(folder.iterdir()):
+        content = path.read_bytes()
+        if replace and "tickets" in path.name:
+            content = content.replace(*replace)
+        files.append((path.name, content, "text/csv"))
+    return files
+
+
+def _page(mapping: str, files: list[tuple[str, bytes, str]]) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=APP_TIMEOUT).run()
+    assert not at.exception
+    at.selectbox(key="import_mapping").set_value(mapping).run()
+    at.file_uploader(key="import_files").set_value(files).run()
+    assert not at.exception
+    return at
+
+
+def _count(url: str, table: sa.Table) -> int:
+    engine = make_engine(url, read_only=True)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_preview_then_import_into_a_new_database(target: str) -> None:
+    at = _page("hubspot", _uploads(HUBSPOT))
+    preview = at.dataframe[0].value.set_index("table")
+    assert preview.loc["deals", "rows"] == 6
+    assert preview.loc["deal_stage_history", "rows"] == 24
+    assert [s.value for s in at.success] == ["The files are valid."]
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    assert any("Imported in" in s.value for s in at.success)
+    written = at.dataframe[-1].value.set_index("table")
+    assert written.loc["deals", "inserted or changed"] == 6
+    assert _count(target, schema.deals) == 6
+    assert _count(target, schema.survey_responses) == 5
+    # the next run sees the data: the filter bar is drawn from the new database
+    at.run()
+    assert not at.exception
+    assert len(at.sidebar.multiselect) > 0
+
+
+def test_invalid_files_show_file_line_and_column_and_cannot_be_imported(target: str) -> None:
+    at = _page("hubspot", _uploads(HUBSPOT, replace=(b"2024-04-02 10:20", b"04/31/2024 10:20")))
+    issues = at.dataframe[1].value
+    assert issues[["file", "line", "column"]].values.tolist() == [
+        ["hubspot-crm-exports-all-tickets-2024-06-30.csv", 5, "opened_at"]
+    ]
+    assert "1 error(s)" in at.error[0].value
+    assert not [b for b in at.button if b.key == "import_go"]
+    assert not Path(sa.make_url(target).database).exists()
+
+
+def test_unknown_files_for_a_mapping_are_named(target: str) -> None:
+    at = _page("salesforce", _uploads(HUBSPOT)[:1])
+    problem = at.dataframe[0].value.loc[0, "problem"]
+    assert (
+        "hubspot-crm-exports-all-companies-2024-06-30.csv: not an export this mapping (salesforce) knows"
+        in problem
+    )
+
+
+def test_external_database_offers_only_the_preview_and_the_command(
+    monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    monkeypatch.setenv("CRM_DATABASE_URL", "postgresql+psycopg://analyst:secret@127.0.0.1:1/crm")
+    at = _page("hubspot", _uploads(HUBSPOT))
+    assert at.dataframe[0].value.set_index("table").loc["deals", "rows"] == 6
+    assert any("external database" in i.value for i in at.info)
+    command = at.code[0].value
+    assert command.startswith("python -m crm_data import ") and "--mapping hubspot" in command
+    assert "secret" not in command and "***" in command
+    assert not [b for b in at.button if b.key == "import_go"]
+
+
+def test_a_locked_duckdb_file_is_reported(target: str) -> None:
+    path = sa.make_url(target).database
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({path!r}); print('ready', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        at = _page("hubspot", _uploads(HUBSPOT))
+        at.button(key="import_go").click().run()
+        assert not at.exception
+        assert "is locked by another process" in at.error[0].value
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.2)
+    engine = make_engine(target, read_only=True)
+    try:
+        assert "deals" not in sa.inspect(engine).get_table_names()  # nothing was written
+    finally:
+        engine.dispose()
