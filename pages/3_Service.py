@@ -1,0 +1,190 @@
+"""Service: first-contact resolution, ticket volumes, resolution times and complaint spikes.
+
+Thin page: the numbers come from ``kpis`` (through the cache in ``ui.data``); this script only
+draws them. Every chart has its definition and exports (PNG / SVG / PDF / HTML / CSV / XLSX).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import kpis
+from charts import figures
+from charts.theme import BAD, NEUTRAL, PALETTE, axis_format
+from ui.cards import docstring_definition
+from ui.data import kpi
+from ui.filters import View, global_filters
+from ui.report import PageReport, is_empty, no_data
+
+st.set_page_config(page_title="CRM Insights — Service", page_icon=":material/support_agent:", layout="wide")
+view = global_filters()
+report = PageReport("Service", view)
+
+BREAKDOWNS = {"category": "Category", "product": "Product", "channel": "Channel", "priority": "Priority"}
+
+
+def period_axis(fig: go.Figure, freq: str) -> None:
+    fig.update_xaxes(tickformat=figures.PERIOD_HOVER[freq], hoverformat=figures.PERIOD_HOVER[freq])
+
+
+def service_level(view: View) -> None:
+    fcr = kpi(kpis.first_contact_resolution, view)
+    st.subheader("First-contact resolution")
+    if is_empty(fcr, ["resolved"]):
+        no_data("No resolved tickets in this selection.")
+        return
+    fig = figures.trend(
+        fcr,
+        ["fcr_rate"],
+        "ratio",
+        view.freq,
+        names=["First-contact resolution"],
+        interval=("ci_low", "ci_high"),
+    )
+    low = fcr["low_sample"].fillna(False).astype(bool)
+    fig.update_traces(
+        marker={"symbol": ["circle-open" if flag else "circle" for flag in low], "size": 9},
+        selector={"name": "First-contact resolution"},
+    )
+    report.chart(fig, fcr, "First-contact resolution per period", kpi_key="first_contact_resolution")
+    if "low_sample" in fcr and fcr["low_sample"].fillna(False).astype(bool).any():
+        st.caption("Hollow markers: fewer than 30 resolved tickets in the period — read with care.")
+
+
+def ticket_volumes(view: View) -> None:
+    st.subheader("Tickets")
+    by = st.radio(
+        "Group tickets by",
+        list(BREAKDOWNS),
+        format_func=BREAKDOWNS.__getitem__,
+        horizontal=True,
+        key="service_breakdown",
+    )
+    tickets = kpi(kpis.ticket_breakdown, view, by=by)
+    if is_empty(tickets, ["tickets"]):
+        no_data("No tickets opened in this selection.")
+        return
+    fig = go.Figure()
+    for index, (group, rows) in enumerate(tickets.groupby("group", sort=True)):
+        fig.add_trace(
+            go.Bar(x=rows["period"], y=rows["tickets"], name=str(group), marker_color=PALETTE[index % 8])
+        )
+    fig.update_layout(barmode="stack")
+    fig.update_yaxes(**axis_format("count"), title_text="tickets")
+    period_axis(fig, view.freq)
+    report.chart(
+        fig,
+        tickets,
+        f"Tickets by {BREAKDOWNS[by].lower()}",
+        definition=docstring_definition(kpis.ticket_breakdown),
+    )
+
+
+def resolution_speed(view: View) -> None:
+    st.subheader("Resolution times")
+    times = kpi(kpis.resolution_times, view)
+    if is_empty(times, ["resolved"]):
+        no_data("No resolved tickets in this selection.")
+        return
+    fig = go.Figure()
+    series = [
+        ("median_hours_to_resolve", "Median hours to resolve", PALETTE[0], "solid"),
+        ("p90_hours_to_resolve", "90th percentile hours to resolve", PALETTE[0], "dash"),
+        ("median_hours_to_first_response", "Median hours to first response", PALETTE[1], "solid"),
+    ]
+    for column, name, colour, dash in series:
+        fig.add_trace(
+            go.Scatter(
+                x=times["period"],
+                y=times[column],
+                name=name,
+                mode="lines+markers",
+                line={"color": colour, "dash": dash},
+            )
+        )
+    fig.update_yaxes(title_text="hours", tickformat=",.0f", hoverformat=",.1f", rangemode="tozero")
+    period_axis(fig, view.freq)
+    report.chart(
+        fig,
+        times,
+        "Resolution times",
+        definition=docstring_definition(kpis.resolution_times),
+    )
+
+
+def complaint_spikes(view: View) -> None:
+    st.subheader("Complaint spikes for production")
+    spikes = kpi(kpis.complaint_spikes, view)
+    if is_empty(spikes):
+        no_data("No complaint tickets in this selection.")
+        return
+    flagged = spikes[spikes["is_spike"].fillna(False).astype(bool)]
+    evidence = flagged[["product_name", "week", "observed", "expected", "p_value"]].assign(
+        week=pd.to_datetime(flagged["week"]).dt.date
+    )
+    evidence = evidence.rename(
+        columns={
+            "product_name": "Product",
+            "week": "Week starting",
+            "observed": "Complaints observed",
+            "expected": "Complaints expected",
+            "p_value": "p-value",
+        }
+    )
+    if flagged.empty:
+        st.success("No product had a complaint spike in this selection.", icon=":material/check_circle:")
+    else:
+        products = flagged["product_name"].nunique()
+        st.warning(
+            f"{len(flagged)} week(s) with a complaint spike across {products} product(s): "
+            "worth a look by production.",
+            icon=":material/report:",
+        )
+        report.table(
+            evidence.sort_values(["Week starting", "Product"], ascending=[False, True]),
+            "Flagged weeks: the evidence",
+            caption="Observed complaints against the expected level for that product; small p-values are unlikely "
+            "to be chance.",
+        )
+
+    ranked = flagged["product_name"].value_counts().index.tolist() + sorted(
+        set(spikes["product_name"].dropna()) - set(flagged["product_name"])
+    )
+    if not ranked:
+        return
+    product = st.selectbox("Weekly complaints for product", ranked, key="service_spike_product")
+    weekly = spikes[spikes["product_name"] == product].sort_values("week")
+    spike_weeks = weekly["is_spike"].fillna(False).astype(bool)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=weekly["week"],
+            y=weekly["observed"],
+            name="Complaints observed",
+            marker_color=[BAD if flag else NEUTRAL for flag in spike_weeks],
+            customdata=weekly["p_value"],
+            hovertemplate="%{y:,} complaints<br>p-value %{customdata:.4f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=weekly["week"], y=weekly["expected"], name="Expected", mode="lines", line={"color": PALETTE[0]}
+        )
+    )
+    fig.update_yaxes(**axis_format("count"), title_text="complaints per week", rangemode="tozero")
+    report.chart(
+        fig,
+        weekly[["product_id", "product_name", "week", "observed", "expected", "p_value", "is_spike"]],
+        f"Weekly complaints: {product}",
+        kpi_key="complaint_spikes",
+    )
+    st.caption("Red bars: weeks flagged as spikes.")
+
+
+service_level(view)
+ticket_volumes(view)
+resolution_speed(view)
+complaint_spikes(view)
+report.finish()
