@@ -1,0 +1,234 @@
+"""forecasting.pipeline: open deals × learnt stage win probability, placed in their expected
+close month — on a hand-written fixture, on DuckDB, SQLite and PostgreSQL.
+
+The fixture (Filters 2026-01-01 .. 2026-12-01, today 2026-11-30, so the months are
+2026-11, 2026-12, 2027-01):
+
+Stages: Lead (1, table probability 0.1), Qualified (2, 0.3), Proposal (3, 0.6),
+Negotiation (4, 0.8), Closed Won (5), Closed Lost (6).
+
+Closed learning deals (all closed in 2026, account A1 / SMB):
+* 10 won, W0..W9: created 2026-02-01 + i days; Lead at creation, Qualified +10 d,
+  Proposal +20 d, closed (Closed Won) at +30 + 2i days.
+* 30 lost, L0..L29: created 2026-03-01 + j days; Lead at creation, L0..L4 also Qualified
+  at +5 d; closed (Closed Lost) at +15 d.
+
+Win probability:
+* Lead: 40 closed deals passed through it (≥ 30) -> learnt 10 / 40 = 0.25;
+* Qualified: 10 won + 5 lost = 15 < 30 -> stage table 0.3;
+* Proposal: 10 < 30 -> 0.6; Negotiation: 0 -> 0.8.
+Median days from (last) entry to close among won deals:
+* Lead: 30 + 2i for i = 0..9 = 30..48 -> (38 + 40) / 2 = 39;
+* Qualified: 20..38 -> 29; Proposal: 10..28 -> 19;
+* Negotiation: no won deal passed through it -> median sales cycle = created -> closed of
+  won deals = 30..48 days -> 39.
+
+Open deals (amount; current stage entered; + median days = expected close; month):
+* O1 1000, Lead 2026-11-01 + 39 d = 2026-12-10 -> Dec; 1000 × 0.25 = 250
+* O2 2000, Lead 10-01 then Qualified 10-20 + 29 d = 11-18 -> Nov; 2000 × 0.3 = 600
+* O3 4000, Proposal 2026-09-01 + 19 d = 09-20: already past -> Nov; 4000 × 0.6 = 2400
+* O4 3000, Lead 10-01, Proposal 10-15, Qualified 11-01, Proposal again 11-10 (latest)
+  + 19 d = 11-29 -> Nov; 3000 × 0.6 = 1800
+* O5 5000, Negotiation 11-20 + 39 d = 12-29 -> Dec; 5000 × 0.8 = 4000 (account A2, Enterprise)
+* O6  500, no history: Lead since creation 11-14 + 39 d = 12-23 -> Dec; 500 × 0.25 = 125
+* O7 no amount, Lead 11-14 + 39 d = 12-23 -> Dec; counts 0
+* O8 1000, Negotiation 11-28 + 39 d = 2027-01-06 -> Jan; 1000 × 0.8 = 800
+By month: Nov = 600 + 2400 + 1800 = 4800 (3 deals); Dec = 250 + 4000 + 125 + 0 = 4375
+(4 deals); Jan = 800 (1 deal). Total 9975.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from crm_data import schema
+from forecasting import ForecastResult, combined_next_quarter, pipeline_forecast
+from forecasting.pipeline import COMBINED_RULE, PipelineForecast
+from kpis.filters import Filters
+
+FILTERS = Filters("2026-01-01", "2026-12-01")
+TODAY = dt.datetime(2026, 11, 30, 12, 0)
+
+
+def t(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def fixture_rows() -> dict[str, list[dict[str, object]]]:
+    accounts = [
+        {"account_id": "A1", "name": "Small Co", "segment": "SMB", "created_at": t("2025-01-01")},
+        {"account_id": "A2", "name": "Big Co", "segment": "Enterprise", "created_at": t("2025-01-01")},
+    ]
+    stages = [
+        {"stage": "Lead", "position": 1, "probability": 0.1, "is_closed": False, "is_won": False},
+        {"stage": "Qualified", "position": 2, "probability": 0.3, "is_closed": False, "is_won": False},
+        {"stage": "Proposal", "position": 3, "probability": 0.6, "is_closed": False, "is_won": False},
+        {"stage": "Negotiation", "position": 4, "probability": 0.8, "is_closed": False, "is_won": False},
+        {"stage": "Closed Won", "position": 5, "probability": 1.0, "is_closed": True, "is_won": True},
+        {"stage": "Closed Lost", "position": 6, "probability": 0.0, "is_closed": True, "is_won": False},
+    ]
+    deals: list[dict[str, object]] = []
+    history: list[dict[str, object]] = []
+    day = dt.timedelta(days=1)
+    for i in range(10):
+        created = t("2026-02-01") + i * day
+        closed = created + (30 + 2 * i) * day
+        deals.append(
+            {
+                "deal_id": f"W{i}",
+                "account_id": "A1",
+                "amount": 100.0,
+                "created_at": created,
+                "closed_at": closed,
+                "status": "won",
+            }
+        )
+        for stage, offset in (("Lead", 0), ("Qualified", 10), ("Proposal", 20)):
+            history.append({"deal_id": f"W{i}", "stage": stage, "entered_at": created + offset * day})
+        history.append({"deal_id": f"W{i}", "stage": "Closed Won", "entered_at": closed})
+    for j in range(30):
+        created = t("2026-03-01") + j * day
+        closed = created + 15 * day
+        deals.append(
+            {
+                "deal_id": f"L{j}",
+                "account_id": "A1",
+                "amount": 100.0,
+                "created_at": created,
+                "closed_at": closed,
+                "status": "lost",
+            }
+        )
+        history.append({"deal_id": f"L{j}", "stage": "Lead", "entered_at": created})
+        if j < 5:
+            history.append({"deal_id": f"L{j}", "stage": "Qualified", "entered_at": created + 5 * day})
+        history.append({"deal_id": f"L{j}", "stage": "Closed Lost", "entered_at": closed})
+    open_deals = [
+        ("O1", "A1", 1000.0, "2026-11-01", [("Lead", "2026-11-01")]),
+        ("O2", "A1", 2000.0, "2026-10-01", [("Lead", "2026-10-01"), ("Qualified", "2026-10-20")]),
+        ("O3", "A1", 4000.0, "2026-08-01", [("Lead", "2026-08-01"), ("Proposal", "2026-09-01")]),
+        (
+            "O4",
+            "A1",
+            3000.0,
+            "2026-10-01",
+            [
+                ("Lead", "2026-10-01"),
+                ("Proposal", "2026-10-15"),
+                ("Qualified", "2026-11-01"),
+                ("Proposal", "2026-11-10"),
+            ],
+        ),
+        ("O5", "A2", 5000.0, "2026-11-01", [("Lead", "2026-11-01"), ("Negotiation", "2026-11-20")]),
+        ("O6", "A1", 500.0, "2026-11-14", []),
+        ("O7", "A1", None, "2026-11-14", [("Lead", "2026-11-14")]),
+        ("O8", "A1", 1000.0, "2026-11-02", [("Lead", "2026-11-02"), ("Negotiation", "2026-11-28")]),
+    ]
+    for deal_id, account, amount, created, stages_entered in open_deals:
+        deals.append(
+            {
+                "deal_id": deal_id,
+                "account_id": account,
+                "amount": amount,
+                "created_at": t(created),
+                "closed_at": None,
+                "status": "open",
+            }
+        )
+        for stage, entered in stages_entered:
+            history.append({"deal_id": deal_id, "stage": stage, "entered_at": t(entered)})
+    return {"accounts": accounts, "pipeline_stages": stages, "deals": deals, "deal_stage_history": history}  # fmt: skip
+
+
+@pytest.fixture
+def engine(db: sa.Engine) -> sa.Engine:
+    with db.begin() as c:
+        for name, rows in fixture_rows().items():
+            c.execute(sa.insert(schema.metadata.tables[name]), rows)
+    return db
+
+
+def test_pipeline_by_month_and_stage(engine: sa.Engine) -> None:
+    pipe = pipeline_forecast(engine, FILTERS, months=3, today=TODAY)
+    by_month = pipe.by_month
+    assert list(by_month.columns) == ["period", "expected_revenue", "deals", "amount"]
+    assert [p.strftime("%Y-%m") for p in by_month["period"]] == ["2026-11", "2026-12", "2027-01"]
+    assert by_month["expected_revenue"].tolist() == pytest.approx([4800.0, 4375.0, 800.0])
+    assert by_month["deals"].tolist() == [3, 4, 1]
+    # unweighted: Nov 2000 + 4000 + 3000; Dec 1000 + 5000 + 500 + 0; Jan 1000
+    assert by_month["amount"].tolist() == pytest.approx([9000.0, 6500.0, 1000.0])
+
+    stages = pipe.by_stage.set_index("stage")
+    assert list(stages.index) == ["Lead", "Qualified", "Proposal", "Negotiation"]
+    assert stages["open_deals"].tolist() == [3, 1, 2, 2]  # Lead: O1, O6, O7
+    assert stages["win_probability"].tolist() == pytest.approx([0.25, 0.3, 0.6, 0.8])
+    assert stages["probability_source"].tolist() == ["history", "stage table", "stage table", "stage table"]
+    assert stages["closed_deals"].tolist() == [40, 15, 10, 0]
+    assert stages["median_days_to_close"].tolist() == pytest.approx([39.0, 29.0, 19.0, 39.0])
+    assert stages["days_source"].tolist() == ["history", "history", "history", "sales cycle median"]
+    # Lead 250 + 125; Qualified 600; Proposal 2400 + 1800; Negotiation 4000 + 800
+    assert stages["expected_revenue"].tolist() == pytest.approx([375.0, 600.0, 4200.0, 4800.0])
+    assert stages["expected_revenue"].sum() == pytest.approx(by_month["expected_revenue"].sum())
+
+    notes = " ".join(pipe.notes)
+    assert "1 open deal(s) were expected to have closed already" in notes  # O3
+    assert "1 open deal(s) have no stage history" in notes  # O6
+    assert "1 open deal(s) have no amount" in notes  # O7
+    assert "Fewer than 30 closed deals passed through Qualified, Proposal, Negotiation" in notes
+
+
+def test_one_month_leaves_later_deals_out(engine: sa.Engine) -> None:
+    pipe = pipeline_forecast(engine, FILTERS, months=1, today=TODAY)
+    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([4800.0])
+    stages = pipe.by_stage.set_index("stage")
+    # after November: Lead O1 250 + O6 125 (+ O7 0); Negotiation O5 4000 + O8 800
+    assert stages.at["Lead", "expected_revenue_later"] == pytest.approx(375.0)
+    assert stages.at["Negotiation", "expected_revenue_later"] == pytest.approx(4800.0)
+    assert any("5 open deal(s) are expected to close after 2026-11" in n for n in pipe.notes)
+
+
+def test_segment_filter_scopes_open_deals(engine: sa.Engine) -> None:
+    # SMB = A1: every learning deal stays, O5 (A2, Enterprise) leaves -> December loses 4000
+    pipe = pipeline_forecast(engine, FILTERS.replace(segments=("SMB",)), months=3, today=TODAY)
+    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([4800.0, 375.0, 800.0])
+
+
+def test_empty_database_gives_zeros_and_a_note(db: sa.Engine) -> None:
+    pipe = pipeline_forecast(db, FILTERS, months=2, today=TODAY)
+    assert pipe.by_month["expected_revenue"].tolist() == [0.0, 0.0]
+    assert pipe.by_stage.empty
+    assert "There are no open deals for this selection." in pipe.notes
+
+
+def _stat(means: list[float]) -> ForecastResult:
+    periods = pd.date_range("2026-11-01", periods=len(means), freq="MS")
+    frame = pd.DataFrame(
+        {"period": periods, "mean": means, "lo80": means, "hi80": means, "lo95": means, "hi95": means}
+    )
+    history = pd.Series(np.ones(3), pd.date_range("2026-08-01", periods=3, freq="MS"))
+    return ForecastResult("ets", frame, pd.DataFrame(), history, [], "", "ETS(A,N,N)")
+
+
+def _pipe(expected: list[float]) -> PipelineForecast:
+    by_month = pd.DataFrame(
+        {"period": pd.date_range("2026-11-01", periods=3, freq="MS"), "expected_revenue": expected,
+         "deals": [1, 1, 1], "amount": expected}
+    )  # fmt: skip
+    return PipelineForecast(by_month, pd.DataFrame(), [])
+
+
+def test_combined_next_quarter_takes_the_larger_part() -> None:
+    # statistical 3 × 3000 = 9000 < pipeline 4800 + 4375 + 800 = 9975 -> the pipeline is the floor
+    combined = combined_next_quarter(_stat([3000.0] * 12), _pipe([4800.0, 4375.0, 800.0]))
+    assert combined["component"].tolist() == ["statistical", "pipeline", "combined"]
+    assert combined["amount"].tolist() == pytest.approx([9000.0, 9975.0, 9975.0])
+    assert combined.loc[2, "detail"] == COMBINED_RULE
+    assert "2026-11 to 2027-01" in combined.loc[0, "detail"]
+    # statistical 3 × 5000 = 15000 > 9975 -> the statistical forecast stands
+    combined = combined_next_quarter(_stat([5000.0] * 12), _pipe([4800.0, 4375.0, 800.0]))
+    assert combined["amount"].tolist() == pytest.approx([15000.0, 9975.0, 15000.0])
