@@ -215,13 +215,16 @@ class Mapping:
         return result
 
     def _identify(self, path: Path) -> str | None:
-        header: list[str] | None = None
+        headers: dict[str | None, list[str]] = {}
         best: tuple[int, int, str] | None = None
         for spec in self.files.values():
             by_name = _matches(path.name, spec.patterns)
             if spec.header:
-                if header is None:
-                    header = read_header(path, spec.encodings or self.encodings)
+                if spec.delimiter not in headers:
+                    headers[spec.delimiter] = read_header(
+                        path, spec.encodings or self.encodings, spec.delimiter
+                    )
+                header = headers[spec.delimiter]
                 if not {h.casefold() for h in spec.header} <= {h.casefold() for h in header}:
                     continue
             elif not by_name:
@@ -263,7 +266,11 @@ class Mapping:
         if missing:
             raise MappingError("missing export(s): " + "; ".join(_describe(self.files[k]) for k in missing))
         if not matched.files:
-            raise MappingError(f"no {self.name} export among the given files")
+            expected = "; ".join(_describe(spec) for spec in self.files.values())
+            skipped = ", ".join(p.name for p in matched.ignored) or "none"
+            raise MappingError(
+                f"no {self.name} export among the given files (skipped: {skipped}). Expected: {expected}"
+            )
         frames: dict[Path, SourceFrame] = {}
         produced: list[Produced] = []
         for block in self.blocks:

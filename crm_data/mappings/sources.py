@@ -85,7 +85,9 @@ def read_text_table(
     return SourceFrame(path=path, frame=frame, lines=lines, encoding=encoding)
 
 
-def read_header(path: Path, encodings: tuple[str, ...] | list[str] = DEFAULT_ENCODINGS) -> list[str]:
+def read_header(
+    path: Path, encodings: tuple[str, ...] | list[str] = DEFAULT_ENCODINGS, delimiter: str | None = None
+) -> list[str]:
     """The column names of a delimited export (first non-blank record), or [] if unreadable."""
     try:
         with path.open("rb") as handle:
@@ -93,7 +95,8 @@ def read_header(path: Path, encodings: tuple[str, ...] | list[str] = DEFAULT_ENC
         text, _ = decode(head, encodings)
     except (OSError, MappingError):
         return []
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    if delimiter is None:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     for record in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
         if record and any(cell.strip() for cell in record):
             return [cell.strip() for cell in record]

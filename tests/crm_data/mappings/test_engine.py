@@ -259,3 +259,33 @@ def _engine(tmp_path: Path):
 def test_unknown_mapping_name() -> None:
     with pytest.raises(MappingError, match="unknown mapping 'nosuch'"):
         load_mapping("nosuch")
+
+
+def test_the_documented_example_works(tmp_path: Path, make_db) -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "mappings.md").read_text(encoding="utf-8")
+    toml_text = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "shop.toml").write_text(toml_text, encoding="utf-8")
+    (tmp_path / "customers.csv").write_text(
+        "Kunde;Name;Typ;Seit;Ort\n1001;Muster AG;B2B;15.01.2024 10:00;Bern\n"
+    )
+    (tmp_path / "orders.csv").write_text(
+        "Bestellung;Kunde;Datum;Betrag;Status\n"
+        "A-1;1001;03.02.2024 14:30;1'250,00;bezahlt\n"
+        "A-2;1001;10.03.2024 09:00;-80,00;Gutschrift\n"
+        "A-3;1001;11.03.2024 09:00;99,00;storniert\n"
+    )
+    engine = make_db("duckdb")
+    report = import_paths(
+        engine, [tmp_path / "customers.csv", tmp_path / "orders.csv"], mapping=str(tmp_path / "shop.toml")
+    )
+    assert report.ok, report.render()
+    assert report.rows == {"accounts": 1, "subscriptions": 1, "payments": 2}  # A-3 cancelled: skipped
+    import kpis
+    from kpis.revenue import revenue
+
+    per_year = revenue(engine, kpis.Filters("2024-01-01", "2025-01-01"), "year")
+    # 1'250,00 - 80,00 = 1170; Zurich 15.01.2024 10:00 (UTC+1) -> 09:00 UTC
+    assert (per_year.loc[0, "revenue"], per_year.loc[0, "refunds"]) == (1170.0, 80.0)
+    with engine.connect() as conn:
+        created = conn.exec_driver_sql("SELECT created_at FROM accounts").scalar_one()
+    assert str(created) == "2024-01-15 09:00:00"
