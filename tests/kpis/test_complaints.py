@@ -121,3 +121,28 @@ def test_results_agree_across_databases(make_db) -> None:
 
     tickets = BASELINE + SPIKE + NOT_COUNTED + NORMAL + NEW_PRODUCT
     assert_databases_agree(make_db, [BASE, {"tickets": tickets}], compute)
+
+
+MORE_KEYS = [
+    "revenue", "active_customers", "net_revenue_retention", "revenue_churn", "lead_conversion", "funnel",
+    "weighted_pipeline", "cohort_retention", "customer_profitability", "campaign_funnel", "web_ctr",
+    "social_engagement", "complaint_spikes",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", MORE_KEYS)
+def test_registry_entry_matches_its_function(key: str, make_db) -> None:
+    """The registry's definition of each more-KPI is its docstring's formula, word for word;
+    its value column is one the function returns (even on an empty database); its page exists."""
+    import inspect
+    from pathlib import Path
+
+    from kpis.registry import get
+
+    kpi = get(key)
+    words = " ".join(kpi.definition.split())
+    assert words in " ".join(inspect.getdoc(kpi.function).split())
+    kwargs = {"freq": "month"} if "freq" in inspect.signature(kpi.function).parameters else {}
+    frame = kpi.function(make_db("duckdb"), Filters("2024-01-01", "2024-04-01"), **kwargs)
+    assert kpi.value_column in frame.columns
+    assert (Path(__file__).resolve().parents[2] / kpi.page).is_file()
