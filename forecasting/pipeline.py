@@ -217,10 +217,211 @@ def _sales_cycle_median(c: sa.Connection, f: Filters) -> float:
     return float(value) if value is not None and not pd.isna(value) else math.nan
 
 
-def _days_source(learnt_median: float, cycle_median: float) -> str:
-    if pd.notna(learnt_median):
-        return "history"
-    return "sales cycle median" if math.isfinite(cycle_median) else "none (0 days)"
+@dataclass
+class _Learnt:
+    """What the closed history says, per stage and overall."""
+
+    stages: pd.DataFrame  # stage, position, probability (table), is_closed
+    per_stage: pd.DataFrame  # stage, closed_deals, won_deals, median_days
+    overall_win_rate: float
+    cycle_median: float
+
+    @property
+    def default_days(self) -> float:
+        return self.cycle_median if math.isfinite(self.cycle_median) else 0.0
+
+    @property
+    def first_stage(self) -> str | None:
+        open_stages = self.stages[~self.stages["is_closed"].fillna(False).astype(bool)]
+        return str(open_stages["stage"].iloc[0]) if len(open_stages) else None
+
+    def closed_deals(self, stage: str) -> int:
+        row = self.per_stage[self.per_stage["stage"] == stage]
+        return int(row["closed_deals"].iloc[0]) if len(row) else 0
+
+    def won_deals(self, stage: str) -> int:
+        row = self.per_stage[self.per_stage["stage"] == stage]
+        return int(row["won_deals"].iloc[0]) if len(row) else 0
+
+    def learnt_days(self, stage: str) -> float:
+        row = self.per_stage[self.per_stage["stage"] == stage]
+        return float(row["median_days"].iloc[0]) if len(row) else math.nan
+
+    def days_to_close(self, stage: str) -> float:
+        days = self.learnt_days(stage)
+        return days if math.isfinite(days) else self.default_days
+
+    def days_source(self, stage: str) -> str:
+        if math.isfinite(self.learnt_days(stage)):
+            return "history"
+        return "sales cycle median" if math.isfinite(self.cycle_median) else "none (0 days)"
+
+    def win_probability(self, stage: str) -> tuple[float, str]:
+        """(probability, source) by the fallback chain of the module docstring."""
+        closed, won = self.closed_deals(stage), self.won_deals(stage)
+        table = self.stages.loc[self.stages["stage"] == stage, "probability"]
+        fallback = float(table.iloc[0]) if len(table) else math.nan
+        if closed >= LOW_SAMPLE:
+            return won / closed, "history"
+        if math.isfinite(fallback):
+            return fallback, "stage table"
+        if closed:
+            return won / closed, "history (small sample)"
+        if math.isfinite(self.overall_win_rate):
+            return self.overall_win_rate, "overall win rate"
+        return 0.0, "none (no closed deals)"
+
+
+def _learn(c: sa.Connection, f: Filters, notes: list[str]) -> _Learnt:
+    table = schema.pipeline_stages
+    rows = c.execute(
+        sa.select(table.c.stage, table.c.position, table.c.probability, table.c.is_closed).order_by(
+            table.c.position
+        )
+    ).fetchall()
+    stages = pd.DataFrame(rows, columns=["stage", "position", "probability", "is_closed"])
+    stages["probability"] = pd.to_numeric(stages["probability"], errors="coerce").astype(float)
+    if (stages["probability"] > 1).any():
+        stages["probability"] = stages["probability"].where(
+            stages["probability"] <= 1, stages["probability"] / 100
+        )
+        notes.append("Stage probabilities above 1 were read as percentages.")
+    closed = _closed_deals(f)
+    closed_count, won_count = c.execute(
+        sa.select(sa.func.count(), sa.func.sum(sa.case((closed.c.status == "won", 1), else_=0))).select_from(
+            closed
+        )
+    ).one()
+    overall = (won_count or 0) / closed_count if closed_count else math.nan
+    return _Learnt(stages, _stage_history_stats(c, f), overall, _sales_cycle_median(c, f))
+
+
+def _place_open_deals(
+    c: sa.Connection, f: Filters, learnt: _Learnt, month_starts: list[dt.datetime]
+) -> pd.DataFrame:
+    """Open deals counted per (stage, bucket): deals, with_amount, amount, no_history."""
+    known = pd.concat([learnt.stages["stage"], learnt.per_stage["stage"]]).dropna().unique().tolist()
+    days_by_stage = {stage: learnt.days_to_close(stage) for stage in known}
+    current = _current_stages(f, learnt.first_stage)
+    bucket = _bucket(current.c.entered_at, current.c.stage, days_by_stage, learnt.default_days, month_starts)
+    placed = sa.select(
+        current.c.stage, current.c.amount, current.c.no_history, bucket.label("bucket")
+    ).subquery("placed")
+    grouped = sa.select(
+        placed.c.stage,
+        placed.c.bucket,
+        sa.func.count().label("deals"),
+        sa.func.count(placed.c.amount).label("with_amount"),
+        sa.func.coalesce(sa.func.sum(placed.c.amount), 0.0).label("amount"),
+        sa.func.sum(sa.case((placed.c.no_history, 1), else_=0)).label("no_history"),
+    ).group_by(placed.c.stage, placed.c.bucket)
+    cells = pd.DataFrame(
+        c.execute(grouped).fetchall(),
+        columns=["stage", "bucket", "deals", "with_amount", "amount", "no_history"],
+    )
+    cells["amount"] = cells["amount"].astype(float)
+    for column in ("bucket", "deals", "with_amount", "no_history"):
+        cells[column] = cells[column].fillna(0).astype(int)
+    return cells
+
+
+def _by_month(cells: pd.DataFrame, periods: list[pd.Timestamp]) -> pd.DataFrame:
+    window = cells[cells["bucket"] < len(periods)].assign(month=lambda x: x["bucket"].clip(lower=0))
+    totals = window.groupby("month").agg(
+        expected_revenue=("expected", "sum"), deals=("deals", "sum"), amount=("amount", "sum")
+    )
+    totals = totals.reindex(range(len(periods)), fill_value=0)
+    return pd.DataFrame(
+        {
+            "period": pd.DatetimeIndex(periods).astype("datetime64[ns]"),
+            "expected_revenue": totals["expected_revenue"].to_numpy(dtype=float),
+            "deals": totals["deals"].to_numpy(dtype=int),
+            "amount": totals["amount"].to_numpy(dtype=float),
+        }
+    )
+
+
+def _by_stage(cells: pd.DataFrame, learnt: _Learnt, months: int) -> pd.DataFrame:
+    open_stages = set(learnt.stages.loc[~learnt.stages["is_closed"].fillna(False).astype(bool), "stage"])
+    stages = dict.fromkeys([*learnt.stages["stage"], *cells["stage"].dropna()])
+    positions = dict(zip(learnt.stages["stage"], learnt.stages["position"], strict=True))
+    rows = []
+    for stage in stages:
+        mine = cells[cells["stage"] == stage]
+        if mine.empty and stage not in open_stages:
+            continue  # a closed stage without open deals
+        inside = mine[mine["bucket"] < months]
+        probability, source = learnt.win_probability(stage)
+        rows.append(
+            {
+                "stage": stage,
+                "open_deals": int(mine["deals"].sum()),
+                "win_probability": probability,
+                "expected_revenue": float(inside["expected"].sum()),
+                "position": positions.get(stage, math.nan),
+                "amount": float(mine["amount"].sum()),
+                "deals_in_window": int(inside["deals"].sum()),
+                "expected_revenue_later": float(mine.loc[mine["bucket"] >= months, "expected"].sum()),
+                "probability_source": source,
+                "closed_deals": learnt.closed_deals(stage),
+                "median_days_to_close": learnt.days_to_close(stage),
+                "days_source": learnt.days_source(stage),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=BY_STAGE_COLUMNS)
+    return frame.sort_values("position", na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _notes(
+    cells: pd.DataFrame, by_stage: pd.DataFrame, learnt: _Learnt, periods: list[pd.Timestamp]
+) -> list[str]:
+    notes: list[str] = []
+    total = int(cells["deals"].sum())
+    if total == 0:
+        return ["There are no open deals for this selection."]
+    fallback = by_stage.loc[by_stage["probability_source"] != "history", "stage"].tolist()
+    if fallback:
+        notes.append(
+            f"Fewer than {LOW_SAMPLE} closed deals passed through {', '.join(fallback)} in the date range: their "
+            "win probability comes from the stage table (or the fallback named in the table)."
+        )
+    overdue = int(cells.loc[cells["bucket"] == -1, "deals"].sum())
+    if overdue:
+        notes.append(
+            f"{overdue} open deal(s) were expected to have closed already; they are counted in the current month "
+            f"({periods[0]:%Y-%m})."
+        )
+    without_history = int(cells["no_history"].sum())
+    if without_history:
+        notes.append(
+            f"{without_history} open deal(s) have no stage history: they are placed in the first stage "
+            f"({learnt.first_stage}) since their creation."
+        )
+    closed_stages = set(learnt.stages.loc[learnt.stages["is_closed"].fillna(False).astype(bool), "stage"])
+    in_closed = int(cells.loc[cells["stage"].isin(closed_stages), "deals"].sum())
+    if in_closed:
+        notes.append(f"{in_closed} open deal(s) sit in a closed stage (status and stage history disagree).")
+    missing_amount = total - int(cells["with_amount"].sum())
+    if missing_amount:
+        notes.append(f"{missing_amount} open deal(s) have no amount and count as 0.")
+    days_fallback = by_stage.loc[
+        (by_stage["days_source"] != "history") & (by_stage["open_deals"] > 0), "stage"
+    ]
+    if len(days_fallback):
+        source = (
+            f"the median sales cycle ({learnt.cycle_median:.0f} days)"
+            if math.isfinite(learnt.cycle_median)
+            else "0 days (no won deal in the date range)"
+        )
+        notes.append(
+            f"No won deal passed through {', '.join(days_fallback)}: their time to close is {source}."
+        )
+    beyond = int(cells.loc[cells["bucket"] >= len(periods), "deals"].sum())
+    if beyond:
+        notes.append(
+            f"{beyond} open deal(s) are expected to close after {periods[-1]:%Y-%m} and are not in the months shown."
+        )
+    return notes
 
 
 def pipeline_forecast(
@@ -230,178 +431,17 @@ def pipeline_forecast(
     docstring). ``today`` defaults to now (UTC)."""
     months = max(1, int(months))
     now = today or _utc_now()
-    today_date = now.date() if isinstance(now, dt.datetime) else now
-    month_starts = _month_starts(today_date, months)
-    notes: list[str] = []
-    stages_table = schema.pipeline_stages
-    with connection(conn) as c:
-        stage_rows = c.execute(
-            sa.select(
-                stages_table.c.stage,
-                stages_table.c.position,
-                stages_table.c.probability,
-                stages_table.c.is_closed,
-            ).order_by(stages_table.c.position)
-        ).fetchall()
-        stages = pd.DataFrame(stage_rows, columns=["stage", "position", "probability", "is_closed"])
-        stages["probability"] = pd.to_numeric(stages["probability"], errors="coerce").astype(float)
-        if (stages["probability"] > 1).any():
-            stages["probability"] = stages["probability"].where(
-                stages["probability"] <= 1, stages["probability"] / 100
-            )
-            notes.append("Stage probabilities above 1 were read as percentages.")
-        open_stages = stages[~stages["is_closed"].fillna(False).astype(bool)]
-        first_stage = str(open_stages["stage"].iloc[0]) if len(open_stages) else None
-
-        learnt = _stage_history_stats(c, f)
-        closed = _closed_deals(f)
-        closed_count, won_count = c.execute(
-            sa.select(
-                sa.func.count(), sa.func.sum(sa.case((closed.c.status == "won", 1), else_=0))
-            ).select_from(closed)
-        ).one()
-        overall_win_rate = (won_count or 0) / closed_count if closed_count else math.nan
-        cycle_median = _sales_cycle_median(c, f)
-        default_days = cycle_median if math.isfinite(cycle_median) else 0.0
-
-        known = pd.concat([stages["stage"], learnt["stage"]]).dropna().unique().tolist()
-        learnt_days = dict(zip(learnt["stage"], learnt["median_days"], strict=True))
-        days_by_stage = {
-            stage: (
-                float(learnt_days[stage])
-                if stage in learnt_days and pd.notna(learnt_days[stage])
-                else default_days
-            )
-            for stage in known
-        }
-        current = _current_stages(f, first_stage)
-        bucket = _bucket(current.c.entered_at, current.c.stage, days_by_stage, default_days, month_starts)
-        placed = sa.select(
-            current.c.stage, current.c.amount, current.c.no_history, bucket.label("bucket")
-        ).subquery("placed")
-        grouped = sa.select(
-            placed.c.stage,
-            placed.c.bucket,
-            sa.func.count().label("deals"),
-            sa.func.count(placed.c.amount).label("with_amount"),
-            sa.func.coalesce(sa.func.sum(placed.c.amount), 0.0).label("amount"),
-            sa.func.sum(sa.case((placed.c.no_history, 1), else_=0)).label("no_history"),
-        ).group_by(placed.c.stage, placed.c.bucket)
-        cells = pd.DataFrame(
-            c.execute(grouped).fetchall(),
-            columns=["stage", "bucket", "deals", "with_amount", "amount", "no_history"],
-        )
-    cells["amount"] = cells["amount"].astype(float)
-    for column in ("bucket", "deals", "with_amount", "no_history"):
-        cells[column] = cells[column].fillna(0).astype(int)
-
-    # ---- win probability per stage
-    probability: dict[str, float] = {}
-    probability_source: dict[str, str] = {}
-    all_stages = list(dict.fromkeys([*stages["stage"], *learnt["stage"], *cells["stage"].dropna()]))
-    learnt_by_stage = learnt.set_index("stage")
-    table_probability = dict(zip(stages["stage"], stages["probability"], strict=True))
-    for stage in all_stages:
-        closed = int(learnt_by_stage["closed_deals"].get(stage, 0)) if stage in learnt_by_stage.index else 0
-        won = int(learnt_by_stage["won_deals"].get(stage, 0)) if stage in learnt_by_stage.index else 0
-        fallback = table_probability.get(stage, math.nan)
-        if closed >= LOW_SAMPLE:
-            probability[stage], probability_source[stage] = won / closed, "history"
-        elif pd.notna(fallback):
-            probability[stage], probability_source[stage] = float(fallback), "stage table"
-        elif closed:
-            probability[stage], probability_source[stage] = won / closed, "history (small sample)"
-        elif math.isfinite(overall_win_rate):
-            probability[stage], probability_source[stage] = overall_win_rate, "overall win rate"
-        else:
-            probability[stage], probability_source[stage] = 0.0, "none (no closed deals)"
-
-    cells["win_probability"] = cells["stage"].map(probability).fillna(0.0)
-    cells["expected"] = cells["amount"] * cells["win_probability"]
-    later = months
-    in_window = cells["bucket"] < later
-    overdue = cells["bucket"] == -1
-    cells["month"] = cells["bucket"].clip(lower=0)
-
-    # ---- by month
+    month_starts = _month_starts(now.date() if isinstance(now, dt.datetime) else now, months)
     periods = [pd.Timestamp(m) for m in month_starts[:-1]]
-    window = cells[in_window]
-    per_month = window.groupby("month").agg(
-        expected_revenue=("expected", "sum"), deals=("deals", "sum"), amount=("amount", "sum")
-    )
-    by_month = pd.DataFrame({"period": pd.DatetimeIndex(periods).astype("datetime64[ns]")})
-    by_month["expected_revenue"] = [float(per_month["expected_revenue"].get(k, 0.0)) for k in range(months)]
-    by_month["deals"] = [int(per_month["deals"].get(k, 0)) for k in range(months)]
-    by_month["amount"] = [float(per_month["amount"].get(k, 0.0)) for k in range(months)]
-
-    # ---- by stage
-    positions = dict(zip(stages["stage"], stages["position"], strict=True))
-    rows = []
-    for stage in all_stages:
-        mine = cells[cells["stage"] == stage]
-        if mine.empty and stage not in set(open_stages["stage"]):
-            continue  # closed stages without open deals
-        inside = mine[mine["bucket"] < later]
-        closed = int(learnt_by_stage["closed_deals"].get(stage, 0)) if stage in learnt_by_stage.index else 0
-        learnt_median = learnt_days.get(stage, math.nan)
-        rows.append(
-            {
-                "stage": stage,
-                "open_deals": int(mine["deals"].sum()),
-                "win_probability": probability[stage],
-                "expected_revenue": float(inside["expected"].sum()),
-                "position": positions.get(stage, math.nan),
-                "amount": float(mine["amount"].sum()),
-                "deals_in_window": int(inside["deals"].sum()),
-                "expected_revenue_later": float(mine.loc[mine["bucket"] >= later, "expected"].sum()),
-                "probability_source": probability_source[stage],
-                "closed_deals": closed,
-                "median_days_to_close": days_by_stage.get(stage, default_days),
-                "days_source": _days_source(learnt_median, cycle_median),
-            }
-        )
-    by_stage = pd.DataFrame(rows, columns=BY_STAGE_COLUMNS)
-    by_stage = by_stage.sort_values("position", na_position="last", kind="stable").reset_index(drop=True)
-
-    # ---- notes
-    total_open = int(cells["deals"].sum())
-    if total_open == 0:
-        notes.append("There are no open deals for this selection.")
-    fallback_stages = [s for s in by_stage["stage"] if probability_source[s] != "history"]
-    if fallback_stages:
-        notes.append(
-            f"Fewer than {LOW_SAMPLE} closed deals passed through {', '.join(fallback_stages)} in the date range: "
-            "their win probability comes from the stage table (or the fallbacks named in the table)."
-        )
-    if int(overdue.sum()) and int(cells.loc[overdue, "deals"].sum()):
-        notes.append(
-            f"{int(cells.loc[overdue, 'deals'].sum())} open deal(s) were expected to have closed already; "
-            f"they are counted in the current month ({periods[0]:%Y-%m})."
-        )
-    if int(cells["no_history"].sum()):
-        notes.append(
-            f"{int(cells['no_history'].sum())} open deal(s) have no stage history: they are placed in the "
-            f"first stage ({first_stage}) since their creation."
-        )
-    missing_amount = int(cells["deals"].sum() - cells["with_amount"].sum())
-    if missing_amount:
-        notes.append(f"{missing_amount} open deal(s) have no amount and count as 0.")
-    days_fallback = [
-        s for s in by_stage["stage"] if by_stage.set_index("stage").at[s, "days_source"] != "history"
-    ]
-    if days_fallback and total_open:
-        source = (
-            f"the median sales cycle ({cycle_median:.0f} days)" if math.isfinite(cycle_median) else "0 days"
-        )
-        notes.append(
-            f"No won deal passed through {', '.join(days_fallback)}: their time to close is {source}."
-        )
-    beyond = int(cells.loc[~in_window, "deals"].sum())
-    if beyond:
-        notes.append(
-            f"{beyond} open deal(s) are expected to close after {periods[-1]:%Y-%m} and are not in the months shown."
-        )
-    return PipelineForecast(by_month[BY_MONTH_COLUMNS], by_stage, notes)
+    notes: list[str] = []
+    with connection(conn) as c:
+        learnt = _learn(c, f, notes)
+        cells = _place_open_deals(c, f, learnt, month_starts)
+    probabilities = {stage: learnt.win_probability(stage)[0] for stage in cells["stage"].dropna().unique()}
+    cells["expected"] = cells["amount"] * cells["stage"].map(probabilities).fillna(0.0)
+    by_stage = _by_stage(cells, learnt, months)
+    notes.extend(_notes(cells, by_stage, learnt, periods))
+    return PipelineForecast(_by_month(cells, periods), by_stage, notes)
 
 
 COMBINED_RULE = "combined = the larger of the two: the statistical forecast, with the pipeline's expected revenue as a floor"

@@ -1,7 +1,12 @@
 """``revenue_forecast``: the monthly revenue of the current filters, forecast by ``forecast()``.
 
 The series is ``kpis.revenue(conn, f, "month")`` (payments net of refunds by ``paid_at``)
-restricted to full months:
+for the filters' segments, owners and products, restricted to full months:
+
+* by default (``full_history=True``) the models learn from every month with data up to the
+  end of the date range, not only from the months inside it: the dashboard's default range
+  is the last 12 months, too short to see a seasonal pattern or to backtest; the note says
+  which months were used. ``full_history=False`` keeps the range's start;
 
 * the month containing ``today`` (UTC) is still running: it and everything after it are
   left out; so is a last month cut short by the filter's ``end`` (``end`` not on the 1st);
@@ -35,7 +40,7 @@ def _utc_today() -> dt.date:
 
 
 def monthly_revenue(
-    conn: sa.Connection | sa.Engine, f: Filters, today: dt.date | None = None
+    conn: sa.Connection | sa.Engine, f: Filters, today: dt.date | None = None, full_history: bool = True
 ) -> tuple[pd.Series, list[str]]:
     """The full-month revenue series for ``f`` (rules in the module docstring) and notes."""
     from kpis.revenue import revenue  # kpis-more's KPI: period, revenue, ...
@@ -55,9 +60,13 @@ def monthly_revenue(
     if end <= f.start:
         notes.append("The date range holds no full month.")
         return empty, notes
+    paid_at = schema.payments.c.paid_at
     with connection(conn) as c:
-        frame = revenue(c, f.replace(end=end), "month")
-        last_payment = c.execute(sa.select(sa.func.max(schema.payments.c.paid_at))).scalar()
+        first_payment, last_payment = c.execute(sa.select(sa.func.min(paid_at), sa.func.max(paid_at))).one()
+        start = f.start
+        if full_history and first_payment is not None:
+            start = min(start, _month_start(pd.Timestamp(first_payment).date()))
+        frame = revenue(c, f.replace(start=start, end=end), "month")
     series = pd.Series(
         frame["revenue"].to_numpy(dtype=float),
         index=pd.DatetimeIndex(pd.to_datetime(frame["period"]), name="period").astype("datetime64[ns]"),
@@ -80,6 +89,11 @@ def monthly_revenue(
                 "were left out: no data was recorded for them."
             )
             series = series[~after]
+    if len(series) and series.index[0] < pd.Timestamp(f.start):
+        notes.append(
+            f"The models learn from every month with revenue up to the end of the date range "
+            f"({series.index[0]:%Y-%m} to {series.index[-1]:%Y-%m}), not only the months in the range."
+        )
     return series, notes
 
 
@@ -89,10 +103,11 @@ def revenue_forecast(
     horizon: int = 12,
     model: str | None = None,
     today: dt.date | None = None,
+    full_history: bool = True,
 ) -> ForecastResult:
     """Forecast monthly revenue for the filters ``f`` (series rules in the module docstring;
     model choice in ``forecasting.selection``). ``today`` defaults to the current UTC date."""
-    series, notes = monthly_revenue(conn, f, today)
+    series, notes = monthly_revenue(conn, f, today, full_history)
     result = forecast(series, horizon=horizon, model=model)
     result.notes = notes + result.notes
     return result

@@ -180,6 +180,10 @@ def test_pipeline_by_month_and_stage(engine: sa.Engine) -> None:
     assert "1 open deal(s) have no stage history" in notes  # O6
     assert "1 open deal(s) have no amount" in notes  # O7
     assert "Fewer than 30 closed deals passed through Qualified, Proposal, Negotiation" in notes
+    assert (
+        "No won deal passed through Negotiation: their time to close is the median sales cycle (39 days)"
+        in notes
+    )
 
 
 def test_one_month_leaves_later_deals_out(engine: sa.Engine) -> None:
