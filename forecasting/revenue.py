@@ -3,10 +3,10 @@
 The series is ``kpis.revenue(conn, f, "month")`` (payments net of refunds by ``paid_at``)
 for the filters' segments, owners and products, restricted to full months:
 
-* by default (``full_history=True``) the models learn from every month with data up to the
-  end of the date range, not only from the months inside it: the dashboard's default range
-  is the last 12 months, too short to see a seasonal pattern or to backtest; the note says
-  which months were used. ``full_history=False`` keeps the range's start;
+* with ``full_history=True`` the models learn from every month with data up to the end of
+  the date range, not only from the months inside it (a 12-month range is too short to see
+  a seasonal pattern or to backtest); a note says which months were used. The default,
+  ``False``, reads exactly the filters' range (the Forecast page widens the range itself);
 
 * the month containing ``today`` (UTC) is still running: it and everything after it are
   left out; so is a last month cut short by the filter's ``end`` (``end`` not on the 1st);
@@ -40,7 +40,7 @@ def _utc_today() -> dt.date:
 
 
 def monthly_revenue(
-    conn: sa.Connection | sa.Engine, f: Filters, today: dt.date | None = None, full_history: bool = True
+    conn: sa.Connection | sa.Engine, f: Filters, today: dt.date | None = None, full_history: bool = False
 ) -> tuple[pd.Series, list[str]]:
     """The full-month revenue series for ``f`` (rules in the module docstring) and notes."""
     from kpis.revenue import revenue  # kpis-more's KPI: period, revenue, ...
@@ -103,7 +103,7 @@ def revenue_forecast(
     horizon: int = 12,
     model: str | None = None,
     today: dt.date | None = None,
-    full_history: bool = True,
+    full_history: bool = False,
 ) -> ForecastResult:
     """Forecast monthly revenue for the filters ``f`` (series rules in the module docstring;
     model choice in ``forecasting.selection``). ``today`` defaults to the current UTC date."""

@@ -78,17 +78,17 @@ def test_partial_last_month_and_segment_filter(engine: sa.Engine) -> None:
     assert notes == ["The month of 2026-06 is cut short by the date range and was left out."]
 
 
-def test_history_before_the_date_range_is_used_unless_asked_not_to(engine: sa.Engine) -> None:
+def test_full_history_reaches_back_before_the_date_range(engine: sa.Engine) -> None:
     f = Filters("2026-01-01", "2026-12-01", segments=["SMB"])
     series, notes = monthly_revenue(engine, f, today=TODAY)
+    assert series.tolist() == pytest.approx(expected_smb()[12:])  # the range only: 2026-01 .. 2026-06
+    assert not any("learn from every month" in n for n in notes)
+    series, notes = monthly_revenue(engine, f, today=TODAY, full_history=True)
     assert series.tolist() == pytest.approx(expected_smb())  # from 2025-01, the first payment
     assert notes[-1] == (
         "The models learn from every month with revenue up to the end of the date range "
         "(2025-01 to 2026-06), not only the months in the range."
     )
-    series, notes = monthly_revenue(engine, f, today=TODAY, full_history=False)
-    assert series.tolist() == pytest.approx(expected_smb()[12:])  # 2026-01 .. 2026-06
-    assert not any("learn from every month" in n for n in notes)
 
 
 def test_revenue_forecast(engine: sa.Engine) -> None:
