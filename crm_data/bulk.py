@@ -2,7 +2,7 @@
 
 ``bulk_insert(conn, table, frame)`` picks the fastest correct path:
 
-* **DuckDB**: the frame is registered on the raw DuckDB connection and copied with
+* **DuckDB**: the frame is registered (as an Arrow table) on the raw DuckDB connection and copied with
   ``INSERT INTO t (cols) SELECT CAST(col AS type), ... FROM frame`` (columnar, no Python
   loop per row).
 * **PostgreSQL** (psycopg 3): ``COPY t (cols) FROM STDIN (FORMAT csv)`` fed with CSV text
@@ -24,6 +24,7 @@ import uuid
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 #: Rows per ``executemany`` batch / per CSV chunk sent to COPY.
@@ -94,7 +95,8 @@ def _insert_duckdb(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) ->
     selects = ", ".join(
         f"CAST({preparer.quote(c)} AS {table.c[c].type.compile(dialect=conn.dialect)})" for c in frame.columns
     )
-    raw.register(view, frame)
+    # Arrow is scanned several times faster than a DataFrame (strings need no conversion)
+    raw.register(view, pa.Table.from_pandas(frame, preserve_index=False))
     try:
         raw.execute(f"INSERT INTO {target} ({names}) SELECT {selects} FROM {view}")
     finally:

@@ -1,0 +1,451 @@
+"""Realistic, seeded, reproducible demo data for all 17 canonical tables.
+
+``generate(engine, accounts=5000, seed=42)`` creates the schema if needed, clears the
+tables (children first) and refills them in ONE transaction, so a failure leaves the old
+data in place. Same ``accounts``, ``seed`` and ``today`` give identical rows on every
+database.
+
+What the data contain
+---------------------
+* **History**: the 48 full calendar months before the month of ``today`` plus the current,
+  partial month; nothing at or after ``today`` 00:00 UTC.
+* **Accounts**: segments SMB / Mid-Market / Enterprise (62/28/10 %), ten industries,
+  regions North America / EMEA / LATAM / APAC with countries and cities, company sizes
+  by segment, seven acquisition channels; more new accounts in later years, fewer in
+  summer and December. Each account has a latent *health* and a *support friction* flag.
+* **Staff**: 20–60 users in teams (Sales SMB / Mid-Market / Enterprise, Customer Success,
+  Support), each team with a manager who reports to the head of revenue; salespeople
+  differ in skill (win rate by owner differs).
+* **Products**: eight products in four families with list prices per seat and month.
+* **Pipeline**: Lead(1) → Qualified(2) → Proposal(3) → Negotiation(4) → Closed Won /
+  Closed Lost (both position 5) with probabilities. About five deals per account;
+  stage durations are lognormal with medians that grow from SMB to Enterprise; some
+  deals skip Lead, Qualified or Proposal, ~4 % re-enter Proposal from Negotiation;
+  deals still running at ``today`` are open; lost deals have a lost reason; lead sources
+  move the win rate (referrals win more, outbound less).
+* **Subscriptions**: the first won deal makes the account a customer (MRR by segment:
+  seats × list price − discount); later won deals add add-on subscriptions (expansion);
+  ~30 % of first subscriptions change plan (upgrade ×1.35 / downgrade ×0.7: the old row
+  ends, a new row starts); ~22 % of add-ons get cancelled; churn ends every running row.
+  The monthly churn hazard rises ×2.1 per standard deviation of lower health (which is
+  what drives NPS down) and ×2.8 with support friction (which leaves tickets unresolved).
+* **Payments**: one invoice per customer and month on its billing day = running MRR ×
+  a seasonal usage factor (busy Q4, quiet summer); ~0.6 % are followed by a refund (a
+  negative amount).
+* **Tickets**: categories, priorities, channels, first response and resolution times;
+  ``contacts_until_resolved`` is 1 for most tickets; ~3 % (30 % with friction) never
+  get resolved. **Defect spike**: one core product (``DemoContext.spike_product``) gets
+  many extra defect / complaint tickets in one calendar quarter of the last two years.
+* **Surveys**: NPS 0–10 about twice a year (follows health), CES 1–7 after support
+  tickets (worse with more contacts), returns/exchanges, signup and website visits, CSAT
+  1–5 after support and purchases; ~22 % carry a short comment matching the score.
+* **Marketing**: acquisition and retention campaigns every month with sent / opened /
+  clicked / converted responses; daily web traffic per source and daily social-media
+  figures per platform (mentions jump during the defect spike).
+* **Costs**: all five categories (personnel, production, overhead, marketing, loyalty)
+  with acquisition / retention / other purposes; company-wide monthly costs plus costs
+  booked on single accounts (onboarding, commission, account management, hosting, loyalty
+  rewards).
+
+Injected data-quality problems (what ``python -m crm_data check`` should find)
+-----------------------------------------------------------------------------
+* duplicate accounts: ~0.2 % of accounts (at least one per chunk of accounts) repeat an
+  earlier account's company with a name variant (UPPER CASE, " Inc." or " Ltd" added);
+* duplicate contacts: ~0.2 % of contacts appear twice at the same account, the second
+  time with the e-mail in another case;
+* deals missing an amount: ~0.3 % of deals;
+* stale open deals: ~0.4 % of deals were abandoned — still open, last stage change more
+  than 150 days ago.
+
+Speed and size: everything is vectorised with numpy / Arrow and loaded with
+:func:`crm_data.bulk.bulk_insert`; accounts are generated in chunks of
+:data:`CHUNK_ACCOUNTS` while a writer thread loads the previous chunk, so memory stays
+bounded for a million accounts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+from tqdm import tqdm
+
+from crm_data import demo_vocab as vocab
+from crm_data import schema
+from crm_data.bulk import bulk_insert
+from crm_data.demo_accounts import account_chunk
+from crm_data.demo_context import DemoContext, product_arrays, spike_quarter, time_axis
+from crm_data.demo_util import as_text, choose, ids, lookup, timestamps
+from crm_data.engines import connect_checked
+
+#: accounts generated (and loaded) per step; fixed, so the data do not depend on it
+CHUNK_ACCOUNTS = 50_000
+_DONE = object()
+
+
+def generate(
+    engine: sa.Engine,
+    accounts: int = 5000,
+    seed: int = 42,
+    progress: bool = True,
+    today: dt.date | None = None,
+) -> dict[str, int]:
+    """Create the schema if missing, clear all 17 tables and fill them with demo data.
+
+    Returns the number of rows written per table (every table, in schema order).
+    """
+    if accounts < 1:
+        raise ValueError("accounts must be at least 1")
+    today = today or dt.date.today()
+    schema.create_schema(engine)
+    ctx, global_tables = build_context(accounts, seed, today)
+    counts = {t.name: 0 for t in schema.TABLES}
+    bar = tqdm(total=accounts, unit=" accounts", file=sys.stderr, disable=not progress, desc="demo data")
+    work: queue.Queue = queue.Queue(maxsize=6)
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with connect_checked(engine) as conn, conn.begin():
+                _clear(conn)
+                while (item := work.get()) is not _DONE:
+                    table, frame = item
+                    if table is None:
+                        bar.update(frame)
+                        continue
+                    counts[table.name] += bulk_insert(conn, table, frame)
+        except BaseException as error:  # handed to the main thread
+            failure.append(error)
+            while work.get() is not _DONE:  # drain so the producer never blocks
+                pass
+
+    writer = threading.Thread(target=write, name="demo-writer", daemon=True)
+    writer.start()
+    try:
+        for item in _all_rows(ctx, global_tables):
+            if failure:
+                break
+            work.put(item)
+    finally:
+        work.put(_DONE)
+        writer.join()
+        bar.close()
+    if failure:
+        raise failure[0]
+    return counts
+
+
+def _clear(conn: sa.Connection) -> None:
+    """Empty the 17 tables inside the caller's transaction, children first.
+
+    DuckDB cannot delete a parent row whose children were deleted earlier in the same
+    transaction (a documented foreign-key limitation), so there the tables are dropped
+    and created again, which is transactional too.
+    """
+    if conn.dialect.name == "duckdb":
+        schema.metadata.drop_all(conn)
+        schema.metadata.create_all(conn)
+        return
+    for table in reversed(schema.TABLES):
+        conn.execute(table.delete())
+
+
+def _all_rows(ctx: DemoContext, global_tables: list[tuple[sa.Table, pd.DataFrame]]) -> Iterator[tuple]:
+    yield from global_tables
+    for number, first in enumerate(range(0, ctx.accounts, CHUNK_ACCOUNTS)):
+        n = min(CHUNK_ACCOUNTS, ctx.accounts - first)
+        rng = np.random.default_rng([ctx.seed, number + 1])
+        yield from account_chunk(ctx, rng, first, n)
+        yield None, n
+    yield from company_costs(ctx, np.random.default_rng([ctx.seed, 0, 2]))
+
+
+def build_context(
+    accounts: int, seed: int, today: dt.date
+) -> tuple[DemoContext, list[tuple[sa.Table, pd.DataFrame]]]:
+    """The shared context and the tables that do not depend on accounts (users, products,
+    pipeline stages, campaigns, web traffic, social media)."""
+    rng = np.random.default_rng([seed, 0, 1])
+    origin, horizon, edges, month_of_year = time_axis(today)
+    users, user_frame = _users(rng, accounts)
+    product_ids, product_names, prices = product_arrays()
+    core = [i for i, p in enumerate(vocab.PRODUCTS) if p[4]][:2]  # the widely used plans
+    spike_product = int(rng.choice(core))
+    spike_start, spike_end = spike_quarter(rng, origin, today)
+    campaigns, campaign_frame = _campaigns(rng, accounts, origin, horizon, edges)
+    ctx = DemoContext(
+        seed=seed,
+        accounts=accounts,
+        today=today,
+        origin=origin,
+        horizon=horizon,
+        month_edges=edges,
+        month_of_year=month_of_year,
+        product_ids=product_ids,
+        product_names=product_names,
+        product_prices=prices,
+        spike_product=spike_product,
+        spike_start=spike_start,
+        spike_end=spike_end,
+        **users,
+        **campaigns,
+    )
+    tables = [
+        (schema.users, user_frame),
+        (schema.products, _products()),
+        (schema.pipeline_stages, _pipeline_stages()),
+        (schema.campaigns, campaign_frame),
+        (schema.web_traffic, _web_traffic(ctx, rng)),
+        (schema.social_media, _social_media(ctx, rng)),
+    ]
+    return ctx, tables
+
+
+def _users(rng: np.random.Generator, accounts: int) -> tuple[dict[str, object], pd.DataFrame]:
+    total = int(np.clip(round(20 + accounts / 200), 20, 60))
+    shares = np.array([s for _, _, s in vocab.TEAMS])
+    sizes = np.maximum(2, np.floor(shares / shares.sum() * (total - 1)).astype(int))
+    sizes[0] += total - 1 - sizes.sum()
+    team = np.concatenate([[-1], np.repeat(np.arange(len(vocab.TEAMS)), sizes)])
+    first_of_team = np.concatenate([[0], 1 + np.cumsum(sizes) - sizes])
+    is_manager = np.zeros(total, dtype=bool)
+    is_manager[first_of_team[1:]] = True
+    manager = np.where(team < 0, -1, np.where(is_manager, 0, first_of_team[1:][np.maximum(team, 0)]))
+    names_code = rng.choice(len(vocab.FIRST_NAMES) * len(vocab.LAST_NAMES), total, replace=False)
+    user_ids = ids("U", 0, total, 3)
+    region = choose(rng, [v[0] for v in vocab.GEOGRAPHY.values()], total)
+    team_names = [t for t, _, _ in vocab.TEAMS] + ["Leadership"]
+    departments = [d for _, d, _ in vocab.TEAMS] + ["Management"]
+    frame = pd.DataFrame(
+        {
+            "user_id": as_text(user_ids),
+            "name": as_text(
+                pa.array(
+                    [
+                        f"{vocab.FIRST_NAMES[c // len(vocab.LAST_NAMES)]} {vocab.LAST_NAMES[c % len(vocab.LAST_NAMES)]}"
+                        for c in names_code
+                    ]
+                )
+            ),
+            "team": as_text(lookup(team_names, np.where(team < 0, len(vocab.TEAMS), team))),
+            "department": as_text(lookup(departments, np.where(team < 0, len(vocab.TEAMS), team))),
+            "manager_id": as_text(
+                pa.array(user_ids.to_pylist(), type=pa.string()).take(
+                    pa.array(np.maximum(manager, 0), mask=manager < 0)
+                )
+            ),
+            "region": as_text(lookup(list(vocab.GEOGRAPHY), region)),
+        }
+    )
+    sales_by_segment = [np.flatnonzero(team == k) for k in range(3)]
+    skill = np.where(team <= 2, np.clip(0.05 * rng.standard_normal(total), -0.1, 0.1), 0.0)
+    users = {
+        "user_ids": user_ids,
+        "sales_by_segment": sales_by_segment,
+        "sales_users": np.flatnonzero((team >= 0) & (team <= 2)),
+        "success_users": np.flatnonzero(team == 3),
+        "support_users": np.flatnonzero(team == 4),
+        "user_skill": skill,
+    }
+    return users, frame
+
+
+def _products() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "product_id": [p[0] for p in vocab.PRODUCTS],
+            "name": [p[1] for p in vocab.PRODUCTS],
+            "family": [p[2] for p in vocab.PRODUCTS],
+            "list_price": [p[3] for p in vocab.PRODUCTS],
+        }
+    )
+
+
+def _pipeline_stages() -> pd.DataFrame:
+    return pd.DataFrame(vocab.PIPELINE, columns=["stage", "position", "probability", "is_closed", "is_won"])
+
+
+def _campaigns(
+    rng: np.random.Generator, accounts: int, origin: np.datetime64, horizon: float, edges: np.ndarray
+) -> tuple[dict[str, object], pd.DataFrame]:
+    per_month = 1 + rng.poisson(2.5, len(edges) - 1)
+    month = np.repeat(np.arange(len(edges) - 1), per_month)
+    start = edges[month] + np.floor(rng.random(len(month)) * (edges[month + 1] - edges[month]))
+    kind = choose(rng, [s for _, _, s in vocab.CAMPAIGN_CHANNELS], len(month))
+    end = np.minimum(start + 7 + np.floor(28 * rng.random(len(month))), horizon - 1)
+    keep = start < horizon
+    month, start, kind, end = month[keep], start[keep], kind[keep], end[keep]
+    channel = [vocab.CAMPAIGN_CHANNELS[k][0] for k in kind]
+    objective = [vocab.CAMPAIGN_CHANNELS[k][1] for k in kind]
+    per_account = {
+        "email": 0.5,
+        "paid_search": 4.0,
+        "social": 2.5,
+        "webinar": 1.5,
+        "events": 6.0,
+        "in_app": 0.3,
+    }
+    cost = np.round(
+        np.array([per_account[c] for c in channel]) * accounts * np.exp(0.3 * rng.standard_normal(len(kind))),
+        2,
+    )
+    theme = rng.integers(0, len(vocab.CAMPAIGN_THEMES), len(kind))
+    months = (origin.astype("datetime64[M]") + month).astype(str)
+    names = [
+        f"{vocab.CAMPAIGN_THEMES[t]} {m} ({c.replace('_', ' ')})"
+        for t, m, c in zip(theme, months, channel, strict=True)
+    ]
+    campaign_ids = ids("K", 0, len(kind), 4)
+    frame = pd.DataFrame(
+        {
+            "campaign_id": as_text(campaign_ids),
+            "name": names,
+            "channel": channel,
+            "objective": objective,
+            "started_on": timestamps(origin, start).astype("datetime64[s]"),
+            "ended_on": timestamps(origin, end).astype("datetime64[s]"),
+            "cost": cost,
+        }
+    )
+    context = {
+        "campaign_ids": campaign_ids,
+        "campaign_start": start,
+        "campaign_end": end,
+        "campaign_retention": np.array([o == "retention" for o in objective]),
+        "campaign_channel": channel,
+        "campaign_cost": cost,
+    }
+    return context, frame
+
+
+def _daily_axis(ctx: DemoContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Day offsets, weekday (0 = Monday) and growth trend (0.55 → 2.0) of every history day."""
+    days = np.arange(int(ctx.horizon), dtype=float)
+    weekday = (ctx.origin + days.astype("timedelta64[D]")).astype("datetime64[D]").astype(np.int64)
+    weekday = (weekday + 3) % 7  # 1970-01-01 was a Thursday
+    trend = 0.55 + 1.45 * days / max(ctx.horizon, 1.0)
+    return days, weekday, trend
+
+
+def _web_traffic(ctx: DemoContext, rng: np.random.Generator) -> pd.DataFrame:
+    days, weekday, trend = _daily_axis(ctx)
+    month = ctx.month_index(days)
+    season = np.array([1.05, 1.05, 1.1, 1.0, 1.0, 0.95, 0.82, 0.85, 1.05, 1.1, 1.08, 0.9])[
+        ctx.month_of_year[month] - 1
+    ]
+    week = np.where(weekday >= 5, 0.55, 1.0)
+    frames = []
+    scale = ctx.accounts / 1000
+    for source, per_thousand, impressions_per_session in vocab.WEB_SOURCES:
+        level = per_thousand * scale * trend * season * week * np.exp(0.08 * rng.standard_normal(len(days)))
+        sessions = rng.poisson(level)
+        clicks = rng.binomial(sessions, 0.93)
+        impressions = rng.poisson(
+            sessions * impressions_per_session * np.exp(0.1 * rng.standard_normal(len(days)))
+        )
+        impressions = np.maximum(impressions, clicks)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": timestamps(ctx.origin, days).astype("datetime64[s]"),
+                    "source": source,
+                    "sessions": sessions,
+                    "pageviews": np.round(sessions * (2.2 + 1.3 * rng.random(len(days)))).astype(np.int64),
+                    "impressions": impressions,
+                    "clicks": clicks,
+                    "signups": rng.binomial(sessions, 0.012),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _social_media(ctx: DemoContext, rng: np.random.Generator) -> pd.DataFrame:
+    days, weekday, trend = _daily_axis(ctx)
+    in_spike = (days >= ctx.spike_start) & (days < ctx.spike_end)
+    frames = []
+    scale = ctx.accounts / 1000
+    for platform, per_thousand in vocab.SOCIAL_PLATFORMS:
+        start = per_thousand * scale
+        adds = rng.poisson(start * 0.0012 * trend)
+        followers = np.round(start + np.cumsum(adds)).astype(np.int64)
+        impressions = rng.poisson(
+            followers * (0.8 + 0.7 * rng.random(len(days))) * np.where(weekday >= 5, 0.6, 1.0)
+        )
+        rate = 0.035 if platform == "LinkedIn" else 0.022
+        engagements = rng.binomial(impressions, rate)
+        mentions = rng.poisson(followers * 0.0015 * np.where(in_spike, 3.0, 1.0))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": timestamps(ctx.origin, days).astype("datetime64[s]"),
+                    "platform": platform,
+                    "followers": followers,
+                    "impressions": impressions,
+                    "engagements": engagements,
+                    "mentions": mentions,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def company_costs(ctx: DemoContext, rng: np.random.Generator) -> Iterator[tuple[sa.Table, pd.DataFrame]]:
+    """Company-wide monthly costs (no account): salaries, hosting, rent, marketing
+    (campaign spend by objective + brand), the loyalty programme."""
+    months = np.arange(ctx.n_months)
+    growth = 0.4 + 0.6 * months / max(ctx.n_months - 1, 1)
+    lines = [
+        # category, purpose, amount per account and month, grows with the customer base?
+        ("personnel", "acquisition", 120.0, True),
+        ("personnel", "retention", 80.0, True),
+        ("personnel", "other", 150.0, False),
+        ("production", "other", 40.0, True),
+        ("production", "retention", 10.0, True),
+        ("overhead", "other", 60.0, False),
+        ("marketing", "acquisition", 25.0, False),
+        ("loyalty", "retention", 8.0, True),
+    ]
+    day, category, purpose, amount = [], [], [], []
+    for cat, use, per_account, grows in lines:
+        level = (
+            per_account
+            * ctx.accounts
+            * (growth if grows else 1.0)
+            * np.exp(0.05 * rng.standard_normal(ctx.n_months))
+        )
+        day.append(ctx.month_edges[:-1] + np.floor(rng.random(ctx.n_months) * 5))
+        category += [cat] * ctx.n_months
+        purpose += [use] * ctx.n_months
+        amount.append(np.round(level, 2))
+    day = np.concatenate(day)
+    amount = np.concatenate(amount)
+    keep = day < ctx.horizon
+    frame = pd.DataFrame(
+        {
+            "incurred_on": timestamps(ctx.origin, day[keep]).astype("datetime64[s]"),
+            "category": np.array(category)[keep],
+            "purpose": np.array(purpose)[keep],
+            "amount": amount[keep],
+        }
+    )
+    campaigns = pd.DataFrame(
+        {
+            "incurred_on": timestamps(ctx.origin, ctx.campaign_start).astype("datetime64[s]"),
+            "category": "marketing",
+            "purpose": np.where(ctx.campaign_retention, "retention", "acquisition"),
+            "amount": ctx.campaign_cost,
+        }
+    )
+    frame = pd.concat([frame, campaigns], ignore_index=True).sort_values("incurred_on", kind="stable")
+    start = ctx.allocate("costs", len(frame))
+    frame.insert(0, "cost_id", as_text(ids("X", start, len(frame), 9)))
+    frame.insert(4, "account_id", None)
+    yield schema.costs, frame.reset_index(drop=True)
