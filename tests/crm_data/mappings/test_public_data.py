@@ -19,7 +19,6 @@ import sqlalchemy as sa
 import kpis
 from crm_data import schema
 from crm_data.importing import import_paths
-from kpis.revenue import active_customers, revenue
 
 
 def _import(make_db: Callable[..., sa.Engine], kind: str, folder: Path, mapping: str) -> sa.Engine:
@@ -58,18 +57,16 @@ def test_maven_win_rate_revenue_and_cycle(kind: str, make_db, shared_data) -> No
     assert cycle.loc[0, "median_days"] == pytest.approx(cycle_days.median())  # 57
     assert cycle.loc[0, "p90_days"] == pytest.approx(np.percentile(cycle_days, 90))
 
-    # won revenue: no KPI function sums won deal amounts (revenue() reads payments), so the
-    # imported deals are summed directly
+    # won revenue: every won deal is a payment on its close date (see maven_crm.toml)
+    paid = kpis.revenue(engine, year, "year")
+    assert paid.loc[0, "revenue"] == pytest.approx(won["close_value"].sum())  # 10,005,534
+    assert paid.loc[0, "paying_accounts"] == won["account"].nunique()  # 85
     deals = schema.deals
     with engine.connect() as conn:
-        won_revenue = conn.execute(
-            sa.select(sa.func.sum(deals.c.amount)).where(deals.c.status == "won")
-        ).scalar()
         lost_amounts = conn.execute(
             sa.select(sa.func.count(deals.c.amount)).where(deals.c.status == "lost")
         ).scalar()
         gtx_pro = conn.execute(sa.select(sa.func.count()).where(deals.c.product_id == "GTX Pro")).scalar()
-    assert won_revenue == pytest.approx(won["close_value"].sum())  # 10,005,534
     assert lost_amounts == 0  # the published 0 of lost deals is not an amount
     assert gtx_pro == (raw["product"] == "GTXPro").sum()  # name variant fixed: 1,480
 
@@ -161,13 +158,13 @@ def test_superstore_revenue_by_year_and_customers(make_db, shared_data) -> None:
     engine = _import(make_db, "duckdb", folder, "superstore")
     years = kpis.Filters(dt.date(2014, 1, 1), dt.date(2018, 1, 1))
 
-    per_year = revenue(engine, years, "year")
+    per_year = kpis.revenue(engine, years, "year")
     assert [p.year for p in per_year["period"]] == sales_by_year.index.tolist()
     assert per_year["revenue"].tolist() == pytest.approx(sales_by_year.tolist())  # 484,247 ... 733,215
     assert per_year["refunds"].tolist() == [0, 0, 0, 0]
     assert per_year["paying_accounts"].tolist() == customers_by_year.tolist()
 
-    customers = active_customers(engine, years, "year")
+    customers = kpis.active_customers(engine, years, "year")
     assert customers["new_customers"].tolist() == first_order_year.tolist()
     assert customers["customers_at_end"].iloc[-1] == raw["Customer ID"].nunique()  # 793
     with engine.connect() as conn:

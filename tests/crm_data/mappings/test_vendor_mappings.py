@@ -165,3 +165,32 @@ def test_mailchimp(db: sa.Engine) -> None:
     # importing the same exports again changes nothing
     again = import_paths(db, [SAMPLES / "mailchimp"], mapping="mailchimp")
     assert again.ok and _count(db, schema.campaign_responses) == 4
+
+
+def test_superstore_mapping_reads_the_windows_1252_tableau_csv(tmp_path: Path, make_db) -> None:
+    # the widely copied "Sample - Superstore.csv" is Windows-1252 with M/D/YYYY dates
+    header = (
+        "Row ID,Order ID,Order Date,Ship Date,Ship Mode,Customer ID,Customer Name,Segment,Country,City,"
+        "State,Postal Code,Region,Product ID,Category,Sub-Category,Product Name,Sales,Quantity,Discount,Profit\r\n"
+    )
+    rows = (
+        "1,CA-2016-152156,11/8/2016,11/11/2016,Second Class,CG-12520,Claire Gute,Consumer,United States,"
+        "Henderson,Kentucky,42420,South,FUR-BO-10001798,Furniture,Bookcases,Bush Somerset Collection Bookcase,"
+        "261.96,2,0,41.9136\r\n"
+        "2,CA-2017-100001,1/3/2017,1/5/2017,First Class,CG-12520,Claire Gute,Consumer,United States,"
+        'Henderson,Kentucky,42420,South,OFF-AP-10002892,Office Supplies,Appliances,"Belkin Café 6 Outlet, Metallic",'
+        "114.9,5,0,34.47\r\n"
+    )
+    path = tmp_path / "Sample - Superstore.csv"
+    path.write_bytes((header + rows).encode("cp1252"))
+    engine = make_db("duckdb")
+    report = import_paths(engine, [path], mapping="superstore")
+    assert report.ok, report.render()
+    assert _rows(engine, schema.products, "name", order="product_id")[1] == (
+        "Belkin Café 6 Outlet, Metallic",
+    )
+    assert _rows(engine, schema.accounts, "account_id", "created_at", order="account_id") == [
+        ("CG-12520", dt.datetime(2016, 11, 8))  # the first order date of the customer
+    ]
+    per_year = kpis.revenue(engine, kpis.Filters("2016-01-01", "2018-01-01"), "year")
+    assert per_year["revenue"].tolist() == pytest.approx([261.96, 114.9])
