@@ -63,6 +63,22 @@ def _count(url: str, table: sa.Table) -> int:
         engine.dispose()
 
 
+def test_page_on_the_demo_database_previews_against_it(app) -> None:
+    # ui-core's fixture: CRM_DATABASE_URL = the shared demo database (only previewed here)
+    at = app("pages/8_Import.py").run()
+    assert not at.exception
+    assert len(at.sidebar.multiselect) > 0  # the global filter bar is drawn first
+    at.selectbox(key="import_mapping").set_value("mailchimp").run()
+    files = [(p.name, p.read_bytes(), "text/csv") for p in sorted((HUBSPOT.parent / "mailchimp").iterdir())]
+    at.file_uploader(key="import_files").set_value(files).run()
+    assert not at.exception
+    assert at.dataframe[0].value.set_index("table")["rows"].to_dict() == {
+        "campaigns": 2,
+        "campaign_responses": 4,
+    }
+    assert [b.key for b in at.button if b.key == "import_go"] == ["import_go"]
+
+
 def test_preview_then_import_into_a_new_database(target: str) -> None:
     at = _page("hubspot", _uploads(HUBSPOT))
     preview = at.dataframe[0].value.set_index("table")

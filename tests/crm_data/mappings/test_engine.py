@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import kpis
 from crm_data.importing import import_paths, validate_tables
 from crm_data.mappings import MappingError, load_mapping
 from crm_data.mappings.engine import Mapping
@@ -280,8 +281,6 @@ def test_the_documented_example_works(tmp_path: Path, make_db) -> None:
     )
     assert report.ok, report.render()
     assert report.rows == {"accounts": 1, "subscriptions": 1, "payments": 2}  # A-3 cancelled: skipped
-    import kpis
-
     per_year = kpis.revenue(engine, kpis.Filters("2024-01-01", "2025-01-01"), "year")
     # 1'250,00 - 80,00 = 1170; Zurich 15.01.2024 10:00 (UTC+1) -> 09:00 UTC
     assert (per_year.loc[0, "revenue"], per_year.loc[0, "refunds"]) == (1170.0, 80.0)
