@@ -8,13 +8,14 @@ before, a sparkline, a low-sample warning, a link to its page) and what is in th
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 
 import pandas as pd
 import streamlit as st
 
 from charts.theme import fmt_count
-from kpis.core import LOW_SAMPLE
+from kpis.core import LOW_SAMPLE, period_end, period_starts
 from ui import data
 from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry
 from ui.filters import View, global_filters, period_label
@@ -61,8 +62,6 @@ def card_frame(spec: CardSpec, view: View) -> pd.DataFrame:
     if spec.per_period:
         frame = data.kpi(function, view, **dict(spec.kwargs))
     else:  # one call per period: [period start, next period start)
-        from kpis.core import period_end, period_starts
-
         rows = []
         for start in period_starts(view.filters.start, view.filters.end, view.freq):
             end = period_end(start, view.freq)
@@ -84,7 +83,7 @@ def compute_card(spec: CardSpec, view: View) -> CardNumbers | str | None:
         return f"could not be computed ({type(error).__name__}: {error})"
 
 
-def draw_card(spec: CardSpec, numbers: CardNumbers | str | None, view: View) -> None:
+def draw_card(spec: CardSpec, numbers: CardNumbers | str | None, view: View, shown: tuple | None) -> None:
     name = spec.key.replace("_", " ").capitalize()
     if numbers is None:
         with st.container(border=True):
@@ -94,14 +93,13 @@ def draw_card(spec: CardSpec, numbers: CardNumbers | str | None, view: View) -> 
         with st.container(border=True):
             st.error(f"**{name}** {numbers}")
         return
+    caption = None
     if numbers.period is None:
-        compared, caption = None, "No period in the selected range."
-    else:
-        label = period_label(numbers.period, view.freq)
-        compared = None
-        caption = f"{label} (no earlier period in the range)"
+        caption = "No period in the selected range."
+    elif (numbers.period, numbers.previous) != shown:
+        caption = period_label(numbers.period, view.freq)
         if numbers.previous is not None:
-            compared = f"{label} vs {period_label(numbers.previous, view.freq)}"
+            caption += f" vs {period_label(numbers.previous, view.freq)}"
     kpi_card(
         spec.key,
         numbers.value,
@@ -109,9 +107,14 @@ def draw_card(spec: CardSpec, numbers: CardNumbers | str | None, view: View) -> 
         numbers.sparkline,
         numbers.low_sample,
         getattr(registry_entry(spec.key), "page", None) or spec.link,
-        caption=None if compared else caption,
-        delta_description=compared,
+        caption=caption,
     )
+
+
+def common_periods(cards: list[CardNumbers | str | None]) -> tuple[pd.Timestamp, pd.Timestamp | None] | None:
+    """The (period, previous period) most cards show, for the page caption."""
+    pairs = [(c.period, c.previous) for c in cards if isinstance(c, CardNumbers) and c.period is not None]
+    return max(set(pairs), key=pairs.count) if pairs else None
 
 
 def nothing_to_show(cards: list[CardNumbers | str | None]) -> bool:
@@ -121,17 +124,29 @@ def nothing_to_show(cards: list[CardNumbers | str | None]) -> bool:
 
 
 st.title("Overview")
-st.caption(
-    f":material/filter_alt: {view.describe()} — each card shows the last complete {view.freq} in the range "
-    f"and its change on the {view.freq} before; the line is the trend over the range."
-)
 numbers = [compute_card(spec, view) for spec in CARDS]
+shown = common_periods(numbers)
+if shown is not None:
+    current, previous = (period_label(p, view.freq) if p is not None else None for p in shown)
+    compared = f" and its change on {previous}" if previous else ""
+    ended = period_end(shown[0], view.freq) <= pd.Timestamp(dt.datetime.now(dt.UTC).date())
+    which = (
+        f"the last complete {view.freq} in the range"
+        if ended
+        else f"so far (no {view.freq} of the range has ended)"
+    )
+    st.caption(
+        f":material/filter_alt: {view.describe()}. Cards show {current}, {which}{compared}; "
+        "the line is the trend over the range."
+    )
+else:
+    st.caption(f":material/filter_alt: {view.describe()}")
 if nothing_to_show(numbers):
     no_data()
 for row in range(0, len(CARDS), 5):
     for spec, card, column in zip(CARDS[row : row + 5], numbers[row : row + 5], st.columns(5), strict=False):
         with column:
-            draw_card(spec, card, view)
+            draw_card(spec, card, view, shown)
 
 url = data.database_url()
 with st.expander("What's in the database", icon=":material/database:"):
@@ -141,6 +156,6 @@ with st.expander("What's in the database", icon=":material/database:"):
         st.write("No dated records yet (no subscriptions, deals, payments or tickets).")
     else:
         st.write(f"Records from **{bounds[0]:%d %b %Y}** to **{bounds[1]:%d %b %Y}** (UTC).")
-    shown = counts.assign(rows=counts["rows"].map(fmt_count))
-    st.dataframe(shown, hide_index=True, width="content")
+    table = counts.assign(rows=counts["rows"].map(fmt_count))
+    st.dataframe(table, hide_index=True, width="content")
     st.caption(f"Read-only connection to `{data.shown_url(url)}`.")

@@ -148,7 +148,8 @@ def funnel(frame: pd.DataFrame, reached: str, step: str, cumulative: str) -> go.
             hovertemplate="%{y}: %{x:,} deals<extra></extra>",
         )
     )
-    fig.update_layout(hovermode="closest")
+    fig.update_yaxes(automargin=True)
+    fig.update_layout(hovermode="closest", margin={"l": 110})
     return fig
 
 

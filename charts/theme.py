@@ -40,15 +40,34 @@ def _template() -> go.layout.Template:
     template.layout = go.Layout(
         colorway=PALETTE,
         font={"family": FONT, "size": 13, "color": "#1F2937"},
-        title={"font": {"size": 16}, "x": 0.0, "xanchor": "left"},
+        # title at the very top, the legend between it and the plot: they never overlap
+        title={
+            "font": {"size": 16},
+            "x": 0.0,
+            "xanchor": "left",
+            "xref": "paper",
+            "y": 0.985,
+            "yanchor": "top",
+        },
         paper_bgcolor="white",
         plot_bgcolor="white",
-        margin={"l": 56, "r": 24, "t": 48, "b": 48},
+        margin={"l": 64, "r": 24, "t": 88, "b": 48},
         hovermode="x unified",
         separators=".,",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
-        xaxis={"showgrid": False, "linecolor": "#9CA3AF", "ticks": "outside", "tickcolor": "#9CA3AF"},
-        yaxis={"gridcolor": "#E5E7EB", "zerolinecolor": "#9CA3AF", "separatethousands": True},
+        xaxis={
+            "showgrid": False,
+            "linecolor": "#9CA3AF",
+            "ticks": "outside",
+            "tickcolor": "#9CA3AF",
+            "automargin": True,
+        },
+        yaxis={
+            "gridcolor": "#E5E7EB",
+            "zerolinecolor": "#9CA3AF",
+            "separatethousands": True,
+            "automargin": True,
+        },
         colorscale={"sequential": [[i / (len(SEQUENTIAL) - 1), c] for i, c in enumerate(SEQUENTIAL)]},
     )
     return template
