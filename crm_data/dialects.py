@@ -190,3 +190,16 @@ def upsert_statements(
             .where(sa.or_(*(table.c[c].is_distinct_from(staging.c[c]) for c in late)))
         )
     return statements
+
+
+def include_ddl_in_transaction(conn: sa.Connection) -> None:
+    """Make the DDL that follows part of ``conn``'s open transaction.
+
+    DuckDB and PostgreSQL do this anyway. Python's sqlite3 only opens a transaction before
+    INSERT/UPDATE/DELETE, so a CREATE TABLE issued first would commit on its own: start the
+    transaction explicitly.
+    """
+    if conn.dialect.name == "sqlite":
+        driver = conn.connection.driver_connection
+        if not driver.in_transaction:
+            conn.exec_driver_sql("BEGIN")

@@ -282,6 +282,7 @@ def _import_tables(
     tell(0.0, "validating")
     with connect_checked(engine) as conn:
         with conn.begin() as transaction:
+            dialects.include_ddl_in_transaction(conn)
             tables = validate(inputs, conn, log)
             report = _report(log, tables, started)
             if not report.ok:

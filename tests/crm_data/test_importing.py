@@ -340,6 +340,28 @@ def test_failed_write_rolls_back_everything(db: sa.Engine, tmp_path: Path) -> No
     assert snapshot(db)["accounts"] == []
 
 
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "postgresql"])
+def test_failed_write_into_a_fresh_database_leaves_no_tables(make_db, tmp_path: Path, kind: str) -> None:
+    """The schema is created in the import's transaction: a failure takes it back too."""
+    engine = make_db(kind, create=False)
+    with engine.begin() as conn:
+        strict = sa.MetaData()
+        sa.Table(
+            "deals",
+            strict,
+            *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in schema.deals.columns),
+            sa.CheckConstraint("amount >= 0", name="positive_amount"),
+        ).create(conn)
+    files = {
+        "accounts": "account_id,name,created_at\nA1,Acme,2024-03-01\n",
+        "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,-5,2024-03-01,open\n",
+    }
+    report = import_paths(engine, [write_bundle(tmp_path / "b", files)])
+    assert not report.ok
+    with engine.connect() as conn:
+        assert existing_tables(conn) == {"deals"}
+
+
 def test_invalid_import_into_a_fresh_database_creates_nothing(make_db, tmp_path: Path) -> None:
     engine = make_db("duckdb", create=False)
     report = import_paths(engine, [write_bundle(tmp_path / "b", {"deals": "deal_id,status\nD1,open\n"})])
