@@ -10,7 +10,7 @@ A mapping (see ``docs/mappings.md``) has three parts:
 * ``[[tables]]``: one block per canonical table fed from one file (``from``), with a
   column spec per canonical column, or static ``rows``.
 
-A column spec is a source column name, or a table with: ``column`` (one name, or a list:
+A column spec (evaluated by ``crm_data.mappings.columns``) is a source column name, or a table with: ``column`` (one name, or a list:
 the first non-blank wins), ``template`` (``"{First Name} {Last Name}"``) or ``value`` (a
 constant); then ``split`` (keep the text before this separator), ``case`` (lower / upper), ``map`` (value map,
 case-insensitive; unmapped values pass through unless ``else`` is set), ``default`` (for
@@ -46,18 +46,31 @@ Timestamps come out as naive UTC text (``YYYY-MM-DD HH:MM:SS``).
 from __future__ import annotations
 
 import fnmatch
-import math
 import re
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from crm_data import schema
+from crm_data.mappings.columns import (
+    SPEC_KEYS,
+    TYPES,
+    Context,
+    Invalid,
+    as_list,
+    check_keys,
+    evaluate,
+    fold,
+    is_blank,
+    omap,
+    resolve_column,
+    text_frame,
+    to_text,
+)
 from crm_data.mappings.sources import (
     DEFAULT_ENCODINGS,
     MappingError,
@@ -67,32 +80,15 @@ from crm_data.mappings.sources import (
     read_text_table,
 )
 
-SPEC_KEYS = frozenset(
-    {
-        "column", "template", "value", "split", "map", "else", "default", "type", "format", "timezone",
-        "decimal", "thousands", "add", "case", "subtract", "scale", "bins", "when", "unless", "prefix", "suffix",
-        "agg",
-    }
-)  # fmt: skip
+if TYPE_CHECKING:
+    from crm_data.importing import TableInput
+
 BLOCK_KEYS = frozenset(
     {"table", "from", "columns", "rows", "where", "where_not", "unpivot", "group_by", "drop_rows_without"}
 )
 FILE_KEYS = frozenset({"patterns", "header", "encodings", "delimiter", "required", "description"})
 MAPPING_KEYS = frozenset({"name", "description", "timezone", "encodings", "ignore", "documentation"})
-TYPES = frozenset({"text", "number", "integer", "boolean", "datetime", "date"})
-UNITS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
 AGGREGATES = frozenset({"first", "last", "min", "max", "sum", "count"})
-TRUE_WORDS = frozenset({"true", "yes", "y", "1", "x", "t"})
-FALSE_WORDS = frozenset({"false", "no", "n", "0", "f"})
-_OFFSET_RE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
-_TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")
-
-
-@dataclass(frozen=True)
-class Invalid:
-    """A value that did not convert; written out as its original text for validation to report."""
-
-    raw: str
 
 
 @dataclass
@@ -170,17 +166,17 @@ class Mapping:
     @classmethod
     def from_dict(cls, data: dict[str, Any], default_name: str = "mapping") -> Mapping:
         """Build and check a mapping from parsed TOML."""
-        _check_keys(data, {"mapping", "files", "tables"}, "top level")
+        check_keys(data, {"mapping", "files", "tables"}, "top level")
         head = data.get("mapping", {})
-        _check_keys(head, MAPPING_KEYS, "[mapping]")
+        check_keys(head, MAPPING_KEYS, "[mapping]")
         files = {}
         for key, raw in data.get("files", {}).items():
-            _check_keys(raw, FILE_KEYS, f"[files.{key}]")
+            check_keys(raw, FILE_KEYS, f"[files.{key}]")
             files[key] = FileSpec(
                 key=key,
-                patterns=_as_list(raw.get("patterns")),
-                header=_as_list(raw.get("header")),
-                encodings=_as_list(raw["encodings"]) if "encodings" in raw else None,
+                patterns=as_list(raw.get("patterns")),
+                header=as_list(raw.get("header")),
+                encodings=as_list(raw["encodings"]) if "encodings" in raw else None,
                 delimiter=raw.get("delimiter"),
                 required=bool(raw.get("required", False)),
             )
@@ -193,10 +189,10 @@ class Mapping:
             name=str(head.get("name", default_name)),
             description=str(head.get("description", "")),
             timezone=str(head.get("timezone", "UTC")),
-            encodings=_as_list(head.get("encodings")) or list(DEFAULT_ENCODINGS),
+            encodings=as_list(head.get("encodings")) or list(DEFAULT_ENCODINGS),
             files=files,
             blocks=blocks,
-            ignore=_as_list(head.get("ignore")),
+            ignore=as_list(head.get("ignore")),
         )
 
     # ---- matching ------------------------------------------------------------------
@@ -235,7 +231,7 @@ class Mapping:
         return best[2] if best else None
 
     # ---- reading -------------------------------------------------------------------
-    def read(self, paths: Sequence[str | Path], notes: list[str] | None = None) -> list[Any]:
+    def read(self, paths: Sequence[str | Path], notes: list[str] | None = None) -> list[TableInput]:
         """Read export files (or folders) into ``TableInput`` objects, parents first.
 
         Raises ``MappingError`` when a given file matches no export of this mapping, a
@@ -295,46 +291,28 @@ class Mapping:
         if block.unpivot:
             src = _unpivot(src, block.unpivot, source.path)
         src = src.reset_index(drop=True)
-        context = _Context(src=src, path=source.path, table=block.table, timezone=self.timezone, notes=notes)
+        context = Context(src=src, path=source.path, table=block.table, timezone=self.timezone, notes=notes)
         out = pd.DataFrame({col: evaluate(spec, context, col) for col, spec in block.columns.items()})
         out = out.reindex(src.index)
         lines = src["__line__"]
         if block.drop_rows_without:
             keep = pd.Series(True, index=out.index)
             for col in block.drop_rows_without:
-                keep &= _omap(out[col], lambda v: not _blank(v)).astype(bool)
+                keep &= omap(out[col], lambda v: not is_blank(v)).astype(bool)
             out, lines = out[keep], lines[keep]
         if block.group_by:
             aggs = {col: block.columns[col].get("agg", "first") for col in out.columns}
             out, lines = _group(out, lines, block.group_by, aggs)
-        text = _text_frame(out)
+        text = text_frame(out)
         return Produced(block.table, text, str(source.path), [int(x) for x in lines])
 
 
 # ---- parsing helpers -----------------------------------------------------------------
 
 
-def _check_keys(raw: object, allowed: frozenset[str] | set[str], where: str) -> None:
-    if not isinstance(raw, dict):
-        raise MappingError(f"{where}: expected a table, got {raw!r}")
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise MappingError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
-
-
-def _as_list(value: object) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
-
-
 def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) -> TableBlock:
     where = f"[[tables]] #{index}"
-    _check_keys(raw, BLOCK_KEYS, where)
+    check_keys(raw, BLOCK_KEYS, where)
     table_name = raw.get("table")
     if table_name not in schema.metadata.tables:
         raise MappingError(f"{where}: unknown canonical table {table_name!r}")
@@ -355,7 +333,7 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
         if col not in table.c:
             raise MappingError(f"{where}: {table_name} has no column {col!r}")
         spec = {"column": spec} if isinstance(spec, str) else dict(spec)
-        _check_keys(spec, SPEC_KEYS, f"{where} column {col}")
+        check_keys(spec, SPEC_KEYS, f"{where} column {col}")
         if sum(k in spec for k in ("column", "template", "value")) != 1:
             raise MappingError(f"{where} column {col}: give exactly one of column, template, value")
         if spec.get("type", "text") not in TYPES:
@@ -367,23 +345,23 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
     if missing:
         raise MappingError(f"{where}: required column(s) {', '.join(missing)} not mapped")
     for key in ("group_by", "drop_rows_without"):
-        for col in _as_list(raw.get(key)):
+        for col in as_list(raw.get(key)):
             if col not in columns:
                 raise MappingError(f"{where}: {key} names {col!r}, which is not a mapped column")
     unpivot = raw.get("unpivot")
     if unpivot is not None:
-        _check_keys(unpivot, {"columns", "name", "value"}, f"{where} unpivot")
+        check_keys(unpivot, {"columns", "name", "value"}, f"{where} unpivot")
         if not all(k in unpivot for k in ("columns", "name", "value")):
             raise MappingError(f"{where} unpivot: give columns (a regex), name and value")
     return TableBlock(
         table=table_name,
         source=source,
         columns=columns,
-        where={k: [str(v) for v in _as_list(v)] for k, v in raw.get("where", {}).items()},
-        where_not={k: [str(v) for v in _as_list(v)] for k, v in raw.get("where_not", {}).items()},
+        where={k: [str(v) for v in as_list(v)] for k, v in raw.get("where", {}).items()},
+        where_not={k: [str(v) for v in as_list(v)] for k, v in raw.get("where_not", {}).items()},
         unpivot=unpivot,
-        group_by=_as_list(raw.get("group_by")),
-        drop_rows_without=_as_list(raw.get("drop_rows_without")),
+        group_by=as_list(raw.get("group_by")),
+        drop_rows_without=as_list(raw.get("drop_rows_without")),
     )
 
 
@@ -403,10 +381,6 @@ def _describe(spec: FileSpec) -> str:
 # ---- row-level derivations -----------------------------------------------------------
 
 
-def _fold(value: object) -> str:
-    return str(value).strip().casefold()
-
-
 def _filter_rows(
     src: pd.DataFrame, conditions: dict[str, list[str]], keep: bool, where: Path
 ) -> pd.DataFrame:
@@ -414,8 +388,8 @@ def _filter_rows(
         column = resolve_column(src.columns, name)
         if column is None:
             raise MappingError(f"{where}: column {name!r} is missing (used by where)")
-        wanted = {_fold(v) for v in values}
-        hit = _omap(src[column], lambda v, w=wanted: not _blank(v) and _fold(v) in w).astype(bool)
+        wanted = {fold(v) for v in values}
+        hit = omap(src[column], lambda v, w=wanted: not is_blank(v) and fold(v) in w).astype(bool)
         src = src[hit if keep else ~hit]
     return src
 
@@ -443,12 +417,12 @@ def _group(
     out: pd.DataFrame, lines: pd.Series, keys: list[str], aggs: dict[str, str]
 ) -> tuple[pd.DataFrame, pd.Series]:
     has_key = (
-        pd.concat([_omap(out[k], lambda v: not _blank(v)) for k in keys], axis=1).astype(bool).all(axis=1)
+        pd.concat([omap(out[k], lambda v: not is_blank(v)) for k in keys], axis=1).astype(bool).all(axis=1)
     )
     keyed, loose = out[has_key], out[~has_key]
     if keyed.empty:
         return out, lines
-    key_frame = pd.DataFrame({k: _omap(keyed[k], _to_text) for k in keys})
+    key_frame = pd.DataFrame({k: omap(keyed[k], to_text) for k in keys})
     groups = key_frame.groupby(keys, sort=False, dropna=False).indices
     rows, first_lines = [], []
     for positions in groups.values():
@@ -465,7 +439,7 @@ def _aggregate(values: list[object], how: str) -> object:
     bad = [v for v in values if isinstance(v, Invalid)]
     if bad:
         return bad[0]
-    present = [v for v in values if not _blank(v)]
+    present = [v for v in values if not is_blank(v)]
     if how == "count":
         return len(present)
     if not present:
@@ -499,7 +473,7 @@ def _merge_per_table(produced: list[Produced]) -> list[Produced]:
         lines: list[int] | None = None
         if all(p.lines is not None for p in parts):
             lines = [line for p in parts for line in (p.lines or [])]
-        keep = ~frame.map(_to_text).duplicated(keep="first").to_numpy()
+        keep = ~frame.map(to_text).duplicated(keep="first").to_numpy()
         frame = frame[keep].reset_index(drop=True)
         if lines is not None:
             lines = [line for line, kept in zip(lines, keep, strict=True) if kept]
@@ -512,317 +486,8 @@ def _static_rows(block: TableBlock, mapping_name: str) -> Produced:
     table = schema.metadata.tables[block.table]
     frame = pd.DataFrame(
         [
-            {col: _to_text(row.get(col)) for col in [c.name for c in table.c] if col in row}
+            {col: to_text(row.get(col)) for col in [c.name for c in table.c] if col in row}
             for row in block.rows or []
         ]
     )
-    return Produced(block.table, _text_frame(frame), f"mapping {mapping_name}", None)
-
-
-# ---- column specs --------------------------------------------------------------------
-
-
-@dataclass
-class _Context:
-    src: pd.DataFrame
-    path: Path
-    table: str
-    timezone: str
-    notes: list[str]
-
-    def column(self, name: str, target: str) -> pd.Series:
-        """A source column (any case), or blanks (plus a note) when an optional one is absent."""
-        found = resolve_column(self.src.columns, name)
-        if found is not None:
-            return self.src[found]
-        column = schema.metadata.tables[self.table].c[target]
-        if not column.nullable or column.primary_key:
-            raise MappingError(f"{self.path}: column {name!r} is missing (needed for {self.table}.{target})")
-        note = f"{self.path}: no column {name!r}; {self.table}.{target} left blank"
-        if note not in self.notes:
-            self.notes.append(note)
-        return pd.Series([None] * len(self.src), index=self.src.index, dtype=object)
-
-
-def evaluate(spec: dict[str, Any], ctx: _Context, target: str) -> pd.Series:
-    """The values of one canonical column (typed Python objects, ``None`` for blank)."""
-    values = _base(spec, ctx, target)
-    if "split" in spec:
-        sep = spec["split"]
-        values = _omap(values, lambda v: None if _blank(v) else (str(v).split(sep)[0].strip() or None))
-    if "case" in spec:
-        change = {"lower": str.lower, "upper": str.upper}[spec["case"]]
-        values = _omap(values, lambda v: v if _blank(v) else change(str(v)))
-    if "map" in spec:
-        values = _omap(values, _mapper(spec["map"], spec.get("else")))
-    if "default" in spec:
-        default = spec["default"]
-        values = _omap(values, lambda v: default if _blank(v) else v)
-    values = _convert(values, spec, ctx.timezone)
-    for key, sign in (("add", 1), ("subtract", -1)):
-        for offset in _as_list(spec.get(key)):
-            values = _shift(values, offset, sign, ctx, target)
-    if "scale" in spec:
-        factor = float(spec["scale"])
-        values = _omap(
-            values, lambda v: v * factor if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-        )
-    if "bins" in spec:
-        values = _omap(values, _binner(spec["bins"]))
-    for key, keep in (("when", True), ("unless", False)):
-        for column, wanted in spec.get(key, {}).items():
-            allowed = {_fold(w) for w in _as_list(wanted)}
-            hit = _omap(
-                ctx.column(column, target), lambda v, a=allowed: not _blank(v) and _fold(v) in a
-            ).astype(bool)
-            values = values.where(hit if keep else ~hit, None)
-    if "prefix" in spec or "suffix" in spec:
-        pre, post = str(spec.get("prefix", "")), str(spec.get("suffix", ""))
-        values = _omap(
-            values, lambda v: v if _blank(v) or isinstance(v, Invalid) else f"{pre}{_to_text(v)}{post}"
-        )
-    return values.astype(object)
-
-
-def _base(spec: dict[str, Any], ctx: _Context, target: str) -> pd.Series:
-    index = ctx.src.index
-    if "value" in spec:
-        return pd.Series([spec["value"]] * len(index), index=index, dtype=object)
-    if "column" in spec:
-        given = _as_list(spec["column"])
-        names = [n for n in given if resolve_column(ctx.src.columns, n) is not None] or given[:1]
-        values = ctx.column(names[0], target).copy()
-        for name in names[1:]:
-            values = values.where(values.notna(), ctx.column(name, target))
-        return values.astype(object)
-    template = str(spec["template"])
-    names = _TEMPLATE_RE.findall(template)
-    columns = {name: ctx.column(name, target) for name in names}
-
-    def fill(position: int) -> str | None:
-        text = _TEMPLATE_RE.sub(lambda m: columns[m.group(1)].iat[position] or "", template)
-        text = " ".join(text.split())
-        return text or None
-
-    return pd.Series([fill(i) for i in range(len(index))], index=index, dtype=object)
-
-
-def _mapper(table: dict[str, Any], otherwise: object) -> Callable[[object], object]:
-    folded = {_fold(k): v for k, v in table.items()}
-
-    def apply(value: object) -> object:
-        if _blank(value):
-            return value
-        key = _fold(value)
-        if key in folded:
-            return folded[key]
-        return value if otherwise is None else otherwise
-
-    return apply
-
-
-def _binner(bins: list[list[Any]]) -> Callable[[object], object]:
-    edges = sorted(((float(lower), str(label)) for lower, label in bins), key=lambda b: b[0])
-
-    def apply(value: object) -> object:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-            return value
-        label = None
-        for lower, name in edges:
-            if value >= lower:
-                label = name
-        return label
-
-    return apply
-
-
-def _convert(values: pd.Series, spec: dict[str, Any], default_tz: str) -> pd.Series:
-    kind = spec.get("type", "text")
-    if kind == "text":
-        return _omap(
-            values, lambda v: None if _blank(v) else v if isinstance(v, (str, Invalid)) else _to_text(v)
-        )
-    if kind in ("number", "integer"):
-        dec, thousands = spec.get("decimal", "."), spec.get("thousands", ",")
-        return _omap(values, lambda v: _number(v, dec, thousands, integer=kind == "integer"))
-    if kind == "boolean":
-        return _omap(values, _boolean)
-    formats = _as_list(spec.get("format")) or ["iso"]
-    parsed = parse_datetimes(values, formats, str(spec.get("timezone", default_tz)))
-    if kind == "date":
-        return _omap(parsed, lambda v: v.date() if isinstance(v, pd.Timestamp) else v)
-    return parsed
-
-
-def _number(value: object, decimal: str, thousands: str, integer: bool) -> object:
-    if _blank(value) or isinstance(value, Invalid):
-        return None if _blank(value) else value
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        text = str(value).strip().replace("\u00a0", "").replace(" ", "")
-        text = text.lstrip("$€£¥").rstrip("$€£¥")
-        if thousands:
-            text = text.replace(thousands, "")
-        if decimal != ".":
-            text = text.replace(decimal, ".")
-        try:
-            number = float(text)
-        except ValueError:
-            return Invalid(str(value))
-    if integer:
-        if not number.is_integer():
-            return Invalid(str(value))
-        return int(number)
-    return number
-
-
-def _boolean(value: object) -> object:
-    if _blank(value) or isinstance(value, (bool, Invalid)):
-        return None if _blank(value) else value
-    word = _fold(value)
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    return Invalid(str(value))
-
-
-def parse_datetimes(values: pd.Series, formats: list[str], timezone: str) -> pd.Series:
-    """Parse text with the first matching format; naive local times are in ``timezone``.
-
-    Returns Timestamps as naive UTC, ``None`` for blanks and ``Invalid`` for text that
-    matches no format. ``"iso"`` accepts ISO 8601 with or without an offset (an offset
-    wins over ``timezone``); ``"epoch_ms"`` / ``"epoch_s"`` are Unix times (UTC).
-    """
-    texts = _omap(
-        values, lambda v: None if _blank(v) else (v.isoformat() if hasattr(v, "isoformat") else str(v))
-    )
-    result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
-    todo = texts.notna()
-    for fmt in formats:
-        if not todo.any():
-            break
-        chunk = texts[todo]
-        if fmt == "iso":
-            parsed = _parse_iso(chunk, timezone)
-        elif fmt in ("epoch_ms", "epoch_s"):
-            numbers = pd.to_numeric(chunk, errors="coerce")
-            parsed = pd.to_datetime(numbers, unit="ms" if fmt == "epoch_ms" else "s", errors="coerce")
-        else:
-            parsed = _localize(pd.to_datetime(chunk, format=fmt, errors="coerce"), timezone)
-        parsed = parsed.astype("datetime64[us]")
-        result.loc[parsed.index] = result.loc[parsed.index].where(result.loc[parsed.index].notna(), parsed)
-        todo &= result.isna()
-    out = pd.Series([None] * len(values), index=values.index, dtype=object)
-    good = result.notna()
-    out[good] = list(result[good])
-    bad = texts.notna() & ~good
-    out[bad] = [Invalid(t) for t in texts[bad]]
-    return out
-
-
-def _parse_iso(texts: pd.Series, timezone: str) -> pd.Series:
-    with_offset = texts.str.contains(_OFFSET_RE)
-    parsed = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[us]")
-    if with_offset.any():
-        aware = pd.to_datetime(texts[with_offset], format="ISO8601", utc=True, errors="coerce")
-        parsed[with_offset] = aware.dt.tz_convert(None).astype("datetime64[us]")
-    if (~with_offset).any():
-        naive = pd.to_datetime(texts[~with_offset], format="ISO8601", errors="coerce")
-        parsed[~with_offset] = _localize(naive, timezone).astype("datetime64[us]")
-    return parsed
-
-
-def _localize(parsed: pd.Series, timezone: str) -> pd.Series:
-    """Naive local times in ``timezone`` -> naive UTC (ambiguous times: the first, DST, one)."""
-    if timezone.upper() == "UTC" or parsed.empty:
-        return parsed
-    if getattr(parsed.dt, "tz", None) is not None:
-        return parsed.dt.tz_convert(None)
-    ambiguous = np.ones(len(parsed), dtype=bool)
-    local = parsed.dt.tz_localize(timezone, ambiguous=ambiguous, nonexistent="shift_forward")
-    return local.dt.tz_convert(None)
-
-
-def _shift(values: pd.Series, offset: dict[str, Any], sign: int, ctx: _Context, target: str) -> pd.Series:
-    _check_keys(offset, {"column", "value", "unit"}, f"offset of {ctx.table}.{target}")
-    unit = offset.get("unit", "days")
-    if unit not in (*UNITS, "months", "hms"):
-        raise MappingError(
-            f"offset of {ctx.table}.{target}: unit must be seconds, minutes, hours, days, months or hms"
-        )
-    if "column" in offset:
-        amounts = ctx.column(offset["column"], target)
-    else:
-        amounts = pd.Series([offset.get("value")] * len(values), index=values.index, dtype=object)
-
-    def shift(base: object, amount: object) -> object:
-        if _blank(base) or isinstance(base, Invalid):
-            return base
-        if _blank(amount):
-            return None
-        try:
-            if unit == "hms":
-                parts = [float(p) for p in str(amount).split(":")]
-                seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
-                delta: object = pd.Timedelta(seconds=sign * seconds)
-            elif unit == "months":
-                delta = pd.DateOffset(months=sign * int(float(str(amount))))
-            else:
-                delta = pd.Timedelta(seconds=sign * float(str(amount)) * UNITS[unit])
-        except ValueError:
-            return Invalid(str(amount))
-        return pd.Timestamp(base) + delta
-
-    return pd.Series(
-        [shift(b, a) for b, a in zip(values, amounts, strict=True)], index=values.index, dtype=object
-    )
-
-
-def resolve_column(columns: Sequence[str] | pd.Index, name: str) -> str | None:
-    """The source column called ``name``: exact match, else ignoring case and blanks."""
-    if name in columns:
-        return name
-    wanted = name.strip().casefold()
-    return next((c for c in columns if str(c).strip().casefold() == wanted), None)
-
-
-def _omap(values: pd.Series, function: Callable[[object], object]) -> pd.Series:
-    """``values.map(function)`` that keeps object dtype and ``None`` (no dtype inference)."""
-    return pd.Series([function(v) for v in values], index=values.index, dtype=object)
-
-
-def _blank(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    if value is pd.NaT:
-        return True
-    return isinstance(value, str) and not value.strip()
-
-
-def _text_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every value as canonical text (object dtype, ``None`` for blank), index 0..n-1."""
-    columns = {col: [_to_text(v) for v in frame[col]] for col in frame.columns}
-    return pd.DataFrame(columns, columns=list(frame.columns), dtype=object)
-
-
-def _to_text(value: object) -> str | None:
-    """The canonical text form: ISO timestamps, plain numbers, true/false."""
-    if _blank(value):
-        return None
-    if isinstance(value, Invalid):
-        return value.raw
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, pd.Timestamp):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
+    return Produced(block.table, text_frame(frame), f"mapping {mapping_name}", None)

@@ -1,0 +1,377 @@
+"""Column specs of a mapping: how one canonical column's values come out of a source file.
+
+A spec (see ``crm_data.mappings.engine`` and docs/mappings.md) is evaluated on the text
+frame of one export file, step by step: base value (``column`` / ``template`` / ``value``),
+``split``, ``case``, ``map`` / ``else``, ``default``, ``type`` conversion (numbers, booleans,
+dates and times in a source time zone -> naive UTC), ``add`` / ``subtract`` offsets,
+``scale``, ``bins``, ``when`` / ``unless``, ``prefix`` / ``suffix``. Values are Python
+objects (``None`` = blank); a value that does not convert becomes ``Invalid(raw text)``,
+written out unchanged so that validation reports it with its file, line and column.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crm_data import schema
+from crm_data.mappings.sources import MappingError
+
+SPEC_KEYS = frozenset(
+    {
+        "column", "template", "value", "split", "map", "else", "default", "type", "format", "timezone",
+        "decimal", "thousands", "add", "case", "subtract", "scale", "bins", "when", "unless", "prefix", "suffix",
+        "agg",
+    }
+)  # fmt: skip
+TYPES = frozenset({"text", "number", "integer", "boolean", "datetime", "date"})
+UNITS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "x", "t"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", "f"})
+_OFFSET_RE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
+_TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A value that did not convert; written out as its original text for validation to report."""
+
+    raw: str
+
+
+def check_keys(raw: object, allowed: frozenset[str] | set[str], where: str) -> None:
+    if not isinstance(raw, dict):
+        raise MappingError(f"{where}: expected a table, got {raw!r}")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise MappingError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def as_list(value: object) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def fold(value: object) -> str:
+    return str(value).strip().casefold()
+
+
+# ---- column specs --------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    src: pd.DataFrame
+    path: Path
+    table: str
+    timezone: str
+    notes: list[str]
+
+    def column(self, name: str, target: str) -> pd.Series:
+        """A source column (any case), or blanks (plus a note) when an optional one is absent."""
+        found = resolve_column(self.src.columns, name)
+        if found is not None:
+            return self.src[found]
+        column = schema.metadata.tables[self.table].c[target]
+        if not column.nullable or column.primary_key:
+            raise MappingError(f"{self.path}: column {name!r} is missing (needed for {self.table}.{target})")
+        note = f"{self.path}: no column {name!r}; {self.table}.{target} left blank"
+        if note not in self.notes:
+            self.notes.append(note)
+        return pd.Series([None] * len(self.src), index=self.src.index, dtype=object)
+
+
+def evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
+    """The values of one canonical column (typed Python objects, ``None`` for blank)."""
+    values = _base(spec, ctx, target)
+    if "split" in spec:
+        sep = spec["split"]
+        values = omap(values, lambda v: None if is_blank(v) else (str(v).split(sep)[0].strip() or None))
+    if "case" in spec:
+        change = {"lower": str.lower, "upper": str.upper}[spec["case"]]
+        values = omap(values, lambda v: v if is_blank(v) else change(str(v)))
+    if "map" in spec:
+        values = omap(values, _mapper(spec["map"], spec.get("else")))
+    if "default" in spec:
+        default = spec["default"]
+        values = omap(values, lambda v: default if is_blank(v) else v)
+    values = _convert(values, spec, ctx.timezone)
+    for key, sign in (("add", 1), ("subtract", -1)):
+        for offset in as_list(spec.get(key)):
+            values = _shift(values, offset, sign, ctx, target)
+    if "scale" in spec:
+        factor = float(spec["scale"])
+        values = omap(
+            values, lambda v: v * factor if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        )
+    if "bins" in spec:
+        values = omap(values, _binner(spec["bins"]))
+    for key, keep in (("when", True), ("unless", False)):
+        for column, wanted in spec.get(key, {}).items():
+            allowed = {fold(w) for w in as_list(wanted)}
+            hit = omap(
+                ctx.column(column, target), lambda v, a=allowed: not is_blank(v) and fold(v) in a
+            ).astype(bool)
+            values = values.where(hit if keep else ~hit, None)
+    if "prefix" in spec or "suffix" in spec:
+        pre, post = str(spec.get("prefix", "")), str(spec.get("suffix", ""))
+        values = omap(
+            values, lambda v: v if is_blank(v) or isinstance(v, Invalid) else f"{pre}{to_text(v)}{post}"
+        )
+    return values.astype(object)
+
+
+def _base(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
+    index = ctx.src.index
+    if "value" in spec:
+        return pd.Series([spec["value"]] * len(index), index=index, dtype=object)
+    if "column" in spec:
+        given = as_list(spec["column"])
+        names = [n for n in given if resolve_column(ctx.src.columns, n) is not None] or given[:1]
+        values = ctx.column(names[0], target).copy()
+        for name in names[1:]:
+            values = values.where(values.notna(), ctx.column(name, target))
+        return values.astype(object)
+    template = str(spec["template"])
+    names = _TEMPLATE_RE.findall(template)
+    columns = {name: ctx.column(name, target) for name in names}
+
+    def fill(position: int) -> str | None:
+        text = _TEMPLATE_RE.sub(lambda m: columns[m.group(1)].iat[position] or "", template)
+        text = " ".join(text.split())
+        return text or None
+
+    return pd.Series([fill(i) for i in range(len(index))], index=index, dtype=object)
+
+
+def _mapper(table: dict[str, Any], otherwise: object) -> Callable[[object], object]:
+    folded = {fold(k): v for k, v in table.items()}
+
+    def apply(value: object) -> object:
+        if is_blank(value):
+            return value
+        key = fold(value)
+        if key in folded:
+            return folded[key]
+        return value if otherwise is None else otherwise
+
+    return apply
+
+
+def _binner(bins: list[list[Any]]) -> Callable[[object], object]:
+    edges = sorted(((float(lower), str(label)) for lower, label in bins), key=lambda b: b[0])
+
+    def apply(value: object) -> object:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+            return value
+        label = None
+        for lower, name in edges:
+            if value >= lower:
+                label = name
+        return label
+
+    return apply
+
+
+def _convert(values: pd.Series, spec: dict[str, Any], default_tz: str) -> pd.Series:
+    kind = spec.get("type", "text")
+    if kind == "text":
+        return omap(
+            values, lambda v: None if is_blank(v) else v if isinstance(v, (str, Invalid)) else to_text(v)
+        )
+    if kind in ("number", "integer"):
+        dec, thousands = spec.get("decimal", "."), spec.get("thousands", ",")
+        return omap(values, lambda v: _number(v, dec, thousands, integer=kind == "integer"))
+    if kind == "boolean":
+        return omap(values, _boolean)
+    formats = as_list(spec.get("format")) or ["iso"]
+    parsed = parse_datetimes(values, formats, str(spec.get("timezone", default_tz)))
+    if kind == "date":
+        return omap(parsed, lambda v: v.date() if isinstance(v, pd.Timestamp) else v)
+    return parsed
+
+
+def _number(value: object, decimal: str, thousands: str, integer: bool) -> object:
+    if is_blank(value) or isinstance(value, Invalid):
+        return None if is_blank(value) else value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = str(value).strip().replace("\u00a0", "").replace(" ", "")
+        text = text.lstrip("$€£¥").rstrip("$€£¥")
+        if thousands:
+            text = text.replace(thousands, "")
+        if decimal != ".":
+            text = text.replace(decimal, ".")
+        try:
+            number = float(text)
+        except ValueError:
+            return Invalid(str(value))
+    if integer:
+        if not number.is_integer():
+            return Invalid(str(value))
+        return int(number)
+    return number
+
+
+def _boolean(value: object) -> object:
+    if is_blank(value) or isinstance(value, (bool, Invalid)):
+        return None if is_blank(value) else value
+    word = fold(value)
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return Invalid(str(value))
+
+
+def parse_datetimes(values: pd.Series, formats: list[str], timezone: str) -> pd.Series:
+    """Parse text with the first matching format; naive local times are in ``timezone``.
+
+    Returns Timestamps as naive UTC, ``None`` for blanks and ``Invalid`` for text that
+    matches no format. ``"iso"`` accepts ISO 8601 with or without an offset (an offset
+    wins over ``timezone``); ``"epoch_ms"`` / ``"epoch_s"`` are Unix times (UTC).
+    """
+    texts = omap(
+        values, lambda v: None if is_blank(v) else (v.isoformat() if hasattr(v, "isoformat") else str(v))
+    )
+    result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
+    todo = texts.notna()
+    for fmt in formats:
+        if not todo.any():
+            break
+        chunk = texts[todo]
+        if fmt == "iso":
+            parsed = _parse_iso(chunk, timezone)
+        elif fmt in ("epoch_ms", "epoch_s"):
+            numbers = pd.to_numeric(chunk, errors="coerce")
+            parsed = pd.to_datetime(numbers, unit="ms" if fmt == "epoch_ms" else "s", errors="coerce")
+        else:
+            parsed = _localize(pd.to_datetime(chunk, format=fmt, errors="coerce"), timezone)
+        parsed = parsed.astype("datetime64[us]")
+        result.loc[parsed.index] = result.loc[parsed.index].where(result.loc[parsed.index].notna(), parsed)
+        todo &= result.isna()
+    out = pd.Series([None] * len(values), index=values.index, dtype=object)
+    good = result.notna()
+    out[good] = list(result[good])
+    bad = texts.notna() & ~good
+    out[bad] = [Invalid(t) for t in texts[bad]]
+    return out
+
+
+def _parse_iso(texts: pd.Series, timezone: str) -> pd.Series:
+    with_offset = texts.str.contains(_OFFSET_RE)
+    parsed = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[us]")
+    if with_offset.any():
+        aware = pd.to_datetime(texts[with_offset], format="ISO8601", utc=True, errors="coerce")
+        parsed[with_offset] = aware.dt.tz_convert(None).astype("datetime64[us]")
+    if (~with_offset).any():
+        naive = pd.to_datetime(texts[~with_offset], format="ISO8601", errors="coerce")
+        parsed[~with_offset] = _localize(naive, timezone).astype("datetime64[us]")
+    return parsed
+
+
+def _localize(parsed: pd.Series, timezone: str) -> pd.Series:
+    """Naive local times in ``timezone`` -> naive UTC (ambiguous times: the first, DST, one)."""
+    if timezone.upper() == "UTC" or parsed.empty:
+        return parsed
+    if getattr(parsed.dt, "tz", None) is not None:
+        return parsed.dt.tz_convert(None)
+    ambiguous = np.ones(len(parsed), dtype=bool)
+    local = parsed.dt.tz_localize(timezone, ambiguous=ambiguous, nonexistent="shift_forward")
+    return local.dt.tz_convert(None)
+
+
+def _shift(values: pd.Series, offset: dict[str, Any], sign: int, ctx: Context, target: str) -> pd.Series:
+    check_keys(offset, {"column", "value", "unit"}, f"offset of {ctx.table}.{target}")
+    unit = offset.get("unit", "days")
+    if unit not in (*UNITS, "months", "hms"):
+        raise MappingError(
+            f"offset of {ctx.table}.{target}: unit must be seconds, minutes, hours, days, months or hms"
+        )
+    if "column" in offset:
+        amounts = ctx.column(offset["column"], target)
+    else:
+        amounts = pd.Series([offset.get("value")] * len(values), index=values.index, dtype=object)
+
+    def shift(base: object, amount: object) -> object:
+        if is_blank(base) or isinstance(base, Invalid):
+            return base
+        if is_blank(amount):
+            return None
+        try:
+            if unit == "hms":
+                parts = [float(p) for p in str(amount).split(":")]
+                seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
+                delta: object = pd.Timedelta(seconds=sign * seconds)
+            elif unit == "months":
+                delta = pd.DateOffset(months=sign * int(float(str(amount))))
+            else:
+                delta = pd.Timedelta(seconds=sign * float(str(amount)) * UNITS[unit])
+        except ValueError:
+            return Invalid(str(amount))
+        return pd.Timestamp(base) + delta
+
+    return pd.Series(
+        [shift(b, a) for b, a in zip(values, amounts, strict=True)], index=values.index, dtype=object
+    )
+
+
+def resolve_column(columns: Sequence[str] | pd.Index, name: str) -> str | None:
+    """The source column called ``name``: exact match, else ignoring case and blanks."""
+    if name in columns:
+        return name
+    wanted = name.strip().casefold()
+    return next((c for c in columns if str(c).strip().casefold() == wanted), None)
+
+
+def omap(values: pd.Series, function: Callable[[object], object]) -> pd.Series:
+    """``values.map(function)`` that keeps object dtype and ``None`` (no dtype inference)."""
+    return pd.Series([function(v) for v in values], index=values.index, dtype=object)
+
+
+def is_blank(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if value is pd.NaT:
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def text_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every value as canonical text (object dtype, ``None`` for blank), index 0..n-1."""
+    columns = {col: [to_text(v) for v in frame[col]] for col in frame.columns}
+    return pd.DataFrame(columns, columns=list(frame.columns), dtype=object)
+
+
+def to_text(value: object) -> str | None:
+    """The canonical text form: ISO timestamps, plain numbers, true/false."""
+    if is_blank(value):
+        return None
+    if isinstance(value, Invalid):
+        return value.raw
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
