@@ -10,17 +10,9 @@ A mapping (see ``docs/mappings.md``) has three parts:
 * ``[[tables]]``: one block per canonical table fed from one file (``from``), with a
   column spec per canonical column, or static ``rows``.
 
-A column spec (evaluated by ``crm_data.mappings.columns``) is a source column name, or a table with: ``column`` (one name, or a list:
-the first non-blank wins), ``template`` (``"{First Name} {Last Name}"``) or ``value`` (a
-constant); then ``split`` (keep the text before this separator), ``case`` (lower / upper), ``map`` (value map,
-case-insensitive; unmapped values pass through unless ``else`` is set), ``default`` (for
-blanks); ``type`` (text, number, integer, boolean, datetime, date) with ``format`` (one
-strptime format or a list; ``"iso"``, ``"epoch_ms"``, ``"epoch_s"``), ``timezone``,
-``decimal`` and ``thousands``; ``add`` / ``subtract`` (offsets: ``{column|value, unit}``,
-unit seconds, minutes, hours, days, months or ``hms`` for ``H:MM:SS`` text); ``scale``;
-``bins`` (``[[lower, label], ...]``); ``when`` / ``unless`` (``{source column = [values]}``:
-keep / blank the value by another column); ``prefix`` / ``suffix`` (id prefixes); ``agg``
-(with ``group_by``).
+A column spec (a source column name, or a table of steps: ``column`` / ``template`` /
+``value``, value maps, types, formats, time zones, offsets, conditions, id prefixes) is
+evaluated by ``crm_data.mappings.columns``; docs/mappings.md lists every key.
 
 The named derivation steps, for what a column spec alone cannot say:
 
