@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from crm_data import dialects, schema
 from crm_data.bulk import bulk_insert
-from crm_data.engines import DatabaseBusyError, connect_checked
+from crm_data.engines import connect_checked
 from crm_data.validation import (
     MAX_LISTED_ERRORS,
     ImportIssue,
@@ -291,8 +291,6 @@ def _import_tables(
                 return report
             try:
                 report.written = _write(conn, tables, tell)
-            except DatabaseBusyError:
-                raise
             except sa.exc.DBAPIError as error:
                 transaction.rollback()
                 report.ok = False
