@@ -185,7 +185,7 @@ def fmt_delta(change: object, unit: str) -> str:
 
 #: d3-format strings for plotly axes / hover per unit.
 TICKFORMAT = {
-    "ratio": ".0%",
+    "ratio": ".1~%",
     "money": "$,.0f",
     "count": ",.0f",
     "days": ",.0f",

@@ -70,6 +70,6 @@ def test_deltas_use_percentage_points_for_ratios_and_an_ascii_sign():
 
 
 def test_axis_format_per_unit():
-    assert axis_format("ratio")["tickformat"] == ".0%"
+    assert axis_format("ratio")["tickformat"] == ".1~%"
     assert axis_format("money")["tickformat"] == "$,.0f"
     assert axis_format("days")["ticksuffix"] == " d"
