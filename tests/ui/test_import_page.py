@@ -157,3 +157,17 @@ def test_a_locked_duckdb_file_is_reported(target: str) -> None:
         assert "deals" not in sa.inspect(engine).get_table_names()  # nothing was written
     finally:
         engine.dispose()
+
+
+def test_csv_bundle(target: str) -> None:
+    accounts_csv = (
+        b"account_id,name,segment,created_at\r\na1,Acme,SMB,2024-01-05\r\na2,Beta,Enterprise,2024-02-30\r\n"
+    )
+    at = _page("CSV bundle", [("accounts.csv", accounts_csv, "text/csv")])
+    issues = at.dataframe[1].value
+    assert issues[["file", "line", "column"]].values.tolist() == [["accounts.csv", 3, "created_at"]]
+    fixed = accounts_csv.replace(b"2024-02-30", b"2024-02-28")
+    at.file_uploader(key="import_files").set_value([("accounts.csv", fixed, "text/csv")]).run()
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    assert _count(target, schema.accounts) == 2
