@@ -22,6 +22,7 @@ st.set_page_config(
 view = global_filters()
 report = PageReport("Sales pipeline", view)
 
+STUCK_LIMIT = 2000  # rows in the stuck-deals drill-down (and its CSV)
 BREAKDOWNS = {
     "segment": "Segment",
     "owner": "Owner",
@@ -182,10 +183,14 @@ if not is_empty(aging, ["open_deals"]):
     min_days = right.number_input(
         "In the stage for at least (days)", 0, 3650, 90, step=15, key="stuck_min_days"
     )
-    stuck = kpi(kpis.stuck_deals, view.filters, stage=stage, min_days=int(min_days))
+    stuck = kpi(kpis.stuck_deals, view.filters, stage=stage, min_days=int(min_days), limit=STUCK_LIMIT)
     if stuck.empty:
         no_data(f"No open deal has been in {stage} for {int(min_days)} days or more.")
     else:
-        report.table(stuck, f"Deals in {stage} for at least {int(min_days)} days")
+        report.table(
+            stuck,
+            f"Deals in {stage} for at least {int(min_days)} days",
+            caption=f"The {STUCK_LIMIT:,} longest-waiting deals." if len(stuck) >= STUCK_LIMIT else None,
+        )
 
 report.finish()
