@@ -3,8 +3,16 @@
 With at least 24 training points the series is deseasonalised first (period 12, after
 statsmodels' seasonality test; multiplicative when the data are positive, else additive);
 shorter series are not. Theta = 2 (the classic method: SES with half the drift). Needs at
-least 6 points. Intervals: statsmodels' ``prediction_intervals`` (from the SES state-space
-form). Fitting is a few milliseconds, so the backtest refits it at every origin.
+least 6 points. Fitting takes milliseconds, so the backtest refits it at every origin.
+
+Intervals (computed here, not with statsmodels' ``prediction_intervals``, whose variance
+comes from an ARIMA(0,1,1) fitted to the *seasonal* raw data — measured here: intervals that
+covered 100 % of the backtest actuals at 80 %, and 70 % of the forecast's run time):
+``sigma²`` = mean squared one-step in-sample error of the Theta forecast on the
+deseasonalised series (SES level + the drift term ``b0/2 · (1 − (1 − α)^t) / α``); the
+h-step variance is the SES one ``sigma² · (1 + (h − 1) α²)``; normal quantiles; for
+multiplicative deseasonalisation the standard deviation is scaled by the month's seasonal
+index.
 """
 
 from __future__ import annotations
@@ -19,6 +27,18 @@ from forecasting.models.base import MIN_SEASONAL_POINTS, SEASON, Prediction, nor
 MIN_POINTS = 6
 
 
+def one_step_sigma2(y: np.ndarray, alpha: float, b0: float) -> float:
+    """Mean squared one-step in-sample error of SES (level started at ``y[0]``, as
+    statsmodels does) plus the Theta drift term, over ``y[1:]``."""
+    level = float(y[0])
+    errors = np.empty(len(y) - 1)
+    for t in range(1, len(y)):
+        drift = b0 / 2 * (1 - (1 - alpha) ** t) / alpha if alpha > 0 else b0 / 2 * t
+        errors[t - 1] = y[t] - (level + drift)
+        level = alpha * y[t] + (1 - alpha) * level
+    return float(np.mean(errors**2)) if errors.size else 0.0
+
+
 @dataclass
 class FittedTheta:
     results: object  # statsmodels ThetaModelResults
@@ -29,12 +49,16 @@ class FittedTheta:
         return "Theta (deseasonalised)" if self.deseasonalized else "Theta"
 
     def predict(self, horizon: int) -> Prediction:
-        # statsmodels' prediction_intervals recomputes the forecast on every call; this is
-        # its formula, sigma_h^2 = sigma^2 (1 + (h - 1)(1 + (alpha - 1)^2)), on one forecast
-        mean = np.asarray(self.results.forecast(horizon), dtype=float)
-        alpha = float(np.asarray(self.results.params)[1])
+        results = self.results
+        mean = np.asarray(results.forecast(horizon), dtype=float)
+        b0, alpha = (float(v) for v in np.asarray(results.params))
+        model = results.model
+        deseasonalized, _ = model._deseasonalize_data()  # the series the SES ran on
+        sigma2 = one_step_sigma2(np.asarray(deseasonalized, dtype=float), alpha, b0)
         steps = np.arange(horizon)
-        sd = np.sqrt((1 + steps * (1 + (alpha - 1) ** 2)) * float(self.results.sigma2))
+        sd = np.sqrt(sigma2 * (1 + steps * alpha**2))
+        if model.deseasonalize and model.method.startswith("mul"):
+            sd = sd * np.asarray(results.forecast_components(horizon)["seasonal"], dtype=float)
         return normal_prediction(mean, sd)
 
     def extend(self, y: np.ndarray) -> FittedTheta:

@@ -7,6 +7,9 @@ import pytest
 
 from forecasting.models.sarimax import Sarimax, candidate_specs
 
+# fitted directly here (forecast() turns these into notes): starting-value warnings are expected
+pytestmark = pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.EstimationWarning")
+
 
 def test_grid_is_seasonal_only_from_36_points() -> None:
     assert [s.label for s in candidate_specs(np.arange(35.0))] == [
