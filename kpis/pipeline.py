@@ -25,6 +25,8 @@ Bind = sa.Connection | sa.Engine
 #: Group label for a missing dimension value, and stage label for deals with no stage history.
 NOT_SET = "(not set)"
 NO_STAGE = "(no stage)"
+#: Stages entered are tracked as bits of a 64-bit integer.
+MAX_FUNNEL_STAGES = 62
 
 #: ``by`` of :func:`win_rate_by` -> (table, column) of the grouping value.
 WIN_RATE_DIMENSIONS: dict[str, tuple[sa.Table, str]] = {
@@ -216,48 +218,46 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         stages = stages[~(stages["is_closed"] & ~stages["is_won"])].reset_index(drop=True)
         if stages.empty:
             return pd.DataFrame(columns=columns)
+        if len(stages) > MAX_FUNNEL_STAGES:
+            raise ValueError(f"a funnel of more than {MAX_FUNNEL_STAGES} stages is not supported")
+        # Stage of rank r (1-based) is bit 2^(r-1); a deal's stages entered = the sum of the
+        # distinct bits of its history rows (plus the won bits for won deals).
         ranks = [
-            (s, i + 1, int(w)) for i, (s, w) in enumerate(zip(stages["stage"], stages["is_won"], strict=True))
+            (s, 1 << i, int(w))
+            for i, (s, w) in enumerate(zip(stages["stage"], stages["is_won"], strict=True))
         ]
         grid = _literal_table(
-            ranks, ["stage", "rank", "won"], [sa.String(), sa.Integer(), sa.Integer()], "fstages"
+            ranks, ["stage", "bit", "won"], [sa.String(), sa.BigInteger(), sa.Integer()], "fstages"
         )
         cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).cte("cohort")
         created = c.execute(sa.select(sa.func.count()).select_from(cohort)).scalar_one()
-        entries = sa.union(
-            sa.select(history.c.deal_id, grid.c.rank).select_from(
+        entries = sa.union_all(
+            sa.select(history.c.deal_id, grid.c.bit).select_from(
                 history.join(cohort, cohort.c.deal_id == history.c.deal_id).join(
                     grid, grid.c.stage == history.c.stage
                 )
             ),
-            sa.select(cohort.c.deal_id, grid.c.rank)
+            sa.select(cohort.c.deal_id, grid.c.bit)
             .select_from(cohort.join(grid, grid.c.won == 1))
             .where(cohort.c.status == "won"),
         ).cte("entries")
-        ranked = sa.select(
-            entries.c.deal_id,
-            entries.c.rank,
-            sa.func.row_number().over(partition_by=entries.c.deal_id, order_by=entries.c.rank).label("rn"),
-        ).cte("ranked")
         per_deal = (
-            sa.select(
-                sa.func.max(ranked.c.rank).label("max_rank"),
-                sa.func.max(sa.case((ranked.c.rank == ranked.c.rn, ranked.c.rank), else_=0)).label("prefix"),
-            )
-            .group_by(ranked.c.deal_id)
+            sa.select(sa.func.sum(sa.distinct(entries.c.bit)).label("mask"))
+            .group_by(entries.c.deal_id)
             .cte("per_deal")
         )
-        histogram = c.execute(
-            sa.select(per_deal.c.prefix, per_deal.c.max_rank, sa.func.count()).group_by(
-                per_deal.c.prefix, per_deal.c.max_rank
-            )
-        ).fetchall()
+        masks = [
+            (int(m), int(n))
+            for m, n in c.execute(sa.select(per_deal.c.mask, sa.func.count()).group_by(per_deal.c.mask))
+        ]
+    # For a mask: the deal entered stages 1..prefix in order (trailing one bits) and reached
+    # rank top = its highest bit.
+    histogram = [(((~m) & (m + 1)).bit_length() - 1, m.bit_length(), n) for m, n in masks]
     records = []
     previous_order = previous_any = created
-    for stage, rank, _ in ranks:
-        in_order = sum(int(n) for prefix, _, n in histogram if prefix >= rank)
-        any_stage = sum(int(n) for _, top, n in histogram if top >= rank)
-        position = stages.loc[rank - 1, "position"]
+    for rank, (stage, position) in enumerate(zip(stages["stage"], stages["position"], strict=True), start=1):
+        in_order = sum(n for prefix, _, n in histogram if prefix >= rank)
+        any_stage = sum(n for _, top, n in histogram if top >= rank)
         records.append(
             (stage, int(position), in_order, any_stage, ratio(in_order, previous_order),
              ratio(in_order, created), ratio(any_stage, previous_any), ratio(any_stage, created))

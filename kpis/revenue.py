@@ -22,6 +22,9 @@ from kpis.filters import Filters, in_range, scope
 
 Bind = sa.Connection | sa.Engine
 
+#: Stands in for a missing ``ended_at`` (still running) in range-join conditions.
+FOREVER = dt.datetime(9999, 12, 31)
+
 
 # ---------------------------------------------------------------- shared helpers
 
@@ -83,9 +86,11 @@ def _per_account_period(f: Filters, grid: sa.CTE) -> sa.CTE:
         .select_from(
             grid.join(
                 sub,
+                # ended_at NULL = running: as a plain range condition (coalesce to a far
+                # future) the databases can use a range join here.
                 sa.and_(
                     sub.c.started_at <= grid.c.e,
-                    sa.or_(sub.c.ended_at.is_(None), sub.c.ended_at > grid.c.s),
+                    sa.func.coalesce(sub.c.ended_at, sa.literal(FOREVER, sa.DateTime())) > grid.c.s,
                 ),
             )
         )
@@ -305,20 +310,35 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
             int(cj): int(n)
             for cj, n in c.execute(sa.select(members.c.cj, sa.func.count()).group_by(members.c.cj))
         }
-        later = grid.alias("later")
-        retained_q = (
-            sa.select(members.c.cj, later.c.i, sa.func.count(sa.distinct(members.c.account_id)))
+        # (account, month) pairs with a subscription active at the month's first instant,
+        # found by one range join; then counted per cohort and later month.
+        active_months = (
+            sa.select(sub.c.account_id, grid.c.i.label("j"))
             .select_from(
-                members.join(later, later.c.i > members.c.cj).join(
-                    sub,
+                sub.join(
+                    grid,
                     sa.and_(
-                        sub.c.account_id == members.c.account_id,
-                        active_at(sub.c.started_at, sub.c.ended_at, later.c.s),
+                        sub.c.started_at <= grid.c.s,
+                        sa.func.coalesce(sub.c.ended_at, sa.literal(FOREVER, sa.DateTime())) > grid.c.s,
                     ),
                 )
             )
-            .where(later.c.s <= data_end, *scope(f, sub))
-            .group_by(members.c.cj, later.c.i)
+            .where(grid.c.s <= data_end, *scope(f, sub))
+            .distinct()
+            .cte("active_months")
+        )
+        retained_q = (
+            sa.select(members.c.cj, active_months.c.j, sa.func.count())
+            .select_from(
+                members.join(
+                    active_months,
+                    sa.and_(
+                        active_months.c.account_id == members.c.account_id,
+                        active_months.c.j > members.c.cj,
+                    ),
+                )
+            )
+            .group_by(members.c.cj, active_months.c.j)
         )
         retained = {(int(cj), int(j)): int(n) for cj, j, n in c.execute(retained_q)}
     rows = []
