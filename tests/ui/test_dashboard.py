@@ -97,3 +97,37 @@ def test_empty_selection_shows_no_data(app, demo_engine):
     assert not at.exception
     assert not at.error
     assert any(NO_DATA in i.value for i in at.info)
+
+
+def _fresh_app(monkeypatch, url: str):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.ui.conftest import APP_TIMEOUT, PROJECT_ROOT
+
+    monkeypatch.setenv("CRM_DATABASE_URL", url)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return AppTest.from_file(str(PROJECT_ROOT / "dashboard.py"), default_timeout=APP_TIMEOUT)
+
+
+def test_missing_database_says_how_to_create_it(tmp_path, monkeypatch):
+    at = _fresh_app(monkeypatch, f"duckdb:///{tmp_path / 'nothing-here.duckdb'}").run()
+    assert not at.exception
+    assert any("python -m crm_data demo" in i.value for i in at.info)
+    assert not at.metric
+    assert not (tmp_path / "nothing-here.duckdb").exists()  # read-only: nothing was created
+
+
+def test_database_without_tables_says_how_to_fill_it(tmp_path, monkeypatch):
+    from crm_data.engines import make_engine
+
+    path = tmp_path / "empty.duckdb"
+    writer = make_engine(f"duckdb:///{path}")
+    with writer.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE unrelated (x INTEGER)")
+        conn.commit()
+    writer.dispose()
+    at = _fresh_app(monkeypatch, f"duckdb:///{path}").run()
+    assert not at.exception
+    assert any("has no CRM tables yet" in i.value for i in at.info)
