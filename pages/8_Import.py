@@ -94,6 +94,10 @@ def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[s
     paths = []
     for upload in uploads:
         path = folder / Path(upload.name).name
+        copy = 1
+        while path.exists():  # two uploads with one name (e.g. Data Loader's extract.csv)
+            copy += 1
+            path = folder / f"{Path(upload.name).stem} ({copy}){Path(upload.name).suffix}"
         path.write_bytes(upload.getvalue())
         paths.append(path)
     notes: list[str] = []
