@@ -180,31 +180,46 @@ def choose_model(results: dict[str, BacktestResult], notes: list[str]) -> tuple[
     return "seasonal_naive", ""
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _reason(chosen: str, metric: str, results: dict[str, BacktestResult], spec: str) -> str:
+    """One sentence: which model, its score against the others, over how many folds."""
     result = results[chosen]
     value = result.metrics[metric]
     others = [
-        f"{value_other:.2f} for {DISPLAY_NAMES[name]}"
+        f"{r.metrics[metric]:.2f} for {DISPLAY_NAMES[name]}"
         for name, r in sorted(results.items(), key=lambda item: MODELS.index(item[0]))
-        if name != chosen and math.isfinite(value_other := r.metrics[metric])
+        if name != chosen and math.isfinite(r.metrics[metric])
     ]
-    versus = f" vs {', '.join(others)}" if others else ""
-    folds = f" over {result.plan.folds} fold(s) of {result.plan.horizon} month(s)"
-    label = DISPLAY_NAMES[chosen]
-    spec_text = f" (forecast fitted as {spec})" if spec and spec != result.spec else ""
+    versus = f", vs {', '.join(others)}" if others else ""
+    folds = f" over {_plural(result.plan.folds, 'fold')} of {_plural(result.plan.horizon, 'month')}"
+    # name the specification when the backtest and the final fit agree on it
+    label = result.spec if spec == result.spec else DISPLAY_NAMES[chosen]
+    refit = (
+        f" (backtested as {result.spec}; refitted on all months as {spec})"
+        if spec and spec != result.spec
+        else ""
+    )
+    name = metric.upper()
     if len(results) == 1:
-        return f"{label} was the only model that could be backtested: {metric.upper()} {value:.2f}{folds}{spec_text}."
-    ties = [
-        name
-        for name, r in results.items()
-        if name != chosen and math.isfinite(r.metrics[metric]) and r.metrics[metric] < value
-    ]
-    if ties:
+        return f"{label} was the only model that could be backtested: {name} {value:.2f}{folds}{refit}."
+    if any(math.isfinite(r.metrics[metric]) and r.metrics[metric] < value for r in results.values()):
         return (
-            f"{label} is the simplest model within {TIE_TOLERANCE:.0%} of the lowest backtest "
-            f"{metric.upper()}: {value:.2f}{versus}{folds}{spec_text}."
+            f"{label} is the simplest model within {TIE_TOLERANCE:.0%} of the lowest backtest {name}: "
+            f"{value:.2f}{versus}{folds}{refit}."
         )
-    return f"{label} had the lowest backtest {metric.upper()}, {value:.2f}{versus}{folds}{spec_text}."
+    return f"{label} had the lowest backtest {name}, {value:.2f}{versus}{folds}{refit}."
+
+
+def _override_reason(chosen: str, automatic: str, results: dict[str, BacktestResult]) -> str:
+    mase = {name: r.metrics["mase"] for name, r in results.items() if math.isfinite(r.metrics["mase"])}
+    parts = [f"backtest MASE {mase[chosen]:.2f}"] if chosen in mase else []
+    if automatic != chosen and automatic in mase:
+        parts.append(f"the automatic choice would be {DISPLAY_NAMES[automatic]}, {mase[automatic]:.2f}")
+    detail = f" ({'; '.join(parts)})" if parts else ""
+    return f"{DISPLAY_NAMES[chosen]} was chosen by override{detail}."
 
 
 def forecast(
@@ -272,6 +287,7 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
                     )
 
     chosen, metric = choose_model(results, notes) if results else ("seasonal_naive", "")
+    automatic = chosen
     forced = model is not None
     if forced:
         if model in (m.name for m in candidates) and REGISTRY[model].applicable(y):
@@ -300,13 +316,12 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
 
     table = backtest_table([results[name] for name in MODELS if name in results])
     if forced:
-        backtested = results.get(chosen)
-        scores = f" (its backtest MASE: {backtested.metrics['mase']:.2f})" if backtested else ""
-        reason = f"{DISPLAY_NAMES[chosen]} was chosen by override{scores}."
+        reason = _override_reason(chosen, automatic, results)
     elif chosen in results and metric:
         reason = _reason(chosen, metric, results, fitted.label)
     else:
         reason = f"{fitted.label} is used because there was too little data to compare models."
+    reason = reason[:1].upper() + reason[1:]
     return ForecastResult(
         chosen, _forecast_frame(history, prediction), table, history, notes, reason, fitted.label
     )
