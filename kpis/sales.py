@@ -204,14 +204,19 @@ def stage_durations(
             .where(in_range(deals.c.created_at, f), *scope(f, deals))
             .cte("window_deals")
         )
+        open_stage = sa.case((stages.c.stage.is_(None), 0), (is_open_stage, 1), else_=0)
         all_visits = (
             sa.select(
                 history.c.deal_id,
                 history.c.stage,
                 history.c.entered_at,
                 stages.c.position,
-                sa.case((stages.c.stage.is_(None), 0), (is_open_stage, 1), else_=0).label("open_stage"),
+                open_stage.label("open_stage"),
                 window_deals.c.status,
+                # highest position of an open stage entered at or after this visit (peers included)
+                sa.func.max(sa.case((open_stage == 1, stages.c.position)))
+                .over(partition_by=history.c.deal_id, order_by=history.c.entered_at.desc())
+                .label("later_position"),
                 sa.func.lead(history.c.entered_at)
                 .over(
                     partition_by=history.c.deal_id,
@@ -237,7 +242,9 @@ def stage_durations(
                 v.stage,
                 v.entered_at,
                 v.position,
-                v.status,
+                sa.case((sa.or_(v.status == "won", v.later_position > v.position), 1), else_=0).label(
+                    "progressed"
+                ),
                 sa.case((ended_at.is_(None), 0), else_=1).label("event"),
                 days_between(dialect, v.entered_at, sa.func.coalesce(ended_at, censor)).label("duration"),
             )
@@ -294,34 +301,27 @@ def stage_durations(
             .group_by(survival_parts.c.stage)
             .cte("quantiles")
         )
-        counts = (
+        per_deal = (
             sa.select(
                 visits.c.stage,
-                sa.func.count(sa.distinct(visits.c.deal_id)).label("deals"),
+                visits.c.deal_id,
+                sa.func.max(visits.c.progressed).label("progressed"),
                 sa.func.sum(visits.c.event).label("finished"),
-                sa.func.sum(1 - visits.c.event).label("censored"),
+                sa.func.count().label("visits"),
             )
-            .group_by(visits.c.stage)
+            .group_by(visits.c.stage, visits.c.deal_id)
+            .cte("per_deal")
+        )
+        counts = (
+            sa.select(
+                per_deal.c.stage,
+                sa.func.count().label("deals"),
+                sa.func.sum(per_deal.c.finished).label("finished"),
+                sa.func.sum(per_deal.c.visits - per_deal.c.finished).label("censored"),
+                sa.func.sum(per_deal.c.progressed).label("progressed"),
+            )
+            .group_by(per_deal.c.stage)
             .cte("counts")
-        )
-        later = all_visits.alias("later")
-        moved_on = sa.select(visits.c.stage, visits.c.deal_id).select_from(
-            visits.join(
-                later,
-                sa.and_(
-                    later.c.deal_id == visits.c.deal_id,
-                    later.c.open_stage == 1,
-                    later.c.position > visits.c.position,
-                    later.c.entered_at >= visits.c.entered_at,
-                ),
-            )
-        )
-        won = sa.select(visits.c.stage, visits.c.deal_id).where(visits.c.status == "won")
-        progressed_pairs = sa.union(moved_on, won).subquery("progressed_pairs")
-        progressed = (
-            sa.select(progressed_pairs.c.stage, sa.func.count().label("progressed"))
-            .group_by(progressed_pairs.c.stage)
-            .cte("progressed")
         )
         statement = (
             sa.select(
@@ -332,12 +332,12 @@ def stage_durations(
                 counts.c.censored,
                 quantiles.c.median_days,
                 quantiles.c.p90_days,
-                progressed.c.progressed,
+                counts.c.progressed,
             )
             .select_from(
-                stages.outerjoin(counts, counts.c.stage == stages.c.stage)
-                .outerjoin(quantiles, quantiles.c.stage == stages.c.stage)
-                .outerjoin(progressed, progressed.c.stage == stages.c.stage)
+                stages.outerjoin(counts, counts.c.stage == stages.c.stage).outerjoin(
+                    quantiles, quantiles.c.stage == stages.c.stage
+                )
             )
             .where(is_open_stage)
             .order_by(stages.c.position, stages.c.stage)
