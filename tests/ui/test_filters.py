@@ -172,3 +172,23 @@ def test_reset_restores_defaults(app, demo_engine, default_filters):
     assert at.sidebar.radio(key="freq").value == "month"
     assert "segment" not in at.query_params
     assert _params(at, "from") == [default_filters.start.isoformat()]
+
+
+def test_a_copied_link_restores_exactly_the_same_view(app, demo_engine):
+    known = dimension_values(demo_engine)
+    first = app().run()
+    first.sidebar.multiselect(key="segment").set_value(known["segments"][:1]).run()
+    first.sidebar.multiselect(key="company_size").set_value(known["company_sizes"][:2]).run()
+    first.sidebar.radio(key="freq").set_value("quarter").run()
+    first.sidebar.date_input(key="date_range").set_value((dt.date(2024, 4, 1), dt.date(2026, 3, 31))).run()
+    link = {key: first.query_params[key] for key in first.query_params}
+
+    second = app(query_params=link).run()
+    assert not second.exception
+    for key in ("segment", "company_size", "industry", "owner"):
+        assert _values(second, key) == _values(first, key)
+    assert second.sidebar.radio(key="freq").value == "quarter"
+    assert second.sidebar.date_input(key="date_range").value == (dt.date(2024, 4, 1), dt.date(2026, 3, 31))
+    assert [(m.label, m.value, m.delta) for m in second.metric] == [
+        (m.label, m.value, m.delta) for m in first.metric
+    ]
