@@ -19,7 +19,7 @@ Awkward data never raises; each fix is stated in ``notes``:
 * fewer than 6 points: the naive forecast only; fewer than 24: no seasonal terms;
   a constant series (e.g. all zeros): the naive forecast (the constant);
 * forecasts and intervals are clipped at 0 when the history has no negative value
-  (revenue, counts);
+  (revenue, counts), with a note when that changed anything;
 * statsmodels warnings are recorded (``warnings.catch_warnings(record=True)``) and turned
   into notes, never printed; a model that fails is left out with a note.
 """
@@ -259,8 +259,6 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
         notes.append(f"Only {n} month(s) of data: only the naive forecast (last value) is used.")
     elif n < MIN_SEASONAL_POINTS:
         notes.append(f"Only {n} months of data (< 24): no seasonal terms are fitted.")
-    if non_negative:
-        notes.append("The history has no negative value, so forecasts and intervals are clipped at 0.")
     candidates = [
         m for m in REGISTRY.values() if m.name == "seasonal_naive" or (n >= MIN_MODEL_POINTS and not constant)
     ]
@@ -303,7 +301,8 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
         with captured_warnings(notes, f"{DISPLAY_NAMES[name]} final fit"):
             try:
                 fitted = REGISTRY[name].fit(y)
-                prediction = fitted.predict(horizon).tidy(non_negative)
+                raw = fitted.predict(horizon)
+                prediction = raw.tidy(non_negative)
             except Exception as error:
                 notes.append(f"{DISPLAY_NAMES[name]} could not be fitted to the whole series: {error}")
                 fitted = None
@@ -321,6 +320,10 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
         reason = _reason(chosen, metric, results, fitted.label)
     else:
         reason = f"{fitted.label} is used because there was too little data to compare models."
+    if non_negative and np.nanmin(np.r_[raw.mean, raw.lo80, raw.lo95]) < 0:
+        notes.append(
+            "Forecast values or interval bounds below 0 were clipped at 0 (the history has no negative value)."
+        )
     reason = reason[:1].upper() + reason[1:]
     return ForecastResult(
         chosen, _forecast_frame(history, prediction), table, history, notes, reason, fitted.label

@@ -70,6 +70,7 @@ def test_elec_equip_choice_beats_seasonal_naive() -> None:
     assert set(table.index) == set(MODELS)
     assert result.model != "seasonal_naive"
     assert table.at[result.model, "mase"] < table.at["seasonal_naive", "mase"]
+    assert not any("clipped" in n for n in result.notes)  # nothing near 0 to clip
     print("\nelec_equip backtest:\n" + result.backtest.round(3).to_string())
 
 
