@@ -297,6 +297,7 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
             forced = False
 
     fitted = None
+    failed: str | None = None
     for name in dict.fromkeys([chosen, "seasonal_naive"]):
         with captured_warnings(notes, f"{DISPLAY_NAMES[name]} final fit"):
             try:
@@ -309,12 +310,16 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
                 continue
         if name != chosen:
             notes.append(f"Fell back to the {DISPLAY_NAMES[name]} forecast.")
-            chosen, forced = name, False
+            failed, chosen, forced = chosen, name, False
         break
     assert fitted is not None  # seasonal naive cannot fail on a non-empty series
 
     table = backtest_table([results[name] for name in MODELS if name in results])
-    if forced:
+    if failed is not None:
+        reason = (
+            f"{fitted.label} is used because {DISPLAY_NAMES[failed]} could not be fitted to the whole series."
+        )
+    elif forced:
         reason = _override_reason(chosen, automatic, results)
     elif chosen in results and metric:
         reason = _reason(chosen, metric, results, fitted.label)

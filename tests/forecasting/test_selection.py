@@ -216,3 +216,38 @@ def test_forecast_is_deterministic() -> None:
     assert first.model == second.model
     pd.testing.assert_frame_equal(first.forecast, second.forecast)
     pd.testing.assert_frame_equal(first.backtest, second.backtest)
+
+
+class _ThetaFailingOnLongSeries:
+    """Theta that cannot be fitted to more than 40 months (the backtest's windows are shorter)."""
+
+    name, rank = "theta", 1
+
+    def applicable(self, y: np.ndarray) -> bool:
+        return len(y) >= 6
+
+    def fit(self, y: np.ndarray) -> object:
+        if len(y) > 40:
+            raise np.linalg.LinAlgError("singular matrix")
+        from forecasting.models.theta import Theta
+
+        return Theta().fit(y)
+
+
+def test_a_model_failing_on_the_whole_series_falls_back_to_seasonal_naive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from forecasting.models import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, "theta", _ThetaFailingOnLongSeries())
+    noise = np.random.default_rng(8).normal(0, 1, 48)
+    series = pd.Series(20 + np.arange(48) * 0.5 + noise, months(48))
+    result = forecast(series, horizon=3, model="theta")
+    assert result.model == "seasonal_naive"
+    assert "theta" in set(result.backtest["model"])  # it was backtested on the shorter windows
+    assert (
+        result.reason
+        == "Seasonal naive (lag 12) is used because Theta could not be fitted to the whole series."
+    )
+    assert "Theta could not be fitted to the whole series: singular matrix" in result.notes
+    assert_well_formed(result, 3)
