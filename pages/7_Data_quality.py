@@ -21,7 +21,7 @@ report = PageReport(
     caption=":material/info: The check looks at the whole database: the sidebar filters do not apply here.",
 )
 
-stale_days = st.number_input(
+stale_days = st.columns([1, 2])[0].number_input(
     "An open deal is stale after this many days without a stage change",
     min_value=1,
     max_value=3650,
@@ -31,7 +31,7 @@ stale_days = st.number_input(
 )
 quality = call(check_database, stale_days=int(stale_days))
 findings = list(quality.findings)
-problems = [f for f in findings if f.count]
+problems = sorted((f for f in findings if f.count), key=lambda f: -f.count)
 
 if not problems:
     st.success(f"No problems found in {len(findings)} checks.", icon=":material/verified:")
@@ -42,10 +42,12 @@ else:
         icon=":material/report:",
     )
 
+# problems first (most records first), then the clean checks in their own order
+ordered = sorted(findings, key=lambda f: (f.count == 0, -f.count))
 summary = pd.DataFrame(
     [
         {"check": f.title, "table": f.table, "records": int(f.count), "what it means": f.description}
-        for f in findings
+        for f in ordered
     ]
 )
 st.dataframe(

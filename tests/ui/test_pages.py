@@ -137,7 +137,15 @@ def test_data_quality_lists_every_check_with_its_count(app, demo_engine):
     with demo_engine.connect() as conn:
         report = check_database(conn, stale_days=90)
     summary = at.dataframe[0].value
-    assert list(summary["check"]) == [f.title for f in report.findings]
-    assert list(summary["records"]) == [f.count for f in report.findings]
-    problems = [f for f in report.findings if f.count]
+    assert dict(zip(summary["check"], summary["records"], strict=True)) == {
+        f.title: f.count for f in report.findings
+    }
+    assert list(summary["records"]) == sorted(summary["records"], reverse=True)  # problems first
+    problems = sorted((f for f in report.findings if f.count), key=lambda f: -f.count)
     assert len(at.expander) == len(problems)
+    listed = [f for f in problems if not f.records.empty]
+    tables = at.dataframe[1:]  # one records table (with its CSV download) per listed finding
+    assert [len(t.value) for t in tables] == [len(f.records) for f in listed]
+    assert [b.proto.label for b in at.get("download_button")] == [
+        f"Download CSV ({len(f.records):,} rows)" for f in listed
+    ]
