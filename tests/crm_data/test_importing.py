@@ -435,3 +435,17 @@ def test_bundle_paths_problems(make_db, tmp_path: Path) -> None:
     assert snapshot(engine)["users"] == []
     # explicit files work too
     assert import_paths(engine, [folder / "users.csv"]).ok
+
+
+def test_unreadable_files_are_errors_with_their_line(make_db, tmp_path: Path) -> None:
+    engine = make_db("duckdb")
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "users.csv").write_bytes("user_id,name\nU1,Ann\nU2,Jürgen\n".encode("latin-1"))
+    (folder / "products.csv").write_bytes(b"")
+    report = import_paths(engine, [folder])
+    assert [str(e) for e in report.errors] == [
+        "products.csv:1:: the file is empty: a header row is required",
+        "users.csv:3:: not UTF-8 text (save the file as UTF-8)",
+    ]
+    assert snapshot(engine)["users"] == []
