@@ -71,7 +71,8 @@ class ImportReport:
 
     ``rows`` = rows given per table; ``written`` = rows inserted or changed per table, as
     the databases count them (empty when nothing was written; on DuckDB a row whose
-    foreign-key column changes together with other columns counts twice);
+    foreign-key column changes together with other columns counts twice; for
+    ``campaign_responses`` every row of the file, since they replace their campaigns' rows);
     ``error_count`` / ``warning_count`` count every issue while ``errors`` / ``warnings``
     list the first ones.
     """
