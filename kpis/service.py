@@ -78,7 +78,8 @@ def ticket_breakdown(
 
     Formula: tickets = count of tickets by opened_at, per ``by`` = category | product
     (the product's name, else its id) | channel | priority; a missing value is the group
-    "(not set)". Rows: every period × every group seen in the range (0 where none).
+    "(not set)". Rows: every period × every group seen in the range (0 where none); no
+    tickets at all in the selection gives no rows (there is no group to show).
     Columns: period, group, tickets.
     """
     if by not in BREAKDOWNS:
