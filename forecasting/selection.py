@@ -303,6 +303,8 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
             try:
                 fitted = REGISTRY[name].fit(y)
                 raw = fitted.predict(horizon)
+                if not np.isfinite(raw.mean).all():
+                    raise ValueError("its forecast is not finite")
                 prediction = raw.tidy(non_negative)
             except Exception as error:
                 notes.append(f"{DISPLAY_NAMES[name]} could not be fitted to the whole series: {error}")
