@@ -69,6 +69,20 @@ else:
     )
     report.chart(fig, trend, f"Win rate per {view.freq} (by close date, 95 % interval)", kpi_key="win_rate")
 
+cohorts = kpi(kpis.lead_conversion, view)
+if not is_empty(cohorts, ["created"]):
+    fig = figures.trend(
+        cohorts,
+        ["lead_conversion", "closed_win_rate"],
+        "ratio",
+        view.freq,
+        names=["Lead conversion (won ÷ created)", "Win rate of the cohort (won ÷ closed)"],
+    )
+    report.chart(fig, cohorts, f"Lead conversion by created {view.freq}", kpi_key="lead_conversion")
+    st.caption(
+        ":material/hourglass_top: Recent cohorts still have open deals, so their conversion is still rising."
+    )
+
 by = st.selectbox("Break down by", list(BREAKDOWNS), format_func=BREAKDOWNS.__getitem__, key="win_rate_by")
 by_group = kpi(kpis.win_rate_by, view.filters, by=by)
 if is_empty(by_group, ["created", "won", "lost"]):

@@ -61,7 +61,7 @@ def test_sales_pipeline_draws_every_section(app):
         "Time in each phase",
         "Open pipeline",
     ]
-    assert _charts(at) >= 7  # funnel, win-rate trend, by group, cycle, stages, pipeline, aging
+    assert _charts(at) >= 8  # funnel, win rate, lead conversion, by group, cycle, stages, pipeline, aging
 
 
 def test_funnel_toggle_and_breakdown_show_kpis_numbers(app, demo_engine, default_filters):
