@@ -83,7 +83,9 @@ if not is_empty(cohorts, ["created"]):
         ":material/hourglass_top: Recent cohorts still have open deals, so their conversion is still rising."
     )
 
-by = st.selectbox("Break down by", list(BREAKDOWNS), format_func=BREAKDOWNS.__getitem__, key="win_rate_by")
+by = st.columns([1, 2])[0].selectbox(
+    "Break down by", list(BREAKDOWNS), format_func=BREAKDOWNS.__getitem__, key="win_rate_by"
+)
 by_group = kpi(kpis.win_rate_by, view.filters, by=by)
 if is_empty(by_group, ["created", "won", "lost"]):
     no_data()
