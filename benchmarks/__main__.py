@@ -1,0 +1,157 @@
+"""KPI latency benchmark: ``python -m benchmarks [--sizes M L] [--runs 5] [--postgres]``.
+
+For each size (M = 100k accounts, L = 1M accounts) it builds a demo DuckDB with the
+product's demo generator (timed: that is the demo-data figure), then times one filter
+change — every KPI the Overview computes, monthly over 12 months — unfiltered and
+filtered (one region × one industry), for:
+
+* product: the ``kpis`` package on DuckDB;
+* floor: the same KPIs as hand-written DuckDB SQL;
+* sqlite: the product on a SQLite copy of the data (M only);
+* pandas: a straightforward pandas implementation on data loaded into memory (M only);
+* postgres: the product on PostgreSQL (with ``--postgres``; M only).
+
+Each figure is the median of ``--runs`` runs after a warm-up, in a fresh process (so peak
+RSS is that implementation's own). Ratios are computed within this run. Databases are
+kept in ``benchmarks/data/`` (git-ignored) and reused; ``--rebuild`` makes them anew.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+SIZES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
+SEED = 42
+PG_URL = os.environ.get("CRM_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/crm_bench")
+
+
+def _run(cmd: list[str]) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def build(url: str, accounts: int) -> float:
+    """Build a demo database; return the wall time of the demo command."""
+    began = time.perf_counter()
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "crm_data",
+            "demo",
+            "--accounts",
+            str(accounts),
+            "--seed",
+            str(SEED),
+            "--url",
+            url,
+            "--quiet",
+        ]
+    )
+    return time.perf_counter() - began
+
+
+def measure(impl: str, url: str, runs: int, region: str | None = None, industry: str | None = None) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.run_one", impl, url, "--runs", str(runs)]
+    if region:
+        cmd += ["--region", region, "--industry", industry or ""]
+    return json.loads(_run(cmd).strip().splitlines()[-1])
+
+
+def busiest_slice(url: str) -> tuple[str, str]:
+    """The most common region and, within it, the most common industry."""
+    engine = sa.create_engine(url)
+    with engine.connect() as c:
+        region, industry = c.exec_driver_sql(
+            "SELECT region, industry FROM accounts GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 1"
+        ).one()
+    engine.dispose()
+    return region, industry
+
+
+def ensure_pg_database(url: str) -> None:
+    admin = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        name = sa.make_url(url).database
+        if not c.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).first():
+            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", nargs="+", default=["M", "L"], choices=list(SIZES))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--postgres", action="store_true", help="also time the product on PostgreSQL at M")
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    DATA.mkdir(exist_ok=True)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    rows = []
+    for size in args.sizes:
+        accounts = SIZES[size]
+        db = DATA / f"{size}.duckdb"
+        url = f"duckdb:///{db}"
+        if args.rebuild or not db.exists():
+            db.unlink(missing_ok=True)
+            took = build(url, accounts)
+            print(f"{size}: demo data for {accounts:,} accounts written in {took:.1f} s")
+        region, industry = busiest_slice(url)
+        result = {"size": size, "accounts": accounts, "slice": f"{region} × {industry}"}
+        for label, slice_args in [("unfiltered", (None, None)), ("filtered", (region, industry))]:
+            product = measure("product", url, args.runs, *slice_args)
+            floor = measure("floor", url, args.runs, *slice_args)
+            result[label] = {"product": product, "floor": floor}
+            if size in ("S", "M"):
+                sqlite_db = DATA / f"{size}.sqlite"
+                if args.rebuild or not sqlite_db.exists():
+                    sqlite_db.unlink(missing_ok=True)
+                    build(f"sqlite:///{sqlite_db}", accounts)
+                result[label]["sqlite"] = measure("product", f"sqlite:///{sqlite_db}", args.runs, *slice_args)
+                result[label]["pandas"] = measure("pandas", url, args.runs, *slice_args)
+                if args.postgres:
+                    ensure_pg_database(PG_URL)
+                    marker = DATA / f"{size}.postgres-built"
+                    if args.rebuild or not marker.exists():
+                        build(PG_URL, accounts)
+                        marker.write_text(PG_URL)
+                    result[label]["postgres"] = measure("product", PG_URL, args.runs, *slice_args)
+            _print_row(size, label, result[label])
+        rows.append(result)
+    out = HERE / "results.json"
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"\nraw results: {out}")
+
+
+def _print_row(size: str, label: str, r: dict) -> None:
+    p, fl = r["product"]["median_s"], r["floor"]["median_s"]
+    line = (
+        f"{size} {label:10s} product {p * 1000:8.1f} ms (peak {r['product']['peak_rss_mb']} MB) | "
+        f"floor {fl * 1000:8.1f} ms | product/floor {p / fl:5.2f}×"
+    )
+    if "sqlite" in r:
+        line += f" | sqlite/product {r['sqlite']['median_s'] / p:6.1f}×"
+    if "pandas" in r:
+        line += f" | pandas/product {r['pandas']['median_s'] / p:6.1f}× (load {r['pandas']['load_s']:.1f} s)"
+    if "postgres" in r:
+        line += f" | postgres/product {r['postgres']['median_s'] / p:6.1f}×"
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Time one implementation on one database in a fresh process; print one JSON line.
+
+    python -m benchmarks.run_one IMPL URL [--runs N] [--region R --industry I]
+
+IMPL is ``product`` (the kpis package), ``floor`` (hand-written DuckDB SQL) or ``pandas``.
+The median of N timed runs after one warm-up run, and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import sqlalchemy as sa
+
+from benchmarks import overview
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("impl", choices=["product", "floor", "pandas"])
+    parser.add_argument("url")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--region")
+    parser.add_argument("--industry")
+    args = parser.parse_args()
+    start, end = overview.window()
+    extra: dict[str, float] = {}
+
+    if args.impl == "product":
+        from crm_data.engines import make_engine
+        from kpis import Filters
+
+        engine = make_engine(args.url, read_only=args.url.startswith("duckdb"))
+        f = Filters(
+            start,
+            end,
+            regions=[args.region] if args.region else (),
+            industries=[args.industry] if args.industry else (),
+        )
+
+        def once() -> object:
+            return overview.product_overview(engine, f)
+    elif args.impl == "floor":
+        import duckdb
+
+        from benchmarks import floor_duckdb
+
+        con = duckdb.connect(sa.make_url(args.url).database, read_only=True)
+        con.execute("SET TimeZone='UTC'")
+
+        def once() -> object:
+            return floor_duckdb.overview(con, start, end, args.region, args.industry)
+    else:
+        from benchmarks import pandas_baseline
+        from crm_data.engines import make_engine
+
+        began = time.perf_counter()
+        data = pandas_baseline.load(make_engine(args.url, read_only=True))
+        extra["load_s"] = time.perf_counter() - began
+
+        def once() -> object:
+            return pandas_baseline.overview(data, start, end, args.region, args.industry)
+
+    once()  # warm-up
+    times = []
+    for _ in range(args.runs):
+        began = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - began)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "impl": args.impl,
+                "median_s": statistics.median(times),
+                "runs": len(times),
+                "peak_rss_mb": round(peak_mb),
+                **extra,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
