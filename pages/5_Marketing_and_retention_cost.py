@@ -37,9 +37,7 @@ def campaigns(view: View) -> None:
     funnel = funnel.sort_values("sent", ascending=False).reset_index(drop=True)
     left, right = st.columns([2, 3])
     with left:
-        labels = {
-            row.campaign_id: f"{row.name} ({row.channel or 'no channel'})" for row in funnel.itertuples()
-        }
+        labels = dict(zip(funnel["campaign_id"], funnel["name"].fillna(funnel["campaign_id"]), strict=True))
         chosen = st.selectbox(
             "Campaign funnel", list(labels), format_func=labels.__getitem__, key="marketing_campaign"
         )
@@ -52,6 +50,7 @@ def campaigns(view: View) -> None:
                 marker={"color": PALETTE[0]},
             )
         )
+        fig.update_layout(title={"text": "Campaign funnel", "subtitle": {"text": str(row["name"])}})
         report.chart(
             fig,
             funnel[funnel["campaign_id"] == chosen],
@@ -68,24 +67,24 @@ def campaigns(view: View) -> None:
             for index, channel in enumerate(channels):
                 rows = ranked[ranked["channel"].fillna("(none)") == channel]
                 fig.add_trace(
-                    go.Bar(
-                        x=rows["cost_per_conversion"],
-                        y=rows["name"],
-                        orientation="h",
+                    go.Scatter(
+                        x=rows["converted"],
+                        y=rows["cost_per_conversion"],
+                        mode="markers",
                         name=str(channel),
-                        marker_color=PALETTE[index % len(PALETTE)],
-                        customdata=rows[["converted", "cost"]],
-                        hovertemplate="%{x:$,.2f} per conversion<br>%{customdata[0]:,} conversions, "
-                        "cost %{customdata[1]:$,.0f}<extra></extra>",
+                        marker={"color": PALETTE[index % len(PALETTE)], "size": 10, "opacity": 0.85},
+                        customdata=rows[["name", "cost"]],
+                        hovertemplate="<b>%{customdata[0]}</b><br>%{y:$,.2f} per conversion<br>"
+                        "%{x:,} conversions, cost %{customdata[1]:$,.0f}<extra></extra>",
                     )
                 )
-            fig.update_xaxes(**axis_format("money"), title_text="cost per conversion")
-            fig.update_yaxes(categoryorder="array", categoryarray=list(ranked["name"])[::-1], automargin=True)
-            fig.update_layout(height=max(400, 28 * len(ranked) + 120))
+            fig.update_xaxes(**axis_format("count"), title_text="conversions", rangemode="tozero")
+            fig.update_yaxes(**axis_format("money"), title_text="cost per conversion", rangemode="tozero")
+            fig.update_layout(hovermode="closest")
             report.chart(
                 fig,
                 ranked,
-                "Cost per conversion by campaign",
+                "Cost per conversion against conversions, by campaign",
                 definition="Campaign cost ÷ responses with converted_at set; campaigns without a conversion are "
                 "left out (no finite cost per conversion).",
             )
