@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="print a data-quality report")
     check.add_argument("--url", help=url_help)
-    check.add_argument("--stale-days", type=int, default=90, help="open deals without a stage change for this long are stale")
+    check.add_argument(
+        "--stale-days", type=int, default=90, help="open deals without a stage change for this long are stale"
+    )
     return parser
 
 
@@ -53,10 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "import":
             from crm_data.importing import import_paths
+            from crm_data.mappings import MappingError
 
             engine = make_engine(url)
             try:
                 report = import_paths(engine, args.paths, mapping=args.mapping)
+            except MappingError as error:  # unknown mapping, files it does not know, bad TOML
+                print(f"error: {error}\nnothing was imported", file=sys.stderr)
+                return 1
             finally:
                 engine.dispose()
             print(report.render(), file=sys.stdout if report.ok else sys.stderr)

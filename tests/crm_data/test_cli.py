@@ -126,3 +126,24 @@ def test_busy_file_is_left_intact(held_open: str, tmp_path: Path) -> None:
         engine.dispose()
     assert rows["users"] == []
     assert [r[:2] for r in rows["accounts"]] == [("A1", "Acme Inc"), ("A2", "ACME inc.")]
+
+
+def test_import_with_an_unknown_mapping_exits_1_without_a_traceback(
+    duckdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write_bundle(tmp_path / "good", GOOD)
+    assert main(["import", str(good), "--url", duckdb_url, "--mapping", "no_such_crm"]) == 1
+    err = capsys.readouterr().err
+    assert "no_such_crm" in err
+    assert "Traceback" not in err
+    assert "nothing was imported" in err
+
+
+def test_import_of_files_the_mapping_does_not_know_exits_1(
+    duckdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write_bundle(tmp_path / "good", GOOD)
+    assert main(["import", str(good / "accounts.csv"), "--url", duckdb_url, "--mapping", "salesforce"]) == 1
+    err = capsys.readouterr().err
+    assert "accounts.csv" in err
+    assert "salesforce" in err
