@@ -175,6 +175,8 @@ def statistical(
     else:
         table = backtest.assign(chosen=backtest["model"] == result.model)
         table["model"] = table["model"].map(model_label)
+        first = ["model", "chosen", "mase", "mae", "rmse", "mape", "coverage80", "coverage95"]
+        table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
         st.dataframe(
             table,
             hide_index=True,
@@ -258,6 +260,7 @@ def next_quarter(result: forecasting.ForecastResult | None, pipe: forecasting.Pi
         )
     )
     fig.update_yaxes(**axis_format("money"), automargin=True)
+    fig.update_layout(height=340)
     report.chart(
         fig, combined, "Next quarter: the parts of the combined figure", definition=COMBINED_DEFINITION
     )
