@@ -37,7 +37,7 @@ CARDS: list[CardSpec] = [
     CardSpec("nps", "nps", "nps", FEEDBACK),
     CardSpec("ces", "ces", "ces_mean", FEEDBACK, kwargs=(("by_touchpoint", False),)),
     CardSpec("win_rate", "win_rate", "win_rate", SALES),
-    CardSpec("sales_cycle", "sales_cycle", "median_days", SALES, per_period=False, count="deals"),
+    CardSpec("sales_cycle", "sales_cycle", "median_days", SALES, count="deals"),  # freq: one query
     CardSpec("first_contact_resolution", "first_contact_resolution", "fcr_rate", "pages/3_Service.py"),
     CardSpec(
         "retention_cost",

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from benchmarks import overview
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 SIZES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
@@ -101,6 +103,8 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
+    for problem in overview.check_matches_dashboard():
+        print(f"WARNING: {problem}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     rows = []
     for size in args.sizes:
@@ -132,10 +136,22 @@ def main() -> None:
                         marker.write_text(PG_URL)
                     result[label]["postgres"] = measure("product", PG_URL, args.runs, *slice_args)
             _print_row(size, label, result[label])
+            _check_agreement(size, label, result[label])
         rows.append(result)
     out = HERE / "results.json"
     out.write_text(json.dumps(rows, indent=2))
     print(f"\nraw results: {out}")
+
+
+def _check_agreement(size: str, label: str, r: dict) -> None:
+    """Warn when an implementation's headline numbers differ from the floor's."""
+    reference = r["floor"].get("headline", {})
+    for impl, measured in r.items():
+        if impl == "floor":
+            continue
+        problems = overview.disagreements(reference, measured.get("headline", {}))
+        if problems:
+            print(f"WARNING {size} {label}: {impl} and floor disagree: " + "; ".join(problems), flush=True)
 
 
 def _print_row(size: str, label: str, r: dict) -> None:

@@ -19,7 +19,7 @@ TABLES = {
     "survey_responses": ["account_id", "survey", "score", "responded_at"],
     "deals": ["account_id", "status", "created_at", "closed_at"],
     "tickets": ["account_id", "resolved_at", "contacts_until_resolved"],
-    "costs": ["account_id", "incurred_on", "purpose", "amount"],
+    "costs": ["account_id", "incurred_on", "purpose", "category", "amount"],
 }
 
 
@@ -58,10 +58,21 @@ def overview(data: dict[str, pd.DataFrame], start: dt.date, end: dt.date, region
 
     pay = _in(_scoped(data["payments"], accounts), "paid_at", s, e)
     month = pay["paid_at"].dt.to_period("M")
-    out.append(pay.groupby(month)["amount"].sum())
+    positive = pay["amount"] > 0
+    out.append(
+        pd.DataFrame(
+            {
+                "revenue": pay.groupby(month)["amount"].sum(),
+                "gross_revenue": pay["amount"].where(positive, 0.0).groupby(month).sum(),
+                "refunds": (-pay["amount"]).where(pay["amount"] < 0, 0.0).groupby(month).sum(),
+                "paying_accounts": pay[positive].groupby(month[positive])["account_id"].nunique(),
+            }
+        )
+    )
 
     subs = _scoped(data["subscriptions"], accounts)
     ended = subs["ended_at"].fillna(pd.Timestamp.max)
+    mrr = subs["mrr"].fillna(0.0)
     costs = _in(_scoped(data["costs"], accounts), "incurred_on", s, e)
     costs = costs[costs["purpose"] == "retention"]
     cost_by_month = costs.groupby(costs["incurred_on"].dt.to_period("M"))["amount"].sum()
@@ -70,47 +81,71 @@ def overview(data: dict[str, pd.DataFrame], start: dt.date, end: dt.date, region
         pe = ps + pd.DateOffset(months=1)
         at_s = (subs["started_at"] <= ps) & (ended > ps)
         at_e = (subs["started_at"] <= pe) & (ended > pe)
-        mrr_s = subs[at_s].groupby("account_id")["mrr"].sum()
-        mrr_e = subs[at_e].groupby("account_id")["mrr"].sum()
+        mrr_s = mrr[at_s].groupby(subs.loc[at_s, "account_id"]).sum()
+        mrr_e = mrr[at_e].groupby(subs.loc[at_e, "account_id"]).sum()
         start_ids = mrr_s.index
         retained = start_ids.intersection(mrr_e.index)
-        churned = len(start_ids) - len(retained)
-        nrr = mrr_e.reindex(start_ids).fillna(0).sum() / mrr_s.sum() if len(start_ids) else np.nan
-        cost = cost_by_month.get(ps.to_period("M"), 0.0)
+        change = mrr_e.reindex(retained) - mrr_s.reindex(retained)
         rows.append(
-            (
-                ps,
-                len(start_ids),
-                churned,
-                churned / len(start_ids) if len(start_ids) else np.nan,
-                nrr,
-                cost / len(retained) if len(retained) else np.nan,
-            )
+            {
+                "period": ps,
+                "customers_at_start": len(start_ids),
+                "new_customers": len(mrr_e.index.difference(start_ids)),
+                "churned": len(start_ids) - len(retained),
+                "customers_at_end": len(mrr_e),
+                "retained": len(retained),
+                "mrr_at_start": mrr_s.sum(),
+                "expansion": change[change > 0].sum(),
+                "contraction": -change[change < 0].sum(),
+                "churned_mrr": mrr_s.drop(retained).sum(),
+                "retention_costs": cost_by_month.get(ps.to_period("M"), 0.0),
+            }
         )
-    out.append(rows)
+    out.append(pd.DataFrame(rows))
 
     surveys = _in(_scoped(data["survey_responses"], accounts), "responded_at", s, e)
     surveys = surveys[surveys["survey"].isin(["nps", "ces"])]
+    score = surveys["score"].astype(float)
     g = surveys.assign(
         period=surveys["responded_at"].dt.to_period("M"),
-        promoter=(surveys["score"] >= 9) & (surveys["survey"] == "nps"),
-        detractor=(surveys["score"] <= 6) & (surveys["survey"] == "nps"),
+        promoter=score >= 9,
+        detractor=score <= 6,
+        easy=score >= 5,
+        squares=score * score,
     )
     out.append(
         g.groupby(["period", "survey"]).agg(
             responses=("score", "size"),
             promoters=("promoter", "sum"),
             detractors=("detractor", "sum"),
-            mean_score=("score", "mean"),
+            total=("score", "sum"),
+            total_squares=("squares", "sum"),
+            easy=("easy", "sum"),
         )
     )
 
     deals = _scoped(data["deals"], accounts)
     closed = _in(deals[deals["status"].isin(["won", "lost"])], "closed_at", s, e)
-    out.append(closed.groupby([closed["closed_at"].dt.to_period("M"), "status"]).size())
+    still_open = _in(deals[deals["status"] == "open"], "created_at", s, e)
+    out.append(
+        (
+            closed.groupby([closed["closed_at"].dt.to_period("M"), "status"]).size(),
+            still_open.groupby(still_open["created_at"].dt.to_period("M")).size(),
+        )
+    )
     won = closed[closed["status"] == "won"]
     days = (won["closed_at"] - won["created_at"]).dt.total_seconds() / 86400
-    out.append((len(days), days.mean(), days.quantile(0.5), days.quantile(0.9)))
+    by_month = days.groupby(won["closed_at"].dt.to_period("M"))
+    out.append(
+        pd.DataFrame(
+            {
+                "deals": by_month.size(),
+                "mean_days": by_month.mean(),
+                "median_days": by_month.quantile(0.5),
+                "p90_days": by_month.quantile(0.9),
+            }
+        )
+    )
 
     tickets = _in(_scoped(data["tickets"], accounts), "resolved_at", s, e)
     out.append(
@@ -119,3 +154,37 @@ def overview(data: dict[str, pd.DataFrame], start: dt.date, end: dt.date, region
         )
     )
     return out
+
+
+def headline(results: list) -> dict[str, float]:
+    """Totals over the window of a few numbers (the floor's ``headline`` names)."""
+    rev, base, surveys, (closed, still_open), cycle, fcr = results
+    status = closed.groupby(level="status").sum()
+    by_survey = surveys.groupby(level="survey").sum()
+
+    def survey(name: str, column: str) -> float:
+        return float(by_survey.at[name, column]) if name in by_survey.index else 0.0
+
+    return {
+        "revenue": float(rev["revenue"].sum()),
+        "refunds": float(rev["refunds"].sum()),
+        "paying_accounts": float(rev["paying_accounts"].fillna(0).sum()),
+        **{
+            k: float(base[k].sum())
+            for k in ("customers_at_start", "new_customers", "churned", "retained", "mrr_at_start")
+        },
+        "expansion": float(base["expansion"].sum()),
+        "churned_mrr": float(base["churned_mrr"].sum()),
+        "retention_costs": float(base["retention_costs"].sum()),
+        "nps_responses": survey("nps", "responses"),
+        "promoters": survey("nps", "promoters"),
+        "ces_responses": survey("ces", "responses"),
+        "ces_easy": survey("ces", "easy"),
+        "won": float(status.get("won", 0)),
+        "lost": float(status.get("lost", 0)),
+        "open_created": float(still_open.sum()),
+        "won_deals_cycle": float(cycle["deals"].sum()),
+        "median_cycle_days_sum": float(cycle["median_days"].sum()),
+        "resolved": float(fcr["resolved"].sum()),
+        "first_contact": float(fcr["first_contact"].sum()),
+    }

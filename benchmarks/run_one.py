@@ -44,6 +44,8 @@ def main() -> None:
 
         def once() -> object:
             return overview.product_overview(engine, f)
+
+        headline = overview.headline
     elif args.impl == "floor":
         import duckdb
 
@@ -54,6 +56,8 @@ def main() -> None:
 
         def once() -> object:
             return floor_duckdb.overview(con, start, end, args.region, args.industry)
+
+        headline = floor_duckdb.headline
     else:
         from benchmarks import pandas_baseline
         from crm_data.engines import make_engine
@@ -65,7 +69,9 @@ def main() -> None:
         def once() -> object:
             return pandas_baseline.overview(data, start, end, args.region, args.industry)
 
-    once()  # warm-up
+        headline = pandas_baseline.headline
+
+    numbers = headline(once())  # warm-up, and the numbers to compare across implementations
     times = []
     for _ in range(args.runs):
         began = time.perf_counter()
@@ -80,6 +86,7 @@ def main() -> None:
                 "runs": len(times),
                 "peak_rss_mb": round(peak_mb),
                 **extra,
+                "headline": numbers,
             }
         )
     )

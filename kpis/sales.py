@@ -95,14 +95,22 @@ def _cycle_days(dialect: sa.Dialect, f: Filters) -> tuple[sa.ColumnElement, list
     return days, [deals.c.status == "won", in_range(deals.c.closed_at, f), *scope(f, deals)]
 
 
-def sales_cycle(conn: sa.Connection | sa.Engine, f: Filters) -> pd.DataFrame:
+def sales_cycle(conn: sa.Connection | sa.Engine, f: Filters, freq: str | None = None) -> pd.DataFrame:
     """Sales-cycle length of won deals.
 
     Formula: days from created_at to closed_at of won deals with closed_at in [start, end);
     mean, median and 90th percentile (percentiles interpolate linearly, like
     percentile_cont). No won deals: deals = 0 and NaN days.
     Columns: deals, mean_days, median_days, p90_days (one row).
+
+    With ``freq`` (month, quarter, year): the same per calendar period of closed_at, in one
+    statement — one row per period whose first day lies in [start, end), in order (deals
+    closed before the first such period are not counted; the last period stops at end);
+    a period without won deals has deals = 0 and NaN days.
+    Columns: period, deals, mean_days, median_days, p90_days.
     """
+    if freq is not None:
+        return _sales_cycle_by_period(conn, f, freq)
     with connection(conn) as c:
         days, conditions = _cycle_days(c.dialect, f)
         statement = sa.select(
@@ -116,6 +124,33 @@ def sales_cycle(conn: sa.Connection | sa.Engine, f: Filters) -> pd.DataFrame:
     for column in ("mean_days", "median_days", "p90_days"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
+
+
+def _sales_cycle_by_period(conn: sa.Connection | sa.Engine, f: Filters, freq: str) -> pd.DataFrame:
+    columns = ["period", "deals", "mean_days", "median_days", "p90_days"]
+    periods = period_starts(f.start, f.end, freq)
+    if not periods:
+        return pd.DataFrame(columns=columns)
+    deals = schema.deals
+    with connection(conn) as c:
+        days, conditions = _cycle_days(c.dialect, f)
+        period = period_start(c.dialect, deals.c.closed_at, freq)
+        statement = (
+            sa.select(
+                period.label("period"),
+                sa.func.count().label("deals"),
+                sa.func.avg(days).label("mean_days"),
+                percentile(c.dialect, days, 0.5).label("median_days"),
+                percentile(c.dialect, days, 0.9).label("p90_days"),
+            )
+            .where(*conditions)
+            .group_by(period)
+        )
+        frame = on_period_grid(read_frame(c, statement), periods)
+    frame["deals"] = frame["deals"].fillna(0).astype("int64")
+    for column in ("mean_days", "median_days", "p90_days"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame[columns]
 
 
 def sales_cycle_distribution(

@@ -89,6 +89,29 @@ def test_sales_cycle(crm):
     )
 
 
+def test_sales_cycle_per_month(crm):
+    # won deals by closed_at month: Jan D7 (46); Feb D1 (30), D3 (10.5), D4 (14); Mar none; Apr none
+    # Feb: mean 54.5/3 = 18.1667; median 14; p90: position 1.8 -> 14 + 0.8·16 = 26.8
+    frame = sales_cycle(crm, JAN_TO_APR, freq="month")
+    assert list(frame.columns) == ["period", "deals", "mean_days", "median_days", "p90_days"]
+    assert [str(p.date()) for p in frame["period"]] == [
+        "2024-01-01",
+        "2024-02-01",
+        "2024-03-01",
+        "2024-04-01",
+    ]
+    assert list(frame["deals"]) == [1, 3, 0, 0]
+    assert [frame.loc[0, c] for c in ("mean_days", "median_days", "p90_days")] == pytest.approx([46.0] * 3)
+    assert [frame.loc[1, c] for c in ("mean_days", "median_days", "p90_days")] == pytest.approx(
+        [54.5 / 3, 14.0, 26.8]
+    )
+    assert frame.loc[2:, ["mean_days", "median_days", "p90_days"]].isna().all(axis=None)
+    # a quarter holds all four (same numbers as test_sales_cycle); each row = the single-range call
+    quarter = sales_cycle(crm, Q1, freq="quarter")
+    assert quarter.loc[0, "deals"] == 4
+    assert quarter.loc[0, "median_days"] == pytest.approx(sales_cycle(crm, Q1).loc[0, "median_days"])
+
+
 def test_sales_cycle_segment_and_empty(crm):
     # Enterprise: D1 only (D4 has no account and is excluded) -> 30 everywhere
     frame = sales_cycle(crm, Q1.replace(segments=["Enterprise"]))
