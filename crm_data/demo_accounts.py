@@ -18,6 +18,7 @@ The story the data tell (see :mod:`crm_data.demo` for the whole list):
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import sqlalchemy as sa
 
 from crm_data import demo_vocab as vocab
 from crm_data import schema
-from crm_data.demo_context import REVENUE_SEASON, DemoContext
+from crm_data.demo_context import ACQUISITION_SEASON, REVENUE_SEASON, DemoContext
 from crm_data.demo_util import (
     DAYS_PER_MONTH,
     as_text,
@@ -63,6 +64,13 @@ for _region, (_region_share, _countries) in vocab.GEOGRAPHY.items():
             _CITY_PHONE.append(_phone)
             _CITY_SHARE.append(_region_share * _country_share / len(_cities))
 
+
+def _ascii(word: str) -> str:
+    return unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode()
+
+
+_ASCII_FIRST = [_ascii(n) for n in vocab.FIRST_NAMES]
+_ASCII_LAST = [_ascii(n) for n in vocab.LAST_NAMES]
 _SYLLABLES = len(vocab.NAME_SYLLABLES)
 _WORDS = len(vocab.NAME_WORDS)
 _TWO_SYLLABLE_NAMES = _SYLLABLES**2 * _WORDS
@@ -113,10 +121,9 @@ def _accounts(
     ctx: DemoContext, rng: np.random.Generator, first: int, n: int
 ) -> tuple[Accounts, pd.DataFrame]:
     segment = choose(rng, vocab.SEGMENT_SHARE, n)
-    month_weights = (0.55 + 1.45 * np.arange(ctx.n_months) / ctx.n_months) * np.diff(ctx.month_edges)
-    month_weights = month_weights * np.take(
-        np.array([1.1, 1.08, 1.15, 1.05, 1.0, 0.95, 0.78, 0.8, 1.08, 1.12, 1.02, 0.82]), ctx.month_of_year - 1
-    )
+    # steady growth: twice as many new accounts a month at the end as at the start
+    month_weights = (1.0 + 1.0 * np.arange(ctx.n_months) / ctx.n_months) * np.diff(ctx.month_edges)
+    month_weights = month_weights * ACQUISITION_SEASON[ctx.month_of_year - 1]
     month = choose(rng, month_weights, n)
     created = ctx.month_edges[month] + rng.random(n) * (ctx.month_edges[month + 1] - ctx.month_edges[month])
     names = company_names(first, n)
@@ -187,14 +194,17 @@ class Contacts:
 
 def _contacts(ctx: DemoContext, rng: np.random.Generator, acc: Accounts) -> tuple[Contacts, pd.DataFrame]:
     count = 1 + rng.poisson(np.take([1.0, 2.5, 5.0], acc.segment))
-    owner, _ = repeat_index(count)
+    owner, rank = repeat_index(count)
     total = len(owner)
-    first_name = rng.integers(0, len(vocab.FIRST_NAMES), total)
-    last_name = rng.integers(0, len(vocab.LAST_NAMES), total)
+    # people of one account get distinct names: a random start, then a fixed stride
+    combinations = len(vocab.FIRST_NAMES) * len(vocab.LAST_NAMES)
+    code = (rng.integers(0, combinations, acc.n)[owner] + rank * 1237) % combinations
+    first_name = code // len(vocab.LAST_NAMES)
+    last_name = code % len(vocab.LAST_NAMES)
     first_text = lookup(vocab.FIRST_NAMES, first_name)
     last_text = lookup(vocab.LAST_NAMES, last_name)
     names = concat(first_text, " ", last_text)
-    local = pc.utf8_lower(concat(first_text, ".", last_text))
+    local = pc.utf8_lower(concat(lookup(_ASCII_FIRST, first_name), ".", lookup(_ASCII_LAST, last_name)))
     emails = concat(local, "@", take(acc.domains, owner))
     # data-quality problem: the same person entered twice, e-mail in another case
     duplicates = max(1, round(total * DUPLICATE_EMAIL_SHARE)) if total >= 20 else 0
@@ -715,7 +725,7 @@ def _surveys(
          "score": ces, "when": tickets.resolved[t] + 2 * rng.random(len(t)), "ticket": t,
          "sentiment": np.digitize(ces, [3.5, 4.5]), "kind": "ces"}
     )  # fmt: skip
-    asked = resolved & (rng.random(len(resolved)) < 0.35)
+    asked = resolved & (rng.random(len(resolved)) < 0.25)
     t = np.flatnonzero(asked)
     csat = np.clip(np.round(4.5 - 0.6 * (tickets.contacts[t] - 1) + 0.7 * rng.standard_normal(len(t))), 1, 5)
     parts.append(
@@ -734,7 +744,7 @@ def _surveys(
          "when": subs.start[b] + 3 * rng.random(len(b)), "ticket": None,
          "sentiment": np.digitize(signup, [3.5, 4.5]), "kind": "ces"}
     )  # fmt: skip
-    visits = rng.poisson(0.5, acc.n)
+    visits = rng.poisson(0.35, acc.n)
     a, _ = repeat_index(visits)
     web = np.clip(np.round(5.0 + 1.3 * rng.standard_normal(len(a))), 1, 7)
     parts.append(
@@ -842,7 +852,7 @@ def _interactions(
     channels = ["email", "phone", "meeting", "chat", "social", "web"]
     # sales touches while a deal runs
     seg = acc.segment[deals.account]
-    per_deal = 1 + rng.poisson(np.take([0.6, 1.2, 2.0], seg))
+    per_deal = 1 + rng.poisson(np.take([0.15, 0.6, 1.2], seg))
     d, _ = repeat_index(per_deal)
     deal_end = np.where(np.isnan(deals.closed), ctx.horizon, deals.closed)
     d_when = deals.created[d] + rng.random(len(d)) * (deal_end[d] - deals.created[d])
@@ -875,8 +885,7 @@ def _interactions(
     deal = np.concatenate([d, np.full(len(t) + len(c_account) + len(s), -1)])
     ticket = np.concatenate([np.full(len(d), -1), t, np.full(len(c_account) + len(s), -1)])
     campaign = np.concatenate([np.full(len(d) + len(t), -1), c_campaign, np.full(len(s), -1)])
-    keep = when < ctx.horizon
-    order = np.flatnonzero(keep)[np.lexsort((when[keep], account[keep]))]
+    order = np.flatnonzero(when < ctx.horizon)  # grouped by kind; ids need no time order
     account, when, channel, outbound, user, deal, ticket, campaign = (
         x[order] for x in (account, when, channel, outbound, user, deal, ticket, campaign)
     )
@@ -921,8 +930,8 @@ def _account_costs(
         0.3 * rng.standard_normal(len(customer))
     )
     rows.append((customer, cust.start[customer] + 7 * rng.random(len(customer)), 0, 0, onboarding))
-    # sales commission on every won deal
-    won = np.flatnonzero(deals.status == 1)
+    # sales commission on won new business (expansion commissions are paid in the salaries)
+    won = np.flatnonzero((deals.status == 1) & ~deals.expansion)
     rows.append(
         (
             deals.account[won],

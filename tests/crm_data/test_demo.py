@@ -65,18 +65,25 @@ def test_every_table_is_filled_and_counted(demo: dict) -> None:
     assert counts["deal_stage_history"] > 3 * counts["deals"]
 
 
-def test_same_seed_same_rows_on_every_database(demo: dict, tmp_path: Path) -> None:
-    """Same seed and day: identical rows, whatever the database (DuckDB as the reference)."""
-    reference = make_engine(f"duckdb:///{tmp_path / 'ref.duckdb'}")
-    counts = generate(reference, accounts=ACCOUNTS, seed=SEED, progress=False)
-    assert counts == demo["counts"]
-    expected = _read_all(reference)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A second, independent run with the demo fixture's arguments (DuckDB)."""
+    engine = make_engine(f"duckdb:///{tmp_path_factory.mktemp('reference') / 'ref.duckdb'}")
+    counts = generate(engine, accounts=ACCOUNTS, seed=SEED, progress=False)
+    rows = _read_all(engine)
+    engine.dispose()
+    return {"counts": counts, "rows": rows}
+
+
+def test_same_seed_same_rows_on_every_database(demo: dict, reference: dict) -> None:
+    """Same seed and day: identical rows, whatever the database (a DuckDB run as the reference)."""
+    assert reference["counts"] == demo["counts"]
+    expected = reference["rows"]
     for table in ("accounts", "deals", "deal_stage_history", "payments", "survey_responses", "costs"):
         key = list(expected[table].columns[:3])
         left = expected[table].sort_values(key).reset_index(drop=True)
         right = demo["rows"][table].sort_values(key).reset_index(drop=True)
         pd.testing.assert_frame_equal(left, right, check_dtype=False, check_exact=False, rtol=1e-12)
-    reference.dispose()
 
 
 def test_different_seed_different_rows(tmp_path: Path) -> None:
