@@ -54,6 +54,9 @@ if _database_readable(url):
 
     global_filters()
 else:
+    from ui.navigation import navigation
+
+    navigation()
     st.sidebar.info("No CRM data yet: the filters appear after the first import.", icon=":material/info:")
 
 st.title("Import data")

@@ -1,7 +1,7 @@
 """The global filter bar: date range, period and segment filters, the same on every page.
 
 Call ``global_filters()`` as the FIRST thing on every page (after ``st.set_page_config``).
-It draws the sidebar and returns a ``View`` (``.filters: kpis.Filters``, ``.freq``,
+It draws the sidebar (the page links of ``ui.navigation``, then the filters) and returns a ``View`` (``.filters: kpis.Filters``, ``.freq``,
 ``.describe()``).
 
 How the values travel (see ../shared/notes/streamlit-pages.md, measured here):
@@ -216,8 +216,10 @@ def _sync_url(start: dt.date, end: dt.date, freq: str, chosen: dict[str, list[st
 def global_filters() -> View:
     """Draw the sidebar filter bar and return the current ``View``. Call first on every page."""
     from charts.theme import use_theme
+    from ui.navigation import navigation
 
     use_theme()
+    navigation()  # first: the page links also show when the database is missing
     data.require_database()
     url = database_url()
     known = data.dimension_values(url)

@@ -244,3 +244,21 @@ def test_a_hostile_link_value_is_ignored_with_a_notice(page):
     assert multiselect_tags(page, "Segment") == []
     assert "Ignored unknown segment" in page.locator(SIDEBAR).inner_text()
     assert_no_exception(page, "Service")
+
+
+NAV_LINK = f'{SIDEBAR} [data-testid="stPageLink-NavLink"]'
+
+
+def test_the_sidebar_names_the_pages_and_its_links_keep_the_filters(page, segments):
+    open_page(page, "/")
+    # Streamlit's own list (first entry "dashboard") is switched off; ours names the pages
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+    labels = [text.strip().split("\n")[-1] for text in page.locator(NAV_LINK).all_inner_texts()]  # after the icon
+    assert labels[:3] == ["Overview", "Sales pipeline", "Customers & churn"], labels
+    assert not any(label.lower() == "dashboard" for label in labels)
+    choose_in_multiselect(page, "Segment", segments[0])
+    rerun_after(page, lambda: page.locator(NAV_LINK).filter(has_text="Sales pipeline").first.click())
+    assert urlparse(page.url).path.endswith("/Sales_pipeline")
+    assert page.locator('[data-testid="stMain"] h1').first.inner_text().strip() == "Sales pipeline"
+    assert multiselect_tags(page, "Segment") == [segments[0]]
+    assert_no_exception(page, "Sales pipeline (from the sidebar link)")
