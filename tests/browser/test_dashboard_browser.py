@@ -253,7 +253,8 @@ def test_the_sidebar_names_the_pages_and_its_links_keep_the_filters(page, segmen
     open_page(page, "/")
     # Streamlit's own list (first entry "dashboard") is switched off; ours names the pages
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
-    labels = [text.strip().split("\n")[-1] for text in page.locator(NAV_LINK).all_inner_texts()]  # after the icon
+    texts = page.locator(NAV_LINK).all_inner_texts()
+    labels = [text.strip().split("\n")[-1] for text in texts]  # the label follows the icon's ligature
     assert labels[:3] == ["Overview", "Sales pipeline", "Customers & churn"], labels
     assert not any(label.lower() == "dashboard" for label in labels)
     choose_in_multiselect(page, "Segment", segments[0])
