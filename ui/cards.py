@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,49 @@ def definition_text(key: str | None, fallback: str | None = None) -> str:
     return fallback or ""
 
 
+def registry_entry_for(function: Any) -> Any | None:
+    """The first ``kpis.registry`` entry computed by ``function``, or None."""
+    try:
+        from kpis import registry
+    except ImportError:
+        return None
+    for entry in registry.KPIS:
+        if entry.function is function:
+            return entry
+    return None
+
+
+_COLUMNS_NOTE = re.compile(r"\s*\bColumns:.*\Z", re.DOTALL)
+
+
+_BULLET = re.compile(r"^\s*[*-]\s+", re.MULTILINE)
+
+
+def _one_line(text: str) -> str:
+    """One line of plain text: bullets' markers dropped, reST ``literals`` shown plain,
+    whitespace collapsed (it is shown as Markdown in a caption and as text in exports)."""
+    return " ".join(_BULLET.sub("", text).replace("``", "").split())
+
+
 def docstring_definition(function: Any) -> str:
-    """The first paragraph of a KPI function's docstring (where its formula is stated), for
-    numbers the registry has no entry for."""
-    text = inspect.getdoc(function) or ""
-    return " ".join(text.split("\n\n")[0].split())
+    """What a number means, for charts of KPI functions beside the registry's headline ones.
+
+    The registry's definition when an entry is computed by ``function``; else, from the
+    docstring, its summary line followed by the "Formula:" paragraph (up to any "Columns:"
+    list); a docstring without a "Formula:" paragraph gives its summary and the paragraphs
+    after it, again without the column list.
+    """
+    entry = registry_entry_for(function)
+    if entry is not None:
+        return str(entry.definition)
+    paragraphs = [p.strip() for p in (inspect.getdoc(function) or "").split("\n\n") if p.strip()]
+    if not paragraphs:
+        return ""
+    summary, rest = paragraphs[0], paragraphs[1:]
+    formula = [p for p in rest if p.startswith("Formula:")]
+    body = formula[:1] if formula else rest
+    parts = [_one_line(p) for p in [summary] + [_COLUMNS_NOTE.sub("", p) for p in body]]
+    return " ".join(p for p in parts if p)
 
 
 def definition_card(key: str, fallback: str | None = None) -> None:

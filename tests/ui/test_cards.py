@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from ui.cards import latest
+from ui.cards import docstring_definition, latest
 
 
 def _frame(values, low=None):
@@ -55,3 +55,56 @@ def test_latest_with_missing_previous_value_has_no_delta():
 def test_latest_of_an_empty_frame_is_empty():
     numbers = latest(pd.DataFrame(columns=["period", "rate"]), "rate", "month")
     assert math.isnan(numbers.value) and numbers.period is None and numbers.sparkline == []
+
+
+def _with_formula():
+    """Tickets opened per period and group.
+
+    Formula: tickets = count of tickets by ``opened_at``, per group;
+    a missing value is the group "(not set)". Columns: period, group, tickets.
+
+    Notes: only for the test.
+    """
+
+
+def _without_formula():
+    """How long open deals have waited.
+
+    Age = days in the current stage:
+
+    * open_deals = count;
+    * over_90_days = deals aged more than 90 days.
+
+    Columns: stage, open_deals.
+    """
+
+
+def test_docstring_definition_keeps_the_formula_paragraph_not_only_the_summary():
+    assert docstring_definition(_with_formula) == (
+        "Tickets opened per period and group. Formula: tickets = count of tickets by opened_at, "
+        'per group; a missing value is the group "(not set)".'
+    )
+
+
+def test_docstring_definition_without_a_formula_paragraph_keeps_the_body_without_columns():
+    assert docstring_definition(_without_formula) == (
+        "How long open deals have waited. Age = days in the current stage: open_deals = count; "
+        "over_90_days = deals aged more than 90 days."
+    )
+
+
+def test_docstring_definition_prefers_the_registry_entry_of_the_function():
+    import kpis
+    from kpis import registry
+
+    assert docstring_definition(kpis.churn_rate) == registry.get("churn_rate").definition
+    assert "Formula: tickets = count of tickets by opened_at" in docstring_definition(kpis.ticket_breakdown)
+
+
+def test_the_ticket_chart_of_the_service_page_states_the_formula(app):
+    at = app("pages/3_Service.py").run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any(
+        "Tickets opened per period and group. Formula: tickets = count of tickets" in c for c in captions
+    )
