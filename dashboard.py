@@ -31,9 +31,10 @@ SALES, CHURN, FEEDBACK = (
 )
 CARDS: list[CardSpec] = [
     CardSpec("revenue", "revenue", "revenue", "pages/6_Forecast.py"),
-    CardSpec("active_customers", "active_customers", "customers_at_end", CHURN),
-    CardSpec("churn_rate", "churn_rate", "churn_rate", CHURN),
-    CardSpec("net_revenue_retention", "revenue_retention", "net_revenue_retention", CHURN),
+    # customer_base: active customers, churn, NRR and retention cost from one query (cached once)
+    CardSpec("active_customers", "customer_base", "customers_at_end", CHURN),
+    CardSpec("churn_rate", "customer_base", "churn_rate", CHURN),
+    CardSpec("net_revenue_retention", "customer_base", "net_revenue_retention", CHURN),
     CardSpec("nps", "nps", "nps", FEEDBACK),
     CardSpec("ces", "ces", "ces_mean", FEEDBACK, kwargs=(("by_touchpoint", False),)),
     CardSpec("win_rate", "win_rate", "win_rate", SALES),
@@ -41,7 +42,7 @@ CARDS: list[CardSpec] = [
     CardSpec("first_contact_resolution", "first_contact_resolution", "fcr_rate", "pages/3_Service.py"),
     CardSpec(
         "retention_cost",
-        "retention_cost",
+        "customer_base",
         "cost_per_retained_customer",
         "pages/5_Marketing_and_retention_cost.py",
     ),

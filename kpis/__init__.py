@@ -7,6 +7,7 @@
 from kpis.churn import churn_by, churn_rate, churned_accounts
 from kpis.complaints import complaint_spikes, complaint_weekly
 from kpis.costs import retention_cost
+from kpis.customer_base import customer_base
 from kpis.feedback import ces, latest_comments, nps, nps_score_distribution
 from kpis.filters import Filters, data_date_range, dimension_values
 from kpis.marketing import campaign_funnel, social_metrics, web_metrics
@@ -34,6 +35,7 @@ __all__ = [
     "cohort_retention",
     "complaint_spikes",
     "complaint_weekly",
+    "customer_base",
     "customer_profitability",
     "data_date_range",
     "dimension_values",

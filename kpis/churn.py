@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from kpis.core import connection, on_period_grid, period_starts, period_table, read_frame
+from kpis.core import connection, period_starts, period_table, read_frame
 from kpis.filters import Filters, scope
 
 #: ``by`` values of :func:`churn_by` -> accounts column.
@@ -107,12 +107,11 @@ def churn_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month")
     no customers at its start has 0 counts and ``churn_rate`` NaN (nothing could churn).
     Columns: period, customers_at_start, churned, churn_rate.
     """
-    periods = period_starts(f.start, f.end, freq)
-    columns = ["period", "customers_at_start", "churned", "churn_rate"]
-    if not periods:
-        return pd.DataFrame(columns=columns)
-    frame = read_frame(conn, _churn_counts(f, periods, freq, None))
-    return _finish(on_period_grid(frame, periods))[columns]
+    from kpis.customer_base import customer_base
+
+    return customer_base(conn, f, freq, costs=False)[
+        ["period", "customers_at_start", "churned", "churn_rate"]
+    ]
 
 
 def churn_by(conn: sa.Connection | sa.Engine, f: Filters, by: str) -> pd.DataFrame:

@@ -100,20 +100,6 @@ def _per_account_period(f: Filters, grid: sa.CTE) -> sa.CTE:
     )
 
 
-def _period_bounds(
-    f: Filters, freq: str
-) -> tuple[list[pd.Timestamp], list[tuple[pd.Timestamp, pd.Timestamp]]]:
-    periods = period_starts(f.start, f.end, freq)
-    return periods, [(p, period_end(p, freq)) for p in periods]
-
-
-def _rows_by_index(c: sa.Connection, statement: sa.Executable, n: int, columns: list[str]) -> pd.DataFrame:
-    """Run an aggregate keyed by period index ``i``; every index 0..n-1 gets a row (zeros)."""
-    found = {int(row[0]): row[1:] for row in c.execute(statement)}
-    data = [[(0 if v is None else v) for v in found.get(i, [0] * len(columns))] for i in range(n)]
-    return pd.DataFrame(data, columns=columns)
-
-
 # ---------------------------------------------------------------- revenue
 
 
@@ -174,24 +160,10 @@ def active_customers(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFram
     that start and stop inside one period are in none of the counts. Columns: period,
     customers_at_start, new_customers, churned, customers_at_end.
     """
-    periods, bounds = _period_bounds(f, freq)
-    columns = ["customers_at_start", "new_customers", "churned", "customers_at_end"]
-    if not periods:
-        return pd.DataFrame(columns=["period", *columns])
-    grid = period_grid(bounds)
-    per = _per_account_period(f, grid)
-    statement = sa.select(
-        per.c.i,
-        sa.func.sum(per.c.act_s),
-        sa.func.sum(_flag(sa.and_(per.c.act_s == 0, per.c.act_e == 1))),
-        sa.func.sum(_flag(sa.and_(per.c.act_s == 1, per.c.act_e == 0))),
-        sa.func.sum(per.c.act_e),
-    ).group_by(per.c.i)
-    with connection(conn) as c:
-        out = _rows_by_index(c, statement, len(periods), columns)
-    out = out.astype(int)
-    out.insert(0, "period", pd.to_datetime(periods))
-    return out
+    from kpis.customer_base import customer_base  # it builds on this module's helpers
+
+    columns = ["period", "customers_at_start", "new_customers", "churned", "customers_at_end"]
+    return customer_base(conn, f, freq, costs=False)[columns]
 
 
 # ---------------------------------------------------------------- MRR retention
@@ -214,41 +186,11 @@ def revenue_retention(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFra
     mrr_at_start is 0. Columns: period, mrr_at_start, expansion, contraction, churned_mrr,
     revenue_churn_rate, net_revenue_retention, gross_revenue_retention.
     """
-    periods, bounds = _period_bounds(f, freq)
-    sums = ["mrr_at_start", "expansion", "contraction", "churned_mrr"]
+    from kpis.customer_base import customer_base  # it builds on this module's helpers
+
+    columns = ["period", "mrr_at_start", "expansion", "contraction", "churned_mrr"]
     rates = ["revenue_churn_rate", "net_revenue_retention", "gross_revenue_retention"]
-    if not periods:
-        return pd.DataFrame(columns=["period", *sums, *rates])
-    grid = period_grid(bounds)
-    per = _per_account_period(f, grid)
-    still = per.c.act_e == 1
-    change = per.c.mrr_e - per.c.mrr_s
-    statement = (
-        sa.select(
-            per.c.i,
-            sa.func.sum(per.c.mrr_s),
-            sa.func.sum(sa.case((sa.and_(still, change > 0), change), else_=0.0)),
-            sa.func.sum(sa.case((sa.and_(still, change < 0), -change), else_=0.0)),
-            sa.func.sum(sa.case((per.c.act_e == 0, per.c.mrr_s), else_=0.0)),
-        )
-        .where(per.c.act_s == 1)
-        .group_by(per.c.i)
-    )
-    with connection(conn) as c:
-        out = _rows_by_index(c, statement, len(periods), sums).astype(float)
-    start, churned = out["mrr_at_start"], out["churned_mrr"]
-    out["revenue_churn_rate"] = [
-        ratio(a + b, m) for a, b, m in zip(churned, out["contraction"], start, strict=True)
-    ]
-    out["net_revenue_retention"] = [
-        ratio(m + x - k - ch, m)
-        for m, x, k, ch in zip(start, out["expansion"], out["contraction"], churned, strict=True)
-    ]
-    out["gross_revenue_retention"] = [
-        ratio(m - k - ch, m) for m, k, ch in zip(start, out["contraction"], churned, strict=True)
-    ]
-    out.insert(0, "period", pd.to_datetime(periods))
-    return out
+    return customer_base(conn, f, freq, costs=False)[columns + rates]
 
 
 # ---------------------------------------------------------------- cohort retention

@@ -1,0 +1,131 @@
+"""The customer base per period in one pass: active customers, churn, MRR retention and
+retention cost share the same per-account activity at each period's start and end.
+
+:func:`customer_base` computes it once — one range join of the period grid with
+``subscriptions``, grouped per (period, account), then per period — plus one query for
+retention costs. ``active_customers``, ``churn_rate``, ``revenue_retention`` and
+``retention_cost`` are column selections of it, so they always agree, and a page that
+shows several of them (the Overview) needs the database once.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_data import schema
+from crm_data.dialects import period_start
+from kpis.core import connection, on_period_grid, period_end, period_starts, ratio
+from kpis.filters import Filters, in_day_range, scope
+from kpis.revenue import _per_account_period, period_grid
+
+COUNTS = ["customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"]
+MRR = ["mrr_at_start", "expansion", "contraction", "churned_mrr"]
+RATES = ["churn_rate", "revenue_churn_rate", "net_revenue_retention", "gross_revenue_retention"]
+COLUMNS = [
+    "period",
+    *COUNTS,
+    *MRR,
+    *RATES,
+    "retention_costs",
+    "cost_per_retained_customer",
+    *schema.COST_CATEGORIES,
+]
+
+
+def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+    return sa.case((condition, 1), else_=0)
+
+
+def _activity_statement(f: Filters, periods: list[pd.Timestamp], freq: str) -> sa.Select:
+    grid = period_grid([(p, period_end(p, freq)) for p in periods])
+    per = _per_account_period(f, grid)
+    at_s, at_e = per.c.act_s == 1, per.c.act_e == 1
+    lost, kept = sa.and_(at_s, per.c.act_e == 0), sa.and_(at_s, at_e)
+    change = per.c.mrr_e - per.c.mrr_s
+    return sa.select(
+        per.c.i,
+        sa.func.sum(per.c.act_s).label("customers_at_start"),
+        sa.func.sum(_flag(sa.and_(per.c.act_s == 0, at_e))).label("new_customers"),
+        sa.func.sum(_flag(lost)).label("churned"),
+        sa.func.sum(per.c.act_e).label("customers_at_end"),
+        sa.func.sum(_flag(kept)).label("retained_customers"),
+        sa.func.sum(sa.case((at_s, per.c.mrr_s), else_=0.0)).label("mrr_at_start"),
+        sa.func.sum(sa.case((sa.and_(kept, change > 0), change), else_=0.0)).label("expansion"),
+        sa.func.sum(sa.case((sa.and_(kept, change < 0), -change), else_=0.0)).label("contraction"),
+        sa.func.sum(sa.case((lost, per.c.mrr_s), else_=0.0)).label("churned_mrr"),
+    ).group_by(per.c.i)
+
+
+def _cost_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    costs = schema.costs
+    period = period_start(dialect, costs.c.incurred_on, freq)
+    amounts = [
+        sa.func.sum(sa.case((costs.c.category == category, costs.c.amount), else_=0.0)).label(category)
+        for category in schema.COST_CATEGORIES
+    ]
+    return (
+        sa.select(period.label("period"), sa.func.sum(costs.c.amount).label("retention_costs"), *amounts)
+        .where(costs.c.purpose == "retention", in_day_range(costs.c.incurred_on, f), *scope(f, costs))
+        .group_by(period)
+    )
+
+
+def customer_base(
+    conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month", costs: bool = True
+) -> pd.DataFrame:
+    """Customers, churn, MRR retention and retention cost per calendar period ``[s, e)``.
+
+    Active at t = an account with a subscription (within the filters' segments, owners and
+    products) with ``started_at ≤ t < ended_at`` (no ``ended_at`` = still running); an
+    account's MRR at t = Σ MRR of those subscriptions (NULL counts as 0).
+
+    * customers_at_start / customers_at_end = accounts active at s / at e; churned = active
+      at s and not at e; new_customers = active at e and not at s; retained_customers =
+      active at both; churn_rate = churned ÷ customers_at_start.
+    * mrr_at_start = MRR at s of the accounts active at s; churned_mrr = MRR at s of those
+      not active at e; expansion / contraction = per-account MRR increase / decrease from
+      s to e of the retained; revenue_churn_rate = (churned_mrr + contraction) ÷
+      mrr_at_start; net_revenue_retention = (mrr_at_start + expansion − contraction −
+      churned_mrr) ÷ mrr_at_start; gross_revenue_retention = (mrr_at_start − contraction −
+      churned_mrr) ÷ mrr_at_start.
+    * retention_costs = Σ costs with purpose = retention by incurred_on in the period (and
+      in [start, end)), split by category; cost_per_retained_customer = retention_costs ÷
+      retained_customers. ``costs=False`` skips the cost query (cost columns absent).
+
+    Ratios are NaN when their denominator is 0. One row per period whose first day lies in
+    ``[f.start, f.end)``, in order. Columns: ``COLUMNS``.
+    """
+    periods = period_starts(f.start, f.end, freq)
+    wanted = COLUMNS if costs else [c for c in COLUMNS if c not in _COST_COLUMNS]
+    if not periods:
+        return pd.DataFrame(columns=wanted)
+    with connection(conn) as c:
+        found = {int(row[0]): row[1:] for row in c.execute(_activity_statement(f, periods, freq))}
+        spent = on_period_grid(_read(c, _cost_statement(c.dialect, f, freq)), periods) if costs else None
+    zeros = (0,) * (len(COUNTS) + len(MRR))
+    rows = [[(0 if v is None else v) for v in found.get(i, zeros)] for i in range(len(periods))]
+    frame = pd.DataFrame(rows, columns=[*COUNTS, *MRR])
+    frame[COUNTS] = frame[COUNTS].astype("int64")
+    frame[MRR] = frame[MRR].astype(float)
+    frame.insert(0, "period", pd.to_datetime(periods))
+    starts = frame["customers_at_start"].astype(float)
+    frame["churn_rate"] = (frame["churned"] / starts.where(starts > 0)).astype(float)
+    m, x, k, ch = (frame[c] for c in MRR)
+    frame["revenue_churn_rate"] = [ratio(a + b, s) for a, b, s in zip(ch, k, m, strict=True)]
+    frame["net_revenue_retention"] = [ratio(s + e - c - h, s) for s, e, c, h in zip(m, x, k, ch, strict=True)]
+    frame["gross_revenue_retention"] = [ratio(s - c - h, s) for s, c, h in zip(m, k, ch, strict=True)]
+    if spent is not None:
+        for column in ["retention_costs", *schema.COST_CATEGORIES]:
+            frame[column] = pd.to_numeric(spent[column], errors="coerce").astype(float).fillna(0.0).to_numpy()
+        retained = frame["retained_customers"].astype(float)
+        frame["cost_per_retained_customer"] = frame["retention_costs"] / retained.where(retained > 0)
+    return frame[wanted]
+
+
+_COST_COLUMNS = {"retention_costs", "cost_per_retained_customer", *schema.COST_CATEGORIES}
+
+
+def _read(c: sa.Connection, statement: sa.Select) -> pd.DataFrame:
+    result = c.execute(statement)
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
