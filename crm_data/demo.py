@@ -84,13 +84,13 @@ from tqdm import tqdm
 from crm_data import demo_vocab as vocab
 from crm_data import schema
 from crm_data.bulk import bulk_insert
-from crm_data.demo_accounts import account_chunk
+from crm_data.demo_accounts import CHUNK_TABLES, account_chunk
 from crm_data.demo_context import DemoContext, product_arrays, spike_quarter, time_axis
 from crm_data.demo_util import as_text, choose, ids, lookup, timestamps
 from crm_data.engines import connect_checked
 
 #: accounts generated (and loaded) per step; fixed, so the data do not depend on it
-CHUNK_ACCOUNTS = 50_000
+CHUNK_ACCOUNTS = 100_000
 _DONE = object()
 
 
@@ -121,9 +121,11 @@ def generate(
                 _clear(conn)
                 while (item := work.get()) is not _DONE:
                     table, frame = item
-                    if table is None:  # a chunk of accounts is loaded
-                        bar.update(frame)
-                        _release_memory()
+                    if table is None:
+                        if frame is None:  # a chunk of accounts is loaded
+                            _release_memory()
+                        else:
+                            bar.update(frame)
                         continue
                     counts[table.name] += bulk_insert(conn, table, frame)
         except BaseException as error:  # handed to the main thread
@@ -176,8 +178,13 @@ def _all_rows(ctx: DemoContext, global_tables: list[tuple[sa.Table, pd.DataFrame
     for number, first in enumerate(range(0, ctx.accounts, CHUNK_ACCOUNTS)):
         n = min(CHUNK_ACCOUNTS, ctx.accounts - first)
         rng = np.random.default_rng([ctx.seed, number + 1])
-        yield from account_chunk(ctx, rng, first, n)
-        yield None, n
+        done = 0
+        for part, item in enumerate(account_chunk(ctx, rng, first, n), start=1):
+            yield item
+            step = n * part // CHUNK_TABLES - done  # progress: a share of the chunk per table
+            done += step
+            yield None, step
+        yield None, None  # the chunk is loaded
     yield from company_costs(ctx, np.random.default_rng([ctx.seed, 0, 2]))
 
 
@@ -413,27 +420,27 @@ def _social_media(ctx: DemoContext, rng: np.random.Generator) -> pd.DataFrame:
 
 def company_costs(ctx: DemoContext, rng: np.random.Generator) -> Iterator[tuple[sa.Table, pd.DataFrame]]:
     """Company-wide monthly costs (no account): salaries, hosting, rent, marketing
-    (campaign spend by objective + brand), the loyalty programme."""
-    months = np.arange(ctx.n_months)
-    growth = 0.4 + 0.6 * months / max(ctx.n_months - 1, 1)
+    (campaign spend by objective + brand), the loyalty programme. Each line is a fixed
+    part (per 1,000 accounts of the demo) plus parts per paying customer and per new
+    account of the month, so costs follow the business as it grows."""
+    scale = ctx.accounts / 1000
+    customers = ctx.paying_accounts.astype(float)
+    new = ctx.new_accounts.astype(float)
     lines = [
-        # category, purpose, amount per account and month, grows with the customer base?
-        ("personnel", "acquisition", 120.0, True),
-        ("personnel", "retention", 80.0, True),
-        ("personnel", "other", 150.0, False),
-        ("production", "other", 40.0, True),
-        ("production", "retention", 10.0, True),
-        ("overhead", "other", 60.0, False),
-        ("marketing", "acquisition", 25.0, False),
-        ("loyalty", "retention", 8.0, True),
+        # category, purpose, fixed per 1,000 accounts, per paying customer, per new account
+        ("personnel", "acquisition", 6000.0, 0.0, 60.0),
+        ("personnel", "retention", 2000.0, 30.0, 0.0),
+        ("personnel", "other", 12000.0, 0.0, 0.0),
+        ("production", "other", 1500.0, 9.0, 0.0),
+        ("production", "retention", 0.0, 3.0, 0.0),
+        ("overhead", "other", 8000.0, 0.0, 0.0),
+        ("marketing", "acquisition", 2500.0, 0.0, 12.0),
+        ("loyalty", "retention", 300.0, 1.5, 0.0),
     ]
     day, category, purpose, amount = [], [], [], []
-    for cat, use, per_account, grows in lines:
-        level = (
-            per_account
-            * ctx.accounts
-            * (growth if grows else 1.0)
-            * np.exp(0.05 * rng.standard_normal(ctx.n_months))
+    for cat, use, fixed, per_customer, per_new in lines:
+        level = (fixed * scale + per_customer * customers + per_new * new) * np.exp(
+            0.05 * rng.standard_normal(ctx.n_months)
         )
         day.append(ctx.month_edges[:-1] + np.floor(rng.random(ctx.n_months) * 5))
         category += [cat] * ctx.n_months
@@ -441,7 +448,7 @@ def company_costs(ctx: DemoContext, rng: np.random.Generator) -> Iterator[tuple[
         amount.append(np.round(level, 2))
     day = np.concatenate(day)
     amount = np.concatenate(amount)
-    keep = day < ctx.horizon
+    keep = (day < ctx.horizon) & (amount > 0)
     frame = pd.DataFrame(
         {
             "incurred_on": timestamps(ctx.origin, day[keep]).astype("datetime64[s]"),

@@ -53,6 +53,9 @@ DUPLICATE_EMAIL_SHARE = 0.002
 MISSING_AMOUNT_SHARE = 0.003
 STALE_DEAL_SHARE = 0.004
 REFUND_SHARE = 0.006
+#: share of accounts created in the LEGACY_DAYS before the history starts (the base it starts with)
+LEGACY_SHARE = 0.12
+LEGACY_DAYS = 730.0
 
 _CITY_REGION, _CITY_COUNTRY, _CITY_NAME, _CITY_PHONE, _CITY_SHARE = [], [], [], [], []
 for _region, (_region_share, _countries) in vocab.GEOGRAPHY.items():
@@ -126,6 +129,9 @@ def _accounts(
     month_weights = month_weights * ACQUISITION_SEASON[ctx.month_of_year - 1]
     month = choose(rng, month_weights, n)
     created = ctx.month_edges[month] + rng.random(n) * (ctx.month_edges[month + 1] - ctx.month_edges[month])
+    # the customer base the history starts with: accounts from the two years before it
+    legacy = rng.random(n) < LEGACY_SHARE
+    created = np.where(legacy, -LEGACY_DAYS * rng.random(n), created)
     names = company_names(first, n)
     city = choose(rng, _CITY_SHARE, n)
     industry = choose(rng, [s for _, s in vocab.INDUSTRIES], n)
@@ -164,6 +170,8 @@ def _accounts(
     if duplicates:
         domains = pa.concat_arrays([domains.slice(0, n - duplicates), take(domains, source)])
     account_ids = ids("A", first, n, 7)
+    recent = created >= 0
+    ctx.new_accounts += np.bincount(ctx.month_index(created[recent]), minlength=ctx.n_months)
     accounts = Accounts(
         n, account_ids, names, domains, segment, city, channel, owner, created, health, friction
     )
@@ -276,7 +284,7 @@ class Customers:
 
 def ticket_rate(acc: Accounts) -> np.ndarray:
     """Support tickets per month while the account is a customer."""
-    return np.take([0.2, 0.45, 0.9], acc.segment) * np.where(acc.friction, 1.6, 1.0)
+    return np.take([0.15, 0.35, 0.7], acc.segment) * np.where(acc.friction, 1.6, 1.0)
 
 
 def _deal_paths(
@@ -316,7 +324,7 @@ def _deals(
 ) -> tuple[Deals, Customers, pd.DataFrame, pd.DataFrame]:
     n = acc.n
     slots = 18
-    gap = np.take([150.0, 120.0, 95.0], acc.segment)
+    gap = np.take([170.0, 135.0, 105.0], acc.segment)
     gaps = rng.exponential(1.0, (n, slots)) * gap[:, None]
     gaps[:, 0] = rng.random(n) * 2.0
     times = acc.created[:, None] + np.cumsum(gaps, axis=1)
@@ -523,10 +531,9 @@ def _payments(
     of the subscriptions running that day, times the month's usage factor; a few refunds."""
     customer = np.isfinite(cust.start)
     billing_day = np.zeros(acc.n)
-    first_month = np.zeros(acc.n, dtype=np.int64)
-    first_month[customer] = ctx.month_index(cust.start[customer])
-    billing_day[customer] = np.minimum(cust.start[customer] - ctx.month_edges[first_month[customer]], 27.0)
-    billing_day[customer] += 0.25 + 0.5 * rng.random(customer.sum())  # business hours
+    start_date = ctx.origin + np.floor(cust.start[customer]).astype(np.int64).astype("timedelta64[D]")
+    day_of_month = (start_date - start_date.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64)
+    billing_day[customer] = np.minimum(day_of_month, 27) + 0.25 + 0.5 * rng.random(customer.sum())
     # candidate months per subscription: from its start month to its end month
     sub_first = ctx.month_index(subs.start)
     sub_last = ctx.month_index(np.minimum(subs.end, ctx.horizon - 1e-6))
@@ -544,6 +551,7 @@ def _payments(
     season = REVENUE_SEASON[ctx.month_of_year[pay_month] - 1]
     value = np.round(amount[paid] * season * (1 + 0.02 * rng.standard_normal(len(paid))), 2)
     when = ctx.month_edges[pay_month] + billing_day[pay_account]
+    ctx.paying_accounts += np.bincount(pay_month, minlength=ctx.n_months)
     refund_n = max(1, round(len(paid) * REFUND_SHARE)) if len(paid) >= 20 else 0
     refunded = rng.choice(len(paid), refund_n, replace=False) if refund_n else np.zeros(0, dtype=np.int64)
     refund_when = when[refunded] + 2 + 20 * rng.random(refund_n)
@@ -852,7 +860,7 @@ def _interactions(
     channels = ["email", "phone", "meeting", "chat", "social", "web"]
     # sales touches while a deal runs
     seg = acc.segment[deals.account]
-    per_deal = 1 + rng.poisson(np.take([0.15, 0.6, 1.2], seg))
+    per_deal = 1 + rng.poisson(np.take([0.0, 0.5, 1.0], seg))
     d, _ = repeat_index(per_deal)
     deal_end = np.where(np.isnan(deals.closed), ctx.horizon, deals.closed)
     d_when = deals.created[d] + rng.random(len(d)) * (deal_end[d] - deals.created[d])
@@ -942,18 +950,18 @@ def _account_costs(
         )
     )
     window_end = np.minimum(cust.end, ctx.horizon)
-    # account management each quarter for Mid-Market and Enterprise customers
-    quarters = np.where(
-        np.isfinite(cust.start) & (seg > 0), np.floor((window_end - cust.start) / 91.3), 0
+    # account management every half year for Mid-Market and Enterprise customers
+    halves = np.where(
+        np.isfinite(cust.start) & (seg > 0), np.floor((window_end - cust.start) / 182.6), 0
     ).astype(np.int64)
-    a, k = repeat_index(quarters)
+    a, k = repeat_index(halves)
     rows.append(
         (
             a,
-            cust.start[a] + 91.3 * (k + 1) - 5,
+            cust.start[a] + 182.6 * (k + 1) - 5,
             0,
             1,
-            np.take([0.0, 700.0, 3200.0], seg[a]) * np.exp(0.2 * rng.standard_normal(len(a))),
+            np.take([0.0, 1400.0, 6400.0], seg[a]) * np.exp(0.2 * rng.standard_normal(len(a))),
         )
     )
     # a yearly hosting / infrastructure charge per customer (production, other)
@@ -995,6 +1003,10 @@ def _account_costs(
             "amount": amount[order],
         }
     )
+
+
+#: the number of (table, frame) pairs :func:`account_chunk` yields
+CHUNK_TABLES = 11
 
 
 def account_chunk(

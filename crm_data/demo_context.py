@@ -48,6 +48,13 @@ class DemoContext:
     campaign_channel: list[str]
     campaign_cost: np.ndarray
     next_id: dict[str, int] = field(default_factory=dict)
+    #: filled while the chunks are generated; company-wide costs scale with them
+    paying_accounts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    new_accounts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        self.paying_accounts = np.zeros(self.n_months, dtype=np.int64)
+        self.new_accounts = np.zeros(self.n_months, dtype=np.int64)
 
     @property
     def n_months(self) -> int:
