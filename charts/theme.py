@@ -7,6 +7,8 @@ Plain plotly (no Streamlit): notebooks can call ``use_theme()`` too.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from numbers import Real
 
 import plotly.graph_objects as go
@@ -210,3 +212,76 @@ def axis_format(unit: str) -> dict[str, str]:
     if unit == "days":
         out["ticksuffix"] = " d"
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Table columns: which unit a KPI frame's column is in, from the kpis naming conventions
+# --------------------------------------------------------------------------------------------
+
+#: Last words of a share / rate column (``churn_rate``, ``net_revenue_retention``, ``coverage80``).
+RATIO_LAST_WORDS = frozenset({"rate", "ratio", "retention", "ctr", "probability"})
+#: First words of a share column (``share_easy``, ``conversion_rate``).
+RATIO_FIRST_WORDS = frozenset({"share", "conversion"})
+#: Words of a money column (``amount``, ``expected_revenue``, ``cost_per_conversion``,
+#: ``lost_mrr``, ``arpa``) and the cost buckets of ``crm_data.schema.COST_CATEGORIES``.
+MONEY_WORDS = frozenset(
+    {"amount", "revenue", "cost", "costs", "payments", "profit", "mrr", "arpa", "refunds"}
+    | {"expansion", "contraction"}
+    | {"personnel", "production", "overhead", "marketing", "loyalty"}
+)
+#: Integer columns that are labels, not counts (no thousands separator).
+PLAIN_LAST_WORDS = frozenset({"id", "year", "position"})
+_INTERVAL_WORDS = frozenset({"ci", "lo80", "hi80", "lo95", "hi95"})
+
+
+def _words(name: object) -> list[str]:
+    return [w for w in re.split(r"[^a-z0-9]+", str(name).lower()) if w]
+
+
+def _measure_unit(words: list[str]) -> str | None:
+    if words == ["nps"]:
+        return "nps"
+    if (
+        words[-1] in RATIO_LAST_WORDS
+        or re.fullmatch(r"coverage\d*", words[-1])
+        or words[0] in RATIO_FIRST_WORDS
+    ):
+        return "ratio"
+    if MONEY_WORDS.intersection(words):
+        return "money"
+    if "conversion" in words:  # lead_conversion, step_conversion_in_order (cost_per_conversion: money)
+        return "ratio"
+    if "days" in words and words[0] != "over":  # over_90_days counts deals
+        return "days"
+    return None
+
+
+def column_unit(name: object, *, integer: bool = False, columns: Iterable[object] = ()) -> str | None:
+    """The unit (``ratio``, ``money``, ``days``, ``nps``, ``count``) a numeric column of a KPI
+    frame is shown in, from the kpis naming conventions; None for no particular format.
+
+    * ``*_rate``, ``*_ratio``, ``*_retention``, ``ctr``, ``*probability``, ``coverage80``,
+      ``share*``, ``conversion*`` and ``*conversion*`` -> ratio (shown as %);
+    * a word ``amount``, ``revenue``, ``cost(s)``, ``payments``, ``profit``, ``mrr``, ``arpa``,
+      ``refunds``, ``expansion``, ``contraction`` or a cost bucket -> money
+      (``cost_per_conversion`` is money, ``revenue_churn_rate`` a ratio);
+    * a word ``days`` (``median_days``, ``days_in_stage``; not ``over_90_days``) -> days;
+    * ``nps`` -> nps; interval bounds (``ci_low``, ``lo80`` …) follow the frame's measure
+      (``columns``): nps, else a ratio, else money;
+    * any other ``integer`` column -> count, except ids, years and positions.
+
+    Words are split on anything but letters and digits, case-insensitively ("Win rate" works).
+    """
+    words = _words(name)
+    if not words:
+        return None
+    if words[0] in _INTERVAL_WORDS:
+        others = [w for w in map(_words, columns) if w and w[0] not in _INTERVAL_WORDS]
+        measures = {_measure_unit(w) for w in others}
+        return next((u for u in ("nps", "ratio", "money") if u in measures), None)
+    unit = _measure_unit(words)
+    if unit is not None:
+        return unit
+    if integer and words[-1] not in PLAIN_LAST_WORDS:
+        return "count"
+    return None

@@ -229,10 +229,7 @@ def pipeline(view: View) -> forecasting.PipelineForecast:
             )
     with right:
         if not is_empty(pipe.by_stage):
-            money = [
-                c for c in ("expected_revenue", "amount", "expected_revenue_later") if c in pipe.by_stage
-            ]
-            report.table(pipe.by_stage.round(dict.fromkeys(money, 2)), "Open deals by stage")
+            report.table(pipe.by_stage, "Open deals by stage")  # money, % and days formatted by the table
         for note in pipe.notes:
             st.caption(f":material/info: {note}")
     return pipe

@@ -9,7 +9,8 @@ filters; then
   install), interactive HTML, and the chart's data as CSV / XLSX (the XLSX carries the
   definition and the active filters). Every file is built only when its button is
   clicked (``st.download_button`` with a callable).
-* ``report.table(df, title)`` draws a table with a CSV download (drill-downs).
+* ``report.table(df, title)`` draws a table with a CSV download (drill-downs); its numbers
+  are formatted by column name (``column_config``: rates as %, money, days, counts).
 * ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
   active filters.
 
@@ -26,6 +27,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from charts.theme import CURRENCY, column_unit
 from ui.cards import definition_card, definition_text
 
 NO_DATA = "No data for this selection. Widen the date range or remove a filter in the sidebar."
@@ -47,6 +49,33 @@ def is_empty(frame: pd.DataFrame | None, columns: list[str] | None = None) -> bo
         numeric = values.apply(pd.to_numeric, errors="coerce")
         return bool((numeric.isna() | (numeric == 0)).all().all())
     return False
+
+
+#: ``st.column_config.NumberColumn`` arguments per unit: rates as % with one decimal (the
+#: step sets a predefined format's precision: 0.001 of a fraction = 0.1 %), money with the
+#: currency and thousands separators, days with one decimal, counts with thousands
+#: separators. The values stay raw (sorting, CSV downloads).
+NUMBER_FORMATS: dict[str, dict[str, Any]] = {
+    "ratio": {"format": "percent", "step": 0.001},
+    "money": {"format": {"$": "dollar", "€": "euro"}.get(CURRENCY, CURRENCY + " %,.2f"), "step": 0.01},
+    "days": {"format": "%,.1f"},
+    "count": {"format": "%,d"},
+    "nps": {"format": "%+.1f"},
+}
+
+
+def column_config(df: pd.DataFrame) -> dict[str, Any]:
+    """``st.dataframe`` column formats for ``df``'s numeric columns, by the kpis naming
+    conventions (``charts.theme.column_unit``: ``*_rate`` -> %, ``amount`` -> money …)."""
+    config: dict[str, Any] = {}
+    for column in df.columns:
+        series = df[column]
+        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        unit = column_unit(column, integer=pd.api.types.is_integer_dtype(series), columns=df.columns)
+        if unit in NUMBER_FORMATS:
+            config[str(column)] = st.column_config.NumberColumn(**NUMBER_FORMATS[unit])
+    return config
 
 
 def _slug(text: str) -> str:
@@ -153,7 +182,7 @@ class PageReport:
         st.markdown(f"**{title}**")
         if caption:
             st.caption(caption)
-        st.dataframe(df, hide_index=True, height=height, key=f"table-{key}")
+        st.dataframe(df, hide_index=True, height=height, key=f"table-{key}", column_config=column_config(df))
         export = _export()
         frame = df.copy()
         _download(

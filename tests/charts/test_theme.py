@@ -9,6 +9,7 @@ import pytest
 from charts.theme import (
     PALETTE,
     axis_format,
+    column_unit,
     fmt_count,
     fmt_days,
     fmt_delta,
@@ -73,3 +74,44 @@ def test_axis_format_per_unit():
     assert axis_format("ratio")["tickformat"] == ".1~%"
     assert axis_format("money")["tickformat"] == "$,.0f"
     assert axis_format("days")["ticksuffix"] == " d"
+
+
+@pytest.mark.parametrize(
+    ("name", "integer", "unit"),
+    [
+        ("churn_rate", False, "ratio"),
+        ("conversion_rate", False, "ratio"),
+        ("lead_conversion", False, "ratio"),
+        ("share_easy", False, "ratio"),
+        ("net_revenue_retention", False, "ratio"),
+        ("revenue_churn_rate", False, "ratio"),  # a rate of revenue: %, not money
+        ("coverage80", False, "ratio"),
+        ("win_probability", False, "ratio"),
+        ("Win rate", False, "ratio"),
+        ("amount", False, "money"),
+        ("expected_revenue", False, "money"),
+        ("cost_per_conversion", False, "money"),  # money, although it names a conversion
+        ("payments", False, "money"),
+        ("profit", False, "money"),
+        ("lost_mrr", False, "money"),
+        ("arpa", False, "money"),
+        ("loyalty", False, "money"),
+        ("median_days", False, "days"),
+        ("days_in_stage", False, "days"),
+        ("over_90_days", True, "count"),  # deals older than 90 days: a count
+        ("sent", True, "count"),
+        ("Complaints observed", True, "count"),
+        ("position", True, None),
+        ("account_id", True, None),
+        ("p_value", False, None),
+        ("nps", False, "nps"),
+    ],
+)
+def test_column_unit_follows_the_kpis_naming_conventions(name, integer, unit):
+    assert column_unit(name, integer=integer) == unit
+
+
+def test_interval_columns_follow_the_measure_of_their_frame():
+    assert column_unit("ci_low", columns=["period", "nps", "ci_low", "ci_high"]) == "nps"
+    assert column_unit("ci_high", columns=["period", "win_rate", "ci_low", "ci_high"]) == "ratio"
+    assert column_unit("ci_low", columns=["period", "responses", "ci_low"]) is None

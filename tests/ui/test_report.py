@@ -78,3 +78,44 @@ def test_without_chromium_image_buttons_give_way_to_a_note(app, monkeypatch):
     assert labels.count("XLSX (data)") == len(at.get("plotly_chart"))
     assert labels.count("HTML (interactive)") == len(at.get("plotly_chart"))
     assert any(export.MISSING_CHROMIUM_HELP in c.value for c in at.caption)
+
+
+def _column_formats(table) -> dict[str, str]:
+    """column name -> the number format the browser applies (from the element's column config)."""
+    import json
+
+    config = json.loads(table.proto.columns or "{}")
+    return {
+        name.removeprefix("col:name:"): spec.get("type_config", {}).get("format")
+        for name, spec in config.items()
+        if spec.get("type_config", {}).get("format")
+    }
+
+
+def test_tables_format_rates_money_days_and_counts(app):
+    at = app("pages/5_Marketing_and_retention_cost.py").run()
+    assert not at.exception
+    campaigns = next(t for t in at.dataframe if "cost_per_conversion" in t.value.columns)
+    formats = _column_formats(campaigns)
+    assert formats["open_rate"] == formats["conversion_rate"] == "percent"
+    assert formats["cost"] == formats["cost_per_conversion"] == "dollar"
+    assert formats["sent"] == formats["converted"] == "%,d"
+    assert "name" not in formats
+    # the values stay raw: sorting and the CSV download see the numbers, not text
+    assert campaigns.value["open_rate"].dtype.kind == "f"
+
+
+def test_the_forecast_stage_table_is_formatted_not_rounded(app, demo_engine, default_filters):
+    import forecasting
+
+    at = app("pages/6_Forecast.py").run()
+    assert not at.exception
+    stages = next(t for t in at.dataframe if "win_probability" in t.value.columns)
+    formats = _column_formats(stages)
+    assert formats["win_probability"] == "percent"
+    assert formats["expected_revenue"] == formats["amount"] == "dollar"
+    assert formats["median_days_to_close"] == "%,.1f"
+    expected = forecasting.pipeline_forecast(demo_engine, default_filters, months=3).by_stage
+    # exactly the kpis numbers (no hand rounding: the format does the display)
+    assert stages.value["expected_revenue"].tolist() == expected["expected_revenue"].tolist()
+    assert any(round(v, 2) != v for v in expected["expected_revenue"])
