@@ -65,9 +65,16 @@ def on_period_grid(frame: pd.DataFrame, periods: list[pd.Timestamp], fill: dict[
             if column != "period":
                 out[column] = float("nan")
     else:
-        frame = frame.copy()
-        frame["period"] = naive_timestamps(frame["period"])
-        out = grid.merge(frame, on="period", how="left")
+        keys = pd.Index(naive_timestamps(frame["period"]))
+        if keys.is_unique:  # an aggregate: reindexing is a left merge, at a third of the cost
+            rest = frame.drop(columns="period").set_axis(keys).reindex(grid["period"])
+            if not grid["period"].isin(keys).all():  # the period dtype the merge gave
+                grid["period"] = grid["period"].astype(keys.dtype)
+            out = pd.concat([grid, rest.reset_index(drop=True)], axis=1)
+        else:
+            frame = frame.copy()
+            frame["period"] = naive_timestamps(frame["period"])
+            out = grid.merge(frame, on="period", how="left")
     for column, value in (fill or {}).items():
         out[column] = out[column].fillna(value)
     return out.reset_index(drop=True)

@@ -56,25 +56,26 @@ def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -
         return pd.DataFrame(columns=columns)
     deals = schema.deals
     with connection(conn) as c:
-        closed = sa.select(
-            period_start(c.dialect, deals.c.closed_at, freq).label("period"),
-            sa.case((deals.c.status == "won", 1), else_=0).label("won"),
-            sa.case((deals.c.status == "lost", 1), else_=0).label("lost"),
-            sa.literal(0).label("open_created"),
-        ).where(deals.c.status.in_(("won", "lost")), in_range(deals.c.closed_at, f), *scope(f, deals))
-        still_open = sa.select(
-            period_start(c.dialect, deals.c.created_at, freq).label("period"),
-            sa.literal(0).label("won"),
-            sa.literal(0).label("lost"),
-            sa.literal(1).label("open_created"),
-        ).where(deals.c.status == "open", in_range(deals.c.created_at, f), *scope(f, deals))
-        rows = sa.union_all(closed, still_open).subquery("rows")
-        statement = sa.select(
-            rows.c.period,
-            sa.func.sum(rows.c.won).label("won"),
-            sa.func.sum(rows.c.lost).label("lost"),
-            sa.func.sum(rows.c.open_created).label("open_created"),
-        ).group_by(rows.c.period)
+        # one scan: closed deals dated by closed_at, still-open deals by created_at
+        is_open = deals.c.status == "open"
+        dated = sa.case((is_open, deals.c.created_at), else_=deals.c.closed_at)
+        period = period_start(c.dialect, dated, freq)
+        statement = (
+            sa.select(
+                period.label("period"),
+                sa.func.sum(sa.case((deals.c.status == "won", 1), else_=0)).label("won"),
+                sa.func.sum(sa.case((deals.c.status == "lost", 1), else_=0)).label("lost"),
+                sa.func.sum(sa.case((is_open, 1), else_=0)).label("open_created"),
+            )
+            .where(
+                sa.or_(
+                    sa.and_(deals.c.status.in_(("won", "lost")), in_range(deals.c.closed_at, f)),
+                    sa.and_(is_open, in_range(deals.c.created_at, f)),
+                ),
+                *scope(f, deals),
+            )
+            .group_by(period)
+        )
         frame = on_period_grid(read_frame(c, statement), periods)
     for column in ("won", "lost", "open_created"):
         frame[column] = frame[column].fillna(0).astype("int64")
