@@ -127,8 +127,18 @@ def bars(
     value_axis(title_text=y_title, **axis_format(unit))
     fig.update_layout(barmode="group", showlegend=len(columns) > 1, hovermode="closest")
     if horizontal:
+        # tall enough for one label per bar: Plotly skips every other category label when
+        # they do not fit (owners, countries)
         fig.update_yaxes(autorange="reversed")
+        fig.update_layout(height=horizontal_height(len(frame), len(columns)))
     return fig
+
+
+def horizontal_height(categories: int, series: int = 1) -> int:
+    """Pixels for a horizontal bar chart: ~22 px per category label (more for grouped bars),
+    plus room for the title, legend and value axis; never below the usual 360 px."""
+    per_category = 22 + 8 * max(series - 1, 0)
+    return max(360, per_category * categories + 170)
 
 
 def funnel(frame: pd.DataFrame, reached: str, step: str, cumulative: str) -> go.Figure:

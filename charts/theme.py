@@ -188,7 +188,7 @@ def fmt_delta(change: object, unit: str) -> str:
 #: d3-format strings for plotly axes / hover per unit.
 TICKFORMAT = {
     "ratio": ".1~%",
-    "money": "$,.0f",
+    "money": "$.3~s",  # compact ticks: $950, $12.5k, $3.2M (hover keeps the full amount)
     "count": ",.0f",
     "days": ",.0f",
     "nps": "+.0f",
@@ -204,13 +204,23 @@ HOVERFORMAT = {
 }
 
 
-def axis_format(unit: str) -> dict[str, str]:
+#: Money ticks: compact up to steps of 100 million ($250M); beyond, d3 would write "G" for
+#: billions, so full amounts with separators instead ($2,500,000,000).
+MONEY_TICKFORMATSTOPS: list[dict[str, object]] = [
+    {"dtickrange": [None, 1e8], "value": "$.3~s"},
+    {"dtickrange": [1e8, None], "value": "$,.0f"},
+]
+
+
+def axis_format(unit: str) -> dict[str, object]:
     """``fig.update_yaxes(**axis_format("ratio"))``: tick and hover formats for a unit."""
     out = {"tickformat": TICKFORMAT.get(unit, ",")}
     if unit in HOVERFORMAT:
         out["hoverformat"] = HOVERFORMAT[unit]
     if unit == "days":
         out["ticksuffix"] = " d"
+    if unit == "money":
+        out["tickformatstops"] = MONEY_TICKFORMATSTOPS
     return out
 
 

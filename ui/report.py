@@ -122,7 +122,8 @@ class PageReport:
         if not fig.layout.title.text:
             fig.update_layout(title_text=title)
         st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
-        left, right = st.columns([5, 1], vertical_alignment="top")
+        # the Export column stays wide enough for its button in half-width charts too
+        left, right = st.columns([3, 1], vertical_alignment="top")
         with left:
             if kpi_key:
                 definition_card(kpi_key, fallback=definition)

@@ -72,7 +72,7 @@ def test_deltas_use_percentage_points_for_ratios_and_an_ascii_sign():
 
 def test_axis_format_per_unit():
     assert axis_format("ratio")["tickformat"] == ".1~%"
-    assert axis_format("money")["tickformat"] == "$,.0f"
+    assert axis_format("money")["tickformat"] == "$.3~s"
     assert axis_format("days")["ticksuffix"] == " d"
 
 
@@ -115,3 +115,22 @@ def test_interval_columns_follow_the_measure_of_their_frame():
     assert column_unit("ci_low", columns=["period", "nps", "ci_low", "ci_high"]) == "nps"
     assert column_unit("ci_high", columns=["period", "win_rate", "ci_low", "ci_high"]) == "ratio"
     assert column_unit("ci_low", columns=["period", "responses", "ci_low"]) is None
+
+
+def test_the_crm_template_grows_margins_for_long_labels_on_every_axis():
+    from plotly.subplots import make_subplots
+
+    use_theme()
+    fig = make_subplots(rows=1, cols=2)
+    layout = fig.layout.template.layout
+    # template axis settings apply to xaxis2 / yaxis2 … too
+    assert layout.xaxis.automargin is True and layout.yaxis.automargin is True
+
+
+def test_money_ticks_are_compact_and_full_beyond_hundreds_of_millions():
+    # d3 "$.3~s": 16,000,000 -> "$16M" instead of "$16,000,000"; with steps of 1e8 or more
+    # d3 would write "$1G", so those ticks keep the full amount
+    money = axis_format("money")
+    assert money["tickformat"] == "$.3~s" and money["hoverformat"] == "$,.0f"
+    stops = {tuple(s["dtickrange"]): s["value"] for s in money["tickformatstops"]}
+    assert stops == {(None, 1e8): "$.3~s", (1e8, None): "$,.0f"}
