@@ -35,8 +35,9 @@ CARDS: list[CardSpec] = [
     CardSpec("active_customers", "customer_base", "customers_at_end", CHURN),
     CardSpec("churn_rate", "customer_base", "churn_rate", CHURN),
     CardSpec("net_revenue_retention", "customer_base", "net_revenue_retention", CHURN),
-    CardSpec("nps", "nps", "nps", FEEDBACK),
-    CardSpec("ces", "ces", "ces_mean", FEEDBACK, kwargs=(("by_touchpoint", False),)),
+    # survey_scores: NPS and CES (all touchpoints) from one query
+    CardSpec("nps", "survey_scores", "nps", FEEDBACK, count="nps_responses"),
+    CardSpec("ces", "survey_scores", "ces_mean", FEEDBACK, count="ces_responses"),
     CardSpec("win_rate", "win_rate", "win_rate", SALES),
     CardSpec("sales_cycle", "sales_cycle", "median_days", SALES, count="deals"),  # freq: one query
     CardSpec("first_contact_resolution", "first_contact_resolution", "fcr_rate", "pages/3_Service.py"),

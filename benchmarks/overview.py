@@ -27,8 +27,8 @@ CALLS: list[tuple[str, dict[str, object]]] = [
     ("customer_base", {}),  # active customers
     ("customer_base", {}),  # churn rate
     ("customer_base", {}),  # net revenue retention
-    ("nps", {}),
-    ("ces", {"by_touchpoint": False}),
+    ("survey_scores", {}),  # NPS
+    ("survey_scores", {}),  # CES
     ("win_rate", {}),
     ("sales_cycle", {}),
     ("first_contact_resolution", {}),
@@ -108,11 +108,16 @@ def headline(results: dict[str, pd.DataFrame]) -> dict[str, float]:
         "expansion": _total(by["revenue_retention"], "expansion"),
         "churned_mrr": _total(by["revenue_retention"], "churned_mrr"),
         "retention_costs": _total(by["retention_cost"], "retention_costs"),
-        "nps_responses": _total(by["nps"], "responses"),
-        "promoters": _total(by["nps"], "promoters"),
-        "ces_responses": _total(by["ces"], "responses"),
+        "nps_responses": _total(by["survey_scores"], "nps_responses"),
+        "promoters": _total(by["survey_scores"], "promoters"),
+        "ces_responses": _total(by["survey_scores"], "ces_responses"),
         "ces_easy": float(
-            (pd.to_numeric(by["ces"]["share_easy"]).fillna(0) * by["ces"]["responses"]).round().sum()
+            (
+                pd.to_numeric(by["survey_scores"]["share_easy"]).fillna(0)
+                * by["survey_scores"]["ces_responses"]
+            )
+            .round()
+            .sum()
         ),
         "won": _total(by["win_rate"], "won"),
         "lost": _total(by["win_rate"], "lost"),

@@ -8,7 +8,7 @@ from kpis.churn import churn_by, churn_rate, churned_accounts
 from kpis.complaints import complaint_spikes, complaint_weekly
 from kpis.costs import retention_cost
 from kpis.customer_base import customer_base
-from kpis.feedback import ces, latest_comments, nps, nps_score_distribution
+from kpis.feedback import ces, latest_comments, nps, nps_score_distribution, survey_scores
 from kpis.filters import Filters, data_date_range, dimension_values
 from kpis.marketing import campaign_funnel, social_metrics, web_metrics
 from kpis.pipeline import (
@@ -55,6 +55,7 @@ __all__ = [
     "social_metrics",
     "stage_durations",
     "stuck_deals",
+    "survey_scores",
     "ticket_breakdown",
     "web_metrics",
     "weighted_pipeline",

@@ -10,12 +10,14 @@ shows several of them (the Overview) needs the database once.
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import period_start
-from kpis.core import connection, on_period_grid, period_end, period_starts, ratio
+from kpis.core import connection, period_end, period_rows, period_starts, ratio
 from kpis.filters import Filters, in_day_range, scope
 from kpis.revenue import _per_account_period, period_grid
 
@@ -37,7 +39,11 @@ def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
     return sa.case((condition, 1), else_=0)
 
 
-def _activity_statement(f: Filters, periods: list[pd.Timestamp], freq: str) -> sa.Select:
+@functools.lru_cache(maxsize=256)
+def _activity_statement(f: Filters, freq: str) -> sa.Select:
+    """The per-period activity aggregate (built once per filters and freq: building and
+    hashing this statement costs more than running it on a small slice)."""
+    periods = period_starts(f.start, f.end, freq)
     grid = period_grid([(p, period_end(p, freq)) for p in periods])
     per = _per_account_period(f, grid)
     at_s, at_e = per.c.act_s == 1, per.c.act_e == 1
@@ -57,6 +63,7 @@ def _activity_statement(f: Filters, periods: list[pd.Timestamp], freq: str) -> s
     ).group_by(per.c.i)
 
 
+@functools.lru_cache(maxsize=256)
 def _cost_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     costs = schema.costs
     period = period_start(dialect, costs.c.incurred_on, freq)
@@ -101,8 +108,12 @@ def customer_base(
     if not periods:
         return pd.DataFrame(columns=wanted)
     with connection(conn) as c:
-        found = {int(row[0]): row[1:] for row in c.execute(_activity_statement(f, periods, freq))}
-        spent = on_period_grid(_read(c, _cost_statement(c.dialect, f, freq)), periods) if costs else None
+        found = {int(row[0]): row[1:] for row in c.execute(_activity_statement(f, freq))}
+        spent = (
+            period_rows(c, _cost_statement(c.dialect, f, freq), periods, sums=tuple(_COST_SUMS))
+            if costs
+            else None
+        )
     zeros = (0,) * (len(COUNTS) + len(MRR))
     rows = [[(0 if v is None else v) for v in found.get(i, zeros)] for i in range(len(periods))]
     frame = pd.DataFrame(rows, columns=[*COUNTS, *MRR])
@@ -116,16 +127,12 @@ def customer_base(
     frame["net_revenue_retention"] = [ratio(s + e - c - h, s) for s, e, c, h in zip(m, x, k, ch, strict=True)]
     frame["gross_revenue_retention"] = [ratio(s - c - h, s) for s, c, h in zip(m, k, ch, strict=True)]
     if spent is not None:
-        for column in ["retention_costs", *schema.COST_CATEGORIES]:
-            frame[column] = pd.to_numeric(spent[column], errors="coerce").astype(float).fillna(0.0).to_numpy()
+        for column in _COST_SUMS:
+            frame[column] = spent[column].to_numpy()
         retained = frame["retained_customers"].astype(float)
         frame["cost_per_retained_customer"] = frame["retention_costs"] / retained.where(retained > 0)
     return frame[wanted]
 
 
-_COST_COLUMNS = {"retention_costs", "cost_per_retained_customer", *schema.COST_CATEGORIES}
-
-
-def _read(c: sa.Connection, statement: sa.Select) -> pd.DataFrame:
-    result = c.execute(statement)
-    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+_COST_SUMS = ["retention_costs", *schema.COST_CATEGORIES]
+_COST_COLUMNS = {"cost_per_retained_customer", *_COST_SUMS}

@@ -8,6 +8,7 @@ aggregates, so every database gives the same numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pandas as pd
@@ -20,8 +21,10 @@ from kpis.core import (
     LOW_SAMPLE,
     Z95,
     connection,
+    grid_frame,
+    naive_key,
     naive_timestamps,
-    on_period_grid,
+    period_rows,
     period_starts,
     read_frame,
     wilson_interval,
@@ -50,6 +53,24 @@ def nps_interval(promoters: int, detractors: int, responses: int) -> tuple[float
     return max(score - half, -100.0), min(score + half, 100.0)
 
 
+@functools.lru_cache(maxsize=256)
+def _nps_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """The statement of :func:`nps` (built once per dialect, filters and arguments)."""
+    table = schema.survey_responses
+    period = period_start(dialect, table.c.responded_at, freq)
+    statement = (
+        sa.select(
+            period.label("period"),
+            sa.func.count().label("responses"),
+            sa.func.sum(sa.case((table.c.score >= 9, 1), else_=0)).label("promoters"),
+            sa.func.sum(sa.case((table.c.score <= 6, 1), else_=0)).label("detractors"),
+        )
+        .where(*_responses(f, "nps"))
+        .group_by(period)
+    )
+    return statement
+
+
 def nps(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.DataFrame:
     """Net Promoter Score per period.
 
@@ -75,22 +96,13 @@ def nps(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
-    table = schema.survey_responses
-    with connection(conn) as c:
-        period = period_start(c.dialect, table.c.responded_at, freq)
-        statement = (
-            sa.select(
-                period.label("period"),
-                sa.func.count().label("responses"),
-                sa.func.sum(sa.case((table.c.score >= 9, 1), else_=0)).label("promoters"),
-                sa.func.sum(sa.case((table.c.score <= 6, 1), else_=0)).label("detractors"),
-            )
-            .where(*_responses(f, "nps"))
-            .group_by(period)
-        )
-        frame = on_period_grid(read_frame(c, statement), periods)
-    for column in ("responses", "promoters", "detractors"):
-        frame[column] = frame[column].fillna(0).astype("int64")
+    statement = _nps_statement(conn.dialect, f, freq)
+    frame = period_rows(conn, statement, periods, counts=("responses", "promoters", "detractors"))
+    return _nps_finish(frame)[columns]
+
+
+def _nps_finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """Passives, NPS, its interval and low_sample from responses, promoters, detractors."""
     frame["passives"] = frame["responses"] - frame["promoters"] - frame["detractors"]
     n = frame["responses"].astype(float).where(frame["responses"] > 0)
     frame["nps"] = 100 * (frame["promoters"] - frame["detractors"]) / n
@@ -101,7 +113,7 @@ def nps(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.
     frame["ci_low"] = [low for low, _ in intervals]
     frame["ci_high"] = [high for _, high in intervals]
     frame["low_sample"] = frame["responses"] < LOW_SAMPLE
-    return frame[columns]
+    return frame
 
 
 def nps_score_distribution(conn: sa.Connection | sa.Engine, f: Filters) -> pd.DataFrame:
@@ -154,6 +166,12 @@ def latest_comments(conn: sa.Connection | sa.Engine, f: Filters, limit: int = 20
     return frame
 
 
+@functools.lru_cache(maxsize=4096)
+def _t975(degrees_of_freedom: int) -> float:
+    """The Student-t 97.5 % quantile (computed once per sample size)."""
+    return float(stats.t.ppf(0.975, degrees_of_freedom))
+
+
 def mean_interval(n: int, total: float, total_squares: float) -> tuple[float, float, float]:
     """(mean, low, high): Student-t 95 % interval mean ± t(0.975, n−1)·sd/√n from the count,
     the sum and the sum of squares; (mean, NaN, NaN) below 2 observations."""
@@ -163,8 +181,34 @@ def mean_interval(n: int, total: float, total_squares: float) -> tuple[float, fl
     if n < 2:
         return mean, math.nan, math.nan
     variance = max((total_squares - n * mean * mean) / (n - 1), 0.0)
-    half = float(stats.t.ppf(0.975, n - 1)) * math.sqrt(variance / n)
+    half = _t975(n - 1) * math.sqrt(variance / n)
     return mean, mean - half, mean + half
+
+
+@functools.lru_cache(maxsize=256)
+def _ces_statement(dialect: sa.Dialect, f: Filters, freq: str, by_touchpoint: bool) -> sa.Select:
+    """The statement of :func:`ces` (built once per dialect, filters and arguments)."""
+    table = schema.survey_responses
+    touchpoint = sa.func.coalesce(table.c.touchpoint, NOT_SET)
+    score = sa.cast(table.c.score, sa.Double())
+    period = period_start(dialect, table.c.responded_at, freq)
+    keys = (
+        [period.label("period"), touchpoint.label("touchpoint")]
+        if by_touchpoint
+        else [period.label("period")]
+    )
+    statement = (
+        sa.select(
+            *keys,
+            sa.func.count().label("responses"),
+            sa.func.sum(sa.case((table.c.score >= CES_EASY_MIN, 1), else_=0)).label("easy"),
+            sa.func.sum(score).label("total"),
+            sa.func.sum(score * score).label("total_squares"),
+        )
+        .where(*_responses(f, "ces"))
+        .group_by(*(key.element for key in keys))
+    )
+    return statement
 
 
 def ces(
@@ -190,30 +234,12 @@ def ces(
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
-    table = schema.survey_responses
-    touchpoint = sa.func.coalesce(table.c.touchpoint, NOT_SET)
-    score = sa.cast(table.c.score, sa.Double())
-    with connection(conn) as c:
-        period = period_start(c.dialect, table.c.responded_at, freq)
-        keys = (
-            [period.label("period"), touchpoint.label("touchpoint")]
-            if by_touchpoint
-            else [period.label("period")]
-        )
-        statement = (
-            sa.select(
-                *keys,
-                sa.func.count().label("responses"),
-                sa.func.sum(score).label("total"),
-                sa.func.sum(score * score).label("total_squares"),
-                sa.func.sum(sa.case((table.c.score >= CES_EASY_MIN, 1), else_=0)).label("easy"),
-            )
-            .where(*_responses(f, "ces"))
-            .group_by(*(key.element for key in keys))
-        )
-        found = read_frame(c, statement)
-    if not by_touchpoint:
-        found["touchpoint"] = "all"
+    statement = _ces_statement(conn.dialect, f, freq, by_touchpoint)
+    if not by_touchpoint:  # one row per period: straight onto the period grid
+        frame = period_rows(conn, statement, periods, counts=("responses", "easy"), sums=_CES_SUMS)
+        frame.insert(1, "touchpoint", "all")
+        return _ces_finish(frame)[columns]
+    found = read_frame(conn, statement)
     grid_periods = pd.to_datetime(periods)
     if not found.empty:
         found["period"] = naive_timestamps(found["period"])
@@ -228,6 +254,14 @@ def ces(
         frame = grid.assign(responses=0, total=0.0, total_squares=0.0, easy=0)
     frame["responses"] = frame["responses"].fillna(0).astype("int64")
     frame["easy"] = frame["easy"].fillna(0).astype("int64")
+    return _ces_finish(frame)[columns].reset_index(drop=True)
+
+
+_CES_SUMS = ("total", "total_squares")
+
+
+def _ces_finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """Means, shares and their intervals from responses, easy, total and total_squares."""
     means = [
         mean_interval(int(n), float(s) if n else 0.0, float(q) if n else 0.0)
         for n, s, q in zip(frame["responses"], frame["total"], frame["total_squares"], strict=True)
@@ -241,4 +275,85 @@ def ces(
     frame["share_easy_ci_low"] = [low for low, _ in shares]
     frame["share_easy_ci_high"] = [high for _, high in shares]
     frame["low_sample"] = frame["responses"] < LOW_SAMPLE
-    return frame[columns].reset_index(drop=True)
+    return frame
+
+
+@functools.lru_cache(maxsize=256)
+def _survey_scores_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """NPS and CES counts and sums per period and survey, in one scan."""
+    table = schema.survey_responses
+    score = sa.cast(table.c.score, sa.Double())
+    period = period_start(dialect, table.c.responded_at, freq)
+    return (
+        sa.select(
+            period.label("period"),
+            table.c.survey,
+            sa.func.count().label("responses"),
+            sa.func.sum(sa.case((table.c.score >= 9, 1), else_=0)).label("promoters"),
+            sa.func.sum(sa.case((table.c.score <= 6, 1), else_=0)).label("detractors"),
+            sa.func.sum(sa.case((table.c.score >= CES_EASY_MIN, 1), else_=0)).label("easy"),
+            sa.func.sum(score).label("total"),
+            sa.func.sum(score * score).label("total_squares"),
+        )
+        .where(
+            table.c.survey.in_(("nps", "ces")),
+            in_range(table.c.responded_at, f),
+            *scope(f, table),
+        )
+        .group_by(period, table.c.survey)
+    )
+
+
+#: :func:`survey_scores` columns.
+SURVEY_SCORE_COLUMNS = [
+    "period",
+    "nps_responses", "promoters", "passives", "detractors", "nps", "nps_ci_low", "nps_ci_high",
+    "ces_responses", "ces_mean", "ces_ci_low", "ces_ci_high",
+    "share_easy", "share_easy_ci_low", "share_easy_ci_high",
+]  # fmt: skip
+
+
+def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """NPS and CES per period from one query (for pages that show both, like the Overview).
+
+    The same numbers as :func:`nps` and :func:`ces` with ``by_touchpoint=False``, same
+    formulas: NPS = 100·(promoters − detractors) ÷ responses over survey = nps (promoters
+    9–10, detractors 0–6); ces_mean = mean score over survey = ces, share_easy = share of
+    scores 5–7; the same intervals. ``nps_responses`` / ``ces_responses`` are the sample
+    sizes (low sample: fewer than 30). One row per period whose first day lies in
+    ``[start, end)``. Columns: ``SURVEY_SCORE_COLUMNS``.
+    """
+    periods = period_starts(f.start, f.end, freq)
+    if not periods:
+        return pd.DataFrame(columns=SURVEY_SCORE_COLUMNS)
+    found: dict[str, dict[pd.Timestamp, tuple]] = {"nps": {}, "ces": {}}
+    with connection(conn) as c:
+        for period, survey, n, promoters, detractors, easy, total, squares in c.execute(
+            _survey_scores_statement(c.dialect, f, freq)
+        ):
+            found[survey][naive_key(period)] = (n, promoters, detractors, easy, total, squares)
+    nps_frame = _nps_finish(
+        grid_frame(
+            {p: row[:3] for p, row in found["nps"].items()},
+            periods,
+            counts=("responses", "promoters", "detractors"),
+        )
+    )
+    ces_frame = _ces_finish(
+        grid_frame(
+            {p: (row[0], row[3], row[4], row[5]) for p, row in found["ces"].items()},
+            periods,
+            counts=("responses", "easy"),
+            sums=_CES_SUMS,
+        )
+    )
+    frame = nps_frame.rename(
+        columns={"responses": "nps_responses", "ci_low": "nps_ci_low", "ci_high": "nps_ci_high"}
+    )
+    ces_part = ces_frame.rename(
+        columns={"responses": "ces_responses", "ci_low": "ces_ci_low", "ci_high": "ces_ci_high"}
+    )
+    for column in SURVEY_SCORE_COLUMNS:
+        if column not in frame:
+            frame[column] = ces_part[column].to_numpy()
+    return frame[SURVEY_SCORE_COLUMNS]

@@ -9,6 +9,7 @@ values in the database's own timestamp representation on every dialect.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 
 import pandas as pd
@@ -17,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
 from crm_data.dialects import period_start
-from kpis.core import connection, on_period_grid, period_end, period_starts, ratio
+from kpis.core import connection, period_end, period_rows, period_starts, ratio
 from kpis.filters import Filters, in_range, scope
 
 Bind = sa.Connection | sa.Engine
@@ -103,6 +104,27 @@ def _per_account_period(f: Filters, grid: sa.CTE) -> sa.CTE:
 # ---------------------------------------------------------------- revenue
 
 
+@functools.lru_cache(maxsize=256)
+def _revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """The statement of :func:`revenue` (built once per dialect, filters and arguments)."""
+    pay = schema.payments
+    period = period_start(dialect, pay.c.paid_at, freq).label("period")
+    statement = (
+        sa.select(
+            period,
+            sa.func.count(sa.distinct(sa.case((pay.c.amount > 0, pay.c.account_id)))).label(
+                "paying_accounts"
+            ),
+            sa.func.sum(pay.c.amount).label("revenue"),
+            sa.func.sum(sa.case((pay.c.amount > 0, pay.c.amount), else_=0.0)).label("gross_revenue"),
+            sa.func.sum(sa.case((pay.c.amount < 0, -pay.c.amount), else_=0.0)).label("refunds"),
+        )
+        .where(in_range(pay.c.paid_at, f), *scope(f, pay))
+        .group_by(period)
+    )
+    return statement
+
+
 def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     """Revenue per period from payments.
 
@@ -116,27 +138,10 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     last period only counts payments before ``end``. Periods with no payments have zeros.
     Columns: period, revenue, gross_revenue, refunds, paying_accounts, arpa.
     """
-    pay = schema.payments
     periods = period_starts(f.start, f.end, freq)
-    with connection(conn) as c:
-        period = period_start(c.dialect, pay.c.paid_at, freq).label("period")
-        statement = (
-            sa.select(
-                period,
-                sa.func.sum(pay.c.amount).label("revenue"),
-                sa.func.sum(sa.case((pay.c.amount > 0, pay.c.amount), else_=0.0)).label("gross_revenue"),
-                sa.func.sum(sa.case((pay.c.amount < 0, -pay.c.amount), else_=0.0)).label("refunds"),
-                sa.func.count(sa.distinct(sa.case((pay.c.amount > 0, pay.c.account_id)))).label(
-                    "paying_accounts"
-                ),
-            )
-            .where(in_range(pay.c.paid_at, f), *scope(f, pay))
-            .group_by(period)
-        )
-        result = c.execute(statement)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    out = on_period_grid(
-        frame, periods, fill={"revenue": 0.0, "gross_revenue": 0.0, "refunds": 0.0, "paying_accounts": 0}
+    statement = _revenue_statement(conn.dialect, f, freq)
+    out = period_rows(
+        conn, statement, periods, counts=("paying_accounts",), sums=("revenue", "gross_revenue", "refunds")
     )
     for column in ("revenue", "gross_revenue", "refunds"):
         out[column] = out[column].astype(float)

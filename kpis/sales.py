@@ -9,6 +9,7 @@ intervals, so every database gives the same numbers.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -19,12 +20,39 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import days_between, percentile, period_start
-from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, read_frame, wilson_interval
+from kpis.core import LOW_SAMPLE, connection, period_rows, period_starts, read_frame, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
 #: Survival at or below the target within this tolerance counts as reached (``exp(Σ ln)``
 #: rounding must not move a median that is exactly 0.5 to the next time).
 KM_TOLERANCE = 1e-9
+
+
+@functools.lru_cache(maxsize=256)
+def _win_rate_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """The statement of :func:`win_rate` (built once per dialect, filters and arguments)."""
+    deals = schema.deals
+    # one scan: closed deals dated by closed_at, still-open deals by created_at
+    is_open = deals.c.status == "open"
+    dated = sa.case((is_open, deals.c.created_at), else_=deals.c.closed_at)
+    period = period_start(dialect, dated, freq)
+    statement = (
+        sa.select(
+            period.label("period"),
+            sa.func.sum(sa.case((deals.c.status == "won", 1), else_=0)).label("won"),
+            sa.func.sum(sa.case((deals.c.status == "lost", 1), else_=0)).label("lost"),
+            sa.func.sum(sa.case((is_open, 1), else_=0)).label("open_created"),
+        )
+        .where(
+            sa.or_(
+                sa.and_(deals.c.status.in_(("won", "lost")), in_range(deals.c.closed_at, f)),
+                sa.and_(is_open, in_range(deals.c.created_at, f)),
+            ),
+            *scope(f, deals),
+        )
+        .group_by(period)
+    )
+    return statement
 
 
 def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.DataFrame:
@@ -54,31 +82,8 @@ def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
-    deals = schema.deals
-    with connection(conn) as c:
-        # one scan: closed deals dated by closed_at, still-open deals by created_at
-        is_open = deals.c.status == "open"
-        dated = sa.case((is_open, deals.c.created_at), else_=deals.c.closed_at)
-        period = period_start(c.dialect, dated, freq)
-        statement = (
-            sa.select(
-                period.label("period"),
-                sa.func.sum(sa.case((deals.c.status == "won", 1), else_=0)).label("won"),
-                sa.func.sum(sa.case((deals.c.status == "lost", 1), else_=0)).label("lost"),
-                sa.func.sum(sa.case((is_open, 1), else_=0)).label("open_created"),
-            )
-            .where(
-                sa.or_(
-                    sa.and_(deals.c.status.in_(("won", "lost")), in_range(deals.c.closed_at, f)),
-                    sa.and_(is_open, in_range(deals.c.created_at, f)),
-                ),
-                *scope(f, deals),
-            )
-            .group_by(period)
-        )
-        frame = on_period_grid(read_frame(c, statement), periods)
-    for column in ("won", "lost", "open_created"):
-        frame[column] = frame[column].fillna(0).astype("int64")
+    statement = _win_rate_statement(conn.dialect, f, freq)
+    frame = period_rows(conn, statement, periods, counts=("won", "lost", "open_created"))
     closed_n = frame["won"] + frame["lost"]
     frame["win_rate"] = frame["won"] / closed_n.astype(float).where(closed_n > 0)
     intervals = [wilson_interval(w, n) for w, n in zip(frame["won"], closed_n, strict=True)]
@@ -127,31 +132,35 @@ def sales_cycle(conn: sa.Connection | sa.Engine, f: Filters, freq: str | None = 
     return frame
 
 
+@functools.lru_cache(maxsize=256)
+def _cycle_by_period_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """The statement of :func:`_sales_cycle_by_period` (built once per dialect, filters and arguments)."""
+    deals = schema.deals
+    days, conditions = _cycle_days(dialect, f)
+    period = period_start(dialect, deals.c.closed_at, freq)
+    statement = (
+        sa.select(
+            period.label("period"),
+            sa.func.count().label("deals"),
+            sa.func.avg(days).label("mean_days"),
+            percentile(dialect, days, 0.5).label("median_days"),
+            percentile(dialect, days, 0.9).label("p90_days"),
+        )
+        .where(*conditions)
+        .group_by(period)
+    )
+    return statement
+
+
 def _sales_cycle_by_period(conn: sa.Connection | sa.Engine, f: Filters, freq: str) -> pd.DataFrame:
     columns = ["period", "deals", "mean_days", "median_days", "p90_days"]
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
-    deals = schema.deals
-    with connection(conn) as c:
-        days, conditions = _cycle_days(c.dialect, f)
-        period = period_start(c.dialect, deals.c.closed_at, freq)
-        statement = (
-            sa.select(
-                period.label("period"),
-                sa.func.count().label("deals"),
-                sa.func.avg(days).label("mean_days"),
-                percentile(c.dialect, days, 0.5).label("median_days"),
-                percentile(c.dialect, days, 0.9).label("p90_days"),
-            )
-            .where(*conditions)
-            .group_by(period)
-        )
-        frame = on_period_grid(read_frame(c, statement), periods)
-    frame["deals"] = frame["deals"].fillna(0).astype("int64")
-    for column in ("mean_days", "median_days", "p90_days"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    return frame[columns]
+    statement = _cycle_by_period_statement(conn.dialect, f, freq)
+    return period_rows(
+        conn, statement, periods, counts=("deals",), values=("mean_days", "median_days", "p90_days")
+    )
 
 
 def sales_cycle_distribution(

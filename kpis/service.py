@@ -6,6 +6,8 @@ only while no account-level filter is set), the account's owner and their own pr
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import sqlalchemy as sa
 
@@ -16,6 +18,7 @@ from kpis.core import (
     connection,
     naive_timestamps,
     on_period_grid,
+    period_rows,
     period_starts,
     read_frame,
     wilson_interval,
@@ -25,6 +28,23 @@ from kpis.filters import Filters, in_range, scope
 NOT_SET = "(not set)"
 #: ``by`` values of :func:`ticket_breakdown`.
 BREAKDOWNS = ("category", "product", "channel", "priority")
+
+
+@functools.lru_cache(maxsize=256)
+def _fcr_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """The statement of :func:`first_contact_resolution` (built once per dialect, filters and arguments)."""
+    tickets = schema.tickets
+    period = period_start(dialect, tickets.c.resolved_at, freq)
+    statement = (
+        sa.select(
+            period.label("period"),
+            sa.func.count().label("resolved"),
+            sa.func.sum(sa.case((tickets.c.contacts_until_resolved == 1, 1), else_=0)).label("first_contact"),
+        )
+        .where(in_range(tickets.c.resolved_at, f), *scope(f, tickets))
+        .group_by(period)
+    )
+    return statement
 
 
 def first_contact_resolution(
@@ -44,23 +64,8 @@ def first_contact_resolution(
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
-    tickets = schema.tickets
-    with connection(conn) as c:
-        period = period_start(c.dialect, tickets.c.resolved_at, freq)
-        statement = (
-            sa.select(
-                period.label("period"),
-                sa.func.count().label("resolved"),
-                sa.func.sum(sa.case((tickets.c.contacts_until_resolved == 1, 1), else_=0)).label(
-                    "first_contact"
-                ),
-            )
-            .where(in_range(tickets.c.resolved_at, f), *scope(f, tickets))
-            .group_by(period)
-        )
-        frame = on_period_grid(read_frame(c, statement), periods)
-    for column in ("resolved", "first_contact"):
-        frame[column] = frame[column].fillna(0).astype("int64")
+    statement = _fcr_statement(conn.dialect, f, freq)
+    frame = period_rows(conn, statement, periods, counts=("resolved", "first_contact"))
     frame["fcr_rate"] = frame["first_contact"] / frame["resolved"].astype(float).where(frame["resolved"] > 0)
     intervals = [
         wilson_interval(k, n) for k, n in zip(frame["first_contact"], frame["resolved"], strict=True)

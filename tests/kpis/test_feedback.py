@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from kpis import Filters, ces, latest_comments, nps, nps_score_distribution
+from kpis import Filters, ces, latest_comments, nps, nps_score_distribution, survey_scores
 from kpis.core import wilson_interval
 from kpis.feedback import nps_interval
 from tests.kpis import fixtures
@@ -146,3 +146,30 @@ def test_ces_segment_and_empty(crm):
     assert len(empty) == 4
     assert list(empty["responses"]) == [0, 0, 0, 0]
     assert empty["ces_mean"].isna().all()
+
+
+def test_survey_scores_gives_nps_and_ces_from_one_query(crm):
+    # NPS as in test_monthly_nps_with_intervals: Jan 5 responses, NPS 0; Feb 2, NPS −50; Mar, Apr none.
+    # CES as in test_ces_all_touchpoints: Jan 6, 4, 7, 2 -> 4.75, easy 2/4; Feb 5, 3 -> 4, easy 1/2.
+    frame = survey_scores(crm, JAN_TO_APR, "month")
+    assert list(frame["nps_responses"]) == [5, 2, 0, 0]
+    assert column(frame, "nps") == pytest.approx([0.0, -50.0, NAN, NAN], nan_ok=True)
+    assert list(frame["ces_responses"]) == [4, 2, 0, 0]
+    assert column(frame, "ces_mean") == pytest.approx([4.75, 4.0, NAN, NAN], nan_ok=True)
+    assert column(frame, "ces_ci_low")[0] == pytest.approx(4.75 - 3.528309, abs=1e-5)
+    assert column(frame, "share_easy") == pytest.approx([0.5, 0.5, NAN, NAN], nan_ok=True)
+    # and every number equals the separate KPIs', also under a segment filter
+    for f in (JAN_TO_APR, JAN_TO_APR.replace(segments=["SMB"])):
+        both, alone = survey_scores(crm, f, "month"), nps(crm, f, "month")
+        for mine, theirs in [("nps_responses", "responses"), ("nps", "nps"), ("nps_ci_high", "ci_high")]:
+            assert column(both, mine) == pytest.approx(column(alone, theirs), nan_ok=True)
+        alone = ces(crm, f, "month", by_touchpoint=False)
+        for mine, theirs in [
+            ("ces_responses", "responses"),
+            ("ces_mean", "ces_mean"),
+            ("ces_ci_high", "ci_high"),
+        ]:
+            assert column(both, mine) == pytest.approx(column(alone, theirs), nan_ok=True)
+        assert column(both, "share_easy_ci_low") == pytest.approx(
+            column(alone, "share_easy_ci_low"), nan_ok=True
+        )
