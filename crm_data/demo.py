@@ -1,18 +1,22 @@
 """Realistic, seeded, reproducible demo data for all 17 canonical tables.
 
 ``generate(engine, accounts=5000, seed=42)`` creates the schema if needed, clears the
-tables (children first) and refills them in ONE transaction, so a failure leaves the old
-data in place. Same ``accounts``, ``seed`` and ``today`` give identical rows on every
-database.
+tables (children first) and refills them in ONE transaction (up to 100,000 accounts), so
+a failure leaves the old data in place; bigger runs commit per chunk of accounts to
+bound memory and leave empty tables on failure. Same ``accounts``, ``seed`` and
+``today`` give identical rows on every database.
 
 What the data contain
 ---------------------
-* **History**: the 48 full calendar months before the month of ``today`` plus the current,
-  partial month; nothing at or after ``today`` 00:00 UTC.
+* **History**: the 72 full calendar months before the month of ``today`` plus the current,
+  partial month; nothing at or after ``today`` 00:00 UTC. The first two years are the
+  company's slow start (12 % of the accounts), so the last four years begin with a
+  customer base.
 * **Accounts**: segments SMB / Mid-Market / Enterprise (62/28/10 %), ten industries,
   regions North America / EMEA / LATAM / APAC with countries and cities, company sizes
-  by segment, seven acquisition channels; new accounts per month double over the
-  history, with fewer in summer and December. Each account has a latent *health* and a *support friction* flag.
+  by segment, seven acquisition channels; after the start, new accounts per month double
+  over the history, with fewer in summer and December. Each account has a latent
+  *health* and a *support friction* flag.
 * **Staff**: 20–60 users in teams (Sales SMB / Mid-Market / Enterprise, Customer Success,
   Support), each team with a manager who reports to the head of revenue; salespeople
   differ in skill (win rate by owner differs).
@@ -92,6 +96,7 @@ from crm_data.engines import connect_checked
 #: accounts generated (and loaded) per step; fixed, so the data do not depend on it
 CHUNK_ACCOUNTS = 100_000
 _DONE = object()
+_ABORT = object()
 
 
 def generate(
@@ -114,39 +119,76 @@ def generate(
     bar = tqdm(total=accounts, unit=" accounts", file=sys.stderr, disable=not progress, desc="demo data")
     work: queue.Queue = queue.Queue(maxsize=6)
     failure: list[BaseException] = []
+    commit_each_chunk = accounts > CHUNK_ACCOUNTS
 
     def write() -> None:
         try:
-            with connect_checked(engine) as conn, conn.begin():
-                _clear(conn)
-                while (item := work.get()) is not _DONE:
-                    table, frame = item
-                    if table is None:
-                        if frame is None:  # a chunk of accounts is loaded
-                            _release_memory()
-                        else:
-                            bar.update(frame)
-                        continue
-                    counts[table.name] += bulk_insert(conn, table, frame)
+            _write(engine, work, counts, bar, commit_each_chunk)
+        except _Aborted:  # the main thread failed and raises its own error
+            pass
         except BaseException as error:  # handed to the main thread
             failure.append(error)
-            while work.get() is not _DONE:  # drain so the producer never blocks
+            while work.get() not in (_DONE, _ABORT):  # drain so the producer never blocks
                 pass
 
     writer = threading.Thread(target=write, name="demo-writer", daemon=True)
     writer.start()
+    finished = False
     try:
         for item in _all_rows(ctx, global_tables):
             if failure:
                 break
             work.put(item)
+        finished = True
     finally:
-        work.put(_DONE)
+        work.put(_DONE if finished and not failure else _ABORT)
         writer.join()
         bar.close()
     if failure:
         raise failure[0]
     return counts
+
+
+class _Aborted(Exception):
+    """The generator failed: the writer rolls back."""
+
+
+def _write(
+    engine: sa.Engine, work: queue.Queue, counts: dict[str, int], bar: tqdm, commit_each_chunk: bool
+) -> None:
+    """The writer thread: clear the tables and load every frame from ``work``.
+
+    Up to :data:`CHUNK_ACCOUNTS` accounts it is one transaction. Bigger runs commit after
+    each chunk of accounts, which keeps DuckDB's index memory bounded (a million accounts
+    in one transaction peaked at 15 GB); if such a run fails after its first commit, the
+    tables are emptied again so that no half-built demo is left behind.
+    """
+    with connect_checked(engine) as conn:
+        transaction = conn.begin()
+        committed = False
+        try:
+            _clear(conn)
+            while (item := work.get()) is not _DONE:
+                if item is _ABORT:
+                    raise _Aborted
+                table, frame = item
+                if table is not None:
+                    counts[table.name] += bulk_insert(conn, table, frame)
+                elif frame is not None:
+                    bar.update(frame)
+                else:  # a chunk of accounts is loaded
+                    _release_memory()
+                    if commit_each_chunk:
+                        transaction.commit()
+                        committed = True
+                        transaction = conn.begin()
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            if committed:
+                with conn.begin():
+                    _clear(conn)
+            raise
 
 
 def _release_memory() -> None:
@@ -426,6 +468,7 @@ def company_costs(ctx: DemoContext, rng: np.random.Generator) -> Iterator[tuple[
     scale = ctx.accounts / 1000
     customers = ctx.paying_accounts.astype(float)
     new = ctx.new_accounts.astype(float)
+    ramp = 0.3 + 0.7 * np.arange(ctx.n_months) / max(ctx.n_months - 1, 1)  # a smaller company early on
     lines = [
         # category, purpose, fixed per 1,000 accounts, per paying customer, per new account
         ("personnel", "acquisition", 6000.0, 0.0, 60.0),
@@ -439,7 +482,7 @@ def company_costs(ctx: DemoContext, rng: np.random.Generator) -> Iterator[tuple[
     ]
     day, category, purpose, amount = [], [], [], []
     for cat, use, fixed, per_customer, per_new in lines:
-        level = (fixed * scale + per_customer * customers + per_new * new) * np.exp(
+        level = (fixed * scale * ramp + per_customer * customers + per_new * new) * np.exp(
             0.05 * rng.standard_normal(ctx.n_months)
         )
         day.append(ctx.month_edges[:-1] + np.floor(rng.random(ctx.n_months) * 5))

@@ -53,9 +53,9 @@ DUPLICATE_EMAIL_SHARE = 0.002
 MISSING_AMOUNT_SHARE = 0.003
 STALE_DEAL_SHARE = 0.004
 REFUND_SHARE = 0.006
-#: share of accounts created in the LEGACY_DAYS before the history starts (the base it starts with)
-LEGACY_SHARE = 0.12
-LEGACY_DAYS = 730.0
+#: the company's early years: few accounts (a share of all) in the first months of the history
+EARLY_MONTHS = 24
+EARLY_SHARE = 0.12
 
 _CITY_REGION, _CITY_COUNTRY, _CITY_NAME, _CITY_PHONE, _CITY_SHARE = [], [], [], [], []
 for _region, (_region_share, _countries) in vocab.GEOGRAPHY.items():
@@ -120,18 +120,30 @@ class Accounts:
     friction: np.ndarray
 
 
+def account_month_weights(ctx: DemoContext) -> np.ndarray:
+    """Relative number of new accounts per history month: a slow start (EARLY_SHARE of the
+    accounts in the first EARLY_MONTHS), then steady growth to twice the rate at the end;
+    fewer in summer and December; the current, partial month by its elapsed days."""
+    month = np.arange(ctx.n_months)
+    late = month >= EARLY_MONTHS
+    growth = np.where(
+        late,
+        1.0 + (month - EARLY_MONTHS) / max(ctx.n_months - EARLY_MONTHS, 1),
+        0.25 + 0.75 * month / EARLY_MONTHS,
+    )
+    weights = growth * np.diff(ctx.month_edges) * ACQUISITION_SEASON[ctx.month_of_year - 1]
+    early, rest = weights[~late].sum(), weights[late].sum()
+    if early > 0 and rest > 0:
+        weights[~late] *= EARLY_SHARE / (1 - EARLY_SHARE) * rest / early
+    return weights
+
+
 def _accounts(
     ctx: DemoContext, rng: np.random.Generator, first: int, n: int
 ) -> tuple[Accounts, pd.DataFrame]:
     segment = choose(rng, vocab.SEGMENT_SHARE, n)
-    # steady growth: twice as many new accounts a month at the end as at the start
-    month_weights = (1.0 + 1.0 * np.arange(ctx.n_months) / ctx.n_months) * np.diff(ctx.month_edges)
-    month_weights = month_weights * ACQUISITION_SEASON[ctx.month_of_year - 1]
-    month = choose(rng, month_weights, n)
+    month = choose(rng, account_month_weights(ctx), n)
     created = ctx.month_edges[month] + rng.random(n) * (ctx.month_edges[month + 1] - ctx.month_edges[month])
-    # the customer base the history starts with: accounts from the two years before it
-    legacy = rng.random(n) < LEGACY_SHARE
-    created = np.where(legacy, -LEGACY_DAYS * rng.random(n), created)
     names = company_names(first, n)
     city = choose(rng, _CITY_SHARE, n)
     industry = choose(rng, [s for _, s in vocab.INDUSTRIES], n)
@@ -170,8 +182,7 @@ def _accounts(
     if duplicates:
         domains = pa.concat_arrays([domains.slice(0, n - duplicates), take(domains, source)])
     account_ids = ids("A", first, n, 7)
-    recent = created >= 0
-    ctx.new_accounts += np.bincount(ctx.month_index(created[recent]), minlength=ctx.n_months)
+    ctx.new_accounts += np.bincount(month, minlength=ctx.n_months)
     accounts = Accounts(
         n, account_ids, names, domains, segment, city, channel, owner, created, health, friction
     )

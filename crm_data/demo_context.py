@@ -15,7 +15,7 @@ from crm_data import demo_vocab as vocab
 ACQUISITION_SEASON = np.array([1.1, 1.08, 1.15, 1.05, 1.0, 0.95, 0.78, 0.8, 1.08, 1.12, 1.02, 0.82])
 #: usage-based revenue on top of the MRR per calendar month: a busy Q4, a quiet summer
 REVENUE_SEASON = np.array([0.99, 0.97, 1.0, 1.0, 1.01, 0.98, 0.94, 0.93, 1.0, 1.03, 1.07, 1.1])
-HISTORY_MONTHS = 48
+HISTORY_MONTHS = 72
 
 
 @dataclass

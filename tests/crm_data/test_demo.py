@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from crm_data import schema
+from crm_data import demo as demo_module
+from crm_data import demo_accounts, schema
 from crm_data.demo import generate
 from crm_data.engines import make_engine
 
@@ -314,3 +315,56 @@ def test_cli_demo_prints_row_counts(tmp_path: Path) -> None:
     line = next(li for li in done.stdout.splitlines() if li.strip().startswith("accounts"))
     assert line.split()[-1] == "200"
     assert "demo data" not in done.stderr  # --quiet: no progress bar
+
+
+def _counts(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in schema.TABLES
+        }
+
+
+def _fail_on_tickets(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("generator broke")
+
+
+def test_a_failed_run_keeps_the_previous_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(f"duckdb:///{tmp_path / 'keep.duckdb'}")
+    before = generate(engine, accounts=150, seed=5, progress=False)
+    monkeypatch.setattr(demo_accounts, "_tickets", _fail_on_tickets)
+    with pytest.raises(RuntimeError, match="generator broke"):
+        generate(engine, accounts=180, seed=6, progress=False)
+    assert _counts(engine) == before
+    engine.dispose()
+
+
+def test_chunks_join_up_and_a_failed_chunked_run_leaves_empty_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With chunks of 100 accounts, 250 accounts are three chunks, each committed."""
+    monkeypatch.setattr(demo_module, "CHUNK_ACCOUNTS", 100)
+    engine = make_engine(f"duckdb:///{tmp_path / 'chunks.duckdb'}")
+    counts = generate(engine, accounts=250, seed=8, progress=False)
+    rows = _read_all(engine)
+    assert counts == _counts(engine)
+    assert list(rows["accounts"]["account_id"].sort_values()) == [f"A{i:07d}" for i in range(1, 251)]
+    deal_numbers = rows["deals"]["deal_id"].str[1:].astype(int).sort_values()
+    assert list(deal_numbers) == list(range(1, len(deal_numbers) + 1))  # ids run on across chunks
+    for child, column, parent, key in REFERENCES:
+        assert set(rows[child][column].dropna()) <= set(rows[parent][key]), (child, column)
+
+    calls = {"n": 0}
+    original = demo_accounts._tickets
+
+    def fail_in_second_chunk(*args: object, **kwargs: object):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("generator broke")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(demo_accounts, "_tickets", fail_in_second_chunk)
+    with pytest.raises(RuntimeError, match="generator broke"):
+        generate(engine, accounts=250, seed=9, progress=False)
+    assert set(_counts(engine).values()) == {0}
+    engine.dispose()
