@@ -217,10 +217,12 @@ def global_filters() -> View:
     """Draw the sidebar filter bar and return the current ``View``. Call first on every page."""
     from charts.theme import use_theme
     from ui.navigation import navigation
+    from ui.report import warm_export_server
 
     use_theme()
     navigation()  # first: the page links also show when the database is missing
     data.require_database()
+    warm_export_server()  # once per process, in the background: the first export is fast
     url = database_url()
     known = data.dimension_values(url)
     labels = data.dimension_labels(url)

@@ -15,11 +15,17 @@ filters; then
   active filters.
 
 ``no_data(message)`` is the friendly empty state for a selection without data.
+
+``warm_export_server()`` starts the export browser in the background once per process
+(``ui.filters.global_filters`` calls it on every page run; only the first call does work).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +35,8 @@ import streamlit as st
 
 from charts.theme import CURRENCY, column_unit
 from ui.cards import definition_card, definition_text
+
+logger = logging.getLogger(__name__)
 
 NO_DATA = "No data for this selection. Widen the date range or remove a filter in the sidebar."
 
@@ -86,6 +94,39 @@ def _export():
     from charts import export
 
     return export
+
+
+#: Set CRM_EXPORT_WARMUP=0 to start the export browser only on the first image export.
+WARMUP_VARIABLE = "CRM_EXPORT_WARMUP"
+_warmup_lock = threading.Lock()
+_warmup_thread: threading.Thread | None = None
+
+
+def _warm(export: Any) -> None:
+    try:
+        export.warm_up()
+    except Exception as error:  # the first export click starts it again and reports the error
+        logger.warning("Could not start the export browser in the background: %s", error)
+
+
+def warm_export_server() -> threading.Thread | None:
+    """Start the export Chromium (``charts.export.warm_up``) in a daemon thread, once per
+    process, so the first PNG / SVG / PDF click costs a render (~0.2 s), not a browser
+    start (~2 s). Does nothing without Chromium or with ``CRM_EXPORT_WARMUP=0``. Returns
+    the thread (the same one on every later call), else None."""
+    global _warmup_thread
+    if os.environ.get(WARMUP_VARIABLE, "1").strip() == "0":
+        return None
+    with _warmup_lock:
+        if _warmup_thread is None:
+            export = _export()
+            if not export.chromium_available():
+                return None
+            _warmup_thread = threading.Thread(
+                target=_warm, args=(export,), name="crm-export-warmup", daemon=True
+            )
+            _warmup_thread.start()
+        return _warmup_thread
 
 
 class PageReport:
