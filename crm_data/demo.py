@@ -108,11 +108,14 @@ def generate(
 ) -> dict[str, int]:
     """Create the schema if missing, clear all 17 tables and fill them with demo data.
 
-    Returns the number of rows written per table (every table, in schema order).
+    ``accounts`` sets the size (everything else scales with it), ``seed`` the random
+    stream, ``today`` the last day of the history (default: today in UTC; data lie before
+    its midnight); ``progress`` draws a tqdm bar on stderr. Returns the number of rows
+    written per table (every table, in schema order).
     """
     if accounts < 1:
         raise ValueError("accounts must be at least 1")
-    today = today or dt.date.today()
+    today = today or dt.datetime.now(dt.UTC).date()  # the UTC calendar day
     schema.create_schema(engine)
     ctx, global_tables = build_context(accounts, seed, today)
     counts = {t.name: 0 for t in schema.TABLES}

@@ -331,7 +331,7 @@ def _deal_paths(
 
 
 def _deals(
-    ctx: DemoContext, rng: np.random.Generator, acc: Accounts, con: Contacts
+    ctx: DemoContext, rng: np.random.Generator, acc: Accounts
 ) -> tuple[Deals, Customers, pd.DataFrame, pd.DataFrame]:
     n = acc.n
     slots = 18
@@ -1028,7 +1028,7 @@ def account_chunk(
     yield schema.accounts, frame
     con, frame = _contacts(ctx, rng, acc)
     yield schema.contacts, frame
-    deals, cust, deal_frame, history_frame = _deals(ctx, rng, acc, con)
+    deals, cust, deal_frame, history_frame = _deals(ctx, rng, acc)
     yield schema.deals, deal_frame
     yield schema.deal_stage_history, history_frame
     subs, frame = _subscriptions(ctx, rng, acc, deals, cust)

@@ -24,7 +24,7 @@ from crm_data.engines import make_engine
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = 300
 SEED = 7
-TODAY = dt.date.today()
+TODAY = dt.datetime.now(dt.UTC).date()
 
 
 def _read_all(engine: sa.Engine) -> dict[str, pd.DataFrame]:
