@@ -93,7 +93,8 @@ from crm_data.demo_context import DemoContext, product_arrays, spike_quarter, ti
 from crm_data.demo_util import as_text, choose, ids, lookup, timestamps
 from crm_data.engines import connect_checked
 
-#: accounts generated (and loaded) per step; fixed, so the data do not depend on it
+#: accounts generated (and loaded) per step; each chunk has its own random stream, so
+#: changing this changes the data (it is a constant for that reason)
 CHUNK_ACCOUNTS = 100_000
 _DONE = object()
 _ABORT = object()
@@ -185,6 +186,7 @@ def _write(
                         transaction.commit()
                         committed = True
                         transaction = conn.begin()
+            bar.set_postfix_str("committing", refresh=True)
             transaction.commit()
         except BaseException:
             transaction.rollback()
