@@ -7,9 +7,9 @@ filtered (one region × one industry), for:
 
 * product: the ``kpis`` package on DuckDB;
 * floor: the same KPIs as hand-written DuckDB SQL;
-* sqlite: the product on a SQLite copy of the data (M only);
+* sqlite: the product on a SQLite copy of the same rows (``benchmarks.copy``; S and M only);
 * pandas: a straightforward pandas implementation on data loaded into memory (M only);
-* postgres: the product on PostgreSQL (with ``--postgres``; M only).
+* postgres: the product on a PostgreSQL copy of the same rows (with ``--postgres``; S and M).
 
 Each figure is the median of ``--runs`` runs after a warm-up, in a fresh process (so peak
 RSS is that implementation's own). Ratios are computed within this run. Databases are
@@ -64,6 +64,18 @@ def build(url: str, accounts: int) -> float:
         ]
     )
     return time.perf_counter() - began
+
+
+def _stale(copy: Path, source: Path) -> bool:
+    """True when ``copy`` is missing or older than the DuckDB file it was copied from."""
+    return not copy.exists() or copy.stat().st_mtime < source.stat().st_mtime
+
+
+def _copy(db: Path, url: str, done: Path) -> None:
+    """The same rows in another database (``benchmarks.copy``), timed."""
+    began = time.perf_counter()
+    _run([sys.executable, "-m", "benchmarks.copy", str(db), url])
+    print(f"copied {db.name} to {sa.make_url(url).render_as_string()} in {time.perf_counter() - began:.1f} s")
 
 
 def measure(impl: str, url: str, runs: int, region: str | None = None, industry: str | None = None) -> dict:
@@ -123,16 +135,16 @@ def main() -> None:
             result[label] = {"product": product, "floor": floor}
             if size in ("S", "M"):
                 sqlite_db = DATA / f"{size}.sqlite"
-                if args.rebuild or not sqlite_db.exists():
+                if args.rebuild or _stale(sqlite_db, db):
                     sqlite_db.unlink(missing_ok=True)
-                    build(f"sqlite:///{sqlite_db}", accounts)
+                    _copy(db, f"sqlite:///{sqlite_db}", sqlite_db)
                 result[label]["sqlite"] = measure("product", f"sqlite:///{sqlite_db}", args.runs, *slice_args)
                 result[label]["pandas"] = measure("pandas", url, args.runs, *slice_args)
                 if args.postgres:
                     ensure_pg_database(PG_URL)
                     marker = DATA / f"{size}.postgres-built"
-                    if args.rebuild or not marker.exists():
-                        build(PG_URL, accounts)
+                    if args.rebuild or _stale(marker, db) or marker.read_text().strip() != PG_URL:
+                        _copy(db, PG_URL, marker)
                         marker.write_text(PG_URL)
                     result[label]["postgres"] = measure("product", PG_URL, args.runs, *slice_args)
             _print_row(size, label, result[label])

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import period_start
-from kpis.core import connection, period_end, period_rows, period_starts, ratio
+from kpis.core import connection, period_end, period_starts, ratio
 from kpis.filters import Filters, in_day_range, scope
 from kpis.revenue import _per_account_period, period_grid
 
@@ -40,10 +40,40 @@ def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
 
 
 @functools.lru_cache(maxsize=256)
-def _activity_statement(f: Filters, freq: str) -> sa.Select:
-    """The per-period activity aggregate (built once per filters and freq: building and
-    hashing this statement costs more than running it on a small slice)."""
+def _base_statement(dialect: sa.Dialect, f: Filters, freq: str, costs: bool) -> sa.Select:
+    """One statement: per period index ``i``, the activity counts and MRR sums, then (with
+    ``costs``) the retention-cost sums — each period's costs found by a range join with its
+    days ``[ds, de)``. Built once per filters and freq: building and hashing it costs more
+    than running it on a small slice."""
     periods = period_starts(f.start, f.end, freq)
+    activity = _activity_statement(f, periods, freq).cte("activity")
+    if not costs:
+        return sa.select(activity)
+    days = _day_grid(periods, freq)
+    spent = _cost_statement(dialect, f, days, freq).cte("spent")
+    return (
+        sa.select(days.c.i, *[activity.c[c] for c in [*COUNTS, *MRR]], *[spent.c[c] for c in _COST_SUMS])
+        .select_from(
+            days.outerjoin(activity, activity.c.i == days.c.i).outerjoin(spent, spent.c.i == days.c.i)
+        )
+        .order_by(days.c.i)
+    )
+
+
+def _day_grid(periods: list[pd.Timestamp], freq: str) -> sa.CTE:
+    """A CTE ``days(i, ds, de)``: each period's first day and the next period's, as DATEs."""
+    rows = [
+        sa.select(
+            sa.literal(i, sa.Integer()).label("i"),
+            sa.literal(p.date(), sa.Date()).label("ds"),
+            sa.literal(period_end(p, freq).date(), sa.Date()).label("de"),
+        )
+        for i, p in enumerate(periods)
+    ]
+    return (rows[0] if len(rows) == 1 else sa.union_all(*rows)).cte("days")
+
+
+def _activity_statement(f: Filters, periods: list[pd.Timestamp], freq: str) -> sa.Select:
     grid = period_grid([(p, period_end(p, freq)) for p in periods])
     per = _per_account_period(f, grid)
     at_s, at_e = per.c.act_s == 1, per.c.act_e == 1
@@ -63,18 +93,23 @@ def _activity_statement(f: Filters, freq: str) -> sa.Select:
     ).group_by(per.c.i)
 
 
-@functools.lru_cache(maxsize=256)
-def _cost_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+def _cost_statement(dialect: sa.Dialect, f: Filters, days: sa.CTE, freq: str) -> sa.Select:
+    """Retention costs per period index: grouped by the period of incurred_on, matched to
+    the grid by the same period expression applied to each period's first day."""
     costs = schema.costs
     period = period_start(dialect, costs.c.incurred_on, freq)
     amounts = [
         sa.func.sum(sa.case((costs.c.category == category, costs.c.amount), else_=0.0)).label(category)
         for category in schema.COST_CATEGORIES
     ]
-    return (
+    by_period = (
         sa.select(period.label("period"), sa.func.sum(costs.c.amount).label("retention_costs"), *amounts)
         .where(costs.c.purpose == "retention", in_day_range(costs.c.incurred_on, f), *scope(f, costs))
         .group_by(period)
+        .subquery("by_period")
+    )
+    return sa.select(days.c.i, *[by_period.c[c] for c in _COST_SUMS]).select_from(
+        days.join(by_period, by_period.c.period == period_start(dialect, days.c.ds, freq))
     )
 
 
@@ -107,16 +142,12 @@ def customer_base(
     wanted = COLUMNS if costs else [c for c in COLUMNS if c not in _COST_COLUMNS]
     if not periods:
         return pd.DataFrame(columns=wanted)
+    sums = _COST_SUMS if costs else []
     with connection(conn) as c:
-        found = {int(row[0]): row[1:] for row in c.execute(_activity_statement(f, freq))}
-        spent = (
-            period_rows(c, _cost_statement(c.dialect, f, freq), periods, sums=tuple(_COST_SUMS))
-            if costs
-            else None
-        )
-    zeros = (0,) * (len(COUNTS) + len(MRR))
+        found = {int(row[0]): row[1:] for row in c.execute(_base_statement(c.dialect, f, freq, costs))}
+    zeros = (0,) * (len(COUNTS) + len(MRR) + len(sums))
     rows = [[(0 if v is None else v) for v in found.get(i, zeros)] for i in range(len(periods))]
-    frame = pd.DataFrame(rows, columns=[*COUNTS, *MRR])
+    frame = pd.DataFrame(rows, columns=[*COUNTS, *MRR, *sums])
     frame[COUNTS] = frame[COUNTS].astype("int64")
     frame[MRR] = frame[MRR].astype(float)
     frame.insert(0, "period", pd.to_datetime(periods))
@@ -126,9 +157,8 @@ def customer_base(
     frame["revenue_churn_rate"] = [ratio(a + b, s) for a, b, s in zip(ch, k, m, strict=True)]
     frame["net_revenue_retention"] = [ratio(s + e - c - h, s) for s, e, c, h in zip(m, x, k, ch, strict=True)]
     frame["gross_revenue_retention"] = [ratio(s - c - h, s) for s, c, h in zip(m, k, ch, strict=True)]
-    if spent is not None:
-        for column in _COST_SUMS:
-            frame[column] = spent[column].to_numpy()
+    if costs:
+        frame[sums] = frame[sums].astype(float)
         retained = frame["retained_customers"].astype(float)
         frame["cost_per_retained_customer"] = frame["retention_costs"] / retained.where(retained > 0)
     return frame[wanted]

@@ -1,0 +1,76 @@
+"""Copy a benchmark DuckDB database into SQLite or PostgreSQL, table by table.
+
+The SQLite and PostgreSQL figures must be on the very same rows as the DuckDB ones, so the
+other databases are filled from the DuckDB file (through ``crm_data.bulk.bulk_insert``,
+the product's per-dialect bulk path) rather than by running the demo generator again.
+
+    python -m benchmarks.copy benchmarks/data/M.duckdb sqlite:///benchmarks/data/M.sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import duckdb
+
+from crm_data import schema
+from crm_data.bulk import bulk_insert
+from crm_data.engines import make_engine
+
+CHUNK_ROWS = 500_000
+
+
+def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> dict[str, int]:
+    """Replace every canonical table at ``target_url`` with the DuckDB file's rows."""
+    source = duckdb.connect(duckdb_path, read_only=True)
+    engine = make_engine(target_url)
+    counts: dict[str, int] = {}
+    try:
+        with engine.begin() as conn:
+            schema.metadata.drop_all(conn)
+            schema.metadata.create_all(conn)
+        for table in schema.TABLES:
+            began = time.perf_counter()
+            total = source.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
+            columns = ", ".join(f'"{c.name}"' for c in table.columns)
+            order = ", ".join(f'"{c.name}"' for c in table.primary_key.columns) or "1"
+            written = 0
+            with engine.begin() as conn:
+                for offset in range(0, total, CHUNK_ROWS):
+                    frame = source.execute(
+                        f'SELECT {columns} FROM "{table.name}" ORDER BY {order} LIMIT {CHUNK_ROWS} OFFSET {offset}'
+                    ).df()
+                    written += bulk_insert(conn, table, frame)
+            counts[table.name] = written
+            if progress:
+                print(
+                    f"  {table.name:22s} {written:>12,} rows in {time.perf_counter() - began:6.1f} s",
+                    flush=True,
+                )
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("ANALYZE")
+        elif engine.dialect.name == "sqlite":
+            with engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE")
+    finally:
+        source.close()
+        engine.dispose()
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("duckdb_path")
+    parser.add_argument("target_url")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    counts = copy_database(args.duckdb_path, args.target_url)
+    print(f"copied {sum(counts.values()):,} rows in {time.perf_counter() - began:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
