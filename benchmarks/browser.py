@@ -93,8 +93,8 @@ def _wait_idle(page) -> None:
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=120_000)
 
 
-def _region_widget(page):
-    return page.locator(f'{SIDEBAR} [data-testid="stMultiSelect"]').filter(has_text="Region").first
+def _widget(page, label: str):
+    return page.locator(f'{SIDEBAR} [data-testid="stMultiSelect"]').filter(has_text=label).first
 
 
 def _change(page, action) -> float:
@@ -113,8 +113,18 @@ def measure(database: Path, runs: int) -> list[float]:
     from kpis.filters import dimension_values
 
     engine = make_engine(f"duckdb:///{database}", read_only=True)
-    regions = dimension_values(engine)["regions"]
+    values = dimension_values(engine)
     engine.dispose()
+    # single-value filters, each a combination the server has not computed before
+    choices = [
+        (label, value)
+        for label, name in [("Region", "regions"), ("Industry", "industries"), ("Segment", "segments")]
+        for value in values[name]
+    ]
+    if len(choices) < runs + 1:
+        raise SystemExit(
+            f"only {len(choices)} distinct filter values: use --runs {len(choices) - 1} or fewer"
+        )
     process, base = _start_server(database)
     try:
         with sync_playwright() as playwright:
@@ -125,20 +135,20 @@ def measure(database: Path, runs: int) -> list[float]:
             _wait_idle(page)
             times = []
             for run in range(runs + 1):  # the first change warms the server's code paths up
-                region = regions[run % len(regions)]
-                _region_widget(page).locator("input").click()
+                label, value = choices[run]
+                _widget(page, label).locator("input").click()
 
-                def pick(region: str = region) -> None:
-                    page.get_by_role("option", name=region, exact=True).click()
+                def pick(value: str = value) -> None:
+                    page.get_by_role("option", name=value, exact=True).click()
                     page.keyboard.press("Escape")
 
                 took = _change(page, pick)
                 if run:
                     times.append(took)
-                    print(f"  region {region}: {took * 1000:.0f} ms", flush=True)
+                    print(f"  {label} = {value}: {took * 1000:.0f} ms", flush=True)
 
-                def clear() -> None:
-                    _region_widget(page).locator("input").click()
+                def clear(label: str = label) -> None:
+                    _widget(page, label).locator("input").click()
                     page.keyboard.press("Backspace")  # removes the chosen region
                     page.keyboard.press("Escape")
 
