@@ -37,9 +37,15 @@ APP_IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
 def wait_for_app(page, settle_ms: int = 500) -> None:
-    """Wait until the script run has finished and every Plotly chart is drawn."""
+    """Wait until the script run has finished and every Plotly chart is drawn.
+
+    The page title first, then "not running": before a fresh page's first run the app also
+    reports "not running", and reading widgets then raced the run (seen as a sidebar that
+    held only the first page link). The filter bar's last button closes the sidebar.
+    """
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=120_000)
     page.wait_for_selector(APP_IDLE, timeout=120_000)
-    page.wait_for_selector('[data-testid="stMain"] h1', timeout=60_000)
+    page.wait_for_selector(f'{SIDEBAR} button:has-text("Reset filters")', timeout=60_000)
     page.wait_for_function(
         """() => {
             const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]');
