@@ -12,7 +12,8 @@ filtered (one region × one industry), for:
 * postgres: the product on a PostgreSQL copy of the same rows (with ``--postgres``; S and M).
 
 Each figure is the median of ``--runs`` runs after a warm-up, in a fresh process (so peak
-RSS is that implementation's own). Ratios are computed within this run. Databases are
+RSS is that implementation's own); product and floor are interleaved, one process per
+run, so load from elsewhere on the machine affects both alike. Ratios are computed within this run. Databases are
 kept in ``benchmarks/data/`` (git-ignored) and reused; ``--rebuild`` makes them anew.
 """
 
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +87,30 @@ def measure(impl: str, url: str, runs: int, region: str | None = None, industry:
     return json.loads(_run(cmd).strip().splitlines()[-1])
 
 
+def measure_pair(url: str, runs: int, region: str | None, industry: str | None) -> tuple[dict, dict]:
+    """Product and floor interleaved: ``runs`` rounds of one fresh process each (warm-up +
+    one timed run), so a change in the machine's load hits both alike; medians over the
+    rounds, peak RSS the largest."""
+    samples: dict[str, list[dict]] = {"product": [], "floor": []}
+    for _ in range(runs):
+        for impl in samples:
+            samples[impl].append(measure(impl, url, 1, region, industry))
+    combined = []
+    for impl, rounds in samples.items():
+        times = [r["median_s"] for r in rounds]
+        combined.append(
+            {
+                "impl": impl,
+                "median_s": statistics.median(times),
+                "runs": len(times),
+                "times_s": times,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+                "headline": rounds[0]["headline"],
+            }
+        )
+    return combined[0], combined[1]
+
+
 def busiest_slice(url: str) -> tuple[str, str]:
     """The most common region and, within it, the most common industry."""
     engine = sa.create_engine(url)
@@ -130,8 +156,7 @@ def main() -> None:
         region, industry = busiest_slice(url)
         result = {"size": size, "accounts": accounts, "slice": f"{region} × {industry}"}
         for label, slice_args in [("unfiltered", (None, None)), ("filtered", (region, industry))]:
-            product = measure("product", url, args.runs, *slice_args)
-            floor = measure("floor", url, args.runs, *slice_args)
+            product, floor = measure_pair(url, args.runs, *slice_args)
             result[label] = {"product": product, "floor": floor}
             if size in ("S", "M"):
                 sqlite_db = DATA / f"{size}.sqlite"
@@ -151,8 +176,38 @@ def main() -> None:
             _check_agreement(size, label, result[label])
         rows.append(result)
     out = HERE / "results.json"
-    out.write_text(json.dumps(rows, indent=2))
-    print(f"\nraw results: {out}")
+    previous = json.loads(out.read_text()) if out.exists() else []
+    measured = {r["size"] for r in rows}
+    merged = [r for r in previous if r.get("size") not in measured] + rows
+    merged.sort(key=lambda r: list(SIZES).index(r["size"]))
+    out.write_text(json.dumps(merged, indent=2))
+    print(f"\nraw results (every size measured so far): {out}\n")
+    print(markdown_table(merged))
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The results as a Markdown table (medians in ms; ratios within each run)."""
+    lines = [
+        "| size | filter | product | floor | product ÷ floor | SQLite ÷ product | pandas ÷ product "
+        "| PostgreSQL ÷ product | product peak RSS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for label in ("unfiltered", "filtered"):
+            m = r.get(label)
+            if not m:
+                continue
+            p = m["product"]["median_s"]
+
+            def ratio(impl: str, m: dict = m, p: float = p) -> str:
+                return f"{m[impl]['median_s'] / p:.1f}×" if impl in m else "–"
+
+            lines.append(
+                f"| {r['size']} ({r['accounts']:,} accounts) | {label} | {p * 1000:.0f} ms "
+                f"| {m['floor']['median_s'] * 1000:.0f} ms | {p / m['floor']['median_s']:.2f}× "
+                f"| {ratio('sqlite')} | {ratio('pandas')} | {ratio('postgres')} | {m['product']['peak_rss_mb']} MB |"
+            )
+    return "\n".join(lines)
 
 
 def _check_agreement(size: str, label: str, r: dict) -> None:
