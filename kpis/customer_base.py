@@ -35,81 +35,71 @@ COLUMNS = [
 ]
 
 
+#: Constants written into the SQL (not bound): fewer parameters to build and bind per
+#: statement, and plain constants for the planner. Never user values.
+ONE = sa.literal_column("1", sa.Integer())
+NONE = sa.literal_column("0", sa.Integer())
+ZERO = sa.literal_column("0.0", sa.Double())
+
+
 def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    return sa.case((condition, 1), else_=0)
+    return sa.case((condition, ONE), else_=NONE)
 
 
 @functools.lru_cache(maxsize=256)
 def _base_statement(dialect: sa.Dialect, f: Filters, freq: str, costs: bool) -> sa.Select:
     """One statement: per period index ``i``, the activity counts and MRR sums, then (with
-    ``costs``) the retention-cost sums — each period's costs found by a range join with its
-    days ``[ds, de)``. Built once per filters and freq: building and hashing it costs more
-    than running it on a small slice."""
+    ``costs``) the retention-cost sums — costs grouped by the period of incurred_on, matched
+    to the grid by the same period expression of each period's start. Built once per
+    filters and freq (building and hashing it costs more than running it on a small slice)."""
     periods = period_starts(f.start, f.end, freq)
-    activity = _activity_statement(f, periods, freq).cte("activity")
+    grid = period_grid([(p, period_end(p, freq)) for p in periods])
+    activity = _activity_statement(f, grid).cte("activity")
     if not costs:
         return sa.select(activity)
-    days = _day_grid(periods, freq)
-    spent = _cost_statement(dialect, f, days, freq).cte("spent")
+    spent = _cost_statement(dialect, f, freq).subquery("spent")
     return (
-        sa.select(days.c.i, *[activity.c[c] for c in [*COUNTS, *MRR]], *[spent.c[c] for c in _COST_SUMS])
+        sa.select(grid.c.i, *[activity.c[c] for c in [*COUNTS, *MRR]], *[spent.c[c] for c in _COST_SUMS])
         .select_from(
-            days.outerjoin(activity, activity.c.i == days.c.i).outerjoin(spent, spent.c.i == days.c.i)
+            grid.outerjoin(activity, activity.c.i == grid.c.i).outerjoin(
+                spent, spent.c.period == period_start(dialect, grid.c.s, freq)
+            )
         )
-        .order_by(days.c.i)
+        .order_by(grid.c.i)
     )
 
 
-def _day_grid(periods: list[pd.Timestamp], freq: str) -> sa.CTE:
-    """A CTE ``days(i, ds, de)``: each period's first day and the next period's, as DATEs."""
-    rows = [
-        sa.select(
-            sa.literal(i, sa.Integer()).label("i"),
-            sa.literal(p.date(), sa.Date()).label("ds"),
-            sa.literal(period_end(p, freq).date(), sa.Date()).label("de"),
-        )
-        for i, p in enumerate(periods)
-    ]
-    return (rows[0] if len(rows) == 1 else sa.union_all(*rows)).cte("days")
-
-
-def _activity_statement(f: Filters, periods: list[pd.Timestamp], freq: str) -> sa.Select:
-    grid = period_grid([(p, period_end(p, freq)) for p in periods])
+def _activity_statement(f: Filters, grid: sa.CTE) -> sa.Select:
     per = _per_account_period(f, grid)
-    at_s, at_e = per.c.act_s == 1, per.c.act_e == 1
-    lost, kept = sa.and_(at_s, per.c.act_e == 0), sa.and_(at_s, at_e)
+    at_s, at_e = per.c.act_s == ONE, per.c.act_e == ONE
+    lost, kept = sa.and_(at_s, per.c.act_e == NONE), sa.and_(at_s, at_e)
     change = per.c.mrr_e - per.c.mrr_s
     return sa.select(
         per.c.i,
         sa.func.sum(per.c.act_s).label("customers_at_start"),
-        sa.func.sum(_flag(sa.and_(per.c.act_s == 0, at_e))).label("new_customers"),
+        sa.func.sum(_flag(sa.and_(per.c.act_s == NONE, at_e))).label("new_customers"),
         sa.func.sum(_flag(lost)).label("churned"),
         sa.func.sum(per.c.act_e).label("customers_at_end"),
         sa.func.sum(_flag(kept)).label("retained_customers"),
-        sa.func.sum(sa.case((at_s, per.c.mrr_s), else_=0.0)).label("mrr_at_start"),
-        sa.func.sum(sa.case((sa.and_(kept, change > 0), change), else_=0.0)).label("expansion"),
-        sa.func.sum(sa.case((sa.and_(kept, change < 0), -change), else_=0.0)).label("contraction"),
-        sa.func.sum(sa.case((lost, per.c.mrr_s), else_=0.0)).label("churned_mrr"),
+        sa.func.sum(sa.case((at_s, per.c.mrr_s), else_=ZERO)).label("mrr_at_start"),
+        sa.func.sum(sa.case((sa.and_(kept, change > ZERO), change), else_=ZERO)).label("expansion"),
+        sa.func.sum(sa.case((sa.and_(kept, change < ZERO), -change), else_=ZERO)).label("contraction"),
+        sa.func.sum(sa.case((lost, per.c.mrr_s), else_=ZERO)).label("churned_mrr"),
     ).group_by(per.c.i)
 
 
-def _cost_statement(dialect: sa.Dialect, f: Filters, days: sa.CTE, freq: str) -> sa.Select:
-    """Retention costs per period index: grouped by the period of incurred_on, matched to
-    the grid by the same period expression applied to each period's first day."""
+def _cost_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """Retention costs per period of incurred_on (the period as ``period_start`` gives it)."""
     costs = schema.costs
     period = period_start(dialect, costs.c.incurred_on, freq)
     amounts = [
-        sa.func.sum(sa.case((costs.c.category == category, costs.c.amount), else_=0.0)).label(category)
+        sa.func.sum(sa.case((costs.c.category == category, costs.c.amount), else_=ZERO)).label(category)
         for category in schema.COST_CATEGORIES
     ]
-    by_period = (
+    return (
         sa.select(period.label("period"), sa.func.sum(costs.c.amount).label("retention_costs"), *amounts)
         .where(costs.c.purpose == "retention", in_day_range(costs.c.incurred_on, f), *scope(f, costs))
         .group_by(period)
-        .subquery("by_period")
-    )
-    return sa.select(days.c.i, *[by_period.c[c] for c in _COST_SUMS]).select_from(
-        days.join(by_period, by_period.c.period == period_start(dialect, days.c.ds, freq))
     )
 
 

@@ -67,6 +67,16 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return sa.case((condition, 1), else_=0)
 
 
+#: Constants written into the SQL of the per-account activity (not bound parameters).
+_ZERO = sa.literal_column("0.0", sa.Double())
+
+
+def _const_flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return sa.case(
+        (condition, sa.literal_column("1", sa.Integer())), else_=sa.literal_column("0", sa.Integer())
+    )
+
+
 def _per_account_period(f: Filters, grid: sa.CTE) -> sa.CTE:
     """Per (period i, account): active at s / at e, MRR of subscriptions active at s / at e.
 
@@ -74,15 +84,15 @@ def _per_account_period(f: Filters, grid: sa.CTE) -> sa.CTE:
     sub = schema.subscriptions
     at_s = active_at(sub.c.started_at, sub.c.ended_at, grid.c.s)
     at_e = active_at(sub.c.started_at, sub.c.ended_at, grid.c.e)
-    mrr = sa.func.coalesce(sub.c.mrr, 0.0)
+    mrr = sa.func.coalesce(sub.c.mrr, _ZERO)
     return (
         sa.select(
             grid.c.i,
             sub.c.account_id,
-            sa.func.max(_flag(at_s)).label("act_s"),
-            sa.func.max(_flag(at_e)).label("act_e"),
-            sa.func.sum(sa.case((at_s, mrr), else_=0.0)).label("mrr_s"),
-            sa.func.sum(sa.case((at_e, mrr), else_=0.0)).label("mrr_e"),
+            sa.func.max(_const_flag(at_s)).label("act_s"),
+            sa.func.max(_const_flag(at_e)).label("act_e"),
+            sa.func.sum(sa.case((at_s, mrr), else_=_ZERO)).label("mrr_s"),
+            sa.func.sum(sa.case((at_e, mrr), else_=_ZERO)).label("mrr_e"),
         )
         .select_from(
             grid.join(
