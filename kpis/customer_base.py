@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import period_start
-from kpis.core import connection, period_end, period_starts, ratio
+from kpis.core import connection, period_end, period_starts
 from kpis.filters import Filters, in_day_range, scope
 from kpis.revenue import _per_account_period, period_grid
 
@@ -136,22 +137,29 @@ def customer_base(
     with connection(conn) as c:
         found = {int(row[0]): row[1:] for row in c.execute(_base_statement(c.dialect, f, freq, costs))}
     zeros = (0,) * (len(COUNTS) + len(MRR) + len(sums))
-    rows = [[(0 if v is None else v) for v in found.get(i, zeros)] for i in range(len(periods))]
-    frame = pd.DataFrame(rows, columns=[*COUNTS, *MRR, *sums])
-    frame[COUNTS] = frame[COUNTS].astype("int64")
-    frame[MRR] = frame[MRR].astype(float)
-    frame.insert(0, "period", pd.to_datetime(periods))
-    starts = frame["customers_at_start"].astype(float)
-    frame["churn_rate"] = (frame["churned"] / starts.where(starts > 0)).astype(float)
-    m, x, k, ch = (frame[c] for c in MRR)
-    frame["revenue_churn_rate"] = [ratio(a + b, s) for a, b, s in zip(ch, k, m, strict=True)]
-    frame["net_revenue_retention"] = [ratio(s + e - c - h, s) for s, e, c, h in zip(m, x, k, ch, strict=True)]
-    frame["gross_revenue_retention"] = [ratio(s - c - h, s) for s, c, h in zip(m, k, ch, strict=True)]
+    rows = [found.get(i, zeros) for i in range(len(periods))]
+    data: dict[str, np.ndarray | pd.DatetimeIndex] = {"period": pd.to_datetime(periods)}
+    for j, column in enumerate([*COUNTS, *MRR, *sums]):
+        values = [0 if row[j] is None else row[j] for row in rows]
+        data[column] = np.array(values, dtype="int64" if column in COUNTS else "float64")
+    starts = data["customers_at_start"].astype(float)
+    data["churn_rate"] = _ratio(data["churned"].astype(float), starts)
+    m, x, k, ch = (data[c] for c in MRR)
+    data["revenue_churn_rate"] = _ratio(ch + k, m)
+    data["net_revenue_retention"] = _ratio(m + x - k - ch, m)
+    data["gross_revenue_retention"] = _ratio(m - k - ch, m)
     if costs:
-        frame[sums] = frame[sums].astype(float)
-        retained = frame["retained_customers"].astype(float)
-        frame["cost_per_retained_customer"] = frame["retention_costs"] / retained.where(retained > 0)
+        data["cost_per_retained_customer"] = _ratio(
+            data["retention_costs"], data["retained_customers"].astype(float)
+        )
+    frame = pd.DataFrame(data)
     return frame[wanted]
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Element-wise numerator ÷ denominator, NaN where the denominator is 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator != 0, numerator / denominator, np.nan)
 
 
 _COST_SUMS = ["retention_costs", *schema.COST_CATEGORIES]
