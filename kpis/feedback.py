@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from scipy import stats
@@ -21,7 +22,6 @@ from kpis.core import (
     LOW_SAMPLE,
     Z95,
     connection,
-    grid_frame,
     naive_key,
     naive_timestamps,
     period_rows,
@@ -332,28 +332,42 @@ def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "mont
             _survey_scores_statement(c.dialect, f, freq)
         ):
             found[survey][naive_key(period)] = (n, promoters, detractors, easy, total, squares)
-    nps_frame = _nps_finish(
-        grid_frame(
-            {p: row[:3] for p, row in found["nps"].items()},
-            periods,
-            counts=("responses", "promoters", "detractors"),
-        )
-    )
-    ces_frame = _ces_finish(
-        grid_frame(
-            {p: (row[0], row[3], row[4], row[5]) for p, row in found["ces"].items()},
-            periods,
-            counts=("responses", "easy"),
-            sums=_CES_SUMS,
-        )
-    )
-    frame = nps_frame.rename(
-        columns={"responses": "nps_responses", "ci_low": "nps_ci_low", "ci_high": "nps_ci_high"}
-    )
-    ces_part = ces_frame.rename(
-        columns={"responses": "ces_responses", "ci_low": "ces_ci_low", "ci_high": "ces_ci_high"}
-    )
-    for column in SURVEY_SCORE_COLUMNS:
-        if column not in frame:
-            frame[column] = ces_part[column].to_numpy()
-    return frame[SURVEY_SCORE_COLUMNS]
+    grid = pd.to_datetime(periods)
+    nps_rows = [found["nps"].get(p) for p in grid]
+    ces_rows = [found["ces"].get(p) for p in grid]
+    responses, promoters, detractors = (_counts(nps_rows, j) for j in range(3))
+    nps_intervals = [nps_interval(p, d, r) for p, d, r in zip(promoters, detractors, responses, strict=True)]
+    ces_n, easy = _counts(ces_rows, 0), _counts(ces_rows, 3)
+    totals, squares = _sums(ces_rows, 4), _sums(ces_rows, 5)
+    means = [
+        mean_interval(int(n), t if n else 0.0, q if n else 0.0)
+        for n, t, q in zip(ces_n, totals, squares, strict=True)
+    ]
+    shares = [wilson_interval(e, n) for e, n in zip(easy, ces_n, strict=True)]
+    return pd.DataFrame(
+        {
+            "period": grid,
+            "nps_responses": responses,
+            "promoters": promoters,
+            "passives": responses - promoters - detractors,
+            "detractors": detractors,
+            "nps": 100 * (promoters - detractors) / np.where(responses > 0, responses.astype(float), np.nan),
+            "nps_ci_low": [low for low, _ in nps_intervals],
+            "nps_ci_high": [high for _, high in nps_intervals],
+            "ces_responses": ces_n,
+            "ces_mean": [m[0] for m in means],
+            "ces_ci_low": [m[1] for m in means],
+            "ces_ci_high": [m[2] for m in means],
+            "share_easy": easy / np.where(ces_n > 0, ces_n.astype(float), np.nan),
+            "share_easy_ci_low": [low for low, _ in shares],
+            "share_easy_ci_high": [high for _, high in shares],
+        }
+    )[SURVEY_SCORE_COLUMNS]
+
+
+def _counts(rows: list[tuple | None], j: int) -> np.ndarray:
+    return np.array([0 if r is None or r[j] is None else int(r[j]) for r in rows], dtype="int64")
+
+
+def _sums(rows: list[tuple | None], j: int) -> list[float]:
+    return [0.0 if r is None or r[j] is None else float(r[j]) for r in rows]
