@@ -13,8 +13,9 @@ lives in ``forecasting.selection``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -95,3 +96,29 @@ class ForecastModel(Protocol):
     def fit(self, y: np.ndarray) -> FittedModel:
         """Choose the specification (by AIC where there is a choice) and estimate it on ``y``."""
         ...
+
+
+Fitted = TypeVar("Fitted")
+
+
+def fit_lowest_aic(
+    specs: Iterable[Any], y: np.ndarray, wrap: Callable[[Any, Any], Fitted], what: str
+) -> Fitted:
+    """Fit ``spec.model(y)`` for every candidate spec and keep the one with the lowest
+    finite AIC, wrapped as ``wrap(spec, results)``; specs that fail to fit are skipped, and
+    when none fits a ``ValueError`` lists why (``what`` names the model family)."""
+    best: Fitted | None = None
+    best_aic = np.inf
+    errors: list[str] = []
+    for spec in specs:
+        try:
+            results = spec.model(y).fit(disp=False)
+        except (ValueError, np.linalg.LinAlgError) as error:
+            errors.append(f"{spec.label}: {error}")
+            continue
+        aic = float(results.aic)
+        if np.isfinite(aic) and aic < best_aic:
+            best, best_aic = wrap(spec, results), aic
+    if best is None:
+        raise ValueError(f"no {what} could be fitted: " + "; ".join(errors))
+    return best

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
-from forecasting.models.base import MIN_SEASONAL_POINTS, SEASON, Prediction
+from forecasting.models.base import MIN_SEASONAL_POINTS, SEASON, Prediction, fit_lowest_aic
 
 MIN_POINTS = 10
 SIMULATION_SEED = 20261130
@@ -122,18 +122,6 @@ class Ets:
 
     def fit(self, y: np.ndarray) -> FittedEts:
         y = np.asarray(y, dtype=float)
-        best: FittedEts | None = None
-        best_aic = np.inf
-        errors: list[str] = []
-        for spec in candidate_specs(y):
-            try:
-                results = spec.model(y).fit(disp=False)
-            except (ValueError, np.linalg.LinAlgError) as error:
-                errors.append(f"{spec.label}: {error}")
-                continue
-            aic = float(results.aic)
-            if np.isfinite(aic) and aic < best_aic:
-                best, best_aic = FittedEts(spec, results, len(y)), aic
-        if best is None:
-            raise ValueError("no ETS configuration could be fitted: " + "; ".join(errors))
-        return best
+        return fit_lowest_aic(
+            candidate_specs(y), y, lambda spec, results: FittedEts(spec, results, len(y)), "ETS configuration"
+        )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
-from forecasting.models.base import SEASON, Prediction
+from forecasting.models.base import SEASON, Prediction, fit_lowest_aic
 
 MIN_POINTS = 12
 MIN_SEASONAL_POINTS = 3 * SEASON
@@ -81,18 +81,4 @@ class Sarimax:
 
     def fit(self, y: np.ndarray) -> FittedSarimax:
         y = np.asarray(y, dtype=float)
-        best: FittedSarimax | None = None
-        best_aic = np.inf
-        errors: list[str] = []
-        for spec in candidate_specs(y):
-            try:
-                results = spec.model(y).fit(disp=False)
-            except (ValueError, np.linalg.LinAlgError) as error:
-                errors.append(f"{spec.label}: {error}")
-                continue
-            aic = float(results.aic)
-            if np.isfinite(aic) and aic < best_aic:
-                best, best_aic = FittedSarimax(spec, results), aic
-        if best is None:
-            raise ValueError("no SARIMAX order could be fitted: " + "; ".join(errors))
-        return best
+        return fit_lowest_aic(candidate_specs(y), y, FittedSarimax, "SARIMAX order")
