@@ -75,9 +75,7 @@ def make_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable
             with sa.create_engine(base, isolation_level="AUTOCOMMIT").connect() as c:
                 c.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
             engine = make_engine(base)
-            engine = sa.create_engine(
-                engine.url, connect_args={"options": f"-c search_path={schema_name}"}
-            )
+            engine = sa.create_engine(engine.url, connect_args={"options": f"-c search_path={schema_name}"})
             from crm_data.dialects import prepare_engine
 
             prepare_engine(engine)
@@ -110,3 +108,17 @@ def shared_data() -> Callable[[str], Path]:
         return folder
 
     return find
+
+
+def write_demo_database(folder: Path, accounts: int, seed: int) -> str:
+    """Write a demo DuckDB file into ``folder`` (closed afterwards, so a read-only process
+    can open it) and return its URL."""
+    from crm_data.demo import generate
+
+    url = f"duckdb:///{folder / 'demo.duckdb'}"
+    writer = make_engine(url)
+    try:
+        generate(writer, accounts=accounts, seed=seed, progress=False)
+    finally:
+        writer.dispose()
+    return url

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_demo_database
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = os.environ.get("CRM_CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -71,17 +73,7 @@ def chromium_executable() -> str:
 @pytest.fixture(scope="session")
 def browser_demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small demo DuckDB file for the server (written, then closed before the server starts)."""
-    from crm_data.demo import generate
-    from crm_data.engines import make_engine
-
-    path = tmp_path_factory.mktemp("browser-demo") / "demo.duckdb"
-    url = f"duckdb:///{path}"
-    writer = make_engine(url)
-    try:
-        generate(writer, accounts=DEMO_ACCOUNTS, seed=DEMO_SEED, progress=False)
-    finally:
-        writer.dispose()
-    return url
+    return write_demo_database(tmp_path_factory.mktemp("browser-demo"), DEMO_ACCOUNTS, DEMO_SEED)
 
 
 def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:

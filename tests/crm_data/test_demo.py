@@ -20,6 +20,7 @@ from crm_data import demo as demo_module
 from crm_data import demo_accounts, schema
 from crm_data.demo import generate
 from crm_data.engines import make_engine
+from crm_data.quality import SOFT_REFERENCES
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = 300
@@ -150,21 +151,7 @@ REFERENCES = [
         for t in schema.TABLES
         for fk in t.foreign_keys
     ],
-    ("accounts", "owner_id", "users", "user_id"),
-    ("users", "manager_id", "users", "user_id"),
-    ("deals", "owner_id", "users", "user_id"),
-    ("deals", "product_id", "products", "product_id"),
-    ("subscriptions", "product_id", "products", "product_id"),
-    ("tickets", "product_id", "products", "product_id"),
-    ("deal_stage_history", "stage", "pipeline_stages", "stage"),
-    ("interactions", "contact_id", "contacts", "contact_id"),
-    ("interactions", "user_id", "users", "user_id"),
-    ("interactions", "deal_id", "deals", "deal_id"),
-    ("interactions", "ticket_id", "tickets", "ticket_id"),
-    ("interactions", "campaign_id", "campaigns", "campaign_id"),
-    ("survey_responses", "contact_id", "contacts", "contact_id"),
-    ("survey_responses", "ticket_id", "tickets", "ticket_id"),
-    ("campaign_responses", "contact_id", "contacts", "contact_id"),
+    *SOFT_REFERENCES,  # the references the data-quality check follows
 ]
 
 

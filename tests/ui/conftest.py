@@ -35,6 +35,7 @@ from streamlit.testing.v1 import AppTest
 
 from crm_data.engines import make_engine
 from kpis.filters import Filters, data_date_range
+from tests.conftest import write_demo_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 APP_TIMEOUT = 120  # seconds per AppTest run: the machine is shared and slow
@@ -45,16 +46,7 @@ DEMO_SEED = 7
 @pytest.fixture(scope="session")
 def demo_db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A demo DuckDB file (400 accounts, seed 7), written once per test session."""
-    from crm_data.demo import generate
-
-    path = tmp_path_factory.mktemp("ui-demo") / "demo.duckdb"
-    url = f"duckdb:///{path}"
-    writer = make_engine(url)
-    try:
-        generate(writer, accounts=DEMO_ACCOUNTS, seed=DEMO_SEED, progress=False)
-    finally:
-        writer.dispose()
-    return url
+    return write_demo_database(tmp_path_factory.mktemp("ui-demo"), DEMO_ACCOUNTS, DEMO_SEED)
 
 
 @pytest.fixture(scope="session")
