@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm_data import schema
+from crm_data.dialects import prepare_engine
 from crm_data.engines import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,17 @@ def pg_database_url() -> Iterator[str]:
 _counter = itertools.count()
 
 
+def pg_scratch_schema_engine(base_url: str, prefix: str) -> sa.Engine:
+    """An engine on a new, empty PostgreSQL schema of ``base_url``'s database (its
+    ``search_path``), set up like every product engine (UTC sessions)."""
+    schema_name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with sa.create_engine(base_url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
+    engine = sa.create_engine(base_url, connect_args={"options": f"-c search_path={schema_name}"})
+    prepare_engine(engine)
+    return engine
+
+
 @pytest.fixture
 def make_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., sa.Engine]]:
     """Factory: ``make_db(kind, create=True)`` -> a fresh engine (schema created unless ``create=False``)."""
@@ -70,15 +82,7 @@ def make_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable
         elif kind == "sqlite":
             engine = make_engine(f"sqlite:///{tmp_path / f'db{n}.sqlite'}")
         elif kind == "postgresql":
-            base = request.getfixturevalue("pg_database_url")
-            schema_name = f"s{n}_{uuid.uuid4().hex[:6]}"
-            with sa.create_engine(base, isolation_level="AUTOCOMMIT").connect() as c:
-                c.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
-            engine = make_engine(base)
-            engine = sa.create_engine(engine.url, connect_args={"options": f"-c search_path={schema_name}"})
-            from crm_data.dialects import prepare_engine
-
-            prepare_engine(engine)
+            engine = pg_scratch_schema_engine(request.getfixturevalue("pg_database_url"), f"s{n}")
         else:
             raise ValueError(kind)
         engines.append(engine)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from crm_data import demo_accounts, schema
 from crm_data.demo import generate
 from crm_data.engines import make_engine
 from crm_data.quality import SOFT_REFERENCES
+from tests.conftest import pg_scratch_schema_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = 300
@@ -38,15 +38,7 @@ def demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """Demo data for ACCOUNTS accounts on one database kind: counts, engine and all rows."""
     kind = request.param
     if kind == "postgresql":
-        base = request.getfixturevalue("pg_database_url")
-        name = f"demo_{uuid.uuid4().hex[:8]}"
-        with sa.create_engine(base, isolation_level="AUTOCOMMIT").connect() as c:
-            c.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-        engine = make_engine(base)
-        engine = sa.create_engine(engine.url, connect_args={"options": f"-c search_path={name}"})
-        from crm_data.dialects import prepare_engine
-
-        prepare_engine(engine)
+        engine = pg_scratch_schema_engine(request.getfixturevalue("pg_database_url"), "demo")
     else:
         suffix = "duckdb" if kind == "duckdb" else "sqlite"
         engine = make_engine(f"{kind}:///{tmp_path_factory.mktemp('demo') / f'demo.{suffix}'}")
