@@ -317,23 +317,33 @@ def test_campaign_responses_replace_those_of_the_campaigns_in_the_file(db: sa.En
     assert rows == {("C1", "K3"), ("C2", "K1")}
 
 
+#: A valid bundle whose deal the strict ``deals`` table below refuses (amount −5).
+NEGATIVE_AMOUNT_BUNDLE = {
+    "accounts": "account_id,name,created_at\nA1,Acme,2024-03-01\n",
+    "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,-5,2024-03-01,open\n",
+}
+
+
+def _create_deals_refusing_negative_amounts(conn: sa.Connection) -> None:
+    """A ``deals`` table with a CHECK the canonical schema does not have: the database, not
+    the validation, rejects the bundle above."""
+    strict = sa.MetaData()
+    sa.Table(
+        "deals",
+        strict,
+        *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in schema.deals.columns),
+        sa.CheckConstraint("amount >= 0", name="positive_amount"),
+    ).create(conn)
+
+
 def test_failed_write_rolls_back_everything(db: sa.Engine, tmp_path: Path) -> None:
     """A database error after validation (here a CHECK the canonical schema does not have)
     rolls back the tables already written in the same transaction."""
     with db.begin() as conn:
         schema.deal_stage_history.drop(conn)
         schema.deals.drop(conn)
-        strict = sa.MetaData()
-        sa.Table(
-            "deals",
-            strict,
-            *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in schema.deals.columns),
-            sa.CheckConstraint("amount >= 0", name="positive_amount"),
-        ).create(conn)
-    files = {
-        "accounts": "account_id,name,created_at\nA1,Acme,2024-03-01\n",
-        "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,-5,2024-03-01,open\n",
-    }
+        _create_deals_refusing_negative_amounts(conn)
+    files = NEGATIVE_AMOUNT_BUNDLE
     report = import_paths(db, [write_bundle(tmp_path / "b", files)])
     assert not report.ok
     assert "the database rejected the import" in report.errors[0].reason
@@ -345,17 +355,8 @@ def test_failed_write_into_a_fresh_database_leaves_no_tables(make_db, tmp_path: 
     """The schema is created in the import's transaction: a failure takes it back too."""
     engine = make_db(kind, create=False)
     with engine.begin() as conn:
-        strict = sa.MetaData()
-        sa.Table(
-            "deals",
-            strict,
-            *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in schema.deals.columns),
-            sa.CheckConstraint("amount >= 0", name="positive_amount"),
-        ).create(conn)
-    files = {
-        "accounts": "account_id,name,created_at\nA1,Acme,2024-03-01\n",
-        "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,-5,2024-03-01,open\n",
-    }
+        _create_deals_refusing_negative_amounts(conn)
+    files = NEGATIVE_AMOUNT_BUNDLE
     report = import_paths(engine, [write_bundle(tmp_path / "b", files)])
     assert not report.ok
     with engine.connect() as conn:
