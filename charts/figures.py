@@ -7,6 +7,7 @@ plotted value, so axes and hover texts are formatted the same way everywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -23,9 +24,20 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _period_axis(fig: go.Figure, freq: str) -> None:
-    tick = {"month": "%b %Y", "quarter": "Q%q %Y", "year": "%Y"}.get(freq, "%b %Y")
-    fig.update_xaxes(tickformat=tick, hoverformat=PERIOD_HOVER.get(freq, "%b %Y"))
+#: Most ticks a period axis shows before it labels every second (third, …) period.
+MAX_PERIOD_TICKS = 12
+
+
+def period_axis(fig: go.Figure, freq: str) -> None:
+    """Ticks on period starts, labelled like the periods ("Nov 2025", "Q1 2026", "2026"):
+    one per period, or every k-th when there are more than ``MAX_PERIOD_TICKS`` (Plotly's
+    automatic ticks fall between quarters and repeat their labels)."""
+    months = {"month": 1, "quarter": 3, "year": 12}[freq]
+    periods = {pd.Timestamp(x) for trace in fig.data if trace.x is not None for x in trace.x}
+    step = months * max(1, math.ceil(len(periods) / MAX_PERIOD_TICKS))
+    fig.update_xaxes(
+        tick0="2000-01-01", dtick=f"M{step}", tickformat=PERIOD_HOVER[freq], hoverformat=PERIOD_HOVER[freq]
+    )
 
 
 def trend(
@@ -84,7 +96,7 @@ def trend(
     fig.update_yaxes(title_text=y_title, **axis_format(unit))
     if unit == "ratio":
         fig.update_yaxes(rangemode="tozero")
-    _period_axis(fig, freq)
+    period_axis(fig, freq)
     fig.update_layout(showlegend=len(columns) > 1 or interval is not None, barmode="group")
     return fig
 

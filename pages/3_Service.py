@@ -25,10 +25,6 @@ report = PageReport("Service", view)
 BREAKDOWNS = {"category": "Category", "product": "Product", "channel": "Channel", "priority": "Priority"}
 
 
-def period_axis(fig: go.Figure, freq: str) -> None:
-    fig.update_xaxes(tickformat=figures.PERIOD_HOVER[freq], hoverformat=figures.PERIOD_HOVER[freq])
-
-
 def service_level(view: View) -> None:
     fcr = kpi(kpis.first_contact_resolution, view)
     st.subheader("First-contact resolution")
@@ -73,7 +69,7 @@ def ticket_volumes(view: View) -> None:
         )
     fig.update_layout(barmode="stack")
     fig.update_yaxes(**axis_format("count"), title_text="tickets")
-    period_axis(fig, view.freq)
+    figures.period_axis(fig, view.freq)
     report.chart(
         fig,
         tickets,
@@ -105,7 +101,7 @@ def resolution_speed(view: View) -> None:
             )
         )
     fig.update_yaxes(title_text="hours", tickformat=",.0f", hoverformat=",.1f", rangemode="tozero")
-    period_axis(fig, view.freq)
+    figures.period_axis(fig, view.freq)
     report.chart(
         fig,
         times,

@@ -153,7 +153,7 @@ def effort_by_touchpoint(view: View) -> None:
         fig.update_yaxes(**axis_format("score"), range=[1, 7.05])
     else:
         fig.update_yaxes(**axis_format("ratio"), range=[0, 1.02])
-    fig.update_xaxes(tickformat=figures.PERIOD_HOVER[view.freq], hoverformat=figures.PERIOD_HOVER[view.freq])
+    figures.period_axis(fig, view.freq)
     fig.update_layout(height=max(380, 250 * rows_needed + 120), hovermode="closest")
     report.chart(fig, ces, f"CES per touchpoint: {label.split(' (')[0].lower()}", kpi_key="ces")
     st.caption("Shaded: 95 % interval. Hollow markers: fewer than 30 responses in the period.")

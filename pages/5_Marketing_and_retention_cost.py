@@ -13,6 +13,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import kpis
+from charts import figures
 from charts.theme import BAD, GOOD, PALETTE, axis_format
 from ui.data import kpi
 from ui.filters import View, global_filters
@@ -133,6 +134,7 @@ def web(view: View) -> None:
     fig.update_yaxes(
         **axis_format("ratio"), title_text="click-through rate", secondary_y=True, showgrid=False
     )
+    figures.period_axis(fig, view.freq)
     report.chart(fig, traffic, "Web sessions and click-through rate", kpi_key="web_ctr")
 
 
@@ -158,6 +160,7 @@ def social(view: View) -> None:
         )
     fig.update_yaxes(**axis_format("ratio"), title_text="engagement rate", rangemode="tozero")
     fig.update_yaxes(tickformat=".1%")
+    figures.period_axis(fig, view.freq)
     report.chart(fig, metrics, "Social engagement rate by platform", kpi_key="social_engagement")
 
 
@@ -191,6 +194,7 @@ def retention_cost(view: View) -> None:
             )
         )
     fig.update_layout(barmode="stack")
+    figures.period_axis(fig, view.freq)
     fig.update_yaxes(
         **axis_format("money"), title_text="per retained customer" if per_customer else "retention costs"
     )

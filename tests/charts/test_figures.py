@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from charts import figures
 from charts.theme import use_theme
@@ -30,3 +31,31 @@ def test_vertical_bars_keep_the_default_height_and_money_ticks_are_compact():
     )
     assert fig.layout.height is None
     assert fig.layout.yaxis.tickformat == "$.3~s"
+
+
+def _periods_figure(starts: list[str]) -> go.Figure:
+    return go.Figure(go.Scatter(x=pd.to_datetime(starts), y=list(range(len(starts)))))
+
+
+def test_quarter_ticks_sit_on_quarter_starts_once_each() -> None:
+    # Q1–Q4 2026: Plotly's automatic ticks fell between quarters and read "Q1 2026" twice
+    fig = _periods_figure(["2026-01-01", "2026-04-01", "2026-07-01", "2026-10-01"])
+    figures.period_axis(fig, "quarter")
+    axis = fig.layout.xaxis
+    assert (axis.dtick, axis.tick0, axis.tickformat) == ("M3", "2000-01-01", "Q%q %Y")
+
+
+def test_month_ticks_thin_out_beyond_twelve_periods() -> None:
+    twelve = _periods_figure([f"2026-{m:02d}-01" for m in range(1, 13)])
+    figures.period_axis(twelve, "month")
+    assert twelve.layout.xaxis.dtick == "M1"
+    # 30 months: ceil(30 / 12) = 3 -> every third month
+    thirty = _periods_figure([str(p.date()) for p in pd.date_range("2024-01-01", periods=30, freq="MS")])
+    figures.period_axis(thirty, "month")
+    assert (thirty.layout.xaxis.dtick, thirty.layout.xaxis.tickformat) == ("M3", "%b %Y")
+
+
+def test_year_ticks_every_year() -> None:
+    fig = _periods_figure(["2024-01-01", "2025-01-01", "2026-01-01"])
+    figures.period_axis(fig, "year")
+    assert (fig.layout.xaxis.dtick, fig.layout.xaxis.tickformat) == ("M12", "%Y")
