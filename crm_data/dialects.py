@@ -76,10 +76,18 @@ def percentile_linear(values: list[float], fraction: float) -> float | None:
 
 def _register_sqlite_functions(dbapi_connection: sqlite3.Connection) -> None:
     dbapi_connection.create_aggregate("percentile_cont", 2, _PercentileCont)
-    dbapi_connection.create_function("ln", 1, lambda x: None if x is None or x <= 0 else math.log(x), deterministic=True)
-    dbapi_connection.create_function("exp", 1, lambda x: None if x is None else math.exp(x), deterministic=True)
-    dbapi_connection.create_function("floor", 1, lambda x: None if x is None else math.floor(x), deterministic=True)
-    dbapi_connection.create_function("sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x), deterministic=True)
+    dbapi_connection.create_function(
+        "ln", 1, lambda x: None if x is None or x <= 0 else math.log(x), deterministic=True
+    )
+    dbapi_connection.create_function(
+        "exp", 1, lambda x: None if x is None else math.exp(x), deterministic=True
+    )
+    dbapi_connection.create_function(
+        "floor", 1, lambda x: None if x is None else math.floor(x), deterministic=True
+    )
+    dbapi_connection.create_function(
+        "sqrt", 1, lambda x: None if x is None or x < 0 else math.sqrt(x), deterministic=True
+    )
     dbapi_connection.create_function("regexp_replace", 3, _regexp_replace_all, deterministic=True)
 
 
@@ -133,8 +141,9 @@ def percentile(dialect: sa.Dialect, column: ColumnElement, fraction: float) -> C
     return sa.func.percentile_cont(sa.literal(fraction, sa.Double())).within_group(column)
 
 
-
-def regexp_replace(dialect: sa.Dialect, column: ColumnElement, pattern: str, replacement: str) -> ColumnElement:
+def regexp_replace(
+    dialect: sa.Dialect, column: ColumnElement, pattern: str, replacement: str
+) -> ColumnElement:
     """``column`` with every match of ``pattern`` replaced by ``replacement``.
 
     Use the regex subset that RE2 (DuckDB), POSIX ARE (PostgreSQL) and Python ``re``
@@ -163,7 +172,8 @@ def upsert_statements(
     when the value does not change. So on DuckDB the ON CONFLICT clause leaves the
     foreign-key columns out and a second ``UPDATE ... FROM staging`` sets them only on rows
     where they really change (which DuckDB still refuses for a referenced row: a
-    documented DuckDB limitation).
+    documented DuckDB limitation). The schema no longer writes foreign keys into DuckDB's
+    DDL, so this matters only for DuckDB files created before that.
     """
     if dialect.name in ("duckdb", "postgresql"):
         from sqlalchemy.dialects.postgresql import insert
