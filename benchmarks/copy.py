@@ -17,12 +17,14 @@ import duckdb
 from crm_data import schema
 from crm_data.bulk import bulk_insert
 from crm_data.engines import make_engine
+from kpis.rollups import refresh_database
 
 CHUNK_ROWS = 500_000
 
 
 def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> dict[str, int]:
-    """Replace every canonical table at ``target_url`` with the DuckDB file's rows."""
+    """Replace every canonical table at ``target_url`` with the DuckDB file's rows, then
+    build the KPI roll-ups there (as an import would)."""
     source = duckdb.connect(duckdb_path, read_only=True)
     engine = make_engine(target_url)
     counts: dict[str, int] = {}
@@ -48,6 +50,13 @@ def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> d
                     f"  {table.name:22s} {written:>12,} rows in {time.perf_counter() - began:6.1f} s",
                     flush=True,
                 )
+        began = time.perf_counter()
+        written = refresh_database(engine)  # as the product's import does
+        if progress:
+            print(
+                f"  KPI roll-ups {sum(written.values()):>18,} rows in {time.perf_counter() - began:6.1f} s",
+                flush=True,
+            )
         if engine.dialect.name == "postgresql":
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.exec_driver_sql("ANALYZE")

@@ -1,4 +1,4 @@
-"""``python -m crm_data demo | import | check``: the data layer's command line."""
+"""``python -m crm_data demo | import | check | rollups``: the data layer's command line."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--stale-days", type=int, default=90, help="open deals without a stage change for this long are stale"
     )
+    rollups = commands.add_parser(
+        "rollups",
+        help="rebuild the KPI roll-ups (after writing the CRM tables with another tool)",
+        description="Rebuild the KPI roll-ups (kpis.rollups) from the CRM tables, in one transaction. "
+        "`demo` and `import` do this themselves; run it after loading the tables any other way.",
+    )
+    rollups.add_argument("--url", help=url_help)
     return parser
 
 
@@ -67,6 +74,20 @@ def main(argv: list[str] | None = None) -> int:
                 engine.dispose()
             print(report.render(), file=sys.stdout if report.ok else sys.stderr)
             return 0 if report.ok else 1
+        if args.command == "rollups":
+            from kpis.rollups import refresh
+
+            engine = make_engine(url)
+            try:
+                started = time.perf_counter()
+                with connect_checked(engine) as conn, conn.begin():
+                    written = refresh(conn)
+            finally:
+                engine.dispose()
+            print(f"KPI roll-ups of {url} rebuilt in {time.perf_counter() - started:.1f} s:")
+            for name, rows in written.items():
+                print(f"  {name:24s} {rows:>12,d} rows")
+            return 0
         if args.command == "check":
             from crm_data.quality import check_database
 

@@ -111,8 +111,9 @@ def generate(
 
     ``accounts`` sets the size (everything else scales with it), ``seed`` the random
     stream, ``today`` the last day of the history (default: today in UTC; data lie before
-    its midnight); ``progress`` draws a tqdm bar on stderr. Returns the number of rows
-    written per table (every table, in schema order).
+    its midnight); ``progress`` draws a tqdm bar on stderr. Then it rebuilds the KPI
+    roll-ups (:mod:`kpis.rollups`). Returns the number of rows written per table (every
+    table, in schema order).
     """
     if accounts < 1:
         raise ValueError("accounts must be at least 1")
@@ -150,6 +151,12 @@ def generate(
         bar.close()
     if failure:
         raise failure[0]
+    from kpis import rollups  # the KPI layer owns what the roll-ups hold
+
+    if progress:
+        print("demo data: refreshing the KPI roll-ups", file=sys.stderr)
+    with connect_checked(engine) as conn, conn.begin():
+        rollups.refresh(conn, today)
     return counts
 
 
@@ -210,8 +217,12 @@ def _clear(conn: sa.Connection) -> None:
 
     DuckDB cannot delete a parent row whose children were deleted earlier in the same
     transaction (a documented foreign-key limitation), so there the tables are dropped
-    and created again, which is transactional too.
+    and created again, which is transactional too. The KPI roll-ups are marked unbuilt
+    (KPIs read the tables) until :func:`generate` rebuilds them.
     """
+    from kpis import rollups
+
+    rollups.invalidate(conn)
     if conn.dialect.name == "duckdb":
         schema.metadata.drop_all(conn)
         schema.metadata.create_all(conn)

@@ -119,6 +119,14 @@ def period_start(dialect: sa.Dialect, column: ColumnElement, freq: Freq) -> Colu
     raise NotImplementedError(f"period_start is not implemented for {name}")
 
 
+def period_key(dialect: sa.Dialect, column: ColumnElement, freq: Freq) -> ColumnElement[int]:
+    """The calendar ``freq`` period containing ``column`` as the integer ``YYYYMM`` of its
+    first month (2026-04-17 -> 202604 by month and by quarter, 202601 by year): a period
+    label that compares and groups the same way on every database."""
+    start = period_start(dialect, column, freq)
+    return sa.cast(sa.extract("year", start) * 100 + sa.extract("month", start), sa.Integer())
+
+
 def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) -> ColumnElement:
     """``end - start`` in days as a float (seconds / 86,400)."""
     name = dialect.name

@@ -15,7 +15,8 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
    (:func:`crm_data.dialects.upsert_from_select`): new keys are inserted; existing keys
    get the columns present in the file (columns absent from the file keep their values),
    and only rows whose values differ are touched — re-importing a bundle changes nothing;
-4. commit; any database error rolls everything back.
+4. when a table the KPI roll-ups summarise changed, rebuild them (:mod:`kpis.rollups`);
+5. commit; any database error rolls everything back.
 
 Row identity: the primary key of each table; ``deal_stage_history`` (deal_id, stage,
 entered_at), ``web_traffic`` (date, source) and ``social_media`` (date, platform) have
@@ -292,6 +293,7 @@ def _import_tables(
                 return report
             try:
                 report.written = _write(conn, tables, tell)
+                _refresh_rollups(conn, report.written, tell)
             except sa.exc.DBAPIError as error:
                 transaction.rollback()
                 report.ok = False
@@ -310,6 +312,16 @@ def _import_tables(
     report.seconds = time.perf_counter() - started
     tell(1.0, "done")
     return report
+
+
+def _refresh_rollups(conn: sa.Connection, written: dict[str, int], tell: Progress) -> None:
+    """Rebuild the KPI roll-ups in the import's transaction when it changed a table they
+    summarise (or they were never built), so data and roll-ups always change together."""
+    from kpis import rollups  # the KPI layer owns what the roll-ups hold
+
+    if any(written.get(table.name) for table in rollups.SOURCES) or not sa.inspect(conn).has_table(rollups.state.name):
+        tell(0.9, "refreshing the KPI roll-ups")
+        rollups.refresh(conn)
 
 
 def _staging_table(table: sa.Table, columns: list[str]) -> sa.Table:
@@ -332,7 +344,7 @@ def _write(conn: sa.Connection, tables: dict[str, ValidTable], tell: Progress) -
     written: dict[str, int] = {}
     for item in ordered:
         table = item.table
-        tell(0.2 + 0.8 * done / total, f"writing {table.name}")
+        tell(0.2 + 0.7 * done / total, f"writing {table.name}")
         columns = [c.name for c in table.columns if c.name in item.frame.columns]
         staging = _staging_table(table, columns)
         staging.create(conn)

@@ -20,6 +20,8 @@ Checks (``key``: what counts):
   managers) and, because SQLite does not enforce foreign keys, the declared ones too.
 * ``future_<table>``: rows with a timestamp / date after ``now`` (planned values are
   allowed: ``subscriptions.ended_at``, ``campaigns.started_on`` / ``ended_on``).
+* ``stale_rollups`` (only where KPI roll-ups were built): roll-ups whose source tables
+  gained or lost rows since (``kpis.rollups.stale``).
 * ``overlapping_subscriptions``: pairs of subscriptions of the same account and product
   (a missing product counts as one product) whose ``[started_at, ended_at)`` intervals
   overlap (no ``ended_at`` = still running).
@@ -396,6 +398,22 @@ def _overlapping_subscriptions(conn: sa.Connection, limit: int, **_: object) -> 
     )
 
 
+def _stale_rollups(conn: sa.Connection, limit: int, **_: object) -> Finding:
+    from kpis import rollups  # the KPI layer owns the roll-ups
+
+    records = rollups.stale(conn)
+    return Finding(
+        "stale_rollups",
+        "KPI roll-ups older than the data",
+        rollups.state.name,
+        len(records),
+        "The tables they summarise (accounts, subscriptions, payments, costs) gained or lost rows "
+        "since the roll-ups were built, by a writer other than demo/import: churn, NRR, retention "
+        "cost and revenue may be out of date. Run `python -m crm_data rollups`.",
+        records.head(limit),
+    )
+
+
 def _checks() -> list[tuple[set[str], Callable[..., Finding]]]:
     """(tables needed, check) for every check, in report order."""
     checks: list[tuple[set[str], Callable[..., Finding]]] = [
@@ -440,5 +458,9 @@ def check_database(
         for needed, check in _checks()
         if needed <= present
     ]
+    from kpis import rollups
+
+    if {t.name for t in rollups.SOURCES} <= present and sa.inspect(conn).has_table(rollups.state.name):
+        findings.append(_stale_rollups(conn, limit=limit))
     missing = [name for name in schema.TABLE_NAMES if name not in present]
     return QualityReport(findings, now, stale_days, missing)

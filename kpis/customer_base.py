@@ -70,13 +70,17 @@ def _base_statement(dialect: sa.Dialect, f: Filters, freq: str, costs: bool) -> 
     )
 
 
-def _activity_statement(f: Filters, grid: sa.CTE) -> sa.Select:
+def _activity_statement(f: Filters, grid: sa.CTE, by: tuple[str, ...] = ()) -> sa.Select:
+    """Per period ``grid.i`` (and, with ``by``, per value of those ``accounts`` columns —
+    the roll-up's grouping): the activity counts and MRR sums of :func:`customer_base`."""
     per = _per_account_period(f, grid)
     at_s, at_e = per.c.act_s == ONE, per.c.act_e == ONE
     lost, kept = sa.and_(at_s, per.c.act_e == NONE), sa.and_(at_s, at_e)
     change = per.c.mrr_e - per.c.mrr_s
-    return sa.select(
-        per.c.i,
+    accounts = schema.accounts
+    groups = [per.c.i, *(accounts.c[column] for column in by)]
+    statement = sa.select(
+        *groups,
         sa.func.sum(per.c.act_s).label("customers_at_start"),
         sa.func.sum(_flag(sa.and_(per.c.act_s == NONE, at_e))).label("new_customers"),
         sa.func.sum(_flag(lost)).label("churned"),
@@ -86,22 +90,40 @@ def _activity_statement(f: Filters, grid: sa.CTE) -> sa.Select:
         sa.func.sum(sa.case((sa.and_(kept, change > ZERO), change), else_=ZERO)).label("expansion"),
         sa.func.sum(sa.case((sa.and_(kept, change < ZERO), -change), else_=ZERO)).label("contraction"),
         sa.func.sum(sa.case((lost, per.c.mrr_s), else_=ZERO)).label("churned_mrr"),
-    ).group_by(per.c.i)
+    )
+    if by:
+        statement = statement.select_from(
+            per.outerjoin(accounts, accounts.c.account_id == per.c.account_id)
+        )
+    return statement.group_by(*groups)
 
 
 def _cost_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     """Retention costs per period of incurred_on (the period as ``period_start`` gives it)."""
     costs = schema.costs
     period = period_start(dialect, costs.c.incurred_on, freq)
-    amounts = [
-        sa.func.sum(sa.case((costs.c.category == category, costs.c.amount), else_=ZERO)).label(category)
-        for category in schema.COST_CATEGORIES
-    ]
     return (
-        sa.select(period.label("period"), sa.func.sum(costs.c.amount).label("retention_costs"), *amounts)
-        .where(costs.c.purpose == "retention", in_day_range(costs.c.incurred_on, f), *scope(f, costs))
+        sa.select(period.label("period"), *retention_cost_sums(costs))
+        .where(is_retention_cost(costs), in_day_range(costs.c.incurred_on, f), *scope(f, costs))
         .group_by(period)
     )
+
+
+def is_retention_cost(costs: sa.Table) -> sa.ColumnElement[bool]:
+    """The costs that are retention costs."""
+    return costs.c.purpose == "retention"
+
+
+def retention_cost_sums(costs: sa.Table) -> list[sa.ColumnElement]:
+    """retention_costs and one sum per cost category over ``costs`` rows (shared with the
+    roll-up, ``kpis.rollups``)."""
+    return [
+        sa.func.sum(costs.c.amount).label("retention_costs"),
+        *(
+            sa.func.sum(sa.case((costs.c.category == category, costs.c.amount), else_=ZERO)).label(category)
+            for category in schema.COST_CATEGORIES
+        ),
+    ]
 
 
 def customer_base(
@@ -127,7 +149,8 @@ def customer_base(
       retained_customers. ``costs=False`` skips the cost query (cost columns absent).
 
     Ratios are NaN when their denominator is 0. One row per period whose first day lies in
-    ``[f.start, f.end)``, in order. Columns: ``COLUMNS``.
+    ``[f.start, f.end)``, in order. Read from the roll-ups when they apply
+    (``kpis.rollups``: same numbers). Columns: ``COLUMNS``.
     """
     periods = period_starts(f.start, f.end, freq)
     wanted = COLUMNS if costs else [c for c in COLUMNS if c not in _COST_COLUMNS]
@@ -135,7 +158,9 @@ def customer_base(
         return pd.DataFrame(columns=wanted)
     sums = _COST_SUMS if costs else []
     with connection(conn) as c:
-        found = {int(row[0]): row[1:] for row in c.execute(_base_statement(c.dialect, f, freq, costs))}
+        found = _rolled_up(c, f, freq, periods, costs)
+        if found is None:
+            found = {int(row[0]): row[1:] for row in c.execute(_base_statement(c.dialect, f, freq, costs))}
     zeros = (0,) * (len(COUNTS) + len(MRR) + len(sums))
     rows = [found.get(i, zeros) for i in range(len(periods))]
     data: dict[str, np.ndarray | pd.DatetimeIndex] = {"period": pd.to_datetime(periods)}
@@ -154,6 +179,25 @@ def customer_base(
         )
     frame = pd.DataFrame(data)
     return frame[wanted]
+
+
+def _rolled_up(
+    c: sa.Connection, f: Filters, freq: str, periods: list[pd.Timestamp], costs: bool
+) -> dict[int, tuple] | None:
+    """The base statement's rows (period index -> sums) read from the roll-ups, or None
+    when they do not apply (``kpis.rollups.read``)."""
+    from kpis import rollups  # it builds on this module's statements
+
+    activity = rollups.read(c, rollups.CUSTOMER_BASE, f, freq, periods)
+    spent = rollups.read(c, rollups.RETENTION_COSTS, f, freq, periods) if costs and activity is not None else {}
+    if activity is None or spent is None:
+        return None
+    no_activity = (0,) * (len(COUNTS) + len(MRR))
+    no_costs = (0.0,) * len(_COST_SUMS) if costs else ()
+    return {
+        i: (activity.get(p, no_activity)) + (spent.get(p, no_costs) if costs else ())
+        for i, p in enumerate(periods)
+    }
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
 from crm_data.dialects import period_start
-from kpis.core import connection, period_end, period_rows, period_starts, ratio
+from kpis.core import connection, grid_frame, period_end, period_rows, period_starts, ratio
 from kpis.filters import Filters, in_range, scope
 
 Bind = sa.Connection | sa.Engine
@@ -38,12 +38,15 @@ def _as_datetime(value: pd.Timestamp | dt.datetime | dt.date) -> dt.datetime:
     return dt.datetime.combine(value, dt.time())
 
 
-def period_grid(bounds: Sequence[tuple[object, object]], name: str = "grid") -> sa.CTE:
+def period_grid(
+    bounds: Sequence[tuple[object, object]], name: str = "grid", keys: Sequence[int] | None = None
+) -> sa.CTE:
     """A CTE ``name(i, s, e)``: one row per ``(start, end)`` instant pair, sent as bound
-    parameters (``i`` = position in ``bounds``)."""
+    parameters (``i`` = position in ``bounds``, or ``keys[position]`` when given)."""
+    labels = list(keys) if keys is not None else list(range(len(bounds)))
     selects = [
         sa.select(
-            sa.literal(i, sa.Integer()).label("i"),
+            sa.literal(labels[i], sa.Integer()).label("i"),
             sa.literal(_as_datetime(s), sa.DateTime()).label("s"),
             sa.literal(_as_datetime(e), sa.DateTime()).label("e"),
         )
@@ -119,20 +122,22 @@ def _revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     """The statement of :func:`revenue` (built once per dialect, filters and arguments)."""
     pay = schema.payments
     period = period_start(dialect, pay.c.paid_at, freq).label("period")
-    statement = (
-        sa.select(
-            period,
-            sa.func.count(sa.distinct(sa.case((pay.c.amount > 0, pay.c.account_id)))).label(
-                "paying_accounts"
-            ),
-            sa.func.sum(pay.c.amount).label("revenue"),
-            sa.func.sum(sa.case((pay.c.amount > 0, pay.c.amount), else_=0.0)).label("gross_revenue"),
-            sa.func.sum(sa.case((pay.c.amount < 0, -pay.c.amount), else_=0.0)).label("refunds"),
-        )
+    return (
+        sa.select(period, *revenue_sums(pay))
         .where(in_range(pay.c.paid_at, f), *scope(f, pay))
         .group_by(period)
     )
-    return statement
+
+
+def revenue_sums(pay: sa.Table) -> list[sa.ColumnElement]:
+    """The aggregates of :func:`revenue` over ``payments`` rows: paying_accounts, revenue,
+    gross_revenue, refunds."""
+    return [
+        sa.func.count(sa.distinct(sa.case((pay.c.amount > 0, pay.c.account_id)))).label("paying_accounts"),
+        sa.func.sum(pay.c.amount).label("revenue"),
+        sa.func.sum(sa.case((pay.c.amount > 0, pay.c.amount), else_=0.0)).label("gross_revenue"),
+        sa.func.sum(sa.case((pay.c.amount < 0, -pay.c.amount), else_=0.0)).label("refunds"),
+    ]
 
 
 def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
@@ -146,13 +151,19 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     So revenue = gross_revenue − refunds; arpa is NaN when no account paid. Payments count
     when ``paid_at`` lies in ``[start, end)``: when ``end`` is not a period boundary, the
     last period only counts payments before ``end``. Periods with no payments have zeros.
+    Read from the revenue roll-up when it applies (``kpis.rollups``: same numbers).
     Columns: period, revenue, gross_revenue, refunds, paying_accounts, arpa.
     """
+    from kpis import rollups  # it builds on this module's statements
+
     periods = period_starts(f.start, f.end, freq)
-    statement = _revenue_statement(conn.dialect, f, freq)
-    out = period_rows(
-        conn, statement, periods, counts=("paying_accounts",), sums=("revenue", "gross_revenue", "refunds")
-    )
+    shape = {"counts": ("paying_accounts",), "sums": ("revenue", "gross_revenue", "refunds")}
+    with connection(conn) as c:
+        rolled = rollups.read(c, rollups.REVENUE, f, freq, periods)
+        if rolled is not None:
+            out = grid_frame(rolled, periods, **shape)
+        else:
+            out = period_rows(c, _revenue_statement(c.dialect, f, freq), periods, **shape)
     for column in ("revenue", "gross_revenue", "refunds"):
         out[column] = out[column].astype(float)
     out["paying_accounts"] = out["paying_accounts"].astype(int)

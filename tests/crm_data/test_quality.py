@@ -315,3 +315,31 @@ def test_missing_tables_are_reported_not_crashed_on(make_db) -> None:
     assert "deals" in report.missing_tables
     assert {f.key for f in report.findings} >= {"duplicate_accounts", "missing_accounts_segment"}
     assert "tables missing" in report.render()
+
+
+def test_stale_rollups_are_reported_until_refreshed(db: sa.Engine) -> None:
+    """Roll-ups built, then a payment written behind their back: the check names all three
+    (built from N source rows, N + 1 now); a refresh clears it. Without roll-ups the check
+    is absent (the 50 checks above)."""
+    from kpis import rollups
+
+    load(db, clean_rows())
+    rollups.refresh_database(db, today=NOW.date())
+    report = check_database(db, stale_days=90, now=NOW)
+    assert report.ok, report.render()
+    assert report.finding("stale_rollups").count == 0
+    with db.begin() as conn:
+        built = rollups.source_rows(conn)
+        conn.execute(
+            schema.payments.insert().values(
+                payment_id="Y9", account_id="A1", paid_at=T(2026, 11, 2), amount=5.0
+            )
+        )
+    stale = check_database(db, stale_days=90, now=NOW).finding("stale_rollups")
+    assert stale.count == 3  # customer base, retention costs, revenue
+    assert set(stale.records["rollup"]) == {r.name for r in rollups.ROLLUPS}
+    assert set(stale.records["source_rows"]) == {built}
+    assert set(stale.records["rows_now"]) == {built + 1}
+    assert "python -m crm_data rollups" in stale.description
+    rollups.refresh_database(db, today=NOW.date())
+    assert check_database(db, stale_days=90, now=NOW).finding("stale_rollups").count == 0
