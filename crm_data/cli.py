@@ -75,12 +75,23 @@ def main(argv: list[str] | None = None) -> int:
             print(report.render(), file=sys.stdout if report.ok else sys.stderr)
             return 0 if report.ok else 1
         if args.command == "rollups":
-            from kpis.rollups import refresh
+            import sqlalchemy as sa
 
+            from kpis.rollups import SOURCES, refresh
+
+            make_engine(url, read_only=True).dispose()  # a missing DuckDB file: exit 2, no new file
             engine = make_engine(url)
             try:
                 started = time.perf_counter()
                 with connect_checked(engine) as conn, conn.begin():
+                    missing = [t.name for t in SOURCES if not sa.inspect(conn).has_table(t.name)]
+                    if missing:
+                        print(
+                            f"error: {url} has no {', '.join(missing)} table(s) to summarise: "
+                            "run `python -m crm_data demo` or `import` first",
+                            file=sys.stderr,
+                        )
+                        return 2
                     written = refresh(conn)
             finally:
                 engine.dispose()

@@ -319,7 +319,9 @@ def _refresh_rollups(conn: sa.Connection, written: dict[str, int], tell: Progres
     summarise (or they were never built), so data and roll-ups always change together."""
     from kpis import rollups  # the KPI layer owns what the roll-ups hold
 
-    if any(written.get(table.name) for table in rollups.SOURCES) or not sa.inspect(conn).has_table(rollups.state.name):
+    if any(written.get(table.name) for table in rollups.SOURCES) or not sa.inspect(conn).has_table(
+        rollups.state.name
+    ):
         tell(0.9, "refreshing the KPI roll-ups")
         rollups.refresh(conn)
 

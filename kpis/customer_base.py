@@ -92,9 +92,7 @@ def _activity_statement(f: Filters, grid: sa.CTE, by: tuple[str, ...] = ()) -> s
         sa.func.sum(sa.case((lost, per.c.mrr_s), else_=ZERO)).label("churned_mrr"),
     )
     if by:
-        statement = statement.select_from(
-            per.outerjoin(accounts, accounts.c.account_id == per.c.account_id)
-        )
+        statement = statement.select_from(per.outerjoin(accounts, accounts.c.account_id == per.c.account_id))
     return statement.group_by(*groups)
 
 
@@ -189,7 +187,9 @@ def _rolled_up(
     from kpis import rollups  # it builds on this module's statements
 
     activity = rollups.read(c, rollups.CUSTOMER_BASE, f, freq, periods)
-    spent = rollups.read(c, rollups.RETENTION_COSTS, f, freq, periods) if costs and activity is not None else {}
+    spent = (
+        rollups.read(c, rollups.RETENTION_COSTS, f, freq, periods) if costs and activity is not None else {}
+    )
     if activity is None or spent is None:
         return None
     no_activity = (0,) * (len(COUNTS) + len(MRR))

@@ -1,4 +1,5 @@
-"""``python -m crm_data import | check | demo``: exit codes 0 (ok), 1 (invalid input), 2 (busy file).
+"""``python -m crm_data import | check | demo | rollups``: exit codes 0 (ok), 1 (invalid input),
+2 (busy file).
 
 The busy cases hold the DuckDB file open in another process, like the dashboard does.
 """
@@ -10,13 +11,19 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from crm_data import schema
 from crm_data.cli import main
 from crm_data.engines import make_engine
+from kpis import Filters, customer_base, rollups
+from kpis.core import period_starts
 from tests.conftest import ROOT
 from tests.crm_data.test_importing import snapshot, write_bundle
+from tests.kpis import fixtures
 
 GOOD = {"accounts": "account_id,name,created_at\nA1,Acme Inc,2024-03-01\nA2,ACME inc.,2024-03-02\n"}
 BAD = {"deals": "deal_id,account_id,created_at,status\nD1,A9,2024-03-01,open\n"}
@@ -147,3 +154,73 @@ def test_import_of_files_the_mapping_does_not_know_exits_1(
     err = capsys.readouterr().err
     assert "accounts.csv" in err
     assert "salesforce" in err
+
+
+# --- rollups -----------------------------------------------------------------------------
+
+
+def _read_rollups(url: str, f: Filters) -> dict[str, dict | None]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            periods = period_starts(f.start, f.end, "month")
+            return {r.name: rollups.read(conn, r, f, "month", periods) for r in rollups.ROLLUPS}
+    finally:
+        engine.dispose()
+
+
+def test_rollups_builds_what_the_kpis_read(
+    duckdb_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CRM_ROLLUPS", raising=False)
+    engine = make_engine(duckdb_url)
+    schema.create_schema(engine)
+    fixtures.load(engine)  # plain inserts, as another tool would write: no roll-ups yet
+    engine.dispose()
+    f = Filters("2024-01-01", "2024-05-01")
+    assert set(_read_rollups(duckdb_url, f).values()) == {None}
+
+    assert main(["rollups", "--url", duckdb_url]) == 0
+    out = capsys.readouterr().out
+    assert f"KPI roll-ups of {duckdb_url} rebuilt" in out
+    printed = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in out.splitlines()[1:]}
+    assert set(printed) == {"rollup_customer_base", "rollup_retention_costs", "rollup_revenue"}
+    assert all(printed.values())
+
+    assert None not in _read_rollups(duckdb_url, f).values()
+    engine = make_engine(duckdb_url)
+    try:
+        rolled = customer_base(engine, f, "month")
+        # tests/kpis/test_churn.py test_monthly_churn: 2, 1, 1, 0 churned
+        assert list(rolled["churned"]) == [2, 1, 1, 0]
+        monkeypatch.setenv("CRM_ROLLUPS", "off")
+        pd.testing.assert_frame_equal(rolled, customer_base(engine, f, "month"), rtol=1e-9)
+    finally:
+        engine.dispose()
+
+
+def test_rollups_while_the_file_is_held_exits_2(held_open: str) -> None:
+    result = run_cli("rollups", "--url", held_open)
+    assert result.returncode == 2, result.stderr
+    assert "is open in another process" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_rollups_of_a_missing_database_file_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "none.duckdb"
+    result = run_cli("rollups", "--url", f"duckdb:///{path}")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "no database at" in result.stderr
+    assert not path.exists()
+
+
+def test_rollups_of_a_database_without_crm_tables_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "empty.duckdb"
+    make_engine(f"duckdb:///{path}").dispose()
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE t (x INTEGER)")
+    result = run_cli("rollups", "--url", f"duckdb:///{path}")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "accounts, subscriptions, payments, costs" in result.stderr

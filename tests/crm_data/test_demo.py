@@ -20,6 +20,8 @@ from crm_data import demo_accounts, schema
 from crm_data.demo import generate
 from crm_data.engines import make_engine
 from crm_data.quality import SOFT_REFERENCES
+from kpis import Filters, customer_base, revenue, rollups
+from kpis.core import period_starts
 from tests.conftest import pg_scratch_schema_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -349,3 +351,30 @@ def test_chunks_join_up_and_a_failed_chunked_run_leaves_empty_tables(
         generate(engine, accounts=250, seed=9, progress=False)
     assert set(_counts(engine).values()) == {0}
     engine.dispose()
+
+
+def test_demo_builds_the_rollups_the_kpis_read(demo: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After ``generate``, the last 12 full months by month come from the roll-ups, with the
+    numbers of the base tables (unfiltered and for one segment)."""
+    monkeypatch.delenv("CRM_ROLLUPS", raising=False)
+    engine = demo["engine"]
+    with engine.connect() as conn:
+        state = conn.execute(sa.select(rollups.state.c.rollup, rollups.state.c.rows)).all()
+    assert sorted(name for name, _ in state) == sorted(r.name for r in rollups.ROLLUPS)
+    assert all(rows > 0 for _, rows in state)
+    end = TODAY.replace(day=1)
+    everyone = Filters((pd.Timestamp(end) - pd.DateOffset(months=12)).date(), end)
+    segment = demo["rows"]["accounts"]["segment"].dropna().sort_values().iloc[0]
+    for f in (everyone, everyone.replace(segments=[segment])):
+        monkeypatch.delenv("CRM_ROLLUPS", raising=False)
+        periods = period_starts(f.start, f.end, "month")
+        assert len(periods) == 12
+        with engine.connect() as conn:
+            assert all(rollups.read(conn, r, f, "month", periods) is not None for r in rollups.ROLLUPS)
+        for kpi in (customer_base, revenue):
+            monkeypatch.delenv("CRM_ROLLUPS", raising=False)
+            rolled = kpi(engine, f, "month")
+            monkeypatch.setenv("CRM_ROLLUPS", "off")
+            direct = kpi(engine, f, "month")
+            pd.testing.assert_frame_equal(rolled, direct, check_exact=False, rtol=1e-9, atol=1e-9)
+            assert direct.iloc[:, 1].sum() > 0, (kpi.__name__, f)  # customers at start, revenue

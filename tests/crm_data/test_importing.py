@@ -7,7 +7,7 @@ and compares the full contents of every table before and after.
 from __future__ import annotations
 
 import textwrap
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +24,8 @@ from crm_data.importing import (
     validate_tables,
 )
 from crm_data.validation import MAX_LISTED_ERRORS, existing_tables
+from kpis import Filters, customer_base, revenue, rollups
+from kpis.core import period_starts
 
 
 def write_bundle(folder: Path, files: dict[str, str], newline: str = "\n", bom: bool = False) -> Path:
@@ -446,3 +448,185 @@ def test_unreadable_files_are_errors_with_their_line(make_db, tmp_path: Path) ->
         "users.csv:3:: not UTF-8 text (save the file as UTF-8)",
     ]
     assert snapshot(engine)["users"] == []
+
+
+# --- KPI roll-ups: rebuilt with the data, in the import's transaction -----------------------
+
+#: Hand-checked, by month from January 2024: revenue Jan Y1 100 + Y2 50 = 150 (payers A1,
+#: A2), Feb Y3 −10 (a refund: no payer), Mar 0. Active at 1 Jan: A1 (S1 starts exactly
+#: then); 1 Feb: A1, A2; 1 Mar: A1 (S2 ends exactly then); 1 Apr: A1 -> at start 1, 2, 1;
+#: churned 0, 1, 0. Retention costs: K1 12.5 in February.
+ROLLUP_BUNDLE = {
+    "accounts": """
+        account_id,name,segment,region,created_at
+        A1,Acme Inc,SMB,EU,2024-01-01
+        A2,Globex,Enterprise,NA,2024-01-01
+        """,
+    "subscriptions": """
+        subscription_id,account_id,mrr,started_at,ended_at
+        S1,A1,100,2024-01-01,
+        S2,A2,50,2024-01-15,2024-03-01T00:00:00Z
+        """,
+    "payments": """
+        payment_id,account_id,paid_at,amount
+        Y1,A1,2024-01-01T00:00:00Z,100
+        Y2,A2,2024-01-20 12:00:00,50
+        Y3,A2,2024-02-20,-10
+        """,
+    "costs": """
+        cost_id,incurred_on,category,purpose,account_id,amount
+        K1,2024-02-01,loyalty,retention,A1,12.5
+        """,
+}
+Q1_2024 = Filters("2024-01-01", "2024-04-01")
+
+
+def rollup_snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
+    """Every row of the roll-up tables and their state (refreshed_at included)."""
+    with engine.connect() as conn:
+        return {
+            t.name: [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.columns))]
+            for t in (rollups.state, *(r.table for r in rollups.ROLLUPS))
+        }
+
+
+def rolled_up_revenue(engine: sa.Engine, f: Filters = Q1_2024) -> dict | None:
+    with engine.connect() as conn:
+        return rollups.read(conn, rollups.REVENUE, f, "month", period_starts(f.start, f.end, "month"))
+
+
+def assert_rollups_equal_the_tables(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, f: Filters) -> None:
+    """customer_base and revenue read from the roll-ups equal the direct path (CRM_ROLLUPS=off)."""
+    for kpi in (customer_base, revenue):
+        monkeypatch.delenv("CRM_ROLLUPS", raising=False)
+        rolled = kpi(engine, f, "month")
+        monkeypatch.setenv("CRM_ROLLUPS", "off")
+        direct = kpi(engine, f, "month")
+        monkeypatch.delenv("CRM_ROLLUPS")
+        pd.testing.assert_frame_equal(rolled, direct, check_exact=False, rtol=1e-9, atol=1e-9)
+
+
+@pytest.fixture
+def with_rollups(db: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+    """A database holding ROLLUP_BUNDLE, imported (so its roll-ups were built by the import)."""
+    monkeypatch.delenv("CRM_ROLLUPS", raising=False)
+    report = import_paths(db, [write_bundle(tmp_path / "rollups", ROLLUP_BUNDLE)])
+    assert report.ok, report.render()
+    return db
+
+
+def test_import_builds_the_rollups(with_rollups: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = rollup_snapshot(with_rollups)[rollups.state.name]
+    # covered: January 2024 (first start, payment) to December of the current year (UTC)
+    this_year = datetime.now(UTC).year
+    assert [row[:3] for row in state] == [
+        (r.name, 202401, this_year * 100 + 12) for r in sorted(rollups.ROLLUPS, key=lambda r: r.name)
+    ]
+    found = rolled_up_revenue(with_rollups)
+    assert found is not None
+    assert {p.month: row for p, row in found.items()} == {1: (2, 150.0, 150.0, 0.0), 2: (0, -10.0, 0.0, 10.0)}
+    assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024)
+    assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024.replace(segments=["SMB"]))
+    base = customer_base(with_rollups, Q1_2024, "month")
+    assert list(base["customers_at_start"]) == [1, 2, 1]
+    assert list(base["churned"]) == [0, 1, 0]
+    assert base["retention_costs"].tolist() == pytest.approx([0.0, 12.5, 0.0])
+
+
+def test_importing_a_changed_payment_rebuilds_the_rollups(
+    with_rollups: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Y2 50 -> 80 and a new subscription for A1: January revenue 150 -> 180
+    files = {
+        "payments": "payment_id,account_id,paid_at,amount\nY2,A2,2024-01-20 12:00:00,80\n",
+        "subscriptions": "subscription_id,account_id,mrr,started_at\nS3,A1,20,2024-02-10\n",
+    }
+    report = import_paths(with_rollups, [write_bundle(tmp_path / "changed", files)])
+    assert report.ok, report.render()
+    assert report.written == {"payments": 1, "subscriptions": 1}
+    found = rolled_up_revenue(with_rollups)
+    assert found is not None
+    assert found[pd.Timestamp("2024-01-01")] == (2, 180.0, 180.0, 0.0)
+    assert revenue(with_rollups, Q1_2024, "month")["revenue"].tolist() == pytest.approx([180.0, -10.0, 0.0])
+    assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024)
+    # A1's MRR 100 -> 120 between 1 Feb and 1 Mar: expansion 20 in February
+    assert customer_base(with_rollups, Q1_2024, "month")["expansion"].tolist() == pytest.approx(
+        [0.0, 20.0, 0.0]
+    )
+
+
+def test_rejected_import_leaves_the_rollups_alone(with_rollups: sa.Engine, tmp_path: Path) -> None:
+    before = rollup_snapshot(with_rollups)
+    payments = snapshot(with_rollups)["payments"]
+    # a changed amount (valid) and a payment of an unknown account (invalid)
+    files = {
+        "payments": "payment_id,account_id,paid_at,amount\nY2,A2,2024-01-20 12:00:00,80\nY4,A9,2024-01-05,1\n"
+    }
+    report = import_paths(with_rollups, [write_bundle(tmp_path / "bad", files)])
+    assert not report.ok
+    assert [str(e) for e in report.errors] == [
+        "payments.csv:3:account_id: 'A9' is not in accounts.account_id (neither in this import nor in the database)"
+    ]
+    assert rollup_snapshot(with_rollups) == before
+    assert snapshot(with_rollups)["payments"] == payments
+    assert rolled_up_revenue(with_rollups)[pd.Timestamp("2024-01-01")] == (2, 150.0, 150.0, 0.0)
+
+
+def test_a_failing_rollup_refresh_rolls_back_the_data_too(
+    with_rollups: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh runs in the import's transaction: when the database rejects it (here a
+    statement on a missing table after the real refresh), the payments are not changed either."""
+    before, payments = rollup_snapshot(with_rollups), snapshot(with_rollups)["payments"]
+    real_refresh = rollups.refresh
+
+    def refresh_then_fail(conn: sa.Connection, today: object = None) -> dict[str, int]:
+        written = real_refresh(conn)
+        conn.execute(sa.text("SELECT * FROM no_such_table_after_the_refresh"))
+        return written
+
+    monkeypatch.setattr(rollups, "refresh", refresh_then_fail)
+    files = {"payments": "payment_id,account_id,paid_at,amount\nY2,A2,2024-01-20 12:00:00,80\n"}
+    report = import_paths(with_rollups, [write_bundle(tmp_path / "changed", files)])
+    assert not report.ok
+    assert "the database rejected the import" in report.errors[0].reason
+    assert snapshot(with_rollups)["payments"] == payments
+    assert rollup_snapshot(with_rollups) == before
+
+
+def test_import_of_tables_the_rollups_do_not_summarise_keeps_them(
+    with_rollups: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refreshed: list[object] = []
+    real_refresh = rollups.refresh
+
+    def counting_refresh(conn: sa.Connection, today: object = None) -> dict[str, int]:
+        refreshed.append(conn)
+        return real_refresh(conn)
+
+    monkeypatch.setattr(rollups, "refresh", counting_refresh)
+    before = rollup_snapshot(with_rollups)
+    files = {
+        "users": "user_id,name\nU1,Ann\n",
+        "deals": "deal_id,account_id,created_at,status\nD9,A1,2024-02-01,open\n",
+    }
+    assert import_paths(with_rollups, [write_bundle(tmp_path / "other", files)]).ok
+    assert refreshed == [] and rollup_snapshot(with_rollups) == before
+    # re-importing the same data changes no row: no refresh either
+    assert import_paths(with_rollups, [write_bundle(tmp_path / "same", ROLLUP_BUNDLE)]).ok
+    assert refreshed == []
+    # an account's dimension changes: the roll-ups follow (A1 moves from SMB to Enterprise)
+    files = {"accounts": "account_id,name,segment,created_at\nA1,Acme Inc,Enterprise,2024-01-01\n"}
+    assert import_paths(with_rollups, [write_bundle(tmp_path / "moved", files)]).ok
+    assert len(refreshed) == 1
+    smb = revenue(with_rollups, Q1_2024.replace(segments=["SMB"]), "month")
+    assert smb["revenue"].tolist() == [0.0, 0.0, 0.0]
+    assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024.replace(segments=["Enterprise"]))
+
+
+def test_first_import_without_rollup_data_leaves_no_state(make_db, tmp_path: Path) -> None:
+    engine = make_db("sqlite")
+    assert import_paths(engine, [write_bundle(tmp_path / "b", {"users": "user_id,name\nU1,Ann\n"})]).ok
+    snap = rollup_snapshot(engine)  # the roll-up tables exist, empty, with no state
+    assert all(rows == [] for rows in snap.values())
+    assert rolled_up_revenue(engine) is None
