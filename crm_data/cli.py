@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 engine.dispose()
             print(f"KPI roll-ups of {url} rebuilt in {time.perf_counter() - started:.1f} s:")
             for name, rows in written.items():
-                print(f"  {name:24s} {rows:>12,d} rows")
+                print(f"  {name:32s} {rows:>12,d} rows")
             return 0
         if args.command == "check":
             from crm_data.quality import check_database

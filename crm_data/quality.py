@@ -407,9 +407,9 @@ def _stale_rollups(conn: sa.Connection, limit: int, **_: object) -> Finding:
         "KPI roll-ups older than the data",
         rollups.state.name,
         len(records),
-        "The tables they summarise (accounts, subscriptions, payments, costs) gained or lost rows "
-        "since the roll-ups were built, by a writer other than demo/import: churn, NRR, retention "
-        "cost and revenue may be out of date. Run `python -m crm_data rollups`.",
+        f"The tables they summarise ({', '.join(t.name for t in rollups.SOURCES)}) gained or lost "
+        "rows since the roll-ups were built, by a writer other than demo/import: the Overview's "
+        "KPIs may be out of date. Run `python -m crm_data rollups`.",
         records.head(limit),
     )
 

@@ -18,6 +18,7 @@ from scipy import stats
 
 from crm_data import schema
 from crm_data.dialects import period_start
+from kpis import rollups
 from kpis.core import (
     LOW_SAMPLE,
     Z95,
@@ -304,6 +305,27 @@ def _survey_scores_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.S
     )
 
 
+def survey_score_sums(table: sa.Table) -> list[sa.ColumnElement]:
+    """:func:`survey_scores`' counts and sums over ``survey_responses`` rows, one column per
+    survey and measure (the survey-score roll-up, ``kpis.rollups``): nps_responses,
+    promoters, detractors, ces_responses, easy, total, total_squares."""
+    nps, ces = table.c.survey == "nps", table.c.survey == "ces"
+    score = sa.cast(table.c.score, sa.Double())
+
+    def count(condition: sa.ColumnElement[bool], name: str) -> sa.ColumnElement:
+        return sa.func.sum(sa.case((condition, 1), else_=0)).label(name)
+
+    return [
+        count(nps, "nps_responses"),
+        count(sa.and_(nps, table.c.score >= 9), "promoters"),
+        count(sa.and_(nps, table.c.score <= 6), "detractors"),
+        count(ces, "ces_responses"),
+        count(sa.and_(ces, table.c.score >= CES_EASY_MIN), "easy"),
+        sa.func.sum(sa.case((ces, score))).label("total"),
+        sa.func.sum(sa.case((ces, score * score))).label("total_squares"),
+    ]
+
+
 #: :func:`survey_scores` columns.
 SURVEY_SCORE_COLUMNS = [
     "period",
@@ -321,17 +343,24 @@ def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "mont
     9–10, detractors 0–6); ces_mean = mean score over survey = ces, share_easy = share of
     scores 5–7; the same intervals. ``nps_responses`` / ``ces_responses`` are the sample
     sizes (low sample: fewer than 30). One row per period whose first day lies in
-    ``[start, end)``. Columns: ``SURVEY_SCORE_COLUMNS``.
+    ``[start, end)``. Read from the survey-score roll-up when it applies (``kpis.rollups``:
+    same numbers). Columns: ``SURVEY_SCORE_COLUMNS``.
     """
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=SURVEY_SCORE_COLUMNS)
     found: dict[str, dict[pd.Timestamp, tuple]] = {"nps": {}, "ces": {}}
     with connection(conn) as c:
-        for period, survey, n, promoters, detractors, easy, total, squares in c.execute(
-            _survey_scores_statement(c.dialect, f, freq)
-        ):
-            found[survey][naive_key(period)] = (n, promoters, detractors, easy, total, squares)
+        rolled = rollups.read(c, rollups.SURVEY_SCORES, f, freq, periods)
+        if rolled is not None:
+            for period, (nps_n, promoters, detractors, ces_n, easy, total, squares) in rolled.items():
+                found["nps"][period] = (nps_n, promoters, detractors, 0, 0.0, 0.0)
+                found["ces"][period] = (ces_n, 0, 0, easy, total, squares)
+        else:
+            for period, survey, n, promoters, detractors, easy, total, squares in c.execute(
+                _survey_scores_statement(c.dialect, f, freq)
+            ):
+                found[survey][naive_key(period)] = (n, promoters, detractors, easy, total, squares)
     grid = pd.to_datetime(periods)
     nps_rows = [found["nps"].get(p) for p in grid]
     ces_rows = [found["ces"].get(p) for p in grid]

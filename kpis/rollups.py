@@ -1,20 +1,25 @@
-"""Roll-ups: the customer base, retention costs and revenue pre-aggregated per calendar
-period (month, quarter, year) and per combination of the six account dimensions.
+"""Roll-ups: the Overview's additive KPIs pre-aggregated per calendar period (month,
+quarter, year) and per combination of the six account dimensions — the customer base
+(active, new, churned customers and MRR movements), retention costs, revenue, NPS/CES
+counts, won/lost/open deals and first-contact resolutions.
 
 Why: at a million accounts, the per-account activity at 12 month boundaries over 2M
 subscriptions and the distinct paying accounts over 12M payments take 1.7 s of the
-Overview's 1.9 s on DuckDB, and far longer on PostgreSQL; read from the roll-ups, these
-KPIs sum a few thousand rows (``python -m benchmarks`` measures both paths).
+Overview's 1.9 s on DuckDB, and every KPI takes seconds on PostgreSQL; read from the
+roll-ups, these KPIs sum a few thousand rows (``python -m benchmarks`` measures both
+paths). The sales cycle's median and 90th percentile are not sums, so it always reads
+the deals.
 
-Same numbers: each roll-up row is the KPI's own SQL (the statement builders of
-``kpis.customer_base``; revenue's sums per account first) grouped additionally by the account's
-``segment, industry, region, country, company_size, acquisition_channel``. Every measure
-is a count or a sum over accounts or records, and each account lies in exactly one
-dimension group, so summing the groups a filter selects gives the KPI of the filtered
-rows — distinct paying accounts included. Records without an account (or whose account is
-missing) fall in the group whose dimensions are all NULL, which an account-level filter
-excludes, as the base tables' filters do. Sums may differ from the direct path in the last
-bits of a double (summation order).
+Same numbers: each roll-up row is the KPI's own aggregate (the expressions of
+``kpis.customer_base``, ``kpis.feedback``, ``kpis.sales``, ``kpis.service``; revenue's
+sums per account first) grouped additionally by the account's ``segment, industry,
+region, country, company_size, acquisition_channel`` and by the period the KPI dates the
+record by. Every measure is a count or a sum over accounts or records, and each account
+lies in exactly one dimension group, so summing the groups a filter selects gives the KPI
+of the filtered rows — distinct paying accounts included. Records without an account (or
+whose account is missing) fall in the group whose dimensions are all NULL, which an
+account-level filter excludes, as the base tables' filters do. Sums of doubles may differ
+from the direct path in the last bits (summation order).
 
 When they are read (:func:`read`): ``CRM_ROLLUPS`` is not ``off``; the roll-ups exist and
 cover every requested period; the filters set no owners and no products (not roll-up
@@ -42,7 +47,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import FREQS, period_key
-from kpis.core import period_end, period_starts
+from kpis.core import connection, grid_frame, period_end, period_rows, period_starts
 from kpis.filters import ACCOUNT_DIMENSIONS, Filters
 
 #: The accounts columns every roll-up is grouped by (the account-level filter lists).
@@ -66,7 +71,15 @@ state = sa.Table(
 )
 
 #: The CRM tables the roll-ups summarise.
-SOURCES: tuple[sa.Table, ...] = (schema.accounts, schema.subscriptions, schema.payments, schema.costs)
+SOURCES: tuple[sa.Table, ...] = (
+    schema.accounts,
+    schema.subscriptions,
+    schema.payments,
+    schema.costs,
+    schema.survey_responses,
+    schema.deals,
+    schema.tickets,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,6 +121,12 @@ def period_label(period: pd.Timestamp) -> int:
     return period.year * 100 + period.month
 
 
+def _grain_label(month: int, grain: str) -> int:
+    """The label of the ``grain`` period containing the month labelled ``month``."""
+    year, number = divmod(month, 100)
+    return year * 100 + number - (number - 1) % MONTHS[grain]
+
+
 def _grain_periods(first: pd.Timestamp, last: pd.Timestamp, grain: str) -> list[pd.Timestamp]:
     """The periods of ``grain`` from the one containing month ``first`` to the one
     containing month ``last``."""
@@ -140,17 +159,67 @@ def _customer_base_source(dialect: sa.Dialect, grain: str, periods: list[pd.Time
     return _activity_statement(_EVERYTHING, grid, by=DIMENSIONS)
 
 
+def _grouped(
+    dialect: sa.Dialect,
+    grain: str,
+    table: sa.Table,
+    dated: sa.ColumnElement,
+    sums: list[sa.ColumnElement],
+    *where: sa.ColumnElement[bool],
+) -> sa.Select:
+    """``sums`` over ``table`` rows (with a date, matching ``where``) per period of
+    ``dated`` and dimension group."""
+    period = period_key(dialect, dated, grain)
+    return (
+        sa.select(period.label("period"), *_dimensions(), *sums)
+        .select_from(_with_accounts(table))
+        .where(dated.is_not(None), *where)
+        .group_by(period, *_dimensions())
+    )
+
+
 def _retention_costs_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
     from kpis.customer_base import is_retention_cost, retention_cost_sums
 
     costs = schema.costs
-    period = period_key(dialect, costs.c.incurred_on, grain)
-    return (
-        sa.select(period.label("period"), *_dimensions(), *retention_cost_sums(costs))
-        .select_from(_with_accounts(costs))
-        .where(is_retention_cost(costs))
-        .group_by(period, *_dimensions())
+    return _grouped(
+        dialect, grain, costs, costs.c.incurred_on, retention_cost_sums(costs), is_retention_cost(costs)
     )
+
+
+def _survey_scores_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
+    from kpis.feedback import survey_score_sums
+
+    table = schema.survey_responses
+    return _grouped(
+        dialect,
+        grain,
+        table,
+        table.c.responded_at,
+        survey_score_sums(table),
+        table.c.survey.in_(("nps", "ces")),
+    )
+
+
+def _win_rate_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
+    from kpis.sales import win_rate_date, win_rate_sums
+
+    deals = schema.deals
+    return _grouped(
+        dialect,
+        grain,
+        deals,
+        win_rate_date(deals),
+        win_rate_sums(deals),
+        deals.c.status.in_(("won", "lost", "open")),
+    )
+
+
+def _fcr_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
+    from kpis.service import fcr_sums
+
+    tickets = schema.tickets
+    return _grouped(dialect, grain, tickets, tickets.c.resolved_at, fcr_sums(tickets))
 
 
 def _revenue_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
@@ -205,7 +274,27 @@ RETENTION_COSTS = _rollup(
 REVENUE = _rollup(
     "rollup_revenue", ("paying_accounts",), ("revenue", "gross_revenue", "refunds"), _revenue_source
 )
-ROLLUPS: tuple[Rollup, ...] = (CUSTOMER_BASE, RETENTION_COSTS, REVENUE)
+#: NPS and CES counts and score sums (``kpis.feedback.survey_scores``).
+SURVEY_SCORES = _rollup(
+    "rollup_survey_scores",
+    ("nps_responses", "promoters", "detractors", "ces_responses", "easy"),
+    ("total", "total_squares"),
+    _survey_scores_source,
+)
+#: Won, lost and open deals (``kpis.sales.win_rate``).
+WIN_RATE = _rollup("rollup_win_rate", ("won", "lost", "open_created"), (), _win_rate_source)
+#: Resolved tickets and those resolved at the first contact (``kpis.service``).
+FIRST_CONTACT_RESOLUTION = _rollup(
+    "rollup_first_contact_resolution", ("resolved", "first_contact"), (), _fcr_source
+)
+ROLLUPS: tuple[Rollup, ...] = (
+    CUSTOMER_BASE,
+    RETENTION_COSTS,
+    REVENUE,
+    SURVEY_SCORES,
+    WIN_RATE,
+    FIRST_CONTACT_RESOLUTION,
+)
 
 
 # ---------------------------------------------------------------- building
@@ -214,13 +303,23 @@ ROLLUPS: tuple[Rollup, ...] = (CUSTOMER_BASE, RETENTION_COSTS, REVENUE)
 def data_months(
     conn: sa.Connection, today: dt.date | None = None
 ) -> tuple[pd.Timestamp, pd.Timestamp] | None:
-    """The first and last month the roll-ups cover: from the earliest subscription start,
-    payment or cost to the latest of those or December of ``today``'s year (default: today,
-    UTC), so every period of the current year can be answered. None when there is none of
-    them."""
-    sub, pay, costs = schema.subscriptions, schema.payments, schema.costs
+    """The first and last month the roll-ups cover: from the earliest date a roll-up counts
+    a record by (subscription start, payment, cost, survey response, deal creation or
+    close, ticket resolution) to the latest of those or December of ``today``'s year
+    (default: today, UTC), so every period of the current year can be answered. None when
+    there is no such record."""
+    deals = schema.deals
+    columns = [
+        schema.subscriptions.c.started_at,
+        schema.payments.c.paid_at,
+        schema.costs.c.incurred_on,
+        schema.survey_responses.c.responded_at,
+        deals.c.created_at,
+        deals.c.closed_at,
+        schema.tickets.c.resolved_at,
+    ]
     stamps = []
-    for column in (sub.c.started_at, pay.c.paid_at, costs.c.incurred_on):
+    for column in columns:
         stamps.extend(conn.execute(sa.select(sa.func.min(column), sa.func.max(column))).one())
     found = [pd.Timestamp(str(value)) for value in stamps if value is not None]
     if not found:
@@ -370,25 +469,48 @@ def read(
     if coverage is None:
         return None
     first, last = (period_label(p) for p in (periods[0], periods[-1]))
-    built = _grain_periods(*(pd.Timestamp(year=k // 100, month=k % 100, day=1) for k in coverage), freq)
-    if first < period_label(built[0]) or last > period_label(built[-1]):
+    if first < _grain_label(coverage[0], freq) or last > _grain_label(coverage[1], freq):
         return None
     by_label = {period_label(p): p for p in periods}
     rows = conn.execute(_read_statement(rollup, f, freq, first, last))
     return {by_label[int(row[0])]: tuple(row[1:]) for row in rows}
 
 
+def period_rows_or_rolled(
+    conn: sa.Connection | sa.Engine,
+    rollup: Rollup,
+    f: Filters,
+    freq: str,
+    periods: list[pd.Timestamp],
+    statement: Callable[[sa.Dialect, Filters, str], sa.Select],
+    counts: tuple[str, ...] = (),
+    sums: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """:func:`kpis.core.period_rows` of ``statement(dialect, f, freq)`` on the base tables,
+    or the same frame from ``rollup`` when it can answer (its measures are ``counts`` then
+    ``sums``)."""
+    with connection(conn) as c:
+        rolled = read(c, rollup, f, freq, periods)
+        if rolled is not None:
+            return grid_frame(rolled, periods, counts=counts, sums=sums)
+        return period_rows(c, statement(c.dialect, f, freq), periods, counts=counts, sums=sums)
+
+
 __all__ = [
     "CUSTOMER_BASE",
     "DIMENSIONS",
+    "FIRST_CONTACT_RESOLUTION",
     "RETENTION_COSTS",
     "REVENUE",
     "ROLLUPS",
+    "SURVEY_SCORES",
+    "WIN_RATE",
     "Rollup",
     "answers",
     "data_months",
     "enabled",
     "invalidate",
+    "period_rows_or_rolled",
     "read",
     "refresh",
     "refresh_database",

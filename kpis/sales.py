@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import days_between, percentile, period_start
+from kpis import rollups
 from kpis.core import LOW_SAMPLE, connection, period_rows, period_starts, read_frame, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
@@ -34,15 +35,9 @@ def _win_rate_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select
     deals = schema.deals
     # one scan: closed deals dated by closed_at, still-open deals by created_at
     is_open = deals.c.status == "open"
-    dated = sa.case((is_open, deals.c.created_at), else_=deals.c.closed_at)
-    period = period_start(dialect, dated, freq)
-    statement = (
-        sa.select(
-            period.label("period"),
-            sa.func.sum(sa.case((deals.c.status == "won", 1), else_=0)).label("won"),
-            sa.func.sum(sa.case((deals.c.status == "lost", 1), else_=0)).label("lost"),
-            sa.func.sum(sa.case((is_open, 1), else_=0)).label("open_created"),
-        )
+    period = period_start(dialect, win_rate_date(deals), freq)
+    return (
+        sa.select(period.label("period"), *win_rate_sums(deals))
         .where(
             sa.or_(
                 sa.and_(deals.c.status.in_(("won", "lost")), in_range(deals.c.closed_at, f)),
@@ -52,7 +47,19 @@ def _win_rate_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select
         )
         .group_by(period)
     )
-    return statement
+
+
+def win_rate_date(deals: sa.Table) -> sa.ColumnElement:
+    """The date :func:`win_rate` counts a deal by: created_at while open, else closed_at."""
+    return sa.case((deals.c.status == "open", deals.c.created_at), else_=deals.c.closed_at)
+
+
+def win_rate_sums(deals: sa.Table) -> list[sa.ColumnElement]:
+    """won, lost and open_created counts over ``deals`` rows (shared with ``kpis.rollups``)."""
+    return [
+        sa.func.sum(sa.case((deals.c.status == status, 1), else_=0)).label(name)
+        for status, name in (("won", "won"), ("lost", "lost"), ("open", "open_created"))
+    ]
 
 
 def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.DataFrame:
@@ -64,8 +71,8 @@ def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -
     i.e. undecided pipeline counted as not won.
 
     Interval: Wilson score 95 % interval of won ÷ (won + lost); ``low_sample`` = fewer than
-    30 closed deals. A period without closed deals has win_rate NaN.
-    Columns: period, won, lost, win_rate, ci_low, ci_high, low_sample, open_created,
+    30 closed deals. A period without closed deals has win_rate NaN. Read from the win-rate
+    roll-up when it applies (``kpis.rollups``: same numbers). Columns: period, won, lost, win_rate, ci_low, ci_high, low_sample, open_created,
     win_rate_all_deals.
     """
     columns = [
@@ -82,8 +89,9 @@ def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
-    statement = _win_rate_statement(conn.dialect, f, freq)
-    frame = period_rows(conn, statement, periods, counts=("won", "lost", "open_created"))
+    frame = rollups.period_rows_or_rolled(
+        conn, rollups.WIN_RATE, f, freq, periods, _win_rate_statement, counts=("won", "lost", "open_created")
+    )
     closed_n = frame["won"] + frame["lost"]
     frame["win_rate"] = frame["won"] / closed_n.astype(float).where(closed_n > 0)
     intervals = [wilson_interval(w, n) for w, n in zip(frame["won"], closed_n, strict=True)]

@@ -13,12 +13,12 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import days_between, percentile, period_start
+from kpis import rollups
 from kpis.core import (
     LOW_SAMPLE,
     connection,
     naive_timestamps,
     on_period_grid,
-    period_rows,
     period_starts,
     read_frame,
     wilson_interval,
@@ -35,16 +35,20 @@ def _fcr_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     """The statement of :func:`first_contact_resolution` (built once per dialect, filters and arguments)."""
     tickets = schema.tickets
     period = period_start(dialect, tickets.c.resolved_at, freq)
-    statement = (
-        sa.select(
-            period.label("period"),
-            sa.func.count().label("resolved"),
-            sa.func.sum(sa.case((tickets.c.contacts_until_resolved == 1, 1), else_=0)).label("first_contact"),
-        )
+    return (
+        sa.select(period.label("period"), *fcr_sums(tickets))
         .where(in_range(tickets.c.resolved_at, f), *scope(f, tickets))
         .group_by(period)
     )
-    return statement
+
+
+def fcr_sums(tickets: sa.Table) -> list[sa.ColumnElement]:
+    """resolved and first_contact counts over resolved ``tickets`` rows (shared with
+    ``kpis.rollups``)."""
+    return [
+        sa.func.count().label("resolved"),
+        sa.func.sum(sa.case((tickets.c.contacts_until_resolved == 1, 1), else_=0)).label("first_contact"),
+    ]
 
 
 def first_contact_resolution(
@@ -57,15 +61,22 @@ def first_contact_resolution(
     count is resolved but not first-contact).
 
     Interval: Wilson score 95 % interval; ``low_sample`` = fewer than 30 resolved tickets;
-    no resolved tickets: fcr_rate NaN.
-    Columns: period, resolved, first_contact, fcr_rate, ci_low, ci_high, low_sample.
+    no resolved tickets: fcr_rate NaN. Read from the roll-up when it applies
+    (``kpis.rollups``: same numbers). Columns: period, resolved, first_contact, fcr_rate, ci_low, ci_high, low_sample.
     """
     columns = ["period", "resolved", "first_contact", "fcr_rate", "ci_low", "ci_high", "low_sample"]
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
-    statement = _fcr_statement(conn.dialect, f, freq)
-    frame = period_rows(conn, statement, periods, counts=("resolved", "first_contact"))
+    frame = rollups.period_rows_or_rolled(
+        conn,
+        rollups.FIRST_CONTACT_RESOLUTION,
+        f,
+        freq,
+        periods,
+        _fcr_statement,
+        counts=("resolved", "first_contact"),
+    )
     frame["fcr_rate"] = frame["first_contact"] / frame["resolved"].astype(float).where(frame["resolved"] > 0)
     intervals = [
         wilson_interval(k, n) for k, n in zip(frame["first_contact"], frame["resolved"], strict=True)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from crm_data import schema
 from crm_data.cli import main
 from crm_data.engines import make_engine
-from kpis import Filters, customer_base, rollups
+from kpis import Filters, customer_base, first_contact_resolution, revenue, rollups, survey_scores, win_rate
 from kpis.core import period_starts
 from tests.conftest import ROOT
 from tests.crm_data.test_importing import snapshot, write_bundle
@@ -159,6 +159,10 @@ def test_import_of_files_the_mapping_does_not_know_exits_1(
 # --- rollups -----------------------------------------------------------------------------
 
 
+#: The KPIs that read the roll-ups (tests/kpis/test_rollups.py checks them in depth).
+KPIS = (customer_base, revenue, survey_scores, win_rate, first_contact_resolution)
+
+
 def _read_rollups(url: str, f: Filters) -> dict[str, dict | None]:
     engine = make_engine(url)
     try:
@@ -183,18 +187,27 @@ def test_rollups_builds_what_the_kpis_read(
     assert main(["rollups", "--url", duckdb_url]) == 0
     out = capsys.readouterr().out
     assert f"KPI roll-ups of {duckdb_url} rebuilt" in out
-    printed = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in out.splitlines()[1:]}
-    assert set(printed) == {"rollup_customer_base", "rollup_retention_costs", "rollup_revenue"}
+    lines = out.splitlines()[1:]
+    printed = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in lines}
+    assert list(printed) == [r.name for r in rollups.ROLLUPS]
     assert all(printed.values())
+    # a column of names, then the row counts right-aligned in one column, however long the names
+    assert len({line.rindex(" rows") for line in lines}) == 1
 
     assert None not in _read_rollups(duckdb_url, f).values()
     engine = make_engine(duckdb_url)
     try:
-        rolled = customer_base(engine, f, "month")
-        # tests/kpis/test_churn.py test_monthly_churn: 2, 1, 1, 0 churned
-        assert list(rolled["churned"]) == [2, 1, 1, 0]
+        rolled = {kpi: kpi(engine, f, "month") for kpi in KPIS}
+        # tests/kpis/test_churn.py test_monthly_churn: 2, 1, 1, 0 churned; test_sales.py
+        # test_monthly_win_rate: 1, 3, 0, 0 won; test_service.py test_monthly_fcr: 2, 2, 1, 0
+        # resolved; test_feedback.py: 5, 2, 0, 0 NPS responses
+        assert list(rolled[customer_base]["churned"]) == [2, 1, 1, 0]
+        assert list(rolled[win_rate]["won"]) == [1, 3, 0, 0]
+        assert list(rolled[first_contact_resolution]["resolved"]) == [2, 2, 1, 0]
+        assert list(rolled[survey_scores]["nps_responses"]) == [5, 2, 0, 0]
         monkeypatch.setenv("CRM_ROLLUPS", "off")
-        pd.testing.assert_frame_equal(rolled, customer_base(engine, f, "month"), rtol=1e-9)
+        for kpi, frame in rolled.items():
+            pd.testing.assert_frame_equal(frame, kpi(engine, f, "month"), rtol=1e-9, obj=kpi.__name__)
     finally:
         engine.dispose()
 
@@ -223,4 +236,4 @@ def test_rollups_of_a_database_without_crm_tables_exits_2(tmp_path: Path) -> Non
     result = run_cli("rollups", "--url", f"duckdb:///{path}")
     assert "Traceback" not in result.stderr
     assert result.returncode == 2, result.stderr
-    assert "accounts, subscriptions, payments, costs" in result.stderr
+    assert f"has no {', '.join(t.name for t in rollups.SOURCES)} table(s)" in result.stderr

@@ -20,7 +20,7 @@ from crm_data import demo_accounts, schema
 from crm_data.demo import generate
 from crm_data.engines import make_engine
 from crm_data.quality import SOFT_REFERENCES
-from kpis import Filters, customer_base, revenue, rollups
+from kpis import Filters, customer_base, first_contact_resolution, revenue, rollups, survey_scores, win_rate
 from kpis.core import period_starts
 from tests.conftest import pg_scratch_schema_engine
 
@@ -354,8 +354,8 @@ def test_chunks_join_up_and_a_failed_chunked_run_leaves_empty_tables(
 
 
 def test_demo_builds_the_rollups_the_kpis_read(demo: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After ``generate``, the last 12 full months by month come from the roll-ups, with the
-    numbers of the base tables (unfiltered and for one segment)."""
+    """After ``generate``, the last 12 full months by month come from every roll-up, with the
+    numbers of the base tables for each KPI that reads one (unfiltered and for one segment)."""
     monkeypatch.delenv("CRM_ROLLUPS", raising=False)
     engine = demo["engine"]
     with engine.connect() as conn:
@@ -371,10 +371,13 @@ def test_demo_builds_the_rollups_the_kpis_read(demo: dict, monkeypatch: pytest.M
         assert len(periods) == 12
         with engine.connect() as conn:
             assert all(rollups.read(conn, r, f, "month", periods) is not None for r in rollups.ROLLUPS)
-        for kpi in (customer_base, revenue):
+        # customers at start, revenue, NPS responses, won deals, resolved tickets
+        for kpi in (customer_base, revenue, survey_scores, win_rate, first_contact_resolution):
             monkeypatch.delenv("CRM_ROLLUPS", raising=False)
             rolled = kpi(engine, f, "month")
             monkeypatch.setenv("CRM_ROLLUPS", "off")
             direct = kpi(engine, f, "month")
-            pd.testing.assert_frame_equal(rolled, direct, check_exact=False, rtol=1e-9, atol=1e-9)
-            assert direct.iloc[:, 1].sum() > 0, (kpi.__name__, f)  # customers at start, revenue
+            pd.testing.assert_frame_equal(
+                rolled, direct, check_exact=False, rtol=1e-9, atol=1e-9, obj=f"{kpi.__name__} {f}"
+            )
+            assert direct.iloc[:, 1].sum() > 0, (kpi.__name__, f)

@@ -24,7 +24,7 @@ from crm_data.importing import (
     validate_tables,
 )
 from crm_data.validation import MAX_LISTED_ERRORS, existing_tables
-from kpis import Filters, customer_base, revenue, rollups
+from kpis import Filters, customer_base, first_contact_resolution, revenue, rollups, survey_scores, win_rate
 from kpis.core import period_starts
 
 
@@ -456,6 +456,12 @@ def test_unreadable_files_are_errors_with_their_line(make_db, tmp_path: Path) ->
 #: A2), Feb Y3 −10 (a refund: no payer), Mar 0. Active at 1 Jan: A1 (S1 starts exactly
 #: then); 1 Feb: A1, A2; 1 Mar: A1 (S2 ends exactly then); 1 Apr: A1 -> at start 1, 2, 1;
 #: churned 0, 1, 0. Retention costs: K1 12.5 in February.
+#: NPS: Jan R1 A1 9 (promoter), Feb R2 A2 6 (detractor, 1 Feb 00:00), Mar R3 (no account)
+#: 10 -> responses 1, 1, 1, NPS 100, −100, 100; CES: Feb C1 A1 5 (easy) -> mean 5, easy 1/1.
+#: Deals: D1 A1 won 1 Feb 00:00, D2 A2 lost 1 Mar 00:00, D3 A2 open created 20 Jan ->
+#: won 0, 1, 0; lost 0, 0, 1; open created 1, 0, 0. Tickets by resolved_at: Jan T1 A1 (1
+#: contact), Mar T2 A2 (2 contacts, 1 Mar 00:00); T3 A1 unresolved -> resolved 1, 0, 1,
+#: first contact 1, 0, 0.
 ROLLUP_BUNDLE = {
     "accounts": """
         account_id,name,segment,region,created_at
@@ -477,7 +483,28 @@ ROLLUP_BUNDLE = {
         cost_id,incurred_on,category,purpose,account_id,amount
         K1,2024-02-01,loyalty,retention,A1,12.5
         """,
+    "survey_responses": """
+        response_id,account_id,survey,score,responded_at
+        R1,A1,nps,9,2024-01-10
+        R2,A2,nps,6,2024-02-01T00:00:00Z
+        R3,,nps,10,2024-03-05
+        C1,A1,ces,5,2024-02-15
+        """,
+    "deals": """
+        deal_id,account_id,created_at,closed_at,status
+        D1,A1,2024-01-05,2024-02-01T00:00:00Z,won
+        D2,A2,2024-01-10,2024-03-01,lost
+        D3,A2,2024-01-20,,open
+        """,
+    "tickets": """
+        ticket_id,account_id,opened_at,resolved_at,contacts_until_resolved
+        T1,A1,2024-01-02,2024-01-03,1
+        T2,A2,2024-02-27,2024-03-01T00:00:00Z,2
+        T3,A1,2024-03-10,,
+        """,
 }
+#: The KPIs that read the roll-ups (tests/kpis/test_rollups.py checks them in depth).
+ROLLUP_KPIS = (customer_base, revenue, survey_scores, win_rate, first_contact_resolution)
 Q1_2024 = Filters("2024-01-01", "2024-04-01")
 
 
@@ -496,14 +523,20 @@ def rolled_up_revenue(engine: sa.Engine, f: Filters = Q1_2024) -> dict | None:
 
 
 def assert_rollups_equal_the_tables(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, f: Filters) -> None:
-    """customer_base and revenue read from the roll-ups equal the direct path (CRM_ROLLUPS=off)."""
-    for kpi in (customer_base, revenue):
+    """Every KPI that reads the roll-ups, read from them, equals the direct path
+    (CRM_ROLLUPS=off); and it did read them."""
+    periods = period_starts(f.start, f.end, "month")
+    with engine.connect() as conn:
+        assert None not in (rollups.read(conn, r, f, "month", periods) for r in rollups.ROLLUPS)
+    for kpi in ROLLUP_KPIS:
         monkeypatch.delenv("CRM_ROLLUPS", raising=False)
         rolled = kpi(engine, f, "month")
         monkeypatch.setenv("CRM_ROLLUPS", "off")
         direct = kpi(engine, f, "month")
         monkeypatch.delenv("CRM_ROLLUPS")
-        pd.testing.assert_frame_equal(rolled, direct, check_exact=False, rtol=1e-9, atol=1e-9)
+        pd.testing.assert_frame_equal(
+            rolled, direct, check_exact=False, rtol=1e-9, atol=1e-9, obj=kpi.__name__
+        )
 
 
 @pytest.fixture
@@ -531,6 +564,24 @@ def test_import_builds_the_rollups(with_rollups: sa.Engine, monkeypatch: pytest.
     assert list(base["customers_at_start"]) == [1, 2, 1]
     assert list(base["churned"]) == [0, 1, 0]
     assert base["retention_costs"].tolist() == pytest.approx([0.0, 12.5, 0.0])
+    scores = survey_scores(with_rollups, Q1_2024, "month")
+    assert scores["nps_responses"].tolist() == [1, 1, 1]
+    assert scores["nps"].tolist() == pytest.approx([100.0, -100.0, 100.0])
+    assert scores["ces_responses"].tolist() == [0, 1, 0]
+    assert scores["share_easy"].tolist()[1] == 1.0
+    deals = win_rate(with_rollups, Q1_2024, "month")
+    assert (deals["won"].tolist(), deals["lost"].tolist(), deals["open_created"].tolist()) == (
+        [0, 1, 0],
+        [0, 0, 1],
+        [1, 0, 0],
+    )
+    tickets = first_contact_resolution(with_rollups, Q1_2024, "month")
+    assert (tickets["resolved"].tolist(), tickets["first_contact"].tolist()) == ([1, 0, 1], [1, 0, 0])
+    # SMB (A1): R1, C1; D1; T1 -- not R3 (no account)
+    smb = Q1_2024.replace(segments=["SMB"])
+    assert survey_scores(with_rollups, smb, "month")["nps_responses"].tolist() == [1, 0, 0]
+    assert win_rate(with_rollups, smb, "month")["won"].tolist() == [0, 1, 0]
+    assert first_contact_resolution(with_rollups, smb, "month")["resolved"].tolist() == [1, 0, 0]
 
 
 def test_importing_a_changed_payment_rebuilds_the_rollups(
@@ -594,9 +645,8 @@ def test_a_failing_rollup_refresh_rolls_back_the_data_too(
     assert rollup_snapshot(with_rollups) == before
 
 
-def test_import_of_tables_the_rollups_do_not_summarise_keeps_them(
-    with_rollups: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def counting_refreshes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The connections ``rollups.refresh`` is called with from now on (still refreshing)."""
     refreshed: list[object] = []
     real_refresh = rollups.refresh
 
@@ -605,12 +655,26 @@ def test_import_of_tables_the_rollups_do_not_summarise_keeps_them(
         return real_refresh(conn)
 
     monkeypatch.setattr(rollups, "refresh", counting_refresh)
+    return refreshed
+
+
+#: Tables the roll-ups do not summarise, one row each.
+NOT_SUMMARISED = {
+    "users": "user_id,name\nU1,Ann\n",
+    "products": "product_id,name\nP1,Core\n",
+    "pipeline_stages": "stage,position\nLead,1\n",
+}
+
+
+def test_import_of_tables_the_rollups_do_not_summarise_keeps_them(
+    with_rollups: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not set(NOT_SUMMARISED) & {t.name for t in rollups.SOURCES}
+    refreshed = counting_refreshes(monkeypatch)
     before = rollup_snapshot(with_rollups)
-    files = {
-        "users": "user_id,name\nU1,Ann\n",
-        "deals": "deal_id,account_id,created_at,status\nD9,A1,2024-02-01,open\n",
-    }
-    assert import_paths(with_rollups, [write_bundle(tmp_path / "other", files)]).ok
+    report = import_paths(with_rollups, [write_bundle(tmp_path / "other", NOT_SUMMARISED)])
+    assert report.ok, report.render()
+    assert report.written == {name: 1 for name in NOT_SUMMARISED}
     assert refreshed == [] and rollup_snapshot(with_rollups) == before
     # re-importing the same data changes no row: no refresh either
     assert import_paths(with_rollups, [write_bundle(tmp_path / "same", ROLLUP_BUNDLE)]).ok
@@ -619,8 +683,51 @@ def test_import_of_tables_the_rollups_do_not_summarise_keeps_them(
     files = {"accounts": "account_id,name,segment,created_at\nA1,Acme Inc,Enterprise,2024-01-01\n"}
     assert import_paths(with_rollups, [write_bundle(tmp_path / "moved", files)]).ok
     assert len(refreshed) == 1
-    smb = revenue(with_rollups, Q1_2024.replace(segments=["SMB"]), "month")
-    assert smb["revenue"].tolist() == [0.0, 0.0, 0.0]
+    smb = Q1_2024.replace(segments=["SMB"])
+    assert revenue(with_rollups, smb, "month")["revenue"].tolist() == [0.0, 0.0, 0.0]
+    assert survey_scores(with_rollups, smb, "month")["nps_responses"].tolist() == [0, 0, 0]
+    assert win_rate(with_rollups, smb, "month")["won"].tolist() == [0, 0, 0]
+    assert first_contact_resolution(with_rollups, smb, "month")["resolved"].tolist() == [0, 0, 0]
+    assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024.replace(segments=["Enterprise"]))
+
+
+#: A new record of each table of the survey-score, win-rate and FCR roll-ups, and what the
+#: KPI reads from the rebuilt roll-up in January to March 2024 (ROLLUP_BUNDLE's numbers plus it).
+NEW_RECORDS = {
+    "survey_responses": (
+        "response_id,account_id,survey,score,responded_at\nC9,A2,ces,4,2024-03-20\n",
+        survey_scores,
+        "ces_responses",
+        [0, 1, 1],
+    ),
+    "deals": (
+        "deal_id,account_id,created_at,closed_at,status\nD9,A1,2024-02-01,2024-03-10,won\n",
+        win_rate,
+        "won",
+        [0, 1, 1],
+    ),
+    "tickets": (
+        "ticket_id,account_id,opened_at,resolved_at,contacts_until_resolved\nT9,A2,2024-03-02,2024-03-03,1\n",
+        first_contact_resolution,
+        "first_contact",
+        [1, 0, 1],
+    ),
+}
+
+
+@pytest.mark.parametrize("table", NEW_RECORDS)
+def test_importing_a_survey_response_deal_or_ticket_rebuilds_the_rollups(
+    with_rollups: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table: str
+) -> None:
+    assert table in {t.name for t in rollups.SOURCES}
+    text, kpi, measure, expected = NEW_RECORDS[table]
+    refreshed = counting_refreshes(monkeypatch)
+    report = import_paths(with_rollups, [write_bundle(tmp_path / "new", {table: text})])
+    assert report.ok, report.render()
+    assert report.written == {table: 1}
+    assert len(refreshed) == 1
+    assert kpi(with_rollups, Q1_2024, "month")[measure].tolist() == expected
+    assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024)
     assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024.replace(segments=["Enterprise"]))
 
 

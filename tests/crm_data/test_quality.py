@@ -317,10 +317,22 @@ def test_missing_tables_are_reported_not_crashed_on(make_db) -> None:
     assert "tables missing" in report.render()
 
 
+#: A row of each table the roll-ups summarise besides payments, written behind their back.
+BEHIND_THEIR_BACK: dict[str, dict] = {
+    "accounts": _account("A9", "Initech"),
+    "subscriptions": _subscription("S9", "A3", "P2", T(2026, 2, 1), None),
+    "costs": {"cost_id": "K9", "incurred_on": date(2026, 2, 1), "category": "loyalty", "amount": 1.0},
+    "survey_responses": {"response_id": "R9", "account_id": "A1", "survey": "nps", "score": 9.0,
+                         "responded_at": T(2026, 11, 2)},
+    "deals": _deal("D9", "A1", "lost", T(2026, 10, 1), closed_at=T(2026, 11, 2)),
+    "tickets": {"ticket_id": "K9", "account_id": "A1", "opened_at": T(2026, 11, 2)},
+}  # fmt: skip
+
+
 def test_stale_rollups_are_reported_until_refreshed(db: sa.Engine) -> None:
-    """Roll-ups built, then a payment written behind their back: the check names all three
-    (built from N source rows, N + 1 now); a refresh clears it. Without roll-ups the check
-    is absent (the 50 checks above)."""
+    """Roll-ups built, then a payment written behind their back: the check names every
+    roll-up (built from N source rows, N + 1 now); a refresh clears it. Without roll-ups the
+    check is absent (the 50 checks above)."""
     from kpis import rollups
 
     load(db, clean_rows())
@@ -336,10 +348,40 @@ def test_stale_rollups_are_reported_until_refreshed(db: sa.Engine) -> None:
             )
         )
     stale = check_database(db, stale_days=90, now=NOW).finding("stale_rollups")
-    assert stale.count == 3  # customer base, retention costs, revenue
+    assert stale.count == len(rollups.ROLLUPS)
     assert set(stale.records["rollup"]) == {r.name for r in rollups.ROLLUPS}
     assert set(stale.records["source_rows"]) == {built}
     assert set(stale.records["rows_now"]) == {built + 1}
     assert "python -m crm_data rollups" in stale.description
+    # the description names every summarised table
+    assert f"({', '.join(t.name for t in rollups.SOURCES)})" in stale.description
     rollups.refresh_database(db, today=NOW.date())
+    assert check_database(db, stale_days=90, now=NOW).finding("stale_rollups").count == 0
+
+
+def test_every_summarised_table_makes_the_rollups_stale(db: sa.Engine) -> None:
+    """A row added to (then one deleted from) any table of ``rollups.SOURCES`` behind the
+    roll-ups' back is reported; a row of a table they do not summarise is not."""
+    from kpis import rollups
+
+    assert {t.name for t in rollups.SOURCES} - {"payments"} == set(BEHIND_THEIR_BACK)
+    load(db, clean_rows())
+    rollups.refresh_database(db, today=NOW.date())
+    for name, row in BEHIND_THEIR_BACK.items():
+        table = schema.metadata.tables[name]
+        key = next(iter(table.primary_key.columns))
+        load(db, {name: [row]})
+        stale = check_database(db, stale_days=90, now=NOW).finding("stale_rollups")
+        assert stale.count == len(rollups.ROLLUPS), name
+        with db.begin() as conn:  # back to the rows they were built from
+            conn.execute(table.delete().where(key == row[key.name]))
+        assert check_database(db, stale_days=90, now=NOW).finding("stale_rollups").count == 0, name
+    # a row fewer than when built: the clean ticket K1 (interactions reference it, not by key)
+    with db.begin() as conn:
+        conn.execute(schema.tickets.delete().where(schema.tickets.c.ticket_id == "K1"))
+    stale = check_database(db, stale_days=90, now=NOW).finding("stale_rollups")
+    assert stale.count == len(rollups.ROLLUPS)
+    rollups.refresh_database(db, today=NOW.date())
+    # not summarised: users
+    load(db, {"users": [{"user_id": "U9", "name": "Eve"}]})
     assert check_database(db, stale_days=90, now=NOW).finding("stale_rollups").count == 0
