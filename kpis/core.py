@@ -101,9 +101,14 @@ def period_rows(
     period are ``counts``, then ``sums``, then ``values``. The same numbers as
     ``on_period_grid(read_frame(...))`` with fills, without a DataFrame merge per call.
     """
+    return grid_frame(period_found(bind, statement), periods, counts, sums, values)
+
+
+def period_found(bind: sa.Connection | sa.Engine, statement: sa.Executable) -> dict[pd.Timestamp, tuple]:
+    """Run an aggregate whose first column is a period start: period (see :func:`naive_key`)
+    -> the row's other values."""
     with connection(bind) as c:
-        found = {naive_key(row[0]): row[1:] for row in c.execute(statement)}
-    return grid_frame(found, periods, counts, sums, values)
+        return {naive_key(row[0]): tuple(row[1:]) for row in c.execute(statement)}
 
 
 def grid_frame(

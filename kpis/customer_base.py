@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import period_start
-from kpis.core import connection, period_end, period_starts
+from kpis.core import connection, period_end, period_found, period_starts
 from kpis.filters import Filters, in_day_range, scope
 from kpis.revenue import _per_account_period, period_grid
 
@@ -187,9 +187,16 @@ def _rolled_up(
     from kpis import rollups  # it builds on this module's statements
 
     activity = rollups.read(c, rollups.CUSTOMER_BASE, f, freq, periods)
-    spent = (
-        rollups.read(c, rollups.RETENTION_COSTS, f, freq, periods) if costs and activity is not None else {}
-    )
+    spent: dict[pd.Timestamp, tuple] | None = {}
+    if costs and activity is not None:
+        spent = rollups.read_with_remainder(
+            c,
+            rollups.RETENTION_COSTS,
+            f,
+            freq,
+            periods,
+            lambda part: period_found(c, _cost_statement(c.dialect, part, freq)),
+        )
     if activity is None or spent is None:
         return None
     no_activity = (0,) * (len(COUNTS) + len(MRR))

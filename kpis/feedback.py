@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -349,18 +350,18 @@ def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "mont
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=SURVEY_SCORE_COLUMNS)
-    found: dict[str, dict[pd.Timestamp, tuple]] = {"nps": {}, "ces": {}}
     with connection(conn) as c:
-        rolled = rollups.read(c, rollups.SURVEY_SCORES, f, freq, periods)
-        if rolled is not None:
-            for period, (nps_n, promoters, detractors, ces_n, easy, total, squares) in rolled.items():
-                found["nps"][period] = (nps_n, promoters, detractors, 0, 0.0, 0.0)
-                found["ces"][period] = (ces_n, 0, 0, easy, total, squares)
-        else:
-            for period, survey, n, promoters, detractors, easy, total, squares in c.execute(
-                _survey_scores_statement(c.dialect, f, freq)
-            ):
-                found[survey][naive_key(period)] = (n, promoters, detractors, easy, total, squares)
+
+        def from_responses(part: Filters) -> dict[pd.Timestamp, tuple]:
+            return _survey_pivot(c.execute(_survey_scores_statement(c.dialect, part, freq)))
+
+        pivot = rollups.read_with_remainder(c, rollups.SURVEY_SCORES, f, freq, periods, from_responses)
+        if pivot is None:
+            pivot = from_responses(f)
+    found: dict[str, dict[pd.Timestamp, tuple]] = {"nps": {}, "ces": {}}
+    for period, (nps_n, promoters, detractors, ces_n, easy, total, squares) in pivot.items():
+        found["nps"][period] = (nps_n, promoters, detractors, 0, 0.0, 0.0)
+        found["ces"][period] = (ces_n, 0, 0, easy, total, squares)
     grid = pd.to_datetime(periods)
     nps_rows = [found["nps"].get(p) for p in grid]
     ces_rows = [found["ces"].get(p) for p in grid]
@@ -392,6 +393,20 @@ def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "mont
             "share_easy_ci_high": [high for _, high in shares],
         }
     )[SURVEY_SCORE_COLUMNS]
+
+
+def _survey_pivot(rows: Iterable[Sequence]) -> dict[pd.Timestamp, tuple]:
+    """Rows of :func:`_survey_scores_statement` (period, survey, n, promoters, detractors,
+    easy, total, total_squares) as period -> the roll-up's measures (nps_responses,
+    promoters, detractors, ces_responses, easy, total, total_squares)."""
+    pivot: dict[pd.Timestamp, list] = {}
+    for period, survey, n, promoters, detractors, easy, total, squares in rows:
+        row = pivot.setdefault(naive_key(period), [0, 0, 0, 0, 0, None, None])
+        if survey == "nps":
+            row[0:3] = [n, promoters, detractors]
+        else:
+            row[3:7] = [n, easy, total, squares]
+    return {period: tuple(row) for period, row in pivot.items()}
 
 
 def _counts(rows: list[tuple | None], j: int) -> np.ndarray:

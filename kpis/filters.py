@@ -137,9 +137,7 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
             subscriptions = schema.subscriptions
             conditions.append(
                 columns.account_id.in_(
-                    sa.select(subscriptions.c.account_id).where(
-                        subscriptions.c.product_id.in_(f.products)
-                    )
+                    sa.select(subscriptions.c.account_id).where(subscriptions.c.product_id.in_(f.products))
                 )
             )
     return conditions
@@ -200,4 +198,3 @@ def _to_date(value: object) -> dt.date:
     if isinstance(value, dt.date):
         return value
     return dt.date.fromisoformat(str(value)[:10])
-

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
 from crm_data.dialects import period_start
-from kpis.core import connection, grid_frame, period_end, period_rows, period_starts, ratio
+from kpis.core import connection, period_end, period_starts, ratio
 from kpis.filters import Filters, in_range, scope
 
 Bind = sa.Connection | sa.Engine
@@ -157,13 +157,16 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     from kpis import rollups  # it builds on this module's statements
 
     periods = period_starts(f.start, f.end, freq)
-    shape = {"counts": ("paying_accounts",), "sums": ("revenue", "gross_revenue", "refunds")}
-    with connection(conn) as c:
-        rolled = rollups.read(c, rollups.REVENUE, f, freq, periods)
-        if rolled is not None:
-            out = grid_frame(rolled, periods, **shape)
-        else:
-            out = period_rows(c, _revenue_statement(c.dialect, f, freq), periods, **shape)
+    out = rollups.period_rows_or_rolled(
+        conn,
+        rollups.REVENUE,
+        f,
+        freq,
+        periods,
+        _revenue_statement,
+        counts=("paying_accounts",),
+        sums=("revenue", "gross_revenue", "refunds"),
+    )
     for column in ("revenue", "gross_revenue", "refunds"):
         out[column] = out[column].astype(float)
     out["paying_accounts"] = out["paying_accounts"].astype(int)

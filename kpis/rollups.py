@@ -23,8 +23,9 @@ from the direct path in the last bits (summation order).
 
 When they are read (:func:`read`): ``CRM_ROLLUPS`` is not ``off``; the roll-ups exist and
 cover every requested period; the filters set no owners and no products (not roll-up
-dimensions); ``end`` is a boundary of the period, so each period lies wholly in
-``[start, end)``. Otherwise the KPI runs on the base tables as before.
+dimensions). When ``end`` cuts the last period short (the current month, say), the
+roll-ups answer the complete periods and the base tables that part of the last one
+(:func:`remainder`; one small query). Otherwise the KPI runs on the base tables.
 
 Freshness: :func:`refresh` rebuilds them from the CRM tables. The importer calls it inside
 its own transaction (the data and the roll-ups change together), the demo generator after
@@ -47,7 +48,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import FREQS, period_key
-from kpis.core import connection, grid_frame, period_end, period_rows, period_starts
+from kpis.core import connection, grid_frame, period_end, period_found, period_rows, period_starts
 from kpis.filters import ACCOUNT_DIMENSIONS, Filters
 
 #: The accounts columns every roll-up is grouped by (the account-level filter lists).
@@ -92,6 +93,9 @@ class Rollup:
     counts: tuple[str, ...]
     sums: tuple[str, ...]
     source: Callable[[sa.Dialect, str, list[pd.Timestamp]], sa.Select]
+    #: The KPI counts a period's records only before ``end`` (all but the customer base's
+    #: activity, which is measured at the period's own start and end).
+    cut_by_end: bool = True
 
     @property
     def name(self) -> str:
@@ -255,8 +259,10 @@ def _revenue_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]
     )
 
 
-def _rollup(name: str, counts: tuple[str, ...], sums: tuple[str, ...], source: Callable) -> Rollup:
-    return Rollup(_table(name, counts, sums), counts, sums, source)
+def _rollup(
+    name: str, counts: tuple[str, ...], sums: tuple[str, ...], source: Callable, cut_by_end: bool = True
+) -> Rollup:
+    return Rollup(_table(name, counts, sums), counts, sums, source, cut_by_end)
 
 
 #: Active, new, churned and retained customers and their MRR (``kpis.customer_base``).
@@ -265,6 +271,7 @@ CUSTOMER_BASE = _rollup(
     ("customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"),
     ("mrr_at_start", "expansion", "contraction", "churned_mrr"),
     _customer_base_source,
+    cut_by_end=False,
 )
 #: Retention costs, in all and per category (``kpis.customer_base``).
 RETENTION_COSTS = _rollup(
@@ -413,11 +420,18 @@ def enabled() -> bool:
 
 
 def answers(f: Filters, freq: str) -> bool:
-    """True when the roll-ups can answer these filters: no owners or products, and ``end``
-    on a boundary of ``freq`` (so each period lies wholly in ``[start, end)``)."""
-    if f.owners or f.products or freq not in MONTHS:
-        return False
-    return f.end.day == 1 and (f.end.month - 1) % MONTHS[freq] == 0
+    """True when the roll-ups can answer these filters: no owners and no products (not
+    roll-up dimensions). Any date range: see :func:`remainder`."""
+    return not (f.owners or f.products) and freq in MONTHS
+
+
+def remainder(f: Filters, freq: str, periods: list[pd.Timestamp]) -> Filters | None:
+    """When ``end`` cuts the last period short (the dashboard's default range ends with
+    the current, unfinished month): the filters of just that part, ``[its start, end)``,
+    for the base tables to answer; else None."""
+    if not periods or period_end(periods[-1], freq) <= pd.Timestamp(f.end):
+        return None
+    return f.replace(start=periods[-1].date())
 
 
 #: Engines known to hold the roll-up state table (only positive answers are kept: a
@@ -460,20 +474,44 @@ def read(
     conn: sa.Connection, rollup: Rollup, f: Filters, freq: str, periods: list[pd.Timestamp]
 ) -> dict[pd.Timestamp, tuple] | None:
     """``rollup``'s measures summed over the dimension groups the filters select, per
-    period of ``periods`` that has any (period start -> ``(*counts, *sums)``); None when
-    the roll-up cannot answer (see the module docstring): the caller then reads the base
-    tables."""
+    period of ``periods`` that has any (period start -> ``(*counts, *sums)``) — except a
+    last period that ``end`` cuts short (:func:`remainder`), when the KPI counts records
+    only before ``end``: :func:`read_with_remainder` adds it from the base tables. None
+    when the roll-up cannot answer (see the module docstring): the caller then reads the
+    base tables."""
     if not periods or not enabled() or not answers(f, freq):
         return None
     coverage = _coverage(conn, rollup)
     if coverage is None:
         return None
+    if rollup.cut_by_end and remainder(f, freq, periods) is not None:
+        periods = periods[:-1]
+        if not periods:
+            return {}
     first, last = (period_label(p) for p in (periods[0], periods[-1]))
     if first < _grain_label(coverage[0], freq) or last > _grain_label(coverage[1], freq):
         return None
     by_label = {period_label(p): p for p in periods}
     rows = conn.execute(_read_statement(rollup, f, freq, first, last))
     return {by_label[int(row[0])]: tuple(row[1:]) for row in rows}
+
+
+def read_with_remainder(
+    conn: sa.Connection,
+    rollup: Rollup,
+    f: Filters,
+    freq: str,
+    periods: list[pd.Timestamp],
+    base_rows: Callable[[Filters], dict[pd.Timestamp, tuple]],
+) -> dict[pd.Timestamp, tuple] | None:
+    """:func:`read`, plus the last period's part before ``end`` from
+    ``base_rows(filters of that part)`` when ``end`` cuts it short. None when the roll-up
+    cannot answer."""
+    rolled = read(conn, rollup, f, freq, periods)
+    part = remainder(f, freq, periods) if rollup.cut_by_end else None
+    if rolled is not None and part is not None:
+        rolled.update(base_rows(part))
+    return rolled
 
 
 def period_rows_or_rolled(
@@ -490,7 +528,9 @@ def period_rows_or_rolled(
     or the same frame from ``rollup`` when it can answer (its measures are ``counts`` then
     ``sums``)."""
     with connection(conn) as c:
-        rolled = read(c, rollup, f, freq, periods)
+        rolled = read_with_remainder(
+            c, rollup, f, freq, periods, lambda part: period_found(c, statement(c.dialect, part, freq))
+        )
         if rolled is not None:
             return grid_frame(rolled, periods, counts=counts, sums=sums)
         return period_rows(c, statement(c.dialect, f, freq), periods, counts=counts, sums=sums)
@@ -512,8 +552,10 @@ __all__ = [
     "invalidate",
     "period_rows_or_rolled",
     "read",
+    "read_with_remainder",
     "refresh",
     "refresh_database",
+    "remainder",
     "source_rows",
     "stale",
     "state",

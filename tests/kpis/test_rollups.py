@@ -88,6 +88,7 @@ KPIS: tuple[Kpi, ...] = (
     Kpi(first_contact_resolution, SERVICE_MODULE, "_fcr_statement", (rollups.FIRST_CONTACT_RESOLUTION,)),
 )
 BY_NAME = {kpi.name: kpi for kpi in KPIS}
+BY_ROLLUP = {rollup.name: rollup for rollup in rollups.ROLLUPS}
 
 #: Account-level selections; the last one selects nothing (no account in region "Nowhere").
 SELECTIONS: dict[str, dict[str, list[str]]] = {
@@ -809,12 +810,51 @@ def test_owners_and_products_are_not_rolled_up(built: sa.Engine, monkeypatch: py
     assert_falls_back(built, monkeypatch, JAN_TO_APR.replace(segments=["SMB"], owners=["u1"]), "month")
 
 
-def test_end_off_a_period_boundary_reads_the_base_tables(
+def assert_cut_period_from_the_base_tables(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch, f: Filters, freq: str
+) -> dict[str, pd.DataFrame]:
+    """``end`` cuts the last period of ``f`` short: the roll-ups answer the complete
+    periods (a roll-up of records counted before ``end`` leaves the cut period out), the
+    base statements only that part (``rollups.remainder``: ``[its start, end)``); every KPI
+    agrees with ``CRM_ROLLUPS=off``. Returns KPI name -> frame."""
+    periods = period_starts(f.start, f.end, freq)
+    part = rollups.remainder(f, freq, periods)
+    assert part == f.replace(start=periods[-1].date()), (f, freq)
+    for rollup, rows in read_all(db, f, freq).items():
+        assert rows is not None, (rollup, f, freq)
+        if BY_ROLLUP[rollup].cut_by_end:
+            assert periods[-1] not in rows, (rollup, f, freq)
+    given: list[tuple[str, Filters]] = []
+    with monkeypatch.context() as patched:
+        for kpi in KPIS:
+            original = getattr(kpi.module, kpi.statement)
+
+            def spy(
+                dialect: sa.Dialect,
+                g: Filters,
+                *rest: object,
+                _o: Callable = original,
+                _n: str = kpi.statement,
+            ):
+                given.append((_n, g))
+                return _o(dialect, g, *rest)
+
+            patched.setattr(kpi.module, kpi.statement, spy)
+        for kpi in KPIS:
+            kpi.function(db, f, freq)  # roll-ups on
+    # customer_base reads its cut costs through _cost_statement, the others their own statement
+    assert sorted(given) == sorted((kpi.statement, part) for kpi in KPIS if kpi.name != "customer_base")
+    return every_kpi_both_paths(db, monkeypatch, f, freq)
+
+
+def test_end_inside_a_period_reads_only_that_part_from_the_base_tables(
     built: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Mid-month end: February counts only payments before 5 Feb -> Y3 20 (the roll-up
-    # would say -5 with Y4's refund on 10 Feb)
-    found = assert_falls_back(built, monkeypatch, Filters("2024-01-01", "2024-02-05"), "month")
+    # Mid-month end: February counts only payments before 5 Feb -> Y3 20 (February's
+    # roll-up would say -5 with Y4's refund on 10 Feb)
+    found = assert_cut_period_from_the_base_tables(
+        built, monkeypatch, Filters("2024-01-01", "2024-02-05"), "month"
+    )
     assert column(found["revenue"], "revenue") == pytest.approx([160.0, 20.0])
     # ... deals closed before 5 Feb: Jan D7 won, D5 opened; Feb D1 won (4 Feb) -- not D3,
     # D4, D6 (11, 29, 25 Feb), which the roll-up's February holds (3 won, 1 lost)
@@ -828,19 +868,27 @@ def test_end_off_a_period_boundary_reads_the_base_tables(
     scores = found["survey_scores"]
     assert (list(scores["nps_responses"]), list(scores["ces_responses"])) == ([5, 1], [4, 1])
     assert column(scores, "ces_mean") == pytest.approx([4.75, 5.0])
+    # the customer base is measured at each period's own start and end, cut or not
+    # (test_churn: 4, 3 at start; 2, 1 churned)
+    assert list(found["customer_base"]["customers_at_start"]) == [4, 3]
+    assert list(found["customer_base"]["churned"]) == [2, 1]
     # quarter grain, end in November (a month boundary, not a quarter's)
-    found = assert_falls_back(built, monkeypatch, Filters("2024-01-01", "2024-11-01"), "quarter")
+    found = assert_cut_period_from_the_base_tables(
+        built, monkeypatch, Filters("2024-01-01", "2024-11-01"), "quarter"
+    )
     assert column(found["revenue"], "revenue") == pytest.approx([155.0, 0.0, 0.0, 0.0])  # 160 - 5 in Q1
     assert list(found["win_rate"]["won"]) == [4, 0, 0, 0]  # test_sales: Q1 D7, D1, D3, D4
     assert list(found["first_contact_resolution"]["resolved"]) == [5, 0, 0, 0]  # test_service: Q1
-    # year grain, end on 1 July
-    assert_falls_back(built, monkeypatch, Filters("2024-01-01", "2024-07-01"), "year")
-    # the same windows ending on a boundary of their freq are rolled up
+    # year grain, end on 1 July: the whole (only) year from the base tables
+    assert_cut_period_from_the_base_tables(built, monkeypatch, Filters("2024-01-01", "2024-07-01"), "year")
+    # the same windows ending on a boundary of their freq are wholly rolled up
     for f, freq in [
         (Filters("2024-01-01", "2024-02-01"), "month"),
         (Filters("2024-01-01", "2024-10-01"), "quarter"),
         (Filters("2024-01-01", "2025-01-01"), "year"),
     ]:
+        periods = period_starts(f.start, f.end, freq)
+        assert rollups.remainder(f, freq, periods) is None
         assert all(v is not None for v in read_all(built, f, freq).values()), (f, freq)
 
 
