@@ -358,17 +358,11 @@ def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "mont
         pivot = rollups.read_with_remainder(c, rollups.SURVEY_SCORES, f, freq, periods, from_responses)
         if pivot is None:
             pivot = from_responses(f)
-    found: dict[str, dict[pd.Timestamp, tuple]] = {"nps": {}, "ces": {}}
-    for period, (nps_n, promoters, detractors, ces_n, easy, total, squares) in pivot.items():
-        found["nps"][period] = (nps_n, promoters, detractors, 0, 0.0, 0.0)
-        found["ces"][period] = (ces_n, 0, 0, easy, total, squares)
     grid = pd.to_datetime(periods)
-    nps_rows = [found["nps"].get(p) for p in grid]
-    ces_rows = [found["ces"].get(p) for p in grid]
-    responses, promoters, detractors = (_counts(nps_rows, j) for j in range(3))
+    rows = [pivot.get(p) for p in grid]
+    responses, promoters, detractors, ces_n, easy = (_counts(rows, j) for j in range(5))
     nps_intervals = [nps_interval(p, d, r) for p, d, r in zip(promoters, detractors, responses, strict=True)]
-    ces_n, easy = _counts(ces_rows, 0), _counts(ces_rows, 3)
-    totals, squares = _sums(ces_rows, 4), _sums(ces_rows, 5)
+    totals, squares = _sums(rows, 5), _sums(rows, 6)
     means = [
         mean_interval(int(n), t if n else 0.0, q if n else 0.0)
         for n, t, q in zip(ces_n, totals, squares, strict=True)
