@@ -315,15 +315,16 @@ def _import_tables(
 
 
 def _refresh_rollups(conn: sa.Connection, written: dict[str, int], tell: Progress) -> None:
-    """Rebuild the KPI roll-ups in the import's transaction when it changed a table they
-    summarise (or they were never built), so data and roll-ups always change together."""
+    """Rebuild, in the import's transaction, the KPI roll-ups that summarise a table the
+    import changed (all of them when none was ever built), so data and roll-ups always
+    change together."""
     from kpis import rollups  # the KPI layer owns what the roll-ups hold
 
-    if any(written.get(table.name) for table in rollups.SOURCES) or not sa.inspect(conn).has_table(
-        rollups.state.name
-    ):
+    changed = {name for name, rows in written.items() if rows}
+    first_time = not sa.inspect(conn).has_table(rollups.state.name)
+    if first_time or changed & {table.name for table in rollups.SOURCES}:
         tell(0.9, "refreshing the KPI roll-ups")
-        rollups.refresh(conn)
+        rollups.refresh(conn, changed=None if first_time else changed)
 
 
 def _staging_table(table: sa.Table, columns: list[str]) -> sa.Table:

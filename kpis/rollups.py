@@ -40,7 +40,7 @@ import datetime as dt
 import functools
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -67,19 +67,8 @@ state = sa.Table(
     sa.Column("last_period", sa.Integer(), nullable=False),
     sa.Column("rows", sa.BigInteger(), nullable=False),
     sa.Column("refreshed_at", sa.DateTime(), nullable=False),
-    # rows of the summarised tables (SOURCES) when built: ``stale`` compares it with now
+    # rows of the tables it summarises when built: ``stale`` compares it with now
     sa.Column("source_rows", sa.BigInteger(), nullable=True),
-)
-
-#: The CRM tables the roll-ups summarise.
-SOURCES: tuple[sa.Table, ...] = (
-    schema.accounts,
-    schema.subscriptions,
-    schema.payments,
-    schema.costs,
-    schema.survey_responses,
-    schema.deals,
-    schema.tickets,
 )
 
 
@@ -93,9 +82,16 @@ class Rollup:
     counts: tuple[str, ...]
     sums: tuple[str, ...]
     source: Callable[[sa.Dialect, str, list[pd.Timestamp]], sa.Select]
+    #: The CRM table its records come from (grouped through their account).
+    records: sa.Table
     #: The KPI counts a period's records only before ``end`` (all but the customer base's
     #: activity, which is measured at the period's own start and end).
     cut_by_end: bool = True
+
+    @property
+    def tables(self) -> tuple[sa.Table, sa.Table]:
+        """The CRM tables it summarises: accounts and its records' table."""
+        return (schema.accounts, self.records)
 
     @property
     def name(self) -> str:
@@ -260,14 +256,20 @@ def _revenue_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]
 
 
 def _rollup(
-    name: str, counts: tuple[str, ...], sums: tuple[str, ...], source: Callable, cut_by_end: bool = True
+    name: str,
+    records: sa.Table,
+    counts: tuple[str, ...],
+    sums: tuple[str, ...],
+    source: Callable,
+    cut_by_end: bool = True,
 ) -> Rollup:
-    return Rollup(_table(name, counts, sums), counts, sums, source, cut_by_end)
+    return Rollup(_table(name, counts, sums), counts, sums, source, records, cut_by_end)
 
 
 #: Active, new, churned and retained customers and their MRR (``kpis.customer_base``).
 CUSTOMER_BASE = _rollup(
     "rollup_customer_base",
+    schema.subscriptions,
     ("customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"),
     ("mrr_at_start", "expansion", "contraction", "churned_mrr"),
     _customer_base_source,
@@ -275,24 +277,33 @@ CUSTOMER_BASE = _rollup(
 )
 #: Retention costs, in all and per category (``kpis.customer_base``).
 RETENTION_COSTS = _rollup(
-    "rollup_retention_costs", (), ("retention_costs", *schema.COST_CATEGORIES), _retention_costs_source
+    "rollup_retention_costs",
+    schema.costs,
+    (),
+    ("retention_costs", *schema.COST_CATEGORIES),
+    _retention_costs_source,
 )
 #: Paying accounts, revenue, gross revenue and refunds (``kpis.revenue``).
 REVENUE = _rollup(
-    "rollup_revenue", ("paying_accounts",), ("revenue", "gross_revenue", "refunds"), _revenue_source
+    "rollup_revenue",
+    schema.payments,
+    ("paying_accounts",),
+    ("revenue", "gross_revenue", "refunds"),
+    _revenue_source,
 )
 #: NPS and CES counts and score sums (``kpis.feedback.survey_scores``).
 SURVEY_SCORES = _rollup(
     "rollup_survey_scores",
+    schema.survey_responses,
     ("nps_responses", "promoters", "detractors", "ces_responses", "easy"),
     ("total", "total_squares"),
     _survey_scores_source,
 )
 #: Won, lost and open deals (``kpis.sales.win_rate``).
-WIN_RATE = _rollup("rollup_win_rate", ("won", "lost", "open_created"), (), _win_rate_source)
+WIN_RATE = _rollup("rollup_win_rate", schema.deals, ("won", "lost", "open_created"), (), _win_rate_source)
 #: Resolved tickets and those resolved at the first contact (``kpis.service``).
 FIRST_CONTACT_RESOLUTION = _rollup(
-    "rollup_first_contact_resolution", ("resolved", "first_contact"), (), _fcr_source
+    "rollup_first_contact_resolution", schema.tickets, ("resolved", "first_contact"), (), _fcr_source
 )
 ROLLUPS: tuple[Rollup, ...] = (
     CUSTOMER_BASE,
@@ -302,6 +313,8 @@ ROLLUPS: tuple[Rollup, ...] = (
     WIN_RATE,
     FIRST_CONTACT_RESOLUTION,
 )
+#: The CRM tables the roll-ups summarise.
+SOURCES: tuple[sa.Table, ...] = (schema.accounts, *(rollup.records for rollup in ROLLUPS))
 
 
 # ---------------------------------------------------------------- building
@@ -337,18 +350,28 @@ def data_months(
     return first, max(max(found).to_period("M").to_timestamp(), december)
 
 
-def refresh(conn: sa.Connection, today: dt.date | None = None) -> dict[str, int]:
-    """Rebuild every roll-up from the CRM tables in the caller's transaction (creating
-    the tables when missing); return the rows written per roll-up.
+def refresh(
+    conn: sa.Connection, today: dt.date | None = None, changed: Collection[str] | None = None
+) -> dict[str, int]:
+    """Rebuild roll-ups from the CRM tables in the caller's transaction (creating the
+    tables when missing); return the rows written per rebuilt roll-up.
 
-    Each grain's rows come from one INSERT ... SELECT, so no data passes through Python.
-    With no subscriptions, payments or costs the roll-ups are emptied and their state
-    removed (the KPIs then read the base tables)."""
+    ``changed`` names the CRM tables a writer changed: then only the roll-ups that
+    summarise one of them (:attr:`Rollup.tables`) are rebuilt, and those never built — an
+    import of tickets rebuilds first-contact resolution, not the customer base. Default:
+    all. Each grain's rows come from one INSERT ... SELECT, so no data passes through
+    Python. With no record any roll-up counts (:func:`data_months`) they are emptied and
+    their state removed (the KPIs then read the base tables)."""
     metadata.create_all(conn, checkfirst=True)
-    months = data_months(conn, today)
-    summarised = source_rows(conn)
+    built = {name for (name,) in conn.execute(sa.select(state.c.rollup))}
+    due = [
+        rollup
+        for rollup in ROLLUPS
+        if changed is None or rollup.name not in built or any(t.name in changed for t in rollup.tables)
+    ]
+    months = data_months(conn, today) if due else None
     written: dict[str, int] = {}
-    for rollup in ROLLUPS:
+    for rollup in due:
         conn.execute(rollup.table.delete())
         conn.execute(state.delete().where(state.c.rollup == rollup.name))
         written[rollup.name] = 0
@@ -370,30 +393,35 @@ def refresh(conn: sa.Connection, today: dt.date | None = None) -> dict[str, int]
                 last_period=period_label(months[1]),
                 rows=written[rollup.name],
                 refreshed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0),
-                source_rows=summarised,
+                source_rows=source_rows(conn, rollup.tables),
             )
         )
     _HAS_STATE.clear()
     return written
 
 
-def source_rows(conn: sa.Connection) -> int:
-    """Rows in the tables the roll-ups summarise (:data:`SOURCES`), in all."""
-    counts = [sa.select(sa.func.count()).select_from(table).scalar_subquery() for table in SOURCES]
+def source_rows(conn: sa.Connection, tables: Iterable[sa.Table] = SOURCES) -> int:
+    """Rows in ``tables`` (default: every table the roll-ups summarise), in all."""
+    counts = [sa.select(sa.func.count()).select_from(table).scalar_subquery() for table in tables]
     return int(conn.execute(sa.select(sum(counts[1:], counts[0]))).scalar_one())
 
 
 def stale(conn: sa.Connection) -> pd.DataFrame:
-    """Built roll-ups whose source tables changed size since (rows added or deleted by a
-    writer that did not refresh them; in-place updates are not detected). Columns: rollup,
-    refreshed_at, source_rows (when built), rows_now. Empty when none is stale or none
-    was built."""
+    """Built roll-ups whose source tables (:attr:`Rollup.tables`) changed size since
+    (rows added or deleted by a writer that did not refresh them; in-place updates are not
+    detected). Columns: rollup, refreshed_at, source_rows (when built), rows_now. Empty
+    when none is stale or none was built."""
     columns = ["rollup", "refreshed_at", "source_rows", "rows_now"]
     if not sa.inspect(conn).has_table(state.name):
         return pd.DataFrame(columns=columns)
-    now = source_rows(conn)
+    tables = {rollup.name: rollup.tables for rollup in ROLLUPS}
+    found = []
     built = conn.execute(sa.select(state.c.rollup, state.c.refreshed_at, state.c.source_rows)).all()
-    return pd.DataFrame([(name, at, rows, now) for name, at, rows in built if rows != now], columns=columns)
+    for name, at, rows in built:  # fetched first: DuckDB ends an open result at the next query
+        now = source_rows(conn, tables[name]) if name in tables else None
+        if rows != now:
+            found.append((name, at, rows, now))
+    return pd.DataFrame(found, columns=columns)
 
 
 def invalidate(conn: sa.Connection) -> None:
@@ -404,10 +432,12 @@ def invalidate(conn: sa.Connection) -> None:
         conn.execute(state.delete())
 
 
-def refresh_database(engine: sa.Engine, today: dt.date | None = None) -> dict[str, int]:
+def refresh_database(
+    engine: sa.Engine, today: dt.date | None = None, changed: Collection[str] | None = None
+) -> dict[str, int]:
     """:func:`refresh` in a transaction of its own."""
     with engine.begin() as conn:
-        return refresh(conn, today)
+        return refresh(conn, today, changed)
 
 
 # ---------------------------------------------------------------- reading

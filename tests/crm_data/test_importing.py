@@ -631,8 +631,10 @@ def test_a_failing_rollup_refresh_rolls_back_the_data_too(
     before, payments = rollup_snapshot(with_rollups), snapshot(with_rollups)["payments"]
     real_refresh = rollups.refresh
 
-    def refresh_then_fail(conn: sa.Connection, today: object = None) -> dict[str, int]:
-        written = real_refresh(conn)
+    def refresh_then_fail(
+        conn: sa.Connection, today: object = None, changed: object = None
+    ) -> dict[str, int]:
+        written = real_refresh(conn, changed=changed)
         conn.execute(sa.text("SELECT * FROM no_such_table_after_the_refresh"))
         return written
 
@@ -646,13 +648,13 @@ def test_a_failing_rollup_refresh_rolls_back_the_data_too(
 
 
 def counting_refreshes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The connections ``rollups.refresh`` is called with from now on (still refreshing)."""
+    """The ``changed`` tables ``rollups.refresh`` is called with from now on (still refreshing)."""
     refreshed: list[object] = []
     real_refresh = rollups.refresh
 
-    def counting_refresh(conn: sa.Connection, today: object = None) -> dict[str, int]:
-        refreshed.append(conn)
-        return real_refresh(conn)
+    def counting_refresh(conn: sa.Connection, today: object = None, changed: object = None) -> dict[str, int]:
+        refreshed.append(changed)
+        return real_refresh(conn, changed=changed)
 
     monkeypatch.setattr(rollups, "refresh", counting_refresh)
     return refreshed
@@ -725,10 +727,35 @@ def test_importing_a_survey_response_deal_or_ticket_rebuilds_the_rollups(
     report = import_paths(with_rollups, [write_bundle(tmp_path / "new", {table: text})])
     assert report.ok, report.render()
     assert report.written == {table: 1}
-    assert len(refreshed) == 1
+    assert refreshed == [{table}]
     assert kpi(with_rollups, Q1_2024, "month")[measure].tolist() == expected
     assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024)
     assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024.replace(segments=["Enterprise"]))
+
+
+def test_an_import_rebuilds_only_the_rollups_of_the_tables_it_changed(
+    with_rollups: sa.Engine, tmp_path: Path
+) -> None:
+    """A ticket import rebuilds first-contact resolution and nothing else: a win-rate
+    roll-up tampered with beforehand stays tampered, with its state; the FCR one is rebuilt
+    (its tampering undone)."""
+    with with_rollups.begin() as conn:
+        for rollup, measure in ((rollups.WIN_RATE, "won"), (rollups.FIRST_CONTACT_RESOLUTION, "resolved")):
+            conn.execute(rollup.table.update().values({measure: rollup.table.c[measure] + 100}))
+    before = rollup_snapshot(with_rollups)
+    files = {"tickets": NEW_RECORDS["tickets"][0]}
+    assert import_paths(with_rollups, [write_bundle(tmp_path / "ticket", files)]).ok
+    after = rollup_snapshot(with_rollups)
+    untouched = [r.table.name for r in rollups.ROLLUPS if r is not rollups.FIRST_CONTACT_RESOLUTION]
+    assert {name: after[name] for name in untouched} == {name: before[name] for name in untouched}
+    assert after[rollups.FIRST_CONTACT_RESOLUTION.name] != before[rollups.FIRST_CONTACT_RESOLUTION.name]
+    states = {name: rows for name, *rows in before[rollups.state.name]}
+    assert [row for row in after[rollups.state.name] if row[0] != rollups.FIRST_CONTACT_RESOLUTION.name] == [
+        (name, *rows) for name, rows in states.items() if name != rollups.FIRST_CONTACT_RESOLUTION.name
+    ]
+    assert win_rate(with_rollups, Q1_2024, "month")["won"].min() >= 100  # still the tampered roll-up
+    fcr = first_contact_resolution(with_rollups, Q1_2024, "month")["resolved"]
+    assert fcr.max() < 100 and fcr.sum() > 0
 
 
 def test_first_import_without_rollup_data_leaves_no_state(make_db, tmp_path: Path) -> None:
