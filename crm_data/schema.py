@@ -271,6 +271,11 @@ ENUMS: dict[tuple[str, str], frozenset[str]] = {
     ("costs", "purpose"): frozenset({"acquisition", "retention", "other"}),
 }
 
+#: The score scale of each survey whose KPI assumes one (NPS 0–10 in whole points; CES 1–7,
+#: DESIGN.md): the importer rejects scores outside it. CSAT scales differ between companies
+#: and are not checked.
+SCORE_SCALES: dict[str, tuple[float, float, bool]] = {"nps": (0, 10, True), "ces": (1, 7, False)}
+
 COST_CATEGORIES: tuple[str, ...] = ("personnel", "production", "overhead", "marketing", "loyalty")
 
 

@@ -2,7 +2,8 @@
 
 Every check is vectorised with pandas (no Python loop per row): required columns and
 values, types (float, integer, boolean, date, timestamp), enum values
-(:data:`crm_data.schema.ENUMS`), duplicate primary keys (composite keys included) and
+(:data:`crm_data.schema.ENUMS`), survey scores within their scale
+(:data:`crm_data.schema.SCORE_SCALES`), duplicate primary keys (composite keys included) and
 the references declared as foreign keys in :mod:`crm_data.schema` (the parent must be in
 the same import or already in the database).
 
@@ -341,7 +342,30 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
         values[column.name] = parsed
     typed = pd.DataFrame(values, index=frame.index)
     _check_duplicate_keys(table, typed, source, lines, log)
+    if table is schema.survey_responses:
+        _check_score_scales(typed, source, lines, log)
     return ValidTable(table, typed, source, lines)
+
+
+def _check_score_scales(typed: pd.DataFrame, source: str, lines: np.ndarray, log: IssueLog) -> None:
+    """Scores outside their survey's scale (:data:`crm_data.schema.SCORE_SCALES`)."""
+    if "survey" not in typed or "score" not in typed:
+        return
+    for survey, (low, high, whole) in schema.SCORE_SCALES.items():
+        scores = typed["score"].where(typed["survey"] == survey)
+        wrong = scores.notna() & (
+            (scores < low) | (scores > high) | ((scores != scores.round()) if whole else False)
+        )
+        scale = f"{low:g}–{high:g}" + (" in whole points" if whole else "")
+        log.add_rows(
+            source,
+            lines,
+            np.flatnonzero(wrong.to_numpy()),
+            "score",
+            lambda p, s=scores, why=f"is outside the {survey} scale {scale}": [
+                f"{v:g} {why}" for v in s.iloc[p]
+            ],
+        )
 
 
 def _key_text(frame: pd.DataFrame, positions: np.ndarray, keys: list[str]) -> list[str]:

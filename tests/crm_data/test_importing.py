@@ -209,6 +209,35 @@ def test_several_errors_are_listed_by_line_then_capped(make_db, tmp_path: Path) 
     assert f"... and {62 - MAX_LISTED_ERRORS} more" in report.render()
 
 
+def test_scores_outside_their_survey_scale_are_rejected(make_db, tmp_path: Path) -> None:
+    """NPS 0–10 in whole points, CES 1–7 (DESIGN.md); CSAT scales vary and pass."""
+    engine = make_db("duckdb")
+    rows = [
+        "R1,nps,0,2024-01-01",  # the NPS ends are fine
+        "R2,nps,10,2024-01-01",
+        "R3,nps,11,2024-01-01",
+        "R4,nps,7.5,2024-01-01",
+        "R5,nps,-1,2024-01-01",
+        "R6,ces,1,2024-01-01",
+        "R7,ces,7,2024-01-01",
+        "R8,ces,0,2024-01-01",
+        "R9,ces,7.5,2024-01-01",
+        "R10,ces,4.5,2024-01-01",  # CES may be a mean of items: not only whole points
+        "R11,csat,9,2024-01-01",
+    ]
+    files = {"survey_responses": "response_id,survey,score,responded_at\n" + "\n".join(rows) + "\n"}
+    report = import_paths(engine, [write_bundle(tmp_path / "b", files)])
+    assert not report.ok
+    assert [str(e) for e in report.errors] == [
+        "survey_responses.csv:4:score: 11 is outside the nps scale 0–10 in whole points",
+        "survey_responses.csv:5:score: 7.5 is outside the nps scale 0–10 in whole points",
+        "survey_responses.csv:6:score: -1 is outside the nps scale 0–10 in whole points",
+        "survey_responses.csv:9:score: 0 is outside the ces scale 1–7",
+        "survey_responses.csv:10:score: 7.5 is outside the ces scale 1–7",
+    ]
+    assert snapshot(engine)["survey_responses"] == []
+
+
 def test_line_numbers_count_quoted_line_breaks_and_blank_lines(make_db, tmp_path: Path) -> None:
     engine = make_db("duckdb")
     files = {
