@@ -244,6 +244,14 @@ PLAIN_LAST_WORDS = frozenset({"id", "year", "position"})
 _INTERVAL_WORDS = frozenset({"ci", "lo80", "hi80", "lo95", "hi95"})
 
 
+def readable(value: object) -> str:
+    """A stored code as a reader sees it in a legend or title: ``return_exchange`` ->
+    ``Return exchange``, ``website_visit`` -> ``Website visit``; other text unchanged
+    except for its first letter."""
+    text = str(value).replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
 def _words(name: object) -> list[str]:
     return [w for w in re.split(r"[^a-z0-9]+", str(name).lower()) if w]
 

@@ -12,7 +12,7 @@ import streamlit as st
 
 import kpis
 from charts import figures
-from charts.theme import BAD, NEUTRAL, PALETTE, axis_format
+from charts.theme import BAD, NEUTRAL, PALETTE, axis_format, readable
 from ui.cards import docstring_definition
 from ui.data import kpi
 from ui.filters import View, global_filters
@@ -64,9 +64,8 @@ def ticket_volumes(view: View) -> None:
         return
     fig = go.Figure()
     for index, (group, rows) in enumerate(tickets.groupby("group", sort=True)):
-        fig.add_trace(
-            go.Bar(x=rows["period"], y=rows["tickets"], name=str(group), marker_color=PALETTE[index % 8])
-        )
+        name = str(group) if by == "product" else readable(group)  # products come by name
+        fig.add_trace(go.Bar(x=rows["period"], y=rows["tickets"], name=name, marker_color=PALETTE[index % 8]))
     fig.update_layout(barmode="stack")
     fig.update_yaxes(**axis_format("count"), title_text="tickets")
     figures.period_axis(fig, view.freq)

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 import kpis
 from charts import figures
-from charts.theme import BAD, GOOD, NEUTRAL, PALETTE, axis_format
+from charts.theme import BAD, GOOD, NEUTRAL, PALETTE, axis_format, readable
 from ui.cards import docstring_definition
 from ui.data import kpi
 from ui.filters import View, global_filters
@@ -109,7 +109,7 @@ def effort_by_touchpoint(view: View) -> None:
         cols=columns,
         shared_xaxes=True,
         shared_yaxes=True,
-        subplot_titles=[str(t).replace("_", " ") for t in touchpoints],
+        subplot_titles=[readable(t) for t in touchpoints],
         vertical_spacing=0.12 if rows_needed > 1 else 0.0,
         horizontal_spacing=0.04,
     )
@@ -143,7 +143,7 @@ def effort_by_touchpoint(view: View) -> None:
                     "size": 7,
                 },
                 customdata=rows[["responses"]],
-                hovertemplate=f"{touchpoint}: %{{y}} (%{{customdata[0]:,}} responses)<extra></extra>",
+                hovertemplate=f"{readable(touchpoint)}: %{{y}} (%{{customdata[0]:,}} responses)<extra></extra>",
                 showlegend=index == 0,
                 legendgroup="value",
             ),

@@ -17,6 +17,7 @@ from charts.theme import (
     fmt_nps,
     fmt_ratio,
     fmt_value,
+    readable,
     use_theme,
 )
 
@@ -134,3 +135,12 @@ def test_money_ticks_are_compact_and_full_beyond_hundreds_of_millions():
     assert money["tickformat"] == "$.3~s" and money["hoverformat"] == "$,.0f"
     stops = {tuple(s["dtickrange"]): s["value"] for s in money["tickformatstops"]}
     assert stops == {(None, 1e8): "$.3~s", (1e8, None): "$,.0f"}
+
+
+@pytest.mark.parametrize(
+    ("code", "shown"),
+    [("return_exchange", "Return exchange"), ("website_visit", "Website visit"), ("phone", "Phone"),
+     ("(not set)", "(not set)"), ("Core plan", "Core plan"), (42, "42")],
+)  # fmt: skip
+def test_readable_turns_codes_into_words(code: object, shown: str) -> None:
+    assert readable(code) == shown

@@ -16,9 +16,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 import forecasting
 import kpis
+from charts.theme import readable
+from crm_data import schema
 from kpis.filters import Filters, data_date_range
 
 SERVICE = "pages/3_Service.py"
@@ -111,10 +114,31 @@ def test_service_ticket_breakdown_switches_dimension(app, demo_engine, default_f
     assert not at.exception
     expected = kpis.ticket_breakdown(demo_engine, default_filters, by="channel", freq="month")
     tickets = next(f for f in figures(at) if f["layout"]["title"]["text"] == "Tickets by channel")
-    assert sorted(t["name"] for t in tickets["data"]) == sorted(expected["group"].unique())
+    legend = {readable(group): group for group in expected["group"].unique()}  # "phone" -> "Phone"
+    assert sorted(t["name"] for t in tickets["data"]) == sorted(legend)
     for drawn in tickets["data"]:
-        rows = expected[expected["group"] == drawn["name"]]
+        rows = expected[expected["group"] == legend[drawn["name"]]]
         assert_same(plotly_values(drawn["y"]), rows["tickets"])
+
+
+@pytest.mark.parametrize("by", ["category", "product"])
+def test_service_ticket_legend_shows_names_not_codes(app, demo_engine, default_filters, by):
+    """Categories read as words (return_exchange -> Return exchange); products keep their
+    names as written."""
+    at = app(SERVICE).run()
+    at.radio(key="service_breakdown").set_value(by).run()
+    assert not at.exception
+    title = f"Tickets by {by}"
+    tickets = next(f for f in figures(at) if f["layout"]["title"]["text"] == title)
+    names = {t["name"] for t in tickets["data"]}
+    groups = set(kpis.ticket_breakdown(demo_engine, default_filters, by=by, freq="month")["group"])
+    if by == "product":
+        with demo_engine.connect() as conn:
+            product_names = set(conn.execute(sa.select(schema.products.c.name)).scalars())
+        assert names == groups and names - {"(not set)"} <= product_names
+    else:
+        assert names == {readable(g) for g in groups}
+        assert all("_" not in name for name in names)
 
 
 def test_service_lists_the_complaint_spike_evidence(app, demo_engine, default_filters):
