@@ -38,6 +38,13 @@ class KpiDefinition:
     function: Callable[..., pd.DataFrame]
     value_column: str
     page: str
+    #: A shorter title for the Overview's cards, where ``title`` would be cut short.
+    short_title: str = ""
+
+    @property
+    def card_title(self) -> str:
+        """``short_title`` when there is one, else ``title``."""
+        return self.short_title or self.title
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -143,6 +150,7 @@ KPIS: list[KpiDefinition] = [
         function=first_contact_resolution,
         value_column="fcr_rate",
         page="pages/3_Service.py",
+        short_title="1st-contact resolution",
     ),
     KpiDefinition(
         key="retention_cost",
@@ -157,6 +165,7 @@ KPIS: list[KpiDefinition] = [
         function=retention_cost,
         value_column="cost_per_retained_customer",
         page="pages/5_Marketing_and_retention_cost.py",
+        short_title="Retention cost each",
     ),
     KpiDefinition(
         key="revenue",

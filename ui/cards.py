@@ -182,7 +182,7 @@ def kpi_card(
     """One KPI in a bordered card. Title, unit and direction come from the registry entry
     ``key`` (the keyword arguments override them for numbers the registry does not hold)."""
     entry = registry_entry(key)
-    title = title or (entry.title if entry else key.replace("_", " ").capitalize())
+    title = title or (entry.card_title if entry else key.replace("_", " ").capitalize())
     unit = unit or (entry.unit if entry else "count")
     if higher_is_better is None:
         higher_is_better = bool(entry.higher_is_better) if entry else True
@@ -192,7 +192,7 @@ def kpi_card(
             fmt_value(value, unit),
             delta=fmt_delta(delta, unit) or None,
             delta_color="off" if delta == 0 else ("normal" if higher_is_better else "inverse"),
-            help=str(entry.definition) if entry else None,
+            help=_card_help(entry),
             chart_data=sparkline if sparkline and len(sparkline) > 1 else None,
             chart_type="line",
             delta_description=delta_description,
@@ -203,6 +203,16 @@ def kpi_card(
             st.caption(":orange[:material/warning: Fewer than 30 observations: read with care.]")
         if page_exists(link):
             st.page_link(str(link), label="Details", icon=":material/arrow_forward:")
+
+
+def _card_help(entry: Any | None) -> str | None:
+    """The card's help: the KPI's definition, headed by its full name when the card shows
+    a shorter one."""
+    if entry is None:
+        return None
+    if entry.card_title != entry.title:
+        return f"**{entry.title}**: {entry.definition}"
+    return str(entry.definition)
 
 
 @dataclass(frozen=True)

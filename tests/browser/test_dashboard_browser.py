@@ -158,6 +158,20 @@ def test_every_page_opens_without_an_exception_and_is_screenshotted(page, screen
     assert len(shot) >= 5
 
 
+#: Text elements inside the Overview's card titles that are cut short (an ellipsis).
+CUT_TITLES = """() => [...document.querySelectorAll('[data-testid="stMetricLabel"]')]
+    .filter(label => [label, ...label.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+    .map(label => label.innerText.trim())"""
+
+
+def test_no_overview_card_title_is_cut_short(page):
+    """At the browser tests' viewport every card shows its whole title (the full KPI name
+    is in the card's help)."""
+    open_page(page, "/")
+    assert page.locator('[data-testid="stMetricLabel"]').count() == 10
+    assert page.evaluate(CUT_TITLES) == []
+
+
 def test_changing_a_filter_updates_the_overview_metrics_and_the_url(page, segments):
     open_page(page, "/")
     before = page.locator('[data-testid="stMetricValue"]').all_inner_texts()

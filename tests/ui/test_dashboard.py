@@ -131,3 +131,20 @@ def test_database_without_tables_says_how_to_fill_it(tmp_path, monkeypatch):
     at = _fresh_app(monkeypatch, f"duckdb:///{path}").run()
     assert not at.exception
     assert any("has no CRM tables yet" in i.value for i in at.info)
+
+
+def test_cards_with_a_short_title_name_the_kpi_in_full_in_their_help(app):
+    """Long KPI names get a card title that fits (tests/browser checks none is cut short);
+    the help then starts with the full name."""
+    from kpis import registry
+
+    at = app().run()
+    shortened = [entry for entry in registry.KPIS if entry.short_title]
+    assert {e.key for e in shortened} >= {"first_contact_resolution", "retention_cost"}
+    cards = {m.label: m for m in at.metric}
+    for entry in shortened:
+        assert len(entry.short_title) < len(entry.title)
+        card = cards[entry.short_title]
+        assert card.help.startswith(f"**{entry.title}**: ")
+        assert card.help.endswith(entry.definition)
+    assert cards["Churn rate"].help == registry.get("churn_rate").definition
