@@ -87,6 +87,10 @@ class Rollup:
     #: The KPI counts a period's records only before ``end`` (all but the customer base's
     #: activity, which is measured at the period's own start and end).
     cut_by_end: bool = True
+    #: A quarter's or year's measures are the sums of its months' (not so for distinct
+    #: paying accounts): a cut quarter or year can take its complete months from the month
+    #: roll-up.
+    months_add_up: bool = True
 
     @property
     def tables(self) -> tuple[sa.Table, sa.Table]:
@@ -262,8 +266,9 @@ def _rollup(
     sums: tuple[str, ...],
     source: Callable,
     cut_by_end: bool = True,
+    months_add_up: bool = True,
 ) -> Rollup:
-    return Rollup(_table(name, counts, sums), counts, sums, source, records, cut_by_end)
+    return Rollup(_table(name, counts, sums), counts, sums, source, records, cut_by_end, months_add_up)
 
 
 #: Active, new, churned and retained customers and their MRR (``kpis.customer_base``).
@@ -290,6 +295,7 @@ REVENUE = _rollup(
     ("paying_accounts",),
     ("revenue", "gross_revenue", "refunds"),
     _revenue_source,
+    months_add_up=False,  # an account paying in two months is one paying account of the quarter
 )
 #: NPS and CES counts and score sums (``kpis.feedback.survey_scores``).
 SURVEY_SCORES = _rollup(
@@ -534,14 +540,38 @@ def read_with_remainder(
     periods: list[pd.Timestamp],
     base_rows: Callable[[Filters], dict[pd.Timestamp, tuple]],
 ) -> dict[pd.Timestamp, tuple] | None:
-    """:func:`read`, plus the last period's part before ``end`` from
-    ``base_rows(filters of that part)`` when ``end`` cuts it short. None when the roll-up
-    cannot answer."""
+    """:func:`read`, plus the last period's part before ``end`` when ``end`` cuts it short:
+    from ``base_rows(filters of that part)`` — or, for a quarter or year whose measures
+    add up over months, its complete months from the month roll-up and only the days of
+    the month ``end`` falls in from ``base_rows``. None when the roll-up cannot answer."""
     rolled = read(conn, rollup, f, freq, periods)
     part = remainder(f, freq, periods) if rollup.cut_by_end else None
-    if rolled is not None and part is not None:
-        rolled.update(base_rows(part))
+    if rolled is None or part is None:
+        return rolled
+    cut_month = pd.Timestamp(f.end).to_period("M").to_timestamp()  # the month end falls in
+    months = period_starts(part.start, cut_month.date(), "month")
+    if freq != "month" and rollup.months_add_up and months:
+        # the cut quarter / year: its complete months from the month roll-up, the rest
+        # (the days of the month end falls in) from the base tables
+        monthly = read(conn, rollup, f.replace(start=part.start, end=cut_month.date()), "month", months)
+        if monthly is not None:
+            total: tuple = ()
+            for row in monthly.values():
+                total = _add(total, row)
+            if cut_month < pd.Timestamp(f.end):
+                total = _add(total, base_rows(part.replace(start=cut_month.date())).get(periods[-1], ()))
+            if total:
+                rolled[periods[-1]] = total
+            return rolled
+    rolled.update(base_rows(part))
     return rolled
+
+
+def _add(left: tuple, right: tuple) -> tuple:
+    """Two rows of measures added element by element (an empty row or a NULL adds nothing)."""
+    if not left or not right:
+        return left or right
+    return tuple(b if a is None else a if b is None else a + b for a, b in zip(left, right, strict=True))
 
 
 def period_rows_or_rolled(

@@ -815,8 +815,10 @@ def assert_cut_period_from_the_base_tables(
 ) -> dict[str, pd.DataFrame]:
     """``end`` cuts the last period of ``f`` short: the roll-ups answer the complete
     periods (a roll-up of records counted before ``end`` leaves the cut period out), the
-    base statements only that part (``rollups.remainder``: ``[its start, end)``); every KPI
-    agrees with ``CRM_ROLLUPS=off``. Returns KPI name -> frame."""
+    base statements only that part (``rollups.remainder``: ``[its start, end)``) — or, for
+    a cut quarter or year whose measures add up over months, only the days of the month
+    ``end`` falls in (none when ``end`` starts a month), its complete months coming from
+    the month roll-up; every KPI agrees with ``CRM_ROLLUPS=off``. Returns KPI name -> frame."""
     periods = period_starts(f.start, f.end, freq)
     part = rollups.remainder(f, freq, periods)
     assert part == f.replace(start=periods[-1].date()), (f, freq)
@@ -843,7 +845,16 @@ def assert_cut_period_from_the_base_tables(
         for kpi in KPIS:
             kpi.function(db, f, freq)  # roll-ups on
     # customer_base reads its cut costs through _cost_statement, the others their own statement
-    assert sorted(given) == sorted((kpi.statement, part) for kpi in KPIS if kpi.name != "customer_base")
+    cut_month = f.end.replace(day=1)
+    expected = []
+    for kpi in KPIS:
+        if kpi.name == "customer_base":
+            continue
+        if freq == "month" or not kpi.reads[0].months_add_up:
+            expected.append((kpi.statement, part))
+        elif cut_month < f.end:
+            expected.append((kpi.statement, part.replace(start=cut_month)))
+    assert sorted(given) == sorted(expected)
     return every_kpi_both_paths(db, monkeypatch, f, freq)
 
 
@@ -879,7 +890,15 @@ def test_end_inside_a_period_reads_only_that_part_from_the_base_tables(
     assert column(found["revenue"], "revenue") == pytest.approx([155.0, 0.0, 0.0, 0.0])  # 160 - 5 in Q1
     assert list(found["win_rate"]["won"]) == [4, 0, 0, 0]  # test_sales: Q1 D7, D1, D3, D4
     assert list(found["first_contact_resolution"]["resolved"]) == [5, 0, 0, 0]  # test_service: Q1
-    # year grain, end on 1 July: the whole (only) year from the base tables
+    # quarter grain cut on 5 Feb: January from the month roll-ups, 1-4 Feb from the tables
+    # (revenue: the whole part, since paying accounts do not add up over months)
+    found = assert_cut_period_from_the_base_tables(
+        built, monkeypatch, Filters("2024-01-01", "2024-02-05"), "quarter"
+    )
+    assert list(found["win_rate"]["won"]) == [2]  # Jan D7, Feb D1 (4 Feb)
+    assert list(found["first_contact_resolution"]["resolved"]) == [3]  # Jan T1, T2; Feb T3
+    assert column(found["revenue"], "revenue") == pytest.approx([180.0])  # 160 + Y3 20
+    # year grain, end on 1 July: January to June from the month roll-ups
     assert_cut_period_from_the_base_tables(built, monkeypatch, Filters("2024-01-01", "2024-07-01"), "year")
     # the same windows ending on a boundary of their freq are wholly rolled up
     for f, freq in [
