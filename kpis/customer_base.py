@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import period_start
+from kpis import rollups
 from kpis.core import connection, period_end, period_found, period_starts
 from kpis.filters import Filters, in_day_range, scope
 from kpis.revenue import _per_account_period, period_grid
@@ -184,8 +185,6 @@ def _rolled_up(
 ) -> dict[int, tuple] | None:
     """The base statement's rows (period index -> sums) read from the roll-ups, or None
     when they do not apply (``kpis.rollups.read``)."""
-    from kpis import rollups  # it builds on this module's statements
-
     activity = rollups.read(c, rollups.CUSTOMER_BASE, f, freq, periods)
     spent: dict[pd.Timestamp, tuple] | None = {}
     if costs and activity is not None:

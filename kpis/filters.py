@@ -98,14 +98,20 @@ class Filters:
         return Filters(**values)  # type: ignore[arg-type]
 
 
-def account_ids(f: Filters) -> sa.Select | None:
-    """``SELECT account_id FROM accounts WHERE <account-level lists>``, or None when none is set."""
-    accounts = schema.accounts
-    conditions = [
-        accounts.c[column].in_(getattr(f, name))
+def account_conditions(f: Filters, table: sa.Table) -> list[ColumnElement[bool]]:
+    """``column IN (values)`` for each account-level list that is set, on ``table``'s
+    columns of the same names (``accounts``, or a KPI roll-up grouped by them)."""
+    return [
+        table.c[column].in_(getattr(f, name))
         for name, column in ACCOUNT_DIMENSIONS.items()
         if getattr(f, name)
     ]
+
+
+def account_ids(f: Filters) -> sa.Select | None:
+    """``SELECT account_id FROM accounts WHERE <account-level lists>``, or None when none is set."""
+    accounts = schema.accounts
+    conditions = account_conditions(f, accounts)
     if not conditions:
         return None
     return sa.select(accounts.c.account_id).where(*conditions)

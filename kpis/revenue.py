@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
 from crm_data.dialects import period_start
+from kpis import rollups
 from kpis.core import connection, period_end, period_starts, ratio
 from kpis.filters import Filters, in_range, scope
 
@@ -154,8 +155,6 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     Read from the revenue roll-up when it applies (``kpis.rollups``: same numbers).
     Columns: period, revenue, gross_revenue, refunds, paying_accounts, arpa.
     """
-    from kpis import rollups  # it builds on this module's statements
-
     periods = period_starts(f.start, f.end, freq)
     out = rollups.period_rows_or_rolled(
         conn,

@@ -49,7 +49,7 @@ import sqlalchemy as sa
 from crm_data import schema
 from crm_data.dialects import FREQS, period_key
 from kpis.core import connection, grid_frame, period_end, period_found, period_rows, period_starts
-from kpis.filters import ACCOUNT_DIMENSIONS, Filters
+from kpis.filters import ACCOUNT_DIMENSIONS, Filters, account_conditions
 
 #: The accounts columns every roll-up is grouped by (the account-level filter lists).
 DIMENSIONS: tuple[str, ...] = tuple(ACCOUNT_DIMENSIONS.values())
@@ -376,6 +376,7 @@ def refresh(
         if changed is None or rollup.name not in built or any(t.name in changed for t in rollup.tables)
     ]
     months = data_months(conn, today) if due else None
+    counted = _table_rows(conn, (t for rollup in due for t in rollup.tables)) if due else {}
     written: dict[str, int] = {}
     for rollup in due:
         conn.execute(rollup.table.delete())
@@ -399,7 +400,7 @@ def refresh(
                 last_period=period_label(months[1]),
                 rows=written[rollup.name],
                 refreshed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0),
-                source_rows=source_rows(conn, rollup.tables),
+                source_rows=sum(counted[t.name] for t in rollup.tables),
             )
         )
     _HAS_STATE.clear()
@@ -408,8 +409,15 @@ def refresh(
 
 def source_rows(conn: sa.Connection, tables: Iterable[sa.Table] = SOURCES) -> int:
     """Rows in ``tables`` (default: every table the roll-ups summarise), in all."""
-    counts = [sa.select(sa.func.count()).select_from(table).scalar_subquery() for table in tables]
-    return int(conn.execute(sa.select(sum(counts[1:], counts[0]))).scalar_one())
+    return sum(_table_rows(conn, tables).values())
+
+
+def _table_rows(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, int]:
+    """Rows per table, each table counted once, in one statement."""
+    unique = {table.name: table for table in tables}
+    counts = [sa.select(sa.func.count()).select_from(t).scalar_subquery().label(n) for n, t in unique.items()]
+    row = conn.execute(sa.select(*counts)).one()
+    return {name: int(row[i]) for i, name in enumerate(unique)}
 
 
 def stale(conn: sa.Connection) -> pd.DataFrame:
@@ -423,8 +431,9 @@ def stale(conn: sa.Connection) -> pd.DataFrame:
     tables = {rollup.name: rollup.tables for rollup in ROLLUPS}
     found = []
     built = conn.execute(sa.select(state.c.rollup, state.c.refreshed_at, state.c.source_rows)).all()
-    for name, at, rows in built:  # fetched first: DuckDB ends an open result at the next query
-        now = source_rows(conn, tables[name]) if name in tables else None
+    counted = _table_rows(conn, SOURCES)  # after the state: DuckDB ends an open result at the next query
+    for name, at, rows in built:
+        now = sum(counted[t.name] for t in tables[name]) if name in tables else None
         if rows != now:
             found.append((name, at, rows, now))
     return pd.DataFrame(found, columns=columns)
@@ -490,11 +499,7 @@ def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
 @functools.lru_cache(maxsize=256)
 def _read_statement(rollup: Rollup, f: Filters, freq: str, first: int, last: int) -> sa.Select:
     table = rollup.table
-    selected = [
-        table.c[column].in_(getattr(f, name))
-        for name, column in ACCOUNT_DIMENSIONS.items()
-        if getattr(f, name)
-    ]
+    selected = account_conditions(f, table)
     return (
         sa.select(
             table.c.period,
