@@ -1,35 +1,47 @@
 # The two set-up commands of the README.
 #   make run   installs the dashboard's dependencies and starts it on the embedded demo database
 #   make test  installs the test dependencies (Debian's chromium included) and runs the whole suite
+# Both work in a virtual environment of the project's own, `.venv`, made on first use with the
+# system's Python (Debian's own included: PEP 668 forbids installing into it directly).
 PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
+VENV ?= .venv
+VPY := $(VENV)/bin/python
 DB ?= data/crm.duckdb
+# apt-get through sudo unless we are root
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-test chromium demo lint bench
+.PHONY: run test venv install install-test chromium demo lint bench
 
-install:
-	$(PIP) install -q -r requirements.txt
+# The venv is made once; a Debian without python3-venv gets it from apt first.
+$(VPY):
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(VPY) -m pip install -q --upgrade pip
+
+venv: $(VPY)
+
+install: $(VPY)
+	$(VPY) -m pip install -q -r requirements.txt -e .
 
 run: install
-	@if [ -z "$$CRM_DATABASE_URL" ] && [ ! -f $(DB) ]; then $(PYTHON) -m crm_data demo; fi
-	$(PYTHON) -m streamlit run dashboard.py --server.address 127.0.0.1
+	@if [ -z "$$CRM_DATABASE_URL" ] && [ ! -f $(DB) ]; then $(VPY) -m crm_data demo; fi
+	$(VPY) -m streamlit run dashboard.py --server.address 127.0.0.1
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium fonts-dejavu-core; }
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core; }
 
-install-test: chromium
-	$(PIP) install -q -r requirements-dev.txt
+install-test: chromium $(VPY)
+	$(VPY) -m pip install -q -r requirements-dev.txt -e .
 
 lint:
-	$(PYTHON) -m ruff check .
+	$(VPY) -m ruff check .
 
 test: install-test lint
-	$(PYTHON) -m pytest -q
+	$(VPY) -m pytest -q
 
 demo: install
-	$(PYTHON) -m crm_data demo
+	$(VPY) -m crm_data demo
 
 bench: install
-	$(PYTHON) -m benchmarks
+	$(VPY) -m benchmarks

@@ -31,6 +31,8 @@ What the data contain
   seats × list price − discount); later won deals add add-on subscriptions (expansion);
   ~30 % of first subscriptions change plan (upgrade ×1.35 / downgrade ×0.7: the old row
   ends, a new row starts); ~22 % of add-ons get cancelled; churn ends every running row.
+  An account has at most one running row per product: a later deal for a product it
+  already has (more seats) ends the running row and starts one with the summed MRR.
   The monthly churn hazard rises ×2.1 per standard deviation of lower health (which is
   what drives NPS down) and ×1.8 with support friction; on top, 60 % of the customers
   with a ticket that is never resolved leave within a few months of it (friction makes
@@ -244,6 +246,29 @@ def _all_rows(ctx: DemoContext, global_tables: list[tuple[sa.Table, pd.DataFrame
             yield None, step
         yield None, None  # the chunk is loaded
     yield from company_costs(ctx, np.random.default_rng([ctx.seed, 0, 2]))
+
+
+def demo_frames(accounts: int = 300, seed: int = 42, today: dt.date | None = None) -> dict[str, pd.DataFrame]:
+    """The demo data as pandas frames, one per table, without a database.
+
+    The same rows :func:`generate` writes for these arguments (``today`` defaults to
+    today in UTC), for notebooks and for checking the data's story cheaply over many
+    ``today`` values. Holds everything in memory: meant for thousands of accounts, not
+    millions.
+    """
+    if accounts < 1:
+        raise ValueError("accounts must be at least 1")
+    ctx, global_tables = build_context(accounts, seed, today or dt.datetime.now(dt.UTC).date())
+    parts: dict[str, list[pd.DataFrame]] = {t.name: [] for t in schema.TABLES}
+    for table, frame in _all_rows(ctx, global_tables):
+        if table is not None:
+            parts[table.name].append(frame)
+    return {
+        t.name: pd.concat(parts[t.name], ignore_index=True)
+        if parts[t.name]
+        else pd.DataFrame(columns=[c.name for c in t.columns])
+        for t in schema.TABLES
+    }
 
 
 def build_context(

@@ -510,6 +510,9 @@ def _subscriptions(
     end = np.concatenate([end, new_rows["end"]])
     reason = np.concatenate([reason, new_rows["reason"]])
     base = np.concatenate([base, new_rows["base"]])
+    account, product, mrr, start, end, reason, base = _one_row_per_product(
+        account, product, mrr, start, end, reason, base
+    )
     order = np.lexsort((start, account))
     account, product, mrr, start, end, reason, base = (
         a[order] for a in (account, product, mrr, start, end, reason, base)
@@ -533,6 +536,77 @@ def _subscriptions(
         }
     )
     return Subscriptions(account, product, mrr, start, end, base), frame
+
+
+def _one_row_per_product(
+    account: np.ndarray,
+    product: np.ndarray,
+    mrr: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    reason: np.ndarray,
+    base: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """Subscriptions without overlaps: one running row per account and product at a time.
+
+    A second deal won for a product the account already has (more seats) would otherwise
+    add an overlapping row of the same product, which the data-quality check rightly flags.
+    For the (account, product) pairs whose rows overlap, the rows are replaced by the
+    pieces between their start and end days, each with the MRR of the rows running in it:
+    the MRR over time is unchanged, a piece that ends where a higher (lower) one starts
+    ends as an upgrade (downgrade), and one after which nothing runs keeps the ending
+    row's reason (churn before an add-on cancellation). Pairs without overlaps pass as they
+    are. Reasons: -1 running, 0 churn, 1 add-on cancelled, 2 upgrade, 3 downgrade.
+    """
+    key = account.astype(np.int64) * (int(product.max(initial=0)) + 1) + product
+    order = np.lexsort((start, key))
+    k, s, e = key[order], start[order], end[order]
+    same = np.r_[False, k[1:] == k[:-1]]
+    # the latest end so far within the pair (reset at each new pair)
+    latest = pd.Series(e).groupby(k).cummax().to_numpy()
+    overlaps = same & (s < np.r_[-INF, latest[:-1]])
+    tangled = np.isin(key, np.unique(k[overlaps]))
+    if not tangled.any():
+        return account, product, mrr, start, end, reason, base
+
+    rows = np.flatnonzero(tangled)
+    finite = np.isfinite(end[rows])
+    events = pd.DataFrame(
+        {
+            "key": np.r_[key[rows], key[rows][finite]],
+            "time": np.r_[start[rows], end[rows][finite]],
+            "delta": np.r_[mrr[rows], -mrr[rows][finite]],
+            # the reason of a row ending here; starts carry none (99 = min() ignores it)
+            "reason": np.r_[np.full(len(rows), 99), reason[rows][finite]],
+        }
+    )
+    steps = events.groupby(["key", "time"], sort=True).agg(delta=("delta", "sum"), reason=("reason", "min"))
+    steps = steps[steps["delta"].abs() >= 0.005].reset_index()
+    level = np.round(steps.groupby("key")["delta"].cumsum().to_numpy(), 2)
+    piece_key = steps["key"].to_numpy()
+    piece_start = steps["time"].to_numpy()
+    last = np.r_[piece_key[1:] != piece_key[:-1], True]
+    piece_end = np.where(last, INF, np.r_[piece_start[1:], INF])
+    next_level = np.where(last, 0.0, np.r_[level[1:], 0.0])
+    next_reason = np.r_[steps["reason"].to_numpy()[1:], -1]
+    piece_reason = np.select([last, next_level <= 0, next_level > level], [-1, next_reason, 2], default=3)
+    keep = level > 0
+    # each piece's account and product: those of any row of its pair; the pair's first
+    # piece is the account's first subscription if one of the pair's rows was
+    by_key = rows[np.argsort(key[rows], kind="stable")]
+    pair_row = by_key[np.searchsorted(key[by_key], piece_key)]
+    pair_base = pd.Series(base[rows]).groupby(key[rows]).any().reindex(piece_key).to_numpy()
+    first_piece = np.r_[True, piece_key[1:] != piece_key[:-1]]
+    clean = ~tangled
+    return (
+        np.r_[account[clean], account[pair_row][keep]],
+        np.r_[product[clean], product[pair_row][keep]],
+        np.r_[mrr[clean], level[keep]],
+        np.r_[start[clean], piece_start[keep]],
+        np.r_[end[clean], piece_end[keep]],
+        np.r_[reason[clean], piece_reason[keep]],
+        np.r_[base[clean], (first_piece & pair_base)[keep]],
+    )
 
 
 def _payments(
