@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from kpis.core import connection, period_starts, period_table, read_frame
+from kpis.core import LOW_SAMPLE, connection, period_starts, period_table, read_frame, wilson_interval
 from kpis.filters import Filters, scope
 
 #: ``by`` values of :func:`churn_by` -> accounts column.
@@ -33,6 +34,9 @@ CHURN_DIMENSIONS: dict[str, str] = {
 
 #: Group label for accounts whose dimension value is missing.
 NOT_SET = "(not set)"
+
+#: The churn rate, its Wilson interval and ``low_sample`` (added by :func:`_finish`).
+RATE_COLUMNS = ["churn_rate", "ci_low", "ci_high", "low_sample"]
 
 
 def _active_at(instant: ColumnElement) -> ColumnElement[bool]:
@@ -89,10 +93,25 @@ def _churn_counts(
 
 
 def _finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rate columns from the aggregated counts — the one place every churn frame
+    (:func:`churn_rate` on either read path, :func:`churn_by`) gets them.
+
+    churn_rate = churned ÷ customers_at_start; ci_low / ci_high = Wilson score 95 %
+    interval of that proportion (``kpis.core.wilson_interval``): with p = churned ÷ n,
+    n = customers_at_start and z = 1.959964, (p + z²/2n ∓ z·√(p(1 − p)/n + z²/4n²)) ÷
+    (1 + z²/n); low_sample = customers_at_start < 30. With customers_at_start = 0 the
+    rate and both bounds are NaN and low_sample is True. Missing or NULL counts become 0.
+    """
     for column in ("customers_at_start", "churned"):
         frame[column] = frame[column].fillna(0).astype("int64")
-    starts = frame["customers_at_start"].astype(float)
-    frame["churn_rate"] = (frame["churned"] / starts.where(starts > 0)).astype(float)
+    starts = frame["customers_at_start"]
+    frame["churn_rate"] = (frame["churned"] / starts.astype(float).where(starts > 0)).astype(float)
+    bounds = np.array(
+        [wilson_interval(k, n) for k, n in zip(frame["churned"], starts, strict=True)], dtype="float64"
+    ).reshape(-1, 2)
+    frame["ci_low"] = bounds[:, 0]
+    frame["ci_high"] = bounds[:, 1]
+    frame["low_sample"] = (starts < LOW_SAMPLE).astype(bool)
     return frame
 
 
@@ -103,15 +122,18 @@ def churn_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month")
     active at s and churned = customers active at s and not active at e; customers won
     during the period are in neither count.
 
-    One row per period whose first day lies in ``[f.start, f.end)``, in order; a period with
-    no customers at its start has 0 counts and ``churn_rate`` NaN (nothing could churn).
-    Columns: period, customers_at_start, churned, churn_rate.
+    Interval: Wilson score 95 % interval of churned ÷ customers_at_start; ``low_sample`` =
+    fewer than 30 customers at the start. One row per period whose first day lies in
+    ``[f.start, f.end)``, in order; a period with no customers at its start has 0 counts
+    and ``churn_rate``, ``ci_low`` and ``ci_high`` NaN (nothing could churn). The counts
+    come from :func:`kpis.customer_base.customer_base` (its roll-up when it applies,
+    ``kpis.rollups``: same numbers); the rate and interval are computed from them.
+    Columns: period, customers_at_start, churned, churn_rate, ci_low, ci_high, low_sample.
     """
     from kpis.customer_base import customer_base
 
-    return customer_base(conn, f, freq, costs=False)[
-        ["period", "customers_at_start", "churned", "churn_rate"]
-    ]
+    counts = customer_base(conn, f, freq, costs=False)[["period", "customers_at_start", "churned"]]
+    return _finish(counts.copy())[["period", "customers_at_start", "churned", *RATE_COLUMNS]]
 
 
 def churn_by(conn: sa.Connection | sa.Engine, f: Filters, by: str) -> pd.DataFrame:
@@ -123,12 +145,14 @@ def churn_by(conn: sa.Connection | sa.Engine, f: Filters, by: str) -> pd.DataFra
     without a value form the group "(not set)". A customer counts once per month it was
     active at the month's start.
 
-    Columns: group, customers_at_start, churned, churn_rate (sorted by group; groups with
-    no customers are absent).
+    Interval: Wilson score 95 % interval of Σ churned ÷ Σ customers_at_start;
+    ``low_sample`` = fewer than 30 customer-months at the start (Σ customers_at_start).
+    Columns: group, customers_at_start, churned, churn_rate, ci_low, ci_high, low_sample
+    (sorted by group; groups with no customers are absent).
     """
     if by not in CHURN_DIMENSIONS:
         raise ValueError(f"by must be one of {sorted(CHURN_DIMENSIONS)}, not {by!r}")
-    columns = ["group", "customers_at_start", "churned", "churn_rate"]
+    columns = ["group", "customers_at_start", "churned", *RATE_COLUMNS]
     periods = period_starts(f.start, f.end, "month")
     if not periods:
         return pd.DataFrame(columns=columns)

@@ -33,8 +33,21 @@ churn = kpi(kpis.churn_rate, view)
 if is_empty(churn, ["customers_at_start"]):
     no_data("No customers at the start of any period in this selection.")
 else:
-    fig = figures.trend(churn, ["churn_rate"], "ratio", view.freq, names=["Churn rate"], y_title="churn rate")
+    fig = figures.trend(
+        churn,
+        ["churn_rate"],
+        "ratio",
+        view.freq,
+        names=["Churn rate"],
+        interval=("ci_low", "ci_high"),
+        y_title="churn rate",
+    )
     report.chart(fig, churn, f"Churn rate per {view.freq}", kpi_key="churn_rate")
+    if "low_sample" in churn and churn["low_sample"].fillna(False).astype(bool).any():
+        st.caption(
+            ":orange[:material/warning: Periods with fewer than 30 customers at their start have wide "
+            "95 % intervals.]"
+        )
 
     with st.expander("Which accounts churned?", icon=":material/person_remove:", expanded=False):
         with_churn = churn[churn["churned"] > 0]
@@ -106,6 +119,7 @@ else:
         ["churn_rate"],
         "ratio",
         names=["Monthly churn rate"],
+        errors=("ci_low", "ci_high"),
         horizontal=True,
         category_labels=labels,
     )
@@ -116,6 +130,11 @@ else:
         kpi_key="churn_rate",
         definition=docstring_definition(kpis.churn_by),
     )
+    if "low_sample" in by_group and by_group["low_sample"].fillna(False).astype(bool).any():
+        st.caption(
+            ":orange[:material/warning: Groups with fewer than 30 customer-months at the start have wide "
+            "95 % intervals.]"
+        )
 
 # --- cohorts --------------------------------------------------------------------------
 st.header("Cohort retention")

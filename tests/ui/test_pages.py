@@ -149,3 +149,18 @@ def test_data_quality_lists_every_check_with_its_count(app, demo_engine):
     assert [b.proto.label for b in at.get("download_button")] == [
         f"Download CSV ({len(f.records):,} rows)" for f in listed
     ]
+
+
+def test_churn_chart_shows_the_kpis_interval(app, demo_engine, default_filters):
+    at = app("pages/2_Customers_and_churn.py").run()
+    assert not at.exception
+    expected = kpis.churn_rate(demo_engine, default_filters, "month")
+    traces = {trace.get("name"): trace for trace in _figure(at, "Churn rate per month")["data"]}
+    assert _array(traces["95 % interval"]["y"]) == pytest.approx(expected["ci_low"].tolist(), nan_ok=True)
+    assert _array(traces["Churn rate"]["y"]) == pytest.approx(expected["churn_rate"].tolist(), nan_ok=True)
+    at.selectbox(key="churn_by_dimension").set_value("segment").run()
+    by_group = kpis.churn_by(demo_engine, default_filters, "segment")
+    by_group = by_group.sort_values("churn_rate", ascending=False)
+    bars = _figure(at, "by segment")["data"][0]
+    high = (by_group["ci_high"] - by_group["churn_rate"]).tolist()
+    assert _array(bars["error_x"]["array"]) == pytest.approx(high)
