@@ -43,8 +43,8 @@ _LOOKUP_LIMIT = 20_000
 _LOOKUP_CHUNK = 1_000
 
 _TIMESTAMP_TEXT = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
-_TRUE = frozenset({"true", "t", "yes", "y", "1"})
-_FALSE = frozenset({"false", "f", "no", "n", "0"})
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
 
 
 @dataclass(frozen=True)
@@ -252,8 +252,8 @@ def parse_column(
     if kind == "boolean":
         lowered = text.str.strip().str.lower()
         values = pd.Series(pd.NA, index=series.index, dtype="boolean")
-        values[lowered.isin(_TRUE).to_numpy()] = True
-        values[lowered.isin(_FALSE).to_numpy()] = False
+        values[lowered.isin(TRUE_WORDS).to_numpy()] = True
+        values[lowered.isin(FALSE_WORDS).to_numpy()] = False
         invalid = ~missing & values.isna()
         return values, missing, invalid, "not a boolean (true/false)"
     if text is not None:
