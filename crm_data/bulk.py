@@ -6,7 +6,8 @@
   ``INSERT INTO t (cols) SELECT CAST(col AS type), ... FROM frame`` (columnar, no Python
   loop per row).
 * **PostgreSQL** (psycopg 3): ``COPY t (cols) FROM STDIN (FORMAT csv)`` fed with CSV text
-  written by pandas in chunks.
+  written by pandas in chunks (``crm_data.spreadsheet_safety.csv_text``: a value holding a
+  carriage return is quoted).
 * **anything else**: ``executemany`` of ``table.insert()`` in chunks of plain Python values.
 
 Values: timestamps are naive and mean UTC (tz-aware input is converted to UTC, then made
@@ -18,7 +19,6 @@ caller's transaction on ``conn``.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import uuid
 
@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+
+from crm_data.spreadsheet_safety import csv_text
 
 #: Rows per ``executemany`` batch / per CSV chunk sent to COPY.
 EXECUTEMANY_CHUNK = 20_000
@@ -120,10 +122,9 @@ def _insert_postgresql_copy(conn: sa.Connection, table: sa.Table, frame: pd.Data
         with cursor.copy(statement) as copy:
             for start in range(0, len(frame), COPY_CHUNK):
                 chunk = frame.iloc[start : start + COPY_CHUNK]
-                text = chunk.to_csv(
-                    index=False, header=False, na_rep=_PG_NULL, quoting=csv.QUOTE_MINIMAL, lineterminator="\n"
-                )
-                copy.write(text)
+                # csv_text: a carriage return in a value is quoted (to_csv left it bare and COPY
+                # then ended the row there)
+                copy.write(csv_text(chunk, header=False, na_rep=_PG_NULL))
     finally:
         cursor.close()
 
