@@ -5,7 +5,20 @@ line endings, canonical column names in schema order, rows ordered by primary ke
 Values: timestamps ``2024-03-01T09:30:00Z`` (``.ffffff`` added when there are
 sub-second parts), dates ``2024-03-01``, booleans ``true``/``false``, integers without a
 decimal point, doubles in Python's shortest round-trip form, missing values empty.
-Exporting and importing into an empty database gives identical tables.
+Fields holding a comma, a double quote, ``\\n`` or ``\\r`` are quoted (a bare carriage
+return would end the row for a CSV reader). Exporting and importing into an empty
+database gives identical tables.
+
+**A bundle is data, not a spreadsheet: its values are written exactly.** It exists to be
+read back by our importer (a backup, or a move between databases: DuckDB to PostgreSQL),
+so text such as ``=SUM(1+1)`` or ``-5 days`` is written as it is, without the formula
+neutralising of the dashboard's downloads (``crm_data.spreadsheet_safety``): a quote put in
+front would either change the value on every round trip or need the importer to strip
+it, which would then change a value that really starts with a quote. Neither the
+dashboard nor the CLI offers a bundle as a download. Do not open a bundle from an
+untrusted database in a spreadsheet application; for a spreadsheet, use the dashboard's
+CSV / XLSX downloads (``charts.export.frame_csv`` / ``frame_xlsx``), which neutralise text
+that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.engines import connect_checked
+from crm_data.spreadsheet_safety import csv_text
 from crm_data.validation import column_kind, existing_tables
 
 CHUNK_ROWS = 200_000
@@ -73,7 +87,8 @@ def _chunks(conn: sa.Connection, table: sa.Table) -> Iterator[pd.DataFrame]:
 def export_bundle(engine: sa.Engine, folder: str | Path) -> dict[str, int]:
     """Write every canonical table as ``folder/<table>.csv``; return the rows per table.
 
-    Tables missing from the database are written with a header only.
+    Tables missing from the database are written with a header only. Values are exact (no
+    formula neutralising: a bundle is data for the importer, see the module docstring).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,15 +96,13 @@ def export_bundle(engine: sa.Engine, folder: str | Path) -> dict[str, int]:
     with connect_checked(engine) as conn, conn.begin():
         present = existing_tables(conn)
         for table in schema.TABLES:
-            path = folder / f"{table.name}.csv"
             header = pd.DataFrame(columns=[c.name for c in table.columns])
-            header.to_csv(path, index=False, lineterminator="\n")
             rows = 0
-            if table.name in present:
-                for chunk in _chunks(conn, table):
-                    format_frame(table, chunk).to_csv(
-                        path, mode="a", header=False, index=False, lineterminator="\n"
-                    )
-                    rows += len(chunk)
+            with open(folder / f"{table.name}.csv", "w", encoding="utf-8", newline="") as out:
+                out.write(csv_text(header))
+                if table.name in present:
+                    for chunk in _chunks(conn, table):
+                        out.write(csv_text(format_frame(table, chunk), header=False))
+                        rows += len(chunk)
             counts[table.name] = rows
     return counts

