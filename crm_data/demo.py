@@ -94,6 +94,8 @@ from crm_data.demo_accounts import CHUNK_TABLES, account_chunk
 from crm_data.demo_context import DemoContext, product_arrays, spike_quarter, time_axis
 from crm_data.demo_util import as_text, choose, ids, lookup, timestamps
 from crm_data.engines import connect_checked
+from crm_data.importing import DEMO, mark_contents, recorded_contents
+from crm_data.validation import existing_tables
 
 #: accounts generated (and loaded) per step; each chunk has its own random stream, so
 #: changing this changes the data (it is a constant for that reason)
@@ -115,7 +117,9 @@ def generate(
     stream, ``today`` the last day of the history (default: today in UTC; data lie before
     its midnight); ``progress`` draws a tqdm bar on stderr. Then it rebuilds the KPI
     roll-ups (:mod:`kpis.rollups`). Returns the number of rows written per table (every
-    table, in schema order).
+    table, in schema order). It records that the tables hold demo data
+    (``crm_data.importing.mark_contents``); :func:`existing_data` tells what it would
+    delete that is not.
     """
     if accounts < 1:
         raise ValueError("accounts must be at least 1")
@@ -162,6 +166,23 @@ def generate(
     return counts
 
 
+def existing_data(conn: sa.Connection) -> dict[str, int] | None:
+    """What :func:`generate` would delete that is not demo data: the rows of each non-empty
+    CRM table, or None when there is nothing such (no CRM tables, all of them empty, or
+    their contents recorded as demo data by an earlier :func:`generate`). Tables filled by
+    an import, or by another tool, count as not demo data."""
+    if recorded_contents(conn) == DEMO:
+        return None
+    names = existing_tables(conn)
+    present = [table for table in schema.TABLES if table.name in names]
+    if not present:
+        return None
+    counts = [sa.select(sa.func.count()).select_from(t).scalar_subquery().label(t.name) for t in present]
+    row = conn.execute(sa.select(*counts)).one()
+    found = {table.name: int(row[i]) for i, table in enumerate(present) if row[i]}
+    return found or None
+
+
 class _Aborted(Exception):
     """The generator failed: the writer rolls back."""
 
@@ -181,6 +202,7 @@ def _write(
         committed = False
         try:
             _clear(conn)
+            mark_contents(conn, DEMO)  # `crm-insights demo` may overwrite these tables again
             while (item := work.get()) is not _DONE:
                 if item is _ABORT:
                     raise _Aborted

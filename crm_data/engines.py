@@ -1,30 +1,125 @@
 """Engines for any SQLAlchemy URL, with UTC sessions and an optional read-only mode.
 
-The URL comes from the caller, else ``CRM_DATABASE_URL``, else the embedded default:
-a DuckDB file at ``data/crm.duckdb`` in the project folder (git-ignored).
+The URL comes from the caller, else ``CRM_DATABASE_URL``, else the embedded default, a
+DuckDB file called ``crm.duckdb`` (:func:`default_db_path`):
+
+* running from a source checkout (the folder above ``crm_data`` holds ``pyproject.toml``
+  and ``dashboard.py``): ``data/crm.duckdb`` in that project folder (git-ignored);
+* installed as a package (e.g. into ``site-packages``):
+  ``$XDG_DATA_HOME/crm-insights/crm.duckdb``, i.e. ``~/.local/share/crm-insights/crm.duckdb``
+  when ``XDG_DATA_HOME`` is unset.
+
+Reading never creates a database: ``make_engine(read_only=True)`` refuses a DuckDB or
+SQLite file that does not exist (``FileNotFoundError``). DuckDB lets one process write a
+file, or any number of processes read it: an engine whose connection fails on the file's
+lock raises :class:`DatabaseBusyError`, whose message says what to do.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from crm_data import dialects
 
+#: The folder above the ``crm_data`` package: the project folder in a source checkout,
+#: ``site-packages`` when installed.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_DB_PATH = PROJECT_DIR / "data" / "crm.duckdb"
+#: The file name of the embedded database, and the folder of an installed package's data.
+DB_FILE_NAME = "crm.duckdb"
+APP_DIR_NAME = "crm-insights"
+
+
+def is_source_checkout(project_dir: Path = PROJECT_DIR) -> bool:
+    """True when ``project_dir`` is the project folder of a checkout (not site-packages)."""
+    return (project_dir / "pyproject.toml").is_file() and (project_dir / "dashboard.py").is_file()
+
+
+def default_db_path(project_dir: Path = PROJECT_DIR, environ: Mapping[str, str] | None = None) -> Path:
+    """The embedded DuckDB file: ``<project>/data/crm.duckdb`` in a source checkout, else
+    ``$XDG_DATA_HOME/crm-insights/crm.duckdb`` (``~/.local/share`` when ``XDG_DATA_HOME``
+    is unset, empty or relative, as the XDG base-directory specification says)."""
+    if is_source_checkout(project_dir):
+        return project_dir / "data" / DB_FILE_NAME
+    environ = os.environ if environ is None else environ
+    data_home = environ.get("XDG_DATA_HOME", "")
+    base = (
+        Path(data_home) if data_home and Path(data_home).is_absolute() else Path.home() / ".local" / "share"
+    )
+    return base / APP_DIR_NAME / DB_FILE_NAME
+
+
+DEFAULT_DB_PATH = default_db_path()
 DEFAULT_URL = f"duckdb:///{DEFAULT_DB_PATH}"
 
+_NO_DATABASE_HINT = "run `crm-insights demo` first (or load your data with `crm-insights import PATH`)"
 
-class DatabaseBusyError(RuntimeError):
-    """The embedded DuckDB file is held by another process (e.g. the running dashboard)."""
+
+class DatabaseBusyError(sa.exc.OperationalError, RuntimeError):
+    """The embedded DuckDB file is held by another process (e.g. the running dashboard).
+
+    ``str(error)`` says what to do; ``error.orig`` is DuckDB's own lock error. It is an
+    ``sqlalchemy.exc.OperationalError`` too, so code that handles database errors in
+    general (``except sqlalchemy.exc.DBAPIError``) keeps handling it.
+    """
+
+    def __init__(self, message: str, orig: BaseException | None = None) -> None:
+        super().__init__(None, None, orig)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type, tuple[str, BaseException | None]]:
+        return self.__class__, (self.message, self.orig)
 
 
 def database_url(url: str | None = None) -> str:
-    """The URL to use: ``url``, else ``$CRM_DATABASE_URL``, else the embedded DuckDB file."""
-    return url or os.environ.get("CRM_DATABASE_URL") or DEFAULT_URL
+    """The URL to use: ``url``, else ``$CRM_DATABASE_URL``, else the embedded DuckDB file
+    (:func:`default_db_path`)."""
+    return url or os.environ.get("CRM_DATABASE_URL") or f"duckdb:///{default_db_path()}"
+
+
+def _is_lock_error(error: BaseException | None) -> bool:
+    text = str(error).lower()
+    return "could not set lock" in text or "conflicting lock" in text
+
+
+def busy_message(database: str | None, read_only: bool, reason: BaseException | None = None) -> str:
+    """What to do when the DuckDB file ``database`` is locked by another process."""
+    if read_only:
+        # DuckDB lets readers share a file: a reader is refused only beside a writer
+        return (
+            f"the database file {database} is open for writing in another process (a "
+            "`crm-insights demo` or `import`, or a program that opened it with make_engine() "
+            "without read_only=True): wait until it has finished, or stop it, then try again."
+        )
+    held_by_readers = "read-only mode" in str(reason)  # DuckDB says so when only readers hold it
+    holder = (
+        "probably the dashboard"
+        if held_by_readers
+        else "a `crm-insights demo` or `import`, the dashboard's Import page, or another program writing to it"
+    )
+    return (
+        f"the database file {database} is open in another process ({holder}). To write to it, "
+        "stop that process (the dashboard: Ctrl+C where `crm-insights serve` runs), run the command "
+        "again, then start the dashboard; or write to another file with --url and point "
+        "CRM_DATABASE_URL at it. To only read it beside the dashboard, open it read-only: "
+        "make_engine(read_only=True)."
+    )
+
+
+def _raise_busy_on_lock(engine: sa.Engine, read_only: bool) -> None:
+    """Turn DuckDB's file-lock error, raised while an engine connects, into DatabaseBusyError."""
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        original = context.original_exception
+        if context.connection is None and _is_lock_error(original):
+            raise DatabaseBusyError(busy_message(engine.url.database, read_only, original), original)
 
 
 def make_engine(url: str | None = None, *, read_only: bool = False) -> sa.Engine:
@@ -32,7 +127,10 @@ def make_engine(url: str | None = None, *, read_only: bool = False) -> sa.Engine
 
     Read-only means DuckDB ``read_only``, SQLite ``mode=ro`` and PostgreSQL
     ``default_transaction_read_only``. For a DuckDB file, the folder is created when
-    writing; reading a file that does not exist raises ``FileNotFoundError``.
+    writing; reading a DuckDB or SQLite file that does not exist raises
+    ``FileNotFoundError`` (nothing is created). A DuckDB connection refused because another
+    process holds the file raises :class:`DatabaseBusyError`: a reader is refused beside
+    a writer only, a writer beside any other process.
     """
     sa_url = sa.make_url(database_url(url))
     backend = sa_url.get_backend_name()
@@ -42,30 +140,33 @@ def make_engine(url: str | None = None, *, read_only: bool = False) -> sa.Engine
         if database != ":memory:":
             path = Path(database)
             if read_only and not path.exists():
-                raise FileNotFoundError(f"no database at {path}: run `python -m crm_data demo` first")
+                raise FileNotFoundError(f"no database at {path}: {_NO_DATABASE_HINT}")
             path.parent.mkdir(parents=True, exist_ok=True)
         if read_only:
             connect_args["read_only"] = True
     elif backend == "sqlite":
         if read_only and sa_url.database not in (None, "", ":memory:"):
+            if not sa_url.database.startswith("file:") and not Path(sa_url.database).exists():
+                raise FileNotFoundError(f"no database at {sa_url.database}: {_NO_DATABASE_HINT}")
             sa_url = sa_url.set(database=f"file:{sa_url.database}?mode=ro", query={"uri": "true"})
     elif backend == "postgresql" and read_only:
         connect_args["options"] = "-c default_transaction_read_only=on"
     engine = sa.create_engine(sa_url, connect_args=connect_args)
     dialects.prepare_engine(engine)
+    if backend == "duckdb":
+        _raise_busy_on_lock(engine, read_only)
     return engine
 
 
 def connect_checked(engine: sa.Engine) -> sa.Connection:
-    """Open a connection, turning DuckDB's file-lock error into a clear message."""
+    """Open a connection; DuckDB's file-lock error becomes :class:`DatabaseBusyError`
+    (engines of :func:`make_engine` do this themselves; this also covers other engines)."""
     try:
         return engine.connect()
+    except DatabaseBusyError:
+        raise
     except sa.exc.DBAPIError as error:
-        if "lock" in str(error.orig).lower() and engine.dialect.name == "duckdb":
-            raise DatabaseBusyError(
-                f"the database file {engine.url.database} is open in another process "
-                "(probably the dashboard). Stop the dashboard, run the command again, then "
-                "start the dashboard; or write to another file with --url and point "
-                "CRM_DATABASE_URL at it."
-            ) from error
+        if engine.dialect.name == "duckdb" and _is_lock_error(error.orig):
+            message = busy_message(engine.url.database, False, error.orig)
+            raise DatabaseBusyError(message, error.orig) from error
         raise

@@ -16,6 +16,8 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
    get the columns present in the file (columns absent from the file keep their values),
    and only rows whose values differ are touched — re-importing a bundle changes nothing;
 4. when a table the KPI roll-ups summarise changed, rebuild them (:mod:`kpis.rollups`);
+   when any row changed, record that the tables hold imported data (:func:`mark_contents`:
+   ``crm-insights demo`` then refuses to overwrite them without ``--replace``);
 5. commit; any database error rolls everything back.
 
 Row identity: the primary key of each table; ``deal_stage_history`` (deal_id, stage,
@@ -31,7 +33,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +59,11 @@ __all__ = [
     "TableInput",
     "import_paths",
     "import_tables",
+    "mapping_hint",
+    "mark_contents",
     "read_bundle",
     "read_csv",
+    "recorded_contents",
     "validate_tables",
 ]
 
@@ -198,9 +203,31 @@ def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | N
     return TableInput(table, frame, name, lines), []
 
 
+def mapping_hint(paths: Sequence[str | Path]) -> str:
+    """Which shipped mapping(s) recognise ``paths`` as their exports, as advice ("these
+    look like HubSpot CRM exports: add --mapping hubspot"); empty when none does."""
+    from crm_data.mappings import label, suggest_mappings
+
+    suggested = suggest_mappings(paths)
+    if not suggested:
+        return ""
+    most = suggested[0][1]
+    best = [mapping for mapping, recognised in suggested if recognised == most]
+    if len(best) == 1:
+        return f"these look like {label(best[0])}: add --mapping {best[0].name}"
+    options = " or ".join(f"{label(m)} (add --mapping {m.name})" for m in best)
+    return f"these look like {options}"
+
+
+def _with_hint(reason: str, paths: Sequence[Path]) -> str:
+    hint = mapping_hint(paths)
+    return f"{reason}; {hint}" if hint else reason
+
+
 def _bundle_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[ImportIssue]]:
     files: list[Path] = []
     issues: list[ImportIssue] = []
+    misnamed: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
@@ -215,16 +242,20 @@ def _bundle_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[ImportI
                         )
                     )
             if not any(p.stem in schema.metadata.tables for p in found):
-                issues.append(
-                    ImportIssue(str(path), None, "", "no <table>.csv files of canonical tables here")
-                )
+                reason = _with_hint("no <table>.csv files of canonical tables here", [path])
+                issues.append(ImportIssue(str(path), None, "", reason))
         elif path.is_file():
             if path.suffix.lower() == ".csv" and path.stem in schema.metadata.tables:
                 files.append(path)
             else:
+                misnamed.append(path)
                 issues.append(ImportIssue(path.name, None, "", "a bundle file must be named <table>.csv"))
         else:
             issues.append(ImportIssue(str(path), None, "", "no such file or folder"))
+    if misnamed:
+        # one piece of advice for all of them, on the first one's issue
+        first = next(i for i, issue in enumerate(issues) if issue.file == misnamed[0].name)
+        issues[first] = replace(issues[first], reason=_with_hint(issues[first].reason, misnamed))
     return files, issues
 
 
@@ -294,6 +325,8 @@ def _import_tables(
             try:
                 report.written = _write(conn, tables, tell)
                 _refresh_rollups(conn, report.written, tell)
+                if any(report.written.values()):
+                    mark_contents(conn, IMPORTED)
             except sa.exc.DBAPIError as error:
                 transaction.rollback()
                 report.ok = False
@@ -312,6 +345,40 @@ def _import_tables(
     report.seconds = time.perf_counter() - started
     tell(1.0, "done")
     return report
+
+
+# --- what the CRM tables hold -------------------------------------------------------------
+
+#: The application's own key/value table, apart from the 17 CRM tables (like the roll-ups'
+#: ``rollup_state``). Key ``contents``: what the CRM tables hold — ``demo`` once
+#: ``crm_data.demo.generate`` filled them, ``imported`` once an import changed them — so
+#: that ``crm-insights demo`` does not overwrite imported data unasked.
+meta_metadata = sa.MetaData()
+meta = sa.Table(
+    "crm_insights_meta",
+    meta_metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+CONTENTS = "contents"
+DEMO = "demo"
+IMPORTED = "imported"
+
+
+def mark_contents(conn: sa.Connection, contents: str) -> None:
+    """Record in :data:`meta`, in the caller's transaction, what the CRM tables hold now
+    (:data:`DEMO` or :data:`IMPORTED`); creates the table when missing."""
+    meta_metadata.create_all(conn, checkfirst=True)
+    conn.execute(meta.delete().where(meta.c.key == CONTENTS))
+    conn.execute(meta.insert().values(key=CONTENTS, value=contents))
+
+
+def recorded_contents(conn: sa.Connection) -> str | None:
+    """What :func:`mark_contents` recorded last, or None (never recorded: an older
+    database, or tables written by another tool)."""
+    if not sa.inspect(conn).has_table(meta.name):
+        return None
+    return conn.execute(sa.select(meta.c.value).where(meta.c.key == CONTENTS)).scalar_one_or_none()
 
 
 def _refresh_rollups(conn: sa.Connection, written: dict[str, int], tell: Progress) -> None:

@@ -129,11 +129,14 @@ class QualityReport:
         if self.missing_tables:
             out.append(f"tables missing (checks on them skipped): {', '.join(self.missing_tables)}")
         problems = self.problems
-        out.append(
-            f"{len(problems)} of {len(self.findings)} checks found problems."
-            if problems
-            else f"All {len(self.findings)} checks passed."
-        )
+        if not self.findings:
+            out.append("No checks ran: none of the tables they need exist.")
+        else:
+            out.append(
+                f"{len(problems)} of {len(self.findings)} checks found problems."
+                if problems
+                else f"All {len(self.findings)} checks passed."
+            )
         for item in problems:
             out.append("")
             out.append(f"[!] {item.title}: {item.count:,d}")

@@ -8,6 +8,7 @@ format is documented in ``docs/mappings.md`` and in ``crm_data.mappings.engine``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from crm_data.mappings.engine import Mapping
@@ -15,16 +16,14 @@ from crm_data.mappings.sources import MappingError
 
 MAPPINGS_DIR = Path(__file__).resolve().parent
 
-#: The mappings shipped with the product, by name.
-SHIPPED: list[str] = [
-    "hubspot",
-    "salesforce",
-    "mailchimp",
-    "maven_crm",
-    "telco_churn",
-    "pwc_call_center",
-    "superstore",
-]
+
+def shipped_mappings() -> list[str]:
+    """The names of the mappings shipped with the package: its ``*.toml`` files, sorted."""
+    return sorted(path.stem for path in MAPPINGS_DIR.glob("*.toml"))
+
+
+#: The mappings shipped with the product, by name (the TOML files of this folder).
+SHIPPED: list[str] = shipped_mappings()
 
 
 def mapping_path(name_or_path: str | Path) -> Path:
@@ -45,4 +44,38 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
     return Mapping.from_file(mapping_path(name_or_path))
 
 
-__all__ = ["MAPPINGS_DIR", "SHIPPED", "Mapping", "MappingError", "load_mapping", "mapping_path"]
+def label(mapping: Mapping) -> str:
+    """A short name of what a mapping reads: its description up to a colon or parenthesis
+    ("HubSpot CRM exports"), else its name."""
+    text = mapping.description.split(":", 1)[0].split(" (", 1)[0].strip()
+    return text or mapping.name
+
+
+def suggest_mappings(paths: Sequence[str | Path]) -> list[tuple[Mapping, int]]:
+    """The shipped mappings that recognise some of ``paths`` (files, or folders searched
+    like ``Mapping.read`` does) as their exports, by file name pattern or header, with how
+    many files each recognises: most files first, then by name. Empty when none does."""
+    found: list[tuple[Mapping, int]] = []
+    for name in SHIPPED:
+        try:
+            mapping = load_mapping(name)
+            matched = mapping.match(list(paths))
+        except (MappingError, OSError):
+            continue
+        recognised = sum(len(files) for files in matched.files.values())
+        if recognised:
+            found.append((mapping, recognised))
+    return sorted(found, key=lambda item: (-item[1], item[0].name))
+
+
+__all__ = [
+    "MAPPINGS_DIR",
+    "SHIPPED",
+    "Mapping",
+    "MappingError",
+    "label",
+    "load_mapping",
+    "mapping_path",
+    "shipped_mappings",
+    "suggest_mappings",
+]

@@ -1,0 +1,116 @@
+"""``crm-insights serve``: start the dashboard with Streamlit, from any working directory.
+
+``streamlit run dashboard.py`` reads the look of the app (theme, hidden page list, viewer
+toolbar) from ``.streamlit/config.toml`` of the *working directory*, which an installed
+package does not have. ``serve`` therefore
+
+* finds ``dashboard.py`` with importlib (the ``dashboard`` module is installed beside this
+  package; in a source checkout it is the project folder's file);
+* reads every option of ``ui/streamlit_config.toml`` (shipped with the package) and hands
+  them to Streamlit as command-line flags would, plus ``server.address`` and
+  ``server.port``: flags win over any config.toml found on the way;
+* passes ``--url`` to the app as ``CRM_DATABASE_URL`` (the server runs in this process);
+* refuses to start an empty dashboard: without ``--url`` or ``CRM_DATABASE_URL`` and
+  without the default embedded database file, it says to run ``crm-insights demo``.
+
+Streamlit is started through ``streamlit.web.bootstrap`` (what ``streamlit run`` calls:
+``load_config_options`` then ``run``), so it runs until Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from crm_data.engines import default_db_path
+
+#: Streamlit's options for the dashboard, shipped with the package (``.streamlit/config.toml``
+#: of a checkout links to it).
+CONFIG_FILE = Path(__file__).resolve().with_name("streamlit_config.toml")
+DEFAULT_ADDRESS = "127.0.0.1"
+DEFAULT_PORT = 8501
+
+
+def dashboard_script() -> Path:
+    """The file of the ``dashboard`` module installed with this package.
+
+    importlib finds it (in ``site-packages``, or the checkout through an editable install);
+    a different ``dashboard`` module that comes first on ``sys.path`` (``python -m`` run
+    in a folder with its own ``dashboard.py``) is passed over for the one beside ``ui``.
+    """
+    home = Path(__file__).resolve().parent.parent
+    spec = importlib.util.find_spec("dashboard")
+    if spec is not None and spec.origin and Path(spec.origin).resolve().parent == home:
+        return Path(spec.origin).resolve()
+    beside = home / "dashboard.py"
+    if beside.is_file():
+        return beside
+    raise FileNotFoundError(f"dashboard.py is not installed beside {home / 'ui'}: reinstall crm-insights")
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):  # a sub-section such as [theme.sidebar]
+            options.update(_flatten(value, f"{key}."))
+        else:
+            options[key] = value
+    return options
+
+
+def flag_options(
+    address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT, config_file: Path = CONFIG_FILE
+) -> dict[str, Any]:
+    """Streamlit's options as ``streamlit run`` flags set them (``{"theme.base": "light",
+    ...}``): every option of ``config_file``, then ``server.address`` and ``server.port``."""
+    with config_file.open("rb") as handle:
+        options = _flatten(tomllib.load(handle))
+    options["server.address"] = address
+    options["server.port"] = port
+    return options
+
+
+def missing_database(url: str | None = None) -> Path | None:
+    """The default embedded database file when the dashboard would read it (no ``url``,
+    no ``CRM_DATABASE_URL``) and it does not exist; else None."""
+    if url or os.environ.get("CRM_DATABASE_URL"):
+        return None
+    path = default_db_path()
+    return None if path.exists() else path
+
+
+def serve(
+    url: str | None = None,
+    address: str = DEFAULT_ADDRESS,
+    port: int = DEFAULT_PORT,
+    prog: str = "crm-insights",
+) -> int:
+    """Run the dashboard until it is stopped; returns the exit code (2: no database yet).
+
+    ``url`` (else ``CRM_DATABASE_URL``, else the embedded DuckDB file) is the database the
+    app reads; ``prog`` is how the user calls the command line, for the advice printed.
+    """
+    missing = missing_database(url)
+    if missing is not None:
+        print(
+            f"error: there is no database yet at {missing}: create the demo database with "
+            f"`{prog} demo` (or load your data with `{prog} import PATH`), then run `{prog} serve` "
+            "again; or point the dashboard at a database with --url or CRM_DATABASE_URL.",
+            file=sys.stderr,
+        )
+        return 2
+    if url:
+        os.environ["CRM_DATABASE_URL"] = url  # read by crm_data.engines.database_url in the app
+    script = dashboard_script()
+    options = flag_options(address, port)
+
+    from streamlit.web import bootstrap
+
+    bootstrap.load_config_options(flag_options=options)
+    bootstrap.run(str(script), False, [], options)
+    return 0
