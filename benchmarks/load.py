@@ -27,10 +27,11 @@ helpers) changes a sidebar filter at the same moment as the light sessions in
 sessions' times in those same rounds, is the sanity check that rerun → script_finished is
 what a person sees (the browser then also counts as one more session).
 
-The server's resources come from ``/proc``: peak RSS of the server process (and of its
-process tree: the export chromium it starts, see ``ui.report.warm_export_server``), its
-CPU as % of one core (mean over the timed rounds; peak over 0.5 s samples), the whole
-machine's busy CPU and this client's own CPU. Ratios are against N=1 of the same run.
+The server's resources come from ``/proc`` (Linux; psutil is not a dependency): peak RSS
+of the server process (and the peak PSS of its process tree, which includes the export
+chromium it starts, see ``ui.report.warm_export_server``), its CPU as % of one core (mean
+over the timed rounds; peak over 0.5 s samples), the whole machine's busy CPU and this
+client's own CPU. Ratios are against N=1 of the same run.
 Prints a table and writes ``benchmarks/load-results.json``.
 """
 
@@ -343,6 +344,18 @@ def _rss_mb(pid: int, key: str = "VmRSS") -> float | None:
     return None
 
 
+def _pss_mb(pid: int) -> float | None:
+    """Proportional set size: shared pages split among the processes sharing them, so the
+    sum over a process tree (the export chromium's processes) is not inflated."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -369,12 +382,13 @@ def _machine_busy() -> tuple[float, float]:
 
 
 class ServerMonitor:
-    """Samples the server's RSS (process and tree) and CPU every ``SAMPLE_EVERY`` s."""
+    """Samples the server's RSS, its process tree's PSS and its CPU every ``SAMPLE_EVERY`` s."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.available = Path(f"/proc/{pid}/stat").exists()
-        self.peak_rss = self.peak_tree_rss = self.peak_cpu = 0.0
+        self.peak_rss = self.peak_tree_pss = 0.0
+        self.peak_cpu: float | None = None  # None until one whole sample interval has passed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="load-monitor", daemon=True)
 
@@ -392,13 +406,13 @@ class ServerMonitor:
         last_cpu, last_at = _cpu_seconds(self.pid), time.perf_counter()
         while True:
             rss = _rss_mb(self.pid) or 0.0
-            tree = rss + sum(_rss_mb(child) or 0.0 for child in _descendants(self.pid))
-            self.peak_rss, self.peak_tree_rss = max(self.peak_rss, rss), max(self.peak_tree_rss, tree)
+            tree = sum(_pss_mb(p) or 0.0 for p in [self.pid, *_descendants(self.pid)])
+            self.peak_rss, self.peak_tree_pss = max(self.peak_rss, rss), max(self.peak_tree_pss, tree)
             if self._stop.wait(SAMPLE_EVERY):
                 return
             cpu, at = _cpu_seconds(self.pid), time.perf_counter()
             if cpu is not None and last_cpu is not None:
-                self.peak_cpu = max(self.peak_cpu, (cpu - last_cpu) / (at - last_at) * 100)
+                self.peak_cpu = max(self.peak_cpu or 0.0, (cpu - last_cpu) / (at - last_at) * 100)
             last_cpu, last_at = cpu, at
 
     def counters(self) -> dict[str, float | None]:
@@ -585,8 +599,8 @@ def run_benchmark(
                 )
             row.update(
                 server_peak_rss_mb=round(monitor.peak_rss, 1),
-                server_tree_peak_rss_mb=round(monitor.peak_tree_rss, 1),
-                server_peak_cpu_pct=round(monitor.peak_cpu, 1),
+                server_tree_peak_pss_mb=round(monitor.peak_tree_pss, 1),
+                server_peak_cpu_pct=None if monitor.peak_cpu is None else round(monitor.peak_cpu, 1),
             )
             rows.append(row)
             log(_row_line(row, rows[0]))
