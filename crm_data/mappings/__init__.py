@@ -2,8 +2,10 @@
 
 ``load_mapping("hubspot")`` loads a shipped mapping (a TOML file in this folder);
 ``load_mapping("my_crm.toml")`` loads a user's own. ``mapping.read(paths)`` returns the
-``TableInput`` list that ``crm_data.importing.import_tables`` validates and writes. The
-format is documented in ``docs/mappings.md`` and in ``crm_data.mappings.engine``.
+``TableInput`` list that ``crm_data.importing.import_tables`` validates and writes;
+``mapping.read(paths, report=ReadReport())`` also collects the warnings (what was detected
+or repaired). The format is documented in ``docs/mappings.md`` and in
+``crm_data.mappings.engine``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crm_data.mappings.engine import Mapping
-from crm_data.mappings.sources import MappingError
+from crm_data.mappings.report import MappingError, ReadReport, ReadWarning
 
 MAPPINGS_DIR = Path(__file__).resolve().parent
 
@@ -45,4 +47,13 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
     return Mapping.from_file(mapping_path(name_or_path))
 
 
-__all__ = ["MAPPINGS_DIR", "SHIPPED", "Mapping", "MappingError", "load_mapping", "mapping_path"]
+__all__ = [
+    "MAPPINGS_DIR",
+    "SHIPPED",
+    "Mapping",
+    "MappingError",
+    "ReadReport",
+    "ReadWarning",
+    "load_mapping",
+    "mapping_path",
+]

@@ -15,16 +15,25 @@ from pathlib import Path
 
 import pandas as pd
 
+from crm_data.mappings.report import MappingError
+
 #: Encodings tried in order when a mapping names none: UTF-8 (a BOM is dropped), then
 #: Windows-1252, the usual "latin-1" of spreadsheet exports (it decodes every byte).
 DEFAULT_ENCODINGS: tuple[str, ...] = ("utf-8-sig", "cp1252")
 
+__all__ = [
+    "DATA_SUFFIXES",
+    "DEFAULT_ENCODINGS",
+    "MappingError",
+    "SourceFrame",
+    "decode",
+    "expand_paths",
+    "read_header",
+    "read_text_table",
+]
+
 #: File name endings picked up when a folder is given.
 DATA_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".txt")
-
-
-class MappingError(ValueError):
-    """The files cannot be read with this mapping (unknown file, missing column, bad TOML)."""
 
 
 @dataclass
