@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from crm_data import schema
-from crm_data.mappings.sources import MappingError
+from crm_data.mappings.report import MappingError, ReadReport
 
 SPEC_KEYS = frozenset(
     {
@@ -78,6 +78,8 @@ class Context:
     table: str
     timezone: str
     notes: list[str]
+    report: ReadReport | None = None
+    block: str = ""
 
     def column(self, name: str, target: str) -> pd.Series:
         """A source column (any case), or blanks (plus a note) when an optional one is absent."""
@@ -85,12 +87,27 @@ class Context:
         if found is not None:
             return self.src[found]
         column = schema.metadata.tables[self.table].c[target]
+        blanks = pd.Series([None] * len(self.src), index=self.src.index, dtype=object)
         if not column.nullable or column.primary_key:
-            raise MappingError(f"{self.path}: column {name!r} is missing (needed for {self.table}.{target})")
+            self.error(None, "", f"column {name!r} is missing (needed for {self.table}.{target})")
+            return blanks
         note = f"{self.path}: no column {name!r}; {self.table}.{target} left blank"
         if note not in self.notes:
             self.notes.append(note)
-        return pd.Series([None] * len(self.src), index=self.src.index, dtype=object)
+        return blanks
+
+    def line(self, position: int) -> int | None:
+        """The file line of the source row at ``position``."""
+        if "__line__" not in self.src.columns:
+            return None
+        return int(self.src["__line__"].iloc[position])
+
+    def error(self, line: int | None, column: str, reason: str) -> None:
+        """Record an error (raised with the others at the end of the read), or raise it now."""
+        if self.report is None:
+            where = f"{self.path}:{line}" if line is not None else str(self.path)
+            raise MappingError(f"{where}: {f'column {column!r}: ' if column else ''}{reason}")
+        self.report.error(self.path, line, column, reason)
 
 
 def evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
