@@ -34,11 +34,13 @@ The named derivation steps, for what a column spec alone cannot say:
 Values that do not convert (a date not matching its format, text in a number) are passed
 on unchanged, so validation reports them with file, line and column. Every output row
 keeps the line of the original file its record started on (a grouped row: its first).
-Timestamps come out as naive UTC text (``YYYY-MM-DD HH:MM:SS``).
+Timestamps come out as naive UTC text (``YYYY-MM-DD HH:MM:SS``); a date column's format is
+detected from the whole column (``crm_data.mappings.dates``) unless the spec pins it.
 
-What reading detected or repaired (an encoding fallback, a delimiter, a skipped file)
-goes to a ``ReadReport`` as warnings; what would lose or corrupt data (a record of the
-wrong width, a file named like an export but lacking its columns) is an error: every error found is listed in one ``MappingError``
+What reading detected or repaired (an encoding fallback, a delimiter, a date format, a
+skipped file) goes to a ``ReadReport`` as warnings; what would lose or corrupt data (a
+record of the wrong width, an undecidable date order, a file named like an export but
+lacking its columns) is an error: every error found is listed in one ``MappingError``
 (``crm_data.mappings.report``).
 """
 
@@ -62,8 +64,8 @@ from crm_data.mappings.columns import (
     Invalid,
     as_list,
     check_keys,
+    condition,
     evaluate,
-    fold,
     is_blank,
     omap,
     resolve_column,
@@ -112,8 +114,8 @@ class TableBlock:
     source: str | None
     columns: dict[str, dict[str, Any]]
     rows: list[dict[str, Any]] | None = None
-    where: dict[str, list[str]] = field(default_factory=dict)
-    where_not: dict[str, list[str]] = field(default_factory=dict)
+    where: dict[str, list[Any]] = field(default_factory=dict)
+    where_not: dict[str, list[Any]] = field(default_factory=dict)
     unpivot: dict[str, str] | None = None
     group_by: list[str] = field(default_factory=list)
     drop_rows_without: list[str] = field(default_factory=list)
@@ -285,8 +287,8 @@ class Mapping:
         ``report`` (if given) collects the warnings (see ``crm_data.mappings.report``) and
         the notes; ``notes`` (if given) the notes alone: folder files the mapping ignores,
         optional columns absent from a file. Raises ``MappingError`` listing every error
-        (a given file that is no export of this mapping, a record of the wrong width, a
-        required export or column missing, ...).
+        (a given file that is no export of this mapping, a record of the wrong width, an
+        undecidable date format, a required export or column missing, ...).
         """
         from crm_data.importing import TableInput
 
@@ -356,8 +358,8 @@ class Mapping:
     def _run_block(self, block: TableBlock, source: SourceFrame, report: ReadReport) -> Produced:
         src = source.frame.copy()
         src["__line__"] = source.lines
-        src = _filter_rows(src, block.where, keep=True, where=source.path)
-        src = _filter_rows(src, block.where_not, keep=False, where=source.path)
+        src = _filter_rows(src, block.where, keep=True, where=source.path, report=report)
+        src = _filter_rows(src, block.where_not, keep=False, where=source.path, report=report)
         if block.unpivot:
             src = _unpivot(src, block.unpivot, source.path)
         src = src.reset_index(drop=True)
@@ -416,6 +418,12 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
             raise MappingError(f"{where} column {col}: give exactly one of column, template, value")
         if spec.get("type", "text") not in TYPES:
             raise MappingError(f"{where} column {col}: type must be one of {', '.join(sorted(TYPES))}")
+        if "day_first" in spec and (
+            not isinstance(spec["day_first"], bool) or "auto" not in (as_list(spec.get("format")) or ["auto"])
+        ):
+            raise MappingError(
+                f'{where} column {col}: day_first is true or false, for format = "auto" (the default)'
+            )
         if spec.get("agg", "first") not in AGGREGATES:
             raise MappingError(f"{where} column {col}: agg must be one of {', '.join(sorted(AGGREGATES))}")
         columns[col] = spec
@@ -435,13 +443,18 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
         table=table_name,
         source=source,
         columns=columns,
-        where={k: [str(v) for v in as_list(v)] for k, v in raw.get("where", {}).items()},
-        where_not={k: [str(v) for v in as_list(v)] for k, v in raw.get("where_not", {}).items()},
+        where={k: _condition_values(v) for k, v in raw.get("where", {}).items()},
+        where_not={k: _condition_values(v) for k, v in raw.get("where_not", {}).items()},
         unpivot=unpivot,
         group_by=as_list(raw.get("group_by")),
         drop_rows_without=as_list(raw.get("drop_rows_without")),
         label=where,
     )
+
+
+def _condition_values(values: object) -> list[Any]:
+    """Condition values as text, except TOML booleans (matched by meaning: 1/0, yes/no...)."""
+    return [v if isinstance(v, bool) else str(v) for v in as_list(values)]
 
 
 def _matches(name: str, patterns: list[str]) -> bool:
@@ -468,14 +481,18 @@ def _describe(spec: FileSpec) -> str:
 
 
 def _filter_rows(
-    src: pd.DataFrame, conditions: dict[str, list[str]], keep: bool, where: Path
+    src: pd.DataFrame, conditions: dict[str, list[Any]], keep: bool, where: Path, report: ReadReport
 ) -> pd.DataFrame:
     for name, values in conditions.items():
         column = resolve_column(src.columns, name)
         if column is None:
             raise MappingError(f"{where}: column {name!r} is missing (used by where)")
-        wanted = {fold(v) for v in values}
-        hit = omap(src[column], lambda v, w=wanted: not is_blank(v) and fold(v) in w).astype(bool)
+
+        def not_boolean(position: int, text: str, column: str = column, frame: pd.DataFrame = src) -> None:
+            line = int(frame["__line__"].iloc[position])
+            report.error(where, line, column, f"{text!r} is not a yes/no value (true/false, yes/no, 1/0)")
+
+        hit = condition(src[column], values, not_boolean)
         src = src[hit if keep else ~hit]
     return src
 
