@@ -262,7 +262,8 @@ class Mapping:
         for spec, missing, columns in lacking:
             if spec in named_specs:
                 why = (
-                    f"named like the {spec.key} export ({' or '.join(spec.patterns)}) but the column(s) "
+                    f"named like the {spec.key} export of the {self.name} mapping ({' or '.join(spec.patterns)}) "
+                    "but the column(s) "
                     f"{', '.join(missing)} are missing; {_columns_of(columns)}"
                 )
                 return None, why, True

@@ -337,7 +337,8 @@ def test_files_skipped_or_refused_are_named_with_the_reason(kind: str, make_db, 
     (issue,) = caught.value.issues
     assert Path(issue.file).name == "hubspot-crm-exports-all-deals-2024-06-30.csv"
     assert issue.reason.startswith(
-        "named like the deals export (*deal*.csv) but the column(s) Deal Stage are missing; its columns: Record ID, "
+        "named like the deals export of the hubspot mapping (*deal*.csv) but the column(s) Deal Stage are "
+        "missing; its columns: Record ID, "
         "Deal Name, Stage, Pipeline, Amount, Close Date, Create Date, Deal owner, …"
     )
     assert _count(engine, "accounts") == 4  # from the first import; the refused one wrote nothing
