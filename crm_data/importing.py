@@ -445,12 +445,14 @@ def import_paths(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Import a CSV bundle (folders / ``<table>.csv`` files), or exports through ``mapping``
-    (``crm_data.mappings.load_mapping(mapping).read(paths)``)."""
+    (``crm_data.mappings.load_mapping(mapping).read(paths)``; what reading the exports
+    detected or repaired comes back as the report's warnings)."""
     if mapping:
-        from crm_data.mappings import load_mapping
+        from crm_data.mappings import ReadReport, load_mapping
 
-        inputs = load_mapping(mapping).read([Path(p) for p in paths])
-        issues: list[ImportIssue] = []
+        read = ReadReport()  # what reading detected or repaired: warnings, they do not stop the import
+        inputs = load_mapping(mapping).read([Path(p) for p in paths], report=read)
+        issues: list[ImportIssue] = [warning.issue() for warning in read.warnings]
     else:
         inputs, issues = read_bundle(paths)
     log = _log_with(issues)

@@ -17,7 +17,7 @@ import streamlit as st
 
 from crm_data.engines import DatabaseBusyError, database_url, make_engine
 from crm_data.importing import ImportReport, TableInput, import_tables, read_bundle, validate_tables
-from crm_data.mappings import SHIPPED, MappingError, load_mapping
+from crm_data.mappings import SHIPPED, MappingError, ReadReport, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
 from ui import data
 
@@ -92,8 +92,9 @@ def _shown_file(name: str, folder: Path) -> str:
     return name.replace(f"{folder}/", "")
 
 
-def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[str, object]]]:
-    """Save the uploads in ``folder`` and read them: inputs, notes, problems found reading."""
+def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[str, object]], list[str]]:
+    """Save the uploads in ``folder`` and read them: inputs, notes, problems found reading,
+    and the warnings of the mapping (what it detected or repaired)."""
     paths = []
     for upload in uploads:
         path = folder / Path(upload.name).name
@@ -116,29 +117,33 @@ def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[s
             }
             for i in issues
         ]
-        return inputs, notes, problems
+        return inputs, notes, problems, []
     mapping_source = choice
     if choice == OWN:
         mapping_path = folder / "_mapping.toml"
         mapping_path.write_bytes(own_mapping.getvalue())
         mapping_source = str(mapping_path)
+    read = ReadReport()
     try:
-        inputs = load_mapping(mapping_source).read(paths, notes)
+        inputs = load_mapping(mapping_source).read(paths, notes, report=read)
     except MappingError as error:
-        return (
-            [],
-            notes,
-            [
-                {
-                    "file": "",
-                    "line": None,
-                    "column": "",
-                    "problem": _shown_file(str(error), folder),
-                    "level": "error",
-                }
-            ],
-        )
-    return inputs, [_shown_file(n, folder) for n in notes], []
+        issues = [
+            {
+                "file": _shown_file(i.file, folder),
+                "line": i.row,
+                "column": i.column,
+                "problem": _shown_file(i.reason, folder),
+            }
+            for i in error.issues
+        ] or [{"file": "", "line": None, "column": "", "problem": _shown_file(str(error), folder)}]
+        warnings = [_shown_file(str(w), folder) for w in read.warnings]
+        return [], notes, [{**issue, "level": "error"} for issue in issues], warnings
+    return (
+        inputs,
+        [_shown_file(n, folder) for n in notes],
+        [],
+        [_shown_file(str(w), folder) for w in read.warnings],
+    )
 
 
 def _issue_rows(report: ImportReport, folder: Path) -> list[dict[str, object]]:
@@ -163,9 +168,15 @@ def _preview_engine() -> sa.Engine:
 
 with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
     folder = Path(tmp)
-    inputs, notes, problems = _read_inputs(folder)
+    inputs, notes, problems, warnings = _read_inputs(folder)
     for note in notes:
         st.caption(f":material/info: {note}")
+    if warnings:  # repaired or detected while reading: nothing lost, the import can go ahead
+        st.warning(
+            "Read with these repairs and detections (check them; they do not stop the import):\n\n"
+            + "\n".join(f"- {w}" for w in warnings),
+            icon=":material/warning:",
+        )
     report = (
         validate_tables(_preview_engine(), inputs)
         if inputs and not any(p["level"] == "error" for p in problems)

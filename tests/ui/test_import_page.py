@@ -111,11 +111,9 @@ def test_invalid_files_show_file_line_and_column_and_cannot_be_imported(target: 
 
 def test_unknown_files_for_a_mapping_are_named(target: str) -> None:
     at = _page("salesforce", _uploads(HUBSPOT)[:1])
-    problem = at.dataframe[0].value.loc[0, "problem"]
-    assert (
-        "hubspot-crm-exports-all-companies-2024-06-30.csv: not an export this mapping (salesforce) knows"
-        in problem
-    )
+    issue = at.dataframe[0].value.loc[0]
+    assert issue["file"] == "hubspot-crm-exports-all-companies-2024-06-30.csv"
+    assert issue["problem"].startswith("not an export this mapping (salesforce) knows")
 
 
 def test_external_database_offers_only_the_preview_and_the_command(
@@ -171,3 +169,16 @@ def test_csv_bundle(target: str) -> None:
     at.button(key="import_go").click().run()
     assert not at.exception
     assert _count(target, schema.accounts) == 2
+
+
+def test_warnings_of_the_mapping_are_listed_before_the_import_button(target: str) -> None:
+    from tests.crm_data.mappings.test_reading_rules import SALESFORCE_ACCOUNTS
+
+    at = _page("salesforce", [("Account.csv", SALESFORCE_ACCOUNTS, "text/csv")])
+    (warning,) = at.warning
+    assert "they do not stop the import" in warning.value
+    assert "Account.csv: line(s) that are not UTF-8: read as Windows-1252" in warning.value
+    assert 'line 4: byte 0x81 in "M\\x81ller Maschinenbau GmbH"' in warning.value
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    assert _count(target, schema.accounts) == 4
