@@ -408,6 +408,7 @@ def _write(conn: sa.Connection, tables: dict[str, ValidTable], tell: Progress) -
     missing = [t for t in schema.TABLES if t.name not in existing_tables(conn)]
     if missing:
         schema.metadata.create_all(conn, tables=missing, checkfirst=True)
+    schema.add_missing_columns(conn)  # a database from before an optional column was added
     ordered = [tables[t.name] for t in schema.TABLES if t.name in tables]
     total = sum(len(t.frame) for t in ordered) or 1
     done = 0

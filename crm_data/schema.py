@@ -126,6 +126,7 @@ deals = sa.Table(
     _time("closed_at"),
     _text("status", required=True),
     _text("lost_reason"),
+    _text("pipeline"),
 )
 
 deal_stage_history = sa.Table(
@@ -191,6 +192,13 @@ campaigns = sa.Table(
     _day("started_on"),
     _day("ended_on"),
     _money("cost"),
+    # a vendor's report figures for the whole campaign (e.g. Mailchimp's campaign report),
+    # for when there are no per-recipient responses
+    _count("recipients"),
+    _count("delivered"),
+    _count("opens"),
+    _count("clicks"),
+    _count("unsubscribes"),
 )
 
 campaign_responses = sa.Table(
@@ -333,5 +341,43 @@ for _table, _columns in [
 
 
 def create_schema(bind: sa.Engine | sa.Connection) -> None:
-    """Create every missing canonical table (and its indexes); existing ones are kept."""
+    """Create every missing canonical table (and its indexes); existing ones are kept and
+    gain the optional columns added to the schema since they were created
+    (:func:`add_missing_columns`)."""
     metadata.create_all(bind, checkfirst=True)
+    if isinstance(bind, sa.Engine):
+        with bind.begin() as conn:
+            add_missing_columns(conn)
+    else:
+        add_missing_columns(bind)
+
+
+def table_columns(conn: sa.Connection, name: str) -> set[str]:
+    """The column names of the existing table ``name`` (read from an empty SELECT: the
+    inspector's column reflection does not work on every dialect, DuckDB's included)."""
+    query = sa.select(sa.text("*")).select_from(sa.table(name)).where(sa.false())
+    return set(conn.execute(query).keys())
+
+
+def add_missing_columns(conn: sa.Connection) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for every optional (nullable) column of the schema that
+    an existing canonical table lacks: a database created before the column was added to
+    the schema (``deals.pipeline``, the campaign report figures) keeps working. Returns
+    ``table.column`` of the columns added; a missing REQUIRED column is left for the database
+    to report (it cannot be added without values)."""
+    present = set(sa.inspect(conn).get_table_names())
+    added: list[str] = []
+    for table in TABLES:
+        if table.name not in present:
+            continue
+        have = table_columns(conn, table.name)
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=conn.dialect)
+            preparer = conn.dialect.identifier_preparer
+            conn.exec_driver_sql(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.quote(column.name)} {kind}"
+            )
+            added.append(f"{table.name}.{column.name}")
+    return added

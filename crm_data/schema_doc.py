@@ -152,6 +152,10 @@ COLUMN_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("deals", "closed_at"): "When the deal was won or lost; empty while open.",
     ("deals", "status"): "The deal's outcome so far.",
     ("deals", "lost_reason"): "Why it was lost (free text).",
+    ("deals", "pipeline"): (
+        "The CRM pipeline the deal is in (free text, e.g. HubSpot's `Pipeline`); the pipeline "
+        "filter selects deals by it. Empty for a CRM with one pipeline."
+    ),
     ("deal_stage_history", "deal_id"): "The deal.",
     ("deal_stage_history", "stage"): "The stage entered, a `pipeline_stages.stage`.",
     ("deal_stage_history", "entered_at"): (
@@ -195,6 +199,14 @@ COLUMN_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("campaigns", "started_on"): "First day; a campaign belongs to the period of its start.",
     ("campaigns", "ended_on"): "Last day.",
     ("campaigns", "cost"): "Total cost of the campaign (money).",
+    ("campaigns", "recipients"): (
+        "The vendor report's number of recipients (sent), for the whole campaign; empty = "
+        "count `campaign_responses` instead."
+    ),
+    ("campaigns", "delivered"): "The vendor report's successful deliveries (whole campaign).",
+    ("campaigns", "opens"): "The vendor report's unique opens (whole campaign).",
+    ("campaigns", "clicks"): "The vendor report's unique clicks (whole campaign).",
+    ("campaigns", "unsubscribes"): "The vendor report's unsubscribes (whole campaign).",
     ("campaign_responses", "campaign_id"): "The campaign.",
     ("campaign_responses", "account_id"): "The recipient's account.",
     ("campaign_responses", "contact_id"): "The recipient.",
@@ -307,7 +319,8 @@ The import format (`python -m crm_data import PATH...`, and the dashboard's Impo
   as `file:row:column: reason` (row = line number in the file, the header is line 1; the
   first {max_errors} are listed, all are counted). On any error nothing is written. Otherwise
   every table is written in ONE transaction, parents first; a database error rolls it all
-  back. Missing tables are created.
+  back. Missing tables are created, and optional columns added to the schema since a
+  table was created are added to it.
 * **Upsert by id.** Rows are matched by their table's primary key: new keys are inserted;
   existing keys get the columns present in the file (columns absent from the file keep
   their values). Re-importing the same bundle changes nothing. `campaign_responses` has no
@@ -330,8 +343,9 @@ Every KPI is a function `(conn, filters, …) -> pandas.DataFrame`, `conn` a SQL
   no account-level list is set, and tables without an account column (web traffic, social
   media, campaigns) are not narrowed by them. `owners` select records by their own owner column
   (`deals.owner_id`, `interactions.user_id`), else through their account's `owner_id`;
-  `products` by their own `product_id`, else through their account's subscriptions. An
-  empty list means all.
+  `products` by their own `product_id`, else through their account's subscriptions;
+  `pipelines` select deals by `deals.pipeline` and narrow no other records. An empty list
+  means all.
 * **Periods** are calendar {freqs} in UTC
   (`freq` = {freq_values}); a row's `period` is the period's first day; the rows
   are the periods whose first day lies in `[start, end)`, periods without data included,

@@ -12,6 +12,8 @@ Rules (DESIGN.md):
   ``interactions.user_id``), else through their account's ``owner_id``.
 * ``products`` select records by their own ``product_id`` (deals, subscriptions,
   tickets), else through their account: accounts with a subscription to one of them.
+* ``pipelines`` select deals by ``deals.pipeline`` (a deal without one counts only while
+  no pipeline is selected); records of other tables are not narrowed by them.
 * An empty list means all. Values only ever reach SQL as bound parameters.
 """
 
@@ -62,6 +64,7 @@ class Filters:
     acquisition_channels: tuple[str, ...] = field(default=())
     owners: tuple[str, ...] = field(default=())
     products: tuple[str, ...] = field(default=())
+    pipelines: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
@@ -146,6 +149,8 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
                     sa.select(subscriptions.c.account_id).where(subscriptions.c.product_id.in_(f.products))
                 )
             )
+    if f.pipelines and "pipeline" in columns:
+        conditions.append(columns.pipeline.in_(f.pipelines))
     return conditions
 
 
@@ -164,18 +169,31 @@ DIMENSION_SOURCES: dict[str, tuple[sa.Table, str]] = {
     **{name: (schema.accounts, column) for name, column in ACCOUNT_DIMENSIONS.items()},
     "owners": (schema.users, "user_id"),
     "products": (schema.products, "product_id"),
+    "pipelines": (schema.deals, "pipeline"),
 }
 
 
 def dimension_values(conn: sa.Connection | sa.Engine) -> dict[str, list[str]]:
-    """The available values of each filter dimension, sorted (for the filter bar)."""
+    """The available values of each filter dimension, sorted (for the filter bar); none for
+    a column the database does not have yet (a database created before it was added)."""
     result: dict[str, list[str]] = {}
     with _connection(conn) as c:
         for name, (table, column) in DIMENSION_SOURCES.items():
+            if name == "pipelines" and not has_column(c, table, column):
+                result[name] = []
+                continue
             col = table.c[column]
             rows = c.execute(sa.select(col).where(col.is_not(None)).distinct().order_by(col))
             result[name] = [r[0] for r in rows]
     return result
+
+
+def has_column(conn: sa.Connection, table: sa.Table, column: str) -> bool:
+    """True when ``table`` exists in the database of ``conn`` with ``column`` (an optional
+    column added to the schema later is missing from a database created before)."""
+    if not sa.inspect(conn).has_table(table.name):
+        return False
+    return column in schema.table_columns(conn, table.name)
 
 
 def data_date_range(conn: sa.Connection | sa.Engine) -> tuple[dt.date, dt.date] | None:

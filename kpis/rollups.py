@@ -23,7 +23,8 @@ from the direct path in the last bits (summation order).
 
 When they are read (:func:`read`): ``CRM_ROLLUPS`` is not ``off``; the roll-ups exist and
 cover every requested period; the filters set no owners and no products (not roll-up
-dimensions). When ``end`` cuts the last period short (the current month, say), the
+dimensions), and no pipelines for a roll-up of deals (``deals.pipeline`` is not a roll-up
+dimension either; the other roll-ups do not depend on it). When ``end`` cuts the last period short (the current month, say), the
 roll-ups answer the complete periods and the base tables that part of the last one
 (:func:`remainder`; one small query). Otherwise the KPI runs on the base tables.
 
@@ -522,6 +523,8 @@ def read(
     base tables."""
     if not periods or not enabled() or not answers(f, freq):
         return None
+    if f.pipelines and "pipeline" in rollup.records.c:
+        return None  # the pipeline is not a roll-up dimension: the deals answer
     coverage = _coverage(conn, rollup)
     if coverage is None:
         return None

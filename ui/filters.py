@@ -40,7 +40,10 @@ DIMENSIONS: list[tuple[str, str, str]] = [
     ("acquisition_channels", "acquisition_channel", "Acquisition channel"),
     ("owners", "owner", "Owner"),
     ("products", "product", "Product"),
+    ("pipelines", "pipeline", "Pipeline"),
 ]
+#: Dimensions drawn only when the data has more than one value (one pipeline: no choice).
+ONLY_WITH_CHOICE = frozenset({"pipelines"})
 
 START_PARAM, END_PARAM, FREQ_PARAM = "from", "to", "period"
 DATE_KEY, FREQ_KEY = "date_range", "freq"
@@ -280,6 +283,9 @@ def global_filters() -> View:
     chosen: dict[str, list[str]] = {}
     for name, param, label in DIMENSIONS:
         options = known.get(name, [])
+        if name in ONLY_WITH_CHOICE and len(options) < 2:
+            ss[_store(name)] = chosen[name] = []
+            continue
         ss[param] = [v for v in ss.get(param, ss.get(_store(name), [])) if v in options]
         names = labels.get(name, {})
         values = sidebar.multiselect(
