@@ -103,6 +103,13 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         help=f"a shipped mapping ({', '.join(SHIPPED)}) or the path of your own mapping .toml file; "
         "without it, PATH is a CSV bundle",
     )
+    load.add_argument(
+        "--stages",
+        metavar="FILE",
+        help="a stage file saying what the deal stages the mapping cannot place are: a [stages] table of "
+        '"<stage label>" = "won" | "lost" | "open" lines (e.g. "Contract Signed" = "won"); remembered in '
+        "the database for the next import of this mapping",
+    )
 
     check = command(
         "check",
@@ -193,13 +200,23 @@ def _demo(args: argparse.Namespace, url: str, prog: str) -> int:
 
 def _import(args: argparse.Namespace, url: str) -> int:
     from crm_data.importing import import_paths
-    from crm_data.mappings import MappingError
+    from crm_data.mappings import MappingError, read_stage_file
 
+    stages = None
+    if args.stages:
+        if not args.mapping:
+            print("error: --stages goes with --mapping (a CSV bundle has its deal statuses)", file=sys.stderr)
+            return 1
+        try:
+            stages = read_stage_file(args.stages)
+        except MappingError as error:
+            print(f"error: {error}\nnothing was imported", file=sys.stderr)
+            return 1
     created = _new_database_file(url)  # removed again when nothing gets imported
     committed = False
     engine = make_engine(url)
     try:
-        report = import_paths(engine, args.paths, mapping=args.mapping)
+        report = import_paths(engine, args.paths, mapping=args.mapping, stages=stages)
         committed = report.committed
     except MappingError as error:  # unknown mapping, files it does not know, bad TOML
         print(f"error: {error}\nnothing was imported", file=sys.stderr)

@@ -29,7 +29,9 @@ its latest import, and re-importing changes nothing).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime as dt
 import io
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +58,7 @@ from crm_data.validation import (
 __all__ = [
     "ImportIssue",
     "ImportReport",
+    "ImportSummary",
     "TableInput",
     "import_paths",
     "import_tables",
@@ -64,11 +67,90 @@ __all__ = [
     "read_bundle",
     "read_csv",
     "recorded_contents",
+    "store_stages",
+    "stored_stages",
     "validate_tables",
 ]
 
 Progress = Callable[[float, str], None]
 _COUNT = {"preserve_rowcount": True}  # INSERT row counts (SQLAlchemy keeps them only when asked)
+
+
+#: The column that dates each table's records, for the summary's date ranges.
+DATED_BY: dict[str, tuple[str, ...]] = {
+    "accounts": ("created_at",),
+    "contacts": ("created_at",),
+    "subscriptions": ("started_at", "ended_at"),
+    "deals": ("created_at", "closed_at"),
+    "deal_stage_history": ("entered_at",),
+    "interactions": ("occurred_at",),
+    "tickets": ("opened_at",),
+    "survey_responses": ("responded_at",),
+    "campaigns": ("started_on",),
+    "campaign_responses": ("sent_at", "opened_at"),
+    "web_traffic": ("date",),
+    "social_media": ("date",),
+    "payments": ("paid_at",),
+    "costs": ("incurred_on",),
+}
+
+
+@dataclass
+class ImportSummary:
+    """What the files held, in figures a user can check against the CRM: rows per table,
+    deals per status, the won amount (per currency when deals have a currency column, else
+    under ``""``) and the first and last date of each dated column."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    deals: dict[str, int] = field(default_factory=dict)
+    won_amount: dict[str, float] = field(default_factory=dict)
+    dates: dict[str, tuple[dt.date, dt.date]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tables: dict[str, ValidTable]) -> ImportSummary:
+        summary = cls(rows={name: len(tables[name].frame) for name in schema.TABLE_NAMES if name in tables})
+        deals = tables.get("deals")
+        if deals is not None and "status" in deals.frame.columns:
+            status = deals.frame["status"].astype("string").str.lower()
+            summary.deals = {s: int((status == s).sum()) for s in ("won", "lost", "open")}
+            if "amount" in deals.frame.columns:
+                won = deals.frame[(status == "won").fillna(False).to_numpy()]
+                amounts = pd.to_numeric(won["amount"], errors="coerce").fillna(0.0)
+                if "currency" in won.columns:
+                    currency = won["currency"].astype("string").fillna("")
+                    summary.won_amount = {
+                        str(c): float(a) for c, a in amounts.groupby(currency).sum().items()
+                    }
+                else:
+                    summary.won_amount = {"": float(amounts.sum())}
+        for name, columns in DATED_BY.items():
+            item = tables.get(name)
+            for column in columns if item is not None else ():
+                if column not in item.frame.columns:
+                    continue
+                stamps = pd.to_datetime(item.frame[column], errors="coerce").dropna()
+                if not stamps.empty:
+                    summary.dates[f"{name}.{column}"] = (stamps.min().date(), stamps.max().date())
+        return summary
+
+    def lines(self) -> list[str]:
+        """The summary as indented text lines (after a heading)."""
+        out: list[str] = []
+        if self.deals:
+            counts = ", ".join(f"{s} {n:,d}" for s, n in self.deals.items())
+            out.append(f"  deals: {sum(self.deals.values()):,d} ({counts})")
+            for currency, amount in sorted(self.won_amount.items()):
+                out.append(f"  won amount{f' ({currency})' if currency else ''}: {amount:,.2f}")
+        if self.dates:
+            first = min(low for low, _ in self.dates.values())
+            last = max(high for _, high in self.dates.values())
+            out.append(f"  dates: {first:%Y-%m-%d} – {last:%Y-%m-%d}")
+            width = max(len(name) for name in self.dates)
+            out.extend(
+                f"    {name:{width}s} {low:%Y-%m-%d} – {high:%Y-%m-%d}"
+                for name, (low, high) in self.dates.items()
+            )
+        return out
 
 
 @dataclass
@@ -92,6 +174,7 @@ class ImportReport:
     warning_count: int = 0
     committed: bool = False
     seconds: float = 0.0
+    summary: ImportSummary | None = None
 
     def render(self) -> str:
         """A readable text report: errors (up to the cap, then "and N more"), warnings, rows."""
@@ -112,6 +195,10 @@ class ImportReport:
             out.append(f"imported in {self.seconds:.1f} s (rows in the input / inserted or changed):")
             for table, count in self.rows.items():
                 out.append(f"  {table:20s} {count:>12,d} {self.written.get(table, 0):>12,d}")
+            summary = self.summary.lines() if self.summary else []
+            if summary:
+                out.append("what the files held (check it against the CRM):")
+                out.extend(summary)
         else:
             out.append("valid (nothing written yet):")
             for table, count in self.rows.items():
@@ -128,6 +215,7 @@ def _report(log: IssueLog, tables: dict[str, ValidTable] | None, started: float)
         error_count=log.error_count,
         warning_count=log.warning_count,
         seconds=time.perf_counter() - started,
+        summary=ImportSummary.of(tables) if log.error_count == 0 and tables else None,
     )
 
 
@@ -297,18 +385,25 @@ def import_tables(
     engine: sa.Engine,
     inputs: Sequence[TableInput],
     progress: Progress | None = None,
+    stages: tuple[str, dict[str, str]] | None = None,
 ) -> ImportReport:
     """Validate ``inputs``, then upsert them all in one transaction (nothing on any error).
 
-    ``progress(fraction, message)`` is called as the work advances (0..1).
+    ``progress(fraction, message)`` is called as the work advances (0..1). ``stages`` =
+    ``(mapping name, {stage label: won / lost / open})``: the user's stage assignments,
+    remembered for the next import (:func:`store_stages`) in the same transaction.
     Raises :class:`~crm_data.engines.DatabaseBusyError` when another process holds the
     DuckDB file.
     """
-    return _import_tables(engine, inputs, progress, _log_with())
+    return _import_tables(engine, inputs, progress, _log_with(), stages)
 
 
 def _import_tables(
-    engine: sa.Engine, inputs: Sequence[TableInput], progress: Progress | None, log: IssueLog
+    engine: sa.Engine,
+    inputs: Sequence[TableInput],
+    progress: Progress | None,
+    log: IssueLog,
+    stages: tuple[str, dict[str, str]] | None = None,
 ) -> ImportReport:
     started = time.perf_counter()
     tell = progress or (lambda fraction, message: None)
@@ -327,6 +422,8 @@ def _import_tables(
                 _refresh_rollups(conn, report.written, tell)
                 if any(report.written.values()):
                     mark_contents(conn, IMPORTED)
+                if stages and stages[1]:
+                    store_stages(conn, *stages)
             except sa.exc.DBAPIError as error:
                 transaction.rollback()
                 report.ok = False
@@ -371,6 +468,52 @@ def mark_contents(conn: sa.Connection, contents: str) -> None:
     meta_metadata.create_all(conn, checkfirst=True)
     conn.execute(meta.delete().where(meta.c.key == CONTENTS))
     conn.execute(meta.insert().values(key=CONTENTS, value=contents))
+
+
+#: The user's deal-stage assignments, per mapping (source): a stage the mapping cannot place
+#: as won, lost or open is assigned once (stage file, Import page) and remembered here for
+#: the next import. ``stage_key`` is the label compared ignoring case and blanks.
+stage_map = sa.Table(
+    "crm_insights_stage_map",
+    meta_metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("stage_key", sa.String(255), primary_key=True),
+    sa.Column("stage", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+)
+
+
+def stored_stages(bind: sa.Engine | sa.Connection, source: str) -> dict[str, str]:
+    """The stage assignments remembered for ``source`` (a mapping's name): label -> won /
+    lost / open; empty when none (or no such table: a database never imported into)."""
+    connection = bind.connect() if isinstance(bind, sa.Engine) else contextlib.nullcontext(bind)
+    with connection as conn:
+        if not sa.inspect(conn).has_table(stage_map.name):
+            return {}
+        rows = conn.execute(
+            sa.select(stage_map.c.stage, stage_map.c.status)
+            .where(stage_map.c.source == source)
+            .order_by(stage_map.c.stage)
+        )
+        return {stage: status for stage, status in rows}
+
+
+def store_stages(conn: sa.Connection, source: str, stages: dict[str, str]) -> None:
+    """Remember ``stages`` (label -> won / lost / open) for ``source``, in the caller's
+    transaction; creates the table when missing. A label assigned before is replaced."""
+    from crm_data.mappings.columns import stage_key
+    from crm_data.mappings.engine import check_stage_map
+
+    checked = check_stage_map(stages)  # raises MappingError for a status not won/lost/open
+    meta_metadata.create_all(conn, checkfirst=True)
+    labels = {stage_key(label): " ".join(str(label).split()) for label in stages}
+    conn.execute(
+        stage_map.delete().where(stage_map.c.source == source, stage_map.c.stage_key.in_(list(checked)))
+    )
+    conn.execute(
+        stage_map.insert(),
+        [{"source": source, "stage_key": k, "stage": labels[k], "status": v} for k, v in checked.items()],
+    )
 
 
 def recorded_contents(conn: sa.Connection) -> str | None:
@@ -444,16 +587,27 @@ def import_paths(
     paths: Sequence[str | Path],
     mapping: str | None = None,
     progress: Progress | None = None,
+    stages: dict[str, str] | None = None,
 ) -> ImportReport:
     """Import a CSV bundle (folders / ``<table>.csv`` files), or exports through ``mapping``
     (``crm_data.mappings.load_mapping(mapping).read(paths)``; what reading the exports
-    detected or repaired comes back as the report's warnings)."""
+    detected or repaired comes back as the report's warnings).
+
+    ``stages``: stage assignments (label -> won / lost / open, e.g. from a stage file) for
+    the deal stages the mapping cannot place; they add to (and replace) those remembered in
+    the database for this mapping, and are remembered in turn when the import succeeds."""
+    remember: tuple[str, dict[str, str]] | None = None
     if mapping:
         from crm_data.mappings import ReadReport, load_mapping
 
+        loaded = load_mapping(mapping)
         read = ReadReport()  # what reading detected or repaired: warnings, they do not stop the import
-        inputs = load_mapping(mapping).read([Path(p) for p in paths], report=read)
+        known = _stored_stages_if_readable(engine, loaded.name)
+        inputs = loaded.read(
+            [Path(p) for p in paths], report=read, stages={**known, **(stages or {})}, database=engine
+        )
         issues: list[ImportIssue] = [warning.issue() for warning in read.warnings]
+        remember = (loaded.name, dict(stages or {}))
     else:
         inputs, issues = read_bundle(paths)
     log = _log_with(issues)
@@ -461,4 +615,12 @@ def import_paths(
         report = _validate_tables(engine, inputs, log)
         report.ok = False
         return report
-    return _import_tables(engine, inputs, progress, log)
+    return _import_tables(engine, inputs, progress, log, remember)
+
+
+def _stored_stages_if_readable(engine: sa.Engine, source: str) -> dict[str, str]:
+    """:func:`stored_stages`, or none when the database cannot be read yet (a new file)."""
+    try:
+        return stored_stages(engine, source)
+    except sa.exc.DBAPIError:
+        return {}
