@@ -306,9 +306,9 @@ KPIS: list[KpiDefinition] = [
         higher_is_better=False,
         definition=(
             "campaigns whose started_on lies in [start, end); sent / opened / clicked / converted "
-            "= responses with that timestamp set; open_rate, click_rate and conversion_rate are "
-            "relative to sent; cost_per_conversion = cost ÷ converted (NaN when nothing "
-            "converted)."
+            "= responses with that timestamp set, or the vendor report's figures of the campaign; "
+            "open_rate, click_rate and conversion_rate are relative to sent; cost_per_conversion = "
+            "cost ÷ converted (NaN when nothing converted)."
         ),
         function=campaign_funnel,
         value_column="cost_per_conversion",
