@@ -659,14 +659,12 @@ def _report_skipped(
     block: TableBlock, before: pd.DataFrame, after: pd.DataFrame, path: Path, report: ReadReport
 ) -> None:
     dropped = before.loc[~before.index.isin(after.index)]
-    columns = [resolve_column(before.columns, c) for c in [*block.where, *block.where_not]]
-    shown = next((c for c in columns if c is not None), None)
+    names = [resolve_column(before.columns, c) for c in dict.fromkeys([*block.where, *block.where_not])]
+    shown = [c for c in names if c is not None]
     examples = [
-        (int(line), f"{shown} = {value}" if shown else "")
-        for line, value in zip(
-            dropped["__line__"], dropped[shown] if shown else [None] * len(dropped), strict=True
-        )
-    ][:3]
+        (int(dropped["__line__"].iat[i]), ", ".join(f"{c} = {dropped[c].iat[i]}" for c in shown))
+        for i in range(min(len(dropped), 3))
+    ]
     report.warn(path, f"{len(dropped):,d} {block.skipped}", examples=examples, count=len(dropped))
 
 
