@@ -1,6 +1,12 @@
 """Import: drop CRM exports (or a CSV bundle), pick a mapping, preview the validation
 (errors by file, line and column), then import into the embedded database — all or nothing.
 
+Deal stages the mapping cannot place as won, lost or open (a CRM's own stage names) are
+listed in a step of their own, each with a won / lost / open choice; the choices are read
+with the files at once (the preview shows their effect) and remembered in the database
+(``crm_insights_stage_map``) for the next import. After an import, a summary of what the
+files held (deals won / lost / open, won amount, dates) to check against the CRM.
+
 The dashboard reads its database read-only; the import opens its own short-lived writing
 engine after closing the dashboard's. On an external database (CRM_DATABASE_URL is not a
 DuckDB file) the page only previews: imports go through the command line.
@@ -16,12 +22,21 @@ import sqlalchemy as sa
 import streamlit as st
 
 from crm_data.engines import DatabaseBusyError, database_url, make_engine
-from crm_data.importing import ImportReport, TableInput, import_tables, read_bundle, validate_tables
+from crm_data.importing import (
+    ImportReport,
+    TableInput,
+    import_tables,
+    read_bundle,
+    stored_stages,
+    validate_tables,
+)
 from crm_data.mappings import SHIPPED, MappingError, ReadReport, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
 from ui import data
 
 BUNDLE = "CSV bundle"
+STATUSES = ["won", "lost", "open"]
+STAGE_KEY = "import_stage::"  # + the stage label: the widget of its won / lost / open choice
 OWN = "My own mapping file (.toml)"
 MAPPING_HELP = {
     BUNDLE: "one <table>.csv per canonical table, with the canonical column names",
@@ -92,9 +107,21 @@ def _shown_file(name: str, folder: Path) -> str:
     return name.replace(f"{folder}/", "")
 
 
-def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[str, object]], list[str]]:
+def _stage_choices() -> dict[str, str]:
+    """The won / lost / open choices made in the stage step (label -> status)."""
+    return {
+        str(key)[len(STAGE_KEY) :]: value
+        for key, value in st.session_state.items()
+        if str(key).startswith(STAGE_KEY) and value in STATUSES
+    }
+
+
+def _read_inputs(
+    folder: Path,
+) -> tuple[list[TableInput], list[str], list[dict[str, object]], list[str], ReadReport, str]:
     """Save the uploads in ``folder`` and read them: inputs, notes, problems found reading,
-    and the warnings of the mapping (what it detected or repaired)."""
+    the warnings of the mapping (what it detected or repaired), the read report (its deal
+    stages) and the mapping's name."""
     paths = []
     for upload in uploads:
         path = folder / Path(upload.name).name
@@ -117,7 +144,7 @@ def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[s
             }
             for i in issues
         ]
-        return inputs, notes, problems, []
+        return inputs, notes, problems, [], ReadReport(), ""
     mapping_source = choice
     if choice == OWN:
         mapping_path = folder / "_mapping.toml"
@@ -125,7 +152,10 @@ def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[s
         mapping_source = str(mapping_path)
     read = ReadReport()
     try:
-        inputs = load_mapping(mapping_source).read(paths, notes, report=read)
+        mapping = load_mapping(mapping_source)
+        preview = _preview_engine()
+        stages = {**_remembered_stages(preview, mapping.name), **_stage_choices()}
+        inputs = mapping.read(paths, notes, report=read, stages=stages, database=preview)
     except MappingError as error:
         issues = [
             {
@@ -137,13 +167,57 @@ def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[s
             for i in error.issues
         ] or [{"file": "", "line": None, "column": "", "problem": _shown_file(str(error), folder)}]
         warnings = [_shown_file(str(w), folder) for w in read.warnings]
-        return [], notes, [{**issue, "level": "error"} for issue in issues], warnings
+        return [], notes, [{**issue, "level": "error"} for issue in issues], warnings, read, ""
     return (
         inputs,
         [_shown_file(n, folder) for n in notes],
         [],
         [_shown_file(str(w), folder) for w in read.warnings],
+        read,
+        mapping.name,
     )
+
+
+def _remembered_stages(engine: sa.Engine, source: str) -> dict[str, str]:
+    """The stage assignments the database remembers for ``source`` (none when unreadable)."""
+    try:
+        return stored_stages(engine, source)
+    except sa.exc.DBAPIError:
+        return {}
+
+
+def _stage_step(read: ReadReport, remembered: dict[str, str]) -> dict[str, str]:
+    """The stage step: every stage the mapping could not place (and every one placed by an
+    assignment, to change it) with a won / lost / open choice; returns the choices made."""
+    unplaced = read.stages("unplaced")
+    assigned = read.stages("assigned")
+    if not unplaced and not assigned:
+        return {}
+    st.subheader("Deal stages")
+    st.caption(
+        "These stages are your CRM's own: say whether a deal in each is won, lost or still open. "
+        "Until you do, their deals count as open. Your choices are remembered for the next import."
+    )
+    if unplaced:
+        st.warning(
+            f"{len(unplaced)} stage(s) not placed yet: their {sum(unplaced.values()):,d} deal(s) count as open.",
+            icon=":material/help:",
+        )
+    folded = {" ".join(k.split()).casefold(): v for k, v in remembered.items()}
+    for label, deals in {**unplaced, **assigned}.items():
+        key = STAGE_KEY + label
+        if key not in st.session_state and label in assigned:
+            st.session_state[key] = folded.get(" ".join(label.split()).casefold())
+        st.radio(
+            f"{label} — {deals:,d} deal{'s' if deals != 1 else ''}",
+            STATUSES,
+            index=None,
+            key=key,
+            horizontal=True,
+        )
+    return {
+        label: status for label, status in _stage_choices().items() if label in unplaced or label in assigned
+    }
 
 
 def _issue_rows(report: ImportReport, folder: Path) -> list[dict[str, object]]:
@@ -168,7 +242,8 @@ def _preview_engine() -> sa.Engine:
 
 with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
     folder = Path(tmp)
-    inputs, notes, problems, warnings = _read_inputs(folder)
+    inputs, notes, problems, warnings, read, mapping_name = _read_inputs(folder)
+    chosen = _stage_step(read, _remembered_stages(_preview_engine(), mapping_name) if mapping_name else {})
     for note in notes:
         st.caption(f":material/info: {note}")
     if warnings:  # repaired or detected while reading: nothing lost, the import can go ahead
@@ -214,12 +289,19 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
             "" if choice == BUNDLE else f" --mapping {choice if choice != OWN else 'my_mapping.toml'}"
         )
         names = " ".join(Path(u.name).name for u in uploads)
+        stages_arg = " --stages stages.toml" if chosen else ""
         st.info(
             f"The dashboard is connected to an external database (`{shown}`): imports go through "
             "the command line, so that they run where the files and credentials are:",
             icon=":material/terminal:",
         )
-        st.code(f"python -m crm_data import {names}{mapping_arg} --url '{shown}'", language="bash")
+        st.code(
+            f"python -m crm_data import {names}{mapping_arg}{stages_arg} --url '{shown}'", language="bash"
+        )
+        if chosen:
+            st.caption("with your stage choices in `stages.toml`:")
+            lines = "\n".join(f'"{label}" = "{status}"' for label, status in chosen.items())
+            st.code(f"[stages]\n{lines}", language="toml")
         st.stop()
 
     if st.button(
@@ -233,6 +315,7 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
                 writer,
                 inputs,
                 progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message),
+                stages=(mapping_name, chosen) if mapping_name and chosen else None,
             )
         except DatabaseBusyError:
             st.error(
@@ -258,6 +341,11 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
                 icon=":material/done_all:",
             )
             st.dataframe(written, hide_index=True)
+            summary = result.summary.lines() if result.summary else []
+            if summary:
+                st.subheader("What the files held")
+                st.caption("Check these figures against your CRM.")
+                st.markdown("\n".join(f"- {line.strip()}" for line in summary))
         else:
             st.error("The import was refused; the database is unchanged.", icon=":material/error:")
             st.dataframe(pd.DataFrame(_issue_rows(result, folder)), hide_index=True)

@@ -182,3 +182,55 @@ def test_warnings_of_the_mapping_are_listed_before_the_import_button(target: str
     at.button(key="import_go").click().run()
     assert not at.exception
     assert _count(target, schema.accounts) == 4
+
+
+def test_unknown_deal_stages_are_assigned_on_the_page_and_remembered(target: str) -> None:
+    from crm_data.importing import stored_stages
+    from tests.crm_data.mappings.test_hubspot_exports import SELECTED_DEALS
+
+    files = [("hubspot-crm-exports-deals-2023.csv", SELECTED_DEALS, "text/csv")]
+    at = _page("hubspot", files)
+    assert [s.value for s in at.subheader][:1] == ["Deal stages"]
+    radios = {r.key: r for r in at.radio}
+    assert set(radios) == {f"import_stage::{s}" for s in ("Contract Signed", "Closed: abandoned", "Paid")}
+    assert radios["import_stage::Contract Signed"].label == "Contract Signed — 2 deals"
+    assert radios["import_stage::Paid"].value is None  # not chosen yet: counted as open
+    assert any("3 stage(s) not placed yet: their 4 deal(s) count as open" in w.value for w in at.warning)
+    at.radio(key="import_stage::Contract Signed").set_value("won").run()
+    at.radio(key="import_stage::Paid").set_value("won").run()
+    at.radio(key="import_stage::Closed: abandoned").set_value("lost").run()
+    assert not any("not placed yet" in w.value for w in at.warning)
+    assert not any("cannot place" in w.value for w in at.warning)
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    held = next(m.value for m in at.markdown if "deals: 10" in m.value)
+    assert "- deals: 10 (won 5, lost 4, open 1)" in held and "- won amount: 70,500.00" in held
+    assert "What the files held" in [s.value for s in at.subheader]
+    engine = make_engine(target, read_only=True)
+    try:
+        assert stored_stages(engine, "hubspot") == {
+            "Closed: abandoned": "lost", "Contract Signed": "won", "Paid": "won",
+        }  # fmt: skip
+        with engine.connect() as conn:
+            statuses = dict(conn.execute(sa.select(schema.deals.c.deal_id, schema.deals.c.status)).all())
+        assert statuses["hs-1003"] == "won" and statuses["hs-1006"] == "lost"
+    finally:
+        engine.dispose()
+    # a new session: the choices come from the database, nothing is left unplaced
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    again = _page("hubspot", files)
+    assert not any("not placed yet" in w.value for w in again.warning)
+    assert again.radio(key="import_stage::Paid").value == "won"
+
+
+def test_external_database_gets_the_stage_choices_as_a_stage_file(
+    monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    from tests.crm_data.mappings.test_hubspot_exports import SELECTED_DEALS
+
+    monkeypatch.setenv("CRM_DATABASE_URL", "postgresql+psycopg://analyst:secret@127.0.0.1:1/crm")
+    at = _page("hubspot", [("deals.csv", SELECTED_DEALS, "text/csv")])
+    at.radio(key="import_stage::Paid").set_value("won").run()
+    assert "--mapping hubspot --stages stages.toml --url" in at.code[0].value
+    assert at.code[1].value == '[stages]\n"Paid" = "won"'
