@@ -234,3 +234,29 @@ def test_external_database_gets_the_stage_choices_as_a_stage_file(
     at.radio(key="import_stage::Paid").set_value("won").run()
     assert "--mapping hubspot --stages stages.toml --url" in at.code[0].value
     assert at.code[1].value == '[stages]\n"Paid" = "won"'
+
+
+def test_the_pipeline_filter_appears_when_the_data_has_several_pipelines(target: str) -> None:
+    from tests.crm_data.mappings.test_hubspot_exports import COMPANIES, all_properties_export
+
+    # the sample export has one pipeline: no pipeline filter
+    at = _page("hubspot", _uploads(HUBSPOT))
+    at.button(key="import_go").click().run()
+    at.run()
+    assert not at.exception
+    assert "segment" in [m.key for m in at.sidebar.multiselect]
+    assert "pipeline" not in [m.key for m in at.sidebar.multiselect]
+    # 4 pipelines: the filter bar offers them
+    files = [
+        ("hubspot-crm-exports-all-deals-2024-06-30.csv", all_properties_export(), "text/csv"),
+        ("hubspot-crm-exports-all-companies-2024-06-30.csv", COMPANIES, "text/csv"),
+    ]
+    at.file_uploader(key="import_files").set_value(files).run()
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    at.run()
+    pipeline = at.sidebar.multiselect(key="pipeline")
+    assert pipeline.options == ["NYC Schools", "Partners", "Renewals", "Sales Pipeline"]
+    pipeline.set_value(["NYC Schools"]).run()
+    assert not at.exception
+    assert at.query_params["pipeline"] == "NYC Schools"  # the link keeps it
