@@ -117,11 +117,11 @@ def _stage_choices() -> dict[str, str]:
 
 
 def _read_inputs(
-    folder: Path,
+    folder: Path, preview: sa.Engine
 ) -> tuple[list[TableInput], list[str], list[dict[str, object]], list[str], ReadReport, str]:
-    """Save the uploads in ``folder`` and read them: inputs, notes, problems found reading,
-    the warnings of the mapping (what it detected or repaired), the read report (its deal
-    stages) and the mapping's name."""
+    """Save the uploads in ``folder`` and read them (``preview``: the database they would go
+    to): inputs, notes, problems found reading, the warnings of the mapping (what it detected
+    or repaired), the read report (its deal stages) and the mapping's name."""
     paths = []
     for upload in uploads:
         path = folder / Path(upload.name).name
@@ -153,7 +153,6 @@ def _read_inputs(
     read = ReadReport()
     try:
         mapping = load_mapping(mapping_source)
-        preview = _preview_engine()
         stages = {**_remembered_stages(preview, mapping.name), **_stage_choices()}
         inputs = mapping.read(paths, notes, report=read, stages=stages, database=preview)
     except MappingError as error:
@@ -242,8 +241,9 @@ def _preview_engine() -> sa.Engine:
 
 with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
     folder = Path(tmp)
-    inputs, notes, problems, warnings, read, mapping_name = _read_inputs(folder)
-    chosen = _stage_step(read, _remembered_stages(_preview_engine(), mapping_name) if mapping_name else {})
+    preview = _preview_engine()
+    inputs, notes, problems, warnings, read, mapping_name = _read_inputs(folder, preview)
+    chosen = _stage_step(read, _remembered_stages(preview, mapping_name) if mapping_name else {})
     for note in notes:
         st.caption(f":material/info: {note}")
     if warnings:  # repaired or detected while reading: nothing lost, the import can go ahead
@@ -253,7 +253,7 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
             icon=":material/warning:",
         )
     report = (
-        validate_tables(_preview_engine(), inputs)
+        validate_tables(preview, inputs)
         if inputs and not any(p["level"] == "error" for p in problems)
         else None
     )
