@@ -427,3 +427,30 @@ def test_a_deals_file_without_the_deal_columns_names_them(tmp_path: Path, given:
     assert "named like the deals export of the hubspot mapping (*deal*.csv)" in message
     assert "the column(s) Record ID, Deal Name, Deal Stage are missing" in message
     assert "its columns: Deal, Stage, Amount" in message
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_database_from_before_the_pipeline_column_keeps_working(make_db, tmp_path: Path, kind: str) -> None:
+    engine = make_db(kind, create=False)
+    old = sa.MetaData()
+    for table in schema.metadata.sorted_tables:
+        dropped = {
+            "deals": {"pipeline"},
+            "campaigns": {"recipients", "delivered", "opens", "clicks", "unsubscribes"},
+        }
+        sa.Table(
+            table.name, old, *(c._copy() for c in table.columns if c.name not in dropped.get(table.name, ()))
+        )
+    old.create_all(engine)
+    # the dashboard reads it: no pipeline to offer, the funnel counts responses
+    assert dimension_values(engine)["pipelines"] == []
+    assert kpis.campaign_funnel(engine, YEAR_2024).empty
+    folder = _write(
+        tmp_path / "export", **{"hubspot-crm-exports-all-deals-2024-06-30.csv": all_properties_export()}
+    )
+    report = import_paths(engine, [folder], mapping="hubspot")
+    assert report.ok, report.render()
+    with engine.connect() as conn:
+        assert "pipeline" in schema.table_columns(conn, "deals")
+        assert "recipients" in schema.table_columns(conn, "campaigns")
+    assert dimension_values(engine)["pipelines"] == ["NYC Schools", "Partners", "Renewals", "Sales Pipeline"]
