@@ -331,7 +331,10 @@ Every KPI is a function `(conn, filters, …) -> pandas.DataFrame`, `conn` a SQL
   media, campaigns) are not narrowed by them. `owners` select records by their own owner column
   (`deals.owner_id`, `interactions.user_id`), else through their account's `owner_id`;
   `products` by their own `product_id`, else through their account's subscriptions. An
-  empty list means all.
+  empty list means all. `scope` (`kpis.filters.Scope`: regions, countries, segments,
+  industries, owners; the signed-in user's) applies beside the lists and is never widened
+  by them; a restricted scope shows no records without an account and nothing of the
+  tables without an account column.
 * **Periods** are calendar {freqs} in UTC
   (`freq` = {freq_values}); a row's `period` is the period's first day; the rows
   are the periods whose first day lies in `[start, end)`, periods without data included,
@@ -569,7 +572,11 @@ def _kpi_part() -> list[str]:
     filter_fields = [f.name for f in dataclasses.fields(kpi_filters.Filters)]
     freqs = list(dialects.FREQS)
     text = KPI_CONTRACT.format(
-        filter_fields=", ".join(filter_fields[:2] + [f"{name}=()" for name in filter_fields[2:]]),
+        filter_fields=", ".join(
+            filter_fields[:2]
+            + [f"{name}=()" for name in filter_fields[2:] if name in kpi_filters.LIST_FIELDS]
+            + ["scope=Scope()"]
+        ),
         account_lists=", ".join(f"`{name}`" for name in kpi_filters.ACCOUNT_DIMENSIONS),
         freqs=", ".join(f"{f}s" for f in freqs[:-1]) + f" or {freqs[-1]}s",
         freq_values=", ".join(f'`"{f}"`' for f in freqs),
