@@ -151,6 +151,8 @@ for row in range(0, len(CARDS), 5):
             draw_card(spec, card, view, shown)
 
 url = data.database_url()
+if view.filters.scope.restricted:  # whole-database counts: not for a limited scope
+    st.stop()
 with st.expander("What's in the database", icon=":material/database:"):
     counts = data.table_row_counts(url)
     bounds = data.data_date_range(url)

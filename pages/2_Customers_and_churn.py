@@ -72,6 +72,7 @@ else:
                     accounts,
                     f"Accounts that churned in {view.period_label(chosen)}",
                     caption="Customers at the start of the period with no active subscription at its end.",
+                    records=True,
                 )
 
 # --- customer base flows --------------------------------------------------------------

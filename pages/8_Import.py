@@ -4,6 +4,13 @@
 The dashboard reads its database read-only; the import opens its own short-lived writing
 engine after closing the dashboard's. On an external database (CRM_DATABASE_URL is not a
 DuckDB file) the page only previews: imports go through the command line.
+
+Admins only (``ui.auth.require("admin")`` before anything of the page: anyone else who
+opens its URL gets a refusal). Uploads are limited to ``MAX_UPLOAD_MB`` each; an upload's
+name is never used as a path: the files are saved in a private temporary folder under a
+cleaned name (``ui.uploads.safe_file_name``: letters, digits, ``._-()`` and spaces, no
+folders, no leading dot), which the mappings still recognise. Every import is written to
+the audit log (who, the files, the rows changed).
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from crm_data.engines import DatabaseBusyError, database_url, make_engine
 from crm_data.importing import ImportReport, TableInput, import_tables, read_bundle, validate_tables
 from crm_data.mappings import SHIPPED, MappingError, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
-from ui import data
+from ui import auth, data
+from ui.uploads import MAX_UPLOAD_MB, safe_file_name
 
 BUNDLE = "CSV bundle"
 OWN = "My own mapping file (.toml)"
@@ -58,6 +66,7 @@ else:
 
     navigation()
     st.sidebar.info("No CRM data yet: the filters appear after the first import.", icon=":material/info:")
+user = auth.require(auth.ADMIN)  # a viewer or analyst who opens this URL stops here
 
 st.title("Import data")
 st.caption(
@@ -74,13 +83,14 @@ choice = st.selectbox(
 )
 own_mapping = None
 if choice == OWN:
-    own_mapping = st.file_uploader("Mapping file", type=["toml"], key="import_own_mapping")
+    own_mapping = st.file_uploader("Mapping file", type=["toml"], key="import_own_mapping", max_upload_size=1)
 uploads = st.file_uploader(
     "Export files",
     type=["csv", "tsv", "txt"],
     accept_multiple_files=True,
     key="import_files",
-    help="Several files at once: e.g. the companies, contacts and deals exports.",
+    help=f"Several files at once: e.g. the companies, contacts and deals exports. At most {MAX_UPLOAD_MB} MB each.",
+    max_upload_size=MAX_UPLOAD_MB,
 )
 
 if not uploads or (choice == OWN and own_mapping is None):
@@ -95,12 +105,13 @@ def _shown_file(name: str, folder: Path) -> str:
 def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[str, object]]]:
     """Save the uploads in ``folder`` and read them: inputs, notes, problems found reading."""
     paths = []
-    for upload in uploads:
-        path = folder / Path(upload.name).name
+    for number, upload in enumerate(uploads, start=1):
+        name = safe_file_name(upload.name, f"upload-{number}.csv")
+        path = folder / name
         copy = 1
         while path.exists():  # two uploads with one name (e.g. Data Loader's extract.csv)
             copy += 1
-            path = folder / f"{Path(upload.name).stem} ({copy}){Path(upload.name).suffix}"
+            path = folder / f"{Path(name).stem} ({copy}){Path(name).suffix}"
         path.write_bytes(upload.getvalue())
         paths.append(path)
     notes: list[str] = []
@@ -202,7 +213,7 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
         mapping_arg = (
             "" if choice == BUNDLE else f" --mapping {choice if choice != OWN else 'my_mapping.toml'}"
         )
-        names = " ".join(Path(u.name).name for u in uploads)
+        names = " ".join(safe_file_name(u.name, "FILE.csv") for u in uploads)
         st.info(
             f"The dashboard is connected to an external database (`{shown}`): imports go through "
             "the command line, so that they run where the files and credentials are:",
@@ -235,6 +246,17 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
             writer.dispose()
             data.refresh()
             st.cache_data.clear()  # the dashboard must show the new data
+        auth.record(
+            auth.store_module.IMPORT,
+            ", ".join(safe_file_name(u.name, "?") for u in uploads)[:254],
+            {
+                "files": [safe_file_name(u.name, "?") for u in uploads],
+                "mapping": choice if choice != OWN else "own mapping file",
+                "ok": bool(result.ok),
+                "rows_changed": dict(result.written),
+            },
+            actor=user.name,
+        )
         if result.ok:
             written = pd.DataFrame(
                 [

@@ -29,7 +29,7 @@ from crm_data import schema
 from crm_data.engines import database_url, make_engine
 
 __all__ = ["call", "database_url", "engine", "kpi", "refresh", "require_database", "shown_url"]
-from kpis.filters import Filters
+from kpis.filters import EVERYTHING, Filters, Scope
 
 #: How long cached KPI results live (seconds): data only changes through imports, which
 #: call ``refresh()``; the TTL bounds staleness when another process writes.
@@ -188,11 +188,11 @@ def _hashable(value: Any) -> Any:
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
-def dimension_values(url: str) -> dict[str, list[str]]:
-    """The filter bar's choices per dimension (``kpis.filters.dimension_values``)."""
+def dimension_values(url: str, scope: Scope = EVERYTHING) -> dict[str, list[str]]:
+    """The filter bar's choices per dimension within ``scope`` (``kpis.filters.dimension_values``)."""
     from kpis.filters import dimension_values as read
 
-    return read(engine())
+    return read(engine(), scope)
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)

@@ -14,6 +14,10 @@ How the values travel (see ../shared/notes/streamlit-pages.md, measured here):
 * URL values are validated against the values present in the database; anything else
   (a typo, ``' OR 1=1 --``) is ignored with a visible notice. Values only ever reach SQL
   as bound parameters inside ``kpis``.
+* ``ui.auth.gate()`` runs first (the sign-in form stops the page before anything is
+  drawn); the signed-in user's scope limits the values offered (and so the URL values
+  accepted) and is attached to the returned Filters (``Filters.within``): the KPI layer
+  applies it to every query, whatever the URL, the session or the filter bar say.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import streamlit as st
 
 from crm_data.engines import database_url
 from kpis.filters import Filters
-from ui import data
+from ui import auth, data
 
 FREQS: dict[str, str] = {"month": "Month", "quarter": "Quarter", "year": "Year"}
 
@@ -60,6 +64,8 @@ class View:
     filters: Filters
     freq: str = "month"
     labels: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, hash=False)
+    #: Who is looking (``ui.auth.User``); None outside the dashboard.
+    user: auth.User | None = field(default=None, compare=False, hash=False)
 
     def describe(self) -> str:
         """The active filters in one line, for captions and exports."""
@@ -73,6 +79,8 @@ class View:
                 parts.append(f"{label}: " + ", ".join(names.get(v, v) for v in values))
         if len(parts) == 2:
             parts.append("all accounts")
+        if f.scope.restricted:
+            parts.append(f"within {f.scope.describe()}")
         return " · ".join(parts)
 
     def period_label(self, period: object) -> str:
@@ -219,12 +227,14 @@ def global_filters() -> View:
     from ui.navigation import navigation
     from ui.report import warm_export_server
 
+    user = auth.gate()  # first: nothing of the page before sign-in
     use_theme()
-    navigation()  # first: the page links also show when the database is missing
+    navigation()  # the page links also show when the database is missing
     data.require_database()
     warm_export_server()  # once per process, in the background: the first export is fast
     url = database_url()
-    known = data.dimension_values(url)
+    # only values inside the user's scope are offered; URL values outside it are ignored
+    known = data.dimension_values(url, user.scope)
     labels = data.dimension_labels(url)
     bounds = data.data_date_range(url)
     default = default_range(bounds)
@@ -296,5 +306,8 @@ def global_filters() -> View:
     sidebar.caption("The address bar keeps these filters: copy it to share exactly this view.")
 
     _sync_url(start, end, freq, chosen)
-    filters = Filters(start=start, end=end, **{name: tuple(v) for name, v in chosen.items()})
-    return View(filters=filters, freq=freq, labels=labels)
+    # the scope rides with the filters into every KPI, roll-up, drill-down, export and forecast
+    filters = Filters(start=start, end=end, **{name: tuple(v) for name, v in chosen.items()}).within(
+        user.scope
+    )
+    return View(filters=filters, freq=freq, labels=labels, user=user)

@@ -11,6 +11,10 @@ filters; then
   clicked (``st.download_button`` with a callable).
 * ``report.table(df, title)`` draws a table with a CSV download (drill-downs); its numbers
   are formatted by column name (``column_config``: rates as %, money, days, counts).
+  ``records=True`` marks record-level rows (accounts, deals, comments): only analysts and
+  admins get them; a viewer gets a note instead and the rows never leave the server.
+* Every download is written to the audit log when it is built (who, the file, the page,
+  the chart or table, the active filters and scope).
 * ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
   active filters.
 
@@ -135,6 +139,7 @@ class PageReport:
     def __init__(self, title: str, view: Any, *, caption: str | None = None) -> None:
         self.title = title
         self.view = view
+        self.user = getattr(view, "user", None)
         self.items: list[tuple[str, go.Figure, str]] = []
         self._keys: dict[str, int] = {}
         st.title(title)
@@ -148,6 +153,23 @@ class PageReport:
 
     def _meta(self, title: str, definition: str) -> dict[str, str]:
         return {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
+
+    def _audited(self, build: Callable[[], bytes], file_name: str, what: str) -> Callable[[], bytes]:
+        """``build`` that first writes who exported what to the audit log. The user is taken
+        now: the deferred download runs outside the script run."""
+        name = getattr(self.user, "name", None) or "anonymous"
+        details = {"page": self.title, "what": what, "filters": self.view.describe()}
+
+        def run() -> bytes:
+            from ui import auth
+
+            try:
+                auth.store().record(name, "export", file_name, details)
+            except Exception as error:  # the download goes ahead; the failure is logged
+                logger.warning("Could not write the export of %s to the audit log: %s", file_name, error)
+            return build()
+
+        return run
 
     def chart(
         self,
@@ -184,7 +206,9 @@ class PageReport:
                 for fmt in export.IMAGE_FORMATS:
                     _download(
                         fmt.upper(),
-                        (lambda fmt=fmt: export.figure_bytes(fig, fmt)),
+                        self._audited(
+                            (lambda fmt=fmt: export.figure_bytes(fig, fmt)), f"{stem}.{fmt}", title
+                        ),
                         f"{stem}.{fmt}",
                         export.MIME_TYPES[fmt],
                         f"{key}-{fmt}",
@@ -193,7 +217,7 @@ class PageReport:
                 st.caption(export.MISSING_CHROMIUM_HELP)
             _download(
                 "HTML (interactive)",
-                lambda: export.figure_html(fig, title=title),
+                self._audited(lambda: export.figure_html(fig, title=title), f"{stem}.html", title),
                 f"{stem}.html",
                 export.MIME_TYPES["html"],
                 f"{key}-html",
@@ -202,7 +226,7 @@ class PageReport:
                 frame = data.copy()
                 _download(
                     "CSV (data)",
-                    lambda: export.frame_csv(frame),
+                    self._audited(lambda: export.frame_csv(frame), f"{stem}.csv", title),
                     f"{stem}.csv",
                     export.MIME_TYPES["csv"],
                     f"{key}-csv",
@@ -210,18 +234,37 @@ class PageReport:
                 meta = self._meta(title, text)
                 _download(
                     "XLSX (data)",
-                    lambda: export.frame_xlsx({title[:31]: frame}, meta),
+                    self._audited(
+                        lambda: export.frame_xlsx({title[:31]: frame}, meta), f"{stem}.xlsx", title
+                    ),
                     f"{stem}.xlsx",
                     export.MIME_TYPES["xlsx"],
                     f"{key}-xlsx",
                 )
 
+    def may_see_records(self) -> bool:
+        """True for analysts and admins (and the anonymous laptop user): record-level rows."""
+        return self.user is None or self.user.may("analyst")
+
     def table(
-        self, df: pd.DataFrame, title: str, *, height: int | str = "auto", caption: str | None = None
+        self,
+        df: pd.DataFrame,
+        title: str,
+        *,
+        height: int | str = "auto",
+        caption: str | None = None,
+        records: bool = False,
     ) -> None:
-        """Draw ``df`` under ``title`` with a CSV download of exactly these rows."""
+        """Draw ``df`` under ``title`` with a CSV download of exactly these rows
+        (``records``: record-level rows, for analysts and admins only)."""
         key = self._key(title)
         st.markdown(f"**{title}**")
+        if records and not self.may_see_records():
+            st.info(
+                "Record-level detail needs the analyst role: ask an administrator if you need it.",
+                icon=":material/lock:",
+            )
+            return
         if caption:
             st.caption(caption)
         st.dataframe(df, hide_index=True, height=height, key=f"table-{key}", column_config=column_config(df))
@@ -229,7 +272,7 @@ class PageReport:
         frame = df.copy()
         _download(
             f"Download CSV ({len(frame):,} rows)",
-            lambda: export.frame_csv(frame),
+            self._audited(lambda: export.frame_csv(frame), f"{_slug(title)}.csv", title),
             f"{_slug(title)}.csv",
             export.MIME_TYPES["csv"],
             f"{key}-table-csv",
@@ -247,7 +290,11 @@ class PageReport:
         items = list(self.items)
         _download(
             f"Download this page as PDF ({len(items)} chart{'s' if len(items) != 1 else ''})",
-            lambda: export.page_pdf(self.title, self.view.describe(), items),
+            self._audited(
+                lambda: export.page_pdf(self.title, self.view.describe(), items),
+                f"{_slug(self.title)}.pdf",
+                "whole page",
+            ),
             f"{_slug(self.title)}.pdf",
             export.MIME_TYPES["pdf"],
             f"{_slug(self.title)}-page-pdf",
