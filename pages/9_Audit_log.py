@@ -12,16 +12,16 @@ import streamlit as st
 
 from charts import export
 from ui import auth
-from ui.navigation import navigation
+from ui.filters import global_filters
 
 st.set_page_config(page_title="CRM Insights — Audit log", page_icon=":material/policy:", layout="wide")
-navigation()  # the sign-in gate runs first, inside
+global_filters()  # the sign-in gate runs first, inside; the filters do not apply to this page
 user = auth.require(auth.ADMIN)  # anyone else who opens this URL stops here
 
 st.title("Audit log")
 st.caption(
     "Sign-ins (and failures and lock-outs), sign-outs and expired sessions, imports, exports and "
-    "account changes, newest first. Times in UTC."
+    "account changes, newest first. Times in UTC. The sidebar filters do not apply here."
 )
 
 ACTIONS = {
