@@ -199,7 +199,7 @@ def signin_server(
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     provider = OidcProvider(
-        {"alice@example.com": SSO_PASSWORD},
+        {"alice@example.com": SSO_PASSWORD, "mallory@example.com": SSO_PASSWORD},  # mallory: no account here
         "crm-insights",
         "client-secret-for-tests",
         [f"{base}/oauth2callback"],

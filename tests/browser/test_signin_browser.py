@@ -161,3 +161,15 @@ def test_nothing_before_sign_in_and_a_wrong_password(tab) -> None:
     assert tab.locator(f"{SIDEBAR} a").count() == 0
     sign_in_with_password(tab, "rm-emea", "not the password")
     tab.wait_for_selector("text=Wrong name or password.")
+
+
+def test_a_provider_user_without_an_account_is_refused(tab, signin_server) -> None:
+    tab.goto("/")
+    sign_in_with_sso(tab, "mallory@example.com", SSO_PASSWORD)
+    tab.wait_for_selector("text=has no single sign-on account for that address", timeout=120_000)
+    assert tab.locator('[data-testid="stMetric"]').count() == 0
+    assert tab.locator(f"{SIDEBAR} a").count() == 0
+    store = AccountStore(make_auth_engine(signin_server.auth_url))
+    refused = store.audit_log(actions=["sso_refused"])
+    store.dispose()
+    assert "mallory@example.com" in set(refused["target"])

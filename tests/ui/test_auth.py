@@ -167,3 +167,72 @@ def test_anonymous_only_on_a_loopback_address(app, app_db, monkeypatch: pytest.M
     monkeypatch.setattr(auth, "anonymous_allowed", lambda: False)
     at = app("dashboard.py").run()
     assert not at.metric and any("no sign-in is configured" in e.value for e in at.error)
+
+
+def test_an_admin_import_is_audited_and_upload_names_are_not_paths(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import streamlit as st
+
+    from crm_data import schema
+    from tests.ui.test_import_page import HUBSPOT, PAGE, _count
+
+    url = f"duckdb:///{tmp_path / 'imported.duckdb'}"
+    monkeypatch.setenv("CRM_DATABASE_URL", url)
+    monkeypatch.setenv("CRM_AUTH_DATABASE_URL", f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    store = AccountStore.open(url)
+    store.add("boss", role="admin", password=PASSWORD, actor="test")
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert [t.value for t in at.title] == ["CRM Insights — sign in"]
+    sign_in(at, "boss")
+    at.selectbox(key="import_mapping").set_value("hubspot").run()
+    # hostile names: folders and dots in front of the export names the mapping recognises
+    files = [(f"../../../tmp/{p.name}", p.read_bytes(), "text/csv") for p in sorted(HUBSPOT.iterdir())]
+    at.file_uploader(key="import_files").set_value(files).run()
+    assert not at.exception
+    at.button(key="import_go").click().run()
+    assert any("Imported in" in s.value for s in at.success)
+    assert _count(url, schema.deals) == 6
+    row = store.audit_log(actions=["import"]).iloc[0]
+    details = json.loads(row["details"])
+    assert row["actor"] == "boss"
+    assert details["rows_changed"]["deals"] == 6 and details["ok"] is True
+    assert (
+        all("/" not in name for name in details["files"])
+        and "hubspot-crm-exports-all-deals-2024-06-30.csv" in details["files"]
+    )
+    store.dispose()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_every_export_is_audited_with_who_what_and_the_filters(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from ui.filters import View
+    from ui.report import PageReport
+
+    monkeypatch.setenv("CRM_AUTH_DATABASE_URL", f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    monkeypatch.setenv("CRM_DATABASE_URL", f"duckdb:///{tmp_path / 'crm.duckdb'}")
+    auth._store.clear()
+    user = auth.User("rm-a", "viewer", Scope(regions=("EMEA",)), "password")
+    view = View(filters=kpis.Filters("2024-01-01", "2024-02-01").within(user.scope), user=user)
+    report = PageReport("Sales pipeline", view)
+    build = report._audited(lambda: b"data", "win-rate.csv", "Win rate")
+    assert build() == b"data"
+    row = auth.store().audit_log(actions=["export"]).iloc[0]
+    details = json.loads(row["details"])
+    assert (row["actor"], row["target"]) == ("rm-a", "win-rate.csv")
+    assert details["page"] == "Sales pipeline" and details["what"] == "Win rate"
+    assert "within region EMEA" in details["filters"]
+    assert not report.may_see_records()
+    assert PageReport(
+        "x", View(filters=view.filters, user=auth.User("a", "analyst", Scope(), "sso"))
+    ).may_see_records()
+    auth._store.clear()
