@@ -28,7 +28,9 @@ Lock-out: ``MAX_FAILURES`` (5) failed sign-ins of one name within ``LOCKOUT_WIND
 (15 minutes), counted since its last successful sign-in, lock that name until
 ``LOCKOUT_WINDOW`` after the last of them (so for 15 minutes). Attempts while locked are refused without
 checking the password and do not extend the lock. Unknown names are counted the same way
-and take as long to refuse (a hash is verified all the same).
+and take as long to refuse (a hash is verified all the same). ``MAX_ADDRESS_FAILURES`` (20)
+failures from one client address within the window, whatever the names, refuse that
+address the same way (when the address is known).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
 #: The dimensions a scope can limit (``kpis.filters.SCOPE_DIMENSIONS``).
 SCOPE_KEYS: tuple[str, ...] = ("regions", "countries", "segments", "industries", "owners")
 MAX_FAILURES = 5
+#: Failed sign-ins from one client address (any names) within LOCKOUT_WINDOW that refuse
+#: further attempts from it (guessing one password for many names).
+MAX_ADDRESS_FAILURES = 20
 LOCKOUT_WINDOW = dt.timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 12
 BUSY_TIMEOUT = 15  # seconds a SQLite writer waits for another
@@ -345,7 +350,9 @@ class AccountStore:
             key = (name or "").strip()[:254] or "(empty)"
         self.ensure()
         with self.engine.begin() as conn:
-            locked_until = self._locked_until(conn, key, now)
+            locked_until = self._locked_until(conn, key, now) or self._address_locked_until(
+                conn, address, now
+            )
             if locked_until is not None:
                 self._audit(conn, key, SIGN_IN_LOCKED, key, {"until": locked_until.isoformat()}, address, now)
                 return SignIn(None, "locked", locked_until)
@@ -398,6 +405,26 @@ class AccountStore:
             return None
         until = failures[0] + LOCKOUT_WINDOW
         return until if until > now else None
+
+    def _address_locked_until(
+        self, conn: sa.Connection, address: str, now: dt.datetime
+    ) -> dt.datetime | None:
+        """When ``address`` is refused for too many failures (any names): until when; else None."""
+        if not address:
+            return None
+        a = app_audit.c
+        failures = [
+            row[0]
+            for row in conn.execute(
+                sa.select(a.occurred_at)
+                .where(a.address == address, a.action == SIGN_IN_FAILED, a.occurred_at > now - LOCKOUT_WINDOW)
+                .order_by(a.occurred_at.desc())
+                .limit(MAX_ADDRESS_FAILURES)
+            )
+        ]
+        if len(failures) < MAX_ADDRESS_FAILURES:
+            return None
+        return failures[0] + LOCKOUT_WINDOW
 
     def locked_until(self, name: str, now: dt.datetime | None = None) -> dt.datetime | None:
         """When ``name`` is locked out: until when; else None."""

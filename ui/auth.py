@@ -272,8 +272,9 @@ def _sign_in_page() -> None:
         if answer.reason == "locked":
             until = answer.locked_until
             st.error(
-                f"Too many failed sign-ins for this name: it is locked until {until:%H:%M} UTC "
-                f"({store_module.MAX_FAILURES} failures within 15 minutes lock it for 15 minutes).",
+                f"Too many failed sign-ins for this name (or from this address): locked until {until:%H:%M} UTC "
+                f"({store_module.MAX_FAILURES} failures of a name, or {store_module.MAX_ADDRESS_FAILURES} from "
+                "one address, within 15 minutes lock it for 15 minutes).",
                 icon=":material/lock_clock:",
             )
         else:

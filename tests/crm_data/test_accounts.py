@@ -184,3 +184,22 @@ def test_users_command(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest
     assert all(actor.startswith("cli:") for actor in log[log["action"] == "user_added"]["actor"])
     store.dispose()
     assert not (tmp_path / "crm.duckdb").exists()  # the CRM file is not created by `users`
+
+
+def test_many_names_from_one_address_are_refused(make_db: Callable[..., sa.Engine]) -> None:
+    store = AccountStore(make_db("sqlite"))
+    store.add("ana", role="viewer", password=PASSWORD, actor="t")
+    t0 = dt.datetime(2026, 1, 1, 9, 0)
+    for i in range(accounts.MAX_ADDRESS_FAILURES):
+        answer = store.sign_in(
+            f"guess{i}", "Winter2026!", address="10.9.9.9", now=t0 + dt.timedelta(seconds=i)
+        )
+        assert answer.reason == "wrong"
+    refused = store.sign_in("ana", PASSWORD, address="10.9.9.9", now=t0 + dt.timedelta(minutes=1))
+    assert refused.reason == "locked"
+    assert (
+        store.sign_in("ana", PASSWORD, address="10.1.1.1", now=t0 + dt.timedelta(minutes=1)).account
+        is not None
+    )
+    later = t0 + dt.timedelta(seconds=accounts.MAX_ADDRESS_FAILURES) + accounts.LOCKOUT_WINDOW
+    assert store.sign_in("ana", PASSWORD, address="10.9.9.9", now=later).account is not None
