@@ -74,6 +74,40 @@ st.caption(
     "The import is all or nothing: with any error, the database stays exactly as it was."
 )
 
+
+def _rebuild_rollups() -> None:
+    """Rebuild the KPI roll-ups (admins: this page), like ``crm-insights rollups``."""
+    from kpis.rollups import refresh_database
+
+    data.refresh()  # close the dashboard's read-only connections to the file
+    writer = make_engine(url)
+    try:
+        written = refresh_database(writer)
+    except DatabaseBusyError:
+        st.error(
+            "The database file is locked by another process: nothing was rebuilt.", icon=":material/lock:"
+        )
+        return
+    finally:
+        writer.dispose()
+        data.refresh()
+    auth.record("rollups_rebuilt", "KPI roll-ups", {"rows": written}, actor=user.name)
+    st.success(
+        f"Rebuilt {len(written)} roll-ups ({sum(written.values()):,} rows).", icon=":material/done_all:"
+    )
+
+
+if _database_readable(url):
+    with st.expander("KPI roll-ups", icon=":material/dataset:"):
+        st.caption(
+            "Imports rebuild them; after writing the CRM tables with another tool, rebuild them here "
+            "(or `crm-insights rollups`)."
+        )
+        if external:
+            st.code(f"crm-insights rollups --url '{data.shown_url(url)}'", language="bash")
+        elif st.button("Rebuild the KPI roll-ups", key="rollups_rebuild", icon=":material/refresh:"):
+            _rebuild_rollups()
+
 choices = [BUNDLE, *SHIPPED, OWN]
 choice = st.selectbox(
     "What are these files?",

@@ -32,6 +32,7 @@ ACTIONS = {
     "sign_out": "Signed out",
     "session_expired": "Session expired",
     "import": "Import",
+    "rollups_rebuilt": "Roll-ups rebuilt",
     "export": "Export",
     "user_added": "Account added",
     "user_changed": "Account changed",

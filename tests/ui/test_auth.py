@@ -205,6 +205,11 @@ def test_an_admin_import_is_audited_and_upload_names_are_not_paths(
         all("/" not in name for name in details["files"])
         and "hubspot-crm-exports-all-deals-2024-06-30.csv" in details["files"]
     )
+    # the roll-up rebuild (admins, this page) is audited too
+    at.run()
+    at.button(key="rollups_rebuild").click().run()
+    assert not at.exception and any("Rebuilt" in m.value for m in at.success)
+    assert "rollups_rebuilt" in set(store.audit_log()["action"])
     store.dispose()
     st.cache_data.clear()
     st.cache_resource.clear()
