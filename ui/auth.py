@@ -74,6 +74,11 @@ class User:
 ANONYMOUS = User("anonymous", ADMIN, EVERYTHING, "anonymous")
 
 
+def _plain(text: str) -> str:
+    """``text`` shown literally in Streamlit markdown (names and e-mails are not markup)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$:" else c for c in str(text))
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -231,7 +236,7 @@ def _sso_user(url: str) -> User | None:
             store().record(email or "(no e-mail)", store_module.SSO_REFUSED, email, {}, client_address())
         st.title("CRM Insights")
         st.error(
-            f"You signed in as {email or 'someone without an e-mail address'}, but this dashboard has no "
+            f"You signed in as {_plain(email) if email else 'someone without an e-mail address'}, but this dashboard has no "
             "single sign-on account for that address. Ask an administrator to add it "
             "(`crm-insights users add EMAIL --sso --role viewer`).",
             icon=":material/block:",
@@ -301,7 +306,9 @@ def sidebar_badge() -> None:
     if user.anonymous:
         return
     box = st.sidebar.container(key="crm_user")
-    box.caption(f":material/person: **{user.name}** · {user.role} · sees {user.scope.describe()}")
+    box.caption(
+        f":material/person: **{_plain(user.name)}** · {user.role} · sees {_plain(user.scope.describe())}"
+    )
     box.button("Sign out", on_click=sign_out, key="auth_sign_out", icon=":material/logout:")
 
 
