@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 from crm_data import dialects, schema
 from crm_data.bulk import bulk_insert
-from crm_data.engines import connect_checked
+from crm_data.engines import connect_checked, explain_database_error
 from crm_data.validation import (
     MAX_LISTED_ERRORS,
     ImportIssue,
@@ -302,7 +302,8 @@ def import_tables(
 
     ``progress(fraction, message)`` is called as the work advances (0..1).
     Raises :class:`~crm_data.engines.DatabaseBusyError` when another process holds the
-    DuckDB file.
+    DuckDB file, and the driver's error when the database cannot be used at all (a damaged
+    file: :func:`~crm_data.engines.explain_database_error` says what to do).
     """
     return _import_tables(engine, inputs, progress, _log_with())
 
@@ -329,6 +330,8 @@ def _import_tables(
                     mark_contents(conn, IMPORTED)
             except sa.exc.DBAPIError as error:
                 transaction.rollback()
+                if explain_database_error(error, engine.url) is not None:
+                    raise  # a damaged database file: not a problem of the imported files
                 report.ok = False
                 report.error_count += 1
                 reason = f"the database rejected the import, nothing was written: {error.orig}"

@@ -15,7 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 import streamlit as st
 
-from crm_data.engines import DatabaseBusyError, database_url, make_engine
+from crm_data.engines import DatabaseBusyError, database_url, explain_database_error, make_engine
 from crm_data.importing import ImportReport, TableInput, import_tables, read_bundle, validate_tables
 from crm_data.mappings import SHIPPED, MappingError, ReadReport, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
@@ -32,7 +32,9 @@ st.set_page_config(page_title="CRM Insights — Import", page_icon=":material/up
 
 
 def _database_readable(url: str) -> bool:
-    """True when the CRM tables can be read (then the filter bar has something to show)."""
+    """True when the CRM tables can be read (then the filter bar has something to show).
+    A database that cannot be used at all (damaged, unreachable) stops the page with an
+    ``st.error`` saying what to do: nothing can be imported into it."""
     try:
         engine = make_engine(url, read_only=True)
     except FileNotFoundError:
@@ -41,7 +43,12 @@ def _database_readable(url: str) -> bool:
         with engine.connect() as conn:
             conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
         return True
-    except sa.exc.DBAPIError:
+    except sa.exc.DBAPIError as error:
+        if explain_database_error(error, url) is not None:
+            from ui.navigation import navigation
+
+            navigation()
+            data.stop_if_unusable(error, url)
         return False
     finally:
         engine.dispose()
@@ -242,6 +249,9 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
                 icon=":material/lock:",
             )
             st.stop()
+        except sa.exc.DBAPIError as error:  # a damaged file: one sentence saying what to do
+            data.stop_if_unusable(error, url)
+            raise
         finally:
             writer.dispose()
             data.refresh()

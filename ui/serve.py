@@ -11,7 +11,11 @@ package does not have. ``serve`` therefore
   ``server.port``: flags win over any config.toml found on the way;
 * passes ``--url`` to the app as ``CRM_DATABASE_URL`` (the server runs in this process);
 * refuses to start an empty dashboard: without ``--url`` or ``CRM_DATABASE_URL`` and
-  without the default embedded database file, it says to run ``crm-insights demo``.
+  without the default embedded database file, it says to run ``crm-insights demo``;
+* refuses to start on a database that cannot be used at all (a damaged or foreign file, a
+  folder, a PostgreSQL server, database or role that cannot be reached): it reads what
+  every page reads first (the filter bar's values) and prints the sentence of
+  ``crm_data.engines.explain_database_error`` (exit code 2).
 
 Streamlit is started through ``streamlit.web.bootstrap`` (what ``streamlit run`` calls:
 ``load_config_options`` then ``run``), so it runs until Ctrl+C.
@@ -84,13 +88,42 @@ def missing_database(url: str | None = None) -> Path | None:
     return None if path.exists() else path
 
 
+def unusable_database(url: str | None = None, prog: str = "crm-insights") -> str | None:
+    """What is wrong, in one sentence, when the dashboard could not read the database at
+    all; None when it can start (it says itself that a database is missing, has no CRM
+    tables or is busy).
+
+    It reads what every page reads first (the filter bar's values and date range), so a
+    damaged DuckDB file is found when that data is damaged; damage elsewhere in the file
+    shows on the pages that read it.
+    """
+    from crm_data.engines import database_url, explain_database_error, make_engine
+    from kpis.filters import data_date_range, dimension_values
+
+    url = database_url(url)
+    try:
+        engine = make_engine(url, read_only=True)
+    except FileNotFoundError:
+        return None
+    try:
+        with engine.connect() as conn:
+            dimension_values(conn)
+            data_date_range(conn)
+    except Exception as error:  # the app reports anything not explained here itself
+        return explain_database_error(error, url, prog)
+    finally:
+        engine.dispose()  # release the DuckDB file before the app opens it
+    return None
+
+
 def serve(
     url: str | None = None,
     address: str = DEFAULT_ADDRESS,
     port: int = DEFAULT_PORT,
     prog: str = "crm-insights",
 ) -> int:
-    """Run the dashboard until it is stopped; returns the exit code (2: no database yet).
+    """Run the dashboard until it is stopped; returns the exit code (2: no database yet, or
+    one that cannot be used).
 
     ``url`` (else ``CRM_DATABASE_URL``, else the embedded DuckDB file) is the database the
     app reads; ``prog`` is how the user calls the command line, for the advice printed.
@@ -103,6 +136,10 @@ def serve(
             "again; or point the dashboard at a database with --url or CRM_DATABASE_URL.",
             file=sys.stderr,
         )
+        return 2
+    problem = unusable_database(url, prog)
+    if problem is not None:
+        print(f"error: {problem[:1].lower()}{problem[1:]}", file=sys.stderr)
         return 2
     if url:
         os.environ["CRM_DATABASE_URL"] = url  # read by crm_data.engines.database_url in the app

@@ -117,9 +117,13 @@ def test_unknown_files_for_a_mapping_are_named(target: str) -> None:
 
 
 def test_external_database_offers_only_the_preview_and_the_command(
-    monkeypatch: pytest.MonkeyPatch, target: str
+    monkeypatch: pytest.MonkeyPatch, target: str, pg_database_url: str
 ) -> None:
-    monkeypatch.setenv("CRM_DATABASE_URL", "postgresql+psycopg://analyst:secret@127.0.0.1:1/crm")
+    # a reachable, empty PostgreSQL database (an unreachable one stops the page with an
+    # error: tests/ui/test_broken_databases.py); the server trusts the login, the password
+    # is there to be hidden
+    external = sa.make_url(pg_database_url).set(password="secret").render_as_string(hide_password=False)
+    monkeypatch.setenv("CRM_DATABASE_URL", external)
     at = _page("hubspot", _uploads(HUBSPOT))
     assert at.dataframe[0].value.set_index("table").loc["deals", "rows"] == 6
     assert any("external database" in i.value for i in at.info)
