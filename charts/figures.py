@@ -296,21 +296,28 @@ def _style_partial(
     if "lines" not in mode:
         return []
     colour = _trace_colour(fig, index, trace)
+    line = {
+        "color": colour,
+        "width": trace.line.width or 2,
+        "shape": trace.line.shape,
+        "dash": trace.line.dash,
+    }
     if "markers" not in mode:  # a line without markers gets one marker: the partial point
         trace.marker.size = [9 if f else 0 for f in flags]
+        trace.mode = f"{mode}+markers"
     if trace.marker.color is None:
         trace.marker.color = colour
     if not trace.legendgroup:
         trace.legendgroup = f"series-{index}"
-    parts = [part for part in mode.split("+") if part != "lines"]
-    trace.mode = "+".join(parts if "markers" in parts else ["markers", *parts])
+    # the trace keeps its data, mode and hover; its line is drawn by the two helpers below,
+    # solid over the complete periods and dotted to the partial ones
+    trace.line.width = 0
     solid = [None if f else v for f, v in zip(flags, y, strict=True)]
     # the dotted part: each partial point and the point before it
     dotted = [
         v if f or (k + 1 < len(flags) and flags[k + 1]) else None
         for k, (f, v) in enumerate(zip(flags, y, strict=True))
     ]
-    line = {"color": colour, "width": trace.line.width or 2, "shape": trace.line.shape}
     common = {
         "x": x,
         "mode": "lines",
@@ -323,8 +330,8 @@ def _style_partial(
     return [
         go.Scatter(
             y=solid,
-            name=trace.name,
-            line={**line, "dash": trace.line.dash},
+            name=f"{trace.name or ''} (complete)",
+            line=line,
             meta={"partial_helper": "line"},
             **common,
         ),

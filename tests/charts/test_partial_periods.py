@@ -80,7 +80,7 @@ def test_a_partial_point_is_an_open_marker_at_the_end_of_a_dotted_line():
 
     churn = next(t for t in fig.data if t.name == "Churn rate")
     assert list(churn.y) == pytest.approx(CHURN)  # the series itself is untouched
-    assert churn.mode == "markers"
+    assert churn.mode == "lines+markers" and churn.line.width == 0  # its line: the two helpers
     assert list(churn.marker.symbol) == ["circle"] * 12 + ["circle-open"]
     solid, dotted = (t for t in fig.data if isinstance(t.meta, dict) and t.meta.get("partial_helper"))
     assert solid.line.dash is None and dotted.line.dash == "dot"
@@ -180,7 +180,7 @@ def test_a_line_without_markers_gets_one_for_the_partial_period():
     fig = go.Figure(go.Scatter(x=MONTHS[-3:], y=[1.0, 2.0, 0.5], name="Hours", mode="lines"))
     figures.period_axis(fig, "month")
     figures.mark_periods(fig, TODAY)
-    assert fig.data[0].mode == "markers"
+    assert fig.data[0].mode == "lines+markers"
     assert list(fig.data[0].marker.size) == [0, 0, 9]
     assert len(fig.data) == 3  # the solid and the dotted line
 
