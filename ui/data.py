@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import importlib
 import inspect
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,7 +30,7 @@ import streamlit as st
 from crm_data import schema
 from crm_data.engines import database_url, make_engine
 
-__all__ = ["call", "database_url", "engine", "kpi", "refresh", "require_database", "shown_url"]
+__all__ = ["call", "database_url", "engine", "kpi", "kpi_again", "refresh", "require_database", "shown_url"]
 from kpis.filters import Filters
 
 #: How long cached KPI results live (seconds): data only changes through imports, which
@@ -161,8 +163,32 @@ def kpi(function: Callable[..., Any], view_or_filters: Any, **kwargs: Any) -> An
     if freq is not None and "freq" not in kwargs and _accepts(function, "freq"):
         kwargs["freq"] = freq
     key = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
+    name = _qualified_name(function)
     with _friendly_database_errors():
-        return _cached_kpi(database_url(), _qualified_name(function), filters, key)
+        result = _cached_kpi(database_url(), name, filters, key)
+    if isinstance(result, pd.DataFrame):  # how to compute it again for another range (last year)
+        result.attrs[SOURCE] = _source_text(name, key)
+    return result
+
+
+#: ``DataFrame.attrs`` key of a ``kpi`` result: its function and keyword arguments, as
+#: text (Streamlit writes a shown frame's attrs as JSON).
+SOURCE = "kpi_source"
+
+
+def _source_text(name: str, key: tuple[tuple[str, Any], ...]) -> str:
+    return base64.b64encode(pickle.dumps((name, key))).decode("ascii")
+
+
+def kpi_again(frame: pd.DataFrame, filters: Filters) -> Any:
+    """The KPI that made ``frame`` (a ``kpi`` result, see ``SOURCE``) for other ``filters``
+    (e.g. last year's range), cached like ``kpi``; None when ``frame`` is not one."""
+    source = getattr(frame, "attrs", {}).get(SOURCE)
+    if not isinstance(source, str):
+        return None
+    name, key = pickle.loads(base64.b64decode(source))  # written by ``kpi`` in this process
+    with _friendly_database_errors():
+        return _cached_kpi(database_url(), name, filters, key)
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=200)
