@@ -8,7 +8,6 @@ before, a sparkline, a low-sample warning, a link to its page) and what is in th
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 
 import pandas as pd
@@ -80,7 +79,7 @@ def compute_card(spec: CardSpec, view: View) -> CardNumbers | str | None:
     if kpi_function(spec.function) is None:
         return None
     try:
-        return latest(card_frame(spec, view), spec.column, view.freq)
+        return latest(card_frame(spec, view), spec.column, view.freq, view.today, end=view.filters.end)
     except Exception as error:  # one failing KPI must not take the whole Overview down
         return f"could not be computed ({type(error).__name__}: {error})"
 
@@ -131,7 +130,7 @@ shown = common_periods(numbers)
 if shown is not None:
     current, previous = (period_label(p, view.freq) if p is not None else None for p in shown)
     compared = f" and its change on {previous}" if previous else ""
-    ended = period_end(shown[0], view.freq) <= pd.Timestamp(dt.datetime.now(dt.UTC).date())
+    ended = not view.is_partial(shown[0])
     which = (
         f"the last complete {view.freq} in the range"
         if ended

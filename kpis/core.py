@@ -179,3 +179,20 @@ def period_table(periods: list[pd.Timestamp], freq: str, name: str = "periods") 
         for p in periods
     ]
     return (rows[0] if len(rows) == 1 else sa.union_all(*rows)).cte(name)
+
+
+def as_of(today: dt.date | None = None) -> dt.date:
+    """The day the data runs up to, exclusive: ``today`` (injectable for tests), else today
+    in UTC. Records of this day are not complete yet."""
+    return today or dt.datetime.now(dt.UTC).date()
+
+
+def is_partial(period: object, freq: str, end: dt.date, today: dt.date | None = None) -> bool:
+    """True when the period starting at ``period`` is not complete in a view of ``[…, end)``
+    as of ``today``: its end lies after the range end or after today (:func:`as_of`), so it
+    holds only some of its days (the current month, or a month the range cuts).
+
+    The one definition of a partial period: charts mark these, exports flag them and
+    period-over-period changes leave them out."""
+    cut = pd.Timestamp(min(end, as_of(today)))
+    return period_end(pd.Timestamp(period), freq) > cut
