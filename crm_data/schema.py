@@ -2,7 +2,7 @@
 
 Every importer writes these tables and every KPI reads them. Conventions:
 
-* ids are text; timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
+* ids are text, and every primary-key column is required (NOT NULL); timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
   are ``DATE``; money is a double in one reporting currency.
 * Foreign keys are declared where they always hold (a child row points at a parent
   of the same CRM). The bundle importer checks exactly these references.
@@ -19,7 +19,8 @@ metadata = sa.MetaData()
 
 
 def _text(name: str, *args: object, required: bool = False, **kw: object) -> sa.Column:
-    return sa.Column(name, sa.String, *args, nullable=not required, **kw)
+    # a primary-key column is required (NOT NULL) whether or not ``required`` says so
+    return sa.Column(name, sa.String, *args, nullable=not (required or kw.get("primary_key")), **kw)
 
 
 def _time(name: str, required: bool = False) -> sa.Column:

@@ -402,7 +402,7 @@ def type_name(column: sa.Column) -> str:
 
 def is_required(column: sa.Column) -> bool:
     """True when every row must have a value: declared NOT NULL, or part of the primary key."""
-    return column.primary_key or not column.nullable
+    return validation.is_required(column)
 
 
 def enum_values(table: str, column: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Validation of canonical-table inputs before an import writes anything.
 
 Every check is vectorised with pandas (no Python loop per row): required columns and
-values, types (float, integer, boolean, date, timestamp), enum values
+values (primary-key columns are always required), types (float, integer, boolean, date, timestamp), enum values
 (:data:`crm_data.schema.ENUMS`), survey scores within their scale
 (:data:`crm_data.schema.SCORE_SCALES`), duplicate primary keys (composite keys included) and
 the references declared as foreign keys in :mod:`crm_data.schema` (the parent must be in
@@ -175,6 +175,11 @@ def _as_text(series: pd.Series) -> pd.Series:
     return text.mask(blank.fillna(False).astype(bool))
 
 
+def is_required(column: sa.Column) -> bool:
+    """True when every row must have a value: declared NOT NULL, or part of the primary key."""
+    return column.primary_key or not column.nullable
+
+
 def column_kind(column: sa.Column) -> str:
     """``text``, ``float``, ``integer``, ``boolean``, ``date`` or ``timestamp``."""
     kind = column.type
@@ -303,7 +308,7 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
         elif len(labels) > 1:
             log.add(ImportIssue(source, 1, name, f"column appears {len(labels)} times"))
     for column in table.columns:
-        if not column.nullable and column.name not in names:
+        if is_required(column) and column.name not in names:
             log.add(ImportIssue(source, 1, column.name, "required column is missing"))
 
     values: dict[str, pd.Series] = {}
@@ -313,7 +318,7 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
             continue
         raw = frame[labels[0]]
         parsed, missing, invalid, reason = parse_column(raw, column, table.name)
-        if not column.nullable:
+        if is_required(column):
             log.add_rows(
                 source,
                 lines,

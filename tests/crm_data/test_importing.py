@@ -167,6 +167,24 @@ MALFORMED = {
         {"deals": "deal_id,created_at,status\nD3,2024-01-01,open,extra\n"},
         "deals.csv:2:: expected 3 fields, found 4",
     ),
+    # ids are required like every required column (they reached the database as NULL, or
+    # raised KeyError when the id column was missing)
+    "empty id": (
+        {"deals": "deal_id,account_id,created_at,status\nD3,A1,2024-01-01,open\n,A1,2024-01-01,open\n"},
+        "deals.csv:3:deal_id: required value is empty",
+    ),
+    "blank id": (
+        {"users": "user_id,name\nU1,Ann\n   ,Bob\n"},
+        "users.csv:3:user_id: required value is empty",
+    ),
+    "missing id column": (
+        {"deals": "account_id,created_at,status\nA1,2024-01-01,open\n"},
+        "deals.csv:1:deal_id: required column is missing",
+    ),
+    "empty stage (a text primary key)": (
+        {"pipeline_stages": "stage,position\nLead,1\n,2\n"},
+        "pipeline_stages.csv:3:stage: required value is empty",
+    ),
 }
 
 
@@ -451,6 +469,32 @@ def test_table_input_lines_name_the_source_rows(make_db) -> None:
     frame = pd.DataFrame({"user_id": ["U1", "U2"], "name": ["Ann", None]})
     report = validate_tables(engine, [TableInput("users", frame, "export.xlsx", lines=[10, 12])])
     assert report.errors == [ImportIssue("export.xlsx", 12, "name", "required value is empty")]
+
+
+def test_typed_inputs_without_ids_are_refused_before_the_database(db: sa.Engine) -> None:
+    """A missing id in a typed frame (a mapping's output) is reported on its source line; a
+    frame without its id column names the column (it raised KeyError: 'deal_id')."""
+    accounts = pd.DataFrame(
+        {
+            "account_id": ["A1", None, "  "],
+            "name": ["Acme", "Beta", "Gamma"],
+            "created_at": pd.to_datetime(["2024-01-01"] * 3),
+        }
+    )
+    deals = pd.DataFrame({"created_at": pd.to_datetime(["2024-01-01"]), "status": ["open"]})
+    report = import_tables(
+        db,
+        [
+            TableInput("accounts", accounts, "crm:accounts", lines=[5, 9, 12]),
+            TableInput("deals", deals, "crm:deals"),
+        ],
+    )
+    assert [str(e) for e in report.errors] == [
+        "crm:accounts:9:account_id: required value is empty",
+        "crm:accounts:12:account_id: required value is empty",
+        "crm:deals:1:deal_id: required column is missing",
+    ]
+    assert snapshot(db)["accounts"] == [] and snapshot(db)["deals"] == []
 
 
 def test_bundle_paths_problems(make_db, tmp_path: Path) -> None:
