@@ -47,7 +47,9 @@ from crm_data.validation import (
     IssueLog,
     TableInput,
     ValidTable,
+    allow_long_csv_fields,
     existing_tables,
+    shown_name,
     validate,
 )
 
@@ -159,8 +161,33 @@ def _locate_bad_record(text: str, width: int) -> tuple[int | None, str]:
     return None, "unreadable CSV"
 
 
+def _csv_module_frame(text: str, header: list[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The rows of ``text`` read by Python's csv module, with their line numbers: the fallback
+    when pyarrow cannot split a file that is valid CSV (a quoted value with line breaks over
+    its 1 MB block, say). Text cells, empty ones missing, blank lines skipped; None when a
+    record does not have one field per header cell."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)  # the header
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    previous_end = reader.line_num
+    for record in reader:
+        start, previous_end = previous_end + 1, reader.line_num
+        if not record:
+            continue
+        if len(record) != len(header):
+            return None
+        rows.append(record)
+        starts.append(start)
+    frame = pd.DataFrame(rows, columns=header, dtype="str")
+    return frame.mask(frame == ""), np.asarray(starts, dtype=np.int64)
+
+
 def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | None, list[ImportIssue]]:
-    """Read one bundle CSV as text (empty cells missing) with the line number of each row."""
+    """Read one bundle CSV as text (empty cells missing) with the line number of each row.
+    Fields may be long (:func:`crm_data.validation.allow_long_csv_fields`): the validation,
+    not the reader, refuses values over :data:`crm_data.validation.MAX_TEXT_LENGTH`."""
+    allow_long_csv_fields()
     path = Path(path)
     name = path.name
     table = table or path.stem
@@ -178,7 +205,7 @@ def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | N
         return None, [ImportIssue(name, 1, "", "the file is empty: a header row is required")]
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
-        return None, [ImportIssue(name, 1, dupes[0], "column appears more than once")]
+        return None, [ImportIssue(name, 1, shown_name(dupes[0]), "column appears more than once")]
     try:
         frame = pd.read_csv(
             io.BytesIO(data),
@@ -190,7 +217,10 @@ def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | N
         )
     except Exception:  # pyarrow reports ragged rows with its own exception types
         line, reason = _locate_bad_record(text, len(header))
-        return None, [ImportIssue(name, line, "", reason)]
+        read = _csv_module_frame(text, header) if line is None else None
+        if read is None:
+            return None, [ImportIssue(name, line, "", reason)]
+        return TableInput(table, read[0], name, read[1]), []
     lines = _line_numbers(data, len(frame))
     if len(lines) != len(frame):
         line, reason = _locate_bad_record(text, len(header))

@@ -21,6 +21,7 @@ stored in lower case.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +34,18 @@ import sqlalchemy as sa
 
 from crm_data import schema
 
+#: The longest text (characters) one field may hold; longer values are refused. The CSV
+#: readers accept longer fields (see :func:`allow_long_csv_fields`) so that this check, not
+#: the reader, reports them with their row and column.
+MAX_TEXT_LENGTH = 1_048_576
+#: The longest id (characters): ids are keys the databases index (a PostgreSQL B-tree
+#: entry holds at most about 2,700 bytes; 255 characters are at most 1,020 bytes of UTF-8).
+MAX_ID_LENGTH = 255
+#: Characters of a value a message quotes; a longer value is cut there and its length given.
+SHOWN_CHARACTERS = 40
+#: What Python's csv module is allowed to read in one field (its default is 128 KiB):
+#: more than :data:`MAX_TEXT_LENGTH`, so that over-long values reach the validation.
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform (a C long)
 #: How many errors are listed one by one (the rest are counted: "and N more").
 MAX_LISTED_ERRORS = 50
 #: How many warnings are listed one by one.
@@ -158,8 +171,33 @@ def isin(values: pd.Series, allowed: pd.Series | set[str]) -> pd.Series:
     return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
 
 
+def quoted(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """``value`` as text, quoted for a message (``repr``); a value longer than ``limit``
+    characters is cut there and its length given: ``'xxxx'… (140,000 characters)``."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,d} characters)"
+
+
+def shown_name(name: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """A column label as a message shows it: as it is, or cut like :func:`quoted`."""
+    text = str(name)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,d} characters)"
+
+
+def allow_long_csv_fields() -> None:
+    """Let Python's csv module read fields up to :data:`CSV_FIELD_LIMIT` characters (its
+    default, 131,072, made a long comment or header cell an unreadable file). The limit is
+    process-wide; this only ever raises it."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
 def _quoted(values: pd.Series) -> list[str]:
-    return [repr(str(v)) for v in values]
+    return [quoted(v) for v in values]
 
 
 def _is_text(series: pd.Series) -> bool:
@@ -304,9 +342,9 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
     for name, labels in names.items():
         if name not in table.c:
             for label in labels:
-                log.add(ImportIssue(source, 1, str(label), "unknown column, not imported", "warning"))
+                log.add(ImportIssue(source, 1, shown_name(label), "unknown column, not imported", "warning"))
         elif len(labels) > 1:
-            log.add(ImportIssue(source, 1, name, f"column appears {len(labels)} times"))
+            log.add(ImportIssue(source, 1, shown_name(name), f"column appears {len(labels)} times"))
     for column in table.columns:
         if is_required(column) and column.name not in names:
             log.add(ImportIssue(source, 1, column.name, "required column is missing"))
@@ -344,12 +382,55 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
                     column.name,
                     lambda p, r=raw, why=reason: [f"{why}: {v}" for v in _quoted(r.iloc[p])],
                 )
+        if column_kind(column) == "text" and (table.name, column.name) not in schema.ENUMS:
+            parsed = _check_text(parsed, column, source, lines, log)
         values[column.name] = parsed
     typed = pd.DataFrame(values, index=frame.index)
     _check_duplicate_keys(table, typed, source, lines, log)
     if table is schema.survey_responses:
         _check_score_scales(typed, source, lines, log)
     return ValidTable(table, typed, source, lines)
+
+
+def is_id(column: sa.Column) -> bool:
+    """True for the id columns (the keys databases index): text columns of a primary key or
+    a foreign key, and every ``*_id`` column."""
+    return column_kind(column) == "text" and (
+        column.primary_key or bool(column.foreign_keys) or column.name.endswith("_id")
+    )
+
+
+def _check_text(
+    text: pd.Series, column: sa.Column, source: str, lines: np.ndarray, log: IssueLog
+) -> pd.Series:
+    """Text no database refuses: no NUL character (PostgreSQL cannot store one), at most
+    :data:`MAX_TEXT_LENGTH` characters, ids at most :data:`MAX_ID_LENGTH`. Returns ``text``
+    with the refused values missing (so that a reference check does not report them again)."""
+    given = text.notna()
+    if not given.any():
+        return text
+    limit, what = (MAX_ID_LENGTH, "id") if is_id(column) else (MAX_TEXT_LENGTH, "text")
+    nul = given & text.str.contains("\x00", regex=False).fillna(False).astype(bool)
+    too_long = given & ~nul & (text.str.len() > limit).fillna(False).astype(bool)
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(nul.to_numpy()),
+        column.name,
+        lambda p: [
+            f"contains a NUL character (\\x00), which databases cannot store: {v}"
+            for v in _quoted(text.iloc[p])
+        ],
+    )
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(too_long.to_numpy()),
+        column.name,
+        lambda p: [f"{what} longer than {limit:,d} characters: {v}" for v in _quoted(text.iloc[p])],
+    )
+    refused = nul | too_long
+    return text.mask(refused) if refused.any() else text
 
 
 def _check_score_scales(typed: pd.DataFrame, source: str, lines: np.ndarray, log: IssueLog) -> None:
@@ -409,7 +490,10 @@ def _check_duplicate_keys(
     def reasons(shown: np.ndarray) -> list[str]:
         texts = _key_text(typed, shown, keys)
         firsts = first_position.loc[typed.index[shown]].to_numpy()
-        return [f"duplicate key {t!r} (first on line {lines[f]})" for t, f in zip(texts, firsts, strict=True)]
+        return [
+            f"duplicate key {quoted(t)} (first on line {lines[f]})"
+            for t, f in zip(texts, firsts, strict=True)
+        ]
 
     log.add_rows(source, lines, positions, label, reasons)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from crm_data.validation import allow_long_csv_fields
+
 #: Encodings tried in order when a mapping names none: UTF-8 (a BOM is dropped), then
 #: Windows-1252, the usual "latin-1" of spreadsheet exports (it decodes every byte).
 DEFAULT_ENCODINGS: tuple[str, ...] = ("utf-8-sig", "cp1252")
@@ -62,6 +64,7 @@ def read_text_table(
         raise MappingError(f"{path}: {error}") from None
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    allow_long_csv_fields()  # a long description is text; the validation checks its length
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     records: list[list[str]] = []
@@ -97,6 +100,7 @@ def read_header(
         return []
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    allow_long_csv_fields()
     for record in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
         if record and any(cell.strip() for cell in record):
             return [cell.strip() for cell in record]

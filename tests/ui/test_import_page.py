@@ -171,3 +171,36 @@ def test_csv_bundle(target: str) -> None:
     at.button(key="import_go").click().run()
     assert not at.exception
     assert _count(target, schema.accounts) == 2
+
+
+def test_csv_bundle_preview_shows_a_missing_id_and_reads_long_text(target: str) -> None:
+    """The page runs the same validation: an empty id is an error of the preview (it passed
+    the preview and failed in the database), and a 140 kB multi-line comment is read (it
+    raised ``_csv.Error: field larger than field limit``)."""
+    comment = b'"' + b"c" * 140_000 + b"\n" + b"d" * 10 + b'"'
+    surveys = (
+        b"response_id,account_id,survey,score,comment,responded_at\nR1,a2,nps,9," + comment + b",2024-02-01\n"
+    )
+    accounts = b"account_id,name,created_at\n,Acme,2024-01-05\na2,Beta,2024-01-05\n"
+    files = [("accounts.csv", accounts, "text/csv"), ("survey_responses.csv", surveys, "text/csv")]
+    at = _page("CSV bundle", files)
+    issues = at.dataframe[1].value
+    assert issues[["file", "line", "column", "problem"]].values.tolist() == [
+        ["accounts.csv", 2, "account_id", "required value is empty"]
+    ]
+    assert "1 error(s)" in at.error[0].value
+    assert not [b for b in at.button if b.key == "import_go"]
+    fixed = accounts.replace(b"\n,Acme", b"\na1,Acme")
+    at.file_uploader(key="import_files").set_value(
+        [("accounts.csv", fixed, "text/csv"), ("survey_responses.csv", surveys, "text/csv")]
+    ).run()
+    assert [s.value for s in at.success] == ["The files are valid."]
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    engine = make_engine(target, read_only=True)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(schema.survey_responses.c.comment)).scalar_one()
+    finally:
+        engine.dispose()
+    assert stored == "c" * 140_000 + "\n" + "d" * 10
