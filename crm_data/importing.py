@@ -28,6 +28,7 @@ its latest import, and re-importing changes nothing).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -280,15 +281,21 @@ def _log_with(issues: Iterable[ImportIssue] = ()) -> IssueLog:
     return log
 
 
-def validate_tables(engine: sa.Engine, inputs: Sequence[TableInput]) -> ImportReport:
-    """Validate ``inputs`` against each other and the database, writing nothing (a preview)."""
-    return _validate_tables(engine, inputs, _log_with())
+def validate_tables(
+    engine: sa.Engine, inputs: Sequence[TableInput], *, today: dt.date | None = None
+) -> ImportReport:
+    """Validate ``inputs`` against each other and the database, writing nothing (a preview).
+    ``today`` (default: today in UTC) sets the accepted dates
+    (:func:`crm_data.validation.date_window`)."""
+    return _validate_tables(engine, inputs, _log_with(), today)
 
 
-def _validate_tables(engine: sa.Engine, inputs: Sequence[TableInput], log: IssueLog) -> ImportReport:
+def _validate_tables(
+    engine: sa.Engine, inputs: Sequence[TableInput], log: IssueLog, today: dt.date | None = None
+) -> ImportReport:
     started = time.perf_counter()
     with connect_checked(engine) as conn:
-        tables = validate(inputs, conn, log)
+        tables = validate(inputs, conn, log, today)
     return _report(log, tables, started)
 
 
@@ -296,18 +303,25 @@ def import_tables(
     engine: sa.Engine,
     inputs: Sequence[TableInput],
     progress: Progress | None = None,
+    *,
+    today: dt.date | None = None,
 ) -> ImportReport:
     """Validate ``inputs``, then upsert them all in one transaction (nothing on any error).
 
-    ``progress(fraction, message)`` is called as the work advances (0..1).
+    ``progress(fraction, message)`` is called as the work advances (0..1); ``today``
+    (default: today in UTC) sets the accepted dates (:func:`crm_data.validation.date_window`).
     Raises :class:`~crm_data.engines.DatabaseBusyError` when another process holds the
     DuckDB file.
     """
-    return _import_tables(engine, inputs, progress, _log_with())
+    return _import_tables(engine, inputs, progress, _log_with(), today)
 
 
 def _import_tables(
-    engine: sa.Engine, inputs: Sequence[TableInput], progress: Progress | None, log: IssueLog
+    engine: sa.Engine,
+    inputs: Sequence[TableInput],
+    progress: Progress | None,
+    log: IssueLog,
+    today: dt.date | None = None,
 ) -> ImportReport:
     started = time.perf_counter()
     tell = progress or (lambda fraction, message: None)
@@ -315,7 +329,7 @@ def _import_tables(
     with connect_checked(engine) as conn:
         with conn.begin() as transaction:
             dialects.include_ddl_in_transaction(conn)
-            tables = validate(inputs, conn, log)
+            tables = validate(inputs, conn, log, today)
             report = _report(log, tables, started)
             if not report.ok:
                 transaction.rollback()
@@ -406,9 +420,12 @@ def import_paths(
     paths: Sequence[str | Path],
     mapping: str | None = None,
     progress: Progress | None = None,
+    *,
+    today: dt.date | None = None,
 ) -> ImportReport:
     """Import a CSV bundle (folders / ``<table>.csv`` files), or exports through ``mapping``
-    (``crm_data.mappings.load_mapping(mapping).read(paths)``)."""
+    (``crm_data.mappings.load_mapping(mapping).read(paths)``); ``today`` as in
+    :func:`import_tables`."""
     if mapping:
         from crm_data.mappings import load_mapping
 
@@ -418,7 +435,7 @@ def import_paths(
         inputs, issues = read_bundle(paths)
     log = _log_with(issues)
     if log.error_count:
-        report = _validate_tables(engine, inputs, log)
+        report = _validate_tables(engine, inputs, log, today)
         report.ok = False
         return report
-    return _import_tables(engine, inputs, progress, log)
+    return _import_tables(engine, inputs, progress, log, today)

@@ -277,6 +277,12 @@ ENUMS: dict[tuple[str, str], frozenset[str]] = {
 #: and are not checked.
 SCORE_SCALES: dict[str, tuple[float, float, bool]] = {"nps": (0, 10, True), "ces": (1, 7, False)}
 
+#: (table, column) pairs whose values are plans that may lie years ahead — a subscription's
+#: planned end, a campaign's days — rather than records of what happened.
+PLANNED_COLUMNS: frozenset[tuple[str, str]] = frozenset(
+    {("subscriptions", "ended_at"), ("campaigns", "started_on"), ("campaigns", "ended_on")}
+)
+
 COST_CATEGORIES: tuple[str, ...] = ("personnel", "production", "overhead", "marketing", "loyalty")
 
 

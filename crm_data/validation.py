@@ -22,6 +22,7 @@ stored in lower case.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -46,6 +47,15 @@ SHOWN_CHARACTERS = 40
 #: What Python's csv module is allowed to read in one field (its default is 128 KiB):
 #: more than :data:`MAX_TEXT_LENGTH`, so that over-long values reach the validation.
 CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform (a C long)
+#: The earliest day any date or timestamp column accepts.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+#: How many years after today a planned date (:data:`crm_data.schema.PLANNED_COLUMNS`: a
+#: subscription's end, a campaign's days) may lie.
+PLANNED_HORIZON_YEARS = 10
+#: How many years after today every other date or timestamp may lie: the records of things
+#: that happened, with room for scheduled ones and clocks that run ahead (the data-quality
+#: check reports every future one).
+EVENT_HORIZON_YEARS = 1
 #: How many errors are listed one by one (the rest are counted: "and N more").
 MAX_LISTED_ERRORS = 50
 #: How many warnings are listed one by one.
@@ -58,6 +68,104 @@ _LOOKUP_CHUNK = 1_000
 _TIMESTAMP_TEXT = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
 TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The accepted values of a number column: ``low <= value <= high`` (None: unbounded)."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"between {self.low:g} and {self.high:g}"
+        if self.low is not None:
+            return f"≥ {self.low:g}"
+        return f"≤ {self.high:g}"
+
+
+#: The value rules of number columns, in one place: (table, column) -> accepted values.
+#: Counts cannot be negative; a ticket takes at least one contact to resolve; a stage's win
+#: probability is a fraction; prices, MRR, deal amounts and campaign costs are not negative.
+#: Number columns not listed take any finite value — on purpose :data:`SIGNED_COLUMNS`; the
+#: survey scores follow their scale (:data:`crm_data.schema.SCORE_SCALES`).
+VALUE_RULES: dict[tuple[str, str], Bounds] = {
+    ("products", "list_price"): Bounds(low=0),
+    ("subscriptions", "mrr"): Bounds(low=0),
+    ("pipeline_stages", "probability"): Bounds(low=0, high=1),
+    ("deals", "amount"): Bounds(low=0),
+    ("tickets", "contacts_until_resolved"): Bounds(low=1),
+    ("campaigns", "cost"): Bounds(low=0),
+    **{
+        ("web_traffic", column): Bounds(low=0)
+        for column in ("sessions", "pageviews", "impressions", "clicks", "signups")
+    },
+    **{
+        ("social_media", column): Bounds(low=0)
+        for column in ("followers", "impressions", "engagements", "mentions")
+    },
+}
+#: Money columns that may be negative, and what a negative amount means.
+SIGNED_COLUMNS: dict[tuple[str, str], str] = {
+    ("payments", "amount"): "a refund (revenue nets refunds out)",
+    ("costs", "amount"): "a credit or correction (netted out like a refund)",
+}
+#: Order rules within a row: (table, earlier, later) — when both are given, ``later`` may
+#: not lie before ``earlier``. A timestamp at midnight may be a date without its time (a
+#: CRM's close date, say): on the same day as ``earlier`` it is not before it.
+ORDER_RULES: tuple[tuple[str, str, str], ...] = (
+    ("subscriptions", "started_at", "ended_at"),
+    ("deals", "created_at", "closed_at"),
+    ("tickets", "opened_at", "first_response_at"),
+    ("tickets", "opened_at", "resolved_at"),
+    ("campaigns", "started_on", "ended_on"),
+)
+
+
+def utc_today() -> dt.date:
+    """Today's date in UTC."""
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _years_after(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February -> 28 February
+        return day.replace(year=day.year + years, day=28)
+
+
+@dataclass(frozen=True)
+class DateWindow:
+    """The dates and timestamps an import accepts: from :data:`EARLIEST_DATE` to the end of
+    ``today`` + :data:`PLANNED_HORIZON_YEARS` for planned columns, + :data:`EVENT_HORIZON_YEARS`
+    for the others (both last days included)."""
+
+    today: dt.date
+    earliest: dt.date
+    latest_event: dt.date
+    latest_planned: dt.date
+
+    def latest(self, table: str, column: str) -> tuple[dt.date, str]:
+        """The last day ``table.column`` accepts, and how it is set (``today + 10 years``)."""
+        if (table, column) in schema.PLANNED_COLUMNS:
+            return self.latest_planned, _horizon_text(PLANNED_HORIZON_YEARS)
+        return self.latest_event, _horizon_text(EVENT_HORIZON_YEARS)
+
+
+def _horizon_text(years: int) -> str:
+    return f"today + {years} year" + ("" if years == 1 else "s")
+
+
+def date_window(today: dt.date | None = None) -> DateWindow:
+    """The :class:`DateWindow` of ``today`` (default: today in UTC)."""
+    today = today or utc_today()
+    return DateWindow(
+        today,
+        EARLIEST_DATE,
+        _years_after(today, EVENT_HORIZON_YEARS),
+        _years_after(today, PLANNED_HORIZON_YEARS),
+    )
 
 
 @dataclass(frozen=True)
@@ -321,8 +429,10 @@ def _header_map(frame: pd.DataFrame) -> dict[str, list[str]]:
     return names
 
 
-def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
-    """Check one table's rows on their own (everything except references)."""
+def validate_input(item: TableInput, log: IssueLog, window: DateWindow | None = None) -> ValidTable | None:
+    """Check one table's rows on their own (everything except references); dates against
+    ``window`` (default: today's, :func:`date_window`)."""
+    window = window or date_window()
     if item.table not in schema.metadata.tables:
         log.add(ImportIssue(item.source, None, "", f"{item.table!r} is not a canonical table"))
         return None
@@ -350,6 +460,7 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
             log.add(ImportIssue(source, 1, column.name, "required column is missing"))
 
     values: dict[str, pd.Series] = {}
+    raws: dict[str, pd.Series] = {}
     for column in table.columns:
         labels = names.get(column.name)
         if not labels:
@@ -382,10 +493,17 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
                     column.name,
                     lambda p, r=raw, why=reason: [f"{why}: {v}" for v in _quoted(r.iloc[p])],
                 )
-        if column_kind(column) == "text" and (table.name, column.name) not in schema.ENUMS:
+        kind = column_kind(column)
+        if kind == "text" and (table.name, column.name) not in schema.ENUMS:
             parsed = _check_text(parsed, column, source, lines, log)
+        elif kind in ("date", "timestamp"):
+            parsed = _check_window(parsed, raw, column, window, source, lines, log)
+        elif (table.name, column.name) in VALUE_RULES:
+            _check_bounds(parsed, raw, column, VALUE_RULES[table.name, column.name], source, lines, log)
         values[column.name] = parsed
+        raws[column.name] = raw
     typed = pd.DataFrame(values, index=frame.index)
+    _check_order(table, typed, raws, source, lines, log)
     _check_duplicate_keys(table, typed, source, lines, log)
     if table is schema.survey_responses:
         _check_score_scales(typed, source, lines, log)
@@ -431,6 +549,120 @@ def _check_text(
     )
     refused = nul | too_long
     return text.mask(refused) if refused.any() else text
+
+
+def _number_text(value: float) -> str:
+    number = float(value)
+    if number.is_integer() and abs(number) < 1e16:
+        return str(int(number))
+    return repr(number)
+
+
+def _check_bounds(
+    numbers: pd.Series,
+    raw: pd.Series,
+    column: sa.Column,
+    bounds: Bounds,
+    source: str,
+    lines: np.ndarray,
+    log: IssueLog,
+) -> None:
+    """Numbers outside ``bounds`` (:data:`VALUE_RULES`)."""
+    values = numbers.astype("float64")
+    outside = pd.Series(False, index=numbers.index)
+    if bounds.low is not None:
+        outside |= (values < bounds.low).fillna(False).astype(bool)
+    if bounds.high is not None:
+        outside |= (values > bounds.high).fillna(False).astype(bool)
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(outside.to_numpy()),
+        column.name,
+        lambda p: [f"{_number_text(v)} is out of range (must be {bounds})" for v in values.iloc[p]],
+    )
+
+
+def _time_text(raw: object, value: pd.Timestamp) -> str:
+    """A date or timestamp for a message: as the file wrote it (text), else in ISO 8601 (UTC)."""
+    if isinstance(raw, str):
+        return shown_name(raw.strip())
+    text = value.isoformat()
+    return text.removesuffix("T00:00:00")
+
+
+def _time_texts(raw: pd.Series, values: pd.Series, positions: np.ndarray) -> list[str]:
+    return [_time_text(r, v) for r, v in zip(raw.iloc[positions], values.iloc[positions], strict=True)]
+
+
+def _check_window(
+    values: pd.Series,
+    raw: pd.Series,
+    column: sa.Column,
+    window: DateWindow,
+    source: str,
+    lines: np.ndarray,
+    log: IssueLog,
+) -> pd.Series:
+    """Dates and timestamps outside ``window``; returns ``values`` with those missing (so that
+    the order rules do not report them again)."""
+    given = values.notna()
+    if not given.any():
+        return values
+    latest, horizon = window.latest(column.table.name, column.name)
+    early = given & (values < pd.Timestamp(window.earliest))
+    late = given & (values >= pd.Timestamp(latest) + pd.Timedelta(days=1))
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(early.to_numpy()),
+        column.name,
+        lambda p: [
+            f"{v} is before the earliest accepted date {window.earliest.isoformat()}"
+            for v in _time_texts(raw, values, p)
+        ],
+    )
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(late.to_numpy()),
+        column.name,
+        lambda p: [
+            f"{v} is after the latest accepted date {latest.isoformat()} ({horizon})"
+            for v in _time_texts(raw, values, p)
+        ],
+    )
+    refused = early | late
+    return values.mask(refused) if refused.any() else values
+
+
+def _check_order(
+    table: sa.Table,
+    typed: pd.DataFrame,
+    raws: dict[str, pd.Series],
+    source: str,
+    lines: np.ndarray,
+    log: IssueLog,
+) -> None:
+    """:data:`ORDER_RULES`: a later column before its earlier one, reported on the later."""
+    for name, earlier, later in ORDER_RULES:
+        if name != table.name or earlier not in typed.columns or later not in typed.columns:
+            continue
+        first, then = typed[earlier], typed[later]
+        before = first.notna() & then.notna() & (then < first)
+        # a midnight on the day of ``earlier`` may be a date without its time: not before it
+        same_day = (then == then.dt.normalize()) & (then.dt.normalize() == first.dt.normalize())
+        wrong = (before & ~same_day).fillna(False).astype(bool)
+        log.add_rows(
+            source,
+            lines,
+            np.flatnonzero(wrong.to_numpy()),
+            later,
+            lambda p, a=first, b=then, e=earlier, ra=raws[earlier], rb=raws[later]: [
+                f"{v} is before {e} {w}"
+                for v, w in zip(_time_texts(rb, b, p), _time_texts(ra, a, p), strict=True)
+            ],
+        )
 
 
 def _check_score_scales(typed: pd.DataFrame, source: str, lines: np.ndarray, log: IssueLog) -> None:
@@ -564,9 +796,11 @@ def check_references(
 
 
 def validate(
-    inputs: Sequence[TableInput], conn: sa.Connection | None, log: IssueLog
+    inputs: Sequence[TableInput], conn: sa.Connection | None, log: IssueLog, today: dt.date | None = None
 ) -> dict[str, ValidTable]:
-    """Validate every input (one per table) and their references; issues go to ``log``."""
+    """Validate every input (one per table) and their references; issues go to ``log``.
+    ``today`` (default: today in UTC) sets the accepted dates (:func:`date_window`)."""
+    window = date_window(today)
     tables: dict[str, ValidTable] = {}
     sources: dict[str, str] = {}
     for item in inputs:
@@ -577,7 +811,7 @@ def validate(
                 )
             )
             continue
-        valid = validate_input(item, log)
+        valid = validate_input(item, log, window)
         if valid is not None:
             sources[item.table] = item.source
             tables[item.table] = valid

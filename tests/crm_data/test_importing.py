@@ -362,14 +362,14 @@ def test_campaign_responses_replace_those_of_the_campaigns_in_the_file(db: sa.En
     assert rows == {("C1", "K3"), ("C2", "K1")}
 
 
-#: A valid bundle whose deal the strict ``deals`` table below refuses (amount −5).
-NEGATIVE_AMOUNT_BUNDLE = {
+#: A valid bundle whose deal the strict ``deals`` table below refuses (amount 5,000 > 1,000).
+LARGE_AMOUNT_BUNDLE = {
     "accounts": "account_id,name,created_at\nA1,Acme,2024-03-01\n",
-    "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,-5,2024-03-01,open\n",
+    "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,5000,2024-03-01,open\n",
 }
 
 
-def _create_deals_refusing_negative_amounts(conn: sa.Connection) -> None:
+def _create_deals_refusing_large_amounts(conn: sa.Connection) -> None:
     """A ``deals`` table with a CHECK the canonical schema does not have: the database, not
     the validation, rejects the bundle above."""
     strict = sa.MetaData()
@@ -377,7 +377,7 @@ def _create_deals_refusing_negative_amounts(conn: sa.Connection) -> None:
         "deals",
         strict,
         *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in schema.deals.columns),
-        sa.CheckConstraint("amount >= 0", name="positive_amount"),
+        sa.CheckConstraint("amount <= 1000", name="small_amount"),
     ).create(conn)
 
 
@@ -387,8 +387,8 @@ def test_failed_write_rolls_back_everything(db: sa.Engine, tmp_path: Path) -> No
     with db.begin() as conn:
         schema.deal_stage_history.drop(conn)
         schema.deals.drop(conn)
-        _create_deals_refusing_negative_amounts(conn)
-    files = NEGATIVE_AMOUNT_BUNDLE
+        _create_deals_refusing_large_amounts(conn)
+    files = LARGE_AMOUNT_BUNDLE
     report = import_paths(db, [write_bundle(tmp_path / "b", files)])
     assert not report.ok
     assert "the database rejected the import" in report.errors[0].reason
@@ -400,10 +400,11 @@ def test_failed_write_into_a_fresh_database_leaves_no_tables(make_db, tmp_path: 
     """The schema is created in the import's transaction: a failure takes it back too."""
     engine = make_db(kind, create=False)
     with engine.begin() as conn:
-        _create_deals_refusing_negative_amounts(conn)
-    files = NEGATIVE_AMOUNT_BUNDLE
+        _create_deals_refusing_large_amounts(conn)
+    files = LARGE_AMOUNT_BUNDLE
     report = import_paths(engine, [write_bundle(tmp_path / "b", files)])
     assert not report.ok
+    assert "the database rejected the import" in report.errors[0].reason  # not the validation
     with engine.connect() as conn:
         assert existing_tables(conn) == {"deals"}
 
