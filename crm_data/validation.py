@@ -1,11 +1,24 @@
 """Validation of canonical-table inputs before an import writes anything.
 
 Every check is vectorised with pandas (no Python loop per row): required columns and
-values (primary-key columns are always required), types (float, integer, boolean, date, timestamp), enum values
-(:data:`crm_data.schema.ENUMS`), survey scores within their scale
-(:data:`crm_data.schema.SCORE_SCALES`), duplicate primary keys (composite keys included) and
-the references declared as foreign keys in :mod:`crm_data.schema` (the parent must be in
-the same import or already in the database).
+values (primary-key columns are always required), types (float, integer, boolean, date,
+timestamp), enum values (:data:`crm_data.schema.ENUMS`), survey scores within their scale
+(:data:`crm_data.schema.SCORE_SCALES`), the value rules below, duplicate primary keys
+(composite keys included) and the references declared as foreign keys in
+:mod:`crm_data.schema` (the parent must be in the same import or already in the database).
+
+Value rules, declared here in one place, so that no database ever sees an impossible
+value (and all databases refuse the same ones):
+
+* dates and timestamps within :class:`DateWindow`: from :data:`EARLIEST_DATE` to today
+  (a parameter, default today in UTC) + :data:`EVENT_HORIZON_YEARS`, or
+  + :data:`PLANNED_HORIZON_YEARS` for :data:`crm_data.schema.PLANNED_COLUMNS`;
+* numbers within :data:`VALUE_RULES` (:data:`SIGNED_COLUMNS` may be negative);
+* :data:`ORDER_RULES`: an end not before its start in the same row;
+* text: at most :data:`MAX_TEXT_LENGTH` characters, ids (:func:`is_id`) at most
+  :data:`MAX_ID_LENGTH`, no NUL character.
+
+A message quotes at most :data:`SHOWN_CHARACTERS` characters of a value (:func:`quoted`).
 
 Each problem is an :class:`ImportIssue` whose ``str`` is ``file:row:column: reason``, with
 ``row`` the line number in the source file (the header is line 1). Only the first
@@ -108,8 +121,8 @@ VALUE_RULES: dict[tuple[str, str], Bounds] = {
 }
 #: Money columns that may be negative, and what a negative amount means.
 SIGNED_COLUMNS: dict[tuple[str, str], str] = {
-    ("payments", "amount"): "a refund (revenue nets refunds out)",
-    ("costs", "amount"): "a credit or correction (netted out like a refund)",
+    ("payments", "amount"): "a refund, which revenue nets out",
+    ("costs", "amount"): "a credit or correction, netted out like a refund",
 }
 #: Order rules within a row: (table, earlier, later) — when both are given, ``later`` may
 #: not lie before ``earlier``. A timestamp at midnight may be a date without its time (a
