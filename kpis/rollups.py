@@ -332,8 +332,12 @@ def data_months(
     """The first and last month the roll-ups cover: from the earliest date a roll-up counts
     a record by (subscription start, payment, cost, survey response, deal creation or
     close, ticket resolution) to the latest of those or December of ``today``'s year
-    (default: today, UTC), so every period of the current year can be answered. None when
-    there is no such record."""
+    (default: today, UTC), so every period of the current year can be answered — but never
+    past December of the year after ``today``: a record dated decades ahead (the importer
+    refuses events more than a year ahead, other writers may not) would add every period up
+    to it; the periods after the roll-ups read the base tables. Planned dates (a
+    subscription's ``ended_at``) never set the range. None when there is no such record, or
+    when every one lies after that December."""
     deals = schema.deals
     columns = [
         schema.subscriptions.c.started_at,
@@ -352,8 +356,11 @@ def data_months(
         return None
     today = today or dt.datetime.now(dt.UTC).date()
     december = pd.Timestamp(today.year, 12, 1)
+    bound = pd.Timestamp(today.year + 1, 12, 1)
     first = min(found).to_period("M").to_timestamp()
-    return first, max(max(found).to_period("M").to_timestamp(), december)
+    if first > bound:
+        return None
+    return first, max(min(max(found).to_period("M").to_timestamp(), bound), december)
 
 
 def refresh(

@@ -933,6 +933,46 @@ def test_periods_outside_the_built_months_read_the_base_tables(
         assert all(v is not None for v in read_all(built, f, freq).values()), (f, freq)
 
 
+def test_records_far_in_the_future_do_not_stretch_the_rollups(
+    built: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscription and a payment in 2100 (the importer refuses them; another writer may
+    not): the roll-ups end with December of the year after today, not in 2100 (one such
+    subscription made a 500-account import build 3.4M roll-up rows); the periods after read
+    the base tables, with the same numbers."""
+    before = table_counts(built)
+    far = datetime(2100, 1, 1)
+    fixtures.insert(
+        built, "subscriptions", [dict(subscription_id="FAR", account_id="A1", mrr=10.0, started_at=far)]
+    )
+    fixtures.insert(built, "payments", [dict(payment_id="FAR", account_id="A1", paid_at=far, amount=5.0)])
+    written = rollups.refresh_database(built, today=dt.date(2024, 6, 30))
+    assert {row[1:3] for row in state_rows(built)} == {(202306, 202512)}
+    # one more year of periods than before (to December 2025), not 76
+    assert all(written[name] <= 2 * before[name] for name in written), (written, before)
+    found = assert_falls_back(built, monkeypatch, Filters("2100-01-01", "2100-03-01"), "month")
+    assert column(found["revenue"], "revenue") == [5.0, 0.0]
+    assert list(found["customer_base"]["new_customers"]) == [0, 0]  # A1 is a customer before
+    # with only far-future records there is nothing to roll up: no roll-up is built
+    with built.begin() as conn:
+        for table in ("deal_stage_history", *(t.name for t in rollups.SOURCES if t is not schema.accounts)):
+            conn.execute(
+                schema.metadata.tables[table]
+                .delete()
+                .where(
+                    sa.or_(
+                        *(
+                            c < far
+                            for c in schema.metadata.tables[table].c
+                            if isinstance(c.type, sa.DateTime | sa.Date)
+                        )
+                    )
+                )
+            )
+    with built.connect() as conn:
+        assert rollups.data_months(conn, dt.date(2024, 6, 30)) is None
+
+
 def test_never_built_reads_the_base_tables(db: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     fixtures.load(db)
     with db.connect() as conn:

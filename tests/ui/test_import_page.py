@@ -186,3 +186,37 @@ def test_warnings_of_the_mapping_are_listed_before_the_import_button(target: str
     at.button(key="import_go").click().run()
     assert not at.exception
     assert _count(target, schema.accounts) == 4
+
+
+def test_csv_bundle_preview_shows_a_missing_id_and_an_old_date_and_reads_long_text(target: str) -> None:
+    """The page runs the same validation: an empty id and a date before 1900 are errors of
+    the preview (they passed it and failed in the database, or were stored), and a 140 kB
+    multi-line comment is read (it raised ``_csv.Error: field larger than field limit``)."""
+    comment = b'"' + b"c" * 140_000 + b"\n" + b"d" * 10 + b'"'
+    surveys = (
+        b"response_id,account_id,survey,score,comment,responded_at\nR1,a2,nps,9," + comment + b",2024-02-01\n"
+    )
+    accounts = b"account_id,name,created_at\n,Acme,2024-01-05\na2,Beta,2024-01-05\na3,Old,0000-01-01\n"
+    files = [("accounts.csv", accounts, "text/csv"), ("survey_responses.csv", surveys, "text/csv")]
+    at = _page("CSV bundle", files)
+    issues = at.dataframe[1].value
+    assert issues[["file", "line", "column", "problem"]].values.tolist() == [
+        ["accounts.csv", 2, "account_id", "required value is empty"],
+        ["accounts.csv", 4, "created_at", "0000-01-01 is before the earliest accepted date 1900-01-01"],
+    ]
+    assert "2 error(s)" in at.error[0].value
+    assert not [b for b in at.button if b.key == "import_go"]
+    fixed = accounts.replace(b"\n,Acme", b"\na1,Acme").replace(b"0000-01-01", b"2024-01-05")
+    at.file_uploader(key="import_files").set_value(
+        [("accounts.csv", fixed, "text/csv"), ("survey_responses.csv", surveys, "text/csv")]
+    ).run()
+    assert [s.value for s in at.success] == ["The files are valid."]
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    engine = make_engine(target, read_only=True)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(schema.survey_responses.c.comment)).scalar_one()
+    finally:
+        engine.dispose()
+    assert stored == "c" * 140_000 + "\n" + "d" * 10
