@@ -271,11 +271,12 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
 
 def _current_stage(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
     """Per deal of ``deals_cte``: its latest ``deal_stage_history`` row (entered before
-    ``as_of`` when given; ties broken by the higher stage position, then stage name)."""
+    ``as_of`` when given; ties broken by the higher stage position — a stage missing from
+    pipeline_stages (NULL position) counts as lower than every known one — then stage name)."""
     history, stages = schema.deal_stage_history, schema.pipeline_stages
     order = [
         history.c.entered_at.desc(),
-        sa.func.coalesce(stages.c.position, -1).desc(),
+        stages.c.position.desc().nulls_last(),  # explicit: databases differ on NULLs by default
         history.c.stage.desc(),
     ]
     statement = sa.select(

@@ -232,6 +232,10 @@ def stage_durations(
     conversion_to_next = deals that, at or after entering the stage, entered an open stage
     of higher position or were won ÷ deals that entered the stage.
 
+    Order of a deal's visits: by entered_at; visits entered at the same instant by the
+    stage's position, a stage missing from pipeline_stages (no position) first — the rule
+    of ``kpis.pipeline``'s current stage — then by stage name.
+
     Rows: the open stages of pipeline_stages (closed stages are not rows), by position.
     Columns: stage, position, deals (distinct deals), finished and censored (visits),
     median_days, p90_days, conversion_to_next.
@@ -273,7 +277,10 @@ def stage_durations(
                 sa.func.lead(history.c.entered_at)
                 .over(
                     partition_by=history.c.deal_id,
-                    order_by=[history.c.entered_at, stages.c.position, history.c.stage],
+                    # an unknown stage (no pipeline_stages row: NULL position) sorts first among
+                    # visits entered at the same instant, on every database (SQLite sorts NULL
+                    # first by default, DuckDB and PostgreSQL last)
+                    order_by=[history.c.entered_at, stages.c.position.asc().nulls_first(), history.c.stage],
                 )
                 .label("next_entered"),
                 window_deals.c.closed_at,

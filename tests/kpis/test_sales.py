@@ -194,3 +194,42 @@ def test_stage_durations_empty_selection(crm):
     frame = stage_durations(crm, Q1.replace(segments=["Nobody"]))
     assert list(frame["deals"]) == [0, 0, 0, 0]
     assert frame[["median_days", "p90_days", "conversion_to_next"]].isna().all(axis=None)
+
+
+# A stage missing from pipeline_stages ("Discovery": no position) entered at the same instant
+# as a known stage. Rule: at equal entered_at, a visit to an unknown stage comes BEFORE the
+# visits to known stages (NULL position first), on every database.
+#   E1 won:  Lead 5 Jan | Discovery 5 Jan | Qualified 15 Jan | Closed Won 25 Jan (closed 25 Jan)
+#   E2 open: Lead 1 Feb | Qualified 11 Feb | Discovery 11 Feb
+UNKNOWN_STAGE_DEALS = [
+    fixtures._deal("E1", "A1", "u1", "P1", 100.0, dt.datetime(2024, 1, 5), dt.datetime(2024, 1, 25), "won"),
+    fixtures._deal("E2", "A1", "u1", "P1", 100.0, dt.datetime(2024, 2, 1), None, "open"),
+]
+UNKNOWN_STAGE_HISTORY = [
+    dict(deal_id=deal, stage=stage, entered_at=dt.datetime(2024, month, day))
+    for deal, stage, month, day in [
+        ("E1", "Lead", 1, 5), ("E1", "Discovery", 1, 5), ("E1", "Qualified", 1, 15), ("E1", "Closed Won", 1, 25),
+        ("E2", "Lead", 2, 1), ("E2", "Qualified", 2, 11), ("E2", "Discovery", 2, 11),
+    ]
+]  # fmt: skip
+
+
+def test_stage_durations_unknown_stage_at_the_same_instant_sorts_first(db):
+    fixtures.load(db, only=("accounts", "users", "products", "pipeline_stages"))
+    fixtures.insert(db, "deals", UNKNOWN_STAGE_DEALS)
+    fixtures.insert(db, "deal_stage_history", UNKNOWN_STAGE_HISTORY)
+    # Order per deal (Discovery first at a tie): E1 Discovery, Lead (5 Jan), Qualified, Closed Won;
+    # E2 Lead, Discovery, Qualified (11 Feb). C = min(1 Apr, now) = 1 Apr 2024.
+    # Lead: E1 5 Jan -> 15 Jan = 10 d; E2 1 Feb -> 11 Feb = 10 d: S(10) = 0 -> median = p90 = 10.
+    #   (Discovery last at the tie would end E1's Lead at 5 Jan: 0 d.)
+    # Qualified: E1 15 Jan -> 25 Jan (closed) = 10 d; E2 open since 11 Feb -> censored at 1 Apr
+    #   (19 + 31 = 50 d): t=10 n=2 d=1 S=0.5 -> median 10, p90 NaN.
+    #   (Discovery last would end E2's Qualified at 11 Feb: finished, 0 d.)
+    # Moved on: Lead E1 (won), E2 (Qualified) -> 2/2; Qualified E1 (won), E2 no -> 1/2.
+    frame = stage_durations(db, Q1).set_index("stage")
+    assert frame["deals"].tolist() == [2, 2, 0, 0]
+    assert frame["finished"].tolist() == [2, 1, 0, 0]
+    assert frame["censored"].tolist() == [0, 1, 0, 0]
+    assert frame["median_days"].tolist() == pytest.approx([10.0, 10.0, NAN, NAN], nan_ok=True)
+    assert frame["p90_days"].tolist() == pytest.approx([10.0, NAN, NAN, NAN], nan_ok=True)
+    assert frame["conversion_to_next"].tolist() == pytest.approx([1.0, 0.5, NAN, NAN], nan_ok=True)
