@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from crm_data import schema
 from crm_data.dialects import period_start
 from kpis import rollups
-from kpis.core import connection, period_end, period_starts, ratio
+from kpis.core import LOW_SAMPLE, connection, period_end, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
 Bind = sa.Connection | sa.Engine
@@ -242,9 +242,15 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
     * k runs while the first day of month cohort + k is not after the end of the data:
       min(``as_of`` (default: now, UTC), the latest subscription start or end).
 
-    Columns: cohort, months_since_start, customers, retained, retention_rate.
+    Interval: Wilson score 95 % interval of retained ÷ customers
+    (``kpis.core.wilson_interval``), NaN for an empty cohort; ``low_sample`` = fewer than
+    30 customers in the cohort.
+
+    Columns: cohort, months_since_start, customers, retained, retention_rate, ci_low,
+    ci_high, low_sample.
     """
     columns = ["cohort", "months_since_start", "customers", "retained", "retention_rate"]
+    columns += ["ci_low", "ci_high", "low_sample"]
     cohorts = period_starts(f.start, f.end, "month")
     if not cohorts:
         return pd.DataFrame(columns=columns)
@@ -314,15 +320,21 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
     rows = []
     for cj, cohort in enumerate(cohorts):
         customers = sizes.get(cj, 0)
-        rows.append((cohort, 0, customers, customers, ratio(customers, customers)))
+        counts = [(0, customers)]
         for j in range(cj + 1, n_months):
             if months[j] > pd.Timestamp(data_end):
                 break
-            kept = retained.get((cj, j), 0)
-            rows.append((cohort, j - cj, customers, kept, ratio(kept, customers)))
+            counts.append((j - cj, retained.get((cj, j), 0)))
+        for k, kept in counts:
+            low, high = wilson_interval(kept, customers)
+            rows.append(
+                (cohort, k, customers, kept, ratio(kept, customers), low, high, customers < LOW_SAMPLE)
+            )
     out = pd.DataFrame(rows, columns=columns)
     out["cohort"] = pd.to_datetime(out["cohort"])
-    out["retention_rate"] = out["retention_rate"].astype(float)
+    for column in ("retention_rate", "ci_low", "ci_high"):
+        out[column] = out[column].astype(float)
+    out["low_sample"] = out["low_sample"].astype(bool)
     return out
 
 

@@ -246,7 +246,13 @@ def test_revenue_retention_quarter_year_segment_and_empty(engine: sa.Engine) -> 
 
 def test_cohort_retention(engine: sa.Engine) -> None:
     out = cohort_retention(engine, Filters("2024-01-01", "2024-03-01"), as_of=ts("2024-04-15"))
-    assert list(out.columns) == ["cohort", "months_since_start", "customers", "retained", "retention_rate"]
+    assert list(out.columns)[:5] == [
+        "cohort",
+        "months_since_start",
+        "customers",
+        "retained",
+        "retention_rate",
+    ]
     # First subscription month: A1 2023-06, A2 2023-01, A3 2024-01 (Jan 1 00:00), A4 2024-01 (Jan 10).
     # Data end = min(as_of Apr 15, latest start/end = Mar 10) -> months up to March 2024.
     # Jan 2024 cohort {A3, A4}: k0 = 2; k1 (Feb 1): A3, A4 -> 2; k2 (Mar 1): A3 only (S6 ended Mar 1) -> 1
@@ -260,6 +266,54 @@ def test_cohort_retention(engine: sa.Engine) -> None:
     assert feb["months_since_start"].tolist() == [0, 1]
     assert feb["customers"].tolist() == [0, 0]
     assert feb["retention_rate"].isna().all()
+
+
+def test_cohort_retention_interval_and_low_sample(engine: sa.Engine) -> None:
+    # Wilson score 95 % of retained ÷ customers, z = 1.959964 (z² = 3.841459), n = 2:
+    #   (p + z²/4 ∓ z·√(p(1 − p)/2 + z²/16)) ÷ (1 + z²/2), 1 + z²/2 = 2.920729, z²/4 = 0.960365
+    # Jan 2024 cohort {A3, A4}: k0, k1 2/2 -> centre 1.960365/2.920729 = 0.671190,
+    #   half 1.959964·√0.240091/2.920729 = 0.328810 -> [0.342380, 1.0]; k2 1/2 -> centre 0.5,
+    #   half 1.959964·√(0.125 + 0.240091)/2.920729 = 0.405469 -> [0.094531, 0.905469].
+    # Feb 2024 cohort empty: NaN bounds. Every cohort has fewer than 30 customers: low_sample.
+    out = cohort_retention(engine, Filters("2024-01-01", "2024-03-01"), as_of=ts("2024-04-15"))
+    assert list(out.columns) == [
+        "cohort", "months_since_start", "customers", "retained", "retention_rate", "ci_low", "ci_high",
+        "low_sample",
+    ]  # fmt: skip
+    jan = out[out["cohort"] == pd.Timestamp("2024-01-01")]
+    assert jan["ci_low"].tolist() == pytest.approx([0.342380, 0.342380, 0.094531], abs=1e-6)
+    assert jan["ci_high"].tolist() == pytest.approx([1.0, 1.0, 0.905469], abs=1e-6)
+    feb = out[out["cohort"] == pd.Timestamp("2024-02-01")]
+    assert feb[["ci_low", "ci_high"]].isna().all(axis=None)
+    assert out["low_sample"].tolist() == [True] * 5
+
+
+def test_cohort_retention_low_sample_boundary(engine: sa.Engine) -> None:
+    # Cohort May 2024: 30 accounts C00..C29 start on 10 May; C00..C09 end on 20 May.
+    # Cohort June 2024: 29 accounts D00..D28 start on 10 June, none ends.
+    # Data end = min(as_of 15 Jul, latest start 10 Jun) -> months up to June.
+    # May: k0 30/30, k1 (1 Jun) 20/30 -> low_sample False; June: k0 29/29 -> low_sample True.
+    # Wilson 20/30: p = 0.666667, centre (0.666667 + 0.064024)/1.128049 = 0.647748,
+    #   half 1.959964·√(0.007407 + 0.001067)/1.128049 = 0.159947 -> [0.487801, 0.807695]
+    accounts = [
+        {"account_id": f"{c}{i:02d}", "name": f"{c}{i:02d}", "segment": "Cohorts", "created_at": ts("2024-05-01")}
+        for c, count in (("C", 30), ("D", 29))
+        for i in range(count)
+    ]  # fmt: skip
+    subscriptions = [
+        {"subscription_id": f"S{a['account_id']}", "account_id": a["account_id"], "product_id": "P1", "mrr": 1.0,
+         "started_at": ts("2024-05-10" if a["account_id"][0] == "C" else "2024-06-10"),
+         "ended_at": ts("2024-05-20") if a["account_id"] < "C10" else None}
+        for a in accounts
+    ]  # fmt: skip
+    load(engine, {"accounts": accounts, "subscriptions": subscriptions})
+    out = cohort_retention(
+        engine, Filters("2024-05-01", "2024-07-01", segments=["Cohorts"]), as_of=ts("2024-07-15")
+    )
+    assert out["customers"].tolist() == [30, 30, 29]
+    assert out["retained"].tolist() == [30, 20, 29]
+    assert out["low_sample"].tolist() == [False, False, True]
+    assert (out.loc[1, "ci_low"], out.loc[1, "ci_high"]) == pytest.approx((0.487801, 0.807695), abs=1e-6)
 
 
 def test_cohort_retention_boundaries_and_as_of(engine: sa.Engine) -> None:
