@@ -34,6 +34,7 @@ from kpis import (
     Filters,
     customer_base,
     first_contact_resolution,
+    retention_cost,
     revenue,
     revenue_retention,
     rollups,
@@ -666,6 +667,10 @@ def test_rollups_give_the_hand_checked_retention_intervals_and_low_sample(
     calls = spy_base_statements(monkeypatch)
     # tests/kpis/test_revenue.py assert_spread_retention (35, 30, 29 accounts at the start)
     assert_spread_retention(revenue_retention(db, SPREAD_Q1, "month"))
+    # tests/kpis/test_costs.py test_low_sample_boundary_at_30_retained_customers
+    cost = retention_cost(db, SPREAD_Q1, "month")
+    assert list(cost["retained_customers"]) == [30, 29, 29]
+    assert cost["low_sample"].tolist() == [False, True, True]
     assert calls.total() == 0
 
 
