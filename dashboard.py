@@ -30,10 +30,13 @@ SALES, CHURN, FEEDBACK = (
 )
 CARDS: list[CardSpec] = [
     CardSpec("revenue", "revenue", "revenue", "pages/6_Forecast.py"),
-    # customer_base: active customers, churn, NRR and retention cost from one query (cached once)
+    # customer_base: active customers, churn, NRR and retention cost from one query (cached once);
+    # its rates are low-sample below 30 customers at the start (retention cost: retained customers)
     CardSpec("active_customers", "customer_base", "customers_at_end", CHURN),
-    CardSpec("churn_rate", "customer_base", "churn_rate", CHURN),
-    CardSpec("net_revenue_retention", "customer_base", "net_revenue_retention", CHURN),
+    CardSpec("churn_rate", "customer_base", "churn_rate", CHURN, count="customers_at_start"),
+    CardSpec(
+        "net_revenue_retention", "customer_base", "net_revenue_retention", CHURN, count="customers_at_start"
+    ),
     # survey_scores: NPS and CES (all touchpoints) from one query
     CardSpec("nps", "survey_scores", "nps", FEEDBACK, count="nps_responses"),
     CardSpec("ces", "survey_scores", "ces_mean", FEEDBACK, count="ces_responses"),
@@ -45,6 +48,7 @@ CARDS: list[CardSpec] = [
         "customer_base",
         "cost_per_retained_customer",
         "pages/5_Marketing_and_retention_cost.py",
+        count="retained_customers",
     ),
 ]
 

@@ -160,6 +160,37 @@ def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, 
     return centre - half, centre + half
 
 
+def ratio_interval(
+    numerator: np.ndarray,
+    denominator: np.ndarray,
+    numerator_squares: np.ndarray,
+    products: np.ndarray,
+    denominator_squares: np.ndarray,
+    n: np.ndarray,
+    z: float = Z95,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Delta-method (linearisation) interval of a ratio of sums R = Σy ÷ Σx over n units,
+    from per-period sums that add up over any grouping (so roll-ups can hold them).
+
+    With Σy = ``numerator``, Σx = ``denominator``, Σy² = ``numerator_squares``, Σxy =
+    ``products``, Σx² = ``denominator_squares``: Q = Σ(y_i − R·x_i)² = Σy² − 2R·Σxy + R²·Σx²
+    (negative rounding clamped to 0), Var(R) ≈ n ÷ (n − 1) · Q ÷ (Σx)², bounds R ∓ z·√Var(R).
+    NaN where Σx = 0 or n < 2. Element-wise over arrays; bounds not clipped."""
+    x, y = np.asarray(denominator, dtype="float64"), np.asarray(numerator, dtype="float64")
+    units = np.asarray(n, dtype="float64")
+    valid = (x != 0) & (units >= 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(valid, y / x, np.nan)
+        q = (
+            np.asarray(numerator_squares)
+            - 2 * r * np.asarray(products)
+            + r * r * np.asarray(denominator_squares)
+        )
+        variance = units / (units - 1) * np.maximum(q, 0.0) / (x * x)
+        half = np.where(valid, z * np.sqrt(variance), np.nan)
+    return r - half, r + half
+
+
 def ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, NaN when the denominator is 0 (nothing to measure)."""
     return numerator / denominator if denominator else math.nan
