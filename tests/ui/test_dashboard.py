@@ -165,12 +165,14 @@ def _cards(at) -> dict[str, tuple[str, list[str]]]:
 
 def test_low_sample_cards_carry_the_mark(tmp_path, monkeypatch):
     """The hand-written KPI fixture (tests/kpis/fixtures.py) as the database: its data end on
-    10 Mar 2024, so the Overview opens on [1 Mar 2023, 1 Apr 2024) and its cards show March 2024.
+    10 Mar 2024, so March 2024 is a partial period and the cards show February 2024, the last
+    complete month (kpis.core.is_partial).
 
-    March 2024 by hand: customers at 1 Mar A1, A3 (2 < 30); A3 ends 10 Mar -> churn 1/2 = 50.0 %;
-    NRR: A1 100 -> 100, A3 20 -> 0 -> 100/120 = 83.3 %; retention cost K6 10 / 1 retained (A1)
-    = $10.00. Each rests on fewer than 30 customers: the same mark as the win-rate card (1 deal
-    closed in March: D2 lost). Active customers (a count) and revenue carry none.
+    February 2024 by hand: customers at 1 Feb A1 (S1 100 + S5 10), A3 (20), A4 (30): 3 < 30;
+    A4 ends 20 Feb -> churn 1/3 = 33.3 %; NRR: MRR 160 at start, A1 loses the add-on (-10),
+    A4 churns (-30) -> 120/160 = 75.0 %; retention cost K3 30 / 2 retained (A1, A3) = $15.00.
+    Each rests on fewer than 30 customers: the same mark as the win-rate card (4 deals closed
+    in February). Active customers (a count) and revenue carry none.
     """
     from crm_data.engines import make_engine
     from tests.kpis import fixtures
@@ -185,9 +187,9 @@ def test_low_sample_cards_carry_the_mark(tmp_path, monkeypatch):
     assert not at.error, [e.value for e in at.error]
     cards = _cards(at)
     assert len(cards) == CARD_TITLES
-    assert cards["Churn rate"][0] == fmt_value(0.5, "ratio")
-    assert cards["Net revenue retention"][0] == fmt_value(100 / 120, "ratio")
-    assert cards["Retention cost each"][0] == fmt_value(10.0, "money")
+    assert cards["Churn rate"][0] == fmt_value(1 / 3, "ratio")
+    assert cards["Net revenue retention"][0] == fmt_value(120 / 160, "ratio")
+    assert cards["Retention cost each"][0] == fmt_value(15.0, "money")
     for title in ("Churn rate", "Net revenue retention", "Retention cost each", "Win rate"):
         assert any(LOW_SAMPLE_MARK in c for c in cards[title][1]), (title, cards[title])
     for title in ("Active customers", "Revenue"):
