@@ -25,7 +25,7 @@ install: $(VPY)
 
 run: install
 	@if [ -z "$$CRM_DATABASE_URL" ] && [ ! -f $(DB) ]; then $(VPY) -m crm_data demo; fi
-	$(VPY) -m streamlit run dashboard.py --server.address 127.0.0.1
+	$(VPY) -m crm_data serve --address 127.0.0.1
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \

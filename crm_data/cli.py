@@ -4,7 +4,8 @@ Installed, it is the ``crm-insights`` console script; from a checkout without in
 ``python -m crm_data`` runs the same. :data:`DESCRIPTION` is the help text (plain text:
 ``--help`` shows it as written). Exit codes: 0 done; 1 invalid input, or ``demo`` refusing
 to overwrite imported data; 2 the database is missing, has nothing to check or summarise,
-cannot be opened, or is held by another process.
+cannot be opened (a damaged or foreign file, a folder, a PostgreSQL server, database or role
+that cannot be reached: one sentence says what to do), or is held by another process.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from crm_data.engines import DatabaseBusyError, connect_checked, database_url, default_db_path, make_engine
+from crm_data.engines import (
+    DatabaseBusyError,
+    connect_checked,
+    database_url,
+    default_db_path,
+    explain_database_error,
+    make_engine,
+)
 
 PROG = "crm-insights"
 MODULE_PROG = "python -m crm_data"
@@ -465,7 +473,13 @@ def main(argv: list[str] | None = None) -> int:
     except (DatabaseBusyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except sa.exc.DBAPIError as error:  # e.g. not a database file, a server that refuses the login
-        print(f"error: the database {_shown(url)} cannot be used: {error.orig}", file=sys.stderr)
+    except Exception as error:  # a damaged or foreign file, a server that cannot be reached, ...
+        problem = explain_database_error(error, url, prog)
+        if problem is None:
+            if not isinstance(error, sa.exc.DBAPIError):
+                raise  # a bug: keep its traceback
+            orig = " ".join(str(error.orig).split())
+            problem = f"the database {_shown(url)} cannot be used: {orig}"
+        print(f"error: {problem[:1].lower()}{problem[1:]}", file=sys.stderr)
         return 2
     return 2

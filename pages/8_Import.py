@@ -22,9 +22,9 @@ import pandas as pd
 import sqlalchemy as sa
 import streamlit as st
 
-from crm_data.engines import DatabaseBusyError, database_url, make_engine
+from crm_data.engines import DatabaseBusyError, database_url, explain_database_error, make_engine
 from crm_data.importing import ImportReport, TableInput, import_tables, read_bundle, validate_tables
-from crm_data.mappings import SHIPPED, MappingError, load_mapping
+from crm_data.mappings import SHIPPED, MappingError, ReadReport, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
 from ui import auth, data
 from ui.uploads import MAX_UPLOAD_MB, safe_file_name
@@ -40,7 +40,9 @@ st.set_page_config(page_title="CRM Insights — Import", page_icon=":material/up
 
 
 def _database_readable(url: str) -> bool:
-    """True when the CRM tables can be read (then the filter bar has something to show)."""
+    """True when the CRM tables can be read (then the filter bar has something to show).
+    A database that cannot be used at all (damaged, unreachable) stops the page with an
+    ``st.error`` saying what to do: nothing can be imported into it."""
     try:
         engine = make_engine(url, read_only=True)
     except FileNotFoundError:
@@ -49,7 +51,12 @@ def _database_readable(url: str) -> bool:
         with engine.connect() as conn:
             conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
         return True
-    except sa.exc.DBAPIError:
+    except sa.exc.DBAPIError as error:
+        if explain_database_error(error, url) is not None:
+            from ui.navigation import navigation
+
+            navigation()
+            data.stop_if_unusable(error, url)
         return False
     finally:
         engine.dispose()
@@ -136,8 +143,9 @@ def _shown_file(name: str, folder: Path) -> str:
     return name.replace(f"{folder}/", "")
 
 
-def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[str, object]]]:
-    """Save the uploads in ``folder`` and read them: inputs, notes, problems found reading."""
+def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[str, object]], list[str]]:
+    """Save the uploads in ``folder`` and read them: inputs, notes, problems found reading,
+    and the warnings of the mapping (what it detected or repaired)."""
     paths = []
     for number, upload in enumerate(uploads, start=1):
         name = safe_file_name(upload.name, f"upload-{number}.csv")
@@ -161,29 +169,33 @@ def _read_inputs(folder: Path) -> tuple[list[TableInput], list[str], list[dict[s
             }
             for i in issues
         ]
-        return inputs, notes, problems
+        return inputs, notes, problems, []
     mapping_source = choice
     if choice == OWN:
         mapping_path = folder / "_mapping.toml"
         mapping_path.write_bytes(own_mapping.getvalue())
         mapping_source = str(mapping_path)
+    read = ReadReport()
     try:
-        inputs = load_mapping(mapping_source).read(paths, notes)
+        inputs = load_mapping(mapping_source).read(paths, notes, report=read)
     except MappingError as error:
-        return (
-            [],
-            notes,
-            [
-                {
-                    "file": "",
-                    "line": None,
-                    "column": "",
-                    "problem": _shown_file(str(error), folder),
-                    "level": "error",
-                }
-            ],
-        )
-    return inputs, [_shown_file(n, folder) for n in notes], []
+        issues = [
+            {
+                "file": _shown_file(i.file, folder),
+                "line": i.row,
+                "column": i.column,
+                "problem": _shown_file(i.reason, folder),
+            }
+            for i in error.issues
+        ] or [{"file": "", "line": None, "column": "", "problem": _shown_file(str(error), folder)}]
+        warnings = [_shown_file(str(w), folder) for w in read.warnings]
+        return [], notes, [{**issue, "level": "error"} for issue in issues], warnings
+    return (
+        inputs,
+        [_shown_file(n, folder) for n in notes],
+        [],
+        [_shown_file(str(w), folder) for w in read.warnings],
+    )
 
 
 def _issue_rows(report: ImportReport, folder: Path) -> list[dict[str, object]]:
@@ -208,9 +220,15 @@ def _preview_engine() -> sa.Engine:
 
 with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
     folder = Path(tmp)
-    inputs, notes, problems = _read_inputs(folder)
+    inputs, notes, problems, warnings = _read_inputs(folder)
     for note in notes:
         st.caption(f":material/info: {note}")
+    if warnings:  # repaired or detected while reading: nothing lost, the import can go ahead
+        st.warning(
+            "Read with these repairs and detections (check them; they do not stop the import):\n\n"
+            + "\n".join(f"- {w}" for w in warnings),
+            icon=":material/warning:",
+        )
     report = (
         validate_tables(_preview_engine(), inputs)
         if inputs and not any(p["level"] == "error" for p in problems)
@@ -276,6 +294,9 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
                 icon=":material/lock:",
             )
             st.stop()
+        except sa.exc.DBAPIError as error:  # a damaged file: one sentence saying what to do
+            data.stop_if_unusable(error, url)
+            raise
         finally:
             writer.dispose()
             data.refresh()

@@ -25,10 +25,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-import pandas as pd
 import streamlit as st
 
+from charts.figures import period_text
 from crm_data.engines import database_url
+from kpis.core import as_of, is_partial
 from kpis.filters import Filters
 from ui import auth, data
 
@@ -59,11 +60,15 @@ def _store(name: str) -> str:
 
 @dataclass(frozen=True)
 class View:
-    """What the user is looking at: the filters, the period length and the notices."""
+    """What the user is looking at: the filters, the period length and the notices.
+
+    ``today`` is the data's "today" (see :func:`data_today`; None: today in UTC): a period
+    ending after it, or after the range end, is partial (``is_partial``)."""
 
     filters: Filters
     freq: str = "month"
     labels: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, hash=False)
+    today: dt.date | None = field(default=None, compare=False, hash=False)
     #: Who is looking (``ui.auth.User``); None outside the dashboard.
     user: auth.User | None = field(default=None, compare=False, hash=False)
 
@@ -87,15 +92,28 @@ class View:
         """``2026-04-01`` -> "Apr 2026" / "Q2 2026" / "2026" for this view's period."""
         return period_label(period, self.freq)
 
+    @property
+    def cut(self) -> dt.date:
+        """The first day this view has no data for: the range end, or the data's today if
+        that is earlier (exclusive)."""
+        return min(self.filters.end, as_of(self.today))
+
+    def is_partial(self, period: object) -> bool:
+        """True when ``period`` (a period start) is not complete in this view: it ends after
+        the range end or after today (``kpis.core.is_partial``, the one definition)."""
+        return is_partial(period, self.freq, self.filters.end, self.today)
+
 
 def period_label(period: object, freq: str) -> str:
     """A period start as the user says it: "Apr 2026", "Q2 2026" or "2026"."""
-    stamp = pd.Timestamp(period)
-    if freq == "year":
-        return f"{stamp.year}"
-    if freq == "quarter":
-        return f"Q{stamp.quarter} {stamp.year}"
-    return stamp.strftime("%b %Y")
+    return period_text(period, freq)
+
+
+def data_today(bounds: tuple[dt.date, dt.date] | None, today: dt.date | None = None) -> dt.date:
+    """The data's "today": the day after the last day with data, or today (UTC) if that is
+    earlier. A history that ended on 15 Mar 2019 makes March 2019 a partial month."""
+    today = as_of(today)
+    return today if bounds is None else min(bounds[1] + dt.timedelta(days=1), today)
 
 
 def _month_start(day: dt.date) -> dt.date:
@@ -310,4 +328,4 @@ def global_filters() -> View:
     filters = Filters(start=start, end=end, **{name: tuple(v) for name, v in chosen.items()}).within(
         user.scope
     )
-    return View(filters=filters, freq=freq, labels=labels, user=user)
+    return View(filters=filters, freq=freq, labels=labels, today=data_today(bounds), user=user)

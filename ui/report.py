@@ -9,6 +9,11 @@ filters; then
   install), interactive HTML, and the chart's data as CSV / XLSX (the XLSX carries the
   definition and the active filters). Every file is built only when its button is
   clicked (``st.download_button`` with a callable).
+  A chart over periods (``charts.figures.period_axis``) gets its partial period marked
+  (``charts.figures.mark_periods``: dotted / open / hatched, "Dec 2026 (to 6 Dec)"), a
+  caption saying so, and in its hover the change on the previous complete period and on
+  the same period last year (last year's numbers: the same ``ui.data.kpi`` call for the
+  range a year earlier, cut at the same day). Its CSV / XLSX carry a ``partial`` column.
 * ``report.table(df, title)`` draws a table with a CSV download (drill-downs); its numbers
   are formatted by column name (``column_config``: rates as %, money, days, counts).
   ``records=True`` marks record-level rows (accounts, deals, comments): only analysts and
@@ -33,11 +38,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from charts import figures
 from charts.theme import CURRENCY, column_unit
+from kpis.core import naive_timestamps
 from ui.cards import definition_card, definition_text
 
 logger = logging.getLogger(__name__)
@@ -184,6 +192,10 @@ class PageReport:
         text = definition_text(kpi_key, definition)
         if not fig.layout.title.text:
             fig.update_layout(title_text=title)
+        partial: list[pd.Timestamp] = []
+        if figures.period_freq(fig) == getattr(self.view, "freq", None):
+            partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
+            data = self._with_partial(data)
         st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
         # the Export column stays wide enough for its button in half-width charts too
         left, right = st.columns([3, 1], vertical_alignment="top")
@@ -193,11 +205,82 @@ class PageReport:
             elif definition:
                 st.caption(f":material/info: {definition}")
         with right:
-            self._export_popover(fig, data, title, text, key)
+            self._export_popover(fig, data, title, text, key, self._partial_note(partial))
+        if partial:
+            st.caption(f":material/hourglass_top: {self._partial_note(partial)}")
         self.items.append((title, fig, text))
 
+    def _partial_note(self, partial: list[pd.Timestamp]) -> str | None:
+        """What the chart's partial periods mean, for the caption and the XLSX About sheet."""
+        if not partial:
+            return None
+        freq, cut = self.view.freq, self.view.cut
+        named = ", ".join(figures.partial_label(p, freq, cut) for p in partial)
+        return (
+            f"{named}: not a complete {freq}, so dotted / hatched, not compared with the {freq} before, "
+            "and marked partial in the data; its hover compares it with last year to the same day."
+        )
+
+    def _with_partial(self, data: pd.DataFrame | None) -> pd.DataFrame | None:
+        """``data`` with a ``partial`` column (True for a period not complete in this view)."""
+        if data is None or "period" not in data or "partial" in data:
+            return data
+        return data.assign(partial=[bool(self.view.is_partial(p)) for p in data["period"]])
+
+    def _last_year(self, fig: go.Figure, data: pd.DataFrame | None) -> dict[int, dict[pd.Timestamp, float]]:
+        """Per period trace of ``fig``: this year's period -> the same period a year earlier,
+        from the KPI that made ``data`` run again on the range a year back, ending a year
+        before the view's cut (so a partial period meets last year's to the same day). Empty
+        when ``data`` is no ``ui.data.kpi`` result; traces that match no column of it are
+        left out (the hover then takes last year from the trace itself)."""
+        from ui import data as ui_data
+
+        if data is None or ui_data.SOURCE not in getattr(data, "attrs", {}) or "period" not in data:
+            return {}
+        year = pd.DateOffset(years=1)
+        filters = self.view.filters
+        start = (pd.Timestamp(filters.start) - year).date()
+        end = (pd.Timestamp(self.view.cut) - year).date()
+        if end <= start:
+            return {}
+        try:
+            before = ui_data.kpi_again(data, filters.replace(start=start, end=end))
+        except Exception as error:  # last year is a hover line: never worth a broken chart
+            logger.warning("No last-year comparison for %s: %s", self.title, error)
+            return {}
+        if not isinstance(before, pd.DataFrame) or "period" not in before:
+            return {}
+        bounds = ui_data.data_date_range(ui_data.database_url())
+        first = pd.Timestamp(bounds[0]) if bounds else None
+        freq = self.view.freq
+        out: dict[int, dict[pd.Timestamp, float]] = {}
+        for index, trace in enumerate(fig.data):
+            x = figures.period_x(trace, freq)
+            hint = trace.meta.get("column") if isinstance(trace.meta, dict) else None
+            found = match_series(data, x, trace.y, hint) if x else None
+            if found is None:
+                continue
+            column, where = found
+            rows = before
+            for name, value in where.items():
+                rows = rows[rows[name] == value]
+            if column not in rows:
+                continue
+            out[index] = {
+                period + year: float(value)
+                for period, value in zip(naive_timestamps(rows["period"]), rows[column], strict=True)
+                if pd.notna(value) and (first is None or period >= first)
+            }
+        return out
+
     def _export_popover(
-        self, fig: go.Figure, data: pd.DataFrame | None, title: str, text: str, key: str
+        self,
+        fig: go.Figure,
+        data: pd.DataFrame | None,
+        title: str,
+        text: str,
+        key: str,
+        note: str | None = None,
     ) -> None:
         export = _export()
         stem = _slug(title)
@@ -232,6 +315,8 @@ class PageReport:
                     f"{key}-csv",
                 )
                 meta = self._meta(title, text)
+                if note:
+                    meta["Partial period"] = note
                 _download(
                     "XLSX (data)",
                     self._audited(
@@ -300,6 +385,55 @@ class PageReport:
             f"{_slug(self.title)}-page-pdf",
             primary=True,
         )
+
+
+def match_series(
+    frame: pd.DataFrame, x: list[pd.Timestamp], y: object, column: str | None = None
+) -> tuple[str, dict[str, object]] | None:
+    """Which series of a KPI frame a trace draws: (column, {key column: value}) such that
+    the rows with that key (all rows when the periods are unique) hold ``y`` at the periods
+    ``x``; ``column`` is tried alone when the frame has it. None when nothing matches (a
+    value the page computed, e.g. a cost per retained customer of one bucket)."""
+    if frame is None or "period" not in frame or not x:
+        return None
+    values = figures.numbers(y, len(x))
+    if not np.nan_to_num(values).any():  # all missing or zero: any column of zeros would match
+        return None
+    numeric = [
+        c
+        for c in frame.columns
+        if c not in ("period", "partial")
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+    columns = [column] if column in numeric else numeric
+    periods = pd.DatetimeIndex(naive_timestamps(frame["period"]))
+    subsets: list[tuple[dict[str, object], pd.DataFrame, pd.DatetimeIndex]] = []
+    if periods.is_unique:
+        subsets.append(({}, frame, periods))
+    else:
+        keys = [
+            c
+            for c in frame.columns
+            if c != "period"
+            and c not in numeric
+            and not pd.api.types.is_datetime64_any_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])
+        ]
+        for key in keys:
+            for value in frame[key].dropna().unique():
+                mask = (frame[key] == value).to_numpy()
+                if periods[mask].is_unique:
+                    subsets.append(({key: value}, frame[mask], periods[mask]))
+    wanted = pd.DatetimeIndex(x)
+    for where, rows, index in subsets:
+        if not wanted.isin(index).all():
+            continue
+        for name in columns:
+            got = pd.Series(rows[name].to_numpy(dtype=float), index=index).reindex(wanted).to_numpy()
+            if np.allclose(got, values, rtol=1e-9, atol=0, equal_nan=True):
+                return name, where
+    return None
 
 
 def _download(

@@ -20,6 +20,10 @@ package does not have. ``serve`` therefore
   the *working directory* the command runs in (the server keeps it; ``serve`` does not
   change directory), then ``~/.streamlit/secrets.toml``; ``--secrets FILE`` names the
   file instead (Streamlit's ``secrets.files`` option).
+* refuses to start on a database that cannot be used at all (a damaged or foreign file, a
+  folder, a PostgreSQL server, database or role that cannot be reached): it reads what
+  every page reads first (the filter bar's values) and prints the sentence of
+  ``crm_data.engines.explain_database_error`` (exit code 2).
 
 Streamlit is started through ``streamlit.web.bootstrap`` (what ``streamlit run`` calls:
 ``load_config_options`` then ``run``), so it runs until Ctrl+C.
@@ -135,6 +139,34 @@ def _loopback(address: str) -> bool:
         return False
 
 
+def unusable_database(url: str | None = None, prog: str = "crm-insights") -> str | None:
+    """What is wrong, in one sentence, when the dashboard could not read the database at
+    all; None when it can start (it says itself that a database is missing, has no CRM
+    tables or is busy).
+
+    It reads what every page reads first (the filter bar's values and date range), so a
+    damaged DuckDB file is found when that data is damaged; damage elsewhere in the file
+    shows on the pages that read it.
+    """
+    from crm_data.engines import database_url, explain_database_error, make_engine
+    from kpis.filters import data_date_range, dimension_values
+
+    url = database_url(url)
+    try:
+        engine = make_engine(url, read_only=True)
+    except FileNotFoundError:
+        return None
+    try:
+        with engine.connect() as conn:
+            dimension_values(conn)
+            data_date_range(conn)
+    except Exception as error:  # the app reports anything not explained here itself
+        return explain_database_error(error, url, prog)
+    finally:
+        engine.dispose()  # release the DuckDB file before the app opens it
+    return None
+
+
 def serve(
     url: str | None = None,
     address: str = DEFAULT_ADDRESS,
@@ -143,8 +175,8 @@ def serve(
     allow_anonymous: bool = False,
     secrets: str | None = None,
 ) -> int:
-    """Run the dashboard until it is stopped; returns the exit code (2: no database yet or
-    no sign-in configured for a network address).
+    """Run the dashboard until it is stopped; returns the exit code (2: no database yet, one
+    that cannot be used, or no sign-in configured for a network address).
 
     ``url`` (else ``CRM_DATABASE_URL``, else the embedded DuckDB file) is the database the
     app reads; ``prog`` is how the user calls the command line, for the advice printed.
@@ -175,6 +207,10 @@ def serve(
             f"Or listen on 127.0.0.1 only; or, to serve everyone without sign-in anyway, add --allow-anonymous.",
             file=sys.stderr,
         )
+        return 2
+    problem = unusable_database(url, prog)
+    if problem is not None:
+        print(f"error: {problem[:1].lower()}{problem[1:]}", file=sys.stderr)
         return 2
     if url:
         os.environ["CRM_DATABASE_URL"] = url  # read by crm_data.engines.database_url in the app

@@ -2,8 +2,10 @@
 
 ``load_mapping("hubspot")`` loads a shipped mapping (a TOML file in this folder);
 ``load_mapping("my_crm.toml")`` loads a user's own. ``mapping.read(paths)`` returns the
-``TableInput`` list that ``crm_data.importing.import_tables`` validates and writes. The
-format is documented in ``docs/mappings.md`` and in ``crm_data.mappings.engine``.
+``TableInput`` list that ``crm_data.importing.import_tables`` validates and writes;
+``mapping.read(paths, report=ReadReport())`` also collects the warnings (what was detected
+or repaired). The format is documented in ``docs/mappings.md`` and in
+``crm_data.mappings.engine``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crm_data.mappings.engine import Mapping
-from crm_data.mappings.sources import MappingError
+from crm_data.mappings.report import MappingError, ReadReport, ReadWarning
 
 MAPPINGS_DIR = Path(__file__).resolve().parent
 
@@ -73,6 +75,8 @@ __all__ = [
     "SHIPPED",
     "Mapping",
     "MappingError",
+    "ReadReport",
+    "ReadWarning",
     "label",
     "load_mapping",
     "mapping_path",

@@ -22,13 +22,14 @@ import numpy as np
 import pandas as pd
 
 from crm_data import schema
-from crm_data.mappings.sources import MappingError
+from crm_data.mappings.dates import AutoDates, read_auto
+from crm_data.mappings.report import MappingError, ReadReport
 
 SPEC_KEYS = frozenset(
     {
         "column", "template", "value", "split", "map", "else", "default", "type", "format", "timezone",
         "decimal", "thousands", "add", "case", "subtract", "scale", "bins", "when", "unless", "prefix", "suffix",
-        "agg",
+        "agg", "day_first",
     }
 )  # fmt: skip
 TYPES = frozenset({"text", "number", "integer", "boolean", "datetime", "date"})
@@ -37,6 +38,7 @@ TRUE_WORDS = frozenset({"true", "yes", "y", "1", "x", "t"})
 FALSE_WORDS = frozenset({"false", "no", "n", "0", "f"})
 _OFFSET_RE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
 _TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")
+_TIME_DIRECTIVE = re.compile(r"%[HIMSpXcTrRfzZ]")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class Context:
     table: str
     timezone: str
     notes: list[str]
+    report: ReadReport | None = None
+    block: str = ""
 
     def column(self, name: str, target: str) -> pd.Series:
         """A source column (any case), or blanks (plus a note) when an optional one is absent."""
@@ -85,12 +89,27 @@ class Context:
         if found is not None:
             return self.src[found]
         column = schema.metadata.tables[self.table].c[target]
+        blanks = pd.Series([None] * len(self.src), index=self.src.index, dtype=object)
         if not column.nullable or column.primary_key:
-            raise MappingError(f"{self.path}: column {name!r} is missing (needed for {self.table}.{target})")
+            self.error(None, "", f"column {name!r} is missing (needed for {self.table}.{target})")
+            return blanks
         note = f"{self.path}: no column {name!r}; {self.table}.{target} left blank"
         if note not in self.notes:
             self.notes.append(note)
-        return pd.Series([None] * len(self.src), index=self.src.index, dtype=object)
+        return blanks
+
+    def line(self, position: int) -> int | None:
+        """The file line of the source row at ``position``."""
+        if "__line__" not in self.src.columns:
+            return None
+        return int(self.src["__line__"].iloc[position])
+
+    def error(self, line: int | None, column: str, reason: str) -> None:
+        """Record an error (raised with the others at the end of the read), or raise it now."""
+        if self.report is None:
+            where = f"{self.path}:{line}" if line is not None else str(self.path)
+            raise MappingError(f"{where}: {f'column {column!r}: ' if column else ''}{reason}")
+        self.report.error(self.path, line, column, reason)
 
 
 def evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
@@ -107,7 +126,7 @@ def evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
     if "default" in spec:
         default = spec["default"]
         values = omap(values, lambda v: default if is_blank(v) else v)
-    values = _convert(values, spec, ctx.timezone)
+    values = _convert(values, spec, ctx, target)
     for key, sign in (("add", 1), ("subtract", -1)):
         for offset in as_list(spec.get(key)):
             values = _shift(values, offset, sign, ctx, target)
@@ -120,10 +139,9 @@ def evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
         values = omap(values, _binner(spec["bins"]))
     for key, keep in (("when", True), ("unless", False)):
         for column, wanted in spec.get(key, {}).items():
-            allowed = {fold(w) for w in as_list(wanted)}
-            hit = omap(
-                ctx.column(column, target), lambda v, a=allowed: not is_blank(v) and fold(v) in a
-            ).astype(bool)
+            hit = condition(
+                ctx.column(column, target), wanted, lambda p, v, c=column: _not_boolean(ctx, p, c, v)
+            )
             values = values.where(hit if keep else ~hit, None)
     if "prefix" in spec or "suffix" in spec:
         pre, post = str(spec.get("prefix", "")), str(spec.get("suffix", ""))
@@ -185,7 +203,48 @@ def _binner(bins: list[list[Any]]) -> Callable[[object], object]:
     return apply
 
 
-def _convert(values: pd.Series, spec: dict[str, Any], default_tz: str) -> pd.Series:
+def condition(
+    values: pd.Series, wanted: object, not_boolean: Callable[[int, str], None] | None = None
+) -> pd.Series:
+    """Which values are one of ``wanted`` (a value or a list), matched ignoring case and
+    blanks; a blank matches nothing. TOML booleans (``true`` / ``false``) match by meaning:
+    ``1``/``0``, ``true``/``false`` (any case), ``yes``/``no``, ``y``/``n``, ``t``/``f``;
+    another value is passed to ``not_boolean(position, text)`` and matches nothing."""
+    choices = as_list(wanted)
+    if choices and all(isinstance(choice, bool) for choice in choices):
+        accepted = set(choices)
+
+        def hit(position: int, value: object) -> bool:
+            if is_blank(value):
+                return False
+            meaning = _boolean(value)
+            if isinstance(meaning, Invalid):
+                if not_boolean is not None:
+                    not_boolean(position, str(value))
+                return False
+            return meaning in accepted
+
+        return pd.Series([hit(i, v) for i, v in enumerate(values)], index=values.index, dtype=bool)
+    allowed = {fold(choice) for choice in choices}
+    return omap(values, lambda v: not is_blank(v) and fold(v) in allowed).astype(bool)
+
+
+def _not_boolean(ctx: Context, position: int, column: str, text: str) -> None:
+    ctx.error(ctx.line(position), column, f"{text!r} is not a yes/no value (true/false, yes/no, 1/0)")
+
+
+def _label(spec: dict[str, Any], ctx: Context) -> str:
+    """The source column(s) a spec reads, for messages."""
+    if "column" in spec:
+        given = as_list(spec["column"])
+        return next((str(n) for n in given if resolve_column(ctx.src.columns, n) is not None), str(given[0]))
+    if "template" in spec:
+        return str(spec["template"])
+    return f"value {spec.get('value')!r}"
+
+
+def _convert(values: pd.Series, spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
+    default_tz = ctx.timezone
     kind = spec.get("type", "text")
     if kind == "text":
         return omap(
@@ -196,8 +255,13 @@ def _convert(values: pd.Series, spec: dict[str, Any], default_tz: str) -> pd.Ser
         return omap(values, lambda v: _number(v, dec, thousands, integer=kind == "integer"))
     if kind == "boolean":
         return omap(values, _boolean)
-    formats = as_list(spec.get("format")) or ["iso"]
-    parsed = parse_datetimes(values, formats, str(spec.get("timezone", default_tz)))
+    formats = as_list(spec.get("format")) or ["auto"]
+    outcomes: list[AutoDates] = []
+    parsed = parse_datetimes(
+        values, formats, str(spec.get("timezone", default_tz)), spec.get("day_first"), outcomes
+    )
+    for outcome in outcomes:
+        _report_dates(outcome, ctx, target, _label(spec, ctx))
     if kind == "date":
         return omap(parsed, lambda v: v.date() if isinstance(v, pd.Timestamp) else v)
     return parsed
@@ -239,12 +303,21 @@ def _boolean(value: object) -> object:
     return Invalid(str(value))
 
 
-def parse_datetimes(values: pd.Series, formats: list[str], timezone: str) -> pd.Series:
+def parse_datetimes(
+    values: pd.Series,
+    formats: list[str],
+    timezone: str,
+    day_first: bool | None = None,
+    outcomes: list[AutoDates] | None = None,
+) -> pd.Series:
     """Parse text with the first matching format; naive local times are in ``timezone``.
 
     Returns Timestamps as naive UTC, ``None`` for blanks and ``Invalid`` for text that
-    matches no format. ``"iso"`` accepts ISO 8601 with or without an offset (an offset
-    wins over ``timezone``); ``"epoch_ms"`` / ``"epoch_s"`` are Unix times (UTC).
+    matches no format. ``"auto"`` reads ISO 8601, numeric and month-name dates with the
+    day/month order decided from all the values it is given (``crm_data.mappings.dates``;
+    ``day_first`` pins the order; what it found is appended to ``outcomes``). ``"iso"``
+    accepts ISO 8601 with or without an offset (an offset wins over ``timezone``);
+    ``"epoch_ms"`` / ``"epoch_s"`` are Unix times (UTC); anything else is a strptime format.
     """
     texts = omap(
         values, lambda v: None if is_blank(v) else (v.isoformat() if hasattr(v, "isoformat") else str(v))
@@ -255,13 +328,22 @@ def parse_datetimes(values: pd.Series, formats: list[str], timezone: str) -> pd.
         if not todo.any():
             break
         chunk = texts[todo]
-        if fmt == "iso":
+        if fmt == "auto":
+            outcome = read_auto(chunk, day_first)
+            parsed = outcome.parsed.copy()
+            local = ~outcome.utc & ~outcome.date_only & parsed.notna()
+            parsed[local] = _localize(parsed[local], timezone).astype("datetime64[us]")
+            if outcomes is not None:
+                outcomes.append(outcome)
+        elif fmt == "iso":
             parsed = _parse_iso(chunk, timezone)
         elif fmt in ("epoch_ms", "epoch_s"):
             numbers = pd.to_numeric(chunk, errors="coerce")
             parsed = pd.to_datetime(numbers, unit="ms" if fmt == "epoch_ms" else "s", errors="coerce")
         else:
-            parsed = _localize(pd.to_datetime(chunk, format=fmt, errors="coerce"), timezone)
+            parsed = pd.to_datetime(chunk, format=fmt, errors="coerce")
+            if _TIME_DIRECTIVE.search(fmt):  # a date alone is midnight UTC, never shifted
+                parsed = _localize(parsed, timezone)
         parsed = parsed.astype("datetime64[us]")
         result.loc[parsed.index] = result.loc[parsed.index].where(result.loc[parsed.index].notna(), parsed)
         todo &= result.isna()
@@ -273,6 +355,61 @@ def parse_datetimes(values: pd.Series, formats: list[str], timezone: str) -> pd.
     return out
 
 
+def _report_dates(outcome: AutoDates, ctx: Context, target: str, label: str) -> None:
+    """Errors for an undecidable column; a warning naming the format chosen (once per file
+    and source column)."""
+    where = f"{ctx.table}.{target}"
+    pin = f"in {ctx.block}, column {target}" if ctx.block else f"on {where}"
+    if outcome.conflict:
+        (day_at, day_text), (month_at, month_text) = outcome.conflict
+        ctx.error(
+            None,
+            label,
+            f"({where}) mixes day-first dates ({day_text!r} on line {ctx.line(day_at)}) and month-first "
+            f"dates ({month_text!r} on line {ctx.line(month_at)}): correct the file, or pin the order "
+            f"{pin} with day_first = true or false (the values that do not fit are then reported)",
+        )
+        return
+    if outcome.ambiguous:
+        shown = ", ".join(f"{text!r} (line {ctx.line(at)})" for at, text in outcome.ambiguous[:3])
+        day, month = outcome.shape_formats or ("%d/%m/%Y", "%m/%d/%Y")
+        ctx.error(
+            None,
+            label,
+            f"({where}) the dates can be read day first or month first ({len(outcome.ambiguous)} such as {shown}) "
+            f"and no value has a day above 12 to decide. Pin the order {pin}: day_first = true "
+            f'(or format = "{day}") for day first, day_first = false (or format = "{month}") for month first',
+        )
+        return
+    if not outcome.detected or ctx.report is None:
+        return
+    key = ("dates", str(ctx.path), label)
+    if not ctx.report.first_time(key):
+        return
+    formats = ", ".join(
+        f"{fmt} ({count:,d})" if len(outcome.formats) > 1 else fmt for fmt, count in outcome.formats
+    )
+    message = f"dates read as {formats}"
+    if outcome.order and outcome.pinned:
+        message += f" ({outcome.order}, as pinned by day_first in the mapping)"
+    elif outcome.order and outcome.decided_by:
+        at, text = outcome.decided_by
+        part = "first" if outcome.order == "day first" else "second"
+        message += f" ({outcome.order}: {text!r} on line {ctx.line(at)} has its {part} number above 12)"
+    positions = (
+        [outcome.decided_by[0]] if outcome.decided_by and outcome.decided_by[0] in outcome.detected else []
+    )
+    positions += [at for at in outcome.detected if at not in positions]
+    examples = []
+    for at in positions[:3]:
+        value = outcome.parsed[at]
+        stamp = (
+            value.strftime("%Y-%m-%d %H:%M") if (value.hour or value.minute) else value.strftime("%Y-%m-%d")
+        )
+        examples.append((ctx.line(at), f"{outcome.texts[at]} → {stamp}"))
+    ctx.report.warn(ctx.path, message, column=label, examples=examples, count=len(outcome.detected))
+
+
 def _parse_iso(texts: pd.Series, timezone: str) -> pd.Series:
     with_offset = texts.str.contains(_OFFSET_RE)
     parsed = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[us]")
@@ -281,7 +418,9 @@ def _parse_iso(texts: pd.Series, timezone: str) -> pd.Series:
         parsed[with_offset] = aware.dt.tz_convert(None).astype("datetime64[us]")
     if (~with_offset).any():
         naive = pd.to_datetime(texts[~with_offset], format="ISO8601", errors="coerce")
-        parsed[~with_offset] = _localize(naive, timezone).astype("datetime64[us]")
+        timed = texts[~with_offset].str.strip().str.len() > 10  # a date alone is midnight UTC, never shifted
+        naive[timed] = _localize(naive[timed], timezone)
+        parsed[~with_offset] = naive.astype("datetime64[us]")
     return parsed
 
 

@@ -2,11 +2,13 @@
 
 A mapping (see ``docs/mappings.md``) has three parts:
 
-* ``[mapping]``: name, description, default source ``timezone``, ``encodings`` to try,
-  ``ignore`` (file name patterns that are not data, e.g. a data dictionary);
+* ``[mapping]``: name, description, default source ``timezone``, ``encodings`` to try
+  (line by line, ISO-8859-1 last), ``ignore`` (file name patterns that are not data, e.g.
+  a data dictionary);
 * ``[files.<key>]``: which input files are which export: ``patterns`` (case-insensitive
   globs on the file name) and/or ``header`` (columns the file must have, so a file is
-  recognised whatever its name), plus ``encodings`` / ``delimiter`` overrides;
+  recognised whatever its name), plus ``encodings`` / ``delimiter`` pins (by default the
+  delimiter is detected from the header line: ``crm_data.mappings.sources``);
 * ``[[tables]]``: one block per canonical table fed from one file (``from``), with a
   column spec per canonical column, or static ``rows``.
 
@@ -32,7 +34,14 @@ The named derivation steps, for what a column spec alone cannot say:
 Values that do not convert (a date not matching its format, text in a number) are passed
 on unchanged, so validation reports them with file, line and column. Every output row
 keeps the line of the original file its record started on (a grouped row: its first).
-Timestamps come out as naive UTC text (``YYYY-MM-DD HH:MM:SS``).
+Timestamps come out as naive UTC text (``YYYY-MM-DD HH:MM:SS``); a date column's format is
+detected from the whole column (``crm_data.mappings.dates``) unless the spec pins it.
+
+What reading detected or repaired (an encoding fallback, a delimiter, a date format, a
+skipped file) goes to a ``ReadReport`` as warnings; what would lose or corrupt data (a
+record of the wrong width, an undecidable date order, a file named like an export but
+lacking its columns) is an error: every error found is listed in one ``MappingError``
+(``crm_data.mappings.report``).
 """
 
 from __future__ import annotations
@@ -55,20 +64,22 @@ from crm_data.mappings.columns import (
     Invalid,
     as_list,
     check_keys,
+    condition,
     evaluate,
-    fold,
     is_blank,
     omap,
     resolve_column,
     text_frame,
     to_text,
 )
+from crm_data.mappings.report import MappingError, ReadReport
 from crm_data.mappings.sources import (
     DEFAULT_ENCODINGS,
-    MappingError,
+    EMPTY,
+    Head,
     SourceFrame,
     expand_paths,
-    read_header,
+    peek,
     read_text_table,
 )
 
@@ -103,11 +114,12 @@ class TableBlock:
     source: str | None
     columns: dict[str, dict[str, Any]]
     rows: list[dict[str, Any]] | None = None
-    where: dict[str, list[str]] = field(default_factory=dict)
-    where_not: dict[str, list[str]] = field(default_factory=dict)
+    where: dict[str, list[Any]] = field(default_factory=dict)
+    where_not: dict[str, list[Any]] = field(default_factory=dict)
     unpivot: dict[str, str] | None = None
     group_by: list[str] = field(default_factory=list)
     drop_rows_without: list[str] = field(default_factory=list)
+    label: str = ""
 
 
 @dataclass
@@ -122,10 +134,16 @@ class Produced:
 
 @dataclass
 class Matched:
-    """Which input file is which export (``files`` key -> paths), and what matched nothing."""
+    """Which input file is which export (``files`` key -> paths), and what fits none.
+
+    ``problems``: ``(path, why, level)`` for the files that fit no entry: ``"error"`` for a
+    file given by name, or named like an export but lacking its columns (its data would be
+    lost); ``"warning"`` for an empty file, or a file in a given folder that is no export of
+    this mapping (skipped). ``ignored``: folder files matching the mapping's ``ignore``.
+    """
 
     files: dict[str, list[Path]]
-    unmatched: list[Path]
+    problems: list[tuple[Path, str, str]]
     ignored: list[Path]
 
 
@@ -191,75 +209,140 @@ class Mapping:
     def match(self, paths: Sequence[str | Path]) -> Matched:
         """Assign every input file to a ``[files]`` entry (by name pattern, else by header)."""
         explicit, found = expand_paths(list(paths))
-        result = Matched(files={}, unmatched=[], ignored=[])
+        result = Matched(files={}, problems=[], ignored=[])
         for path in [*explicit, *found]:
-            key = self._identify(path)
+            key, why, named = self._identify(path)
             if key is not None:
                 result.files.setdefault(key, []).append(path)
-            elif _matches(path.name, self.ignore) or path in found:
+            elif path in found and _matches(path.name, self.ignore):
                 result.ignored.append(path)
+            elif why == EMPTY:
+                result.problems.append((path, why, "warning"))
             else:
-                result.unmatched.append(path)
+                serious = named or path not in found
+                result.problems.append((path, why, "error" if serious else "warning"))
         return result
 
-    def _identify(self, path: Path) -> str | None:
-        headers: dict[str | None, list[str]] = {}
+    def _identify(self, path: Path) -> tuple[str | None, str, bool]:
+        """``(key, why, named)``: the ``[files]`` entry of ``path``, or ``None`` and why none
+        fits; ``named``: the file's name fits an entry's patterns (but not its columns)."""
+        heads: dict[tuple[str | None, tuple[str, ...]], Head] = {}
+
+        def head(spec: FileSpec | None) -> Head:
+            pins = (
+                (spec.delimiter, tuple(spec.encodings or self.encodings))
+                if spec
+                else (None, tuple(self.encodings))
+            )
+            if pins not in heads:
+                heads[pins] = peek(path, list(pins[1]), pins[0])
+            return heads[pins]
+
+        named_specs = [spec for spec in self.files.values() if _matches(path.name, spec.patterns)]
+        if head(None).problem:
+            return None, head(None).problem, bool(named_specs)
         best: tuple[int, int, str] | None = None
+        lacking: list[tuple[FileSpec, list[str], Head]] = []
         for spec in self.files.values():
-            by_name = _matches(path.name, spec.patterns)
+            by_name = spec in named_specs
             if spec.header:
-                if spec.delimiter not in headers:
-                    headers[spec.delimiter] = read_header(
-                        path, spec.encodings or self.encodings, spec.delimiter
-                    )
-                header = headers[spec.delimiter]
-                if not {h.casefold() for h in spec.header} <= {h.casefold() for h in header}:
+                columns = head(spec)
+                have = {h.casefold() for h in columns.header}
+                missing = [h for h in spec.header if h.strip().casefold() not in have]
+                if missing:
+                    lacking.append((spec, missing, columns))
                     continue
             elif not by_name:
                 continue
             rank = (1 if by_name else 0, len(spec.header), spec.key)
             if best is None or rank[:2] > best[:2]:
                 best = rank
-        return best[2] if best else None
+        if best:
+            return best[2], "", True
+        for spec, missing, columns in lacking:
+            if spec in named_specs:
+                why = (
+                    f"named like the {spec.key} export of the {self.name} mapping ({' or '.join(spec.patterns)}) "
+                    "but the column(s) "
+                    f"{', '.join(missing)} are missing; {_columns_of(columns)}"
+                )
+                return None, why, True
+        expected = "; ".join(_describe(spec) for spec in self.files.values())
+        why = f"not an export this mapping ({self.name}) knows: {_columns_of(head(None))}"
+        close = [
+            (len(spec.header) - len(missing), spec, missing)
+            for spec, missing, _ in lacking
+            if missing != spec.header
+        ]
+        if close:
+            _, spec, missing = max(close, key=lambda c: c[0])
+            why += f"; the closest is {spec.key}, which also needs the column(s) {', '.join(missing)}"
+        return None, f"{why}. Expected: {expected}", False
 
     # ---- reading -------------------------------------------------------------------
-    def read(self, paths: Sequence[str | Path], notes: list[str] | None = None) -> list[TableInput]:
+    def read(
+        self, paths: Sequence[str | Path], notes: list[str] | None = None, report: ReadReport | None = None
+    ) -> list[TableInput]:
         """Read export files (or folders) into ``TableInput`` objects, parents first.
 
-        Raises ``MappingError`` when a given file matches no export of this mapping, a
-        required export is missing, or a needed column is absent. ``notes`` (if given)
-        collects what was skipped: folder files that are not exports, optional columns
-        absent from a file.
+        ``report`` (if given) collects the warnings (see ``crm_data.mappings.report``) and
+        the notes; ``notes`` (if given) the notes alone: folder files the mapping ignores,
+        optional columns absent from a file. Raises ``MappingError`` listing every error
+        (a given file that is no export of this mapping, a record of the wrong width, an
+        undecidable date format, a required export or column missing, ...).
         """
         from crm_data.importing import TableInput
 
         return [
             TableInput(table=p.table, frame=p.frame, source=p.source, lines=p.lines)
-            for p in self.produce(paths, notes)
+            for p in self.produce(paths, notes, report)
         ]
 
-    def produce(self, paths: Sequence[str | Path], notes: list[str] | None = None) -> list[Produced]:
+    def produce(
+        self, paths: Sequence[str | Path], notes: list[str] | None = None, report: ReadReport | None = None
+    ) -> list[Produced]:
         """Like ``read`` but returns plain ``Produced`` records (no importer needed)."""
-        notes = notes if notes is not None else []
+        report = report if report is not None else ReadReport()
+        try:
+            return self._produce(paths, report)
+        finally:
+            if notes is not None:
+                notes.extend(n for n in report.notes if n not in notes)
+
+    def _produce(self, paths: Sequence[str | Path], report: ReadReport) -> list[Produced]:
         matched = self.match(paths)
-        if matched.unmatched:
-            expected = "; ".join(_describe(spec) for spec in self.files.values())
-            names = ", ".join(str(p) for p in matched.unmatched)
-            raise MappingError(
-                f"{names}: not an export this mapping ({self.name}) knows. Expected: {expected}"
-            )
         for path in matched.ignored:
-            notes.append(f"{path}: skipped (not one of the {self.name} exports)")
+            report.note(f"{path}: skipped (the mapping {self.name} ignores files named like this)")
+        for path, why, level in matched.problems:
+            if level == "error":
+                report.error(path, None, "", why)
+            else:
+                report.warn(path, f"skipped: {why}")
+        if not matched.files:
+            report.raise_errors()
+            expected = "; ".join(_describe(spec) for spec in self.files.values())
+            skipped = "; ".join(
+                f"{p.name} ({why.split('. Expected: ')[0]})" for p, why, _ in matched.problems
+            )
+            skipped = "; ".join(filter(None, [skipped, ", ".join(p.name for p in matched.ignored)])) or "none"
+            raise MappingError(
+                f"no {self.name} export among the given files (skipped: {skipped}). Expected: {expected}",
+                report.errors,
+            )
         missing = [k for k, spec in self.files.items() if spec.required and k not in matched.files]
         if missing:
-            raise MappingError("missing export(s): " + "; ".join(_describe(self.files[k]) for k in missing))
-        if not matched.files:
-            expected = "; ".join(_describe(spec) for spec in self.files.values())
-            skipped = ", ".join(p.name for p in matched.ignored) or "none"
-            raise MappingError(
-                f"no {self.name} export among the given files (skipped: {skipped}). Expected: {expected}"
+            report.error(
+                "", None, "", "missing export(s): " + "; ".join(_describe(self.files[k]) for k in missing)
             )
         frames: dict[Path, SourceFrame] = {}
+        for block in self.blocks:
+            for path in matched.files.get(block.source or "", []):
+                if path not in frames:
+                    spec = self.files[block.source or ""]
+                    frames[path] = read_text_table(
+                        path, spec.encodings or self.encodings, spec.delimiter, report
+                    )
+        report.raise_errors()
         produced: list[Produced] = []
         for block in self.blocks:
             if block.rows is not None:
@@ -267,23 +350,29 @@ class Mapping:
                 continue
             assert block.source is not None
             for path in matched.files.get(block.source, []):
-                if path not in frames:
-                    spec = self.files[block.source]
-                    frames[path] = read_text_table(path, spec.encodings or self.encodings, spec.delimiter)
-                produced.append(self._run_block(block, frames[path], notes))
+                produced.append(self._run_block(block, frames[path], report))
+        report.raise_errors()
         order = {name: i for i, name in enumerate(schema.TABLE_NAMES)}
         produced.sort(key=lambda p: order[p.table])
         return _merge_per_table(produced)
 
-    def _run_block(self, block: TableBlock, source: SourceFrame, notes: list[str]) -> Produced:
+    def _run_block(self, block: TableBlock, source: SourceFrame, report: ReadReport) -> Produced:
         src = source.frame.copy()
         src["__line__"] = source.lines
-        src = _filter_rows(src, block.where, keep=True, where=source.path)
-        src = _filter_rows(src, block.where_not, keep=False, where=source.path)
+        src = _filter_rows(src, block.where, keep=True, where=source.path, report=report)
+        src = _filter_rows(src, block.where_not, keep=False, where=source.path, report=report)
         if block.unpivot:
             src = _unpivot(src, block.unpivot, source.path)
         src = src.reset_index(drop=True)
-        context = Context(src=src, path=source.path, table=block.table, timezone=self.timezone, notes=notes)
+        context = Context(
+            src=src,
+            path=source.path,
+            table=block.table,
+            timezone=self.timezone,
+            notes=report.notes,
+            report=report,
+            block=block.label,
+        )
         out = pd.DataFrame({col: evaluate(spec, context, col) for col, spec in block.columns.items()})
         out = out.reindex(src.index)
         lines = src["__line__"]
@@ -330,6 +419,12 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
             raise MappingError(f"{where} column {col}: give exactly one of column, template, value")
         if spec.get("type", "text") not in TYPES:
             raise MappingError(f"{where} column {col}: type must be one of {', '.join(sorted(TYPES))}")
+        if "day_first" in spec and (
+            not isinstance(spec["day_first"], bool) or "auto" not in (as_list(spec.get("format")) or ["auto"])
+        ):
+            raise MappingError(
+                f'{where} column {col}: day_first is true or false, for format = "auto" (the default)'
+            )
         if spec.get("agg", "first") not in AGGREGATES:
             raise MappingError(f"{where} column {col}: agg must be one of {', '.join(sorted(AGGREGATES))}")
         columns[col] = spec
@@ -349,16 +444,29 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
         table=table_name,
         source=source,
         columns=columns,
-        where={k: [str(v) for v in as_list(v)] for k, v in raw.get("where", {}).items()},
-        where_not={k: [str(v) for v in as_list(v)] for k, v in raw.get("where_not", {}).items()},
+        where={k: _condition_values(v) for k, v in raw.get("where", {}).items()},
+        where_not={k: _condition_values(v) for k, v in raw.get("where_not", {}).items()},
         unpivot=unpivot,
         group_by=as_list(raw.get("group_by")),
         drop_rows_without=as_list(raw.get("drop_rows_without")),
+        label=where,
     )
+
+
+def _condition_values(values: object) -> list[Any]:
+    """Condition values as text, except TOML booleans (matched by meaning: 1/0, yes/no...)."""
+    return [v if isinstance(v, bool) else str(v) for v in as_list(values)]
 
 
 def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns)
+
+
+def _columns_of(head: Head) -> str:
+    shown = ", ".join(head.header[:8]) + (", …" if len(head.header) > 8 else "")
+    if len(head.header) == 1 and head.delimiter == ",":
+        return f"its header has a single column ({shown}): is it separated by something else?"
+    return f"its columns: {shown}"
 
 
 def _describe(spec: FileSpec) -> str:
@@ -374,14 +482,18 @@ def _describe(spec: FileSpec) -> str:
 
 
 def _filter_rows(
-    src: pd.DataFrame, conditions: dict[str, list[str]], keep: bool, where: Path
+    src: pd.DataFrame, conditions: dict[str, list[Any]], keep: bool, where: Path, report: ReadReport
 ) -> pd.DataFrame:
     for name, values in conditions.items():
         column = resolve_column(src.columns, name)
         if column is None:
             raise MappingError(f"{where}: column {name!r} is missing (used by where)")
-        wanted = {fold(v) for v in values}
-        hit = omap(src[column], lambda v, w=wanted: not is_blank(v) and fold(v) in w).astype(bool)
+
+        def not_boolean(position: int, text: str, column: str = column, frame: pd.DataFrame = src) -> None:
+            line = int(frame["__line__"].iloc[position])
+            report.error(where, line, column, f"{text!r} is not a yes/no value (true/false, yes/no, 1/0)")
+
+        hit = condition(src[column], values, not_boolean)
         src = src[hit if keep else ~hit]
     return src
 
