@@ -13,11 +13,17 @@ Reading never creates a database: ``make_engine(read_only=True)`` refuses a Duck
 SQLite file that does not exist (``FileNotFoundError``). DuckDB lets one process write a
 file, or any number of processes read it: an engine whose connection fails on the file's
 lock raises :class:`DatabaseBusyError`, whose message says what to do.
+
+A database that cannot be used at all (a damaged or foreign file, a folder, a PostgreSQL
+server that cannot be reached, a database or role it does not have) raises the driver's
+error; :func:`explain_database_error` turns it into one plain sentence saying what is wrong
+and what to do (the command line and the dashboard show that sentence).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -170,3 +176,134 @@ def connect_checked(engine: sa.Engine) -> sa.Connection:
             message = busy_message(engine.url.database, False, error.orig)
             raise DatabaseBusyError(message, error.orig) from error
         raise
+
+
+# --- broken or unreachable databases ------------------------------------------------------
+
+_WHERE = "CRM_DATABASE_URL (or --url)"
+
+
+def _error_text(error: BaseException) -> str:
+    """The driver's own message (``error.orig`` of a SQLAlchemy error), on one line."""
+    orig = getattr(error, "orig", None) or error
+    return " ".join(str(orig).split())
+
+
+def _file_path(sa_url: sa.URL) -> Path | None:
+    """The file of a DuckDB or SQLite URL (None for in-memory databases and servers)."""
+    if sa_url.get_backend_name() not in ("duckdb", "sqlite"):
+        return None
+    database = sa_url.database or ""
+    if database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):  # SQLite URI filename: file:PATH?mode=ro
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database)
+
+
+def _server(sa_url: sa.URL, text: str) -> str:
+    """``host:port`` of the PostgreSQL server, as libpq names it in ``text`` when it does."""
+    found = re.search(r'server at "([^"]+)"(?:\s*\([^)]*\))?, port (\d+)', text)
+    if found:
+        return f"{found.group(1)}:{found.group(2)}"
+    found = re.search(r'server on socket "([^"]+)"', text)
+    if found:
+        return f"the socket {found.group(1)}"
+    return f"{sa_url.host or 'localhost'}:{sa_url.port or 5432}"
+
+
+def _quoted_name(text: str, kind: str, default: str | None) -> str:
+    found = re.search(rf'{kind} "([^"]*)" does not exist', text)
+    return found.group(1) if found else (default or "?")
+
+
+def explain_database_error(
+    error: BaseException, url: str | sa.URL | None = None, prog: str = "crm-insights"
+) -> str | None:
+    """One plain sentence saying what is wrong with the database and what to do, when
+    ``error`` (a SQLAlchemy, DBAPI or OS error raised while opening or reading the database
+    of ``url``) says it cannot be used at all; None for any other error (a busy file, a
+    missing table, a bug: the caller handles those).
+
+    Recognised: a DuckDB or SQLite file that is damaged (truncated, bytes overwritten), is
+    not a database of that kind, is empty (0 bytes) or is a folder; a PostgreSQL server
+    that refuses connections, a host name that does not resolve, a database or role the
+    server does not have, a wrong password. ``prog`` is how the user runs the command line
+    (for the advice). The URL is shown with its password hidden.
+    """
+    if isinstance(error, DatabaseBusyError):
+        return None
+    sa_url = sa.make_url(database_url(url) if not isinstance(url, sa.URL) else url)
+    shown = sa_url.render_as_string(hide_password=True)
+    backend = sa_url.get_backend_name()
+    text = _error_text(error)
+    lowered = text.lower()
+    create = f"`{prog} demo` (demo data) or `{prog} import PATH` (your data)"
+    path = _file_path(sa_url)
+    if path is not None:
+        kind = "DuckDB" if backend == "duckdb" else "SQLite"
+        if path.is_dir():
+            example = path / (DB_FILE_NAME if backend == "duckdb" else "crm.db")
+            return (
+                f"The database path {path} is a folder, not a {kind} file: point {_WHERE} at the "
+                f"database file itself (e.g. {example})."
+            )
+        empty = path.is_file() and path.stat().st_size == 0
+        foreign = "not a valid duckdb database file" in lowered or "file is not a database" in lowered
+        damage = None
+        if "could not read enough bytes" in lowered:  # DuckDB reading past the end of the file
+            damage = "truncated: it is shorter than the database it holds, e.g. after an interrupted copy"
+        elif "corrupt database file" in lowered:  # DuckDB: a block fails its checksum
+            damage = "part of it was overwritten: its data fails DuckDB's checksum"
+        elif "database disk image is malformed" in lowered:  # SQLite: truncated or overwritten
+            damage = "SQLite finds its contents malformed: truncated or partly overwritten"
+        if empty and (foreign or damage):
+            return (
+                f"The database file {path} is empty (0 bytes), not a {kind} database: delete it, "
+                f"then create the database there with {create}."
+            )
+        if foreign:
+            return (
+                f"The file {path} is not a {kind} database: point {_WHERE} at your database "
+                f"file, or move this file away and create a new database with {create}."
+            )
+        if damage:
+            return (
+                f"The {kind} file {path} is damaged ({damage}): restore it from a backup, or move "
+                f"it away and create a new database with {create}."
+            )
+        return None
+    if backend != "postgresql":
+        return None
+    server = _server(sa_url, text)
+    no_socket = "server on socket" in lowered and "no such file or directory" in lowered
+    if "connection refused" in lowered or no_socket:
+        why = "no such socket" if no_socket else "connection refused"
+        return (
+            f"No PostgreSQL server is listening at {server} ({why}), so {shown} cannot be "
+            f"reached: start PostgreSQL there, or correct the host and port in {_WHERE}."
+        )
+    if "failed to resolve host" in lowered or "could not translate host name" in lowered:
+        return (
+            f"The host name {sa_url.host} of {shown} cannot be found (DNS lookup failed): correct "
+            f"the host in {_WHERE}."
+        )
+    if re.search(r'fatal: +database "[^"]*" does not exist', lowered):
+        name = _quoted_name(text, "database", sa_url.database)
+        return (
+            f'The PostgreSQL server at {server} has no database "{name}": create it (`createdb '
+            f"{name}`) and fill it with {create}, or correct the database name in {_WHERE}."
+        )
+    if re.search(r'fatal: +role "[^"]*" does not exist', lowered):
+        name = _quoted_name(text, "role", sa_url.username)
+        return (
+            f'The PostgreSQL server at {server} has no role (user) "{name}": create it (`createuser '
+            f"{name}`; the README shows a read-only role for the dashboard), or correct the user "
+            f"name in {_WHERE}."
+        )
+    if "password authentication failed" in lowered:
+        return (
+            f"The PostgreSQL server at {server} refused the password of user "
+            f'"{sa_url.username}": correct the password in {_WHERE}.'
+        )
+    return None

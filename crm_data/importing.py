@@ -44,14 +44,16 @@ import sqlalchemy as sa
 
 from crm_data import dialects, schema
 from crm_data.bulk import bulk_insert
-from crm_data.engines import connect_checked
+from crm_data.engines import connect_checked, explain_database_error
 from crm_data.validation import (
     MAX_LISTED_ERRORS,
     ImportIssue,
     IssueLog,
     TableInput,
     ValidTable,
+    allow_long_csv_fields,
     existing_tables,
+    shown_name,
     validate,
 )
 
@@ -252,8 +254,33 @@ def _locate_bad_record(text: str, width: int) -> tuple[int | None, str]:
     return None, "unreadable CSV"
 
 
+def _csv_module_frame(text: str, header: list[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The rows of ``text`` read by Python's csv module, with their line numbers: the fallback
+    when pyarrow cannot split a file that is valid CSV (a quoted value with line breaks over
+    its 1 MB block, say). Text cells, empty ones missing, blank lines skipped; None when a
+    record does not have one field per header cell."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)  # the header
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    previous_end = reader.line_num
+    for record in reader:
+        start, previous_end = previous_end + 1, reader.line_num
+        if not record:
+            continue
+        if len(record) != len(header):
+            return None
+        rows.append(record)
+        starts.append(start)
+    frame = pd.DataFrame(rows, columns=header, dtype="str")
+    return frame.mask(frame == ""), np.asarray(starts, dtype=np.int64)
+
+
 def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | None, list[ImportIssue]]:
-    """Read one bundle CSV as text (empty cells missing) with the line number of each row."""
+    """Read one bundle CSV as text (empty cells missing) with the line number of each row.
+    Fields may be long (:func:`crm_data.validation.allow_long_csv_fields`): the validation,
+    not the reader, refuses values over :data:`crm_data.validation.MAX_TEXT_LENGTH`."""
+    allow_long_csv_fields()
     path = Path(path)
     name = path.name
     table = table or path.stem
@@ -271,7 +298,7 @@ def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | N
         return None, [ImportIssue(name, 1, "", "the file is empty: a header row is required")]
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
-        return None, [ImportIssue(name, 1, dupes[0], "column appears more than once")]
+        return None, [ImportIssue(name, 1, shown_name(dupes[0]), "column appears more than once")]
     try:
         frame = pd.read_csv(
             io.BytesIO(data),
@@ -283,7 +310,10 @@ def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | N
         )
     except Exception:  # pyarrow reports ragged rows with its own exception types
         line, reason = _locate_bad_record(text, len(header))
-        return None, [ImportIssue(name, line, "", reason)]
+        read = _csv_module_frame(text, header) if line is None else None
+        if read is None:
+            return None, [ImportIssue(name, line, "", reason)]
+        return TableInput(table, read[0], name, read[1]), []
     lines = _line_numbers(data, len(frame))
     if len(lines) != len(frame):
         line, reason = _locate_bad_record(text, len(header))
@@ -369,15 +399,21 @@ def _log_with(issues: Iterable[ImportIssue] = ()) -> IssueLog:
     return log
 
 
-def validate_tables(engine: sa.Engine, inputs: Sequence[TableInput]) -> ImportReport:
-    """Validate ``inputs`` against each other and the database, writing nothing (a preview)."""
-    return _validate_tables(engine, inputs, _log_with())
+def validate_tables(
+    engine: sa.Engine, inputs: Sequence[TableInput], *, today: dt.date | None = None
+) -> ImportReport:
+    """Validate ``inputs`` against each other and the database, writing nothing (a preview).
+    ``today`` (default: today in UTC) sets the accepted dates
+    (:func:`crm_data.validation.date_window`)."""
+    return _validate_tables(engine, inputs, _log_with(), today)
 
 
-def _validate_tables(engine: sa.Engine, inputs: Sequence[TableInput], log: IssueLog) -> ImportReport:
+def _validate_tables(
+    engine: sa.Engine, inputs: Sequence[TableInput], log: IssueLog, today: dt.date | None = None
+) -> ImportReport:
     started = time.perf_counter()
     with connect_checked(engine) as conn:
-        tables = validate(inputs, conn, log)
+        tables = validate(inputs, conn, log, today)
     return _report(log, tables, started)
 
 
@@ -386,16 +422,20 @@ def import_tables(
     inputs: Sequence[TableInput],
     progress: Progress | None = None,
     stages: tuple[str, dict[str, str]] | None = None,
+    *,
+    today: dt.date | None = None,
 ) -> ImportReport:
     """Validate ``inputs``, then upsert them all in one transaction (nothing on any error).
 
     ``progress(fraction, message)`` is called as the work advances (0..1). ``stages`` =
     ``(mapping name, {stage label: won / lost / open})``: the user's stage assignments,
-    remembered for the next import (:func:`store_stages`) in the same transaction.
+    remembered for the next import (:func:`store_stages`) in the same transaction. ``today``
+    (default: today in UTC) sets the accepted dates (:func:`crm_data.validation.date_window`).
     Raises :class:`~crm_data.engines.DatabaseBusyError` when another process holds the
-    DuckDB file.
+    DuckDB file, and the driver's error when the database cannot be used at all (a damaged
+    file: :func:`~crm_data.engines.explain_database_error` says what to do).
     """
-    return _import_tables(engine, inputs, progress, _log_with(), stages)
+    return _import_tables(engine, inputs, progress, _log_with(), stages, today)
 
 
 def _import_tables(
@@ -404,6 +444,7 @@ def _import_tables(
     progress: Progress | None,
     log: IssueLog,
     stages: tuple[str, dict[str, str]] | None = None,
+    today: dt.date | None = None,
 ) -> ImportReport:
     started = time.perf_counter()
     tell = progress or (lambda fraction, message: None)
@@ -411,7 +452,7 @@ def _import_tables(
     with connect_checked(engine) as conn:
         with conn.begin() as transaction:
             dialects.include_ddl_in_transaction(conn)
-            tables = validate(inputs, conn, log)
+            tables = validate(inputs, conn, log, today)
             report = _report(log, tables, started)
             if not report.ok:
                 transaction.rollback()
@@ -426,6 +467,8 @@ def _import_tables(
                     store_stages(conn, *stages)
             except sa.exc.DBAPIError as error:
                 transaction.rollback()
+                if explain_database_error(error, engine.url) is not None:
+                    raise  # a damaged database file: not a problem of the imported files
                 report.ok = False
                 report.error_count += 1
                 reason = f"the database rejected the import, nothing was written: {error.orig}"
@@ -588,10 +631,13 @@ def import_paths(
     mapping: str | None = None,
     progress: Progress | None = None,
     stages: dict[str, str] | None = None,
+    *,
+    today: dt.date | None = None,
 ) -> ImportReport:
     """Import a CSV bundle (folders / ``<table>.csv`` files), or exports through ``mapping``
     (``crm_data.mappings.load_mapping(mapping).read(paths)``; what reading the exports
-    detected or repaired comes back as the report's warnings).
+    detected or repaired comes back as the report's warnings); ``today`` as in
+    :func:`import_tables`.
 
     ``stages``: stage assignments (label -> won / lost / open, e.g. from a stage file) for
     the deal stages the mapping cannot place; they add to (and replace) those remembered in
@@ -612,10 +658,10 @@ def import_paths(
         inputs, issues = read_bundle(paths)
     log = _log_with(issues)
     if log.error_count:
-        report = _validate_tables(engine, inputs, log)
+        report = _validate_tables(engine, inputs, log, today)
         report.ok = False
         return report
-    return _import_tables(engine, inputs, progress, log, remember)
+    return _import_tables(engine, inputs, progress, log, remember, today)
 
 
 def _stored_stages_if_readable(engine: sa.Engine, source: str) -> dict[str, str]:

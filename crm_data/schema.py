@@ -2,7 +2,7 @@
 
 Every importer writes these tables and every KPI reads them. Conventions:
 
-* ids are text; timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
+* ids are text, and every primary-key column is required (NOT NULL); timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
   are ``DATE``; money is a double in one reporting currency.
 * Foreign keys are declared where they always hold (a child row points at a parent
   of the same CRM). The bundle importer checks exactly these references.
@@ -19,7 +19,8 @@ metadata = sa.MetaData()
 
 
 def _text(name: str, *args: object, required: bool = False, **kw: object) -> sa.Column:
-    return sa.Column(name, sa.String, *args, nullable=not required, **kw)
+    # a primary-key column is required (NOT NULL) whether or not ``required`` says so
+    return sa.Column(name, sa.String, *args, nullable=not (required or kw.get("primary_key")), **kw)
 
 
 def _time(name: str, required: bool = False) -> sa.Column:
@@ -283,6 +284,12 @@ ENUMS: dict[tuple[str, str], frozenset[str]] = {
 #: DESIGN.md): the importer rejects scores outside it. CSAT scales differ between companies
 #: and are not checked.
 SCORE_SCALES: dict[str, tuple[float, float, bool]] = {"nps": (0, 10, True), "ces": (1, 7, False)}
+
+#: (table, column) pairs whose values are plans that may lie years ahead — a subscription's
+#: planned end, a campaign's days — rather than records of what happened.
+PLANNED_COLUMNS: frozenset[tuple[str, str]] = frozenset(
+    {("subscriptions", "ended_at"), ("campaigns", "started_on"), ("campaigns", "ended_on")}
+)
 
 COST_CATEGORIES: tuple[str, ...] = ("personnel", "production", "overhead", "marketing", "loyalty")
 

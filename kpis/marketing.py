@@ -39,7 +39,7 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
 
     Segment / owner / product filters narrow the responses (through their account;
     responses without an account count only while no account-level filter is set); the
-    cost is the whole campaign's, not apportioned. Sorted by started_on, campaign_id.
+    cost is the whole campaign's, not apportioned (a restricted user scope sees no campaigns). Sorted by started_on, campaign_id.
     Columns: campaign_id, name, channel, objective, cost, sent, opened, clicked,
     converted, open_rate, click_rate, conversion_rate, cost_per_conversion.
     """
@@ -76,7 +76,7 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
             .select_from(
                 campaigns.outerjoin(per_campaign, per_campaign.c.campaign_id == campaigns.c.campaign_id)
             )
-            .where(in_day_range(campaigns.c.started_on, f))
+            .where(in_day_range(campaigns.c.started_on, f), *scope(f, campaigns))  # none in a user scope
             .order_by(campaigns.c.started_on, campaigns.c.campaign_id)
         )
         result = c.execute(statement)
@@ -105,7 +105,8 @@ def web_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
       in the period and in ``[start, end)`` (NULL counts as 0);
     * ratios are NaN when their denominator is 0.
 
-    Web traffic has no account: segment filters do not narrow it. Periods without data
+    Web traffic has no account: segment filters do not narrow it (a restricted user scope
+    sees none: company-wide figures). Periods without data
     have zeros. Columns: period, sessions, pageviews, impressions, clicks, signups, ctr,
     signup_rate.
     """
@@ -116,7 +117,7 @@ def web_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
         period = period_start(c.dialect, web.c.date, freq).label("period")
         statement = (
             sa.select(period, *(sa.func.coalesce(sa.func.sum(web.c[s]), 0).label(s) for s in sums))
-            .where(in_day_range(web.c.date, f))
+            .where(in_day_range(web.c.date, f), *scope(f, web))  # nothing in a user scope
             .group_by(period)
         )
         result = c.execute(statement)
@@ -141,7 +142,7 @@ def social_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
 
     One row per period and platform (every platform in the table, every period; periods
     without data have zeros and followers NaN). No account: segment filters do not narrow
-    it. Columns: period, platform, followers, impressions, engagements, mentions,
+    it (a restricted user scope sees none). Columns: period, platform, followers, impressions, engagements, mentions,
     engagement_rate.
     """
     social = schema.social_media
@@ -149,7 +150,7 @@ def social_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     periods = period_starts(f.start, f.end, freq)
     with connection(conn) as c:
         period = period_start(c.dialect, social.c.date, freq)
-        in_range = in_day_range(social.c.date, f)
+        in_range = sa.and_(in_day_range(social.c.date, f), *scope(f, social))  # nothing in a user scope
         totals = (
             sa.select(
                 period.label("period"),

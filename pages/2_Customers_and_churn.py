@@ -72,14 +72,14 @@ else:
                     accounts,
                     f"Accounts that churned in {view.period_label(chosen)}",
                     caption="Customers at the start of the period with no active subscription at its end.",
+                    records=True,
                 )
 
 # --- customer base flows --------------------------------------------------------------
 active = kpi(kpis.active_customers, view)
 if not is_empty(active, ["customers_at_start", "customers_at_end", "new_customers"]):
-    frame = active.assign(label=active["period"].map(view.period_label))
     fig = figures.good_bad_bars(
-        frame, "label", "new_customers", "churned", ("New customers", "Churned customers")
+        active, "period", "new_customers", "churned", ("New customers", "Churned customers"), view.freq
     )
     report.chart(fig, active, f"New and churned customers per {view.freq}", kpi_key="active_customers")
 

@@ -10,6 +10,13 @@ files held (deals won / lost / open, won amount, dates) to check against the CRM
 The dashboard reads its database read-only; the import opens its own short-lived writing
 engine after closing the dashboard's. On an external database (CRM_DATABASE_URL is not a
 DuckDB file) the page only previews: imports go through the command line.
+
+Admins only (``ui.auth.require("admin")`` before anything of the page: anyone else who
+opens its URL gets a refusal). Uploads are limited to ``MAX_UPLOAD_MB`` each; an upload's
+name is never used as a path: the files are saved in a private temporary folder under a
+cleaned name (``ui.uploads.safe_file_name``: letters, digits, ``._-()`` and spaces, no
+folders, no leading dot), which the mappings still recognise. Every import is written to
+the audit log (who, the files, the rows changed).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import pandas as pd
 import sqlalchemy as sa
 import streamlit as st
 
-from crm_data.engines import DatabaseBusyError, database_url, make_engine
+from crm_data.engines import DatabaseBusyError, database_url, explain_database_error, make_engine
 from crm_data.importing import (
     ImportReport,
     TableInput,
@@ -32,7 +39,8 @@ from crm_data.importing import (
 )
 from crm_data.mappings import SHIPPED, MappingError, ReadReport, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
-from ui import data
+from ui import auth, data
+from ui.uploads import MAX_UPLOAD_MB, safe_file_name
 
 BUNDLE = "CSV bundle"
 STATUSES = ["won", "lost", "open"]
@@ -47,7 +55,9 @@ st.set_page_config(page_title="CRM Insights — Import", page_icon=":material/up
 
 
 def _database_readable(url: str) -> bool:
-    """True when the CRM tables can be read (then the filter bar has something to show)."""
+    """True when the CRM tables can be read (then the filter bar has something to show).
+    A database that cannot be used at all (damaged, unreachable) stops the page with an
+    ``st.error`` saying what to do: nothing can be imported into it."""
     try:
         engine = make_engine(url, read_only=True)
     except FileNotFoundError:
@@ -56,7 +66,12 @@ def _database_readable(url: str) -> bool:
         with engine.connect() as conn:
             conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
         return True
-    except sa.exc.DBAPIError:
+    except sa.exc.DBAPIError as error:
+        if explain_database_error(error, url) is not None:
+            from ui.navigation import navigation
+
+            navigation()
+            data.stop_if_unusable(error, url)
         return False
     finally:
         engine.dispose()
@@ -73,12 +88,47 @@ else:
 
     navigation()
     st.sidebar.info("No CRM data yet: the filters appear after the first import.", icon=":material/info:")
+user = auth.require(auth.ADMIN)  # a viewer or analyst who opens this URL stops here
 
 st.title("Import data")
 st.caption(
     "Drop the export files of your CRM, choose what they are, check the preview, then import. "
     "The import is all or nothing: with any error, the database stays exactly as it was."
 )
+
+
+def _rebuild_rollups() -> None:
+    """Rebuild the KPI roll-ups (admins: this page), like ``crm-insights rollups``."""
+    from kpis.rollups import refresh_database
+
+    data.refresh()  # close the dashboard's read-only connections to the file
+    writer = make_engine(url)
+    try:
+        written = refresh_database(writer)
+    except DatabaseBusyError:
+        st.error(
+            "The database file is locked by another process: nothing was rebuilt.", icon=":material/lock:"
+        )
+        return
+    finally:
+        writer.dispose()
+        data.refresh()
+    auth.record("rollups_rebuilt", "KPI roll-ups", {"rows": written}, actor=user.name)
+    st.success(
+        f"Rebuilt {len(written)} roll-ups ({sum(written.values()):,} rows).", icon=":material/done_all:"
+    )
+
+
+if _database_readable(url):
+    with st.expander("KPI roll-ups", icon=":material/dataset:"):
+        st.caption(
+            "Imports rebuild them; after writing the CRM tables with another tool, rebuild them here "
+            "(or `crm-insights rollups`)."
+        )
+        if external:
+            st.code(f"crm-insights rollups --url '{data.shown_url(url)}'", language="bash")
+        elif st.button("Rebuild the KPI roll-ups", key="rollups_rebuild", icon=":material/refresh:"):
+            _rebuild_rollups()
 
 choices = [BUNDLE, *SHIPPED, OWN]
 choice = st.selectbox(
@@ -89,13 +139,14 @@ choice = st.selectbox(
 )
 own_mapping = None
 if choice == OWN:
-    own_mapping = st.file_uploader("Mapping file", type=["toml"], key="import_own_mapping")
+    own_mapping = st.file_uploader("Mapping file", type=["toml"], key="import_own_mapping", max_upload_size=1)
 uploads = st.file_uploader(
     "Export files",
     type=["csv", "tsv", "txt"],
     accept_multiple_files=True,
     key="import_files",
-    help="Several files at once: e.g. the companies, contacts and deals exports.",
+    help=f"Several files at once: e.g. the companies, contacts and deals exports. At most {MAX_UPLOAD_MB} MB each.",
+    max_upload_size=MAX_UPLOAD_MB,
 )
 
 if not uploads or (choice == OWN and own_mapping is None):
@@ -123,12 +174,13 @@ def _read_inputs(
     to): inputs, notes, problems found reading, the warnings of the mapping (what it detected
     or repaired), the read report (its deal stages) and the mapping's name."""
     paths = []
-    for upload in uploads:
-        path = folder / Path(upload.name).name
+    for number, upload in enumerate(uploads, start=1):
+        name = safe_file_name(upload.name, f"upload-{number}.csv")
+        path = folder / name
         copy = 1
         while path.exists():  # two uploads with one name (e.g. Data Loader's extract.csv)
             copy += 1
-            path = folder / f"{Path(upload.name).stem} ({copy}){Path(upload.name).suffix}"
+            path = folder / f"{Path(name).stem} ({copy}){Path(name).suffix}"
         path.write_bytes(upload.getvalue())
         paths.append(path)
     notes: list[str] = []
@@ -288,7 +340,7 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
         mapping_arg = (
             "" if choice == BUNDLE else f" --mapping {choice if choice != OWN else 'my_mapping.toml'}"
         )
-        names = " ".join(Path(u.name).name for u in uploads)
+        names = " ".join(safe_file_name(u.name, "FILE.csv") for u in uploads)
         stages_arg = " --stages stages.toml" if chosen else ""
         st.info(
             f"The dashboard is connected to an external database (`{shown}`): imports go through "
@@ -325,10 +377,24 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
                 icon=":material/lock:",
             )
             st.stop()
+        except sa.exc.DBAPIError as error:  # a damaged file: one sentence saying what to do
+            data.stop_if_unusable(error, url)
+            raise
         finally:
             writer.dispose()
             data.refresh()
             st.cache_data.clear()  # the dashboard must show the new data
+        auth.record(
+            auth.store_module.IMPORT,
+            ", ".join(safe_file_name(u.name, "?") for u in uploads)[:254],
+            {
+                "files": [safe_file_name(u.name, "?") for u in uploads],
+                "mapping": choice if choice != OWN else "own mapping file",
+                "ok": bool(result.ok),
+                "rows_changed": dict(result.written),
+            },
+            actor=user.name,
+        )
         if result.ok:
             written = pd.DataFrame(
                 [

@@ -358,8 +358,8 @@ def test_check_of_a_file_that_is_not_a_database_exits_2(tmp_path: Path) -> None:
     result = run_cli("check", "--url", f"duckdb:///{path}")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert "cannot be used" in result.stderr
-    assert "not a valid DuckDB database file" in result.stderr
+    assert f"error: the database file {path} is empty (0 bytes), not a DuckDB database" in result.stderr
+    assert "delete it" in result.stderr
 
 
 @pytest.mark.parametrize("scheme", ["duckdb", "sqlite"])

@@ -117,9 +117,13 @@ def test_unknown_files_for_a_mapping_are_named(target: str) -> None:
 
 
 def test_external_database_offers_only_the_preview_and_the_command(
-    monkeypatch: pytest.MonkeyPatch, target: str
+    monkeypatch: pytest.MonkeyPatch, target: str, pg_database_url: str
 ) -> None:
-    monkeypatch.setenv("CRM_DATABASE_URL", "postgresql+psycopg://analyst:secret@127.0.0.1:1/crm")
+    # a reachable, empty PostgreSQL database (an unreachable one stops the page with an
+    # error: tests/ui/test_broken_databases.py); the server trusts the login, the password
+    # is there to be hidden
+    external = sa.make_url(pg_database_url).set(password="secret").render_as_string(hide_password=False)
+    monkeypatch.setenv("CRM_DATABASE_URL", external)
     at = _page("hubspot", _uploads(HUBSPOT))
     assert at.dataframe[0].value.set_index("table").loc["deals", "rows"] == 6
     assert any("external database" in i.value for i in at.info)
@@ -260,3 +264,37 @@ def test_the_pipeline_filter_appears_when_the_data_has_several_pipelines(target:
     pipeline.set_value(["NYC Schools"]).run()
     assert not at.exception
     assert at.query_params["pipeline"] == "NYC Schools"  # the link keeps it
+
+
+def test_csv_bundle_preview_shows_a_missing_id_and_an_old_date_and_reads_long_text(target: str) -> None:
+    """The page runs the same validation: an empty id and a date before 1900 are errors of
+    the preview (they passed it and failed in the database, or were stored), and a 140 kB
+    multi-line comment is read (it raised ``_csv.Error: field larger than field limit``)."""
+    comment = b'"' + b"c" * 140_000 + b"\n" + b"d" * 10 + b'"'
+    surveys = (
+        b"response_id,account_id,survey,score,comment,responded_at\nR1,a2,nps,9," + comment + b",2024-02-01\n"
+    )
+    accounts = b"account_id,name,created_at\n,Acme,2024-01-05\na2,Beta,2024-01-05\na3,Old,0000-01-01\n"
+    files = [("accounts.csv", accounts, "text/csv"), ("survey_responses.csv", surveys, "text/csv")]
+    at = _page("CSV bundle", files)
+    issues = at.dataframe[1].value
+    assert issues[["file", "line", "column", "problem"]].values.tolist() == [
+        ["accounts.csv", 2, "account_id", "required value is empty"],
+        ["accounts.csv", 4, "created_at", "0000-01-01 is before the earliest accepted date 1900-01-01"],
+    ]
+    assert "2 error(s)" in at.error[0].value
+    assert not [b for b in at.button if b.key == "import_go"]
+    fixed = accounts.replace(b"\n,Acme", b"\na1,Acme").replace(b"0000-01-01", b"2024-01-05")
+    at.file_uploader(key="import_files").set_value(
+        [("accounts.csv", fixed, "text/csv"), ("survey_responses.csv", surveys, "text/csv")]
+    ).run()
+    assert [s.value for s in at.success] == ["The files are valid."]
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    engine = make_engine(target, read_only=True)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(schema.survey_responses.c.comment)).scalar_one()
+    finally:
+        engine.dispose()
+    assert stored == "c" * 140_000 + "\n" + "d" * 10
