@@ -229,11 +229,12 @@ def test_unknown_deal_stages_are_assigned_on_the_page_and_remembered(target: str
 
 
 def test_external_database_gets_the_stage_choices_as_a_stage_file(
-    monkeypatch: pytest.MonkeyPatch, target: str
+    monkeypatch: pytest.MonkeyPatch, target: str, pg_database_url: str
 ) -> None:
     from tests.crm_data.mappings.test_hubspot_exports import SELECTED_DEALS
 
-    monkeypatch.setenv("CRM_DATABASE_URL", "postgresql+psycopg://analyst:secret@127.0.0.1:1/crm")
+    # a reachable external database (an unreachable one stops the page with its error)
+    monkeypatch.setenv("CRM_DATABASE_URL", pg_database_url)
     at = _page("hubspot", [("deals.csv", SELECTED_DEALS, "text/csv")])
     at.radio(key="import_stage::Paid").set_value("won").run()
     assert "--mapping hubspot --stages stages.toml --url" in at.code[0].value
