@@ -393,6 +393,23 @@ def _weighted_rows(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
 QUADRATURE_NODES = 48
 
 
+def _beta_nodes(a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights (summing to 1) of a quadrature for E[g(p)], p ~ Beta(a, b).
+
+    Gauss-Jacobi on [0, 1]; for b > 500 (where its normalising constant overflows) p = u ÷ b
+    with generalised Gauss-Laguerre nodes for u^(a−1) e^(−u), the remaining factor
+    (1 − u ÷ b)^(b−1) e^u folded into the weights (≈ 1, exact as b grows)."""
+    if b <= 500:
+        nodes, weights = special.roots_jacobi(QUADRATURE_NODES, b - 1, a - 1)
+        return (1 + nodes) / 2, weights / weights.sum()
+    u, weights = special.roots_genlaguerre(QUADRATURE_NODES, a - 1)
+    p = u / b
+    keep = p < 1
+    u, p, weights = u[keep], p[keep], weights[keep]
+    weights = weights * np.exp((b - 1) * np.log1p(-p) + u)
+    return p, weights / weights.sum()
+
+
 def _future_transactions(
     r: float, alpha: float, a: float, b: float, t: np.ndarray, x: np.ndarray, T: np.ndarray
 ) -> np.ndarray:
@@ -406,9 +423,7 @@ def _future_transactions(
     out = np.empty(x.shape, dtype=float)
     for value in np.unique(x):
         rows = x == value
-        nodes, weights = special.roots_jacobi(QUADRATURE_NODES, b + value - 1, a - 1)
-        p = (1 + nodes) / 2
-        weights = weights / weights.sum()
+        p, weights = _beta_nodes(a, b + value)
         c = (t[rows] / (alpha + T[rows]))[:, None]
         g = -np.expm1(-(r + value) * np.log1p(p[None, :] * c)) / p[None, :]
         out[rows] = g @ weights
@@ -654,6 +669,8 @@ class CohortSbg:
     * ``curves``: cohort, months_since_start, observed_rate (Kaplan-Meier over the
       group's monthly cohorts; NaN beyond the data), projected_rate (the fit's S(t)),
       kind ("observed" within the data, "projected" beyond);
+    * ``pooled_curve``: the same for all cohorts together (months_since_start,
+      observed_rate, projected_rate, kind);
     * ``adjusted``: how many (cohort, month) counts were lowered to keep survivors from
       rising (accounts that left and came back count as lost from their first gap).
     """
@@ -663,6 +680,7 @@ class CohortSbg:
     curves: pd.DataFrame
     adjusted: int
     freq: str
+    pooled_curve: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _cohort_counts(retention: pd.DataFrame) -> tuple[dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]], int]:
@@ -800,7 +818,19 @@ def cohort_sbg(
             )
     fits = pd.DataFrame(fit_rows, columns=fit_columns)
     curves = pd.DataFrame(curve_rows, columns=curve_columns)
-    return CohortSbg(pooled, fits, curves, adjusted, freq)
+    churned, censored = _pool(list(counts.values()))
+    observed = len(churned) - 1
+    months = np.arange(observed + horizon + 1)
+    survival = _observed_survival(churned, censored)
+    pooled_curve = pd.DataFrame(
+        {
+            "months_since_start": months,
+            "observed_rate": [survival[k] if k <= observed else np.nan for k in months],
+            "projected_rate": pooled.survival(months) if pooled is not None else np.nan,
+            "kind": np.where(months <= observed, "observed", "projected"),
+        }
+    )
+    return CohortSbg(pooled, fits, curves, adjusted, freq, pooled_curve)
 
 
 def cohort_sbg_holdout(
