@@ -188,7 +188,13 @@ else:
     by_rank = st.selectbox(
         "Rank accounts by", list(RANKINGS), format_func=RANKINGS.__getitem__, key="risk_rank"
     )
-    ranked = risk.accounts.sort_values([by_rank, "account_id"], ascending=[False, True], na_position="last")
+    recent = st.toggle(
+        "Only accounts that paid in the last 8 weeks (who may leave next)", value=False, key="risk_recent"
+    )
+    ranked = risk.accounts
+    if recent:
+        ranked = ranked[ranked["T"] - ranked["recency"] <= 8]  # weeks since the last payment day
+    ranked = ranked.sort_values([by_rank, "account_id"], ascending=[False, True], na_position="last")
     columns = [
         "account_id", "name", "segment", "last_paid", "frequency", "recency", "T", "inactive_probability",
         "expected_transactions", "expected_amount", "clv_revenue",
@@ -210,7 +216,7 @@ else:
     report.chart(fig, ranked, f"Accounts by {RANKINGS[by_rank].lower()} (top 20)", definition=RISK_DEFINITION)
     report.table(
         ranked,
-        f"All {len(ranked):,} accounts that paid in this range",
+        f"All {len(ranked):,} accounts that paid in this range" + (" and the last 8 weeks" if recent else ""),
         height=320,
         caption="Ranked as above; the chart's Export has the same rows as CSV and XLSX with the definitions.",
     )
@@ -256,7 +262,7 @@ else:
                     ),
                 ]
             )
-            fig.update_xaxes(title_text="repeat payment days before the split")
+            fig.update_xaxes(title_text="repeat payment days before the split", type="category")
             fig.update_yaxes(title_text="mean payment days after the split")
             fig.update_layout(barmode="group")
             report.chart(
@@ -312,6 +318,7 @@ else:
                 )
             )
         fig.update_xaxes(title_text="months since signup")
+        fig.update_layout(legend={"orientation": "v", "x": 1.02, "y": 1, "yanchor": "top"})
         fig.update_yaxes(title_text="share still a customer", rangemode="tozero", **axis_format("ratio"))
         report.chart(
             fig,

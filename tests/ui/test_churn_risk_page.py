@@ -123,8 +123,13 @@ def test_ranking_by_expected_value_and_export_data(page, pinned_db):
     top = expected.sort_values(["clv_revenue", "account_id"], ascending=[False, True]).head(20)
     shown = _figure(at, "Accounts by expected remaining value")["data"][0]
     assert _array(shown["x"])[::-1] == pytest.approx(top["clv_revenue"].tolist())
-    labels = [b.label for b in at.get("download_button")] if at.get("download_button") else []
-    assert not labels or any("CSV" in label for label in labels)
+    # only the accounts that paid in the last 8 weeks: the ranking among them
+    at.toggle(key="risk_recent").set_value(True).run()
+    assert not at.exception
+    recent = expected[expected["T"] - expected["recency"] <= 8]
+    assert 0 < len(recent) < len(expected)
+    table = next(d.value for d in at.dataframe if "clv_revenue" in d.value.columns)
+    assert sorted(table["account_id"]) == sorted(recent["account_id"])
 
 
 def test_a_small_segment_warns_and_an_empty_one_says_no_data(page, pinned_db):
