@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import days_between
-from kpis.core import read_frame
+from kpis.core import connection
 from kpis.filters import Filters, scope
 
 Bind = sa.Connection | sa.Engine
@@ -36,6 +36,17 @@ COLUMNS = [
     "total_amount",
     "mean_repeat_amount",
 ]
+
+
+def _read(bind: Bind, statement: sa.Select) -> pd.DataFrame:
+    """The result as a DataFrame built from plain tuples: ``kpis.core.read_frame`` hands pandas
+    SQLAlchemy Row objects, whose attribute probing costs ~1 s per 57k rows (measured at
+    100k accounts), more than the query."""
+    with connection(bind) as c:
+        result = c.execute(statement)
+        keys = list(result.keys())
+        rows = [tuple(row) for row in result.fetchall()]
+    return pd.DataFrame.from_records(rows, columns=keys)
 
 
 def _instant(value: dt.date | dt.datetime) -> dt.datetime:
@@ -90,8 +101,11 @@ def _statement(
             firsts.c.first_day,
             sa.func.max(days.c.day).label("last_day"),
             sa.func.count().label("transactions"),
-            sa.func.sum(days.c.spend).label("total_amount"),
-            sa.func.sum(sa.case((repeat, days.c.spend), else_=None)).label("repeat_amount"),
+            # doubles, not NUMERIC: 57k Decimal objects per column cost more than the query
+            sa.cast(sa.func.sum(days.c.spend), sa.Double()).label("total_amount"),
+            sa.cast(sa.func.sum(sa.case((repeat, days.c.spend), else_=None)), sa.Double()).label(
+                "repeat_amount"
+            ),
         )
         .select_from(days.join(firsts, days.c.account_id == firsts.c.account_id))
         .group_by(days.c.account_id, firsts.c.first_day)
@@ -155,7 +169,7 @@ def customer_summary(
     if later is not None and later <= end:
         raise ValueError("holdout_end must be after the calibration period's end")
     dialect = conn.dialect
-    frame = read_frame(conn, _statement(dialect, f, end, later))
+    frame = _read(conn, _statement(dialect, f, end, later))
     columns = COLUMNS + (["holdout_transactions"] if later is not None else [])
     if frame.empty:
         return pd.DataFrame(columns=columns)
