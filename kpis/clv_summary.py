@@ -89,26 +89,28 @@ def _statement(
     dialect: sa.Dialect, f: Filters, end: dt.datetime, holdout_end: dt.datetime | None
 ) -> sa.Select:
     days = _transaction_days(dialect, f, f.start_ts, end)
-    firsts = (
-        sa.select(days.c.account_id, sa.func.min(days.c.day).label("first_day"))
-        .group_by(days.c.account_id)
-        .subquery("firsts")
-    )
-    repeat = days.c.day > firsts.c.first_day
+    # the account's first day beside each of its days (a window, so the per-day rows are
+    # computed once)
+    dated = sa.select(
+        days.c.account_id,
+        days.c.day,
+        days.c.spend,
+        sa.func.min(days.c.day).over(partition_by=days.c.account_id).label("first_day"),
+    ).subquery("dated")
+    repeat = dated.c.day > dated.c.first_day
     per_account = (
         sa.select(
-            days.c.account_id,
-            firsts.c.first_day,
-            sa.func.max(days.c.day).label("last_day"),
+            dated.c.account_id,
+            sa.func.min(dated.c.first_day).label("first_day"),
+            sa.func.max(dated.c.day).label("last_day"),
             sa.func.count().label("transactions"),
             # doubles, not NUMERIC: 57k Decimal objects per column cost more than the query
-            sa.cast(sa.func.sum(days.c.spend), sa.Double()).label("total_amount"),
-            sa.cast(sa.func.sum(sa.case((repeat, days.c.spend), else_=None)), sa.Double()).label(
+            sa.cast(sa.func.sum(dated.c.spend), sa.Double()).label("total_amount"),
+            sa.cast(sa.func.sum(sa.case((repeat, dated.c.spend), else_=None)), sa.Double()).label(
                 "repeat_amount"
             ),
         )
-        .select_from(days.join(firsts, days.c.account_id == firsts.c.account_id))
-        .group_by(days.c.account_id, firsts.c.first_day)
+        .group_by(dated.c.account_id)
         .subquery("per_account")
     )
     accounts = schema.accounts
