@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tomllib
@@ -26,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.crm_data.test_cli import _first_run, _free_port, _wait_healthy
+from tests.crm_data.test_cli import _first_run
+from tests.servers import free_port, stop_process_group, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -177,7 +177,7 @@ def test_the_default_database_lives_in_xdg_data_home_and_serve_uses_it(installed
     assert not (installed.elsewhere / "data").exists()
     assert not (installed.site_packages / "data").exists()
 
-    port = _free_port()
+    port = free_port()
     log = installed.elsewhere / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -189,16 +189,10 @@ def test_the_default_database_lives_in_xdg_data_home_and_serve_uses_it(installed
             start_new_session=True,
         )
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        wait_healthy(f"http://127.0.0.1:{port}", process, log)
         session, texts, _ = _first_run(port)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process, timeout=30)
     assert session is not None
     assert session.main_script_path == str(installed.site_packages / "dashboard.py")
     assert session.config.hide_sidebar_nav is True  # ui/streamlit_config.toml, shipped

@@ -19,13 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_demo_database
+from tests.servers import free_port, stop_process_group, wait_healthy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -57,12 +53,6 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def chromium_executable() -> str:
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
@@ -80,29 +70,12 @@ def browser_demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return write_demo_database(tmp_path_factory.mktemp("browser-demo"), DEMO_ACCOUNTS, DEMO_SEED)
 
 
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                if response.status == 200 and response.read().strip() == b"ok":
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(
-        f"streamlit did not become healthy in {SERVER_START_TIMEOUT} s:\n{log.read_text()[-3000:]}"
-    )
-
-
 @pytest.fixture(scope="session")
 def dashboard_url(
     chromium_executable: str, browser_demo_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """``python -m streamlit run dashboard.py`` on 127.0.0.1:<free port>; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("streamlit-log") / "streamlit.log"
     env = {
         **os.environ,
@@ -124,17 +97,10 @@ def dashboard_url(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, process, log)
+        wait_healthy(base, process, log)
         yield base
     finally:
-        # the server and what it started (the export Chromium) share its own process group
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="session")
@@ -196,7 +162,7 @@ def signin_server(
     from tests.browser.oidc_provider import OidcProvider
 
     folder = tmp_path_factory.mktemp("signin")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     provider = OidcProvider(
         {"alice@example.com": SSO_PASSWORD, "mallory@example.com": SSO_PASSWORD},  # mallory: no account here
@@ -240,14 +206,8 @@ def signin_server(
             command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        _wait_healthy(base, process, log)
+        wait_healthy(base, process, log)
         yield SignInServer(base, auth_url, provider)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)
         provider.stop()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import sqlalchemy as sa
 
 from crm_data.engines import explain_database_error, make_engine
 from tests.conftest import PG_ADMIN_URL, ROOT, _unavailable, write_demo_database
+from tests.servers import free_port
 
 PASSWORD = "s3cret-pw"  # in the PostgreSQL URLs: it must never be printed
 
@@ -192,19 +192,13 @@ CASES: dict[str, tuple[Callable[[Path, Path], str], list[str]]] = {
 COMMANDS = ["demo", "import", "check", "rollups", "serve"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _args(command: str, bundle: Path) -> list[str]:
     return {
         "demo": ["demo", "--accounts", "20", "--quiet"],
         "import": ["import", str(bundle)],
         "check": ["check"],
         "rollups": ["rollups"],
-        "serve": ["serve", "--port", str(_free_port())],  # must refuse before starting
+        "serve": ["serve", "--port", str(free_port())],  # must refuse before starting
     }[command]
 
 

@@ -10,14 +10,9 @@ Streamlit's websocket.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +31,7 @@ from kpis.core import period_starts
 from tests.conftest import IN_CI, ROOT, write_demo_database
 from tests.crm_data.test_importing import snapshot, write_bundle
 from tests.kpis import fixtures
+from tests.servers import free_port, stop_process_group, wait_healthy
 
 GOOD = {"accounts": "account_id,name,created_at\nA1,Acme Inc,2024-03-01\nA2,ACME inc.,2024-03-02\n"}
 BAD = {"deals": "deal_id,account_id,created_at,status\nD1,A9,2024-03-01,open\n"}
@@ -525,27 +521,6 @@ def test_serve_options_come_from_the_shipped_streamlit_config() -> None:
     assert options["server.port"] == 8600
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"serve did not become healthy in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 def _first_run(port: int) -> tuple[object, list[str], int]:
     """Open a browser session over Streamlit's websocket and run the app once: the
     ``new_session`` message (the app's config and theme), the texts it drew, and how the
@@ -583,7 +558,7 @@ def test_serve_starts_the_dashboard_from_any_directory(tmp_path: Path) -> None:
     url = write_demo_database(tmp_path, accounts=60, seed=5)
     elsewhere = tmp_path / "elsewhere"  # no .streamlit/config.toml here
     elsewhere.mkdir()
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("CRM_DATABASE_URL", None)
@@ -597,16 +572,10 @@ def test_serve_starts_the_dashboard_from_any_directory(tmp_path: Path) -> None:
             start_new_session=True,
         )
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        wait_healthy(f"http://127.0.0.1:{port}", process, log)
         session, texts, finished = _first_run(port)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process, timeout=30)
     assert f"started on 127.0.0.1:{port}" in log.read_text()  # the default address
     config = tomllib.loads((ROOT / "ui" / "streamlit_config.toml").read_text())
     assert session is not None
