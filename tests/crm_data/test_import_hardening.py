@@ -263,6 +263,20 @@ def test_dates_outside_the_window_are_refused(loaded: sa.Engine, tmp_path: Path,
     assert refused(loaded, write_files(tmp_path / "b", files), today=TODAY) == messages
 
 
+def test_year_0_in_a_vendor_export_is_refused_not_a_traceback(loaded: sa.Engine, tmp_path: Path) -> None:
+    """Found by test_import_fuzz: a mapping turned the parsed 0000-01-01 back into text with
+    ``Timestamp.strftime``, which raises NotImplementedError for years before 1."""
+    folder = tmp_path / "hubspot"
+    folder.mkdir()
+    (folder / "hubspot-crm-exports-all-companies.csv").write_bytes(
+        b"Record ID,Company name,Create Date\n501,Lincoln High,0000-01-01\n"
+    )
+    assert refused(loaded, folder, mapping="hubspot", today=TODAY) == [
+        f"{folder / 'hubspot-crm-exports-all-companies.csv'}:2:created_at: 0000-01-01 00:00:00 is before"
+        " the earliest accepted date 1900-01-01"
+    ]
+
+
 def test_the_edges_of_the_window_are_accepted(loaded: sa.Engine, tmp_path: Path) -> None:
     files = {
         "accounts": b"account_id,name,created_at\nA3,Old,1900-01-01\n",
