@@ -3,7 +3,10 @@
 Every importer writes these tables and every KPI reads them. Conventions:
 
 * ids are text; timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
-  are ``DATE``; money is a double in one reporting currency.
+  are ``DATE``; money is a double in one reporting currency. Deals and payments also keep
+  the amount as the CRM wrote it (``amount_original``) in its ``currency`` (ISO 4217); the
+  importer converts it into ``amount`` with :data:`exchange_rates` (``crm_data.currency``).
+  A NULL ``currency`` means the reporting currency.
 * Foreign keys are declared where they always hold (a child row points at a parent
   of the same CRM). The bundle importer checks exactly these references.
 * Secondary indexes (time columns, ``account_id``, ``deal_id``) are created on row
@@ -36,6 +39,11 @@ def _money(name: str, required: bool = False) -> sa.Column:
 
 def _count(name: str, required: bool = False) -> sa.Column:
     return sa.Column(name, sa.BigInteger(), nullable=not required)
+
+
+def _currency() -> list[sa.Column]:
+    """The original amount and its ISO 4217 currency (``crm_data.currency`` converts it)."""
+    return [_money("amount_original"), _text("currency")]
 
 
 def _fk(name: str, target: str, required: bool = False) -> sa.Column:
@@ -126,6 +134,7 @@ deals = sa.Table(
     _time("closed_at"),
     _text("status", required=True),
     _text("lost_reason"),
+    *_currency(),
 )
 
 deal_stage_history = sa.Table(
@@ -238,6 +247,17 @@ payments = sa.Table(
     _fk("account_id", "accounts.account_id", required=True),
     _time("paid_at", required=True),
     _money("amount", required=True),
+    *_currency(),
+)
+
+exchange_rates = sa.Table(
+    "exchange_rates",
+    metadata,
+    # 1 unit of ``currency`` is worth ``rate_to_reporting`` units of the reporting currency
+    # from ``valid_from`` until the currency's next row (crm_data.currency)
+    _text("currency", primary_key=True),
+    sa.Column("valid_from", sa.Date(), primary_key=True),
+    sa.Column("rate_to_reporting", sa.Double(), nullable=False),
 )
 
 costs = sa.Table(
@@ -333,5 +353,38 @@ for _table, _columns in [
 
 
 def create_schema(bind: sa.Engine | sa.Connection) -> None:
-    """Create every missing canonical table (and its indexes); existing ones are kept."""
+    """Create every missing canonical table (and its indexes); existing ones are kept, and
+    get the optional columns added since they were created (:func:`add_missing_columns`)."""
     metadata.create_all(bind, checkfirst=True)
+    add_missing_columns(bind)
+
+
+def column_names(conn: sa.Connection, table: str) -> set[str]:
+    """The columns an existing table of the database has (``SELECT * ... LIMIT 0``: the
+    DuckDB driver's inspector cannot list columns on every DuckDB version)."""
+    name = conn.dialect.identifier_preparer.quote(table)
+    return set(conn.exec_driver_sql(f"SELECT * FROM {name} LIMIT 0").keys())
+
+
+def add_missing_columns(bind: sa.Engine | sa.Connection) -> list[str]:
+    """Add to existing canonical tables the optional (nullable) columns they lack — a
+    database created before the column was added to the schema (e.g. ``deals.currency``).
+    Returns ``table.column`` of every column added."""
+    if isinstance(bind, sa.Engine):
+        with bind.begin() as conn:
+            return add_missing_columns(conn)
+    present = set(sa.inspect(bind).get_table_names())
+    added: list[str] = []
+    for table in TABLES:
+        if table.name not in present:
+            continue
+        have = column_names(bind, table.name)
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=bind.dialect)
+            name = bind.dialect.identifier_preparer.quote(column.name)
+            table_name = bind.dialect.identifier_preparer.quote(table.name)
+            bind.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
+            added.append(f"{table.name}.{column.name}")
+    return added
