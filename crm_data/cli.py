@@ -111,6 +111,13 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         help=f"a shipped mapping ({', '.join(SHIPPED)}) or the path of your own mapping .toml file; "
         "without it, PATH is a CSV bundle",
     )
+    load.add_argument(
+        "--reporting-currency",
+        metavar="CODE",
+        help="the ISO 4217 code (EUR, USD, ...) money is reported in: deal and payment amounts in other "
+        "currencies are converted into it with the imported exchange rates (a Salesforce export says it "
+        "itself: the corporate currency of CurrencyType.csv); it cannot change later",
+    )
 
     check = command(
         "check",
@@ -207,7 +214,9 @@ def _import(args: argparse.Namespace, url: str) -> int:
     committed = False
     engine = make_engine(url)
     try:
-        report = import_paths(engine, args.paths, mapping=args.mapping)
+        report = import_paths(
+            engine, args.paths, mapping=args.mapping, reporting_currency=args.reporting_currency
+        )
         committed = report.committed
     except MappingError as error:  # unknown mapping, files it does not know, bad TOML
         print(f"error: {error}\nnothing was imported", file=sys.stderr)

@@ -50,7 +50,12 @@ _DROPPED = r"[.'`]"  # abbreviation dots and apostrophes vanish: "S.A." -> "sa",
 _PUNCTUATION = r"[,;:!?\"&()/\\_*+#@~|-]"  # other punctuation separates words
 #: (table, column) pairs whose future values are plans, not errors.
 PLANNED_COLUMNS = frozenset(
-    {("subscriptions", "ended_at"), ("campaigns", "started_on"), ("campaigns", "ended_on")}
+    {
+        ("subscriptions", "ended_at"),
+        ("campaigns", "started_on"),
+        ("campaigns", "ended_on"),
+        ("exchange_rates", "valid_from"),  # a rate may be set ahead of its day
+    }
 )
 #: Key fields reported when missing.
 KEY_FIELDS: tuple[tuple[str, str], ...] = (

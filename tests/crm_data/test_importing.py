@@ -88,7 +88,8 @@ def test_valid_bundle_is_imported_with_typed_values(loaded: sa.Engine) -> None:
         ("A2", "Globex", "Enterprise", None, None, None, None, None, None, None, datetime(2024, 3, 1, 7, 30)),
     ]
     assert rows["deals"] == [
-        ("D1", "A1", None, None, None, 100.5, None, datetime(2024, 3, 1), None, "open", None),
+        # ..., lost_reason, amount_original, currency: no currency given
+        ("D1", "A1", None, None, None, 100.5, None, datetime(2024, 3, 1), None, "open", None, None, None),
         (
             "D2",
             "A2",
@@ -100,6 +101,8 @@ def test_valid_bundle_is_imported_with_typed_values(loaded: sa.Engine) -> None:
             datetime(2024, 3, 2, 10),
             datetime(2024, 4, 1),
             "won",
+            None,
+            None,
             None,
         ),
     ]
@@ -299,7 +302,7 @@ def test_upsert_updates_changed_rows_and_keeps_absent_columns(loaded: sa.Engine,
     assert report.ok
     assert report.written == {"deals": 2}
     assert snapshot(loaded)["deals"] == [
-        ("D1", "A1", None, None, None, 150.0, None, datetime(2024, 3, 1), None, "won", None),
+        ("D1", "A1", None, None, None, 150.0, None, datetime(2024, 3, 1), None, "won", None, None, None),
         (
             "D2",
             "A2",
@@ -312,8 +315,10 @@ def test_upsert_updates_changed_rows_and_keeps_absent_columns(loaded: sa.Engine,
             datetime(2024, 4, 1),
             "won",
             None,
+            None,
+            None,
         ),
-        ("D3", "A2", None, None, None, 1.0, None, datetime(2024, 6, 1), None, "lost", None),
+        ("D3", "A2", None, None, None, 1.0, None, datetime(2024, 6, 1), None, "lost", None, None, None),
     ]
 
 
