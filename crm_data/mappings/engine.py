@@ -4,21 +4,28 @@ A mapping (see ``docs/mappings.md``) has three parts:
 
 * ``[mapping]``: name, description, default source ``timezone``, ``encodings`` to try
   (line by line, ISO-8859-1 last), ``ignore`` (file name patterns that are not data, e.g.
-  a data dictionary);
+  a data dictionary, or a vendor's other objects: a folder file matching them is skipped
+  even when its columns fit an export), ``blank_values`` (cells read as blank, e.g.
+  Salesforce's empty-reference id ``000000000000000AAA``);
 * ``[files.<key>]``: which input files are which export: ``patterns`` (case-insensitive
   globs on the file name) and/or ``header`` (columns the file must have, so a file is
   recognised whatever its name), plus ``encodings`` / ``delimiter`` pins (by default the
   delimiter is detected from the header line: ``crm_data.mappings.sources``);
 * ``[[tables]]``: one block per canonical table fed from one file (``from``), with a
-  column spec per canonical column, or static ``rows``.
+  column spec per canonical column, or static ``rows``. A block may also feed the
+  settings table ``crm_insights_meta`` (``key`` / ``value`` rows, e.g. the reporting
+  currency: ``crm_data.currency``).
 
 A column spec (a source column name, or a table of steps: ``column`` / ``template`` /
-``value``, value maps, types, formats, time zones, offsets, conditions, id prefixes) is
-evaluated by ``crm_data.mappings.columns``; docs/mappings.md lists every key.
+``value``, value maps, types, formats, time zones, offsets, ``reciprocal``, conditions, id
+prefixes; or a LIST of such specs: the first non-blank) is evaluated by
+``crm_data.mappings.columns``; ``estimate`` asks the importer to fill blanks
+(``crm_data.estimates``); docs/mappings.md lists every key.
 
 The named derivation steps, for what a column spec alone cannot say:
 
-* ``where`` / ``where_not``: keep only the source rows whose column is (not) in a list;
+* ``where`` / ``where_not``: keep only the source rows whose column is (not) in a list (a
+  ``where_not`` column absent from the file drops nothing, with a note);
 * ``unpivot = {columns = "<regex>", name = "...", value = "..."}``: one row per matching
   source column and non-blank cell, with two extra source columns: ``name`` (the regex's
   first group, else the column name) and ``value`` (the cell). This turns HubSpot's
@@ -69,6 +76,7 @@ from crm_data.mappings.columns import (
     is_blank,
     omap,
     resolve_column,
+    target_table,
     text_frame,
     to_text,
 )
@@ -87,10 +95,14 @@ if TYPE_CHECKING:
     from crm_data.importing import TableInput
 
 BLOCK_KEYS = frozenset(
-    {"table", "from", "columns", "rows", "where", "where_not", "unpivot", "group_by", "drop_rows_without"}
-)
+    {
+        "table", "from", "columns", "rows", "where", "where_not", "unpivot", "group_by", "drop_rows_without",
+    }
+)  # fmt: skip
 FILE_KEYS = frozenset({"patterns", "header", "encodings", "delimiter", "required", "description"})
-MAPPING_KEYS = frozenset({"name", "description", "timezone", "encodings", "ignore", "documentation"})
+MAPPING_KEYS = frozenset(
+    {"name", "description", "timezone", "encodings", "ignore", "documentation", "blank_values"}
+)
 AGGREGATES = frozenset({"first", "last", "min", "max", "sum", "count"})
 
 
@@ -124,12 +136,14 @@ class TableBlock:
 
 @dataclass
 class Produced:
-    """A canonical table's text frame from one source, with original line numbers."""
+    """A canonical table's text frame from one source, with original line numbers;
+    ``estimated``: columns whose blank values the importer estimates (``estimate``)."""
 
     table: str
     frame: pd.DataFrame
     source: str
     lines: list[int] | None
+    estimated: tuple[str, ...] = ()
 
 
 @dataclass
@@ -158,6 +172,7 @@ class Mapping:
     files: dict[str, FileSpec]
     blocks: list[TableBlock]
     ignore: list[str] = field(default_factory=list)
+    blank_values: list[str] = field(default_factory=list)
     path: Path | None = None
 
     # ---- parsing -------------------------------------------------------------------
@@ -203,6 +218,7 @@ class Mapping:
             files=files,
             blocks=blocks,
             ignore=as_list(head.get("ignore")),
+            blank_values=[str(v) for v in as_list(head.get("blank_values"))],
         )
 
     # ---- matching ------------------------------------------------------------------
@@ -211,11 +227,12 @@ class Mapping:
         explicit, found = expand_paths(list(paths))
         result = Matched(files={}, problems=[], ignored=[])
         for path in [*explicit, *found]:
+            if path in found and _matches(path.name, self.ignore):
+                result.ignored.append(path)  # a folder file the mapping says is not data
+                continue
             key, why, named = self._identify(path)
             if key is not None:
                 result.files.setdefault(key, []).append(path)
-            elif path in found and _matches(path.name, self.ignore):
-                result.ignored.append(path)
             elif why == EMPTY:
                 result.problems.append((path, why, "warning"))
             else:
@@ -294,7 +311,7 @@ class Mapping:
         from crm_data.importing import TableInput
 
         return [
-            TableInput(table=p.table, frame=p.frame, source=p.source, lines=p.lines)
+            TableInput(table=p.table, frame=p.frame, source=p.source, lines=p.lines, estimated=p.estimated)
             for p in self.produce(paths, notes, report)
         ]
 
@@ -342,6 +359,9 @@ class Mapping:
                     frames[path] = read_text_table(
                         path, spec.encodings or self.encodings, spec.delimiter, report
                     )
+                    if self.blank_values:  # e.g. Salesforce's empty-reference id 000000000000000AAA
+                        frame = frames[path].frame
+                        frames[path].frame = frame.mask(frame.isin(self.blank_values), None)
         report.raise_errors()
         produced: list[Produced] = []
         for block in self.blocks:
@@ -353,7 +373,7 @@ class Mapping:
                 produced.append(self._run_block(block, frames[path], report))
         report.raise_errors()
         order = {name: i for i, name in enumerate(schema.TABLE_NAMES)}
-        produced.sort(key=lambda p: order[p.table])
+        produced.sort(key=lambda p: order.get(p.table, -1))  # settings (crm_insights_meta) first
         return _merge_per_table(produced)
 
     def _run_block(self, block: TableBlock, source: SourceFrame, report: ReadReport) -> Produced:
@@ -385,7 +405,8 @@ class Mapping:
             aggs = {col: block.columns[col].get("agg", "first") for col in out.columns}
             out, lines = _group(out, lines, block.group_by, aggs)
         text = text_frame(out)
-        return Produced(block.table, text, str(source.path), [int(x) for x in lines])
+        estimated = tuple(col for col, spec in block.columns.items() if "estimate" in spec)
+        return Produced(block.table, text, str(source.path), [int(x) for x in lines], estimated)
 
 
 # ---- parsing helpers -----------------------------------------------------------------
@@ -395,9 +416,9 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
     where = f"[[tables]] #{index}"
     check_keys(raw, BLOCK_KEYS, where)
     table_name = raw.get("table")
-    if table_name not in schema.metadata.tables:
+    table = target_table(str(table_name))
+    if table is None:
         raise MappingError(f"{where}: unknown canonical table {table_name!r}")
-    table = schema.metadata.tables[table_name]
     where = f"[[tables]] #{index} ({table_name})"
     if "rows" in raw:
         rows = raw["rows"]
@@ -413,21 +434,12 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
     for col, spec in raw.get("columns", {}).items():
         if col not in table.c:
             raise MappingError(f"{where}: {table_name} has no column {col!r}")
-        spec = {"column": spec} if isinstance(spec, str) else dict(spec)
-        check_keys(spec, SPEC_KEYS, f"{where} column {col}")
-        if sum(k in spec for k in ("column", "template", "value")) != 1:
-            raise MappingError(f"{where} column {col}: give exactly one of column, template, value")
-        if spec.get("type", "text") not in TYPES:
-            raise MappingError(f"{where} column {col}: type must be one of {', '.join(sorted(TYPES))}")
-        if "day_first" in spec and (
-            not isinstance(spec["day_first"], bool) or "auto" not in (as_list(spec.get("format")) or ["auto"])
-        ):
-            raise MappingError(
-                f'{where} column {col}: day_first is true or false, for format = "auto" (the default)'
-            )
-        if spec.get("agg", "first") not in AGGREGATES:
-            raise MappingError(f"{where} column {col}: agg must be one of {', '.join(sorted(AGGREGATES))}")
-        columns[col] = spec
+        if isinstance(spec, list):  # the first non-blank of several specs
+            if not spec:
+                raise MappingError(f"{where} column {col}: an empty list of specs")
+            columns[col] = {"first_of": [_parse_spec(part, where, table_name, col) for part in spec]}
+            continue
+        columns[col] = _parse_spec(spec, where, table_name, col)
     missing = [c.name for c in table.c if not c.nullable and c.name not in columns]
     if missing:
         raise MappingError(f"{where}: required column(s) {', '.join(missing)} not mapped")
@@ -451,6 +463,31 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
         drop_rows_without=as_list(raw.get("drop_rows_without")),
         label=where,
     )
+
+
+def _parse_spec(spec: object, where: str, table_name: str, col: str) -> dict[str, Any]:
+    """A column spec, checked: a source column name, or a table of steps."""
+    spec = {"column": spec} if isinstance(spec, str) else dict(spec)  # type: ignore[call-overload]
+    check_keys(spec, SPEC_KEYS, f"{where} column {col}")
+    if sum(k in spec for k in ("column", "template", "value")) != 1:
+        raise MappingError(f"{where} column {col}: give exactly one of column, template, value")
+    if spec.get("type", "text") not in TYPES:
+        raise MappingError(f"{where} column {col}: type must be one of {', '.join(sorted(TYPES))}")
+    if "day_first" in spec and (
+        not isinstance(spec["day_first"], bool) or "auto" not in (as_list(spec.get("format")) or ["auto"])
+    ):
+        raise MappingError(
+            f'{where} column {col}: day_first is true or false, for format = "auto" (the default)'
+        )
+    if spec.get("agg", "first") not in AGGREGATES:
+        raise MappingError(f"{where} column {col}: agg must be one of {', '.join(sorted(AGGREGATES))}")
+    if "estimate" in spec:
+        from crm_data.estimates import ESTIMATES  # what the importer can estimate
+
+        if (table_name, col) not in ESTIMATES or spec["estimate"] != ESTIMATES[(table_name, col)]:
+            known = "; ".join(f'{t}.{c}: estimate = "{how}"' for (t, c), how in ESTIMATES.items())
+            raise MappingError(f"{where} column {col}: the importer estimates only {known}")
+    return spec
 
 
 def _condition_values(values: object) -> list[Any]:
@@ -486,6 +523,9 @@ def _filter_rows(
 ) -> pd.DataFrame:
     for name, values in conditions.items():
         column = resolve_column(src.columns, name)
+        if column is None and not keep:  # no such column: no row has one of the values
+            report.note(f"{where}: no column {name!r}; where_not drops no rows for it")
+            continue
         if column is None:
             raise MappingError(f"{where}: column {name!r} is missing (used by where)")
 
@@ -582,12 +622,14 @@ def _merge_per_table(produced: list[Produced]) -> list[Produced]:
         if lines is not None:
             lines = [line for line, kept in zip(lines, keep, strict=True) if kept]
         source = " + ".join(dict.fromkeys(p.source for p in parts))
-        merged.append(Produced(table, frame, source, lines))
+        estimated = tuple(dict.fromkeys(col for p in parts for col in p.estimated))
+        merged.append(Produced(table, frame, source, lines, estimated))
     return merged
 
 
 def _static_rows(block: TableBlock, mapping_name: str) -> Produced:
-    table = schema.metadata.tables[block.table]
+    table = target_table(block.table)
+    assert table is not None
     frame = pd.DataFrame(
         [
             {col: to_text(row.get(col)) for col in [c.name for c in table.c] if col in row}

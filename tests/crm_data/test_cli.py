@@ -400,7 +400,7 @@ def test_import_of_exports_without_a_mapping_suggests_it(
     exports = sorted((SAMPLES / "salesforce").glob("*.csv"))
     assert main(["import", *map(str, exports), "--url", url]) == 1
     err = capsys.readouterr().err
-    assert "these look like Salesforce Data Loader exports: add --mapping salesforce" in err
+    assert "these look like Salesforce exports: add --mapping salesforce" in err
     assert err.count("--mapping") == 1  # one piece of advice for all the files
 
     assert main(["import", str(SAMPLES / "mailchimp" / "email_activity.csv"), "--url", url]) == 1
