@@ -325,8 +325,9 @@ class Conversion:
                 changed[name] = max(result.rowcount or 0, 0)
         if self.reporting is not None:
             write_setting(conn, REPORTING_CURRENCY, self.reporting)
-        self._record_unconverted(conn, log)
-        self._warn_before_first_rate(conn, log)
+        if self.changed_reporting or any(written.get(name) for name in (*MONEY_TABLES, "exchange_rates")):
+            self._record_unconverted(conn, log)  # else what the last import recorded still holds
+            self._warn_before_first_rate(conn, log)
         return changed
 
     def _record_unconverted(self, conn: sa.Connection, log: IssueLog) -> None:

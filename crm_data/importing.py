@@ -422,7 +422,8 @@ def _import_tables(
             try:
                 report.written = _write(conn, tables, tell, conversion.convert_staging)
                 for name, changed in conversion.finish(conn, report.written, log).items():
-                    report.written[name] = report.written.get(name, 0) + changed
+                    if changed:  # stored amounts converted again (new rates)
+                        report.written[name] = report.written.get(name, 0) + changed
                 report.warnings, report.warning_count = list(log.warnings), log.warning_count
                 _refresh_rollups(conn, report.written, tell)
                 report.won_by_currency = won_amount_by_currency(conn)
