@@ -154,11 +154,15 @@ class Matched:
     file given by name, or named like an export but lacking its columns (its data would be
     lost); ``"warning"`` for an empty file, or a file in a given folder that is no export of
     this mapping (skipped). ``ignored``: folder files matching the mapping's ``ignore``.
+    ``by_columns``: folder files whose NAME fits no entry, read as the export whose columns
+    they have (said in a warning: another object's file with those columns would be read
+    as this export).
     """
 
     files: dict[str, list[Path]]
     problems: list[tuple[Path, str, str]]
     ignored: list[Path]
+    by_columns: list[tuple[Path, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -233,6 +237,8 @@ class Mapping:
             key, why, named = self._identify(path)
             if key is not None:
                 result.files.setdefault(key, []).append(path)
+                if path in found and not named:
+                    result.by_columns.append((path, key))
             elif why == EMPTY:
                 result.problems.append((path, why, "warning"))
             else:
@@ -242,7 +248,8 @@ class Mapping:
 
     def _identify(self, path: Path) -> tuple[str | None, str, bool]:
         """``(key, why, named)``: the ``[files]`` entry of ``path``, or ``None`` and why none
-        fits; ``named``: the file's name fits an entry's patterns (but not its columns)."""
+        fits; ``named``: the file's name fits an entry's patterns (the one found, or one
+        whose columns it lacks)."""
         heads: dict[tuple[str | None, tuple[str, ...]], Head] = {}
 
         def head(spec: FileSpec | None) -> Head:
@@ -275,7 +282,7 @@ class Mapping:
             if best is None or rank[:2] > best[:2]:
                 best = rank
         if best:
-            return best[2], "", True
+            return best[2], "", best[0] == 1
         for spec, missing, columns in lacking:
             if spec in named_specs:
                 why = (
@@ -330,6 +337,11 @@ class Mapping:
         matched = self.match(paths)
         for path in matched.ignored:
             report.note(f"{path}: skipped (the mapping {self.name} ignores files named like this)")
+        for path, key in matched.by_columns:
+            columns = ", ".join(self.files[key].header)
+            report.warn(
+                path, f"read as the {key} export: recognised by its columns ({columns}), not by its name"
+            )
         for path, why, level in matched.problems:
             if level == "error":
                 report.error(path, None, "", why)
