@@ -8,7 +8,6 @@ before, a sparkline, a low-sample warning, a link to its page) and what is in th
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 
 import pandas as pd
@@ -32,10 +31,13 @@ SALES, CHURN, FEEDBACK = (
 )
 CARDS: list[CardSpec] = [
     CardSpec("revenue", "revenue", "revenue", "pages/6_Forecast.py"),
-    # customer_base: active customers, churn, NRR and retention cost from one query (cached once)
+    # customer_base: active customers, churn, NRR and retention cost from one query (cached once);
+    # its rates are low-sample below 30 customers at the start (retention cost: retained customers)
     CardSpec("active_customers", "customer_base", "customers_at_end", CHURN),
-    CardSpec("churn_rate", "customer_base", "churn_rate", CHURN),
-    CardSpec("net_revenue_retention", "customer_base", "net_revenue_retention", CHURN),
+    CardSpec("churn_rate", "customer_base", "churn_rate", CHURN, count="customers_at_start"),
+    CardSpec(
+        "net_revenue_retention", "customer_base", "net_revenue_retention", CHURN, count="customers_at_start"
+    ),
     # survey_scores: NPS and CES (all touchpoints) from one query
     CardSpec("nps", "survey_scores", "nps", FEEDBACK, count="nps_responses"),
     CardSpec("ces", "survey_scores", "ces_mean", FEEDBACK, count="ces_responses"),
@@ -47,6 +49,7 @@ CARDS: list[CardSpec] = [
         "customer_base",
         "cost_per_retained_customer",
         "pages/5_Marketing_and_retention_cost.py",
+        count="retained_customers",
     ),
 ]
 
@@ -81,7 +84,7 @@ def compute_card(spec: CardSpec, view: View) -> CardNumbers | str | None:
     if kpi_function(spec.function) is None:
         return None
     try:
-        return latest(card_frame(spec, view), spec.column, view.freq)
+        return latest(card_frame(spec, view), spec.column, view.freq, view.today, end=view.filters.end)
     except Exception as error:  # one failing KPI must not take the whole Overview down
         return f"could not be computed ({type(error).__name__}: {error})"
 
@@ -132,7 +135,7 @@ shown = common_periods(numbers)
 if shown is not None:
     current, previous = (period_label(p, view.freq) if p is not None else None for p in shown)
     compared = f" and its change on {previous}" if previous else ""
-    ended = period_end(shown[0], view.freq) <= pd.Timestamp(dt.datetime.now(dt.UTC).date())
+    ended = not view.is_partial(shown[0])
     which = (
         f"the last complete {view.freq} in the range"
         if ended
@@ -153,6 +156,8 @@ for row in range(0, len(CARDS), 5):
             draw_card(spec, card, view, shown)
 
 url = data.database_url()
+if view.filters.scope.restricted:  # whole-database counts: not for a limited scope
+    st.stop()
 with st.expander("What's in the database", icon=":material/database:"):
     counts = data.table_row_counts(url)
     bounds = data.data_date_range(url)

@@ -1,4 +1,4 @@
-"""The command line: ``crm-insights demo | import | check | rollups | serve``.
+"""The command line: ``crm-insights demo | import | check | rollups | serve | users``.
 
 Installed, it is the ``crm-insights`` console script; from a checkout without installing,
 ``python -m crm_data`` runs the same. :data:`DESCRIPTION` is the help text (plain text:
@@ -112,6 +112,13 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         "without it, PATH is a CSV bundle",
     )
     load.add_argument(
+        "--stages",
+        metavar="FILE",
+        help="a stage file saying what the deal stages the mapping cannot place are: a [stages] table of "
+        '"<stage label>" = "won" | "lost" | "open" lines (e.g. "Contract Signed" = "won"); remembered in '
+        "the database for the next import of this mapping",
+    )
+    load.add_argument(
         "--reporting-currency",
         metavar="CODE",
         help="the ISO 4217 code (EUR, USD, ...) money is reported in: deal and payment amounts in other "
@@ -148,7 +155,83 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     serve.add_argument("--address", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
     serve.add_argument("--port", type=int, default=8501, help="port to listen on")
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="listen on another address than 127.0.0.1 without sign-in (anyone who reaches the port "
+        "sees all data and may import)",
+    )
+    serve.add_argument(
+        "--secrets",
+        metavar="FILE",
+        help="Streamlit secrets file with the [auth] section for single sign-on (default: "
+        ".streamlit/secrets.toml of the working directory, then ~/.streamlit/secrets.toml)",
+    )
+    _users_parser(commands, url_help)
     return parser
+
+
+def _users_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
+    from crm_data.accounts import MAX_FAILURES, MIN_PASSWORD_LENGTH, ROLES
+
+    users = commands.add_parser(
+        "users",
+        help="sign-in accounts of the dashboard: add | remove | list | set-password | update",
+        description="The people who may sign in to the dashboard, with a role (viewer: pages and "
+        "exports; analyst: also record-level drill-downs and data-quality records; admin: also "
+        "imports, the audit log and accounts) and a scope (the regions, countries, segments, "
+        "industries and owners they may see; none given: everything). Once any account exists, "
+        "the dashboard asks everyone to sign in. Accounts live in the app tables app_accounts and "
+        "app_audit: beside a DuckDB or SQLite file in <name>-auth.sqlite, on PostgreSQL in the same "
+        f"database (or $CRM_AUTH_DATABASE_URL). {MAX_FAILURES} failed sign-ins in 15 minutes lock a "
+        "name for 15 minutes.",
+        formatter_class=_HelpFormatter,
+    )
+    actions = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+        sub.add_argument("--url", help=url_help)
+        return sub
+
+    def scope_options(sub: argparse.ArgumentParser) -> None:
+        for option, dest, what in (
+            ("--region", "regions", "region"),
+            ("--country", "countries", "country"),
+            ("--segment", "segments", "segment"),
+            ("--industry", "industries", "industry"),
+            ("--owner", "owners", "owner (a CRM users.user_id)"),
+        ):
+            sub.add_argument(
+                option, dest=dest, action="append", metavar="VALUE", help=f"may see this {what} (repeatable)"
+            )
+
+    add = action("add", "add an account (a password account, or --sso for single sign-on)")
+    add.add_argument("name", help="login name, or the e-mail address of a single sign-on user")
+    add.add_argument("--role", choices=ROLES, default="viewer", help="what the account may do")
+    add.add_argument("--sso", action="store_true", help="signs in through the OpenID Connect provider")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help=f"read the password (at least {MIN_PASSWORD_LENGTH} characters) from the first line of "
+        "standard input instead of asking twice",
+    )
+    scope_options(add)
+
+    update = action("update", "change an account's role and/or scope (the scope given replaces the old one)")
+    update.add_argument("name")
+    update.add_argument("--role", choices=ROLES, help="the new role")
+    update.add_argument("--everything", action="store_true", help="remove the scope's limits")
+    scope_options(update)
+
+    remove = action("remove", "remove an account")
+    remove.add_argument("name")
+
+    password = action("set-password", "set a new password")
+    password.add_argument("name")
+    password.add_argument("--password-stdin", action="store_true", help="read it from standard input")
+
+    action("list", "list the accounts with their role and scope")
 
 
 def _shown(url: str) -> str:
@@ -208,14 +291,28 @@ def _demo(args: argparse.Namespace, url: str, prog: str) -> int:
 
 def _import(args: argparse.Namespace, url: str) -> int:
     from crm_data.importing import import_paths
-    from crm_data.mappings import MappingError
+    from crm_data.mappings import MappingError, read_stage_file
 
+    stages = None
+    if args.stages:
+        if not args.mapping:
+            print("error: --stages goes with --mapping (a CSV bundle has its deal statuses)", file=sys.stderr)
+            return 1
+        try:
+            stages = read_stage_file(args.stages)
+        except MappingError as error:
+            print(f"error: {error}\nnothing was imported", file=sys.stderr)
+            return 1
     created = _new_database_file(url)  # removed again when nothing gets imported
     committed = False
     engine = make_engine(url)
     try:
         report = import_paths(
-            engine, args.paths, mapping=args.mapping, reporting_currency=args.reporting_currency
+            engine,
+            args.paths,
+            mapping=args.mapping,
+            stages=stages,
+            reporting_currency=args.reporting_currency,
         )
         committed = report.committed
     except MappingError as error:  # unknown mapping, files it does not know, bad TOML
@@ -226,6 +323,8 @@ def _import(args: argparse.Namespace, url: str) -> int:
         if not committed:
             _remove_new_file(created)
     print(report.render(), file=sys.stdout if report.ok else sys.stderr)
+    if committed:
+        _audit_import(url, args.paths, report)
     return 0 if report.ok else 1
 
 
@@ -288,13 +387,107 @@ def _check(args: argparse.Namespace, url: str, prog: str) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    if not sys.stdin.isatty():
+        raise ValueError(
+            "no terminal to ask for the password: pass it on standard input with --password-stdin"
+        )
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password again: "):
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def _scope_args(args: argparse.Namespace) -> dict[str, list[str]]:
+    from crm_data.accounts import SCOPE_KEYS
+
+    return {key: getattr(args, key) for key in SCOPE_KEYS if getattr(args, key, None)}
+
+
+def _users(args: argparse.Namespace, url: str) -> int:
+    import getpass
+
+    from crm_data.accounts import AccountError, AccountStore
+
+    actor = f"cli:{getpass.getuser()}"
+    store = AccountStore.open(url)
+    try:
+        command = args.users_command
+        if command == "list":
+            accounts = store.accounts()
+            if not accounts:
+                print("no accounts: the dashboard needs no sign-in on 127.0.0.1 (add one with `users add`)")
+            for account in accounts:
+                how = "sso" if account.sso else "password"
+                print(f"{account.name:40s} {account.role:8s} {how:9s} sees {account.describe_scope()}")
+            return 0
+        if command == "add":
+            password = None if args.sso else _read_password(args)
+            account = store.add(
+                args.name,
+                role=args.role,
+                scope=_scope_args(args),
+                password=password,
+                sso=args.sso,
+                actor=actor,
+            )
+            print(f"added {account.name} ({account.role}, sees {account.describe_scope()})")
+        elif command == "update":
+            scope = {} if args.everything else (_scope_args(args) or None)
+            account = store.update(args.name, role=args.role, scope=scope, actor=actor)
+            print(f"updated {account.name} ({account.role}, sees {account.describe_scope()})")
+        elif command == "remove":
+            store.remove(args.name, actor=actor)
+            print(f"removed {args.name}")
+        elif command == "set-password":
+            store.set_password(args.name, _read_password(args), actor=actor)
+            print(f"new password set for {args.name}")
+        return 0
+    except (AccountError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        store.dispose()
+
+
+def _audit_import(url: str, paths: list[str], report: object) -> None:
+    """Log a command-line import in the dashboard's audit log (who: the OS user)."""
+    import getpass
+
+    from crm_data.accounts import IMPORT, AccountStore
+
+    store = AccountStore.open(url)
+    try:
+        store.record(
+            f"cli:{getpass.getuser()}",
+            IMPORT,
+            ", ".join(Path(p).name for p in paths)[:254],
+            {"files": [str(p) for p in paths], "rows_changed": dict(getattr(report, "written", {}) or {})},
+        )
+    except sa.exc.DBAPIError as error:  # the import itself succeeded: say so, do not fail
+        print(f"warning: the import could not be written to the audit log: {error.orig}", file=sys.stderr)
+    finally:
+        store.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     prog = prog_name()
     args = _parser(prog).parse_args(argv)
     if args.command == "serve":
         from ui.serve import serve  # Streamlit only for this command
 
-        return serve(url=args.url, address=args.address, port=args.port, prog=prog)
+        return serve(
+            url=args.url,
+            address=args.address,
+            port=args.port,
+            prog=prog,
+            allow_anonymous=args.allow_anonymous,
+            secrets=args.secrets,
+        )
     url = database_url(args.url)
     try:
         if args.command == "demo":
@@ -305,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rollups(url, prog)
         if args.command == "check":
             return _check(args, url, prog)
+        if args.command == "users":
+            return _users(args, url)
     except (DatabaseBusyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

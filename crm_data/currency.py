@@ -234,7 +234,7 @@ def _stored_currencies(conn: sa.Connection) -> set[str]:
 
 
 def _columns_of(conn: sa.Connection, table: str) -> set[str]:
-    return schema.column_names(conn, table)
+    return schema.table_columns(conn, table)
 
 
 def _has_rates(conn: sa.Connection) -> bool:

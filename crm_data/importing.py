@@ -33,7 +33,9 @@ its latest import, and re-importing changes nothing).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime as dt
 import io
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -53,13 +55,16 @@ from crm_data.validation import (
     IssueLog,
     TableInput,
     ValidTable,
+    allow_long_csv_fields,
     existing_tables,
+    shown_name,
     validate,
 )
 
 __all__ = [
     "ImportIssue",
     "ImportReport",
+    "ImportSummary",
     "TableInput",
     "import_paths",
     "import_tables",
@@ -68,12 +73,91 @@ __all__ = [
     "read_bundle",
     "read_csv",
     "recorded_contents",
+    "store_stages",
+    "stored_stages",
     "validate_tables",
     "won_amount_by_currency",
 ]
 
 Progress = Callable[[float, str], None]
 _COUNT = {"preserve_rowcount": True}  # INSERT row counts (SQLAlchemy keeps them only when asked)
+
+
+#: The column that dates each table's records, for the summary's date ranges.
+DATED_BY: dict[str, tuple[str, ...]] = {
+    "accounts": ("created_at",),
+    "contacts": ("created_at",),
+    "subscriptions": ("started_at", "ended_at"),
+    "deals": ("created_at", "closed_at"),
+    "deal_stage_history": ("entered_at",),
+    "interactions": ("occurred_at",),
+    "tickets": ("opened_at",),
+    "survey_responses": ("responded_at",),
+    "campaigns": ("started_on",),
+    "campaign_responses": ("sent_at", "opened_at"),
+    "web_traffic": ("date",),
+    "social_media": ("date",),
+    "payments": ("paid_at",),
+    "costs": ("incurred_on",),
+}
+
+
+@dataclass
+class ImportSummary:
+    """What the files held, in figures a user can check against the CRM: rows per table,
+    deals per status, the won amount (per currency when deals have a currency column, else
+    under ``""``) and the first and last date of each dated column."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    deals: dict[str, int] = field(default_factory=dict)
+    won_amount: dict[str, float] = field(default_factory=dict)
+    dates: dict[str, tuple[dt.date, dt.date]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tables: dict[str, ValidTable]) -> ImportSummary:
+        summary = cls(rows={name: len(tables[name].frame) for name in schema.TABLE_NAMES if name in tables})
+        deals = tables.get("deals")
+        if deals is not None and "status" in deals.frame.columns:
+            status = deals.frame["status"].astype("string").str.lower()
+            summary.deals = {s: int((status == s).sum()) for s in ("won", "lost", "open")}
+            if "amount" in deals.frame.columns:
+                won = deals.frame[(status == "won").fillna(False).to_numpy()]
+                amounts = pd.to_numeric(won["amount"], errors="coerce").fillna(0.0)
+                if "currency" in won.columns:
+                    currency = won["currency"].astype("string").fillna("")
+                    summary.won_amount = {
+                        str(c): float(a) for c, a in amounts.groupby(currency).sum().items()
+                    }
+                else:
+                    summary.won_amount = {"": float(amounts.sum())}
+        for name, columns in DATED_BY.items():
+            item = tables.get(name)
+            for column in columns if item is not None else ():
+                if column not in item.frame.columns:
+                    continue
+                stamps = pd.to_datetime(item.frame[column], errors="coerce").dropna()
+                if not stamps.empty:
+                    summary.dates[f"{name}.{column}"] = (stamps.min().date(), stamps.max().date())
+        return summary
+
+    def lines(self) -> list[str]:
+        """The summary as indented text lines (after a heading)."""
+        out: list[str] = []
+        if self.deals:
+            counts = ", ".join(f"{s} {n:,d}" for s, n in self.deals.items())
+            out.append(f"  deals: {sum(self.deals.values()):,d} ({counts})")
+            for currency, amount in sorted(self.won_amount.items()):
+                out.append(f"  won amount{f' ({currency})' if currency else ''}: {amount:,.2f}")
+        if self.dates:
+            first = min(low for low, _ in self.dates.values())
+            last = max(high for _, high in self.dates.values())
+            out.append(f"  dates: {first:%Y-%m-%d} – {last:%Y-%m-%d}")
+            width = max(len(name) for name in self.dates)
+            out.extend(
+                f"    {name:{width}s} {low:%Y-%m-%d} – {high:%Y-%m-%d}"
+                for name, (low, high) in self.dates.items()
+            )
+        return out
 
 
 @dataclass
@@ -99,6 +183,7 @@ class ImportReport:
     warning_count: int = 0
     committed: bool = False
     seconds: float = 0.0
+    summary: ImportSummary | None = None
     won_by_currency: list[WonAmount] = field(default_factory=list)
     reporting_currency: str | None = None
 
@@ -121,6 +206,10 @@ class ImportReport:
             out.append(f"imported in {self.seconds:.1f} s (rows in the input / inserted or changed):")
             for table, count in self.rows.items():
                 out.append(f"  {table:20s} {count:>12,d} {self.written.get(table, 0):>12,d}")
+            summary = self.summary.lines() if self.summary else []
+            if summary:
+                out.append("what the files held (check it against the CRM):")
+                out.extend(summary)
             out.extend(render_won_amounts(self.won_by_currency, self.reporting_currency))
         else:
             out.append("valid (nothing written yet):")
@@ -153,7 +242,7 @@ def won_amount_by_currency(conn: sa.Connection) -> list[WonAmount]:
     deals = schema.deals
     reporting = currency.read_setting(conn, currency.REPORTING_CURRENCY)
     unconverted = set(currency.unconverted_currencies(conn))
-    have = schema.column_names(conn, "deals")
+    have = schema.table_columns(conn, "deals")
     code = deals.c.currency if "currency" in have else sa.null()
     original = (
         sa.func.coalesce(deals.c.amount_original, deals.c.amount)
@@ -195,6 +284,11 @@ def render_won_amounts(won: Sequence[WonAmount], reporting: str | None = None) -
     return lines
 
 
+def _midnight(today: dt.date | None) -> dt.datetime | None:
+    """``today`` as a naive UTC datetime (the day open deals are converted at), or None."""
+    return None if today is None else dt.datetime.combine(today, dt.time())
+
+
 def _report(log: IssueLog, tables: dict[str, ValidTable] | None, started: float) -> ImportReport:
     return ImportReport(
         ok=log.error_count == 0,
@@ -204,6 +298,7 @@ def _report(log: IssueLog, tables: dict[str, ValidTable] | None, started: float)
         error_count=log.error_count,
         warning_count=log.warning_count,
         seconds=time.perf_counter() - started,
+        summary=ImportSummary.of(tables) if log.error_count == 0 and tables else None,
     )
 
 
@@ -240,8 +335,33 @@ def _locate_bad_record(text: str, width: int) -> tuple[int | None, str]:
     return None, "unreadable CSV"
 
 
+def _csv_module_frame(text: str, header: list[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The rows of ``text`` read by Python's csv module, with their line numbers: the fallback
+    when pyarrow cannot split a file that is valid CSV (a quoted value with line breaks over
+    its 1 MB block, say). Text cells, empty ones missing, blank lines skipped; None when a
+    record does not have one field per header cell."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)  # the header
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    previous_end = reader.line_num
+    for record in reader:
+        start, previous_end = previous_end + 1, reader.line_num
+        if not record:
+            continue
+        if len(record) != len(header):
+            return None
+        rows.append(record)
+        starts.append(start)
+    frame = pd.DataFrame(rows, columns=header, dtype="str")
+    return frame.mask(frame == ""), np.asarray(starts, dtype=np.int64)
+
+
 def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | None, list[ImportIssue]]:
-    """Read one bundle CSV as text (empty cells missing) with the line number of each row."""
+    """Read one bundle CSV as text (empty cells missing) with the line number of each row.
+    Fields may be long (:func:`crm_data.validation.allow_long_csv_fields`): the validation,
+    not the reader, refuses values over :data:`crm_data.validation.MAX_TEXT_LENGTH`."""
+    allow_long_csv_fields()
     path = Path(path)
     name = path.name
     table = table or path.stem
@@ -259,7 +379,7 @@ def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | N
         return None, [ImportIssue(name, 1, "", "the file is empty: a header row is required")]
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
-        return None, [ImportIssue(name, 1, dupes[0], "column appears more than once")]
+        return None, [ImportIssue(name, 1, shown_name(dupes[0]), "column appears more than once")]
     try:
         frame = pd.read_csv(
             io.BytesIO(data),
@@ -271,7 +391,10 @@ def read_csv(path: str | Path, table: str | None = None) -> tuple[TableInput | N
         )
     except Exception:  # pyarrow reports ragged rows with its own exception types
         line, reason = _locate_bad_record(text, len(header))
-        return None, [ImportIssue(name, line, "", reason)]
+        read = _csv_module_frame(text, header) if line is None else None
+        if read is None:
+            return None, [ImportIssue(name, line, "", reason)]
+        return TableInput(table, read[0], name, read[1]), []
     lines = _line_numbers(data, len(frame))
     if len(lines) != len(frame):
         line, reason = _locate_bad_record(text, len(header))
@@ -357,13 +480,17 @@ def _log_with(issues: Iterable[ImportIssue] = ()) -> IssueLog:
     return log
 
 
-def validate_tables(engine: sa.Engine, inputs: Sequence[TableInput]) -> ImportReport:
-    """Validate ``inputs`` against each other and the database, writing nothing (a preview)."""
-    return _validate_tables(engine, inputs, _log_with())
+def validate_tables(
+    engine: sa.Engine, inputs: Sequence[TableInput], *, today: dt.date | None = None
+) -> ImportReport:
+    """Validate ``inputs`` against each other and the database, writing nothing (a preview).
+    ``today`` (default: today in UTC) sets the accepted dates
+    (:func:`crm_data.validation.date_window`)."""
+    return _validate_tables(engine, inputs, _log_with(), today)
 
 
 def _prepare(
-    inputs: Sequence[TableInput], conn: sa.Connection, log: IssueLog
+    inputs: Sequence[TableInput], conn: sa.Connection, log: IssueLog, today: dt.date | None = None
 ) -> tuple[list[TableInput], dict[str, str]]:
     """The canonical inputs ready to validate and the settings they carry: settings rows
     (crm_insights_meta) taken apart, currency codes normalised, estimated values filled."""
@@ -371,17 +498,19 @@ def _prepare(
 
     canonical, settings = currency.split_settings(inputs, log)
     canonical = currency.normalise_inputs(canonical, log)
-    return estimates.fill_estimates(canonical, conn, log), settings
+    return estimates.fill_estimates(canonical, conn, log, today), settings
 
 
-def _validate_tables(engine: sa.Engine, inputs: Sequence[TableInput], log: IssueLog) -> ImportReport:
+def _validate_tables(
+    engine: sa.Engine, inputs: Sequence[TableInput], log: IssueLog, today: dt.date | None = None
+) -> ImportReport:
     from crm_data import currency
 
     started = time.perf_counter()
     with connect_checked(engine) as conn:
-        canonical, settings = _prepare(inputs, conn, log)
-        tables = validate(canonical, conn, log)
-        currency.plan(conn, settings, canonical, log)
+        canonical, settings = _prepare(inputs, conn, log, today)
+        tables = validate(canonical, conn, log, today)
+        currency.plan(conn, settings, canonical, log, _midnight(today))
     return _report(log, tables, started)
 
 
@@ -389,19 +518,30 @@ def import_tables(
     engine: sa.Engine,
     inputs: Sequence[TableInput],
     progress: Progress | None = None,
+    stages: tuple[str, dict[str, str]] | None = None,
+    *,
+    today: dt.date | None = None,
 ) -> ImportReport:
     """Validate ``inputs``, then upsert them all in one transaction (nothing on any error).
 
-    ``progress(fraction, message)`` is called as the work advances (0..1).
+    ``progress(fraction, message)`` is called as the work advances (0..1). ``stages`` =
+    ``(mapping name, {stage label: won / lost / open})``: the user's stage assignments,
+    remembered for the next import (:func:`store_stages`) in the same transaction. ``today``
+    (default: today in UTC) sets the accepted dates (:func:`crm_data.validation.date_window`).
     Raises :class:`~crm_data.engines.DatabaseBusyError` when another process holds the
     DuckDB file, and the driver's error when the database cannot be used at all (a damaged
     file: :func:`~crm_data.engines.explain_database_error` says what to do).
     """
-    return _import_tables(engine, inputs, progress, _log_with())
+    return _import_tables(engine, inputs, progress, _log_with(), stages, today)
 
 
 def _import_tables(
-    engine: sa.Engine, inputs: Sequence[TableInput], progress: Progress | None, log: IssueLog
+    engine: sa.Engine,
+    inputs: Sequence[TableInput],
+    progress: Progress | None,
+    log: IssueLog,
+    stages: tuple[str, dict[str, str]] | None = None,
+    today: dt.date | None = None,
 ) -> ImportReport:
     from crm_data import currency
 
@@ -411,9 +551,9 @@ def _import_tables(
     with connect_checked(engine) as conn:
         with conn.begin() as transaction:
             dialects.include_ddl_in_transaction(conn)
-            canonical, settings = _prepare(inputs, conn, log)
-            tables = validate(canonical, conn, log)
-            conversion = currency.plan(conn, settings, canonical, log)
+            canonical, settings = _prepare(inputs, conn, log, today)
+            tables = validate(canonical, conn, log, today)
+            conversion = currency.plan(conn, settings, canonical, log, _midnight(today))
             report = _report(log, tables, started)
             if not report.ok:
                 transaction.rollback()
@@ -430,6 +570,8 @@ def _import_tables(
                 report.reporting_currency = currency.read_setting(conn, currency.REPORTING_CURRENCY)
                 if any(report.written.values()):
                     mark_contents(conn, IMPORTED)
+                if stages and stages[1]:
+                    store_stages(conn, *stages)
             except sa.exc.DBAPIError as error:
                 transaction.rollback()
                 if explain_database_error(error, engine.url) is not None:
@@ -478,6 +620,52 @@ def mark_contents(conn: sa.Connection, contents: str) -> None:
     conn.execute(meta.insert().values(key=CONTENTS, value=contents))
 
 
+#: The user's deal-stage assignments, per mapping (source): a stage the mapping cannot place
+#: as won, lost or open is assigned once (stage file, Import page) and remembered here for
+#: the next import. ``stage_key`` is the label compared ignoring case and blanks.
+stage_map = sa.Table(
+    "crm_insights_stage_map",
+    meta_metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("stage_key", sa.String(255), primary_key=True),
+    sa.Column("stage", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+)
+
+
+def stored_stages(bind: sa.Engine | sa.Connection, source: str) -> dict[str, str]:
+    """The stage assignments remembered for ``source`` (a mapping's name): label -> won /
+    lost / open; empty when none (or no such table: a database never imported into)."""
+    connection = bind.connect() if isinstance(bind, sa.Engine) else contextlib.nullcontext(bind)
+    with connection as conn:
+        if not sa.inspect(conn).has_table(stage_map.name):
+            return {}
+        rows = conn.execute(
+            sa.select(stage_map.c.stage, stage_map.c.status)
+            .where(stage_map.c.source == source)
+            .order_by(stage_map.c.stage)
+        )
+        return {stage: status for stage, status in rows}
+
+
+def store_stages(conn: sa.Connection, source: str, stages: dict[str, str]) -> None:
+    """Remember ``stages`` (label -> won / lost / open) for ``source``, in the caller's
+    transaction; creates the table when missing. A label assigned before is replaced."""
+    from crm_data.mappings.columns import stage_key
+    from crm_data.mappings.engine import check_stage_map
+
+    checked = check_stage_map(stages)  # raises MappingError for a status not won/lost/open
+    meta_metadata.create_all(conn, checkfirst=True)
+    labels = {stage_key(label): " ".join(str(label).split()) for label in stages}
+    conn.execute(
+        stage_map.delete().where(stage_map.c.source == source, stage_map.c.stage_key.in_(list(checked)))
+    )
+    conn.execute(
+        stage_map.insert(),
+        [{"source": source, "stage_key": k, "stage": labels[k], "status": v} for k, v in checked.items()],
+    )
+
+
 def recorded_contents(conn: sa.Connection) -> str | None:
     """What :func:`mark_contents` recorded last, or None (never recorded: an older
     database, or tables written by another tool)."""
@@ -519,7 +707,7 @@ def _write(
     missing = [t for t in schema.TABLES if t.name not in existing_tables(conn)]
     if missing:
         schema.metadata.create_all(conn, tables=missing, checkfirst=True)
-    schema.add_missing_columns(conn)
+    schema.add_missing_columns(conn)  # a database from before an optional column was added
     ordered = [tables[t.name] for t in schema.TABLES if t.name in tables]
     total = sum(len(t.frame) for t in ordered) or 1
     done = 0
@@ -557,26 +745,49 @@ def import_paths(
     paths: Sequence[str | Path],
     mapping: str | None = None,
     progress: Progress | None = None,
+    stages: dict[str, str] | None = None,
+    *,
+    today: dt.date | None = None,
     reporting_currency: str | None = None,
 ) -> ImportReport:
     """Import a CSV bundle (folders / ``<table>.csv`` files), or exports through ``mapping``
     (``crm_data.mappings.load_mapping(mapping).read(paths)``; what reading the exports
-    detected or repaired comes back as the report's warnings). ``reporting_currency``:
-    the ISO 4217 code amounts are converted into (:mod:`crm_data.currency`)."""
+    detected or repaired comes back as the report's warnings); ``today`` as in
+    :func:`import_tables`.
+
+    ``stages``: stage assignments (label -> won / lost / open, e.g. from a stage file) for
+    the deal stages the mapping cannot place; they add to (and replace) those remembered in
+    the database for this mapping, and are remembered in turn when the import succeeds.
+    ``reporting_currency``: the ISO 4217 code amounts are converted into
+    (:mod:`crm_data.currency`)."""
+    remember: tuple[str, dict[str, str]] | None = None
     if mapping:
         from crm_data.mappings import ReadReport, load_mapping
 
+        loaded = load_mapping(mapping)
         read = ReadReport()  # what reading detected or repaired: warnings, they do not stop the import
-        inputs = load_mapping(mapping).read([Path(p) for p in paths], report=read)
+        known = _stored_stages_if_readable(engine, loaded.name)
+        inputs = loaded.read(
+            [Path(p) for p in paths], report=read, stages={**known, **(stages or {})}, database=engine
+        )
         issues: list[ImportIssue] = [warning.issue() for warning in read.warnings]
+        remember = (loaded.name, dict(stages or {}))
     else:
         inputs, issues = read_bundle(paths)
-    if reporting_currency:
+    if reporting_currency:  # a setting of the import (crm_data.currency)
         setting = pd.DataFrame({"key": ["reporting_currency"], "value": [reporting_currency]}, dtype=object)
         inputs = [TableInput(meta.name, setting, "--reporting-currency", [1]), *inputs]
     log = _log_with(issues)
     if log.error_count:
-        report = _validate_tables(engine, inputs, log)
+        report = _validate_tables(engine, inputs, log, today)
         report.ok = False
         return report
-    return _import_tables(engine, inputs, progress, log)
+    return _import_tables(engine, inputs, progress, log, remember, today)
+
+
+def _stored_stages_if_readable(engine: sa.Engine, source: str) -> dict[str, str]:
+    """:func:`stored_stages`, or none when the database cannot be read yet (a new file)."""
+    try:
+        return stored_stages(engine, source)
+    except sa.exc.DBAPIError:
+        return {}

@@ -49,14 +49,7 @@ LEGAL_SUFFIXES: tuple[str, ...] = (
 _DROPPED = r"[.'`]"  # abbreviation dots and apostrophes vanish: "S.A." -> "sa", "O'Neil" -> "oneil"
 _PUNCTUATION = r"[,;:!?\"&()/\\_*+#@~|-]"  # other punctuation separates words
 #: (table, column) pairs whose future values are plans, not errors.
-PLANNED_COLUMNS = frozenset(
-    {
-        ("subscriptions", "ended_at"),
-        ("campaigns", "started_on"),
-        ("campaigns", "ended_on"),
-        ("exchange_rates", "valid_from"),  # a rate may be set ahead of its day
-    }
-)
+PLANNED_COLUMNS = schema.PLANNED_COLUMNS
 #: Key fields reported when missing.
 KEY_FIELDS: tuple[tuple[str, str], ...] = (
     ("accounts", "segment"),

@@ -2,7 +2,7 @@
 
 Every importer writes these tables and every KPI reads them. Conventions:
 
-* ids are text; timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
+* ids are text, and every primary-key column is required (NOT NULL); timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
   are ``DATE``; money is a double in one reporting currency. Deals and payments also keep
   the amount as the CRM wrote it (``amount_original``) in its ``currency`` (ISO 4217); the
   importer converts it into ``amount`` with :data:`exchange_rates` (``crm_data.currency``).
@@ -22,7 +22,8 @@ metadata = sa.MetaData()
 
 
 def _text(name: str, *args: object, required: bool = False, **kw: object) -> sa.Column:
-    return sa.Column(name, sa.String, *args, nullable=not required, **kw)
+    # a primary-key column is required (NOT NULL) whether or not ``required`` says so
+    return sa.Column(name, sa.String, *args, nullable=not (required or kw.get("primary_key")), **kw)
 
 
 def _time(name: str, required: bool = False) -> sa.Column:
@@ -134,6 +135,7 @@ deals = sa.Table(
     _time("closed_at"),
     _text("status", required=True),
     _text("lost_reason"),
+    _text("pipeline"),
     *_currency(),
 )
 
@@ -200,6 +202,13 @@ campaigns = sa.Table(
     _day("started_on"),
     _day("ended_on"),
     _money("cost"),
+    # a vendor's report figures for the whole campaign (e.g. Mailchimp's campaign report),
+    # for when there are no per-recipient responses
+    _count("recipients"),
+    _count("delivered"),
+    _count("opens"),
+    _count("clicks"),
+    _count("unsubscribes"),
 )
 
 campaign_responses = sa.Table(
@@ -296,6 +305,18 @@ ENUMS: dict[tuple[str, str], frozenset[str]] = {
 #: and are not checked.
 SCORE_SCALES: dict[str, tuple[float, float, bool]] = {"nps": (0, 10, True), "ces": (1, 7, False)}
 
+#: (table, column) pairs whose values are plans that may lie years ahead — a subscription's
+#: planned end, a campaign's days, a rate set ahead of its day — rather than records of
+#: what happened.
+PLANNED_COLUMNS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("subscriptions", "ended_at"),
+        ("campaigns", "started_on"),
+        ("campaigns", "ended_on"),
+        ("exchange_rates", "valid_from"),
+    }
+)
+
 COST_CATEGORIES: tuple[str, ...] = ("personnel", "production", "overhead", "marketing", "loyalty")
 
 
@@ -353,38 +374,43 @@ for _table, _columns in [
 
 
 def create_schema(bind: sa.Engine | sa.Connection) -> None:
-    """Create every missing canonical table (and its indexes); existing ones are kept, and
-    get the optional columns added since they were created (:func:`add_missing_columns`)."""
+    """Create every missing canonical table (and its indexes); existing ones are kept and
+    gain the optional columns added to the schema since they were created
+    (:func:`add_missing_columns`)."""
     metadata.create_all(bind, checkfirst=True)
-    add_missing_columns(bind)
-
-
-def column_names(conn: sa.Connection, table: str) -> set[str]:
-    """The columns an existing table of the database has (``SELECT * ... LIMIT 0``: the
-    DuckDB driver's inspector cannot list columns on every DuckDB version)."""
-    name = conn.dialect.identifier_preparer.quote(table)
-    return set(conn.exec_driver_sql(f"SELECT * FROM {name} LIMIT 0").keys())
-
-
-def add_missing_columns(bind: sa.Engine | sa.Connection) -> list[str]:
-    """Add to existing canonical tables the optional (nullable) columns they lack — a
-    database created before the column was added to the schema (e.g. ``deals.currency``).
-    Returns ``table.column`` of every column added."""
     if isinstance(bind, sa.Engine):
         with bind.begin() as conn:
-            return add_missing_columns(conn)
-    present = set(sa.inspect(bind).get_table_names())
+            add_missing_columns(conn)
+    else:
+        add_missing_columns(bind)
+
+
+def table_columns(conn: sa.Connection, name: str) -> set[str]:
+    """The column names of the existing table ``name`` (read from an empty SELECT: the
+    inspector's column reflection does not work on every dialect, DuckDB's included)."""
+    query = sa.select(sa.text("*")).select_from(sa.table(name)).where(sa.false())
+    return set(conn.execute(query).keys())
+
+
+def add_missing_columns(conn: sa.Connection) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for every optional (nullable) column of the schema that
+    an existing canonical table lacks: a database created before the column was added to
+    the schema (``deals.pipeline``, the campaign report figures) keeps working. Returns
+    ``table.column`` of the columns added; a missing REQUIRED column is left for the database
+    to report (it cannot be added without values)."""
+    present = set(sa.inspect(conn).get_table_names())
     added: list[str] = []
     for table in TABLES:
         if table.name not in present:
             continue
-        have = column_names(bind, table.name)
+        have = table_columns(conn, table.name)
         for column in table.columns:
             if column.name in have or not column.nullable:
                 continue
-            kind = column.type.compile(dialect=bind.dialect)
-            name = bind.dialect.identifier_preparer.quote(column.name)
-            table_name = bind.dialect.identifier_preparer.quote(table.name)
-            bind.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
+            kind = column.type.compile(dialect=conn.dialect)
+            preparer = conn.dialect.identifier_preparer
+            conn.exec_driver_sql(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.quote(column.name)} {kind}"
+            )
             added.append(f"{table.name}.{column.name}")
     return added

@@ -157,6 +157,10 @@ COLUMN_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("deals", "closed_at"): "When the deal was won or lost; empty while open.",
     ("deals", "status"): "The deal's outcome so far.",
     ("deals", "lost_reason"): "Why it was lost (free text).",
+    ("deals", "pipeline"): (
+        "The CRM pipeline the deal is in (free text, e.g. HubSpot's `Pipeline`); the pipeline "
+        "filter selects deals by it. Empty for a CRM with one pipeline."
+    ),
     ("deals", "amount_original"): (
         "The deal value as the CRM wrote it, in `currency`; the importer fills it from `amount` "
         "when a `currency` is given."
@@ -207,6 +211,14 @@ COLUMN_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("campaigns", "started_on"): "First day; a campaign belongs to the period of its start.",
     ("campaigns", "ended_on"): "Last day.",
     ("campaigns", "cost"): "Total cost of the campaign (money).",
+    ("campaigns", "recipients"): (
+        "The vendor report's number of recipients (sent), for the whole campaign; empty = "
+        "count `campaign_responses` instead."
+    ),
+    ("campaigns", "delivered"): "The vendor report's successful deliveries (whole campaign).",
+    ("campaigns", "opens"): "The vendor report's unique opens (whole campaign).",
+    ("campaigns", "clicks"): "The vendor report's unique clicks (whole campaign).",
+    ("campaigns", "unsubscribes"): "The vendor report's unsubscribes (whole campaign).",
     ("campaign_responses", "campaign_id"): "The campaign.",
     ("campaign_responses", "account_id"): "The recipient's account.",
     ("campaign_responses", "contact_id"): "The recipient.",
@@ -293,8 +305,8 @@ converted to UTC; any other time of day is an error.
 
 **Money** is a `number` in the one reporting currency of the database: every KPI sums
 `amount` as it is. `payments.amount` is signed: a negative amount is a
-refund (revenue nets refunds out). Costs, list prices and MRR are positive amounts by
-convention (not checked).
+refund (revenue nets refunds out). Which amounts may be negative and which may not is
+stated in *Value rules*.
 
 **Currencies.** Deals and payments may say in which currency the CRM wrote them
 (`currency`, an ISO 4217 code; empty = the reporting currency). The importer then keeps
@@ -315,6 +327,8 @@ and stored in lower case. Other text columns are free text.
 **Score scales.** The importer rejects scores outside their survey's scale:
 
 {score_scales}
+
+{value_rules}
 
 **Active customer.** A customer is an account with an active subscription: an account is
 *active at instant t* when one of its subscriptions has `started_at ≤ t < ended_at`
@@ -340,12 +354,14 @@ The import format (`python -m crm_data import PATH...`, and the dashboard's Impo
   Any subset of the columns, in any order, as long as the required ones are there; unknown
   columns are ignored with a warning; a column given twice is an error.
 * **All or nothing.** Everything is validated first — required columns and values, types,
-  enum values, score scales, duplicate keys within a file, and the foreign keys (the
+  enum values, score scales, the value rules (dates, numbers, order, text; see *Rules*),
+  duplicate keys within a file, and the foreign keys (the
   parent must be in the same import or already in the database). Every problem is reported
   as `file:row:column: reason` (row = line number in the file, the header is line 1; the
   first {max_errors} are listed, all are counted). On any error nothing is written. Otherwise
   every table is written in ONE transaction, parents first; a database error rolls it all
-  back. Missing tables are created.
+  back. Missing tables are created, and optional columns added to the schema since a
+  table was created are added to it.
 * **Upsert by id.** Rows are matched by their table's primary key: new keys are inserted;
   existing keys get the columns present in the file (columns absent from the file keep
   their values). Re-importing the same bundle changes nothing. `campaign_responses` has no
@@ -368,8 +384,12 @@ Every KPI is a function `(conn, filters, …) -> pandas.DataFrame`, `conn` a SQL
   no account-level list is set, and tables without an account column (web traffic, social
   media, campaigns) are not narrowed by them. `owners` select records by their own owner column
   (`deals.owner_id`, `interactions.user_id`), else through their account's `owner_id`;
-  `products` by their own `product_id`, else through their account's subscriptions. An
-  empty list means all.
+  `products` by their own `product_id`, else through their account's subscriptions;
+  `pipelines` select deals by `deals.pipeline` and narrow no other records. An empty list
+  means all. `scope` (`kpis.filters.Scope`: regions, countries, segments, industries,
+  owners; the signed-in user's) applies beside the lists and is never widened by them; a
+  restricted scope shows no records without an account and nothing of the tables without
+  an account column.
 * **Periods** are calendar {freqs} in UTC
   (`freq` = {freq_values}); a row's `period` is the period's first day; the rows
   are the periods whose first day lies in `[start, end)`, periods without data included,
@@ -440,12 +460,18 @@ def type_name(column: sa.Column) -> str:
 
 def is_required(column: sa.Column) -> bool:
     """True when every row must have a value: declared NOT NULL, or part of the primary key."""
-    return column.primary_key or not column.nullable
+    return validation.is_required(column)
 
 
 def enum_values(table: str, column: str) -> list[str]:
     """The allowed values of an enumerated column (sorted), or ``[]`` for free text."""
     return sorted(schema.ENUMS.get((table, column), ()))
+
+
+def _allowed(table: str, column: str) -> str:
+    """The *allowed values* cell: an enum's values, or a number column's range."""
+    bounds = validation.VALUE_RULES.get((table, column))
+    return str(bounds) if bounds is not None else _code_list(enum_values(table, column))
 
 
 def _soft_references(metadata: sa.MetaData) -> dict[tuple[str, str], str]:
@@ -497,11 +523,55 @@ def _score_scales() -> str:
     return "\n".join(lines)
 
 
+def _value_rules() -> str:
+    """The *Value rules* paragraph, from :mod:`crm_data.validation`'s rules."""
+    planned = ", ".join(f"`{t}.{c}`" for t, c in sorted(schema.PLANNED_COLUMNS))
+    years = validation.PLANNED_HORIZON_YEARS
+    event_years = validation.EVENT_HORIZON_YEARS
+    lines = [
+        "**Value rules** (`crm_data.validation`). The importer refuses, each reported as "
+        "`file:row:column: reason`:",
+        "",
+        f"* **Dates and timestamps** before `{validation.EARLIEST_DATE.isoformat()}`, or after "
+        f"today (UTC) + {event_years} year{'s' if event_years != 1 else ''} — records of what happened, "
+        "with room for scheduled ones and clocks that run ahead (the data-quality check reports "
+        f"every future one) — or, for the planned columns ({planned}), after today + {years} years. "
+        "The last day is included: on 2026-12-06, say, a subscription may end up to 2036-12-06 "
+        "23:59:59 and a payment lie up to 2027-12-06 23:59:59. `python -m crm_data import` and the Import page use the day of the "
+        "import; `today` is a parameter of `crm_data.importing.import_paths` and its siblings.",
+        "* **Numbers** outside their range (`crm_data.validation.VALUE_RULES`; also in the "
+        "*allowed values* of each table below):",
+        "",
+        "  | column | accepted values |",
+        "  |---|---|",
+    ]
+    lines += [f"  | `{t}.{c}` | {bounds} |" for (t, c), bounds in validation.VALUE_RULES.items()]
+    lines += [
+        "",
+        "  Signed on purpose: "
+        + "; ".join(
+            f"`{t}.{c}` (a negative amount is {why})" for (t, c), why in validation.SIGNED_COLUMNS.items()
+        )
+        + ". Survey scores follow *Score scales*; every other number may be any finite value.",
+        "* **An end before its start** within a row, when both are given: "
+        + ", ".join(f"`{t}.{later}` before `{earlier}`" for t, earlier, later in validation.ORDER_RULES)
+        + ". A timestamp at exactly midnight on the day of the earlier one is a date without its time "
+        "(a CRM's close date) and is not before it.",
+        f"* **Text** longer than {validation.MAX_TEXT_LENGTH:,d} characters in one value; ids (text "
+        "columns of a primary or foreign key, and every `*_id` column) longer than "
+        f"{validation.MAX_ID_LENGTH} characters; a NUL character (`\\x00`) in any text, on every "
+        "database (PostgreSQL cannot store one). A message quotes at most "
+        f"{validation.SHOWN_CHARACTERS} characters of a value, with its length.",
+    ]
+    return "\n".join(lines)
+
+
 def _rules() -> str:
     return RULES.format(
         true_words=" / ".join(f"`{w}`" for w in sorted(validation.TRUE_WORDS)),
         false_words=" / ".join(f"`{w}`" for w in sorted(validation.FALSE_WORDS)),
         score_scales=_score_scales(),
+        value_rules=_value_rules(),
     )
 
 
@@ -542,7 +612,7 @@ def _tables_part(
                 type_name(column),
                 "yes" if is_required(column) else "no",
                 _reference(column, soft),
-                _code_list(enum_values(table.name, column.name)),
+                _allowed(table.name, column.name),
                 descriptions[(table.name, column.name)],
             ]
             out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
@@ -607,7 +677,11 @@ def _kpi_part() -> list[str]:
     filter_fields = [f.name for f in dataclasses.fields(kpi_filters.Filters)]
     freqs = list(dialects.FREQS)
     text = KPI_CONTRACT.format(
-        filter_fields=", ".join(filter_fields[:2] + [f"{name}=()" for name in filter_fields[2:]]),
+        filter_fields=", ".join(
+            filter_fields[:2]
+            + [f"{name}=()" for name in filter_fields[2:] if name in kpi_filters.LIST_FIELDS]
+            + ["scope=Scope()"]
+        ),
         account_lists=", ".join(f"`{name}`" for name in kpi_filters.ACCOUNT_DIMENSIONS),
         freqs=", ".join(f"{f}s" for f in freqs[:-1]) + f" or {freqs[-1]}s",
         freq_values=", ".join(f'`"{f}"`' for f in freqs),
@@ -657,7 +731,8 @@ def render(
         f"The {len(metadata.tables)} canonical CRM tables that every importer writes and every KPI "
         "reads, with their columns, types, keys, references and allowed values, the rules their "
         "values follow, the CSV bundle import format and the KPI contract. Generated from "
-        "`crm_data/schema.py` (tables and columns), `crm_data/validation.py` (how values are read), "
+        "`crm_data/schema.py` (tables and columns), `crm_data/validation.py` (how values are read, "
+        "and the value rules), "
         "`crm_data/quality.py` (soft references) and `kpis/registry.py` (KPIs).",
         "",
         "Contents: [Rules](#rules) · [Tables](#tables) · [Allowed values](#allowed-values) · "

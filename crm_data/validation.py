@@ -1,11 +1,24 @@
 """Validation of canonical-table inputs before an import writes anything.
 
 Every check is vectorised with pandas (no Python loop per row): required columns and
-values, types (float, integer, boolean, date, timestamp), enum values
-(:data:`crm_data.schema.ENUMS`), survey scores within their scale
-(:data:`crm_data.schema.SCORE_SCALES`), duplicate primary keys (composite keys included) and
-the references declared as foreign keys in :mod:`crm_data.schema` (the parent must be in
-the same import or already in the database).
+values (primary-key columns are always required), types (float, integer, boolean, date,
+timestamp), enum values (:data:`crm_data.schema.ENUMS`), survey scores within their scale
+(:data:`crm_data.schema.SCORE_SCALES`), the value rules below, duplicate primary keys
+(composite keys included) and the references declared as foreign keys in
+:mod:`crm_data.schema` (the parent must be in the same import or already in the database).
+
+Value rules, declared here in one place, so that no database ever sees an impossible
+value (and all databases refuse the same ones):
+
+* dates and timestamps within :class:`DateWindow`: from :data:`EARLIEST_DATE` to today
+  (a parameter, default today in UTC) + :data:`EVENT_HORIZON_YEARS`, or
+  + :data:`PLANNED_HORIZON_YEARS` for :data:`crm_data.schema.PLANNED_COLUMNS`;
+* numbers within :data:`VALUE_RULES` (:data:`SIGNED_COLUMNS` may be negative);
+* :data:`ORDER_RULES`: an end not before its start in the same row;
+* text: at most :data:`MAX_TEXT_LENGTH` characters, ids (:func:`is_id`) at most
+  :data:`MAX_ID_LENGTH`, no NUL character.
+
+A message quotes at most :data:`SHOWN_CHARACTERS` characters of a value (:func:`quoted`).
 
 Each problem is an :class:`ImportIssue` whose ``str`` is ``file:row:column: reason``, with
 ``row`` the line number in the source file (the header is line 1). Only the first
@@ -21,6 +34,8 @@ stored in lower case.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +48,27 @@ import sqlalchemy as sa
 
 from crm_data import schema
 
+#: The longest text (characters) one field may hold; longer values are refused. The CSV
+#: readers accept longer fields (see :func:`allow_long_csv_fields`) so that this check, not
+#: the reader, reports them with their row and column.
+MAX_TEXT_LENGTH = 1_048_576
+#: The longest id (characters): ids are keys the databases index (a PostgreSQL B-tree
+#: entry holds at most about 2,700 bytes; 255 characters are at most 1,020 bytes of UTF-8).
+MAX_ID_LENGTH = 255
+#: Characters of a value a message quotes; a longer value is cut there and its length given.
+SHOWN_CHARACTERS = 40
+#: What Python's csv module is allowed to read in one field (its default is 128 KiB):
+#: more than :data:`MAX_TEXT_LENGTH`, so that over-long values reach the validation.
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform (a C long)
+#: The earliest day any date or timestamp column accepts.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+#: How many years after today a planned date (:data:`crm_data.schema.PLANNED_COLUMNS`: a
+#: subscription's end, a campaign's days) may lie.
+PLANNED_HORIZON_YEARS = 10
+#: How many years after today every other date or timestamp may lie: the records of things
+#: that happened, with room for scheduled ones and clocks that run ahead (the data-quality
+#: check reports every future one).
+EVENT_HORIZON_YEARS = 1
 #: How many errors are listed one by one (the rest are counted: "and N more").
 MAX_LISTED_ERRORS = 50
 #: How many warnings are listed one by one.
@@ -45,6 +81,104 @@ _LOOKUP_CHUNK = 1_000
 _TIMESTAMP_TEXT = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
 TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The accepted values of a number column: ``low <= value <= high`` (None: unbounded)."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"between {self.low:g} and {self.high:g}"
+        if self.low is not None:
+            return f"≥ {self.low:g}"
+        return f"≤ {self.high:g}"
+
+
+#: The value rules of number columns, in one place: (table, column) -> accepted values.
+#: Counts cannot be negative; a ticket takes at least one contact to resolve; a stage's win
+#: probability is a fraction; prices, MRR, deal amounts and campaign costs are not negative.
+#: Number columns not listed take any finite value — on purpose :data:`SIGNED_COLUMNS`; the
+#: survey scores follow their scale (:data:`crm_data.schema.SCORE_SCALES`).
+VALUE_RULES: dict[tuple[str, str], Bounds] = {
+    ("products", "list_price"): Bounds(low=0),
+    ("subscriptions", "mrr"): Bounds(low=0),
+    ("pipeline_stages", "probability"): Bounds(low=0, high=1),
+    ("deals", "amount"): Bounds(low=0),
+    ("tickets", "contacts_until_resolved"): Bounds(low=1),
+    ("campaigns", "cost"): Bounds(low=0),
+    **{
+        ("web_traffic", column): Bounds(low=0)
+        for column in ("sessions", "pageviews", "impressions", "clicks", "signups")
+    },
+    **{
+        ("social_media", column): Bounds(low=0)
+        for column in ("followers", "impressions", "engagements", "mentions")
+    },
+}
+#: Money columns that may be negative, and what a negative amount means.
+SIGNED_COLUMNS: dict[tuple[str, str], str] = {
+    ("payments", "amount"): "a refund, which revenue nets out",
+    ("costs", "amount"): "a credit or correction, netted out like a refund",
+}
+#: Order rules within a row: (table, earlier, later) — when both are given, ``later`` may
+#: not lie before ``earlier``. A timestamp at midnight may be a date without its time (a
+#: CRM's close date, say): on the same day as ``earlier`` it is not before it.
+ORDER_RULES: tuple[tuple[str, str, str], ...] = (
+    ("subscriptions", "started_at", "ended_at"),
+    ("deals", "created_at", "closed_at"),
+    ("tickets", "opened_at", "first_response_at"),
+    ("tickets", "opened_at", "resolved_at"),
+    ("campaigns", "started_on", "ended_on"),
+)
+
+
+def utc_today() -> dt.date:
+    """Today's date in UTC."""
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _years_after(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February -> 28 February
+        return day.replace(year=day.year + years, day=28)
+
+
+@dataclass(frozen=True)
+class DateWindow:
+    """The dates and timestamps an import accepts: from :data:`EARLIEST_DATE` to the end of
+    ``today`` + :data:`PLANNED_HORIZON_YEARS` for planned columns, + :data:`EVENT_HORIZON_YEARS`
+    for the others (both last days included)."""
+
+    today: dt.date
+    earliest: dt.date
+    latest_event: dt.date
+    latest_planned: dt.date
+
+    def latest(self, table: str, column: str) -> tuple[dt.date, str]:
+        """The last day ``table.column`` accepts, and how it is set (``today + 10 years``)."""
+        if (table, column) in schema.PLANNED_COLUMNS:
+            return self.latest_planned, _horizon_text(PLANNED_HORIZON_YEARS)
+        return self.latest_event, _horizon_text(EVENT_HORIZON_YEARS)
+
+
+def _horizon_text(years: int) -> str:
+    return f"today + {years} year" + ("" if years == 1 else "s")
+
+
+def date_window(today: dt.date | None = None) -> DateWindow:
+    """The :class:`DateWindow` of ``today`` (default: today in UTC)."""
+    today = today or utc_today()
+    return DateWindow(
+        today,
+        EARLIEST_DATE,
+        _years_after(today, EVENT_HORIZON_YEARS),
+        _years_after(today, PLANNED_HORIZON_YEARS),
+    )
 
 
 @dataclass(frozen=True)
@@ -161,8 +295,33 @@ def isin(values: pd.Series, allowed: pd.Series | set[str]) -> pd.Series:
     return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
 
 
+def quoted(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """``value`` as text, quoted for a message (``repr``); a value longer than ``limit``
+    characters is cut there and its length given: ``'xxxx'… (140,000 characters)``."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,d} characters)"
+
+
+def shown_name(name: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """A column label as a message shows it: as it is, or cut like :func:`quoted`."""
+    text = str(name)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,d} characters)"
+
+
+def allow_long_csv_fields() -> None:
+    """Let Python's csv module read fields up to :data:`CSV_FIELD_LIMIT` characters (its
+    default, 131,072, made a long comment or header cell an unreadable file). The limit is
+    process-wide; this only ever raises it."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
 def _quoted(values: pd.Series) -> list[str]:
-    return [repr(str(v)) for v in values]
+    return [quoted(v) for v in values]
 
 
 def _is_text(series: pd.Series) -> bool:
@@ -176,6 +335,11 @@ def _as_text(series: pd.Series) -> pd.Series:
     text = series.astype("str")
     blank = text.str.strip() == ""
     return text.mask(blank.fillna(False).astype(bool))
+
+
+def is_required(column: sa.Column) -> bool:
+    """True when every row must have a value: declared NOT NULL, or part of the primary key."""
+    return column.primary_key or not column.nullable
 
 
 def column_kind(column: sa.Column) -> str:
@@ -281,8 +445,10 @@ def _header_map(frame: pd.DataFrame) -> dict[str, list[str]]:
     return names
 
 
-def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
-    """Check one table's rows on their own (everything except references)."""
+def validate_input(item: TableInput, log: IssueLog, window: DateWindow | None = None) -> ValidTable | None:
+    """Check one table's rows on their own (everything except references); dates against
+    ``window`` (default: today's, :func:`date_window`)."""
+    window = window or date_window()
     if item.table not in schema.metadata.tables:
         log.add(ImportIssue(item.source, None, "", f"{item.table!r} is not a canonical table"))
         return None
@@ -302,21 +468,22 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
     for name, labels in names.items():
         if name not in table.c:
             for label in labels:
-                log.add(ImportIssue(source, 1, str(label), "unknown column, not imported", "warning"))
+                log.add(ImportIssue(source, 1, shown_name(label), "unknown column, not imported", "warning"))
         elif len(labels) > 1:
-            log.add(ImportIssue(source, 1, name, f"column appears {len(labels)} times"))
+            log.add(ImportIssue(source, 1, shown_name(name), f"column appears {len(labels)} times"))
     for column in table.columns:
-        if not column.nullable and column.name not in names:
+        if is_required(column) and column.name not in names:
             log.add(ImportIssue(source, 1, column.name, "required column is missing"))
 
     values: dict[str, pd.Series] = {}
+    raws: dict[str, pd.Series] = {}
     for column in table.columns:
         labels = names.get(column.name)
         if not labels:
             continue
         raw = frame[labels[0]]
         parsed, missing, invalid, reason = parse_column(raw, column, table.name)
-        if not column.nullable:
+        if is_required(column):
             log.add_rows(
                 source,
                 lines,
@@ -342,12 +509,176 @@ def validate_input(item: TableInput, log: IssueLog) -> ValidTable | None:
                     column.name,
                     lambda p, r=raw, why=reason: [f"{why}: {v}" for v in _quoted(r.iloc[p])],
                 )
+        kind = column_kind(column)
+        if kind == "text" and (table.name, column.name) not in schema.ENUMS:
+            parsed = _check_text(parsed, column, source, lines, log)
+        elif kind in ("date", "timestamp"):
+            parsed = _check_window(parsed, raw, column, window, source, lines, log)
+        elif (table.name, column.name) in VALUE_RULES:
+            _check_bounds(parsed, raw, column, VALUE_RULES[table.name, column.name], source, lines, log)
         values[column.name] = parsed
+        raws[column.name] = raw
     typed = pd.DataFrame(values, index=frame.index)
+    _check_order(table, typed, raws, source, lines, log)
     _check_duplicate_keys(table, typed, source, lines, log)
     if table is schema.survey_responses:
         _check_score_scales(typed, source, lines, log)
     return ValidTable(table, typed, source, lines)
+
+
+def is_id(column: sa.Column) -> bool:
+    """True for the id columns (the keys databases index): text columns of a primary key or
+    a foreign key, and every ``*_id`` column."""
+    return column_kind(column) == "text" and (
+        column.primary_key or bool(column.foreign_keys) or column.name.endswith("_id")
+    )
+
+
+def _check_text(
+    text: pd.Series, column: sa.Column, source: str, lines: np.ndarray, log: IssueLog
+) -> pd.Series:
+    """Text no database refuses: no NUL character (PostgreSQL cannot store one), at most
+    :data:`MAX_TEXT_LENGTH` characters, ids at most :data:`MAX_ID_LENGTH`. Returns ``text``
+    with the refused values missing (so that a reference check does not report them again)."""
+    given = text.notna()
+    if not given.any():
+        return text
+    limit, what = (MAX_ID_LENGTH, "id") if is_id(column) else (MAX_TEXT_LENGTH, "text")
+    nul = given & text.str.contains("\x00", regex=False).fillna(False).astype(bool)
+    too_long = given & ~nul & (text.str.len() > limit).fillna(False).astype(bool)
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(nul.to_numpy()),
+        column.name,
+        lambda p: [
+            f"contains a NUL character (\\x00), which databases cannot store: {v}"
+            for v in _quoted(text.iloc[p])
+        ],
+    )
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(too_long.to_numpy()),
+        column.name,
+        lambda p: [f"{what} longer than {limit:,d} characters: {v}" for v in _quoted(text.iloc[p])],
+    )
+    refused = nul | too_long
+    return text.mask(refused) if refused.any() else text
+
+
+def _number_text(value: float) -> str:
+    number = float(value)
+    if number.is_integer() and abs(number) < 1e16:
+        return str(int(number))
+    return repr(number)
+
+
+def _check_bounds(
+    numbers: pd.Series,
+    raw: pd.Series,
+    column: sa.Column,
+    bounds: Bounds,
+    source: str,
+    lines: np.ndarray,
+    log: IssueLog,
+) -> None:
+    """Numbers outside ``bounds`` (:data:`VALUE_RULES`)."""
+    values = numbers.astype("float64")
+    outside = pd.Series(False, index=numbers.index)
+    if bounds.low is not None:
+        outside |= (values < bounds.low).fillna(False).astype(bool)
+    if bounds.high is not None:
+        outside |= (values > bounds.high).fillna(False).astype(bool)
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(outside.to_numpy()),
+        column.name,
+        lambda p: [f"{_number_text(v)} is out of range (must be {bounds})" for v in values.iloc[p]],
+    )
+
+
+def _time_text(raw: object, value: pd.Timestamp) -> str:
+    """A date or timestamp for a message: as the file wrote it (text), else in ISO 8601 (UTC)."""
+    if isinstance(raw, str):
+        return shown_name(raw.strip())
+    text = value.isoformat()
+    return text.removesuffix("T00:00:00")
+
+
+def _time_texts(raw: pd.Series, values: pd.Series, positions: np.ndarray) -> list[str]:
+    return [_time_text(r, v) for r, v in zip(raw.iloc[positions], values.iloc[positions], strict=True)]
+
+
+def _check_window(
+    values: pd.Series,
+    raw: pd.Series,
+    column: sa.Column,
+    window: DateWindow,
+    source: str,
+    lines: np.ndarray,
+    log: IssueLog,
+) -> pd.Series:
+    """Dates and timestamps outside ``window``; returns ``values`` with those missing (so that
+    the order rules do not report them again)."""
+    given = values.notna()
+    if not given.any():
+        return values
+    latest, horizon = window.latest(column.table.name, column.name)
+    early = given & (values < pd.Timestamp(window.earliest))
+    late = given & (values >= pd.Timestamp(latest) + pd.Timedelta(days=1))
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(early.to_numpy()),
+        column.name,
+        lambda p: [
+            f"{v} is before the earliest accepted date {window.earliest.isoformat()}"
+            for v in _time_texts(raw, values, p)
+        ],
+    )
+    log.add_rows(
+        source,
+        lines,
+        np.flatnonzero(late.to_numpy()),
+        column.name,
+        lambda p: [
+            f"{v} is after the latest accepted date {latest.isoformat()} ({horizon})"
+            for v in _time_texts(raw, values, p)
+        ],
+    )
+    refused = early | late
+    return values.mask(refused) if refused.any() else values
+
+
+def _check_order(
+    table: sa.Table,
+    typed: pd.DataFrame,
+    raws: dict[str, pd.Series],
+    source: str,
+    lines: np.ndarray,
+    log: IssueLog,
+) -> None:
+    """:data:`ORDER_RULES`: a later column before its earlier one, reported on the later."""
+    for name, earlier, later in ORDER_RULES:
+        if name != table.name or earlier not in typed.columns or later not in typed.columns:
+            continue
+        first, then = typed[earlier], typed[later]
+        before = first.notna() & then.notna() & (then < first)
+        # a midnight on the day of ``earlier`` may be a date without its time: not before it
+        same_day = (then == then.dt.normalize()) & (then.dt.normalize() == first.dt.normalize())
+        wrong = (before & ~same_day).fillna(False).astype(bool)
+        log.add_rows(
+            source,
+            lines,
+            np.flatnonzero(wrong.to_numpy()),
+            later,
+            lambda p, a=first, b=then, e=earlier, ra=raws[earlier], rb=raws[later]: [
+                f"{v} is before {e} {w}"
+                for v, w in zip(_time_texts(rb, b, p), _time_texts(ra, a, p), strict=True)
+            ],
+        )
 
 
 def _check_score_scales(typed: pd.DataFrame, source: str, lines: np.ndarray, log: IssueLog) -> None:
@@ -407,7 +738,10 @@ def _check_duplicate_keys(
     def reasons(shown: np.ndarray) -> list[str]:
         texts = _key_text(typed, shown, keys)
         firsts = first_position.loc[typed.index[shown]].to_numpy()
-        return [f"duplicate key {t!r} (first on line {lines[f]})" for t, f in zip(texts, firsts, strict=True)]
+        return [
+            f"duplicate key {quoted(t)} (first on line {lines[f]})"
+            for t, f in zip(texts, firsts, strict=True)
+        ]
 
     log.add_rows(source, lines, positions, label, reasons)
 
@@ -478,9 +812,11 @@ def check_references(
 
 
 def validate(
-    inputs: Sequence[TableInput], conn: sa.Connection | None, log: IssueLog
+    inputs: Sequence[TableInput], conn: sa.Connection | None, log: IssueLog, today: dt.date | None = None
 ) -> dict[str, ValidTable]:
-    """Validate every input (one per table) and their references; issues go to ``log``."""
+    """Validate every input (one per table) and their references; issues go to ``log``.
+    ``today`` (default: today in UTC) sets the accepted dates (:func:`date_window`)."""
+    window = date_window(today)
     tables: dict[str, ValidTable] = {}
     sources: dict[str, str] = {}
     for item in inputs:
@@ -491,7 +827,7 @@ def validate(
                 )
             )
             continue
-        valid = validate_input(item, log)
+        valid = validate_input(item, log, window)
         if valid is not None:
             sources[item.table] = item.source
             tables[item.table] = valid

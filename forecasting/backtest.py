@@ -24,10 +24,13 @@ Metrics, pooled over every (fold, step) pair; ``e = actual − mean``:
   fewer than 24 points); folds whose scale is 0 (a constant window) are skipped; NaN
   when all are;
 * ``coverage80`` / ``coverage95`` = share of actuals inside [lo80, hi80] / [lo95, hi95]
-  (bounds included), so each is in [0, 1].
+  (bounds included), so each is in [0, 1]: the model's own intervals, before the
+  calibration of ``forecasting.calibration``.
 
 Intervals are tidied exactly like the final forecast's (ordered; clipped at 0 when the
-training window has no negative value).
+training window has no negative value). Each row of ``errors`` also keeps the model's own
+standard deviation for the step (``sd``, from its unclipped 80 % interval) and whether the
+window had no negative value (``non_negative``), which the calibration uses.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.models import REGISTRY, ForecastModel
-from forecasting.models.base import MIN_SEASONAL_POINTS
+from forecasting.models.base import MIN_SEASONAL_POINTS, model_sd
 from forecasting.models.seasonal_naive import in_sample_mae
 from forecasting.threads import single_threaded_blas
 
@@ -142,7 +145,10 @@ def _backtest(
         train = y[:origin]
         if origin != plan.first_origin:
             fitted = model.fit(train) if refit else fitted.extend(train)
-        prediction = fitted.predict(plan.horizon).tidy(non_negative=bool(np.min(train) >= 0))
+        raw = fitted.predict(plan.horizon)
+        non_negative = bool(np.min(train) >= 0)
+        prediction = raw.tidy(non_negative)
+        sd = model_sd(raw)
         actual = y[origin : origin + plan.horizon]
         scale = in_sample_mae(train)
         for step in range(plan.horizon):
@@ -157,6 +163,8 @@ def _backtest(
                     "lo95": prediction.lo95[step],
                     "hi95": prediction.hi95[step],
                     "scale": scale,
+                    "sd": sd[step],
+                    "non_negative": non_negative,
                 }
             )
     errors = pd.DataFrame(rows)

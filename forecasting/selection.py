@@ -8,7 +8,22 @@ when nothing could be backtested (fewer than 6 points) the seasonal naive foreca
 ``model=`` forces a model (the backtest of every model is still reported).
 
 The chosen model is then fitted to the whole series (it chooses its specification again, by
-AIC, on all the data) and forecasts ``horizon`` months.
+AIC, on all the data) and forecasts ``horizon`` months. Its intervals are calibrated on the
+errors of a longer backtest of the chosen model (``forecasting.calibration``: scaled split
+conformal over up to 48 folds; the selection backtest's errors if that one fails; the
+model's own intervals when there are fewer than 20 errors), and ``intervals`` says how
+often the calibrated intervals covered the actuals of folds the calibration had not seen.
+
+**Reliability** (``reliable`` and ``reliability``): a forecast is *not reliable* when
+
+* the chosen model could not be backtested (too few months): its accuracy is unknown;
+* its backtest MASE is not a number (constant training windows): accuracy unknown;
+* it did worse than seasonal naive in the same backtest (a forced model, or the fallback);
+* its backtest MASE is above ``MAX_RELIABLE_MASE`` (1): its errors were larger than the
+  seasonal naive's in-sample errors on the same training windows — the page's own reading
+  of MASE ("below 1 beats the baseline").
+
+The Forecast page then warns and draws no forecast line.
 
 Awkward data never raises; each fix is stated in ``notes``:
 
@@ -36,11 +51,21 @@ import numpy as np
 import pandas as pd
 
 from forecasting.backtest import BacktestResult, backtest, backtest_plan, backtest_table
+from forecasting.calibration import (
+    MIN_POINTS,
+    NO_HELD_OUT,
+    HeldOutCoverage,
+    calibrate,
+    calibration_plan,
+    held_out_coverage,
+)
 from forecasting.models import MODELS, REGISTRY
 from forecasting.models.base import MIN_SEASONAL_POINTS, Prediction
 from forecasting.threads import single_threaded_blas
 
 TIE_TOLERANCE = 0.01
+#: A chosen model whose backtest MASE is above this is not reliable (module docstring).
+MAX_RELIABLE_MASE = 1.0
 MIN_MODEL_POINTS = 6
 FORECAST_COLUMNS = ["period", "mean", "lo80", "hi80", "lo95", "hi95"]
 DISPLAY_NAMES = {"seasonal_naive": "seasonal naive", "theta": "Theta", "ets": "ETS", "sarimax": "SARIMAX"}
@@ -57,7 +82,12 @@ class ForecastResult:
     * ``history``: the cleaned monthly series the models saw;
     * ``notes``: every adjustment, fallback and warning, one sentence each;
     * ``reason``: one sentence saying why this model was chosen;
-    * ``spec``: the chosen model's specification in the final fit, e.g. ``ETS(A,Ad,A)``.
+    * ``spec``: the chosen model's specification in the final fit, e.g. ``ETS(A,Ad,A)``;
+    * ``reliable``: False when the forecast should not be shown as one (rules in the module
+      docstring); ``reliability``: one sentence saying why or why not;
+    * ``calibrated``: whether the intervals were calibrated on the backtest's errors;
+      ``held_out``: the chosen model's held-out coverage of the calibrated intervals (and of
+      its own, on the same points); ``intervals``: one sentence stating both.
     """
 
     model: str
@@ -67,6 +97,11 @@ class ForecastResult:
     notes: list[str] = field(default_factory=list)
     reason: str = ""
     spec: str = ""
+    reliable: bool = False
+    reliability: str = ""
+    calibrated: bool = False
+    held_out: HeldOutCoverage = NO_HELD_OUT
+    intervals: str = ""
 
 
 @contextmanager
@@ -222,6 +257,90 @@ def _override_reason(chosen: str, automatic: str, results: dict[str, BacktestRes
     return f"{DISPLAY_NAMES[chosen]} was chosen by override{detail}."
 
 
+def _calibration_errors(
+    y: np.ndarray,
+    chosen: str,
+    results: dict[str, BacktestResult],
+    horizon: int,
+    refit: bool,
+    notes: list[str],
+) -> pd.DataFrame | None:
+    """The backtest errors the chosen model's intervals are calibrated on: its calibration
+    backtest (``forecasting.calibration.calibration_plan``), else its selection backtest,
+    else None."""
+    selected = results.get(chosen)
+    if selected is None or selected.errors.empty or "sd" not in selected.errors:
+        return None
+    plan = calibration_plan(len(y), horizon)
+    if plan is None or plan == selected.plan:
+        return selected.errors
+    with captured_warnings(notes, f"{DISPLAY_NAMES[chosen]} calibration backtest"):
+        try:
+            return backtest(y, chosen, plan=plan, refit=refit).errors
+        except Exception as error:  # statsmodels raises many kinds; never fail the page
+            notes.append(
+                f"{DISPLAY_NAMES[chosen]}'s calibration backtest failed ({error}); its intervals are "
+                "calibrated on the selection backtest instead."
+            )
+    return selected.errors
+
+
+def reliability(chosen: str, results: dict[str, BacktestResult]) -> tuple[bool, str]:
+    """(reliable, one sentence) for the model ``chosen`` given every model's backtest
+    (rules in the module docstring)."""
+    name = DISPLAY_NAMES[chosen]
+    result = results.get(chosen)
+    if result is None:
+        return False, (
+            f"Not reliable: {name} could not be backtested on this series (too few months), "
+            "so its accuracy is unknown."
+        )
+    mase = result.metrics.get("mase", math.nan)
+    if not math.isfinite(mase):
+        return False, (
+            f"Not reliable: {name}'s backtest error cannot be compared with the seasonal naive baseline "
+            "(its training windows were constant), so its accuracy is unknown."
+        )
+    baseline = (
+        results["seasonal_naive"].metrics.get("mase", math.nan) if "seasonal_naive" in results else math.nan
+    )
+    if chosen != "seasonal_naive" and math.isfinite(baseline) and mase > baseline:
+        return False, (
+            f"Not reliable: {name} did worse than the seasonal naive baseline in the backtest "
+            f"(MASE {mase:.2f} against {baseline:.2f})."
+        )
+    if mase > MAX_RELIABLE_MASE:
+        return False, (
+            f"Not reliable: in the backtest {name}'s errors were {mase:.2f} times the seasonal naive "
+            f"baseline's in-sample error (MASE {mase:.2f}, above {MAX_RELIABLE_MASE:g}), worse than the baseline."
+        )
+    return True, f"Backtest MASE {mase:.2f}: {name} beat the seasonal naive baseline's in-sample error."
+
+
+def _percent(share: float) -> str:
+    return f"{share:.0%}".replace("%", " %")
+
+
+def intervals_sentence(calibrated: bool, held_out: HeldOutCoverage, errors: int) -> str:
+    """What the intervals are and how often they covered held-out backtest actuals."""
+    if not calibrated and errors == 0:
+        return "Intervals are the model's own, not calibrated: there is no backtest to calibrate them on."
+    if not calibrated:
+        return (
+            f"Intervals are the model's own, not calibrated: its backtest has {errors} usable errors, "
+            f"fewer than the {MIN_POINTS} a calibration needs."
+        )
+    head = f"Intervals calibrated on {errors} backtest errors of the model"
+    if held_out.points == 0:
+        return head + "; too few folds to measure them on folds the calibration did not see."
+    return (
+        f"{head}. On {_plural(held_out.folds, 'later fold')} not used to calibrate them ({held_out.points} "
+        f"forecast months), the 80 % interval covered {_percent(held_out.coverage80)} and the 95 % interval "
+        f"{_percent(held_out.coverage95)} of the actual values (the model's own intervals: "
+        f"{_percent(held_out.model80)} and {_percent(held_out.model95)})."
+    )
+
+
 def forecast(
     series: pd.Series,
     horizon: int = 12,
@@ -248,7 +367,13 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
     if n == 0:
         notes.append("No data to forecast.")
         return ForecastResult(
-            "none", _empty_forecast(), backtest_table([]), history, notes, "No data to forecast."
+            "none",
+            _empty_forecast(),
+            backtest_table([]),
+            history,
+            notes,
+            "No data to forecast.",
+            reliability="No data to forecast.",
         )
     y = history.to_numpy(dtype=float)
     non_negative = bool(y.min() >= 0)
@@ -327,11 +452,31 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
         reason = _reason(chosen, metric, results, fitted.label)
     else:
         reason = f"{fitted.label} is used because there was too little data to compare models."
+    errors = _calibration_errors(y, chosen, results, horizon, refit, notes)
+    calibration = calibrate(errors, start=len(y)) if errors is not None else None
+    held_out = NO_HELD_OUT
+    if calibration is not None:
+        raw = calibration.apply(raw)
+        prediction = raw.tidy(non_negative)
+        held_out = held_out_coverage(errors)
+    usable = int(errors["sd"].gt(0).sum()) if errors is not None else 0
     if non_negative and np.nanmin(np.r_[raw.mean, raw.lo80, raw.lo95]) < 0:
         notes.append(
             "Forecast values or interval bounds below 0 were clipped at 0 (the history has no negative value)."
         )
     reason = reason[:1].upper() + reason[1:]
+    reliable, why = reliability(chosen, results)
     return ForecastResult(
-        chosen, _forecast_frame(history, prediction), table, history, notes, reason, fitted.label
+        chosen,
+        _forecast_frame(history, prediction),
+        table,
+        history,
+        notes,
+        reason,
+        fitted.label,
+        reliable=reliable,
+        reliability=why,
+        calibrated=calibration is not None,
+        held_out=held_out,
+        intervals=intervals_sentence(calibration is not None, held_out, usable),
     )

@@ -170,7 +170,9 @@ def churned_accounts(
 
     Rule: active at s = ``period`` and not active at e = the next period's first instant
     (same as :func:`churn_rate`). ``ended_at`` / ``end_reason`` come from the latest-ending
-    of the account's subscriptions that were active at s; ``lost_mrr`` sums their MRR.
+    of the account's subscriptions that were active at s; ``lost_mrr`` sums their MRR (NULL
+    MRR counts as 0, so an account whose MRR is all missing lost 0, and the accounts'
+    lost_mrr add up to ``customer_base``'s churned_mrr).
 
     Columns: account_id, name, segment, industry, company_size, region, country,
     acquisition_channel, owner_id, lost_mrr, ended_at, end_reason (ordered by ended_at).
@@ -191,7 +193,10 @@ def churned_accounts(
             subscriptions.c.account_id,
             subscriptions.c.ended_at,
             subscriptions.c.end_reason,
-            sa.func.sum(subscriptions.c.mrr).over(partition_by=subscriptions.c.account_id).label("lost_mrr"),
+            # NULL MRR counts as 0, as in kpis.customer_base (all NULL: 0, not NULL)
+            sa.func.sum(sa.func.coalesce(subscriptions.c.mrr, sa.literal(0.0, sa.Double())))
+            .over(partition_by=subscriptions.c.account_id)
+            .label("lost_mrr"),
             sa.func.row_number()
             .over(
                 partition_by=subscriptions.c.account_id,

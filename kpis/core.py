@@ -160,6 +160,37 @@ def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, 
     return centre - half, centre + half
 
 
+def ratio_interval(
+    numerator: np.ndarray,
+    denominator: np.ndarray,
+    numerator_squares: np.ndarray,
+    products: np.ndarray,
+    denominator_squares: np.ndarray,
+    n: np.ndarray,
+    z: float = Z95,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Delta-method (linearisation) interval of a ratio of sums R = Σy ÷ Σx over n units,
+    from per-period sums that add up over any grouping (so roll-ups can hold them).
+
+    With Σy = ``numerator``, Σx = ``denominator``, Σy² = ``numerator_squares``, Σxy =
+    ``products``, Σx² = ``denominator_squares``: Q = Σ(y_i − R·x_i)² = Σy² − 2R·Σxy + R²·Σx²
+    (negative rounding clamped to 0), Var(R) ≈ n ÷ (n − 1) · Q ÷ (Σx)², bounds R ∓ z·√Var(R).
+    NaN where Σx = 0 or n < 2. Element-wise over arrays; bounds not clipped."""
+    x, y = np.asarray(denominator, dtype="float64"), np.asarray(numerator, dtype="float64")
+    units = np.asarray(n, dtype="float64")
+    valid = (x != 0) & (units >= 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(valid, y / x, np.nan)
+        q = (
+            np.asarray(numerator_squares)
+            - 2 * r * np.asarray(products)
+            + r * r * np.asarray(denominator_squares)
+        )
+        variance = units / (units - 1) * np.maximum(q, 0.0) / (x * x)
+        half = np.where(valid, z * np.sqrt(variance), np.nan)
+    return r - half, r + half
+
+
 def ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, NaN when the denominator is 0 (nothing to measure)."""
     return numerator / denominator if denominator else math.nan
@@ -179,3 +210,20 @@ def period_table(periods: list[pd.Timestamp], freq: str, name: str = "periods") 
         for p in periods
     ]
     return (rows[0] if len(rows) == 1 else sa.union_all(*rows)).cte(name)
+
+
+def as_of(today: dt.date | None = None) -> dt.date:
+    """The day the data runs up to, exclusive: ``today`` (injectable for tests), else today
+    in UTC. Records of this day are not complete yet."""
+    return today or dt.datetime.now(dt.UTC).date()
+
+
+def is_partial(period: object, freq: str, end: dt.date, today: dt.date | None = None) -> bool:
+    """True when the period starting at ``period`` is not complete in a view of ``[…, end)``
+    as of ``today``: its end lies after the range end or after today (:func:`as_of`), so it
+    holds only some of its days (the current month, or a month the range cuts).
+
+    The one definition of a partial period: charts mark these, exports flag them and
+    period-over-period changes leave them out."""
+    cut = pd.Timestamp(min(end, as_of(today)))
+    return period_end(pd.Timestamp(period), freq) > cut

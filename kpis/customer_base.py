@@ -19,18 +19,37 @@ import sqlalchemy as sa
 from crm_data import schema
 from crm_data.dialects import period_start
 from kpis import rollups
-from kpis.core import connection, period_end, period_found, period_starts
+from kpis.core import connection, period_end, period_found, period_starts, ratio_interval
 from kpis.filters import Filters, in_day_range, scope
 from kpis.revenue import _per_account_period, period_grid
 
 COUNTS = ["customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"]
 MRR = ["mrr_at_start", "expansion", "contraction", "churned_mrr"]
+#: Per-account sums of squares and products of the accounts active at s, for the MRR
+#: ratios' intervals (x = MRR at s, y = MRR at e, g = min(x, y) of the retained, 0 if lost).
+SPREAD = [
+    "mrr_at_start_squares",
+    "net_mrr_squares",
+    "net_mrr_products",
+    "gross_mrr_squares",
+    "gross_mrr_products",
+]
 RATES = ["churn_rate", "revenue_churn_rate", "net_revenue_retention", "gross_revenue_retention"]
+#: Delta-method 95 % intervals of the MRR ratios (see :func:`customer_base`).
+INTERVALS = [
+    "revenue_churn_ci_low",
+    "revenue_churn_ci_high",
+    "nrr_ci_low",
+    "nrr_ci_high",
+    "grr_ci_low",
+    "grr_ci_high",
+]
 COLUMNS = [
     "period",
     *COUNTS,
     *MRR,
     *RATES,
+    *INTERVALS,
     "retention_costs",
     "cost_per_retained_customer",
     *schema.COST_CATEGORIES,
@@ -61,7 +80,7 @@ def _base_statement(dialect: sa.Dialect, f: Filters, freq: str, costs: bool) -> 
         return sa.select(activity)
     spent = _cost_statement(dialect, f, freq).subquery("spent")
     return (
-        sa.select(grid.c.i, *[activity.c[c] for c in [*COUNTS, *MRR]], *[spent.c[c] for c in _COST_SUMS])
+        sa.select(grid.c.i, *[activity.c[c] for c in _ACTIVITY], *[spent.c[c] for c in _COST_SUMS])
         .select_from(
             grid.outerjoin(activity, activity.c.i == grid.c.i).outerjoin(
                 spent, spent.c.period == period_start(dialect, grid.c.s, freq)
@@ -78,6 +97,9 @@ def _activity_statement(f: Filters, grid: sa.CTE, by: tuple[str, ...] = ()) -> s
     at_s, at_e = per.c.act_s == ONE, per.c.act_e == ONE
     lost, kept = sa.and_(at_s, per.c.act_e == NONE), sa.and_(at_s, at_e)
     change = per.c.mrr_e - per.c.mrr_s
+    # per account active at s: x = MRR at s; y = MRR at e (0 when lost); g = min(x, y) (0 when lost)
+    x, y = per.c.mrr_s, per.c.mrr_e
+    g = sa.case((change < ZERO, y), else_=x)
     accounts = schema.accounts
     groups = [per.c.i, *(accounts.c[column] for column in by)]
     statement = sa.select(
@@ -91,6 +113,11 @@ def _activity_statement(f: Filters, grid: sa.CTE, by: tuple[str, ...] = ()) -> s
         sa.func.sum(sa.case((sa.and_(kept, change > ZERO), change), else_=ZERO)).label("expansion"),
         sa.func.sum(sa.case((sa.and_(kept, change < ZERO), -change), else_=ZERO)).label("contraction"),
         sa.func.sum(sa.case((lost, per.c.mrr_s), else_=ZERO)).label("churned_mrr"),
+        sa.func.sum(sa.case((at_s, x * x), else_=ZERO)).label("mrr_at_start_squares"),
+        sa.func.sum(sa.case((kept, y * y), else_=ZERO)).label("net_mrr_squares"),
+        sa.func.sum(sa.case((kept, x * y), else_=ZERO)).label("net_mrr_products"),
+        sa.func.sum(sa.case((kept, g * g), else_=ZERO)).label("gross_mrr_squares"),
+        sa.func.sum(sa.case((kept, x * g), else_=ZERO)).label("gross_mrr_products"),
     )
     if by:
         statement = statement.select_from(per.outerjoin(accounts, accounts.c.account_id == per.c.account_id))
@@ -147,6 +174,19 @@ def customer_base(
       in [start, end)), split by category; cost_per_retained_customer = retention_costs ÷
       retained_customers. ``costs=False`` skips the cost query (cost columns absent).
 
+    Intervals of the MRR ratios (money ratios, not proportions: delta method over the n =
+    customers_at_start accounts active at s, :func:`kpis.core.ratio_interval`): per account
+    x = MRR at s, y = MRR at e (0 when lost), g = min(x, y) (0 when lost), so NRR = Σy ÷ Σx
+    and GRR = Σg ÷ Σx; Var(R) ≈ n ÷ (n − 1) · Σ(y_i − R·x_i)² ÷ (Σx)², computed from the
+    sums Σx², Σy², Σxy (Σg², Σxg for GRR) the database adds up (the roll-ups hold them);
+    nrr_ci_low / nrr_ci_high = NRR ∓ 1.959964·√Var, the low bound clipped at 0;
+    grr_ci_low / grr_ci_high likewise, clipped to [0, 1]; revenue churn = 1 − GRR, so
+    revenue_churn_ci_low / _high = 1 − grr_ci_high / 1 − grr_ci_low. NaN when mrr_at_start is
+    0 or fewer than 2 accounts; a normal approximation, unreliable for few accounts: a rate
+    with customers_at_start < 30 (churn, NRR, GRR, revenue churn) or a cost per retained
+    customer with retained_customers < 30 is a low sample (``churn_rate``,
+    ``revenue_retention`` and ``retention_cost`` carry the ``low_sample`` flag).
+
     Ratios are NaN when their denominator is 0. One row per period whose first day lies in
     ``[f.start, f.end)``, in order. Read from the roll-ups when they apply
     (``kpis.rollups``: same numbers). Columns: ``COLUMNS``.
@@ -160,10 +200,10 @@ def customer_base(
         found = _rolled_up(c, f, freq, periods, costs)
         if found is None:
             found = {int(row[0]): row[1:] for row in c.execute(_base_statement(c.dialect, f, freq, costs))}
-    zeros = (0,) * (len(COUNTS) + len(MRR) + len(sums))
+    zeros = (0,) * (len(_ACTIVITY) + len(sums))
     rows = [found.get(i, zeros) for i in range(len(periods))]
     data: dict[str, np.ndarray | pd.DatetimeIndex] = {"period": pd.to_datetime(periods)}
-    for j, column in enumerate([*COUNTS, *MRR, *sums]):
+    for j, column in enumerate([*_ACTIVITY, *sums]):
         values = [0 if row[j] is None else row[j] for row in rows]
         data[column] = np.array(values, dtype="int64" if column in COUNTS else "float64")
     starts = data["customers_at_start"].astype(float)
@@ -172,6 +212,13 @@ def customer_base(
     data["revenue_churn_rate"] = _ratio(ch + k, m)
     data["net_revenue_retention"] = _ratio(m + x - k - ch, m)
     data["gross_revenue_retention"] = _ratio(m - k - ch, m)
+    xx, yy, xy, gg, xg = (data[c] for c in SPREAD)
+    low, high = ratio_interval(m + x - k - ch, m, yy, xy, xx, starts)
+    data["nrr_ci_low"], data["nrr_ci_high"] = np.maximum(low, 0.0), high
+    low, high = ratio_interval(m - k - ch, m, gg, xg, xx, starts)
+    data["grr_ci_low"], data["grr_ci_high"] = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+    data["revenue_churn_ci_low"] = 1.0 - data["grr_ci_high"]
+    data["revenue_churn_ci_high"] = 1.0 - data["grr_ci_low"]
     if costs:
         data["cost_per_retained_customer"] = _ratio(
             data["retention_costs"], data["retained_customers"].astype(float)
@@ -198,7 +245,7 @@ def _rolled_up(
         )
     if activity is None or spent is None:
         return None
-    no_activity = (0,) * (len(COUNTS) + len(MRR))
+    no_activity = (0,) * len(_ACTIVITY)
     no_costs = (0.0,) * len(_COST_SUMS) if costs else ()
     return {
         i: (activity.get(p, no_activity)) + (spent.get(p, no_costs) if costs else ())
@@ -212,5 +259,6 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return np.where(denominator != 0, numerator / denominator, np.nan)
 
 
+_ACTIVITY = [*COUNTS, *MRR, *SPREAD]
 _COST_SUMS = ["retention_costs", *schema.COST_CATEGORIES]
 _COST_COLUMNS = {"cost_per_retained_customer", *_COST_SUMS}

@@ -12,7 +12,17 @@ Rules (DESIGN.md):
   ``interactions.user_id``), else through their account's ``owner_id``.
 * ``products`` select records by their own ``product_id`` (deals, subscriptions,
   tickets), else through their account: accounts with a subscription to one of them.
+* ``pipelines`` select deals by ``deals.pipeline`` (a deal without one counts only while
+  no pipeline is selected); records of other tables are not narrowed by them.
 * An empty list means all. Values only ever reach SQL as bound parameters.
+* ``scope`` (a :class:`Scope`) is what the signed-in user may see at most: regions,
+  countries, segments, industries, owners. It is applied in this module, beside the chosen
+  lists and never instead of them (``account_conditions`` and ``scope``), so every KPI,
+  roll-up read, drill-down, export and forecast gets it; a chosen value outside the scope
+  selects nothing rather than widening it. A restricted scope also excludes records
+  without an account, and the tables that have no account column (web traffic, social
+  media, campaigns: company-wide figures) for the KPIs that pass them through ``scope``.
+  ``Filters.within(scope)`` narrows a Filters' scope; nothing widens it.
 """
 
 from __future__ import annotations
@@ -37,12 +47,95 @@ ACCOUNT_DIMENSIONS: dict[str, str] = {
 }
 
 
+#: The dimensions a user's scope can restrict, in the order they are shown.
+SCOPE_DIMENSIONS: tuple[str, ...] = ("regions", "countries", "segments", "industries", "owners")
+
+
 def _as_tuple(values: object) -> tuple[str, ...]:
     if values is None:
         return ()
     if isinstance(values, str):
         return (values,)
     return tuple(sorted({str(v) for v in values}))
+
+
+def _as_limit(values: object) -> tuple[str, ...] | None:
+    """None (no limit) stays None; anything else becomes a sorted tuple (``()``: nothing)."""
+    return None if values is None else _as_tuple(values)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The most a user may see. ``None`` = no limit on that dimension; a tuple = only these
+    values (``()``: none at all). Hashable (part of the ``Filters`` cache key)."""
+
+    regions: tuple[str, ...] | None = None
+    countries: tuple[str, ...] | None = None
+    segments: tuple[str, ...] | None = None
+    industries: tuple[str, ...] | None = None
+    owners: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in SCOPE_DIMENSIONS:
+            object.__setattr__(self, name, _as_limit(getattr(self, name)))
+
+    @property
+    def restricted(self) -> bool:
+        """True when any dimension is limited."""
+        return any(getattr(self, name) is not None for name in SCOPE_DIMENSIONS)
+
+    def limits(self) -> dict[str, tuple[str, ...]]:
+        """The limited dimensions: ``{"regions": ("EMEA",)}``."""
+        return {n: getattr(self, n) for n in SCOPE_DIMENSIONS if getattr(self, n) is not None}
+
+    def intersect(self, other: Scope) -> Scope:
+        """What both allow."""
+        values: dict[str, tuple[str, ...] | None] = {}
+        for name in SCOPE_DIMENSIONS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine is None or theirs is None:
+                values[name] = theirs if mine is None else mine
+            else:
+                values[name] = tuple(v for v in mine if v in theirs)
+        return Scope(**values)
+
+    def allows(self, name: str, value: str) -> bool:
+        """True when ``value`` of dimension ``name`` (a Filters field) is inside the scope."""
+        limit = getattr(self, name, None) if name in SCOPE_DIMENSIONS else None
+        return limit is None or value in limit
+
+    def describe(self) -> str:
+        """``region EMEA; segment SMB`` or ``everything``."""
+        parts = [
+            f"{name[:-1] if name != 'industries' else 'industry'} {', '.join(values) or '(none)'}"
+            for name, values in self.limits().items()
+        ]
+        return "; ".join(parts) or "everything"
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """The limits as JSON-ready lists (stored with a user's account)."""
+        return {name: list(values) for name, values in self.limits().items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object] | None) -> Scope:
+        """The inverse of :meth:`as_dict` (unknown keys are ignored)."""
+        values = values or {}
+        return cls(**{name: values[name] for name in SCOPE_DIMENSIONS if name in values})
+
+
+EVERYTHING = Scope()
+
+#: Filters fields that are lists of values (everything but the dates and the scope).
+LIST_FIELDS: tuple[str, ...] = (
+    "segments",
+    "industries",
+    "regions",
+    "countries",
+    "company_sizes",
+    "acquisition_channels",
+    "owners",
+    "products",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +155,9 @@ class Filters:
     acquisition_channels: tuple[str, ...] = field(default=())
     owners: tuple[str, ...] = field(default=())
     products: tuple[str, ...] = field(default=())
+    pipelines: tuple[str, ...] = field(default=())
+    #: The user's scope: applied with the lists above, never widened by them.
+    scope: Scope = field(default=EVERYTHING)
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
@@ -73,8 +169,10 @@ class Filters:
             object.__setattr__(self, name, value)
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
-        for f in fields(self)[2:]:
-            object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name)))
+        for name in LIST_FIELDS:
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+        if not isinstance(self.scope, Scope):
+            object.__setattr__(self, "scope", Scope.from_dict(self.scope))  # type: ignore[arg-type]
 
     @property
     def start_ts(self) -> dt.datetime:
@@ -88,8 +186,22 @@ class Filters:
 
     @property
     def has_account_filter(self) -> bool:
-        """True when any account-level list is set."""
-        return any(getattr(self, name) for name in ACCOUNT_DIMENSIONS)
+        """True when any account-level list is set, or the scope limits an account dimension."""
+        return any(getattr(self, name) for name in ACCOUNT_DIMENSIONS) or any(
+            name in ACCOUNT_DIMENSIONS for name in self.scope.limits()
+        )
+
+    @property
+    def owner_limits(self) -> list[tuple[str, ...]]:
+        """The owner lists that apply: the chosen one and the scope's (each must hold)."""
+        limits = [self.owners] if self.owners else []
+        if self.scope.owners is not None:
+            limits.append(self.scope.owners)
+        return limits
+
+    def within(self, scope: Scope) -> Filters:
+        """A copy that sees at most ``scope`` (intersected with any scope it already has)."""
+        return self.replace(scope=self.scope.intersect(scope))
 
     def replace(self, **changes: object) -> Filters:
         """A copy with some fields changed."""
@@ -100,12 +212,20 @@ class Filters:
 
 def account_conditions(f: Filters, table: sa.Table) -> list[ColumnElement[bool]]:
     """``column IN (values)`` for each account-level list that is set, on ``table``'s
-    columns of the same names (``accounts``, or a KPI roll-up grouped by them)."""
-    return [
+    columns of the same names (``accounts``, or a KPI roll-up grouped by them), and for each
+    account dimension the scope limits (both hold: a chosen value outside the scope selects
+    nothing)."""
+    chosen = [
         table.c[column].in_(getattr(f, name))
         for name, column in ACCOUNT_DIMENSIONS.items()
         if getattr(f, name)
     ]
+    limited = [
+        table.c[ACCOUNT_DIMENSIONS[name]].in_(values) if values else sa.false()
+        for name, values in f.scope.limits().items()
+        if name in ACCOUNT_DIMENSIONS
+    ]
+    return chosen + limited
 
 
 def account_ids(f: Filters) -> sa.Select | None:
@@ -126,16 +246,20 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
     if selected_accounts is not None and "account_id" in columns:
         conditions.append(columns.account_id.in_(selected_accounts))
     accounts = schema.accounts
-    if f.owners:
+    for owners in f.owner_limits:
         own = "owner_id" if "owner_id" in columns else ("user_id" if "user_id" in columns else None)
-        if own is not None:
-            conditions.append(columns[own].in_(f.owners))
+        if not owners:
+            conditions.append(sa.false())
+        elif own is not None:
+            conditions.append(columns[own].in_(owners))
         elif "account_id" in columns:
             conditions.append(
                 columns.account_id.in_(
-                    sa.select(accounts.c.account_id).where(accounts.c.owner_id.in_(f.owners))
+                    sa.select(accounts.c.account_id).where(accounts.c.owner_id.in_(owners))
                 )
             )
+    if f.scope.restricted and not ({"account_id", "owner_id", "user_id"} & set(columns.keys())):
+        conditions.append(sa.false())  # company-wide records (no account): outside any scope
     if f.products:
         if "product_id" in columns:
             conditions.append(columns.product_id.in_(f.products))
@@ -146,6 +270,8 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
                     sa.select(subscriptions.c.account_id).where(subscriptions.c.product_id.in_(f.products))
                 )
             )
+    if f.pipelines and "pipeline" in columns:
+        conditions.append(columns.pipeline.in_(f.pipelines))
     return conditions
 
 
@@ -164,18 +290,48 @@ DIMENSION_SOURCES: dict[str, tuple[sa.Table, str]] = {
     **{name: (schema.accounts, column) for name, column in ACCOUNT_DIMENSIONS.items()},
     "owners": (schema.users, "user_id"),
     "products": (schema.products, "product_id"),
+    "pipelines": (schema.deals, "pipeline"),
 }
 
 
-def dimension_values(conn: sa.Connection | sa.Engine) -> dict[str, list[str]]:
-    """The available values of each filter dimension, sorted (for the filter bar)."""
+def scope_conditions(scope: Scope, table: sa.Table) -> list[ColumnElement[bool]]:
+    """The scope's account-dimension limits on ``table``'s columns (``accounts``)."""
+    return account_conditions(Filters(dt.date.min, dt.date.min, scope=scope), table)
+
+
+def dimension_values(conn: sa.Connection | sa.Engine, scope: Scope = EVERYTHING) -> dict[str, list[str]]:
+    """The available values of each filter dimension, sorted (for the filter bar); none for
+    a column the database does not have yet (a database created before it was added).
+
+    Within ``scope``: account dimensions from the accounts inside it; owners = the scope's
+    owners, else (an account-limited scope) the owners of its accounts, else every user."""
     result: dict[str, list[str]] = {}
+    accounts = schema.accounts
+    inside = scope_conditions(scope, accounts)
     with _connection(conn) as c:
         for name, (table, column) in DIMENSION_SOURCES.items():
+            if name == "pipelines" and not has_column(c, table, column):
+                result[name] = []
+                continue
             col = table.c[column]
-            rows = c.execute(sa.select(col).where(col.is_not(None)).distinct().order_by(col))
+            where = [col.is_not(None)]
+            if table is accounts:
+                where += inside
+            elif name == "owners" and scope.owners is not None:
+                where.append(col.in_(scope.owners) if scope.owners else sa.false())
+            elif name == "owners" and inside:
+                where.append(col.in_(sa.select(accounts.c.owner_id).where(*inside)))
+            rows = c.execute(sa.select(col).where(*where).distinct().order_by(col))
             result[name] = [r[0] for r in rows]
     return result
+
+
+def has_column(conn: sa.Connection, table: sa.Table, column: str) -> bool:
+    """True when ``table`` exists in the database of ``conn`` with ``column`` (an optional
+    column added to the schema later is missing from a database created before)."""
+    if not sa.inspect(conn).has_table(table.name):
+        return False
+    return column in schema.table_columns(conn, table.name)
 
 
 def data_date_range(conn: sa.Connection | sa.Engine) -> tuple[dt.date, dt.date] | None:

@@ -10,26 +10,36 @@ import sqlalchemy as sa
 from crm_data import schema
 from crm_data.dialects import period_start
 from kpis.core import connection, on_period_grid, period_starts, ratio
-from kpis.filters import Filters, in_day_range, scope
+from kpis.filters import Filters, has_column, in_day_range, scope
 
 Bind = sa.Connection | sa.Engine
+
+
+#: Funnel step -> the campaigns column holding a vendor report's figure for it.
+REPORT_FIGURES: dict[str, str] = {"sent": "recipients", "opened": "opens", "clicked": "clicks"}
 
 
 def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
     """Funnel per campaign.
 
     campaigns whose started_on lies in [start, end); sent / opened / clicked / converted =
-    responses with that timestamp set; open_rate, click_rate and conversion_rate are
-    relative to sent; cost_per_conversion = cost ÷ converted (NaN when nothing converted).
+    responses with that timestamp set, or the vendor report's figures of the campaign;
+    open_rate, click_rate and conversion_rate are relative to sent; cost_per_conversion =
+    cost ÷ converted (NaN when nothing converted).
 
     * counts = responses with a non-null ``sent_at`` / ``opened_at`` / ``clicked_at`` /
       ``converted_at``; open_rate = opened ÷ sent, click_rate = clicked ÷ sent,
       conversion_rate = converted ÷ sent (NaN when nothing was sent);
+    * a campaign's report figures (``campaigns.recipients`` / ``opens`` / ``clicks``, e.g.
+      Mailchimp's Total Recipients, Unique Opens, Unique Clicks) replace the counts of
+      sent / opened / clicked where they are set, while no segment, owner or product filter
+      is set: they are whole-campaign numbers that no filter can narrow (with such a filter
+      only the responses count);
     * cost_per_conversion is also NaN when the campaign has no cost.
 
     Segment / owner / product filters narrow the responses (through their account;
     responses without an account count only while no account-level filter is set); the
-    cost is the whole campaign's, not apportioned. Sorted by started_on, campaign_id.
+    cost is the whole campaign's, not apportioned (a restricted user scope sees no campaigns). Sorted by started_on, campaign_id.
     Columns: campaign_id, name, channel, objective, cost, sent, opened, clicked,
     converted, open_rate, click_rate, conversion_rate, cost_per_conversion.
     """
@@ -44,20 +54,31 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         .group_by(responses.c.campaign_id)
         .cte("per_campaign")
     )
-    statement = (
-        sa.select(
-            campaigns.c.campaign_id,
-            campaigns.c.name,
-            campaigns.c.channel,
-            campaigns.c.objective,
-            campaigns.c.cost,
-            *(sa.func.coalesce(per_campaign.c[step], 0).label(step) for step in counts),
-        )
-        .select_from(campaigns.outerjoin(per_campaign, per_campaign.c.campaign_id == campaigns.c.campaign_id))
-        .where(in_day_range(campaigns.c.started_on, f))
-        .order_by(campaigns.c.started_on, campaigns.c.campaign_id)
-    )
+    whole_campaigns = not (f.has_account_filter or f.owners or f.products)
     with connection(conn) as c:
+        figures = whole_campaigns and has_column(c, campaigns, REPORT_FIGURES["sent"])
+
+        def step_count(step: str) -> sa.ColumnElement:
+            counted = sa.func.coalesce(per_campaign.c[step], 0)
+            if figures and step in REPORT_FIGURES:
+                counted = sa.func.coalesce(campaigns.c[REPORT_FIGURES[step]], counted)
+            return counted.label(step)
+
+        statement = (
+            sa.select(
+                campaigns.c.campaign_id,
+                campaigns.c.name,
+                campaigns.c.channel,
+                campaigns.c.objective,
+                campaigns.c.cost,
+                *(step_count(step) for step in counts),
+            )
+            .select_from(
+                campaigns.outerjoin(per_campaign, per_campaign.c.campaign_id == campaigns.c.campaign_id)
+            )
+            .where(in_day_range(campaigns.c.started_on, f), *scope(f, campaigns))  # none in a user scope
+            .order_by(campaigns.c.started_on, campaigns.c.campaign_id)
+        )
         result = c.execute(statement)
         out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     out[counts] = out[counts].astype(int)
@@ -84,7 +105,8 @@ def web_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
       in the period and in ``[start, end)`` (NULL counts as 0);
     * ratios are NaN when their denominator is 0.
 
-    Web traffic has no account: segment filters do not narrow it. Periods without data
+    Web traffic has no account: segment filters do not narrow it (a restricted user scope
+    sees none: company-wide figures). Periods without data
     have zeros. Columns: period, sessions, pageviews, impressions, clicks, signups, ctr,
     signup_rate.
     """
@@ -95,7 +117,7 @@ def web_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
         period = period_start(c.dialect, web.c.date, freq).label("period")
         statement = (
             sa.select(period, *(sa.func.coalesce(sa.func.sum(web.c[s]), 0).label(s) for s in sums))
-            .where(in_day_range(web.c.date, f))
+            .where(in_day_range(web.c.date, f), *scope(f, web))  # nothing in a user scope
             .group_by(period)
         )
         result = c.execute(statement)
@@ -120,7 +142,7 @@ def social_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
 
     One row per period and platform (every platform in the table, every period; periods
     without data have zeros and followers NaN). No account: segment filters do not narrow
-    it. Columns: period, platform, followers, impressions, engagements, mentions,
+    it (a restricted user scope sees none). Columns: period, platform, followers, impressions, engagements, mentions,
     engagement_rate.
     """
     social = schema.social_media
@@ -128,7 +150,7 @@ def social_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     periods = period_starts(f.start, f.end, freq)
     with connection(conn) as c:
         period = period_start(c.dialect, social.c.date, freq)
-        in_range = in_day_range(social.c.date, f)
+        in_range = sa.and_(in_day_range(social.c.date, f), *scope(f, social))  # nothing in a user scope
         totals = (
             sa.select(
                 period.label("period"),

@@ -68,8 +68,10 @@ def lead_conversion(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame
     * closed_win_rate = won ÷ (won + lost) of the same cohort (``kpis.win_rate`` instead
       dates deals by ``closed_at``).
 
-    NaN when the denominator is 0. Columns: period, created, won, lost, open,
-    lead_conversion, closed_win_rate.
+    Interval: Wilson score 95 % interval of won ÷ created (``kpis.core.wilson_interval``);
+    ``low_sample`` = fewer than 30 deals created. NaN when the denominator is 0 (both
+    bounds too). Columns: period, created, won, lost, open, lead_conversion, ci_low,
+    ci_high, low_sample, closed_win_rate.
     """
     deals = schema.deals
     periods = period_starts(f.start, f.end, freq)
@@ -92,8 +94,13 @@ def lead_conversion(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame
     out = on_period_grid(frame, periods, fill=dict.fromkeys(counts, 0))
     out[counts] = out[counts].astype(int)
     out["lead_conversion"] = [ratio(w, n) for w, n in zip(out["won"], out["created"], strict=True)]
+    intervals = [wilson_interval(w, n) for w, n in zip(out["won"], out["created"], strict=True)]
+    out["ci_low"] = [float(low) for low, _ in intervals]
+    out["ci_high"] = [float(high) for _, high in intervals]
+    out["low_sample"] = (out["created"] < LOW_SAMPLE).astype(bool)
     out["closed_win_rate"] = [ratio(w, w + lo) for w, lo in zip(out["won"], out["lost"], strict=True)]
-    return out
+    columns = ["period", *counts, "lead_conversion", "ci_low", "ci_high", "low_sample", "closed_win_rate"]
+    return out[columns]
 
 
 def win_rate_by(conn: Bind, f: Filters, by: str) -> pd.DataFrame:
@@ -271,11 +278,12 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
 
 def _current_stage(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
     """Per deal of ``deals_cte``: its latest ``deal_stage_history`` row (entered before
-    ``as_of`` when given; ties broken by the higher stage position, then stage name)."""
+    ``as_of`` when given; ties broken by the higher stage position — a stage missing from
+    pipeline_stages (NULL position) counts as lower than every known one — then stage name)."""
     history, stages = schema.deal_stage_history, schema.pipeline_stages
     order = [
         history.c.entered_at.desc(),
-        sa.func.coalesce(stages.c.position, -1).desc(),
+        stages.c.position.desc().nulls_last(),  # explicit: databases differ on NULLs by default
         history.c.stage.desc(),
     ]
     statement = sa.select(

@@ -124,14 +124,16 @@ KPIS: list[KpiDefinition] = [
         definition=(
             "deals created in [start, end); a visit to a stage lasts from its entered_at to "
             "the deal's next entered_at (any stage), or to closed_at when it is the last visit of a "
-            "won/lost deal. A visit with no such end (the deal is still open in it) is CENSORED at "
-            "C = min(end, now): its duration C − entered_at is a lower bound; a visit entered at or "
-            "after C is not observed. Kaplan–Meier per stage: S(t) = Π over finished durations "
-            "t_i ≤ t of (1 − d_i ÷ n_i), d_i = visits finished at t_i, n_i = visits lasting ≥ t_i; "
-            "median_days = smallest t with S(t) ≤ 0.5, p90_days = smallest t with S(t) ≤ 0.1, NaN "
-            "when never reached. Re-entered stages count each visit; skipped stages get no visit. "
+            "won/lost deal. Observation ends at C = min(end, now): a visit entered at or after C is "
+            "not observed; a visit that ended by C (end ≤ C) is finished; a visit still running at C "
+            "(no end yet, or an end after C) is CENSORED at C: its duration C − entered_at is a "
+            "lower bound. Kaplan–Meier per stage: S(t) = Π over finished durations t_i ≤ t of "
+            "(1 − d_i ÷ n_i), d_i = visits finished at t_i, n_i = visits lasting ≥ t_i; median_days "
+            "= smallest t with S(t) ≤ 0.5, p90_days = smallest t with S(t) ≤ 0.1, NaN when never "
+            "reached. Re-entered stages count each visit; skipped stages get no visit. "
             "conversion_to_next = deals that, at or after entering the stage, entered an open stage "
-            "of higher position or were won ÷ deals that entered the stage."
+            "of higher position or were won ÷ deals with an observed visit to the stage (progress "
+            "is read from the deal's whole history, also after C)."
         ),
         function=stage_durations,
         value_column="median_days",
@@ -306,9 +308,9 @@ KPIS: list[KpiDefinition] = [
         higher_is_better=False,
         definition=(
             "campaigns whose started_on lies in [start, end); sent / opened / clicked / converted "
-            "= responses with that timestamp set; open_rate, click_rate and conversion_rate are "
-            "relative to sent; cost_per_conversion = cost ÷ converted (NaN when nothing "
-            "converted)."
+            "= responses with that timestamp set, or the vendor report's figures of the campaign; "
+            "open_rate, click_rate and conversion_rate are relative to sent; cost_per_conversion = "
+            "cost ÷ converted (NaN when nothing converted)."
         ),
         function=campaign_funnel,
         value_column="cost_per_conversion",

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from crm_data import schema
 from crm_data.dialects import period_start
 from kpis import rollups
-from kpis.core import connection, period_end, period_starts, ratio
+from kpis.core import LOW_SAMPLE, connection, period_end, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
 Bind = sa.Connection | sa.Engine
@@ -211,14 +211,33 @@ def revenue_retention(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFra
 
     Active at t = a subscription with ``started_at ≤ t < ended_at``; an account's MRR at t
     = Σ MRR of its subscriptions active at t (NULL MRR counts as 0). Ratios are NaN when
-    mrr_at_start is 0. Columns: period, mrr_at_start, expansion, contraction, churned_mrr,
-    revenue_churn_rate, net_revenue_retention, gross_revenue_retention.
-    """
-    from kpis.customer_base import customer_base  # it builds on this module's helpers
+    mrr_at_start is 0.
 
-    columns = ["period", "mrr_at_start", "expansion", "contraction", "churned_mrr"]
-    rates = ["revenue_churn_rate", "net_revenue_retention", "gross_revenue_retention"]
-    return customer_base(conn, f, freq, costs=False)[columns + rates]
+    Interval (money ratios, not proportions, so no Wilson): delta method over the
+    accounts_at_start accounts active at s — per account x = MRR at s, y = MRR at e (0
+    when lost), so NRR = Σy ÷ Σx, and Var(NRR) ≈ n ÷ (n − 1) · Σ(y_i − NRR·x_i)² ÷ (Σx)²
+    with n = accounts_at_start, from Σx², Σy², Σxy summed in the database; nrr_ci_low /
+    nrr_ci_high = NRR ∓ 1.959964·√Var (low bound clipped at 0). GRR the same with
+    g = min(x, y) (0 when lost) for y, clipped to [0, 1]; revenue churn = 1 − GRR, so its
+    bounds are 1 − the GRR bounds. NaN with mrr_at_start 0 or fewer than 2 accounts.
+    ``low_sample`` = fewer than 30 accounts at the start (the normal approximation is
+    unreliable there). See :func:`kpis.customer_base.customer_base`; read from its roll-up
+    when it applies (same numbers).
+
+    Columns: period, accounts_at_start, mrr_at_start, expansion, contraction, churned_mrr,
+    revenue_churn_rate, net_revenue_retention, gross_revenue_retention,
+    revenue_churn_ci_low, revenue_churn_ci_high, nrr_ci_low, nrr_ci_high, grr_ci_low,
+    grr_ci_high, low_sample.
+    """
+    from kpis.customer_base import INTERVALS, customer_base  # it builds on this module's helpers
+
+    columns = ["period", "accounts_at_start", "mrr_at_start", "expansion", "contraction", "churned_mrr"]
+    rates = ["revenue_churn_rate", "net_revenue_retention", "gross_revenue_retention", *INTERVALS]
+    frame = customer_base(conn, f, freq, costs=False).rename(
+        columns={"customers_at_start": "accounts_at_start"}
+    )
+    frame["low_sample"] = (frame["accounts_at_start"] < LOW_SAMPLE).astype(bool)
+    return frame[[*columns, *rates, "low_sample"]]
 
 
 # ---------------------------------------------------------------- cohort retention
@@ -242,9 +261,15 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
     * k runs while the first day of month cohort + k is not after the end of the data:
       min(``as_of`` (default: now, UTC), the latest subscription start or end).
 
-    Columns: cohort, months_since_start, customers, retained, retention_rate.
+    Interval: Wilson score 95 % interval of retained ÷ customers
+    (``kpis.core.wilson_interval``), NaN for an empty cohort; ``low_sample`` = fewer than
+    30 customers in the cohort.
+
+    Columns: cohort, months_since_start, customers, retained, retention_rate, ci_low,
+    ci_high, low_sample.
     """
     columns = ["cohort", "months_since_start", "customers", "retained", "retention_rate"]
+    columns += ["ci_low", "ci_high", "low_sample"]
     cohorts = period_starts(f.start, f.end, "month")
     if not cohorts:
         return pd.DataFrame(columns=columns)
@@ -314,15 +339,21 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
     rows = []
     for cj, cohort in enumerate(cohorts):
         customers = sizes.get(cj, 0)
-        rows.append((cohort, 0, customers, customers, ratio(customers, customers)))
+        counts = [(0, customers)]
         for j in range(cj + 1, n_months):
             if months[j] > pd.Timestamp(data_end):
                 break
-            kept = retained.get((cj, j), 0)
-            rows.append((cohort, j - cj, customers, kept, ratio(kept, customers)))
+            counts.append((j - cj, retained.get((cj, j), 0)))
+        for k, kept in counts:
+            low, high = wilson_interval(kept, customers)
+            rows.append(
+                (cohort, k, customers, kept, ratio(kept, customers), low, high, customers < LOW_SAMPLE)
+            )
     out = pd.DataFrame(rows, columns=columns)
     out["cohort"] = pd.to_datetime(out["cohort"])
-    out["retention_rate"] = out["retention_rate"].astype(float)
+    for column in ("retention_rate", "ci_low", "ci_high"):
+        out[column] = out[column].astype(float)
+    out["low_sample"] = out["low_sample"].astype(bool)
     return out
 
 

@@ -21,9 +21,12 @@ whose account is missing) fall in the group whose dimensions are all NULL, which
 account-level filter excludes, as the base tables' filters do. Sums of doubles may differ
 from the direct path in the last bits (summation order).
 
-When they are read (:func:`read`): ``CRM_ROLLUPS`` is not ``off``; the roll-ups exist and
-cover every requested period; the filters set no owners and no products (not roll-up
-dimensions). When ``end`` cuts the last period short (the current month, say), the
+When they are read (:func:`read`): ``CRM_ROLLUPS`` is not ``off``; the roll-ups exist, hold
+every measure of this version (a table built before a measure was added is read again only
+after :func:`refresh`, which rebuilds it) and cover every requested period; the filters set
+no owners and no products (not roll-up dimensions), and no pipelines for a roll-up of deals
+(``deals.pipeline`` is not a roll-up dimension either; the other roll-ups do not depend on
+it). When ``end`` cuts the last period short (the current month, say), the
 roll-ups answer the complete periods and the base tables that part of the last one
 (:func:`remainder`; one small query). Otherwise the KPI runs on the base tables.
 
@@ -276,7 +279,18 @@ CUSTOMER_BASE = _rollup(
     "rollup_customer_base",
     schema.subscriptions,
     ("customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"),
-    ("mrr_at_start", "expansion", "contraction", "churned_mrr"),
+    (
+        "mrr_at_start",
+        "expansion",
+        "contraction",
+        "churned_mrr",
+        # sums of squares and products for the MRR ratios' intervals
+        "mrr_at_start_squares",
+        "net_mrr_squares",
+        "net_mrr_products",
+        "gross_mrr_squares",
+        "gross_mrr_products",
+    ),
     _customer_base_source,
     cut_by_end=False,
 )
@@ -332,8 +346,12 @@ def data_months(
     """The first and last month the roll-ups cover: from the earliest date a roll-up counts
     a record by (subscription start, payment, cost, survey response, deal creation or
     close, ticket resolution) to the latest of those or December of ``today``'s year
-    (default: today, UTC), so every period of the current year can be answered. None when
-    there is no such record."""
+    (default: today, UTC), so every period of the current year can be answered — but never
+    past December of the year after ``today``: a record dated decades ahead (the importer
+    refuses events more than a year ahead, other writers may not) would add every period up
+    to it; the periods after the roll-ups read the base tables. Planned dates (a
+    subscription's ``ended_at``) never set the range. None when there is no such record, or
+    when every one lies after that December."""
     deals = schema.deals
     columns = [
         schema.subscriptions.c.started_at,
@@ -352,8 +370,11 @@ def data_months(
         return None
     today = today or dt.datetime.now(dt.UTC).date()
     december = pd.Timestamp(today.year, 12, 1)
+    bound = pd.Timestamp(today.year + 1, 12, 1)
     first = min(found).to_period("M").to_timestamp()
-    return first, max(max(found).to_period("M").to_timestamp(), december)
+    if first > bound:
+        return None
+    return first, max(min(max(found).to_period("M").to_timestamp(), bound), december)
 
 
 def refresh(
@@ -368,8 +389,12 @@ def refresh(
     all. Each grain's rows come from one INSERT ... SELECT, so no data passes through
     Python. With no record any roll-up counts (:func:`data_months`) they are emptied and
     their state removed (the KPIs then read the base tables)."""
+    outdated = {rollup.name for rollup in ROLLUPS if _outdated(conn, rollup)}
+    for rollup in ROLLUPS:
+        if rollup.name in outdated:  # built by a version with other measures: rebuilt whole
+            rollup.table.drop(conn)
     metadata.create_all(conn, checkfirst=True)
-    built = {name for (name,) in conn.execute(sa.select(state.c.rollup))}
+    built = {name for (name,) in conn.execute(sa.select(state.c.rollup))} - outdated
     due = [
         rollup
         for rollup in ROLLUPS
@@ -404,7 +429,18 @@ def refresh(
             )
         )
     _HAS_STATE.clear()
+    _CURRENT.clear()
     return written
+
+
+def _outdated(conn: sa.Connection, rollup: Rollup) -> bool:
+    """True when ``rollup``'s table exists without every column it has now (built by an
+    earlier version: a measure was added since)."""
+    if not sa.inspect(conn).has_table(rollup.name):
+        return False
+    # the columns of an empty result (duckdb_engine's inspector cannot list columns)
+    found = conn.execute(sa.select(sa.literal_column("*")).select_from(sa.table(rollup.name)).limit(0))
+    return not set(rollup.table.c.keys()) <= set(found.keys())
 
 
 def source_rows(conn: sa.Connection, tables: Iterable[sa.Table] = SOURCES) -> int:
@@ -466,8 +502,9 @@ def enabled() -> bool:
 
 def answers(f: Filters, freq: str) -> bool:
     """True when the roll-ups can answer these filters: no owners and no products (not
-    roll-up dimensions). Any date range: see :func:`remainder`."""
-    return not (f.owners or f.products) and freq in MONTHS
+    roll-up dimensions), neither chosen nor limited by the scope. Any date range: see
+    :func:`remainder`."""
+    return not (f.owners or f.products or f.scope.owners is not None) and freq in MONTHS
 
 
 def remainder(f: Filters, freq: str, periods: list[pd.Timestamp]) -> Filters | None:
@@ -482,10 +519,14 @@ def remainder(f: Filters, freq: str, periods: list[pd.Timestamp]) -> Filters | N
 #: Engines known to hold the roll-up state table (only positive answers are kept: a
 #: database may gain roll-ups while the dashboard runs, not lose them).
 _HAS_STATE: weakref.WeakKeyDictionary[sa.Engine, bool] = weakref.WeakKeyDictionary()
+#: Per engine, the roll-ups whose table has every column of this version (positive
+#: answers only, as above).
+_CURRENT: weakref.WeakKeyDictionary[sa.Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
-    """(first, last) month of ``rollup`` as ``YYYYMM``, or None when it was never built."""
+    """(first, last) month of ``rollup`` as ``YYYYMM``, or None when it was never built or
+    was built by an earlier version without all of today's measures (until a refresh)."""
     if not _HAS_STATE.get(conn.engine):
         if not sa.inspect(conn).has_table(state.name):
             return None
@@ -493,7 +534,14 @@ def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
     row = conn.execute(
         sa.select(state.c.first_period, state.c.last_period).where(state.c.rollup == rollup.name)
     ).first()
-    return None if row is None else (int(row[0]), int(row[1]))
+    if row is None:
+        return None
+    current = _CURRENT.setdefault(conn.engine, set())
+    if rollup.name not in current:
+        if _outdated(conn, rollup):
+            return None
+        current.add(rollup.name)
+    return int(row[0]), int(row[1])
 
 
 @functools.lru_cache(maxsize=256)
@@ -522,6 +570,8 @@ def read(
     base tables."""
     if not periods or not enabled() or not answers(f, freq):
         return None
+    if f.pipelines and "pipeline" in rollup.records.c:
+        return None  # the pipeline is not a roll-up dimension: the deals answer
     coverage = _coverage(conn, rollup)
     if coverage is None:
         return None

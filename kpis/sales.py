@@ -223,14 +223,20 @@ def stage_durations(
 
     Formula: deals created in [start, end); a visit to a stage lasts from its entered_at to
     the deal's next entered_at (any stage), or to closed_at when it is the last visit of a
-    won/lost deal. A visit with no such end (the deal is still open in it) is CENSORED at
-    C = min(end, now): its duration C − entered_at is a lower bound; a visit entered at or
-    after C is not observed. Kaplan–Meier per stage: S(t) = Π over finished durations
-    t_i ≤ t of (1 − d_i ÷ n_i), d_i = visits finished at t_i, n_i = visits lasting ≥ t_i;
-    median_days = smallest t with S(t) ≤ 0.5, p90_days = smallest t with S(t) ≤ 0.1, NaN
-    when never reached. Re-entered stages count each visit; skipped stages get no visit.
+    won/lost deal. Observation ends at C = min(end, now): a visit entered at or after C is
+    not observed; a visit that ended by C (end ≤ C) is finished; a visit still running at C
+    (no end yet, or an end after C) is CENSORED at C: its duration C − entered_at is a
+    lower bound. Kaplan–Meier per stage: S(t) = Π over finished durations t_i ≤ t of
+    (1 − d_i ÷ n_i), d_i = visits finished at t_i, n_i = visits lasting ≥ t_i; median_days
+    = smallest t with S(t) ≤ 0.5, p90_days = smallest t with S(t) ≤ 0.1, NaN when never
+    reached. Re-entered stages count each visit; skipped stages get no visit.
     conversion_to_next = deals that, at or after entering the stage, entered an open stage
-    of higher position or were won ÷ deals that entered the stage.
+    of higher position or were won ÷ deals with an observed visit to the stage (progress
+    is read from the deal's whole history, also after C).
+
+    Order of a deal's visits: by entered_at; visits entered at the same instant by the
+    stage's position, a stage missing from pipeline_stages (no position) first — the rule
+    of ``kpis.pipeline``'s current stage — then by stage name.
 
     Rows: the open stages of pipeline_stages (closed stages are not rows), by position.
     Columns: stage, position, deals (distinct deals), finished and censored (visits),
@@ -273,7 +279,10 @@ def stage_durations(
                 sa.func.lead(history.c.entered_at)
                 .over(
                     partition_by=history.c.deal_id,
-                    order_by=[history.c.entered_at, stages.c.position, history.c.stage],
+                    # an unknown stage (no pipeline_stages row: NULL position) sorts first among
+                    # visits entered at the same instant, on every database (SQLite sorts NULL
+                    # first by default, DuckDB and PostgreSQL last)
+                    order_by=[history.c.entered_at, stages.c.position.asc().nulls_first(), history.c.stage],
                 )
                 .label("next_entered"),
                 window_deals.c.closed_at,
@@ -289,6 +298,8 @@ def stage_durations(
         ended_at = sa.func.coalesce(
             v.next_entered, sa.case((v.status.in_(("won", "lost")), v.closed_at), else_=sa.null())
         )
+        # the observation window ends at C: a visit is finished only when it ended by C
+        finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
         visits = (
             sa.select(
                 v.deal_id,
@@ -298,10 +309,12 @@ def stage_durations(
                 sa.case((sa.or_(v.status == "won", v.later_position > v.position), 1), else_=0).label(
                     "progressed"
                 ),
-                sa.case((ended_at.is_(None), 0), else_=1).label("event"),
-                days_between(dialect, v.entered_at, sa.func.coalesce(ended_at, censor)).label("duration"),
+                sa.case((finished, 1), else_=0).label("event"),
+                days_between(dialect, v.entered_at, sa.case((finished, ended_at), else_=censor)).label(
+                    "duration"
+                ),
             )
-            .where(v.open_stage == 1, sa.or_(ended_at.is_not(None), v.entered_at < censor))
+            .where(v.open_stage == 1, v.entered_at < censor)
             .cte("visits")
         )
         times = (

@@ -209,6 +209,7 @@ if not is_empty(aging, ["open_deals"]):
             stuck,
             f"Deals in {stage} for at least {int(min_days)} days",
             caption=f"The {STUCK_LIMIT:,} longest-waiting deals." if len(stuck) >= STUCK_LIMIT else None,
+            records=True,
         )
 
 report.finish()

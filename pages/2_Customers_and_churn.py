@@ -1,15 +1,21 @@
 """Customers & churn: churn trend, revenue churn and net revenue retention, churn by
-segment, signup-cohort retention, and the accounts that churned in a chosen period."""
+segment, signup-cohort retention, the accounts that churned in a chosen period, and the
+churn risk ahead (``forecasting.customer_models``: BG/NBD, Gamma-Gamma, cohort sBG)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 import kpis
 from charts import figures
+from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_ratio
+from forecasting import customer_models
 from ui.cards import docstring_definition
-from ui.data import kpi
+from ui.data import data_date_range, database_url, kpi
 from ui.filters import global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -72,14 +78,14 @@ else:
                     accounts,
                     f"Accounts that churned in {view.period_label(chosen)}",
                     caption="Customers at the start of the period with no active subscription at its end.",
+                    records=True,
                 )
 
 # --- customer base flows --------------------------------------------------------------
 active = kpi(kpis.active_customers, view)
 if not is_empty(active, ["customers_at_start", "customers_at_end", "new_customers"]):
-    frame = active.assign(label=active["period"].map(view.period_label))
     fig = figures.good_bad_bars(
-        frame, "label", "new_customers", "churned", ("New customers", "Churned customers")
+        active, "period", "new_customers", "churned", ("New customers", "Churned customers"), view.freq
     )
     report.chart(fig, active, f"New and churned customers per {view.freq}", kpi_key="active_customers")
 
@@ -146,5 +152,204 @@ else:
         cohorts, "cohort", "months_since_start", "retention_rate", "ratio", x_title="months since start"
     )
     report.chart(fig, cohorts, "Retention by signup-month cohort", kpi_key="cohort_retention")
+
+# --- churn risk -----------------------------------------------------------------------
+st.header("Churn risk")
+HORIZON_WEEKS, DISCOUNT = 52, 0.10
+RISK_DEFINITION = (
+    "BG/NBD model (Fader, Hardie & Lee 2005) fitted by maximum likelihood to the accounts' payments in the "
+    "selected range: a transaction is a UTC day with a positive payment; frequency = repeat payment days, "
+    "recency = weeks from the first to the last payment day, T = weeks from the first payment day to the end "
+    "of the data. inactive_probability = 1 − the probability the account is still active given frequency, "
+    "recency and T (0 without a repeat payment: the model lets accounts leave only right after a payment). "
+    f"expected_transactions = expected payment days in the next {HORIZON_WEEKS} weeks. expected_amount = "
+    "Gamma-Gamma expected spend per payment day (its mean repeat payment shrunk towards all accounts' mean). "
+    f"clv_revenue = expected revenue over the next {HORIZON_WEEKS} weeks, discounted at "
+    f"{DISCOUNT:.0%} a year."
+)
+RANKINGS = {
+    "inactive_probability": "Probability of being inactive",
+    "clv_revenue": "Expected remaining value",
+}
+bounds = data_date_range(database_url())
+# T runs to the end of the data, not to a range end in the future (a month not yet paid is no silence)
+as_of = min(view.filters.end, bounds[1] + dt.timedelta(days=1)) if bounds else None
+risk = kpi(customer_models.churn_risk, view.filters, unit="week", horizon=HORIZON_WEEKS, as_of=as_of)
+if risk.transactions is None:
+    no_data(" ".join(risk.problems) or None)
+else:
+    if risk.low_sample:
+        st.caption(
+            f":orange[:material/warning: Fewer than {customer_models.MIN_CUSTOMERS} accounts (or repeat "
+            "payers) in this selection: the model's numbers are uncertain.]"
+        )
+    for problem in risk.problems:
+        st.caption(f":orange[:material/warning: {problem}]")
+    by_rank = st.selectbox(
+        "Rank accounts by", list(RANKINGS), format_func=RANKINGS.__getitem__, key="risk_rank"
+    )
+    recent = st.toggle(
+        "Only accounts that paid in the last 8 weeks (who may leave next)", value=False, key="risk_recent"
+    )
+    ranked = risk.accounts
+    if recent:
+        ranked = ranked[ranked["T"] - ranked["recency"] <= 8]  # weeks since the last payment day
+    ranked = ranked.sort_values([by_rank, "account_id"], ascending=[False, True], na_position="last")
+    columns = [
+        "account_id", "name", "segment", "last_paid", "frequency", "recency", "T", "inactive_probability",
+        "expected_transactions", "expected_amount", "clv_revenue",
+    ]  # fmt: skip
+    ranked = ranked[columns].reset_index(drop=True)
+    top = ranked.head(20).iloc[::-1]
+    unit = "ratio" if by_rank == "inactive_probability" else "money"
+    fig = go.Figure(
+        go.Bar(
+            x=top[by_rank],
+            y=top["name"].fillna(top["account_id"]),
+            orientation="h",
+            marker_color=PALETTE[1] if unit == "ratio" else PALETTE[0],
+            name=RANKINGS[by_rank],
+        )
+    )
+    fig.update_xaxes(title_text=RANKINGS[by_rank].lower(), **axis_format(unit))
+    fig.update_layout(height=figures.horizontal_height(len(top)), showlegend=False)
+    report.chart(fig, ranked, f"Accounts by {RANKINGS[by_rank].lower()} (top 20)", definition=RISK_DEFINITION)
+    report.table(
+        ranked,
+        f"All {len(ranked):,} accounts that paid in this range" + (" and the last 8 weeks" if recent else ""),
+        height=320,
+        caption="Ranked as above; the chart's Export has the same rows as CSV and XLSX with the definitions.",
+    )
+    fit, spend = risk.transactions, risk.spend
+    params = ", ".join(f"{k} = {v:,.3g}" for k, v in fit.params.items())
+    spend_params = ", ".join(f"{k} = {v:,.3g}" for k, v in spend.params.items()) if spend else "not fitted"
+    model_col, holdout_col = st.columns(2)
+    with model_col:
+        st.markdown("**The model**")
+        st.caption(
+            f"BG/NBD on {fit.customers:,} accounts: {params} (weeks). Gamma-Gamma on "
+            f"{spend.customers if spend else 0:,} repeat payers: {spend_params}. Their 95 % intervals "
+            "(Wald, log scale; empty where a parameter ran to the edge of the search):"
+        )
+        intervals = pd.concat(
+            [fit.intervals.assign(model="BG/NBD")]
+            + ([spend.intervals.assign(model="Gamma-Gamma")] if spend else [])
+        )
+        st.dataframe(intervals[["model", "parameter", "estimate", "low95", "high95"]], hide_index=True)
+    with holdout_col:
+        st.markdown("**Holdout check**")
+        totals = risk.holdout_summary
+        if risk.holdout.empty:
+            st.caption("Too little data before the holdout split to check the model.")
+        else:
+            st.caption(
+                f"Fitted on payments before {totals['split']:%d %b %Y}, the model predicted "
+                f"{totals['predicted']:,.0f} payment days for these {int(totals['accounts']):,} accounts in the "
+                f"{totals['holdout_units']:.0f} weeks after; they made {totals['actual']:,.0f} "
+                f"({totals['error']:+.1%}; mean absolute error {totals['mae']:.2f} per account)."
+            )
+            hold = risk.holdout
+            fig = go.Figure(
+                [
+                    go.Bar(
+                        x=hold["calibration_frequency"], y=hold["actual"], name="Actual", marker_color=NEUTRAL
+                    ),
+                    go.Bar(
+                        x=hold["calibration_frequency"],
+                        y=hold["predicted"],
+                        name="Predicted",
+                        marker_color=PALETTE[0],
+                    ),
+                ]
+            )
+            fig.update_xaxes(title_text="repeat payment days before the split", type="category")
+            fig.update_yaxes(title_text="mean payment days after the split")
+            fig.update_layout(barmode="group")
+            report.chart(
+                fig,
+                hold,
+                "Holdout: predicted vs actual payment days",
+                definition=(
+                    "The range is split two thirds in; the BG/NBD fitted on the first part predicts each account's "
+                    "payment days in the rest (Fader, Hardie & Lee 2005's check), averaged by the account's "
+                    "repeat payment days before the split."
+                ),
+            )
+
+    # projected cohort survival (sBG)
+    cohorts_fit = kpi(customer_models.cohort_sbg, view.filters, horizon=24)
+    if cohorts_fit.pooled is None:
+        no_data("No signup cohort lost a customer yet: nothing to project retention from.")
+    else:
+        pooled = cohorts_fit.pooled
+        curve = cohorts_fit.pooled_curve
+        fig = go.Figure()
+        seen = curve[curve["kind"] == "observed"]
+        fig.add_trace(
+            go.Scatter(x=seen["months_since_start"], y=seen["observed_rate"], name="All cohorts, observed",
+                       mode="lines+markers", line={"color": "#1F2937", "width": 2})
+        )  # fmt: skip
+        fig.add_trace(
+            go.Scatter(x=curve["months_since_start"], y=curve["projected_rate"], name="All cohorts, sBG",
+                       mode="lines", line={"color": "#1F2937", "dash": "dash"})
+        )  # fmt: skip
+        own = cohorts_fit.fits[~cohorts_fit.fits["low_sample"]].tail(5)
+        for i, cohort in enumerate(own["cohort"]):
+            rows = cohorts_fit.curves[cohorts_fit.curves["cohort"] == cohort]
+            colour = PALETTE[i % len(PALETTE)]
+            label = view.period_label(cohort)
+            observed = rows[rows["kind"] == "observed"]
+            fig.add_trace(
+                go.Scatter(
+                    x=observed["months_since_start"],
+                    y=observed["observed_rate"],
+                    name=f"{label}, observed",
+                    mode="lines",
+                    line={"color": colour},
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["months_since_start"],
+                    y=rows["projected_rate"],
+                    name=f"{label}, sBG",
+                    mode="lines",
+                    line={"color": colour, "dash": "dot"},
+                )
+            )
+        fig.update_xaxes(title_text="months since signup")
+        fig.update_layout(legend={"orientation": "v", "x": 1.02, "y": 1, "yanchor": "top"})
+        fig.update_yaxes(title_text="share still a customer", rangemode="tozero", **axis_format("ratio"))
+        report.chart(
+            fig,
+            pd.concat([cohorts_fit.curves, cohorts_fit.pooled_curve.assign(cohort="all")]),
+            "Cohort survival: observed and projected",
+            definition=(
+                "Shifted-beta-geometric model (Fader & Hardie 2007): each account has its own monthly churn "
+                "probability, spread across accounts as Beta(alpha, beta), so a cohort's retention rises as the "
+                "churn-prone leave. Fitted by maximum likelihood to the signup cohorts of the heatmap above "
+                f"(grouped by {view.freq}); observed = share of the cohort still a customer (Kaplan-Meier over "
+                "its monthly cohorts), dashed = the model's survival, 24 months past the data. "
+                f"All cohorts: alpha = {pooled.alpha:.3g}, beta = {pooled.beta:.3g}, first-month churn "
+                f"{fmt_ratio(pooled.churn_rate)}, discounted expected remaining lifetime of a new customer "
+                f"(DERL, 10 % a year) {pooled.derl(0, 1.1 ** (1 / 12) - 1):.1f} months."
+            ),
+        )
+        small = cohorts_fit.fits[cohorts_fit.fits["low_sample"]]
+        if len(small):
+            st.caption(
+                f":orange[:material/warning: {len(small)} of {len(cohorts_fit.fits)} cohorts have fewer than "
+                f"{customer_models.MIN_CUSTOMERS} customers or {customer_models.MIN_PERIODS} months of data: "
+                "they are projected with the fit of all cohorts.]"
+            )
+        backtest = kpi(customer_models.cohort_sbg_holdout, view.filters, holdout=6)
+        if not backtest.empty:
+            worst = backtest["relative_error"].abs().max()
+            st.caption(
+                f":material/history: Holdout: fitted with each cohort's last 6 months hidden, the model projected "
+                f"{backtest['predicted'].iloc[-1]:,.0f} customers still there 6 months on; there were "
+                f"{backtest['actual'].iloc[-1]:,.0f} (largest monthly error {fmt_ratio(worst)}, "
+                f"{int(backtest['cohorts'].iloc[0])} cohorts)."
+            )
 
 report.finish()

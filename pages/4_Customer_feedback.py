@@ -178,7 +178,9 @@ def comments(view: View) -> None:
             "account_id": "Account",
         }
     )
-    report.table(shown, f"The {len(shown)} newest comments", caption="All surveys, newest first.")
+    report.table(
+        shown, f"The {len(shown)} newest comments", caption="All surveys, newest first.", records=True
+    )
 
 
 nps_trend(view)

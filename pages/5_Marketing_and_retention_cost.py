@@ -239,9 +239,9 @@ def profitability(view: View) -> None:
     st.caption(f"{len(accounts):,} accounts with payments or costs in the range.")
     left, right = st.columns(2)
     with left:
-        report.table(top, f"Top {len(top)} accounts by profit")
+        report.table(top, f"Top {len(top)} accounts by profit", records=True)
     with right:
-        report.table(bottom, f"Bottom {len(bottom)} accounts by profit")
+        report.table(bottom, f"Bottom {len(bottom)} accounts by profit", records=True)
 
 
 campaigns(view)

@@ -35,13 +35,17 @@ MODEL_NAMES = {
 FORECAST_DEFINITION = (
     "Monthly revenue (payments net of refunds) for the selected segments, up to the end of the date range; "
     "forecast by the model with the lowest rolling-origin backtest error (MASE; a simpler model wins ties "
-    "within 1 %). Shaded: 80 % (dark) and 95 % (light) prediction intervals."
+    "within 1 %). Shaded: 80 % (dark) and 95 % (light) prediction intervals, calibrated on the model's own "
+    "backtest errors. A model whose backtest error is above the seasonal-naive baseline's (MASE above 1) "
+    "is not reliable: its forecast line is not drawn."
 )
 BACKTEST_DEFINITION = (
     "Rolling-origin backtest: each model is trained on the months before an origin and forecasts the "
     "months after it, for several origins. MAE, RMSE, MAPE and MASE (error relative to the in-sample "
     "seasonal-naive error; below 1 beats the baseline) are averaged over the folds; coverage is the share "
-    "of actual values inside the 80 % / 95 % intervals — close to 0.80 / 0.95 means honest intervals."
+    "of actual values inside each model's own 80 % / 95 % intervals, before calibration — close to "
+    "0.80 / 0.95 means honest intervals. The forecast's intervals are calibrated; their coverage on "
+    "held-out folds is stated under the forecast chart."
 )
 COMPONENT_NAMES = {"statistical": "Statistical forecast", "pipeline": "Pipeline", "combined": "Combined"}
 COMBINED_DEFINITION = (
@@ -91,9 +95,20 @@ def history_filters(view: View, full_history: bool) -> Filters:
 
 
 def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
+    """History, and the forecast with its intervals only when the forecast is reliable."""
     history = result.history
     ahead = result.forecast
     fig = go.Figure()
+    if not result.reliable:
+        fig.add_trace(
+            go.Scatter(
+                x=history.index, y=history.values, name="Revenue", mode="lines", line={"color": "#1F2937"}
+            )
+        )
+        fig.update_yaxes(
+            **axis_format("money"), title_text="revenue per month", rangemode="tozero", automargin=True
+        )
+        return fig
     periods = list(ahead["period"])
     for low, high, colour, name in (
         ("lo95", "hi95", "rgba(0,114,178,0.12)", "95 % interval"),
@@ -163,12 +178,26 @@ def statistical(
     chosen = model_label(result.model) + spec
     st.markdown(f"**Model used:** {chosen}")
     st.info(result.reason or "No reason given.", icon=":material/psychology:")
-    report.chart(
-        forecast_figure(result),
-        result.forecast,
-        "Revenue: history and forecast",
-        definition=FORECAST_DEFINITION,
-    )
+    if result.reliable:
+        report.chart(
+            forecast_figure(result),
+            result.forecast,
+            "Revenue: history and forecast",
+            definition=FORECAST_DEFINITION,
+        )
+        st.caption(f":material/verified: {result.intervals}")
+    else:
+        st.warning(
+            f"{result.reliability} No forecast line is drawn; the history is shown alone.",
+            icon=":material/warning:",
+        )
+        history = result.history.rename("revenue").rename_axis("period").reset_index()
+        report.chart(
+            forecast_figure(result),
+            history,
+            "Revenue: history (no reliable forecast)",
+            definition=FORECAST_DEFINITION,
+        )
 
     st.markdown("**How each model did in the backtest**")
     backtest = result.backtest
@@ -246,6 +275,11 @@ def next_quarter(result: forecasting.ForecastResult | None, pipe: forecasting.Pi
     if is_empty(combined):
         no_data("No next-quarter figure for this selection.")
         return
+    if not result.reliable:
+        st.warning(
+            "The statistical part below comes from a forecast that is not reliable (see above).",
+            icon=":material/warning:",
+        )
     for card, row in zip(st.columns(len(combined)), combined.itertuples(), strict=True):
         with card, st.container(border=True):
             st.metric(COMPONENT_NAMES.get(str(row.component), str(row.component)), fmt_money(row.amount))

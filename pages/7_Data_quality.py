@@ -1,6 +1,9 @@
 """Data quality: the ``python -m crm_data check`` report — duplicates, missing key fields,
 stale open deals, orphans, future timestamps, overlapping subscriptions — each finding with
-the records behind it and a CSV download."""
+the records behind it and a CSV download.
+
+The check covers the whole database, so it is shown only to users whose scope is not
+limited; the records behind the findings need the analyst role."""
 
 from __future__ import annotations
 
@@ -15,6 +18,14 @@ from ui.report import PageReport
 
 st.set_page_config(page_title="CRM Insights — Data quality", page_icon=":material/rule:", layout="wide")
 view = global_filters()
+if view.filters.scope.restricted:
+    st.title("Data quality")
+    st.info(
+        f"The data-quality check covers the whole database; your account sees {view.filters.scope.describe()} "
+        "only, so it is not shown here. Ask an administrator for the findings in your scope.",
+        icon=":material/lock:",
+    )
+    st.stop()
 report = PageReport(
     "Data quality",
     view,
@@ -68,4 +79,4 @@ for finding in problems:
             listed = None
             if len(records) < finding.count:
                 listed = f"The first {len(records):,} of {finding.count:,} records."
-            report.table(records, finding.title, caption=listed)
+            report.table(records, finding.title, caption=listed, records=True)

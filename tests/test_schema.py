@@ -32,8 +32,8 @@ def test_a_database_from_before_the_currency_columns_gets_them(make_db) -> None:
         )
     schema.create_schema(engine)
     with engine.connect() as conn:
-        assert {"currency", "amount_original"} <= schema.column_names(conn, "deals")
-        assert {"currency", "amount_original"} <= schema.column_names(conn, "payments")
+        assert {"currency", "amount_original"} <= schema.table_columns(conn, "deals")
+        assert {"currency", "amount_original"} <= schema.table_columns(conn, "payments")
         assert conn.exec_driver_sql("SELECT deal_id, currency FROM deals").all() == [("d1", None)]
         assert schema.add_missing_columns(conn) == []  # nothing left to add
 

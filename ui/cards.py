@@ -23,6 +23,7 @@ import pandas as pd
 import streamlit as st
 
 from charts.theme import fmt_delta, fmt_value
+from kpis.core import is_partial
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 UNIT_WORDS = {
@@ -124,25 +125,22 @@ class CardNumbers:
     previous: pd.Timestamp | None
 
 
-def _period_end(period: pd.Timestamp, freq: str) -> pd.Timestamp:
-    return period + pd.DateOffset(months={"month": 1, "quarter": 3, "year": 12}[freq])
-
-
 def latest(
     frame: pd.DataFrame,
     column: str,
     freq: str,
     today: dt.date | None = None,
     low_sample_column: str = "low_sample",
+    end: dt.date | None = None,
 ) -> CardNumbers:
     """The last complete period's ``column`` (the last period at all when none is complete),
-    its change on the period before, and the whole series for the sparkline."""
+    its change on the period before, and the whole series for the sparkline. Complete: not
+    partial (``kpis.core.is_partial``) as of ``today`` in a range ending at ``end``."""
     nan = math.nan
     if frame is None or frame.empty or column not in frame:
         return CardNumbers(nan, nan, [], False, None, None)
     rows = frame.sort_values("period").reset_index(drop=True)
-    today_ts = pd.Timestamp(today or dt.datetime.now(dt.UTC).date())
-    complete = [i for i, p in enumerate(rows["period"]) if _period_end(pd.Timestamp(p), freq) <= today_ts]
+    complete = [i for i, p in enumerate(rows["period"]) if not is_partial(p, freq, end or dt.date.max, today)]
     index = complete[-1] if complete else len(rows) - 1
     value = float(rows.at[index, column]) if pd.notna(rows.at[index, column]) else nan
     previous = (

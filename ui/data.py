@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import importlib
 import inspect
 import re
@@ -33,8 +34,8 @@ import streamlit as st
 from crm_data import schema
 from crm_data.engines import database_url, explain_database_error, make_engine
 
-__all__ = ["call", "database_url", "engine", "kpi", "refresh", "require_database", "shown_url"]
-from kpis.filters import Filters
+__all__ = ["call", "database_url", "engine", "kpi", "kpi_again", "refresh", "require_database", "shown_url"]
+from kpis.filters import EVERYTHING, Filters, Scope
 
 #: How the dashboard tells to run the command line, in its messages.
 CLI = "python -m crm_data"
@@ -224,8 +225,37 @@ def kpi(function: Callable[..., Any], view_or_filters: Any, **kwargs: Any) -> An
     if freq is not None and "freq" not in kwargs and _accepts(function, "freq"):
         kwargs["freq"] = freq
     key = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
+    name = _qualified_name(function)
     with _friendly_database_errors():
-        return _cached_kpi(database_url(), _qualified_name(function), filters, key)
+        result = _cached_kpi(database_url(), name, filters, key)
+    if isinstance(result, pd.DataFrame):  # how to compute it again for another range (last year)
+        result.attrs[SOURCE] = _source_text(name, key)
+    return result
+
+
+#: ``DataFrame.attrs`` key of a ``kpi`` result: a token naming its function and keyword
+#: arguments in ``_SOURCES`` (attrs stay plain text: Streamlit writes a shown frame's
+#: attrs as JSON, and no code is ever loaded back from them).
+SOURCE = "kpi_source"
+#: token -> (function name, keyword arguments); bounded by the dashboard's distinct KPI calls
+_SOURCES: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+
+
+def _source_text(name: str, key: tuple[tuple[str, Any], ...]) -> str:
+    token = hashlib.sha256(repr((name, key)).encode()).hexdigest()[:24]
+    _SOURCES[token] = (name, key)
+    return token
+
+
+def kpi_again(frame: pd.DataFrame, filters: Filters) -> Any:
+    """The KPI that made ``frame`` (a ``kpi`` result, see ``SOURCE``) for other ``filters``
+    (e.g. last year's range), cached like ``kpi``; None when ``frame`` is not one."""
+    source = _SOURCES.get(getattr(frame, "attrs", {}).get(SOURCE))
+    if source is None:
+        return None
+    name, key = source
+    with _friendly_database_errors():
+        return _cached_kpi(database_url(), name, filters, key)
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=200)
@@ -251,16 +281,16 @@ def _hashable(value: Any) -> Any:
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
-def _dimension_values(url: str) -> dict[str, list[str]]:
+def _dimension_values(url: str, scope: Scope = EVERYTHING) -> dict[str, list[str]]:
     from kpis.filters import dimension_values as read
 
-    return read(engine())
+    return read(engine(), scope)
 
 
-def dimension_values(url: str) -> dict[str, list[str]]:
-    """The filter bar's choices per dimension (``kpis.filters.dimension_values``)."""
+def dimension_values(url: str, scope: Scope = EVERYTHING) -> dict[str, list[str]]:
+    """The filter bar's choices per dimension within ``scope`` (``kpis.filters.dimension_values``)."""
     with _friendly_database_errors():
-        return _dimension_values(url)
+        return _dimension_values(url, scope)
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)

@@ -14,6 +14,10 @@ How the values travel (see ../shared/notes/streamlit-pages.md, measured here):
 * URL values are validated against the values present in the database; anything else
   (a typo, ``' OR 1=1 --``) is ignored with a visible notice. Values only ever reach SQL
   as bound parameters inside ``kpis``.
+* ``ui.auth.gate()`` runs first (the sign-in form stops the page before anything is
+  drawn); the signed-in user's scope limits the values offered (and so the URL values
+  accepted) and is attached to the returned Filters (``Filters.within``): the KPI layer
+  applies it to every query, whatever the URL, the session or the filter bar say.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-import pandas as pd
 import streamlit as st
 
+from charts.figures import period_text
 from crm_data.engines import database_url
+from kpis.core import as_of, is_partial
 from kpis.filters import Filters
-from ui import data
+from ui import auth, data
 
 FREQS: dict[str, str] = {"month": "Month", "quarter": "Quarter", "year": "Year"}
 
@@ -40,7 +45,10 @@ DIMENSIONS: list[tuple[str, str, str]] = [
     ("acquisition_channels", "acquisition_channel", "Acquisition channel"),
     ("owners", "owner", "Owner"),
     ("products", "product", "Product"),
+    ("pipelines", "pipeline", "Pipeline"),
 ]
+#: Dimensions drawn only when the data has more than one value (one pipeline: no choice).
+ONLY_WITH_CHOICE = frozenset({"pipelines"})
 
 START_PARAM, END_PARAM, FREQ_PARAM = "from", "to", "period"
 DATE_KEY, FREQ_KEY = "date_range", "freq"
@@ -55,11 +63,17 @@ def _store(name: str) -> str:
 
 @dataclass(frozen=True)
 class View:
-    """What the user is looking at: the filters, the period length and the notices."""
+    """What the user is looking at: the filters, the period length and the notices.
+
+    ``today`` is the data's "today" (see :func:`data_today`; None: today in UTC): a period
+    ending after it, or after the range end, is partial (``is_partial``)."""
 
     filters: Filters
     freq: str = "month"
     labels: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, hash=False)
+    today: dt.date | None = field(default=None, compare=False, hash=False)
+    #: Who is looking (``ui.auth.User``); None outside the dashboard.
+    user: auth.User | None = field(default=None, compare=False, hash=False)
 
     def describe(self) -> str:
         """The active filters in one line, for captions and exports."""
@@ -73,21 +87,36 @@ class View:
                 parts.append(f"{label}: " + ", ".join(names.get(v, v) for v in values))
         if len(parts) == 2:
             parts.append("all accounts")
+        if f.scope.restricted:
+            parts.append(f"within {f.scope.describe()}")
         return " · ".join(parts)
 
     def period_label(self, period: object) -> str:
         """``2026-04-01`` -> "Apr 2026" / "Q2 2026" / "2026" for this view's period."""
         return period_label(period, self.freq)
 
+    @property
+    def cut(self) -> dt.date:
+        """The first day this view has no data for: the range end, or the data's today if
+        that is earlier (exclusive)."""
+        return min(self.filters.end, as_of(self.today))
+
+    def is_partial(self, period: object) -> bool:
+        """True when ``period`` (a period start) is not complete in this view: it ends after
+        the range end or after today (``kpis.core.is_partial``, the one definition)."""
+        return is_partial(period, self.freq, self.filters.end, self.today)
+
 
 def period_label(period: object, freq: str) -> str:
     """A period start as the user says it: "Apr 2026", "Q2 2026" or "2026"."""
-    stamp = pd.Timestamp(period)
-    if freq == "year":
-        return f"{stamp.year}"
-    if freq == "quarter":
-        return f"Q{stamp.quarter} {stamp.year}"
-    return stamp.strftime("%b %Y")
+    return period_text(period, freq)
+
+
+def data_today(bounds: tuple[dt.date, dt.date] | None, today: dt.date | None = None) -> dt.date:
+    """The data's "today": the day after the last day with data, or today (UTC) if that is
+    earlier. A history that ended on 15 Mar 2019 makes March 2019 a partial month."""
+    today = as_of(today)
+    return today if bounds is None else min(bounds[1] + dt.timedelta(days=1), today)
 
 
 def _month_start(day: dt.date) -> dt.date:
@@ -219,12 +248,14 @@ def global_filters() -> View:
     from ui.navigation import navigation
     from ui.report import warm_export_server
 
+    user = auth.gate()  # first: nothing of the page before sign-in
     use_theme()
-    navigation()  # first: the page links also show when the database is missing
+    navigation()  # the page links also show when the database is missing
     data.require_database()
     warm_export_server()  # once per process, in the background: the first export is fast
     url = database_url()
-    known = data.dimension_values(url)
+    # only values inside the user's scope are offered; URL values outside it are ignored
+    known = data.dimension_values(url, user.scope)
     labels = data.dimension_labels(url)
     bounds = data.data_date_range(url)
     default = default_range(bounds)
@@ -280,6 +311,9 @@ def global_filters() -> View:
     chosen: dict[str, list[str]] = {}
     for name, param, label in DIMENSIONS:
         options = known.get(name, [])
+        if name in ONLY_WITH_CHOICE and len(options) < 2:
+            ss[_store(name)] = chosen[name] = []
+            continue
         ss[param] = [v for v in ss.get(param, ss.get(_store(name), [])) if v in options]
         names = labels.get(name, {})
         values = sidebar.multiselect(
@@ -296,5 +330,8 @@ def global_filters() -> View:
     sidebar.caption("The address bar keeps these filters: copy it to share exactly this view.")
 
     _sync_url(start, end, freq, chosen)
-    filters = Filters(start=start, end=end, **{name: tuple(v) for name, v in chosen.items()})
-    return View(filters=filters, freq=freq, labels=labels)
+    # the scope rides with the filters into every KPI, roll-up, drill-down, export and forecast
+    filters = Filters(start=start, end=end, **{name: tuple(v) for name, v in chosen.items()}).within(
+        user.scope
+    )
+    return View(filters=filters, freq=freq, labels=labels, today=data_today(bounds), user=user)

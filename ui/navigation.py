@@ -45,7 +45,11 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("pages/6_Forecast.py", "Forecast", ":material/trending_up:"),
     PageEntry("pages/7_Data_quality.py", "Data quality", ":material/rule:"),
     PageEntry("pages/8_Import.py", "Import", ":material/upload:"),
+    PageEntry("pages/9_Audit_log.py", "Audit log", ":material/policy:"),
 )
+
+#: The role a page needs (the page itself refuses lower roles: ``ui.auth.require``).
+PAGE_ROLES: dict[str, str] = {"pages/8_Import.py": "admin", "pages/9_Audit_log.py": "admin"}
 
 
 def label_from_file(script: str) -> str:
@@ -72,17 +76,26 @@ def entries(project_dir: Path = PROJECT_DIR) -> list[PageEntry]:
 
 
 def navigation() -> None:
-    """Draw the page links at the top of the sidebar (the current page is highlighted).
+    """Check who is looking (``ui.auth.gate()``: the sign-in form and a stop when nobody is
+    signed in), then draw the page links at the top of the sidebar (the current page is
+    highlighted) and who is signed in. Pages above the user's role are left out of the list
+    (their scripts refuse such users themselves).
 
     A page Streamlit has not registered is left out instead of failing: that only happens
     when the app is started from another script than ``dashboard.py`` (e.g. an AppTest of
     one page file alone), where the other pages do not exist for Streamlit.
     """
+    from ui import auth
+
+    user = auth.gate()
     sidebar = st.sidebar
     with sidebar.container(key="crm_navigation"):
         for entry in entries():
+            if not user.may(PAGE_ROLES.get(entry.script, auth.VIEWER)):
+                continue
             try:
                 st.page_link(entry.script, label=entry.label, icon=entry.icon)
             except StreamlitPageNotFoundError:
                 continue
+    auth.sidebar_badge()
     sidebar.divider()

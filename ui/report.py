@@ -9,8 +9,17 @@ filters; then
   install), interactive HTML, and the chart's data as CSV / XLSX (the XLSX carries the
   definition and the active filters). Every file is built only when its button is
   clicked (``st.download_button`` with a callable).
+  A chart over periods (``charts.figures.period_axis``) gets its partial period marked
+  (``charts.figures.mark_periods``: dotted / open / hatched, "Dec 2026 (to 6 Dec)"), a
+  caption saying so, and in its hover the change on the previous complete period and on
+  the same period last year (last year's numbers: the same ``ui.data.kpi`` call for the
+  range a year earlier, cut at the same day). Its CSV / XLSX carry a ``partial`` column.
 * ``report.table(df, title)`` draws a table with a CSV download (drill-downs); its numbers
   are formatted by column name (``column_config``: rates as %, money, days, counts).
+  ``records=True`` marks record-level rows (accounts, deals, comments): only analysts and
+  admins get them; a viewer gets a note instead and the rows never leave the server.
+* Every download is written to the audit log when it is built (who, the file, the page,
+  the chart or table, the active filters and scope).
 * ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
   active filters.
 
@@ -29,11 +38,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from charts import figures
 from charts.theme import CURRENCY, column_unit
+from kpis.core import naive_timestamps
 from ui.cards import definition_card, definition_text
 
 logger = logging.getLogger(__name__)
@@ -135,6 +147,7 @@ class PageReport:
     def __init__(self, title: str, view: Any, *, caption: str | None = None) -> None:
         self.title = title
         self.view = view
+        self.user = getattr(view, "user", None)
         self.items: list[tuple[str, go.Figure, str]] = []
         self._keys: dict[str, int] = {}
         st.title(title)
@@ -149,6 +162,23 @@ class PageReport:
     def _meta(self, title: str, definition: str) -> dict[str, str]:
         return {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
 
+    def _audited(self, build: Callable[[], bytes], file_name: str, what: str) -> Callable[[], bytes]:
+        """``build`` that first writes who exported what to the audit log. The user is taken
+        now: the deferred download runs outside the script run."""
+        name = getattr(self.user, "name", None) or "anonymous"
+        details = {"page": self.title, "what": what, "filters": self.view.describe()}
+
+        def run() -> bytes:
+            from ui import auth
+
+            try:
+                auth.store().record(name, "export", file_name, details)
+            except Exception as error:  # the download goes ahead; the failure is logged
+                logger.warning("Could not write the export of %s to the audit log: %s", file_name, error)
+            return build()
+
+        return run
+
     def chart(
         self,
         fig: go.Figure,
@@ -162,6 +192,10 @@ class PageReport:
         text = definition_text(kpi_key, definition)
         if not fig.layout.title.text:
             fig.update_layout(title_text=title)
+        partial: list[pd.Timestamp] = []
+        if figures.period_freq(fig) == getattr(self.view, "freq", None):
+            partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
+            data = self._with_partial(data)
         st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
         # the Export column stays wide enough for its button in half-width charts too
         left, right = st.columns([3, 1], vertical_alignment="top")
@@ -171,11 +205,82 @@ class PageReport:
             elif definition:
                 st.caption(f":material/info: {definition}")
         with right:
-            self._export_popover(fig, data, title, text, key)
+            self._export_popover(fig, data, title, text, key, self._partial_note(partial))
+        if partial:
+            st.caption(f":material/hourglass_top: {self._partial_note(partial)}")
         self.items.append((title, fig, text))
 
+    def _partial_note(self, partial: list[pd.Timestamp]) -> str | None:
+        """What the chart's partial periods mean, for the caption and the XLSX About sheet."""
+        if not partial:
+            return None
+        freq, cut = self.view.freq, self.view.cut
+        named = ", ".join(figures.partial_label(p, freq, cut) for p in partial)
+        return (
+            f"{named}: not a complete {freq}, so dotted / hatched, not compared with the {freq} before, "
+            "and marked partial in the data; its hover compares it with last year to the same day."
+        )
+
+    def _with_partial(self, data: pd.DataFrame | None) -> pd.DataFrame | None:
+        """``data`` with a ``partial`` column (True for a period not complete in this view)."""
+        if data is None or "period" not in data or "partial" in data:
+            return data
+        return data.assign(partial=[bool(self.view.is_partial(p)) for p in data["period"]])
+
+    def _last_year(self, fig: go.Figure, data: pd.DataFrame | None) -> dict[int, dict[pd.Timestamp, float]]:
+        """Per period trace of ``fig``: this year's period -> the same period a year earlier,
+        from the KPI that made ``data`` run again on the range a year back, ending a year
+        before the view's cut (so a partial period meets last year's to the same day). Empty
+        when ``data`` is no ``ui.data.kpi`` result; traces that match no column of it are
+        left out (the hover then takes last year from the trace itself)."""
+        from ui import data as ui_data
+
+        if data is None or ui_data.SOURCE not in getattr(data, "attrs", {}) or "period" not in data:
+            return {}
+        year = pd.DateOffset(years=1)
+        filters = self.view.filters
+        start = (pd.Timestamp(filters.start) - year).date()
+        end = (pd.Timestamp(self.view.cut) - year).date()
+        if end <= start:
+            return {}
+        try:
+            before = ui_data.kpi_again(data, filters.replace(start=start, end=end))
+        except Exception as error:  # last year is a hover line: never worth a broken chart
+            logger.warning("No last-year comparison for %s: %s", self.title, error)
+            return {}
+        if not isinstance(before, pd.DataFrame) or "period" not in before:
+            return {}
+        bounds = ui_data.data_date_range(ui_data.database_url())
+        first = pd.Timestamp(bounds[0]) if bounds else None
+        freq = self.view.freq
+        out: dict[int, dict[pd.Timestamp, float]] = {}
+        for index, trace in enumerate(fig.data):
+            x = figures.period_x(trace, freq)
+            hint = trace.meta.get("column") if isinstance(trace.meta, dict) else None
+            found = match_series(data, x, trace.y, hint) if x else None
+            if found is None:
+                continue
+            column, where = found
+            rows = before
+            for name, value in where.items():
+                rows = rows[rows[name] == value]
+            if column not in rows:
+                continue
+            out[index] = {
+                period + year: float(value)
+                for period, value in zip(naive_timestamps(rows["period"]), rows[column], strict=True)
+                if pd.notna(value) and (first is None or period >= first)
+            }
+        return out
+
     def _export_popover(
-        self, fig: go.Figure, data: pd.DataFrame | None, title: str, text: str, key: str
+        self,
+        fig: go.Figure,
+        data: pd.DataFrame | None,
+        title: str,
+        text: str,
+        key: str,
+        note: str | None = None,
     ) -> None:
         export = _export()
         stem = _slug(title)
@@ -184,7 +289,9 @@ class PageReport:
                 for fmt in export.IMAGE_FORMATS:
                     _download(
                         fmt.upper(),
-                        (lambda fmt=fmt: export.figure_bytes(fig, fmt)),
+                        self._audited(
+                            (lambda fmt=fmt: export.figure_bytes(fig, fmt)), f"{stem}.{fmt}", title
+                        ),
                         f"{stem}.{fmt}",
                         export.MIME_TYPES[fmt],
                         f"{key}-{fmt}",
@@ -193,7 +300,7 @@ class PageReport:
                 st.caption(export.MISSING_CHROMIUM_HELP)
             _download(
                 "HTML (interactive)",
-                lambda: export.figure_html(fig, title=title),
+                self._audited(lambda: export.figure_html(fig, title=title), f"{stem}.html", title),
                 f"{stem}.html",
                 export.MIME_TYPES["html"],
                 f"{key}-html",
@@ -202,26 +309,47 @@ class PageReport:
                 frame = data.copy()
                 _download(
                     "CSV (data)",
-                    lambda: export.frame_csv(frame),
+                    self._audited(lambda: export.frame_csv(frame), f"{stem}.csv", title),
                     f"{stem}.csv",
                     export.MIME_TYPES["csv"],
                     f"{key}-csv",
                 )
                 meta = self._meta(title, text)
+                if note:
+                    meta["Partial period"] = note
                 _download(
                     "XLSX (data)",
-                    lambda: export.frame_xlsx({title[:31]: frame}, meta),
+                    self._audited(
+                        lambda: export.frame_xlsx({title[:31]: frame}, meta), f"{stem}.xlsx", title
+                    ),
                     f"{stem}.xlsx",
                     export.MIME_TYPES["xlsx"],
                     f"{key}-xlsx",
                 )
 
+    def may_see_records(self) -> bool:
+        """True for analysts and admins (and the anonymous laptop user): record-level rows."""
+        return self.user is None or self.user.may("analyst")
+
     def table(
-        self, df: pd.DataFrame, title: str, *, height: int | str = "auto", caption: str | None = None
+        self,
+        df: pd.DataFrame,
+        title: str,
+        *,
+        height: int | str = "auto",
+        caption: str | None = None,
+        records: bool = False,
     ) -> None:
-        """Draw ``df`` under ``title`` with a CSV download of exactly these rows."""
+        """Draw ``df`` under ``title`` with a CSV download of exactly these rows
+        (``records``: record-level rows, for analysts and admins only)."""
         key = self._key(title)
         st.markdown(f"**{title}**")
+        if records and not self.may_see_records():
+            st.info(
+                "Record-level detail needs the analyst role: ask an administrator if you need it.",
+                icon=":material/lock:",
+            )
+            return
         if caption:
             st.caption(caption)
         st.dataframe(df, hide_index=True, height=height, key=f"table-{key}", column_config=column_config(df))
@@ -229,7 +357,7 @@ class PageReport:
         frame = df.copy()
         _download(
             f"Download CSV ({len(frame):,} rows)",
-            lambda: export.frame_csv(frame),
+            self._audited(lambda: export.frame_csv(frame), f"{_slug(title)}.csv", title),
             f"{_slug(title)}.csv",
             export.MIME_TYPES["csv"],
             f"{key}-table-csv",
@@ -247,12 +375,65 @@ class PageReport:
         items = list(self.items)
         _download(
             f"Download this page as PDF ({len(items)} chart{'s' if len(items) != 1 else ''})",
-            lambda: export.page_pdf(self.title, self.view.describe(), items),
+            self._audited(
+                lambda: export.page_pdf(self.title, self.view.describe(), items),
+                f"{_slug(self.title)}.pdf",
+                "whole page",
+            ),
             f"{_slug(self.title)}.pdf",
             export.MIME_TYPES["pdf"],
             f"{_slug(self.title)}-page-pdf",
             primary=True,
         )
+
+
+def match_series(
+    frame: pd.DataFrame, x: list[pd.Timestamp], y: object, column: str | None = None
+) -> tuple[str, dict[str, object]] | None:
+    """Which series of a KPI frame a trace draws: (column, {key column: value}) such that
+    the rows with that key (all rows when the periods are unique) hold ``y`` at the periods
+    ``x``; ``column`` is tried alone when the frame has it. None when nothing matches (a
+    value the page computed, e.g. a cost per retained customer of one bucket)."""
+    if frame is None or "period" not in frame or not x:
+        return None
+    values = figures.numbers(y, len(x))
+    if not np.nan_to_num(values).any():  # all missing or zero: any column of zeros would match
+        return None
+    numeric = [
+        c
+        for c in frame.columns
+        if c not in ("period", "partial")
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+    columns = [column] if column in numeric else numeric
+    periods = pd.DatetimeIndex(naive_timestamps(frame["period"]))
+    subsets: list[tuple[dict[str, object], pd.DataFrame, pd.DatetimeIndex]] = []
+    if periods.is_unique:
+        subsets.append(({}, frame, periods))
+    else:
+        keys = [
+            c
+            for c in frame.columns
+            if c != "period"
+            and c not in numeric
+            and not pd.api.types.is_datetime64_any_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])
+        ]
+        for key in keys:
+            for value in frame[key].dropna().unique():
+                mask = (frame[key] == value).to_numpy()
+                if periods[mask].is_unique:
+                    subsets.append(({key: value}, frame[mask], periods[mask]))
+    wanted = pd.DatetimeIndex(x)
+    for where, rows, index in subsets:
+        if not wanted.isin(index).all():
+            continue
+        for name in columns:
+            got = pd.Series(rows[name].to_numpy(dtype=float), index=index).reindex(wanted).to_numpy()
+            if np.allclose(got, values, rtol=1e-9, atol=0, equal_nan=True):
+                return name, where
+    return None
 
 
 def _download(

@@ -12,6 +12,14 @@ package does not have. ``serve`` therefore
 * passes ``--url`` to the app as ``CRM_DATABASE_URL`` (the server runs in this process);
 * refuses to start an empty dashboard: without ``--url`` or ``CRM_DATABASE_URL`` and
   without the default embedded database file, it says to run ``crm-insights demo``;
+* refuses to listen on anything but a loopback address (``--address 0.0.0.0``) while no
+  sign-in is configured — no account in the app tables (``crm-insights users add``) and
+  no ``[auth]`` section in the secrets — and says how to configure it;
+  ``--allow-anonymous`` overrides (``CRM_ALLOW_ANONYMOUS=1`` for the app, see ui/auth.py);
+* secrets (single sign-on's ``[auth]``): Streamlit reads ``.streamlit/secrets.toml`` of
+  the *working directory* the command runs in (the server keeps it; ``serve`` does not
+  change directory), then ``~/.streamlit/secrets.toml``; ``--secrets FILE`` names the
+  file instead (Streamlit's ``secrets.files`` option).
 * refuses to start on a database that cannot be used at all (a damaged or foreign file, a
   folder, a PostgreSQL server, database or role that cannot be reached): it reads what
   every page reads first (the filter bar's values) and prints the sentence of
@@ -88,6 +96,49 @@ def missing_database(url: str | None = None) -> Path | None:
     return None if path.exists() else path
 
 
+def secrets_files(secrets: str | None = None) -> list[Path]:
+    """The secrets files Streamlit will read: ``secrets``, else its defaults
+    (``~/.streamlit/secrets.toml``, then ``.streamlit/secrets.toml`` of the working directory)."""
+    if secrets:
+        return [Path(secrets).expanduser().resolve()]
+    return [Path.home() / ".streamlit" / "secrets.toml", Path.cwd() / ".streamlit" / "secrets.toml"]
+
+
+def oidc_configured(files: list[Path]) -> bool:
+    """True when one of ``files`` has an ``[auth]`` section with what st.login needs."""
+    for path in files:
+        if not path.is_file():
+            continue
+        with path.open("rb") as handle:
+            auth = tomllib.load(handle).get("auth") or {}
+        if auth.get("redirect_uri") and auth.get("cookie_secret"):
+            return True
+    return False
+
+
+def accounts_configured(url: str | None) -> bool:
+    """True when the dashboard's database has at least one sign-in account."""
+    from crm_data.accounts import AccountStore
+    from crm_data.engines import database_url
+
+    store = AccountStore.open(database_url(url))
+    try:
+        return store.any_accounts()
+    finally:
+        store.dispose()
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def unusable_database(url: str | None = None, prog: str = "crm-insights") -> str | None:
     """What is wrong, in one sentence, when the dashboard could not read the database at
     all; None when it can start (it says itself that a database is missing, has no CRM
@@ -121,9 +172,11 @@ def serve(
     address: str = DEFAULT_ADDRESS,
     port: int = DEFAULT_PORT,
     prog: str = "crm-insights",
+    allow_anonymous: bool = False,
+    secrets: str | None = None,
 ) -> int:
-    """Run the dashboard until it is stopped; returns the exit code (2: no database yet, or
-    one that cannot be used).
+    """Run the dashboard until it is stopped; returns the exit code (2: no database yet, one
+    that cannot be used, or no sign-in configured for a network address).
 
     ``url`` (else ``CRM_DATABASE_URL``, else the embedded DuckDB file) is the database the
     app reads; ``prog`` is how the user calls the command line, for the advice printed.
@@ -137,14 +190,36 @@ def serve(
             file=sys.stderr,
         )
         return 2
+    files = secrets_files(secrets)
+    if secrets and not files[0].is_file():
+        print(f"error: no secrets file at {files[0]}", file=sys.stderr)
+        return 2
+    if not (_loopback(address) or allow_anonymous or oidc_configured(files) or accounts_configured(url)):
+        print(
+            f"error: refusing to listen on {address} without sign-in: anyone who reaches the port "
+            "would see all data and could import. Configure sign-in first:\n"
+            f"  built-in accounts: `{prog} users add NAME --role admin` (asks for a password), then "
+            "viewers and analysts with their scope, e.g. "
+            f"`{prog} users add rm-emea --role viewer --region EMEA`;\n"
+            "  single sign-on: an [auth] section (redirect_uri, cookie_secret, client_id, client_secret, "
+            "server_metadata_url) in .streamlit/secrets.toml of this directory or --secrets FILE, and "
+            f"`{prog} users add EMAIL --sso --role viewer` per person.\n"
+            f"Or listen on 127.0.0.1 only; or, to serve everyone without sign-in anyway, add --allow-anonymous.",
+            file=sys.stderr,
+        )
+        return 2
     problem = unusable_database(url, prog)
     if problem is not None:
         print(f"error: {problem[:1].lower()}{problem[1:]}", file=sys.stderr)
         return 2
     if url:
         os.environ["CRM_DATABASE_URL"] = url  # read by crm_data.engines.database_url in the app
+    if allow_anonymous:
+        os.environ["CRM_ALLOW_ANONYMOUS"] = "1"  # read by ui.auth.anonymous_allowed in the app
     script = dashboard_script()
     options = flag_options(address, port)
+    if secrets:
+        options["secrets.files"] = [str(f) for f in files]
 
     from streamlit.web import bootstrap
 

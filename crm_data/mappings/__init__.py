@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from crm_data.mappings.engine import Mapping
+from crm_data.mappings.engine import Mapping, read_stage_file
 from crm_data.mappings.report import MappingError, ReadReport, ReadWarning
 
 MAPPINGS_DIR = Path(__file__).resolve().parent
@@ -80,6 +80,7 @@ __all__ = [
     "label",
     "load_mapping",
     "mapping_path",
+    "read_stage_file",
     "shipped_mappings",
     "suggest_mappings",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,16 @@ SPEC_KEYS = frozenset(
     {
         "column", "template", "value", "split", "map", "else", "default", "type", "format", "timezone",
         "decimal", "thousands", "add", "case", "subtract", "scale", "bins", "when", "unless", "prefix", "suffix",
-        "agg", "day_first", "reciprocal", "estimate",
+        "agg", "day_first", "stage", "flags", "fallback", "when_mapped", "reciprocal", "estimate",
     }
 )  # fmt: skip
+#: The base of a spec: exactly one of these.
+BASE_KEYS = ("column", "template", "value", "stage")
+#: ``flags`` of a ``stage`` spec: the vendor's own won / lost / closed yes-no columns.
+FLAG_KEYS = frozenset({"won", "lost", "closed"})
+#: Deal statuses a stage can be placed as.
+STAGE_STATUSES = ("won", "lost", "open")
+_WORD = re.compile(r"[^\W\d_]+")
 TYPES = frozenset({"text", "number", "integer", "boolean", "datetime", "date"})
 UNITS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "x", "t"})
@@ -86,6 +93,12 @@ def target_table(name: str) -> sa.Table | None:
     return meta if name == meta.name else None
 
 
+def stage_key(label: object) -> str:
+    """How stage labels are compared: case and blanks ignored (``"Closed  Lost "`` =
+    ``"closed lost"``)."""
+    return " ".join(str(label).split()).casefold()
+
+
 @dataclass
 class Context:
     src: pd.DataFrame
@@ -95,6 +108,12 @@ class Context:
     notes: list[str]
     report: ReadReport | None = None
     block: str = ""
+    #: The user's stage assignments (``stage_key(label)`` -> won / lost / open).
+    stage_map: dict[str, str] = field(default_factory=dict)
+    #: Stages the mapping itself places (its static ``pipeline_stages`` rows).
+    known_stages: dict[str, str] = field(default_factory=dict)
+    #: True while a spec with a ``fallback`` is evaluated: its missing columns are blanks.
+    lenient: bool = False
 
     def column(self, name: str, target: str, optional: bool = False) -> pd.Series:
         """A source column (any case), or blanks (plus a note) when an optional one is absent
@@ -106,11 +125,11 @@ class Context:
         assert table is not None
         column = table.c[target]
         blanks = pd.Series([None] * len(self.src), index=self.src.index, dtype=object)
-        if (not column.nullable or column.primary_key) and not optional:
+        if (not column.nullable or column.primary_key) and not (optional or self.lenient):
             self.error(None, "", f"column {name!r} is missing (needed for {self.table}.{target})")
             return blanks
         note = f"{self.path}: no column {name!r}; {self.table}.{target} left blank"
-        if note not in self.notes:
+        if not self.lenient and note not in self.notes:
             self.notes.append(note)
         return blanks
 
@@ -138,6 +157,35 @@ def evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
         for part in parts[1:]:
             values = values.where(~omap(values, is_blank).astype(bool), part)
         return values.astype(object)
+    if "fallback" not in spec:
+        return _evaluate(spec, ctx, target)
+    lenient, ctx.lenient = ctx.lenient, True
+    try:
+        values = _evaluate(spec, ctx, target)
+    finally:
+        ctx.lenient = lenient
+    return _fall_back(values, spec["fallback"], ctx, target)
+
+
+def _fall_back(values: pd.Series, fallback: object, ctx: Context, target: str) -> pd.Series:
+    """``fallback`` (a spec) for the rows where ``values`` came out blank; its ``warn`` text
+    reports how many it filled, with examples."""
+    spec = {"column": fallback} if isinstance(fallback, str) else dict(fallback)  # type: ignore[arg-type]
+    blank = omap(values, is_blank).astype(bool)
+    if not blank.any():
+        return values
+    filled = evaluate(spec, ctx, target)
+    used = blank & ~omap(filled, is_blank).astype(bool)
+    values = values.where(~used, filled)
+    if spec.get("warn") and used.any() and ctx.report is not None:
+        positions = [i for i, hit in enumerate(used) if hit]
+        examples = [(ctx.line(i), f"{to_text(values.iloc[i])}") for i in positions[:3]]
+        message = f"{len(positions):,d} {spec['warn']}"
+        ctx.report.warn(ctx.path, message, column=target, examples=examples, count=len(positions))
+    return values
+
+
+def _evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
     values = _base(spec, ctx, target)
     if "split" in spec:
         sep = spec["split"]
@@ -179,6 +227,8 @@ def evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
 
 def _base(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
     index = ctx.src.index
+    if "stage" in spec:
+        return stage_statuses(spec, ctx, target)
     if "value" in spec:
         return pd.Series([spec["value"]] * len(index), index=index, dtype=object)
     if "column" in spec:
@@ -198,6 +248,110 @@ def _base(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
         return text or None
 
     return pd.Series([fill(i) for i in range(len(index))], index=index, dtype=object)
+
+
+def stage_statuses(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
+    """won / lost / open per deal from its stage (``stage = "<stage column>"``).
+
+    In this order: the vendor's own flags (``flags = { won = ..., lost = ..., closed = ...
+    }``, yes/no columns; used when the file has the won flag and the lost or closed one:
+    won when won, lost when lost or closed and not won, open when not closed), then the
+    user's assignments (a stage file, the Import page), then the stages the mapping lists
+    itself (its ``pipeline_stages`` rows), then the label's words (``won`` / ``lost``, case
+    and blanks ignored). A stage none of these places is counted as open and reported by
+    name with its number of deals (a warning); so is a label whose words the flags
+    contradict (``Closed Lost`` not flagged lost)."""
+    labels = ctx.column(str(spec["stage"]), target)
+    flags = {key: resolve_column(ctx.src.columns, str(name)) for key, name in spec.get("flags", {}).items()}
+    use_flags = flags.get("won") is not None and (
+        flags.get("lost") is not None or flags.get("closed") is not None
+    )
+
+    def flag(key: str, position: int) -> bool | None:
+        column = flags.get(key)
+        if not use_flags or column is None:
+            return None
+        value = _boolean(ctx.src[column].iat[position])
+        if isinstance(value, Invalid):
+            _not_boolean(ctx, position, column, value.raw)
+            return None
+        return value  # type: ignore[return-value]
+
+    out: list[str | None] = []
+    uses: dict[tuple[str, str, str], int] = {}
+    shown: dict[str, str] = {}
+    for position, label in enumerate(labels):
+        if is_blank(label):
+            out.append(None)
+            continue
+        key = stage_key(label)
+        shown.setdefault(key, " ".join(str(label).split()))
+        won, lost, closed = flag("won", position), flag("lost", position), flag("closed", position)
+        status, how = None, ""
+        if won:
+            status, how = "won", "flags"
+        elif lost or (closed and won is False):
+            status, how = "lost", "flags"
+        elif won is False and (lost is False or closed is False):
+            status, how = "open", "flags"
+        elif key in ctx.stage_map:
+            status, how = ctx.stage_map[key], "assigned"
+        elif key in ctx.known_stages:
+            status, how = ctx.known_stages[key], "mapping"
+        else:
+            status, how = _status_from_words(key), "label"
+            if status is None:
+                status, how = "open", "unplaced"
+        out.append(status)
+        uses[(key, status, how)] = uses.get((key, status, how), 0) + 1
+    if ctx.report is not None:
+        for (key, status, how), count in uses.items():
+            ctx.report.count_stage(shown[key], status, how, count)
+        _report_stages(ctx, str(spec["stage"]), uses, shown)
+    return pd.Series(out, index=labels.index, dtype=object)
+
+
+def _status_from_words(key: str) -> str | None:
+    words = set(_WORD.findall(key))
+    if "won" in words and "lost" not in words:
+        return "won"
+    if "lost" in words and "won" not in words:
+        return "lost"
+    return None
+
+
+def _report_stages(
+    ctx: Context, column: str, uses: dict[tuple[str, str, str], int], shown: dict[str, str]
+) -> None:
+    assert ctx.report is not None
+    unplaced = {key: n for (key, _, how), n in uses.items() if how == "unplaced"}
+    if unplaced:
+        listed = ", ".join(
+            f'"{shown[key]}" ({n:,d} deal{"s" if n != 1 else ""})'
+            for key, n in sorted(unplaced.items(), key=lambda item: (-item[1], item[0]))
+        )
+        first = shown[min(unplaced, key=lambda key: (-unplaced[key], key))]
+        ctx.report.warn(
+            ctx.path,
+            f"deal stage(s) the mapping cannot place as won, lost or open, counted as OPEN: {listed}. "
+            f'Say what they are in a stage file (--stages stages.toml with [stages] "{first}" = "won") '
+            "or in the Import page's stage step",
+            column=column,
+            count=sum(unplaced.values()),
+        )
+    contradicted = {
+        (key, status): n
+        for (key, status, how), n in uses.items()
+        if how == "flags" and _status_from_words(key) not in (None, status)
+    }
+    for (key, status), n in sorted(contradicted.items()):
+        ctx.report.warn(
+            ctx.path,
+            f'stage "{shown[key]}" ({n:,d} deal{"s" if n != 1 else ""}) is {status.upper()} by the won / lost '
+            "flags in the export, whatever its label says (the flags decide)",
+            column=column,
+            count=n,
+        )
 
 
 def _mapper(table: dict[str, Any], otherwise: object) -> Callable[[object], object]:

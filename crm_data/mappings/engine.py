@@ -57,15 +57,20 @@ import fnmatch
 import re
 import tomllib
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.mappings.columns import (
+    BASE_KEYS,
+    FLAG_KEYS,
     SPEC_KEYS,
+    STAGE_STATUSES,
     TYPES,
     Context,
     Invalid,
@@ -76,6 +81,7 @@ from crm_data.mappings.columns import (
     is_blank,
     omap,
     resolve_column,
+    stage_key,
     target_table,
     text_frame,
     to_text,
@@ -97,6 +103,7 @@ if TYPE_CHECKING:
 BLOCK_KEYS = frozenset(
     {
         "table", "from", "columns", "rows", "where", "where_not", "unpivot", "group_by", "drop_rows_without",
+        "stub", "skipped", "mixed",
     }
 )  # fmt: skip
 FILE_KEYS = frozenset({"patterns", "header", "encodings", "delimiter", "required", "description"})
@@ -132,6 +139,13 @@ class TableBlock:
     group_by: list[str] = field(default_factory=list)
     drop_rows_without: list[str] = field(default_factory=list)
     label: str = ""
+    #: Rows only for keys no other block of the table (nor the database) holds; the text
+    #: is the warning that counts them (e.g. accounts of deals missing from the import).
+    stub: str | None = None
+    #: Warning counting the source rows ``where`` / ``where_not`` left out.
+    skipped: str | None = None
+    #: ``{column, warning, unless_mapped}``: warn when the column holds several values.
+    mixed: dict[str, str] | None = None
 
 
 @dataclass
@@ -144,6 +158,7 @@ class Produced:
     source: str
     lines: list[int] | None
     estimated: tuple[str, ...] = ()
+    stub: str | None = None
 
 
 @dataclass
@@ -178,6 +193,19 @@ class Mapping:
     ignore: list[str] = field(default_factory=list)
     blank_values: list[str] = field(default_factory=list)
     path: Path | None = None
+
+    @property
+    def known_stages(self) -> dict[str, str]:
+        """The stages this mapping places itself, from its static ``pipeline_stages`` rows:
+        ``stage_key(label)`` -> won / lost / open."""
+        known: dict[str, str] = {}
+        for block in self.blocks:
+            if block.table != "pipeline_stages" or block.rows is None:
+                continue
+            for row in block.rows:
+                status = "won" if row.get("is_won") else "lost" if row.get("is_closed") else "open"
+                known[stage_key(row["stage"])] = status
+        return known
 
     # ---- parsing -------------------------------------------------------------------
     @classmethod
@@ -305,35 +333,56 @@ class Mapping:
 
     # ---- reading -------------------------------------------------------------------
     def read(
-        self, paths: Sequence[str | Path], notes: list[str] | None = None, report: ReadReport | None = None
+        self,
+        paths: Sequence[str | Path],
+        notes: list[str] | None = None,
+        report: ReadReport | None = None,
+        *,
+        stages: dict[str, str] | None = None,
+        database: sa.Engine | sa.Connection | None = None,
     ) -> list[TableInput]:
         """Read export files (or folders) into ``TableInput`` objects, parents first.
 
         ``report`` (if given) collects the warnings (see ``crm_data.mappings.report``) and
         the notes; ``notes`` (if given) the notes alone: folder files the mapping ignores,
-        optional columns absent from a file. Raises ``MappingError`` listing every error
-        (a given file that is no export of this mapping, a record of the wrong width, an
-        undecidable date format, a required export or column missing, ...).
+        optional columns absent from a file. ``stages``: the user's stage assignments
+        (label -> won / lost / open, for ``stage`` specs). ``database``: the import's
+        target, so that ``stub`` blocks leave out the records it already holds. Raises
+        ``MappingError`` listing every error (a given file that is no export of this
+        mapping, a record of the wrong width, an undecidable date format, a required export
+        or column missing, ...).
         """
         from crm_data.importing import TableInput
 
         return [
             TableInput(table=p.table, frame=p.frame, source=p.source, lines=p.lines, estimated=p.estimated)
-            for p in self.produce(paths, notes, report)
+            for p in self.produce(paths, notes, report, stages=stages, database=database)
         ]
 
     def produce(
-        self, paths: Sequence[str | Path], notes: list[str] | None = None, report: ReadReport | None = None
+        self,
+        paths: Sequence[str | Path],
+        notes: list[str] | None = None,
+        report: ReadReport | None = None,
+        *,
+        stages: dict[str, str] | None = None,
+        database: sa.Engine | sa.Connection | None = None,
     ) -> list[Produced]:
         """Like ``read`` but returns plain ``Produced`` records (no importer needed)."""
         report = report if report is not None else ReadReport()
         try:
-            return self._produce(paths, report)
+            return self._produce(paths, report, check_stage_map(stages or {}), database)
         finally:
             if notes is not None:
                 notes.extend(n for n in report.notes if n not in notes)
 
-    def _produce(self, paths: Sequence[str | Path], report: ReadReport) -> list[Produced]:
+    def _produce(
+        self,
+        paths: Sequence[str | Path],
+        report: ReadReport,
+        stages: dict[str, str],
+        database: sa.Engine | sa.Connection | None,
+    ) -> list[Produced]:
         matched = self.match(paths)
         for path in matched.ignored:
             report.note(f"{path}: skipped (the mapping {self.name} ignores files named like this)")
@@ -376,26 +425,47 @@ class Mapping:
                         frames[path].frame = frame.mask(frame.isin(self.blank_values), None)
         report.raise_errors()
         produced: list[Produced] = []
+        known = self.known_stages
         for block in self.blocks:
             if block.rows is not None:
                 produced.append(_static_rows(block, self.name))
                 continue
             assert block.source is not None
             for path in matched.files.get(block.source, []):
-                produced.append(self._run_block(block, frames[path], report))
+                item = self._run_block(block, frames[path], report, stages, known)
+                if item is not None:
+                    produced.append(item)
         report.raise_errors()
+        produced = _resolve_stubs(produced, database, report)
         order = {name: i for i, name in enumerate(schema.TABLE_NAMES)}
         produced.sort(key=lambda p: order.get(p.table, -1))  # settings (crm_insights_meta) first
         return _merge_per_table(produced)
 
-    def _run_block(self, block: TableBlock, source: SourceFrame, report: ReadReport) -> Produced:
+    def _run_block(
+        self,
+        block: TableBlock,
+        source: SourceFrame,
+        report: ReadReport,
+        stages: dict[str, str],
+        known_stages: dict[str, str],
+    ) -> Produced | None:
         src = source.frame.copy()
         src["__line__"] = source.lines
+        before = src
         src = _filter_rows(src, block.where, keep=True, where=source.path, report=report)
         src = _filter_rows(src, block.where_not, keep=False, where=source.path, report=report)
+        if block.skipped and len(src) < len(before):
+            _report_skipped(block, before, src, source.path, report)
+        if block.mixed:
+            _report_mixed(block, src, source.path, report)
         if block.unpivot:
+            if block.unpivot.get("absent") and not _unpivot_columns(src, block.unpivot):
+                report.warn(source.path, f"{len(src):,d} {block.unpivot['absent']}")
+                return None
             src = _unpivot(src, block.unpivot, source.path)
         src = src.reset_index(drop=True)
+        if block.stub and not _has_key_column(block, src):
+            return None  # e.g. a deals export without association columns: no accounts to add
         context = Context(
             src=src,
             path=source.path,
@@ -404,9 +474,14 @@ class Mapping:
             notes=report.notes,
             report=report,
             block=block.label,
+            stage_map=stages,
+            known_stages=known_stages,
         )
         out = pd.DataFrame({col: evaluate(spec, context, col) for col, spec in block.columns.items()})
         out = out.reindex(src.index)
+        for col, spec in block.columns.items():
+            for other, wanted in spec.get("when_mapped", {}).items():
+                out[col] = out[col].where(condition(out[other], wanted), None)
         lines = src["__line__"]
         if block.drop_rows_without:
             keep = pd.Series(True, index=out.index)
@@ -418,7 +493,9 @@ class Mapping:
             out, lines = _group(out, lines, block.group_by, aggs)
         text = text_frame(out)
         estimated = tuple(col for col, spec in block.columns.items() if "estimate" in spec)
-        return Produced(block.table, text, str(source.path), [int(x) for x in lines], estimated)
+        return Produced(
+            block.table, text, str(source.path), [int(x) for x in lines], stub=block.stub, estimated=estimated
+        )
 
 
 # ---- parsing helpers -----------------------------------------------------------------
@@ -449,9 +526,17 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
         if isinstance(spec, list):  # the first non-blank of several specs
             if not spec:
                 raise MappingError(f"{where} column {col}: an empty list of specs")
-            columns[col] = {"first_of": [_parse_spec(part, where, table_name, col) for part in spec]}
-            continue
-        columns[col] = _parse_spec(spec, where, table_name, col)
+            parts = [_check_spec(part, f"{where} column {col}") for part in spec]
+            columns[col] = {"first_of": parts}
+        else:
+            columns[col] = _check_spec(spec, f"{where} column {col}")
+        _check_estimate(columns[col], where, str(table_name), col)
+    for col, spec in columns.items():
+        for other in spec.get("when_mapped", {}):
+            if other not in columns or other == col:
+                raise MappingError(
+                    f"{where} column {col}: when_mapped names {other!r}, not another mapped column"
+                )
     missing = [c.name for c in table.c if not c.nullable and c.name not in columns]
     if missing:
         raise MappingError(f"{where}: required column(s) {', '.join(missing)} not mapped")
@@ -461,9 +546,16 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
                 raise MappingError(f"{where}: {key} names {col!r}, which is not a mapped column")
     unpivot = raw.get("unpivot")
     if unpivot is not None:
-        check_keys(unpivot, {"columns", "name", "value"}, f"{where} unpivot")
+        check_keys(unpivot, {"columns", "name", "value", "absent"}, f"{where} unpivot")
         if not all(k in unpivot for k in ("columns", "name", "value")):
             raise MappingError(f"{where} unpivot: give columns (a regex), name and value")
+    if "stub" in raw and (not isinstance(raw["stub"], str) or len(table.primary_key.columns) != 1):
+        raise MappingError(f"{where}: stub is the text of its warning, for a table with a one-column key")
+    mixed = raw.get("mixed")
+    if mixed is not None:
+        check_keys(mixed, {"column", "warning", "unless_mapped"}, f"{where} mixed")
+        if "column" not in mixed or "{values}" not in str(mixed.get("warning", "")):
+            raise MappingError(f'{where} mixed: give column and warning (a text with "{{values}}")')
     return TableBlock(
         table=table_name,
         source=source,
@@ -474,32 +566,85 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
         group_by=as_list(raw.get("group_by")),
         drop_rows_without=as_list(raw.get("drop_rows_without")),
         label=where,
+        stub=raw.get("stub"),
+        skipped=raw.get("skipped"),
+        mixed=mixed,
     )
 
 
-def _parse_spec(spec: object, where: str, table_name: str, col: str) -> dict[str, Any]:
-    """A column spec, checked: a source column name, or a table of steps."""
-    spec = {"column": spec} if isinstance(spec, str) else dict(spec)  # type: ignore[call-overload]
-    check_keys(spec, SPEC_KEYS, f"{where} column {col}")
-    if sum(k in spec for k in ("column", "template", "value")) != 1:
-        raise MappingError(f"{where} column {col}: give exactly one of column, template, value")
+def _check_estimate(spec: dict[str, Any], where: str, table_name: str, col: str) -> None:
+    """``estimate`` only where the importer knows how (``crm_data.estimates.ESTIMATES``)."""
+    if "estimate" not in spec:
+        return
+    from crm_data.estimates import ESTIMATES  # what the importer can estimate
+
+    if (table_name, col) not in ESTIMATES or spec["estimate"] != ESTIMATES[(table_name, col)]:
+        known = "; ".join(f'{t}.{c}: estimate = "{how}"' for (t, c), how in ESTIMATES.items())
+        raise MappingError(f"{where} column {col}: the importer estimates only {known}")
+
+
+def _check_spec(raw: object, where: str, fallback: bool = False) -> dict[str, Any]:
+    """A column spec as a dict, checked (``fallback``: the spec of a ``fallback`` key, which
+    may also hold ``warn``)."""
+    spec = {"column": raw} if isinstance(raw, str) else dict(raw) if isinstance(raw, dict) else raw
+    check_keys(spec, SPEC_KEYS | {"warn"} if fallback else SPEC_KEYS, where)
+    assert isinstance(spec, dict)
+    if sum(k in spec for k in BASE_KEYS) != 1:
+        raise MappingError(f"{where}: give exactly one of {', '.join(BASE_KEYS)}")
     if spec.get("type", "text") not in TYPES:
-        raise MappingError(f"{where} column {col}: type must be one of {', '.join(sorted(TYPES))}")
+        raise MappingError(f"{where}: type must be one of {', '.join(sorted(TYPES))}")
     if "day_first" in spec and (
         not isinstance(spec["day_first"], bool) or "auto" not in (as_list(spec.get("format")) or ["auto"])
     ):
-        raise MappingError(
-            f'{where} column {col}: day_first is true or false, for format = "auto" (the default)'
-        )
+        raise MappingError(f'{where}: day_first is true or false, for format = "auto" (the default)')
     if spec.get("agg", "first") not in AGGREGATES:
-        raise MappingError(f"{where} column {col}: agg must be one of {', '.join(sorted(AGGREGATES))}")
-    if "estimate" in spec:
-        from crm_data.estimates import ESTIMATES  # what the importer can estimate
-
-        if (table_name, col) not in ESTIMATES or spec["estimate"] != ESTIMATES[(table_name, col)]:
-            known = "; ".join(f'{t}.{c}: estimate = "{how}"' for (t, c), how in ESTIMATES.items())
-            raise MappingError(f"{where} column {col}: the importer estimates only {known}")
+        raise MappingError(f"{where}: agg must be one of {', '.join(sorted(AGGREGATES))}")
+    if "flags" in spec:
+        if "stage" not in spec:
+            raise MappingError(f"{where}: flags go with stage")
+        check_keys(spec["flags"], FLAG_KEYS, f"{where} flags")
+    if "fallback" in spec:
+        spec["fallback"] = _check_spec(spec["fallback"], f"{where} fallback", fallback=True)
     return spec
+
+
+def read_stage_file(path: str | Path) -> dict[str, str]:
+    """A stage file: the user's stage assignments, label -> won / lost / open::
+
+        [stages]
+        "Contract Signed" = "won"
+        "Closed: abandoned" = "lost"
+
+    Raises ``MappingError`` for a file that is not such TOML or a status not won, lost, open."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise MappingError(f"{path}: cannot be read ({error.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise MappingError(f"{path}: not valid TOML: {error}") from None
+    stages = data.get("stages")
+    if set(data) != {"stages"} or not isinstance(stages, dict):
+        raise MappingError(
+            f'{path}: a stage file holds one [stages] table: "<stage label>" = "won" | "lost" | "open"'
+        )
+    try:
+        check_stage_map(stages)
+    except MappingError as error:
+        raise MappingError(f"{path}: {error}") from None
+    return {str(label): str(status).strip().lower() for label, status in stages.items()}
+
+
+def check_stage_map(stages: dict[str, str]) -> dict[str, str]:
+    """The user's stage assignments keyed by ``stage_key``; a status other than won, lost or
+    open is a ``MappingError``."""
+    checked: dict[str, str] = {}
+    for label, status in stages.items():
+        value = str(status).strip().casefold()
+        if value not in STAGE_STATUSES:
+            raise MappingError(f"stage {label!r}: {status!r} is not one of {', '.join(STAGE_STATUSES)}")
+        checked[stage_key(label)] = value
+    return checked
 
 
 def _condition_values(values: object) -> list[Any]:
@@ -548,6 +693,102 @@ def _filter_rows(
         hit = condition(src[column], values, not_boolean)
         src = src[hit if keep else ~hit]
     return src
+
+
+def _has_key_column(block: TableBlock, src: pd.DataFrame) -> bool:
+    """False when the source has none of the columns the block's key is read from."""
+    key = next(iter(schema.metadata.tables[block.table].primary_key.columns)).name
+    spec = block.columns.get(key, {})
+    if "column" not in spec:
+        return True
+    return any(resolve_column(src.columns, str(name)) is not None for name in as_list(spec["column"]))
+
+
+def _unpivot_columns(src: pd.DataFrame, spec: dict[str, str]) -> list[str]:
+    pattern = re.compile(spec["columns"])
+    return [c for c in src.columns if c != "__line__" and pattern.search(c)]
+
+
+def _report_skipped(
+    block: TableBlock, before: pd.DataFrame, after: pd.DataFrame, path: Path, report: ReadReport
+) -> None:
+    dropped = before.loc[~before.index.isin(after.index)]
+    names = [resolve_column(before.columns, c) for c in dict.fromkeys([*block.where, *block.where_not])]
+    shown = [c for c in names if c is not None]
+    examples = [
+        (int(dropped["__line__"].iat[i]), ", ".join(f"{c} = {dropped[c].iat[i]}" for c in shown))
+        for i in range(min(len(dropped), 3))
+    ]
+    report.warn(path, f"{len(dropped):,d} {block.skipped}", examples=examples, count=len(dropped))
+
+
+def _report_mixed(block: TableBlock, src: pd.DataFrame, path: Path, report: ReadReport) -> None:
+    spec = block.mixed or {}
+    if spec.get("unless_mapped") in block.columns:
+        return
+    column = resolve_column(src.columns, spec["column"])
+    if column is None:
+        return
+    values = src[column].dropna().map(lambda v: str(v).strip()).loc[lambda v: v != ""]
+    counts = values.value_counts()
+    if len(counts) < 2:
+        return
+    listed = " and ".join(f"{value} ({count:,d} rows)" for value, count in sorted(counts.items()))
+    report.warn(path, str(spec["warning"]).format(values=listed), column=column, count=int(counts.sum()))
+
+
+def _resolve_stubs(
+    produced: list[Produced], database: sa.Engine | sa.Connection | None, report: ReadReport
+) -> list[Produced]:
+    """Keep the rows of ``stub`` blocks whose key no other block of their table produced and
+    the database does not hold (the first of equal keys); warn how many remain, per file."""
+    result: list[Produced] = []
+    for table_name in dict.fromkeys(p.table for p in produced):
+        parts = [p for p in produced if p.table == table_name]
+        stubs = [p for p in parts if p.stub]
+        result.extend(p for p in parts if not p.stub)
+        if not stubs:
+            continue
+        key = next(iter(schema.metadata.tables[table_name].primary_key.columns)).name
+        given = {to_text(v) for p in parts if not p.stub for v in p.frame[key]}
+        candidates = {to_text(v) for p in stubs for v in p.frame[key]} - given - {None}
+        given |= _in_database(database, schema.metadata.tables[table_name], key, candidates)
+        for part in stubs:
+            keys = part.frame[key].map(to_text)
+            keep = (~keys.isin(given) & keys.notna() & ~keys.duplicated()).to_numpy()
+            given |= set(keys[keep])
+            frame = part.frame[keep].reset_index(drop=True)
+            lines = [line for line, kept in zip(part.lines or [], keep, strict=True) if kept]
+            if frame.empty:
+                continue
+            shown = [c for c in ("name",) if c in frame.columns]
+            examples = [
+                (line, " ".join(str(frame[c].iat[i]) for c in [key, *shown]))
+                for i, line in enumerate(lines[:3])
+            ]
+            report.warn(part.source, f"{len(frame):,d} {part.stub}", examples=examples, count=len(frame))
+            result.append(Produced(part.table, frame, part.source, lines or None))
+    return result
+
+
+def _in_database(
+    database: sa.Engine | sa.Connection | None, table: sa.Table, key: str, values: set[str]
+) -> set[str]:
+    """Which of ``values`` the database holds in ``table.key`` (none without a database)."""
+    if database is None or not values:
+        return set()
+    connection = database.connect() if isinstance(database, sa.Engine) else nullcontext(database)
+    with connection as conn:
+        if not sa.inspect(conn).has_table(table.name):
+            return set()
+        items = sorted(values)
+        found: set[str] = set()
+        for start in range(0, len(items), 1000):
+            chunk = items[start : start + 1000]
+            found.update(
+                str(r[0]) for r in conn.execute(sa.select(table.c[key]).where(table.c[key].in_(chunk)))
+            )
+        return found
 
 
 def _unpivot(src: pd.DataFrame, spec: dict[str, str], where: Path) -> pd.DataFrame:

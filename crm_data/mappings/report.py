@@ -79,6 +79,9 @@ class ReadReport:
     errors: list[ImportIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error_count: int = 0
+    #: Deal stages seen: ``(label, status, how)`` -> deals, ``how`` = flags | assigned |
+    #: mapping | label | unplaced (see ``crm_data.mappings.columns.stage_statuses``).
+    stage_uses: dict[tuple[str, str, str], int] = field(default_factory=dict)
     _index: dict[tuple[str, str, str], ReadWarning] = field(default_factory=dict, repr=False)
     _seen: set[tuple[str, ...]] = field(default_factory=set, repr=False)
 
@@ -119,6 +122,19 @@ class ReadReport:
         if issue not in self.errors:
             self.errors.append(issue)
             self.error_count += 1
+
+    def count_stage(self, label: str, status: str, how: str, count: int) -> None:
+        """``count`` deals in stage ``label`` were placed as ``status`` by ``how``."""
+        key = (label, status, how)
+        self.stage_uses[key] = self.stage_uses.get(key, 0) + count
+
+    def stages(self, *hows: str) -> dict[str, int]:
+        """Deals per stage label placed by one of ``hows`` (all when none is given), most first."""
+        counts: dict[str, int] = {}
+        for (label, _status, how), count in self.stage_uses.items():
+            if not hows or how in hows:
+                counts[label] = counts.get(label, 0) + count
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0].casefold())))
 
     def note(self, text: str) -> None:
         if text not in self.notes:

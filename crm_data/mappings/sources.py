@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from crm_data.mappings.report import MAX_ERRORS_PER_FILE, MAX_EXAMPLES, MappingError, ReadReport
+from crm_data.validation import allow_long_csv_fields
 
 __all__ = [
     "DATA_SUFFIXES",
@@ -299,6 +300,7 @@ def peek(
     text = _drop_sep_line(decoded.text)
     used = delimiter or sniff_delimiter(decoded.text, path.suffix)[0]
     try:
+        allow_long_csv_fields()
         for record in csv.reader(io.StringIO(text, newline=""), delimiter=used):
             if record and any(cell.strip() for cell in record):
                 return Head([cell.strip() for cell in record], used)
@@ -406,6 +408,7 @@ def _records(
     path: Path, text: str, delimiter: str, report: ReadReport
 ) -> tuple[list[str] | None, list[list[str]], list[int]]:
     """Header and records (with the line each starts on); wrong widths go to ``report``."""
+    allow_long_csv_fields()  # a long description is text; the validation checks its length
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
     records: list[list[str]] = []

@@ -58,6 +58,12 @@ class Prediction:
         return Prediction(mean, lo80, hi80, lo95, hi95)
 
 
+def model_sd(prediction: Prediction) -> np.ndarray:
+    """The model's own standard deviation per step, read from its (unclipped) 80 % interval:
+    ``(hi80 − lo80) / (2 · Z80)``."""
+    return (np.asarray(prediction.hi80, dtype=float) - np.asarray(prediction.lo80, dtype=float)) / (2 * Z80)
+
+
 def normal_prediction(mean: np.ndarray, sd: np.ndarray) -> Prediction:
     """Symmetric normal intervals ``mean ± z·sd``."""
     mean = np.asarray(mean, dtype=float)

@@ -8,6 +8,9 @@ database, driven by Playwright with Debian's chromium.
 * ``browser`` (session) / ``page`` (function): chromium via ``executable_path`` (no
   downloaded browsers), a fresh context per test that accepts downloads.
 * ``screenshot_dir``: ``test-artifacts/screenshots`` (or ``$CRM_SCREENSHOT_DIR``).
+* ``signin_server`` (session, only for the sign-in tests): a second server, started with
+  ``crm-insights serve --secrets`` from another directory, with accounts (``SIGNIN_USERS``)
+  and single sign-on through a real local OpenID Connect provider.
 
 Without chromium these tests skip with the reason; under ``CI=true`` they fail instead.
 """
@@ -24,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -157,3 +161,93 @@ def screenshot_dir() -> Path:
     folder = Path(os.environ.get("CRM_SCREENSHOT_DIR", PROJECT_ROOT / "test-artifacts" / "screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# ---------------------------------------------------------------- a server with sign-in
+
+SIGNIN_PASSWORD = "browser test password"
+#: (name, how, role, regions): the built-in account and the single sign-on user the browser
+#: tests sign in as, each limited to one region of the demo data; and an admin.
+SIGNIN_USERS = {
+    "rm-emea": ("password", "viewer", ["EMEA"]),
+    "alice@example.com": ("sso", "viewer", ["North America"]),
+    "boss": ("password", "admin", []),
+}
+SSO_PASSWORD = "alice at the identity provider"
+
+
+@dataclass
+class SignInServer:
+    """The dashboard with sign-in (``url``), its accounts database and the OIDC provider."""
+
+    url: str
+    auth_url: str
+    provider: object
+
+
+@pytest.fixture(scope="session")
+def signin_server(
+    chromium_executable: str, browser_demo_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SignInServer]:
+    """``crm-insights serve --secrets FILE`` (run from another directory) with built-in
+    accounts and single sign-on through a real local OpenID Connect provider
+    (tests/browser/oidc_provider.py); yields its URLs. Stopped at the end of the session."""
+    from crm_data.accounts import AccountStore, make_auth_engine
+    from tests.browser.oidc_provider import OidcProvider
+
+    folder = tmp_path_factory.mktemp("signin")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    provider = OidcProvider(
+        {"alice@example.com": SSO_PASSWORD, "mallory@example.com": SSO_PASSWORD},  # mallory: no account here
+        "crm-insights",
+        "client-secret-for-tests",
+        [f"{base}/oauth2callback"],
+    ).start()
+    auth_url = f"sqlite:///{folder / 'auth.sqlite'}"
+    store = AccountStore(make_auth_engine(auth_url))
+    for name, (how, role, regions) in SIGNIN_USERS.items():
+        scope = {"regions": regions} if regions else {}
+        if how == "sso":
+            store.add(name, role=role, scope=scope, sso=True, actor="test")
+        else:
+            store.add(name, role=role, scope=scope, password=SIGNIN_PASSWORD, actor="test")
+    store.dispose()
+    secrets = folder / "secrets.toml"
+    secrets.write_text(
+        "[auth]\n"
+        f'redirect_uri = "{base}/oauth2callback"\n'
+        'cookie_secret = "a-long-random-cookie-secret-for-the-browser-tests"\n'
+        'client_id = "crm-insights"\n'
+        'client_secret = "client-secret-for-tests"\n'
+        f'server_metadata_url = "{provider.metadata_url}"\n'
+    )
+    log = folder / "serve.log"
+    env = {
+        **os.environ,
+        "CRM_AUTH_DATABASE_URL": auth_url,
+        "CRM_CHROMIUM_PATH": chromium_executable,
+        "CRM_EXPORT_WARMUP": "0",
+        "PYTHONPATH": str(PROJECT_ROOT),  # this checkout's packages, from another working directory
+        "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
+    }
+    env.pop("CRM_DATABASE_URL", None)
+    env.pop("CRM_ALLOW_ANONYMOUS", None)
+    command = [sys.executable, "-m", "crm_data", "serve", "--url", browser_demo_url, "--port", str(port),
+               "--secrets", str(secrets)]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_healthy(base, process, log)
+        yield SignInServer(base, auth_url, provider)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        provider.stop()

@@ -240,7 +240,7 @@ def _tricky_bundle(folder: Path) -> Path:
         ),
         "deals": (
             ["deal_id", "account_id", "name", "amount", "created_at", "status"],
-            [[f"D{i}", f"A{i}", text, "-5", "2024-02-01", "open"] for i, text in enumerate(TRICKY_TEXT)],
+            [[f"D{i}", f"A{i}", text, "5", "2024-02-01", "open"] for i, text in enumerate(TRICKY_TEXT)],
         ),
         "survey_responses": (
             ["response_id", "account_id", "survey", "score", "comment", "responded_at"],

@@ -88,8 +88,23 @@ def test_valid_bundle_is_imported_with_typed_values(loaded: sa.Engine) -> None:
         ("A2", "Globex", "Enterprise", None, None, None, None, None, None, None, datetime(2024, 3, 1, 7, 30)),
     ]
     assert rows["deals"] == [
-        # ..., lost_reason, amount_original, currency: no currency given
-        ("D1", "A1", None, None, None, 100.5, None, datetime(2024, 3, 1), None, "open", None, None, None),
+        # ..., lost_reason, pipeline, amount_original, currency: none given
+        (
+            "D1",
+            "A1",
+            None,
+            None,
+            None,
+            100.5,
+            None,
+            datetime(2024, 3, 1),
+            None,
+            "open",
+            None,
+            None,
+            None,
+            None,
+        ),
         (
             "D2",
             "A2",
@@ -102,6 +117,7 @@ def test_valid_bundle_is_imported_with_typed_values(loaded: sa.Engine) -> None:
             datetime(2024, 4, 1),
             "won",
             None,
+            None,  # pipeline
             None,
             None,
         ),
@@ -169,6 +185,24 @@ MALFORMED = {
     "ragged row": (
         {"deals": "deal_id,created_at,status\nD3,2024-01-01,open,extra\n"},
         "deals.csv:2:: expected 3 fields, found 4",
+    ),
+    # ids are required like every required column (they reached the database as NULL, or
+    # raised KeyError when the id column was missing)
+    "empty id": (
+        {"deals": "deal_id,account_id,created_at,status\nD3,A1,2024-01-01,open\n,A1,2024-01-01,open\n"},
+        "deals.csv:3:deal_id: required value is empty",
+    ),
+    "blank id": (
+        {"users": "user_id,name\nU1,Ann\n   ,Bob\n"},
+        "users.csv:3:user_id: required value is empty",
+    ),
+    "missing id column": (
+        {"deals": "account_id,created_at,status\nA1,2024-01-01,open\n"},
+        "deals.csv:1:deal_id: required column is missing",
+    ),
+    "empty stage (a text primary key)": (
+        {"pipeline_stages": "stage,position\nLead,1\n,2\n"},
+        "pipeline_stages.csv:3:stage: required value is empty",
     ),
 }
 
@@ -302,7 +336,22 @@ def test_upsert_updates_changed_rows_and_keeps_absent_columns(loaded: sa.Engine,
     assert report.ok
     assert report.written == {"deals": 2}
     assert snapshot(loaded)["deals"] == [
-        ("D1", "A1", None, None, None, 150.0, None, datetime(2024, 3, 1), None, "won", None, None, None),
+        (
+            "D1",
+            "A1",
+            None,
+            None,
+            None,
+            150.0,
+            None,
+            datetime(2024, 3, 1),
+            None,
+            "won",
+            None,
+            None,
+            None,
+            None,
+        ),
         (
             "D2",
             "A2",
@@ -315,10 +364,11 @@ def test_upsert_updates_changed_rows_and_keeps_absent_columns(loaded: sa.Engine,
             datetime(2024, 4, 1),
             "won",
             None,
+            None,  # pipeline
             None,
             None,
         ),
-        ("D3", "A2", None, None, None, 1.0, None, datetime(2024, 6, 1), None, "lost", None, None, None),
+        ("D3", "A2", None, None, None, 1.0, None, datetime(2024, 6, 1), None, "lost", None, None, None, None),
     ]
 
 
@@ -349,14 +399,14 @@ def test_campaign_responses_replace_those_of_the_campaigns_in_the_file(db: sa.En
     assert rows == {("C1", "K3"), ("C2", "K1")}
 
 
-#: A valid bundle whose deal the strict ``deals`` table below refuses (amount −5).
-NEGATIVE_AMOUNT_BUNDLE = {
+#: A valid bundle whose deal the strict ``deals`` table below refuses (amount 5,000 > 1,000).
+LARGE_AMOUNT_BUNDLE = {
     "accounts": "account_id,name,created_at\nA1,Acme,2024-03-01\n",
-    "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,-5,2024-03-01,open\n",
+    "deals": "deal_id,account_id,amount,created_at,status\nD1,A1,5000,2024-03-01,open\n",
 }
 
 
-def _create_deals_refusing_negative_amounts(conn: sa.Connection) -> None:
+def _create_deals_refusing_large_amounts(conn: sa.Connection) -> None:
     """A ``deals`` table with a CHECK the canonical schema does not have: the database, not
     the validation, rejects the bundle above."""
     strict = sa.MetaData()
@@ -364,7 +414,7 @@ def _create_deals_refusing_negative_amounts(conn: sa.Connection) -> None:
         "deals",
         strict,
         *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in schema.deals.columns),
-        sa.CheckConstraint("amount >= 0", name="positive_amount"),
+        sa.CheckConstraint("amount <= 1000", name="small_amount"),
     ).create(conn)
 
 
@@ -374,8 +424,8 @@ def test_failed_write_rolls_back_everything(db: sa.Engine, tmp_path: Path) -> No
     with db.begin() as conn:
         schema.deal_stage_history.drop(conn)
         schema.deals.drop(conn)
-        _create_deals_refusing_negative_amounts(conn)
-    files = NEGATIVE_AMOUNT_BUNDLE
+        _create_deals_refusing_large_amounts(conn)
+    files = LARGE_AMOUNT_BUNDLE
     report = import_paths(db, [write_bundle(tmp_path / "b", files)])
     assert not report.ok
     assert "the database rejected the import" in report.errors[0].reason
@@ -387,10 +437,11 @@ def test_failed_write_into_a_fresh_database_leaves_no_tables(make_db, tmp_path: 
     """The schema is created in the import's transaction: a failure takes it back too."""
     engine = make_db(kind, create=False)
     with engine.begin() as conn:
-        _create_deals_refusing_negative_amounts(conn)
-    files = NEGATIVE_AMOUNT_BUNDLE
+        _create_deals_refusing_large_amounts(conn)
+    files = LARGE_AMOUNT_BUNDLE
     report = import_paths(engine, [write_bundle(tmp_path / "b", files)])
     assert not report.ok
+    assert "the database rejected the import" in report.errors[0].reason  # not the validation
     with engine.connect() as conn:
         assert existing_tables(conn) == {"deals"}
 
@@ -456,6 +507,32 @@ def test_table_input_lines_name_the_source_rows(make_db) -> None:
     frame = pd.DataFrame({"user_id": ["U1", "U2"], "name": ["Ann", None]})
     report = validate_tables(engine, [TableInput("users", frame, "export.xlsx", lines=[10, 12])])
     assert report.errors == [ImportIssue("export.xlsx", 12, "name", "required value is empty")]
+
+
+def test_typed_inputs_without_ids_are_refused_before_the_database(db: sa.Engine) -> None:
+    """A missing id in a typed frame (a mapping's output) is reported on its source line; a
+    frame without its id column names the column (it raised KeyError: 'deal_id')."""
+    accounts = pd.DataFrame(
+        {
+            "account_id": ["A1", None, "  "],
+            "name": ["Acme", "Beta", "Gamma"],
+            "created_at": pd.to_datetime(["2024-01-01"] * 3),
+        }
+    )
+    deals = pd.DataFrame({"created_at": pd.to_datetime(["2024-01-01"]), "status": ["open"]})
+    report = import_tables(
+        db,
+        [
+            TableInput("accounts", accounts, "crm:accounts", lines=[5, 9, 12]),
+            TableInput("deals", deals, "crm:deals"),
+        ],
+    )
+    assert [str(e) for e in report.errors] == [
+        "crm:accounts:9:account_id: required value is empty",
+        "crm:accounts:12:account_id: required value is empty",
+        "crm:deals:1:deal_id: required column is missing",
+    ]
+    assert snapshot(db)["accounts"] == [] and snapshot(db)["deals"] == []
 
 
 def test_bundle_paths_problems(make_db, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from crm_data import quality, schema, schema_doc
+from crm_data import quality, schema, schema_doc, validation
 from crm_data.validation import column_kind
 from kpis import registry
 
@@ -129,6 +129,30 @@ def test_score_scales_appear(document: str) -> None:
     assert "* `nps`: 0–10 in whole points." in document
     assert "* `ces`: 1–7." in document
     assert "* `csat`: any number" in document
+
+
+def test_value_rules_and_the_date_window_appear(document: str) -> None:
+    """Generated from crm_data.validation's rules: every range (also in its column's
+    *allowed values* cell), the signed amounts, the order rules, the window and the limits."""
+    for (table, column), bounds in validation.VALUE_RULES.items():
+        assert f"  | `{table}.{column}` | {bounds} |" in document, f"{table}.{column}"
+        assert column_cells(table_section(document, table), column)[4] == str(bounds)
+    for table, column in validation.SIGNED_COLUMNS:
+        assert f"`{table}.{column}` (a negative amount is" in document
+    for table, earlier, later in validation.ORDER_RULES:
+        assert f"`{table}.{later}` before `{earlier}`" in document
+    for table, column in schema.PLANNED_COLUMNS:
+        assert f"`{table}.{column}`" in document.split("**Dates and timestamps**")[1].split("\n")[0]
+    for phrase in (
+        f"before `{validation.EARLIEST_DATE.isoformat()}`",
+        f"today (UTC) + {validation.EVENT_HORIZON_YEARS} year",
+        f"after today + {validation.PLANNED_HORIZON_YEARS} years",
+        f"longer than {validation.MAX_TEXT_LENGTH:,d} characters",
+        f"longer than {validation.MAX_ID_LENGTH} characters",
+        "a NUL character (`\\x00`)",
+        "Primary-key columns are always\nrequired.",
+    ):
+        assert phrase in document, phrase
 
 
 def test_every_reference_appears(document: str) -> None:

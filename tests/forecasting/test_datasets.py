@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from forecasting.datasets import load_elec_equip, load_superstore_monthly
+from forecasting.datasets import (
+    load_co2_monthly,
+    load_elec_equip,
+    load_elnino_monthly,
+    load_superstore_monthly,
+)
 
 
 def test_superstore_monthly_sales(shared_data: Callable[[str], Path]) -> None:
@@ -33,3 +38,27 @@ def test_elec_equip() -> None:
     assert len(series) == 257
     assert str(series.index[0].date()) == "1995-01-01"
     assert series.iloc[0] == pytest.approx(66.19)
+
+
+def test_superstore_categories_add_up_to_the_total(shared_data: Callable[[str], Path]) -> None:
+    folder = shared_data("superstore-sales")
+    total = load_superstore_monthly(folder)
+    parts = [load_superstore_monthly(folder, c) for c in ("Furniture", "Office Supplies", "Technology")]
+    assert all(len(p) == 48 for p in parts)
+    assert sum(parts).to_numpy() == pytest.approx(total.to_numpy())
+    with pytest.raises(ValueError, match="no orders of category"):
+        load_superstore_monthly(folder, "Toys")
+
+
+def test_co2_and_elnino_monthly() -> None:
+    from statsmodels.datasets import co2
+
+    series = load_co2_monthly()
+    assert len(series) == 526 and not series.isna().any()
+    assert str(series.index[0].date()) == "1958-03-01" and str(series.index[-1].date()) == "2001-12-01"
+    weekly = co2.load().data["co2"]
+    march_1958 = weekly[(weekly.index.year == 1958) & (weekly.index.month == 3)].mean()
+    assert series.iloc[0] == pytest.approx(march_1958)
+    elnino = load_elnino_monthly()
+    assert len(elnino) == 732 and str(elnino.index[-1].date()) == "2010-12-01"
+    assert (elnino.iloc[0], elnino.iloc[13]) == pytest.approx((23.11, 25.28))  # 1950-01, 1951-02

@@ -251,3 +251,53 @@ def test_a_model_failing_on_the_whole_series_falls_back_to_seasonal_naive(
     )
     assert "Theta could not be fitted to the whole series: singular matrix" in result.notes
     assert_well_formed(result, 3)
+
+
+# --- reliability ---------------------------------------------------------------------------------
+
+
+def test_reliability_rules() -> None:
+    from forecasting.selection import reliability
+
+    good = {"seasonal_naive": _result("seasonal_naive", 0.9), "ets": _result("ets", 0.6)}
+    assert reliability("ets", good) == (
+        True,
+        "Backtest MASE 0.60: ETS beat the seasonal naive baseline's in-sample error.",
+    )
+    # the tiny segment of the issue: the best model's errors 13.38 times the baseline's in-sample error
+    tiny = {"seasonal_naive": _result("seasonal_naive", 14.0), "theta": _result("theta", 13.38)}
+    reliable, why = reliability("theta", tiny)
+    assert not reliable and "MASE 13.38, above 1" in why
+    # a forced model that did worse than seasonal naive in the same backtest
+    reliable, why = reliability("sarimax", {"seasonal_naive": _result("seasonal_naive", 0.8),
+                                            "sarimax": _result("sarimax", 0.9)})  # fmt: skip
+    assert not reliable and "did worse than the seasonal naive baseline" in why and "0.90 against 0.80" in why
+    # no backtest, or no finite MASE: accuracy unknown
+    assert reliability("seasonal_naive", {})[0] is False
+    assert "unknown" in reliability("theta", {"theta": _result("theta", float("nan"))})[1]
+
+
+def test_a_series_that_breaks_its_pattern_is_not_reliable() -> None:
+    # a small, steady segment for three years, then ten times the revenue: every backtest fold misses
+    rng = np.random.default_rng(3)
+    values = np.r_[100 + rng.normal(0, 2, 36), 1000 + rng.normal(0, 20, 12)]
+    result = forecast(pd.Series(values, months(48)), horizon=6)
+    assert result.reliable is False
+    assert result.reliability.startswith("Not reliable")
+    assert_well_formed(result, 6)
+
+
+def test_elec_equip_forecast_is_reliable_and_calibrated() -> None:
+    result = forecast(load_elec_equip(), horizon=18)
+    assert result.reliable and result.calibrated
+    assert result.reliability.startswith("Backtest MASE")
+    assert_well_formed(result, 18)
+    # steps past the backtest's 12 months keep widening with the model's own sd
+    width = (result.forecast["hi80"] - result.forecast["lo80"]).to_numpy()
+    assert width[17] > width[11] > 0
+
+
+def test_too_short_for_a_backtest_is_not_reliable() -> None:
+    result = forecast(pd.Series([5.0, 6.0, 7.0], months(3)), horizon=2)
+    assert not result.reliable and "could not be backtested" in result.reliability
+    assert not result.calibrated and "no backtest" in result.intervals

@@ -185,6 +185,40 @@ def test_churned_accounts_drill_down(crm):
     assert churned_accounts(crm, JAN_TO_APR.replace(segments=["SMB"]), "2024-01-01").empty
 
 
+# Two more January churners whose MRR is missing (NULL):
+#   A6: S7 (P1, MRR NULL, 1 Dec 2023 -> 12 Jan 2024) and S8 (P2, MRR NULL, 1 Dec 2023 -> 10 Jan 2024)
+#   A7: S9 (P1, MRR NULL, 1 Dec 2023 -> 5 Jan 2024) and S10 (P2, MRR 25, 1 Dec 2023 -> 25 Jan 2024)
+NULL_MRR_ACCOUNTS = [
+    dict(account_id=a, name=f"No MRR {a}", segment="SMB", created_at=datetime(2023, 11, 1)) for a in ("A6", "A7")
+]  # fmt: skip
+NULL_MRR_SUBSCRIPTIONS = [
+    dict(subscription_id=sid, account_id=account, product_id=product, mrr=mrr, started_at=datetime(2023, 12, 1),
+         ended_at=ended, end_reason="budget")
+    for sid, account, product, mrr, ended in [
+        ("S7", "A6", "P1", None, datetime(2024, 1, 12)), ("S8", "A6", "P2", None, datetime(2024, 1, 10)),
+        ("S9", "A7", "P1", None, datetime(2024, 1, 5)), ("S10", "A7", "P2", 25.0, datetime(2024, 1, 25)),
+    ]
+]  # fmt: skip
+
+
+def test_churned_accounts_with_missing_mrr_lose_0(crm):
+    fixtures.insert(crm, "accounts", NULL_MRR_ACCOUNTS)
+    fixtures.insert(crm, "subscriptions", NULL_MRR_SUBSCRIPTIONS)
+    # January churners by their latest end: A6 12 Jan (S7), A5 20 Jan, A7 25 Jan (S10), A2 1 Feb.
+    # lost_mrr: A6 NULL + NULL -> 0 (NULL MRR counts as 0, as in customer_base); A5 40;
+    #   A7 NULL + 25 -> 25; A2 50.
+    frame = churned_accounts(crm, JAN_TO_APR, "2024-01-01")
+    assert list(frame["account_id"]) == ["A6", "A5", "A7", "A2"]
+    assert column(frame, "lost_mrr") == [0.0, 40.0, 25.0, 50.0]
+    # The same money as the customer base's churned_mrr: 0 + 40 + 25 + 50 = 115 of 6 at start
+    # (A1, A2, A3, A5, A6, A7), 4 churned.
+    from kpis import customer_base
+
+    january = customer_base(crm, JAN_TO_APR, "month", costs=False).iloc[0]
+    assert (january["customers_at_start"], january["churned"]) == (6, 4)
+    assert january["churned_mrr"] == pytest.approx(frame["lost_mrr"].sum()) == 115.0
+
+
 # ---------------------------------------------------------------- intervals and low_sample
 
 

@@ -16,6 +16,8 @@ import pytest
 from kpis import Filters, retention_cost
 from tests.kpis import fixtures
 from tests.kpis.fixtures import column
+from tests.kpis.more_fixtures import BASE, load
+from tests.kpis.test_revenue import SPREAD, SPREAD_Q1
 
 JAN_TO_APR = Filters("2024-01-01", "2024-05-01")
 NAN = math.nan
@@ -29,7 +31,7 @@ def crm(db):
 def test_monthly_retention_cost(crm):
     frame = retention_cost(crm, JAN_TO_APR, "month")
     assert list(frame.columns) == [
-        "period", "retention_costs", "retained_customers", "cost_per_retained_customer",
+        "period", "retention_costs", "retained_customers", "cost_per_retained_customer", "low_sample",
         "personnel", "production", "overhead", "marketing", "loyalty",
     ]  # fmt: skip
     # Jan: 100 + 50 + 20 = 170 over 2 retained -> 85; Feb: 30 (K3 on 1 Feb) / 2 -> 15;
@@ -42,6 +44,19 @@ def test_monthly_retention_cost(crm):
     assert column(frame, "overhead") == pytest.approx([20.0, 0.0, 0.0, 0.0])
     assert column(frame, "marketing") == pytest.approx([0.0, 30.0, 0.0, 0.0])
     assert column(frame, "production") == pytest.approx([0.0] * 4)  # K5 is acquisition
+    # retained 2, 2, 1, 1: each fewer than 30 -> low_sample
+    assert frame["low_sample"].tolist() == [True] * 4
+
+
+def test_low_sample_boundary_at_30_retained_customers(db):
+    # tests/kpis/test_revenue.py SPREAD: retained (active at s and at e) Jan R01..R05 + R11..R35 = 30;
+    # Feb R01..R05 + R12..R35 = 29 (R11 ends 10 Feb); Mar the same 29.
+    # Costs: Jan 300 / 30 = 10 (not low); Feb 290 / 29 = 10 (low); Mar 0 / 29 = 0 (low).
+    load(db, BASE, SPREAD)
+    frame = retention_cost(db, SPREAD_Q1, "month")
+    assert list(frame["retained_customers"]) == [30, 29, 29]
+    assert column(frame, "cost_per_retained_customer") == pytest.approx([10.0, 10.0, 0.0])
+    assert frame["low_sample"].tolist() == [False, True, True]
 
 
 def test_segment_and_periods_without_retained_customers(crm):

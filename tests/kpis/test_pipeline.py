@@ -95,6 +95,51 @@ def test_lead_conversion_by_month(engine: sa.Engine) -> None:
     assert math.isnan(out["closed_win_rate"].iloc[2])
 
 
+def test_lead_conversion_interval_and_low_sample(engine: sa.Engine) -> None:
+    # Wilson score 95 % of won ÷ created, z = 1.959964 (z² = 3.841459):
+    #   (p + z²/2n ∓ z·√(p(1 − p)/n + z²/4n²)) ÷ (1 + z²/n)
+    # Jan 2/3: centre (0.666667 + 0.640243)/2.280486 = 0.573084,
+    #   half 1.959964·√(0.074074 + 0.106707)/2.280486 = 0.365424 -> [0.207660, 0.938508]
+    # Feb 1/2: centre (0.5 + 0.960365)/2.920729 = 0.5, half 1.959964·√(0.125 + 0.240091)/2.920729
+    #   = 0.405469 -> [0.094531, 0.905469]
+    # Mar 0/2: centre 0.960365/2.920729 = 0.328810 = half -> [0, 0.657620]
+    out = lead_conversion(engine, Q1, "month")
+    assert list(out.columns) == [
+        "period", "created", "won", "lost", "open", "lead_conversion", "ci_low", "ci_high", "low_sample",
+        "closed_win_rate",
+    ]  # fmt: skip
+    assert out["ci_low"].tolist() == pytest.approx([0.207660, 0.094531, 0.0], abs=1e-6)
+    assert out["ci_high"].tolist() == pytest.approx([0.938508, 0.905469, 0.657620], abs=1e-6)
+    assert out["low_sample"].tolist() == [True, True, True]  # 3, 2, 2 created < 30
+    empty = lead_conversion(engine, Q1.replace(segments=["Nobody"]), "month")
+    assert empty[["ci_low", "ci_high"]].isna().all(axis=None) and empty["low_sample"].all()
+
+
+def test_lead_conversion_low_sample_boundary(engine: sa.Engine) -> None:
+    # May 2024: 30 deals created (15 won, 15 open); June: 29 (15 won, 14 open). Only the
+    # segment "Bulk" (account B1) selects them.
+    # May 15/30: low_sample False; Wilson centre (0.5 + 0.064024)/1.128049 = 0.5,
+    #   half 1.959964·√(0.008333 + 0.001067)/1.128049 = 0.168459 -> [0.331541, 0.668459]
+    # June 15/29: low_sample True; p = 0.517241, centre (0.517241 + 0.066232)/1.132464 = 0.515224,
+    #   half 1.959964·√(0.008609 + 0.001142)/1.132464 = 0.170915 -> [0.344310, 0.686139]
+    bulk_account = {"account_id": "B1", "name": "Bulk", "segment": "Bulk", "created_at": ts("2023-01-01")}
+    load(engine, {"accounts": [bulk_account]})
+    bulk = [
+        deal(f"M{i}", "B1", "U1", "P1", "web", "2024-05-10", "won" if i < 15 else "open", "2024-05-20" if i < 15 else None, 1.0)
+        for i in range(30)
+    ] + [
+        deal(f"J{i}", "B1", "U1", "P1", "web", "2024-06-10", "won" if i < 15 else "open", "2024-06-20" if i < 15 else None, 1.0)
+        for i in range(29)
+    ]  # fmt: skip
+    load(engine, {"deals": bulk})
+    out = lead_conversion(engine, Filters("2024-05-01", "2024-07-01", segments=["Bulk"]), "month")
+    assert out["created"].tolist() == [30, 29]
+    assert out["lead_conversion"].tolist() == pytest.approx([0.5, 15 / 29])
+    assert out["low_sample"].tolist() == [False, True]
+    assert out["ci_low"].tolist() == pytest.approx([0.331541, 0.344310], abs=1e-6)
+    assert out["ci_high"].tolist() == pytest.approx([0.668459, 0.686139], abs=1e-6)
+
+
 def test_lead_conversion_quarter_year_segment_and_empty(engine: sa.Engine) -> None:
     q = lead_conversion(engine, Filters("2024-01-01", "2024-07-01"), "quarter")
     # Q1: 7 created (D1-D6, D9), 3 won -> 3/7; Q2: D8 (created Apr 1 00:00) open -> 0/1

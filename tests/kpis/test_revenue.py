@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from kpis.filters import Filters
 from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
-from tests.kpis.more_fixtures import BASE, assert_databases_agree, load, ts
+from tests.kpis.more_fixtures import BASE, assert_databases_agree, day, load, ts
 
 PAYMENTS = [
     # Jan 2024
@@ -202,6 +202,7 @@ def test_revenue_retention_by_month(engine: sa.Engine) -> None:
     out = revenue_retention(engine, Q1, "month")
     assert list(out.columns) == [
         "period",
+        "accounts_at_start",
         "mrr_at_start",
         "expansion",
         "contraction",
@@ -209,6 +210,8 @@ def test_revenue_retention_by_month(engine: sa.Engine) -> None:
         "revenue_churn_rate",
         "net_revenue_retention",
         "gross_revenue_retention",
+        *RETENTION_INTERVALS,
+        "low_sample",
     ]
     # Jan: start 390 (A1 140, A2 200, A3 50); A2 churned 200; A4 is new -> excluded
     #   churn = 200/390; NRR = (390 - 200)/390; GRR = 190/390
@@ -223,6 +226,109 @@ def test_revenue_retention_by_month(engine: sa.Engine) -> None:
     assert out["revenue_churn_rate"].tolist() == pytest.approx([200 / 390, 0.24, 40 / 220])
     assert out["net_revenue_retention"].tolist() == pytest.approx([190 / 390, 0.88, 180 / 220])
     assert out["gross_revenue_retention"].tolist() == pytest.approx([190 / 390, 0.76, 180 / 220])
+
+
+RETENTION_INTERVALS = [
+    "revenue_churn_ci_low", "revenue_churn_ci_high", "nrr_ci_low", "nrr_ci_high", "grr_ci_low", "grr_ci_high",
+]  # fmt: skip
+
+
+def test_revenue_retention_intervals_by_month(engine: sa.Engine) -> None:
+    """Delta method over the n accounts active at s, per account x = MRR at s, y = MRR at e
+    (0 when lost), g = min(x, y): R = Σy ÷ Σx, Var = n/(n − 1) · Σ(y − R·x)² ÷ (Σx)²,
+    bounds R ∓ 1.959964·√Var; NRR's low bound clipped at 0, GRR's bounds to [0, 1];
+    revenue churn = 1 − GRR."""
+    out = revenue_retention(engine, Q1, "month")
+    assert out["accounts_at_start"].tolist() == [3, 3, 2]
+    assert out["low_sample"].tolist() == [True, True, True]  # fewer than 30 accounts
+    # Feb: A1 x 140 y 140, A3 x 50 y 80, A4 x 60 y 0; Σx = 250, NRR = 220/250 = 0.88
+    #   residuals 140 − 123.2 = 16.8, 80 − 44 = 36, 0 − 52.8 = −52.8 -> Σ² = 282.24 + 1296 + 2787.84
+    #   = 4366.08; Var = 3/2 · 4366.08/62500 = 0.104786; √ = 0.323707; half = 0.634453
+    #   -> [0.245547, 1.514453]
+    # GRR: g = 140, 50, 0; Σg = 190, GRR = 0.76; residuals 140 − 106.4 = 33.6, 50 − 38 = 12, −45.6
+    #   -> Σ² = 1128.96 + 144 + 2079.36 = 3352.32; Var = 3/2 · 3352.32/62500 = 0.080456; √ = 0.283647;
+    #   half = 0.555938 -> [0.204062, 1.315938] -> clipped [0.204062, 1.0]; revenue churn [0, 0.795938]
+    # Mar: A1 x 140 y 100, A3 x 80 y 80; NRR = GRR = 180/220 = 9/11; residuals −160/11, +160/11
+    #   -> Σ² = 51200/121; Var = 2/1 · (51200/121)/48400 = (320/2420)²; half = 1.959964 · 0.132231
+    #   = 0.259169 -> NRR [0.559013, 1.077351], GRR [0.559013, 1.0], revenue churn [0, 0.440987]
+    # Jan: A1 140 -> 140, A2 200 -> 0, A3 50 -> 50; NRR = GRR = 190/390; residuals 28000/390,
+    #   −38000/390, 10000/390 -> Σ² = 2328e6/152100 = 15305.72; Var = 3/2 · 15305.72/152100 = 0.150944;
+    #   half = 1.959964 · 0.388515 = 0.761475 -> [−0.274296, 1.248655] -> NRR [0, 1.248655],
+    #   GRR [0, 1.0], revenue churn [0, 1.0]
+    assert out["nrr_ci_low"].tolist() == pytest.approx([0.0, 0.245547, 0.559013], abs=1e-6)
+    assert out["nrr_ci_high"].tolist() == pytest.approx([1.248655, 1.514453, 1.077351], abs=1e-6)
+    assert out["grr_ci_low"].tolist() == pytest.approx([0.0, 0.204062, 0.559013], abs=1e-6)
+    assert out["grr_ci_high"].tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
+    assert out["revenue_churn_ci_low"].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)
+    assert out["revenue_churn_ci_high"].tolist() == pytest.approx([1.0, 0.795938, 0.440987], abs=1e-6)
+    # Q2 (quarters): A1 100 -> 100, A3 80 -> 80, nothing changes: every residual 0 -> [1, 1]
+    q = revenue_retention(engine, Filters("2024-04-01", "2024-07-01"), "quarter")
+    assert q[["nrr_ci_low", "nrr_ci_high", "grr_ci_low", "grr_ci_high"]].iloc[0].tolist() == pytest.approx(
+        [1.0, 1.0, 1.0, 1.0]
+    )
+    # no accounts at the start: NaN bounds, low sample
+    empty = revenue_retention(engine, Q1.replace(segments=["Nobody"]), "month")
+    assert empty[RETENTION_INTERVALS].isna().all(axis=None) and empty["low_sample"].all()
+
+
+# SPREAD: 35 accounts R01..R35 in segment "Spread", each with a 10 MRR subscription from 1 Dec 2023.
+#   January: R01..R05 add a second 10 MRR subscription on 15 Jan (expansion 10 each);
+#            R06..R10 end on 20 Jan (churn).   February: R11 ends on 10 Feb.   March: no change.
+#   Retention costs (account R12): 300 on 5 Jan, 290 on 5 Feb.
+SPREAD_ACCOUNTS = [
+    {"account_id": f"R{i:02d}", "name": f"Spread {i}", "segment": "Spread", "created_at": ts("2023-11-01")}
+    for i in range(1, 36)
+]
+SPREAD_SUBSCRIPTIONS = [
+    {"subscription_id": f"RS{i:02d}", "account_id": f"R{i:02d}", "product_id": "P1", "mrr": 10.0,
+     "started_at": ts("2023-12-01"),
+     "ended_at": ts("2024-01-20") if 6 <= i <= 10 else ts("2024-02-10") if i == 11 else None}
+    for i in range(1, 36)
+] + [
+    {"subscription_id": f"RX{i:02d}", "account_id": f"R{i:02d}", "product_id": "P2", "mrr": 10.0,
+     "started_at": ts("2024-01-15"), "ended_at": None}
+    for i in range(1, 6)
+]  # fmt: skip
+SPREAD_COSTS = [
+    {"cost_id": "RK1", "incurred_on": day("2024-01-05"), "category": "loyalty", "purpose": "retention",
+     "account_id": "R12", "amount": 300.0},
+    {"cost_id": "RK2", "incurred_on": day("2024-02-05"), "category": "loyalty", "purpose": "retention",
+     "account_id": "R12", "amount": 290.0},
+]  # fmt: skip
+SPREAD = {"accounts": SPREAD_ACCOUNTS, "subscriptions": SPREAD_SUBSCRIPTIONS, "costs": SPREAD_COSTS}
+SPREAD_Q1 = Filters("2024-01-01", "2024-04-01", segments=["Spread"])
+
+
+def assert_spread_retention(out: pd.DataFrame) -> None:
+    """The hand-worked numbers of SPREAD (shared with tests/kpis/test_rollups.py)."""
+    # Accounts at the start: Jan 35; Feb 30 (R01..R05, R11..R35); Mar 29 (R11 gone) -> low_sample at 29.
+    assert out["accounts_at_start"].tolist() == [35, 30, 29]
+    assert out["low_sample"].tolist() == [False, False, True]
+    # Jan: Σx = 350; y = 20 (R01..R05), 0 (R06..R10), 10 (R11..R35): Σy = 350, NRR = 1;
+    #   residuals +10 (5), −10 (5), 0 (25) -> Σ² = 1000; Var = 35/34 · 1000/122500 = 0.00840336;
+    #   √ = 0.0916699; half = 1.959964 · 0.0916699 = 0.179670 -> [0.820330, 1.179670]
+    # Jan GRR: g = 10 (30 retained), 0 (5 lost): Σg = 300, GRR = 6/7 = 0.857143;
+    #   residuals 10/7 (30), −60/7 (5) -> Σ² = (3000 + 18000)/49 = 428.5714;
+    #   Var = 35/34 · 428.5714/122500 = 0.00360144; √ = 0.0600120; half = 0.117621
+    #   -> [0.739521, 0.974764]; revenue churn 1 − 6/7 = 0.142857 in [0.025236, 0.260479]
+    # Feb: Σx = 5·20 + 25·10 = 350; R11 lost: Σy = 340, NRR = 34/35 = 0.971429;
+    #   residuals 20/35 (5), 10/35 (24), −340/35 (R11) -> Σ² = (2000 + 2400 + 115600)/1225 = 97.959184;
+    #   Var = 30/29 · 97.959184/122500 = 0.00082724; √ = 0.0287618; half = 0.0563721
+    #   -> [0.915057, 1.027801]; no expansion: GRR = NRR, clipped -> [0.915057, 1.0]
+    # Mar: nothing changes: every residual 0 -> [1, 1] (29 accounts: low_sample)
+    assert out["net_revenue_retention"].tolist() == pytest.approx([1.0, 34 / 35, 1.0])
+    assert out["gross_revenue_retention"].tolist() == pytest.approx([6 / 7, 34 / 35, 1.0])
+    assert out["nrr_ci_low"].tolist() == pytest.approx([0.820330, 0.915057, 1.0], abs=1e-6)
+    assert out["nrr_ci_high"].tolist() == pytest.approx([1.179670, 1.027801, 1.0], abs=1e-6)
+    assert out["grr_ci_low"].tolist() == pytest.approx([0.739521, 0.915057, 1.0], abs=1e-6)
+    assert out["grr_ci_high"].tolist() == pytest.approx([0.974764, 1.0, 1.0], abs=1e-6)
+    assert out["revenue_churn_ci_low"].tolist() == pytest.approx([0.025236, 0.0, 0.0], abs=1e-6)
+    assert out["revenue_churn_ci_high"].tolist() == pytest.approx([0.260479, 0.084943, 0.0], abs=1e-6)
+
+
+def test_revenue_retention_intervals_and_low_sample_boundary(db: sa.Engine) -> None:
+    load(db, BASE, SPREAD)
+    assert_spread_retention(revenue_retention(db, SPREAD_Q1, "month"))
 
 
 def test_revenue_retention_quarter_year_segment_and_empty(engine: sa.Engine) -> None:
@@ -246,7 +352,13 @@ def test_revenue_retention_quarter_year_segment_and_empty(engine: sa.Engine) -> 
 
 def test_cohort_retention(engine: sa.Engine) -> None:
     out = cohort_retention(engine, Filters("2024-01-01", "2024-03-01"), as_of=ts("2024-04-15"))
-    assert list(out.columns) == ["cohort", "months_since_start", "customers", "retained", "retention_rate"]
+    assert list(out.columns)[:5] == [
+        "cohort",
+        "months_since_start",
+        "customers",
+        "retained",
+        "retention_rate",
+    ]
     # First subscription month: A1 2023-06, A2 2023-01, A3 2024-01 (Jan 1 00:00), A4 2024-01 (Jan 10).
     # Data end = min(as_of Apr 15, latest start/end = Mar 10) -> months up to March 2024.
     # Jan 2024 cohort {A3, A4}: k0 = 2; k1 (Feb 1): A3, A4 -> 2; k2 (Mar 1): A3 only (S6 ended Mar 1) -> 1
@@ -260,6 +372,54 @@ def test_cohort_retention(engine: sa.Engine) -> None:
     assert feb["months_since_start"].tolist() == [0, 1]
     assert feb["customers"].tolist() == [0, 0]
     assert feb["retention_rate"].isna().all()
+
+
+def test_cohort_retention_interval_and_low_sample(engine: sa.Engine) -> None:
+    # Wilson score 95 % of retained ÷ customers, z = 1.959964 (z² = 3.841459), n = 2:
+    #   (p + z²/4 ∓ z·√(p(1 − p)/2 + z²/16)) ÷ (1 + z²/2), 1 + z²/2 = 2.920729, z²/4 = 0.960365
+    # Jan 2024 cohort {A3, A4}: k0, k1 2/2 -> centre 1.960365/2.920729 = 0.671190,
+    #   half 1.959964·√0.240091/2.920729 = 0.328810 -> [0.342380, 1.0]; k2 1/2 -> centre 0.5,
+    #   half 1.959964·√(0.125 + 0.240091)/2.920729 = 0.405469 -> [0.094531, 0.905469].
+    # Feb 2024 cohort empty: NaN bounds. Every cohort has fewer than 30 customers: low_sample.
+    out = cohort_retention(engine, Filters("2024-01-01", "2024-03-01"), as_of=ts("2024-04-15"))
+    assert list(out.columns) == [
+        "cohort", "months_since_start", "customers", "retained", "retention_rate", "ci_low", "ci_high",
+        "low_sample",
+    ]  # fmt: skip
+    jan = out[out["cohort"] == pd.Timestamp("2024-01-01")]
+    assert jan["ci_low"].tolist() == pytest.approx([0.342380, 0.342380, 0.094531], abs=1e-6)
+    assert jan["ci_high"].tolist() == pytest.approx([1.0, 1.0, 0.905469], abs=1e-6)
+    feb = out[out["cohort"] == pd.Timestamp("2024-02-01")]
+    assert feb[["ci_low", "ci_high"]].isna().all(axis=None)
+    assert out["low_sample"].tolist() == [True] * 5
+
+
+def test_cohort_retention_low_sample_boundary(engine: sa.Engine) -> None:
+    # Cohort May 2024: 30 accounts C00..C29 start on 10 May; C00..C09 end on 20 May.
+    # Cohort June 2024: 29 accounts D00..D28 start on 10 June, none ends.
+    # Data end = min(as_of 15 Jul, latest start 10 Jun) -> months up to June.
+    # May: k0 30/30, k1 (1 Jun) 20/30 -> low_sample False; June: k0 29/29 -> low_sample True.
+    # Wilson 20/30: p = 0.666667, centre (0.666667 + 0.064024)/1.128049 = 0.647748,
+    #   half 1.959964·√(0.007407 + 0.001067)/1.128049 = 0.159947 -> [0.487801, 0.807695]
+    accounts = [
+        {"account_id": f"{c}{i:02d}", "name": f"{c}{i:02d}", "segment": "Cohorts", "created_at": ts("2024-05-01")}
+        for c, count in (("C", 30), ("D", 29))
+        for i in range(count)
+    ]  # fmt: skip
+    subscriptions = [
+        {"subscription_id": f"S{a['account_id']}", "account_id": a["account_id"], "product_id": "P1", "mrr": 1.0,
+         "started_at": ts("2024-05-10" if a["account_id"][0] == "C" else "2024-06-10"),
+         "ended_at": ts("2024-05-20") if a["account_id"] < "C10" else None}
+        for a in accounts
+    ]  # fmt: skip
+    load(engine, {"accounts": accounts, "subscriptions": subscriptions})
+    out = cohort_retention(
+        engine, Filters("2024-05-01", "2024-07-01", segments=["Cohorts"]), as_of=ts("2024-07-15")
+    )
+    assert out["customers"].tolist() == [30, 30, 29]
+    assert out["retained"].tolist() == [30, 20, 29]
+    assert out["low_sample"].tolist() == [False, False, True]
+    assert (out.loc[1, "ci_low"], out.loc[1, "ci_high"]) == pytest.approx((0.487801, 0.807695), abs=1e-6)
 
 
 def test_cohort_retention_boundaries_and_as_of(engine: sa.Engine) -> None:

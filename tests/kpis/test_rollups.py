@@ -34,6 +34,7 @@ from kpis import (
     Filters,
     customer_base,
     first_contact_resolution,
+    retention_cost,
     revenue,
     revenue_retention,
     rollups,
@@ -44,6 +45,7 @@ from kpis.core import period_starts, wilson_interval
 from tests.kpis import fixtures, more_fixtures
 from tests.kpis.fixtures import column
 from tests.kpis.test_revenue import PAYMENTS as REVENUE_PAYMENTS
+from tests.kpis.test_revenue import SPREAD, SPREAD_Q1, assert_spread_retention
 from tests.kpis.test_revenue import SUBSCRIPTIONS as REVENUE_SUBSCRIPTIONS
 
 #: The modules (not the functions of the same name that ``kpis`` exports).
@@ -650,6 +652,60 @@ def test_rollups_give_the_hand_checked_revenue(db: sa.Engine, monkeypatch: pytes
     assert mrr["expansion"].tolist() == pytest.approx([0.0, 30.0, 0.0])
     assert mrr["contraction"].tolist() == pytest.approx([0.0, 0.0, 40.0])
     assert mrr["churned_mrr"].tolist() == pytest.approx([200.0, 60.0, 0.0])
+    # test_revenue_retention_intervals_by_month: the sums of squares and products come from the roll-up
+    assert mrr["nrr_ci_low"].tolist() == pytest.approx([0.0, 0.245547, 0.559013], abs=1e-6)
+    assert mrr["nrr_ci_high"].tolist() == pytest.approx([1.248655, 1.514453, 1.077351], abs=1e-6)
+    assert mrr["grr_ci_low"].tolist() == pytest.approx([0.0, 0.204062, 0.559013], abs=1e-6)
+    assert calls.total() == 0
+
+
+def test_rollups_give_the_hand_checked_retention_intervals_and_low_sample(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    more_fixtures.load(db, more_fixtures.BASE, SPREAD)
+    rollups.refresh_database(db, today=TODAY)
+    calls = spy_base_statements(monkeypatch)
+    # tests/kpis/test_revenue.py assert_spread_retention (35, 30, 29 accounts at the start)
+    assert_spread_retention(revenue_retention(db, SPREAD_Q1, "month"))
+    # tests/kpis/test_costs.py test_low_sample_boundary_at_30_retained_customers
+    cost = retention_cost(db, SPREAD_Q1, "month")
+    assert list(cost["retained_customers"]) == [30, 29, 29]
+    assert cost["low_sample"].tolist() == [False, True, True]
+    assert calls.total() == 0
+
+
+def test_a_rollup_built_without_todays_measures_is_read_again_after_a_refresh(
+    built: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database whose customer-base roll-up was built before the MRR sums of squares and
+    products existed: the KPIs read the base tables (same numbers), the other roll-ups are
+    still read, and the next refresh — even one for other tables — rebuilds it."""
+    rollup = rollups.CUSTOMER_BASE
+    added = ["mrr_at_start_squares", "net_mrr_squares", "net_mrr_products", "gross_mrr_squares",
+             "gross_mrr_products"]  # fmt: skip
+    kept = [c for c in rollup.table.c if c.name not in added]
+    old = sa.Table(rollup.name, sa.MetaData(), *(sa.Column(c.name, c.type) for c in kept))
+    with built.begin() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(*kept))]
+        rollup.table.drop(conn)
+        old.create(conn)
+        conn.execute(old.insert(), rows)
+    calls = spy_base_statements(monkeypatch)
+    found = read_all(built, JAN_TO_APR, "month")
+    assert found[rollup.name] is None
+    assert all(v is not None for name, v in found.items() if name != rollup.name)
+    # test_churn test_monthly_churn / test_costs, from the base tables
+    frame = customer_base(built, JAN_TO_APR, "month")
+    assert list(frame["customers_at_start"]) == [4, 3, 2, 1]
+    assert list(frame["churned"]) == [2, 1, 1, 0]
+    assert column(frame, "retention_costs") == pytest.approx([170.0, 30.0, 10.0, 0.0])
+    assert calls["_base_statement"] == 1
+    rollups.refresh_database(built, today=dt.date(2024, 6, 30), changed={"tickets"})
+    with built.connect() as conn:
+        assert set(conn.execute(sa.select(rollup.table).limit(0)).keys()) >= set(added)
+    calls.clear()
+    assert None not in read_all(built, JAN_TO_APR, "month").values()
+    assert_same(customer_base(built, JAN_TO_APR, "month"), frame, "customer_base after the rebuild")
     assert calls.total() == 0
 
 
@@ -931,6 +987,46 @@ def test_periods_outside_the_built_months_read_the_base_tables(
         (Filters("2023-01-01", "2025-01-01"), "year"),
     ]:
         assert all(v is not None for v in read_all(built, f, freq).values()), (f, freq)
+
+
+def test_records_far_in_the_future_do_not_stretch_the_rollups(
+    built: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscription and a payment in 2100 (the importer refuses them; another writer may
+    not): the roll-ups end with December of the year after today, not in 2100 (one such
+    subscription made a 500-account import build 3.4M roll-up rows); the periods after read
+    the base tables, with the same numbers."""
+    before = table_counts(built)
+    far = datetime(2100, 1, 1)
+    fixtures.insert(
+        built, "subscriptions", [dict(subscription_id="FAR", account_id="A1", mrr=10.0, started_at=far)]
+    )
+    fixtures.insert(built, "payments", [dict(payment_id="FAR", account_id="A1", paid_at=far, amount=5.0)])
+    written = rollups.refresh_database(built, today=dt.date(2024, 6, 30))
+    assert {row[1:3] for row in state_rows(built)} == {(202306, 202512)}
+    # one more year of periods than before (to December 2025), not 76
+    assert all(written[name] <= 2 * before[name] for name in written), (written, before)
+    found = assert_falls_back(built, monkeypatch, Filters("2100-01-01", "2100-03-01"), "month")
+    assert column(found["revenue"], "revenue") == [5.0, 0.0]
+    assert list(found["customer_base"]["new_customers"]) == [0, 0]  # A1 is a customer before
+    # with only far-future records there is nothing to roll up: no roll-up is built
+    with built.begin() as conn:
+        for table in ("deal_stage_history", *(t.name for t in rollups.SOURCES if t is not schema.accounts)):
+            conn.execute(
+                schema.metadata.tables[table]
+                .delete()
+                .where(
+                    sa.or_(
+                        *(
+                            c < far
+                            for c in schema.metadata.tables[table].c
+                            if isinstance(c.type, sa.DateTime | sa.Date)
+                        )
+                    )
+                )
+            )
+    with built.connect() as conn:
+        assert rollups.data_months(conn, dt.date(2024, 6, 30)) is None
 
 
 def test_never_built_reads_the_base_tables(db: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:

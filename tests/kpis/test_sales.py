@@ -178,6 +178,31 @@ def test_stage_durations_censoring_time_is_now_when_earlier(crm):
     assert frame.loc["Proposal", "censored"] == 1
 
 
+def test_stage_durations_a_visit_ending_after_the_censoring_time_is_censored(crm):
+    # now = 20 Feb 2024 < end: C = 20 Feb. Observed: visits entered before C. A visit that ended
+    # by C is finished; one with no end or an end after C is censored at C (C − entered_at).
+    # Lead: D1 5, D2 5, D3 2, D4 15 Feb -> 20 Feb = 5 (ends exactly at C: finished), D5 5;
+    #   D6 5 Feb -> 25 Feb (Closed Lost, after C) -> censored at 15. D8 (10 Mar) not observed.
+    #   KM: t=2 n=6 d=1 S=5/6; t=5 n=5 d=4 S=1/6 -> median 5; 15 censored -> p90 NaN.
+    #   (Counted finished at its full 20 days, D6 gave S(20) = 0 -> p90 20.)
+    # Qualified: D1 10, D3 2 and 2, D5 16; D4 entered on 20 Feb = C -> not observed.
+    #   KM: t=2 n=4 d=2 S=0.5 -> median 2; t=10 S=0.25; t=16 S=0 -> p90 16.
+    #   (D4's 9 days after C counted as finished: 5 visits, median 9.)
+    # Proposal: D1 15, D3 2 and 2.5 finished; D2 15 Jan -> 1 Mar (after C) censored at 31 + 5 = 36;
+    #   D5 open since 10 Feb censored at 10.
+    #   KM: t=2 n=5 S=0.8; t=2.5 n=4 S=0.6; 10 censored; t=15 n=2 d=1 S=0.3 -> median 15;
+    #   36 censored -> p90 NaN. (D2 finished at 46 gave p90 46.)
+    # Moved on (the deals' whole history): Lead D1, D2, D3, D4, D5 of 6 (D6 lost);
+    #   Qualified D1, D3, D5 of 3; Proposal D1, D3 of 4.
+    frame = stage_durations(crm, Q1, now=dt.datetime(2024, 2, 20)).set_index("stage")
+    assert frame["deals"].tolist() == [6, 3, 4, 0]
+    assert frame["finished"].tolist() == [5, 4, 3, 0]
+    assert frame["censored"].tolist() == [1, 0, 2, 0]
+    assert frame["median_days"].tolist() == pytest.approx([5.0, 2.0, 15.0, NAN], nan_ok=True)
+    assert frame["p90_days"].tolist() == pytest.approx([NAN, 16.0, NAN, NAN], nan_ok=True)
+    assert frame["conversion_to_next"].tolist() == pytest.approx([5 / 6, 1.0, 0.5, NAN], nan_ok=True)
+
+
 def test_stage_durations_segment_median_exactly_half(crm):
     # Enterprise = A1, A2: D1, D2, D6, D8 (D4 has no account -> excluded)
     # Lead: 5, 5, 20, 22 censored: t=5 n=4 d=2 -> S = 0.5 exactly -> median 5; t=20 -> 0.25; p90 NaN
@@ -194,3 +219,42 @@ def test_stage_durations_empty_selection(crm):
     frame = stage_durations(crm, Q1.replace(segments=["Nobody"]))
     assert list(frame["deals"]) == [0, 0, 0, 0]
     assert frame[["median_days", "p90_days", "conversion_to_next"]].isna().all(axis=None)
+
+
+# A stage missing from pipeline_stages ("Discovery": no position) entered at the same instant
+# as a known stage. Rule: at equal entered_at, a visit to an unknown stage comes BEFORE the
+# visits to known stages (NULL position first), on every database.
+#   E1 won:  Lead 5 Jan | Discovery 5 Jan | Qualified 15 Jan | Closed Won 25 Jan (closed 25 Jan)
+#   E2 open: Lead 1 Feb | Qualified 11 Feb | Discovery 11 Feb
+UNKNOWN_STAGE_DEALS = [
+    fixtures._deal("E1", "A1", "u1", "P1", 100.0, dt.datetime(2024, 1, 5), dt.datetime(2024, 1, 25), "won"),
+    fixtures._deal("E2", "A1", "u1", "P1", 100.0, dt.datetime(2024, 2, 1), None, "open"),
+]
+UNKNOWN_STAGE_HISTORY = [
+    dict(deal_id=deal, stage=stage, entered_at=dt.datetime(2024, month, day))
+    for deal, stage, month, day in [
+        ("E1", "Lead", 1, 5), ("E1", "Discovery", 1, 5), ("E1", "Qualified", 1, 15), ("E1", "Closed Won", 1, 25),
+        ("E2", "Lead", 2, 1), ("E2", "Qualified", 2, 11), ("E2", "Discovery", 2, 11),
+    ]
+]  # fmt: skip
+
+
+def test_stage_durations_unknown_stage_at_the_same_instant_sorts_first(db):
+    fixtures.load(db, only=("accounts", "users", "products", "pipeline_stages"))
+    fixtures.insert(db, "deals", UNKNOWN_STAGE_DEALS)
+    fixtures.insert(db, "deal_stage_history", UNKNOWN_STAGE_HISTORY)
+    # Order per deal (Discovery first at a tie): E1 Discovery, Lead (5 Jan), Qualified, Closed Won;
+    # E2 Lead, Discovery, Qualified (11 Feb). C = min(1 Apr, now) = 1 Apr 2024.
+    # Lead: E1 5 Jan -> 15 Jan = 10 d; E2 1 Feb -> 11 Feb = 10 d: S(10) = 0 -> median = p90 = 10.
+    #   (Discovery last at the tie would end E1's Lead at 5 Jan: 0 d.)
+    # Qualified: E1 15 Jan -> 25 Jan (closed) = 10 d; E2 open since 11 Feb -> censored at 1 Apr
+    #   (19 + 31 = 50 d): t=10 n=2 d=1 S=0.5 -> median 10, p90 NaN.
+    #   (Discovery last would end E2's Qualified at 11 Feb: finished, 0 d.)
+    # Moved on: Lead E1 (won), E2 (Qualified) -> 2/2; Qualified E1 (won), E2 no -> 1/2.
+    frame = stage_durations(db, Q1).set_index("stage")
+    assert frame["deals"].tolist() == [2, 2, 0, 0]
+    assert frame["finished"].tolist() == [2, 1, 0, 0]
+    assert frame["censored"].tolist() == [0, 1, 0, 0]
+    assert frame["median_days"].tolist() == pytest.approx([10.0, 10.0, NAN, NAN], nan_ok=True)
+    assert frame["p90_days"].tolist() == pytest.approx([10.0, NAN, NAN, NAN], nan_ok=True)
+    assert frame["conversion_to_next"].tolist() == pytest.approx([1.0, 0.5, NAN, NAN], nan_ok=True)

@@ -108,3 +108,15 @@ def test_the_ticket_chart_of_the_service_page_states_the_formula(app):
     assert any(
         "Tickets opened per period and group. Formula: tickets = count of tickets" in c for c in captions
     )
+
+
+def test_latest_leaves_out_a_month_the_range_cuts():
+    # the range ends on 15 Nov 2026 (end = 16 Nov), long before today: November holds half
+    # its days, so the card shows October (0.30) against September (0.20), as on 30 Nov.
+    frame = _frame([0.1, 0.2, 0.3, 0.9])
+    numbers = latest(frame, "rate", "month", dt.date(2027, 3, 1), end=dt.date(2026, 11, 16))
+    assert numbers.period == pd.Timestamp("2026-10-01")
+    assert math.isclose(numbers.value, 0.3) and math.isclose(numbers.delta, 0.1)
+    # a range ending with November is complete on 1 Dec
+    numbers = latest(frame, "rate", "month", dt.date(2026, 12, 1), end=dt.date(2026, 12, 1))
+    assert numbers.period == pd.Timestamp("2026-11-01")

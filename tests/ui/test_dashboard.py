@@ -148,3 +148,49 @@ def test_cards_with_a_short_title_name_the_kpi_in_full_in_their_help(app):
         assert card.help.startswith(f"**{entry.title}**: ")
         assert card.help.endswith(entry.definition)
     assert cards["Churn rate"].help == registry.get("churn_rate").definition
+
+
+LOW_SAMPLE_MARK = "Fewer than 30 observations: read with care."
+
+
+def _cards(at) -> dict[str, tuple[str, list[str]]]:
+    """Card title -> (value shown, captions in the card's column)."""
+    cards = {}
+    for column in at.columns:
+        if len(column.metric) == 1:
+            metric = column.metric[0]
+            cards[metric.label] = (metric.value, [c.value for c in column.caption])
+    return cards
+
+
+def test_low_sample_cards_carry_the_mark(tmp_path, monkeypatch):
+    """The hand-written KPI fixture (tests/kpis/fixtures.py) as the database: its data end on
+    10 Mar 2024, so March 2024 is a partial period and the cards show February 2024, the last
+    complete month (kpis.core.is_partial).
+
+    February 2024 by hand: customers at 1 Feb A1 (S1 100 + S5 10), A3 (20), A4 (30): 3 < 30;
+    A4 ends 20 Feb -> churn 1/3 = 33.3 %; NRR: MRR 160 at start, A1 loses the add-on (-10),
+    A4 churns (-30) -> 120/160 = 75.0 %; retention cost K3 30 / 2 retained (A1, A3) = $15.00.
+    Each rests on fewer than 30 customers: the same mark as the win-rate card (4 deals closed
+    in February). Active customers (a count) and revenue carry none.
+    """
+    from crm_data.engines import make_engine
+    from tests.kpis import fixtures
+
+    path = tmp_path / "hand.duckdb"
+    writer = make_engine(f"duckdb:///{path}")
+    schema.create_schema(writer)
+    fixtures.load(writer)
+    writer.dispose()
+    at = _fresh_app(monkeypatch, f"duckdb:///{path}").run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    cards = _cards(at)
+    assert len(cards) == CARD_TITLES
+    assert cards["Churn rate"][0] == fmt_value(1 / 3, "ratio")
+    assert cards["Net revenue retention"][0] == fmt_value(120 / 160, "ratio")
+    assert cards["Retention cost each"][0] == fmt_value(15.0, "money")
+    for title in ("Churn rate", "Net revenue retention", "Retention cost each", "Win rate"):
+        assert any(LOW_SAMPLE_MARK in c for c in cards[title][1]), (title, cards[title])
+    for title in ("Active customers", "Revenue"):
+        assert not any(LOW_SAMPLE_MARK in c for c in cards[title][1]), (title, cards[title])

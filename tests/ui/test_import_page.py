@@ -188,6 +188,119 @@ def test_warnings_of_the_mapping_are_listed_before_the_import_button(target: str
     assert _count(target, schema.accounts) == 4
 
 
+def test_unknown_deal_stages_are_assigned_on_the_page_and_remembered(target: str) -> None:
+    from crm_data.importing import stored_stages
+    from tests.crm_data.mappings.test_hubspot_exports import SELECTED_DEALS
+
+    files = [("hubspot-crm-exports-deals-2023.csv", SELECTED_DEALS, "text/csv")]
+    at = _page("hubspot", files)
+    assert [s.value for s in at.subheader][:1] == ["Deal stages"]
+    radios = {r.key: r for r in at.radio}
+    assert set(radios) == {f"import_stage::{s}" for s in ("Contract Signed", "Closed: abandoned", "Paid")}
+    assert radios["import_stage::Contract Signed"].label == "Contract Signed — 2 deals"
+    assert radios["import_stage::Paid"].value is None  # not chosen yet: counted as open
+    assert any("3 stage(s) not placed yet: their 4 deal(s) count as open" in w.value for w in at.warning)
+    at.radio(key="import_stage::Contract Signed").set_value("won").run()
+    at.radio(key="import_stage::Paid").set_value("won").run()
+    at.radio(key="import_stage::Closed: abandoned").set_value("lost").run()
+    assert not any("not placed yet" in w.value for w in at.warning)
+    assert not any("cannot place" in w.value for w in at.warning)
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    held = next(m.value for m in at.markdown if "deals: 10" in m.value)
+    assert "- deals: 10 (won 5, lost 4, open 1)" in held and "- won amount: 70,500.00" in held
+    assert "What the files held" in [s.value for s in at.subheader]
+    engine = make_engine(target, read_only=True)
+    try:
+        assert stored_stages(engine, "hubspot") == {
+            "Closed: abandoned": "lost", "Contract Signed": "won", "Paid": "won",
+        }  # fmt: skip
+        with engine.connect() as conn:
+            statuses = dict(conn.execute(sa.select(schema.deals.c.deal_id, schema.deals.c.status)).all())
+        assert statuses["hs-1003"] == "won" and statuses["hs-1006"] == "lost"
+    finally:
+        engine.dispose()
+    # a new session: the choices come from the database, nothing is left unplaced
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    again = _page("hubspot", files)
+    assert not any("not placed yet" in w.value for w in again.warning)
+    assert again.radio(key="import_stage::Paid").value == "won"
+
+
+def test_external_database_gets_the_stage_choices_as_a_stage_file(
+    monkeypatch: pytest.MonkeyPatch, target: str, pg_database_url: str
+) -> None:
+    from tests.crm_data.mappings.test_hubspot_exports import SELECTED_DEALS
+
+    # a reachable external database (an unreachable one stops the page with its error)
+    monkeypatch.setenv("CRM_DATABASE_URL", pg_database_url)
+    at = _page("hubspot", [("deals.csv", SELECTED_DEALS, "text/csv")])
+    at.radio(key="import_stage::Paid").set_value("won").run()
+    assert "--mapping hubspot --stages stages.toml --url" in at.code[0].value
+    assert at.code[1].value == '[stages]\n"Paid" = "won"'
+
+
+def test_the_pipeline_filter_appears_when_the_data_has_several_pipelines(target: str) -> None:
+    from tests.crm_data.mappings.test_hubspot_exports import COMPANIES, all_properties_export
+
+    # the sample export has one pipeline: no pipeline filter
+    at = _page("hubspot", _uploads(HUBSPOT))
+    at.button(key="import_go").click().run()
+    at.run()
+    assert not at.exception
+    assert "segment" in [m.key for m in at.sidebar.multiselect]
+    assert "pipeline" not in [m.key for m in at.sidebar.multiselect]
+    # 4 pipelines: the filter bar offers them
+    files = [
+        ("hubspot-crm-exports-all-deals-2024-06-30.csv", all_properties_export(), "text/csv"),
+        ("hubspot-crm-exports-all-companies-2024-06-30.csv", COMPANIES, "text/csv"),
+    ]
+    at.file_uploader(key="import_files").set_value(files).run()
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    at.run()
+    pipeline = at.sidebar.multiselect(key="pipeline")
+    assert pipeline.options == ["NYC Schools", "Partners", "Renewals", "Sales Pipeline"]
+    pipeline.set_value(["NYC Schools"]).run()
+    assert not at.exception
+    assert at.query_params["pipeline"] == "NYC Schools"  # the link keeps it
+
+
+def test_csv_bundle_preview_shows_a_missing_id_and_an_old_date_and_reads_long_text(target: str) -> None:
+    """The page runs the same validation: an empty id and a date before 1900 are errors of
+    the preview (they passed it and failed in the database, or were stored), and a 140 kB
+    multi-line comment is read (it raised ``_csv.Error: field larger than field limit``)."""
+    comment = b'"' + b"c" * 140_000 + b"\n" + b"d" * 10 + b'"'
+    surveys = (
+        b"response_id,account_id,survey,score,comment,responded_at\nR1,a2,nps,9," + comment + b",2024-02-01\n"
+    )
+    accounts = b"account_id,name,created_at\n,Acme,2024-01-05\na2,Beta,2024-01-05\na3,Old,0000-01-01\n"
+    files = [("accounts.csv", accounts, "text/csv"), ("survey_responses.csv", surveys, "text/csv")]
+    at = _page("CSV bundle", files)
+    issues = at.dataframe[1].value
+    assert issues[["file", "line", "column", "problem"]].values.tolist() == [
+        ["accounts.csv", 2, "account_id", "required value is empty"],
+        ["accounts.csv", 4, "created_at", "0000-01-01 is before the earliest accepted date 1900-01-01"],
+    ]
+    assert "2 error(s)" in at.error[0].value
+    assert not [b for b in at.button if b.key == "import_go"]
+    fixed = accounts.replace(b"\n,Acme", b"\na1,Acme").replace(b"0000-01-01", b"2024-01-05")
+    at.file_uploader(key="import_files").set_value(
+        [("accounts.csv", fixed, "text/csv"), ("survey_responses.csv", surveys, "text/csv")]
+    ).run()
+    assert [s.value for s in at.success] == ["The files are valid."]
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    engine = make_engine(target, read_only=True)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(schema.survey_responses.c.comment)).scalar_one()
+    finally:
+        engine.dispose()
+    assert stored == "c" * 140_000 + "\n" + "d" * 10
+
+
 def test_salesforce_currency_exports_preview_and_import(target: str) -> None:
     from tests.crm_data.mappings.test_salesforce_exports import (
         ORG_ACCOUNTS,

@@ -23,6 +23,7 @@ EXPECTED = [
     "Forecast",
     "Data quality",
     "Import",
+    "Audit log",
 ]
 
 

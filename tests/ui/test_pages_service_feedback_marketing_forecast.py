@@ -232,8 +232,15 @@ def test_forecast_shows_the_chosen_model_its_backtest_and_the_combined_quarter(
     )
     label = {"seasonal_naive": "Seasonal naive (baseline)", "theta": "Theta", "ets": "ETS (exponential smoothing)",
              "sarimax": "SARIMAX"}[result.model]  # fmt: skip
+    assert result.reliable, result.reliability  # the demo's whole revenue is forecast well
     drawn = trace(at, f"Forecast ({label})")
     assert_same(plotly_values(drawn["y"])[1:], result.forecast["mean"])  # [0] joins the last actual month
+    assert_same(plotly_values(trace(at, "80 % interval")["y"]), pd.concat([result.forecast["hi80"],
+                result.forecast["lo80"][::-1]]))  # fmt: skip
+    # the calibrated intervals' held-out coverage is stated beside the chart
+    assert result.calibrated and result.held_out.points > 0
+    assert any(result.intervals in str(c.value) for c in at.caption)
+    assert not at.warning
 
     pipe = forecasting.pipeline_forecast(demo_engine, default_filters, months=3)
     combined = forecasting.combined_next_quarter(result, pipe)
@@ -251,9 +258,33 @@ def test_forecast_horizon_and_model_override(app, demo_engine, default_filters):
     result = forecasting.revenue_forecast(demo_engine, default_filters, horizon=6, model="seasonal_naive")
     assert result.model == "seasonal_naive"
     assert any("override" in info for info in infos(at))
-    drawn = trace(at, "Forecast (Seasonal naive (baseline))")
-    assert len(plotly_values(drawn["y"])) == 6 + 1
-    assert_same(plotly_values(drawn["y"])[1:], result.forecast["mean"])
+    if result.reliable:
+        drawn = trace(at, "Forecast (Seasonal naive (baseline))")
+        assert len(plotly_values(drawn["y"])) == 6 + 1
+        assert_same(plotly_values(drawn["y"])[1:], result.forecast["mean"])
+    else:
+        assert_not_drawn_as_a_forecast(at, result)
+
+
+def assert_not_drawn_as_a_forecast(at, result: forecasting.ForecastResult) -> None:
+    """The page warns with the result's own reason and draws the history alone."""
+    assert any(result.reliability in str(w.value) for w in at.warning), [w.value for w in at.warning]
+    chart = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("Revenue"))
+    assert chart["layout"]["title"]["text"] == "Revenue: history (no reliable forecast)"
+    assert [t.get("name") for t in chart["data"]] == ["Revenue"]
+    assert_same(plotly_values(trace(at, "Revenue")["y"]), result.history)
+
+
+def test_an_unreliable_forecast_warns_and_draws_no_line(app, demo_engine, default_filters):
+    # seasonal naive forced on the demo's whole revenue: backtest MASE 1.27, above 1
+    at = app(FORECAST).run()
+    at.selectbox(key="forecast_model").set_value("seasonal_naive")
+    at.run()
+    assert not at.exception
+    result = forecasting.revenue_forecast(demo_engine, full_history(demo_engine, default_filters), horizon=12,
+                                          model="seasonal_naive")  # fmt: skip
+    assert not result.reliable, result.reliability
+    assert_not_drawn_as_a_forecast(at, result)
 
 
 # --- empty and hostile selections --------------------------------------------------------------
