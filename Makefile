@@ -38,7 +38,7 @@ lint:
 	$(VPY) -m ruff check .
 
 test: install-test lint
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n auto
 
 demo: install
 	$(VPY) -m crm_data demo

@@ -25,19 +25,32 @@ Checks (``key``: what counts):
 * ``overlapping_subscriptions``: pairs of subscriptions of the same account and product
   (a missing product counts as one product) whose ``[started_at, ended_at)`` intervals
   overlap (no ``ended_at`` = still running).
+
+``scope`` (a ``kpis.filters.Scope``, or a mapping like ``{"regions": ["EMEA"]}``): every
+finding counts and lists only the records inside it, as ``kpis.filters.scope`` selects
+them (account dimensions through the record's account; owners by ``deals.owner_id`` /
+``interactions.user_id``, else the account's ``owner_id``); ``deal_stage_history`` rows
+through their deal. Duplicates count among the records in scope only (both of a pair in
+it); orphans when the child record is in scope. A restricted scope gets no findings on
+the tables without an account (:data:`ACCOUNTLESS_TABLES`) nor ``stale_rollups``
+(``QualityReport.hidden_tables`` names them); an unrestricted one the whole database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import dialects, schema
 from crm_data.validation import column_kind, existing_tables
+
+if TYPE_CHECKING:
+    from kpis.filters import Scope
 
 #: Sample records kept per finding.
 DEFAULT_LIMIT = 20
@@ -59,6 +72,11 @@ KEY_FIELDS: tuple[tuple[str, str], ...] = (
     ("contacts", "email"),
     ("deals", "amount"),
     ("tickets", "product_id"),
+)
+#: Tables without an account: no record of them is inside a restricted scope, so their
+#: findings (and ``stale_rollups``) are left out for one.
+ACCOUNTLESS_TABLES: frozenset[str] = frozenset(
+    {"users", "products", "pipeline_stages", "web_traffic", "social_media", "campaigns"}
 )
 #: References that no foreign key declares: (table, column, parent table, parent column).
 SOFT_REFERENCES: tuple[tuple[str, str, str, str], ...] = (
@@ -100,6 +118,10 @@ class QualityReport:
     checked_at: datetime
     stale_days: int
     missing_tables: list[str] = field(default_factory=list)
+    #: The scope the findings are limited to (None: the whole database).
+    scope: Scope | None = None
+    #: Tables whose findings were left out because the scope is restricted.
+    hidden_tables: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Finding]:
@@ -124,6 +146,12 @@ class QualityReport:
             f"Data-quality report — checked {self.checked_at:%Y-%m-%d %H:%M} UTC "
             f"(open deals are stale after {self.stale_days} days without a stage change)",
         ]
+        if self.scope is not None:
+            hidden = self.hidden_tables
+            out.append(
+                f"within {self.scope.describe()}"
+                + (f"; findings on {', '.join(hidden)} (no account) are not shown" if hidden else "")
+            )
         if self.missing_tables:
             out.append(f"tables missing (checks on them skipped): {', '.join(self.missing_tables)}")
         problems = self.problems
@@ -149,6 +177,32 @@ class QualityReport:
             out.append("")
             out.append("Passed: " + "; ".join(clean) + ".")
         return "\n".join(out)
+
+
+def _as_scope(scope: Scope | Mapping[str, Iterable[str]] | None) -> Scope | None:
+    """``scope`` as a ``kpis.filters.Scope`` when it restricts anything, else None."""
+    if scope is None:
+        return None
+    from kpis.filters import Scope  # crm_data does not import the KPI layer at module level
+
+    if not isinstance(scope, Scope):
+        scope = Scope.from_dict(dict(scope))
+    return scope if scope.restricted else None
+
+
+def _within(scope: Scope | None, table: sa.FromClause, table_name: str) -> list[sa.ColumnElement[bool]]:
+    """WHERE conditions keeping the rows of ``table`` (``table_name`` or an alias of it) inside
+    ``scope``: ``kpis.filters.scope``'s own conditions; ``deal_stage_history`` through its deal."""
+    if scope is None:
+        return []
+    from kpis.filters import Filters
+    from kpis.filters import scope as scope_conditions
+
+    only_scope = Filters(date.min, date.min, scope=scope)
+    if table_name == "deal_stage_history":
+        deals = schema.deals
+        return [table.c.deal_id.in_(sa.select(deals.c.deal_id).where(*scope_conditions(only_scope, deals)))]
+    return scope_conditions(only_scope, table)
 
 
 def _blank(column: sa.ColumnElement) -> sa.ColumnElement:
@@ -180,12 +234,12 @@ def normalised_name(dialect: sa.Dialect, column: sa.ColumnElement) -> sa.ColumnE
     return text
 
 
-def _duplicate_accounts(conn: sa.Connection, limit: int, **_: object) -> Finding:
+def _duplicate_accounts(conn: sa.Connection, limit: int, scope: Scope | None = None, **_: object) -> Finding:
     accounts = schema.accounts
     key = normalised_name(conn.dialect, accounts.c.name).label("normalised_name")
     named = (
         sa.select(accounts.c.account_id, accounts.c.name, key)
-        .where(accounts.c.name.is_not(None))
+        .where(accounts.c.name.is_not(None), *_within(scope, accounts, "accounts"))
         .cte("named")
     )
     groups = (
@@ -210,12 +264,12 @@ def _duplicate_accounts(conn: sa.Connection, limit: int, **_: object) -> Finding
     )
 
 
-def _duplicate_contacts(conn: sa.Connection, limit: int, **_: object) -> Finding:
+def _duplicate_contacts(conn: sa.Connection, limit: int, scope: Scope | None = None, **_: object) -> Finding:
     contacts = schema.contacts
     key = sa.func.lower(sa.func.trim(contacts.c.email)).label("normalised_email")
     mails = (
         sa.select(contacts.c.contact_id, contacts.c.account_id, contacts.c.name, contacts.c.email, key)
-        .where(sa.not_(_blank(contacts.c.email)))
+        .where(sa.not_(_blank(contacts.c.email)), *_within(scope, contacts, "contacts"))
         .cte("mails")
     )
     groups = (
@@ -244,13 +298,15 @@ def _duplicate_contacts(conn: sa.Connection, limit: int, **_: object) -> Finding
 
 
 def _missing_field(table_name: str, column_name: str) -> Callable[..., Finding]:
-    def check(conn: sa.Connection, limit: int, **_: object) -> Finding:
+    def check(conn: sa.Connection, limit: int, scope: Scope | None = None, **_: object) -> Finding:
         table = schema.metadata.tables[table_name]
         keys = list(table.primary_key.columns)
         extra = [
             n for n in ("name", "account_id", "status") if n in table.c and n not in table.primary_key.columns
         ]
-        base = sa.select(*keys, *(table.c[n] for n in extra)).where(_blank(table.c[column_name]))
+        base = sa.select(*keys, *(table.c[n] for n in extra)).where(
+            _blank(table.c[column_name]), *_within(scope, table, table_name)
+        )
         count, records = _count_and_records(conn, base, keys, limit)
         noun = {"owner_id": "owner", "product_id": "product"}.get(column_name, column_name)
         return Finding(
@@ -266,7 +322,7 @@ def _missing_field(table_name: str, column_name: str) -> Callable[..., Finding]:
 
 
 def _stale_open_deals(
-    conn: sa.Connection, limit: int, now: datetime, stale_days: int, **_: object
+    conn: sa.Connection, limit: int, now: datetime, stale_days: int, scope: Scope | None = None, **_: object
 ) -> Finding:
     deals, history = schema.deals, schema.deal_stage_history
     last = (
@@ -288,7 +344,7 @@ def _stale_open_deals(
             dialects.days_between(conn.dialect, changed, now_param).label("days_without_change"),
         )
         .join_from(deals, last, deals.c.deal_id == last.c.deal_id, isouter=True)
-        .where(deals.c.status == "open", changed < cutoff)
+        .where(deals.c.status == "open", changed < cutoff, *_within(scope, deals, "deals"))
     )
     count, records = _count_and_records(conn, base, [sa.column("last_stage_change"), deals.c.deal_id], limit)
     return Finding(
@@ -304,13 +360,15 @@ def _stale_open_deals(
 def _orphans(
     table_name: str, column_name: str, parent_name: str, parent_column: str
 ) -> Callable[..., Finding]:
-    def check(conn: sa.Connection, limit: int, **_: object) -> Finding:
+    def check(conn: sa.Connection, limit: int, scope: Scope | None = None, **_: object) -> Finding:
         table = schema.metadata.tables[table_name]
         parent = schema.metadata.tables[parent_name].alias("parent")
         keys = list(table.primary_key.columns) or [c for c in table.columns if c.name != column_name][:2]
         exists = sa.exists().where(parent.c[parent_column] == table.c[column_name])
         shown = [*keys, table.c[column_name]]
-        base = sa.select(*shown).where(sa.not_(_blank(table.c[column_name])), sa.not_(exists))
+        base = sa.select(*shown).where(
+            sa.not_(_blank(table.c[column_name])), sa.not_(exists), *_within(scope, table, table_name)
+        )
         count, records = _count_and_records(conn, base, [*keys, table.c[column_name]], limit)
         return Finding(
             f"orphan_{table_name}_{column_name}",
@@ -334,7 +392,9 @@ def _future(table_name: str) -> Callable[..., Finding] | None:
     if not columns:
         return None
 
-    def check(conn: sa.Connection, limit: int, now: datetime, **_: object) -> Finding:
+    def check(
+        conn: sa.Connection, limit: int, now: datetime, scope: Scope | None = None, **_: object
+    ) -> Finding:
         conditions = []
         for column in columns:
             if column_kind(column) == "date":
@@ -345,7 +405,7 @@ def _future(table_name: str) -> Callable[..., Finding] | None:
             table.c[c] for c in ("campaign_id", "account_id", "contact_id")
         ]
         shown = [*keys, *(c for c in columns if c not in keys)]
-        base = sa.select(*shown).where(sa.or_(*conditions))
+        base = sa.select(*shown).where(sa.or_(*conditions), *_within(scope, table, table_name))
         count, records = _count_and_records(conn, base, keys, limit)
         names = ", ".join(c.name for c in columns)
         return Finding(
@@ -360,7 +420,9 @@ def _future(table_name: str) -> Callable[..., Finding] | None:
     return check
 
 
-def _overlapping_subscriptions(conn: sa.Connection, limit: int, **_: object) -> Finding:
+def _overlapping_subscriptions(
+    conn: sa.Connection, limit: int, scope: Scope | None = None, **_: object
+) -> Finding:
     subs = schema.subscriptions
     a, b = subs.alias("a"), subs.alias("b")
     base = sa.select(
@@ -383,6 +445,9 @@ def _overlapping_subscriptions(conn: sa.Connection, limit: int, **_: object) -> 
             sa.or_(a.c.ended_at.is_(None), b.c.started_at < a.c.ended_at),
         ),
     )
+    within = [*_within(scope, a, "subscriptions"), *_within(scope, b, "subscriptions")]
+    if within:  # both of the pair in scope
+        base = base.where(*within)
     count, records = _count_and_records(
         conn,
         base,
@@ -415,26 +480,26 @@ def _stale_rollups(conn: sa.Connection, limit: int, **_: object) -> Finding:
     )
 
 
-def _checks() -> list[tuple[set[str], Callable[..., Finding]]]:
-    """(tables needed, check) for every check, in report order."""
-    checks: list[tuple[set[str], Callable[..., Finding]]] = [
-        ({"accounts"}, _duplicate_accounts),
-        ({"contacts"}, _duplicate_contacts),
+def _checks() -> list[tuple[set[str], str, Callable[..., Finding]]]:
+    """(tables needed, table whose records it reports, check) for every check, in report order."""
+    checks: list[tuple[set[str], str, Callable[..., Finding]]] = [
+        ({"accounts"}, "accounts", _duplicate_accounts),
+        ({"contacts"}, "contacts", _duplicate_contacts),
     ]
-    checks += [({t}, _missing_field(t, c)) for t, c in KEY_FIELDS]
-    checks.append(({"deals", "deal_stage_history"}, _stale_open_deals))
+    checks += [({t}, t, _missing_field(t, c)) for t, c in KEY_FIELDS]
+    checks.append(({"deals", "deal_stage_history"}, "deals", _stale_open_deals))
     references = list(SOFT_REFERENCES)
     for table in schema.TABLES:
         for foreign_key in sorted(table.foreign_keys, key=lambda k: k.parent.name):
             references.append(
                 (table.name, foreign_key.parent.name, foreign_key.column.table.name, foreign_key.column.name)
             )
-    checks += [({t, p}, _orphans(t, c, p, pc)) for t, c, p, pc in references]
+    checks += [({t, p}, t, _orphans(t, c, p, pc)) for t, c, p, pc in references]
     for table in schema.TABLES:
         check = _future(table.name)
         if check is not None:
-            checks.append(({table.name}, check))
-    checks.append(({"subscriptions"}, _overlapping_subscriptions))
+            checks.append(({table.name}, table.name, check))
+    checks.append(({"subscriptions"}, "subscriptions", _overlapping_subscriptions))
     return checks
 
 
@@ -443,25 +508,36 @@ def check_database(
     stale_days: int = 90,
     now: datetime | None = None,
     limit: int = DEFAULT_LIMIT,
+    scope: Scope | Mapping[str, Iterable[str]] | None = None,
 ) -> QualityReport:
     """Run every data-quality check; ``now`` (naive UTC, default: the current time) is the
-    reference for stale deals and future timestamps; ``limit`` sample records per finding."""
+    reference for stale deals and future timestamps; ``limit`` sample records per finding;
+    ``scope``: only the records inside it (see the module docstring; None: everything)."""
     if isinstance(conn, sa.Engine):
         with conn.connect() as connection:
-            return check_database(connection, stale_days=stale_days, now=now, limit=limit)
+            return check_database(connection, stale_days=stale_days, now=now, limit=limit, scope=scope)
+    limited = _as_scope(scope)
     if now is None:
         now = datetime.now(UTC).replace(tzinfo=None)
     elif now.tzinfo is not None:
         now = now.astimezone(UTC).replace(tzinfo=None)
     present = existing_tables(conn)
-    findings = [
-        check(conn, limit=limit, now=now, stale_days=stale_days)
-        for needed, check in _checks()
-        if needed <= present
-    ]
+    hidden: list[str] = []
+    findings = []
+    for needed, table_name, check in _checks():
+        if not needed <= present:
+            continue
+        if limited is not None and table_name in ACCOUNTLESS_TABLES:
+            if table_name not in hidden:
+                hidden.append(table_name)
+            continue
+        findings.append(check(conn, limit=limit, now=now, stale_days=stale_days, scope=limited))
     from kpis import rollups
 
     if {t.name for t in rollups.SOURCES} <= present and sa.inspect(conn).has_table(rollups.state.name):
-        findings.append(_stale_rollups(conn, limit=limit))
+        if limited is None:
+            findings.append(_stale_rollups(conn, limit=limit))
+        else:
+            hidden.append(rollups.state.name)
     missing = [name for name in schema.TABLE_NAMES if name not in present]
-    return QualityReport(findings, now, stale_days, missing)
+    return QualityReport(findings, now, stale_days, missing, scope=limited, hidden_tables=hidden)

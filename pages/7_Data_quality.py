@@ -2,8 +2,9 @@
 stale open deals, orphans, future timestamps, overlapping subscriptions — each finding with
 the records behind it and a CSV download.
 
-The check covers the whole database, so it is shown only to users whose scope is not
-limited; the records behind the findings need the analyst role."""
+The check covers the records within the user's scope (the whole database for an unlimited
+one; a limited scope sees no findings on the tables without an account); the records behind
+the findings need the analyst role."""
 
 from __future__ import annotations
 
@@ -18,18 +19,16 @@ from ui.report import PageReport
 
 st.set_page_config(page_title="CRM Insights — Data quality", page_icon=":material/rule:", layout="wide")
 view = global_filters()
-if view.filters.scope.restricted:
-    st.title("Data quality")
-    st.info(
-        f"The data-quality check covers the whole database; your account sees {view.filters.scope.describe()} "
-        "only, so it is not shown here. Ask an administrator for the findings in your scope.",
-        icon=":material/lock:",
-    )
-    st.stop()
+scope = view.filters.scope
 report = PageReport(
     "Data quality",
     view,
-    caption=":material/info: The check looks at the whole database: the sidebar filters do not apply here.",
+    caption=(
+        f":material/info: The check looks at the records within your scope ({scope.describe()}): "
+        "the sidebar filters do not apply here."
+        if scope.restricted
+        else ":material/info: The check looks at the whole database: the sidebar filters do not apply here."
+    ),
 )
 
 stale_days = st.columns([1, 2])[0].number_input(
@@ -40,7 +39,13 @@ stale_days = st.columns([1, 2])[0].number_input(
     step=15,
     key="quality_stale_days",
 )
-quality = call(check_database, stale_days=int(stale_days))
+quality = call(check_database, stale_days=int(stale_days), scope=scope if scope.restricted else None)
+if quality.scope is not None:
+    st.caption(
+        ":material/lock: Findings on the tables without an account (users, products, pipeline stages, "
+        "web traffic, social media, campaigns, costs without an account, the KPI roll-ups) are not shown "
+        "for your scope."
+    )
 findings = list(quality.findings)
 problems = sorted((f for f in findings if f.count), key=lambda f: -f.count)
 

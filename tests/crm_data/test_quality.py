@@ -388,3 +388,167 @@ def test_every_summarised_table_makes_the_rollups_stale(db: sa.Engine) -> None:
     # not summarised: users
     load(db, {"users": [{"user_id": "U9", "name": "Eve"}]})
     assert check_database(db, stale_days=90, now=NOW).finding("stale_rollups").count == 0
+
+
+# --- the scope: accounts in two regions (A*: EMEA, B*: APAC), problems in both ---------
+
+
+def two_region_rows() -> dict[str, list[dict]]:
+    """``clean_rows`` (accounts A1-A3, all EMEA) plus APAC accounts and problems in both
+    regions, one or two of each kind; the counts per scope are written out below."""
+    rows = clean_rows()
+    rows["users"].append({"user_id": "U3", "name": "Cat", "manager_id": "U9"})  # orphan manager: no account
+    rows["accounts"] += [
+        _account("A4", "Globex Ltd"),  # EMEA: duplicates A3 "Globex"
+        _account("A5", "Umbrella", segment=None),  # EMEA, no segment
+        _account("A6", "Hooli", region=None),  # no region: in no region's scope
+        _account("B1", "Initech", region="APAC"),
+        _account("B2", "Initech Ltd", region="APAC"),  # APAC: duplicates B1
+        _account("B3", "Acme GmbH", region="APAC"),  # "acme" like A1 (EMEA): a cross-region pair
+        _account("B4", "Vandelay", region="APAC", segment=None),  # APAC, no segment
+    ]
+    rows["contacts"] += [
+        {"contact_id": "C4", "account_id": "A3", "email": ""},  # EMEA, no email
+        {"contact_id": "C5", "account_id": "B1", "email": "cy@acme.test"},  # C1's (EMEA): cross-region
+        {"contact_id": "C6", "account_id": "A3", "email": "DI@acme.test"},  # C2's: an EMEA pair
+        {"contact_id": "C7", "account_id": "B1", "email": "x@initech.test"},
+        {"contact_id": "C8", "account_id": "B2", "email": " X@initech.test"},  # an APAC pair
+    ]
+    rows["deals"] += [
+        _deal("D3", "B1", "lost", T(2026, 1, 1), amount=None),  # APAC, no amount
+        _deal("D4", "A3", "open", T(2025, 1, 1)),  # EMEA, stale
+        _deal("D5", "B2", "open", T(2025, 1, 1)),  # APAC, stale
+        _deal("D6", "B1", "won", T(2026, 1, 1), owner_id="U9", closed_at=T(2026, 2, 1)),  # APAC orphan owner
+    ]
+    rows["deal_stage_history"] += [
+        {"deal_id": "D2", "stage": "Negotiation", "entered_at": T(2024, 2, 1)},  # EMEA (A3's deal)
+        {"deal_id": "D5", "stage": "Negotiation", "entered_at": T(2025, 2, 1)},  # APAC (B2's deal)
+    ]
+    rows["tickets"].append(
+        {"ticket_id": "K3", "account_id": "A1", "product_id": "P9", "opened_at": T(2026, 2, 1)}
+    )  # EMEA orphan product
+    rows["interactions"].append(
+        {"interaction_id": "I2", "channel": "phone", "occurred_at": T(2026, 1, 1), "deal_id": "D99"}
+    )  # orphan deal, no account
+    rows["payments"] += [
+        {"payment_id": "Y2", "account_id": "A1", "paid_at": T(2026, 12, 1), "amount": 5.0},  # EMEA future
+        {"payment_id": "Y3", "account_id": "B1", "paid_at": T(2026, 12, 1), "amount": 5.0},  # APAC future
+    ]
+    rows["costs"] = [
+        {"cost_id": "Q1", "incurred_on": date(2027, 1, 1), "category": "ads", "amount": 1.0},  # no account
+        {
+            "cost_id": "Q2",
+            "incurred_on": date(2027, 1, 1),
+            "category": "ads",
+            "account_id": "A1",
+            "amount": 1.0,
+        },
+    ]
+    rows["web_traffic"] = [{"date": date(2027, 1, 1), "source": "google", "sessions": 1}]  # no account
+    rows["subscriptions"] += [
+        _subscription("S5", "A3", "P1", T(2026, 6, 1), None),  # EMEA: overlaps S4
+        _subscription("S6", "B1", None, T(2024, 1, 1), T(2024, 6, 1)),
+        _subscription("S7", "B1", None, T(2024, 5, 1), T(2024, 7, 1)),  # APAC: overlaps S6
+    ]
+    return rows
+
+
+#: The findings with records, by hand: whole database, EMEA, APAC.
+WHOLE_DATABASE = {
+    "duplicate_accounts": 6,  # acme A1+B3, globex A3+A4, initech B1+B2
+    "duplicate_contacts": 6,  # cy C1+C5, di C2+C6, x C7+C8
+    "missing_accounts_segment": 2,  # A5, B4
+    "missing_accounts_region": 1,  # A6
+    "missing_contacts_email": 1,  # C4
+    "missing_deals_amount": 1,  # D3
+    "stale_open_deals": 2,  # D4, D5
+    "orphan_users_manager_id": 1,  # U3
+    "orphan_deals_owner_id": 1,  # D6
+    "orphan_deal_stage_history_stage": 2,  # D2, D5 Negotiation
+    "orphan_interactions_deal_id": 1,  # I2
+    "orphan_tickets_product_id": 1,  # K3
+    "future_payments": 2,  # Y2, Y3
+    "future_costs": 2,  # Q1, Q2
+    "future_web_traffic": 1,
+    "overlapping_subscriptions": 2,  # S4+S5, S6+S7
+}
+EMEA = {
+    "duplicate_accounts": 2,  # A3, A4 (acme: only A1 is in EMEA)
+    "duplicate_contacts": 2,  # C2, C6 (cy: C5 is APAC's)
+    "missing_accounts_segment": 1,  # A5
+    "missing_contacts_email": 1,  # C4
+    "stale_open_deals": 1,  # D4
+    "orphan_deal_stage_history_stage": 1,  # D2 (A3's deal)
+    "orphan_tickets_product_id": 1,  # K3
+    "future_payments": 1,  # Y2
+    "future_costs": 1,  # Q2 (Q1 has no account)
+    "overlapping_subscriptions": 1,  # S4+S5
+}
+APAC = {
+    "duplicate_accounts": 2,  # B1, B2
+    "duplicate_contacts": 2,  # C7, C8
+    "missing_accounts_segment": 1,  # B4
+    "missing_deals_amount": 1,  # D3
+    "stale_open_deals": 1,  # D5
+    "orphan_deals_owner_id": 1,  # D6
+    "orphan_deal_stage_history_stage": 1,  # D5
+    "future_payments": 1,  # Y3
+    "overlapping_subscriptions": 1,  # S6+S7
+}
+#: Checks on tables without an account: absent from a restricted scope's report.
+ACCOUNTLESS_CHECKS = {"orphan_users_manager_id", "future_web_traffic", "future_social_media"}
+
+
+def _problems(report) -> dict[str, int]:
+    return {f.key: f.count for f in report.findings if f.count}
+
+
+def test_a_scope_counts_only_its_records(db: sa.Engine) -> None:
+    from kpis.filters import Scope
+
+    load(db, two_region_rows())
+    assert _problems(check_database(db, stale_days=90, now=NOW)) == WHOLE_DATABASE
+    emea = check_database(db, stale_days=90, now=NOW, scope=Scope(regions=("EMEA",)))
+    assert _problems(emea) == EMEA
+    assert _problems(check_database(db, stale_days=90, now=NOW, scope={"regions": ["APAC"]})) == APAC
+    # the records listed are EMEA's too; a duplicate counts its partners within the scope
+    duplicates = emea.finding("duplicate_accounts").records
+    assert duplicates[["account_id", "accounts_with_this_name"]].values.tolist() == [["A3", 2], ["A4", 2]]
+    assert emea.finding("duplicate_contacts").records["contact_id"].tolist() == ["C2", "C6"]
+    assert emea.finding("stale_open_deals").records["deal_id"].tolist() == ["D4"]
+    assert emea.finding("future_costs").records["cost_id"].tolist() == ["Q2"]
+    assert emea.finding("overlapping_subscriptions").records["overlapping_subscription_id"].tolist() == ["S5"]
+    # tables without an account: not in a restricted scope's report, and it says so
+    keys = {f.key for f in emea.findings}
+    assert not keys & ACCOUNTLESS_CHECKS and "stale_rollups" not in keys
+    assert "users" in emea.hidden_tables and "web_traffic" in emea.hidden_tables
+    assert "within region EMEA; findings on" in emea.render()
+    # owners as kpis.filters selects them: deals by their owner, other records by their account's
+    u2 = _problems(check_database(db, stale_days=90, now=NOW, scope=Scope(owners=("U2",))))
+    # U2 owns the deals (D3-D5; D6 is U9's) and no account; the stage history goes with its deal
+    assert u2 == {"stale_open_deals": 2, "missing_deals_amount": 1, "orphan_deal_stage_history_stage": 2}
+    # U1 owns every account but no deal: APAC's findings less the deals'
+    u1 = _problems(check_database(db, stale_days=90, now=NOW, scope={"owners": ["U1"], "regions": ["APAC"]}))
+    assert u1 == {
+        "duplicate_accounts": 2,
+        "duplicate_contacts": 2,
+        "missing_accounts_segment": 1,
+        "future_payments": 1,
+        "overlapping_subscriptions": 1,
+    }
+
+
+def test_an_unrestricted_scope_gives_the_whole_database_report(db: sa.Engine) -> None:
+    from kpis.filters import EVERYTHING
+
+    load(db, two_region_rows())
+    whole = check_database(db, stale_days=90, now=NOW)
+    assert whole.scope is None and whole.hidden_tables == []
+    for scope in (EVERYTHING, {}, None):
+        again = check_database(db, stale_days=90, now=NOW, scope=scope)
+        assert [(f.key, f.title, f.table, f.count, f.description) for f in again.findings] == [
+            (f.key, f.title, f.table, f.count, f.description) for f in whole.findings
+        ]
+        for mine, theirs in zip(again.findings, whole.findings, strict=True):
+            assert mine.records.equals(theirs.records), mine.key
+        assert again.render() == whole.render()

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 import kpis
 from crm_data.accounts import MAX_FAILURES, AccountStore
+from crm_data.quality import check_database
 from kpis.filters import Scope, dimension_values
 from tests.ui.test_dashboard import _expected, _metric
 from ui import auth
@@ -123,8 +124,9 @@ def test_record_level_drill_downs_need_the_analyst_role(app, accounts) -> None:
     at.switch_page("pages/4_Customer_feedback.py").run()
     assert not any("Record-level detail" in i.value for i in at.info)
     assert len(at.dataframe) == viewer_tables + 1
-    at.switch_page("pages/7_Data_quality.py").run()  # whole database: not for a limited scope
-    assert any("covers the whole database" in i.value for i in at.info)
+    at.switch_page("pages/7_Data_quality.py").run()  # the findings within the analyst's scope
+    assert not at.exception and at.title[0].value == "Data quality"
+    assert not any("Record-level detail" in i.value for i in at.info)
 
 
 def test_an_admin_reads_the_audit_log(app, accounts) -> None:
@@ -241,3 +243,47 @@ def test_every_export_is_audited_with_who_what_and_the_filters(
         "x", View(filters=view.filters, user=auth.User("a", "analyst", Scope(), "sso"))
     ).may_see_records()
     auth._store.clear()
+
+
+def _quality_counts(at: AppTest) -> dict[str, int]:
+    summary = at.dataframe[0].value
+    return dict(zip(summary["check"], summary["records"], strict=True))
+
+
+def test_a_scoped_user_sees_the_data_quality_findings_of_the_scope(app, accounts, demo_engine) -> None:
+    """An EMEA analyst: EMEA's counts and records, not APAC's nor the whole database's; a
+    viewer of another region: that region's counts, without the records."""
+    store, regions = accounts
+    assert {"EMEA", "APAC"} <= set(regions)
+    store.add("emea", role="analyst", scope={"regions": ["EMEA"]}, password=PASSWORD, actor="test")
+    store.add("apac", role="viewer", scope={"regions": ["APAC"]}, password=PASSWORD, actor="test")
+    auth.forget_accounts()
+    with demo_engine.connect() as conn:
+        emea = check_database(conn, stale_days=90, scope=Scope(regions=("EMEA",)))
+        apac = check_database(conn, stale_days=90, scope=Scope(regions=("APAC",)))
+        whole = check_database(conn, stale_days=90)
+    counts = {
+        region: {f.title: f.count for f in r.findings} for region, r in [("EMEA", emea), ("APAC", apac)]
+    }
+    assert counts["EMEA"] != counts["APAC"]
+    assert counts["EMEA"] != {f.title: f.count for f in whole.findings}
+
+    at = app("pages/7_Data_quality.py").run()
+    sign_in(at, "emea")
+    assert not at.exception and at.title[0].value == "Data quality"
+    assert not any("covers the whole database" in i.value for i in at.info)
+    assert _quality_counts(at) == counts["EMEA"]
+    assert any("tables without an account" in c.value for c in at.caption)
+    listed = sorted((f for f in emea.problems if not f.records.empty), key=lambda f: -f.count)
+    assert listed and [len(t.value) for t in at.dataframe[1:]] == [len(f.records) for f in listed]
+    shown_accounts = {a for t in at.dataframe[1:] if "account_id" in t.value for a in t.value["account_id"]}
+    with demo_engine.connect() as conn:
+        region_of = dict(conn.exec_driver_sql("select account_id, region from accounts").fetchall())
+    assert shown_accounts and {region_of.get(a) for a in shown_accounts} == {"EMEA"}
+
+    at = app("pages/7_Data_quality.py").run()
+    sign_in(at, "apac")  # a viewer: the counts, not the records
+    assert not at.exception
+    assert _quality_counts(at) == counts["APAC"]
+    assert len(at.dataframe) == 1 and not at.get("download_button")
+    assert any("Record-level detail needs the analyst role" in i.value for i in at.info)
