@@ -17,6 +17,7 @@ from charts.theme import fmt_count
 from kpis.core import LOW_SAMPLE, period_end, period_starts
 from ui import data
 from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry
+from ui.currency import currency_warning
 from ui.filters import View, global_filters, period_label
 from ui.report import no_data
 
@@ -146,6 +147,7 @@ if shown is not None:
     )
 else:
     st.caption(f":material/filter_alt: {view.describe()}")
+currency_warning(view)  # the revenue card: amounts in currencies without exchange rates
 if nothing_to_show(numbers):
     no_data()
 for row in range(0, len(CARDS), 5):

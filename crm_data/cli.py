@@ -118,6 +118,13 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         '"<stage label>" = "won" | "lost" | "open" lines (e.g. "Contract Signed" = "won"); remembered in '
         "the database for the next import of this mapping",
     )
+    load.add_argument(
+        "--reporting-currency",
+        metavar="CODE",
+        help="the ISO 4217 code (EUR, USD, ...) money is reported in: deal and payment amounts in other "
+        "currencies are converted into it with the imported exchange rates (a Salesforce export says it "
+        "itself: the corporate currency of CurrencyType.csv); it cannot change later",
+    )
 
     check = command(
         "check",
@@ -300,7 +307,13 @@ def _import(args: argparse.Namespace, url: str) -> int:
     committed = False
     engine = make_engine(url)
     try:
-        report = import_paths(engine, args.paths, mapping=args.mapping, stages=stages)
+        report = import_paths(
+            engine,
+            args.paths,
+            mapping=args.mapping,
+            stages=stages,
+            reporting_currency=args.reporting_currency,
+        )
         committed = report.committed
     except MappingError as error:  # unknown mapping, files it does not know, bad TOML
         print(f"error: {error}\nnothing was imported", file=sys.stderr)

@@ -15,6 +15,10 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
    (:func:`crm_data.dialects.upsert_from_select`): new keys are inserted; existing keys
    get the columns present in the file (columns absent from the file keep their values),
    and only rows whose values differ are touched — re-importing a bundle changes nothing;
+   Deals and payments with a ``currency`` are converted into the reporting currency on
+   the way (:mod:`crm_data.currency`: ``amount_original`` keeps the amount as written);
+   blank values a mapping asks to estimate are filled first (:mod:`crm_data.estimates`);
+   inputs of ``crm_insights_meta`` are settings (the reporting currency), not rows;
 4. when a table the KPI roll-ups summarise changed, rebuild them (:mod:`kpis.rollups`);
    when any row changed, record that the tables hold imported data (:func:`mark_contents`:
    ``crm-insights demo`` then refuses to overwrite them without ``--replace``);
@@ -72,6 +76,7 @@ __all__ = [
     "store_stages",
     "stored_stages",
     "validate_tables",
+    "won_amount_by_currency",
 ]
 
 Progress = Callable[[float, str], None]
@@ -164,7 +169,9 @@ class ImportReport:
     foreign-key column changes together with other columns counts twice; for
     ``campaign_responses`` every row of the file, since they replace their campaigns' rows);
     ``error_count`` / ``warning_count`` count every issue while ``errors`` / ``warnings``
-    list the first ones.
+    list the first ones; ``won_by_currency``: after an import, the won deals of the
+    database per currency (:func:`won_amount_by_currency`), to check against the CRM, and
+    ``reporting_currency`` the currency amounts are converted into (None: not set).
     """
 
     ok: bool
@@ -177,6 +184,8 @@ class ImportReport:
     committed: bool = False
     seconds: float = 0.0
     summary: ImportSummary | None = None
+    won_by_currency: list[WonAmount] = field(default_factory=list)
+    reporting_currency: str | None = None
 
     def render(self) -> str:
         """A readable text report: errors (up to the cap, then "and N more"), warnings, rows."""
@@ -201,11 +210,83 @@ class ImportReport:
             if summary:
                 out.append("what the files held (check it against the CRM):")
                 out.extend(summary)
+            out.extend(render_won_amounts(self.won_by_currency, self.reporting_currency))
         else:
             out.append("valid (nothing written yet):")
             for table, count in self.rows.items():
                 out.append(f"  {table:20s} {count:>12,d}")
         return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class WonAmount:
+    """Won deals of one currency: how many, their amounts as the CRM wrote them
+    (``amount_original``, else ``amount``), and in the reporting currency (None while
+    not converted)."""
+
+    currency: str
+    deals: int
+    amount: float
+    in_reporting: float | None
+
+
+def won_amount_by_currency(conn: sa.Connection) -> list[WonAmount]:
+    """The won deals of the database per currency, to check an import against the CRM's own
+    report ("Closed Won by currency"). A NULL currency is the reporting currency (shown as
+    its code once known, else ``"(reporting currency)"``); ``in_reporting`` is None for a
+    currency stored unconverted (:func:`crm_data.currency.unconverted_currencies`)."""
+    from crm_data import currency
+
+    if "deals" not in existing_tables(conn):
+        return []
+    deals = schema.deals
+    reporting = currency.read_setting(conn, currency.REPORTING_CURRENCY)
+    unconverted = set(currency.unconverted_currencies(conn))
+    have = schema.table_columns(conn, "deals")
+    code = deals.c.currency if "currency" in have else sa.null()
+    original = (
+        sa.func.coalesce(deals.c.amount_original, deals.c.amount)
+        if "amount_original" in have
+        else deals.c.amount
+    )
+    rows = conn.execute(
+        sa.select(code.label("currency"), sa.func.count(), sa.func.sum(original), sa.func.sum(deals.c.amount))
+        .where(deals.c.status == "won")
+        .group_by(code)
+    ).all()
+    out = [
+        WonAmount(
+            str(c) if c is not None else (reporting or "(reporting currency)"),
+            int(n),
+            float(a or 0.0),
+            None if c is not None and (c in unconverted or reporting is None) else float(r or 0.0),
+        )
+        for c, n, a, r in rows
+    ]
+    return sorted(out, key=lambda w: w.currency)
+
+
+def render_won_amounts(won: Sequence[WonAmount], reporting: str | None = None) -> list[str]:
+    """The report lines of :func:`won_amount_by_currency` (none when nothing was won)."""
+    if not won:
+        return []
+    unit = reporting or "reporting currency"
+    lines = [
+        "won deals in the database, per currency (check them against the CRM):",
+        f"  {'currency':20s} {'deals':>12s} {'as written':>18s} {'in ' + unit:>18s}",
+    ]
+    for item in won:
+        converted = "not converted" if item.in_reporting is None else f"{item.in_reporting:,.2f}"
+        lines.append(f"  {item.currency:20s} {item.deals:>12,d} {item.amount:>18,.2f} {converted:>18s}")
+    if len(won) > 1 and all(item.in_reporting is not None for item in won):
+        total = sum(item.in_reporting or 0.0 for item in won)
+        lines.append(f"  {'total':20s} {sum(i.deals for i in won):>12,d} {'':>18s} {total:>18,.2f}")
+    return lines
+
+
+def _midnight(today: dt.date | None) -> dt.datetime | None:
+    """``today`` as a naive UTC datetime (the day open deals are converted at), or None."""
+    return None if today is None else dt.datetime.combine(today, dt.time())
 
 
 def _report(log: IssueLog, tables: dict[str, ValidTable] | None, started: float) -> ImportReport:
@@ -408,12 +489,28 @@ def validate_tables(
     return _validate_tables(engine, inputs, _log_with(), today)
 
 
+def _prepare(
+    inputs: Sequence[TableInput], conn: sa.Connection, log: IssueLog, today: dt.date | None = None
+) -> tuple[list[TableInput], dict[str, str]]:
+    """The canonical inputs ready to validate and the settings they carry: settings rows
+    (crm_insights_meta) taken apart, currency codes normalised, estimated values filled."""
+    from crm_data import currency, estimates
+
+    canonical, settings = currency.split_settings(inputs, log)
+    canonical = currency.normalise_inputs(canonical, log)
+    return estimates.fill_estimates(canonical, conn, log, today), settings
+
+
 def _validate_tables(
     engine: sa.Engine, inputs: Sequence[TableInput], log: IssueLog, today: dt.date | None = None
 ) -> ImportReport:
+    from crm_data import currency
+
     started = time.perf_counter()
     with connect_checked(engine) as conn:
-        tables = validate(inputs, conn, log, today)
+        canonical, settings = _prepare(inputs, conn, log, today)
+        tables = validate(canonical, conn, log, today)
+        currency.plan(conn, settings, canonical, log, _midnight(today))
     return _report(log, tables, started)
 
 
@@ -446,21 +543,31 @@ def _import_tables(
     stages: tuple[str, dict[str, str]] | None = None,
     today: dt.date | None = None,
 ) -> ImportReport:
+    from crm_data import currency
+
     started = time.perf_counter()
     tell = progress or (lambda fraction, message: None)
     tell(0.0, "validating")
     with connect_checked(engine) as conn:
         with conn.begin() as transaction:
             dialects.include_ddl_in_transaction(conn)
-            tables = validate(inputs, conn, log, today)
+            canonical, settings = _prepare(inputs, conn, log, today)
+            tables = validate(canonical, conn, log, today)
+            conversion = currency.plan(conn, settings, canonical, log, _midnight(today))
             report = _report(log, tables, started)
             if not report.ok:
                 transaction.rollback()
                 tell(1.0, "invalid: nothing imported")
                 return report
             try:
-                report.written = _write(conn, tables, tell)
+                report.written = _write(conn, tables, tell, conversion.convert_staging)
+                for name, changed in conversion.finish(conn, report.written, log).items():
+                    if changed:  # stored amounts converted again (new rates)
+                        report.written[name] = report.written.get(name, 0) + changed
+                report.warnings, report.warning_count = list(log.warnings), log.warning_count
                 _refresh_rollups(conn, report.written, tell)
+                report.won_by_currency = won_amount_by_currency(conn)
+                report.reporting_currency = currency.read_setting(conn, currency.REPORTING_CURRENCY)
                 if any(report.written.values()):
                     mark_contents(conn, IMPORTED)
                 if stages and stages[1]:
@@ -589,8 +696,14 @@ def _staging_table(table: sa.Table, columns: list[str]) -> sa.Table:
     )
 
 
-def _write(conn: sa.Connection, tables: dict[str, ValidTable], tell: Progress) -> dict[str, int]:
-    """Create missing tables, then stage and upsert each table, parents first."""
+def _write(
+    conn: sa.Connection,
+    tables: dict[str, ValidTable],
+    tell: Progress,
+    before_upsert: Callable[[sa.Connection, sa.Table, sa.Table], None] | None = None,
+) -> dict[str, int]:
+    """Create missing tables (and columns), then stage and upsert each table, parents first;
+    ``before_upsert(conn, table, staging)`` may change the staged rows (currency conversion)."""
     missing = [t for t in schema.TABLES if t.name not in existing_tables(conn)]
     if missing:
         schema.metadata.create_all(conn, tables=missing, checkfirst=True)
@@ -606,6 +719,8 @@ def _write(conn: sa.Connection, tables: dict[str, ValidTable], tell: Progress) -
         staging = _staging_table(table, columns)
         staging.create(conn)
         bulk_insert(conn, staging, item.frame[columns])
+        if before_upsert is not None:
+            before_upsert(conn, table, staging)
         if table.primary_key.columns:
             keys = [c.name for c in table.primary_key.columns]
             statements = dialects.upsert_statements(conn.dialect, table, staging, columns, keys)
@@ -633,6 +748,7 @@ def import_paths(
     stages: dict[str, str] | None = None,
     *,
     today: dt.date | None = None,
+    reporting_currency: str | None = None,
 ) -> ImportReport:
     """Import a CSV bundle (folders / ``<table>.csv`` files), or exports through ``mapping``
     (``crm_data.mappings.load_mapping(mapping).read(paths)``; what reading the exports
@@ -641,7 +757,9 @@ def import_paths(
 
     ``stages``: stage assignments (label -> won / lost / open, e.g. from a stage file) for
     the deal stages the mapping cannot place; they add to (and replace) those remembered in
-    the database for this mapping, and are remembered in turn when the import succeeds."""
+    the database for this mapping, and are remembered in turn when the import succeeds.
+    ``reporting_currency``: the ISO 4217 code amounts are converted into
+    (:mod:`crm_data.currency`)."""
     remember: tuple[str, dict[str, str]] | None = None
     if mapping:
         from crm_data.mappings import ReadReport, load_mapping
@@ -656,6 +774,9 @@ def import_paths(
         remember = (loaded.name, dict(stages or {}))
     else:
         inputs, issues = read_bundle(paths)
+    if reporting_currency:  # a setting of the import (crm_data.currency)
+        setting = pd.DataFrame({"key": ["reporting_currency"], "value": [reporting_currency]}, dtype=object)
+        inputs = [TableInput(meta.name, setting, "--reporting-currency", [1]), *inputs]
     log = _log_with(issues)
     if log.error_count:
         report = _validate_tables(engine, inputs, log, today)

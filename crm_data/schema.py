@@ -3,7 +3,10 @@
 Every importer writes these tables and every KPI reads them. Conventions:
 
 * ids are text, and every primary-key column is required (NOT NULL); timestamps are naive ``TIMESTAMP`` values that mean UTC; calendar days
-  are ``DATE``; money is a double in one reporting currency.
+  are ``DATE``; money is a double in one reporting currency. Deals and payments also keep
+  the amount as the CRM wrote it (``amount_original``) in its ``currency`` (ISO 4217); the
+  importer converts it into ``amount`` with :data:`exchange_rates` (``crm_data.currency``).
+  A NULL ``currency`` means the reporting currency.
 * Foreign keys are declared where they always hold (a child row points at a parent
   of the same CRM). The bundle importer checks exactly these references.
 * Secondary indexes (time columns, ``account_id``, ``deal_id``) are created on row
@@ -37,6 +40,11 @@ def _money(name: str, required: bool = False) -> sa.Column:
 
 def _count(name: str, required: bool = False) -> sa.Column:
     return sa.Column(name, sa.BigInteger(), nullable=not required)
+
+
+def _currency() -> list[sa.Column]:
+    """The original amount and its ISO 4217 currency (``crm_data.currency`` converts it)."""
+    return [_money("amount_original"), _text("currency")]
 
 
 def _fk(name: str, target: str, required: bool = False) -> sa.Column:
@@ -128,6 +136,7 @@ deals = sa.Table(
     _text("status", required=True),
     _text("lost_reason"),
     _text("pipeline"),
+    *_currency(),
 )
 
 deal_stage_history = sa.Table(
@@ -247,6 +256,17 @@ payments = sa.Table(
     _fk("account_id", "accounts.account_id", required=True),
     _time("paid_at", required=True),
     _money("amount", required=True),
+    *_currency(),
+)
+
+exchange_rates = sa.Table(
+    "exchange_rates",
+    metadata,
+    # 1 unit of ``currency`` is worth ``rate_to_reporting`` units of the reporting currency
+    # from ``valid_from`` until the currency's next row (crm_data.currency)
+    _text("currency", primary_key=True),
+    sa.Column("valid_from", sa.Date(), primary_key=True),
+    sa.Column("rate_to_reporting", sa.Double(), nullable=False),
 )
 
 costs = sa.Table(
@@ -286,9 +306,15 @@ ENUMS: dict[tuple[str, str], frozenset[str]] = {
 SCORE_SCALES: dict[str, tuple[float, float, bool]] = {"nps": (0, 10, True), "ces": (1, 7, False)}
 
 #: (table, column) pairs whose values are plans that may lie years ahead — a subscription's
-#: planned end, a campaign's days — rather than records of what happened.
+#: planned end, a campaign's days, a rate set ahead of its day — rather than records of
+#: what happened.
 PLANNED_COLUMNS: frozenset[tuple[str, str]] = frozenset(
-    {("subscriptions", "ended_at"), ("campaigns", "started_on"), ("campaigns", "ended_on")}
+    {
+        ("subscriptions", "ended_at"),
+        ("campaigns", "started_on"),
+        ("campaigns", "ended_on"),
+        ("exchange_rates", "valid_from"),
+    }
 )
 
 COST_CATEGORIES: tuple[str, ...] = ("personnel", "production", "overhead", "marketing", "loyalty")

@@ -87,6 +87,11 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "social_media": "Social-media figures per day and platform.",
     "payments": "Money received from accounts, and refunds.",
     "costs": "Money spent, by category and purpose.",
+    "exchange_rates": (
+        "Dated exchange rates into the reporting currency: a currency's rate holds from its "
+        "`valid_from` day until the day of its next row. The importer converts deal and payment "
+        "amounts with them (see *Money*)."
+    ),
 }
 
 #: One short description per (table, column) of the schema.
@@ -155,6 +160,13 @@ COLUMN_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("deals", "pipeline"): (
         "The CRM pipeline the deal is in (free text, e.g. HubSpot's `Pipeline`); the pipeline "
         "filter selects deals by it. Empty for a CRM with one pipeline."
+    ),
+    ("deals", "amount_original"): (
+        "The deal value as the CRM wrote it, in `currency`; the importer fills it from `amount` "
+        "when a `currency` is given."
+    ),
+    ("deals", "currency"): (
+        "ISO 4217 code of `amount_original` (`PEN`, `USD`, …); empty = the reporting currency."
     ),
     ("deal_stage_history", "deal_id"): "The deal.",
     ("deal_stage_history", "stage"): "The stage entered, a `pipeline_stages.stage`.",
@@ -231,6 +243,19 @@ COLUMN_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("payments", "account_id"): "The paying account.",
     ("payments", "paid_at"): "When it was paid.",
     ("payments", "amount"): "Amount (money); negative = refund.",
+    ("payments", "amount_original"): (
+        "The amount as the source wrote it, in `currency`; the importer fills it from `amount` "
+        "when a `currency` is given."
+    ),
+    ("payments", "currency"): ("ISO 4217 code of `amount_original`; empty = the reporting currency."),
+    ("exchange_rates", "currency"): "ISO 4217 code of the currency converted (`PEN`, `MXN`, …).",
+    ("exchange_rates", "valid_from"): (
+        "The first day the rate applies (until the currency's next `valid_from`); a day before "
+        "a currency's first row uses that first rate."
+    ),
+    ("exchange_rates", "rate_to_reporting"): (
+        "What 1 unit of `currency` is worth in the reporting currency (reporting amount = amount × rate)."
+    ),
     ("costs", "cost_id"): "The cost's id.",
     ("costs", "incurred_on"): "The day the cost was incurred.",
     ("costs", "category"): "What kind of cost it is.",
@@ -278,10 +303,23 @@ converted to UTC; any other time of day is an error.
 {true_words} for true and
 {false_words} for false.
 
-**Money** is a `number` in the one reporting currency of the database: there is no
-currency column and no conversion. `payments.amount` is signed: a negative amount is a
+**Money** is a `number` in the one reporting currency of the database: every KPI sums
+`amount` as it is. `payments.amount` is signed: a negative amount is a
 refund (revenue nets refunds out). Which amounts may be negative and which may not is
 stated in *Value rules*.
+
+**Currencies.** Deals and payments may say in which currency the CRM wrote them
+(`currency`, an ISO 4217 code; empty = the reporting currency). The importer then keeps
+that amount in `amount_original` and stores in `amount` its value in the reporting
+currency: `amount_original × rate_to_reporting`, with the `exchange_rates` row of the
+currency in force on the record's day (payments: `paid_at`; deals: `closed_at`, an open
+deal the day of the import; a day before the currency's first row: that first rate).
+The reporting currency is the setting `reporting_currency` of the `crm_insights_meta`
+table (Salesforce: the corporate currency of `CurrencyType`; the command line:
+`import --reporting-currency`; else the only currency in the data). A currency without
+any rate is stored unconverted (`amount` = `amount_original`) and listed in
+`crm_insights_meta` (`unconverted_currencies`): the import warns, and the dashboard says
+which money figures mix currencies.
 
 **Enum values** (see *Allowed values*) are matched ignoring case and surrounding blanks,
 and stored in lower case. Other text columns are free text.

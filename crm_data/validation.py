@@ -203,13 +203,16 @@ class TableInput:
     """Rows for one canonical table, as raw text or typed values.
 
     ``lines`` are the line numbers of the rows in ``source`` (for messages); by default
-    the frame's integer index + 2 (a CSV file with its header on line 1).
+    the frame's integer index + 2 (a CSV file with its header on line 1). ``estimated``:
+    columns whose blank values the importer estimates before validating them
+    (``crm_data.estimates``; a mapping's ``estimate`` key).
     """
 
     table: str
     frame: pd.DataFrame
     source: str
     lines: Sequence[int] | None = None
+    estimated: tuple[str, ...] = ()
 
 
 @dataclass

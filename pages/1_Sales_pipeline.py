@@ -12,6 +12,7 @@ import kpis
 from charts import figures
 from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_days, fmt_value
 from ui.cards import docstring_definition
+from ui.currency import currency_warning
 from ui.data import kpi
 from ui.filters import global_filters
 from ui.report import PageReport, is_empty, no_data
@@ -21,6 +22,7 @@ st.set_page_config(
 )
 view = global_filters()
 report = PageReport("Sales pipeline", view)
+currency_warning(view)  # amounts in currencies without exchange rates
 
 STUCK_LIMIT = 2000  # rows in the stuck-deals drill-down (and its CSV)
 BREAKDOWNS = {

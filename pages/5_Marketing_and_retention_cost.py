@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 import kpis
 from charts import figures
 from charts.theme import BAD, GOOD, PALETTE, axis_format
+from ui.currency import currency_warning
 from ui.data import kpi
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
@@ -24,6 +25,7 @@ st.set_page_config(
 )
 view = global_filters()
 report = PageReport("Marketing & retention cost", view)
+currency_warning(view)  # amounts in currencies without exchange rates
 
 COST_BUCKETS = ["personnel", "production", "overhead", "marketing", "loyalty"]
 FUNNEL_STEPS = [("sent", "Sent"), ("opened", "Opened"), ("clicked", "Clicked"), ("converted", "Converted")]

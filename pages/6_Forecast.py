@@ -14,6 +14,7 @@ import streamlit as st
 import forecasting
 from charts.theme import PALETTE, axis_format, fmt_money
 from kpis.filters import Filters
+from ui.currency import currency_warning
 from ui.data import data_date_range, database_url, kpi
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
@@ -21,6 +22,7 @@ from ui.report import PageReport, is_empty, no_data
 st.set_page_config(page_title="CRM Insights — Forecast", page_icon=":material/trending_up:", layout="wide")
 view = global_filters()
 report = PageReport("Forecast", view)
+currency_warning(view)  # amounts in currencies without exchange rates
 
 AUTOMATIC = "automatic"
 MODEL_NAMES = {

@@ -319,7 +319,8 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
         [{"table": t.table, "rows": len(t.frame), "from": _shown_file(t.source, folder)} for t in inputs]
     )
     if not rows.empty:
-        rows["order"] = rows["table"].map(TABLE_NAMES.index)
+        order = {name: i for i, name in enumerate(TABLE_NAMES)}  # settings (crm_insights_meta) first
+        rows["order"] = rows["table"].map(lambda table: order.get(table, -1))
         st.dataframe(rows.sort_values("order").drop(columns="order"), hide_index=True)
     if problems:
         st.error(
@@ -412,6 +413,9 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
                 st.subheader("What the files held")
                 st.caption("Check these figures against your CRM.")
                 st.markdown("\n".join(f"- {line.strip()}" for line in summary))
+            found = [w for w in result.warnings if report is None or w not in report.warnings]
+            if found:  # what only the import could tell: e.g. currencies left unconverted
+                st.warning("\n".join(f"- {w}" for w in found), icon=":material/warning:")
         else:
             st.error("The import was refused; the database is unchanged.", icon=":material/error:")
             st.dataframe(pd.DataFrame(_issue_rows(result, folder)), hide_index=True)

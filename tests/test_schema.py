@@ -5,15 +5,37 @@ import sqlalchemy as sa
 from crm_data import schema
 
 
-def test_all_seventeen_tables_are_created(db: sa.Engine) -> None:
+def test_all_tables_are_created(db: sa.Engine) -> None:
     names = set(sa.inspect(db).get_table_names())
     assert names == set(schema.TABLE_NAMES)
-    assert len(names) == 17
+    assert len(names) == 18  # the 17 CRM tables and exchange_rates
 
 
 def test_create_schema_is_idempotent(db: sa.Engine) -> None:
     schema.create_schema(db)  # second time: nothing to do, no error
-    assert len(sa.inspect(db).get_table_names()) == 17
+    assert len(sa.inspect(db).get_table_names()) == 18
+
+
+def test_a_database_from_before_the_currency_columns_gets_them(make_db) -> None:
+    engine = make_db("duckdb", create=False)
+    old = sa.MetaData()
+    for table in schema.metadata.tables.values():
+        if table.name != "exchange_rates":
+            table.to_metadata(old)
+    for name in ("deals", "payments"):
+        for column in ("currency", "amount_original"):
+            old.tables[name]._columns.remove(old.tables[name].c[column])
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO deals (deal_id, created_at, status) VALUES ('d1', '2024-01-01', 'open')"
+        )
+    schema.create_schema(engine)
+    with engine.connect() as conn:
+        assert {"currency", "amount_original"} <= schema.table_columns(conn, "deals")
+        assert {"currency", "amount_original"} <= schema.table_columns(conn, "payments")
+        assert conn.exec_driver_sql("SELECT deal_id, currency FROM deals").all() == [("d1", None)]
+        assert schema.add_missing_columns(conn) == []  # nothing left to add
 
 
 def test_parents_come_before_children() -> None:

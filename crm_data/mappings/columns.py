@@ -4,7 +4,9 @@ A spec (see ``crm_data.mappings.engine`` and docs/mappings.md) is evaluated on t
 frame of one export file, step by step: base value (``column`` / ``template`` / ``value``),
 ``split``, ``case``, ``map`` / ``else``, ``default``, ``type`` conversion (numbers, booleans,
 dates and times in a source time zone -> naive UTC), ``add`` / ``subtract`` offsets,
-``scale``, ``bins``, ``when`` / ``unless``, ``prefix`` / ``suffix``. Values are Python
+``scale``, ``reciprocal`` (1 / x: a rate quoted the other way round), ``bins``, ``when`` /
+``unless``, ``prefix`` / ``suffix``; a list of specs gives, per row, the first that is not
+blank (``{"first_of": [...]}`` once parsed). Values are Python
 objects (``None`` = blank); a value that does not convert becomes ``Invalid(raw text)``,
 written out unchanged so that validation reports it with its file, line and column.
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.mappings.dates import AutoDates, read_auto
@@ -29,7 +32,7 @@ SPEC_KEYS = frozenset(
     {
         "column", "template", "value", "split", "map", "else", "default", "type", "format", "timezone",
         "decimal", "thousands", "add", "case", "subtract", "scale", "bins", "when", "unless", "prefix", "suffix",
-        "agg", "day_first", "stage", "flags", "fallback", "when_mapped",
+        "agg", "day_first", "stage", "flags", "fallback", "when_mapped", "reciprocal", "estimate",
     }
 )  # fmt: skip
 #: The base of a spec: exactly one of these.
@@ -80,6 +83,16 @@ def fold(value: object) -> str:
 # ---- column specs --------------------------------------------------------------------
 
 
+def target_table(name: str) -> sa.Table | None:
+    """The table a ``[[tables]]`` block may feed: a canonical table, or the settings table
+    ``crm_insights_meta`` (key / value rows, e.g. the reporting currency), else None."""
+    if name in schema.metadata.tables:
+        return schema.metadata.tables[name]
+    from crm_data.importing import meta  # the importer owns its settings table
+
+    return meta if name == meta.name else None
+
+
 def stage_key(label: object) -> str:
     """How stage labels are compared: case and blanks ignored (``"Closed  Lost "`` =
     ``"closed lost"``)."""
@@ -102,14 +115,17 @@ class Context:
     #: True while a spec with a ``fallback`` is evaluated: its missing columns are blanks.
     lenient: bool = False
 
-    def column(self, name: str, target: str) -> pd.Series:
-        """A source column (any case), or blanks (plus a note) when an optional one is absent."""
+    def column(self, name: str, target: str, optional: bool = False) -> pd.Series:
+        """A source column (any case), or blanks (plus a note) when an optional one is absent
+        (``optional``: also for a required target, e.g. one the importer estimates)."""
         found = resolve_column(self.src.columns, name)
         if found is not None:
             return self.src[found]
-        column = schema.metadata.tables[self.table].c[target]
+        table = target_table(self.table)
+        assert table is not None
+        column = table.c[target]
         blanks = pd.Series([None] * len(self.src), index=self.src.index, dtype=object)
-        if (not column.nullable or column.primary_key) and not self.lenient:
+        if (not column.nullable or column.primary_key) and not (optional or self.lenient):
             self.error(None, "", f"column {name!r} is missing (needed for {self.table}.{target})")
             return blanks
         note = f"{self.path}: no column {name!r}; {self.table}.{target} left blank"
@@ -132,7 +148,15 @@ class Context:
 
 
 def evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
-    """The values of one canonical column (typed Python objects, ``None`` for blank)."""
+    """The values of one canonical column (typed Python objects, ``None`` for blank).
+    ``{"first_of": [spec, ...]}`` (a list of specs in the mapping): per row, the first of
+    them that is not blank."""
+    if "first_of" in spec:
+        parts = [evaluate(part, ctx, target) for part in spec["first_of"]]
+        values = parts[0]
+        for part in parts[1:]:
+            values = values.where(~omap(values, is_blank).astype(bool), part)
+        return values.astype(object)
     if "fallback" not in spec:
         return _evaluate(spec, ctx, target)
     lenient, ctx.lenient = ctx.lenient, True
@@ -183,6 +207,8 @@ def _evaluate(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
         values = omap(
             values, lambda v: v * factor if isinstance(v, (int, float)) and not isinstance(v, bool) else v
         )
+    if spec.get("reciprocal"):
+        values = omap(values, _reciprocal)
     if "bins" in spec:
         values = omap(values, _binner(spec["bins"]))
     for key, keep in (("when", True), ("unless", False)):
@@ -208,7 +234,7 @@ def _base(spec: dict[str, Any], ctx: Context, target: str) -> pd.Series:
     if "column" in spec:
         given = as_list(spec["column"])
         names = [n for n in given if resolve_column(ctx.src.columns, n) is not None] or given[:1]
-        values = ctx.column(names[0], target).copy()
+        values = ctx.column(names[0], target, optional="estimate" in spec).copy()
         for name in names[1:]:
             values = values.where(values.notna(), ctx.column(name, target))
         return values.astype(object)
@@ -340,6 +366,13 @@ def _mapper(table: dict[str, Any], otherwise: object) -> Callable[[object], obje
         return value if otherwise is None else otherwise
 
     return apply
+
+
+def _reciprocal(value: object) -> object:
+    """1 / value for a number (a rate quoted the other way round); 0 does not convert."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        return value
+    return Invalid(f"1/{to_text(value)}") if value == 0 else 1.0 / value
 
 
 def _binner(bins: list[list[Any]]) -> Callable[[object], object]:

@@ -4,21 +4,28 @@ A mapping (see ``docs/mappings.md``) has three parts:
 
 * ``[mapping]``: name, description, default source ``timezone``, ``encodings`` to try
   (line by line, ISO-8859-1 last), ``ignore`` (file name patterns that are not data, e.g.
-  a data dictionary);
+  a data dictionary, or a vendor's other objects: a folder file matching them is skipped
+  even when its columns fit an export), ``blank_values`` (cells read as blank, e.g.
+  Salesforce's empty-reference id ``000000000000000AAA``);
 * ``[files.<key>]``: which input files are which export: ``patterns`` (case-insensitive
   globs on the file name) and/or ``header`` (columns the file must have, so a file is
   recognised whatever its name), plus ``encodings`` / ``delimiter`` pins (by default the
   delimiter is detected from the header line: ``crm_data.mappings.sources``);
 * ``[[tables]]``: one block per canonical table fed from one file (``from``), with a
-  column spec per canonical column, or static ``rows``.
+  column spec per canonical column, or static ``rows``. A block may also feed the
+  settings table ``crm_insights_meta`` (``key`` / ``value`` rows, e.g. the reporting
+  currency: ``crm_data.currency``).
 
 A column spec (a source column name, or a table of steps: ``column`` / ``template`` /
-``value``, value maps, types, formats, time zones, offsets, conditions, id prefixes) is
-evaluated by ``crm_data.mappings.columns``; docs/mappings.md lists every key.
+``value``, value maps, types, formats, time zones, offsets, ``reciprocal``, conditions, id
+prefixes; or a LIST of such specs: the first non-blank) is evaluated by
+``crm_data.mappings.columns``; ``estimate`` asks the importer to fill blanks
+(``crm_data.estimates``); docs/mappings.md lists every key.
 
 The named derivation steps, for what a column spec alone cannot say:
 
-* ``where`` / ``where_not``: keep only the source rows whose column is (not) in a list;
+* ``where`` / ``where_not``: keep only the source rows whose column is (not) in a list (a
+  ``where_not`` column absent from the file drops nothing, with a note);
 * ``unpivot = {columns = "<regex>", name = "...", value = "..."}``: one row per matching
   source column and non-blank cell, with two extra source columns: ``name`` (the regex's
   first group, else the column name) and ``value`` (the cell). This turns HubSpot's
@@ -75,6 +82,7 @@ from crm_data.mappings.columns import (
     omap,
     resolve_column,
     stage_key,
+    target_table,
     text_frame,
     to_text,
 )
@@ -99,7 +107,9 @@ BLOCK_KEYS = frozenset(
     }
 )  # fmt: skip
 FILE_KEYS = frozenset({"patterns", "header", "encodings", "delimiter", "required", "description"})
-MAPPING_KEYS = frozenset({"name", "description", "timezone", "encodings", "ignore", "documentation"})
+MAPPING_KEYS = frozenset(
+    {"name", "description", "timezone", "encodings", "ignore", "documentation", "blank_values"}
+)
 AGGREGATES = frozenset({"first", "last", "min", "max", "sum", "count"})
 
 
@@ -140,12 +150,14 @@ class TableBlock:
 
 @dataclass
 class Produced:
-    """A canonical table's text frame from one source, with original line numbers."""
+    """A canonical table's text frame from one source, with original line numbers;
+    ``estimated``: columns whose blank values the importer estimates (``estimate``)."""
 
     table: str
     frame: pd.DataFrame
     source: str
     lines: list[int] | None
+    estimated: tuple[str, ...] = ()
     stub: str | None = None
 
 
@@ -157,11 +169,15 @@ class Matched:
     file given by name, or named like an export but lacking its columns (its data would be
     lost); ``"warning"`` for an empty file, or a file in a given folder that is no export of
     this mapping (skipped). ``ignored``: folder files matching the mapping's ``ignore``.
+    ``by_columns``: folder files whose NAME fits no entry, read as the export whose columns
+    they have (said in a warning: another object's file with those columns would be read
+    as this export).
     """
 
     files: dict[str, list[Path]]
     problems: list[tuple[Path, str, str]]
     ignored: list[Path]
+    by_columns: list[tuple[Path, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -175,6 +191,7 @@ class Mapping:
     files: dict[str, FileSpec]
     blocks: list[TableBlock]
     ignore: list[str] = field(default_factory=list)
+    blank_values: list[str] = field(default_factory=list)
     path: Path | None = None
 
     @property
@@ -233,6 +250,7 @@ class Mapping:
             files=files,
             blocks=blocks,
             ignore=as_list(head.get("ignore")),
+            blank_values=[str(v) for v in as_list(head.get("blank_values"))],
         )
 
     # ---- matching ------------------------------------------------------------------
@@ -241,11 +259,14 @@ class Mapping:
         explicit, found = expand_paths(list(paths))
         result = Matched(files={}, problems=[], ignored=[])
         for path in [*explicit, *found]:
+            if path in found and _matches(path.name, self.ignore):
+                result.ignored.append(path)  # a folder file the mapping says is not data
+                continue
             key, why, named = self._identify(path)
             if key is not None:
                 result.files.setdefault(key, []).append(path)
-            elif path in found and _matches(path.name, self.ignore):
-                result.ignored.append(path)
+                if path in found and not named:
+                    result.by_columns.append((path, key))
             elif why == EMPTY:
                 result.problems.append((path, why, "warning"))
             else:
@@ -255,7 +276,8 @@ class Mapping:
 
     def _identify(self, path: Path) -> tuple[str | None, str, bool]:
         """``(key, why, named)``: the ``[files]`` entry of ``path``, or ``None`` and why none
-        fits; ``named``: the file's name fits an entry's patterns (but not its columns)."""
+        fits; ``named``: the file's name fits an entry's patterns (the one found, or one
+        whose columns it lacks)."""
         heads: dict[tuple[str | None, tuple[str, ...]], Head] = {}
 
         def head(spec: FileSpec | None) -> Head:
@@ -288,7 +310,7 @@ class Mapping:
             if best is None or rank[:2] > best[:2]:
                 best = rank
         if best:
-            return best[2], "", True
+            return best[2], "", best[0] == 1
         for spec, missing, columns in lacking:
             if spec in named_specs:
                 why = (
@@ -333,7 +355,7 @@ class Mapping:
         from crm_data.importing import TableInput
 
         return [
-            TableInput(table=p.table, frame=p.frame, source=p.source, lines=p.lines)
+            TableInput(table=p.table, frame=p.frame, source=p.source, lines=p.lines, estimated=p.estimated)
             for p in self.produce(paths, notes, report, stages=stages, database=database)
         ]
 
@@ -364,6 +386,11 @@ class Mapping:
         matched = self.match(paths)
         for path in matched.ignored:
             report.note(f"{path}: skipped (the mapping {self.name} ignores files named like this)")
+        for path, key in matched.by_columns:
+            columns = ", ".join(self.files[key].header)
+            report.warn(
+                path, f"read as the {key} export: recognised by its columns ({columns}), not by its name"
+            )
         for path, why, level in matched.problems:
             if level == "error":
                 report.error(path, None, "", why)
@@ -393,6 +420,9 @@ class Mapping:
                     frames[path] = read_text_table(
                         path, spec.encodings or self.encodings, spec.delimiter, report
                     )
+                    if self.blank_values:  # e.g. Salesforce's empty-reference id 000000000000000AAA
+                        frame = frames[path].frame
+                        frames[path].frame = frame.mask(frame.isin(self.blank_values), None)
         report.raise_errors()
         produced: list[Produced] = []
         known = self.known_stages
@@ -408,7 +438,7 @@ class Mapping:
         report.raise_errors()
         produced = _resolve_stubs(produced, database, report)
         order = {name: i for i, name in enumerate(schema.TABLE_NAMES)}
-        produced.sort(key=lambda p: order[p.table])
+        produced.sort(key=lambda p: order.get(p.table, -1))  # settings (crm_insights_meta) first
         return _merge_per_table(produced)
 
     def _run_block(
@@ -462,7 +492,10 @@ class Mapping:
             aggs = {col: block.columns[col].get("agg", "first") for col in out.columns}
             out, lines = _group(out, lines, block.group_by, aggs)
         text = text_frame(out)
-        return Produced(block.table, text, str(source.path), [int(x) for x in lines], block.stub)
+        estimated = tuple(col for col, spec in block.columns.items() if "estimate" in spec)
+        return Produced(
+            block.table, text, str(source.path), [int(x) for x in lines], stub=block.stub, estimated=estimated
+        )
 
 
 # ---- parsing helpers -----------------------------------------------------------------
@@ -472,9 +505,9 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
     where = f"[[tables]] #{index}"
     check_keys(raw, BLOCK_KEYS, where)
     table_name = raw.get("table")
-    if table_name not in schema.metadata.tables:
+    table = target_table(str(table_name))
+    if table is None:
         raise MappingError(f"{where}: unknown canonical table {table_name!r}")
-    table = schema.metadata.tables[table_name]
     where = f"[[tables]] #{index} ({table_name})"
     if "rows" in raw:
         rows = raw["rows"]
@@ -490,7 +523,14 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
     for col, spec in raw.get("columns", {}).items():
         if col not in table.c:
             raise MappingError(f"{where}: {table_name} has no column {col!r}")
-        columns[col] = _check_spec(spec, f"{where} column {col}")
+        if isinstance(spec, list):  # the first non-blank of several specs
+            if not spec:
+                raise MappingError(f"{where} column {col}: an empty list of specs")
+            parts = [_check_spec(part, f"{where} column {col}") for part in spec]
+            columns[col] = {"first_of": parts}
+        else:
+            columns[col] = _check_spec(spec, f"{where} column {col}")
+        _check_estimate(columns[col], where, str(table_name), col)
     for col, spec in columns.items():
         for other in spec.get("when_mapped", {}):
             if other not in columns or other == col:
@@ -530,6 +570,17 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
         skipped=raw.get("skipped"),
         mixed=mixed,
     )
+
+
+def _check_estimate(spec: dict[str, Any], where: str, table_name: str, col: str) -> None:
+    """``estimate`` only where the importer knows how (``crm_data.estimates.ESTIMATES``)."""
+    if "estimate" not in spec:
+        return
+    from crm_data.estimates import ESTIMATES  # what the importer can estimate
+
+    if (table_name, col) not in ESTIMATES or spec["estimate"] != ESTIMATES[(table_name, col)]:
+        known = "; ".join(f'{t}.{c}: estimate = "{how}"' for (t, c), how in ESTIMATES.items())
+        raise MappingError(f"{where} column {col}: the importer estimates only {known}")
 
 
 def _check_spec(raw: object, where: str, fallback: bool = False) -> dict[str, Any]:
@@ -629,6 +680,9 @@ def _filter_rows(
 ) -> pd.DataFrame:
     for name, values in conditions.items():
         column = resolve_column(src.columns, name)
+        if column is None and not keep:  # no such column: no row has one of the values
+            report.note(f"{where}: no column {name!r}; where_not drops no rows for it")
+            continue
         if column is None:
             raise MappingError(f"{where}: column {name!r} is missing (used by where)")
 
@@ -821,12 +875,14 @@ def _merge_per_table(produced: list[Produced]) -> list[Produced]:
         if lines is not None:
             lines = [line for line, kept in zip(lines, keep, strict=True) if kept]
         source = " + ".join(dict.fromkeys(p.source for p in parts))
-        merged.append(Produced(table, frame, source, lines))
+        estimated = tuple(dict.fromkeys(col for p in parts for col in p.estimated))
+        merged.append(Produced(table, frame, source, lines, estimated))
     return merged
 
 
 def _static_rows(block: TableBlock, mapping_name: str) -> Produced:
-    table = schema.metadata.tables[block.table]
+    table = target_table(block.table)
+    assert table is not None
     frame = pd.DataFrame(
         [
             {col: to_text(row.get(col)) for col in [c.name for c in table.c] if col in row}

@@ -88,7 +88,23 @@ def test_valid_bundle_is_imported_with_typed_values(loaded: sa.Engine) -> None:
         ("A2", "Globex", "Enterprise", None, None, None, None, None, None, None, datetime(2024, 3, 1, 7, 30)),
     ]
     assert rows["deals"] == [
-        ("D1", "A1", None, None, None, 100.5, None, datetime(2024, 3, 1), None, "open", None, None),
+        # ..., lost_reason, pipeline, amount_original, currency: none given
+        (
+            "D1",
+            "A1",
+            None,
+            None,
+            None,
+            100.5,
+            None,
+            datetime(2024, 3, 1),
+            None,
+            "open",
+            None,
+            None,
+            None,
+            None,
+        ),
         (
             "D2",
             "A2",
@@ -102,6 +118,8 @@ def test_valid_bundle_is_imported_with_typed_values(loaded: sa.Engine) -> None:
             "won",
             None,
             None,  # pipeline
+            None,
+            None,
         ),
     ]
     assert len(rows["deal_stage_history"]) == 3
@@ -318,7 +336,22 @@ def test_upsert_updates_changed_rows_and_keeps_absent_columns(loaded: sa.Engine,
     assert report.ok
     assert report.written == {"deals": 2}
     assert snapshot(loaded)["deals"] == [
-        ("D1", "A1", None, None, None, 150.0, None, datetime(2024, 3, 1), None, "won", None, None),
+        (
+            "D1",
+            "A1",
+            None,
+            None,
+            None,
+            150.0,
+            None,
+            datetime(2024, 3, 1),
+            None,
+            "won",
+            None,
+            None,
+            None,
+            None,
+        ),
         (
             "D2",
             "A2",
@@ -332,8 +365,10 @@ def test_upsert_updates_changed_rows_and_keeps_absent_columns(loaded: sa.Engine,
             "won",
             None,
             None,  # pipeline
+            None,
+            None,
         ),
-        ("D3", "A2", None, None, None, 1.0, None, datetime(2024, 6, 1), None, "lost", None, None),
+        ("D3", "A2", None, None, None, 1.0, None, datetime(2024, 6, 1), None, "lost", None, None, None, None),
     ]
 
 

@@ -229,11 +229,11 @@ def test_a_description_of_a_removed_column_fails() -> None:
 
 
 def test_a_description_of_an_unknown_column_fails() -> None:
-    descriptions = {**schema_doc.COLUMN_DESCRIPTIONS, ("deals", "currency"): "Currency code."}
-    assert schema_doc.descriptions_stale(schema.metadata, descriptions) == ["deals.currency"]
+    descriptions = {**schema_doc.COLUMN_DESCRIPTIONS, ("deals", "discount"): "Discount granted."}
+    assert schema_doc.descriptions_stale(schema.metadata, descriptions) == ["deals.discount"]
     tables = {**schema_doc.TABLE_DESCRIPTIONS, "leads": "Leads."}
     assert schema_doc.descriptions_stale(schema.metadata, table_descriptions=tables) == ["leads"]
-    with pytest.raises(ValueError, match=r"deals\.currency"):
+    with pytest.raises(ValueError, match=r"deals\.discount"):
         schema_doc.render(descriptions=descriptions)
 
 

@@ -299,3 +299,53 @@ def test_csv_bundle_preview_shows_a_missing_id_and_an_old_date_and_reads_long_te
     finally:
         engine.dispose()
     assert stored == "c" * 140_000 + "\n" + "d" * 10
+
+
+def test_salesforce_currency_exports_preview_and_import(target: str) -> None:
+    from tests.crm_data.mappings.test_salesforce_exports import (
+        ORG_ACCOUNTS,
+        ORG_CURRENCIES,
+        ORG_DATED_RATES,
+        ORG_OPPORTUNITIES,
+    )
+
+    files = [
+        ("Account.csv", ORG_ACCOUNTS, "text/csv"),
+        ("Opportunity.csv", ORG_OPPORTUNITIES, "text/csv"),
+        ("DatedConversionRate.csv", ORG_DATED_RATES, "text/csv"),
+        ("CurrencyType.csv", ORG_CURRENCIES, "text/csv"),
+    ]
+    at = _page("salesforce", files)
+    preview = at.dataframe[0].value
+    # the corporate currency is a setting of the import, listed first
+    assert preview["table"].tolist()[0] == "crm_insights_meta"
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    assert _count(target, schema.deals) == 7
+    engine = make_engine(target, read_only=True)
+    try:
+        with engine.connect() as conn:
+            won = conn.exec_driver_sql("SELECT sum(amount) FROM deals WHERE status = 'won'").scalar_one()
+    finally:
+        engine.dispose()
+    # 100,000 (PEN) + 51,515.15 (MXN) + 50,000 (COP) + 50,000 (USD): see test_salesforce_exports
+    assert won == pytest.approx(100000 + 850000 / 16.5 + 50000 + 50000)
+
+
+def test_currencies_left_unconverted_are_said_after_the_import(target: str) -> None:
+    from tests.crm_data.mappings.test_salesforce_exports import (
+        ORG_ACCOUNTS,
+        ORG_DATED_RATES,
+        ORG_OPPORTUNITIES,
+    )
+
+    files = [
+        ("Account.csv", ORG_ACCOUNTS, "text/csv"),
+        ("Opportunity.csv", ORG_OPPORTUNITIES, "text/csv"),
+        ("DatedConversionRate.csv", ORG_DATED_RATES, "text/csv"),
+    ]
+    at = _page("salesforce", files)
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    # no CurrencyType: no corporate currency, so nothing is converted, and the page says so
+    assert any("NOT converted" in w.value and "COP (1 deals)" in w.value for w in at.warning)

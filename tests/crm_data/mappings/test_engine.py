@@ -287,3 +287,98 @@ def test_the_documented_example_works(tmp_path: Path, make_db) -> None:
     with engine.connect() as conn:
         created = conn.exec_driver_sql("SELECT created_at FROM accounts").scalar_one()
     assert str(created) == "2024-01-15 09:00:00"
+
+
+# ---- steps added for vendor exports (Salesforce) ---------------------------------------------
+
+VENDOR = """
+[mapping]
+name = "vendor"
+blank_values = ["000000000000000AAA"]
+ignore = ["Product2*.csv"]
+[files.deals]
+patterns = ["deals*.csv"]
+header = ["Id", "Closed", "Won"]
+[files.rates]
+patterns = ["rates*.csv"]
+header = ["Code", "PerUnit"]
+[[tables]]
+table = "deals"
+from = "deals"
+where_not = { Deleted = true }
+[tables.columns]
+deal_id = "Id"
+account_id = "AccountId"
+created_at = { value = "2024-01-01", type = "datetime" }
+status = [
+  { value = "won", when = { Closed = true, Won = true } },
+  { value = "lost", when = { Closed = true, Won = false } },
+  { value = "open", when = { Closed = false } },
+]
+[[tables]]
+table = "exchange_rates"
+from = "rates"
+[tables.columns]
+currency = "Code"
+valid_from = { value = "2024-01-01", type = "date" }
+rate_to_reporting = { column = "PerUnit", type = "number", reciprocal = true }
+[[tables]]
+table = "crm_insights_meta"
+from = "rates"
+where = { Home = true }
+[tables.columns]
+key = { value = "reporting_currency" }
+value = "Code"
+"""
+
+
+def test_a_list_of_specs_takes_the_first_non_blank_and_booleans_match_by_meaning(tmp_path: Path) -> None:
+    (tmp_path / "deals.csv").write_bytes(
+        b"Id,AccountId,Closed,Won\r\n"
+        b"d1,000000000000000AAA,1,1\r\n"  # the placeholder id is blank: no account
+        b"d2,a2,TRUE,FALSE\r\n"
+        b"d3,a3,false,false\r\n"
+        b"d4,a4,,\r\n"  # blank checkboxes: no status (validation reports it)
+    )
+    frame, _, _ = _frames(_mapping(tmp_path, VENDOR), tmp_path / "deals.csv")["deals"]
+    assert frame["status"].tolist() == ["won", "lost", "open", None]
+    assert frame["account_id"].tolist() == [None, "a2", "a3", "a4"]
+
+
+def test_where_not_on_an_absent_column_drops_nothing_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "deals.csv").write_bytes(b"Id,Closed,Won\r\nd1,1,1\r\n")
+    notes: list[str] = []
+    frame, _, _ = _frames(_mapping(tmp_path, VENDOR), tmp_path / "deals.csv", notes=notes)["deals"]
+    assert frame["deal_id"].tolist() == ["d1"]
+    assert any("no column 'Deleted'; where_not drops no rows for it" in note for note in notes)
+    (tmp_path / "deals.csv").write_bytes(b"Id,Closed,Won,Deleted\r\nd1,1,1,0\r\nd2,1,1,1\r\n")
+    frame, _, _ = _frames(_mapping(tmp_path, VENDOR), tmp_path / "deals.csv")["deals"]
+    assert frame["deal_id"].tolist() == ["d1"]
+
+
+def test_reciprocal_rates_and_a_settings_block(tmp_path: Path) -> None:
+    (tmp_path / "rates.csv").write_bytes(b"Code,PerUnit,Home\r\nUSD,1,1\r\nPEN,3.75,0\r\nXXX,0,0\r\n")
+    produced = _frames(_mapping(tmp_path, VENDOR), tmp_path / "rates.csv")
+    rates, _, _ = produced["exchange_rates"]
+    assert rates["rate_to_reporting"].tolist() == ["1", repr(1 / 3.75), "1/0"]  # 1/0 does not convert
+    settings, lines, _ = produced["crm_insights_meta"]
+    assert settings.to_dict("records") == [{"key": "reporting_currency", "value": "USD"}]
+    assert lines == [2]
+
+
+def test_ignored_folder_files_are_not_read_even_when_their_columns_fit(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "deals.csv").write_bytes(b"Id,Closed,Won\r\nd1,1,1\r\n")
+    (folder / "Product2.csv").write_bytes(b"Id,Closed,Won\r\np1,0,0\r\n")  # fits the deals export
+    matched = _mapping(tmp_path, VENDOR).match([folder])
+    assert [p.name for p in matched.files["deals"]] == ["deals.csv"]
+    assert [p.name for p in matched.ignored] == ["Product2.csv"]
+
+
+def test_only_known_estimates_are_accepted(tmp_path: Path) -> None:
+    text = VENDOR.replace('deal_id = "Id"', 'deal_id = { column = "Id", estimate = "earliest_record" }')
+    with pytest.raises(
+        MappingError, match=r'the importer estimates only accounts.created_at: estimate = "earliest_record"'
+    ):
+        _mapping(tmp_path, text)
