@@ -6,7 +6,8 @@ superuser or the tables' owner, in one transaction: :func:`apply`):
 
 * create the LOGIN role, or alter an existing one (no password: set one with ``ALTER ROLE``
   or psql's ``\\password``); CONNECT on the database, USAGE on the schema, its search_path;
-* revoke whatever it was granted on the schema's tables, then grant SELECT on the CRM tables
+* revoke whatever it was granted on the CRM and roll-up tables (not on others, such as the
+  dashboard's sign-in tables ``app_accounts``/``app_audit``), then grant SELECT on the CRM tables
   only — never on the KPI roll-ups (``rollup_state``, ``rollup_*``: aggregates of *all*
   accounts) for a restricted scope; the KPIs then read the base tables (``kpis.rollups``
   treats a missing SELECT privilege as "no roll-ups");
@@ -133,11 +134,20 @@ def scope_role_sql(role: str, scope: Scope, schema: str = "public") -> list[str]
     def table(name: str) -> sql.Composable:
         return sql.SQL("{}.{}").format(ns, sql.Identifier(name))
 
+    owned_by_rollups = [rollups.state.name, *(r.name for r in rollups.ROLLUPS)]
     body = sql.SQL(
-        "BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN CREATE ROLE {who} LOGIN; "
+        "DECLARE t text; BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN CREATE ROLE {who} LOGIN; "
         "ELSE ALTER ROLE {who} LOGIN; END IF; "
-        "EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), {name}); END"
-    ).format(name=sql.Literal(role), who=who)
+        "EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), {name}); "
+        "FOREACH t IN ARRAY ARRAY[{tables}]::text[] LOOP "
+        "IF to_regclass(format('%I.%I', {schema}, t)) IS NOT NULL THEN "
+        "EXECUTE format('REVOKE ALL ON %I.%I FROM %I', {schema}, t, {name}); END IF; END LOOP; END"
+    ).format(
+        name=sql.Literal(role),
+        who=who,
+        schema=sql.Literal(schema),
+        tables=sql.SQL(", ").join(sql.Literal(n) for n in [*tables, *owned_by_rollups]),
+    )
     text = body.as_string(None)
     tag = "$crm$"
     while tag in text:  # a dollar-quote delimiter the body does not contain
@@ -145,12 +155,11 @@ def scope_role_sql(role: str, scope: Scope, schema: str = "public") -> list[str]
     statements: list[sql.Composable] = [
         sql.SQL(f"DO {tag}{text}{tag}"),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ns, who),
-        sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(ns, who),
         sql.SQL("ALTER ROLE {} SET search_path = {}").format(who, ns),
     ]
     readable = [*ACCOUNT_TABLES, "accounts", "deal_stage_history", *COMPANY_TABLES, *SHARED_TABLES]
     if not scope.restricted:
-        readable += [rollups.state.name, *(r.name for r in rollups.ROLLUPS)]
+        readable += owned_by_rollups
     statements.append(
         sql.SQL("GRANT SELECT ON {} TO {}").format(sql.SQL(", ").join(table(n) for n in readable), who)
     )

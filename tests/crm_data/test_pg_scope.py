@@ -167,12 +167,17 @@ def test_applying_again_changes_the_scope_and_an_unrestricted_role_sees_everythi
 ) -> None:
     schema_name = _current_schema(owner)
     pg_scope.apply(owner, pg_scope.scope_role_sql(role, EMEA, schema_name))
+    with owner.connect() as conn:  # a table of the app's own (sign-in) the dashboard was granted
+        conn.exec_driver_sql("CREATE TABLE app_accounts (name text)")
+        conn.exec_driver_sql(f'GRANT SELECT ON app_accounts TO "{role}"')
+        conn.commit()
     tricky = Scope(regions=("APAC", "O'Brien %s \\"), owners=("u1",))
     pg_scope.apply(owner, pg_scope.scope_role_sql(role, tricky, schema_name))  # alters the role
     dashboard = _as_role(pg_database_url, role)
     try:
         with dashboard.connect() as conn:
             assert _keys(conn, "accounts", "account_id") == ["P1"]
+            assert conn.exec_driver_sql("SELECT count(*) FROM app_accounts").scalar_one() == 0  # kept
             assert _keys(conn, "deals", "deal_id") == ["D3", "D4"]
             assert _keys(conn, "payments", "payment_id") == ["Y3", "Y4"]
         assert kpis.win_rate(dashboard, FILTERS, "month").equals(
