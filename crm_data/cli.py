@@ -233,6 +233,17 @@ def _users_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
 
     action("list", "list the accounts with their role and scope")
 
+    pg_role = action(
+        "pg-role",
+        "PostgreSQL: the SQL of a LOGIN role that reads only this scope (row-level security "
+        "policies; no roll-ups), printed, or run with --apply as a superuser or the tables' owner",
+    )
+    pg_role.add_argument("role", help="the PostgreSQL role the dashboard will connect as")
+    pg_role.add_argument("--schema", default="public", help="the schema of the CRM tables")
+    pg_role.add_argument("--print", action="store_true", help="print the SQL (the default without --apply)")
+    pg_role.add_argument("--apply", action="store_true", help="run it on --url in one transaction")
+    scope_options(pg_role)
+
 
 def _shown(url: str) -> str:
     """The URL with any password hidden, for messages."""
@@ -408,6 +419,22 @@ def _scope_args(args: argparse.Namespace) -> dict[str, list[str]]:
     return {key: getattr(args, key) for key in SCOPE_KEYS if getattr(args, key, None)}
 
 
+def _pg_role(args: argparse.Namespace, url: str) -> int:
+    from crm_data import pg_scope
+    from kpis.filters import Scope
+
+    statements = pg_scope.scope_role_sql(args.role, Scope.from_dict(_scope_args(args)), args.schema)
+    if args.print or not args.apply:
+        print("\n".join(f"{statement};" for statement in statements))
+    if args.apply:
+        if sa.make_url(url).get_backend_name() != "postgresql":
+            print("error: --apply needs a PostgreSQL --url", file=sys.stderr)
+            return 1
+        pg_scope.apply(url, statements)
+        print(f"applied: {args.role} sees {Scope.from_dict(_scope_args(args)).describe()}", file=sys.stderr)
+    return 0
+
+
 def _users(args: argparse.Namespace, url: str) -> int:
     import getpass
 
@@ -498,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rollups(url, prog)
         if args.command == "check":
             return _check(args, url, prog)
+        if args.command == "users" and args.users_command == "pg-role":
+            return _pg_role(args, url)
         if args.command == "users":
             return _users(args, url)
     except (DatabaseBusyError, FileNotFoundError) as error:

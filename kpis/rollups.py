@@ -524,11 +524,24 @@ _HAS_STATE: weakref.WeakKeyDictionary[sa.Engine, bool] = weakref.WeakKeyDictiona
 _CURRENT: weakref.WeakKeyDictionary[sa.Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
+def _may_read(conn: sa.Connection, *tables: sa.Table) -> bool:
+    """False when the connecting PostgreSQL role has no SELECT privilege on one of ``tables``
+    (a role limited to a scope, ``crm_data.pg_scope``: the roll-ups hold every account's
+    aggregates); the KPIs then read the base tables. Asked, not tried: a failed SELECT would
+    abort the transaction."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return all(
+        conn.execute(sa.select(sa.func.has_table_privilege(table.name, "SELECT"))).scalar_one()
+        for table in tables
+    )
+
+
 def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
     """(first, last) month of ``rollup`` as ``YYYYMM``, or None when it was never built or
     was built by an earlier version without all of today's measures (until a refresh)."""
     if not _HAS_STATE.get(conn.engine):
-        if not sa.inspect(conn).has_table(state.name):
+        if not sa.inspect(conn).has_table(state.name) or not _may_read(conn, state):
             return None
         _HAS_STATE[conn.engine] = True
     row = conn.execute(
@@ -538,7 +551,7 @@ def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
         return None
     current = _CURRENT.setdefault(conn.engine, set())
     if rollup.name not in current:
-        if _outdated(conn, rollup):
+        if _outdated(conn, rollup) or not _may_read(conn, rollup.table):
             return None
         current.add(rollup.name)
     return int(row[0]), int(row[1])
