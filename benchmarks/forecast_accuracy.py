@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -53,7 +54,9 @@ from forecasting.datasets import (
 from forecasting.models.seasonal_naive import in_sample_mae
 
 HERE = Path(__file__).resolve().parent
-SUPERSTORE = HERE.parent.parent / "shared" / "data" / "superstore-sales"
+#: the public datasets: $CRM_PUBLIC_DATA, else shared/data beside the project (as the tests)
+PUBLIC_DATA = Path(os.environ.get("CRM_PUBLIC_DATA") or HERE.parent.parent / "shared" / "data")
+SUPERSTORE = PUBLIC_DATA / "superstore-sales"
 OUTPUT = HERE / "forecast-accuracy.json"
 SEASON = 12
 HORIZON = 12

@@ -26,7 +26,8 @@ from crm_data.dialects import prepare_engine
 from crm_data.engines import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+#: the public datasets (one folder each): $CRM_PUBLIC_DATA, else shared/data beside the project
+SHARED_DATA = Path(os.environ.get("CRM_PUBLIC_DATA") or ROOT.parent / "shared" / "data")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("CRM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DB_KINDS = ("duckdb", "sqlite", "postgresql")
