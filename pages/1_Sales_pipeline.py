@@ -15,7 +15,7 @@ from ui.cards import docstring_definition
 from ui.currency import currency_warning
 from ui.data import kpi
 from ui.filters import global_filters
-from ui.report import PageReport, is_empty, no_data
+from ui.report import PageReport, is_empty, low_sample_note, no_data
 
 st.set_page_config(
     page_title="CRM Insights — Sales pipeline", page_icon=":material/filter_alt:", layout="wide"
@@ -107,8 +107,7 @@ else:
     report.chart(
         fig, by_group, f"Win rate and lead conversion by {BREAKDOWNS[by].lower()}", kpi_key="win_rate"
     )
-    if "low_sample" in by_group and by_group["low_sample"].any():
-        st.caption(":orange[:material/warning: Groups with fewer than 30 closed deals have wide intervals.]")
+    low_sample_note(by_group, "Groups with fewer than 30 closed deals have wide intervals.")
 
 # --- sales cycle ---------------------------------------------------------------------------
 st.header("Sales cycle")

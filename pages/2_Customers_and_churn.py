@@ -17,7 +17,7 @@ from forecasting import customer_models
 from ui.cards import docstring_definition
 from ui.data import data_date_range, database_url, kpi
 from ui.filters import global_filters
-from ui.report import PageReport, is_empty, no_data
+from ui.report import PageReport, is_empty, low_sample_note, no_data
 
 st.set_page_config(page_title="CRM Insights — Customers & churn", page_icon=":material/group:", layout="wide")
 view = global_filters()
@@ -49,11 +49,7 @@ else:
         y_title="churn rate",
     )
     report.chart(fig, churn, f"Churn rate per {view.freq}", kpi_key="churn_rate")
-    if "low_sample" in churn and churn["low_sample"].fillna(False).astype(bool).any():
-        st.caption(
-            ":orange[:material/warning: Periods with fewer than 30 customers at their start have wide "
-            "95 % intervals.]"
-        )
+    low_sample_note(churn, "Periods with fewer than 30 customers at their start have wide 95 % intervals.")
 
     with st.expander("Which accounts churned?", icon=":material/person_remove:", expanded=False):
         with_churn = churn[churn["churned"] > 0]
@@ -136,11 +132,9 @@ else:
         kpi_key="churn_rate",
         definition=docstring_definition(kpis.churn_by),
     )
-    if "low_sample" in by_group and by_group["low_sample"].fillna(False).astype(bool).any():
-        st.caption(
-            ":orange[:material/warning: Groups with fewer than 30 customer-months at the start have wide "
-            "95 % intervals.]"
-        )
+    low_sample_note(
+        by_group, "Groups with fewer than 30 customer-months at the start have wide 95 % intervals."
+    )
 
 # --- cohorts --------------------------------------------------------------------------
 st.header("Cohort retention")

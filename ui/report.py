@@ -58,6 +58,13 @@ def no_data(message: str | None = None) -> None:
     st.info(message or NO_DATA, icon=":material/filter_alt_off:")
 
 
+def low_sample_note(frame: pd.DataFrame, text: str) -> None:
+    """A warning caption (``text``) under a chart when any row of ``frame`` is flagged
+    ``low_sample`` by its KPI."""
+    if "low_sample" in frame and frame["low_sample"].fillna(False).astype(bool).any():
+        st.caption(f":orange[:material/warning: {text}]")
+
+
 def is_empty(frame: pd.DataFrame | None, columns: list[str] | None = None) -> bool:
     """True when ``frame`` has no rows, or only NaN / zero in ``columns`` (nothing to draw)."""
     if frame is None or len(frame) == 0:
