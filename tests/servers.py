@@ -1,15 +1,19 @@
-"""Real servers started by the tests (``crm-insights serve``, ``streamlit run``): a free
-port, waiting until one is healthy, and stopping it with what it started."""
+"""Real processes started by the tests: servers (``crm-insights serve``, ``streamlit run``)
+— a free port, waiting until one is healthy, stopping it with what it started — and another
+process holding a DuckDB file open, as the dashboard or an import does."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 #: seconds a Streamlit server may take to answer its health check
@@ -53,3 +57,28 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 20) ->
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def duckdb_held_open(path: str, read_only: bool, table: str) -> Iterator[None]:
+    """Another process with the DuckDB file at ``path`` open (read-only like the dashboard,
+    or writing like an import), having read ``table``, until the block ends."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys\n"
+            f"c = duckdb.connect({path!r}, read_only={read_only})\n"
+            f"c.execute('select count(*) from {table}').fetchall()\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        holder.communicate(input="", timeout=30)  # closing stdin ends the holder

@@ -31,7 +31,7 @@ from kpis.core import period_starts
 from tests.conftest import IN_CI, ROOT, write_demo_database
 from tests.crm_data.test_importing import snapshot, write_bundle
 from tests.kpis import fixtures
-from tests.servers import free_port, stop_process_group, wait_healthy
+from tests.servers import duckdb_held_open, free_port, stop_process_group, wait_healthy
 
 GOOD = {"accounts": "account_id,name,created_at\nA1,Acme Inc,2024-03-01\nA2,ACME inc.,2024-03-02\n"}
 BAD = {"deals": "deal_id,account_id,created_at,status\nD1,A9,2024-03-01,open\n"}
@@ -86,26 +86,8 @@ def held_open(duckdb_url: str, tmp_path: Path) -> Iterator[str]:
     engine = make_engine(duckdb_url)
     assert main(["import", str(write_bundle(tmp_path / "good", GOOD)), "--url", duckdb_url]) == 0
     engine.dispose()
-    path = sa.make_url(duckdb_url).database
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time\n"
-            f"c = duckdb.connect({path!r}, read_only=True)\n"
-            "c.execute('select count(*) from accounts').fetchall()\n"
-            "print('ready', flush=True)\n"
-            "sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    with duckdb_held_open(sa.make_url(duckdb_url).database, True, "accounts"):
         yield duckdb_url
-    finally:
-        holder.communicate(input="", timeout=30)  # closing stdin ends the holder
 
 
 def test_import_while_the_file_is_held_exits_2(held_open: str, tmp_path: Path) -> None:

@@ -15,8 +15,6 @@ writes             lock error -> busy      lock error -> busy
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from crm_data.engines import (
 from kpis import Filters, win_rate
 from tests.conftest import ROOT
 from tests.kpis import fixtures
+from tests.servers import duckdb_held_open
 
 F = Filters("2024-01-01", "2024-05-01")
 
@@ -127,26 +126,8 @@ def fixture_db(tmp_path: Path) -> str:
 @contextlib.contextmanager
 def _held(url: str, read_only: bool) -> Iterator[None]:
     """Another process with the file open (read-only like the dashboard, or writing like an import)."""
-    path = sa.make_url(url).database
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys\n"
-            f"c = duckdb.connect({path!r}, read_only={read_only})\n"
-            "c.execute('select count(*) from deals').fetchall()\n"
-            "print('ready', flush=True)\n"
-            "sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    with duckdb_held_open(sa.make_url(url).database, read_only, "deals"):
         yield
-    finally:
-        holder.communicate(input="", timeout=30)  # closing stdin ends the holder
 
 
 @pytest.fixture
