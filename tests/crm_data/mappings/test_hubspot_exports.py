@@ -33,6 +33,7 @@ from crm_data.mappings import MappingError, ReadReport, load_mapping
 from kpis import rollups
 from kpis.core import period_starts
 from kpis.filters import dimension_values
+from tests.crm_data.mappings import write_exports
 
 KINDS = ("duckdb", "postgresql")
 YEAR_2023 = kpis.Filters(dt.date(2023, 1, 1), dt.date(2024, 1, 1))
@@ -191,13 +192,6 @@ def _statuses(engine: sa.Engine) -> dict[str, str]:
     return dict(_rows(engine, sa.select(deals.c.deal_id, deals.c.status)))
 
 
-def _write(folder: Path, **files: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    return folder
-
-
 # ---- tests -----------------------------------------------------------------------------
 
 
@@ -214,7 +208,7 @@ def test_selected_columns_deals_export_without_pipelines_flags_or_history(
     make_db, tmp_path: Path, kind: str
 ) -> None:
     engine = make_db(kind)
-    path = _write(tmp_path, **{"hubspot-crm-exports-deals-2023.csv": SELECTED_DEALS}) / (
+    path = write_exports(tmp_path, {"hubspot-crm-exports-deals-2023.csv": SELECTED_DEALS}) / (
         "hubspot-crm-exports-deals-2023.csv"
     )
     report = import_paths(engine, [path], mapping="hubspot")
@@ -257,8 +251,8 @@ def test_stage_file_on_the_command_line_is_remembered(
     make_db, tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"duckdb:///{tmp_path / 'crm.duckdb'}" if kind == "duckdb" else _pg_url(make_db)
-    folder = _write(tmp_path / "export", **{"hubspot-crm-exports-deals-2023.csv": SELECTED_DEALS})
-    stages = _write(tmp_path, **{"stages.toml": STAGE_FILE}) / "stages.toml"
+    folder = write_exports(tmp_path / "export", {"hubspot-crm-exports-deals-2023.csv": SELECTED_DEALS})
+    stages = write_exports(tmp_path, {"stages.toml": STAGE_FILE}) / "stages.toml"
     assert main(["import", str(folder), "--mapping", "hubspot", "--stages", str(stages), "--url", url]) == 0
     out = capsys.readouterr().out
     assert "cannot place" not in out
@@ -290,8 +284,8 @@ def test_stage_file_on_the_command_line_is_remembered(
 
 
 def test_a_bad_stage_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder = _write(tmp_path / "export", **{"deals.csv": SELECTED_DEALS})
-    stages = _write(tmp_path, **{"stages.toml": b'[stages]\n"Paid" = "maybe"\n'}) / "stages.toml"
+    folder = write_exports(tmp_path / "export", {"deals.csv": SELECTED_DEALS})
+    stages = write_exports(tmp_path, {"stages.toml": b'[stages]\n"Paid" = "maybe"\n'}) / "stages.toml"
     url = f"duckdb:///{tmp_path / 'crm.duckdb'}"
     assert main(["import", str(folder), "--mapping", "hubspot", "--stages", str(stages), "--url", url]) == 1
     assert "'maybe' is not one of won, lost, open" in capsys.readouterr().err
@@ -303,9 +297,9 @@ def test_all_properties_export_with_custom_pipelines_flags_and_missing_companies
     make_db, tmp_path: Path, kind: str
 ) -> None:
     engine = make_db(kind)
-    folder = _write(
+    folder = write_exports(
         tmp_path / "export",
-        **{
+        {
             "hubspot-crm-exports-all-deals-2024-06-30.csv": all_properties_export(),
             "hubspot-crm-exports-all-companies-2024-06-30.csv": COMPANIES,
         },
@@ -388,14 +382,14 @@ def test_all_properties_export_with_custom_pipelines_flags_and_missing_companies
 
 
 def test_deals_without_association_columns_add_no_accounts(tmp_path: Path) -> None:
-    path = _write(tmp_path, **{"deals.csv": SELECTED_DEALS}) / "deals.csv"
+    path = write_exports(tmp_path, {"deals.csv": SELECTED_DEALS}) / "deals.csv"
     produced = {p.table: p for p in load_mapping("hubspot").produce([path])}
     assert "accounts" not in produced
     assert produced["deals"].frame["account_id"].isna().all()
 
 
 def test_stage_assignments_and_what_the_report_says_about_stages(tmp_path: Path) -> None:
-    path = _write(tmp_path, **{"deals.csv": SELECTED_DEALS}) / "deals.csv"
+    path = write_exports(tmp_path, {"deals.csv": SELECTED_DEALS}) / "deals.csv"
     report = ReadReport()
     produced = {
         p.table: p
@@ -415,9 +409,9 @@ def test_stage_assignments_and_what_the_report_says_about_stages(tmp_path: Path)
 @pytest.mark.parametrize("given", ["file", "folder"])
 def test_a_deals_file_without_the_deal_columns_names_them(tmp_path: Path, given: str) -> None:
     # e.g. a deals report saved from a dashboard, not a CRM export
-    folder = _write(
+    folder = write_exports(
         tmp_path / "export",
-        **{"deals-q1.csv": b"Deal,Stage,Amount\nAcme renewal,Closed Won,12000\n"},
+        {"deals-q1.csv": b"Deal,Stage,Amount\nAcme renewal,Closed Won,12000\n"},
     )
     path = folder / "deals-q1.csv" if given == "file" else folder
     with pytest.raises(MappingError) as caught:
@@ -445,8 +439,8 @@ def test_a_database_from_before_the_pipeline_column_keeps_working(make_db, tmp_p
     # the dashboard reads it: no pipeline to offer, the funnel counts responses
     assert dimension_values(engine)["pipelines"] == []
     assert kpis.campaign_funnel(engine, YEAR_2024).empty
-    folder = _write(
-        tmp_path / "export", **{"hubspot-crm-exports-all-deals-2024-06-30.csv": all_properties_export()}
+    folder = write_exports(
+        tmp_path / "export", {"hubspot-crm-exports-all-deals-2024-06-30.csv": all_properties_export()}
     )
     report = import_paths(engine, [folder], mapping="hubspot")
     assert report.ok, report.render()

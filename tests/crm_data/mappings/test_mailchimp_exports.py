@@ -20,6 +20,7 @@ import sqlalchemy as sa
 import kpis
 from crm_data import schema
 from crm_data.importing import import_paths
+from tests.crm_data.mappings import write_exports
 
 KINDS = ("duckdb", "postgresql")
 YEAR_2023 = kpis.Filters(dt.date(2023, 1, 1), dt.date(2024, 1, 1))
@@ -79,17 +80,10 @@ CLEANED = (
 ).encode("utf-8")
 
 
-def _write(folder: Path, **files: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    return folder
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_campaign_report_alone_fills_the_funnel(make_db, tmp_path: Path, kind: str) -> None:
     engine = make_db(kind)
-    folder = _write(tmp_path / "mc", **{"campaign_reports.csv": CAMPAIGN_REPORTS})
+    folder = write_exports(tmp_path / "mc", {"campaign_reports.csv": CAMPAIGN_REPORTS})
     report = import_paths(engine, [folder], mapping="mailchimp")
     assert report.ok, report.render()
     assert report.rows == {"campaigns": 3}
@@ -121,9 +115,9 @@ def test_report_figures_win_over_the_activity_but_not_under_a_segment_filter(
     make_db, tmp_path: Path, kind: str
 ) -> None:
     engine = make_db(kind)
-    folder = _write(
+    folder = write_exports(
         tmp_path / "mc",
-        **{"campaign_reports.csv": CAMPAIGN_REPORTS, "email_activity_3fa9c1d2e4.csv": ACTIVITY},
+        {"campaign_reports.csv": CAMPAIGN_REPORTS, "email_activity_3fa9c1d2e4.csv": ACTIVITY},
     )
     report = import_paths(engine, [folder], mapping="mailchimp")
     assert report.ok, report.render()
@@ -139,7 +133,7 @@ def test_report_figures_win_over_the_activity_but_not_under_a_segment_filter(
 @pytest.mark.parametrize("kind", KINDS)
 def test_an_older_report_with_a_list_column(make_db, tmp_path: Path, kind: str) -> None:
     engine = make_db(kind)
-    folder = _write(tmp_path / "mc", **{"campaign_reports_2019.csv": OLD_REPORT})
+    folder = write_exports(tmp_path / "mc", {"campaign_reports_2019.csv": OLD_REPORT})
     report = import_paths(engine, [folder], mapping="mailchimp")
     assert report.ok, report.render()
     funnel = kpis.campaign_funnel(engine, kpis.Filters("2019-01-01", "2020-01-01"))
@@ -150,9 +144,9 @@ def test_an_older_report_with_a_list_column(make_db, tmp_path: Path, kind: str) 
 @pytest.mark.parametrize("kind", KINDS)
 def test_audience_exports_become_contacts(make_db, tmp_path: Path, kind: str) -> None:
     engine = make_db(kind)
-    folder = _write(
+    folder = write_exports(
         tmp_path / "audience_export_8c2a9f31d0",
-        **{
+        {
             "subscribed_members_export_8c2a9f31d0.csv": SUBSCRIBED,
             "unsubscribed_members_export_8c2a9f31d0.csv": UNSUBSCRIBED,
             "cleaned_members_export_8c2a9f31d0.csv": CLEANED,

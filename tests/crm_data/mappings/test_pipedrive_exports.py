@@ -15,6 +15,7 @@ import kpis
 from crm_data import schema
 from crm_data.importing import import_paths
 from crm_data.mappings import load_mapping, suggest_mappings
+from tests.crm_data.mappings import write_exports
 
 KINDS = ("duckdb", "postgresql")
 YEAR_2024 = kpis.Filters(dt.date(2024, 1, 1), dt.date(2025, 1, 1))
@@ -110,22 +111,15 @@ ACTIVITIES = _csv(
 # to do), 105 (to do), 107 (a deadline). Gamma Ltd: named by activity 106 only (a new account).
 
 
-def _write(folder: Path, **files: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    return folder
-
-
 def _rows(engine: sa.Engine, statement: sa.Select) -> list[tuple]:
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(statement)]
 
 
 def test_the_exports_are_recognised_as_pipedrive(tmp_path: Path) -> None:
-    folder = _write(
+    folder = write_exports(
         tmp_path / "export",
-        **{
+        {
             "deals-2024.csv": DEALS,
             "organizations-2024.csv": ORGANIZATIONS,
             "activities-2024.csv": ACTIVITIES,
@@ -144,9 +138,9 @@ def test_the_exports_are_recognised_as_pipedrive(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_deals_organizations_and_activities(make_db, tmp_path: Path, kind: str) -> None:
     engine = make_db(kind)
-    folder = _write(
+    folder = write_exports(
         tmp_path / "export",
-        **{
+        {
             "deals-2024.csv": DEALS,
             "organizations-2024.csv": ORGANIZATIONS,
             "activities-2024.csv": ACTIVITIES,
@@ -219,7 +213,7 @@ def test_deals_organizations_and_activities(make_db, tmp_path: Path, kind: str) 
 def test_deals_in_one_currency_are_not_reported(make_db, tmp_path: Path, kind: str) -> None:
     engine = make_db(kind)
     one_currency = DEALS.replace(b'"USD"', b'"EUR"')
-    path = _write(tmp_path, **{"deals.csv": one_currency}) / "deals.csv"
+    path = write_exports(tmp_path, {"deals.csv": one_currency}) / "deals.csv"
     report = import_paths(engine, [path], mapping="pipedrive")
     assert report.ok, report.render()
     assert not [w for w in report.warnings if "currencies" in w.reason]

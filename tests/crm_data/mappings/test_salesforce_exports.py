@@ -26,17 +26,11 @@ import kpis
 from crm_data import currency
 from crm_data.importing import WonAmount, import_paths
 from crm_data.mappings import MappingError
+from tests.crm_data.mappings import write_exports
 
 KINDS = ["duckdb", "postgresql"]
 YEARS_2023_2024 = kpis.Filters(dt.date(2023, 1, 1), dt.date(2025, 1, 1))
 YEAR_2024 = kpis.Filters(dt.date(2024, 1, 1), dt.date(2025, 1, 1))
-
-
-def _write(folder: Path, files: dict[str, bytes]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    return folder
 
 
 def _rows(engine: sa.Engine, sql: str) -> list[tuple]:
@@ -326,7 +320,7 @@ def _org_folder(folder: Path, **leave_out: bool) -> Path:
         "CurrencyType.csv": ORG_CURRENCIES,
         **ORG_OTHER_OBJECTS,
     }
-    return _write(
+    return write_exports(
         folder, {name: data for name, data in files.items() if not leave_out.get(name.split(".")[0])}
     )
 
@@ -451,7 +445,7 @@ def test_a_blank_or_unknown_checkbox_is_an_error_not_an_open_deal(make_db, tmp_p
     engine = make_db("duckdb")
     report = import_paths(
         engine,
-        [_write(tmp_path / "a", {"Account.csv": ORG_ACCOUNTS, "Opportunity.csv": blank})],
+        [write_exports(tmp_path / "a", {"Account.csv": ORG_ACCOUNTS, "Opportunity.csv": blank})],
         mapping="salesforce",
     )
     assert [(Path(e.file).name, e.row, e.column, e.reason) for e in report.errors] == [
@@ -465,7 +459,7 @@ def test_a_blank_or_unknown_checkbox_is_an_error_not_an_open_deal(make_db, tmp_p
     with pytest.raises(MappingError, match=r"Opportunity.csv:4:IsWon: 'Ja' is not a yes/no value"):
         import_paths(
             engine,
-            [_write(tmp_path / "b", {"Account.csv": ORG_ACCOUNTS, "Opportunity.csv": unknown})],
+            [write_exports(tmp_path / "b", {"Account.csv": ORG_ACCOUNTS, "Opportunity.csv": unknown})],
             mapping="salesforce",
         )
     assert _rows(engine, "SELECT count(*) FROM deals") == [(0,)]
@@ -518,7 +512,9 @@ def test_a_currency_missing_from_the_dated_rates_waits_for_its_rate(
     ]
     # CurrencyType.csv later: COP's static rate converts the stored deal; nothing else moves
     later = import_paths(
-        engine, [_write(tmp_path / "later", {"CurrencyType.csv": ORG_CURRENCIES})], mapping="salesforce"
+        engine,
+        [write_exports(tmp_path / "later", {"CurrencyType.csv": ORG_CURRENCIES})],
+        mapping="salesforce",
     )
     assert later.ok, later.render()
     assert later.written["deals"] == 1
@@ -575,7 +571,7 @@ REPORT_FILES = {
 def test_reports_and_files_resaved_in_a_spreadsheet(kind: str, make_db, tmp_path: Path) -> None:
     engine = make_db(kind)
     today = dt.datetime.now(dt.UTC).date()
-    report = import_paths(engine, [_write(tmp_path / "report", REPORT_FILES)], mapping="salesforce")
+    report = import_paths(engine, [write_exports(tmp_path / "report", REPORT_FILES)], mapping="salesforce")
     assert report.ok, report.render()
     assert report.rows == {"accounts": 3, "pipeline_stages": 10, "contacts": 2, "deals": 3, "tickets": 3}
     assert _rows(engine, "SELECT deal_id, status, amount, created_at, closed_at FROM deals ORDER BY 1") == [
@@ -620,7 +616,7 @@ def test_reports_and_files_resaved_in_a_spreadsheet(kind: str, make_db, tmp_path
     # the won deal: created 2024-01-05 08:00, closed 2024-02-03 00:00 = 28 days 16 hours
     assert kpis.sales_cycle(engine, YEAR_2024).loc[0, "mean_days"] == pytest.approx(28 + 16 / 24)
     # importing the same files again changes nothing: stored creation dates are kept
-    again = import_paths(engine, [_write(tmp_path / "report", REPORT_FILES)], mapping="salesforce")
+    again = import_paths(engine, [write_exports(tmp_path / "report", REPORT_FILES)], mapping="salesforce")
     assert again.ok and sum(again.written.values()) == 0, again.render()
     assert [w for w in _warnings(again) if "creation date" in w] == [
         "Account.csv: 3 account(s) without a creation date in the file keep the one already in the database "
@@ -632,7 +628,7 @@ def test_reports_and_files_resaved_in_a_spreadsheet(kind: str, make_db, tmp_path
 def test_an_account_export_with_its_creation_date_is_not_estimated(make_db, tmp_path: Path) -> None:
     engine = make_db("duckdb")
     report = import_paths(
-        engine, [_write(tmp_path / "x", {"Account.csv": ORG_ACCOUNTS})], mapping="salesforce"
+        engine, [write_exports(tmp_path / "x", {"Account.csv": ORG_ACCOUNTS})], mapping="salesforce"
     )
     assert report.ok, report.render()
     assert not [w for w in _warnings(report) if "ESTIMATED" in w]
@@ -663,7 +659,7 @@ LATIN_ACCOUNTS = (
 def test_windows_1252_with_stray_utf8_and_an_undefined_byte(kind: str, make_db, tmp_path: Path) -> None:
     engine = make_db(kind)
     report = import_paths(
-        engine, [_write(tmp_path / "dl", {"extract.csv": LATIN_ACCOUNTS})], mapping="salesforce"
+        engine, [write_exports(tmp_path / "dl", {"extract.csv": LATIN_ACCOUNTS})], mapping="salesforce"
     )
     assert report.ok, report.render()
     assert _rows(engine, "SELECT name, city FROM accounts ORDER BY account_id") == [
