@@ -128,17 +128,6 @@ def accounts_configured(url: str | None) -> bool:
         store.dispose()
 
 
-def _loopback(address: str) -> bool:
-    import ipaddress
-
-    if address.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def unusable_database(url: str | None = None, prog: str = "crm-insights") -> str | None:
     """What is wrong, in one sentence, when the dashboard could not read the database at
     all; None when it can start (it says itself that a database is missing, has no CRM
@@ -194,7 +183,9 @@ def serve(
     if secrets and not files[0].is_file():
         print(f"error: no secrets file at {files[0]}", file=sys.stderr)
         return 2
-    if not (_loopback(address) or allow_anonymous or oidc_configured(files) or accounts_configured(url)):
+    from ui.auth import loopback  # the app's own rule for anonymous use
+
+    if not (loopback(address) or allow_anonymous or oidc_configured(files) or accounts_configured(url)):
         print(
             f"error: refusing to listen on {address} without sign-in: anyone who reaches the port "
             "would see all data and could import. Configure sign-in first:\n"
