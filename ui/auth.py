@@ -30,7 +30,6 @@ otherwise every page says how to configure sign-in and stops.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ from crm_data import accounts as store_module
 from crm_data.accounts import Account, AccountStore
 from crm_data.engines import database_url
 from kpis.filters import EVERYTHING, Scope
+from ui.serve import loopback
 
 IDLE_TIMEOUT = dt.timedelta(minutes=30)
 SESSION_LIMIT = dt.timedelta(hours=12)
@@ -114,18 +114,6 @@ def oidc_configured() -> bool:
     try:
         return "auth" in st.secrets and bool(st.secrets["auth"])
     except Exception:  # no secrets file at all: Streamlit raises its own FileNotFoundError kind
-        return False
-
-
-def loopback(address: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost (not for unset: Streamlit then listens everywhere)."""
-    if not address:
-        return False
-    if address.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
         return False
 
 

@@ -32,6 +32,7 @@ Streamlit is started through ``streamlit.web.bootstrap`` (what ``streamlit run``
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import sys
 import tomllib
@@ -128,6 +129,20 @@ def accounts_configured(url: str | None) -> bool:
         store.dispose()
 
 
+def loopback(address: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost (not for unset: Streamlit then listens
+    everywhere). The one rule for anonymous use: here before starting, in ``ui.auth`` in
+    the app (this module imports no Streamlit, so ``serve`` can refuse quietly)."""
+    if not address:
+        return False
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def unusable_database(url: str | None = None, prog: str = "crm-insights") -> str | None:
     """What is wrong, in one sentence, when the dashboard could not read the database at
     all; None when it can start (it says itself that a database is missing, has no CRM
@@ -183,8 +198,6 @@ def serve(
     if secrets and not files[0].is_file():
         print(f"error: no secrets file at {files[0]}", file=sys.stderr)
         return 2
-    from ui.auth import loopback  # the app's own rule for anonymous use
-
     if not (loopback(address) or allow_anonymous or oidc_configured(files) or accounts_configured(url)):
         print(
             f"error: refusing to listen on {address} without sign-in: anyone who reaches the port "
