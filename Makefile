@@ -28,8 +28,8 @@ run: install
 	$(VPY) -m crm_data serve --address 127.0.0.1
 
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core; }
+	@{ command -v chromium && command -v soffice && command -v pdftotext; } >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core libreoffice-impress poppler-utils; }
 
 install-test: chromium $(VPY)
 	$(VPY) -m pip install -q -r requirements-dev.txt -e .
