@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -80,6 +80,16 @@ DEFAULT_HEIGHT = 500
 PNG_SCALE = 2
 RENDER_TIMEOUT_SECONDS = 90
 START_TIMEOUT_SECONDS = 60
+
+
+class ReportItem(NamedTuple):
+    """One chart of a page as its exports see it: the title, the Plotly figure, its definition
+    in words and the KPI frame it was drawn from (``None`` when the chart has no table)."""
+
+    title: str
+    figure: go.Figure
+    definition: str
+    data: pd.DataFrame | None = None
 
 
 class ChromiumMissingError(RuntimeError):
@@ -501,16 +511,16 @@ async def _print_html_to_pdf(browser: Any, page: str) -> bytes:
     return base64.b64decode(response["result"]["data"])
 
 
-def page_pdf(title: str, filters_text: str, items: Sequence[tuple[str, go.Figure, str]]) -> bytes:
+def page_pdf(title: str, filters_text: str, items: Sequence[ReportItem | tuple[str, go.Figure, str]]) -> bytes:
     """One PDF for a whole dashboard page: its title, the active filters, then every chart (vector)
     with its definition, one chart per A4-landscape page.
 
-    ``items`` are (chart title, figure, definition text). Raises :class:`ChromiumMissingError` when
+    ``items`` are :class:`ReportItem` (or (chart title, figure, definition text)). Raises :class:`ChromiumMissingError` when
     Chromium is absent.
     """
     _require_chromium()
     rendered = []
-    for chart_title, fig, definition in items:
+    for chart_title, fig, definition, *_ in items:
         svg = figure_bytes(fig, "svg").decode("utf-8")
         rendered.append((chart_title, svg, definition or ""))
     page = report_html(title, filters_text, rendered)

@@ -44,6 +44,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from charts import figures
+from charts.export import ReportItem
 from charts.theme import CURRENCY, column_unit
 from kpis.core import naive_timestamps
 from ui.cards import definition_card, definition_text
@@ -155,7 +156,7 @@ class PageReport:
         self.title = title
         self.view = view
         self.user = getattr(view, "user", None)
-        self.items: list[tuple[str, go.Figure, str]] = []
+        self.items: list[ReportItem] = []
         self._keys: dict[str, int] = {}
         st.title(title)
         st.caption(caption or f":material/filter_alt: {view.describe()}")
@@ -215,7 +216,7 @@ class PageReport:
             self._export_popover(fig, data, title, text, key, self._partial_note(partial))
         if partial:
             st.caption(f":material/hourglass_top: {self._partial_note(partial)}")
-        self.items.append((title, fig, text))
+        self.items.append(ReportItem(title, fig, text, data))
 
     def _partial_note(self, partial: list[pd.Timestamp]) -> str | None:
         """What the chart's partial periods mean, for the caption and the XLSX About sheet."""
