@@ -13,13 +13,12 @@ import importlib
 import pandas as pd
 import streamlit as st
 
-from charts.theme import fmt_count
 from kpis.core import LOW_SAMPLE, period_end, period_starts
 from ui import data
 from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry
 from ui.currency import currency_warning
 from ui.filters import View, global_filters, period_label
-from ui.report import no_data
+from ui.report import no_data, show_dataframe
 
 st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
 view = global_filters()
@@ -165,6 +164,5 @@ with st.expander("What's in the database", icon=":material/database:"):
         st.write("No dated records yet (no subscriptions, deals, payments or tickets).")
     else:
         st.write(f"Records from **{bounds[0]:%d %b %Y}** to **{bounds[1]:%d %b %Y}** (UTC).")
-    table = counts.assign(rows=counts["rows"].map(fmt_count))
-    st.dataframe(table, hide_index=True, width="content")
+    show_dataframe(counts, width="content")
     st.caption(f"Read-only connection to `{data.shown_url(url)}`.")

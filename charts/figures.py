@@ -16,7 +16,20 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from charts.theme import BAD, GOOD, NEUTRAL, PALETTE, SEQUENTIAL, axis_format, fmt_money, fmt_value
+from charts.theme import (
+    BAD,
+    CODE,
+    GOOD,
+    NEUTRAL,
+    PALETTE,
+    SEQUENTIAL,
+    WORD_CODE,
+    axis_format,
+    fmt_money,
+    fmt_value,
+    is_code_column,
+)
+from charts.theme import label as code_label
 from kpis.core import is_partial
 
 PERIOD_HOVER = {"month": "%b %Y", "quarter": "Q%q %Y", "year": "%Y"}
@@ -562,3 +575,76 @@ def good_bad_bars(
     if freq:
         period_axis(fig, freq)
     return fig
+
+
+#: ``trace.meta`` key: label -> the stored code it replaced (for a click that needs the code).
+CODES_META = "codes"
+
+
+def _labelled(values: object) -> tuple[list[object], dict[str, str]] | None:
+    """``values`` with code categories as labels and the label -> code map; None when
+    nothing changes (numbers, dates, text written for people)."""
+    if values is None or isinstance(values, str | bytes | dict):
+        return None
+    try:
+        items = list(values)
+    except TypeError:
+        return None
+    if not items or not all(isinstance(v, str) or v is None for v in items):
+        return None
+    texts = [v for v in items if isinstance(v, str)]
+    whole = is_code_column(texts)
+    codes = {v: code_label(v) for v in texts if (whole and WORD_CODE.match(v)) or CODE.match(v)}
+    codes = {code: shown for code, shown in codes.items() if shown != code}
+    if not codes:
+        return None
+    return [codes.get(v, v) if isinstance(v, str) else v for v in items], {s: c for c, s in codes.items()}
+
+
+def readable_figure(fig: go.Figure) -> go.Figure:
+    """Every stored code a reader would meet in ``fig`` shown as its label
+    (``charts.theme.label``: ``paid_search`` -> "Paid search", an unknown
+    ``website_visit`` -> "Website visit"): legend entries, bar / funnel / pie categories,
+    tick labels, annotations (subplot titles) and hover texts that are a code. The codes a
+    trace's categories replaced stay in ``trace.meta["codes"]`` (label -> code). Changes
+    ``fig`` in place and returns it; text written for people is left as it is."""
+    for trace in fig.data:
+        name = getattr(trace, "name", None)
+        if isinstance(name, str) and (CODE.match(name) or name in _known_words()):
+            trace.name = code_label(name)
+        replaced: dict[str, str] = {}
+        for field in ("x", "y", "labels", "text", "hovertext"):
+            if field not in trace:
+                continue
+            value = trace[field]
+            if isinstance(value, str):
+                if CODE.match(value):
+                    trace[field] = code_label(value)
+                continue
+            found = _labelled(value)
+            if found is not None:
+                trace[field], codes = found
+                if field in ("x", "y", "labels"):
+                    replaced.update(codes)
+        if replaced:
+            meta = trace.meta if isinstance(trace.meta, dict) else ({} if trace.meta is None else None)
+            if meta is not None:
+                trace.meta = {**meta, CODES_META: {**meta.get(CODES_META, {}), **replaced}}
+    for axis_name in [k for k in fig.layout.to_plotly_json() if re.fullmatch(r"[xy]axis\d*", k)]:
+        axis = fig.layout[axis_name]
+        for field in ("ticktext", "categoryarray"):
+            found = _labelled(axis[field])
+            if found is not None:
+                axis[field] = found[0]
+    for annotation in fig.layout.annotations or ():
+        if isinstance(annotation.text, str) and (
+            CODE.match(annotation.text) or annotation.text in _known_words()
+        ):
+            annotation.text = code_label(annotation.text)
+    return fig
+
+
+def _known_words() -> frozenset[str]:
+    from charts.theme import _enum_words
+
+    return _enum_words()

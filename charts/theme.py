@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from numbers import Real
 
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -245,11 +246,136 @@ _INTERVAL_WORDS = frozenset({"ci", "lo80", "hi80", "lo95", "hi95"})
 
 
 def readable(value: object) -> str:
-    """A stored code as a reader sees it in a legend or title: ``return_exchange`` ->
-    ``Return exchange``, ``website_visit`` -> ``Website visit``; other text unchanged
-    except for its first letter."""
+    """A stored code as a reader sees it in a legend or title (:func:`label`:
+    ``return_exchange`` -> "Return / exchange", ``website_visit`` -> "Website visit");
+    other text unchanged except for its first letter."""
+    if isinstance(value, str) and (value in LABELS or WORD_CODE.match(value)):
+        return label(value)
     text = str(value).replace("_", " ").strip()
     return text[:1].upper() + text[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# Codes -> labels: the one place every table cell, column header, legend entry and axis
+# category goes through (``label``, ``column_label``, ``readable_values``)
+# --------------------------------------------------------------------------------------------
+
+#: A stored code: lower-case words joined by underscores (``website_visit``, ``poor_support``).
+CODE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
+#: A one-word lower-case code (``support``, ``email``) — a label only beside other codes.
+WORD_CODE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
+#: Words written in capitals inside a label (``lost_mrr`` -> "Lost MRR", ``ctr`` -> "CTR").
+ACRONYMS = frozenset(
+    {"id", "mrr", "arr", "arpa", "ctr", "nps", "ces", "csat", "fcr", "clv", "nrr", "grr", "mape", "mase",
+     "mae", "rmse", "ci", "utc", "url", "csv", "xlsx", "pdf", "iso", "ets", "arima", "kpi", "sms", "b2b"}
+)  # fmt: skip
+#: Codes whose label is not just their words (everything else: :func:`readable` with acronyms).
+LABELS: dict[str, str] = {
+    # survey touchpoints, ticket categories and channels, campaign and web channels
+    "website_visit": "Website visit",
+    "return_exchange": "Return / exchange",
+    "in_app": "In-app",
+    "paid_search": "Paid search",
+    "organic_search": "Organic search",
+    "web": "Web",
+    # churn reasons
+    "product_fit": "Product fit",
+    "business_closed": "Business closed",
+    "poor_support": "Poor support",
+    # column names of KPI frames and drill-downs
+    "account_id": "Account ID",
+    "deal_id": "Deal ID",
+    "contact_id": "Contact ID",
+    "owner_id": "Owner ID",
+    "ticket_id": "Ticket ID",
+    "ctr": "Click-through rate",
+    "fcr_rate": "First-contact resolution",
+    "nps": "NPS",
+    "ces_mean": "CES (mean)",
+    "arpa": "ARPA",
+    "mape": "MAPE",
+    "mase": "MASE",
+    "coverage80": "Coverage of the 80 % interval",
+    "coverage95": "Coverage of the 95 % interval",
+    "lo80": "80 % low",
+    "hi80": "80 % high",
+    "lo95": "95 % low",
+    "hi95": "95 % high",
+    "low95": "95 % low",
+    "high95": "95 % high",
+    "ci_low": "95 % low",
+    "ci_high": "95 % high",
+    "p90_days": "90th percentile (days)",
+    "clv_revenue": "CLV (revenue)",
+    "normalised_email": "Email (normalised)",
+    "normalised_name": "Name (normalised)",
+}
+
+
+def register_labels(labels: dict[str, str]) -> None:
+    """Add labels for codes a deployment uses (e.g. from an import mapping)."""
+    LABELS.update(labels)
+
+
+def label(code: object) -> str:
+    """What a reader sees for a stored value: the label of a known code (``paid_search`` ->
+    "Paid search", ``return_exchange`` -> "Return / exchange"), else — for any other code,
+    e.g. one only imported data has — its words with a capital and acronyms in capitals
+    (``lost_mrr`` -> "Lost MRR", ``website_visit`` -> "Website visit"). Text that is no
+    code ("Mid-Market", "Acme Corp", "1-10") comes back as it is."""
+    text = str(code)
+    if text in LABELS:
+        return LABELS[text]
+    if not WORD_CODE.match(text):
+        return text
+    words = [w.upper() if w in ACRONYMS else w for w in text.split("_")]
+    out = " ".join(words)
+    return out[:1].upper() + out[1:]
+
+
+def column_label(name: object) -> str:
+    """A table column's header: ``days_in_stage`` -> "Days in stage", ``lost_mrr`` ->
+    "Lost MRR", ``win_rate`` -> "Win rate"; a header already written for people stays."""
+    return label(name)
+
+
+def _enum_words() -> frozenset[str]:
+    try:
+        from crm_data.schema import ENUMS
+    except ImportError:  # charts without the data layer
+        return frozenset()
+    return frozenset(v for values in ENUMS.values() for v in values)
+
+
+def is_code_column(values: Iterable[object]) -> bool:
+    """True when every non-empty text value is a lower-case code and at least one has
+    several words (``website_visit``) or all are allowed values of a stored enumeration
+    (``crm_data.schema.ENUMS``: ``support``, ``email``): the column holds stored codes and
+    is shown through :func:`label`. A column of user names (``alice``) is not one."""
+    texts = {v for v in values if isinstance(v, str) and v != ""}
+    if not texts or not all(WORD_CODE.match(t) for t in texts):
+        return False
+    return any(CODE.match(t) for t in texts) or texts <= (_enum_words() | LABELS.keys())
+
+
+def readable_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its code columns (:func:`is_code_column`) shown as labels and any
+    other cell that is a multi-word code labelled too; numbers, dates and free text stay."""
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+            if isinstance(series.dtype, pd.CategoricalDtype):
+                out[column] = series.cat.rename_categories(lambda c: label(c) if isinstance(c, str) else c)
+            continue
+        distinct = series.dropna().unique()
+        if is_code_column(distinct):
+            mapping = {v: label(v) for v in distinct if isinstance(v, str)}
+        else:
+            mapping = {v: label(v) for v in distinct if isinstance(v, str) and CODE.match(v)}
+        if mapping:
+            out[column] = series.map(lambda v, m=mapping: m.get(v, v) if isinstance(v, str) else v)
+    return out
 
 
 def _words(name: object) -> list[str]:
@@ -259,6 +385,8 @@ def _words(name: object) -> list[str]:
 def _measure_unit(words: list[str]) -> str | None:
     if words == ["nps"]:
         return "nps"
+    if words[-1] == "mape":  # mean absolute percentage error: a fraction, shown as %
+        return "ratio"
     if (
         words[-1] in RATIO_LAST_WORDS
         or re.fullmatch(r"coverage\d*", words[-1])
@@ -279,7 +407,7 @@ def column_unit(name: object, *, integer: bool = False, columns: Iterable[object
     frame is shown in, from the kpis naming conventions; None for no particular format.
 
     * ``*_rate``, ``*_ratio``, ``*_retention``, ``ctr``, ``*probability``, ``coverage80``,
-      ``share*``, ``conversion*`` and ``*conversion*`` -> ratio (shown as %);
+      ``share*``, ``conversion*``, ``*conversion*`` and ``mape`` -> ratio (shown as %);
     * a word ``amount``, ``revenue``, ``cost(s)``, ``payments``, ``profit``, ``mrr``, ``arpa``,
       ``refunds``, ``expansion``, ``contraction`` or a cost bucket -> money
       (``cost_per_conversion`` is money, ``revenue_churn_rate`` a ratio);

@@ -17,7 +17,7 @@ from forecasting import customer_models
 from ui.cards import docstring_definition
 from ui.data import data_date_range, database_url, kpi
 from ui.filters import global_filters
-from ui.report import PageReport, is_empty, low_sample_note, no_data
+from ui.report import PageReport, is_empty, low_sample_note, no_data, show_dataframe
 
 st.set_page_config(page_title="CRM Insights — Customers & churn", page_icon=":material/group:", layout="wide")
 view = global_filters()
@@ -229,7 +229,7 @@ else:
             [fit.intervals.assign(model="BG/NBD")]
             + ([spend.intervals.assign(model="Gamma-Gamma")] if spend else [])
         )
-        st.dataframe(intervals[["model", "parameter", "estimate", "low95", "high95"]], hide_index=True)
+        show_dataframe(intervals[["model", "parameter", "estimate", "low95", "high95"]])
     with holdout_col:
         st.markdown("**Holdout check**")
         totals = risk.holdout_summary

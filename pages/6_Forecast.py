@@ -17,7 +17,7 @@ from kpis.filters import Filters
 from ui.currency import currency_warning
 from ui.data import data_date_range, database_url, kpi
 from ui.filters import View, global_filters
-from ui.report import PageReport, is_empty, no_data
+from ui.report import PageReport, is_empty, no_data, show_dataframe
 
 st.set_page_config(page_title="CRM Insights — Forecast", page_icon=":material/trending_up:", layout="wide")
 view = global_filters()
@@ -208,13 +208,12 @@ def statistical(
         table["model"] = table["model"].map(model_label)
         first = ["model", "chosen", "mase", "mae", "rmse", "mape", "coverage80", "coverage95"]
         table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
-        st.dataframe(
+        show_dataframe(
             table,
-            hide_index=True,
             column_config={
                 "mae": st.column_config.NumberColumn("MAE", format="dollar"),
                 "rmse": st.column_config.NumberColumn("RMSE", format="dollar"),
-                "mape": st.column_config.NumberColumn("MAPE", format="%.3f"),
+                "mape": st.column_config.NumberColumn("MAPE", format="percent", step=0.001),
                 "mase": st.column_config.NumberColumn("MASE", format="%.3f"),
                 "coverage80": st.column_config.NumberColumn("Coverage 80 %", format="percent"),
                 "coverage95": st.column_config.NumberColumn("Coverage 95 %", format="percent"),

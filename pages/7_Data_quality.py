@@ -15,7 +15,7 @@ from charts.theme import fmt_count
 from crm_data.quality import check_database
 from ui.data import call
 from ui.filters import global_filters
-from ui.report import PageReport
+from ui.report import PageReport, show_dataframe
 
 st.set_page_config(page_title="CRM Insights — Data quality", page_icon=":material/rule:", layout="wide")
 view = global_filters()
@@ -66,9 +66,8 @@ summary = pd.DataFrame(
         for f in ordered
     ]
 )
-st.dataframe(
+show_dataframe(
     summary,
-    hide_index=True,
     column_config={"records": st.column_config.NumberColumn(format="localized")},
 )
 

@@ -45,7 +45,7 @@ import streamlit as st
 
 from charts import figures
 from charts.export import ReportItem
-from charts.theme import CURRENCY, column_unit
+from charts.theme import CURRENCY, column_label, column_unit, readable_values
 from kpis.core import naive_timestamps
 from ui.cards import definition_card, definition_text
 
@@ -81,29 +81,73 @@ def is_empty(frame: pd.DataFrame | None, columns: list[str] | None = None) -> bo
 
 #: ``st.column_config.NumberColumn`` arguments per unit: rates as % with one decimal (the
 #: step sets a predefined format's precision: 0.001 of a fraction = 0.1 %), money with the
-#: currency and thousands separators, days with one decimal, counts with thousands
-#: separators. The values stay raw (sorting, CSV downloads).
+#: currency and thousands separators, days with one decimal, counts as whole numbers with
+#: thousands separators, expected counts (a model's mean) with one decimal. The values stay
+#: raw (sorting, CSV downloads).
 NUMBER_FORMATS: dict[str, dict[str, Any]] = {
     "ratio": {"format": "percent", "step": 0.001},
     "money": {"format": {"$": "dollar", "€": "euro"}.get(CURRENCY, CURRENCY + " %,.2f"), "step": 0.01},
     "days": {"format": "%,.1f"},
     "count": {"format": "%,d"},
+    "expected_count": {"format": "%,.1f"},
     "nps": {"format": "%+.1f"},
+    "score": {"format": "%.2f"},
 }
 
 
-def column_config(df: pd.DataFrame) -> dict[str, Any]:
-    """``st.dataframe`` column formats for ``df``'s numeric columns, by the kpis naming
-    conventions (``charts.theme.column_unit``: ``*_rate`` -> %, ``amount`` -> money …)."""
+def column_format(name: object, series: pd.Series, columns: Any = ()) -> str | None:
+    """The unit a table column is shown in (a key of ``NUMBER_FORMATS``), by meaning:
+    ``charts.theme.column_unit``'s naming conventions; a column ``expected*`` that is no
+    money -> an expected count (one decimal); a float column of whole numbers that is no
+    rate, money or days (``deals``, ``records`` read from a database as floats) -> a count."""
+    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return None
+    integer = pd.api.types.is_integer_dtype(series)
+    unit = column_unit(name, integer=integer, columns=columns)
+    words = [w for w in re.split(r"[^a-z0-9]+", str(name).lower()) if w]
+    if unit is None and words and words[0] == "expected":
+        return "expected_count"
+    if unit is None and not integer and words and words[-1] not in ("id", "year", "position"):
+        values = series.dropna().to_numpy(dtype=float)
+        if len(values) and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            return "count"
+    return unit
+
+
+def column_config(df: pd.DataFrame, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``st.dataframe`` column configuration for ``df``: every column headed by its label
+    (``charts.theme.column_label``: ``days_in_stage`` -> "Days in stage"), numbers formatted
+    by meaning (:func:`column_format`: rates %, money, days, counts as integers, expected
+    counts to one decimal). ``overrides`` (the page's own entries) win; one of them without a
+    label gets the column's."""
     config: dict[str, Any] = {}
     for column in df.columns:
-        series = df[column]
-        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            continue
-        unit = column_unit(column, integer=pd.api.types.is_integer_dtype(series), columns=df.columns)
+        name = str(column)
+        shown = column_label(column)
+        unit = column_format(column, df[column], df.columns)
         if unit in NUMBER_FORMATS:
-            config[str(column)] = st.column_config.NumberColumn(**NUMBER_FORMATS[unit])
+            config[name] = st.column_config.NumberColumn(shown, **NUMBER_FORMATS[unit])
+        elif pd.api.types.is_bool_dtype(df[column]):
+            config[name] = st.column_config.CheckboxColumn(shown)
+        elif shown != name:
+            config[name] = st.column_config.Column(shown)
+    for name, entry in (overrides or {}).items():
+        if isinstance(entry, dict) and not entry.get("label") and name in config:
+            entry = {**entry, "label": config[name].get("label")}
+        config[name] = entry
     return config
+
+
+def show_dataframe(df: pd.DataFrame, *, column_config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """``st.dataframe`` as every table of the product shows one: stored codes as labels
+    (``charts.theme.readable_values``: ``poor_support`` -> "Poor support"), headers and
+    number formats from :func:`column_config` (``column_config`` here: the page's own
+    entries, which win). ``kwargs`` go to ``st.dataframe``."""
+    kwargs.setdefault("hide_index", True)
+    return st.dataframe(readable_values(df), column_config=_column_config(df, column_config), **kwargs)
+
+
+_column_config = column_config
 
 
 def _slug(text: str) -> str:
@@ -200,6 +244,7 @@ class PageReport:
         text = definition_text(kpi_key, definition)
         if not fig.layout.title.text:
             fig.update_layout(title_text=title)
+        figures.readable_figure(fig)  # stored codes as labels (legend, categories, hover)
         partial: list[pd.Timestamp] = []
         if figures.period_freq(fig) == getattr(self.view, "freq", None):
             partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
@@ -360,7 +405,7 @@ class PageReport:
             return
         if caption:
             st.caption(caption)
-        st.dataframe(df, hide_index=True, height=height, key=f"table-{key}", column_config=column_config(df))
+        show_dataframe(df, height=height, key=f"table-{key}")
         export = _export()
         frame = df.copy()
         _download(

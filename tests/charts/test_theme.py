@@ -139,7 +139,7 @@ def test_money_ticks_are_compact_and_full_beyond_hundreds_of_millions():
 
 @pytest.mark.parametrize(
     ("code", "shown"),
-    [("return_exchange", "Return exchange"), ("website_visit", "Website visit"), ("phone", "Phone"),
+    [("return_exchange", "Return / exchange"), ("website_visit", "Website visit"), ("phone", "Phone"),
      ("(not set)", "(not set)"), ("Core plan", "Core plan"), (42, "42")],
 )  # fmt: skip
 def test_readable_turns_codes_into_words(code: object, shown: str) -> None:

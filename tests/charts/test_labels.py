@@ -1,0 +1,98 @@
+"""Issue 14, point 9: one place turns stored codes into labels (``charts.theme.label``,
+``readable_values``; ``charts.figures.readable_figure`` for figures)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from plotly.subplots import make_subplots
+
+from charts.figures import CODES_META, readable_figure
+from charts.theme import column_label, is_code_column, label, readable_values
+
+
+@pytest.mark.parametrize(
+    ("code", "shown"),
+    [
+        ("website_visit", "Website visit"),
+        ("paid_search", "Paid search"),
+        ("poor_support", "Poor support"),
+        ("in_app", "In-app"),
+        ("return_exchange", "Return / exchange"),
+        ("support", "Support"),
+        # codes only imported data has: a readable fallback, never the code
+        ("trade_show_booth", "Trade show booth"),
+        ("lost_mrr", "Lost MRR"),
+        ("nps_by_ces_touchpoint", "NPS by CES touchpoint"),
+        # text written for people stays as it is
+        ("Mid-Market", "Mid-Market"),
+        ("1-10", "1-10"),
+        ("U013", "U013"),
+        ("Acme Corp", "Acme Corp"),
+        ("e-mail", "e-mail"),
+    ],
+)
+def test_label(code, shown):
+    assert label(code) == shown
+
+
+@pytest.mark.parametrize(
+    ("column", "shown"),
+    [("days_in_stage", "Days in stage"), ("account_id", "Account ID"), ("win_rate", "Win rate"),
+     ("ctr", "Click-through rate"), ("Responded (UTC)", "Responded (UTC)")],
+)  # fmt: skip
+def test_column_label(column, shown):
+    assert column_label(column) == shown
+
+
+def test_code_columns_are_told_from_names_and_free_text():
+    assert is_code_column(["support", "website_visit", None])
+    assert is_code_column(["email", "phone"])  # allowed values of a stored enumeration
+    assert not is_code_column(["alice", "bob"])  # user names: not codes
+    assert not is_code_column(["Too expensive.", "poor_support"])
+
+
+def test_readable_values_labels_codes_and_keeps_the_rest():
+    frame = pd.DataFrame(
+        {
+            "end_reason": ["poor_support", "price", None],
+            "account": ["Acme Corp", "alice", "Zen Labs"],
+            "comment": ["see product_fit", "Too slow", "ok"],
+            "mrr": [1.5, 2.0, 3.0],
+        }
+    )
+    shown = readable_values(frame)
+    assert shown["end_reason"].tolist()[:2] == ["Poor support", "Price"]
+    assert pd.isna(shown["end_reason"].iloc[2])
+    assert shown["account"].tolist() == ["Acme Corp", "alice", "Zen Labs"]
+    assert shown["comment"].tolist() == ["see product_fit", "Too slow", "ok"]
+    assert shown["mrr"].tolist() == [1.5, 2.0, 3.0]
+    assert frame["end_reason"].iloc[0] == "poor_support"  # the caller's frame is untouched
+
+
+def test_readable_figure_labels_legends_categories_ticks_and_subplot_titles():
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["website_visit", "support"])
+    fig.add_trace(go.Bar(x=["paid_search", "email", "in_app"], y=[3, 2, 1], name="paid_search"), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(x=[1, 2], y=[0.1, 0.2], name="Share easy", text=["poor_support", "See notes"]), row=1, col=2
+    )
+    fig.update_xaxes(tickvals=[1, 2], ticktext=["return_exchange", "signup"], row=1, col=2)
+    readable_figure(fig)
+    bar, line = fig.data
+    assert bar.name == "Paid search"
+    assert list(bar.x) == ["Paid search", "Email", "In-app"]
+    assert bar.meta[CODES_META] == {"Paid search": "paid_search", "Email": "email", "In-app": "in_app"}
+    assert line.name == "Share easy" and list(line.x) == [1, 2]
+    assert list(line.text) == ["Poor support", "See notes"]
+    assert list(fig.layout.xaxis2.ticktext) == ["Return / exchange", "Signup"]
+    assert [a.text for a in fig.layout.annotations] == ["Website visit", "Support"]
+
+
+def test_readable_figure_leaves_dates_and_names_alone():
+    fig = go.Figure(go.Bar(x=["2026-01-01", "2026-02-01"], y=[1, 2], name="Won deals"))
+    fig.add_trace(go.Bar(x=["Mid-Market", "SMB"], y=[1, 2], name="alice"))
+    readable_figure(fig)
+    assert list(fig.data[0].x) == ["2026-01-01", "2026-02-01"]
+    assert list(fig.data[1].x) == ["Mid-Market", "SMB"] and fig.data[1].name == "alice"
+    assert fig.data[0].meta is None

@@ -1,0 +1,119 @@
+"""Issue 14, point 9: no raw code on any page. Every page runs under AppTest on the demo
+database; no table column header or cell, no figure legend entry, category, tick label,
+subplot title or hover name, and no option of a select box reads like a stored code
+(``website_visit``, ``paid_search``, ``poor_support``: ``^[a-z]+(_[a-z]+)+$``).
+
+The figures are read from the ``plotly_chart`` elements' specs, the tables from the
+``dataframe`` elements (their column labels from the column configuration Streamlit gets).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import PROJECT_ROOT
+
+RAW_CODE = re.compile(r"^[a-z]+(_[a-z]+)+$")
+#: a code inside a longer text (a hover "poor_support: 12"), outside Plotly's %{…} fields
+RAW_CODE_WORD = re.compile(r"(?<![\w{.%\[])[a-z]+(?:_[a-z]+)+(?![\w(\[])")
+PLACEHOLDER = re.compile(r"%\{[^}]*\}")
+
+PAGES = [
+    "dashboard.py",
+    *sorted(str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "pages").glob("*.py")),
+]
+
+
+def _array(value: object) -> list:
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).tolist()
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [] if value is None else [value]
+
+
+def _strings(values: object) -> Iterator[str]:
+    for value in _array(values):
+        if isinstance(value, list):
+            yield from _strings(value)
+        elif isinstance(value, str):
+            yield value
+
+
+def _hover_words(text: str) -> list[str]:
+    return RAW_CODE_WORD.findall(PLACEHOLDER.sub(" ", text))
+
+
+def figure_codes(spec: dict) -> list[str]:
+    """Raw codes a reader meets in one Plotly figure spec: legend entries, category values,
+    tick labels, annotations (subplot titles), hover names and hover texts."""
+    found: list[str] = []
+    where = spec.get("layout", {}).get("title", {}).get("text", "?")
+
+    def check(kind: str, text: str) -> None:
+        if RAW_CODE.match(text.strip()):
+            found.append(f"{where!r} {kind}: {text!r}")
+
+    for trace in spec.get("data", []):
+        if trace.get("showlegend", True) is not False and trace.get("name"):
+            check("legend", str(trace["name"]))
+        for axis in ("x", "y", "labels", "ids"):
+            for text in _strings(trace.get(axis)):
+                check(f"{axis} category", text)
+        for field in ("hovertext", "text", "hovertemplate"):
+            for text in _strings(trace.get(field)):
+                found += [f"{where!r} {field}: {w!r} in {text!r}" for w in _hover_words(text)]
+    layout = spec.get("layout", {})
+    for name, axis in layout.items():
+        if re.fullmatch(r"[xy]axis\d*", name) and isinstance(axis, dict):
+            for text in _strings(axis.get("ticktext")):
+                check(f"{name} tick", text)
+            for text in _strings(axis.get("categoryarray")):
+                check(f"{name} category", text)
+    for annotation in layout.get("annotations", []):
+        check("annotation", str(annotation.get("text", "")))
+    return found
+
+
+def table_codes(element) -> list[str]:
+    """Raw codes in one ``st.dataframe``: column headers as shown (the configured label,
+    else the column name) and text cells."""
+    frame: pd.DataFrame = element.value
+    config = json.loads(element.proto.columns or "{}")
+    found = []
+    for column in frame.columns:
+        shown = str((config.get(str(column)) or {}).get("label") or column)
+        if RAW_CODE.match(shown):
+            found.append(f"table header {shown!r}")
+        series = frame[column]
+        if pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
+            for value in series.dropna().astype(str).unique():
+                if RAW_CODE.match(value):
+                    found.append(f"table {shown!r} cell {value!r}")
+    return found
+
+
+def page_codes(at) -> list[str]:
+    found: list[str] = []
+    for chart in at.get("plotly_chart"):
+        found += figure_codes(json.loads(chart.proto.spec))
+    for table in at.dataframe:
+        found += table_codes(table)
+    for widget in [*at.selectbox, *at.multiselect, *at.radio]:
+        found += [f"option {o!r} of {widget.label!r}" for o in widget.options if RAW_CODE.match(str(o))]
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_raw_code_on_the_page(app, page):
+    at = app(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    codes = page_codes(at)
+    assert not codes, "\n".join(codes)
