@@ -511,7 +511,9 @@ async def _print_html_to_pdf(browser: Any, page: str) -> bytes:
     return base64.b64decode(response["result"]["data"])
 
 
-def page_pdf(title: str, filters_text: str, items: Sequence[ReportItem | tuple[str, go.Figure, str]]) -> bytes:
+def page_pdf(
+    title: str, filters_text: str, items: Sequence[ReportItem | tuple[str, go.Figure, str]]
+) -> bytes:
     """One PDF for a whole dashboard page: its title, the active filters, then every chart (vector)
     with its definition, one chart per A4-landscape page.
 

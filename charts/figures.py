@@ -21,6 +21,7 @@ from charts.theme import (
     CODE,
     GOOD,
     NEUTRAL,
+    NOT_FROM_ZERO,
     PALETTE,
     SEQUENTIAL,
     WORD_CODE,
@@ -648,3 +649,19 @@ def _known_words() -> frozenset[str]:
     from charts.theme import _enum_words
 
     return _enum_words()
+
+
+def rate_axes_from_zero(fig: go.Figure) -> go.Figure:
+    """Every rate axis of ``fig`` (a percentage tick format) starts at zero
+    (``rangemode="tozero"``) unless it has an explicit range or is marked as not starting
+    there (``charts.theme.mark_not_from_zero``): a zoomed rate axis makes a 0.3 pp change
+    look like a collapse. Changes ``fig`` in place and returns it."""
+    for name in [k for k in fig.layout.to_plotly_json() if re.fullmatch(r"[xy]axis\d*", k)]:
+        axis = fig.layout[name]
+        if not str(axis.tickformat or "").endswith("%") or axis.type in ("category", "date"):
+            continue
+        if axis.range is not None or NOT_FROM_ZERO in str(axis.title.text or ""):
+            continue
+        if axis.rangemode in (None, "normal"):
+            axis.rangemode = "tozero"
+    return fig

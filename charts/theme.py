@@ -213,8 +213,14 @@ MONEY_TICKFORMATSTOPS: list[dict[str, object]] = [
 ]
 
 
+#: Written in the title of a rate axis that does not start at zero (a zoomed-in axis).
+NOT_FROM_ZERO = "axis not from 0"
+
+
 def axis_format(unit: str) -> dict[str, object]:
-    """``fig.update_yaxes(**axis_format("ratio"))``: tick and hover formats for a unit."""
+    """``fig.update_yaxes(**axis_format("ratio"))``: tick and hover formats for a unit (a
+    rate axis is made to start at zero by ``charts.figures.rate_axes_from_zero``, which
+    every page chart passes through)."""
     out = {"tickformat": TICKFORMAT.get(unit, ",")}
     if unit in HOVERFORMAT:
         out["hoverformat"] = HOVERFORMAT[unit]
@@ -223,6 +229,18 @@ def axis_format(unit: str) -> dict[str, object]:
     if unit == "money":
         out["tickformatstops"] = MONEY_TICKFORMATSTOPS
     return out
+
+
+def mark_not_from_zero(fig: go.Figure, axis: str = "yaxis") -> go.Figure:
+    """Say on ``fig``'s ``axis`` that it does not start at zero (for a rate axis zoomed in on
+    purpose, e.g. coverage near its target): its title gets "(axis not from 0)" and its
+    ``rangemode`` is left to the data. Returns ``fig``."""
+    layout_axis = fig.layout[axis]
+    title = layout_axis.title.text or ""
+    if NOT_FROM_ZERO not in title:
+        layout_axis.title.text = f"{title} ({NOT_FROM_ZERO})".strip()
+    layout_axis.rangemode = "normal"
+    return fig
 
 
 # --------------------------------------------------------------------------------------------

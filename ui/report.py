@@ -245,6 +245,7 @@ class PageReport:
         if not fig.layout.title.text:
             fig.update_layout(title_text=title)
         figures.readable_figure(fig)  # stored codes as labels (legend, categories, hover)
+        figures.rate_axes_from_zero(fig)
         partial: list[pd.Timestamp] = []
         if figures.period_freq(fig) == getattr(self.view, "freq", None):
             partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))

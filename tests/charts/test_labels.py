@@ -8,8 +8,16 @@ import plotly.graph_objects as go
 import pytest
 from plotly.subplots import make_subplots
 
-from charts.figures import CODES_META, readable_figure
-from charts.theme import column_label, is_code_column, label, readable_values
+from charts.figures import CODES_META, rate_axes_from_zero, readable_figure
+from charts.theme import (
+    NOT_FROM_ZERO,
+    axis_format,
+    column_label,
+    is_code_column,
+    label,
+    mark_not_from_zero,
+    readable_values,
+)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +83,9 @@ def test_readable_figure_labels_legends_categories_ticks_and_subplot_titles():
     fig = make_subplots(rows=1, cols=2, subplot_titles=["website_visit", "support"])
     fig.add_trace(go.Bar(x=["paid_search", "email", "in_app"], y=[3, 2, 1], name="paid_search"), row=1, col=1)
     fig.add_trace(
-        go.Scatter(x=[1, 2], y=[0.1, 0.2], name="Share easy", text=["poor_support", "See notes"]), row=1, col=2
+        go.Scatter(x=[1, 2], y=[0.1, 0.2], name="Share easy", text=["poor_support", "See notes"]),
+        row=1,
+        col=2,
     )
     fig.update_xaxes(tickvals=[1, 2], ticktext=["return_exchange", "signup"], row=1, col=2)
     readable_figure(fig)
@@ -96,3 +106,26 @@ def test_readable_figure_leaves_dates_and_names_alone():
     assert list(fig.data[0].x) == ["2026-01-01", "2026-02-01"]
     assert list(fig.data[1].x) == ["Mid-Market", "SMB"] and fig.data[1].name == "alice"
     assert fig.data[0].meta is None
+
+
+def test_rate_axes_start_at_zero_unless_ranged_or_marked():
+    fig = make_subplots(rows=1, cols=3)
+    for col in (1, 2, 3):
+        fig.add_trace(go.Scatter(x=[1, 2], y=[0.41, 0.43]), row=1, col=col)
+    fig.update_yaxes(**axis_format("ratio"))
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    mark_not_from_zero(fig, "yaxis3")
+    fig.update_xaxes(tickformat="%b %Y")  # a date axis: no rate
+    rate_axes_from_zero(fig)
+    assert fig.layout.yaxis.rangemode == "tozero"
+    assert fig.layout.yaxis2.rangemode is None and tuple(fig.layout.yaxis2.range) == (0, 1)
+    assert fig.layout.yaxis3.rangemode == "normal"
+    assert NOT_FROM_ZERO in fig.layout.yaxis3.title.text
+    assert fig.layout.xaxis.rangemode is None
+
+
+def test_a_count_axis_is_left_to_the_data():
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[410, 430]))
+    fig.update_yaxes(**axis_format("count"))
+    rate_axes_from_zero(fig)
+    assert fig.layout.yaxis.rangemode is None

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from charts.theme import NOT_FROM_ZERO
+
 from .conftest import PROJECT_ROOT
 
 RAW_CODE = re.compile(r"^[a-z]+(_[a-z]+)+$")
@@ -82,6 +84,26 @@ def figure_codes(spec: dict) -> list[str]:
     return found
 
 
+def rate_axes_not_from_zero(spec: dict) -> list[str]:
+    """Rate axes (a % tick format) that neither start at zero (``rangemode`` tozero /
+    nonnegative, or a ``range`` from 0) nor carry the mark ``charts.theme.NOT_FROM_ZERO``
+    in their title."""
+    found = []
+    layout = spec.get("layout", {})
+    where = layout.get("title", {}).get("text", "?")
+    for name, axis in layout.items():
+        if not (re.fullmatch(r"[xy]axis\d*", name) and isinstance(axis, dict)):
+            continue
+        if not str(axis.get("tickformat", "")).endswith("%") or axis.get("type") in ("category", "date"):
+            continue
+        start = (axis.get("range") or [None])[0]
+        title = str((axis.get("title") or {}).get("text") or "")
+        if axis.get("rangemode") in ("tozero", "nonnegative") or start == 0 or NOT_FROM_ZERO in title:
+            continue
+        found.append(f"{where!r} {name}: rate axis from {start!r}, not marked")
+    return found
+
+
 def table_codes(element) -> list[str]:
     """Raw codes in one ``st.dataframe``: column headers as shown (the configured label,
     else the column name) and text cells."""
@@ -98,6 +120,12 @@ def table_codes(element) -> list[str]:
                 if RAW_CODE.match(value):
                     found.append(f"table {shown!r} cell {value!r}")
     return found
+
+
+def page_rate_axes(at) -> list[str]:
+    return [
+        f for chart in at.get("plotly_chart") for f in rate_axes_not_from_zero(json.loads(chart.proto.spec))
+    ]
 
 
 def page_codes(at) -> list[str]:
@@ -117,3 +145,11 @@ def test_no_raw_code_on_the_page(app, page):
     assert not at.exception, [e.value for e in at.exception]
     codes = page_codes(at)
     assert not codes, "\n".join(codes)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_rate_axes_start_at_zero_or_say_so(app, page):
+    at = app(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    axes = page_rate_axes(at)
+    assert not axes, "\n".join(axes)
