@@ -167,11 +167,24 @@ def fmt_value(value: object, unit: str) -> str:
     return formatter(value)
 
 
+def delta_is_zero(change: object, unit: str) -> bool:
+    """True when a change reads as zero once formatted for ``unit`` (``0.0004`` of a rate
+    is "0.0 pp"): no arrow, no colour, no sign for it."""
+    if _missing(change):
+        return False
+    return not any(ch in "123456789" for ch in _fmt_delta(abs(float(change)), unit))  # type: ignore[arg-type]
+
+
 def fmt_delta(change: object, unit: str) -> str:
-    """A period-over-period change: ratios in percentage points, others in their unit, signed."""
+    """A period-over-period change: ratios in percentage points, others in their unit, signed;
+    a change that reads as zero is shown without a sign ("0.0 pp")."""
     if _missing(change):
         return ""
-    c = float(change)  # type: ignore[arg-type]
+    text = _fmt_delta(float(change), unit)  # type: ignore[arg-type]
+    return text[1:] if delta_is_zero(change, unit) else text
+
+
+def _fmt_delta(c: float, unit: str) -> str:
     sign = "+" if c >= 0 else "-"  # ASCII minus: st.metric reads the sign from the text
     if unit == "ratio":
         return f"{sign}{abs(100 * c):,.1f} pp"

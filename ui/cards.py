@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from charts.theme import fmt_delta, fmt_value
+from charts.theme import delta_is_zero, fmt_delta, fmt_value
 from kpis.core import is_partial
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -184,12 +184,14 @@ def kpi_card(
     unit = unit or (entry.unit if entry else "count")
     if higher_is_better is None:
         higher_is_better = bool(entry.higher_is_better) if entry else True
+    flat = delta_is_zero(delta, unit)  # "0.0 pp": no arrow, no colour
     with st.container(border=True):
         st.metric(
             title,
             fmt_value(value, unit),
             delta=fmt_delta(delta, unit) or None,
-            delta_color="off" if delta == 0 else ("normal" if higher_is_better else "inverse"),
+            delta_color="off" if flat else ("normal" if higher_is_better else "inverse"),
+            delta_arrow="off" if flat else "auto",
             help=_card_help(entry),
             chart_data=sparkline if sparkline and len(sparkline) > 1 else None,
             chart_type="line",
