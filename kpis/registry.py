@@ -366,3 +366,41 @@ def get(key: str) -> KpiDefinition:
         if kpi.key == key:
             return kpi
     raise KeyError(f"unknown KPI {key!r}; known: {', '.join(k.key for k in KPIS)}")
+
+
+#: Each KPI in plain words, read before its formula (``definition``): what the number tells a
+#: reader, without column names. Cards and exports show "<in words> Formula: <definition>".
+IN_WORDS: dict[str, str] = {
+    "churn_rate": "The share of the customers at the start of a period who are no longer customers at its end.",
+    "nps": (
+        "How likely customers are to recommend us: the share of promoters minus the share of "
+        "detractors, from −100 to +100."
+    ),
+    "ces": "How easy customers found it to get something done with us, per touchpoint (higher is easier).",
+    "win_rate": "Of the deals closed in a period, the share that were won.",
+    "sales_cycle": "How many days a won deal took from its creation to its close.",
+    "stage_durations": "How long deals stay in each pipeline stage before they move on or close.",
+    "first_contact_resolution": "The share of resolved tickets that were resolved at the first contact.",
+    "retention_cost": "What keeping one customer through a period cost: retention spending per customer kept.",
+    "revenue": "The money customers paid in a period, after refunds, and the average per paying account.",
+    "active_customers": "How many accounts had an active subscription, and how many joined and left.",
+    "net_revenue_retention": (
+        "Recurring revenue kept from the customers at the start of a period, with their upgrades "
+        "and downgrades: above 100 % means they grew."
+    ),
+    "revenue_churn": "The share of recurring revenue lost to cancellations and downgrades in a period.",
+    "lead_conversion": "Of the deals created in a period, the share that were won so far.",
+    "funnel": "How many deals reached each pipeline stage, and the share that moved on from the stage before.",
+    "weighted_pipeline": "The open deals' amounts, each weighted by the chance of its stage to be won.",
+    "cohort_retention": "Of the customers who started in a month, the share still customers each month after.",
+    "customer_profitability": "What each customer paid minus what serving that customer cost.",
+    "campaign_funnel": "How many recipients of a campaign opened, clicked and converted, and the cost per conversion.",
+    "web_ctr": "The share of website impressions that led to a click, and of sessions that led to a sign-up.",
+    "social_engagement": "The share of social-media impressions that led to an engagement (a reaction, comment or share), per platform.",
+    "complaint_spikes": "Weeks in which a product got far more defect or complaint tickets than usual.",
+}
+
+
+def in_words(key: str) -> str:
+    """The KPI ``key`` in plain words (``IN_WORDS``), or "" when none is written."""
+    return IN_WORDS.get(key, "")

@@ -49,11 +49,29 @@ def registry_entry(key: str) -> Any | None:
 
 
 def definition_text(key: str | None, fallback: str | None = None) -> str:
-    """The definition to print beside a chart / in an export: the registry's, else ``fallback``."""
+    """The definition to print beside a chart / in an export: the registry's (in words
+    first, then "Formula: …", :func:`explained`), else ``fallback``."""
     entry = registry_entry(key) if key else None
     if entry is not None:
-        return str(entry.definition)
+        return explained(entry)
     return fallback or ""
+
+
+FORMULA = "Formula:"
+
+
+def explained(entry: Any) -> str:
+    """A registry entry's definition as a reader takes it in: the KPI in plain words
+    (``kpis.registry.in_words``), then "Formula: " and the formula (``entry.definition``);
+    the formula alone when no words are written for it."""
+    try:
+        from kpis.registry import in_words
+    except ImportError:
+        words = ""
+    else:
+        words = in_words(entry.key)
+    formula = str(entry.definition)
+    return f"{words} {FORMULA} {formula}" if words else formula
 
 
 def registry_entry_for(function: Any) -> Any | None:
@@ -90,7 +108,7 @@ def docstring_definition(function: Any) -> str:
     """
     entry = registry_entry_for(function)
     if entry is not None:
-        return str(entry.definition)
+        return explained(entry)
     paragraphs = [p.strip() for p in (inspect.getdoc(function) or "").split("\n\n") if p.strip()]
     if not paragraphs:
         return ""
@@ -110,7 +128,8 @@ def definition_card(key: str, fallback: str | None = None) -> None:
         return
     direction = "higher is better" if entry.higher_is_better else "lower is better"
     unit = UNIT_WORDS.get(entry.unit, entry.unit)
-    st.caption(f":material/info: **{entry.title}** — {entry.definition} *(Unit: {unit}; {direction}.)*")
+    text = explained(entry).replace(FORMULA, f"*{FORMULA}*", 1)
+    st.caption(f":material/info: **{entry.title}** — {text} *(Unit: {unit}; {direction}.)*")
 
 
 @dataclass(frozen=True)
@@ -211,8 +230,8 @@ def _card_help(entry: Any | None) -> str | None:
     if entry is None:
         return None
     if entry.card_title != entry.title:
-        return f"**{entry.title}**: {entry.definition}"
-    return str(entry.definition)
+        return f"**{entry.title}**: {explained(entry)}"
+    return explained(entry)
 
 
 @dataclass(frozen=True)

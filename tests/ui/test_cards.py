@@ -97,7 +97,11 @@ def test_docstring_definition_prefers_the_registry_entry_of_the_function():
     import kpis
     from kpis import registry
 
-    assert docstring_definition(kpis.churn_rate) == registry.get("churn_rate").definition
+    entry = registry.get("churn_rate")
+    assert (
+        docstring_definition(kpis.churn_rate)
+        == f"{registry.in_words('churn_rate')} Formula: {entry.definition}"
+    )
     assert "Formula: tickets = count of tickets by opened_at" in docstring_definition(kpis.ticket_breakdown)
 
 

@@ -147,7 +147,8 @@ def test_cards_with_a_short_title_name_the_kpi_in_full_in_their_help(app):
         card = cards[entry.short_title]
         assert card.help.startswith(f"**{entry.title}**: ")
         assert card.help.endswith(entry.definition)
-    assert cards["Churn rate"].help == registry.get("churn_rate").definition
+    churn = registry.get("churn_rate")  # words first, the formula second
+    assert cards["Churn rate"].help == f"{registry.in_words('churn_rate')} Formula: {churn.definition}"
 
 
 LOW_SAMPLE_MARK = "Fewer than 30 observations: read with care."
