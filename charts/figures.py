@@ -665,3 +665,21 @@ def rate_axes_from_zero(fig: go.Figure) -> go.Figure:
         if axis.rangemode in (None, "normal"):
             axis.rangemode = "tozero"
     return fig
+
+
+#: Pixels from the top of a figure to the top of its legend when the legend sits between the
+#: title and the subplot titles (:func:`legend_between_title_and_subplots`), and the top
+#: margin that leaves room for the subplot titles under it.
+LEGEND_TOP_PX, SUBPLOT_TOP_MARGIN_PX = 36, 112
+
+
+def legend_between_title_and_subplots(fig: go.Figure, height: int) -> go.Figure:
+    """For a figure of ``make_subplots(subplot_titles=…)`` ``height`` px high: the legend
+    goes in a band of its own under the title and above the subplot titles (the theme puts
+    it just above the plot area, where the top row's subplot titles are). Returns ``fig``."""
+    fig.update_layout(
+        height=height,
+        margin={"t": SUBPLOT_TOP_MARGIN_PX},
+        legend={"yref": "container", "y": 1 - LEGEND_TOP_PX / height, "yanchor": "top"},
+    )
+    return fig

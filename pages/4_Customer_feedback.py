@@ -154,7 +154,8 @@ def effort_by_touchpoint(view: View) -> None:
     else:
         fig.update_yaxes(**axis_format("ratio"), range=[0, 1.02])
     figures.period_axis(fig, view.freq)
-    fig.update_layout(height=max(380, 250 * rows_needed + 120), hovermode="closest")
+    fig.update_layout(hovermode="closest")
+    figures.legend_between_title_and_subplots(fig, max(380, 250 * rows_needed + 120))
     report.chart(fig, ces, f"CES per touchpoint: {label.split(' (')[0].lower()}", kpi_key="ces")
     st.caption("Shaded: 95 % interval. Hollow markers: fewer than 30 responses in the period.")
 

@@ -238,7 +238,8 @@ def statistical(
 def pipeline(view: View) -> forecasting.PipelineForecast:
     st.subheader("Pipeline-weighted view")
     pipe = kpi(forecasting.pipeline_forecast, view.filters, months=3)
-    left, right = st.columns(2)
+    # the chart above the table: beside it, half a 1440 px screen cuts the table's columns off
+    left, right = st.container(), st.container()
     with left:
         if is_empty(pipe.by_month, ["expected_revenue"]):
             no_data("No open deals in this selection.")

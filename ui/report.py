@@ -138,13 +138,71 @@ def column_config(df: pd.DataFrame, overrides: dict[str, Any] | None = None) -> 
     return config
 
 
-def show_dataframe(df: pd.DataFrame, *, column_config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+#: Pixels a full-width table has on a 1440 px wide screen (the main column, sidebar open,
+#: measured 978 px; less a margin for the grid's scroll bar and borders).
+FULL_WIDTH_PX = 950
+#: Glide data grid's text: about this many pixels per character, plus a cell's padding
+#: (and a header's sort / menu icons).
+CHAR_PX, CELL_PADDING_PX, HEADER_PADDING_PX, MIN_COLUMN_PX = 7.6, 22, 34, 56
+
+
+def natural_widths(shown: pd.DataFrame, config: dict[str, Any], rows: int = 200) -> dict[str, float]:
+    """About how wide (px) the grid draws each column of ``shown`` by itself: its header or
+    its longest cell among the first ``rows`` (numbers as formatted, about 12 characters)."""
+    out: dict[str, float] = {}
+    for column in shown.columns:
+        name = str(column)
+        header = str((config.get(name) or {}).get("label") or name)
+        series = shown[column].head(rows)
+        if pd.api.types.is_bool_dtype(series):
+            cell = 3
+        elif pd.api.types.is_numeric_dtype(series):
+            cell = 12
+        elif pd.api.types.is_datetime64_any_dtype(series):
+            cell = 19
+        else:
+            cell = int(series.dropna().astype(str).str.len().max() or 0) if len(series) else 0
+        out[name] = max(len(header) * CHAR_PX + HEADER_PADDING_PX, cell * CHAR_PX + CELL_PADDING_PX)
+    return out
+
+
+def fitted_widths(natural: dict[str, float], available: float) -> dict[str, int] | None:
+    """Column widths (px) that fit ``available``: None when the natural widths fit already;
+    else the widest columns are cut to one common cap (the narrow ones keep theirs), so every
+    column stays on screen and a long text shows its start (the whole text on hover)."""
+    if not natural or sum(natural.values()) <= available:
+        return None
+    low, high = float(MIN_COLUMN_PX), max(natural.values())
+    for _ in range(40):  # the largest cap with sum(min(width, cap)) <= available
+        cap = (low + high) / 2
+        if sum(min(w, cap) for w in natural.values()) <= available:
+            low = cap
+        else:
+            high = cap
+    return {name: max(MIN_COLUMN_PX, int(min(width, low))) for name, width in natural.items()}
+
+
+def show_dataframe(
+    df: pd.DataFrame, *, column_config: dict[str, Any] | None = None, share: float = 1.0, **kwargs: Any
+) -> Any:
     """``st.dataframe`` as every table of the product shows one: stored codes as labels
     (``charts.theme.readable_values``: ``poor_support`` -> "Poor support"), headers and
     number formats from :func:`column_config` (``column_config`` here: the page's own
-    entries, which win). ``kwargs`` go to ``st.dataframe``."""
+    entries, which win), and column widths that fit the table's room (``share`` of the main
+    column: 0.5 in one of two columns) at 1440 px, so no column is cut off
+    (:func:`fitted_widths`). ``kwargs`` go to ``st.dataframe``."""
     kwargs.setdefault("hide_index", True)
-    return st.dataframe(readable_values(df), column_config=_column_config(df, column_config), **kwargs)
+    shown = readable_values(df)
+    config = _column_config(df, column_config)
+    widths = fitted_widths(natural_widths(shown, config), FULL_WIDTH_PX * share - 16 * (share < 1))
+    for name, width in (widths or {}).items():
+        entry = config.get(name)
+        config[name] = (
+            {**entry, "width": width}
+            if isinstance(entry, dict)
+            else st.column_config.Column(column_label(name), width=width)
+        )
+    return st.dataframe(shown, column_config=config, **kwargs)
 
 
 _column_config = column_config
@@ -393,9 +451,11 @@ class PageReport:
         height: int | str = "auto",
         caption: str | None = None,
         records: bool = False,
+        share: float = 1.0,
     ) -> None:
         """Draw ``df`` under ``title`` with a CSV download of exactly these rows
-        (``records``: record-level rows, for analysts and admins only)."""
+        (``records``: record-level rows, for analysts and admins only; ``share``: the part of
+        the main column the table has, e.g. 0.5 in one of two columns)."""
         key = self._key(title)
         st.markdown(f"**{title}**")
         if records and not self.may_see_records():
@@ -406,7 +466,7 @@ class PageReport:
             return
         if caption:
             st.caption(caption)
-        show_dataframe(df, height=height, key=f"table-{key}")
+        show_dataframe(df, height=height, key=f"table-{key}", share=share)
         export = _export()
         frame = df.copy()
         _download(
