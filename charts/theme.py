@@ -298,7 +298,7 @@ WORD_CODE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 #: Words written in capitals inside a label (``lost_mrr`` -> "Lost MRR", ``ctr`` -> "CTR").
 ACRONYMS = frozenset(
     {"id", "mrr", "arr", "arpa", "ctr", "nps", "ces", "csat", "fcr", "clv", "nrr", "grr", "mape", "mase",
-     "mae", "rmse", "ci", "utc", "url", "csv", "xlsx", "pdf", "iso", "ets", "arima", "kpi", "sms", "b2b"}
+     "mae", "rmse", "ci", "utc", "url", "csv", "xlsx", "pdf", "iso", "ets", "arima", "kpi", "sms", "b2b", "crm"}
 )  # fmt: skip
 #: Codes whose label is not just their words (everything else: :func:`readable` with acronyms).
 LABELS: dict[str, str] = {
@@ -313,6 +313,8 @@ LABELS: dict[str, str] = {
     "product_fit": "Product fit",
     "business_closed": "Business closed",
     "poor_support": "Poor support",
+    # tables of the data model (the dashboard's "What's in the database")
+    "crm_insights_meta": "Settings (CRM Insights)",
     # column names of KPI frames and drill-downs
     "account_id": "Account ID",
     "deal_id": "Deal ID",

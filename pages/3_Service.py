@@ -165,7 +165,12 @@ def complaint_spikes(view: View) -> None:
     )
     fig.add_trace(
         go.Scatter(
-            x=weekly["week"], y=weekly["expected"], name="Expected", mode="lines", line={"color": PALETTE[0]}
+            x=weekly["week"],
+            y=weekly["expected"],
+            name="Expected",
+            mode="lines",
+            line={"color": PALETTE[0]},
+            hovertemplate="%{y:,.1f} expected<extra></extra>",  # a mean count: one decimal
         )
     )
     fig.update_yaxes(**axis_format("count"), title_text="complaints per week", rangemode="tozero")

@@ -40,7 +40,6 @@ from crm_data.importing import (
 from crm_data.mappings import SHIPPED, MappingError, ReadReport, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
 from ui import auth, data
-from ui.report import show_dataframe
 from ui.uploads import MAX_UPLOAD_MB, safe_file_name
 
 BUNDLE = "CSV bundle"
@@ -322,7 +321,7 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
     if not rows.empty:
         order = {name: i for i, name in enumerate(TABLE_NAMES)}  # settings (crm_insights_meta) first
         rows["order"] = rows["table"].map(lambda table: order.get(table, -1))
-        show_dataframe(rows.sort_values("order").drop(columns="order"))
+        st.dataframe(rows.sort_values("order").drop(columns="order"), hide_index=True)
     if problems:
         st.error(
             f"{error_total:,d} error(s): nothing can be imported until they are fixed in the files."
@@ -408,7 +407,7 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
                 f"Imported in {result.seconds:.1f} s. The dashboard now shows the new data.",
                 icon=":material/done_all:",
             )
-            show_dataframe(written)
+            st.dataframe(written, hide_index=True)
             summary = result.summary.lines() if result.summary else []
             if summary:
                 st.subheader("What the files held")

@@ -92,25 +92,38 @@ NUMBER_FORMATS: dict[str, dict[str, Any]] = {
     "expected_count": {"format": "%,.1f"},
     "nps": {"format": "%+.1f"},
     "score": {"format": "%.2f"},
+    # no unit: a p-value, a model parameter, an interval bound — two significant digits below
+    # 0.1 (a p-value of 0.000033), else two decimals; never a raw 4.428571428571429
+    "p_value": {"format": "%.2g"},
+    "decimal": {"format": "%,.2f"},
+    "small": {"format": "%.2g"},
 }
 
 
 def column_format(name: object, series: pd.Series, columns: Any = ()) -> str | None:
     """The unit a table column is shown in (a key of ``NUMBER_FORMATS``), by meaning:
-    ``charts.theme.column_unit``'s naming conventions; a column ``expected*`` that is no
-    money -> an expected count (one decimal); a float column of whole numbers that is no
-    rate, money or days (``deals``, ``records`` read from a database as floats) -> a count."""
+    ``charts.theme.column_unit``'s naming conventions; a column with the word
+    ``expected`` that is no money -> an expected count (one decimal); a float column of
+    whole numbers that is no rate, money or days (``deals``, ``records`` read from a
+    database as floats) -> a count; a p-value -> two significant digits; any other
+    fractional column -> two decimals (two significant digits when its values are mostly
+    below 0.1)."""
     if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         return None
     integer = pd.api.types.is_integer_dtype(series)
     unit = column_unit(name, integer=integer, columns=columns)
     words = [w for w in re.split(r"[^a-z0-9]+", str(name).lower()) if w]
-    if unit is None and words and words[0] == "expected":
+    if unit is None and "expected" in words:  # "expected", "Complaints expected"
         return "expected_count"
     if unit is None and not integer and words and words[-1] not in ("id", "year", "position"):
         values = series.dropna().to_numpy(dtype=float)
-        if len(values) and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        values = values[np.isfinite(values)]
+        if len(values) and np.all(values == np.round(values)):
             return "count"
+        if words[-2:] == ["p", "value"] or words == ["p"]:
+            return "p_value"
+        if len(values):
+            return "decimal" if np.median(np.abs(values)) >= 0.1 else "small"
     return unit
 
 

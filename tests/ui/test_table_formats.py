@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ui.report import column_config
+from ui.report import (
+    CELL_PADDING_PX,
+    CHAR_PX,
+    HEADER_PADDING_PX,
+    column_config,
+    fitted_widths,
+    natural_widths,
+)
 
 
 def _formats(frame: pd.DataFrame) -> dict[str, tuple[str | None, object]]:
@@ -25,6 +32,7 @@ def test_columns_are_labelled_and_formatted_by_meaning():
             "responses": [4.0, 1200.0],  # a count read back as floats
             "expected": [2.34, 0.5],  # complaint spikes' expected weekly count
             "expected_transactions": [1.26, 3.0],
+            "Complaints expected": [2.3333, 0.5],
             "win_rate": [0.25, 0.5],
             "mape": [0.0842, 0.12],
             "coverage80": [0.8, 0.75],
@@ -39,6 +47,7 @@ def test_columns_are_labelled_and_formatted_by_meaning():
     assert formats["responses"] == ("Responses", "%,d")
     assert formats["expected"] == ("Expected", "%,.1f")
     assert formats["expected_transactions"] == ("Expected transactions", "%,.1f")
+    assert formats["Complaints expected"] == ("Complaints expected", "%,.1f")
     assert formats["win_rate"] == ("Win rate", "percent")
     assert formats["mape"] == ("MAPE", "percent")
     assert formats["coverage80"] == ("Coverage of the 80 % interval", "percent")
@@ -48,9 +57,19 @@ def test_columns_are_labelled_and_formatted_by_meaning():
     assert formats["end_reason"][0] == "End reason"
 
 
-def test_a_fractional_measure_is_no_count():
-    formats = _formats(pd.DataFrame({"estimate": [0.25, 1.0], "score": [5.0, 6.5]}))
-    assert formats["estimate"][1] is None and formats["score"][1] is None
+def test_a_measure_without_a_unit_is_no_count_and_no_raw_float():
+    frame = pd.DataFrame(
+        {
+            "estimate": [0.25, 1.0],
+            "Recency": [4.428571428571429, 5.0],
+            "low95": [0.0318, 0.04],
+            "p-value": [3.3e-05, 0.2],
+        }
+    )
+    formats = _formats(frame)
+    assert formats["estimate"][1] == "%,.2f" and formats["Recency"][1] == "%,.2f"
+    assert formats["low95"] == ("95 % low", "%.2g")
+    assert formats["p-value"][1] == "%.2g"
 
 
 def test_the_page_own_entries_win_and_get_a_label():
@@ -59,3 +78,24 @@ def test_the_page_own_entries_win_and_get_a_label():
     assert config["mae"]["type_config"]["format"] == "dollar"
     assert config["mae"]["label"] == "MAE"
     assert config["chosen"]["label"] == "Chosen"
+
+
+def test_widths_are_left_alone_when_the_columns_fit():
+    assert fitted_widths({"a": 100.0, "b": 200.0}, 400) is None
+
+
+def test_the_widest_columns_share_one_cap_and_the_total_fits():
+    # 950 px of room; natural widths 80 + 120 + 600 + 500 = 1300: the cap c solves
+    # 80 + 120 + 2c = 950 -> c = 375; the narrow columns keep their widths
+    widths = fitted_widths({"id": 80.0, "stage": 120.0, "comment": 600.0, "name": 500.0}, 950)
+    assert widths is not None
+    assert widths["id"] == 80 and widths["stage"] == 120
+    assert abs(widths["comment"] - 375) <= 1 and abs(widths["name"] - 375) <= 1
+    assert sum(widths.values()) <= 950
+
+
+def test_natural_widths_follow_the_longest_header_or_cell():
+    shown = pd.DataFrame({"Stage": ["Qualification", "Won"], "n": [1, 2]})
+    widths = natural_widths(shown, {"n": {"label": "Open deals in stage"}})
+    assert widths["Stage"] == len("Qualification") * CHAR_PX + CELL_PADDING_PX
+    assert widths["n"] == len("Open deals in stage") * CHAR_PX + HEADER_PADDING_PX
