@@ -173,3 +173,77 @@ def test_the_page_is_readable(app, page):
     assert not at.exception, [e.value for e in at.exception]
     found = page_findings(at)
     assert not any(found.values()), "\n".join(f"{kind}: {f}" for kind, fs in found.items() for f in fs)
+
+
+@pytest.fixture
+def imported_codes_db(demo_db_url, tmp_path, monkeypatch):
+    """A copy of the demo database where imported data brought codes no label knows: a lead
+    source ``trade_show_booth`` and a churn reason ``moved_to_inhouse_tool``."""
+    import shutil
+
+    import sqlalchemy as sa
+    import streamlit as st
+
+    from crm_data.engines import make_engine
+
+    source = demo_db_url.removeprefix("duckdb:///")
+    target = tmp_path / "imported.duckdb"
+    shutil.copy(source, target)
+    url = f"duckdb:///{target}"
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE deals SET lead_source = 'trade_show_booth' WHERE deal_id IN "
+                    "(SELECT deal_id FROM deals ORDER BY deal_id LIMIT 60)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "UPDATE subscriptions SET end_reason = 'moved_to_inhouse_tool' "
+                    "WHERE end_reason IN ('poor_support', 'price')"
+                )
+            )
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("CRM_DATABASE_URL", url)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield url
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_a_code_only_imported_data_has_gets_a_readable_label(imported_codes_db):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages/1_Sales_pipeline.py"), default_timeout=120).run()
+    at.selectbox(key="win_rate_by").set_value("lead_source").run()
+    assert not at.exception, [e.value for e in at.exception]
+    spec = next(
+        json.loads(c.proto.spec)
+        for c in at.get("plotly_chart")
+        if "by lead source" in json.loads(c.proto.spec)["layout"]["title"]["text"]
+    )
+    categories = {x for trace in spec["data"] for x in _strings(trace.get("x"))}
+    assert "Trade show booth" in categories and "trade_show_booth" not in categories
+    found = page_findings(at)
+    assert not any(found.values()), found
+
+
+def test_an_imported_churn_reason_reads_as_words_in_the_churned_accounts(imported_codes_db):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages/2_Customers_and_churn.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    cells = {
+        str(v)
+        for table in at.dataframe
+        for column in table.value.columns
+        for v in table.value[column].unique()
+    }
+    found = page_findings(at)
+    assert not any(found.values()), found
+    assert "moved_to_inhouse_tool" not in cells
+    assert "Moved to inhouse tool" in cells  # the reason is on the page, in words
