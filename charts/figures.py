@@ -683,3 +683,31 @@ def legend_between_title_and_subplots(fig: go.Figure, height: int) -> go.Figure:
         legend={"yref": "container", "y": 1 - LEGEND_TOP_PX / height, "yanchor": "top"},
     )
     return fig
+
+
+def band_outline(x: Sequence[object], low: Sequence[object], high: Sequence[object]) -> tuple[list, list]:
+    """The outline of an interval band for a ``fill="toself"`` scatter: one closed shape per
+    run of points where both bounds are known (x forward along ``high``, back along
+    ``low``), runs separated by None. A missing bound (too few responses for an interval)
+    leaves a gap instead of a shape drawn across the periods around it."""
+    xs: list = []
+    ys: list = []
+    run: list[tuple[object, float, float]] = []
+
+    def close() -> None:
+        if not run:
+            return
+        if xs:
+            xs.append(None)
+            ys.append(None)
+        xs.extend([p for p, _, _ in run] + [p for p, _, _ in reversed(run)])
+        ys.extend([h for _, _, h in run] + [lo for _, lo, _ in reversed(run)])
+        run.clear()
+
+    for point, lo, hi in zip(x, numbers(low, len(x)), numbers(high, len(x)), strict=True):
+        if math.isnan(lo) or math.isnan(hi):
+            close()
+        else:
+            run.append((point, float(lo), float(hi)))
+    close()
+    return xs, ys

@@ -116,11 +116,11 @@ def effort_by_touchpoint(view: View) -> None:
     for index, touchpoint in enumerate(touchpoints):
         rows = ces[ces["touchpoint"] == touchpoint]
         position = {"row": index // columns + 1, "col": index % columns + 1}
-        periods = list(rows["period"])
+        band_x, band_y = figures.band_outline(list(rows["period"]), rows[low_column], rows[high_column])
         fig.add_trace(
             go.Scatter(
-                x=periods + periods[::-1],
-                y=list(rows[high_column]) + list(rows[low_column])[::-1],
+                x=band_x,
+                y=band_y,
                 fill="toself",
                 fillcolor="rgba(0,114,178,0.15)",
                 line={"width": 0},

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import pytest
 from plotly.subplots import make_subplots
 
-from charts.figures import CODES_META, rate_axes_from_zero, readable_figure
+from charts.figures import CODES_META, band_outline, rate_axes_from_zero, readable_figure
 from charts.theme import (
     NOT_FROM_ZERO,
     axis_format,
@@ -129,3 +129,12 @@ def test_a_count_axis_is_left_to_the_data():
     fig.update_yaxes(**axis_format("count"))
     rate_axes_from_zero(fig)
     assert fig.layout.yaxis.rangemode is None
+
+
+def test_a_band_leaves_a_gap_where_a_bound_is_missing():
+    nan = float("nan")
+    xs, ys = band_outline([1, 2, 3, 4, 5], [0.1, 0.2, nan, 0.3, 0.4], [0.5, 0.6, nan, 0.7, 0.8])
+    # two closed shapes: periods 1-2 and 4-5, out along the high bound and back along the low
+    assert xs == [1, 2, 2, 1, None, 4, 5, 5, 4]
+    assert ys == [0.5, 0.6, 0.2, 0.1, None, 0.7, 0.8, 0.4, 0.3]
+    assert band_outline([1, 2], [None, None], [None, None]) == ([], [])
