@@ -132,7 +132,7 @@ def _delta_text(change: float, reference: float, value_format: tuple[str, str]) 
     spec, suffix = value_format
     sign = "+" if change >= 0 else "−"
     if "%" in spec:
-        return f"{sign}{abs(100 * change):,.1f} pp"
+        return _unsigned_if_zero(f"{sign}{abs(100 * change):,.1f} pp")
     if "$" in spec:
         text = sign + fmt_money(abs(change))
     else:
@@ -141,6 +141,14 @@ def _delta_text(change: float, reference: float, value_format: tuple[str, str]) 
     if reference and "+" not in spec:  # not beside a signed scale (NPS): its ratio means nothing
         relative = change / abs(reference)
         text += f" ({'+' if relative >= 0 else '−'}{abs(100 * relative):,.1f} %)"
+    return _unsigned_if_zero(text)
+
+
+def _unsigned_if_zero(text: str) -> str:
+    """ "+0.0 pp" -> "0.0 pp": a change that reads as zero has no direction."""
+    head = text.split(" (")[0]
+    if text[:1] in "+−" and not any(ch in "123456789" for ch in head):
+        text = text[1:].replace("(+0.0 %)", "(0.0 %)").replace("(−0.0 %)", "(0.0 %)")
     return text
 
 

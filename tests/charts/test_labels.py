@@ -138,3 +138,13 @@ def test_a_band_leaves_a_gap_where_a_bound_is_missing():
     assert xs == [1, 2, 2, 1, None, 4, 5, 5, 4]
     assert ys == [0.5, 0.6, 0.2, 0.1, None, 0.7, 0.8, 0.4, 0.3]
     assert band_outline([1, 2], [None, None], [None, None]) == ([], [])
+
+
+def test_a_hover_change_that_reads_as_zero_has_no_sign():
+    from charts.figures import _delta_text
+
+    assert _delta_text(0.00001, 0.2, (".1%", "")) == "0.0 pp"
+    assert _delta_text(-0.00001, 0.2, (".1%", "")) == "0.0 pp"
+    assert _delta_text(0.002, 0.2, (".1%", "")) == "+0.2 pp"
+    assert _delta_text(0.2, 1000.0, (",.0f", "")) == "0 (0.0 %)"
+    assert _delta_text(3.0, 1000.0, (",.0f", "")) == "+3 (+0.3 %)"
