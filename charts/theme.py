@@ -291,8 +291,11 @@ def readable(value: object) -> str:
 # category goes through (``label``, ``column_label``, ``readable_values``)
 # --------------------------------------------------------------------------------------------
 
-#: A stored code: lower-case words joined by underscores (``website_visit``, ``poor_support``).
-CODE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
+#: A stored code: lower-case words joined by underscores (``website_visit``, ``poor_support``),
+#: or capitals (``PAID_SOCIAL``).
+CODE = re.compile(r"^(?:[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)$")
+#: The same in capitals, as some CRMs export their internal values (``COMPUTER_SOFTWARE``).
+UPPER_CODE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 #: A one-word lower-case code (``support``, ``email``) — a label only beside other codes.
 WORD_CODE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 #: Words written in capitals inside a label (``lost_mrr`` -> "Lost MRR", ``ctr`` -> "CTR").
@@ -357,6 +360,8 @@ def label(code: object) -> str:
     (``lost_mrr`` -> "Lost MRR", ``website_visit`` -> "Website visit"). Text that is no
     code ("Mid-Market", "Acme Corp", "1-10") comes back as it is."""
     text = str(code)
+    if UPPER_CODE.match(text):  # COMPUTER_SOFTWARE -> computer_software -> "Computer software"
+        text = text.lower()
     if text in LABELS:
         return LABELS[text]
     if not WORD_CODE.match(text):

@@ -33,6 +33,10 @@ from charts.theme import (
         ("trade_show_booth", "Trade show booth"),
         ("lost_mrr", "Lost MRR"),
         ("nps_by_ces_touchpoint", "NPS by CES touchpoint"),
+        ("PAID_SOCIAL", "Paid social"),  # a CRM's internal value in capitals
+        ("COMPUTER_SOFTWARE", "Computer software"),
+        ("SMB", "SMB"),
+        ("EMEA", "EMEA"),
         # text written for people stays as it is
         ("Mid-Market", "Mid-Market"),
         ("1-10", "1-10"),
