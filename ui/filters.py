@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from charts.figures import period_text
+from charts.theme import label as code_label
 from crm_data.engines import database_url
 from kpis.core import as_of, is_partial
 from kpis.filters import Filters
@@ -84,7 +85,7 @@ class View:
             values = getattr(f, name)
             if values:
                 names = self.labels.get(name, {})
-                parts.append(f"{label}: " + ", ".join(names.get(v, v) for v in values))
+                parts.append(f"{label}: " + ", ".join(names.get(v, code_label(v)) for v in values))
         if len(parts) == 2:
             parts.append("all accounts")
         if f.scope.restricted:
@@ -321,7 +322,7 @@ def global_filters() -> View:
             options,
             key=param,
             placeholder="All",
-            format_func=(lambda v, names=names: names.get(v, v)),
+            format_func=(lambda v, names=names: names.get(v, code_label(v))),  # imported codes as words
         )
         ss[_store(name)] = list(values)
         chosen[name] = list(values)

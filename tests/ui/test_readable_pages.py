@@ -178,7 +178,8 @@ def test_the_page_is_readable(app, page):
 @pytest.fixture
 def imported_codes_db(demo_db_url, tmp_path, monkeypatch):
     """A copy of the demo database where imported data brought codes no label knows: a lead
-    source ``trade_show_booth`` and a churn reason ``moved_to_inhouse_tool``."""
+    source ``trade_show_booth``, an acquisition channel ``paid_social_ads`` and a churn
+    reason ``moved_to_inhouse_tool``."""
     import shutil
 
     import sqlalchemy as sa
@@ -197,6 +198,12 @@ def imported_codes_db(demo_db_url, tmp_path, monkeypatch):
                 sa.text(
                     "UPDATE deals SET lead_source = 'trade_show_booth' WHERE deal_id IN "
                     "(SELECT deal_id FROM deals ORDER BY deal_id LIMIT 60)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "UPDATE accounts SET acquisition_channel = 'paid_social_ads' WHERE account_id IN "
+                    "(SELECT account_id FROM accounts ORDER BY account_id LIMIT 40)"
                 )
             )
             conn.execute(
@@ -228,6 +235,8 @@ def test_a_code_only_imported_data_has_gets_a_readable_label(imported_codes_db):
     )
     categories = {x for trace in spec["data"] for x in _strings(trace.get("x"))}
     assert "Trade show booth" in categories and "trade_show_booth" not in categories
+    channels = next(m for m in at.sidebar.multiselect if m.label == "Acquisition channel")
+    assert "Paid social ads" in channels.options and "paid_social_ads" not in channels.options
     found = page_findings(at)
     assert not any(found.values()), found
 
