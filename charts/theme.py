@@ -403,8 +403,11 @@ def readable_values(frame: pd.DataFrame) -> pd.DataFrame:
     for column in out.columns:
         series = out[column]
         if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
-            if isinstance(series.dtype, pd.CategoricalDtype):
-                out[column] = series.cat.rename_categories(lambda c: label(c) if isinstance(c, str) else c)
+            categories = list(series.cat.categories) if isinstance(series.dtype, pd.CategoricalDtype) else []
+            if categories and is_code_column(categories):
+                renamed = [label(c) if isinstance(c, str) else c for c in categories]
+                if len(set(renamed)) == len(renamed):  # two codes with one label: left as they are
+                    out[column] = series.cat.rename_categories(renamed)
             continue
         distinct = series.dropna().unique()
         if is_code_column(distinct):

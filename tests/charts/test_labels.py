@@ -152,3 +152,15 @@ def test_a_hover_change_that_reads_as_zero_has_no_sign():
     assert _delta_text(0.002, 0.2, (".1%", "")) == "+0.2 pp"
     assert _delta_text(0.2, 1000.0, (",.0f", "")) == "0 (0.0 %)"
     assert _delta_text(3.0, 1000.0, (",.0f", "")) == "+3 (+0.3 %)"
+
+
+def test_readable_values_labels_a_categorical_code_column_only():
+    frame = pd.DataFrame(
+        {
+            "touchpoint": pd.Categorical(["website_visit", "support", "website_visit"]),
+            "owner": pd.Categorical(["alice", "bob", "alice"]),
+        }
+    )
+    shown = readable_values(frame)
+    assert shown["touchpoint"].tolist() == ["Website visit", "Support", "Website visit"]
+    assert shown["owner"].tolist() == ["alice", "bob", "alice"]
