@@ -13,6 +13,7 @@ import streamlit as st
 from charts import export
 from ui import auth
 from ui.filters import global_filters
+from ui.report import show_dataframe
 
 st.set_page_config(page_title="CRM Insights — Audit log", page_icon=":material/policy:", layout="wide")
 global_filters()  # the sign-in gate runs first, inside; the filters do not apply to this page
@@ -59,7 +60,7 @@ shown = pd.DataFrame(
         "address": log["address"],
     }
 )
-st.dataframe(shown, hide_index=True, width="stretch")
+show_dataframe(shown, width="stretch")  # columns fit a 1440 px screen (long details cut, whole on hover)
 st.caption(f"{len(shown):,} events.")
 
 
