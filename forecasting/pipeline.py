@@ -490,6 +490,42 @@ def pipeline_forecast(
     )
 
 
+EXPECTED_PIPELINE_COLUMNS = [
+    "stage",
+    "open_deals",
+    "amount",
+    "win_probability",
+    "expected_amount",
+    "overdue_deals",
+]
+
+
+def expected_pipeline(
+    conn: sa.Connection | sa.Engine, f: Filters, today: dt.datetime | dt.date | None = None
+) -> pd.DataFrame:
+    """Expected pipeline (learned win rates) by current stage.
+
+    expected_amount = Σ amount of open deals (status open; the date range does not restrict
+    them) × the win rate learned for their current stage: won ÷ closed among the deals
+    closed in [start, end) that passed through it (the stage table's probability below 30
+    such deals); the Weighted pipeline (stage probabilities) weighs the same deals by the
+    probability configured per stage instead.
+
+    Rules as :func:`pipeline_forecast` (deals without stage history are in the first open
+    stage; overdue deals are included and counted apart in ``overdue_deals``). Columns:
+    stage, open_deals, amount, win_probability, expected_amount, overdue_deals.
+    """
+    by_stage = pipeline_forecast(conn, f, months=3, today=today).by_stage
+    if by_stage.empty:
+        return pd.DataFrame(columns=EXPECTED_PIPELINE_COLUMNS)
+    out = by_stage.assign(
+        expected_amount=by_stage[
+            ["expected_revenue", "expected_revenue_later", "expected_revenue_overdue"]
+        ].sum(axis=1)
+    )
+    return out[EXPECTED_PIPELINE_COLUMNS].reset_index(drop=True)
+
+
 COMBINED_RULE = (
     "next-quarter revenue = the statistical forecast; the pipeline (open deals expected to close in the quarter "
     "× learned win rate) is shown beside it as a check, not added or taken as a floor — the forecast already "
