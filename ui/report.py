@@ -291,49 +291,58 @@ class PageReport:
         note: str | None = None,
     ) -> None:
         export = _export()
-        stem = _slug(title)
+        context, tag = self.view.describe(), self._file_tag()  # filters in the image and the file name
         with st.popover("Export", icon=":material/download:", key=f"export-{key}"):
             if export.chromium_available():
                 for fmt in export.IMAGE_FORMATS:
+                    name = export.file_name(title, tag, fmt)
                     _download(
                         fmt.upper(),
                         self._audited(
-                            (lambda fmt=fmt: export.figure_bytes(fig, fmt)), f"{stem}.{fmt}", title
+                            (lambda fmt=fmt: export.figure_bytes(fig, fmt, context=context)), name, title
                         ),
-                        f"{stem}.{fmt}",
+                        name,
                         export.MIME_TYPES[fmt],
                         f"{key}-{fmt}",
                     )
             else:
                 st.caption(export.MISSING_CHROMIUM_HELP)
+            name = export.file_name(title, tag, "html")
             _download(
                 "HTML (interactive)",
-                self._audited(lambda: export.figure_html(fig, title=title), f"{stem}.html", title),
-                f"{stem}.html",
+                self._audited(
+                    lambda: export.figure_html(export.with_context(fig, context), title=title), name, title
+                ),
+                name,
                 export.MIME_TYPES["html"],
                 f"{key}-html",
             )
             if data is not None:
                 frame = data.copy()
+                name = export.file_name(title, tag, "csv")
                 _download(
                     "CSV (data)",
-                    self._audited(lambda: export.frame_csv(frame), f"{stem}.csv", title),
-                    f"{stem}.csv",
+                    self._audited(lambda: export.frame_csv(frame), name, title),
+                    name,
                     export.MIME_TYPES["csv"],
                     f"{key}-csv",
                 )
                 meta = self._meta(title, text)
                 if note:
                     meta["Partial period"] = note
+                name = export.file_name(title, tag, "xlsx")
                 _download(
                     "XLSX (data)",
-                    self._audited(
-                        lambda: export.frame_xlsx({title[:31]: frame}, meta), f"{stem}.xlsx", title
-                    ),
-                    f"{stem}.xlsx",
+                    self._audited(lambda: export.frame_xlsx({title[:31]: frame}, meta), name, title),
+                    name,
                     export.MIME_TYPES["xlsx"],
                     f"{key}-xlsx",
                 )
+
+    def _file_tag(self) -> str | None:
+        """The view's filters for file names (``View.file_tag``); None for a view without one."""
+        tag = getattr(self.view, "file_tag", None)
+        return tag() if callable(tag) else None
 
     def may_see_records(self) -> bool:
         """True for analysts and admins (and the anonymous laptop user): record-level rows."""
@@ -363,10 +372,11 @@ class PageReport:
         st.dataframe(df, hide_index=True, height=height, key=f"table-{key}", column_config=column_config(df))
         export = _export()
         frame = df.copy()
+        name = export.file_name(title, self._file_tag(), "csv")
         _download(
             f"Download CSV ({len(frame):,} rows)",
-            self._audited(lambda: export.frame_csv(frame), f"{_slug(title)}.csv", title),
-            f"{_slug(title)}.csv",
+            self._audited(lambda: export.frame_csv(frame), name, title),
+            name,
             export.MIME_TYPES["csv"],
             f"{key}-table-csv",
         )
@@ -381,14 +391,13 @@ class PageReport:
             st.caption(f"Whole-page PDF: {export.MISSING_CHROMIUM_HELP}")
             return
         items = list(self.items)
+        name = export.file_name(self.title, self._file_tag(), "pdf")
         _download(
             f"Download this page as PDF ({len(items)} chart{'s' if len(items) != 1 else ''})",
             self._audited(
-                lambda: export.page_pdf(self.title, self.view.describe(), items),
-                f"{_slug(self.title)}.pdf",
-                "whole page",
+                lambda: export.page_pdf(self.title, self.view.describe(), items), name, "whole page"
             ),
-            f"{_slug(self.title)}.pdf",
+            name,
             export.MIME_TYPES["pdf"],
             f"{_slug(self.title)}-page-pdf",
             primary=True,
