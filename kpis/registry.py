@@ -289,7 +289,6 @@ KPIS: list[KpiDefinition] = [
         function=weighted_pipeline,
         value_column="weighted_amount",
         page="pages/1_Sales_pipeline.py",
-        short_title="Weighted pipeline",
     ),
     KpiDefinition(
         key="expected_pipeline",
@@ -306,7 +305,6 @@ KPIS: list[KpiDefinition] = [
         function=expected_pipeline,
         value_column="expected_amount",
         page="pages/6_Forecast.py",
-        short_title="Expected pipeline",
     ),
     KpiDefinition(
         key="cohort_retention",
