@@ -201,6 +201,21 @@ KPIS: list[KpiDefinition] = [
         page="pages/6_Forecast.py",
     ),
     KpiDefinition(
+        key="arpa",
+        title="Average revenue per account (ARPA)",
+        unit="money",
+        higher_is_better=True,
+        definition=(
+            "revenue = Σ payment amounts by paid_at in the period, net of refunds (negative "
+            "amounts); gross_revenue = Σ positive amounts; refunds = −Σ negative amounts; "
+            "paying_accounts = distinct accounts with a positive payment; arpa = revenue ÷ "
+            "paying_accounts."
+        ),
+        function=revenue,
+        value_column="arpa",
+        page="pages/2_Customers_and_churn.py",
+    ),
+    KpiDefinition(
         key="active_customers",
         title="Active customers",
         unit="count",

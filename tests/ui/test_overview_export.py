@@ -107,3 +107,25 @@ def test_interval_columns_follow_the_value_column():
     assert interval(frame, "nps", period) == (5.0, 19.0)
     assert interval(frame, "net_revenue_retention", period) == (0.9, 1.1)
     assert all(math.isnan(v) for v in interval(frame, "customers_at_end", period))
+
+
+def test_arpa_trend_is_on_the_customers_page_with_its_registry_definition(app, demo_engine, default_filters):
+    """Issue 14 point 8: ARPA (kpis.revenue's arpa) has a chart of its own with its definition."""
+    import kpis
+    from kpis.registry import get
+    from tests.ui.test_pages_service_feedback_marketing_forecast import assert_same, figures, plotly_values
+
+    at = app("pages/2_Customers_and_churn.py", query_params={"segment": ["SMB"]}).run()
+    assert not at.exception
+    chart = next(
+        f for f in figures(at) if f["layout"]["title"]["text"].startswith("Average revenue per account")
+    )
+    expected = kpis.revenue(demo_engine, default_filters.replace(segments=("SMB",)), "month")
+    assert expected["arpa"].notna().any()
+    line = next(t for t in chart["data"] if t.get("name", "").startswith("ARPA"))
+    assert_same(plotly_values(line["y"]), expected["arpa"])
+    entry = get("arpa")
+    assert entry.title == "Average revenue per account (ARPA)" and entry.value_column == "arpa"
+    assert any(
+        entry.title in str(c.value) and "arpa = revenue ÷ paying_accounts" in str(c.value) for c in at.caption
+    )
