@@ -210,3 +210,29 @@ def test_the_exported_svg_states_the_filters(app, deferred):
     svg = deferred["churn-rate-per-month.svg"]().decode("utf-8")
     assert "Segment: Enterprise" in svg
     assert "Segment: Enterprise" not in json.dumps(at.get("plotly_chart")[0].proto.spec)  # not on screen
+
+
+@pytest.mark.skipif(not export.chromium_available(), reason="Chromium is not installed")
+def test_the_page_pdf_states_the_filters_on_every_printed_page(app, deferred, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    at = app("pages/3_Service.py", query_params={"segment": ["Enterprise"], "period": "quarter"}).run()
+    assert not at.exception
+    path = tmp_path / "service.pdf"
+    path.write_bytes(deferred["service.pdf"]())
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    pages = int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+    assert pages >= 2
+    for number in range(1, pages + 1):
+        text = subprocess.run(
+            ["pdftotext", "-f", str(number), "-l", str(number), str(path), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        flat = " ".join(text.split())
+        assert "Segment: Enterprise" in flat and "per quarter" in flat, number
+        assert f"page {number} of {pages}" in flat, number
