@@ -8,7 +8,10 @@ filters; then
   "Export" popover: PNG / SVG / PDF (needs Chromium; without it a note says what to
   install), interactive HTML, and the chart's data as CSV / XLSX (the XLSX carries the
   definition and the active filters). Every file is built only when its button is
-  clicked (``st.download_button`` with a callable).
+  clicked (``st.download_button`` with a callable). Every file carries its context: the
+  images and the HTML show ``view.describe()`` as a subtitle (``charts.export.with_context``;
+  the on-screen chart is unchanged) and every file name ends in ``view.file_tag()``
+  (``churn-rate-per-month_2025-12-01_2026-11-30_segment-enterprise.png``).
   A chart over periods (``charts.figures.period_axis``) gets its partial period marked
   (``charts.figures.mark_periods``: dotted / open / hatched, "Dec 2026 (to 6 Dec)"), a
   caption saying so, and in its hover the change on the previous complete period and on
@@ -21,7 +24,7 @@ filters; then
 * Every download is written to the audit log when it is built (who, the file, the page,
   the chart or table, the active filters and scope).
 * ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
-  active filters.
+  active filters (repeated in a running header on every printed page).
 
 ``no_data(message)`` is the friendly empty state for a selection without data.
 
