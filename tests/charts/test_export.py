@@ -553,3 +553,21 @@ def test_page_pdf_repeats_title_and_filters_on_every_page(needs_chromium, fcr_fi
         assert "Segment: Enterprise · Company size: 1-10" in flat, number
         assert "01 Dec 2025 – 30 Nov 2026" in flat, number
         assert f"page {number} of 3" in flat, number
+
+
+def test_the_view_file_tag_names_range_and_filters_as_describe_does():
+    from kpis.filters import Filters, Scope
+    from ui.filters import View
+
+    # values in the Filters' own (sorted) order, owners by name as describe() shows them
+    view = View(
+        Filters("2025-12-01", "2026-12-01", segments=("Enterprise",), owners=("U013", "U002")),
+        labels={"owners": {"U013": "Ana López", "U002": "Bo Li"}},
+    )
+    assert view.file_tag() == "2025-12-01_2026-11-30_segment-enterprise_owner-bo-li-ana-lopez"
+    assert export.file_name("Churn rate", view.file_tag(), "png") == (
+        "churn-rate_2025-12-01_2026-11-30_segment-enterprise_owner-bo-li-ana-lopez.png"
+    )
+    assert View(Filters("2026-01-01", "2026-02-01")).file_tag() == "2026-01-01_2026-01-31"
+    scoped = View(Filters("2026-01-01", "2026-02-01").within(Scope(regions=("EMEA",))))
+    assert scoped.file_tag() == "2026-01-01_2026-01-31_scoped"
