@@ -527,10 +527,8 @@ def expected_pipeline(
 
 
 COMBINED_RULE = (
-    "next-quarter revenue = the statistical forecast; the pipeline (open deals expected to close in the quarter "
-    "× learned win rate) is shown beside it as a check, not added or taken as a floor — the forecast already "
-    "carries the new business usually won, and a deal's amount is its contract value, not the quarter's "
-    "revenue; overdue deals are in neither"
+    "next-quarter revenue = the statistical forecast; the pipeline and the overdue deals stand beside it, "
+    "not added and not a floor"
 )
 
 

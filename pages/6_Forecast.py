@@ -287,7 +287,7 @@ def pipeline(view: View) -> forecasting.PipelineForecast:
             report.chart(
                 fig,
                 bars,
-                f"{EXPECTED_LABEL}: overdue and by expected close month",
+                "Expected pipeline by close month",
                 definition=PIPELINE_DEFINITION,
             )
     with right:
