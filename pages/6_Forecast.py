@@ -52,7 +52,7 @@ BACKTEST_DEFINITION = (
 )
 COMPONENT_NAMES = {
     "statistical": "Statistical forecast",
-    "pipeline": "Expected pipeline closing in the quarter",
+    "pipeline": "Expected pipeline, next quarter",
     "overdue": "Overdue deals (not counted)",
     "next_quarter": "Next-quarter revenue",
 }
