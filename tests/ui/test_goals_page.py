@@ -145,3 +145,45 @@ def test_the_overview_card_and_the_chart_show_the_target(app, goal_db, demo_engi
         '"name":"Target"' in spec.replace(" ", "") and '"dash":"dash"' in spec.replace(" ", "")
         for spec in figures
     )
+
+
+def test_a_csv_import_on_the_page_is_all_or_nothing(app, goal_db, demo_engine, today) -> None:
+    owner = dimension_values(demo_engine)["owners"][0]
+    at = app(SCRIPT).run()
+    bad = f"kpi,period,target,owner\nrevenue,2026-12,100,\nwon_amount,2026-Q4,lots,{owner}\n".encode()
+    at.file_uploader(key="goals_upload").set_value(("q4.csv", bad, "text/csv")).run()
+    at.button(key="goals_import").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(
+        "1 problem(s) in q4.csv; nothing imported" in e and "q4.csv:3:target: not a number" in e
+        for e in errors
+    )
+    assert goal_db.goals() == []
+    good = f"kpi,period,target,owner\nrevenue,2026-12,100,\nwon_amount,2026-Q4,5000,{owner}\n".encode()
+    at.file_uploader(key="goals_upload").set_value(("q4.csv", good, "text/csv")).run()
+    at.button(key="goals_import").click().run()
+    assert not at.exception
+    assert any("Imported q4.csv: 2 goal(s) added, 0 changed." in s.value for s in at.success)
+    assert sorted((g.kpi, g.owner) for g in goal_db.goals()) == [("revenue", ""), ("won_amount", owner)]
+
+
+def test_a_scoped_analyst_may_set_goals_only_inside_the_scope(app, goal_db, demo_engine) -> None:
+    regions = dimension_values(demo_engine)["regions"]
+    accounts = AccountStore.open(goal_db.engine.url.render_as_string(hide_password=False))
+    accounts.add("an", role="analyst", scope={"regions": [regions[0]]}, password=PASSWORD, actor="t")
+    accounts.dispose()
+    at = app(SCRIPT).run()
+    sign_in(at, "an")
+    at.selectbox(key="goal_kpi").set_value("nps")
+    at.text_input(key="goal_period").input("2026")
+    at.text_input(key="goal_target").input("30")
+    [save] = [b for b in at.button if b.label == "Save goal"]
+    save.click().run()  # no region chosen: a company-wide goal, outside the scope
+    assert any("outside your scope" in e.value for e in at.error)
+    assert goal_db.goals() == []
+    at.selectbox(key="goal_region").set_value(regions[0])
+    [save] = [b for b in at.button if b.label == "Save goal"]
+    save.click().run()
+    assert not at.exception
+    assert [(g.kpi, g.region) for g in goal_db.goals()] == [("nps", regions[0])]
