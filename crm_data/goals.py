@@ -10,8 +10,7 @@ Which KPIs may have goals (:data:`GOAL_KPIS`): those with **one value per period
 their key, title, unit and direction (higher or lower is better) come from
 ``kpis.registry``; plus two additive counts the registry shows only as columns, won
 amount (Σ amount of won deals by closed_at) and new customers (``active_customers``'
-new_customers). KPIs with several values per period (CES per touchpoint, engagement per
-platform, stage durations, funnel, cohorts, campaigns, complaint spikes) cannot have one.
+new_customers). KPIs with several values per period (engagement per platform, stage durations, funnel, cohorts, campaigns, complaint spikes) cannot have one.
 *Additive* KPIs (revenue, won amount, new customers) add up over the days of a period, so
 a partial period is judged against the elapsed share of its target (``kpis.goals``).
 
@@ -115,6 +114,7 @@ def _goal_kpis() -> dict[str, GoalKpi]:
         _registry_kpi("net_revenue_retention"),
         _registry_kpi("revenue_churn"),
         _registry_kpi("nps"),
+        _registry_kpi("ces"),  # all touchpoints together (kpis.ces with by_touchpoint=False)
         _registry_kpi("win_rate"),
         _registry_kpi("lead_conversion"),
         _registry_kpi("sales_cycle"),

@@ -134,6 +134,10 @@ def owner_names(conn: Bind) -> dict[str, str]:
 
 def _source(key: str) -> tuple[Callable[..., pd.DataFrame], str]:
     """The KPI function and column that give goal KPI ``key``'s value."""
+    if key == "ces":  # one value per period: all touchpoints together
+        from kpis.feedback import ces
+
+        return functools.partial(ces, by_touchpoint=False), "ces_mean"
     if key == "won_amount":
         return won_amount, "won_amount"
     if key == "new_customers":

@@ -53,8 +53,10 @@ def test_periods_and_targets_are_parsed_or_refused_with_the_reason() -> None:
         make_goal("revenue", "2026-12", "250,000")
     with pytest.raises(GoalError, match="outside -100 to 100"):
         make_goal("nps", "2026", "120")
-    with pytest.raises(GoalError, match="no goals for KPI 'ces'"):
-        make_goal("ces", "2026", "5")  # one value per touchpoint: no goal
+    with pytest.raises(GoalError, match="no goals for KPI 'funnel'"):
+        make_goal("funnel", "2026", "0.5")  # one value per stage: no goal
+    with pytest.raises(GoalError, match="outside 1 to 7"):
+        make_goal("ces", "2026", "8")
     with pytest.raises(GoalError, match="company-wide"):
         make_goal("web_ctr", "2026", "2%", {"region": "EMEA"})
     assert make_goal("won_amount", "2026-Q4", "100", {"owner": "Bob"}, owners=OWNERS).owner == "u2"
@@ -151,7 +153,7 @@ def test_csv_import_adds_and_changes_goals(store: GoalStore) -> None:
 BAD_CSV = """kpi,period,target,segment,region,country,industry,owner
 revenue,2026-12,250000,,,,,
 churn_rate,2026-Q4,3,,,,,
-ces,2026-13,5,,,,,
+funnel,2026-13,5,,,,,
 won_amount,2026-Q4,120000,,,,,Carol
 revenue,2026-12,1,,,,,
 web_ctr,2026,2%,,EU,,,
@@ -165,7 +167,7 @@ def test_csv_import_with_bad_rows_writes_nothing_and_names_file_row_column(store
         store.import_csv(BAD_CSV, "q4.csv", actor="t", owners=OWNERS)
     assert [str(p) for p in caught.value.problems] == [
         "q4.csv:3:target: Churn rate target 3 is outside 0 to 1 (write 3% or 0.03 for three percent)",
-        "q4.csv:4:kpi: no goals for KPI 'ces'; one of: " + ", ".join(goals.GOAL_KPIS),
+        "q4.csv:4:kpi: no goals for KPI 'funnel'; one of: " + ", ".join(goals.GOAL_KPIS),
         "q4.csv:4:period: not a period: '2026-13' (write 2026-12 for a month, 2026-Q4 for a quarter, "
         "2026 for a year)",
         "q4.csv:5:owner: no owner 'Carol' in the CRM users table (write a user id or a name)",

@@ -80,6 +80,7 @@ def test_progress_of_goals_on_the_fixture(crm: sa.Engine) -> None:
         _goal("won_amount", "2024-02", "3000", 5),
         _goal("nps", "2024-02", "10", 6, owner="u1"),
         _goal("revenue", "2024-04", "100", 7),
+        _goal("ces", "2024-01", "5", 8),
     ]
     got = kg.progress(crm, goals, D(2024, 2, 12)).set_index("goal_id")
     # revenue January: Y1 110 + Y2 50 = 160 ≥ 150, the month has ended
@@ -101,6 +102,8 @@ def test_progress_of_goals_on_the_fixture(crm: sa.Engine) -> None:
     # judged on its value so far
     assert (got.at[6, "actual"], got.at[6, "status"]) == (0.0, "at risk")
     assert math.isnan(got.at[7, "actual"]) and got.at[7, "status"] == "not started"
+    # CES January, all touchpoints together: C1 6, C2 4, C3 7, C4 2 -> 19/4 = 4.75 < 5
+    assert (got.at[8, "actual"], got.at[8, "status"]) == (4.75, "missed")
 
 
 def test_a_limited_scope_sees_only_goals_inside_it(crm: sa.Engine) -> None:
