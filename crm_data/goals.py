@@ -54,6 +54,8 @@ DIMENSIONS: dict[str, str] = {
 #: The CSV columns: kpi, period, target required; the slice columns optional (empty: all).
 CSV_COLUMNS: tuple[str, ...] = ("kpi", "period", "target", *DIMENSIONS)
 REQUIRED_COLUMNS: tuple[str, ...] = ("kpi", "period", "target")
+#: Tries of a write that met another writer's new goal (ids are max + 1; a slice is unique).
+WRITE_ATTEMPTS = 3
 GOAL_ADDED, GOAL_CHANGED, GOAL_REMOVED, GOALS_IMPORTED = (
     "goal_added",
     "goal_changed",
@@ -578,10 +580,16 @@ class GoalStore:
         """Store ``goal`` (a :func:`make_goal` result); the same KPI, period and slice again
         changes its target. Returns the stored goal with its id."""
         self.ensure()
-        with self.engine.begin() as conn:
-            stored, new = self._write(conn, goal, actor)
-            self._audit(conn, actor, GOAL_ADDED if new else GOAL_CHANGED, stored)
-        return stored
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    stored, new = self._write(conn, goal, actor)
+                    self._audit(conn, actor, GOAL_ADDED if new else GOAL_CHANGED, stored)
+                return stored
+            except sa.exc.IntegrityError:  # another writer took the id or the slice meanwhile
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def update(self, goal_id: int, *, target: str | float, actor: str) -> Goal:
         """Change the target of goal ``goal_id``."""
@@ -617,10 +625,16 @@ class GoalStore:
         nothing is written). Returns (added, changed)."""
         goals = parse_csv(text, file, owners=owners)
         self.ensure()
-        added = changed = 0
-        with self.engine.begin() as conn:
-            for goal in goals:
-                _stored, new = self._write(conn, goal, actor)
-                added, changed = added + new, changed + (not new)
-            _audit_row(conn, actor, GOALS_IMPORTED, file, {"added": added, "changed": changed})
-        return added, changed
+        for attempt in range(WRITE_ATTEMPTS):
+            added = changed = 0
+            try:
+                with self.engine.begin() as conn:  # one transaction: all rows or none
+                    for goal in goals:
+                        _stored, new = self._write(conn, goal, actor)
+                        added, changed = added + new, changed + (not new)
+                    _audit_row(conn, actor, GOALS_IMPORTED, file, {"added": added, "changed": changed})
+                return added, changed
+            except sa.exc.IntegrityError:  # another writer took an id or a slice meanwhile
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")

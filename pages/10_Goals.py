@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import sqlalchemy as sa
 import streamlit as st
 
 from charts.theme import fmt_value
@@ -39,7 +40,12 @@ st.caption(
     + (f" You see the goals inside your scope ({scope.describe()})." if scope.restricted else "")
 )
 
-goals = [g for g in ui_goals.all_goals() if kg.visible(g, scope)]
+try:
+    goals = [g for g in ui_goals.all_goals() if kg.visible(g, scope)]
+except sa.exc.SQLAlchemyError as error:
+    reason = " ".join(str(getattr(error, "orig", error)).split())[:300]
+    st.error(f"The goals cannot be read from the app database: {reason}", icon=":material/error:")
+    st.stop()
 
 # --- the list ------------------------------------------------------------------------
 if not goals:
@@ -188,6 +194,8 @@ if submitted:
         stored = ui_goals.goal_store().add(goal, actor=user.name)
     except GoalError as error:
         st.error(f"Not saved: {error}", icon=":material/error:")
+    except sa.exc.SQLAlchemyError as error:
+        st.error(ui_goals.write_problem(error), icon=":material/error:")
     else:
         _changed(
             f"Saved goal {stored.goal_id}: {GOAL_KPIS[stored.kpi].title} {stored.period} target "
@@ -215,6 +223,8 @@ if goals:
             changed = ui_goals.goal_store().update(picked, target=new_target, actor=user.name)
         except GoalError as error:
             st.error(f"Not changed: {error}", icon=":material/error:")
+        except sa.exc.SQLAlchemyError as error:
+            st.error(ui_goals.write_problem(error), icon=":material/error:")
         else:
             _changed(f"Goal {picked}: target now {fmt_value(changed.target, GOAL_KPIS[changed.kpi].unit)}.")
     if buttons[1].button("Remove", key="goal_remove", icon=":material/delete:"):
@@ -222,6 +232,8 @@ if goals:
             ui_goals.goal_store().remove(picked, actor=user.name)
         except GoalError as error:
             st.error(f"Not removed: {error}", icon=":material/error:")
+        except sa.exc.SQLAlchemyError as error:
+            st.error(ui_goals.write_problem(error), icon=":material/error:")
         else:
             _changed(f"Removed goal {picked}.")
 
@@ -269,5 +281,7 @@ if upload is not None and st.button("Import", key="goals_import", icon=":materia
             )
         except GoalError as error:
             st.error(str(error), icon=":material/error:")
+        except sa.exc.SQLAlchemyError as error:
+            st.error(ui_goals.write_problem(error), icon=":material/error:")
         else:
             _changed(f"Imported {upload.name}: {added} goal(s) added, {changed_count} changed.")

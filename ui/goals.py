@@ -67,6 +67,17 @@ def forget_goals() -> None:
     _goals.clear()
 
 
+def write_problem(error: Exception) -> str:
+    """One sentence for a goal write the app database refused (nothing was changed)."""
+    reason = " ".join(str(getattr(error, "orig", error) or error).split())[:300]
+    return (
+        f"Nothing was changed: the app database refused the write ({reason}). On PostgreSQL the "
+        "dashboard's role needs INSERT, UPDATE and DELETE on app_goals and app_audit, or set "
+        "CRM_AUTH_DATABASE_URL to a database it may write; `crm-insights goals import FILE` works "
+        "on the server meanwhile."
+    )
+
+
 def status_markdown(status: str) -> str:
     """The status coloured for Streamlit markdown: ``:orange[at risk]``."""
     return f":{STATUS_COLOURS.get(status, 'gray')}[{status}]"

@@ -256,3 +256,31 @@ def test_cli_goals_list_import_remove(
     finally:
         store.dispose()
     assert json.loads(details) == {"added": 3, "changed": 0}
+
+
+def test_a_write_racing_another_writer_is_retried(store: GoalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # another session stores the same KPI, period and slice between our look-up and our insert
+    other = GoalStore(store.engine)
+    goal = make_goal("revenue", "2026-12", "500")
+    original = GoalStore._find
+    raced = []
+
+    def find_then_race(self, conn, wanted):
+        found = original(self, conn, wanted)
+        if not raced:
+            raced.append(True)
+            with self.engine.connect() as side:  # a second connection: commits on its own
+                side.execute(
+                    goals.app_goals.insert().values(
+                        goal_id=1, kpi="revenue", period_kind="month", period_start=dt.date(2026, 12, 1),
+                        target=400.0, updated_by="other", updated_at=dt.datetime(2026, 12, 6),
+                    )
+                )  # fmt: skip
+                side.commit()
+        return found
+
+    store.ensure()
+    monkeypatch.setattr(GoalStore, "_find", find_then_race)
+    stored = store.add(goal, actor="me")
+    assert raced and (stored.goal_id, stored.target) == (1, 500.0)  # the retry changed the other's goal
+    assert [(g.goal_id, g.target, g.updated_by) for g in other.goals()] == [(1, 500.0, "me")]

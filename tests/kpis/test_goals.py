@@ -154,3 +154,24 @@ def test_quota_attainment_per_owner(crm: sa.Engine) -> None:
     assert list(ahead["status"]) == ["not started"] and list(ahead["won_amount"]) == [0.0]
     assert kg.quota_attainment(crm, goals, D(2023, 10, 1), D(2024, 3, 16)).empty
     assert isinstance(got, pd.DataFrame)
+
+
+def test_every_goal_kpi_reads_its_own_kpi_functions_period_value(crm: sa.Engine) -> None:
+    from crm_data.goals import GOAL_KPIS
+    from kpis import registry
+
+    for key in GOAL_KPIS:
+        for freq, end in (("month", "2024-02-01"), ("quarter", "2024-04-01")):
+            f = Filters("2024-01-01", end)
+            got = kg.kpi_value(crm, f, key, freq)
+            assert isinstance(got, float), key
+            if key in ("won_amount", "new_customers", "ces"):
+                continue  # checked by hand above
+            entry = registry.get(key)
+            frame = entry.function(crm, f, freq=freq)
+            want = float(frame[entry.value_column].iloc[0])
+            assert got == pytest.approx(want, nan_ok=True), (key, freq)
+    # by hand: Q1 2024 won amount 600 + 1000 + 200 + 300 = 2100; new customers in Q1: A4 came
+    # and went inside the quarter (in neither count), A3 was active on 1 Jan: 0
+    assert kg.kpi_value(crm, Filters("2024-01-01", "2024-04-01"), "won_amount", "quarter") == 2100.0
+    assert kg.kpi_value(crm, Filters("2024-01-01", "2024-04-01"), "new_customers", "quarter") == 0.0
