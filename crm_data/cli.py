@@ -255,7 +255,7 @@ def _goals_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
         description="Goals: a target for one KPI in one month, quarter or year (2026-12, 2026-Q4, "
         "2026), optionally for one segment, region, country, industry and/or owner. They live in the "
         "app table app_goals beside the sign-in accounts; the dashboard's Goals page shows progress. "
-        f"CSV columns: {', '.join(CSV_COLUMNS)} (kpi, period and target required; ratios as 3%% or "
+        f"CSV columns: {', '.join(CSV_COLUMNS)} (kpi, period and target required; ratios as 3% or "
         "0.03; owner: a CRM user id or name). An import is all-or-nothing.",
         formatter_class=_HelpFormatter,
     )

@@ -47,6 +47,17 @@ except sa.exc.SQLAlchemyError as error:
     st.error(f"The goals cannot be read from the app database: {reason}", icon=":material/error:")
     st.stop()
 
+
+def _exported_goals(shown: list, actor: str):
+    """The goals CSV, built when the button is clicked and written to the audit log."""
+
+    def build() -> bytes:
+        auth.store().record(actor, "export", "goals.csv", {"page": "Goals", "rows": len(shown)})
+        return store_module.goals_csv(shown).encode()
+
+    return build
+
+
 # --- the list ------------------------------------------------------------------------
 if not goals:
     st.info(
@@ -92,7 +103,7 @@ else:
     st.caption(" · ".join(f"{ui_goals.status_markdown(s)}: {counts[s]}" for s in kg.STATUSES if s in counts))
     st.download_button(
         "Goals (CSV)",
-        data=store_module.goals_csv(goals),
+        data=_exported_goals(goals, user.name),
         file_name="goals.csv",
         mime="text/csv",
         icon=":material/download:",
