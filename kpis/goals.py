@@ -4,7 +4,11 @@ quota attainment per owner. Plain Python; ``today`` is a parameter everywhere.
 Goals themselves (KPI, period, target, slice) are stored by ``crm_data.goals``. The actual
 value of a goal is the KPI's own function (``kpis.registry``; won amount: :func:`won_amount`)
 over the goal's period and slice, cut at ``today`` (exclusive: the data runs up to the day
-before, like ``kpis.core.as_of``).
+before, like ``kpis.core.as_of``). One caveat, from the KPIs themselves: the customer-base
+KPIs (active and new customers, churn rate, net revenue retention, revenue churn) compare
+the customers at a period's start with those at its *end* instant even when the range is cut
+short (``kpis.customer_base``), so in a running period a subscription already recorded as
+ending later in that period counts as churned now.
 
 **Pace and status** (:func:`evaluate`), for a goal of period ``[s, e)`` as of ``today``:
 
