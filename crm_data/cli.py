@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -25,6 +26,9 @@ from crm_data.engines import (
     explain_database_error,
     make_engine,
 )
+
+if TYPE_CHECKING:
+    from crm_data.goals import GoalStore
 
 PROG = "crm-insights"
 MODULE_PROG = "python -m crm_data"
@@ -337,7 +341,7 @@ def _goals(args: argparse.Namespace, url: str) -> int:
         store.dispose()
 
 
-def _goals_list(store: object, url: str, today_text: str | None) -> int:
+def _goals_list(store: GoalStore, url: str, today_text: str | None) -> int:
     import datetime as dt
 
     from crm_data.goals import format_target
@@ -348,7 +352,7 @@ def _goals_list(store: object, url: str, today_text: str | None) -> int:
     except ValueError:
         print(f"error: --today takes a day as YYYY-MM-DD, not {today_text!r}", file=sys.stderr)
         return 2
-    goals = store.goals()  # type: ignore[attr-defined]
+    goals = store.goals()
     if not goals:
         print("no goals yet (add them on the dashboard's Goals page or with `goals import FILE`)")
         return 0
