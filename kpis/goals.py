@@ -190,15 +190,26 @@ def visible(goal: Goal, scope_: Scope) -> bool:
 
 
 def applies_to(goal: Goal, filters: Filters) -> bool:
-    """True when ``goal`` is the goal of exactly this selection: its slice values are the
-    only values chosen in their dimensions, no other list is set (company size, channel,
-    product, pipeline …), and the slice is inside the filters' scope."""
+    """True when ``goal`` is the goal of exactly this selection: in each dimension the values
+    the numbers are for — the chosen ones, else the scope's limit (a viewer limited to EMEA
+    who chose no region looks at EMEA) — are the goal's one value or, for a dimension the
+    goal does not limit, none at all; no other list is set (company size, channel, product,
+    pipeline …); and the goal is inside the filters' scope."""
     for field_name in (*LIST_FIELDS, "pipelines"):
         dimension = next((d for d, f in DIMENSIONS.items() if f == field_name), None)
         wanted = (getattr(goal, dimension),) if dimension and getattr(goal, dimension) else ()
-        if tuple(getattr(filters, field_name)) != wanted:
+        if _effective(filters, field_name) != wanted:
             return False
     return visible(goal, filters.scope)
+
+
+def _effective(filters: Filters, field_name: str) -> tuple[str, ...]:
+    """The values of dimension ``field_name`` the filters' numbers are for (() = all)."""
+    chosen = tuple(getattr(filters, field_name))
+    if chosen:
+        return chosen
+    limit = filters.scope.limits().get(field_name)
+    return tuple(limit) if limit is not None else ()
 
 
 # ---------------------------------------------------------------- pace and status

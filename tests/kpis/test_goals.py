@@ -129,6 +129,11 @@ def test_which_goal_applies_to_the_selected_filters() -> None:
     assert not kg.applies_to(smb, Filters("2024-01-01", "2024-02-01", segments=("SMB",), products=("P1",)))
     assert not kg.applies_to(whole, Filters("2024-01-01", "2024-02-01", company_sizes=("small",)))
     assert not kg.applies_to(whole, Filters("2024-01-01", "2024-02-01", scope=Scope(regions=("EU",))))
+    # a viewer limited to EU who chose no region looks at EU: the EU goal is theirs
+    eu = _goal("revenue", "2024-01", "1", region="EU")
+    assert kg.applies_to(eu, Filters("2024-01-01", "2024-02-01", scope=Scope(regions=("EU",))))
+    assert not kg.applies_to(eu, Filters("2024-01-01", "2024-02-01", scope=Scope(regions=("EU", "NA"))))
+    assert not kg.applies_to(eu, Filters("2024-01-01", "2024-02-01"))
 
 
 def test_quota_attainment_per_owner(crm: sa.Engine) -> None:
