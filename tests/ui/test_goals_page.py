@@ -187,3 +187,20 @@ def test_a_scoped_analyst_may_set_goals_only_inside_the_scope(app, goal_db, demo
     save.click().run()
     assert not at.exception
     assert [(g.kpi, g.region) for g in goal_db.goals()] == [("nps", regions[0])]
+
+
+def test_the_card_also_judges_the_running_month_by_pace(app, goal_db, demo_engine, today) -> None:
+    running = today.replace(day=1)  # the month still running (the data's today lies inside it)
+    assert running < today, "the demo data's today is the 1st: no running month to judge"
+    actual = kg.kpi_value(demo_engine, Filters(running, today), "revenue", "month")
+    share = (today - running).days / ((running + dt.timedelta(days=32)).replace(day=1) - running).days
+    target = math.ceil(actual / share * 1.25)  # pace needs target × share = 1.25 × actual: at risk
+    goal_db.add(make_goal("revenue", _month(running), str(target)), actor="t")
+    assert kg.evaluate(goal_db.goals()[0], actual, today).status == "at risk"
+    at = app("dashboard.py").run()
+    assert not at.exception
+    label = pd.Timestamp(running).strftime("%b %Y")
+    captions = [c.value for c in at.caption]
+    assert any(f"{label}: target {fmt_value(target, 'money')}" in c and "at risk" in c for c in captions), (
+        captions
+    )
