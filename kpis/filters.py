@@ -275,6 +275,30 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
     return conditions
 
 
+#: Every filter-bar list (a Filters field): the account-level ones, then owners, products,
+#: pipelines.
+DIMENSION_FIELDS: tuple[str, ...] = (*ACCOUNT_DIMENSIONS, "owners", "products", "pipelines")
+
+
+def honoured_dimensions(table: sa.Table | sa.FromClause) -> frozenset[str]:
+    """The Filters lists that :func:`scope` applies to rows of ``table`` (the same rules):
+    the account-level lists through ``account_id``; owners through ``owner_id`` /
+    ``user_id`` / ``account_id``; products through ``product_id`` / ``account_id``;
+    pipelines through ``pipeline``. A table without any of them (web traffic, social
+    media) honours none: a KPI over it gives the same numbers whatever those lists say."""
+    columns = set(table.c.keys())
+    honoured: set[str] = set()
+    if "account_id" in columns:
+        honoured.update(ACCOUNT_DIMENSIONS)
+    if columns & {"owner_id", "user_id", "account_id"}:
+        honoured.add("owners")
+    if columns & {"product_id", "account_id"}:
+        honoured.add("products")
+    if "pipeline" in columns:
+        honoured.add("pipelines")
+    return frozenset(honoured)
+
+
 def in_range(column: ColumnElement, f: Filters) -> ColumnElement[bool]:
     """``start <= column < end`` for a timestamp column."""
     return sa.and_(column >= f.start_ts, column < f.end_ts)

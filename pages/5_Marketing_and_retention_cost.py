@@ -17,6 +17,7 @@ from charts import figures
 from charts.theme import BAD, GOOD, PALETTE, axis_format
 from ui.currency import currency_warning
 from ui.data import kpi
+from ui.filter_scope import honoured_view
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -114,7 +115,7 @@ def campaigns(view: View) -> None:
 
 def web(view: View) -> None:
     st.subheader("Web traffic")
-    traffic = kpi(kpis.web_metrics, view)
+    traffic = kpi(kpis.web_metrics, honoured_view(view, kpis.web_metrics))  # no account: no segment filter
     if is_empty(traffic, ["sessions", "impressions"]):
         no_data("No web traffic in this selection.")
         return
@@ -142,7 +143,7 @@ def web(view: View) -> None:
 
 def social(view: View) -> None:
     st.subheader("Social media")
-    metrics = kpi(kpis.social_metrics, view)
+    metrics = kpi(kpis.social_metrics, honoured_view(view, kpis.social_metrics))
     if is_empty(metrics, ["impressions", "engagements"]):
         no_data("No social-media data in this selection.")
         return

@@ -47,6 +47,7 @@ from charts import figures
 from charts.export import ReportItem
 from charts.theme import CURRENCY, column_unit
 from kpis.core import naive_timestamps
+from ui import filter_scope
 from ui.cards import definition_card, definition_text
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class PageReport:
         self.user = getattr(view, "user", None)
         self.items: list[ReportItem] = []
         self._keys: dict[str, int] = {}
+        self._not_filtered: dict[str, str] = {}  # chart title -> "Not filtered by: …"
         st.title(title)
         st.caption(caption or f":material/filter_alt: {view.describe()}")
 
@@ -168,7 +170,10 @@ class PageReport:
         return f"{_slug(self.title)}-{base}" + (f"-{n}" if n else "")
 
     def _meta(self, title: str, definition: str) -> dict[str, str]:
-        return {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
+        meta = {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
+        if title in self._not_filtered:  # an active filter this chart's KPI cannot honour
+            meta["Not filtered by"] = self._not_filtered[title].removeprefix(filter_scope.PREFIX)
+        return meta
 
     def _audited(self, build: Callable[[], bytes], file_name: str, what: str) -> Callable[[], bytes]:
         """``build`` that first writes who exported what to the audit log. The user is taken
@@ -198,6 +203,9 @@ class PageReport:
         """Draw ``fig`` under ``title`` with its definition card and export buttons."""
         key = self._key(title)
         text = definition_text(kpi_key, definition)
+        not_filtered = filter_scope.chart_note(self.view, kpi_key, data)  # active filters it ignores
+        if not_filtered:
+            self._not_filtered[title] = not_filtered
         if not fig.layout.title.text:
             fig.update_layout(title_text=title)
         partial: list[pd.Timestamp] = []
@@ -205,6 +213,8 @@ class PageReport:
             partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
             data = self._with_partial(data)
         st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
+        if not_filtered:
+            st.caption(f":material/filter_alt_off: {not_filtered}")
         # the Export column stays wide enough for its button in half-width charts too
         left, right = st.columns([3, 1], vertical_alignment="top")
         with left:
@@ -216,7 +226,7 @@ class PageReport:
             self._export_popover(fig, data, title, text, key, self._partial_note(partial))
         if partial:
             st.caption(f":material/hourglass_top: {self._partial_note(partial)}")
-        self.items.append(ReportItem(title, fig, text, data))
+        self.items.append(ReportItem(title, fig, f"{text} {not_filtered}." if not_filtered else text, data))
 
     def _partial_note(self, partial: list[pd.Timestamp]) -> str | None:
         """What the chart's partial periods mean, for the caption and the XLSX About sheet."""

@@ -1,0 +1,125 @@
+"""Filters that say where they apply (issue 14, point 2): a chart whose KPI cannot honour an
+active filter says so, on the page and in its export metadata; the page passes such a KPI
+only the filters it honours."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import kpis
+from kpis import registry
+from kpis.filters import Filters, Scope
+from ui import filter_scope
+
+MARKETING = "pages/5_Marketing_and_retention_cost.py"
+SERVICE = "pages/3_Service.py"
+WEB_NOTE = "Not filtered by: Segment, Company size (web traffic has no account)"
+SOCIAL_NOTE = "Not filtered by: Segment, Company size (social media has no account)"
+
+
+def captions(at) -> list[str]:
+    return [str(c.value) for c in at.caption]
+
+
+def figure_titles(at) -> list[str]:
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+
+
+# --- the declaration -------------------------------------------------------------------------
+
+
+def test_honoured_dimensions_follow_the_tables_read():
+    assert registry.honours(kpis.web_metrics) == frozenset()
+    assert registry.honours(kpis.social_metrics) == frozenset()
+    assert "pipelines" in registry.honours(kpis.win_rate)
+    assert "pipelines" not in registry.honours(kpis.first_contact_resolution)
+    assert {"segments", "owners", "products"} <= registry.honours(kpis.campaign_funnel)
+    assert registry.get("web_ctr").honours == frozenset()
+    assert registry.ignored(kpis.web_metrics, ["segments", "company_sizes"]) == [
+        ("segments", "web traffic has no account"),
+        ("company_sizes", "web traffic has no account"),
+    ]
+    assert registry.ignored(kpis.first_contact_resolution, ["segments", "pipelines"]) == [
+        ("pipelines", "tickets have no pipeline")
+    ]
+
+
+def test_every_kpi_function_says_what_it_reads():
+    import inspect
+
+    functions = [getattr(kpis, n) for n in kpis.__all__ if callable(getattr(kpis, n))]
+    takes_filters = [fn for fn in functions if "f" in inspect.signature(fn).parameters]
+    assert takes_filters and [fn.__name__ for fn in takes_filters if fn not in registry.READS] == []
+
+
+def test_note_and_honoured_filters():
+    f = Filters(
+        "2026-01-01",
+        "2026-02-01",
+        segments=["Enterprise"],
+        company_sizes=["1-10"],
+        scope=Scope(regions=["EMEA"]),
+    )
+    assert filter_scope.not_filtered_note(f, kpis.web_metrics) == WEB_NOTE
+    assert filter_scope.not_filtered_note(f, kpis.churn_rate) is None
+    assert filter_scope.not_filtered_note(f.replace(segments=(), company_sizes=()), kpis.web_metrics) is None
+    stripped = filter_scope.honoured_filters(f, kpis.web_metrics)
+    # the lists it cannot honour are gone; the date range and the user's scope stay
+    assert stripped == Filters("2026-01-01", "2026-02-01", scope=Scope(regions=["EMEA"]))
+    assert filter_scope.honoured_filters(f, kpis.churn_rate) == f
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def no_account_filters(demo_engine) -> dict[str, list[str]]:
+    """Segment = Enterprise (or the first) and a company size none of its accounts has, if any."""
+    values = kpis.dimension_values(demo_engine)
+    return {"segment": [values["segments"][0]], "company_size": [values["company_sizes"][0]]}
+
+
+def test_web_and_social_charts_say_they_are_not_filtered(
+    app, demo_engine, default_filters, no_account_filters
+):
+    at = app(MARKETING, query_params=no_account_filters).run()
+    assert not at.exception
+    notes = [c for c in captions(at) if "Not filtered by" in c]
+    # exactly the web-traffic and the social chart, nothing else (campaigns, costs, profit honour them)
+    assert [n.split(" ", 1)[1] for n in notes] == [WEB_NOTE, SOCIAL_NOTE]
+    # and the numbers are the unfiltered ones, which is what the note says
+    web = kpis.web_metrics(demo_engine, default_filters, "month")
+    drawn = next(
+        json.loads(c.proto.spec)
+        for c in at.get("plotly_chart")
+        if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Web sessions")
+    )
+    sessions = next(t for t in drawn["data"] if t.get("name") == "Sessions")
+    from tests.ui.test_pages_service_feedback_marketing_forecast import plotly_values
+
+    assert plotly_values(sessions["y"]).tolist() == web["sessions"].astype(float).tolist()
+
+
+def test_without_account_filters_no_chart_has_the_note(app):
+    at = app(MARKETING).run()
+    assert not at.exception
+    assert not [c for c in captions(at) if "Not filtered by" in c]
+
+
+def test_export_metadata_says_what_is_not_filtered(default_filters):
+    import plotly.graph_objects as go
+
+    from ui.filters import View
+    from ui.report import PageReport
+
+    view = View(filters=default_filters.replace(segments=("Enterprise",)))
+    report = PageReport("Marketing", view)  # outside a Streamlit run: drawing is a no-op
+    report.chart(go.Figure(), None, "Web", kpi_key="web_ctr")
+    report.chart(go.Figure(), None, "Churn", kpi_key="churn_rate")
+    assert report._meta("Web", "ctr")["Not filtered by"] == "Segment (web traffic has no account)"
+    assert "Not filtered by" not in report._meta("Churn", "churn")
+    # the whole-page PDF carries it beside the definition
+    assert report.items[0].definition.endswith("Not filtered by: Segment (web traffic has no account).")
+    assert "Not filtered by" not in report.items[1].definition
