@@ -411,8 +411,10 @@ KPIS: list[KpiDefinition] = [
         definition=(
             "campaigns whose started_on lies in [start, end); sent / opened / clicked / converted "
             "= responses with that timestamp set, or the vendor report's figures of the campaign; "
-            "open_rate, click_rate and conversion_rate are relative to sent; cost_per_conversion = "
-            "cost ÷ converted (NaN when nothing converted)."
+            "open_rate, click_rate and conversion_rate are relative to sent; cost = campaign_cost × "
+            "share_of_sends, where share_of_sends = the selection's sends ÷ the campaign's sends (1 without a "
+            "segment, owner or product filter); cost_per_conversion = cost ÷ converted (NaN when "
+            "nothing converted)."
         ),
         function=campaign_funnel,
         value_column="cost_per_conversion",

@@ -39,6 +39,12 @@ def campaigns(view: View) -> None:
         no_data("No campaign in this selection.")
         return
     funnel = funnel.sort_values("sent", ascending=False).reset_index(drop=True)
+    allocated = bool((funnel["share_of_sends"].fillna(0) != 1).any())
+    if allocated:
+        st.caption(
+            ":material/call_split: Campaign cost is allocated to this selection by its share of each "
+            "campaign's sends: cost = campaign cost × (sends to the selection ÷ all the campaign's sends)."
+        )
     left, right = st.columns([2, 3])
     with left:
         labels = dict(zip(funnel["campaign_id"], funnel["name"].fillna(funnel["campaign_id"]), strict=True))
@@ -79,7 +85,9 @@ def campaigns(view: View) -> None:
                         marker={"color": PALETTE[index % len(PALETTE)], "size": 10, "opacity": 0.85},
                         customdata=rows[["name", "cost"]],
                         hovertemplate="<b>%{customdata[0]}</b><br>%{y:$,.2f} per conversion<br>"
-                        "%{x:,} conversions, cost %{customdata[1]:$,.0f}<extra></extra>",
+                        "%{x:,} conversions, "
+                        + ("allocated cost" if allocated else "cost")
+                        + " %{customdata[1]:$,.0f}<extra></extra>",
                     )
                 )
             fig.update_xaxes(**axis_format("count"), title_text="conversions", rangemode="tozero")
@@ -89,8 +97,9 @@ def campaigns(view: View) -> None:
                 fig,
                 ranked,
                 "Cost per conversion against conversions, by campaign",
-                definition="Campaign cost ÷ responses with converted_at set; campaigns without a conversion are "
-                "left out (no finite cost per conversion).",
+                definition="Campaign cost (allocated to the selection by its share of the sends) ÷ responses "
+                "with converted_at set; campaigns without a conversion are left out (no finite cost per "
+                "conversion).",
             )
     report.table(
         funnel[
@@ -99,6 +108,7 @@ def campaigns(view: View) -> None:
                 "channel",
                 "objective",
                 "cost",
+                *(["campaign_cost", "share_of_sends"] if allocated else []),
                 "sent",
                 "opened",
                 "clicked",
