@@ -11,6 +11,7 @@ import streamlit as st
 import kpis
 from charts import figures
 from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_days, fmt_value
+from kpis.why_empty import funnel_empty_reason
 from ui.cards import docstring_definition
 from ui.currency import currency_warning
 from ui.data import kpi
@@ -51,7 +52,8 @@ counting = st.segmented_control(
 counting = counting or "in_order"
 funnel = kpi(kpis.funnel, view.filters)
 if is_empty(funnel, ["reached_in_order", "reached_any"]):
-    no_data("No deals were created in this selection.")
+    # say why: no stages configured, filters that exclude every account, no deals in the range …
+    no_data(kpi(funnel_empty_reason, view.filters) or "No deal of this selection entered a funnel stage.")
 else:
     suffix = "in_order" if counting == "in_order" else "any"
     fig = figures.funnel(

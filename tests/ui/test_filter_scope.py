@@ -4,6 +4,7 @@ only the filters it honours."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -123,3 +124,44 @@ def test_export_metadata_says_what_is_not_filtered(default_filters):
     # the whole-page PDF carries it beside the definition
     assert report.items[0].definition.endswith("Not filtered by: Segment (web traffic has no account).")
     assert "Not filtered by" not in report.items[1].definition
+
+
+# --- an empty funnel says why ------------------------------------------------------------------
+
+
+def test_an_empty_funnel_says_the_filters_exclude_every_account(app, demo_engine):
+    import sqlalchemy as sa
+
+    from crm_data import schema
+
+    accounts = schema.accounts
+    with demo_engine.connect() as c:
+        pairs = set(c.execute(sa.select(accounts.c.segment, accounts.c.company_size).distinct()).fetchall())
+        segments = sorted({s for s, _ in pairs if s})
+        sizes = sorted({z for _, z in pairs if z})
+    missing = next((s, z) for s in segments for z in sizes if (s, z) not in pairs)
+    at = app(
+        "pages/1_Sales_pipeline.py", query_params={"segment": [missing[0]], "company_size": [missing[1]]}
+    ).run()
+    assert not at.exception
+    assert str(at.info[0].value) == (
+        "No account matches these filters together (segment, company size), so no deal can be counted: "
+        "remove or change one in the sidebar."
+    )
+
+
+def test_an_empty_funnel_says_no_deals_were_created(app, demo_engine):
+    import sqlalchemy as sa
+
+    from crm_data import schema
+
+    with demo_engine.connect() as c:
+        first = c.execute(sa.select(sa.func.min(schema.deals.c.created_at))).scalar_one().date()
+    # the date picker starts on 1 January of the first data year; the demo's first deal is later
+    start, last = first.replace(month=1, day=1), first - dt.timedelta(days=1)
+    assert start <= last
+    at = app("pages/1_Sales_pipeline.py", query_params={"from": str(start), "to": str(last)}).run()
+    assert not at.exception
+    assert str(at.info[0].value) == (
+        f"No deals were created between {start:%d %b %Y} and {last:%d %b %Y}: widen the date range in the sidebar."
+    )
