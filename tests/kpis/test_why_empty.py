@@ -56,7 +56,9 @@ def test_filters_that_exclude_every_account(db: sa.Engine) -> None:
     assert funnel_empty_reason(db, Q1.replace(segments=["Nobody"])).startswith(
         "No account has the chosen segment"
     )
-    assert funnel_empty_reason(db, Q1.within(Scope(regions=[]))).startswith("No account is inside your access")
+    assert funnel_empty_reason(db, Q1.within(Scope(regions=[]))).startswith(
+        "No account is inside your access"
+    )
 
 
 def test_no_deals_in_the_range(db: sa.Engine) -> None:
