@@ -350,6 +350,53 @@ def dimension_values(conn: sa.Connection | sa.Engine, scope: Scope = EVERYTHING)
     return result
 
 
+#: The filter-bar lists whose options narrow each other: the account-level lists and owners.
+#: Products and pipelines describe deals, tickets and subscriptions rather than accounts: they
+#: are always offered in full and narrow nothing.
+NARROWING: tuple[str, ...] = (*ACCOUNT_DIMENSIONS, "owners")
+
+
+def dimension_combinations(conn: sa.Connection | sa.Engine, scope: Scope = EVERYTHING) -> list[tuple]:
+    """The distinct combinations of ``NARROWING`` values (segment, industry, region, country,
+    company size, acquisition channel, owner) found on accounts, from one grouped query: each
+    account with its own owner, and with the owner of each of its deals (an owner filter
+    selects deals by their owner). Within ``scope``, like :func:`dimension_values`."""
+    accounts, deals = schema.accounts, schema.deals
+    dims = [accounts.c[column] for column in ACCOUNT_DIMENSIONS.values()]
+    inside = scope_conditions(scope, accounts)  # owners outside the scope: not in ``known``
+    own = sa.select(*dims, accounts.c.owner_id.label("owner")).where(*inside)
+    dealt = (
+        sa.select(*dims, deals.c.owner_id.label("owner"))
+        .select_from(deals.join(accounts, accounts.c.account_id == deals.c.account_id))
+        .where(*inside)
+    )
+    both = sa.union_all(own, dealt).subquery("combinations")
+    columns = [both.c[c] for c in (*ACCOUNT_DIMENSIONS.values(), "owner")]
+    statement = sa.select(*columns).group_by(*columns)
+    with _connection(conn) as c:
+        return [tuple(row) for row in c.execute(statement)]
+
+
+def narrowed_options(
+    known: dict[str, list[str]], combinations: list[tuple], chosen: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """The options each filter list offers given what the OTHER lists chose: a ``NARROWING``
+    list offers the values of ``known`` found in a combination that matches every other
+    chosen ``NARROWING`` list (Region = APAC: only APAC's countries and the owners of APAC's
+    accounts and their deals); a list whose others chose nothing, and every other list,
+    offers ``known`` in full. Order as in ``known``."""
+    out = {name: list(values) for name, values in known.items()}
+    for index, name in enumerate(NARROWING):
+        others = [
+            (j, set(chosen[other])) for j, other in enumerate(NARROWING) if j != index and chosen.get(other)
+        ]
+        if not others or name not in known:
+            continue
+        found = {row[index] for row in combinations if all(row[j] in values for j, values in others)}
+        out[name] = [v for v in known[name] if v in found]
+    return out
+
+
 def has_column(conn: sa.Connection, table: sa.Table, column: str) -> bool:
     """True when ``table`` exists in the database of ``conn`` with ``column`` (an optional
     column added to the schema later is missing from a database created before)."""

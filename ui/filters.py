@@ -30,7 +30,7 @@ import streamlit as st
 from charts.figures import period_text
 from crm_data.engines import database_url
 from kpis.core import as_of, is_partial
-from kpis.filters import Filters
+from kpis.filters import Filters, Scope, dimension_combinations, narrowed_options
 from ui import auth, data
 
 FREQS: dict[str, str] = {"month": "Month", "quarter": "Quarter", "year": "Year"}
@@ -210,6 +210,27 @@ def _seed_from_url(
     return notices
 
 
+def kept_note(conflicts: list[str]) -> str:
+    """The caption under the lists when chosen values exclude each other: ``conflicts`` are
+    "region APAC", "country France" (the values no account of the other lists has)."""
+    return (
+        f":orange[:material/warning: No account matches {' with '.join(conflicts)}: kept as chosen, so "
+        "nothing is counted — remove or change one of them.]"
+    )
+
+
+@st.cache_data(ttl=data.CACHE_TTL, show_spinner=False)
+def _combinations(url: str, scope: Scope) -> list[tuple]:
+    return dimension_combinations(data.engine(), scope)
+
+
+def combinations(url: str, scope: Scope) -> list[tuple]:
+    """``kpis.filters.dimension_combinations`` of the database at ``url``, cached per
+    database and scope like the option lists."""
+    with data._friendly_database_errors():
+        return _combinations(url, scope)
+
+
 def _reset() -> None:
     ss = st.session_state
     for key in [k for k in ss if str(k).startswith("_flt_")]:
@@ -308,24 +329,38 @@ def global_filters() -> View:
     freq = sidebar.radio("Period", list(FREQS), format_func=FREQS.__getitem__, key=FREQ_KEY, horizontal=True)
     ss[_store("freq")] = freq
 
+    # The lists narrow each other (Region = APAC offers only APAC's countries and owners): the
+    # values every list holds now come first, then each list offers what the others leave.
+    current = {
+        name: [v for v in ss.get(param, ss.get(_store(name), [])) if v in known.get(name, [])]
+        for name, param, _label in DIMENSIONS
+    }
+    offered = narrowed_options(known, combinations(url, user.scope), current)
     chosen: dict[str, list[str]] = {}
+    conflicts: list[str] = []
     for name, param, label in DIMENSIONS:
         options = known.get(name, [])
         if name in ONLY_WITH_CHOICE and len(options) < 2:
             ss[_store(name)] = chosen[name] = []
             continue
-        ss[param] = [v for v in ss.get(param, ss.get(_store(name), [])) if v in options]
+        # a chosen value the other lists no longer leave is kept (the link stays as shared) and said
+        kept = [v for v in current[name] if v not in offered.get(name, options)]
+        ss[param] = current[name]
         names = labels.get(name, {})
         values = sidebar.multiselect(
             label,
-            options,
+            offered.get(name, options) + kept,
             key=param,
             placeholder="All",
             format_func=(lambda v, names=names: names.get(v, v)),
         )
+        if kept:
+            conflicts.append(f"{label.lower()} " + ", ".join(_shown(names.get(v, v)) for v in kept))
         ss[_store(name)] = list(values)
         chosen[name] = list(values)
 
+    if conflicts:
+        sidebar.caption(kept_note(conflicts))
     sidebar.button("Reset filters", on_click=_reset, icon=":material/restart_alt:")
     sidebar.caption("The address bar keeps these filters: copy it to share exactly this view.")
 
