@@ -36,7 +36,7 @@ def campaigns(view: View) -> None:
     st.subheader("Campaigns")
     funnel = kpi(kpis.campaign_funnel, view)
     if is_empty(funnel, ["sent", "cost"]):
-        no_data("No campaign in this selection.")
+        no_data("No campaign in this selection: none started in the range, or none was sent to its accounts.")
         return
     funnel = funnel.sort_values("sent", ascending=False).reset_index(drop=True)
     allocated = bool((funnel["share_of_sends"].fillna(0) != 1).any())

@@ -52,12 +52,20 @@ def test_several_lists_narrow_together():
 def test_combinations_come_from_accounts_and_their_deal_owners(db):
     from tests.kpis.more_fixtures import BASE, load, ts
 
-    deal = {"deal_id": "D1", "account_id": "A4", "owner_id": "U2", "created_at": ts("2024-01-01"), "status": "open"}
+    deal = {
+        "deal_id": "D1",
+        "account_id": "A4",
+        "owner_id": "U2",
+        "created_at": ts("2024-01-01"),
+        "status": "open",
+    }
     load(db, BASE, {"deals": [deal]})
     rows = dimension_combinations(db)
     accounts = {r["account_id"]: r for r in BASE["accounts"]}
     a4 = accounts["A4"]
-    key = tuple(a4.get(c) for c in ("segment", "industry", "region", "country", "company_size", "acquisition_channel"))
+    key = tuple(
+        a4.get(c) for c in ("segment", "industry", "region", "country", "company_size", "acquisition_channel")
+    )
     # A4 has no owner, but U2 owns one of its deals: both combinations are there
     assert (*key, None) in rows and (*key, "U2") in rows
     region = a4["region"]
@@ -112,3 +120,33 @@ def test_a_chosen_value_the_others_exclude_is_kept_and_said(app, demo_engine):
         "so nothing is counted — remove or change one of them.]"
     ]
     assert at.query_params["country"] in (country, [country])
+
+
+def test_changing_the_date_range_recomputes_at_once(app, demo_engine, default_filters):
+    import json
+
+    import kpis
+    from tests.ui.test_pages_service_feedback_marketing_forecast import plotly_values
+
+    def sessions(at) -> list[float]:
+        for chart in at.get("plotly_chart"):
+            spec = json.loads(chart.proto.spec)
+            for trace in spec["data"]:
+                if trace.get("name") == "Sessions":
+                    return plotly_values(trace["y"]).tolist()
+        raise AssertionError("no web sessions chart")
+
+    at = app("pages/5_Marketing_and_retention_cost.py").run()
+    start = default_filters.start + dt.timedelta(days=31)  # a later first month: 12 months + the current one
+    last = default_filters.end - dt.timedelta(days=1)
+    assert len(sessions(at)) == len(kpis.web_metrics(demo_engine, default_filters, "month"))
+    at.sidebar.date_input(key="date_range").set_value((start, last)).run()  # one change, one run
+    assert not at.exception
+    narrowed = kpis.web_metrics(demo_engine, default_filters.replace(start=start), "month")
+    assert sessions(at) == narrowed["sessions"].astype(float).tolist()
+    assert f"{start:%d %b %Y} – {last:%d %b %Y}" in str(at.caption[0].value)
+    # a half-picked range (the calendar's first click) keeps the last full range and says so
+    at.sidebar.date_input(key="date_range").set_value((start - dt.timedelta(days=31),)).run()
+    assert not at.exception
+    assert sessions(at) == narrowed["sessions"].astype(float).tolist()
+    assert any("Pick an end date too" in str(c.value) for c in at.sidebar.caption)
