@@ -18,6 +18,17 @@ How the values travel (see ../shared/notes/streamlit-pages.md, measured here):
   drawn); the signed-in user's scope limits the values offered (and so the URL values
   accepted) and is attached to the returned Filters (``Filters.within``): the KPI layer
   applies it to every query, whatever the URL, the session or the filter bar say.
+* the lists narrow each other (``kpis.filters.narrowed_options``): the account lists and
+  the owner list offer only the values found together with what the OTHER lists chose
+  (Region = APAC: APAC's countries, the owners of its accounts and of their deals), from
+  one grouped query (``kpis.filters.dimension_combinations``) cached per database and
+  scope. Products and pipelines are offered in full. A chosen value the others no longer
+  leave is KEPT (a shared link stays as it was) and one caption says that nothing matches
+  them together, rather than dropping it silently.
+* the date range applies at once: a second calendar click reruns the page (a first click
+  alone, a 1-tuple, keeps the last full range); a typed date is applied by Streamlit only
+  when its calendar closes, so ``DATE_TYPING_SCRIPT`` closes it on Enter and after a
+  complete end date.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+import pandas as pd
 import streamlit as st
 
 from charts.figures import period_text
@@ -253,11 +265,11 @@ def kept_note(conflicts: list[str]) -> str:
 
 
 @st.cache_data(ttl=data.CACHE_TTL, show_spinner=False)
-def _combinations(url: str, scope: Scope) -> list[tuple]:
+def _combinations(url: str, scope: Scope) -> pd.DataFrame:
     return dimension_combinations(data.engine(), scope)
 
 
-def combinations(url: str, scope: Scope) -> list[tuple]:
+def combinations(url: str, scope: Scope) -> pd.DataFrame:
     """``kpis.filters.dimension_combinations`` of the database at ``url``, cached per
     database and scope like the option lists."""
     with data._friendly_database_errors():

@@ -14,6 +14,10 @@ filters; then
   caption saying so, and in its hover the change on the previous complete period and on
   the same period last year (last year's numbers: the same ``ui.data.kpi`` call for the
   range a year earlier, cut at the same day). Its CSV / XLSX carry a ``partial`` column.
+* A chart whose KPI cannot honour an active filter (web traffic and social media have no
+  account, tickets no pipeline: ``ui.filter_scope``, from ``kpis.registry.READS``) gets a
+  caption "Not filtered by: Segment (web traffic has no account)"; its XLSX metadata and
+  the page PDF say the same.
 * ``report.table(df, title)`` draws a table with a CSV download (drill-downs); its numbers
   are formatted by column name (``column_config``: rates as %, money, days, counts).
   ``records=True`` marks record-level rows (accounts, deals, comments): only analysts and
