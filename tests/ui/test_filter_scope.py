@@ -165,3 +165,18 @@ def test_an_empty_funnel_says_no_deals_were_created(app, demo_engine):
     assert str(at.info[0].value) == (
         f"No deals were created between {start:%d %b %Y} and {last:%d %b %Y}: widen the date range in the sidebar."
     )
+
+
+def test_the_campaign_table_shows_the_allocated_cost(app, demo_engine, default_filters):
+    segment = kpis.dimension_values(demo_engine)["segments"][0]
+    at = app(MARKETING, query_params={"segment": [segment]}).run()
+    assert not at.exception
+    expected = kpis.campaign_funnel(demo_engine, default_filters.replace(segments=(segment,)))
+    table = next(df.value for df in at.dataframe if "share_of_sends" in df.value.columns)
+    assert len(table) == len(expected) > 0
+    assert table["cost"].tolist() == pytest.approx(
+        (table["campaign_cost"] * table["share_of_sends"]).tolist(), nan_ok=True
+    )
+    assert table["cost"].sum() == pytest.approx(expected["cost"].sum())
+    assert table["cost"].sum() < table["campaign_cost"].sum()  # not every campaign's whole cost
+    assert any("Campaign cost is allocated to this selection" in c for c in captions(at))
