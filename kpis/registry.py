@@ -2,6 +2,10 @@
 
 Each entry's ``definition`` is the formula sentence of its function's docstring, word for
 word (tests/kpis/test_registry.py checks that), so the dashboard and the code cannot drift.
+
+``READS`` says which tables every KPI function reads; which filter-bar lists narrow it
+follows from them (``honours``, ``ignored``: web traffic and social media have no account,
+only deals have a pipeline), so a chart can say "Not filtered by: Segment" (``ui.filter_scope``).
 """
 
 from __future__ import annotations
