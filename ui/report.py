@@ -261,6 +261,9 @@ class PageReport:
             return {}
         year = pd.DateOffset(years=1)
         filters = self.view.filters
+        source = filter_scope.source_function(data)
+        if source is not None:  # only the filters that KPI honours, as the page passed them
+            filters = filter_scope.honoured_filters(filters, source)
         start = (pd.Timestamp(filters.start) - year).date()
         end = (pd.Timestamp(self.view.cut) - year).date()
         if end <= start:
