@@ -45,6 +45,26 @@ def _days(f: Filters) -> str:
     return f"between {f.start:%d %b %Y} and {last:%d %b %Y}"
 
 
+def no_account_reason(conn: Bind, f: Filters) -> str | None:
+    """ "No account matches these filters together (segment, company size) …" when the
+    account-level filters (with the user's scope) select no account; else None."""
+    selected = account_ids(f)
+    if selected is None:
+        return None
+    with connection(conn) as c:
+        accounts = c.execute(sa.select(sa.func.count()).select_from(selected.subquery())).scalar_one()
+    if accounts:
+        return None
+    chosen = [NAMES[n] for n in ACCOUNT_DIMENSIONS if getattr(f, n)]
+    if len(chosen) > 1:
+        what = "No account matches these filters together (" + ", ".join(chosen) + ")"
+    elif chosen:
+        what = f"No account has the chosen {chosen[0]}"
+    else:
+        what = "No account is inside your access scope"
+    return f"{what}, so no deal can be counted: remove or change one in the sidebar."
+
+
 def funnel_empty_reason(conn: Bind, f: Filters) -> str | None:
     """The reason the funnel of ``f`` is empty, as one sentence that says what to do; None
     when some deal created in the range (within the filters) entered a funnel stage."""
@@ -58,18 +78,9 @@ def funnel_empty_reason(conn: Bind, f: Filters) -> str | None:
                 "No pipeline stages are configured, so there is no funnel to draw: import a "
                 "pipeline_stages table (or, for HubSpot exports, give the stages with --stages)."
             )
-        selected = account_ids(f)
-        if selected is not None:
-            accounts = c.execute(sa.select(sa.func.count()).select_from(selected.subquery())).scalar_one()
-            if not accounts:
-                chosen = [NAMES[n] for n in ACCOUNT_DIMENSIONS if getattr(f, n)]
-                if len(chosen) > 1:
-                    what = "No account matches these filters together (" + ", ".join(chosen) + ")"
-                elif chosen:
-                    what = f"No account has the chosen {chosen[0]}"
-                else:
-                    what = "No account is inside your access scope"
-                return f"{what}, so no deal can be counted: remove or change one in the sidebar."
+        nobody = no_account_reason(c, f)
+        if nobody:
+            return nobody
         everywhere = Filters(f.start, f.end, scope=f.scope)  # the range alone, inside the scope
         created_in_range = c.execute(
             sa.select(sa.func.count()).where(

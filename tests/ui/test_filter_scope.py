@@ -144,10 +144,13 @@ def test_an_empty_funnel_says_the_filters_exclude_every_account(app, demo_engine
         "pages/1_Sales_pipeline.py", query_params={"segment": [missing[0]], "company_size": [missing[1]]}
     ).run()
     assert not at.exception
-    assert str(at.info[0].value) == (
+    reason = (
         "No account matches these filters together (segment, company size), so no deal can be counted: "
         "remove or change one in the sidebar."
     )
+    assert str(at.info[0].value) == reason
+    # every empty section of the page gives the same reason, not a generic "no data"
+    assert len(at.info) >= 5 and {str(i.value) for i in at.info} == {reason}
 
 
 def test_an_empty_funnel_says_no_deals_were_created(app, demo_engine):
