@@ -372,13 +372,15 @@ class PageReport:
         )
 
     def finish(self) -> None:
-        """The whole page as one PDF: every chart, its definition and the active filters."""
+        """The whole page as one PDF (every chart, its definition and the active filters)
+        and as a PowerPoint deck (``charts.slides.page_deck``: native charts, notes, appendix)."""
         if not self.items:
             return
         st.divider()
         export = _export()
         if not export.chromium_available():
             st.caption(f"Whole-page PDF: {export.MISSING_CHROMIUM_HELP}")
+            self._slides_download()
             return
         items = list(self.items)
         _download(
@@ -393,6 +395,71 @@ class PageReport:
             f"{_slug(self.title)}-page-pdf",
             primary=True,
         )
+        self._slides_download()
+
+    def _slides_download(self) -> None:
+        """ "Download this page as PowerPoint": built when clicked, written to the audit log."""
+        from charts import slides
+
+        items, context, source = list(self.items), self.view.describe(), data_source_text()
+        _download(
+            f"Download this page as PowerPoint ({len(items)} chart{'s' if len(items) != 1 else ''})",
+            self._audited(
+                lambda: slides.page_deck(self.title, context, items, source=source),
+                f"{_slug(self.title)}.pptx",
+                "whole page (slides)",
+            ),
+            f"{_slug(self.title)}.pptx",
+            slides.MIME_TYPE,
+            f"{_slug(self.title)}-page-pptx",
+        )
+
+
+def data_source_text(url: str | None = None) -> str:
+    """Where a page's numbers come from, for slide notes: the database kind and name (no
+    host, path or password: the deck travels by e-mail)."""
+    import sqlalchemy as sa
+
+    from ui import data as ui_data
+
+    try:
+        parsed = sa.make_url(url or ui_data.database_url())
+    except Exception:  # a URL the page could read but this cannot parse: say less, not nothing
+        return "CRM Insights database"
+    name = os.path.basename(parsed.database or "") or "default database"
+    return f"CRM Insights database ({parsed.get_backend_name()}: {name}); KPIs from the kpis package"
+
+
+def overview_download(view: Any, cards: list[Any]) -> None:
+    """The Overview as one PowerPoint slide of cards (``cards``: ``charts.slides.SlideCard``),
+    built when clicked and written to the audit log."""
+    from charts import slides
+
+    user = getattr(view, "user", None)
+    name = getattr(user, "name", None) or "anonymous"
+    context = view.describe()
+
+    def build() -> bytes:
+        from ui import auth
+
+        try:
+            auth.store().record(
+                name,
+                "export",
+                "overview.pptx",
+                {"page": "Overview", "what": "cards slide", "filters": context},
+            )
+        except Exception as error:  # the download goes ahead; the failure is logged
+            logger.warning("Could not write the export of overview.pptx to the audit log: %s", error)
+        return slides.overview_deck(context, cards)
+
+    _download(
+        "Download the Overview as PowerPoint (one slide)",
+        build,
+        "overview.pptx",
+        slides.MIME_TYPE,
+        "overview-pptx",
+    )
 
 
 def match_series(
