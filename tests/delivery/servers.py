@@ -76,7 +76,7 @@ class _Handler:
     def __init__(self, received: Received) -> None:
         self.received = received
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server, session, envelope):
         if self.received.fail_next > 0:
             self.received.fail_next -= 1
             return "451 4.3.0 try again later"
@@ -140,7 +140,7 @@ def webhook_server() -> Iterator[tuple[str, Hooks]]:
     hooks = Hooks()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             status = hooks.statuses.pop(0) if hooks.statuses else 200
