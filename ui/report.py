@@ -36,6 +36,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -149,6 +150,12 @@ def warm_export_server() -> threading.Thread | None:
         return _warmup_thread
 
 
+#: Session key naming a headless run (``delivery.render``): the page's ``PageReport`` is
+#: then kept in :data:`CAPTURED` under that token, so the run's charts can be collected.
+CAPTURE_KEY = "_report_capture"
+CAPTURED: dict[str, Any] = {}
+
+
 class PageReport:
     """Collects a page's charts so each can be exported alone and all together as one PDF."""
 
@@ -158,6 +165,9 @@ class PageReport:
         self.user = getattr(view, "user", None)
         self.items: list[ReportItem] = []
         self._keys: dict[str, int] = {}
+        token = st.session_state.get(CAPTURE_KEY)
+        if token:
+            CAPTURED[str(token)] = self
         st.title(title)
         st.caption(caption or f":material/filter_alt: {view.describe()}")
 
@@ -430,6 +440,15 @@ def data_source_text(url: str | None = None) -> str:
     return f"CRM Insights database ({parsed.get_backend_name()}: {name}); KPIs from the kpis package"
 
 
+@dataclass(frozen=True)
+class OverviewCards:
+    """What a headless run of the Overview collects: its cards (``charts.slides.SlideCard``)."""
+
+    title: str
+    view: Any
+    cards: list[Any]
+
+
 def overview_download(view: Any, cards: list[Any]) -> None:
     """The Overview as one PowerPoint slide of cards (``cards``: ``charts.slides.SlideCard``),
     built when clicked and written to the audit log."""
@@ -438,6 +457,9 @@ def overview_download(view: Any, cards: list[Any]) -> None:
     user = getattr(view, "user", None)
     name = getattr(user, "name", None) or "anonymous"
     context = view.describe()
+    token = st.session_state.get(CAPTURE_KEY)
+    if token:  # a headless run (delivery.render) collects the cards
+        CAPTURED[str(token)] = OverviewCards("Overview", view, list(cards))
 
     def build() -> bytes:
         from ui import auth
