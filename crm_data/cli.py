@@ -168,7 +168,64 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         ".streamlit/secrets.toml of the working directory, then ~/.streamlit/secrets.toml)",
     )
     _users_parser(commands, url_help)
+    _reports_parser(commands, url_help)
     return parser
+
+
+def _reports_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
+    """``reports add | list | remove | send | run-due`` and ``scheduler``."""
+    reports = commands.add_parser(
+        "reports",
+        help="scheduled reports by e-mail: add | list | remove | send | run-due",
+        description="Dashboard pages with filters, sent as PDF, XLSX or PPTX to accounts on a cron "
+        "schedule; each recipient gets only what their account's scope allows. `run-due` sends what "
+        "is due (for cron or a systemd timer: once per scheduled time however often it runs). Mail "
+        "goes through $CRM_SMTP_HOST (CRM_SMTP_PORT, CRM_SMTP_FROM, CRM_SMTP_USER, CRM_SMTP_PASSWORD; "
+        "STARTTLS). Reports live beside the accounts (app_reports, app_report_runs).",
+        formatter_class=_HelpFormatter,
+    )
+    actions = reports.add_subparsers(dest="reports_command", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+        sub.add_argument("--url", help=url_help)
+        return sub
+
+    add = action("add", "add a scheduled report")
+    add.add_argument("name", help="the report's name (the e-mail's subject)")
+    add.add_argument(
+        "--page", dest="pages", action="append", required=True, metavar="PAGE",
+        help="a page: its title (\"Sales pipeline\", Overview), file or slug (repeatable)",
+    )  # fmt: skip
+    add.add_argument(
+        "--filters", default="", metavar="QUERY",
+        help="the filters as the pages' URL query, e.g. 'segment=SMB&period=quarter' (from/to fix the "
+        "dates; without them every run shows the last 12 full months and the current one)",
+    )  # fmt: skip
+    add.add_argument("--format", dest="fmt", choices=("pdf", "xlsx", "pptx"), default="pdf")
+    add.add_argument(
+        "--to", dest="recipients", action="append", required=True, metavar="RECIPIENT",
+        help="an account named by its e-mail address, or NAME=ADDRESS (repeatable)",
+    )  # fmt: skip
+    add.add_argument("--schedule", required=True, metavar="CRON", help="5-field cron, e.g. '0 8 * * 1'")
+    add.add_argument("--timezone", default="UTC", help="the schedule's time zone, e.g. Europe/Berlin")
+
+    action("list", "list the reports with their next run and last runs")
+    remove = action("remove", "remove a report (its history stays)")
+    remove.add_argument("report", help="name or id")
+    send = action("send", "send a report now, apart from its schedule")
+    send.add_argument("report", help="name or id")
+    due = action("run-due", "send the reports that are due and retry failed deliveries")
+    due.add_argument("--now", metavar="ISO", help="act as if it were this UTC time (testing a schedule)")
+
+    scheduler = commands.add_parser(
+        "scheduler",
+        help="run `reports run-due` every minute (a long-running process)",
+        description="A long-running process (APScheduler) calling `reports run-due` at the start of "
+        "every minute; for a server without cron or systemd timers. Stop it with Ctrl+C or SIGTERM.",
+        formatter_class=_HelpFormatter,
+    )
+    scheduler.add_argument("--url", help=url_help)
 
 
 def _users_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
@@ -501,6 +558,98 @@ def _audit_import(url: str, paths: list[str], report: object) -> None:
         store.dispose()
 
 
+def _reports(args: argparse.Namespace, url: str) -> int:
+    import datetime as dt
+    import getpass
+
+    from delivery import reports
+
+    actor = f"cli:{getpass.getuser()}"
+    command = args.reports_command
+    try:
+        if command == "add":
+            report = reports.add_report(
+                args.name, args.pages, args.filters, args.fmt, args.recipients, args.schedule,
+                timezone=args.timezone, actor=actor, url=url,
+            )  # fmt: skip
+            upcoming = reports.next_run(report.schedule, report.timezone)
+            print(
+                f"added report {report.report_id} {report.name!r}: {report.describe()}, next {upcoming:%a %d %b %Y %H:%M} UTC"
+            )
+        elif command == "list":
+            return _reports_list(url)
+        elif command == "remove":
+            report = reports.remove_report(args.report, actor=actor, url=url)
+            print(f"removed report {report.report_id} {report.name!r}")
+        elif command == "send":
+            return _report_results([reports.send_now(args.report, actor=actor, url=url)])
+        elif command == "run-due":
+            now = dt.datetime.fromisoformat(args.now) if args.now else None
+            if now is not None and now.tzinfo is None:
+                now = now.replace(tzinfo=dt.UTC)
+            return _report_results(reports.run_due(url=url, now=now))
+        return 0
+    except ValueError as error:  # ReportError, a malformed --now, bad SMTP settings
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _report_results(results: list) -> int:
+    """One line per recipient; exit code 1 when any delivery failed (it is retried next run)."""
+    if not results:
+        print("nothing due")
+    failed = False
+    for result in results:
+        for address, outcome in result.outcomes.items():
+            failed |= outcome != "sent"
+            print(
+                f"{result.report} ({result.trigger} {result.due_at:%Y-%m-%d %H:%M} UTC) -> {address}: {outcome}"
+            )
+    return 1 if failed else 0
+
+
+def _reports_list(url: str) -> int:
+    from delivery import reports
+
+    listed = reports.reports(url)
+    if not listed:
+        print("no reports (add one with `reports add`)")
+    history = reports.runs(url=url)
+    for report in listed:
+        upcoming = reports.next_run(report.schedule, report.timezone)
+        print(f"{report.report_id:>3} {report.name}: {', '.join(reports.page_title(p) for p in report.pages)} "
+              f"as {report.format.upper()} to {', '.join(report.recipients)}")  # fmt: skip
+        print(
+            f"    {report.describe()}; next {upcoming:%a %d %b %Y %H:%M} UTC; filters {report.query or 'none'}"
+        )
+        for row in history[history["report_id"] == report.report_id].head(3).itertuples():
+            print(f"    {row.trigger} {row.due_at:%Y-%m-%d %H:%M}: {row.status} {row.detail}")
+    return 0
+
+
+def _scheduler(url: str) -> int:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    from delivery import reports
+
+    def tick() -> None:
+        try:
+            _report_results(reports.run_due(url=url))
+        except Exception as error:  # one bad minute (mail server, database) must not end the process
+            print(f"error: run-due failed: {type(error).__name__}: {error}", file=sys.stderr)
+
+    scheduler = BlockingScheduler(timezone="UTC")
+    scheduler.add_job(tick, CronTrigger(minute="*", timezone="UTC"), max_instances=1, coalesce=True,
+                      misfire_grace_time=50, id="reports-run-due")  # fmt: skip
+    print("scheduler: running `reports run-due` every minute (Ctrl+C to stop)", flush=True)
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+        scheduler.start()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     prog = prog_name()
     args = _parser(prog).parse_args(argv)
@@ -529,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
             return _pg_role(args, url)
         if args.command == "users":
             return _users(args, url)
+        if args.command == "reports":
+            return _reports(args, url)
+        if args.command == "scheduler":
+            return _scheduler(url)
     except (DatabaseBusyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -140,7 +140,9 @@ def render_page(script: str, query: str, account: str | None, url: str) -> Rende
     view = captured.view
     source = ui_report.data_source_text(url)
     if isinstance(captured, ui_report.OverviewCards):
-        return RenderedPage(script, captured.title, view.describe(), [], list(captured.cards), notices, source)
+        return RenderedPage(
+            script, captured.title, view.describe(), [], list(captured.cards), notices, source
+        )
     return RenderedPage(script, captured.title, view.describe(), list(captured.items), None, notices, source)
 
 
@@ -188,7 +190,9 @@ def _cards_item(page: RenderedPage) -> ReportItem:
         )
     )
     fig.update_layout(title_text="Headline KPIs", height=120 + 30 * len(frame))
-    return ReportItem("Headline KPIs", fig, "The Overview's cards: the last complete period and its change.", frame)
+    return ReportItem(
+        "Headline KPIs", fig, "The Overview's cards: the last complete period and its change.", frame
+    )
 
 
 def page_items(page: RenderedPage) -> list[ReportItem]:
@@ -197,7 +201,12 @@ def page_items(page: RenderedPage) -> list[ReportItem]:
 
 
 def render_files(
-    report_name: str, pages: Sequence[RenderedPage], fmt: str, *, scope: str = "", when: dt.datetime | None = None
+    report_name: str,
+    pages: Sequence[RenderedPage],
+    fmt: str,
+    *,
+    scope: str = "",
+    when: dt.datetime | None = None,
 ) -> list[File]:
     """The attachments of one delivery: a file per page for ``pdf`` and ``pptx``, one
     workbook for ``xlsx``. ``scope`` (the recipient's, in words) goes into the XLSX's Filters
@@ -216,7 +225,11 @@ def render_files(
                     sheets[_unique(sheets, item.title)] = item.data
             rows.append({"page": page.title, "filters": page.context, "scope": scope or "everything"})
         sheets[_unique(sheets, "Filters")] = pd.DataFrame(rows, columns=["page", "filters", "scope"])
-        meta = {"Report": report_name, "Pages": ", ".join(p.title for p in pages), "Scope": scope or "everything"}
+        meta = {
+            "Report": report_name,
+            "Pages": ", ".join(p.title for p in pages),
+            "Scope": scope or "everything",
+        }
         return [File(f"{_slug(report_name)}-{day}.xlsx", export.frame_xlsx(sheets, meta), MIME_TYPES["xlsx"])]
     files = []
     for page in pages:
@@ -226,7 +239,9 @@ def render_files(
         elif page.cards is not None:
             content = slides.overview_deck(page.context, page.cards, generated=when)
         else:
-            content = slides.page_deck(page.title, page.context, page.items, source=page.source, generated=when)
+            content = slides.page_deck(
+                page.title, page.context, page.items, source=page.source, generated=when
+            )
         files.append(File(name, content, MIME_TYPES[fmt]))
     return files
 
