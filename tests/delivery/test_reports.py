@@ -316,3 +316,72 @@ def test_a_removed_account_is_not_sent_to_and_the_failure_is_recorded(crm_url):
     assert received.messages == []
     assert "is no account" in result.outcomes["na@example.com"]
     assert reports.runs(url=crm_url)["status"].tolist() == ["failed"]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_cli_add_list_run_due_twice_and_remove(crm_url, monkeypatch, capsys):
+    from crm_data.cli import main
+
+    with smtp_server() as (port, received):
+        for name, value in {
+            "CRM_SMTP_HOST": "127.0.0.1", "CRM_SMTP_PORT": str(port), "CRM_SMTP_FROM": "crm@example.com",
+            "CRM_SMTP_STARTTLS": "off",
+        }.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
+        with time_machine.travel(dt.datetime(2024, 5, 6, 7, 0, tzinfo=UTC), tick=True):
+            assert main(["reports", "add", "Overview daily", "--page", "Overview", "--filters", FILTERS,
+                         "--format", "xlsx", "--to", "all@example.com", "--schedule", "30 7 * * *",
+                         "--url", crm_url]) == 0  # fmt: skip
+            assert "every day at 07:30 UTC, next Mon 06 May 2024 07:30 UTC" in capsys.readouterr().out
+            assert main(["reports", "add", "Bad", "--page", "Overview", "--to", "x@example.com",
+                         "--schedule", "30 7 * * *", "--url", crm_url]) == 1  # fmt: skip
+            assert "is no account" in capsys.readouterr().err
+        for _ in range(2):  # cron may run it twice in the same minute: one mail
+            assert main(["reports", "run-due", "--now", "2024-05-06T07:30:10", "--url", crm_url]) == 0
+        out = capsys.readouterr().out
+        assert "Overview daily (schedule 2024-05-06 07:30 UTC) -> all@example.com: sent" in out
+        assert out.strip().endswith("nothing due")
+        assert main(["reports", "list", "--url", crm_url]) == 0
+        listed = capsys.readouterr().out
+        assert "Overview daily: Overview as XLSX to all@example.com" in listed
+        assert "schedule 2024-05-06 07:30: sent" in listed
+        assert main(["reports", "remove", "Overview daily", "--url", crm_url]) == 0
+        assert main(["reports", "list", "--url", crm_url]) == 0
+        assert "no reports" in capsys.readouterr().out
+    assert len(received.messages) == 1
+    ((name, (_, content)),) = _attachments(received.messages[0]).items()
+    assert name == "overview-daily-2024-05-06.xlsx"
+    book = openpyxl.load_workbook(io.BytesIO(content))
+    cards = list(book["Headline KPIs"].iter_rows(values_only=True))
+    assert cards[0][:4] == ("kpi", "shown", "change", "periods")
+    assert "Win rate" in [row[0] for row in cards[1:]]
+
+
+def test_run_due_without_a_mail_server_says_what_to_set(crm_url, monkeypatch, capsys):
+    from crm_data.cli import main
+
+    monkeypatch.delenv("CRM_SMTP_HOST", raising=False)
+    assert main(["reports", "run-due", "--url", crm_url]) == 1
+    assert "no mail server: set CRM_SMTP_HOST" in capsys.readouterr().err
+
+
+def test_scheduler_calls_run_due_every_minute(crm_url, monkeypatch, capsys):
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from crm_data.cli import main
+
+    calls: list[dict] = []
+    jobs: list[str] = []
+
+    def start(self) -> None:  # run the job once instead of blocking
+        (job,) = self.get_jobs()
+        jobs.append(str(job.trigger))
+        job.func()
+
+    monkeypatch.setattr(BlockingScheduler, "start", start)
+    monkeypatch.setattr(reports, "run_due", lambda **kwargs: calls.append(kwargs) or [])
+    assert main(["scheduler", "--url", crm_url]) == 0
+    assert calls == [{"url": crm_url}]
+    assert jobs == ["cron[minute='*']"]
