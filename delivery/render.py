@@ -108,6 +108,7 @@ def render_page(script: str, query: str, account: str | None, url: str) -> Rende
     """Run the page ``script`` (``pages/1_Sales_pipeline.py``, ``dashboard.py``) headless
     with the filters of ``query`` and ``account`` signed in (None: anonymous, only for an
     install without accounts), on the CRM database ``url``; return what it drew."""
+    _quiet_streamlit()
     from streamlit.testing.v1 import AppTest
 
     from ui import auth
@@ -144,6 +145,14 @@ def render_page(script: str, query: str, account: str | None, url: str) -> Rende
             script, captured.title, view.describe(), [], list(captured.cards), notices, source
         )
     return RenderedPage(script, captured.title, view.describe(), list(captured.items), None, notices, source)
+
+
+def _quiet_streamlit() -> None:
+    """Streamlit's "No runtime found" / "missing ScriptRunContext" warnings say that no server
+    runs, which is the point here: keep them out of cron's mail (errors still show)."""
+    from streamlit import logger
+
+    logger.set_log_level("error")
 
 
 def _plain(text: str) -> str:

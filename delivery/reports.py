@@ -115,9 +115,13 @@ class ReportError(ValueError):
 
 
 def page_title(script: str) -> str:
-    """``pages/1_Sales_pipeline.py`` -> "Sales pipeline"; ``dashboard.py`` -> "Overview"."""
+    """A page's title as its ``PageReport`` shows it ("Customers & churn"), else from its
+    file (``pages/1_Sales_pipeline.py`` -> "Sales pipeline"); ``dashboard.py`` -> "Overview"."""
     if script == OVERVIEW:
         return "Overview"
+    for title, known in report_pages().items():
+        if known == script:
+            return title
     stem = Path(script).stem
     return re.sub(r"^\d+_", "", stem).replace("_", " ")
 
@@ -132,9 +136,11 @@ def report_pages(project: Path = PROJECT_DIR) -> dict[str, str]:
         return (int(number.group(1)) if number else 10**6, path.name)
 
     for path in sorted((project / "pages").glob("*.py"), key=order):
-        if "PageReport(" in path.read_text(encoding="utf-8"):
+        source = path.read_text(encoding="utf-8")
+        if "PageReport(" in source:
             script = f"pages/{path.name}"
-            pages[page_title(script)] = script
+            named = re.search(r"PageReport\(\s*[\"']([^\"']+)[\"']", source)  # the title the page shows
+            pages[named.group(1) if named else page_title(script)] = script
     return pages
 
 
@@ -728,10 +734,13 @@ def run_due(
 
     url = database_url(url)
     now = _aware(now or dt.datetime.now(dt.UTC))
+    listed = reports(url)
+    if not listed:
+        return []  # nothing to send: no mail server needed
     send = send or mail_sender()
     results = []
     attempted: set[str] = set()
-    for report in reports(url):
+    for report in listed:
         due = latest_due(report.schedule, report.timezone, _aware(report.created_at), now)
         if due is None:
             continue

@@ -363,8 +363,12 @@ def test_run_due_without_a_mail_server_says_what_to_set(crm_url, monkeypatch, ca
     from crm_data.cli import main
 
     monkeypatch.delenv("CRM_SMTP_HOST", raising=False)
+    assert main(["reports", "run-due", "--url", crm_url]) == 0  # no report: no mail server needed
+    assert capsys.readouterr().out.strip() == "nothing due"
+    reports.add_report("R", ["Overview"], "", "pdf", ["all@example.com"], "* * * * *", actor="test", url=crm_url)
     assert main(["reports", "run-due", "--url", crm_url]) == 1
     assert "no mail server: set CRM_SMTP_HOST" in capsys.readouterr().err
+    assert reports.runs(url=crm_url).empty  # nothing claimed: the next run-due with a server sends it
 
 
 def test_scheduler_calls_run_due_every_minute(crm_url, monkeypatch, capsys):
