@@ -231,7 +231,11 @@ def _pie(traces: list[Any]) -> NativeChart | None:
 
 
 def _value_format(fig: go.Figure, trace: Any, value_axis: str) -> str | None:
+    """The value axis's number format: its tick format (what the dashboard's axis shows),
+    else the trace's hover format."""
     axis = fig.layout[value_axis]
+    if axis.tickformat:
+        return excel_number_format(axis.tickformat, axis.ticksuffix or "")
     spec, suffix = figures._value_format(trace, axis)
     return excel_number_format(spec, suffix)
 
@@ -466,7 +470,7 @@ def notes_text(item: ReportItem, source: str, context: str, how: str) -> str:
     """The notes of a chart slide: definition, data source, filters and how it is drawn."""
     lines = [f"Definition: {item.definition or 'not given'}", f"Data source: {source}"]
     if item.data is not None:
-        lines.append(f"Data: {len(item.data):,} rows; the table is in the appendix.")
+        lines.append(f"Data: {_rows(len(item.data))}; the table is in the appendix.")
     lines += [f"Filters: {context or 'none'}", how]
     return "\n".join(lines)
 
@@ -644,7 +648,7 @@ def page_deck(
         divider = _title_only(prs, "Appendix: the data behind the charts")
         _text(
             divider,
-            "\n".join(f"• {item.title} ({len(item.data):,} rows)" for item in with_data),
+            "\n".join(f"• {item.title} ({_rows(len(item.data))})" for item in with_data),
             MARGIN,
             Inches(1.4),
             SLIDE_WIDTH - 2 * MARGIN,
@@ -655,6 +659,10 @@ def page_deck(
         for item in with_data:
             appendix_slide(prs, item, context)
     return save(prs)
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'s' if n != 1 else ''}"
 
 
 def save(prs: Any) -> bytes:
