@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,8 +72,9 @@ if listed:
     if middle.button("Send now", icon=":material/send:", key="reports_send_now"):
         report = next(r for r in listed if r.name == chosen)
         subprocess.Popen(  # rendering takes a while: in the background, recorded in the history below
-            [sys.executable, "-m", "crm_data", "reports", "send", str(report.report_id), "--url", url],
+            [sys.executable, "-m", "crm_data", "reports", "send", str(report.report_id)],
             cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, "CRM_DATABASE_URL": url},  # not on the command line: it may hold a password
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
