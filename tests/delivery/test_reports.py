@@ -365,7 +365,9 @@ def test_run_due_without_a_mail_server_says_what_to_set(crm_url, monkeypatch, ca
     monkeypatch.delenv("CRM_SMTP_HOST", raising=False)
     assert main(["reports", "run-due", "--url", crm_url]) == 0  # no report: no mail server needed
     assert capsys.readouterr().out.strip() == "nothing due"
-    reports.add_report("R", ["Overview"], "", "pdf", ["all@example.com"], "* * * * *", actor="test", url=crm_url)
+    reports.add_report(
+        "R", ["Overview"], "", "pdf", ["all@example.com"], "* * * * *", actor="test", url=crm_url
+    )
     assert main(["reports", "run-due", "--url", crm_url]) == 1
     assert "no mail server: set CRM_SMTP_HOST" in capsys.readouterr().err
     assert reports.runs(url=crm_url).empty  # nothing claimed: the next run-due with a server sends it
@@ -389,3 +391,19 @@ def test_scheduler_calls_run_due_every_minute(crm_url, monkeypatch, capsys):
     assert main(["scheduler", "--url", crm_url]) == 0
     assert calls == [{"url": crm_url}]
     assert jobs == ["cron[minute='*']"]
+
+
+def test_a_scheduled_time_is_claimed_once_on_postgresql_too(pg_database_url):
+    """Two run-due processes on one PostgreSQL: the unique (report, scheduled time) row lets one win."""
+    url = pg_database_url
+    report = reports.add_report(
+        "PG weekly", ["Overview"], "", "xlsx", ["lead@example.com"], "0 8 * * 1", actor="test", url=url,
+        now=MONDAY_0800 - dt.timedelta(days=1),
+    )  # fmt: skip
+    assert reports.get_report("PG weekly", url=url) == report
+    assert reports._claim(report, MONDAY_0800, "schedule", url) is not None
+    assert reports._claim(report, MONDAY_0800, "schedule", url) is None
+    assert reports._claim(report, MONDAY_0800, "manual", url) is not None  # "send now" at the same minute
+    assert reports.runs(url=url)["status"].tolist() == ["running", "running"]
+    reports.remove_report(report.report_id, actor="test", url=url)
+    assert reports.reports(url) == []
