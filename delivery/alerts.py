@@ -20,7 +20,9 @@ period** before ``today`` (the period holding ``today`` is still running and nev
   X ~ Poisson(max(12-week mean, 0.5)) and observed ≥ 3); a ``products`` filter limits it
   to those products.
 
-A value that cannot be computed (no data: NaN) never fires. A rule that fires writes one
+A rule keeps its author's scope (``kpis.filters.Scope``: what they may see) and is
+evaluated within it; the Alerts page shows a rule and its alerts only to users whose scope
+holds the rule's. A value that cannot be computed (no data: NaN) never fires. A rule that fires writes one
 event (``app_alert_events``, unique per rule and period: the next run finds it and does not
 fire again) and then delivers it to each channel through ``delivery.channels.deliver``
 (target ``alert <rule id> <period>``); a channel whose delivery failed is sent again by
@@ -86,6 +88,7 @@ app_alert_rules = sa.Table(
     sa.Column("condition", sa.String(32), nullable=False),
     sa.Column("threshold", sa.Float(), nullable=True),
     sa.Column("channels", sa.Text(), nullable=False),  # JSON ["a@example.com", "https://hooks…"]
+    sa.Column("scope", sa.Text(), nullable=False),  # JSON kpis.filters.Scope.as_dict() of its author
     sa.Column("created_by", sa.String(254), nullable=False),
     sa.Column("created_at", sa.DateTime(), nullable=False),
 )
@@ -122,6 +125,22 @@ class Rule:
     threshold: float | None
     channels: tuple[str, ...]
     created_by: str = ""
+    #: The author's scope (``kpis.filters.Scope.as_dict()``): the rule never sees beyond it.
+    scope: dict[str, list[str]] = field(default_factory=dict)
+
+    def visible_to(self, scope: object) -> bool:
+        """True when a user with ``scope`` (a ``kpis.filters.Scope``) may see this rule and
+        its alerts: the rule's scope lies within theirs."""
+        from kpis.filters import SCOPE_DIMENSIONS
+
+        for name in SCOPE_DIMENSIONS:
+            outer = getattr(scope, name)
+            if outer is None:
+                continue
+            inner = self.scope.get(name)
+            if inner is None or not set(inner) <= set(outer):
+                return False
+        return True
 
     def describe(self) -> str:
         """``Churn rate (segments Enterprise), month above 3.0 %`` — one line."""
@@ -361,6 +380,7 @@ class AlertStore:
         channels: Iterable[str] = (),
         name: str = "",
         created_by: str = "",
+        scope: object = None,
     ) -> Rule:
         """Add a rule (checked by :func:`check_rule`; a text threshold by :func:`parse_threshold`)."""
         if threshold is None or isinstance(threshold, str):
@@ -368,7 +388,8 @@ class AlertStore:
         else:
             value = float(threshold)
         clean, channel_list = check_rule(kpi, filters, grain, condition, value, channels)
-        draft = Rule(0, name.strip(), kpi, clean, grain, condition, value, channel_list, created_by)
+        limits = scope.as_dict() if scope is not None else {}  # type: ignore[attr-defined]
+        draft = Rule(0, name.strip(), kpi, clean, grain, condition, value, channel_list, created_by, limits)
         name = name.strip()[:200] or draft.describe()[:200]
         with self.engine.begin() as conn:
             result = conn.execute(
@@ -380,12 +401,13 @@ class AlertStore:
                     condition=condition,
                     threshold=value,
                     channels=json.dumps(list(channel_list)),
+                    scope=json.dumps(limits, sort_keys=True),
                     created_by=created_by[:254],
                     created_at=channels_now(),
                 )
             )
             rule_id = int(result.inserted_primary_key[0])
-        return Rule(rule_id, name, kpi, clean, grain, condition, value, channel_list, created_by)
+        return Rule(rule_id, name, kpi, clean, grain, condition, value, channel_list, created_by, limits)
 
     def remove(self, rule_id: int) -> Rule:
         """Remove a rule (its events stay in the history; its pending deliveries stop)."""
@@ -458,19 +480,21 @@ class AlertStore:
         """Deliveries owed: (rule, period, recipient, message, details JSON) of events of
         existing rules whose channel has no successful delivery yet."""
         e, r = app_alert_events.c, app_alert_rules.c
+        event_columns = [e.period.label("event_period"), e.message.label("event_message"),
+                         e.details.label("event_details"), e.channels.label("event_channels")]  # fmt: skip
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(app_alert_events, app_alert_rules)
-                .join(app_alert_rules, r.rule_id == e.rule_id)
+                sa.select(app_alert_rules, *event_columns)
+                .join_from(app_alert_events, app_alert_rules, r.rule_id == e.rule_id)
                 .order_by(e.event_id)
             ).all()
         owed = []
         for row in rows:
             rule = _rule(row)
-            period = _as_date(row.period)
-            for recipient in json.loads(row.channels or "[]"):
+            period = _as_date(row.event_period)
+            for recipient in json.loads(row.event_channels or "[]"):
                 if not channels.delivered("alert", _target(rule.rule_id, period), recipient, url=self.url):
-                    owed.append((rule, period, recipient, row.message, row.details))
+                    owed.append((rule, period, recipient, row.event_message, row.event_details))
         return owed
 
 
@@ -501,6 +525,7 @@ def _rule(row: sa.Row) -> Rule:
         threshold=row.threshold,
         channels=tuple(json.loads(row.channels or "[]")),
         created_by=row.created_by,
+        scope=json.loads(row.scope or "{}"),
     )
 
 
@@ -512,9 +537,9 @@ def _target(rule_id: int, period: dt.date) -> str:
 
 
 def _filters(rule: Rule, start: dt.date, end: dt.date):
-    from kpis.filters import Filters
+    from kpis.filters import Filters, Scope
 
-    return Filters(start, end, **rule.filters)
+    return Filters(start, end, **rule.filters, scope=Scope.from_dict(rule.scope))
 
 
 def _series_value(conn: sa.Connection | sa.Engine, rule: Rule, start: dt.date, end: dt.date) -> pd.Series:

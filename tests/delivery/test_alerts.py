@@ -251,3 +251,21 @@ def test_mail_without_smtp_settings_is_recorded_as_failed_and_kept(crm, monkeypa
         "e-mail is not set up: set CRM_SMTP_HOST and CRM_SMTP_FROM"
     ]
     assert len(store.pending()) == 1
+
+
+def test_a_rule_sees_no_more_than_its_author(crm) -> None:
+    from kpis.filters import EVERYTHING, Scope
+
+    _url, engine, store = crm
+    smb_only = Scope(segments=("SMB",))
+    rule = store.add("churn_rate", condition="above", threshold="3%", filters={"segments": ["Enterprise"]},
+                     channels=["a@example.com"], scope=smb_only)  # fmt: skip
+    assert store.get(rule.rule_id).scope == {"segments": ["SMB"]}
+    result = evaluate(engine, rule, TODAY)  # Enterprise ∩ scope SMB: no customers, no value
+    assert not result.fired and result.value is None
+    assert rule.visible_to(EVERYTHING) and rule.visible_to(Scope(segments=("SMB", "Enterprise")))
+    assert not rule.visible_to(Scope(segments=("Enterprise",))) and not rule.visible_to(
+        Scope(regions=("EU",))
+    )
+    everyone = store.add("nps", condition="above", threshold=0, channels=["a@example.com"])
+    assert everyone.visible_to(EVERYTHING) and not everyone.visible_to(smb_only)
