@@ -63,7 +63,7 @@ def _rules_frame(rules: list[Rule]) -> pd.DataFrame:
                 "name": r.name,
                 "rule": r.describe(),
                 "tells": ", ".join(r.channels),
-                "last alert (period)": last.get(r.rule_id),
+                "last alert (period)": last.get(r.rule_id, "—"),
                 "by": r.created_by,
             }
             for r in rules
@@ -73,9 +73,8 @@ def _rules_frame(rules: list[Rule]) -> pd.DataFrame:
 
 
 st.subheader("Rules")
-if rules:
-    st.dataframe(_rules_frame(rules), hide_index=True, width="stretch", key="alert_rules_table")
-else:
+rules_slot = st.empty()  # drawn at the end, after an evaluation, so "last alert" is current
+if not rules:
     st.info("No alert rules yet." + (" Add one below." if may_edit else ""), icon=":material/info:")
 
 if may_edit:
@@ -226,3 +225,6 @@ else:
         width="stretch",
         key="alert_deliveries_table",
     )
+
+if rules:
+    rules_slot.dataframe(_rules_frame(rules), hide_index=True, width="stretch", key="alert_rules_table")
