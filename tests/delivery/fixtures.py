@@ -95,7 +95,11 @@ ROWS = {
 
 def write(path) -> str:
     """A DuckDB file at ``path`` holding these rows; its URL."""
-    url = f"duckdb:///{path}"
+    return write_url(f"duckdb:///{path}")
+
+
+def write_url(url: str) -> str:
+    """These rows in the (empty) database at ``url``; the URL."""
     engine = make_engine(url)
     try:
         schema.create_schema(engine)
