@@ -488,12 +488,13 @@ class AlertStore:
                 .join_from(app_alert_events, app_alert_rules, r.rule_id == e.rule_id)
                 .order_by(e.event_id)
             ).all()
+        done = channels.delivered_pairs("alert", url=self.url)
         owed = []
         for row in rows:
             rule = _rule(row)
             period = _as_date(row.event_period)
             for recipient in json.loads(row.event_channels or "[]"):
-                if not channels.delivered("alert", _target(rule.rule_id, period), recipient, url=self.url):
+                if (_target(rule.rule_id, period)[:254], recipient[:1000]) not in done:
                     owed.append((rule, period, recipient, row.event_message, row.event_details))
         return owed
 
