@@ -580,10 +580,12 @@ def _alerts(args: argparse.Namespace, url: str) -> int:
                 name=args.name,
                 created_by=f"cli:{getpass.getuser()}",
             )
+            _audit_alert(url, "alert_rule_added", rule)
             print(f"added rule {rule.rule_id}: {rule.describe()} → {', '.join(rule.channels)}")
             return 0
         if command == "remove":
             rule = store.remove(args.rule_id)
+            _audit_alert(url, "alert_rule_removed", rule)
             print(f"removed rule {rule.rule_id}: {rule.describe()}")
             return 0
         today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.UTC).date()
@@ -615,6 +617,20 @@ def _alerts(args: argparse.Namespace, url: str) -> int:
     if failed:
         print(f"{failed} delivery(ies) failed: see the Alerts page or app_deliveries", file=sys.stderr)
     return 1 if failed or report.errors else 0
+
+
+def _audit_alert(url: str, action: str, rule: object) -> None:
+    """Log a rule added or removed on the command line in the audit log (who: the OS user)."""
+    import getpass
+
+    from crm_data.accounts import AccountStore
+
+    store = AccountStore.open(url)
+    try:
+        describe = rule.describe()  # type: ignore[attr-defined]
+        store.record(f"cli:{getpass.getuser()}", action, f"alert {rule.rule_id}", {"rule": describe})  # type: ignore[attr-defined]
+    finally:
+        store.dispose()
 
 
 def _audit_import(url: str, paths: list[str], report: object) -> None:

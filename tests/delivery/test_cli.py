@@ -57,6 +57,12 @@ def test_add_list_run_twice_and_remove(url: str, monkeypatch, capsys) -> None:
     assert main(["alerts", "remove", *args, "2"]) == 0
     assert main(["alerts", "remove", *args, "2"]) == 1
     assert "error: no alert rule 2" in capsys.readouterr().err
+    from crm_data.accounts import AccountStore
+
+    audit = AccountStore.open(url).audit_log(actions=["alert_rule_added", "alert_rule_removed"])
+    assert sorted(zip(audit["action"], audit["target"], strict=True)) == [
+        ("alert_rule_added", "alert 1"), ("alert_rule_added", "alert 2"), ("alert_rule_removed", "alert 2")
+    ]  # fmt: skip
 
 
 def test_a_bad_rule_exits_1_and_a_failed_delivery_exits_1(url: str, monkeypatch, capsys) -> None:
