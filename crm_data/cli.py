@@ -1,4 +1,4 @@
-"""The command line: ``crm-insights demo | import | check | rollups | serve | users``.
+"""The command line: ``crm-insights demo | import | check | rollups | serve | users | alerts``.
 
 Installed, it is the ``crm-insights`` console script; from a checkout without installing,
 ``python -m crm_data`` runs the same. :data:`DESCRIPTION` is the help text (plain text:
@@ -168,6 +168,7 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         ".streamlit/secrets.toml of the working directory, then ~/.streamlit/secrets.toml)",
     )
     _users_parser(commands, url_help)
+    _alerts_parser(commands, url_help)
     _reports_parser(commands, url_help)
     return parser
 
@@ -300,6 +301,69 @@ def _users_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
     pg_role.add_argument("--print", action="store_true", help="print the SQL (the default without --apply)")
     pg_role.add_argument("--apply", action="store_true", help="run it on --url in one transaction")
     scope_options(pg_role)
+
+
+def _alerts_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
+    """``alerts run | list | add | remove`` (the rules live in the ``delivery`` package,
+    imported only when the command runs)."""
+    conditions = ("above", "below", "change_by", "outside_forecast", "complaint_spike")
+    alerts = commands.add_parser(
+        "alerts",
+        help="alert rules on KPIs, delivered by e-mail and webhook: run | list | add | remove",
+        description="Rules that tell people when a KPI crosses a line, judged on the last complete "
+        "period (the running one never fires), one alert per rule and period, sent by e-mail "
+        "(CRM_SMTP_HOST, CRM_SMTP_PORT, CRM_SMTP_USER, CRM_SMTP_PASSWORD, CRM_SMTP_FROM, "
+        "CRM_SMTP_STARTTLS) and to webhooks (Slack-compatible JSON). Run `alerts run` from cron "
+        "or a systemd timer; a delivery that failed is sent again by the next run. The rules, "
+        "events and delivery attempts live in the app tables app_alert_rules, app_alert_events "
+        "and app_deliveries, beside the accounts.",
+        formatter_class=_HelpFormatter,
+    )
+    actions = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+        sub.add_argument("--url", help=url_help)
+        return sub
+
+    run = action(
+        "run", "evaluate every rule on its last complete period, send new alerts and retry failed ones"
+    )
+    run.add_argument("--today", metavar="YYYY-MM-DD", help="judge as of this day (default: today in UTC)")
+    run.add_argument("--rule", type=int, action="append", metavar="ID", help="only this rule (repeatable)")
+    action("list", "list the rules and their last alerts")
+    add = action("add", "add a rule")
+    add.add_argument(
+        "--kpi", required=True, help="a KPI key of kpis/registry.py, e.g. churn_rate, nps, revenue"
+    )
+    add.add_argument("--condition", required=True, choices=conditions)
+    add.add_argument(
+        "--threshold",
+        help="above/below: the line, in the KPI's unit (3%% or 0.03 for a rate); change_by: the "
+        "change on the previous period, negative for a fall (--threshold=-10: NPS falls by 10 "
+        "points); outside_forecast: the interval, 95 or 80 (default 95)",
+    )
+    add.add_argument("--grain", choices=("month", "quarter", "year", "week"), default=None,
+                     help="the period judged (default: month; week for complaint_spike)")  # fmt: skip
+    add.add_argument("--to", dest="to", action="append", required=True, metavar="ADDRESS_OR_URL",
+                     help="an e-mail address or a webhook URL to tell (repeatable)")  # fmt: skip
+    add.add_argument("--name", default="", help="a title for the alert (default: the rule, described)")
+    for option, dest, what in (
+        ("--segment", "segments", "segment"),
+        ("--industry", "industries", "industry"),
+        ("--region", "regions", "region"),
+        ("--country", "countries", "country"),
+        ("--company-size", "company_sizes", "company size"),
+        ("--acquisition-channel", "acquisition_channels", "acquisition channel"),
+        ("--owner", "owners", "owner (a CRM users.user_id)"),
+        ("--product", "products", "product (a product_id)"),
+        ("--pipeline", "pipelines", "pipeline"),
+    ):
+        add.add_argument(
+            option, dest=dest, action="append", metavar="VALUE", help=f"only this {what} (repeatable)"
+        )
+    remove = action("remove", "remove a rule (its alerts stay in the history)")
+    remove.add_argument("rule_id", type=int, metavar="ID")
 
 
 def _shown(url: str) -> str:
@@ -538,6 +602,94 @@ def _users(args: argparse.Namespace, url: str) -> int:
         store.dispose()
 
 
+def _alerts(args: argparse.Namespace, url: str) -> int:
+    """``alerts …``: 0 done; 1 a bad rule, or a rule or delivery that failed (recorded and
+    retried by the next run); 2 the database or the SMTP settings cannot be used."""
+    import datetime as dt
+    import getpass
+
+    from delivery.alerts import FILTER_FIELDS, AlertError, AlertStore, run
+
+    try:
+        store = AlertStore(url)
+        command = args.alerts_command
+        if command == "list":
+            rules = store.rules()
+            if not rules:
+                print("no alert rules (add one with `alerts add`)")
+            events = store.events()
+            for rule in rules:
+                fired = events[events["rule_id"] == rule.rule_id]
+                last = f"; last alert {fired['period'].iloc[0]}" if len(fired) else "; no alert yet"
+                title = "" if rule.name == rule.describe() else f"{rule.name}: "
+                print(f"{rule.rule_id:4d}  {title}{rule.describe()} → {', '.join(rule.channels)}{last}")
+            return 0
+        if command == "add":
+            grain = args.grain or ("week" if args.condition == "complaint_spike" else "month")
+            filters = {name: getattr(args, name) for name in FILTER_FIELDS if getattr(args, name)}
+            rule = store.add(
+                args.kpi,
+                condition=args.condition,
+                threshold=args.threshold,
+                grain=grain,
+                filters=filters,
+                channels=args.to,
+                name=args.name,
+                created_by=f"cli:{getpass.getuser()}",
+            )
+            _audit_alert(url, "alert_rule_added", rule)
+            print(f"added rule {rule.rule_id}: {rule.describe()} → {', '.join(rule.channels)}")
+            return 0
+        if command == "remove":
+            rule = store.remove(args.rule_id)
+            _audit_alert(url, "alert_rule_removed", rule)
+            print(f"removed rule {rule.rule_id}: {rule.describe()}")
+            return 0
+        today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.UTC).date()
+    except (AlertError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    from delivery.channels import MailSettings
+
+    try:
+        mail = MailSettings.from_env()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    engine = make_engine(url, read_only=True)
+    try:
+        report = run(engine, store, today, mail=mail, rule_ids=args.rule)
+    finally:
+        engine.dispose()
+    for evaluation in report.evaluations:
+        new = any(e is evaluation for e in report.fired)
+        state = "ALERT" if new else "fired before" if evaluation.fired else "ok"
+        print(f"rule {evaluation.rule.rule_id} [{state}] {evaluation.message}")
+    for rule_id, error_text in report.errors:
+        print(f"rule {rule_id} [error] {error_text}", file=sys.stderr)
+    for rule_id, period, recipient, ok in report.deliveries:
+        outcome = "sent to" if ok else "FAILED (recorded; the next run tries again):"
+        print(f"rule {rule_id} {period}: {outcome} {recipient}")
+    failed = report.failed_deliveries
+    if failed:
+        print(f"{failed} delivery(ies) failed: see the Alerts page or app_deliveries", file=sys.stderr)
+    return 1 if failed or report.errors else 0
+
+
+def _audit_alert(url: str, action: str, rule: object) -> None:
+    """Log a rule added or removed on the command line in the audit log (who: the OS user)."""
+    import getpass
+
+    from crm_data.accounts import AccountStore
+
+    store = AccountStore.open(url)
+    try:
+        describe = rule.describe()  # type: ignore[attr-defined]
+        store.record(f"cli:{getpass.getuser()}", action, f"alert {rule.rule_id}", {"rule": describe})  # type: ignore[attr-defined]
+    finally:
+        store.dispose()
+
+
 def _audit_import(url: str, paths: list[str], report: object) -> None:
     """Log a command-line import in the dashboard's audit log (who: the OS user)."""
     import getpass
@@ -678,6 +830,8 @@ def main(argv: list[str] | None = None) -> int:
             return _pg_role(args, url)
         if args.command == "users":
             return _users(args, url)
+        if args.command == "alerts":
+            return _alerts(args, url)
         if args.command == "reports":
             return _reports(args, url)
         if args.command == "scheduler":

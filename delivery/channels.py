@@ -357,6 +357,14 @@ def delivered(kind: str, target: str, recipient: str, *, url: str | None = None)
     return row is not None
 
 
+def delivered_pairs(kind: str, *, url: str | None = None) -> set[tuple[str, str]]:
+    """Every (target, recipient) of ``kind`` delivered once (one query, for a run's checks)."""
+    d = app_deliveries.c
+    with app_engine(url).connect() as conn:
+        rows = conn.execute(sa.select(d.target, d.recipient).where(d.kind == kind, d.ok).distinct())
+        return {(r.target, r.recipient) for r in rows}
+
+
 def undelivered(kind: str, *, url: str | None = None) -> list[tuple[str, str]]:
     """The (target, recipient) pairs of ``kind`` that were attempted and never succeeded,
     oldest first: what the next run must send again."""

@@ -46,6 +46,7 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("pages/7_Data_quality.py", "Data quality", ":material/rule:"),
     PageEntry("pages/8_Import.py", "Import", ":material/upload:"),
     PageEntry("pages/9_Audit_log.py", "Audit log", ":material/policy:"),
+    PageEntry("pages/11_Alerts.py", "Alerts", ":material/notifications:"),
     PageEntry("pages/12_Reports.py", "Reports", ":material/schedule_send:"),
 )
 

@@ -24,6 +24,7 @@ EXPECTED = [
     "Data quality",
     "Import",
     "Audit log",
+    "Alerts",
     "Reports",
 ]
 
