@@ -88,6 +88,7 @@ app_reports = sa.Table(
     sa.Column("timezone", sa.String(64), nullable=False),
     sa.Column("created_by", sa.String(254), nullable=False),
     sa.Column("created_at", sa.DateTime(), nullable=False),  # naive UTC
+    sqlite_autoincrement=True,  # an id is never reused: deliveries and runs name reports by id
 )
 
 app_report_runs = sa.Table(
@@ -102,6 +103,7 @@ app_report_runs = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # running | sent | partial | failed
     sa.Column("detail", sa.Text(), nullable=False),  # JSON: recipient address -> outcome
     sa.UniqueConstraint("report_id", "due_at", "trigger", name="uq_app_report_runs_due"),
+    sqlite_autoincrement=True,
 )
 
 

@@ -407,3 +407,15 @@ def test_a_scheduled_time_is_claimed_once_on_postgresql_too(pg_database_url):
     assert reports.runs(url=url)["status"].tolist() == ["running", "running"]
     reports.remove_report(report.report_id, actor="test", url=url)
     assert reports.reports(url) == []
+
+
+def test_a_removed_reports_id_is_never_given_to_a_new_one(crm_url):
+    """Deliveries and runs name a report by its id: a new report must not inherit them."""
+    first = reports.add_report(
+        "One", ["Overview"], "", "pdf", ["all@example.com"], "0 8 * * *", actor="t", url=crm_url
+    )
+    reports.remove_report("One", actor="t", url=crm_url)
+    second = reports.add_report(
+        "Two", ["Overview"], "", "pdf", ["all@example.com"], "0 8 * * *", actor="t", url=crm_url
+    )
+    assert second.report_id > first.report_id
