@@ -219,7 +219,9 @@ def native_chart(fig: go.Figure) -> NativeChart | None:
 
 def _pie(traces: list[Any]) -> NativeChart | None:
     trace = traces[0]
-    labels = [str(v) for v in (trace.labels if trace.labels is not None else [])]
+    if trace.values is None or trace.labels is None or len(set(trace.labels)) != len(trace.labels):
+        return None  # Plotly counts or sums repeated labels itself: the picture shows what it drew
+    labels = [str(v) for v in trace.labels]
     values = figures.numbers(trace.values, len(labels))
     if not labels:
         return None
@@ -256,8 +258,8 @@ def _category_chart(fig: go.Figure, traces: list[Any], kind: str) -> NativeChart
     series: list[tuple[str, dict[Any, float]]] = []
     for index, trace in enumerate(traces):
         cats = _categories(trace, category_axis, freq)
-        if cats is None:
-            return None
+        if cats is None or len(set(cats)) != len(cats):
+            return None  # a category twice in one trace (Plotly stacks or overlays it): the picture
         values = figures.numbers(getattr(trace, value_axis), len(cats))
         for c in cats:
             if c not in order:

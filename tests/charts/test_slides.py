@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 import pytest
 from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
+from pptx.enum.dml import MSO_LINE_DASH_STYLE
 from pptx.enum.shapes import MSO_SHAPE_TYPE
 
 from charts import export, figures, slides
@@ -144,6 +145,9 @@ def test_line_chart_is_native_with_the_kpi_frames_numbers(deck, crm):
     expected = win_rate(crm, JAN_TO_APR, "month")["win_rate"]
     assert _values(series)[:3] == pytest.approx(list(expected)[:3])
     assert chart.value_axis.tick_labels.number_format == "0.0%"
+    # April is still running: the line into it is dotted, as on the dashboard
+    assert series.points[3].format.line.dash_style == MSO_LINE_DASH_STYLE.ROUND_DOT
+    assert series.points[2].format.line.dash_style is None
 
 
 def test_horizontal_bars_are_a_native_bar_chart_per_segment(deck):
@@ -236,6 +240,11 @@ def test_a_second_axis_or_mixed_traces_become_a_picture_not_a_wrong_chart():
     assert slides.native_chart(second) is None
     heat = go.Figure(go.Heatmap(z=[[1, 2], [3, 4]]))
     assert slides.native_chart(heat) is None
+    # a category twice in one trace: Plotly draws both (stacked); one native point would lose one
+    twice = go.Figure(go.Bar(x=["SMB", "SMB", "Enterprise"], y=[3, 4, 5]))
+    assert slides.native_chart(twice) is None
+    counted = go.Figure(go.Pie(labels=["Email", "Email", "Chat"]))  # Plotly counts the labels itself
+    assert slides.native_chart(counted) is None
     scatter = go.Figure(go.Scatter(x=[1.5, 2.5, 4.0], y=[10, 20, 15], mode="markers", name="accounts"))
     native = slides.native_chart(scatter)
     assert native is not None and native.chart_type == XL_CHART_TYPE.XY_SCATTER
