@@ -443,9 +443,14 @@ def add_report(
         raise ReportError("a report needs at least one recipient")
     store = _store(url)
     try:
-        specs = list(dict.fromkeys(resolve_recipient(r, store).spec for r in recipients))
+        resolved = list({r.spec: r for r in (resolve_recipient(spec, store) for spec in recipients)}.values())
     finally:
         store.dispose()
+    addresses = [r.address for r in resolved]
+    twice = sorted({a for a in addresses if addresses.count(a) > 1})
+    if twice:
+        raise ReportError(f"{', '.join(twice)} named twice as a recipient: one account per address")
+    specs = [r.spec for r in resolved]
     cron_trigger(schedule, timezone)
     created = _utc(now or dt.datetime.now(dt.UTC))
     engine = app_engine(url)

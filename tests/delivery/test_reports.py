@@ -161,6 +161,8 @@ def test_a_report_is_checked_before_it_is_saved(crm_url):
         add(recipients=["alice"])
     with pytest.raises(ReportError, match="cron needs 5"):
         add(schedule="daily")
+    with pytest.raises(ReportError, match=r"all@example\.com named twice as a recipient"):
+        add(recipients=["all@example.com", "alice=ALL@example.com"])
     assert reports.reports(crm_url) == []  # nothing half-saved
     report = add(
         pages=["sales-pipeline", "pages/1_Sales_pipeline.py", "overview"],
