@@ -20,8 +20,12 @@ filters; then
   admins get them; a viewer gets a note instead and the rows never leave the server.
 * Every download is written to the audit log when it is built (who, the file, the page,
   the chart or table, the active filters and scope).
-* ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
-  active filters.
+* ``report.finish()`` offers the whole page as one PDF (every chart, its definition, the
+  active filters) and as a PowerPoint deck (``charts.slides.page_deck``).
+* ``overview_download(view, cards)``: the Overview's cards as one PowerPoint slide.
+* A headless run (``delivery.render``, scheduled reports) puts a token under
+  ``CAPTURE_KEY`` in the session; the page's ``PageReport`` (the Overview's cards) is then
+  kept in ``CAPTURED`` under it for the run to collect.
 
 ``no_data(message)`` is the friendly empty state for a selection without data.
 
