@@ -24,7 +24,9 @@ minute from ``crm-insights scheduler``) sends every report whose latest schedule
 (at or before now, after the report was created) has no run yet. A run is claimed by
 inserting its ``app_report_runs`` row, unique per (report, scheduled time), so a report due
 at 08:00 is sent once however often ``run-due`` runs, even from two processes at once.
-Fire times missed while nothing ran are not caught up one by one: the latest is sent.
+Fire times missed while nothing ran are not caught up one by one: the latest is sent. A
+run cut short (the process died) is resumed by the first ``run-due`` an hour later: the
+recipients it had not reached yet get it then.
 
 Delivery goes through ``delivery.channels.deliver`` (retries, every attempt recorded in
 ``app_deliveries``). A recipient whose delivery failed, or whose pages could not be
@@ -755,7 +757,40 @@ def run_due(
         if result is not None:
             results.append(result)
             attempted.add(target_of(report, due))
+    results += _resume_stale(url, send, wait, now)
     results += _retry_owed(url, send, wait, attempted, now)
+    return results
+
+
+#: A run still "running" this long after it started was cut short (the process died): the
+#: next run-due sends what it had not sent yet.
+STALE_AFTER = dt.timedelta(hours=1)
+
+
+def _resume_stale(
+    url: str, send: Sender, wait: Callable[[float], None] | None, now: dt.datetime
+) -> list[RunResult]:
+    r = app_report_runs.c
+    with app_engine(url).connect() as conn:
+        stale = conn.execute(
+            sa.select(app_report_runs).where(r.status == "running", r.started_at < _utc(now - STALE_AFTER))
+        ).all()
+    by_id = {report.report_id: report for report in reports(url)}
+    results = []
+    for run in stale:
+        report = by_id.get(run.report_id)
+        result = RunResult(
+            report.name if report else f"removed report {run.report_id}", run.due_at, f"resumed {run.trigger}"
+        )
+        if report is not None:
+            cache: dict[str | None, tuple[list[Any], list[Any]]] = {}
+            for spec in report.recipients:
+                address, outcome = _deliver_one(
+                    report, spec, run.due_at, run.trigger, url, send, wait or _sleep, cache
+                )
+                result.outcomes[address] = outcome
+        _finish(run.run_id, result, url)
+        results.append(result)
     return results
 
 

@@ -421,3 +421,32 @@ def test_a_removed_reports_id_is_never_given_to_a_new_one(crm_url):
         "Two", ["Overview"], "", "pdf", ["all@example.com"], "0 8 * * *", actor="t", url=crm_url
     )
     assert second.report_id > first.report_id
+
+
+def test_a_run_cut_short_is_resumed_by_a_later_run_due(crm_url):
+    """A run-due that died after claiming 08:00 (the row says running): an hour on, the next
+    run-due sends what was not sent, once."""
+    with time_machine.travel(dt.datetime(2024, 5, 6, 7, 0, tzinfo=UTC), tick=True):
+        report = reports.add_report(
+            "Cut short",
+            ["Overview"],
+            FILTERS,
+            "xlsx",
+            ["na@example.com"],
+            "0 8 * * *",
+            actor="test",
+            url=crm_url,
+        )
+    with time_machine.travel(MONDAY_0800 + dt.timedelta(seconds=5), tick=True):
+        assert reports._claim(report, MONDAY_0800, "schedule", crm_url) is not None  # ... and then nothing
+    with smtp_server() as (port, received):
+        send = reports.mail_sender(_settings(port))
+        with time_machine.travel(MONDAY_0800 + dt.timedelta(minutes=30), tick=True):
+            assert reports.run_due(url=crm_url, send=send) == []  # maybe still at work: left alone
+        with time_machine.travel(MONDAY_0800 + dt.timedelta(minutes=70), tick=True):
+            (resumed,) = reports.run_due(url=crm_url, send=send)
+            assert resumed.trigger == "resumed schedule" and resumed.outcomes == {"na@example.com": "sent"}
+            assert reports.run_due(url=crm_url, send=send) == []
+    assert len(received.messages) == 1
+    assert received.messages[0]["Subject"] == "Cut short — 06 May 2024"
+    assert reports.runs(url=crm_url)["status"].tolist() == ["sent"]
