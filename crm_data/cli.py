@@ -551,7 +551,7 @@ def _alerts(args: argparse.Namespace, url: str) -> int:
     import datetime as dt
     import getpass
 
-    from delivery.alerts import FILTER_FIELDS, AlertError, AlertStore, run
+    from delivery.alerts import FILTER_FIELDS, AlertError, AlertStore, RunInProgress, run
 
     try:
         store = AlertStore(url)
@@ -602,6 +602,9 @@ def _alerts(args: argparse.Namespace, url: str) -> int:
     engine = make_engine(url, read_only=True)
     try:
         report = run(engine, store, today, mail=mail, rule_ids=args.rule)
+    except RunInProgress as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
     for evaluation in report.evaluations:

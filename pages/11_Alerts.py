@@ -13,7 +13,16 @@ import pandas as pd
 import streamlit as st
 
 from crm_data.engines import database_url
-from delivery.alerts import CONDITIONS, FILTER_FIELDS, PERIOD_KPIS, AlertError, AlertStore, Rule, run
+from delivery.alerts import (
+    CONDITIONS,
+    FILTER_FIELDS,
+    PERIOD_KPIS,
+    AlertError,
+    AlertStore,
+    Rule,
+    RunInProgress,
+    run,
+)
 from delivery.channels import MailSettings
 from kpis.registry import get as kpi_definition
 from ui import auth, data
@@ -162,8 +171,14 @@ if may_edit:
             except ValueError as error:
                 st.error(f"E-mail is not set up correctly: {error}", icon=":material/error:")
                 mail = None
-            with st.spinner("Evaluating the rules and sending the alerts …"):
-                report = run(data.engine(), store, today, mail=mail, rule_ids=sorted(visible_ids), attempts=1)
+            try:
+                with st.spinner("Evaluating the rules and sending the alerts …"):
+                    report = run(
+                        data.engine(), store, today, mail=mail, rule_ids=sorted(visible_ids), attempts=1
+                    )
+            except RunInProgress as error:
+                st.warning(f"Not evaluated: {error}", icon=":material/hourglass:")
+                st.stop()
             new = {id(e) for e in report.fired}
             for evaluation in report.evaluations:
                 if id(evaluation) in new:

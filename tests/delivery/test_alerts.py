@@ -269,3 +269,33 @@ def test_a_rule_sees_no_more_than_its_author(crm) -> None:
     )
     everyone = store.add("nps", condition="above", threshold=0, channels=["a@example.com"])
     assert everyone.visible_to(EVERYTHING) and not everyone.visible_to(smb_only)
+
+
+def test_one_run_at_a_time_and_a_crashed_runs_lock_is_taken_over(crm) -> None:
+    import sqlalchemy as sa
+
+    from delivery.alerts import RunInProgress, app_alert_lock
+
+    _url, engine, store = crm
+    store.add("nps", condition="change_by", threshold=-10, channels=["cx@example.com"])
+    with store.engine.begin() as conn:  # another run, started 10 minutes ago
+        conn.execute(
+            app_alert_lock.insert().values(
+                name="run", holder="other-host:42", since=NOW.replace(tzinfo=None) - dt.timedelta(minutes=10)
+            )
+        )
+    with (
+        time_machine.travel(NOW, tick=False),
+        pytest.raises(
+            RunInProgress,
+            match=r"another alerts run \(other-host:42\) has been running since 2026-12-06 06:50 UTC",
+        ),
+    ):
+        run(engine, store, TODAY, wait=lambda s: None)
+    assert store.events().empty
+    # 31 minutes after it started it is taken to have crashed: this run goes ahead
+    with smtp_server() as (port, received), time_machine.travel(NOW + dt.timedelta(minutes=21), tick=False):
+        report = run(engine, store, TODAY, mail=_plain(port), wait=lambda s: None)
+    assert len(report.fired) == 1 and len(received.messages) == 1
+    with store.engine.connect() as conn:  # and it let go of the lock
+        assert conn.execute(sa.select(sa.func.count()).select_from(app_alert_lock)).scalar_one() == 0
