@@ -22,9 +22,10 @@ period** before ``today`` (the period holding ``today`` is still running and nev
 
 A rule keeps its author's scope (``kpis.filters.Scope``: what they may see) and is
 evaluated within it; the Alerts page shows a rule and its alerts only to users whose scope
-holds the rule's. A value that cannot be computed (no data: NaN) never fires. A rule that fires writes one
-event (``app_alert_events``, unique per rule and period: the next run finds it and does not
-fire again) and then delivers it to each channel through ``delivery.channels.deliver``
+holds the rule's. A value that cannot be computed (no data: NaN) never fires.
+
+A rule that fires writes one event (``app_alert_events``, unique per rule and period: the
+next run finds it and does not fire again) and then delivers it to each channel through ``delivery.channels.deliver``
 (target ``alert <rule id> <period>``); a channel whose delivery failed is sent again by
 every later run until it succeeds (a removed rule's deliveries stop). One run at a time
 (``app_alert_lock``): a second run started meanwhile raises :class:`RunInProgress` rather
