@@ -553,6 +553,8 @@ def _alerts(args: argparse.Namespace, url: str) -> int:
 
     from delivery.alerts import FILTER_FIELDS, AlertError, AlertStore, RunInProgress, run
 
+    if args.alerts_command == "run":  # a missing CRM database: exit 2 before any app file is made
+        make_engine(url, read_only=True).dispose()
     try:
         store = AlertStore(url)
         command = args.alerts_command
