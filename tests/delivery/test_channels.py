@@ -54,6 +54,21 @@ def test_mail_with_starttls_login_and_attachments(tmp_path: Path) -> None:
     assert files == {("report.pdf", "application/pdf"): PDF, ("data.csv", "text/csv"): "a,b\n1,2\n"}
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # aiosmtpd: TLS is implicit here
+def test_implicit_tls_on_port_465_style(tmp_path: Path) -> None:
+    with smtp_server(tmp_path, user="bot", password="s3cret", implicit_tls=True) as (port, received):
+        settings = MailSettings(
+            host="localhost", port=port, sender="crm@example.com", user="bot", password="s3cret",
+            cafile=str(tmp_path / "cert.pem"), implicit_tls=True,
+        )  # fmt: skip
+        send_mail(settings, ["a@example.com"], "over SMTPS", "t")
+    assert [m["Subject"] for m in received.messages] == ["over SMTPS"]
+    assert received.tls == [True]
+    assert MailSettings.from_env(
+        {"CRM_SMTP_HOST": "h", "CRM_SMTP_FROM": "x@y.z", "CRM_SMTP_PORT": "465"}
+    ).implicit_tls
+
+
 def test_starttls_refuses_an_untrusted_certificate(tmp_path: Path) -> None:
     with smtp_server(tmp_path) as (port, received):
         settings = MailSettings(host="localhost", port=port, sender="crm@example.com")  # system CAs only
