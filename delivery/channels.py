@@ -247,6 +247,22 @@ def is_webhook(recipient: str) -> bool:
     return recipient.strip().lower().startswith(("http://", "https://"))
 
 
+def shown_recipient(recipient: str) -> str:
+    """A recipient as the dashboard shows it: e-mail addresses as they are, webhook URLs with
+    their path hidden but its last 4 characters (``https://hooks.slack.com/…WXYZ``) — a
+    webhook URL is a credential: whoever has it may post to the channel."""
+    if not is_webhook(recipient):
+        return recipient
+    import httpx
+
+    try:
+        url = httpx.URL(recipient.strip())
+    except httpx.InvalidURL:
+        return "(webhook)"
+    tail = (url.raw_path.decode(errors="replace") or "/")[-4:]
+    return f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}/…{tail}"
+
+
 def post_webhook(url: str, payload: dict, timeout: float = 10.0) -> None:
     """POST ``payload`` as JSON to ``url`` (Slack-compatible: ``{"text": "..."}``). Raises
     :class:`DeliveryError` with the host and the reason on a connection error, a timeout or

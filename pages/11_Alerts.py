@@ -23,7 +23,7 @@ from delivery.alerts import (
     RunInProgress,
     run,
 )
-from delivery.channels import MailSettings
+from delivery.channels import MailSettings, shown_recipient
 from kpis.registry import get as kpi_definition
 from ui import auth, data
 from ui.filters import global_filters
@@ -71,7 +71,7 @@ def _rules_frame(rules: list[Rule]) -> pd.DataFrame:
                 "id": r.rule_id,
                 "name": r.name,
                 "rule": r.describe(),
-                "tells": ", ".join(r.channels),
+                "tells": ", ".join(shown_recipient(c) for c in r.channels),
                 "last alert (period)": last.get(r.rule_id, "—"),
                 "by": r.created_by,
             }
@@ -206,6 +206,9 @@ events = events[events["rule_id"].isin(visible_ids)] if user.scope.restricted el
 if events.empty:
     st.caption("No alert has fired yet.")
 else:
+    events["channels"] = events["channels"].map(
+        lambda text: ", ".join(shown_recipient(c) for c in text.split(", ") if c)
+    )
     newest = events.iloc[0]
     st.markdown(f"**{len(events)} alert(s).** Newest, rule {newest['rule_id']}: {newest['message']}")
     st.dataframe(
@@ -230,7 +233,7 @@ else:
             {
                 "when (UTC)": attempts["attempted_at"],
                 "alert": attempts["target"],
-                "to": attempts["recipient"],
+                "to": attempts["recipient"].map(shown_recipient),
                 "attempt": attempts["attempt"],
                 "outcome": attempts["ok"].map({True: "sent", False: "failed"}),
                 "error": attempts["error"],

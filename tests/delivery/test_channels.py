@@ -18,6 +18,7 @@ from delivery.channels import (
     deliveries,
     post_webhook,
     send_mail,
+    shown_recipient,
     undelivered,
 )
 from tests.delivery.servers import smtp_server, webhook_server
@@ -216,3 +217,12 @@ def test_a_delivery_that_fails_stays_recorded_until_it_succeeds(tmp_path: Path) 
 def test_deliver_refuses_an_unknown_kind(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown delivery kind 'sms'"):
         deliver("sms", "t", "r", lambda: None, url=_url(tmp_path))
+
+
+def test_webhook_urls_are_shown_without_their_secret_path() -> None:
+    assert (
+        shown_recipient("https://hooks.slack.com/services/T000/B000/abcdWXYZ")
+        == "https://hooks.slack.com/…WXYZ"
+    )
+    assert shown_recipient("http://127.0.0.1:8080/hook") == "http://127.0.0.1:8080/…hook"
+    assert shown_recipient("lead@example.com") == "lead@example.com"
