@@ -408,6 +408,8 @@ class AlertStore:
         else:
             value = float(threshold)
         clean, channel_list = check_rule(kpi, filters, grain, condition, value, channels)
+        if any(ord(c) < 32 for c in name):
+            raise AlertError("a rule's name is one line of text (it becomes the e-mail's subject)")
         limits = scope.as_dict() if scope is not None else {}  # type: ignore[attr-defined]
         draft = Rule(0, name.strip(), kpi, clean, grain, condition, value, channel_list, created_by, limits)
         name = name.strip()[:200] or draft.describe()[:200]

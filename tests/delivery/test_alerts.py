@@ -150,6 +150,7 @@ def test_complaint_spike_on_a_product(crm) -> None:
             "unknown filter 'colour'",
         ),
         (dict(kpi="nps", condition="change_by", threshold=0), "other than 0"),
+        (dict(kpi="nps", condition="above", threshold=1, name="a\nBcc: x@evil.test"), "one line of text"),
     ],
 )
 def test_bad_rules_are_refused_and_nothing_is_stored(crm, kwargs: dict, message: str) -> None:
