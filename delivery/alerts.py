@@ -95,6 +95,9 @@ app_alert_rules = sa.Table(
     sa.Column("scope", sa.Text(), nullable=False),  # JSON kpis.filters.Scope.as_dict() of its author
     sa.Column("created_by", sa.String(254), nullable=False),
     sa.Column("created_at", sa.DateTime(), nullable=False),
+    # ids are never reused (SQLite: AUTOINCREMENT; PostgreSQL's sequence never goes back), so a
+    # new rule cannot inherit a removed one's alerts and deliveries ("alert 3 2026-11-01")
+    sqlite_autoincrement=True,
 )
 
 app_alert_events = sa.Table(

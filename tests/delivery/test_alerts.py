@@ -300,3 +300,16 @@ def test_one_run_at_a_time_and_a_crashed_runs_lock_is_taken_over(crm) -> None:
     assert len(report.fired) == 1 and len(received.messages) == 1
     with store.engine.connect() as conn:  # and it let go of the lock
         assert conn.execute(sa.select(sa.func.count()).select_from(app_alert_lock)).scalar_one() == 0
+
+
+def test_a_new_rule_never_inherits_a_removed_ones_alerts(crm) -> None:
+    _url, engine, store = crm
+    with smtp_server() as (port, received):
+        old = store.add("nps", condition="change_by", threshold=-10, channels=["cx@example.com"])
+        run(engine, store, TODAY, mail=_plain(port), wait=lambda s: None)
+        store.remove(old.rule_id)  # the newest rule: SQLite would hand its id out again
+        new = store.add("nps", condition="change_by", threshold=-10, channels=["cx@example.com"])
+        report = run(engine, store, TODAY, mail=_plain(port), wait=lambda s: None)
+    assert new.rule_id == old.rule_id + 1
+    assert [e.rule.rule_id for e in report.fired] == [new.rule_id]
+    assert len(received.messages) == 2
