@@ -284,12 +284,15 @@ def post_webhook(url: str, payload: dict, timeout: float = 10.0) -> None:
 # ---------------------------------------------------------------- the record of attempts
 
 _engines: dict[str, sa.Engine] = {}
+_created: dict[str, frozenset[str]] = {}  # the tables created per app database
 _engines_lock = threading.Lock()
 
 
 def app_engine(url: str | None = None) -> sa.Engine:
     """The engine of the app database for the CRM database ``url`` (see the module
-    docstring), with ``app_deliveries`` created; one engine per database and process."""
+    docstring), with every table of :data:`metadata` created — ``app_deliveries`` and those
+    of the modules imported so far (alerts, reports): a module imported after the first call
+    gets its tables on the next one; one engine per database and process."""
     from crm_data.accounts import auth_url, make_auth_engine
     from crm_data.engines import database_url
 
@@ -297,10 +300,12 @@ def app_engine(url: str | None = None) -> sa.Engine:
     with _engines_lock:
         engine = _engines.get(target)
         if engine is None:
-            engine = make_auth_engine(target)
+            engine = _engines[target] = make_auth_engine(target)
+        wanted = frozenset(metadata.tables)
+        if not wanted <= _created.get(target, frozenset()):
             with engine.begin() as conn:
                 metadata.create_all(conn, checkfirst=True)
-            _engines[target] = engine
+            _created[target] = wanted
     return engine
 
 

@@ -226,3 +226,19 @@ def test_webhook_urls_are_shown_without_their_secret_path() -> None:
     )
     assert shown_recipient("http://127.0.0.1:8080/hook") == "http://127.0.0.1:8080/…hook"
     assert shown_recipient("lead@example.com") == "lead@example.com"
+
+
+def test_tables_of_a_module_imported_later_are_created_on_the_next_call(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from delivery import channels
+
+    url = _url(tmp_path)
+    engine = channels.app_engine(url)
+    late = sa.Table("app_late_module", channels.metadata, sa.Column("x", sa.Integer, primary_key=True))
+    try:
+        assert channels.app_engine(url) is engine
+        with engine.connect() as conn:
+            assert sa.inspect(conn).has_table("app_late_module")
+    finally:
+        channels.metadata.remove(late)
