@@ -19,6 +19,7 @@ from ui import data
 from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry, slide_card
 from ui.currency import currency_warning
 from ui.filters import View, global_filters, period_label
+from ui.goals import card_goal_text
 from ui.report import no_data, overview_download
 
 st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
@@ -106,6 +107,9 @@ def draw_card(spec: CardSpec, numbers: CardNumbers | str | None, view: View, sho
         caption = period_label(numbers.period, view.freq)
         if numbers.previous is not None:
             caption += f" vs {period_label(numbers.previous, view.freq)}"
+    goal = card_goal_text(spec.key, view, numbers.period)  # "target X · on track" (ui/goals.py)
+    if goal:
+        caption = f"{caption}  \n{goal}" if caption else goal
     kpi_card(
         spec.key,
         numbers.value,

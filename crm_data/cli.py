@@ -1,4 +1,4 @@
-"""The command line: ``crm-insights demo | import | check | rollups | serve | users | alerts``.
+"""The command line: ``crm-insights demo | import | check | rollups | serve | users | goals | alerts | reports | scheduler``.
 
 Installed, it is the ``crm-insights`` console script; from a checkout without installing,
 ``python -m crm_data`` runs the same. :data:`DESCRIPTION` is the help text (plain text:
@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -25,6 +26,9 @@ from crm_data.engines import (
     explain_database_error,
     make_engine,
 )
+
+if TYPE_CHECKING:
+    from crm_data.goals import GoalStore
 
 PROG = "crm-insights"
 MODULE_PROG = "python -m crm_data"
@@ -168,6 +172,7 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         ".streamlit/secrets.toml of the working directory, then ~/.streamlit/secrets.toml)",
     )
     _users_parser(commands, url_help)
+    _goals_parser(commands, url_help)
     _alerts_parser(commands, url_help)
     _reports_parser(commands, url_help)
     return parser
@@ -301,6 +306,130 @@ def _users_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
     pg_role.add_argument("--print", action="store_true", help="print the SQL (the default without --apply)")
     pg_role.add_argument("--apply", action="store_true", help="run it on --url in one transaction")
     scope_options(pg_role)
+
+
+def _goals_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
+    from crm_data.goals import CSV_COLUMNS
+
+    goals = commands.add_parser(
+        "goals",
+        help="targets per KPI and period (quotas: won amount per owner per quarter): list | import | remove",
+        description="Goals: a target for one KPI in one month, quarter or year (2026-12, 2026-Q4, "
+        "2026), optionally for one segment, region, country, industry and/or owner. They live in the "
+        "app table app_goals beside the sign-in accounts; the dashboard's Goals page shows progress. "
+        f"CSV columns: {', '.join(CSV_COLUMNS)} (kpi, period and target required; ratios as 3% or "
+        "0.03; owner: a CRM user id or name). An import is all-or-nothing.",
+        formatter_class=_HelpFormatter,
+    )
+    actions = goals.add_subparsers(dest="goals_command", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+        sub.add_argument("--url", help=url_help)
+        return sub
+
+    listing = action("list", "list the goals with their actual value and status")
+    listing.add_argument(
+        "--today", metavar="YYYY-MM-DD", help="judge progress as of this day (default: today, UTC)"
+    )
+    load = action("import", "add or change goals from a CSV file (nothing is written when a row is bad)")
+    load.add_argument("file", help="the CSV file (see `goals --help` for its columns)")
+    remove = action("remove", "remove a goal")
+    remove.add_argument("goal_id", metavar="ID", help="the goal's id (see `goals list`)")
+
+
+def _goals(args: argparse.Namespace, url: str) -> int:
+    """``goals list | import FILE | remove ID``: exit 2 with one sentence on bad input."""
+    import getpass
+
+    from crm_data.goals import GoalError, GoalImportError, GoalStore, format_target
+
+    actor = f"cli:{getpass.getuser()}"
+    store = GoalStore.open(url)
+    try:
+        command = args.goals_command
+        if command == "list":
+            return _goals_list(store, url, args.today)
+        if command == "import":
+            path = Path(args.file)
+            if not path.is_file():
+                print(f"error: no file {path} to import goals from", file=sys.stderr)
+                return 2
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError:
+                print(f"error: {path} is not UTF-8 text: save the CSV as UTF-8", file=sys.stderr)
+                return 2
+            engine = make_engine(url, read_only=True)
+            try:
+                from kpis.goals import owner_names
+
+                owners = owner_names(engine)
+            finally:
+                engine.dispose()
+            try:
+                added, changed = store.import_csv(text, path.name, actor=actor, owners=owners)
+            except GoalImportError as error:
+                for problem in error.problems:
+                    print(f"error: {problem}", file=sys.stderr)
+                print(
+                    f"error: {len(error.problems)} problem(s) in {path.name}: nothing imported",
+                    file=sys.stderr,
+                )
+                return 2
+            print(f"imported {path.name}: {added} goal(s) added, {changed} changed")
+            return 0
+        if command == "remove":
+            try:
+                goal_id = int(args.goal_id)
+            except ValueError:
+                print(
+                    f"error: a goal id is a number (see `goals list`), not {args.goal_id!r}", file=sys.stderr
+                )
+                return 2
+            goal = store.remove(goal_id, actor=actor)
+            target = format_target(goal.target, goal.kpi_info.unit)
+            print(f"removed goal {goal_id}: {goal.kpi} {goal.period} target {target}")
+            return 0
+        return 2
+    except GoalError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        store.dispose()
+
+
+def _goals_list(store: GoalStore, url: str, today_text: str | None) -> int:
+    import datetime as dt
+
+    from crm_data.goals import format_target
+    from kpis.goals import owner_names, progress, slice_text
+
+    try:
+        today = dt.date.fromisoformat(today_text) if today_text else dt.datetime.now(dt.UTC).date()
+    except ValueError:
+        print(f"error: --today takes a day as YYYY-MM-DD, not {today_text!r}", file=sys.stderr)
+        return 2
+    goals = store.goals()
+    if not goals:
+        print("no goals yet (add them on the dashboard's Goals page or with `goals import FILE`)")
+        return 0
+    engine = make_engine(url, read_only=True)
+    try:
+        names = owner_names(engine)
+        judged = progress(engine, goals, today)
+    finally:
+        engine.dispose()
+    print(f"{'id':>4}  {'kpi':26s} {'period':8s} {'target':>12s} {'actual':>12s}  {'status':12s} slice")
+    for goal, row in zip(goals, judged.itertuples(index=False), strict=True):
+        unit = goal.kpi_info.unit
+        actual = "" if row.actual != row.actual else format_target(row.actual, unit)
+        print(
+            f"{goal.goal_id:>4}  {goal.kpi:26s} {goal.period:8s} {format_target(goal.target, unit):>12s} "
+            f"{actual:>12s}  {row.status:12s} {slice_text(goal, names)}"
+        )
+    print(f"as of {today:%d %b %Y} (data up to the day before)")
+    return 0
 
 
 def _alerts_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
@@ -608,8 +737,10 @@ def _alerts(args: argparse.Namespace, url: str) -> int:
     import datetime as dt
     import getpass
 
-    from delivery.alerts import FILTER_FIELDS, AlertError, AlertStore, run
+    from delivery.alerts import FILTER_FIELDS, AlertError, AlertStore, RunInProgress, run
 
+    if args.alerts_command == "run":  # a missing CRM database: exit 2 before any app file is made
+        make_engine(url, read_only=True).dispose()
     try:
         store = AlertStore(url)
         command = args.alerts_command
@@ -659,6 +790,9 @@ def _alerts(args: argparse.Namespace, url: str) -> int:
     engine = make_engine(url, read_only=True)
     try:
         report = run(engine, store, today, mail=mail, rule_ids=args.rule)
+    except RunInProgress as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
     for evaluation in report.evaluations:
@@ -836,6 +970,8 @@ def main(argv: list[str] | None = None) -> int:
             return _reports(args, url)
         if args.command == "scheduler":
             return _scheduler(url)
+        if args.command == "goals":
+            return _goals(args, url)
     except (DatabaseBusyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -22,11 +22,14 @@ period** before ``today`` (the period holding ``today`` is still running and nev
 
 A rule keeps its author's scope (``kpis.filters.Scope``: what they may see) and is
 evaluated within it; the Alerts page shows a rule and its alerts only to users whose scope
-holds the rule's. A value that cannot be computed (no data: NaN) never fires. A rule that fires writes one
-event (``app_alert_events``, unique per rule and period: the next run finds it and does not
-fire again) and then delivers it to each channel through ``delivery.channels.deliver``
+holds the rule's. A value that cannot be computed (no data: NaN) never fires.
+
+A rule that fires writes one event (``app_alert_events``, unique per rule and period: the
+next run finds it and does not fire again) and then delivers it to each channel through ``delivery.channels.deliver``
 (target ``alert <rule id> <period>``); a channel whose delivery failed is sent again by
-every later run until it succeeds (a removed rule's deliveries stop).
+every later run until it succeeds (a removed rule's deliveries stop). One run at a time
+(``app_alert_lock``): a second run started meanwhile raises :class:`RunInProgress` rather
+than send the same owed deliveries twice.
 
 The tables live beside ``app_accounts`` (``delivery.channels.app_engine``). Plain Python.
 """
@@ -36,7 +39,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -91,6 +95,9 @@ app_alert_rules = sa.Table(
     sa.Column("scope", sa.Text(), nullable=False),  # JSON kpis.filters.Scope.as_dict() of its author
     sa.Column("created_by", sa.String(254), nullable=False),
     sa.Column("created_at", sa.DateTime(), nullable=False),
+    # ids are never reused (SQLite: AUTOINCREMENT; PostgreSQL's sequence never goes back), so a
+    # new rule cannot inherit a removed one's alerts and deliveries ("alert 3 2026-11-01")
+    sqlite_autoincrement=True,
 )
 
 app_alert_events = sa.Table(
@@ -108,8 +115,24 @@ app_alert_events = sa.Table(
 )
 
 
+#: One run at a time (``crm-insights alerts run`` from a timer, *Evaluate now* on the page):
+#: a run holds this row; one older than ``RUN_LOCK_STALE`` is taken to be a crashed run's.
+app_alert_lock = sa.Table(
+    "app_alert_lock",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(254), nullable=False),  # host:pid
+    sa.Column("since", sa.DateTime(), nullable=False),  # naive UTC
+)
+RUN_LOCK_STALE = dt.timedelta(minutes=30)
+
+
 class AlertError(ValueError):
     """A rule the alerts refuse (unknown KPI, condition that does not fit, bad channel …)."""
+
+
+class RunInProgress(RuntimeError):
+    """Another run holds the lock (it would send the same owed deliveries a second time)."""
 
 
 @dataclass(frozen=True)
@@ -388,6 +411,8 @@ class AlertStore:
         else:
             value = float(threshold)
         clean, channel_list = check_rule(kpi, filters, grain, condition, value, channels)
+        if any(ord(c) < 32 for c in name):
+            raise AlertError("a rule's name is one line of text (it becomes the e-mail's subject)")
         limits = scope.as_dict() if scope is not None else {}  # type: ignore[attr-defined]
         draft = Rule(0, name.strip(), kpi, clean, grain, condition, value, channel_list, created_by, limits)
         name = name.strip()[:200] or draft.describe()[:200]
@@ -649,6 +674,39 @@ def _complaint_spike(
 # ---------------------------------------------------------------- running
 
 
+@contextmanager
+def run_lock(store: AlertStore, now: dt.datetime | None = None) -> Iterator[None]:
+    """Hold the run lock for the block; :class:`RunInProgress` when another run holds it
+    (a lock older than ``RUN_LOCK_STALE`` is taken over)."""
+    import os
+    import socket
+
+    now = now or channels_now()
+    holder = f"{socket.gethostname()}:{os.getpid()}"[:254]
+    lock = app_alert_lock.c
+    with store.engine.begin() as conn:
+        conn.execute(app_alert_lock.delete().where(lock.name == "run", lock.since < now - RUN_LOCK_STALE))
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(app_alert_lock.insert().values(name="run", holder=holder, since=now))
+    except sa.exc.IntegrityError:
+        with store.engine.connect() as conn:
+            row = conn.execute(sa.select(app_alert_lock).where(lock.name == "run")).first()
+        since = f"{row.since:%Y-%m-%d %H:%M} UTC" if row is not None else "a moment ago"
+        who = row.holder if row is not None else "another process"
+        raise RunInProgress(
+            f"another alerts run ({who}) has been running since {since}: try again when it has "
+            f"finished (a lock older than {int(RUN_LOCK_STALE.total_seconds() // 60)} minutes is taken over)"
+        ) from None
+    try:
+        yield
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(
+                app_alert_lock.delete().where(lock.name == "run", lock.holder == holder, lock.since == now)
+            )
+
+
 def _mail_text(rule: Rule, message: str) -> tuple[str, str]:
     subject = f"[CRM Insights] {rule.name}"
     text = (
@@ -709,12 +767,26 @@ def run(
     write one event per rule that fires (never twice for a period), then deliver every
     owed delivery — the new events' and the failed ones of earlier runs. ``mail``: the SMTP
     server (default ``MailSettings.from_env()``). A rule that cannot be evaluated is listed
-    in ``errors`` and does not stop the others."""
+    in ``errors`` and does not stop the others. One run at a time (:func:`run_lock`):
+    raises :class:`RunInProgress` while another holds it."""
     import time
 
     if mail is None:
         mail = MailSettings.from_env()
     wait = wait or time.sleep
+    with run_lock(store):
+        return _run(conn, store, today, mail, rule_ids, wait, attempts)
+
+
+def _run(
+    conn: sa.Connection | sa.Engine,
+    store: AlertStore,
+    today: dt.date,
+    mail: MailSettings | None,
+    rule_ids: Sequence[int] | None,
+    wait: Callable[[float], None],
+    attempts: int,
+) -> RunReport:
     report = RunReport()
     wanted = None if rule_ids is None else {int(i) for i in rule_ids}
     fired_at = channels_now()

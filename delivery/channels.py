@@ -89,7 +89,8 @@ class MailSettings:
     """An SMTP server to send through. ``starttls`` (the default) upgrades the connection
     with STARTTLS and verifies the server's certificate (against the system's authorities, or
     ``cafile`` when given) before any password or message is sent; a server that does not
-    offer STARTTLS is then refused."""
+    offer STARTTLS is then refused. ``implicit_tls`` (port 465, "SMTPS") opens TLS before
+    the first word instead, verified the same way."""
 
     host: str
     sender: str
@@ -99,6 +100,7 @@ class MailSettings:
     starttls: bool = True
     cafile: str | None = None
     timeout: float = 30.0
+    implicit_tls: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MailSettings | None:
@@ -106,7 +108,7 @@ class MailSettings:
         ``CRM_SMTP_PASSWORD``, ``CRM_SMTP_FROM`` (default: the user when it is an address),
         ``CRM_SMTP_STARTTLS`` (on; ``off``/``0``/``false``/``no`` turn it off) and
         ``CRM_SMTP_CAFILE`` (a PEM file of authorities to trust instead of the system's);
-        None when ``CRM_SMTP_HOST`` is not set. A malformed value raises ``ValueError``
+        port 465 means TLS from the start (SMTPS) instead of STARTTLS. None when ``CRM_SMTP_HOST`` is not set. A malformed value raises ``ValueError``
         naming the variable."""
         env = os.environ if environ is None else environ
         host = (env.get("CRM_SMTP_HOST") or "").strip()
@@ -134,6 +136,7 @@ class MailSettings:
             password=env.get("CRM_SMTP_PASSWORD") or None,
             starttls=tls_text in _TRUE,
             cafile=(env.get("CRM_SMTP_CAFILE") or "").strip() or None,
+            implicit_tls=port == 465,
         )
 
 
@@ -191,9 +194,16 @@ def send_mail(
     message = build_message(settings, to, subject, text, attachments, html)
     where = f"SMTP server {settings.host}:{settings.port}"
     try:
-        with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout) as smtp:
+        if settings.implicit_tls:
+            context = ssl.create_default_context(cafile=settings.cafile)
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=settings.timeout, context=context
+            )
+        else:
+            client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        with client as smtp:
             smtp.ehlo()
-            if settings.starttls:
+            if settings.starttls and not settings.implicit_tls:
                 if not smtp.has_extn("starttls"):
                     raise DeliveryError(
                         f"{where} does not offer STARTTLS (set CRM_SMTP_STARTTLS=off only for a "
@@ -237,6 +247,22 @@ def is_webhook(recipient: str) -> bool:
     return recipient.strip().lower().startswith(("http://", "https://"))
 
 
+def shown_recipient(recipient: str) -> str:
+    """A recipient as the dashboard shows it: e-mail addresses as they are, webhook URLs with
+    their path hidden but its last 4 characters (``https://hooks.slack.com/…WXYZ``) — a
+    webhook URL is a credential: whoever has it may post to the channel."""
+    if not is_webhook(recipient):
+        return recipient
+    import httpx
+
+    try:
+        url = httpx.URL(recipient.strip())
+    except httpx.InvalidURL:
+        return "(webhook)"
+    tail = (url.raw_path.decode(errors="replace") or "/")[-4:]
+    return f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}/…{tail}"
+
+
 def post_webhook(url: str, payload: dict, timeout: float = 10.0) -> None:
     """POST ``payload`` as JSON to ``url`` (Slack-compatible: ``{"text": "..."}``). Raises
     :class:`DeliveryError` with the host and the reason on a connection error, a timeout or
@@ -258,12 +284,15 @@ def post_webhook(url: str, payload: dict, timeout: float = 10.0) -> None:
 # ---------------------------------------------------------------- the record of attempts
 
 _engines: dict[str, sa.Engine] = {}
+_created: dict[str, frozenset[str]] = {}  # the tables created per app database
 _engines_lock = threading.Lock()
 
 
 def app_engine(url: str | None = None) -> sa.Engine:
     """The engine of the app database for the CRM database ``url`` (see the module
-    docstring), with ``app_deliveries`` created; one engine per database and process."""
+    docstring), with every table of :data:`metadata` created — ``app_deliveries`` and those
+    of the modules imported so far (alerts, reports): a module imported after the first call
+    gets its tables on the next one; one engine per database and process."""
     from crm_data.accounts import auth_url, make_auth_engine
     from crm_data.engines import database_url
 
@@ -271,10 +300,12 @@ def app_engine(url: str | None = None) -> sa.Engine:
     with _engines_lock:
         engine = _engines.get(target)
         if engine is None:
-            engine = make_auth_engine(target)
+            engine = _engines[target] = make_auth_engine(target)
+        wanted = frozenset(metadata.tables)
+        if not wanted <= _created.get(target, frozenset()):
             with engine.begin() as conn:
                 metadata.create_all(conn, checkfirst=True)
-            _engines[target] = engine
+            _created[target] = wanted
     return engine
 
 

@@ -13,8 +13,17 @@ import pandas as pd
 import streamlit as st
 
 from crm_data.engines import database_url
-from delivery.alerts import CONDITIONS, FILTER_FIELDS, PERIOD_KPIS, AlertError, AlertStore, Rule, run
-from delivery.channels import MailSettings
+from delivery.alerts import (
+    CONDITIONS,
+    FILTER_FIELDS,
+    PERIOD_KPIS,
+    AlertError,
+    AlertStore,
+    Rule,
+    RunInProgress,
+    run,
+)
+from delivery.channels import MailSettings, shown_recipient
 from kpis.registry import get as kpi_definition
 from ui import auth, data
 from ui.filters import global_filters
@@ -62,7 +71,7 @@ def _rules_frame(rules: list[Rule]) -> pd.DataFrame:
                 "id": r.rule_id,
                 "name": r.name,
                 "rule": r.describe(),
-                "tells": ", ".join(r.channels),
+                "tells": ", ".join(shown_recipient(c) for c in r.channels),
                 "last alert (period)": last.get(r.rule_id, "—"),
                 "by": r.created_by,
             }
@@ -162,8 +171,14 @@ if may_edit:
             except ValueError as error:
                 st.error(f"E-mail is not set up correctly: {error}", icon=":material/error:")
                 mail = None
-            with st.spinner("Evaluating the rules and sending the alerts …"):
-                report = run(data.engine(), store, today, mail=mail, rule_ids=sorted(visible_ids), attempts=1)
+            try:
+                with st.spinner("Evaluating the rules and sending the alerts …"):
+                    report = run(
+                        data.engine(), store, today, mail=mail, rule_ids=sorted(visible_ids), attempts=1
+                    )
+            except RunInProgress as error:
+                st.warning(f"Not evaluated: {error}", icon=":material/hourglass:")
+                st.stop()
             new = {id(e) for e in report.fired}
             for evaluation in report.evaluations:
                 if id(evaluation) in new:
@@ -191,6 +206,9 @@ events = events[events["rule_id"].isin(visible_ids)] if user.scope.restricted el
 if events.empty:
     st.caption("No alert has fired yet.")
 else:
+    events["channels"] = events["channels"].map(
+        lambda text: ", ".join(shown_recipient(c) for c in text.split(", ") if c)
+    )
     newest = events.iloc[0]
     st.markdown(f"**{len(events)} alert(s).** Newest, rule {newest['rule_id']}: {newest['message']}")
     st.dataframe(
@@ -215,7 +233,7 @@ else:
             {
                 "when (UTC)": attempts["attempted_at"],
                 "alert": attempts["target"],
-                "to": attempts["recipient"],
+                "to": attempts["recipient"].map(shown_recipient),
                 "attempt": attempts["attempt"],
                 "outcome": attempts["ok"].map({True: "sent", False: "failed"}),
                 "error": attempts["error"],

@@ -43,6 +43,7 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("pages/4_Customer_feedback.py", "Customer feedback", ":material/reviews:"),
     PageEntry("pages/5_Marketing_and_retention_cost.py", "Marketing & retention cost", ":material/campaign:"),
     PageEntry("pages/6_Forecast.py", "Forecast", ":material/trending_up:"),
+    PageEntry("pages/10_Goals.py", "Goals", ":material/flag:"),
     PageEntry("pages/7_Data_quality.py", "Data quality", ":material/rule:"),
     PageEntry("pages/8_Import.py", "Import", ":material/upload:"),
     PageEntry("pages/9_Audit_log.py", "Audit log", ":material/policy:"),

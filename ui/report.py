@@ -218,6 +218,10 @@ class PageReport:
         if figures.period_freq(fig) == getattr(self.view, "freq", None):
             partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
             data = self._with_partial(data)
+        if kpi_key:  # a dashed target line where the KPI has goals for this view (ui/goals.py)
+            from ui.goals import add_target_line
+
+            add_target_line(fig, data, kpi_key, self.view)
         st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
         # the Export column stays wide enough for its button in half-width charts too
         left, right = st.columns([3, 1], vertical_alignment="top")

@@ -83,7 +83,9 @@ class _Handler:
         message = message_from_bytes(envelope.original_content, policy=policy.default)
         self.received.messages.append(message)
         self.received.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        self.received.tls.append(session.ssl is not None)
+        transport = getattr(server, "transport", None)
+        implicit = transport is not None and transport.get_extra_info("ssl_object") is not None
+        self.received.tls.append(session.ssl is not None or implicit)
         return "250 OK"
 
 
@@ -100,11 +102,11 @@ def _authenticator(user: str, password: str):
 
 @contextmanager
 def smtp_server(
-    folder: Path | None = None, *, user: str = "", password: str = ""
+    folder: Path | None = None, *, user: str = "", password: str = "", implicit_tls: bool = False
 ) -> Iterator[tuple[int, Received]]:
     """An SMTP server on 127.0.0.1 (a free port): with STARTTLS (required) when ``folder``
-    is given (its certificate written there as cert.pem), with AUTH LOGIN/PLAIN when
-    ``user`` is given (only after STARTTLS)."""
+    is given (its certificate written there as cert.pem) — or TLS from the start with
+    ``implicit_tls`` —, with AUTH LOGIN/PLAIN when ``user`` is given (only over TLS)."""
     received = Received()
     port = free_port()
     kwargs: dict = {}
@@ -112,10 +114,13 @@ def smtp_server(
         cert, key = self_signed_cert(folder)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
-        kwargs.update(tls_context=context, require_starttls=True)
+        if implicit_tls:  # SMTPS: TLS from the first byte
+            kwargs.update(ssl_context=context)
+        else:
+            kwargs.update(tls_context=context, require_starttls=True)
     if user:
         kwargs.update(authenticator=_authenticator(user, password), auth_required=True)
-    else:
+    if not user or implicit_tls:  # aiosmtpd counts only STARTTLS as TLS for AUTH
         kwargs.update(auth_require_tls=False)
     controller = Controller(_Handler(received), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()

@@ -150,6 +150,7 @@ def test_complaint_spike_on_a_product(crm) -> None:
             "unknown filter 'colour'",
         ),
         (dict(kpi="nps", condition="change_by", threshold=0), "other than 0"),
+        (dict(kpi="nps", condition="above", threshold=1, name="a\nBcc: x@evil.test"), "one line of text"),
     ],
 )
 def test_bad_rules_are_refused_and_nothing_is_stored(crm, kwargs: dict, message: str) -> None:
@@ -269,3 +270,46 @@ def test_a_rule_sees_no_more_than_its_author(crm) -> None:
     )
     everyone = store.add("nps", condition="above", threshold=0, channels=["a@example.com"])
     assert everyone.visible_to(EVERYTHING) and not everyone.visible_to(smb_only)
+
+
+def test_one_run_at_a_time_and_a_crashed_runs_lock_is_taken_over(crm) -> None:
+    import sqlalchemy as sa
+
+    from delivery.alerts import RunInProgress, app_alert_lock
+
+    _url, engine, store = crm
+    store.add("nps", condition="change_by", threshold=-10, channels=["cx@example.com"])
+    with store.engine.begin() as conn:  # another run, started 10 minutes ago
+        conn.execute(
+            app_alert_lock.insert().values(
+                name="run", holder="other-host:42", since=NOW.replace(tzinfo=None) - dt.timedelta(minutes=10)
+            )
+        )
+    with (
+        time_machine.travel(NOW, tick=False),
+        pytest.raises(
+            RunInProgress,
+            match=r"another alerts run \(other-host:42\) has been running since 2026-12-06 06:50 UTC",
+        ),
+    ):
+        run(engine, store, TODAY, wait=lambda s: None)
+    assert store.events().empty
+    # 31 minutes after it started it is taken to have crashed: this run goes ahead
+    with smtp_server() as (port, received), time_machine.travel(NOW + dt.timedelta(minutes=21), tick=False):
+        report = run(engine, store, TODAY, mail=_plain(port), wait=lambda s: None)
+    assert len(report.fired) == 1 and len(received.messages) == 1
+    with store.engine.connect() as conn:  # and it let go of the lock
+        assert conn.execute(sa.select(sa.func.count()).select_from(app_alert_lock)).scalar_one() == 0
+
+
+def test_a_new_rule_never_inherits_a_removed_ones_alerts(crm) -> None:
+    _url, engine, store = crm
+    with smtp_server() as (port, received):
+        old = store.add("nps", condition="change_by", threshold=-10, channels=["cx@example.com"])
+        run(engine, store, TODAY, mail=_plain(port), wait=lambda s: None)
+        store.remove(old.rule_id)  # the newest rule: SQLite would hand its id out again
+        new = store.add("nps", condition="change_by", threshold=-10, channels=["cx@example.com"])
+        report = run(engine, store, TODAY, mail=_plain(port), wait=lambda s: None)
+    assert new.rule_id == old.rule_id + 1
+    assert [e.rule.rule_id for e in report.fired] == [new.rule_id]
+    assert len(received.messages) == 2

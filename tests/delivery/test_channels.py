@@ -18,6 +18,7 @@ from delivery.channels import (
     deliveries,
     post_webhook,
     send_mail,
+    shown_recipient,
     undelivered,
 )
 from tests.delivery.servers import smtp_server, webhook_server
@@ -52,6 +53,21 @@ def test_mail_with_starttls_login_and_attachments(tmp_path: Path) -> None:
     assert "<b>4.0 %</b>" in message.get_body(("html",)).get_content()
     files = {(p.get_filename(), p.get_content_type()): p.get_content() for p in message.iter_attachments()}
     assert files == {("report.pdf", "application/pdf"): PDF, ("data.csv", "text/csv"): "a,b\n1,2\n"}
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # aiosmtpd: TLS is implicit here
+def test_implicit_tls_on_port_465_style(tmp_path: Path) -> None:
+    with smtp_server(tmp_path, user="bot", password="s3cret", implicit_tls=True) as (port, received):
+        settings = MailSettings(
+            host="localhost", port=port, sender="crm@example.com", user="bot", password="s3cret",
+            cafile=str(tmp_path / "cert.pem"), implicit_tls=True,
+        )  # fmt: skip
+        send_mail(settings, ["a@example.com"], "over SMTPS", "t")
+    assert [m["Subject"] for m in received.messages] == ["over SMTPS"]
+    assert received.tls == [True]
+    assert MailSettings.from_env(
+        {"CRM_SMTP_HOST": "h", "CRM_SMTP_FROM": "x@y.z", "CRM_SMTP_PORT": "465"}
+    ).implicit_tls
 
 
 def test_starttls_refuses_an_untrusted_certificate(tmp_path: Path) -> None:
@@ -201,3 +217,28 @@ def test_a_delivery_that_fails_stays_recorded_until_it_succeeds(tmp_path: Path) 
 def test_deliver_refuses_an_unknown_kind(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown delivery kind 'sms'"):
         deliver("sms", "t", "r", lambda: None, url=_url(tmp_path))
+
+
+def test_webhook_urls_are_shown_without_their_secret_path() -> None:
+    assert (
+        shown_recipient("https://hooks.slack.com/services/T000/B000/abcdWXYZ")
+        == "https://hooks.slack.com/…WXYZ"
+    )
+    assert shown_recipient("http://127.0.0.1:8080/hook") == "http://127.0.0.1:8080/…hook"
+    assert shown_recipient("lead@example.com") == "lead@example.com"
+
+
+def test_tables_of_a_module_imported_later_are_created_on_the_next_call(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from delivery import channels
+
+    url = _url(tmp_path)
+    engine = channels.app_engine(url)
+    late = sa.Table("app_late_module", channels.metadata, sa.Column("x", sa.Integer, primary_key=True))
+    try:
+        assert channels.app_engine(url) is engine
+        with engine.connect() as conn:
+            assert sa.inspect(conn).has_table("app_late_module")
+    finally:
+        channels.metadata.remove(late)

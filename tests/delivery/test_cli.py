@@ -88,3 +88,10 @@ def test_crm_data_does_not_import_delivery() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_run_without_a_crm_database_exits_2_and_creates_nothing(tmp_path: Path, capsys) -> None:
+    url = f"duckdb:///{tmp_path / 'none' / 'crm.duckdb'}"
+    assert main(["alerts", "run", "--url", url]) == 2
+    assert "no database at" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

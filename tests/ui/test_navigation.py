@@ -21,6 +21,7 @@ EXPECTED = [
     "Customer feedback",
     "Marketing & retention cost",
     "Forecast",
+    "Goals",
     "Data quality",
     "Import",
     "Audit log",
