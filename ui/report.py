@@ -24,8 +24,12 @@ filters; then
   admins get them; a viewer gets a note instead and the rows never leave the server.
 * Every download is written to the audit log when it is built (who, the file, the page,
   the chart or table, the active filters and scope).
-* ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
-  active filters.
+* ``report.finish()`` offers the whole page as one PDF (every chart, its definition, the
+  active filters) and as a PowerPoint deck (``charts.slides.page_deck``).
+* ``overview_download(view, cards)``: the Overview's cards as one PowerPoint slide.
+* A headless run (``delivery.render``, scheduled reports) puts a token under
+  ``CAPTURE_KEY`` in the session; the page's ``PageReport`` (the Overview's cards) is then
+  kept in ``CAPTURED`` under it for the run to collect.
 
 ``no_data(message)`` is the friendly empty state for a selection without data.
 
@@ -40,6 +44,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -154,6 +159,12 @@ def warm_export_server() -> threading.Thread | None:
         return _warmup_thread
 
 
+#: Session key naming a headless run (``delivery.render``): the page's ``PageReport`` is
+#: then kept in :data:`CAPTURED` under that token, so the run's charts can be collected.
+CAPTURE_KEY = "_report_capture"
+CAPTURED: dict[str, Any] = {}
+
+
 class PageReport:
     """Collects a page's charts so each can be exported alone and all together as one PDF."""
 
@@ -164,6 +175,9 @@ class PageReport:
         self.items: list[ReportItem] = []
         self._keys: dict[str, int] = {}
         self._not_filtered: dict[str, str] = {}  # chart title -> "Not filtered by: …"
+        token = st.session_state.get(CAPTURE_KEY)
+        if token:
+            CAPTURED[str(token)] = self
         st.title(title)
         st.caption(caption or f":material/filter_alt: {view.describe()}")
 
@@ -216,6 +230,10 @@ class PageReport:
         if figures.period_freq(fig) == getattr(self.view, "freq", None):
             partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
             data = self._with_partial(data)
+        if kpi_key:  # a dashed target line where the KPI has goals for this view (ui/goals.py)
+            from ui.goals import add_target_line
+
+            add_target_line(fig, data, kpi_key, self.view)
         st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
         if not_filtered:
             st.caption(f":material/filter_alt_off: {not_filtered}")
@@ -389,13 +407,15 @@ class PageReport:
         )
 
     def finish(self) -> None:
-        """The whole page as one PDF: every chart, its definition and the active filters."""
+        """The whole page as one PDF (every chart, its definition and the active filters)
+        and as a PowerPoint deck (``charts.slides.page_deck``: native charts, notes, appendix)."""
         if not self.items:
             return
         st.divider()
         export = _export()
         if not export.chromium_available():
             st.caption(f"Whole-page PDF: {export.MISSING_CHROMIUM_HELP}")
+            self._slides_download()
             return
         items = list(self.items)
         _download(
@@ -410,6 +430,83 @@ class PageReport:
             f"{_slug(self.title)}-page-pdf",
             primary=True,
         )
+        self._slides_download()
+
+    def _slides_download(self) -> None:
+        """ "Download this page as PowerPoint": built when clicked, written to the audit log."""
+        from charts import slides
+
+        items, context, source = list(self.items), self.view.describe(), data_source_text()
+        _download(
+            f"Download this page as PowerPoint ({len(items)} chart{'s' if len(items) != 1 else ''})",
+            self._audited(
+                lambda: slides.page_deck(self.title, context, items, source=source),
+                f"{_slug(self.title)}.pptx",
+                "whole page (slides)",
+            ),
+            f"{_slug(self.title)}.pptx",
+            slides.MIME_TYPE,
+            f"{_slug(self.title)}-page-pptx",
+        )
+
+
+def data_source_text(url: str | None = None) -> str:
+    """Where a page's numbers come from, for slide notes: the database kind and name (no
+    host, path or password: the deck travels by e-mail)."""
+    import sqlalchemy as sa
+
+    from ui import data as ui_data
+
+    try:
+        parsed = sa.make_url(url or ui_data.database_url())
+    except Exception:  # a URL the page could read but this cannot parse: say less, not nothing
+        return "CRM Insights database"
+    name = os.path.basename(parsed.database or "") or "default database"
+    return f"CRM Insights database ({parsed.get_backend_name()}: {name}); KPIs from the kpis package"
+
+
+@dataclass(frozen=True)
+class OverviewCards:
+    """What a headless run of the Overview collects: its cards (``charts.slides.SlideCard``)."""
+
+    title: str
+    view: Any
+    cards: list[Any]
+
+
+def overview_download(view: Any, cards: list[Any]) -> None:
+    """The Overview as one PowerPoint slide of cards (``cards``: ``charts.slides.SlideCard``),
+    built when clicked and written to the audit log."""
+    from charts import slides
+
+    user = getattr(view, "user", None)
+    name = getattr(user, "name", None) or "anonymous"
+    context = view.describe()
+    token = st.session_state.get(CAPTURE_KEY)
+    if token:  # a headless run (delivery.render) collects the cards
+        CAPTURED[str(token)] = OverviewCards("Overview", view, list(cards))
+
+    def build() -> bytes:
+        from ui import auth
+
+        try:
+            auth.store().record(
+                name,
+                "export",
+                "overview.pptx",
+                {"page": "Overview", "what": "cards slide", "filters": context},
+            )
+        except Exception as error:  # the download goes ahead; the failure is logged
+            logger.warning("Could not write the export of overview.pptx to the audit log: %s", error)
+        return slides.overview_deck(context, cards)
+
+    _download(
+        "Download the Overview as PowerPoint (one slide)",
+        build,
+        "overview.pptx",
+        slides.MIME_TYPE,
+        "overview-pptx",
+    )
 
 
 def match_series(
