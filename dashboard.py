@@ -17,12 +17,12 @@ import streamlit as st
 from charts.theme import fmt_count
 from kpis.core import LOW_SAMPLE, period_end, period_starts
 from ui import data
-from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry
+from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry, slide_card
 from ui.currency import currency_warning
 from ui.filters import View, global_filters, period_label
 from ui.goals import card_goal_text
 from ui.overview_export import cards_table, overview_exports
-from ui.report import no_data
+from ui.report import no_data, overview_download
 
 st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
 view = global_filters()
@@ -177,6 +177,16 @@ overview_exports(
         [(s.key, s.column, n, export_frame(s, view)) for s, n in zip(CARDS, numbers, strict=True)], view.freq
     ),
 )
+
+def card_periods(card: CardNumbers | str | None) -> str:
+    """ "Nov 2026 vs Oct 2026": the periods a card shows, for its slide."""
+    if not isinstance(card, CardNumbers) or card.period is None:
+        return ""
+    text = period_label(card.period, view.freq)
+    return text + (f" vs {period_label(card.previous, view.freq)}" if card.previous is not None else "")
+
+
+overview_download(view, [slide_card(s.key, c, card_periods(c)) for s, c in zip(CARDS, numbers, strict=True)])
 
 url = data.database_url()
 if view.filters.scope.restricted:  # whole-database counts: not for a limited scope

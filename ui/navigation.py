@@ -47,10 +47,16 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("pages/7_Data_quality.py", "Data quality", ":material/rule:"),
     PageEntry("pages/8_Import.py", "Import", ":material/upload:"),
     PageEntry("pages/9_Audit_log.py", "Audit log", ":material/policy:"),
+    PageEntry("pages/11_Alerts.py", "Alerts", ":material/notifications:"),
+    PageEntry("pages/12_Reports.py", "Reports", ":material/schedule_send:"),
 )
 
 #: The role a page needs (the page itself refuses lower roles: ``ui.auth.require``).
-PAGE_ROLES: dict[str, str] = {"pages/8_Import.py": "admin", "pages/9_Audit_log.py": "admin"}
+PAGE_ROLES: dict[str, str] = {
+    "pages/8_Import.py": "admin",
+    "pages/9_Audit_log.py": "admin",
+    "pages/12_Reports.py": "analyst",
+}
 
 
 def label_from_file(script: str) -> str:

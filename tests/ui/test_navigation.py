@@ -25,6 +25,8 @@ EXPECTED = [
     "Data quality",
     "Import",
     "Audit log",
+    "Alerts",
+    "Reports",
 ]
 
 
