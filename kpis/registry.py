@@ -70,6 +70,7 @@ READS: dict[Callable[..., Any], tuple[str, ...]] = {
     complaint_weekly: ("tickets",),
     customer_base: ("subscriptions", "costs"),
     customer_profitability: ("accounts",),
+    expected_pipeline: ("deals",),  # open deals × learned win rates (forecasting.expected_pipeline)
     first_contact_resolution: ("tickets",),
     funnel: ("deals",),
     latest_comments: ("survey_responses",),
