@@ -556,6 +556,11 @@ IN_WORDS: dict[str, str] = {
     "web_ctr": "The share of website impressions that led to a click, and of sessions that led to a sign-up.",
     "social_engagement": "The share of social-media impressions that led to an engagement (a reaction, comment or share), per platform.",
     "complaint_spikes": "Weeks in which a product got far more defect or complaint tickets than usual.",
+    "arpa": "What an average paying account paid in a period, after refunds.",
+    "expected_pipeline": (
+        "What the open deals are worth if each is won as often as deals that passed through its "
+        "stage were won lately."
+    ),
 }
 
 

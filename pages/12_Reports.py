@@ -20,6 +20,7 @@ from crm_data.engines import database_url
 from delivery import channels, reports
 from ui import auth
 from ui.filters import global_filters
+from ui.report import show_dataframe
 
 st.set_page_config(page_title="CRM Insights — Reports", page_icon=":material/schedule_send:", layout="wide")
 global_filters()  # the sign-in gate runs first, inside; the current filters seed a new report's filters
@@ -65,7 +66,7 @@ if listed:
             "last run": [_last(r.report_id) for r in listed],
         }
     )
-    st.dataframe(table, hide_index=True, width="stretch", key="reports_table")
+    show_dataframe(table, width="stretch", key="reports_table")
     names = [r.name for r in listed]
     left, middle, right = st.columns([2, 1, 1], vertical_alignment="bottom")
     chosen = left.selectbox("Report", names, key="reports_chosen")
@@ -156,12 +157,12 @@ else:
             ),
         }
     )
-    st.dataframe(shown, hide_index=True, width="stretch", key="reports_history")
+    show_dataframe(shown, width="stretch", key="reports_history")
 since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=30)
 attempts = channels.deliveries(kind="report", url=url)
 attempts = attempts[attempts["attempted_at"] >= since]
 with st.expander(f"Delivery attempts, last 30 days ({len(attempts)})", icon=":material/outgoing_mail:"):
-    st.dataframe(attempts, hide_index=True, width="stretch", key="reports_attempts")
+    show_dataframe(attempts, width="stretch", key="reports_attempts")
     owed = channels.undelivered("report", url=url)
     if owed:
         st.warning(

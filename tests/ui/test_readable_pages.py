@@ -209,7 +209,7 @@ def imported_codes_db(demo_db_url, tmp_path, monkeypatch):
             conn.execute(
                 sa.text(
                     "UPDATE subscriptions SET end_reason = 'moved_to_inhouse_tool' "
-                    "WHERE end_reason IN ('poor_support', 'price')"
+                    "WHERE end_reason IS NOT NULL"
                 )
             )
     finally:
