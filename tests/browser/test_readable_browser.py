@@ -84,8 +84,17 @@ def _overlap(a: list[float], b: list[float]) -> bool:
 
 def test_the_ces_legend_does_not_overlap_the_subplot_titles(page, screenshot_dir):
     open_page(page, "/Customer_feedback")
+    # the chart's SVG title can come a moment after the run ends (seen once in a full run)
+    page.wait_for_function(
+        """(t) => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))""",
+        arg="CES per touchpoint",
+        timeout=30_000,
+    )
     found = page.evaluate(LEGEND_AND_TITLES, "CES per touchpoint")
-    assert found is not None, "no CES chart on the Customer feedback page"
+    titles = page.evaluate(
+        "() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(e => e.textContent)"
+    )
+    assert found is not None, f"no CES chart on the Customer feedback page; charts: {titles}"
     assert found["legend"] is not None and len(found["titles"]) >= 2
     chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="CES per touchpoint").first
     chart.screenshot(path=str(screenshot_dir / "ces-per-touchpoint.png"))
