@@ -1,0 +1,284 @@
+"""kpis.records: the records behind one point of a chart are exactly the records the KPI
+counts (DuckDB, SQLite, PostgreSQL), with names instead of ids, the limit applied in SQL.
+
+The hand-written CRM of tests/kpis/fixtures.py (its docstring and test_sales / test_churn
+hold the arithmetic). Accounts A1 Alpha GmbH (Enterprise, owner u1 Alice), A2 Beta SA
+(Enterprise, u2 Bob), A3 Gamma Inc (SMB, u1), A4 Delta LLC (SMB, u2), A5 Epsilon (no
+segment, no owner). Every expected count is written out by hand below, then compared with
+the KPI's own count for every period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+import kpis
+from kpis import Filters
+from kpis.records import KINDS, records_for
+from tests.kpis import fixtures
+from tests.kpis.fixtures import T
+
+JAN_TO_APR = Filters("2024-01-01", "2024-05-01")
+JAN, FEB, MAR = (pd.Timestamp(2024, m, 1) for m in (1, 2, 3))
+
+
+@pytest.fixture
+def crm(db):
+    return fixtures.load(db)
+
+
+def _ids(records, column: str) -> list[str]:
+    return sorted(records.frame[column])
+
+
+def test_win_rate_deals_are_the_won_and_lost_of_each_month(crm):
+    # by closed_at: Jan D7 won; Feb D1, D3, D4 won, D6 lost; Mar D2 lost (1 Mar 00:00); Apr none
+    feb = records_for("win_rate", crm, JAN_TO_APR, "month", FEB)
+    assert _ids(feb, "deal_id") == ["D1", "D3", "D4", "D6"]
+    assert feb.total == 4
+    assert sorted(feb.frame["status"]) == ["lost", "won", "won", "won"]
+    # names, not ids: D1's account and owner; D4 has no account but its own owner (Bob)
+    rows = feb.frame.set_index("deal_id")
+    assert (rows.loc["D1", "account"], rows.loc["D1", "owner"], rows.loc["D1", "product"]) == (
+        "Alpha GmbH", "Alice", "Core",
+    )  # fmt: skip
+    assert pd.isna(rows.loc["D4", "account"]) and rows.loc["D4", "owner"] == "Bob"
+    assert rows.loc["D1", "cycle_days"] == pytest.approx(30.0)
+    assert "owner_id" not in feb.frame and "account_id" not in feb.frame
+    rate = kpis.win_rate(crm, JAN_TO_APR, "month")
+    for period, won, lost in zip(rate["period"], rate["won"], rate["lost"], strict=True):
+        assert records_for("win_rate", crm, JAN_TO_APR, "month", period).total == won + lost
+    # Enterprise: Feb D1 won, D6 lost (D4 has no account, D3 is SMB)
+    enterprise = JAN_TO_APR.replace(segments=["Enterprise"])
+    assert _ids(records_for("win_rate", crm, enterprise, "month", FEB), "deal_id") == ["D1", "D6"]
+
+
+def test_limit_is_applied_in_sql_and_total_counts_all(crm):
+    cut = records_for("win_rate", crm, JAN_TO_APR, "month", FEB, limit=2)
+    assert len(cut.frame) == 2 and cut.total == 4 and not cut.complete
+    # newest close first: D1 4 Feb, D3 11 Feb, D6 25 Feb, D4 29 Feb -> D4, D6
+    assert list(cut.frame["deal_id"]) == ["D4", "D6"]
+    with pytest.raises(ValueError, match="limit"):
+        records_for("win_rate", crm, JAN_TO_APR, "month", FEB, limit=0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        records_for("nothing", crm, JAN_TO_APR)
+
+
+def test_lead_conversion_and_win_rate_by_group(crm):
+    # created in January: D1 (5 Jan), D2 (10 Jan), D5 (20 Jan)
+    jan = records_for("lead_conversion", crm, JAN_TO_APR, "month", JAN)
+    assert _ids(jan, "deal_id") == ["D1", "D2", "D5"]
+    cohorts = kpis.lead_conversion(crm, JAN_TO_APR, "month")
+    for period, created in zip(cohorts["period"], cohorts["created"], strict=True):
+        assert records_for("lead_conversion", crm, JAN_TO_APR, "month", period).total == created
+    # created in the range (D7 was created in Dec 2023): Enterprise D1, D2, D6, D8; SMB D3, D5;
+    # (not set): D4 (no account); owner u1: D1, D3, D5, D6
+    group = ("segment", "Enterprise")
+    assert _ids(records_for("win_rate_by", crm, JAN_TO_APR, group=group), "deal_id") == [
+        "D1",
+        "D2",
+        "D6",
+        "D8",
+    ]
+    not_set = records_for("win_rate_by", crm, JAN_TO_APR, group=("segment", "(not set)"))
+    assert _ids(not_set, "deal_id") == ["D4"]
+    owner = records_for("win_rate_by", crm, JAN_TO_APR, group=("owner", "u1"))
+    assert _ids(owner, "deal_id") == ["D1", "D3", "D5", "D6"]
+    assert set(owner.frame["owner"]) == {"Alice"}
+    for by in ("segment", "owner", "lead_source", "product"):
+        table = kpis.win_rate_by(crm, JAN_TO_APR, by)
+        for _, row in table.iterrows():
+            found = records_for("win_rate_by", crm, JAN_TO_APR, group=(by, row["group"]))
+            assert found.total == row["created"], (by, row["group"])
+            closed = found.frame["status"].isin(["won", "lost"]).sum()
+            assert closed == row["won"] + row["lost"], (by, row["group"])
+
+
+def test_sales_cycle_deals_and_histogram_bins(crm):
+    q1 = Filters("2024-01-01", "2024-04-01")
+    # won in Q1: D7 (46 d), D1 (30 d), D4 (14 d), D3 (10.5 d), longest first
+    everything = records_for("sales_cycle", crm, q1)
+    assert list(everything.frame["deal_id"]) == ["D7", "D1", "D4", "D3"]
+    assert everything.total == kpis.sales_cycle(crm, q1).loc[0, "deals"] == 4
+    # bins [0, 20) and [20, 50]: D3, D4 | D1, D7
+    bins = kpis.sales_cycle_distribution(crm, q1, bins=[0, 20, 50])
+    expected = [["D3", "D4"], ["D1", "D7"]]
+    for i, row in bins.iterrows():
+        days = (row["bin_start_days"], row["bin_end_days"], i == len(bins) - 1)
+        found = records_for("sales_cycle", crm, q1, group=days)
+        assert _ids(found, "deal_id") == expected[i]
+        assert found.total == row["deals"]
+
+
+def test_open_deals_behind_the_aging(crm):
+    now = dt.datetime(2024, 4, 15)
+    # open on 15 Apr: D5 in Proposal (since 10 Feb), D8 in Lead (since 10 Mar)
+    aging = kpis.open_deal_aging(crm, JAN_TO_APR, now=now)
+    from kpis.records import open_deals
+
+    for stage, count in zip(aging["stage"], aging["open_deals"], strict=True):
+        assert open_deals(crm, JAN_TO_APR, stage, now=now).total == count
+    proposal = open_deals(crm, JAN_TO_APR, "Proposal", now=now)
+    assert list(proposal.frame["deal_id"]) == ["D5"]
+    assert proposal.frame.loc[0, "days_in_stage"] == pytest.approx(65.0)  # 10 Feb -> 15 Apr (leap year)
+    assert proposal.frame.loc[0, "account"] == "Delta LLC"
+
+
+def test_tickets_behind_fcr_and_the_breakdown(crm):
+    # resolved: Jan T1 (1 contact), T2 (2); Feb T3 (1 Feb 00:00, 1), T4 (unknown); Mar T6 (1)
+    feb = records_for("first_contact", crm, JAN_TO_APR, "month", FEB)
+    assert _ids(feb, "ticket_id") == ["T3", "T4"]
+    assert dict(zip(feb.frame["ticket_id"], feb.frame["first_contact"], strict=True)) == {
+        "T3": True,
+        "T4": False,
+    }
+    fcr = kpis.first_contact_resolution(crm, JAN_TO_APR, "month")
+    for period, resolved, first in zip(fcr["period"], fcr["resolved"], fcr["first_contact"], strict=True):
+        found = records_for("first_contact", crm, JAN_TO_APR, "month", period)
+        assert found.total == resolved
+        assert int(found.frame["first_contact"].astype(bool).sum()) == first
+    # opened in January: T1 defect, T2 billing, T3 question (31 Jan 20:00); by product Core: T1, T2
+    defect = records_for("tickets", crm, JAN_TO_APR, "month", JAN, ("category", "defect"))
+    assert _ids(defect, "ticket_id") == ["T1"]
+    core = records_for("tickets", crm, JAN_TO_APR, "month", JAN, ("product", "Core"))
+    assert _ids(core, "ticket_id") == ["T1", "T2"]
+    for by in ("category", "product", "channel", "priority"):
+        table = kpis.ticket_breakdown(crm, JAN_TO_APR, by, "month")
+        for _, row in table.iterrows():
+            found = records_for("tickets", crm, JAN_TO_APR, "month", row["period"], (by, row["group"]))
+            assert found.total == row["tickets"], (by, row["period"], row["group"])
+
+
+def test_responses_behind_nps_and_ces(crm):
+    # NPS January: R1 10, R2 9, R3 7, R4 3, R5 6 (23:59:59 on 31 Jan); February R6 8, R7 0
+    jan = records_for("nps", crm, JAN_TO_APR, "month", JAN)
+    assert _ids(jan, "response_id") == ["R1", "R2", "R3", "R4", "R5"]
+    categories = dict(zip(jan.frame["response_id"], jan.frame["category"], strict=True))
+    assert categories == {
+        "R1": "promoter", "R2": "promoter", "R3": "passive", "R4": "detractor", "R5": "detractor",
+    }  # fmt: skip
+    nps = kpis.nps(crm, JAN_TO_APR, "month")
+    for _, row in nps.iterrows():
+        found = records_for("nps", crm, JAN_TO_APR, "month", row["period"])
+        assert found.total == row["responses"]
+        counts = found.frame["category"].value_counts()
+        assert (
+            counts.get("promoter", 0) == row["promoters"] and counts.get("detractor", 0) == row["detractors"]
+        )
+    # one bar of the score distribution: score 10 -> R1 only
+    scores = kpis.nps_score_distribution(crm, JAN_TO_APR)
+    for score, count in zip(scores["score"], scores["responses"], strict=True):
+        assert records_for("nps", crm, JAN_TO_APR, group=score).total == count
+    # CES January support: C1, C2, C3; February "(not set)" touchpoint: C6
+    support = records_for("ces", crm, JAN_TO_APR, "month", JAN, "support")
+    assert _ids(support, "response_id") == ["C1", "C2", "C3"]
+    assert _ids(records_for("ces", crm, JAN_TO_APR, "month", FEB, "(not set)"), "response_id") == ["C6"]
+    ces = kpis.ces(crm, JAN_TO_APR, "month")
+    for _, row in ces.iterrows():
+        found = records_for("ces", crm, JAN_TO_APR, "month", row["period"], row["touchpoint"])
+        assert found.total == row["responses"], (row["period"], row["touchpoint"])
+
+
+def test_payments_behind_revenue(crm):
+    # January: Y1 110 (1 Jan 00:00), Y2 50; February: Y3 20, Y4 −25 (refund)
+    feb = records_for("revenue", crm, JAN_TO_APR, "month", FEB)
+    assert list(feb.frame["payment_id"]) == ["Y3", "Y4"]  # largest amount first
+    assert list(feb.frame["account"]) == ["Gamma Inc", "Beta SA"]
+    revenue = kpis.revenue(crm, JAN_TO_APR, "month")
+    for period, total in zip(revenue["period"], revenue["revenue"], strict=True):
+        found = records_for("revenue", crm, JAN_TO_APR, "month", period)
+        assert found.frame["amount"].sum() == pytest.approx(total)
+
+
+def test_customers_behind_churn_new_and_mrr(crm):
+    # 1 Jan: A1, A2, A3 (starts exactly 1 Jan), A5 active; A2 (ends 1 Feb 00:00) and A5 churn
+    jan = records_for("churn", crm, JAN_TO_APR, "month", JAN)
+    assert _ids(jan, "account_id") == ["A1", "A2", "A3", "A5"]
+    assert list(jan.frame["churned"]) == [True, True, False, False]  # churned first
+    assert sorted(jan.frame.loc[jan.frame["churned"], "account"]) == ["Beta SA", "Epsilon"]
+    # MRR at 1 Jan: A1 100 + 10, A2 50, A3 20, A5 40 = 220
+    assert jan.frame["mrr_at_start"].sum() == pytest.approx(220.0)
+    assert _ids(records_for("churned", crm, JAN_TO_APR, "month", FEB), "account_id") == ["A4"]
+    assert _ids(records_for("new_customers", crm, JAN_TO_APR, "month", JAN), "account_id") == ["A4"]
+    base = kpis.customer_base(crm, JAN_TO_APR, "month", costs=False)
+    for _, row in base.iterrows():
+        period = row["period"]
+        at_start = records_for("churn", crm, JAN_TO_APR, "month", period)
+        assert at_start.total == row["customers_at_start"]
+        assert int(at_start.frame["churned"].astype(bool).sum()) == row["churned"]
+        assert at_start.frame["mrr_at_start"].sum() == pytest.approx(row["mrr_at_start"])
+        assert records_for("churned", crm, JAN_TO_APR, "month", period).total == row["churned"]
+        assert records_for("new_customers", crm, JAN_TO_APR, "month", period).total == row["new_customers"]
+    # quarter: at 1 Jan A1, A2, A3, A5; at 1 Apr only A1 -> A2, A3, A5 churned
+    q1 = records_for("churn", crm, JAN_TO_APR, "quarter", JAN)
+    assert sorted(q1.frame.loc[q1.frame["churned"], "account_id"]) == ["A2", "A3", "A5"]
+
+
+def test_customer_months_behind_churn_by(crm):
+    # Enterprise: A1 at the start of Jan–Apr, A2 at the start of Jan (churned) -> 5 customer-months
+    enterprise = records_for("churn_by", crm, JAN_TO_APR, group=("segment", "Enterprise"))
+    assert enterprise.total == 5
+    assert list(enterprise.frame["account_id"])[:1] == ["A2"]  # the churned month first
+    for by in ("segment", "owner_id", "region"):
+        table = kpis.churn_by(crm, JAN_TO_APR, by)
+        for _, row in table.iterrows():
+            found = records_for("churn_by", crm, JAN_TO_APR, group=(by, row["group"]))
+            assert found.total == row["customers_at_start"], (by, row["group"])
+            assert int(found.frame["churned"].astype(bool).sum()) == row["churned"]
+
+
+def test_cohort_accounts(crm):
+    # January 2024 cohort: A3 (1 Jan), A4 (15 Jan); 1 Feb both active; 1 Mar only A3
+    f = Filters("2023-06-01", "2024-02-01")
+    cohorts = kpis.cohort_retention(crm, f, as_of=T(2024, 4, 15))
+    jan = cohorts[cohorts["cohort"] == JAN].set_index("months_since_start")
+    march = records_for("cohort", crm, f, period=JAN, group=2)
+    assert _ids(march, "account_id") == ["A3", "A4"]
+    assert dict(zip(march.frame["account_id"], march.frame["retained"], strict=True)) == {
+        "A3": True,
+        "A4": False,
+    }
+    for _, row in cohorts.iterrows():
+        found = records_for("cohort", crm, f, period=row["cohort"], group=row["months_since_start"])
+        assert found.total == row["customers"]
+        assert int(found.frame["retained"].astype(bool).sum()) == row["retained"]
+    assert jan.loc[2, "retained"] == 1
+
+
+def test_campaign_responses_and_retention_costs(crm):
+    fixtures.insert(crm, "campaigns", [
+        {"campaign_id": "C1", "name": "Spring mail", "channel": "email", "started_on": dt.date(2024, 1, 1),
+         "cost": 1000.0},
+    ])  # fmt: skip
+    fixtures.insert(crm, "campaign_responses", [
+        {"campaign_id": "C1", "account_id": "A1", "sent_at": T(2024, 1, 1), "converted_at": T(2024, 1, 5)},
+        {"campaign_id": "C1", "account_id": "A3", "sent_at": T(2024, 1, 1), "converted_at": None},
+        {"campaign_id": "C1", "account_id": None, "sent_at": T(2024, 1, 1), "converted_at": None},
+    ])  # fmt: skip
+    found = records_for("campaign", crm, JAN_TO_APR, group="C1")
+    funnel = kpis.campaign_funnel(crm, JAN_TO_APR).set_index("campaign_id")
+    assert found.total == funnel.loc["C1", "sent"] == 3
+    assert found.frame.loc[0, "account"] == "Alpha GmbH"  # the conversion first
+    smb = records_for("campaign", crm, JAN_TO_APR.replace(segments=["SMB"]), group="C1")
+    assert list(smb.frame["account"]) == ["Gamma Inc"]
+    # retention costs: Jan K1 100, K2 50, K4 20 (31 Jan); Feb K3 30; Mar K6 10 (K5 is acquisition)
+    jan = records_for("retention_cost", crm, JAN_TO_APR, "month", JAN)
+    assert _ids(jan, "cost_id") == ["K1", "K2", "K4"]
+    cost = kpis.retention_cost(crm, JAN_TO_APR, "month")
+    for _, row in cost.iterrows():
+        found = records_for("retention_cost", crm, JAN_TO_APR, "month", row["period"])
+        assert found.frame["amount"].sum() == pytest.approx(row["retention_costs"])
+        loyalty = records_for("retention_cost", crm, JAN_TO_APR, "month", row["period"], "loyalty")
+        assert loyalty.frame["amount"].sum() == pytest.approx(row["loyalty"])
+
+
+def test_every_kind_is_tested():
+    tested = {
+        "win_rate", "lead_conversion", "win_rate_by", "sales_cycle", "open_deals", "first_contact", "tickets",
+        "nps", "ces", "revenue", "churn", "mrr_retention", "churned", "new_customers", "churn_by", "cohort",
+        "campaign", "retention_cost",
+    }  # fmt: skip
+    assert set(KINDS) == tested
