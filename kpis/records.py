@@ -685,3 +685,17 @@ def records_for(
     if int(limit) < 1:
         raise ValueError(f"limit must be at least 1, not {limit!r}")
     return KINDS[kind](conn, f, freq, period, group, int(limit))
+
+
+def drill(
+    conn: Bind,
+    f: Filters,
+    kind: str,
+    freq: str = "month",
+    period: object | None = None,
+    group: object | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Records:
+    """:func:`records_for` with the connection and filters first, the signature of every
+    KPI (``ui.data.kpi`` caches it like one)."""
+    return records_for(kind, conn, f, freq, period, group, limit)

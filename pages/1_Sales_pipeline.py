@@ -14,6 +14,7 @@ from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_days, fmt_value
 from ui.cards import docstring_definition
 from ui.currency import currency_warning
 from ui.data import kpi
+from ui.drilldown import Drill, Point, records
 from ui.filters import global_filters
 from ui.report import PageReport, is_empty, low_sample_note, no_data
 
@@ -69,7 +70,22 @@ else:
     fig = figures.trend(
         trend, ["win_rate"], "ratio", view.freq, names=["Win rate"], interval=("ci_low", "ci_high")
     )
-    report.chart(fig, trend, f"Win rate per {view.freq} (by close date, 95 % interval)", kpi_key="win_rate")
+
+    def closed_deals(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        label = view.period_label(point.period)
+        return Drill(
+            f"Deals won or lost in {label}", records("win_rate", view, point.period), "by close date"
+        )
+
+    report.chart(
+        fig,
+        trend,
+        f"Win rate per {view.freq} (by close date, 95 % interval)",
+        kpi_key="win_rate",
+        drill=closed_deals,
+    )
 
 cohorts = kpi(kpis.lead_conversion, view)
 if not is_empty(cohorts, ["created"]):
@@ -80,7 +96,22 @@ if not is_empty(cohorts, ["created"]):
         view.freq,
         names=["Lead conversion (won ÷ created)", "Win rate of the cohort (won ÷ closed)"],
     )
-    report.chart(fig, cohorts, f"Lead conversion by created {view.freq}", kpi_key="lead_conversion")
+
+    def created_deals(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        label = view.period_label(point.period)
+        return Drill(
+            f"Deals created in {label}", records("lead_conversion", view, point.period), "every status"
+        )
+
+    report.chart(
+        fig,
+        cohorts,
+        f"Lead conversion by created {view.freq}",
+        kpi_key="lead_conversion",
+        drill=created_deals,
+    )
     st.caption(
         ":material/hourglass_top: Recent cohorts still have open deals, so their conversion is still rising."
     )
@@ -104,8 +135,22 @@ else:
         errors=("ci_low", "ci_high"),
         category_labels=labels,
     )
+    shown_as = {label: value for value, label in (labels or {}).items()}
+
+    def group_deals(point: Point) -> Drill | None:
+        value = shown_as.get(str(point.category), point.category)
+        return Drill(
+            f"Deals of {BREAKDOWNS[by].lower()} {point.category}",
+            records("win_rate_by", view, group=(by, value)),
+            "created in the date range, every status (the win rate counts the won and lost)",
+        )
+
     report.chart(
-        fig, by_group, f"Win rate and lead conversion by {BREAKDOWNS[by].lower()}", kpi_key="win_rate"
+        fig,
+        by_group,
+        f"Win rate and lead conversion by {BREAKDOWNS[by].lower()}",
+        kpi_key="win_rate",
+        drill=group_deals,
     )
     low_sample_note(by_group, "Groups with fewer than 30 closed deals have wide intervals.")
 
@@ -122,7 +167,22 @@ else:
         f"mean {fmt_days(row['mean_days'])} · 90th percentile {fmt_days(row['p90_days'])}"
     )
     fig = figures.histogram_bins(distribution, "bin_start_days", "bin_end_days", "deals")
-    report.chart(fig, distribution, "Sales-cycle length of won deals", kpi_key="sales_cycle")
+
+    def cycle_deals(point: Point) -> Drill | None:
+        if not 0 <= point.index < len(distribution):
+            return None
+        row = distribution.iloc[point.index]
+        last = point.index == len(distribution) - 1
+        days = (float(row["bin_start_days"]), float(row["bin_end_days"]), last)
+        return Drill(
+            f"Won deals with a sales cycle of {point.x} days",
+            records("sales_cycle", view, group=days),
+            "won deals closed in the date range, longest cycle first",
+        )
+
+    report.chart(
+        fig, distribution, "Sales-cycle length of won deals", kpi_key="sales_cycle", drill=cycle_deals
+    )
 
 # --- time in each phase --------------------------------------------------------------------
 st.header("Time in each phase")
@@ -186,11 +246,21 @@ if not is_empty(aging, ["open_deals"]):
         names=["Median age", "90th percentile age"],
     )
     fig.add_hline(y=90, line_dash="dot", line_color=NEUTRAL, annotation_text="90 days")
+
+    def stage_deals(point: Point) -> Drill | None:
+        stage = str(point.category)
+        return Drill(
+            f"Open deals in {stage}",
+            records("open_deals", view, group=stage),
+            "as of today (or the end of the range), longest in the stage first",
+        )
+
     report.chart(
         fig,
         aging,
         "Age of open deals by current stage",
         definition=docstring_definition(kpis.open_deal_aging),
+        drill=stage_deals,
     )
 
     st.subheader("Stuck deals")

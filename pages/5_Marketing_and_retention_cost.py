@@ -17,6 +17,7 @@ from charts import figures
 from charts.theme import BAD, GOOD, PALETTE, axis_format
 from ui.currency import currency_warning
 from ui.data import kpi
+from ui.drilldown import Drill, Point, records
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -77,6 +78,7 @@ def campaigns(view: View) -> None:
                         name=str(channel),
                         marker={"color": PALETTE[index % len(PALETTE)], "size": 10, "opacity": 0.85},
                         customdata=rows[["name", "cost"]],
+                        meta={"campaign_ids": [str(c) for c in rows["campaign_id"]]},
                         hovertemplate="<b>%{customdata[0]}</b><br>%{y:$,.2f} per conversion<br>"
                         "%{x:,} conversions, cost %{customdata[1]:$,.0f}<extra></extra>",
                     )
@@ -84,10 +86,24 @@ def campaigns(view: View) -> None:
             fig.update_xaxes(**axis_format("count"), title_text="conversions", rangemode="tozero")
             fig.update_yaxes(**axis_format("money"), title_text="cost per conversion", rangemode="tozero")
             fig.update_layout(hovermode="closest")
+
+            def campaign_responses(point: Point) -> Drill | None:
+                ids = point.meta.get("campaign_ids", [])
+                if not 0 <= point.index < len(ids):
+                    return None
+                campaign = ids[point.index]
+                name = labels.get(campaign, campaign)
+                return Drill(
+                    f"Responses to {name}",
+                    records("campaign", view, group=campaign),
+                    "conversions first; the funnel counts those with each timestamp set",
+                )
+
             report.chart(
                 fig,
                 ranked,
                 "Cost per conversion against conversions, by campaign",
+                drill=campaign_responses,
                 definition="Campaign cost ÷ responses with converted_at set; campaigns without a conversion are "
                 "left out (no finite cost per conversion).",
             )
@@ -183,7 +199,13 @@ def retention_cost(view: View) -> None:
     for index, bucket in enumerate(buckets):
         values = cost[bucket] / retained if per_customer else cost[bucket]
         fig.add_trace(
-            go.Bar(x=cost["period"], y=values, name=bucket.capitalize(), marker_color=PALETTE[index])
+            go.Bar(
+                x=cost["period"],
+                y=values,
+                name=bucket.capitalize(),
+                marker_color=PALETTE[index],
+                meta={"category": bucket},
+            )
         )
     if per_customer:
         fig.add_trace(
@@ -203,7 +225,19 @@ def retention_cost(view: View) -> None:
     title = (
         "Retention cost per retained customer by cost bucket" if per_customer else "Retention costs by bucket"
     )
-    report.chart(fig, cost, title, kpi_key="retention_cost")
+
+    def cost_rows(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        category = point.meta.get("category")  # None: the cost per retained customer marker
+        what = f"{category} retention costs" if category else "Retention costs"
+        return Drill(
+            f"{what.capitalize()} in {view.period_label(point.period)}",
+            records("retention_cost", view, point.period, category),
+            "largest first",
+        )
+
+    report.chart(fig, cost, title, kpi_key="retention_cost", drill=cost_rows)
 
 
 def profitability(view: View) -> None:

@@ -16,6 +16,7 @@ from charts.theme import PALETTE, axis_format, fmt_money
 from kpis.filters import Filters
 from ui.currency import currency_warning
 from ui.data import data_date_range, database_url, kpi
+from ui.drilldown import Drill, Point, records
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -178,12 +179,25 @@ def statistical(
     chosen = model_label(result.model) + spec
     st.markdown(f"**Model used:** {chosen}")
     st.info(result.reason or "No reason given.", icon=":material/psychology:")
+    history_view = history_filters(view, full_history)
+
+    def month_payments(point: Point) -> Drill | None:
+        if point.trace != "Revenue" or point.x is None:
+            return None  # the forecast and its intervals have no records yet
+        month = pd.Timestamp(point.x).to_period("M").start_time
+        return Drill(
+            f"Payments in {month:%b %Y}",
+            records("revenue", view, month, filters=history_view, freq="month"),
+            "revenue = the sum of the amounts (refunds negative); largest first",
+        )
+
     if result.reliable:
         report.chart(
             forecast_figure(result),
             result.forecast,
             "Revenue: history and forecast",
             definition=FORECAST_DEFINITION,
+            drill=month_payments,
         )
         st.caption(f":material/verified: {result.intervals}")
     else:
@@ -197,6 +211,7 @@ def statistical(
             history,
             "Revenue: history (no reliable forecast)",
             definition=FORECAST_DEFINITION,
+            drill=month_payments,
         )
 
     st.markdown("**How each model did in the backtest**")

@@ -194,8 +194,11 @@ class PageReport:
         title: str,
         kpi_key: str | None = None,
         definition: str | None = None,
+        drill: Callable[[Any], Any] | None = None,
     ) -> None:
-        """Draw ``fig`` under ``title`` with its definition card and export buttons."""
+        """Draw ``fig`` under ``title`` with its definition card and export buttons; with
+        ``drill`` (``ui.drilldown``: a selected point -> its records) a click on a point or
+        bar lists the records behind it under the chart."""
         key = self._key(title)
         text = definition_text(kpi_key, definition)
         if not fig.layout.title.text:
@@ -204,7 +207,10 @@ class PageReport:
         if figures.period_freq(fig) == getattr(self.view, "freq", None):
             partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
             data = self._with_partial(data)
-        st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
+        selectable = {"on_select": "rerun", "selection_mode": ("points",)} if drill else {}
+        event = st.plotly_chart(
+            fig, theme=None, key=f"chart-{key}", config={"displaylogo": False}, **selectable
+        )
         # the Export column stays wide enough for its button in half-width charts too
         left, right = st.columns([3, 1], vertical_alignment="top")
         with left:
@@ -216,6 +222,10 @@ class PageReport:
             self._export_popover(fig, data, title, text, key, self._partial_note(partial))
         if partial:
             st.caption(f":material/hourglass_top: {self._partial_note(partial)}")
+        if drill is not None:
+            from ui import drilldown
+
+            drilldown.show(self, fig, data, event, drill, key)
         self.items.append(ReportItem(title, fig, text, data))
 
     def _partial_note(self, partial: list[pd.Timestamp]) -> str | None:
@@ -347,9 +357,11 @@ class PageReport:
         height: int | str = "auto",
         caption: str | None = None,
         records: bool = False,
+        xlsx: bool = False,
     ) -> None:
-        """Draw ``df`` under ``title`` with a CSV download of exactly these rows
-        (``records``: record-level rows, for analysts and admins only)."""
+        """Draw ``df`` under ``title`` with a CSV download of exactly these rows, and with
+        ``xlsx`` an XLSX one carrying the page, table and filters (``records``:
+        record-level rows, for analysts and admins only)."""
         key = self._key(title)
         st.markdown(f"**{title}**")
         if records and not self.may_see_records():
@@ -370,6 +382,17 @@ class PageReport:
             export.MIME_TYPES["csv"],
             f"{key}-table-csv",
         )
+        if xlsx:
+            meta = {"Page": self.title, "Table": title, "Filters": self.view.describe()}
+            _download(
+                f"Download XLSX ({len(frame):,} rows)",
+                self._audited(
+                    lambda: export.frame_xlsx({title[:31]: frame}, meta), f"{_slug(title)}.xlsx", title
+                ),
+                f"{_slug(title)}.xlsx",
+                export.MIME_TYPES["xlsx"],
+                f"{key}-table-xlsx",
+            )
 
     def finish(self) -> None:
         """The whole page as one PDF: every chart, its definition and the active filters."""

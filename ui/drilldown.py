@@ -1,0 +1,165 @@
+"""Drill-down from a chart: click a point or bar and see the records behind it.
+
+``PageReport.chart(fig, data, title, drill=...)`` draws the chart with point selection
+(``st.plotly_chart(on_select="rerun", selection_mode=("points",))``), a caption "Click a
+point to see the records behind it", and, once a point is selected, the records under it:
+``drill(point)`` gets a :class:`Point` — the clicked trace and position, the period it
+stands for (a chart on a period axis) and which series of the KPI frame it draws
+(``ui.report.match_series``: the column and the key values, e.g. a touchpoint) — and
+returns a :class:`Drill` (a title and the ``kpis.records.Records``, usually from
+:func:`records`), or None when there is nothing to list for that point.
+
+The records go through ``PageReport.table(..., records=True)``: sortable columns, CSV and
+XLSX downloads written to the audit log, and only analysts and admins see them (a viewer
+gets the note and no query runs for them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from charts import figures
+from kpis import records as kpi_records
+from kpis.records import Records
+
+#: Rows of a drill-down table (and its downloads) at most; the caption says when there are more.
+LIMIT = 1000
+HINT = "Click a point to see the records behind it"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One selected point of a chart."""
+
+    x: Any
+    y: Any
+    curve: int
+    index: int
+    #: the trace's name (its legend entry)
+    trace: str | None = None
+    #: the period the point stands for (a chart on a period axis), else None
+    period: pd.Timestamp | None = None
+    #: the column of the chart's KPI frame the trace draws, and the key values of its series
+    column: str | None = None
+    where: dict[str, Any] = field(default_factory=dict)
+    #: the trace's ``meta`` when it is a dict (pages put the series' key there, e.g. a touchpoint)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def category(self) -> Any:
+        """The category of a bar (``x``; ``y`` for a horizontal bar, set by the page)."""
+        return self.x
+
+
+@dataclass(frozen=True)
+class Drill:
+    """What a chart's ``drill`` callable returns: the table's title and the records."""
+
+    title: str
+    records: Records
+    #: what the rows are (shown under the title), e.g. "won and lost deals by close date"
+    caption: str | None = None
+
+
+DrillFunction = Callable[[Point], Drill | None]
+
+
+def records(kind: str, view: Any, period: object | None = None, group: object | None = None) -> Records:
+    """``kpis.records.records_for(kind, ...)`` for the page's filters and period length,
+    cached like every KPI (``ui.data.kpi``), at most :data:`LIMIT` rows."""
+    from ui.data import kpi
+
+    if period is not None:
+        period = pd.Timestamp(period).to_pydatetime()
+    return kpi(
+        kpi_records.drill, view.filters, kind=kind, freq=view.freq, period=period, group=group, limit=LIMIT
+    )
+
+
+def selected_points(event: Any) -> list[dict[str, Any]]:
+    """The points of a ``st.plotly_chart`` selection event (empty when none)."""
+    if not event:
+        return []
+    selection = event.get("selection") if hasattr(event, "get") else getattr(event, "selection", None)
+    if not selection:
+        return []
+    points = selection.get("points") if hasattr(selection, "get") else getattr(selection, "points", None)
+    return list(points or [])
+
+
+def _number(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def point_of(fig: go.Figure, data: pd.DataFrame | None, raw: dict[str, Any], freq: str | None) -> Point:
+    """The :class:`Point` of a selected point ``raw`` of ``fig`` drawn from ``data``."""
+    from ui.report import match_series
+
+    curve = _number(raw.get("curve_number"))
+    index = _number(raw.get("point_index", raw.get("point_number")))
+    trace = fig.data[curve] if 0 <= curve < len(fig.data) else None
+    period = None
+    column, where = None, {}
+    axis_freq = figures.period_freq(fig)
+    if trace is not None and axis_freq is not None:
+        x = figures.period_x(trace, axis_freq)
+        if x is not None and 0 <= index < len(x):
+            period = x[index]
+            found = match_series(
+                data, x, trace.y, (trace.meta or {}).get("column") if isinstance(trace.meta, dict) else None
+            )
+            if found is not None:
+                column, where = found
+    if period is None and axis_freq is not None and raw.get("x") is not None:
+        try:
+            period = pd.Timestamp(raw["x"]).tz_localize(None).normalize()
+        except (TypeError, ValueError):
+            period = None
+    return Point(
+        x=raw.get("x"),
+        y=raw.get("y"),
+        curve=curve,
+        index=index,
+        trace=getattr(trace, "name", None),
+        period=period,
+        column=column,
+        where=dict(where),
+        meta=dict(trace.meta) if trace is not None and isinstance(trace.meta, dict) else {},
+    )
+
+
+def show(
+    report: Any, fig: go.Figure, data: pd.DataFrame | None, event: Any, drill: DrillFunction, key: str
+) -> None:
+    """The hint under a chart and, for a selected point, the records ``drill`` gives."""
+    st.caption(f":material/ads_click: {HINT}.")
+    points = selected_points(event)
+    if not points:
+        return
+    point = point_of(fig, data, points[0], getattr(report.view, "freq", None))
+    if not report.may_see_records():  # no query for a viewer: the table shows the note
+        report.table(pd.DataFrame(), "Records behind the selected point", records=True)
+        return
+    found = drill(point)
+    if found is None:
+        st.caption("No records behind this point.")
+        return
+    frame, total = found.records.frame, found.records.total
+    shown = f"{total:,} record{'s' if total != 1 else ''}"
+    if len(frame) < total:
+        shown = f"the first {len(frame):,} of {total:,} records (the downloads hold these rows)"
+    caption = f"{found.caption + ' · ' if found.caption else ''}{shown}. Click a column header to sort."
+    if frame.empty:
+        st.markdown(f"**{found.title}**")
+        st.caption(caption)
+        return
+    report.table(frame, found.title, caption=caption, records=True, xlsx=True)
