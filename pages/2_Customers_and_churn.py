@@ -16,7 +16,7 @@ from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_ratio
 from forecasting import customer_models
 from ui.cards import docstring_definition
 from ui.data import data_date_range, database_url, kpi
-from ui.drilldown import Drill, Point, records
+from ui.drilldown import Drill, Point, clickable_cells, records
 from ui.filters import global_filters
 from ui.report import PageReport, is_empty, low_sample_note, no_data
 
@@ -203,7 +203,11 @@ else:
         )
 
     report.chart(
-        fig, cohorts, "Retention by signup-month cohort", kpi_key="cohort_retention", drill=cohort_accounts
+        clickable_cells(fig),
+        cohorts,
+        "Retention by signup-month cohort",
+        kpi_key="cohort_retention",
+        drill=cohort_accounts,
     )
 
 # --- churn risk -----------------------------------------------------------------------

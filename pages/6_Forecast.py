@@ -103,7 +103,12 @@ def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
     if not result.reliable:
         fig.add_trace(
             go.Scatter(
-                x=history.index, y=history.values, name="Revenue", mode="lines", line={"color": "#1F2937"}
+                x=history.index,
+                y=history.values,
+                name="Revenue",
+                mode="lines+markers",
+                marker={"size": 4},
+                line={"color": "#1F2937"},
             )
         )
         fig.update_yaxes(
@@ -126,8 +131,15 @@ def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    fig.add_trace(
-        go.Scatter(x=history.index, y=history.values, name="Revenue", mode="lines", line={"color": "#1F2937"})
+    fig.add_trace(  # markers: a click on a month lists its payments (drill-down)
+        go.Scatter(
+            x=history.index,
+            y=history.values,
+            name="Revenue",
+            mode="lines+markers",
+            marker={"size": 4},
+            line={"color": "#1F2937"},
+        )
     )
     # join the forecast to the last actual month so the line is continuous
     joined_x = [history.index[-1], *periods] if len(history) else periods

@@ -70,15 +70,30 @@ class Drill:
 DrillFunction = Callable[[Point], Drill | None]
 
 
-def records(kind: str, view: Any, period: object | None = None, group: object | None = None) -> Records:
-    """``kpis.records.records_for(kind, ...)`` for the page's filters and period length,
-    cached like every KPI (``ui.data.kpi``), at most :data:`LIMIT` rows."""
+def records(
+    kind: str,
+    view: Any,
+    period: object | None = None,
+    group: object | None = None,
+    *,
+    filters: Any = None,
+    freq: str | None = None,
+) -> Records:
+    """``kpis.records.records_for(kind, ...)`` for the page's filters and period length
+    (or ``filters`` / ``freq`` when a chart uses others), cached like every KPI
+    (``ui.data.kpi``), at most :data:`LIMIT` rows."""
     from ui.data import kpi
 
     if period is not None:
         period = pd.Timestamp(period).to_pydatetime()
     return kpi(
-        kpi_records.drill, view.filters, kind=kind, freq=view.freq, period=period, group=group, limit=LIMIT
+        kpi_records.drill,
+        filters if filters is not None else view.filters,
+        kind=kind,
+        freq=freq or view.freq,
+        period=period,
+        group=group,
+        limit=LIMIT,
     )
 
 
@@ -163,3 +178,40 @@ def show(
         st.caption(caption)
         return
     report.table(frame, found.title, caption=caption, records=True, xlsx=True)
+
+
+def clickable_cells(fig: go.Figure) -> go.Figure:
+    """Make the cells of ``fig``'s heatmap clickable: Plotly selects no heatmap cell, so an
+    invisible marker sits on each cell (its hover is the cell's, the heatmap's own hover is
+    turned off) and a click selects it — ``Point.x`` / ``Point.y`` are the cell's column and row."""
+    heatmaps = [trace for trace in fig.data if isinstance(trace, go.Heatmap)]
+    if not heatmaps:
+        return fig
+    heat = heatmaps[0]
+    xs, ys, texts = [], [], []
+    text = heat.text if heat.text is not None else None
+    for row, label in enumerate(heat.y):
+        for column, value in enumerate(heat.x):
+            cell = heat.z[row][column]
+            if cell is None or pd.isna(cell):
+                continue
+            xs.append(value)
+            ys.append(label)
+            texts.append(text[row][column] if text is not None else f"{cell:.3g}")
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            marker={"size": 14, "opacity": 0, "color": "#000000"},
+            text=texts,
+            hovertemplate=heat.hovertemplate or "%{y}, %{x}: %{text}<extra></extra>",
+            showlegend=False,
+            name="cells",
+            selected={"marker": {"opacity": 0}},
+            unselected={"marker": {"opacity": 0}},
+        )
+    )
+    heat.hoverinfo = "skip"
+    heat.hovertemplate = None
+    return fig

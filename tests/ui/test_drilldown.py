@@ -113,3 +113,48 @@ def test_a_viewer_gets_the_note_not_the_records(app):
     assert not at.exception
     assert sum("Record-level detail" in i.value for i in at.info) == notes + 1
     assert len(at.dataframe) == tables
+
+
+#: page -> how many of its charts have a drill-down (point selection) on the demo data
+DRILLABLE = {
+    "pages/1_Sales_pipeline.py": 5,  # win rate, lead conversion, by group, sales cycle, aging
+    "pages/2_Customers_and_churn.py": 5,  # churn, new / churned, NRR, by segment, cohorts
+    "pages/3_Service.py": 3,  # FCR, tickets, resolution times
+    "pages/4_Customer_feedback.py": 3,  # NPS, score distribution, CES
+    "pages/5_Marketing_and_retention_cost.py": 2,  # cost per conversion, retention cost
+    "pages/6_Forecast.py": 1,  # revenue history
+}
+
+
+def _clickable_trace(spec: dict) -> tuple[int, int]:
+    """(trace, point) to click: a trace with points that is not a band or helper line, its
+    middle point (a heatmap's invisible cell markers included)."""
+    for curve, trace in enumerate(spec["data"]):
+        meta = trace.get("meta") if isinstance(trace.get("meta"), dict) else {}
+        if trace.get("hoverinfo") == "skip" or meta.get("partial_helper") or "x" not in trace:
+            continue
+        if trace.get("type") == "heatmap" or trace.get("fill") == "toself":
+            continue
+        ys = _array(trace.get("y", []))
+        points = [i for i, y in enumerate(ys) if y is not None and y == y]
+        if points:
+            return curve, points[len(points) // 2]
+    raise AssertionError("no clickable trace")
+
+
+@pytest.mark.parametrize("page", list(DRILLABLE))
+def test_every_drillable_chart_lists_records(app, page):
+    at = app(page).run()
+    assert not at.exception
+    charts = [c for c in at.get("plotly_chart") if list(c.proto.selection_mode)]
+    assert len(charts) == DRILLABLE[page]
+    assert sum(HINT in c.value for c in at.caption) == DRILLABLE[page]
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
+    for title in titles:
+        at = app(page).run()
+        spec = json.loads(_chart(at, title).proto.spec)
+        curve, index = _clickable_trace(spec)
+        tables = len(at.dataframe)
+        at = select_point(at, title, curve, index)
+        assert not at.exception, (title, [e.value for e in at.exception])
+        assert len(at.dataframe) == tables + 1, title
