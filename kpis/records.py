@@ -15,10 +15,12 @@ kind                   records                                                  
 ``win_rate_by``        deals created in the range, in ``group`` = (by, value)      created (won + lost: closed)
 ``sales_cycle``        won deals by closed_at, optionally in a cycle-days bin      deals (a bin: its deals)
 ``open_deals``         open deals in a stage, as of min(now, end)                  open_deals of the aging
+``pipeline``           open deals (status open) in their current stage             open_deals (Σ amount)
 ``first_contact``      tickets by resolved_at                                      resolved
 ``tickets``            tickets by opened_at, in ``group`` = (by, value)            tickets
 ``nps``                NPS responses by responded_at (optionally one score)        responses
 ``ces``                CES responses by responded_at, ``group`` = touchpoint       responses
+``complaints``         complaint tickets of a product in a week (Monday)           observed
 ``revenue``            payments by paid_at                                         payment rows (revenue = Σ)
 ``churn``              customers active at the period's start, churned flagged     customers_at_start
 ``new_customers``      customers active at the period's end and not at its start   new_customers
@@ -48,11 +50,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from crm_data import schema
 from crm_data.dialects import days_between
 from kpis.churn import CHURN_DIMENSIONS, NOT_SET, customer_flows
-from kpis.core import connection, naive_timestamps, period_end
+from kpis.complaints import COMPLAINT_CATEGORIES
+from kpis.core import connection, naive_timestamps, period_end, period_starts
 from kpis.customer_base import is_retention_cost
 from kpis.feedback import CES_EASY_MIN
 from kpis.filters import Filters, in_day_range, in_range, scope
-from kpis.pipeline import WIN_RATE_DIMENSIONS, _as_of, _open_at
+from kpis.pipeline import NO_STAGE, WIN_RATE_DIMENSIONS, _as_of, _current_stage, _open_at
 from kpis.revenue import FOREVER
 from kpis.service import BREAKDOWNS as TICKET_BREAKDOWNS
 
@@ -265,6 +268,41 @@ def open_deals(
         return _fetch(c, statement, [aged.c.age.desc(), deals.c.deal_id], limit, ("created_at", "entered_at"))
 
 
+def pipeline_deals(conn: Bind, f: Filters, stage: str | None = None, limit: int = DEFAULT_LIMIT) -> Records:
+    """The open deals behind ``kpis.weighted_pipeline`` in ``stage`` (None = every stage):
+    status open (the date range does not restrict them), current stage = latest entered
+    (the KPI's tie rule), "(no stage)" without history; total = open_deals, Σ amount = amount
+    (NULL = 0), ``weighted_amount`` = amount × the stage's probability. Largest first."""
+    deals, stages = schema.deals, schema.pipeline_stages
+    open_deals = (
+        sa.select(deals.c.deal_id).where(deals.c.status == "open", *scope(f, deals)).cte("open_deals")
+    )
+    latest = _current_stage(open_deals, None)
+    current = sa.func.coalesce(latest.c.stage, NO_STAGE)
+    amount = sa.func.coalesce(deals.c.amount, sa.literal(0.0, sa.Double()))
+    joined, names = _names(deals)
+    source = joined.join(open_deals, open_deals.c.deal_id == deals.c.deal_id).outerjoin(
+        latest, sa.and_(latest.c.deal_id == deals.c.deal_id, latest.c.rn == 1)
+    )
+    source = source.outerjoin(stages, stages.c.stage == latest.c.stage)
+    statement = (
+        sa.select(
+            deals.c.deal_id,
+            deals.c.name.label("deal"),
+            *names,
+            current.label("stage"),
+            amount.label("amount"),
+            stages.c.probability,
+            (amount * stages.c.probability).label("weighted_amount"),
+            deals.c.created_at,
+            latest.c.entered_at,
+        )
+        .select_from(source)
+        .where(*([] if stage is None else [current == stage]))
+    )
+    return _fetch(conn, statement, [amount.desc(), deals.c.deal_id], limit, ("created_at", "entered_at"))
+
+
 # ---------------------------------------------------------------- tickets
 
 
@@ -333,6 +371,28 @@ def opened_tickets(
             conditions.append(_equals(shown, value))
         else:
             conditions.append(_equals(tickets.c[by], value))
+    with connection(conn) as c:
+        statement = _ticket_statement(c.dialect, conditions)
+        return _fetch(c, statement, [tickets.c.opened_at.desc(), tickets.c.ticket_id], limit, _TICKET_TIMES)
+
+
+def complaint_tickets(
+    conn: Bind, f: Filters, product_week: tuple[str, object], limit: int = DEFAULT_LIMIT
+) -> Records:
+    """The tickets behind one week of ``kpis.complaint_spikes``: ``product_week`` =
+    (product_id, the week's Monday); category defect or complaint, opened_at in that week
+    and before the range's end; total = observed."""
+    tickets = schema.tickets
+    product, week = product_week
+    monday = pd.Timestamp(week)
+    conditions = [
+        tickets.c.category.in_(COMPLAINT_CATEGORIES),
+        tickets.c.product_id == product,
+        tickets.c.opened_at >= monday.to_pydatetime(),
+        tickets.c.opened_at < (monday + pd.Timedelta(days=7)).to_pydatetime(),
+        tickets.c.opened_at < f.end_ts,
+        *scope(f, tickets),
+    ]
     with connection(conn) as c:
         statement = _ticket_statement(c.dialect, conditions)
         return _fetch(c, statement, [tickets.c.opened_at.desc(), tickets.c.ticket_id], limit, _TICKET_TIMES)
@@ -490,8 +550,6 @@ def churn_by_customers(
     by, value = group
     if by not in CHURN_DIMENSIONS:
         raise ValueError(f"group by must be one of {sorted(CHURN_DIMENSIONS)}, not {by!r}")
-    from kpis.core import period_starts
-
     periods = period_starts(f.start, f.end, "month")
     if not periods:
         return Records(pd.DataFrame(), 0)
@@ -645,6 +703,8 @@ KINDS: dict[str, Callable[..., Records]] = {
     "win_rate_by": lambda c, f, freq, period, group, limit: created_deals(c, f, freq, None, group, limit),
     "sales_cycle": lambda c, f, freq, period, group, limit: cycle_deals(c, f, freq, period, group, limit),
     "open_deals": lambda c, f, freq, period, group, limit: open_deals(c, f, group, None, limit),
+    "pipeline": lambda c, f, freq, period, group, limit: pipeline_deals(c, f, group, limit),
+    "complaints": lambda c, f, freq, period, group, limit: complaint_tickets(c, f, group, limit),
     "first_contact": lambda c, f, freq, period, group, limit: resolved_tickets(c, f, freq, period, limit),
     "tickets": lambda c, f, freq, period, group, limit: opened_tickets(c, f, freq, period, group, limit),
     "nps": lambda c, f, freq, period, group, limit: responses(

@@ -14,7 +14,7 @@ from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_days, fmt_value
 from ui.cards import docstring_definition
 from ui.currency import currency_warning
 from ui.data import kpi
-from ui.drilldown import Drill, Point, records
+from ui.drilldown import Drill, Point, period_title, records
 from ui.filters import global_filters
 from ui.report import PageReport, is_empty, low_sample_note, no_data
 
@@ -74,7 +74,7 @@ else:
     def closed_deals(point: Point) -> Drill | None:
         if point.period is None:
             return None
-        label = view.period_label(point.period)
+        label = period_title(view, point.period)
         return Drill(
             f"Deals won or lost in {label}", records("win_rate", view, point.period), "by close date"
         )
@@ -100,7 +100,7 @@ if not is_empty(cohorts, ["created"]):
     def created_deals(point: Point) -> Drill | None:
         if point.period is None:
             return None
-        label = view.period_label(point.period)
+        label = period_title(view, point.period)
         return Drill(
             f"Deals created in {label}", records("lead_conversion", view, point.period), "every status"
         )
@@ -228,11 +228,21 @@ else:
         names=["Open amount", "Weighted (amount × stage probability)"],
     )
     total = pipeline["weighted_amount"].sum()
+
+    def pipeline_deals(point: Point) -> Drill | None:
+        stage = str(point.category)
+        return Drill(
+            f"Open deals in {stage}",
+            records("pipeline", view, group=stage),
+            "open deals in their current stage, weighted by its probability; largest first",
+        )
+
     report.chart(
         fig,
         pipeline,
         f"Weighted open pipeline by stage (total {fmt_value(total, 'money')})",
         kpi_key="weighted_pipeline",
+        drill=pipeline_deals,
     )
 
 # --- aging open deals + drill-down -------------------------------------------------------------

@@ -16,7 +16,7 @@ from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_ratio
 from forecasting import customer_models
 from ui.cards import docstring_definition
 from ui.data import data_date_range, database_url, kpi
-from ui.drilldown import Drill, Point, clickable_cells, records
+from ui.drilldown import Drill, Point, clickable_cells, period_title, records
 from ui.filters import global_filters
 from ui.report import PageReport, is_empty, low_sample_note, no_data
 
@@ -54,7 +54,7 @@ else:
         if point.period is None:
             return None
         return Drill(
-            f"Customers at the start of {view.period_label(point.period)}",
+            f"Customers at the start of {period_title(view, point.period)}",
             records("churn", view, point.period),
             "churned = no active subscription at the period's end; churned first",
         )
@@ -98,7 +98,7 @@ if not is_empty(active, ["customers_at_start", "customers_at_end", "new_customer
     def flows(point: Point) -> Drill | None:
         if point.period is None:
             return None
-        label = view.period_label(point.period)
+        label = period_title(view, point.period)
         if point.meta.get("column") == "churned":
             return Drill(f"Customers who churned in {label}", records("churned", view, point.period))
         return Drill(f"New customers in {label}", records("new_customers", view, point.period))
@@ -125,7 +125,7 @@ else:
         if point.period is None:
             return None
         return Drill(
-            f"Customers at the start of {view.period_label(point.period)} and their MRR",
+            f"Customers at the start of {period_title(view, point.period)} and their MRR",
             records("mrr_retention", view, point.period),
             "MRR at the period's start and end (0 when churned)",
         )

@@ -15,7 +15,7 @@ from charts import figures
 from charts.theme import BAD, NEUTRAL, PALETTE, axis_format, readable
 from ui.cards import docstring_definition
 from ui.data import kpi
-from ui.drilldown import Drill, Point, records
+from ui.drilldown import Drill, Point, period_title, records
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -61,7 +61,7 @@ def resolved_tickets(view: View, point: Point) -> Drill | None:
     if point.period is None:
         return None
     return Drill(
-        f"Tickets resolved in {view.period_label(point.period)}",
+        f"Tickets resolved in {period_title(view, point.period)}",
         records("first_contact", view, point.period),
         "first contact = resolved with one contact",
     )
@@ -101,7 +101,7 @@ def ticket_volumes(view: View) -> None:
         if point.period is None or group is None:
             return None
         return Drill(
-            f"{point.trace} tickets opened in {view.period_label(point.period)}",
+            f"{point.trace} tickets opened in {period_title(view, point.period)}",
             records("tickets", view, point.period, (by, group)),
         )
 
@@ -207,12 +207,20 @@ def complaint_spikes(view: View) -> None:
         )
     )
     fig.update_yaxes(**axis_format("count"), title_text="complaints per week", rangemode="tozero")
-    report.chart(
-        fig,
-        weekly[["product_id", "product_name", "week", "observed", "expected", "p_value", "is_spike"]],
-        f"Weekly complaints: {product}",
-        kpi_key="complaint_spikes",
-    )
+    shown = weekly[["product_id", "product_name", "week", "observed", "expected", "p_value", "is_spike"]]
+
+    def week_tickets(point: Point) -> Drill | None:
+        if point.curve != 0 or not 0 <= point.index < len(shown):
+            return None  # the expected line has no records
+        row = shown.iloc[point.index]
+        week = pd.Timestamp(row["week"])
+        return Drill(
+            f"Complaints about {product} in the week of {week:%d %b %Y}",
+            records("complaints", view, group=(str(row["product_id"]), week.to_pydatetime())),
+            "defect and complaint tickets opened that week",
+        )
+
+    report.chart(fig, shown, f"Weekly complaints: {product}", kpi_key="complaint_spikes", drill=week_tickets)
     st.caption("Red bars: weeks flagged as spikes.")
 
 

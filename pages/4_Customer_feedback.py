@@ -19,7 +19,7 @@ from charts import figures
 from charts.theme import BAD, GOOD, NEUTRAL, PALETTE, axis_format, readable
 from ui.cards import docstring_definition
 from ui.data import kpi
-from ui.drilldown import Drill, Point, records
+from ui.drilldown import Drill, Point, period_title, records
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -63,7 +63,7 @@ def nps_trend(view: View) -> None:
         if point.period is None:
             return None
         return Drill(
-            f"NPS responses in {view.period_label(point.period)}",
+            f"NPS responses in {period_title(view, point.period)}",
             records("nps", view, point.period),
             "promoters 9–10, passives 7–8, detractors 0–6",
         )
@@ -184,7 +184,7 @@ def effort_by_touchpoint(view: View) -> None:
         if point.period is None or touchpoint is None:
             return None
         return Drill(
-            f"CES responses at {readable(touchpoint)} in {view.period_label(point.period)}",
+            f"CES responses at {readable(touchpoint)} in {period_title(view, point.period)}",
             records("ces", view, point.period, touchpoint),
             "easy = score 5–7",
         )

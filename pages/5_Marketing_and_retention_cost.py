@@ -17,7 +17,7 @@ from charts import figures
 from charts.theme import BAD, GOOD, PALETTE, axis_format
 from ui.currency import currency_warning
 from ui.data import kpi
-from ui.drilldown import Drill, Point, records
+from ui.drilldown import Drill, Point, period_title, records
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -232,7 +232,7 @@ def retention_cost(view: View) -> None:
         category = point.meta.get("category")  # None: the cost per retained customer marker
         what = f"{category} retention costs" if category else "Retention costs"
         return Drill(
-            f"{what.capitalize()} in {view.period_label(point.period)}",
+            f"{what.capitalize()} in {period_title(view, point.period)}",
             records("retention_cost", view, point.period, category),
             "largest first",
         )

@@ -215,3 +215,11 @@ def clickable_cells(fig: go.Figure) -> go.Figure:
     heat.hoverinfo = "skip"
     heat.hovertemplate = None
     return fig
+
+
+def period_title(view: Any, period: object) -> str:
+    """The clicked period as a table title says it: "Oct 2026", or "Dec 2026 (to 5 Dec)" for
+    a period the view holds only part of (its records are those up to that day)."""
+    if view.is_partial(period):
+        return figures.partial_label(period, view.freq, view.cut)
+    return view.period_label(period)

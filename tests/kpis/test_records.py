@@ -127,6 +127,31 @@ def test_open_deals_behind_the_aging(crm):
     assert proposal.frame.loc[0, "account"] == "Delta LLC"
 
 
+def test_open_deals_behind_the_weighted_pipeline(crm):
+    # open: D5 (800, current stage Proposal, probability 0.6), D8 (700, Lead, 0.1)
+    pipeline = kpis.weighted_pipeline(crm, JAN_TO_APR)
+    everything = records_for("pipeline", crm, JAN_TO_APR)
+    assert list(everything.frame["deal_id"]) == ["D5", "D8"]  # largest amount first
+    assert list(everything.frame["weighted_amount"]) == pytest.approx([480.0, 70.0])
+    for _, row in pipeline.iterrows():
+        found = records_for("pipeline", crm, JAN_TO_APR, group=row["stage"])
+        assert found.total == row["open_deals"], row["stage"]
+        assert found.frame["amount"].sum() == pytest.approx(row["amount"])
+
+
+def test_tickets_behind_complaint_weeks(crm):
+    # defect / complaint tickets with a product: T1 P1 Wed 3 Jan (week of Mon 1 Jan), T4 P1 Mon 5 Feb,
+    # T5 P2 Tue 20 Feb (week of 19 Feb)
+    week = records_for("complaints", crm, JAN_TO_APR, group=("P2", pd.Timestamp(2024, 2, 19)))
+    assert _ids(week, "ticket_id") == ["T5"]
+    assert list(week.frame["product"]) == ["Addon"]
+    spikes = kpis.complaint_spikes(crm, JAN_TO_APR)
+    assert spikes["observed"].sum() == 3
+    for _, row in spikes.iterrows():
+        found = records_for("complaints", crm, JAN_TO_APR, group=(row["product_id"], row["week"]))
+        assert found.total == row["observed"], (row["product_id"], row["week"])
+
+
 def test_tickets_behind_fcr_and_the_breakdown(crm):
     # resolved: Jan T1 (1 contact), T2 (2); Feb T3 (1 Feb 00:00, 1), T4 (unknown); Mar T6 (1)
     feb = records_for("first_contact", crm, JAN_TO_APR, "month", FEB)
@@ -279,6 +304,6 @@ def test_every_kind_is_tested():
     tested = {
         "win_rate", "lead_conversion", "win_rate_by", "sales_cycle", "open_deals", "first_contact", "tickets",
         "nps", "ces", "revenue", "churn", "mrr_retention", "churned", "new_customers", "churn_by", "cohort",
-        "campaign", "retention_cost",
+        "campaign", "retention_cost", "pipeline", "complaints",
     }  # fmt: skip
     assert set(KINDS) == tested

@@ -117,9 +117,9 @@ def test_a_viewer_gets_the_note_not_the_records(app):
 
 #: page -> how many of its charts have a drill-down (point selection) on the demo data
 DRILLABLE = {
-    "pages/1_Sales_pipeline.py": 5,  # win rate, lead conversion, by group, sales cycle, aging
+    "pages/1_Sales_pipeline.py": 6,  # win rate, lead conversion, by group, sales cycle, pipeline, aging
     "pages/2_Customers_and_churn.py": 5,  # churn, new / churned, NRR, by segment, cohorts
-    "pages/3_Service.py": 3,  # FCR, tickets, resolution times
+    "pages/3_Service.py": 4,  # FCR, tickets, resolution times, weekly complaints
     "pages/4_Customer_feedback.py": 3,  # NPS, score distribution, CES
     "pages/5_Marketing_and_retention_cost.py": 2,  # cost per conversion, retention cost
     "pages/6_Forecast.py": 1,  # revenue history
@@ -128,7 +128,7 @@ DRILLABLE = {
 
 def _clickable_trace(spec: dict) -> tuple[int, int]:
     """(trace, point) to click: a trace with points that is not a band or helper line, its
-    middle point (a heatmap's invisible cell markers included)."""
+    middle non-zero point (a heatmap's invisible cell markers included)."""
     for curve, trace in enumerate(spec["data"]):
         meta = trace.get("meta") if isinstance(trace.get("meta"), dict) else {}
         if trace.get("hoverinfo") == "skip" or meta.get("partial_helper") or "x" not in trace:
@@ -136,7 +136,7 @@ def _clickable_trace(spec: dict) -> tuple[int, int]:
         if trace.get("type") == "heatmap" or trace.get("fill") == "toself":
             continue
         ys = _array(trace.get("y", []))
-        points = [i for i, y in enumerate(ys) if y is not None and y == y]
+        points = [i for i, y in enumerate(ys) if y is not None and y == y and y != 0]  # records behind it
         if points:
             return curve, points[len(points) // 2]
     raise AssertionError("no clickable trace")
