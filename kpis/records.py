@@ -16,6 +16,7 @@ kind                   records                                                  
 ``sales_cycle``        won deals by closed_at, optionally in a cycle-days bin      deals (a bin: its deals)
 ``open_deals``         open deals in a stage, as of min(now, end)                  open_deals of the aging
 ``pipeline``           open deals (status open) in their current stage             open_deals (Σ amount)
+``funnel``             deals created in the range that reached a funnel stage      reached_in_order / _any
 ``first_contact``      tickets by resolved_at                                      resolved
 ``tickets``            tickets by opened_at, in ``group`` = (by, value)            tickets
 ``nps``                NPS responses by responded_at (optionally one score)        responses
@@ -55,7 +56,16 @@ from kpis.core import connection, naive_timestamps, period_end, period_starts
 from kpis.customer_base import is_retention_cost
 from kpis.feedback import CES_EASY_MIN
 from kpis.filters import Filters, in_day_range, in_range, scope
-from kpis.pipeline import NO_STAGE, WIN_RATE_DIMENSIONS, _as_of, _current_stage, _open_at
+from kpis.pipeline import (
+    NO_STAGE,
+    WIN_RATE_DIMENSIONS,
+    _as_of,
+    _created_deals,
+    _current_stage,
+    _literal_table,
+    _open_at,
+    _stages,
+)
 from kpis.revenue import FOREVER
 from kpis.service import BREAKDOWNS as TICKET_BREAKDOWNS
 
@@ -301,6 +311,61 @@ def pipeline_deals(conn: Bind, f: Filters, stage: str | None = None, limit: int 
         .where(*([] if stage is None else [current == stage]))
     )
     return _fetch(conn, statement, [amount.desc(), deals.c.deal_id], limit, ("created_at", "entered_at"))
+
+
+def funnel_deals(
+    conn: Bind, f: Filters, stage_counting: tuple[str, str], limit: int = DEFAULT_LIMIT
+) -> Records:
+    """The deals behind one stage of ``kpis.funnel``: ``stage_counting`` = (stage,
+    "in_order" | "any"); deals created in the range that entered every funnel stage up to
+    this one ("in_order") or this stage or a later one ("any") — the KPI's stages (closed-
+    lost ones left out), its entries (history rows; a won deal enters the won stage) and
+    its stage bits: with r the stage's rank and m the deal's mask, in order ⇔ m mod 2^r =
+    2^r − 1, any ⇔ m ≥ 2^(r − 1). total = reached_in_order / reached_any."""
+    stage, counting = stage_counting
+    if counting not in ("in_order", "any"):
+        raise ValueError(f"counting must be in_order or any, not {counting!r}")
+    deals, history = schema.deals, schema.deal_stage_history
+    with connection(conn) as c:
+        stages = _stages(c)
+        stages = stages[~(stages["is_closed"] & ~stages["is_won"])].reset_index(drop=True)
+        names = [str(s) for s in stages["stage"]]
+        if stage not in names:
+            return Records(pd.DataFrame(), 0)
+        rank = names.index(stage) + 1
+        ranks = [
+            (s, 1 << i, int(w))
+            for i, (s, w) in enumerate(zip(stages["stage"], stages["is_won"], strict=True))
+        ]
+        grid = _literal_table(
+            ranks, ["stage", "bit", "won"], [sa.String(), sa.BigInteger(), sa.Integer()], "fstages"
+        )
+        cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).cte("cohort")
+        entries = sa.union_all(
+            sa.select(history.c.deal_id, grid.c.bit).select_from(
+                history.join(cohort, cohort.c.deal_id == history.c.deal_id).join(
+                    grid, grid.c.stage == history.c.stage
+                )
+            ),
+            sa.select(cohort.c.deal_id, grid.c.bit)
+            .select_from(cohort.join(grid, grid.c.won == 1))
+            .where(cohort.c.status == "won"),
+        ).cte("entries")
+        per_deal = (
+            sa.select(entries.c.deal_id, sa.func.sum(sa.distinct(entries.c.bit)).label("mask"))
+            .group_by(entries.c.deal_id)
+            .cte("per_deal")
+        )
+        mask = sa.cast(per_deal.c.mask, sa.BigInteger())
+        if counting == "in_order":
+            reached = mask % sa.literal(1 << rank, sa.BigInteger()) == sa.literal(
+                (1 << rank) - 1, sa.BigInteger()
+            )
+        else:
+            reached = mask >= sa.literal(1 << (rank - 1), sa.BigInteger())
+        inner = sa.select(per_deal.c.deal_id).where(reached)
+        statement = _deal_statement(c.dialect, [deals.c.deal_id.in_(inner)])
+        return _fetch(c, statement, [deals.c.created_at.desc(), deals.c.deal_id], limit, _DEAL_TIMES)
 
 
 # ---------------------------------------------------------------- tickets
@@ -703,6 +768,7 @@ KINDS: dict[str, Callable[..., Records]] = {
     "win_rate_by": lambda c, f, freq, period, group, limit: created_deals(c, f, freq, None, group, limit),
     "sales_cycle": lambda c, f, freq, period, group, limit: cycle_deals(c, f, freq, period, group, limit),
     "open_deals": lambda c, f, freq, period, group, limit: open_deals(c, f, group, None, limit),
+    "funnel": lambda c, f, freq, period, group, limit: funnel_deals(c, f, group, limit),
     "pipeline": lambda c, f, freq, period, group, limit: pipeline_deals(c, f, group, limit),
     "complaints": lambda c, f, freq, period, group, limit: complaint_tickets(c, f, group, limit),
     "first_contact": lambda c, f, freq, period, group, limit: resolved_tickets(c, f, freq, period, limit),

@@ -59,7 +59,17 @@ else:
         funnel, f"reached_{suffix}", f"step_conversion_{suffix}", f"cumulative_conversion_{suffix}"
     )
     title = "Pipeline funnel (" + ("stages in order" if counting == "in_order" else "any stage reached") + ")"
-    report.chart(fig, funnel, title, kpi_key="funnel")
+
+    def reached_deals(point: Point) -> Drill | None:
+        stage = str(point.y)  # the funnel's stages are on the y axis
+        how = "entered every stage up to it" if counting == "in_order" else "reached it or a later stage"
+        return Drill(
+            f"Deals that reached {stage}",
+            records("funnel", view, group=(stage, counting)),
+            f"created in the date range; {how}",
+        )
+
+    report.chart(fig, funnel, title, kpi_key="funnel", drill=reached_deals)
 
 # --- win rate and lead conversion ------------------------------------------------------------
 st.header("Win rate and lead conversion")

@@ -127,6 +127,22 @@ def test_open_deals_behind_the_aging(crm):
     assert proposal.frame.loc[0, "account"] == "Delta LLC"
 
 
+def test_deals_behind_the_funnel(crm):
+    # created in the range: D1 (Lead, Qualified, Proposal, won), D2 (Lead, Proposal, lost: skips
+    # Qualified), D3 (Lead, Qualified, Proposal, won), D4 (Lead, Qualified, won), D5 (Lead, Qualified,
+    # Proposal), D6 (Lead, lost), D8 (Lead)
+    in_order = records_for("funnel", crm, JAN_TO_APR, group=("Proposal", "in_order"))
+    assert _ids(in_order, "deal_id") == ["D1", "D3", "D5"]
+    reached = records_for("funnel", crm, JAN_TO_APR, group=("Proposal", "any"))  # D4 won: later stage
+    assert _ids(reached, "deal_id") == ["D1", "D2", "D3", "D4", "D5"]
+    funnel = kpis.funnel(crm, JAN_TO_APR)
+    for _, row in funnel.iterrows():
+        for counting in ("in_order", "any"):
+            found = records_for("funnel", crm, JAN_TO_APR, group=(row["stage"], counting))
+            assert found.total == row[f"reached_{counting}"], (row["stage"], counting)
+    assert records_for("funnel", crm, JAN_TO_APR, group=("Closed Lost", "any")).total == 0
+
+
 def test_open_deals_behind_the_weighted_pipeline(crm):
     # open: D5 (800, current stage Proposal, probability 0.6), D8 (700, Lead, 0.1)
     pipeline = kpis.weighted_pipeline(crm, JAN_TO_APR)
@@ -304,6 +320,6 @@ def test_every_kind_is_tested():
     tested = {
         "win_rate", "lead_conversion", "win_rate_by", "sales_cycle", "open_deals", "first_contact", "tickets",
         "nps", "ces", "revenue", "churn", "mrr_retention", "churned", "new_customers", "churn_by", "cohort",
-        "campaign", "retention_cost", "pipeline", "complaints",
+        "campaign", "retention_cost", "pipeline", "complaints", "funnel",
     }  # fmt: skip
     assert set(KINDS) == tested
