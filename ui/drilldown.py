@@ -25,9 +25,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from charts import figures
+from charts.theme import readable
 from kpis import records as kpi_records
 from kpis.records import Records
 
+#: Record columns holding stored codes, shown as words ("website_visit" -> "Website visit").
+CODE_COLUMNS = (
+    "status", "category", "touchpoint", "channel", "priority", "lead_source", "lost_reason", "end_reason",
+)  # fmt: skip
 #: Rows of a drill-down table (and its downloads) at most; the caption says when there are more.
 LIMIT = 1000
 HINT = "Click a point to see the records behind it"
@@ -177,7 +182,20 @@ def show(
         st.markdown(f"**{found.title}**")
         st.caption(caption)
         return
-    report.table(frame, found.title, caption=caption, records=True, xlsx=True)
+    report.table(readable_records(frame), found.title, caption=caption, records=True, xlsx=True)
+
+
+def readable_records(frame: pd.DataFrame) -> pd.DataFrame:
+    """The records as shown and downloaded: codes as words (:data:`CODE_COLUMNS`), hours
+    to one decimal; the numbers behind them unchanged."""
+    out = frame.copy()
+    for column in CODE_COLUMNS:
+        if column in out and not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].map(lambda v: readable(v) if isinstance(v, str) else v)
+    for column in out.columns:
+        if "hours" in str(column) and pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].round(1)
+    return out
 
 
 def clickable_cells(fig: go.Figure) -> go.Figure:

@@ -66,8 +66,8 @@ def test_clicking_a_win_rate_point_lists_its_deals_with_names(app, demo_engine, 
     expected = rate.loc[periods[index]]
     shown = next(d.value for d in at.dataframe if "deal_id" in d.value and "cycle_days" in d.value)
     assert len(shown) == expected["won"] + expected["lost"] > 0
-    assert set(shown["status"]) <= {"won", "lost"}
-    assert (shown["status"] == "won").sum() == expected["won"]
+    assert set(shown["status"]) <= {"Won", "Lost"}  # codes shown as words
+    assert (shown["status"] == "Won").sum() == expected["won"]
     closed = pd.to_datetime(shown["closed_at"])
     assert closed.min() >= periods[index] and closed.max() < periods[index] + pd.DateOffset(months=1)
     # names, never user ids like "U013"
@@ -97,7 +97,8 @@ def test_clicking_a_churn_by_bar_and_an_nps_point(app, demo_engine, default_filt
     nps = kpis.nps(demo_engine, default_filters, "month").set_index("period").loc[periods[0]]
     shown = next(d.value for d in at.dataframe if "response_id" in d.value)
     assert len(shown) == nps["responses"] > 0
-    assert (shown["category"] == "promoter").sum() == nps["promoters"]
+    assert (shown["category"] == "Promoter").sum() == nps["promoters"]
+    assert not shown["touchpoint"].dropna().str.contains("_").any()  # no raw codes like website_visit
 
 
 @pytest.mark.usefixtures("accounts")
