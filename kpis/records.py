@@ -31,6 +31,7 @@ kind                   records                                                  
 ``cohort``             a signup-month cohort's accounts, retained at month k        customers (retained: Σ)
 ``campaign``           responses of one campaign                                   sent (without report figures)
 ``retention_cost``     retention costs by incurred_on (optionally one category)    Σ amount = retention_costs
+``account_ledger``     one account's payments (+) and costs (−) in the range       Σ amount = profit
 =====================  ==========================================================  ==========================
 
 Rows name their account, owner, product and contact (``accounts.name``, ``users.name``,
@@ -757,6 +758,42 @@ def retention_costs(
     return _fetch(conn, statement, [costs.c.amount.desc(), costs.c.cost_id], limit)
 
 
+def account_ledger(conn: Bind, f: Filters, account_id: str, limit: int = DEFAULT_LIMIT) -> Records:
+    """The payments and costs behind one account of ``kpis.customer_profitability``:
+    payments by paid_at and costs carrying the account by incurred_on in [start, end), the
+    account within the filters' segments / owners / products. ``amount`` is signed — a
+    payment as paid (refunds negative), a cost negative — so Σ amount = profit; ``kind``
+    says which, ``category`` a cost's. Newest first; at most ``limit`` of each (in SQL),
+    total = payments + costs."""
+    accounts, pay, costs = schema.accounts, schema.payments, schema.costs
+    inside = sa.select(accounts.c.account_id).where(accounts.c.account_id == account_id, *scope(f, accounts))
+    paid = sa.select(
+        pay.c.payment_id.label("record_id"),
+        sa.literal("payment").label("kind"),
+        sa.null().label("category"),
+        pay.c.amount,
+        pay.c.paid_at.label("dated"),
+    ).where(pay.c.account_id.in_(inside), in_range(pay.c.paid_at, f))
+    spent = sa.select(
+        costs.c.cost_id.label("record_id"),
+        sa.literal("cost").label("kind"),
+        costs.c.category,
+        (-costs.c.amount).label("amount"),
+        costs.c.incurred_on.label("dated"),
+    ).where(costs.c.account_id.in_(inside), in_day_range(costs.c.incurred_on, f))
+    first = _fetch(conn, paid, [pay.c.paid_at.desc(), pay.c.payment_id], limit, ("dated",))
+    second = _fetch(conn, spent, [costs.c.incurred_on.desc(), costs.c.cost_id], limit)
+    parts = [part.frame for part in (first, second) if len(part.frame)]
+    frame = pd.concat(parts, ignore_index=True) if parts else first.frame
+    if len(frame):
+        frame["dated"] = pd.to_datetime(frame["dated"])
+        frame = frame.sort_values(["dated", "record_id"], ascending=[False, True]).reset_index(drop=True)
+    with connection(conn) as c:
+        name = c.execute(sa.select(accounts.c.name).where(accounts.c.account_id == account_id)).scalar()
+    frame.insert(0, "account", name)
+    return Records(frame, first.total + second.total)
+
+
 # ---------------------------------------------------------------- one entry point
 
 #: kind -> function(conn, filters, freq, period, group, limit) (see the module docstring).
@@ -771,6 +808,7 @@ KINDS: dict[str, Callable[..., Records]] = {
     "funnel": lambda c, f, freq, period, group, limit: funnel_deals(c, f, group, limit),
     "pipeline": lambda c, f, freq, period, group, limit: pipeline_deals(c, f, group, limit),
     "complaints": lambda c, f, freq, period, group, limit: complaint_tickets(c, f, group, limit),
+    "account_ledger": lambda c, f, freq, period, group, limit: account_ledger(c, f, group, limit),
     "first_contact": lambda c, f, freq, period, group, limit: resolved_tickets(c, f, freq, period, limit),
     "tickets": lambda c, f, freq, period, group, limit: opened_tickets(c, f, freq, period, group, limit),
     "nps": lambda c, f, freq, period, group, limit: responses(

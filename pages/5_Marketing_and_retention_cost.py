@@ -264,11 +264,23 @@ def profitability(view: View) -> None:
     fig.update_yaxes(autorange="reversed", automargin=True)
     fig.update_xaxes(**axis_format("money"), title_text="profit (payments − costs)")
     fig.update_layout(height=max(400, 24 * len(shown) + 120))
+
+    def ledger(point: Point) -> Drill | None:
+        if not 0 <= point.index < len(shown):
+            return None
+        row = shown.iloc[point.index]
+        return Drill(
+            f"Payments and costs of {row['name'] if pd.notna(row['name']) else row['account_id']}",
+            records("account_ledger", view, group=str(row["account_id"])),
+            "in the date range; payments as paid, costs negative, so the amounts add up to the profit",
+        )
+
     report.chart(
         fig,
         shown,
         f"Most and least profitable accounts (top and bottom {count})",
         kpi_key="customer_profitability",
+        drill=ledger,
     )
     st.caption(f"{len(accounts):,} accounts with payments or costs in the range.")
     left, right = st.columns(2)

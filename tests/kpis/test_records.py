@@ -316,10 +316,25 @@ def test_campaign_responses_and_retention_costs(crm):
         assert loyalty.frame["amount"].sum() == pytest.approx(row["loyalty"])
 
 
+def test_payments_and_costs_behind_an_accounts_profit(crm):
+    # A2 (Beta SA): payments Y2 50 (15 Jan), Y4 −25 (refund, 10 Feb); cost K2 loyalty 50 (20 Jan)
+    # -> profit 50 − 25 − 50 = −25
+    found = records_for("account_ledger", crm, JAN_TO_APR, group="A2")
+    assert list(found.frame["record_id"]) == ["Y4", "K2", "Y2"]  # newest first
+    assert list(found.frame["amount"]) == pytest.approx([-25.0, -50.0, 50.0])
+    assert set(found.frame["account"]) == {"Beta SA"} and found.total == 3
+    profit = kpis.customer_profitability(crm, JAN_TO_APR).set_index("account_id")
+    for account, row in profit.iterrows():
+        found = records_for("account_ledger", crm, JAN_TO_APR, group=account)
+        assert found.frame["amount"].sum() == pytest.approx(row["profit"]), account
+    # outside the filters: no records
+    assert records_for("account_ledger", crm, JAN_TO_APR.replace(segments=["SMB"]), group="A2").total == 0
+
+
 def test_every_kind_is_tested():
     tested = {
         "win_rate", "lead_conversion", "win_rate_by", "sales_cycle", "open_deals", "first_contact", "tickets",
         "nps", "ces", "revenue", "churn", "mrr_retention", "churned", "new_customers", "churn_by", "cohort",
-        "campaign", "retention_cost", "pipeline", "complaints", "funnel",
+        "campaign", "retention_cost", "pipeline", "complaints", "funnel", "account_ledger",
     }  # fmt: skip
     assert set(KINDS) == tested

@@ -122,7 +122,7 @@ DRILLABLE = {
     "pages/2_Customers_and_churn.py": 5,  # churn, new / churned, NRR, by segment, cohorts
     "pages/3_Service.py": 4,  # FCR, tickets, resolution times, weekly complaints
     "pages/4_Customer_feedback.py": 3,  # NPS, score distribution, CES
-    "pages/5_Marketing_and_retention_cost.py": 2,  # cost per conversion, retention cost
+    "pages/5_Marketing_and_retention_cost.py": 3,  # cost per conversion, retention cost, profitability
     "pages/6_Forecast.py": 1,  # revenue history
 }
 
