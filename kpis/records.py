@@ -17,6 +17,7 @@ kind                   records                                                  
 ``open_deals``         open deals in a stage, as of min(now, end)                  open_deals of the aging
 ``pipeline``           open deals (status open) in their current stage             open_deals (Σ amount)
 ``funnel``             deals created in the range that reached a funnel stage      reached_in_order / _any
+``stage_visits``       deals created in the range with an observed visit to a stage  deals of stage_durations
 ``first_contact``      tickets by resolved_at                                      resolved
 ``tickets``            tickets by opened_at, in ``group`` = (by, value)            tickets
 ``nps``                NPS responses by responded_at (optionally one score)        responses
@@ -369,6 +370,46 @@ def funnel_deals(
         return _fetch(c, statement, [deals.c.created_at.desc(), deals.c.deal_id], limit, _DEAL_TIMES)
 
 
+def stage_visit_deals(
+    conn: Bind, f: Filters, stage: str, now: dt.datetime | None = None, limit: int = DEFAULT_LIMIT
+) -> Records:
+    """The deals behind one row of ``kpis.stage_durations``: deals created in [start, end)
+    (the filters' scope) with a visit to ``stage`` entered before C = min(end, now) — an
+    observed visit; total = deals. ``visits`` = their observed visits to the stage,
+    ``first_entered_at`` the first; ``status`` the deal's now. Latest first entry first."""
+    deals, history = schema.deals, schema.deal_stage_history
+    censor_at = min(f.end_ts, now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    created = sa.select(deals.c.deal_id).where(in_range(deals.c.created_at, f), *scope(f, deals))
+    visits = (
+        sa.select(
+            history.c.deal_id,
+            sa.func.count().label("visits"),
+            sa.func.min(history.c.entered_at).label("first_entered_at"),
+        )
+        .where(
+            history.c.stage == stage,
+            history.c.entered_at < sa.literal(censor_at, sa.DateTime()),
+            history.c.deal_id.in_(created),
+        )
+        .group_by(history.c.deal_id)
+        .cte("stage_visits")
+    )
+    joined, names = _names(deals)
+    statement = sa.select(
+        deals.c.deal_id,
+        deals.c.name.label("deal"),
+        *names,
+        deals.c.status,
+        deals.c.amount,
+        deals.c.created_at,
+        visits.c.first_entered_at,
+        visits.c.visits,
+        deals.c.closed_at,
+    ).select_from(joined.join(visits, visits.c.deal_id == deals.c.deal_id))
+    order = [visits.c.first_entered_at.desc(), deals.c.deal_id]
+    return _fetch(conn, statement, order, limit, ("created_at", "first_entered_at", "closed_at"))
+
+
 # ---------------------------------------------------------------- tickets
 
 
@@ -701,11 +742,20 @@ def cohort_customers(
 # ---------------------------------------------------------------- marketing and costs
 
 
-def campaign_responses(conn: Bind, f: Filters, campaign_id: str, limit: int = DEFAULT_LIMIT) -> Records:
+#: The steps of a campaign funnel, in order (a response took a step when its timestamp is set).
+CAMPAIGN_STEPS = ("sent", "opened", "clicked", "converted")
+
+
+def campaign_responses(
+    conn: Bind, f: Filters, campaign: str | tuple[str, str], limit: int = DEFAULT_LIMIT
+) -> Records:
     """The responses of one campaign of ``kpis.campaign_funnel`` (scoped like its counts;
-    total = responses; sent / opened / clicked / converted = those with the timestamp set —
-    the funnel shows the vendor report's figures instead where it has them and no account
-    filter is set)."""
+    total = responses), or with ``campaign`` = (campaign_id, step) only those that took the
+    step (sent / opened / clicked / converted: the timestamp set; total = the funnel's count
+    of the step — except where it shows the vendor report's figures, with no account filter)."""
+    campaign_id, step = (campaign, None) if isinstance(campaign, str) else campaign
+    if step is not None and step not in CAMPAIGN_STEPS:
+        raise ValueError(f"step must be one of {CAMPAIGN_STEPS}, not {step!r}")
     table, campaigns = schema.campaign_responses, schema.campaigns
     joined, names = _names(table)
     statement = (
@@ -718,7 +768,11 @@ def campaign_responses(conn: Bind, f: Filters, campaign_id: str, limit: int = DE
             table.c.converted_at,
         )
         .select_from(joined.join(campaigns, campaigns.c.campaign_id == table.c.campaign_id))
-        .where(table.c.campaign_id == campaign_id, *scope(f, table))
+        .where(
+            table.c.campaign_id == campaign_id,
+            *scope(f, table),
+            *([] if step is None else [table.c[f"{step}_at"].is_not(None)]),
+        )
     )
     order = [
         table.c.converted_at.desc().nulls_last(),
@@ -806,6 +860,7 @@ KINDS: dict[str, Callable[..., Records]] = {
     "sales_cycle": lambda c, f, freq, period, group, limit: cycle_deals(c, f, freq, period, group, limit),
     "open_deals": lambda c, f, freq, period, group, limit: open_deals(c, f, group, None, limit),
     "funnel": lambda c, f, freq, period, group, limit: funnel_deals(c, f, group, limit),
+    "stage_visits": lambda c, f, freq, period, group, limit: stage_visit_deals(c, f, group, None, limit),
     "pipeline": lambda c, f, freq, period, group, limit: pipeline_deals(c, f, group, limit),
     "complaints": lambda c, f, freq, period, group, limit: complaint_tickets(c, f, group, limit),
     "account_ledger": lambda c, f, freq, period, group, limit: account_ledger(c, f, group, limit),

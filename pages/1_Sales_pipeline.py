@@ -213,8 +213,21 @@ else:
     )
     fig.update_yaxes(title_text="days in stage", **axis_format("days"))
     fig.update_layout(hovermode="x unified")
+
+    def visiting_deals(point: Point) -> Drill | None:
+        stage = str(point.category)
+        return Drill(
+            f"Deals that entered {stage}",
+            records("stage_visits", view, group=stage),
+            "created in the date range, with a visit to the stage by today (or the end of the range)",
+        )
+
     report.chart(
-        fig, stages, "Days in each stage (Kaplan–Meier, open deals censored)", kpi_key="stage_durations"
+        fig,
+        stages,
+        "Days in each stage (Kaplan–Meier, open deals censored)",
+        kpi_key="stage_durations",
+        drill=visiting_deals,
     )
     censored = int(stages["censored"].sum()) if "censored" in stages else 0
     st.caption(

@@ -55,11 +55,24 @@ def campaigns(view: View) -> None:
             )
         )
         fig.update_layout(title={"text": "Campaign funnel", "subtitle": {"text": str(row["name"])}})
+
+        def step_responses(point: Point) -> Drill | None:
+            if not 0 <= point.index < len(FUNNEL_STEPS):
+                return None
+            step, label = FUNNEL_STEPS[point.index]
+            return Drill(
+                f"{label}: responses to {row['name']}",
+                records("campaign", view, group=(str(chosen), step)),
+                f"the campaign's recorded responses with a {step} time (a vendor report's whole-campaign "
+                "figure, where the funnel shows one, can be larger)",
+            )
+
         report.chart(
             fig,
             funnel[funnel["campaign_id"] == chosen],
             f"Funnel: {row['name']}",
             kpi_key="campaign_funnel",
+            drill=step_responses,
         )
     with right:
         ranked = funnel.dropna(subset=["cost_per_conversion"]).sort_values("cost_per_conversion")

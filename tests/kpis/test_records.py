@@ -143,6 +143,24 @@ def test_deals_behind_the_funnel(crm):
     assert records_for("funnel", crm, JAN_TO_APR, group=("Closed Lost", "any")).total == 0
 
 
+def test_deals_behind_the_time_in_each_stage(crm):
+    from kpis.records import stage_visit_deals
+
+    now = dt.datetime(2024, 4, 15)
+    # Qualified, deals created in the range: D1 (10 Jan), D3 (3 Feb and 7 Feb: two visits), D4 (20 Feb),
+    # D5 (25 Jan); D7 was created in Dec 2023
+    qualified = stage_visit_deals(crm, JAN_TO_APR, "Qualified", now=now)
+    assert _ids(qualified, "deal_id") == ["D1", "D3", "D4", "D5"]
+    assert dict(zip(qualified.frame["deal_id"], qualified.frame["visits"], strict=True))["D3"] == 2
+    durations = kpis.stage_durations(crm, JAN_TO_APR, now=now)
+    for stage, deals in zip(durations["stage"], durations["deals"], strict=True):
+        assert stage_visit_deals(crm, JAN_TO_APR, stage, now=now).total == deals, stage
+    # a range ending on 1 Mar: the deals created in February (D3, D4, D6), visits observed until then
+    february = Filters("2024-02-01", "2024-03-01")
+    lead = stage_visit_deals(crm, february, "Lead", now=now)
+    assert lead.total == kpis.stage_durations(crm, february, now=now).set_index("stage").loc["Lead", "deals"]
+
+
 def test_open_deals_behind_the_weighted_pipeline(crm):
     # open: D5 (800, current stage Proposal, probability 0.6), D8 (700, Lead, 0.1)
     pipeline = kpis.weighted_pipeline(crm, JAN_TO_APR)
@@ -303,6 +321,9 @@ def test_campaign_responses_and_retention_costs(crm):
     funnel = kpis.campaign_funnel(crm, JAN_TO_APR).set_index("campaign_id")
     assert found.total == funnel.loc["C1", "sent"] == 3
     assert found.frame.loc[0, "account"] == "Alpha GmbH"  # the conversion first
+    converted = records_for("campaign", crm, JAN_TO_APR, group=("C1", "converted"))
+    assert converted.total == funnel.loc["C1", "converted"] == 1
+    assert records_for("campaign", crm, JAN_TO_APR, group=("C1", "sent")).total == 3
     smb = records_for("campaign", crm, JAN_TO_APR.replace(segments=["SMB"]), group="C1")
     assert list(smb.frame["account"]) == ["Gamma Inc"]
     # retention costs: Jan K1 100, K2 50, K4 20 (31 Jan); Feb K3 30; Mar K6 10 (K5 is acquisition)
@@ -335,6 +356,6 @@ def test_every_kind_is_tested():
     tested = {
         "win_rate", "lead_conversion", "win_rate_by", "sales_cycle", "open_deals", "first_contact", "tickets",
         "nps", "ces", "revenue", "churn", "mrr_retention", "churned", "new_customers", "churn_by", "cohort",
-        "campaign", "retention_cost", "pipeline", "complaints", "funnel", "account_ledger",
+        "campaign", "retention_cost", "pipeline", "complaints", "funnel", "account_ledger", "stage_visits",
     }  # fmt: skip
     assert set(KINDS) == tested

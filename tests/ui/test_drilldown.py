@@ -118,11 +118,11 @@ def test_a_viewer_gets_the_note_not_the_records(app):
 
 #: page -> how many of its charts have a drill-down (point selection) on the demo data
 DRILLABLE = {
-    "pages/1_Sales_pipeline.py": 7,  # funnel, win rate, lead conversion, by group, cycle, pipeline, aging
+    "pages/1_Sales_pipeline.py": 8,  # funnel, win rate, lead conversion, by group, cycle, stages, pipeline, aging
     "pages/2_Customers_and_churn.py": 5,  # churn, new / churned, NRR, by segment, cohorts
     "pages/3_Service.py": 4,  # FCR, tickets, resolution times, weekly complaints
     "pages/4_Customer_feedback.py": 3,  # NPS, score distribution, CES
-    "pages/5_Marketing_and_retention_cost.py": 3,  # cost per conversion, retention cost, profitability
+    "pages/5_Marketing_and_retention_cost.py": 4,  # campaign funnel, cost per conversion, retention cost, profitability
     "pages/6_Forecast.py": 1,  # revenue history
 }
 
