@@ -16,10 +16,11 @@ import streamlit as st
 from charts.theme import fmt_count
 from kpis.core import LOW_SAMPLE, period_end, period_starts
 from ui import data
-from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry
+from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry, slide_card
 from ui.currency import currency_warning
 from ui.filters import View, global_filters, period_label
-from ui.report import no_data
+from ui.goals import card_goal_text
+from ui.report import no_data, overview_download
 
 st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
 view = global_filters()
@@ -106,6 +107,9 @@ def draw_card(spec: CardSpec, numbers: CardNumbers | str | None, view: View, sho
         caption = period_label(numbers.period, view.freq)
         if numbers.previous is not None:
             caption += f" vs {period_label(numbers.previous, view.freq)}"
+    goal = card_goal_text(spec.key, view, numbers.period)  # "target X · on track" (ui/goals.py)
+    if goal:
+        caption = f"{caption}  \n{goal}" if caption else goal
     kpi_card(
         spec.key,
         numbers.value,
@@ -154,6 +158,17 @@ for row in range(0, len(CARDS), 5):
     for spec, card, column in zip(CARDS[row : row + 5], numbers[row : row + 5], st.columns(5), strict=False):
         with column:
             draw_card(spec, card, view, shown)
+
+
+def card_periods(card: CardNumbers | str | None) -> str:
+    """ "Nov 2026 vs Oct 2026": the periods a card shows, for its slide."""
+    if not isinstance(card, CardNumbers) or card.period is None:
+        return ""
+    text = period_label(card.period, view.freq)
+    return text + (f" vs {period_label(card.previous, view.freq)}" if card.previous is not None else "")
+
+
+overview_download(view, [slide_card(s.key, c, card_periods(c)) for s, c in zip(CARDS, numbers, strict=True)])
 
 url = data.database_url()
 if view.filters.scope.restricted:  # whole-database counts: not for a limited scope

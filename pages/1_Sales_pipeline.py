@@ -11,6 +11,7 @@ import streamlit as st
 import kpis
 from charts import figures
 from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_days, fmt_value
+from kpis.why_empty import funnel_empty_reason, no_account_reason
 from ui.cards import docstring_definition
 from ui.currency import currency_warning
 from ui.data import kpi
@@ -51,8 +52,10 @@ counting = st.segmented_control(
 )
 counting = counting or "in_order"
 funnel = kpi(kpis.funnel, view.filters)
+nobody = kpi(no_account_reason, view.filters)  # the account filters together select no account
 if is_empty(funnel, ["reached_in_order", "reached_any"]):
-    no_data("No deals were created in this selection.")
+    # say why: no stages configured, filters that exclude every account, no deals in the range …
+    no_data(kpi(funnel_empty_reason, view.filters) or "No deal of this selection entered a funnel stage.")
 else:
     suffix = "in_order" if counting == "in_order" else "any"
     fig = figures.funnel(
@@ -75,7 +78,7 @@ else:
 st.header("Win rate and lead conversion")
 trend = kpi(kpis.win_rate, view)
 if is_empty(trend, ["won", "lost"]):
-    no_data("No deals were won or lost in this selection.")
+    no_data(nobody or "No deals were won or lost in this selection.")
 else:
     fig = figures.trend(
         trend, ["win_rate"], "ratio", view.freq, names=["Win rate"], interval=("ci_low", "ci_high")
@@ -131,7 +134,7 @@ by = st.columns([1, 2])[0].selectbox(
 )
 by_group = kpi(kpis.win_rate_by, view.filters, by=by)
 if is_empty(by_group, ["created", "won", "lost"]):
-    no_data()
+    no_data(nobody)
 else:
     labels = (
         view.labels.get("owners" if by == "owner" else "products", {}) if by in ("owner", "product") else None
@@ -169,7 +172,7 @@ st.header("Sales cycle")
 cycle = kpi(kpis.sales_cycle, view.filters)
 distribution = kpi(kpis.sales_cycle_distribution, view.filters, bins=20)
 if is_empty(cycle, ["deals"]) or is_empty(distribution, ["deals"]):
-    no_data("No deals were won in this selection.")
+    no_data(nobody or "No deals were won in this selection.")
 else:
     row = cycle.iloc[0]
     st.markdown(
@@ -198,7 +201,7 @@ else:
 st.header("Time in each phase")
 stages = kpi(kpis.stage_durations, view.filters)
 if is_empty(stages, ["deals"]):
-    no_data("No deals were created in this selection.")
+    no_data(nobody or "No deals were created in this selection.")
 else:
     fig = go.Figure()
     fig.add_trace(go.Bar(x=stages["stage"], y=stages["median_days"], name="Median", marker_color=PALETTE[0]))
@@ -241,7 +244,7 @@ else:
 st.header("Open pipeline")
 pipeline = kpi(kpis.weighted_pipeline, view.filters)
 if is_empty(pipeline, ["open_deals"]):
-    no_data("No open deals in this selection.")
+    no_data(nobody or "No open deals in this selection.")
 else:
     fig = figures.bars(
         pipeline,

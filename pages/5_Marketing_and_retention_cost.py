@@ -18,6 +18,7 @@ from charts.theme import BAD, GOOD, PALETTE, axis_format
 from ui.currency import currency_warning
 from ui.data import kpi
 from ui.drilldown import Drill, Point, period_title, records
+from ui.filter_scope import honoured_view
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -36,9 +37,15 @@ def campaigns(view: View) -> None:
     st.subheader("Campaigns")
     funnel = kpi(kpis.campaign_funnel, view)
     if is_empty(funnel, ["sent", "cost"]):
-        no_data("No campaign in this selection.")
+        no_data("No campaign in this selection: none started in the range, or none was sent to its accounts.")
         return
     funnel = funnel.sort_values("sent", ascending=False).reset_index(drop=True)
+    allocated = bool((funnel["share_of_sends"].fillna(0) != 1).any())
+    if allocated:
+        st.caption(
+            ":material/call_split: Campaign cost is allocated to this selection by its share of each "
+            "campaign's sends: cost = campaign cost × (sends to the selection ÷ all the campaign's sends)."
+        )
     left, right = st.columns([2, 3])
     with left:
         labels = dict(zip(funnel["campaign_id"], funnel["name"].fillna(funnel["campaign_id"]), strict=True))
@@ -93,7 +100,9 @@ def campaigns(view: View) -> None:
                         customdata=rows[["name", "cost"]],
                         meta={"campaign_ids": [str(c) for c in rows["campaign_id"]]},
                         hovertemplate="<b>%{customdata[0]}</b><br>%{y:$,.2f} per conversion<br>"
-                        "%{x:,} conversions, cost %{customdata[1]:$,.0f}<extra></extra>",
+                        "%{x:,} conversions, "
+                        + ("allocated cost" if allocated else "cost")
+                        + " %{customdata[1]:$,.0f}<extra></extra>",
                     )
                 )
             fig.update_xaxes(**axis_format("count"), title_text="conversions", rangemode="tozero")
@@ -117,8 +126,9 @@ def campaigns(view: View) -> None:
                 ranked,
                 "Cost per conversion against conversions, by campaign",
                 drill=campaign_responses,
-                definition="Campaign cost ÷ responses with converted_at set; campaigns without a conversion are "
-                "left out (no finite cost per conversion).",
+                definition="Campaign cost (allocated to the selection by its share of the sends) ÷ responses "
+                "with converted_at set; campaigns without a conversion are left out (no finite cost per "
+                "conversion).",
             )
     report.table(
         funnel[
@@ -127,6 +137,7 @@ def campaigns(view: View) -> None:
                 "channel",
                 "objective",
                 "cost",
+                *(["campaign_cost", "share_of_sends"] if allocated else []),
                 "sent",
                 "opened",
                 "clicked",
@@ -143,7 +154,7 @@ def campaigns(view: View) -> None:
 
 def web(view: View) -> None:
     st.subheader("Web traffic")
-    traffic = kpi(kpis.web_metrics, view)
+    traffic = kpi(kpis.web_metrics, honoured_view(view, kpis.web_metrics))  # no account: no segment filter
     if is_empty(traffic, ["sessions", "impressions"]):
         no_data("No web traffic in this selection.")
         return
@@ -171,7 +182,7 @@ def web(view: View) -> None:
 
 def social(view: View) -> None:
     st.subheader("Social media")
-    metrics = kpi(kpis.social_metrics, view)
+    metrics = kpi(kpis.social_metrics, honoured_view(view, kpis.social_metrics))
     if is_empty(metrics, ["impressions", "engagements"]):
         no_data("No social-media data in this selection.")
         return

@@ -14,14 +14,22 @@ filters; then
   caption saying so, and in its hover the change on the previous complete period and on
   the same period last year (last year's numbers: the same ``ui.data.kpi`` call for the
   range a year earlier, cut at the same day). Its CSV / XLSX carry a ``partial`` column.
+* A chart whose KPI cannot honour an active filter (web traffic and social media have no
+  account, tickets no pipeline: ``ui.filter_scope``, from ``kpis.registry.READS``) gets a
+  caption "Not filtered by: Segment (web traffic has no account)"; its XLSX metadata and
+  the page PDF say the same.
 * ``report.table(df, title)`` draws a table with a CSV download (drill-downs); its numbers
   are formatted by column name (``column_config``: rates as %, money, days, counts).
   ``records=True`` marks record-level rows (accounts, deals, comments): only analysts and
   admins get them; a viewer gets a note instead and the rows never leave the server.
 * Every download is written to the audit log when it is built (who, the file, the page,
   the chart or table, the active filters and scope).
-* ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
-  active filters.
+* ``report.finish()`` offers the whole page as one PDF (every chart, its definition, the
+  active filters) and as a PowerPoint deck (``charts.slides.page_deck``).
+* ``overview_download(view, cards)``: the Overview's cards as one PowerPoint slide.
+* A headless run (``delivery.render``, scheduled reports) puts a token under
+  ``CAPTURE_KEY`` in the session; the page's ``PageReport`` (the Overview's cards) is then
+  kept in ``CAPTURED`` under it for the run to collect.
 
 ``no_data(message)`` is the friendly empty state for a selection without data.
 
@@ -36,6 +44,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +56,7 @@ from charts import figures
 from charts.export import ReportItem
 from charts.theme import CURRENCY, column_unit
 from kpis.core import naive_timestamps
+from ui import filter_scope
 from ui.cards import definition_card, definition_text
 
 logger = logging.getLogger(__name__)
@@ -149,6 +159,12 @@ def warm_export_server() -> threading.Thread | None:
         return _warmup_thread
 
 
+#: Session key naming a headless run (``delivery.render``): the page's ``PageReport`` is
+#: then kept in :data:`CAPTURED` under that token, so the run's charts can be collected.
+CAPTURE_KEY = "_report_capture"
+CAPTURED: dict[str, Any] = {}
+
+
 class PageReport:
     """Collects a page's charts so each can be exported alone and all together as one PDF."""
 
@@ -158,6 +174,10 @@ class PageReport:
         self.user = getattr(view, "user", None)
         self.items: list[ReportItem] = []
         self._keys: dict[str, int] = {}
+        self._not_filtered: dict[str, str] = {}  # chart title -> "Not filtered by: …"
+        token = st.session_state.get(CAPTURE_KEY)
+        if token:
+            CAPTURED[str(token)] = self
         st.title(title)
         st.caption(caption or f":material/filter_alt: {view.describe()}")
 
@@ -168,7 +188,10 @@ class PageReport:
         return f"{_slug(self.title)}-{base}" + (f"-{n}" if n else "")
 
     def _meta(self, title: str, definition: str) -> dict[str, str]:
-        return {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
+        meta = {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
+        if title in self._not_filtered:  # an active filter this chart's KPI cannot honour
+            meta["Not filtered by"] = self._not_filtered[title].removeprefix(filter_scope.PREFIX)
+        return meta
 
     def _audited(self, build: Callable[[], bytes], file_name: str, what: str) -> Callable[[], bytes]:
         """``build`` that first writes who exported what to the audit log. The user is taken
@@ -201,16 +224,25 @@ class PageReport:
         bar lists the records behind it under the chart."""
         key = self._key(title)
         text = definition_text(kpi_key, definition)
+        not_filtered = filter_scope.chart_note(self.view, kpi_key, data)  # active filters it ignores
+        if not_filtered:
+            self._not_filtered[title] = not_filtered
         if not fig.layout.title.text:
             fig.update_layout(title_text=title)
         partial: list[pd.Timestamp] = []
         if figures.period_freq(fig) == getattr(self.view, "freq", None):
             partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
             data = self._with_partial(data)
+        if kpi_key:  # a dashed target line where the KPI has goals for this view (ui/goals.py)
+            from ui.goals import add_target_line
+
+            add_target_line(fig, data, kpi_key, self.view)
         selectable = {"on_select": "rerun", "selection_mode": ("points",)} if drill else {}
         event = st.plotly_chart(
             fig, theme=None, key=f"chart-{key}", config={"displaylogo": False}, **selectable
         )
+        if not_filtered:
+            st.caption(f":material/filter_alt_off: {not_filtered}")
         # the Export column stays wide enough for its button in half-width charts too
         left, right = st.columns([3, 1], vertical_alignment="top")
         with left:
@@ -226,7 +258,7 @@ class PageReport:
             from ui import drilldown
 
             drilldown.show(self, fig, data, event, drill, key)
-        self.items.append(ReportItem(title, fig, text, data))
+        self.items.append(ReportItem(title, fig, f"{text} {not_filtered}." if not_filtered else text, data))
 
     def _partial_note(self, partial: list[pd.Timestamp]) -> str | None:
         """What the chart's partial periods mean, for the caption and the XLSX About sheet."""
@@ -257,6 +289,9 @@ class PageReport:
             return {}
         year = pd.DateOffset(years=1)
         filters = self.view.filters
+        source = filter_scope.source_function(data)
+        if source is not None:  # only the filters that KPI honours, as the page passed them
+            filters = filter_scope.honoured_filters(filters, source)
         start = (pd.Timestamp(filters.start) - year).date()
         end = (pd.Timestamp(self.view.cut) - year).date()
         if end <= start:
@@ -395,13 +430,15 @@ class PageReport:
             )
 
     def finish(self) -> None:
-        """The whole page as one PDF: every chart, its definition and the active filters."""
+        """The whole page as one PDF (every chart, its definition and the active filters)
+        and as a PowerPoint deck (``charts.slides.page_deck``: native charts, notes, appendix)."""
         if not self.items:
             return
         st.divider()
         export = _export()
         if not export.chromium_available():
             st.caption(f"Whole-page PDF: {export.MISSING_CHROMIUM_HELP}")
+            self._slides_download()
             return
         items = list(self.items)
         _download(
@@ -416,6 +453,83 @@ class PageReport:
             f"{_slug(self.title)}-page-pdf",
             primary=True,
         )
+        self._slides_download()
+
+    def _slides_download(self) -> None:
+        """ "Download this page as PowerPoint": built when clicked, written to the audit log."""
+        from charts import slides
+
+        items, context, source = list(self.items), self.view.describe(), data_source_text()
+        _download(
+            f"Download this page as PowerPoint ({len(items)} chart{'s' if len(items) != 1 else ''})",
+            self._audited(
+                lambda: slides.page_deck(self.title, context, items, source=source),
+                f"{_slug(self.title)}.pptx",
+                "whole page (slides)",
+            ),
+            f"{_slug(self.title)}.pptx",
+            slides.MIME_TYPE,
+            f"{_slug(self.title)}-page-pptx",
+        )
+
+
+def data_source_text(url: str | None = None) -> str:
+    """Where a page's numbers come from, for slide notes: the database kind and name (no
+    host, path or password: the deck travels by e-mail)."""
+    import sqlalchemy as sa
+
+    from ui import data as ui_data
+
+    try:
+        parsed = sa.make_url(url or ui_data.database_url())
+    except Exception:  # a URL the page could read but this cannot parse: say less, not nothing
+        return "CRM Insights database"
+    name = os.path.basename(parsed.database or "") or "default database"
+    return f"CRM Insights database ({parsed.get_backend_name()}: {name}); KPIs from the kpis package"
+
+
+@dataclass(frozen=True)
+class OverviewCards:
+    """What a headless run of the Overview collects: its cards (``charts.slides.SlideCard``)."""
+
+    title: str
+    view: Any
+    cards: list[Any]
+
+
+def overview_download(view: Any, cards: list[Any]) -> None:
+    """The Overview as one PowerPoint slide of cards (``cards``: ``charts.slides.SlideCard``),
+    built when clicked and written to the audit log."""
+    from charts import slides
+
+    user = getattr(view, "user", None)
+    name = getattr(user, "name", None) or "anonymous"
+    context = view.describe()
+    token = st.session_state.get(CAPTURE_KEY)
+    if token:  # a headless run (delivery.render) collects the cards
+        CAPTURED[str(token)] = OverviewCards("Overview", view, list(cards))
+
+    def build() -> bytes:
+        from ui import auth
+
+        try:
+            auth.store().record(
+                name,
+                "export",
+                "overview.pptx",
+                {"page": "Overview", "what": "cards slide", "filters": context},
+            )
+        except Exception as error:  # the download goes ahead; the failure is logged
+            logger.warning("Could not write the export of overview.pptx to the audit log: %s", error)
+        return slides.overview_deck(context, cards)
+
+    _download(
+        "Download the Overview as PowerPoint (one slide)",
+        build,
+        "overview.pptx",
+        slides.MIME_TYPE,
+        "overview-pptx",
+    )
 
 
 def match_series(
