@@ -136,7 +136,7 @@ def _clickable_trace(spec: dict) -> tuple[int, int]:
             continue
         if trace.get("type") == "heatmap" or trace.get("fill") == "toself":
             continue
-        ys = _array(trace.get("y", []))
+        ys = _array(trace.get("x" if trace.get("type") == "funnel" else "y", []))  # a funnel's values are x
         points = [i for i, y in enumerate(ys) if y is not None and y == y and y != 0]  # records behind it
         if points:
             return curve, points[len(points) // 2]
