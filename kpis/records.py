@@ -886,6 +886,30 @@ KINDS: dict[str, Callable[..., Records]] = {
 }
 
 
+#: ``kpis.registry`` key -> the kind of its records (``records_for`` takes either).
+KPI_KINDS: dict[str, str] = {
+    "churn_rate": "churn",
+    "nps": "nps",
+    "ces": "ces",
+    "win_rate": "win_rate",
+    "sales_cycle": "sales_cycle",
+    "stage_durations": "stage_visits",
+    "first_contact_resolution": "first_contact",
+    "retention_cost": "retention_cost",
+    "revenue": "revenue",
+    "active_customers": "new_customers",
+    "net_revenue_retention": "mrr_retention",
+    "revenue_churn": "mrr_retention",
+    "lead_conversion": "lead_conversion",
+    "funnel": "funnel",
+    "weighted_pipeline": "pipeline",
+    "cohort_retention": "cohort",
+    "customer_profitability": "account_ledger",
+    "campaign_funnel": "campaign",
+    "complaint_spikes": "complaints",
+}
+
+
 def records_for(
     kind: str,
     conn: Bind,
@@ -895,12 +919,17 @@ def records_for(
     group: object | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Records:
-    """The records behind one point of a KPI chart: ``kind`` (a key of :data:`KINDS`), the
+    """The records behind one point of a KPI chart: ``kind`` (a key of :data:`KINDS`, or a
+    ``kpis.registry`` key of :data:`KPI_KINDS`), the
     point's ``period`` (its first day, of ``freq``) and ``group`` (what the kind narrows by:
     ``(by, value)`` for a breakdown, a touchpoint, a score, a stage, a campaign id, a cost
     category, a cycle-days bin, months since start); at most ``limit`` rows, ``total`` all."""
+    kind = kind if kind in KINDS else KPI_KINDS.get(kind, kind)
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {sorted(KINDS)}, not {kind!r}")
+        raise ValueError(
+            f"kind must be one of {sorted(KINDS)} or a KPI key of {sorted(KPI_KINDS)}, not {kind!r} "
+            "(web and social figures are company-wide aggregates: no records behind them)"
+        )
     if int(limit) < 1:
         raise ValueError(f"limit must be at least 1, not {limit!r}")
     return KINDS[kind](conn, f, freq, period, group, int(limit))

@@ -352,6 +352,17 @@ def test_payments_and_costs_behind_an_accounts_profit(crm):
     assert records_for("account_ledger", crm, JAN_TO_APR.replace(segments=["SMB"]), group="A2").total == 0
 
 
+def test_kpi_keys_name_their_kind(crm):
+    from kpis.records import KPI_KINDS
+    from kpis.registry import KPIS
+
+    assert set(KPI_KINDS) <= {k.key for k in KPIS} and set(KPI_KINDS.values()) <= set(KINDS)
+    by_key = records_for("first_contact_resolution", crm, JAN_TO_APR, "month", FEB)
+    assert _ids(by_key, "ticket_id") == ["T3", "T4"]
+    with pytest.raises(ValueError, match="company-wide"):
+        records_for("web_ctr", crm, JAN_TO_APR)
+
+
 def test_every_kind_is_tested():
     tested = {
         "win_rate", "lead_conversion", "win_rate_by", "sales_cycle", "open_deals", "first_contact", "tickets",
