@@ -3,7 +3,8 @@
 Pages live in ``pages/`` (classic discovery); every page calls ``ui.filters.global_filters()``
 first, so the sidebar filters apply everywhere and survive page switches and links.
 This page: one card per headline KPI (the last complete period, its change on the period
-before, a sparkline, a low-sample warning, a link to its page) and what is in the database.
+before, a sparkline, a low-sample warning, a link to its page), the cards' exports (PNG / PDF
+image, CSV / XLSX figures with the filters: ``ui.overview_export``) and what is in the database.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry, sl
 from ui.currency import currency_warning
 from ui.filters import View, global_filters, period_label
 from ui.goals import card_goal_text
+from ui.overview_export import cards_table, overview_exports
 from ui.report import no_data, overview_download
 
 st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
@@ -159,6 +161,22 @@ for row in range(0, len(CARDS), 5):
         with column:
             draw_card(spec, card, view, shown)
 
+
+def export_frame(spec: CardSpec, view: View) -> pd.DataFrame | None:
+    """The card's KPI frame for its export row (cached: the one the card was drawn from)."""
+    try:
+        return card_frame(spec, view) if kpi_function(spec.function) is not None else None
+    except Exception:  # the card shows the error; its export row stays empty
+        return None
+
+
+# the cards as PNG / PDF and their figures as CSV / XLSX, with the filters (ui.overview_export)
+overview_exports(
+    view,
+    cards_table(
+        [(s.key, s.column, n, export_frame(s, view)) for s, n in zip(CARDS, numbers, strict=True)], view.freq
+    ),
+)
 
 def card_periods(card: CardNumbers | str | None) -> str:
     """ "Nov 2026 vs Oct 2026": the periods a card shows, for its slide."""

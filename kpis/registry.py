@@ -37,6 +37,22 @@ from kpis.revenue import active_customers, cohort_retention, revenue, revenue_re
 from kpis.sales import sales_cycle, sales_cycle_distribution, stage_durations, win_rate
 from kpis.service import first_contact_resolution, resolution_times, ticket_breakdown
 
+
+def expected_pipeline(conn: object, f: object, today: object = None) -> pd.DataFrame:
+    """Expected pipeline (learned win rates) by current stage: ``forecasting.expected_pipeline``
+    (imported on first use, so the registry does not load the forecasting models).
+
+    expected_amount = Σ amount of open deals (status open; the date range does not restrict
+    them) × the win rate learned for their current stage: won ÷ closed among the deals
+    closed in [start, end) that passed through it (the stage table's probability below 30
+    such deals); the Weighted pipeline (stage probabilities) weighs the same deals by the
+    probability configured per stage instead.
+    """
+    from forecasting.pipeline import expected_pipeline as compute
+
+    return compute(conn, f, today=today)  # type: ignore[arg-type]
+
+
 UNITS = frozenset({"ratio", "nps", "score", "days", "money", "count"})
 
 #: The tables each KPI function of ``kpis`` reads its records from — the ones it passes
@@ -54,6 +70,7 @@ READS: dict[Callable[..., Any], tuple[str, ...]] = {
     complaint_weekly: ("tickets",),
     customer_base: ("subscriptions", "costs"),
     customer_profitability: ("accounts",),
+    expected_pipeline: ("deals",),  # open deals × learned win rates (forecasting.expected_pipeline)
     first_contact_resolution: ("tickets",),
     funnel: ("deals",),
     latest_comments: ("survey_responses",),
@@ -291,6 +308,21 @@ KPIS: list[KpiDefinition] = [
         page="pages/6_Forecast.py",
     ),
     KpiDefinition(
+        key="arpa",
+        title="Average revenue per account (ARPA)",
+        unit="money",
+        higher_is_better=True,
+        definition=(
+            "revenue = Σ payment amounts by paid_at in the period, net of refunds (negative "
+            "amounts); gross_revenue = Σ positive amounts; refunds = −Σ negative amounts; "
+            "paying_accounts = distinct accounts with a positive payment; arpa = revenue ÷ "
+            "paying_accounts."
+        ),
+        function=revenue,
+        value_column="arpa",
+        page="pages/2_Customers_and_churn.py",
+    ),
+    KpiDefinition(
         key="active_customers",
         title="Active customers",
         unit="count",
@@ -366,17 +398,35 @@ KPIS: list[KpiDefinition] = [
     ),
     KpiDefinition(
         key="weighted_pipeline",
-        title="Weighted pipeline",
+        title="Weighted pipeline (stage probabilities)",
         unit="money",
         higher_is_better=True,
         definition=(
             "weighted_amount = Σ amount of open deals (status open; the date range does not "
             "restrict them) in their current stage (latest entered_at) × "
-            "pipeline_stages.probability."
+            "pipeline_stages.probability, the probability configured per stage; the Expected "
+            "pipeline (learned win rates) weighs the same deals by the win rate learned from "
+            "closed deals instead."
         ),
         function=weighted_pipeline,
         value_column="weighted_amount",
         page="pages/1_Sales_pipeline.py",
+    ),
+    KpiDefinition(
+        key="expected_pipeline",
+        title="Expected pipeline (learned win rates)",
+        unit="money",
+        higher_is_better=True,
+        definition=(
+            "expected_amount = Σ amount of open deals (status open; the date range does not "
+            "restrict them) × the win rate learned for their current stage: won ÷ closed among "
+            "the deals closed in [start, end) that passed through it (the stage table's "
+            "probability below 30 such deals); the Weighted pipeline (stage probabilities) "
+            "weighs the same deals by the probability configured per stage instead."
+        ),
+        function=expected_pipeline,
+        value_column="expected_amount",
+        page="pages/6_Forecast.py",
     ),
     KpiDefinition(
         key="cohort_retention",

@@ -1,7 +1,8 @@
 """Sales pipeline: funnel (step and cumulative conversion), win rate and lead conversion
 by segment / owner / lead source, sales-cycle distribution, time in each phase (open
-deals censored), weighted open pipeline, and aging open deals with the stuck deals behind
-them."""
+deals censored), the open pipeline (weighted by stage probabilities, expected by learned
+win rates, overdue deals apart — ``ui.pipeline_summary``, as on Forecast), and aging open
+deals with the stuck deals behind them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ui.currency import currency_warning
 from ui.data import kpi
 from ui.drilldown import Drill, Point, period_title, records
 from ui.filters import global_filters
+from ui.pipeline_summary import WEIGHTED_LABEL, pipeline_metrics
 from ui.report import PageReport, is_empty, low_sample_note, no_data
 
 st.set_page_config(
@@ -246,6 +248,7 @@ pipeline = kpi(kpis.weighted_pipeline, view.filters)
 if is_empty(pipeline, ["open_deals"]):
     no_data(nobody or "No open deals in this selection.")
 else:
+    pipeline_metrics(view)  # weighted, expected and overdue: the same figures as on Forecast
     fig = figures.bars(
         pipeline,
         "stage",
@@ -266,7 +269,7 @@ else:
     report.chart(
         fig,
         pipeline,
-        f"Weighted open pipeline by stage (total {fmt_value(total, 'money')})",
+        f"{WEIGHTED_LABEL} by stage (total {fmt_value(total, 'money')})",
         kpi_key="weighted_pipeline",
         drill=pipeline_deals,
     )

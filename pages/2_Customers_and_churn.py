@@ -138,6 +138,15 @@ else:
         drill=mrr_accounts,
     )
 
+# --- average revenue per account ---------------------------------------------------------
+st.header("Average revenue per account")
+paying = kpi(kpis.revenue, view)
+if is_empty(paying, ["paying_accounts"]):
+    no_data("No account paid in this selection.")
+else:
+    fig = figures.trend(paying, ["arpa"], "money", view.freq, names=["ARPA (revenue ÷ paying accounts)"])
+    report.chart(fig, paying, f"Average revenue per account (ARPA) per {view.freq}", kpi_key="arpa")
+
 # --- churn by dimension -----------------------------------------------------------------
 st.header("Churn by segment")
 by = st.selectbox(

@@ -136,6 +136,25 @@ class View:
             parts.append(f"within {f.scope.describe()}")
         return " · ".join(parts)
 
+    def file_tag(self) -> str:
+        """The active filters for a file name, as ``describe()`` says them in words:
+        ``2025-12-01_2026-11-30_segment-enterprise`` — first and last day, then each
+        dimension that is set (its URL name and values, slugged; ``charts.export.file_name``
+        caps the length), then ``scoped`` when the user's scope limits the data."""
+        from charts.export import slug
+
+        f = self.filters
+        last = f.end - dt.timedelta(days=1)
+        parts = [f"{f.start:%Y-%m-%d}", f"{last:%Y-%m-%d}"]
+        for name, param, _label in DIMENSIONS:
+            values = getattr(f, name)
+            if values:
+                names = self.labels.get(name, {})
+                parts.append(slug(" ".join([param, *(names.get(v, v) for v in values)])))
+        if f.scope.restricted:
+            parts.append("scoped")
+        return "_".join(parts)
+
     def period_label(self, period: object) -> str:
         """``2026-04-01`` -> "Apr 2026" / "Q2 2026" / "2026" for this view's period."""
         return period_label(period, self.freq)

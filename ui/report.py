@@ -8,7 +8,10 @@ filters; then
   "Export" popover: PNG / SVG / PDF (needs Chromium; without it a note says what to
   install), interactive HTML, and the chart's data as CSV / XLSX (the XLSX carries the
   definition and the active filters). Every file is built only when its button is
-  clicked (``st.download_button`` with a callable).
+  clicked (``st.download_button`` with a callable). Every file carries its context: the
+  images and the HTML show ``view.describe()`` as a subtitle (``charts.export.with_context``;
+  the on-screen chart is unchanged) and every file name ends in ``view.file_tag()``
+  (``churn-rate-per-month_2025-12-01_2026-11-30_segment-enterprise.png``).
   A chart over periods (``charts.figures.period_axis``) gets its partial period marked
   (``charts.figures.mark_periods``: dotted / open / hatched, "Dec 2026 (to 6 Dec)"), a
   caption saying so, and in its hover the change on the previous complete period and on
@@ -25,7 +28,8 @@ filters; then
 * Every download is written to the audit log when it is built (who, the file, the page,
   the chart or table, the active filters and scope).
 * ``report.finish()`` offers the whole page as one PDF (every chart, its definition, the
-  active filters) and as a PowerPoint deck (``charts.slides.page_deck``).
+  active filters, repeated in a running header on every printed page) and as a PowerPoint
+  deck (``charts.slides.page_deck``).
 * ``overview_download(view, cards)``: the Overview's cards as one PowerPoint slide.
 * A headless run (``delivery.render``, scheduled reports) puts a token under
   ``CAPTURE_KEY`` in the session; the page's ``PageReport`` (the Overview's cards) is then
@@ -336,49 +340,58 @@ class PageReport:
         note: str | None = None,
     ) -> None:
         export = _export()
-        stem = _slug(title)
+        context, tag = self.view.describe(), self._file_tag()  # filters in the image and the file name
         with st.popover("Export", icon=":material/download:", key=f"export-{key}"):
             if export.chromium_available():
                 for fmt in export.IMAGE_FORMATS:
+                    name = export.file_name(title, tag, fmt)
                     _download(
                         fmt.upper(),
                         self._audited(
-                            (lambda fmt=fmt: export.figure_bytes(fig, fmt)), f"{stem}.{fmt}", title
+                            (lambda fmt=fmt: export.figure_bytes(fig, fmt, context=context)), name, title
                         ),
-                        f"{stem}.{fmt}",
+                        name,
                         export.MIME_TYPES[fmt],
                         f"{key}-{fmt}",
                     )
             else:
                 st.caption(export.MISSING_CHROMIUM_HELP)
+            name = export.file_name(title, tag, "html")
             _download(
                 "HTML (interactive)",
-                self._audited(lambda: export.figure_html(fig, title=title), f"{stem}.html", title),
-                f"{stem}.html",
+                self._audited(
+                    lambda: export.figure_html(export.with_context(fig, context), title=title), name, title
+                ),
+                name,
                 export.MIME_TYPES["html"],
                 f"{key}-html",
             )
             if data is not None:
                 frame = data.copy()
+                name = export.file_name(title, tag, "csv")
                 _download(
                     "CSV (data)",
-                    self._audited(lambda: export.frame_csv(frame), f"{stem}.csv", title),
-                    f"{stem}.csv",
+                    self._audited(lambda: export.frame_csv(frame), name, title),
+                    name,
                     export.MIME_TYPES["csv"],
                     f"{key}-csv",
                 )
                 meta = self._meta(title, text)
                 if note:
                     meta["Partial period"] = note
+                name = export.file_name(title, tag, "xlsx")
                 _download(
                     "XLSX (data)",
-                    self._audited(
-                        lambda: export.frame_xlsx({title[:31]: frame}, meta), f"{stem}.xlsx", title
-                    ),
-                    f"{stem}.xlsx",
+                    self._audited(lambda: export.frame_xlsx({title[:31]: frame}, meta), name, title),
+                    name,
                     export.MIME_TYPES["xlsx"],
                     f"{key}-xlsx",
                 )
+
+    def _file_tag(self) -> str | None:
+        """The view's filters for file names (``View.file_tag``); None for a view without one."""
+        tag = getattr(self.view, "file_tag", None)
+        return tag() if callable(tag) else None
 
     def may_see_records(self) -> bool:
         """True for analysts and admins (and the anonymous laptop user): record-level rows."""
@@ -410,10 +423,11 @@ class PageReport:
         st.dataframe(df, hide_index=True, height=height, key=f"table-{key}", column_config=column_config(df))
         export = _export()
         frame = df.copy()
+        name = export.file_name(title, self._file_tag(), "csv")
         _download(
             f"Download CSV ({len(frame):,} rows)",
-            self._audited(lambda: export.frame_csv(frame), f"{_slug(title)}.csv", title),
-            f"{_slug(title)}.csv",
+            self._audited(lambda: export.frame_csv(frame), name, title),
+            name,
             export.MIME_TYPES["csv"],
             f"{key}-table-csv",
         )
@@ -441,14 +455,13 @@ class PageReport:
             self._slides_download()
             return
         items = list(self.items)
+        name = export.file_name(self.title, self._file_tag(), "pdf")
         _download(
             f"Download this page as PDF ({len(items)} chart{'s' if len(items) != 1 else ''})",
             self._audited(
-                lambda: export.page_pdf(self.title, self.view.describe(), items),
-                f"{_slug(self.title)}.pdf",
-                "whole page",
+                lambda: export.page_pdf(self.title, self.view.describe(), items), name, "whole page"
             ),
-            f"{_slug(self.title)}.pdf",
+            name,
             export.MIME_TYPES["pdf"],
             f"{_slug(self.title)}-page-pdf",
             primary=True,
