@@ -17,6 +17,7 @@ from charts import figures
 from charts.theme import BAD, GOOD, PALETTE, axis_format
 from ui.currency import currency_warning
 from ui.data import kpi
+from ui.drilldown import Drill, Point, period_title, records
 from ui.filter_scope import honoured_view
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
@@ -61,11 +62,24 @@ def campaigns(view: View) -> None:
             )
         )
         fig.update_layout(title={"text": "Campaign funnel", "subtitle": {"text": str(row["name"])}})
+
+        def step_responses(point: Point) -> Drill | None:
+            if not 0 <= point.index < len(FUNNEL_STEPS):
+                return None
+            step, label = FUNNEL_STEPS[point.index]
+            return Drill(
+                f"{label}: responses to {row['name']}",
+                records("campaign", view, group=(str(chosen), step)),
+                f"the campaign's recorded responses with a {step} time (a vendor report's whole-campaign "
+                "figure, where the funnel shows one, can be larger)",
+            )
+
         report.chart(
             fig,
             funnel[funnel["campaign_id"] == chosen],
             f"Funnel: {row['name']}",
             kpi_key="campaign_funnel",
+            drill=step_responses,
         )
     with right:
         ranked = funnel.dropna(subset=["cost_per_conversion"]).sort_values("cost_per_conversion")
@@ -84,6 +98,7 @@ def campaigns(view: View) -> None:
                         name=str(channel),
                         marker={"color": PALETTE[index % len(PALETTE)], "size": 10, "opacity": 0.85},
                         customdata=rows[["name", "cost"]],
+                        meta={"campaign_ids": [str(c) for c in rows["campaign_id"]]},
                         hovertemplate="<b>%{customdata[0]}</b><br>%{y:$,.2f} per conversion<br>"
                         "%{x:,} conversions, "
                         + ("allocated cost" if allocated else "cost")
@@ -93,10 +108,24 @@ def campaigns(view: View) -> None:
             fig.update_xaxes(**axis_format("count"), title_text="conversions", rangemode="tozero")
             fig.update_yaxes(**axis_format("money"), title_text="cost per conversion", rangemode="tozero")
             fig.update_layout(hovermode="closest")
+
+            def campaign_responses(point: Point) -> Drill | None:
+                ids = point.meta.get("campaign_ids", [])
+                if not 0 <= point.index < len(ids):
+                    return None
+                campaign = ids[point.index]
+                name = labels.get(campaign, campaign)
+                return Drill(
+                    f"Responses to {name}",
+                    records("campaign", view, group=campaign),
+                    "conversions first; the funnel counts those with each timestamp set",
+                )
+
             report.chart(
                 fig,
                 ranked,
                 "Cost per conversion against conversions, by campaign",
+                drill=campaign_responses,
                 definition="Campaign cost (allocated to the selection by its share of the sends) ÷ responses "
                 "with converted_at set; campaigns without a conversion are left out (no finite cost per "
                 "conversion).",
@@ -194,7 +223,13 @@ def retention_cost(view: View) -> None:
     for index, bucket in enumerate(buckets):
         values = cost[bucket] / retained if per_customer else cost[bucket]
         fig.add_trace(
-            go.Bar(x=cost["period"], y=values, name=bucket.capitalize(), marker_color=PALETTE[index])
+            go.Bar(
+                x=cost["period"],
+                y=values,
+                name=bucket.capitalize(),
+                marker_color=PALETTE[index],
+                meta={"category": bucket},
+            )
         )
     if per_customer:
         fig.add_trace(
@@ -214,7 +249,19 @@ def retention_cost(view: View) -> None:
     title = (
         "Retention cost per retained customer by cost bucket" if per_customer else "Retention costs by bucket"
     )
-    report.chart(fig, cost, title, kpi_key="retention_cost")
+
+    def cost_rows(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        category = point.meta.get("category")  # None: the cost per retained customer marker
+        what = f"{category} retention costs" if category else "Retention costs"
+        return Drill(
+            f"{what.capitalize()} in {period_title(view, point.period)}",
+            records("retention_cost", view, point.period, category),
+            "largest first",
+        )
+
+    report.chart(fig, cost, title, kpi_key="retention_cost", drill=cost_rows)
 
 
 def profitability(view: View) -> None:
@@ -241,11 +288,23 @@ def profitability(view: View) -> None:
     fig.update_yaxes(autorange="reversed", automargin=True)
     fig.update_xaxes(**axis_format("money"), title_text="profit (payments − costs)")
     fig.update_layout(height=max(400, 24 * len(shown) + 120))
+
+    def ledger(point: Point) -> Drill | None:
+        if not 0 <= point.index < len(shown):
+            return None
+        row = shown.iloc[point.index]
+        return Drill(
+            f"Payments and costs of {row['name'] if pd.notna(row['name']) else row['account_id']}",
+            records("account_ledger", view, group=str(row["account_id"])),
+            "in the date range; payments as paid, costs negative, so the amounts add up to the profit",
+        )
+
     report.chart(
         fig,
         shown,
         f"Most and least profitable accounts (top and bottom {count})",
         kpi_key="customer_profitability",
+        drill=ledger,
     )
     st.caption(f"{len(accounts):,} accounts with payments or costs in the range.")
     # one above the other: side by side, half a 1440 px screen cuts their ten columns off

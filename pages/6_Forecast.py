@@ -17,6 +17,7 @@ from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_money
 from kpis.filters import Filters
 from ui.currency import currency_warning
 from ui.data import data_date_range, database_url, kpi
+from ui.drilldown import Drill, Point, records
 from ui.filters import View, global_filters
 from ui.pipeline_summary import EXPECTED_LABEL, pipeline_metrics
 from ui.pipeline_summary import pipeline_forecast as summary_forecast
@@ -116,7 +117,12 @@ def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
     if not result.reliable:
         fig.add_trace(
             go.Scatter(
-                x=history.index, y=history.values, name="Revenue", mode="lines", line={"color": "#1F2937"}
+                x=history.index,
+                y=history.values,
+                name="Revenue",
+                mode="lines+markers",
+                marker={"size": 4},
+                line={"color": "#1F2937"},
             )
         )
         fig.update_yaxes(
@@ -139,8 +145,15 @@ def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    fig.add_trace(
-        go.Scatter(x=history.index, y=history.values, name="Revenue", mode="lines", line={"color": "#1F2937"})
+    fig.add_trace(  # markers: a click on a month lists its payments (drill-down)
+        go.Scatter(
+            x=history.index,
+            y=history.values,
+            name="Revenue",
+            mode="lines+markers",
+            marker={"size": 4},
+            line={"color": "#1F2937"},
+        )
     )
     # join the forecast to the last actual month so the line is continuous
     joined_x = [history.index[-1], *periods] if len(history) else periods
@@ -192,12 +205,25 @@ def statistical(
     chosen = model_label(result.model) + spec
     st.markdown(f"**Model used:** {chosen}")
     st.info(result.reason or "No reason given.", icon=":material/psychology:")
+    history_view = history_filters(view, full_history)
+
+    def month_payments(point: Point) -> Drill | None:
+        if point.trace != "Revenue" or point.x is None:
+            return None  # the forecast and its intervals have no records yet
+        month = pd.Timestamp(point.x).to_period("M").start_time
+        return Drill(
+            f"Payments in {month:%b %Y}",
+            records("revenue", view, month, filters=history_view, freq="month"),
+            "revenue = the sum of the amounts (refunds negative); largest first",
+        )
+
     if result.reliable:
         report.chart(
             forecast_figure(result),
             result.forecast,
             "Revenue: history and forecast",
             definition=FORECAST_DEFINITION,
+            drill=month_payments,
         )
         st.caption(f":material/verified: {result.intervals}")
     else:
@@ -211,6 +237,7 @@ def statistical(
             history,
             "Revenue: history (no reliable forecast)",
             definition=FORECAST_DEFINITION,
+            drill=month_payments,
         )
 
     st.markdown("**How each model did in the backtest**")

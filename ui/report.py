@@ -188,7 +188,8 @@ def natural_widths(shown: pd.DataFrame, config: dict[str, Any], rows: int = 200)
         elif pd.api.types.is_datetime64_any_dtype(series):
             cell = 19
         else:
-            cell = int(series.dropna().astype(str).str.len().max() or 0) if len(series) else 0
+            lengths = series.dropna().astype(str).str.len()
+            cell = int(lengths.max()) if len(lengths) else 0  # an empty or all-missing column: 0
         out[name] = max(len(header) * CHAR_PX + HEADER_PADDING_PX, cell * CHAR_PX + CELL_PADDING_PX)
     return out
 
@@ -336,8 +337,11 @@ class PageReport:
         title: str,
         kpi_key: str | None = None,
         definition: str | None = None,
+        drill: Callable[[Any], Any] | None = None,
     ) -> None:
-        """Draw ``fig`` under ``title`` with its definition card and export buttons."""
+        """Draw ``fig`` under ``title`` with its definition card and export buttons; with
+        ``drill`` (``ui.drilldown``: a selected point -> its records) a click on a point or
+        bar lists the records behind it under the chart."""
         key = self._key(title)
         text = definition_text(kpi_key, definition)
         not_filtered = filter_scope.chart_note(self.view, kpi_key, data)  # active filters it ignores
@@ -355,7 +359,10 @@ class PageReport:
             from ui.goals import add_target_line
 
             add_target_line(fig, data, kpi_key, self.view)
-        st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
+        selectable = {"on_select": "rerun", "selection_mode": ("points",)} if drill else {}
+        event = st.plotly_chart(
+            fig, theme=None, key=f"chart-{key}", config={"displaylogo": False}, **selectable
+        )
         if not_filtered:
             st.caption(f":material/filter_alt_off: {not_filtered}")
         # the Export column stays wide enough for its button in half-width charts too
@@ -369,6 +376,10 @@ class PageReport:
             self._export_popover(fig, data, title, text, key, self._partial_note(partial))
         if partial:
             st.caption(f":material/hourglass_top: {self._partial_note(partial)}")
+        if drill is not None:
+            from ui import drilldown
+
+            drilldown.show(self, fig, data, event, drill, key)
         self.items.append(ReportItem(title, fig, f"{text} {not_filtered}." if not_filtered else text, data))
 
     def _partial_note(self, partial: list[pd.Timestamp]) -> str | None:
@@ -513,10 +524,12 @@ class PageReport:
         caption: str | None = None,
         records: bool = False,
         share: float = 1.0,
+        xlsx: bool = False,
     ) -> None:
-        """Draw ``df`` under ``title`` with a CSV download of exactly these rows
-        (``records``: record-level rows, for analysts and admins only; ``share``: the part of
-        the main column the table has, e.g. 0.5 in one of two columns)."""
+        """Draw ``df`` under ``title`` with a CSV download of exactly these rows, and with
+        ``xlsx`` an XLSX one carrying the page, table and filters (``records``:
+        record-level rows, for analysts and admins only; ``share``: the part of the main
+        column the table has, e.g. 0.5 in one of two columns)."""
         key = self._key(title)
         st.markdown(f"**{title}**")
         if records and not self.may_see_records():
@@ -538,6 +551,17 @@ class PageReport:
             export.MIME_TYPES["csv"],
             f"{key}-table-csv",
         )
+        if xlsx:
+            meta = {"Page": self.title, "Table": title, "Filters": self.view.describe()}
+            _download(
+                f"Download XLSX ({len(frame):,} rows)",
+                self._audited(
+                    lambda: export.frame_xlsx({title[:31]: frame}, meta), f"{_slug(title)}.xlsx", title
+                ),
+                f"{_slug(title)}.xlsx",
+                export.MIME_TYPES["xlsx"],
+                f"{key}-table-xlsx",
+            )
 
     def finish(self) -> None:
         """The whole page as one PDF (every chart, its definition and the active filters)

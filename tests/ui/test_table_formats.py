@@ -99,3 +99,14 @@ def test_natural_widths_follow_the_longest_header_or_cell():
     widths = natural_widths(shown, {"n": {"label": "Open deals in stage"}})
     assert widths["Stage"] == len("Qualification") * CHAR_PX + CELL_PADDING_PX
     assert widths["n"] == len("Open deals in stage") * CHAR_PX + HEADER_PADDING_PX
+
+
+def test_an_all_missing_text_column_has_a_header_width():
+    shown = pd.DataFrame(
+        {
+            "comment": pd.Series([None, None], dtype=object),
+            "empty": pd.Series([], dtype=object).reindex([0, 1]),
+        }
+    )
+    widths = natural_widths(shown, {})
+    assert widths["comment"] == len("comment") * CHAR_PX + HEADER_PADDING_PX

@@ -224,8 +224,12 @@ def test_deal_currencies_are_converted_with_the_databases_rates(make_db, tmp_pat
     assert report.ok, report.render()
     assert not [w for w in report.warnings if "currenc" in w.reason]
     deals = schema.deals
-    rows = _rows(engine, sa.select(deals.c.deal_id, deals.c.currency, deals.c.amount_original, deals.c.amount)
-                 .order_by(deals.c.deal_id))
+    rows = _rows(
+        engine,
+        sa.select(deals.c.deal_id, deals.c.currency, deals.c.amount_original, deals.c.amount).order_by(
+            deals.c.deal_id
+        ),
+    )
     assert rows == [
         ("pd-1", "EUR", 12000.0, 12000.0), ("pd-2", "USD", 4000.0, 3600.0), ("pd-3", "EUR", 8000.0, 8000.0),
         ("pd-4", "EUR", 2500.0, 2500.0), ("pd-6", "USD", 6000.0, 5400.0), ("pd-7", "EUR", 9500.0, 9500.0),
