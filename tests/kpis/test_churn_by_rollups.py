@@ -58,7 +58,9 @@ def test_churn_by_from_the_rollup_equals_the_base_tables(built: sa.Engine, monke
     f = Filters("2024-01-01", "2024-04-01")
     with_blank = churn_by(built, f, "segment").set_index("group")
     with built.begin() as conn:
-        conn.execute(sa.delete(fixtures_table("subscriptions")).where(sa.column("subscription_id") == "SBLANK"))
+        conn.execute(
+            sa.delete(fixtures_table("subscriptions")).where(sa.column("subscription_id") == "SBLANK")
+        )
     monkeypatch.setenv("CRM_ROLLUPS", "off")
     without = churn_by(built, f, "segment").set_index("group")
     assert with_blank.loc[NOT_SET, "customers_at_start"] - without.loc[NOT_SET, "customers_at_start"] == 3
