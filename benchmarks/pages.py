@@ -421,7 +421,7 @@ def markdown_table(result: dict[str, Any], states: list[str], key: str = "change
                 else ""
             )
             cells.append(f"{_fmt(r[key])}{ratio if key == 'change_s' else ''}")
-        first = by.get((page, "default"))
+        first = by.get((page, "default")) if key == "change_s" else None  # first view: wall time only
         peak = max(r["peak_rss_mb"] for r in rows if r["page"] == page)
         lines.append(
             f"| {page} | {_fmt(first['first_s']) if first else '—'} | "
