@@ -332,6 +332,8 @@ def _stale_open_deals(
     deals, history = schema.deals, schema.deal_stage_history
     last = (
         sa.select(history.c.deal_id, sa.func.max(history.c.entered_at).label("last_stage_change"))
+        # only the open deals' history: the finding keeps open deals alone
+        .where(history.c.deal_id.in_(sa.select(deals.c.deal_id).where(deals.c.status == "open")))
         .group_by(history.c.deal_id)
         .cte("last_change")
     )
