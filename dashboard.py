@@ -3,7 +3,8 @@
 Pages live in ``pages/`` (classic discovery); every page calls ``ui.filters.global_filters()``
 first, so the sidebar filters apply everywhere and survive page switches and links.
 This page: one card per headline KPI (the last complete period, its change on the period
-before, a sparkline, a low-sample warning, a link to its page) and what is in the database.
+before, a sparkline, a low-sample warning, a link to its page), the cards' exports (PNG / PDF
+image, CSV / XLSX figures with the filters: ``ui.overview_export``) and what is in the database.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import streamlit as st
 from charts.theme import fmt_count
 from kpis.core import LOW_SAMPLE, period_end, period_starts
 from ui import data
-from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry
+from ui.cards import CardNumbers, CardSpec, kpi_card, latest, registry_entry, slide_card
 from ui.currency import currency_warning
 from ui.filters import View, global_filters, period_label
-from ui.report import no_data
+from ui.goals import card_goal_text
+from ui.overview_export import cards_table, overview_exports
+from ui.report import no_data, overview_download
 
 st.set_page_config(page_title="CRM Insights — Overview", page_icon=":material/monitoring:", layout="wide")
 view = global_filters()
@@ -106,6 +109,9 @@ def draw_card(spec: CardSpec, numbers: CardNumbers | str | None, view: View, sho
         caption = period_label(numbers.period, view.freq)
         if numbers.previous is not None:
             caption += f" vs {period_label(numbers.previous, view.freq)}"
+    goal = card_goal_text(spec.key, view, numbers.period)  # "target X · on track" (ui/goals.py)
+    if goal:
+        caption = f"{caption}  \n{goal}" if caption else goal
     kpi_card(
         spec.key,
         numbers.value,
@@ -154,6 +160,33 @@ for row in range(0, len(CARDS), 5):
     for spec, card, column in zip(CARDS[row : row + 5], numbers[row : row + 5], st.columns(5), strict=False):
         with column:
             draw_card(spec, card, view, shown)
+
+
+def export_frame(spec: CardSpec, view: View) -> pd.DataFrame | None:
+    """The card's KPI frame for its export row (cached: the one the card was drawn from)."""
+    try:
+        return card_frame(spec, view) if kpi_function(spec.function) is not None else None
+    except Exception:  # the card shows the error; its export row stays empty
+        return None
+
+
+# the cards as PNG / PDF and their figures as CSV / XLSX, with the filters (ui.overview_export)
+overview_exports(
+    view,
+    cards_table(
+        [(s.key, s.column, n, export_frame(s, view)) for s, n in zip(CARDS, numbers, strict=True)], view.freq
+    ),
+)
+
+def card_periods(card: CardNumbers | str | None) -> str:
+    """ "Nov 2026 vs Oct 2026": the periods a card shows, for its slide."""
+    if not isinstance(card, CardNumbers) or card.period is None:
+        return ""
+    text = period_label(card.period, view.freq)
+    return text + (f" vs {period_label(card.previous, view.freq)}" if card.previous is not None else "")
+
+
+overview_download(view, [slide_card(s.key, c, card_periods(c)) for s, c in zip(CARDS, numbers, strict=True)])
 
 url = data.database_url()
 if view.filters.scope.restricted:  # whole-database counts: not for a limited scope

@@ -17,7 +17,14 @@ formula injection; ``crm_data.spreadsheet_safety``), numbers stay numbers, and X
 as text (never a formula or a hyperlink).
 
 The whole-page PDF is an HTML report (title, active filters, every chart as vector SVG with its
-definition) printed to PDF by the same warm Chromium, so it needs no extra PDF library.
+definition) printed to PDF by the same warm Chromium, so it needs no extra PDF library; the active
+filters are repeated in a running header on every printed page.
+
+Exports carry their context: ``figure_bytes(fig, fmt, context="01 Dec 2025 – 30 Nov 2026 · …")``
+prints the filters and date range as a subtitle in the image (the on-screen figure is not
+changed), and ``file_name("Churn rate", "2025-12-01_2026-11-30_segment-enterprise", "png")``
+gives ``churn-rate_2025-12-01_2026-11-30_segment-enterprise.png`` (slugged, at most
+:data:`MAX_FILE_STEM` characters before the extension).
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ import asyncio
 import atexit
 import base64
 import contextlib
+import hashlib
 import html
 import io
 import os
 import re
 import shutil
 import tempfile
+import textwrap
 import threading
+import unicodedata
 from collections.abc import Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from datetime import UTC, datetime
@@ -80,6 +90,12 @@ DEFAULT_HEIGHT = 500
 PNG_SCALE = 2
 RENDER_TIMEOUT_SECONDS = 90
 START_TIMEOUT_SECONDS = 60
+#: File names: at most this many characters before the extension (file systems allow 255
+#: bytes; mail clients and Windows paths are happier well below).
+MAX_FILE_STEM = 120
+#: The context subtitle of an exported image: characters per line, and its font size (px).
+CONTEXT_LINE_CHARACTERS = 150
+CONTEXT_FONT_SIZE = 11
 
 
 class ReportItem(NamedTuple):
@@ -275,6 +291,51 @@ def _layout_options(
     }
 
 
+def slug(text: str) -> str:
+    """``"Churn rate — Perú"`` -> ``"churn-rate-peru"``: ASCII letters and digits joined by
+    ``-`` (accents dropped, everything else a separator); ``""`` for nothing left."""
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+
+
+def file_name(title: str, tag: str | None, extension: str, max_stem: int = MAX_FILE_STEM) -> str:
+    """A download's file name: the slugged ``title``, then ``_`` and the filter ``tag`` (see
+    ``ui.filters.View.file_tag``; its own ``_`` / ``-`` kept, anything else slugged), then
+    ``.extension``. A stem longer than ``max_stem`` is cut and ends in ``-`` + 8 hex digits
+    of a hash of the whole stem, so two long names that differ only at the end stay apart."""
+    stem = slug(title) or "export"
+    if tag:
+        tag_text = "_".join(part for part in (slug(p) for p in str(tag).split("_")) if part)
+        if tag_text:
+            stem = f"{stem}_{tag_text}"
+    if len(stem) > max_stem:
+        digest = hashlib.sha256(stem.encode("utf-8")).hexdigest()[:8]
+        stem = stem[: max_stem - len(digest) - 1].rstrip("-_") + "-" + digest
+    return f"{stem}.{extension.lstrip('.')}"
+
+
+def with_context(fig: go.Figure, context: str) -> go.Figure:
+    """A copy of ``fig`` whose title carries ``context`` (the active filters and date range)
+    as a subtitle, wrapped at :data:`CONTEXT_LINE_CHARACTERS`; the top margin grows to fit.
+    ``fig`` itself is not changed (the on-screen chart keeps its look)."""
+    out = go.Figure(fig)
+    lines = textwrap.wrap(str(context), CONTEXT_LINE_CHARACTERS) or [""]
+    text = "<br>".join(html.escape(line, quote=False) for line in lines)
+    title = out.layout.title.text or ""
+    margin_top = out.layout.margin.t if out.layout.margin.t is not None else 80
+    out.update_layout(
+        title={
+            "text": title or " ",
+            "subtitle": {"text": text, "font": {"size": CONTEXT_FONT_SIZE, "color": "#52606d"}},
+            "yref": "container",
+            "y": 0.98,
+            "yanchor": "top",
+        },
+        margin={"t": max(margin_top, 60) + (CONTEXT_FONT_SIZE + 5) * len(lines)},
+    )
+    return out
+
+
 def figure_bytes(
     fig: go.Figure,
     fmt: ImageFormat,
@@ -282,15 +343,20 @@ def figure_bytes(
     width: int | None = None,
     height: int | None = None,
     scale: float | None = None,
+    context: str | None = None,
 ) -> bytes:
     """The figure as a PNG, SVG or PDF file, rendered by the warm Chromium.
 
     Size defaults to the figure's layout size, else 1000 x 500 px; PNGs are rendered at scale 2.
+    ``context`` (the active filters and date range, ``View.describe()``) is printed as the
+    title's subtitle in the file (:func:`with_context`; ``fig`` is not changed).
     Raises :class:`ChromiumMissingError` (message: what to install) when Chromium is absent.
     """
     if fmt not in IMAGE_FORMATS:
         raise ValueError(f"Unsupported image format {fmt!r}; expected one of {', '.join(IMAGE_FORMATS)}")
     _require_chromium()
+    if context:
+        fig = with_context(fig, context)
     options = _layout_options(fig, fmt, width, height, scale)
     spec = fig.to_dict()
     return _SERVER.run(lambda browser: browser.calc_fig(spec, opts=options))
@@ -434,7 +500,7 @@ def frame_xlsx(sheets: Mapping[str, pd.DataFrame], meta: Mapping[str, str] | Non
 # --------------------------------------------------------------------------------------------
 
 _REPORT_CSS = """
-@page { size: A4 landscape; margin: 14mm 14mm 16mm 14mm; }
+@page { size: A4 landscape; margin: 20mm 14mm 16mm 14mm; }
 body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; color: #1f2933; font-size: 10.5pt; }
 h1 { font-size: 20pt; margin: 0 0 4pt 0; }
 .meta { color: #52606d; margin: 0 0 2pt 0; }
@@ -487,8 +553,34 @@ def report_html(title: str, filters_text: str, items: Sequence[tuple[str, str, s
     return "".join(parts)
 
 
-async def _print_html_to_pdf(browser: Any, page: str) -> bytes:
-    """Open ``page`` in a fresh tab of ``browser`` and print it with Chrome's Page.printToPDF."""
+_RUNNING_STYLE = (
+    "font-family: 'DejaVu Sans', 'Liberation Sans', Arial, sans-serif; font-size: 7.5pt; color: #52606d; "
+    "width: 100%; margin: 0 14mm; -webkit-print-color-adjust: exact;"
+)
+
+
+def running_header(title: str, filters_text: str) -> str:
+    """Chrome's ``headerTemplate`` for the page PDF: the page title and the active filters,
+    printed in the top margin of every page."""
+    return (
+        f'<div style="{_RUNNING_STYLE}"><b>{html.escape(title)}</b> &middot; '
+        f"{html.escape(filters_text or 'no filters')}</div>"
+    )
+
+
+def running_footer(title: str) -> str:
+    """Chrome's ``footerTemplate``: "CRM Insights · <title> · page n of m"."""
+    return (
+        f'<div style="{_RUNNING_STYLE} text-align: right;">CRM Insights &middot; {html.escape(title)} '
+        "&middot; page <span class='pageNumber'></span> of <span class='totalPages'></span></div>"
+    )
+
+
+async def _print_html_to_pdf(
+    browser: Any, page: str, header: str | None = None, footer: str | None = None
+) -> bytes:
+    """Open ``page`` in a fresh tab of ``browser`` and print it with Chrome's Page.printToPDF
+    (with ``header`` / ``footer`` templates on every page when given)."""
     with tempfile.TemporaryDirectory(prefix="crm-report-") as folder:
         path = Path(folder) / "report.html"
         path.write_text(page, encoding="utf-8")
@@ -500,10 +592,16 @@ async def _print_html_to_pdf(browser: Any, page: str) -> bytes:
             if "error" in navigation:
                 raise ExportError(f"Could not open the report page: {navigation['error']}")
             await loaded
-            response = await tab.send_command(
-                "Page.printToPDF",
-                params={"printBackground": True, "preferCSSPageSize": True, "displayHeaderFooter": False},
-            )
+            params: dict[str, Any] = {"printBackground": True, "preferCSSPageSize": True}
+            if header is not None or footer is not None:
+                params.update(
+                    displayHeaderFooter=True,
+                    headerTemplate=header or "<span></span>",
+                    footerTemplate=footer or "<span></span>",
+                )
+            else:
+                params["displayHeaderFooter"] = False
+            response = await tab.send_command("Page.printToPDF", params=params)
         finally:
             await browser.close_tab(tab)
     if "error" in response:
@@ -511,9 +609,12 @@ async def _print_html_to_pdf(browser: Any, page: str) -> bytes:
     return base64.b64decode(response["result"]["data"])
 
 
-def page_pdf(title: str, filters_text: str, items: Sequence[ReportItem | tuple[str, go.Figure, str]]) -> bytes:
+def page_pdf(
+    title: str, filters_text: str, items: Sequence[ReportItem | tuple[str, go.Figure, str]]
+) -> bytes:
     """One PDF for a whole dashboard page: its title, the active filters, then every chart (vector)
-    with its definition, one chart per A4-landscape page.
+    with its definition, one chart per A4-landscape page. Every printed page repeats the title
+    and the active filters in its header and numbers itself in its footer.
 
     ``items`` are :class:`ReportItem` (or (chart title, figure, definition text)). Raises :class:`ChromiumMissingError` when
     Chromium is absent.
@@ -524,4 +625,5 @@ def page_pdf(title: str, filters_text: str, items: Sequence[ReportItem | tuple[s
         svg = figure_bytes(fig, "svg").decode("utf-8")
         rendered.append((chart_title, svg, definition or ""))
     page = report_html(title, filters_text, rendered)
-    return _SERVER.run(lambda browser: _print_html_to_pdf(browser, page))
+    header, footer = running_header(title, filters_text), running_footer(title)
+    return _SERVER.run(lambda browser: _print_html_to_pdf(browser, page, header, footer))

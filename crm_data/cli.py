@@ -1,4 +1,4 @@
-"""The command line: ``crm-insights demo | import | check | rollups | serve | users``.
+"""The command line: ``crm-insights demo | import | check | rollups | serve | users | goals | alerts | reports | scheduler``.
 
 Installed, it is the ``crm-insights`` console script; from a checkout without installing,
 ``python -m crm_data`` runs the same. :data:`DESCRIPTION` is the help text (plain text:
@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -25,6 +26,9 @@ from crm_data.engines import (
     explain_database_error,
     make_engine,
 )
+
+if TYPE_CHECKING:
+    from crm_data.goals import GoalStore
 
 PROG = "crm-insights"
 MODULE_PROG = "python -m crm_data"
@@ -168,7 +172,66 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         ".streamlit/secrets.toml of the working directory, then ~/.streamlit/secrets.toml)",
     )
     _users_parser(commands, url_help)
+    _goals_parser(commands, url_help)
+    _alerts_parser(commands, url_help)
+    _reports_parser(commands, url_help)
     return parser
+
+
+def _reports_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
+    """``reports add | list | remove | send | run-due`` and ``scheduler``."""
+    reports = commands.add_parser(
+        "reports",
+        help="scheduled reports by e-mail: add | list | remove | send | run-due",
+        description="Dashboard pages with filters, sent as PDF, XLSX or PPTX to accounts on a cron "
+        "schedule; each recipient gets only what their account's scope allows. `run-due` sends what "
+        "is due (for cron or a systemd timer: once per scheduled time however often it runs). Mail "
+        "goes through $CRM_SMTP_HOST (CRM_SMTP_PORT, CRM_SMTP_FROM, CRM_SMTP_USER, CRM_SMTP_PASSWORD; "
+        "STARTTLS). Reports live beside the accounts (app_reports, app_report_runs).",
+        formatter_class=_HelpFormatter,
+    )
+    actions = reports.add_subparsers(dest="reports_command", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+        sub.add_argument("--url", help=url_help)
+        return sub
+
+    add = action("add", "add a scheduled report")
+    add.add_argument("name", help="the report's name (the e-mail's subject)")
+    add.add_argument(
+        "--page", dest="pages", action="append", required=True, metavar="PAGE",
+        help="a page: its title (\"Sales pipeline\", Overview), file or slug (repeatable)",
+    )  # fmt: skip
+    add.add_argument(
+        "--filters", default="", metavar="QUERY",
+        help="the filters as the pages' URL query, e.g. 'segment=SMB&period=quarter' (from/to fix the "
+        "dates; without them every run shows the last 12 full months and the current one)",
+    )  # fmt: skip
+    add.add_argument("--format", dest="fmt", choices=("pdf", "xlsx", "pptx"), default="pdf")
+    add.add_argument(
+        "--to", dest="recipients", action="append", required=True, metavar="RECIPIENT",
+        help="an account named by its e-mail address, or NAME=ADDRESS (repeatable)",
+    )  # fmt: skip
+    add.add_argument("--schedule", required=True, metavar="CRON", help="5-field cron, e.g. '0 8 * * 1'")
+    add.add_argument("--timezone", default="UTC", help="the schedule's time zone, e.g. Europe/Berlin")
+
+    action("list", "list the reports with their next run and last runs")
+    remove = action("remove", "remove a report (its history stays)")
+    remove.add_argument("report", help="name or id")
+    send = action("send", "send a report now, apart from its schedule")
+    send.add_argument("report", help="name or id")
+    due = action("run-due", "send the reports that are due and retry failed deliveries")
+    due.add_argument("--now", metavar="ISO", help="act as if it were this UTC time (testing a schedule)")
+
+    scheduler = commands.add_parser(
+        "scheduler",
+        help="run `reports run-due` every minute (a long-running process)",
+        description="A long-running process (APScheduler) calling `reports run-due` at the start of "
+        "every minute; for a server without cron or systemd timers. Stop it with Ctrl+C or SIGTERM.",
+        formatter_class=_HelpFormatter,
+    )
+    scheduler.add_argument("--url", help=url_help)
 
 
 def _users_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
@@ -243,6 +306,193 @@ def _users_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
     pg_role.add_argument("--print", action="store_true", help="print the SQL (the default without --apply)")
     pg_role.add_argument("--apply", action="store_true", help="run it on --url in one transaction")
     scope_options(pg_role)
+
+
+def _goals_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
+    from crm_data.goals import CSV_COLUMNS
+
+    goals = commands.add_parser(
+        "goals",
+        help="targets per KPI and period (quotas: won amount per owner per quarter): list | import | remove",
+        description="Goals: a target for one KPI in one month, quarter or year (2026-12, 2026-Q4, "
+        "2026), optionally for one segment, region, country, industry and/or owner. They live in the "
+        "app table app_goals beside the sign-in accounts; the dashboard's Goals page shows progress. "
+        f"CSV columns: {', '.join(CSV_COLUMNS)} (kpi, period and target required; ratios as 3% or "
+        "0.03; owner: a CRM user id or name). An import is all-or-nothing.",
+        formatter_class=_HelpFormatter,
+    )
+    actions = goals.add_subparsers(dest="goals_command", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+        sub.add_argument("--url", help=url_help)
+        return sub
+
+    listing = action("list", "list the goals with their actual value and status")
+    listing.add_argument(
+        "--today", metavar="YYYY-MM-DD", help="judge progress as of this day (default: today, UTC)"
+    )
+    load = action("import", "add or change goals from a CSV file (nothing is written when a row is bad)")
+    load.add_argument("file", help="the CSV file (see `goals --help` for its columns)")
+    remove = action("remove", "remove a goal")
+    remove.add_argument("goal_id", metavar="ID", help="the goal's id (see `goals list`)")
+
+
+def _goals(args: argparse.Namespace, url: str) -> int:
+    """``goals list | import FILE | remove ID``: exit 2 with one sentence on bad input."""
+    import getpass
+
+    from crm_data.goals import GoalError, GoalImportError, GoalStore, format_target
+
+    actor = f"cli:{getpass.getuser()}"
+    store = GoalStore.open(url)
+    try:
+        command = args.goals_command
+        if command == "list":
+            return _goals_list(store, url, args.today)
+        if command == "import":
+            path = Path(args.file)
+            if not path.is_file():
+                print(f"error: no file {path} to import goals from", file=sys.stderr)
+                return 2
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError:
+                print(f"error: {path} is not UTF-8 text: save the CSV as UTF-8", file=sys.stderr)
+                return 2
+            engine = make_engine(url, read_only=True)
+            try:
+                from kpis.goals import owner_names
+
+                owners = owner_names(engine)
+            finally:
+                engine.dispose()
+            try:
+                added, changed = store.import_csv(text, path.name, actor=actor, owners=owners)
+            except GoalImportError as error:
+                for problem in error.problems:
+                    print(f"error: {problem}", file=sys.stderr)
+                print(
+                    f"error: {len(error.problems)} problem(s) in {path.name}: nothing imported",
+                    file=sys.stderr,
+                )
+                return 2
+            print(f"imported {path.name}: {added} goal(s) added, {changed} changed")
+            return 0
+        if command == "remove":
+            try:
+                goal_id = int(args.goal_id)
+            except ValueError:
+                print(
+                    f"error: a goal id is a number (see `goals list`), not {args.goal_id!r}", file=sys.stderr
+                )
+                return 2
+            goal = store.remove(goal_id, actor=actor)
+            target = format_target(goal.target, goal.kpi_info.unit)
+            print(f"removed goal {goal_id}: {goal.kpi} {goal.period} target {target}")
+            return 0
+        return 2
+    except GoalError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        store.dispose()
+
+
+def _goals_list(store: GoalStore, url: str, today_text: str | None) -> int:
+    import datetime as dt
+
+    from crm_data.goals import format_target
+    from kpis.goals import owner_names, progress, slice_text
+
+    try:
+        today = dt.date.fromisoformat(today_text) if today_text else dt.datetime.now(dt.UTC).date()
+    except ValueError:
+        print(f"error: --today takes a day as YYYY-MM-DD, not {today_text!r}", file=sys.stderr)
+        return 2
+    goals = store.goals()
+    if not goals:
+        print("no goals yet (add them on the dashboard's Goals page or with `goals import FILE`)")
+        return 0
+    engine = make_engine(url, read_only=True)
+    try:
+        names = owner_names(engine)
+        judged = progress(engine, goals, today)
+    finally:
+        engine.dispose()
+    print(f"{'id':>4}  {'kpi':26s} {'period':8s} {'target':>12s} {'actual':>12s}  {'status':12s} slice")
+    for goal, row in zip(goals, judged.itertuples(index=False), strict=True):
+        unit = goal.kpi_info.unit
+        actual = "" if row.actual != row.actual else format_target(row.actual, unit)
+        print(
+            f"{goal.goal_id:>4}  {goal.kpi:26s} {goal.period:8s} {format_target(goal.target, unit):>12s} "
+            f"{actual:>12s}  {row.status:12s} {slice_text(goal, names)}"
+        )
+    print(f"as of {today:%d %b %Y} (data up to the day before)")
+    return 0
+
+
+def _alerts_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
+    """``alerts run | list | add | remove`` (the rules live in the ``delivery`` package,
+    imported only when the command runs)."""
+    conditions = ("above", "below", "change_by", "outside_forecast", "complaint_spike")
+    alerts = commands.add_parser(
+        "alerts",
+        help="alert rules on KPIs, delivered by e-mail and webhook: run | list | add | remove",
+        description="Rules that tell people when a KPI crosses a line, judged on the last complete "
+        "period (the running one never fires), one alert per rule and period, sent by e-mail "
+        "(CRM_SMTP_HOST, CRM_SMTP_PORT, CRM_SMTP_USER, CRM_SMTP_PASSWORD, CRM_SMTP_FROM, "
+        "CRM_SMTP_STARTTLS) and to webhooks (Slack-compatible JSON). Run `alerts run` from cron "
+        "or a systemd timer; a delivery that failed is sent again by the next run. The rules, "
+        "events and delivery attempts live in the app tables app_alert_rules, app_alert_events "
+        "and app_deliveries, beside the accounts.",
+        formatter_class=_HelpFormatter,
+    )
+    actions = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+        sub.add_argument("--url", help=url_help)
+        return sub
+
+    run = action(
+        "run", "evaluate every rule on its last complete period, send new alerts and retry failed ones"
+    )
+    run.add_argument("--today", metavar="YYYY-MM-DD", help="judge as of this day (default: today in UTC)")
+    run.add_argument("--rule", type=int, action="append", metavar="ID", help="only this rule (repeatable)")
+    action("list", "list the rules and their last alerts")
+    add = action("add", "add a rule")
+    add.add_argument(
+        "--kpi", required=True, help="a KPI key of kpis/registry.py, e.g. churn_rate, nps, revenue"
+    )
+    add.add_argument("--condition", required=True, choices=conditions)
+    add.add_argument(
+        "--threshold",
+        help="above/below: the line, in the KPI's unit (3%% or 0.03 for a rate); change_by: the "
+        "change on the previous period, negative for a fall (--threshold=-10: NPS falls by 10 "
+        "points); outside_forecast: the interval, 95 or 80 (default 95)",
+    )
+    add.add_argument("--grain", choices=("month", "quarter", "year", "week"), default=None,
+                     help="the period judged (default: month; week for complaint_spike)")  # fmt: skip
+    add.add_argument("--to", dest="to", action="append", required=True, metavar="ADDRESS_OR_URL",
+                     help="an e-mail address or a webhook URL to tell (repeatable)")  # fmt: skip
+    add.add_argument("--name", default="", help="a title for the alert (default: the rule, described)")
+    for option, dest, what in (
+        ("--segment", "segments", "segment"),
+        ("--industry", "industries", "industry"),
+        ("--region", "regions", "region"),
+        ("--country", "countries", "country"),
+        ("--company-size", "company_sizes", "company size"),
+        ("--acquisition-channel", "acquisition_channels", "acquisition channel"),
+        ("--owner", "owners", "owner (a CRM users.user_id)"),
+        ("--product", "products", "product (a product_id)"),
+        ("--pipeline", "pipelines", "pipeline"),
+    ):
+        add.add_argument(
+            option, dest=dest, action="append", metavar="VALUE", help=f"only this {what} (repeatable)"
+        )
+    remove = action("remove", "remove a rule (its alerts stay in the history)")
+    remove.add_argument("rule_id", type=int, metavar="ID")
 
 
 def _shown(url: str) -> str:
@@ -481,6 +731,99 @@ def _users(args: argparse.Namespace, url: str) -> int:
         store.dispose()
 
 
+def _alerts(args: argparse.Namespace, url: str) -> int:
+    """``alerts …``: 0 done; 1 a bad rule, or a rule or delivery that failed (recorded and
+    retried by the next run); 2 the database or the SMTP settings cannot be used."""
+    import datetime as dt
+    import getpass
+
+    from delivery.alerts import FILTER_FIELDS, AlertError, AlertStore, RunInProgress, run
+
+    if args.alerts_command == "run":  # a missing CRM database: exit 2 before any app file is made
+        make_engine(url, read_only=True).dispose()
+    try:
+        store = AlertStore(url)
+        command = args.alerts_command
+        if command == "list":
+            rules = store.rules()
+            if not rules:
+                print("no alert rules (add one with `alerts add`)")
+            events = store.events()
+            for rule in rules:
+                fired = events[events["rule_id"] == rule.rule_id]
+                last = f"; last alert {fired['period'].iloc[0]}" if len(fired) else "; no alert yet"
+                title = "" if rule.name == rule.describe() else f"{rule.name}: "
+                print(f"{rule.rule_id:4d}  {title}{rule.describe()} → {', '.join(rule.channels)}{last}")
+            return 0
+        if command == "add":
+            grain = args.grain or ("week" if args.condition == "complaint_spike" else "month")
+            filters = {name: getattr(args, name) for name in FILTER_FIELDS if getattr(args, name)}
+            rule = store.add(
+                args.kpi,
+                condition=args.condition,
+                threshold=args.threshold,
+                grain=grain,
+                filters=filters,
+                channels=args.to,
+                name=args.name,
+                created_by=f"cli:{getpass.getuser()}",
+            )
+            _audit_alert(url, "alert_rule_added", rule)
+            print(f"added rule {rule.rule_id}: {rule.describe()} → {', '.join(rule.channels)}")
+            return 0
+        if command == "remove":
+            rule = store.remove(args.rule_id)
+            _audit_alert(url, "alert_rule_removed", rule)
+            print(f"removed rule {rule.rule_id}: {rule.describe()}")
+            return 0
+        today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.UTC).date()
+    except (AlertError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    from delivery.channels import MailSettings
+
+    try:
+        mail = MailSettings.from_env()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    engine = make_engine(url, read_only=True)
+    try:
+        report = run(engine, store, today, mail=mail, rule_ids=args.rule)
+    except RunInProgress as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    for evaluation in report.evaluations:
+        new = any(e is evaluation for e in report.fired)
+        state = "ALERT" if new else "fired before" if evaluation.fired else "ok"
+        print(f"rule {evaluation.rule.rule_id} [{state}] {evaluation.message}")
+    for rule_id, error_text in report.errors:
+        print(f"rule {rule_id} [error] {error_text}", file=sys.stderr)
+    for rule_id, period, recipient, ok in report.deliveries:
+        outcome = "sent to" if ok else "FAILED (recorded; the next run tries again):"
+        print(f"rule {rule_id} {period}: {outcome} {recipient}")
+    failed = report.failed_deliveries
+    if failed:
+        print(f"{failed} delivery(ies) failed: see the Alerts page or app_deliveries", file=sys.stderr)
+    return 1 if failed or report.errors else 0
+
+
+def _audit_alert(url: str, action: str, rule: object) -> None:
+    """Log a rule added or removed on the command line in the audit log (who: the OS user)."""
+    import getpass
+
+    from crm_data.accounts import AccountStore
+
+    store = AccountStore.open(url)
+    try:
+        describe = rule.describe()  # type: ignore[attr-defined]
+        store.record(f"cli:{getpass.getuser()}", action, f"alert {rule.rule_id}", {"rule": describe})  # type: ignore[attr-defined]
+    finally:
+        store.dispose()
+
+
 def _audit_import(url: str, paths: list[str], report: object) -> None:
     """Log a command-line import in the dashboard's audit log (who: the OS user)."""
     import getpass
@@ -499,6 +842,98 @@ def _audit_import(url: str, paths: list[str], report: object) -> None:
         print(f"warning: the import could not be written to the audit log: {error.orig}", file=sys.stderr)
     finally:
         store.dispose()
+
+
+def _reports(args: argparse.Namespace, url: str) -> int:
+    import datetime as dt
+    import getpass
+
+    from delivery import reports
+
+    actor = f"cli:{getpass.getuser()}"
+    command = args.reports_command
+    try:
+        if command == "add":
+            report = reports.add_report(
+                args.name, args.pages, args.filters, args.fmt, args.recipients, args.schedule,
+                timezone=args.timezone, actor=actor, url=url,
+            )  # fmt: skip
+            upcoming = reports.next_run(report.schedule, report.timezone)
+            print(
+                f"added report {report.report_id} {report.name!r}: {report.describe()}, next {upcoming:%a %d %b %Y %H:%M} UTC"
+            )
+        elif command == "list":
+            return _reports_list(url)
+        elif command == "remove":
+            report = reports.remove_report(args.report, actor=actor, url=url)
+            print(f"removed report {report.report_id} {report.name!r}")
+        elif command == "send":
+            return _report_results([reports.send_now(args.report, actor=actor, url=url)])
+        elif command == "run-due":
+            now = dt.datetime.fromisoformat(args.now) if args.now else None
+            if now is not None and now.tzinfo is None:
+                now = now.replace(tzinfo=dt.UTC)
+            return _report_results(reports.run_due(url=url, now=now))
+        return 0
+    except ValueError as error:  # ReportError, a malformed --now, bad SMTP settings
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _report_results(results: list) -> int:
+    """One line per recipient; exit code 1 when any delivery failed (it is retried next run)."""
+    if not results:
+        print("nothing due")
+    failed = False
+    for result in results:
+        for address, outcome in result.outcomes.items():
+            failed |= outcome != "sent"
+            print(
+                f"{result.report} ({result.trigger} {result.due_at:%Y-%m-%d %H:%M} UTC) -> {address}: {outcome}"
+            )
+    return 1 if failed else 0
+
+
+def _reports_list(url: str) -> int:
+    from delivery import reports
+
+    listed = reports.reports(url)
+    if not listed:
+        print("no reports (add one with `reports add`)")
+    history = reports.runs(url=url)
+    for report in listed:
+        upcoming = reports.next_run(report.schedule, report.timezone)
+        print(f"{report.report_id:>3} {report.name}: {', '.join(reports.page_title(p) for p in report.pages)} "
+              f"as {report.format.upper()} to {', '.join(report.recipients)}")  # fmt: skip
+        print(
+            f"    {report.describe()}; next {upcoming:%a %d %b %Y %H:%M} UTC; filters {report.query or 'none'}"
+        )
+        for row in history[history["report_id"] == report.report_id].head(3).itertuples():
+            print(f"    {row.trigger} {row.due_at:%Y-%m-%d %H:%M}: {row.status} {row.detail}")
+    return 0
+
+
+def _scheduler(url: str) -> int:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    from delivery import reports
+
+    def tick() -> None:
+        try:
+            _report_results(reports.run_due(url=url))
+        except Exception as error:  # one bad minute (mail server, database) must not end the process
+            print(f"error: run-due failed: {type(error).__name__}: {error}", file=sys.stderr)
+
+    scheduler = BlockingScheduler(timezone="UTC")
+    scheduler.add_job(tick, CronTrigger(minute="*", timezone="UTC"), max_instances=1, coalesce=True,
+                      misfire_grace_time=50, id="reports-run-due")  # fmt: skip
+    print("scheduler: running `reports run-due` every minute (Ctrl+C to stop)", flush=True)
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+        scheduler.start()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,6 +964,14 @@ def main(argv: list[str] | None = None) -> int:
             return _pg_role(args, url)
         if args.command == "users":
             return _users(args, url)
+        if args.command == "alerts":
+            return _alerts(args, url)
+        if args.command == "reports":
+            return _reports(args, url)
+        if args.command == "scheduler":
+            return _scheduler(url)
+        if args.command == "goals":
+            return _goals(args, url)
     except (DatabaseBusyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,11 +18,19 @@ Rules (``pipeline_forecast``):
 * **Expected close**: the current stage's ``entered_at`` + the median number of days from
   entering that stage (the last time) to ``closed_at`` among the won learning deals that
   passed through it; without any, the median sales cycle (``kpis.sales_cycle``, created →
-  won) is used; without that, 0 days. A deal whose expected close is already past counts
-  in the current month (stated in the notes).
-* **Months**: the month containing ``today`` (UTC) and the ``months − 1`` after it.
-  expected_revenue = Σ amount × win probability of the deals expected to close in the
-  month; deals without an amount count 0.
+  won) is used; without that, 0 days.
+* **Overdue**: a deal whose expected close is before ``today`` (00:00 UTC of that day) and
+  that is still open is *overdue*. It is in no month: it is reported apart
+  (``PipelineForecast.overdue_deals`` / ``overdue_amount`` / ``overdue_expected``, the
+  by-stage ``overdue_deals`` / ``expected_revenue_overdue`` and a note), since its date
+  says nothing about when — or whether — it will close.
+* **Months**: the month containing ``today`` (UTC; the first month counts from ``today``
+  on) and the ``months − 1`` after it. expected_revenue = Σ amount × win probability of
+  the deals expected to close in the month; deals without an amount count 0.
+* **Expected pipeline (learned win rates)** = Σ amount × win probability of every open
+  deal (in the months, after them and overdue): ``PipelineForecast.expected_total``. The
+  *weighted pipeline* (``kpis.weighted_pipeline``) is the other figure: the same deals ×
+  the stage table's configured probability.
 
 All of it runs in the database (the expected-close month is found by comparing
 ``entered_at`` with per-stage thresholds sent as bound parameters, so no date arithmetic
@@ -61,6 +69,8 @@ BY_STAGE_COLUMNS = [
     "closed_deals",
     "median_days_to_close",
     "days_source",
+    "overdue_deals",
+    "expected_revenue_overdue",
 ]
 
 
@@ -71,12 +81,27 @@ class PipelineForecast:
     win_probability, expected_revenue (within the months), position, amount (all open),
     deals_in_window, expected_revenue_later (expected to close after the months),
     probability_source (history / stage table / ...), closed_deals (learning deals
-    through the stage), median_days_to_close, days_source. ``notes``: fallbacks and
-    data remarks."""
+    through the stage), median_days_to_close, days_source, overdue_deals and
+    expected_revenue_overdue (expected close before today, still open). ``notes``:
+    fallbacks and data remarks. ``overdue_*``: the open deals whose expected close is
+    before today — count, unweighted amount and amount × win probability; they are in
+    no month of ``by_month``."""
 
     by_month: pd.DataFrame
     by_stage: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    overdue_deals: int = 0
+    overdue_amount: float = 0.0
+    overdue_expected: float = 0.0
+
+    @property
+    def expected_total(self) -> float:
+        """Expected pipeline (learned win rates): Σ amount × win probability of every open
+        deal — in the months, after them and overdue."""
+        if self.by_stage.empty:
+            return 0.0
+        columns = ["expected_revenue", "expected_revenue_later", "expected_revenue_overdue"]
+        return float(self.by_stage[[c for c in columns if c in self.by_stage]].to_numpy().sum())
 
 
 def _utc_now() -> dt.datetime:
@@ -87,6 +112,13 @@ def _month_starts(today: dt.date, months: int) -> list[dt.datetime]:
     """``months + 1`` consecutive month starts from the month of ``today``."""
     first = pd.Timestamp(today.replace(day=1))
     return [(first + pd.DateOffset(months=k)).to_pydatetime() for k in range(months + 1)]
+
+
+def _boundaries(today: dt.date, months: int) -> list[dt.datetime]:
+    """The bucket edges: ``today`` 00:00, then the next ``months`` month starts (so the
+    first month runs from today; an expected close before today is overdue)."""
+    starts = _month_starts(today, months)
+    return [dt.datetime.combine(today, dt.time()), *starts[1:]]
 
 
 def _closed_deals(f: Filters) -> sa.CTE:
@@ -185,8 +217,8 @@ def _bucket(
     default_days: float,
     month_starts: list[dt.datetime],
 ) -> ColumnElement[int]:
-    """-1 = expected to close before the current month, k = in month k (0-based),
-    len(month_starts) - 1 = after the last month. Expected close = entered_at + days, so
+    """-1 = expected to close before ``month_starts[0]`` (overdue: the first edge is
+    today), k = in month k (0-based), len(month_starts) - 1 = after the last month. Expected close = entered_at + days, so
     close < month start M  ⟺  entered_at < M − days (thresholds are bound parameters)."""
     later = len(month_starts) - 1
 
@@ -323,7 +355,8 @@ def _place_open_deals(
 
 
 def _by_month(cells: pd.DataFrame, periods: list[pd.Timestamp]) -> pd.DataFrame:
-    window = cells[cells["bucket"] < len(periods)].assign(month=lambda x: x["bucket"].clip(lower=0))
+    inside = (cells["bucket"] >= 0) & (cells["bucket"] < len(periods))  # overdue (-1): in no month
+    window = cells[inside].rename(columns={"bucket": "month"})
     totals = window.groupby("month").agg(
         expected_revenue=("expected", "sum"), deals=("deals", "sum"), amount=("amount", "sum")
     )
@@ -347,7 +380,8 @@ def _by_stage(cells: pd.DataFrame, learnt: _Learnt, months: int) -> pd.DataFrame
         mine = cells[cells["stage"] == stage]
         if mine.empty and stage not in open_stages:
             continue  # a closed stage without open deals
-        inside = mine[mine["bucket"] < months]
+        inside = mine[(mine["bucket"] >= 0) & (mine["bucket"] < months)]
+        overdue = mine[mine["bucket"] < 0]
         probability, source = learnt.win_probability(stage)
         rows.append(
             {
@@ -363,6 +397,8 @@ def _by_stage(cells: pd.DataFrame, learnt: _Learnt, months: int) -> pd.DataFrame
                 "closed_deals": learnt.closed_deals(stage),
                 "median_days_to_close": learnt.days_to_close(stage),
                 "days_source": learnt.days_source(stage),
+                "overdue_deals": int(overdue["deals"].sum()),
+                "expected_revenue_overdue": float(overdue["expected"].sum()),
             }
         )
     frame = pd.DataFrame(rows, columns=BY_STAGE_COLUMNS)
@@ -382,11 +418,12 @@ def _notes(
             f"Fewer than {LOW_SAMPLE} closed deals passed through {', '.join(fallback)} in the date range: their "
             "win probability comes from the stage table (or the fallback named in the table)."
         )
-    overdue = int(cells.loc[cells["bucket"] == -1, "deals"].sum())
-    if overdue:
+    overdue = cells[cells["bucket"] == -1]
+    if len(overdue) and int(overdue["deals"].sum()):
         notes.append(
-            f"{overdue} open deal(s) were expected to have closed already; they are counted in the current month "
-            f"({periods[0]:%Y-%m})."
+            f"{int(overdue['deals'].sum())} open deal(s) are overdue: expected to have closed before today and still "
+            f"open (amount {float(overdue['amount'].sum()):,.2f}). They are shown apart, in no month, and not in "
+            "the next-quarter figure."
         )
     without_history = int(cells["no_history"].sum())
     if without_history:
@@ -428,8 +465,9 @@ def pipeline_forecast(
     docstring). ``today`` defaults to now (UTC)."""
     months = max(1, int(months))
     now = today or _utc_now()
-    month_starts = _month_starts(now.date() if isinstance(now, dt.datetime) else now, months)
-    periods = [pd.Timestamp(m) for m in month_starts[:-1]]
+    day = now.date() if isinstance(now, dt.datetime) else now
+    month_starts = _boundaries(day, months)
+    periods = [pd.Timestamp(m) for m in _month_starts(day, months)[:-1]]
     notes: list[str] = []
     with connection(conn) as c:
         learnt = _learn(c, f, notes)
@@ -438,24 +476,79 @@ def pipeline_forecast(
     cells["expected"] = cells["amount"] * cells["stage"].map(probabilities).fillna(0.0)
     by_stage = _by_stage(cells, learnt, months)
     notes.extend(_notes(cells, by_stage, learnt, periods))
-    return PipelineForecast(_by_month(cells, periods), by_stage, notes)
+    overdue = cells[cells["bucket"] < 0]
+    return PipelineForecast(
+        _by_month(cells, periods),
+        by_stage,
+        notes,
+        overdue_deals=int(overdue["deals"].sum()),
+        overdue_amount=float(overdue["amount"].sum()),
+        overdue_expected=float(overdue["expected"].sum()),
+    )
 
 
-COMBINED_RULE = "combined = the larger of the two: the statistical forecast, with the pipeline's expected revenue as a floor"
+EXPECTED_PIPELINE_COLUMNS = [
+    "stage",
+    "open_deals",
+    "amount",
+    "win_probability",
+    "expected_amount",
+    "overdue_deals",
+]
+
+
+def expected_pipeline(
+    conn: sa.Connection | sa.Engine, f: Filters, today: dt.datetime | dt.date | None = None
+) -> pd.DataFrame:
+    """Expected pipeline (learned win rates) by current stage.
+
+    expected_amount = Σ amount of open deals (status open; the date range does not restrict
+    them) × the win rate learned for their current stage: won ÷ closed among the deals
+    closed in [start, end) that passed through it (the stage table's probability below 30
+    such deals); the Weighted pipeline (stage probabilities) weighs the same deals by the
+    probability configured per stage instead.
+
+    Rules as :func:`pipeline_forecast` (deals without stage history are in the first open
+    stage; overdue deals are included and counted apart in ``overdue_deals``). Columns:
+    stage, open_deals, amount, win_probability, expected_amount, overdue_deals.
+    """
+    by_stage = pipeline_forecast(conn, f, months=3, today=today).by_stage
+    if by_stage.empty:
+        return pd.DataFrame(columns=EXPECTED_PIPELINE_COLUMNS)
+    out = by_stage.assign(
+        expected_amount=by_stage[
+            ["expected_revenue", "expected_revenue_later", "expected_revenue_overdue"]
+        ].sum(axis=1)
+    )
+    return out[EXPECTED_PIPELINE_COLUMNS].reset_index(drop=True)
+
+
+COMBINED_RULE = (
+    "next-quarter revenue = the statistical forecast; the pipeline and the overdue deals stand beside it, "
+    "not added and not a floor"
+)
 
 
 def combined_next_quarter(stat: ForecastResult, pipe: PipelineForecast) -> pd.DataFrame:
-    """The next-quarter figure and its parts, one row each (columns component, amount,
-    detail):
+    """The next-quarter figure and what stands beside it, one row each (columns component,
+    amount, deals, detail):
 
     * ``statistical``: Σ forecast mean over the pipeline's months (the next 3 months from
       the current one); if the forecast does not cover them (its history ends earlier), its
       first months instead — the detail says which;
-    * ``pipeline``: Σ expected revenue of the open deals expected to close in those months;
-    * ``combined`` = max(statistical, pipeline) — the pipeline is a floor under the
-      statistical forecast, since deals already likely to close should not be forecast
-      away, while revenue from existing customers is not in the pipeline.
+    * ``pipeline``: Σ expected revenue (amount × learned win rate) of the open deals
+      expected to close in those months, with its share of the statistical figure;
+    * ``overdue``: the same for the open deals whose expected close is already past — in
+      no month and in no total, shown so that they are followed up, not forecast;
+    * ``next_quarter`` = statistical. Rule (``COMBINED_RULE``): revenue is forecast from
+      revenue. Adding the pipeline would count new business twice (the revenue history
+      already holds the deals usually won each quarter), and a deal's amount is a contract
+      value that arrives as revenue over months (in the demo: 12 × the monthly fee); taking
+      the larger of the two (the rule before) mixed those units and moved overdue deals
+      into the current month. The pipeline row answers the other question — do the open
+      deals support the forecast? — as a share of it.
     """
+    columns = ["component", "amount", "deals", "detail"]
     periods = list(pd.to_datetime(pipe.by_month["period"])) if len(pipe.by_month) else []
     ahead = stat.forecast.copy()
     ahead["period"] = pd.to_datetime(ahead["period"])
@@ -466,18 +559,24 @@ def combined_next_quarter(stat: ForecastResult, pipe: PipelineForecast) -> pd.Da
     else:
         where = "the same months"
     if chosen.empty:
-        return pd.DataFrame(columns=["component", "amount", "detail"])
+        return pd.DataFrame(columns=columns)
     span = f"{chosen['period'].iloc[0]:%Y-%m} to {chosen['period'].iloc[-1]:%Y-%m}"
     statistical = float(chosen["mean"].sum())
     pipeline = float(pipe.by_month["expected_revenue"].sum()) if len(pipe.by_month) else 0.0
     pipe_span = f"{periods[0]:%Y-%m} to {periods[-1]:%Y-%m}" if periods else "no months"
     deals = int(pipe.by_month["deals"].sum()) if len(pipe.by_month) else 0
+    share = f" = {pipeline / statistical:.0%} of the forecast" if statistical > 0 else ""
     return pd.DataFrame(
         [
-            {"component": "statistical", "amount": statistical,
+            {"component": "statistical", "amount": statistical, "deals": 0,
              "detail": f"{stat.spec or stat.model} forecast mean, {span} ({where})"},
-            {"component": "pipeline", "amount": pipeline,
-             "detail": f"{deals} open deal(s) × stage win probability, expected to close {pipe_span}"},
-            {"component": "combined", "amount": max(statistical, pipeline), "detail": COMBINED_RULE},
-        ]
+            {"component": "pipeline", "amount": pipeline, "deals": deals,
+             "detail": f"{deals} open deal(s) × learned win rate, expected to close {pipe_span}{share}; "
+                       "not added"},
+            {"component": "overdue", "amount": pipe.overdue_expected, "deals": pipe.overdue_deals,
+             "detail": f"{pipe.overdue_deals} open deal(s) past their expected close (amount "
+                       f"{pipe.overdue_amount:,.2f}) × learned win rate; in no month, not counted"},
+            {"component": "next_quarter", "amount": statistical, "deals": 0, "detail": COMBINED_RULE},
+        ],
+        columns=columns,
     )  # fmt: skip

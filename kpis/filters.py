@@ -30,6 +30,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field, fields
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -275,6 +277,30 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
     return conditions
 
 
+#: Every filter-bar list (a Filters field): the account-level ones, then owners, products,
+#: pipelines.
+DIMENSION_FIELDS: tuple[str, ...] = (*ACCOUNT_DIMENSIONS, "owners", "products", "pipelines")
+
+
+def honoured_dimensions(table: sa.Table | sa.FromClause) -> frozenset[str]:
+    """The Filters lists that :func:`scope` applies to rows of ``table`` (the same rules):
+    the account-level lists through ``account_id``; owners through ``owner_id`` /
+    ``user_id`` / ``account_id``; products through ``product_id`` / ``account_id``;
+    pipelines through ``pipeline``. A table without any of them (web traffic, social
+    media) honours none: a KPI over it gives the same numbers whatever those lists say."""
+    columns = set(table.c.keys())
+    honoured: set[str] = set()
+    if "account_id" in columns:
+        honoured.update(ACCOUNT_DIMENSIONS)
+    if columns & {"owner_id", "user_id", "account_id"}:
+        honoured.add("owners")
+    if columns & {"product_id", "account_id"}:
+        honoured.add("products")
+    if "pipeline" in columns:
+        honoured.add("pipelines")
+    return frozenset(honoured)
+
+
 def in_range(column: ColumnElement, f: Filters) -> ColumnElement[bool]:
     """``start <= column < end`` for a timestamp column."""
     return sa.and_(column >= f.start_ts, column < f.end_ts)
@@ -324,6 +350,60 @@ def dimension_values(conn: sa.Connection | sa.Engine, scope: Scope = EVERYTHING)
             rows = c.execute(sa.select(col).where(*where).distinct().order_by(col))
             result[name] = [r[0] for r in rows]
     return result
+
+
+#: The filter-bar lists whose options narrow each other: the account-level lists and owners.
+#: Products and pipelines describe deals, tickets and subscriptions rather than accounts: they
+#: are always offered in full and narrow nothing.
+NARROWING: tuple[str, ...] = (*ACCOUNT_DIMENSIONS, "owners")
+
+
+def dimension_combinations(conn: sa.Connection | sa.Engine, scope: Scope = EVERYTHING) -> pd.DataFrame:
+    """The distinct combinations of ``NARROWING`` values (segment, industry, region, country,
+    company size, acquisition channel, owner) found on accounts, from one grouped query: each
+    account with its own owner, and with the owner of each of its deals (an owner filter
+    selects deals by their owner). Within ``scope``, like :func:`dimension_values`. One
+    column per ``NARROWING`` name, categorical (compact to cache: a million accounts give a
+    few hundred thousand rows of small integer codes)."""
+    accounts, deals = schema.accounts, schema.deals
+    dims = [accounts.c[column] for column in ACCOUNT_DIMENSIONS.values()]
+    inside = scope_conditions(scope, accounts)  # owners outside the scope: not in ``known``
+    own = sa.select(*dims, accounts.c.owner_id.label("owner")).where(*inside)
+    dealt = (
+        sa.select(*dims, deals.c.owner_id.label("owner"))
+        .select_from(deals.join(accounts, accounts.c.account_id == deals.c.account_id))
+        .where(*inside)
+    )
+    both = sa.union_all(own, dealt).subquery("combinations")
+    columns = [both.c[c] for c in (*ACCOUNT_DIMENSIONS.values(), "owner")]
+    with _connection(conn) as c:
+        rows = c.execute(sa.select(*columns).group_by(*columns)).fetchall()
+    frame = pd.DataFrame(rows, columns=list(NARROWING))
+    return frame.astype({name: "category" for name in NARROWING})
+
+
+def narrowed_options(
+    known: dict[str, list[str]], combinations: pd.DataFrame, chosen: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """The options each filter list offers given what the OTHER lists chose: a ``NARROWING``
+    list offers the values of ``known`` found in a combination (a row of
+    :func:`dimension_combinations`) that matches every other chosen ``NARROWING`` list
+    (Region = APAC: only APAC's countries and the owners of APAC's accounts and their
+    deals); a list whose others chose nothing, and every other list, offers ``known`` in
+    full. Order as in ``known``."""
+    out = {name: list(values) for name, values in known.items()}
+    matches = {
+        name: combinations[name].isin(chosen[name]).to_numpy()
+        for name in NARROWING
+        if chosen.get(name) and name in combinations
+    }
+    for name in NARROWING:
+        others = [mask for other, mask in matches.items() if other != name]
+        if not others or name not in known or name not in combinations:
+            continue
+        found = set(combinations[name][np.logical_and.reduce(others)].dropna().unique())
+        out[name] = [v for v in known[name] if v in found]
+    return out
 
 
 def has_column(conn: sa.Connection, table: sa.Table, column: str) -> bool:

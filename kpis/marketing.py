@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -20,12 +21,14 @@ REPORT_FIGURES: dict[str, str] = {"sent": "recipients", "opened": "opens", "clic
 
 
 def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
-    """Funnel per campaign.
+    """Funnel per campaign, with the campaign's cost allocated to the selection.
 
     campaigns whose started_on lies in [start, end); sent / opened / clicked / converted =
     responses with that timestamp set, or the vendor report's figures of the campaign;
-    open_rate, click_rate and conversion_rate are relative to sent; cost_per_conversion =
-    cost ÷ converted (NaN when nothing converted).
+    open_rate, click_rate and conversion_rate are relative to sent; cost = campaign_cost ×
+    share_of_sends, where share_of_sends = the selection's sends ÷ the campaign's sends (1
+    without a segment, owner or product filter); cost_per_conversion = cost ÷ converted
+    (NaN when nothing converted).
 
     * counts = responses with a non-null ``sent_at`` / ``opened_at`` / ``clicked_at`` /
       ``converted_at``; open_rate = opened ÷ sent, click_rate = clicked ÷ sent,
@@ -35,13 +38,18 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
       sent / opened / clicked where they are set, while no segment, owner or product filter
       is set: they are whole-campaign numbers that no filter can narrow (with such a filter
       only the responses count);
+    * campaign_cost = ``campaigns.cost``, the whole campaign's. With a segment, owner or
+      product filter the responses are narrowed (through their account; responses without
+      an account count only while no account-level filter is set) and the campaign's cost
+      with them: the campaign's sends = the larger of its responses with ``sent_at`` (all
+      accounts) and its report's recipients; share_of_sends = the selection's sent ÷ that, so
+      a segment that got 11 of 68 sends carries 11/68 of the cost. A campaign without any
+      send to share by has share_of_sends and cost NaN under such a filter;
     * cost_per_conversion is also NaN when the campaign has no cost.
 
-    Segment / owner / product filters narrow the responses (through their account;
-    responses without an account count only while no account-level filter is set); the
-    cost is the whole campaign's, not apportioned (a restricted user scope sees no campaigns). Sorted by started_on, campaign_id.
-    Columns: campaign_id, name, channel, objective, cost, sent, opened, clicked,
-    converted, open_rate, click_rate, conversion_rate, cost_per_conversion.
+    A restricted user scope sees no campaigns. Sorted by started_on, campaign_id.
+    Columns: campaign_id, name, channel, objective, cost, campaign_cost, share_of_sends, sent,
+    opened, clicked, converted, open_rate, click_rate, conversion_rate, cost_per_conversion.
     """
     campaigns, responses = schema.campaigns, schema.campaign_responses
     counts = ["sent", "opened", "clicked", "converted"]
@@ -54,9 +62,15 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         .group_by(responses.c.campaign_id)
         .cte("per_campaign")
     )
+    all_sends = (
+        sa.select(responses.c.campaign_id, sa.func.count(responses.c.sent_at).label("sends"))
+        .group_by(responses.c.campaign_id)
+        .cte("all_sends")
+    )
     whole_campaigns = not (f.has_account_filter or f.owners or f.products)
     with connection(conn) as c:
-        figures = whole_campaigns and has_column(c, campaigns, REPORT_FIGURES["sent"])
+        reported = has_column(c, campaigns, REPORT_FIGURES["sent"])
+        figures = whole_campaigns and reported
 
         def step_count(step: str) -> sa.ColumnElement:
             counted = sa.func.coalesce(per_campaign.c[step], 0)
@@ -72,9 +86,13 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
                 campaigns.c.objective,
                 campaigns.c.cost,
                 *(step_count(step) for step in counts),
+                sa.func.coalesce(all_sends.c.sends, 0).label("all_sends"),
+                (campaigns.c[REPORT_FIGURES["sent"]] if reported else sa.null()).label("recipients"),
             )
             .select_from(
-                campaigns.outerjoin(per_campaign, per_campaign.c.campaign_id == campaigns.c.campaign_id)
+                campaigns.outerjoin(
+                    per_campaign, per_campaign.c.campaign_id == campaigns.c.campaign_id
+                ).outerjoin(all_sends, all_sends.c.campaign_id == campaigns.c.campaign_id)
             )
             .where(in_day_range(campaigns.c.started_on, f), *scope(f, campaigns))  # none in a user scope
             .order_by(campaigns.c.started_on, campaigns.c.campaign_id)
@@ -82,7 +100,19 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         result = c.execute(statement)
         out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     out[counts] = out[counts].astype(int)
-    out["cost"] = out["cost"].astype(float)
+    out["campaign_cost"] = out["cost"].astype(float)
+    if whole_campaigns:
+        out["share_of_sends"] = 1.0
+    else:
+        sends = np.maximum(
+            out["all_sends"].to_numpy(dtype=float),
+            pd.to_numeric(out["recipients"], errors="coerce").fillna(0).to_numpy(dtype=float),
+        )
+        out["share_of_sends"] = [ratio(mine, whole) for mine, whole in zip(out["sent"], sends, strict=True)]
+    out["cost"] = out["campaign_cost"] * out["share_of_sends"]
+    out = out[
+        ["campaign_id", "name", "channel", "objective", "cost", "campaign_cost", "share_of_sends", *counts]
+    ]
     out["open_rate"] = [ratio(o, s) for o, s in zip(out["opened"], out["sent"], strict=True)]
     out["click_rate"] = [ratio(k, s) for k, s in zip(out["clicked"], out["sent"], strict=True)]
     out["conversion_rate"] = [ratio(v, s) for v, s in zip(out["converted"], out["sent"], strict=True)]
@@ -91,7 +121,13 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         for cost, v in zip(out["cost"], out["converted"], strict=True)
     ]
     return out.astype(
-        {"open_rate": float, "click_rate": float, "conversion_rate": float, "cost_per_conversion": float}
+        {
+            "share_of_sends": float,
+            "open_rate": float,
+            "click_rate": float,
+            "conversion_rate": float,
+            "cost_per_conversion": float,
+        }
     )
 
 

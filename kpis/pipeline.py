@@ -294,10 +294,12 @@ def _current_stage(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
 
 
 def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
-    """The weighted open pipeline by current stage.
+    """Weighted pipeline (stage probabilities) by current stage.
 
     weighted_amount = Σ amount of open deals (status open; the date range does not
-    restrict them) in their current stage (latest entered_at) × pipeline_stages.probability.
+    restrict them) in their current stage (latest entered_at) × pipeline_stages.probability,
+    the probability configured per stage; the Expected pipeline (learned win rates) weighs
+    the same deals by the win rate learned from closed deals instead.
 
     * open deals within the filters' segments / owners / products; NULL amount = 0;
     * open_deals, amount = count and Σ amount per current stage (ties of entered_at go to

@@ -2,27 +2,143 @@
 
 Each entry's ``definition`` is the formula sentence of its function's docstring, word for
 word (tests/kpis/test_registry.py checks that), so the dashboard and the code cannot drift.
+
+``READS`` says which tables every KPI function reads; which filter-bar lists narrow it
+follows from them (``honours``, ``ignored``: web traffic and social media have no account,
+only deals have a pipeline), so a chart can say "Not filtered by: Segment" (``ui.filter_scope``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
-from kpis.churn import churn_rate
-from kpis.complaints import complaint_spikes
+from crm_data import schema
+from kpis.churn import churn_by, churn_rate, churned_accounts
+from kpis.complaints import complaint_spikes, complaint_weekly
 from kpis.costs import retention_cost
-from kpis.feedback import ces, nps
+from kpis.customer_base import customer_base
+from kpis.feedback import ces, latest_comments, nps, nps_score_distribution, survey_scores
+from kpis.filters import honoured_dimensions
 from kpis.marketing import campaign_funnel, social_metrics, web_metrics
-from kpis.pipeline import funnel, lead_conversion, weighted_pipeline
+from kpis.pipeline import (
+    funnel,
+    lead_conversion,
+    open_deal_aging,
+    stuck_deals,
+    weighted_pipeline,
+    win_rate_by,
+)
 from kpis.profitability import customer_profitability
 from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
-from kpis.sales import sales_cycle, stage_durations, win_rate
-from kpis.service import first_contact_resolution
+from kpis.sales import sales_cycle, sales_cycle_distribution, stage_durations, win_rate
+from kpis.service import first_contact_resolution, resolution_times, ticket_breakdown
+
+
+def expected_pipeline(conn: object, f: object, today: object = None) -> pd.DataFrame:
+    """Expected pipeline (learned win rates) by current stage: ``forecasting.expected_pipeline``
+    (imported on first use, so the registry does not load the forecasting models).
+
+    expected_amount = Σ amount of open deals (status open; the date range does not restrict
+    them) × the win rate learned for their current stage: won ÷ closed among the deals
+    closed in [start, end) that passed through it (the stage table's probability below 30
+    such deals); the Weighted pipeline (stage probabilities) weighs the same deals by the
+    probability configured per stage instead.
+    """
+    from forecasting.pipeline import expected_pipeline as compute
+
+    return compute(conn, f, today=today)  # type: ignore[arg-type]
+
 
 UNITS = frozenset({"ratio", "nps", "score", "days", "money", "count"})
+
+#: The tables each KPI function of ``kpis`` reads its records from — the ones it passes
+#: through ``kpis.filters.scope``. The filter-bar lists a KPI honours follow from them
+#: (:func:`honours`); one entry per function that takes a ``Filters``.
+READS: dict[Callable[..., Any], tuple[str, ...]] = {
+    active_customers: ("subscriptions",),
+    campaign_funnel: ("campaign_responses",),  # campaign cost allocated by the sends' share
+    ces: ("survey_responses",),
+    churn_by: ("subscriptions",),
+    churn_rate: ("subscriptions",),
+    churned_accounts: ("subscriptions",),
+    cohort_retention: ("subscriptions",),
+    complaint_spikes: ("tickets",),
+    complaint_weekly: ("tickets",),
+    customer_base: ("subscriptions", "costs"),
+    customer_profitability: ("accounts",),
+    expected_pipeline: ("deals",),  # open deals × learned win rates (forecasting.expected_pipeline)
+    first_contact_resolution: ("tickets",),
+    funnel: ("deals",),
+    latest_comments: ("survey_responses",),
+    lead_conversion: ("deals",),
+    nps: ("survey_responses",),
+    nps_score_distribution: ("survey_responses",),
+    open_deal_aging: ("deals",),
+    resolution_times: ("tickets",),
+    retention_cost: ("subscriptions", "costs"),
+    revenue: ("payments",),
+    revenue_retention: ("subscriptions",),
+    sales_cycle: ("deals",),
+    sales_cycle_distribution: ("deals",),
+    social_metrics: ("social_media",),
+    stage_durations: ("deals",),
+    stuck_deals: ("deals",),
+    survey_scores: ("survey_responses",),
+    ticket_breakdown: ("tickets",),
+    web_metrics: ("web_traffic",),
+    weighted_pipeline: ("deals",),
+    win_rate: ("deals",),
+    win_rate_by: ("deals",),
+}
+
+#: How a table is named in sentences ("web traffic has no account"), and whether it is plural.
+TABLE_NAMES: dict[str, tuple[str, bool]] = {
+    "accounts": ("accounts", True),
+    "campaign_responses": ("campaign sends", True),
+    "costs": ("costs", True),
+    "deals": ("deals", True),
+    "payments": ("payments", True),
+    "social_media": ("social media", False),
+    "subscriptions": ("subscriptions", True),
+    "survey_responses": ("survey responses", True),
+    "tickets": ("tickets", True),
+    "web_traffic": ("web traffic", False),
+}
+
+
+def honours(function: Callable[..., Any]) -> frozenset[str] | None:
+    """The Filters lists (``kpis.filters.DIMENSION_FIELDS``) that narrow ``function``'s
+    numbers: those every table it reads honours (``kpis.filters.honoured_dimensions``).
+    None for a function not in ``READS`` (unknown: claim nothing)."""
+    tables = READS.get(function)
+    if tables is None:
+        return None
+    honoured = [honoured_dimensions(schema.metadata.tables[t]) for t in tables]
+    return frozenset.intersection(*honoured)
+
+
+def ignored(function: Callable[..., Any], active: Iterable[str]) -> list[tuple[str, str]]:
+    """Of the ``active`` Filters lists, those ``function`` cannot honour, each with the
+    reason: ``[("segments", "web traffic has no account"), ("pipelines", "… no pipeline")]``.
+    Empty for a function not in ``READS``."""
+    honoured = honours(function)
+    if honoured is None:
+        return []
+    out = []
+    for name in active:
+        if name in honoured:
+            continue
+        for table in READS[function]:
+            if name not in honoured_dimensions(schema.metadata.tables[table]):
+                noun, plural = TABLE_NAMES.get(table, (table.replace("_", " "), True))
+                missing = "pipeline" if name == "pipelines" else "account"
+                out.append((name, f"{noun} {'have' if plural else 'has'} no {missing}"))
+                break
+    return out
 
 
 @dataclass(frozen=True)
@@ -42,11 +158,18 @@ class KpiDefinition:
     short_title: str = ""
 
     @property
+    def honours(self) -> frozenset[str]:
+        """The filter-bar lists (Filters fields) that narrow this KPI (from ``READS``)."""
+        return honours(self.function) or frozenset()
+
+    @property
     def card_title(self) -> str:
         """``short_title`` when there is one, else ``title``."""
         return self.short_title or self.title
 
     def __post_init__(self) -> None:
+        if self.function not in READS:
+            raise ValueError(f"{self.key}: say in READS which tables {self.function.__name__} reads")
         if self.unit not in UNITS:
             raise ValueError(f"unit must be one of {sorted(UNITS)}, not {self.unit!r}")
 
@@ -185,6 +308,21 @@ KPIS: list[KpiDefinition] = [
         page="pages/6_Forecast.py",
     ),
     KpiDefinition(
+        key="arpa",
+        title="Average revenue per account (ARPA)",
+        unit="money",
+        higher_is_better=True,
+        definition=(
+            "revenue = Σ payment amounts by paid_at in the period, net of refunds (negative "
+            "amounts); gross_revenue = Σ positive amounts; refunds = −Σ negative amounts; "
+            "paying_accounts = distinct accounts with a positive payment; arpa = revenue ÷ "
+            "paying_accounts."
+        ),
+        function=revenue,
+        value_column="arpa",
+        page="pages/2_Customers_and_churn.py",
+    ),
+    KpiDefinition(
         key="active_customers",
         title="Active customers",
         unit="count",
@@ -260,17 +398,35 @@ KPIS: list[KpiDefinition] = [
     ),
     KpiDefinition(
         key="weighted_pipeline",
-        title="Weighted pipeline",
+        title="Weighted pipeline (stage probabilities)",
         unit="money",
         higher_is_better=True,
         definition=(
             "weighted_amount = Σ amount of open deals (status open; the date range does not "
             "restrict them) in their current stage (latest entered_at) × "
-            "pipeline_stages.probability."
+            "pipeline_stages.probability, the probability configured per stage; the Expected "
+            "pipeline (learned win rates) weighs the same deals by the win rate learned from "
+            "closed deals instead."
         ),
         function=weighted_pipeline,
         value_column="weighted_amount",
         page="pages/1_Sales_pipeline.py",
+    ),
+    KpiDefinition(
+        key="expected_pipeline",
+        title="Expected pipeline (learned win rates)",
+        unit="money",
+        higher_is_better=True,
+        definition=(
+            "expected_amount = Σ amount of open deals (status open; the date range does not "
+            "restrict them) × the win rate learned for their current stage: won ÷ closed among "
+            "the deals closed in [start, end) that passed through it (the stage table's "
+            "probability below 30 such deals); the Weighted pipeline (stage probabilities) "
+            "weighs the same deals by the probability configured per stage instead."
+        ),
+        function=expected_pipeline,
+        value_column="expected_amount",
+        page="pages/6_Forecast.py",
     ),
     KpiDefinition(
         key="cohort_retention",
@@ -309,8 +465,10 @@ KPIS: list[KpiDefinition] = [
         definition=(
             "campaigns whose started_on lies in [start, end); sent / opened / clicked / converted "
             "= responses with that timestamp set, or the vendor report's figures of the campaign; "
-            "open_rate, click_rate and conversion_rate are relative to sent; cost_per_conversion = "
-            "cost ÷ converted (NaN when nothing converted)."
+            "open_rate, click_rate and conversion_rate are relative to sent; cost = campaign_cost × "
+            "share_of_sends, where share_of_sends = the selection's sends ÷ the campaign's sends (1 without a "
+            "segment, owner or product filter); cost_per_conversion = cost ÷ converted (NaN when "
+            "nothing converted)."
         ),
         function=campaign_funnel,
         value_column="cost_per_conversion",

@@ -16,6 +16,7 @@ from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_ratio
 from forecasting import customer_models
 from ui.cards import docstring_definition
 from ui.data import data_date_range, database_url, kpi
+from ui.drilldown import Drill, Point, clickable_cells, period_title, records
 from ui.filters import global_filters
 from ui.report import PageReport, is_empty, low_sample_note, no_data
 
@@ -48,7 +49,17 @@ else:
         interval=("ci_low", "ci_high"),
         y_title="churn rate",
     )
-    report.chart(fig, churn, f"Churn rate per {view.freq}", kpi_key="churn_rate")
+
+    def customers_at_start(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        return Drill(
+            f"Customers at the start of {period_title(view, point.period)}",
+            records("churn", view, point.period),
+            "churned = no active subscription at the period's end; churned first",
+        )
+
+    report.chart(fig, churn, f"Churn rate per {view.freq}", kpi_key="churn_rate", drill=customers_at_start)
     low_sample_note(churn, "Periods with fewer than 30 customers at their start have wide 95 % intervals.")
 
     with st.expander("Which accounts churned?", icon=":material/person_remove:", expanded=False):
@@ -83,7 +94,18 @@ if not is_empty(active, ["customers_at_start", "customers_at_end", "new_customer
     fig = figures.good_bad_bars(
         active, "period", "new_customers", "churned", ("New customers", "Churned customers"), view.freq
     )
-    report.chart(fig, active, f"New and churned customers per {view.freq}", kpi_key="active_customers")
+
+    def flows(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        label = period_title(view, point.period)
+        if point.meta.get("column") == "churned":
+            return Drill(f"Customers who churned in {label}", records("churned", view, point.period))
+        return Drill(f"New customers in {label}", records("new_customers", view, point.period))
+
+    report.chart(
+        fig, active, f"New and churned customers per {view.freq}", kpi_key="active_customers", drill=flows
+    )
 
 # --- revenue retention ----------------------------------------------------------------
 st.header("Revenue churn and net revenue retention")
@@ -98,12 +120,32 @@ else:
         view.freq,
         names=["Net revenue retention", "Gross revenue retention", "Revenue churn"],
     )
+
+    def mrr_accounts(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        return Drill(
+            f"Customers at the start of {period_title(view, point.period)} and their MRR",
+            records("mrr_retention", view, point.period),
+            "MRR at the period's start and end (0 when churned)",
+        )
+
     report.chart(
         fig,
         retention,
         f"Net revenue retention and revenue churn per {view.freq}",
         kpi_key="net_revenue_retention",
+        drill=mrr_accounts,
     )
+
+# --- average revenue per account ---------------------------------------------------------
+st.header("Average revenue per account")
+paying = kpi(kpis.revenue, view)
+if is_empty(paying, ["paying_accounts"]):
+    no_data("No account paid in this selection.")
+else:
+    fig = figures.trend(paying, ["arpa"], "money", view.freq, names=["ARPA (revenue ÷ paying accounts)"])
+    report.chart(fig, paying, f"Average revenue per account (ARPA) per {view.freq}", kpi_key="arpa")
 
 # --- churn by dimension -----------------------------------------------------------------
 st.header("Churn by segment")
@@ -125,12 +167,23 @@ else:
         horizontal=True,
         category_labels=labels,
     )
+    shown_as = {label: value for value, label in (labels or {}).items()}
+
+    def group_customers(point: Point) -> Drill | None:
+        label = str(point.y)  # horizontal bars: the group is on the y axis
+        return Drill(
+            f"Customer-months of {BREAKDOWNS[by].lower()} {label}",
+            records("churn_by", view, group=(by, shown_as.get(label, label))),
+            "one row per month and customer active at its start; churned first",
+        )
+
     report.chart(
         fig,
         by_group,
         f"Monthly churn rate by {BREAKDOWNS[by].lower()}",
         kpi_key="churn_rate",
         definition=docstring_definition(kpis.churn_by),
+        drill=group_customers,
     )
     low_sample_note(
         by_group, "Groups with fewer than 30 customer-months at the start have wide 95 % intervals."
@@ -145,7 +198,26 @@ else:
     fig = figures.heatmap(
         cohorts, "cohort", "months_since_start", "retention_rate", "ratio", x_title="months since start"
     )
-    report.chart(fig, cohorts, "Retention by signup-month cohort", kpi_key="cohort_retention")
+
+    def cohort_accounts(point: Point) -> Drill | None:
+        try:
+            cohort = pd.to_datetime(str(point.y), format="%b %Y")
+            months = int(point.x)
+        except (TypeError, ValueError):
+            return None
+        return Drill(
+            f"Accounts of the {point.y} cohort, {months} months on",
+            records("cohort", view, cohort, months),
+            f"retained = still a customer at the start of month {months}",
+        )
+
+    report.chart(
+        clickable_cells(fig),
+        cohorts,
+        "Retention by signup-month cohort",
+        kpi_key="cohort_retention",
+        drill=cohort_accounts,
+    )
 
 # --- churn risk -----------------------------------------------------------------------
 st.header("Churn risk")

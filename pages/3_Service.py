@@ -15,6 +15,7 @@ from charts import figures
 from charts.theme import BAD, NEUTRAL, PALETTE, axis_format, readable
 from ui.cards import docstring_definition
 from ui.data import kpi
+from ui.drilldown import Drill, Point, period_title, records
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -44,9 +45,26 @@ def service_level(view: View) -> None:
         marker={"symbol": ["circle-open" if flag else "circle" for flag in low], "size": 9},
         selector={"name": "First-contact resolution"},
     )
-    report.chart(fig, fcr, "First-contact resolution per period", kpi_key="first_contact_resolution")
+    report.chart(
+        fig,
+        fcr,
+        "First-contact resolution per period",
+        kpi_key="first_contact_resolution",
+        drill=lambda point: resolved_tickets(view, point),
+    )
     if "low_sample" in fcr and fcr["low_sample"].fillna(False).astype(bool).any():
         st.caption("Hollow markers: fewer than 30 resolved tickets in the period — read with care.")
+
+
+def resolved_tickets(view: View, point: Point) -> Drill | None:
+    """The tickets resolved in the clicked period (first_contact: resolved at the first contact)."""
+    if point.period is None:
+        return None
+    return Drill(
+        f"Tickets resolved in {period_title(view, point.period)}",
+        records("first_contact", view, point.period),
+        "first contact = resolved with one contact",
+    )
 
 
 def ticket_volumes(view: View) -> None:
@@ -65,15 +83,34 @@ def ticket_volumes(view: View) -> None:
     fig = go.Figure()
     for index, (group, rows) in enumerate(tickets.groupby("group", sort=True)):
         name = str(group) if by == "product" else readable(group)  # products come by name
-        fig.add_trace(go.Bar(x=rows["period"], y=rows["tickets"], name=name, marker_color=PALETTE[index % 8]))
+        fig.add_trace(
+            go.Bar(
+                x=rows["period"],
+                y=rows["tickets"],
+                name=name,
+                marker_color=PALETTE[index % 8],
+                meta={"group": str(group)},
+            )
+        )
     fig.update_layout(barmode="stack")
     fig.update_yaxes(**axis_format("count"), title_text="tickets")
     figures.period_axis(fig, view.freq)
+
+    def opened(point: Point) -> Drill | None:
+        group = point.meta.get("group", point.where.get("group"))
+        if point.period is None or group is None:
+            return None
+        return Drill(
+            f"{point.trace} tickets opened in {period_title(view, point.period)}",
+            records("tickets", view, point.period, (by, group)),
+        )
+
     report.chart(
         fig,
         tickets,
         f"Tickets by {BREAKDOWNS[by].lower()}",
         definition=docstring_definition(kpis.ticket_breakdown),
+        drill=opened,
     )
 
 
@@ -106,6 +143,7 @@ def resolution_speed(view: View) -> None:
         times,
         "Resolution times",
         definition=docstring_definition(kpis.resolution_times),
+        drill=lambda point: resolved_tickets(view, point),
     )
 
 
@@ -169,12 +207,20 @@ def complaint_spikes(view: View) -> None:
         )
     )
     fig.update_yaxes(**axis_format("count"), title_text="complaints per week", rangemode="tozero")
-    report.chart(
-        fig,
-        weekly[["product_id", "product_name", "week", "observed", "expected", "p_value", "is_spike"]],
-        f"Weekly complaints: {product}",
-        kpi_key="complaint_spikes",
-    )
+    shown = weekly[["product_id", "product_name", "week", "observed", "expected", "p_value", "is_spike"]]
+
+    def week_tickets(point: Point) -> Drill | None:
+        if point.curve != 0 or not 0 <= point.index < len(shown):
+            return None  # the expected line has no records
+        row = shown.iloc[point.index]
+        week = pd.Timestamp(row["week"])
+        return Drill(
+            f"Complaints about {product} in the week of {week:%d %b %Y}",
+            records("complaints", view, group=(str(row["product_id"]), week.to_pydatetime())),
+            "defect and complaint tickets opened that week",
+        )
+
+    report.chart(fig, shown, f"Weekly complaints: {product}", kpi_key="complaint_spikes", drill=week_tickets)
     st.caption("Red bars: weeks flagged as spikes.")
 
 

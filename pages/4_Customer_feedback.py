@@ -19,6 +19,7 @@ from charts import figures
 from charts.theme import BAD, GOOD, NEUTRAL, PALETTE, axis_format, readable
 from ui.cards import docstring_definition
 from ui.data import kpi
+from ui.drilldown import Drill, Point, period_title, records
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -57,7 +58,17 @@ def nps_trend(view: View) -> None:
     )
     fig.add_hline(y=0, line={"color": NEUTRAL, "width": 1})
     fig.update_yaxes(**axis_format("nps"), range=[-100, 100])
-    report.chart(fig, nps, "NPS per period with 95 % interval", kpi_key="nps")
+
+    def nps_responses(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        return Drill(
+            f"NPS responses in {period_title(view, point.period)}",
+            records("nps", view, point.period),
+            "promoters 9–10, passives 7–8, detractors 0–6",
+        )
+
+    report.chart(fig, nps, "NPS per period with 95 % interval", kpi_key="nps", drill=nps_responses)
     if any(low_sample_flags(nps)):
         st.caption(
             "Hollow markers: fewer than 30 responses in the period — the interval is wide, read with care."
@@ -79,11 +90,22 @@ def score_distribution(view: View) -> None:
     )
     fig.update_xaxes(title_text="score (0–6 detractors · 7–8 passives · 9–10 promoters)", dtick=1)
     fig.update_yaxes(**axis_format("count"), title_text="responses")
+
+    def score_responses(point: Point) -> Drill | None:
+        try:
+            score = float(point.x)
+        except (TypeError, ValueError):
+            return None
+        return Drill(
+            f"NPS responses with score {score:g}", records("nps", view, group=score), "in the date range"
+        )
+
     report.chart(
         fig,
         scores,
         "NPS score distribution",
         definition=docstring_definition(kpis.nps_score_distribution),
+        drill=score_responses,
     )
 
 
@@ -146,6 +168,7 @@ def effort_by_touchpoint(view: View) -> None:
                 hovertemplate=f"{readable(touchpoint)}: %{{y}} (%{{customdata[0]:,}} responses)<extra></extra>",
                 showlegend=index == 0,
                 legendgroup="value",
+                meta={"touchpoint": touchpoint},
             ),
             **position,
         )
@@ -155,7 +178,20 @@ def effort_by_touchpoint(view: View) -> None:
         fig.update_yaxes(**axis_format("ratio"), range=[0, 1.02])
     figures.period_axis(fig, view.freq)
     fig.update_layout(height=max(380, 250 * rows_needed + 120), hovermode="closest")
-    report.chart(fig, ces, f"CES per touchpoint: {label.split(' (')[0].lower()}", kpi_key="ces")
+
+    def ces_responses(point: Point) -> Drill | None:
+        touchpoint = point.meta.get("touchpoint")
+        if point.period is None or touchpoint is None:
+            return None
+        return Drill(
+            f"CES responses at {readable(touchpoint)} in {period_title(view, point.period)}",
+            records("ces", view, point.period, touchpoint),
+            "easy = score 5–7",
+        )
+
+    report.chart(
+        fig, ces, f"CES per touchpoint: {label.split(' (')[0].lower()}", kpi_key="ces", drill=ces_responses
+    )
     st.caption("Shaded: 95 % interval. Hollow markers: fewer than 30 responses in the period.")
 
 

@@ -17,6 +17,8 @@ from charts import figures
 from charts.theme import BAD, GOOD, PALETTE, axis_format
 from ui.currency import currency_warning
 from ui.data import kpi
+from ui.drilldown import Drill, Point, period_title, records
+from ui.filter_scope import honoured_view
 from ui.filters import View, global_filters
 from ui.report import PageReport, is_empty, no_data
 
@@ -35,9 +37,15 @@ def campaigns(view: View) -> None:
     st.subheader("Campaigns")
     funnel = kpi(kpis.campaign_funnel, view)
     if is_empty(funnel, ["sent", "cost"]):
-        no_data("No campaign in this selection.")
+        no_data("No campaign in this selection: none started in the range, or none was sent to its accounts.")
         return
     funnel = funnel.sort_values("sent", ascending=False).reset_index(drop=True)
+    allocated = bool((funnel["share_of_sends"].fillna(0) != 1).any())
+    if allocated:
+        st.caption(
+            ":material/call_split: Campaign cost is allocated to this selection by its share of each "
+            "campaign's sends: cost = campaign cost × (sends to the selection ÷ all the campaign's sends)."
+        )
     left, right = st.columns([2, 3])
     with left:
         labels = dict(zip(funnel["campaign_id"], funnel["name"].fillna(funnel["campaign_id"]), strict=True))
@@ -54,11 +62,24 @@ def campaigns(view: View) -> None:
             )
         )
         fig.update_layout(title={"text": "Campaign funnel", "subtitle": {"text": str(row["name"])}})
+
+        def step_responses(point: Point) -> Drill | None:
+            if not 0 <= point.index < len(FUNNEL_STEPS):
+                return None
+            step, label = FUNNEL_STEPS[point.index]
+            return Drill(
+                f"{label}: responses to {row['name']}",
+                records("campaign", view, group=(str(chosen), step)),
+                f"the campaign's recorded responses with a {step} time (a vendor report's whole-campaign "
+                "figure, where the funnel shows one, can be larger)",
+            )
+
         report.chart(
             fig,
             funnel[funnel["campaign_id"] == chosen],
             f"Funnel: {row['name']}",
             kpi_key="campaign_funnel",
+            drill=step_responses,
         )
     with right:
         ranked = funnel.dropna(subset=["cost_per_conversion"]).sort_values("cost_per_conversion")
@@ -77,19 +98,37 @@ def campaigns(view: View) -> None:
                         name=str(channel),
                         marker={"color": PALETTE[index % len(PALETTE)], "size": 10, "opacity": 0.85},
                         customdata=rows[["name", "cost"]],
+                        meta={"campaign_ids": [str(c) for c in rows["campaign_id"]]},
                         hovertemplate="<b>%{customdata[0]}</b><br>%{y:$,.2f} per conversion<br>"
-                        "%{x:,} conversions, cost %{customdata[1]:$,.0f}<extra></extra>",
+                        "%{x:,} conversions, "
+                        + ("allocated cost" if allocated else "cost")
+                        + " %{customdata[1]:$,.0f}<extra></extra>",
                     )
                 )
             fig.update_xaxes(**axis_format("count"), title_text="conversions", rangemode="tozero")
             fig.update_yaxes(**axis_format("money"), title_text="cost per conversion", rangemode="tozero")
             fig.update_layout(hovermode="closest")
+
+            def campaign_responses(point: Point) -> Drill | None:
+                ids = point.meta.get("campaign_ids", [])
+                if not 0 <= point.index < len(ids):
+                    return None
+                campaign = ids[point.index]
+                name = labels.get(campaign, campaign)
+                return Drill(
+                    f"Responses to {name}",
+                    records("campaign", view, group=campaign),
+                    "conversions first; the funnel counts those with each timestamp set",
+                )
+
             report.chart(
                 fig,
                 ranked,
                 "Cost per conversion against conversions, by campaign",
-                definition="Campaign cost ÷ responses with converted_at set; campaigns without a conversion are "
-                "left out (no finite cost per conversion).",
+                drill=campaign_responses,
+                definition="Campaign cost (allocated to the selection by its share of the sends) ÷ responses "
+                "with converted_at set; campaigns without a conversion are left out (no finite cost per "
+                "conversion).",
             )
     report.table(
         funnel[
@@ -98,6 +137,7 @@ def campaigns(view: View) -> None:
                 "channel",
                 "objective",
                 "cost",
+                *(["campaign_cost", "share_of_sends"] if allocated else []),
                 "sent",
                 "opened",
                 "clicked",
@@ -114,7 +154,7 @@ def campaigns(view: View) -> None:
 
 def web(view: View) -> None:
     st.subheader("Web traffic")
-    traffic = kpi(kpis.web_metrics, view)
+    traffic = kpi(kpis.web_metrics, honoured_view(view, kpis.web_metrics))  # no account: no segment filter
     if is_empty(traffic, ["sessions", "impressions"]):
         no_data("No web traffic in this selection.")
         return
@@ -142,7 +182,7 @@ def web(view: View) -> None:
 
 def social(view: View) -> None:
     st.subheader("Social media")
-    metrics = kpi(kpis.social_metrics, view)
+    metrics = kpi(kpis.social_metrics, honoured_view(view, kpis.social_metrics))
     if is_empty(metrics, ["impressions", "engagements"]):
         no_data("No social-media data in this selection.")
         return
@@ -183,7 +223,13 @@ def retention_cost(view: View) -> None:
     for index, bucket in enumerate(buckets):
         values = cost[bucket] / retained if per_customer else cost[bucket]
         fig.add_trace(
-            go.Bar(x=cost["period"], y=values, name=bucket.capitalize(), marker_color=PALETTE[index])
+            go.Bar(
+                x=cost["period"],
+                y=values,
+                name=bucket.capitalize(),
+                marker_color=PALETTE[index],
+                meta={"category": bucket},
+            )
         )
     if per_customer:
         fig.add_trace(
@@ -203,7 +249,19 @@ def retention_cost(view: View) -> None:
     title = (
         "Retention cost per retained customer by cost bucket" if per_customer else "Retention costs by bucket"
     )
-    report.chart(fig, cost, title, kpi_key="retention_cost")
+
+    def cost_rows(point: Point) -> Drill | None:
+        if point.period is None:
+            return None
+        category = point.meta.get("category")  # None: the cost per retained customer marker
+        what = f"{category} retention costs" if category else "Retention costs"
+        return Drill(
+            f"{what.capitalize()} in {period_title(view, point.period)}",
+            records("retention_cost", view, point.period, category),
+            "largest first",
+        )
+
+    report.chart(fig, cost, title, kpi_key="retention_cost", drill=cost_rows)
 
 
 TOP_N = [5, 10, 20, 50]  # accounts at each end of the profitability ranking
@@ -234,11 +292,23 @@ def profitability(view: View) -> None:
     fig.update_yaxes(autorange="reversed", automargin=True)
     fig.update_xaxes(**axis_format("money"), title_text="profit (payments − costs)")
     fig.update_layout(height=max(400, 24 * len(shown) + 120))
+
+    def ledger(point: Point) -> Drill | None:
+        if not 0 <= point.index < len(shown):
+            return None
+        row = shown.iloc[point.index]
+        return Drill(
+            f"Payments and costs of {row['name'] if pd.notna(row['name']) else row['account_id']}",
+            records("account_ledger", view, group=str(row["account_id"])),
+            "in the date range; payments as paid, costs negative, so the amounts add up to the profit",
+        )
+
     report.chart(
         fig,
         shown,
         f"Most and least profitable accounts (top and bottom {count})",
         kpi_key="customer_profitability",
+        drill=ledger,
     )
     st.caption(f"{int(accounts['accounts'].iloc[0]):,} accounts with payments or costs in the range.")
     left, right = st.columns(2)

@@ -1,5 +1,6 @@
 """Forecast: next months' revenue from the model that did best in a rolling-origin backtest,
-with 80 % / 95 % intervals, the track record of every model, and a pipeline-weighted view.
+with 80 % / 95 % intervals, the track record of every model, the open pipeline's expected value
+(learned win rates; overdue deals apart) and the next quarter.
 
 Thin page: the numbers come from ``forecasting`` (cached per filters, model and horizon through
 ``ui.data``); this script only draws them. Every chart has its definition and exports.
@@ -12,11 +13,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import forecasting
-from charts.theme import PALETTE, axis_format, fmt_money
+from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_money
 from kpis.filters import Filters
 from ui.currency import currency_warning
 from ui.data import data_date_range, database_url, kpi
+from ui.drilldown import Drill, Point, records
 from ui.filters import View, global_filters
+from ui.pipeline_summary import EXPECTED_LABEL, pipeline_metrics
+from ui.pipeline_summary import pipeline_forecast as summary_forecast
 from ui.report import PageReport, is_empty, no_data
 
 st.set_page_config(page_title="CRM Insights — Forecast", page_icon=":material/trending_up:", layout="wide")
@@ -47,17 +51,28 @@ BACKTEST_DEFINITION = (
     "0.80 / 0.95 means honest intervals. The forecast's intervals are calibrated; their coverage on "
     "held-out folds is stated under the forecast chart."
 )
-COMPONENT_NAMES = {"statistical": "Statistical forecast", "pipeline": "Pipeline", "combined": "Combined"}
+COMPONENT_NAMES = {
+    "statistical": "Statistical forecast",
+    "pipeline": "Expected pipeline, next quarter",
+    "overdue": "Overdue deals (not counted)",
+    "next_quarter": "Next-quarter revenue",
+}
 COMBINED_DEFINITION = (
-    "Next quarter = the next three months from the current one. Statistical: the sum of the forecast's mean "
-    "over those months. Pipeline: expected revenue of open deals expected to close in them. Combined: the "
-    "larger of the two — the pipeline is a floor under the statistical forecast."
+    "Next quarter = the next three months from the current one. Next-quarter revenue = the statistical "
+    "forecast (the sum of its mean over those months). Beside it, not added: the expected value (amount × "
+    "learned win rate) of the open deals expected to close in those months, as a share of the forecast — "
+    "the forecast already carries the new business usually won each quarter, and a deal's amount is its "
+    "contract value, which arrives as revenue over many months, so adding it would count new business twice. "
+    "Overdue deals (expected close before today, still open) are in neither figure: they are shown apart, "
+    "with their count and amount, to be followed up."
 )
 PIPELINE_DEFINITION = (
-    "Open deals × their stage's win probability (learnt from closed deals, the stage table's probability "
-    "as fallback), placed in the month each deal is expected to close from the typical time left in its "
-    "stages."
+    f"{EXPECTED_LABEL}, by the month each deal is expected to close: open deals × the win rate learned for "
+    "their stage from closed deals (the stage table's probability below 30 closed deals), placed in the month "
+    "of their current stage's entry + the typical days from that stage to a win. Overdue: deals whose "
+    "expected close is before today and that are still open — in no month."
 )
+OVERDUE_BAR = "Overdue (before today)"
 
 
 def model_label(name: str) -> str:
@@ -102,7 +117,12 @@ def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
     if not result.reliable:
         fig.add_trace(
             go.Scatter(
-                x=history.index, y=history.values, name="Revenue", mode="lines", line={"color": "#1F2937"}
+                x=history.index,
+                y=history.values,
+                name="Revenue",
+                mode="lines+markers",
+                marker={"size": 4},
+                line={"color": "#1F2937"},
             )
         )
         fig.update_yaxes(
@@ -125,8 +145,15 @@ def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    fig.add_trace(
-        go.Scatter(x=history.index, y=history.values, name="Revenue", mode="lines", line={"color": "#1F2937"})
+    fig.add_trace(  # markers: a click on a month lists its payments (drill-down)
+        go.Scatter(
+            x=history.index,
+            y=history.values,
+            name="Revenue",
+            mode="lines+markers",
+            marker={"size": 4},
+            line={"color": "#1F2937"},
+        )
     )
     # join the forecast to the last actual month so the line is continuous
     joined_x = [history.index[-1], *periods] if len(history) else periods
@@ -178,12 +205,25 @@ def statistical(
     chosen = model_label(result.model) + spec
     st.markdown(f"**Model used:** {chosen}")
     st.info(result.reason or "No reason given.", icon=":material/psychology:")
+    history_view = history_filters(view, full_history)
+
+    def month_payments(point: Point) -> Drill | None:
+        if point.trace != "Revenue" or point.x is None:
+            return None  # the forecast and its intervals have no records yet
+        month = pd.Timestamp(point.x).to_period("M").start_time
+        return Drill(
+            f"Payments in {month:%b %Y}",
+            records("revenue", view, month, filters=history_view, freq="month"),
+            "revenue = the sum of the amounts (refunds negative); largest first",
+        )
+
     if result.reliable:
         report.chart(
             forecast_figure(result),
             result.forecast,
             "Revenue: history and forecast",
             definition=FORECAST_DEFINITION,
+            drill=month_payments,
         )
         st.caption(f":material/verified: {result.intervals}")
     else:
@@ -197,6 +237,7 @@ def statistical(
             history,
             "Revenue: history (no reliable forecast)",
             definition=FORECAST_DEFINITION,
+            drill=month_payments,
         )
 
     st.markdown("**How each model did in the backtest**")
@@ -236,27 +277,45 @@ def statistical(
     return result
 
 
+def pipeline_by_month(pipe: forecasting.PipelineForecast) -> pd.DataFrame:
+    """The chart's bars: the overdue deals first, then the months (bucket, expected_revenue,
+    deals, amount)."""
+    overdue = pd.DataFrame(
+        {"bucket": [OVERDUE_BAR], "expected_revenue": [pipe.overdue_expected], "deals": [pipe.overdue_deals],
+         "amount": [pipe.overdue_amount]}
+    )  # fmt: skip
+    months = pipe.by_month.assign(bucket=[f"{p:%b %Y}" for p in pd.to_datetime(pipe.by_month["period"])])
+    return pd.concat([overdue, months[overdue.columns]], ignore_index=True)
+
+
 def pipeline(view: View) -> forecasting.PipelineForecast:
-    st.subheader("Pipeline-weighted view")
-    pipe = kpi(forecasting.pipeline_forecast, view.filters, months=3)
+    st.subheader("Pipeline: expected value of the open deals")
+    pipe = summary_forecast(view)
+    pipeline_metrics(view)  # the same three figures as on the Sales pipeline page
     left, right = st.columns(2)
     with left:
-        if is_empty(pipe.by_month, ["expected_revenue"]):
+        bars = pipeline_by_month(pipe)
+        if is_empty(bars, ["expected_revenue", "deals"]):
             no_data("No open deals in this selection.")
         else:
             fig = go.Figure(
                 go.Bar(
-                    x=pipe.by_month["period"],
-                    y=pipe.by_month["expected_revenue"],
-                    marker_color=PALETTE[2],
-                    customdata=pipe.by_month[["deals"]],
-                    hovertemplate="%{y:$,.0f} expected from %{customdata[0]:,} deals<extra></extra>",
+                    x=bars["bucket"],
+                    y=bars["expected_revenue"],
+                    marker_color=[NEUTRAL, *[PALETTE[2]] * (len(bars) - 1)],
+                    marker_pattern_shape=["/", *[""] * (len(bars) - 1)],
+                    customdata=bars[["deals", "amount"]],
+                    hovertemplate="%{x}: %{y:$,.0f} expected from %{customdata[0]:,} deals "
+                    "(amount %{customdata[1]:$,.0f})<extra></extra>",
                 )
             )
-            fig.update_yaxes(**axis_format("money"), title_text="expected revenue", automargin=True)
-            fig.update_xaxes(dtick="M1", tickformat="%b %Y")
+            fig.update_yaxes(**axis_format("money"), title_text="expected value", automargin=True)
+            fig.update_xaxes(type="category")
             report.chart(
-                fig, pipe.by_month, "Pipeline: expected revenue by month", definition=PIPELINE_DEFINITION
+                fig,
+                bars,
+                "Expected pipeline by close month",
+                definition=PIPELINE_DEFINITION,
             )
     with right:
         if not is_empty(pipe.by_stage):
@@ -267,7 +326,7 @@ def pipeline(view: View) -> forecasting.PipelineForecast:
 
 
 def next_quarter(result: forecasting.ForecastResult | None, pipe: forecasting.PipelineForecast) -> None:
-    st.subheader("Next quarter, combined")
+    st.subheader("Next quarter")
     if result is None:
         no_data("The combined next-quarter figure needs a revenue forecast.")
         return
@@ -283,6 +342,8 @@ def next_quarter(result: forecasting.ForecastResult | None, pipe: forecasting.Pi
     for card, row in zip(st.columns(len(combined)), combined.itertuples(), strict=True):
         with card, st.container(border=True):
             st.metric(COMPONENT_NAMES.get(str(row.component), str(row.component)), fmt_money(row.amount))
+            if row.component in ("pipeline", "overdue"):
+                st.caption(f"{int(row.deals):,} deal(s)")
             st.caption(str(row.detail))
     fig = go.Figure(
         go.Bar(
@@ -295,7 +356,7 @@ def next_quarter(result: forecasting.ForecastResult | None, pipe: forecasting.Pi
     fig.update_yaxes(**axis_format("money"), automargin=True)
     fig.update_layout(height=340)
     report.chart(
-        fig, combined, "Next quarter: the parts of the combined figure", definition=COMBINED_DEFINITION
+        fig, combined, "Next quarter: the forecast and the pipeline beside it", definition=COMBINED_DEFINITION
     )
 
 

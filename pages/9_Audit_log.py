@@ -38,6 +38,10 @@ ACTIONS = {
     "user_changed": "Account changed",
     "user_removed": "Account removed",
     "password_set": "Password set",
+    "goal_added": "Goal added",
+    "goal_changed": "Goal changed",
+    "goal_removed": "Goal removed",
+    "goals_imported": "Goals imported",
 }
 
 left, right = st.columns([1, 3])

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 import uuid
@@ -115,15 +116,22 @@ def shared_data() -> Callable[[str], Path]:
     return find
 
 
-def write_demo_database(folder: Path, accounts: int, seed: int) -> str:
+#: The day the shared demo databases of the page and browser tests are generated for: their
+#: history ends the day before, so the dashboard opens on the same months whatever the real
+#: date is (its "today" is the data's: ``ui.filters.data_today``), and November 2026 is a
+#: partial month of 17 days.
+DEMO_TODAY = dt.date(2026, 11, 18)
+
+
+def write_demo_database(folder: Path, accounts: int, seed: int, today: dt.date = DEMO_TODAY) -> str:
     """Write a demo DuckDB file into ``folder`` (closed afterwards, so a read-only process
-    can open it) and return its URL."""
+    can open it) for ``today`` and return its URL."""
     from crm_data.demo import generate
 
     url = f"duckdb:///{folder / 'demo.duckdb'}"
     writer = make_engine(url)
     try:
-        generate(writer, accounts=accounts, seed=seed, progress=False)
+        generate(writer, accounts=accounts, seed=seed, today=today, progress=False)
     finally:
         writer.dispose()
     return url

@@ -114,6 +114,7 @@ def test_the_packages_import_from_another_directory(installed: Installed) -> Non
     code = (
         "import crm_data, kpis, forecasting, forecasting.models, charts, ui\n"
         "import crm_data.cli, crm_data.demo, crm_data.importing, kpis.rollups, charts.figures, ui.serve\n"
+        "import delivery.alerts, delivery.channels, delivery.reports, delivery.render, charts.slides\n"
         "from crm_data.engines import default_db_path, is_source_checkout\n"
         "from crm_data.mappings import SHIPPED\n"
         "print(crm_data.__file__)\n"

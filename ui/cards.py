@@ -230,3 +230,27 @@ class CardSpec:
     per_period: bool = True
     kwargs: tuple[tuple[str, Any], ...] = ()
     count: str | None = None
+
+
+def slide_card(key: str, numbers: CardNumbers | str | None, caption: str = "") -> Any:
+    """One Overview card for the PowerPoint slide (``charts.slides.SlideCard``): title, unit
+    and direction from the registry entry ``key``, the numbers ``latest`` gave, or the
+    message of a KPI that failed / is not available."""
+    from charts.slides import SlideCard
+
+    entry = registry_entry(key)
+    title = entry.card_title if entry else key.replace("_", " ").capitalize()
+    unit = entry.unit if entry else "count"
+    better = bool(entry.higher_is_better) if entry else True
+    if not isinstance(numbers, CardNumbers):
+        return SlideCard(title, None, unit, error=numbers or "not available yet")
+    return SlideCard(
+        title,
+        numbers.value,
+        unit,
+        numbers.delta,
+        better,
+        caption,
+        tuple(numbers.sparkline),
+        numbers.low_sample,
+    )

@@ -18,6 +18,17 @@ How the values travel (see ../shared/notes/streamlit-pages.md, measured here):
   drawn); the signed-in user's scope limits the values offered (and so the URL values
   accepted) and is attached to the returned Filters (``Filters.within``): the KPI layer
   applies it to every query, whatever the URL, the session or the filter bar say.
+* the lists narrow each other (``kpis.filters.narrowed_options``): the account lists and
+  the owner list offer only the values found together with what the OTHER lists chose
+  (Region = APAC: APAC's countries, the owners of its accounts and of their deals), from
+  one grouped query (``kpis.filters.dimension_combinations``) cached per database and
+  scope. Products and pipelines are offered in full. A chosen value the others no longer
+  leave is KEPT (a shared link stays as it was) and one caption says that nothing matches
+  them together, rather than dropping it silently.
+* the date range applies at once: a second calendar click reruns the page (a first click
+  alone, a 1-tuple, keeps the last full range); a typed date is applied by Streamlit only
+  when its calendar closes, so ``DATE_TYPING_SCRIPT`` closes it on Enter and after a
+  complete end date.
 """
 
 from __future__ import annotations
@@ -25,12 +36,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+import pandas as pd
 import streamlit as st
 
 from charts.figures import period_text
 from crm_data.engines import database_url
 from kpis.core import as_of, is_partial
-from kpis.filters import Filters
+from kpis.filters import Filters, Scope, dimension_combinations, narrowed_options
 from ui import auth, data
 
 FREQS: dict[str, str] = {"month": "Month", "quarter": "Quarter", "year": "Year"}
@@ -55,6 +67,39 @@ DATE_KEY, FREQ_KEY = "date_range", "freq"
 SEEDED_KEY = "_flt_seeded"
 NOTICES_KEY = "_flt_notices"
 MAX_SHOWN = 60  # characters of a rejected URL value shown back to the user
+
+
+#: Streamlit's date input commits a TYPED date only when its calendar closes (Esc or a click
+#: elsewhere; measured with streamlit 1.67 in chromium: Enter and a complete date do nothing,
+#: while a second calendar click applies at once). This script, constant and installed once
+#: per browser tab, closes the calendar (an Escape key event) on Enter, and 0.7 s after the
+#: last digit of a complete end date, so a typed range applies without a click elsewhere.
+DATE_TYPING_SCRIPT = """<script>
+(() => {
+  if (document.__crmDateTyping) return;
+  document.__crmDateTyping = true;
+  const FIELD = '[data-testid="stSidebar"] [data-testid="stDateInputField"]';
+  let timer = null;
+  const close = (target) => target.dispatchEvent(new KeyboardEvent("keydown",
+    {key: "Escape", code: "Escape", keyCode: 27, bubbles: true, cancelable: true}));
+  const segments = (field) => Array.from(field.querySelectorAll('[role="spinbutton"]'));
+  document.addEventListener("keydown", (event) => {
+    const field = event.target.closest ? event.target.closest(FIELD) : null;
+    if (!field) return;
+    clearTimeout(timer);
+    if (event.key === "Enter") close(event.target);
+  }, true);
+  document.addEventListener("keyup", (event) => {
+    const field = event.target.closest ? event.target.closest(FIELD) : null;
+    if (!field || !/^[0-9]$/.test(event.key)) return;
+    const parts = segments(field);
+    const complete = parts.length > 0 && parts.every((p) => p.getAttribute("aria-valuenow") !== null);
+    if (event.target !== parts[parts.length - 1] || !complete) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => close(event.target), 700);
+  }, true);
+})();
+</script>"""
 
 
 def _store(name: str) -> str:
@@ -90,6 +135,25 @@ class View:
         if f.scope.restricted:
             parts.append(f"within {f.scope.describe()}")
         return " · ".join(parts)
+
+    def file_tag(self) -> str:
+        """The active filters for a file name, as ``describe()`` says them in words:
+        ``2025-12-01_2026-11-30_segment-enterprise`` — first and last day, then each
+        dimension that is set (its URL name and values, slugged; ``charts.export.file_name``
+        caps the length), then ``scoped`` when the user's scope limits the data."""
+        from charts.export import slug
+
+        f = self.filters
+        last = f.end - dt.timedelta(days=1)
+        parts = [f"{f.start:%Y-%m-%d}", f"{last:%Y-%m-%d}"]
+        for name, param, _label in DIMENSIONS:
+            values = getattr(f, name)
+            if values:
+                names = self.labels.get(name, {})
+                parts.append(slug(" ".join([param, *(names.get(v, v) for v in values)])))
+        if f.scope.restricted:
+            parts.append("scoped")
+        return "_".join(parts)
 
     def period_label(self, period: object) -> str:
         """``2026-04-01`` -> "Apr 2026" / "Q2 2026" / "2026" for this view's period."""
@@ -210,6 +274,27 @@ def _seed_from_url(
     return notices
 
 
+def kept_note(conflicts: list[str]) -> str:
+    """The caption under the lists when chosen values exclude each other: ``conflicts`` are
+    "region APAC", "country France" (the values no account of the other lists has)."""
+    return (
+        f":orange[:material/warning: No account matches {' with '.join(conflicts)}: kept as chosen, so "
+        "nothing is counted — remove or change one of them.]"
+    )
+
+
+@st.cache_data(ttl=data.CACHE_TTL, show_spinner=False)
+def _combinations(url: str, scope: Scope) -> pd.DataFrame:
+    return dimension_combinations(data.engine(), scope)
+
+
+def combinations(url: str, scope: Scope) -> pd.DataFrame:
+    """``kpis.filters.dimension_combinations`` of the database at ``url``, cached per
+    database and scope like the option lists."""
+    with data._friendly_database_errors():
+        return _combinations(url, scope)
+
+
 def _reset() -> None:
     ss = st.session_state
     for key in [k for k in ss if str(k).startswith("_flt_")]:
@@ -296,6 +381,7 @@ def global_filters() -> View:
         format="YYYY-MM-DD",
         help="Inclusive days, in UTC. Default: the last 12 full months and the current month.",
     )
+    sidebar.html(DATE_TYPING_SCRIPT, unsafe_allow_javascript=True)  # typed dates apply at once
     if isinstance(picked, tuple | list) and len(picked) == 2 and picked[0] and picked[1]:
         start, last = picked[0], picked[1]
     else:
@@ -308,24 +394,38 @@ def global_filters() -> View:
     freq = sidebar.radio("Period", list(FREQS), format_func=FREQS.__getitem__, key=FREQ_KEY, horizontal=True)
     ss[_store("freq")] = freq
 
+    # The lists narrow each other (Region = APAC offers only APAC's countries and owners): the
+    # values every list holds now come first, then each list offers what the others leave.
+    current = {
+        name: [v for v in ss.get(param, ss.get(_store(name), [])) if v in known.get(name, [])]
+        for name, param, _label in DIMENSIONS
+    }
+    offered = narrowed_options(known, combinations(url, user.scope), current)
     chosen: dict[str, list[str]] = {}
+    conflicts: list[str] = []
     for name, param, label in DIMENSIONS:
         options = known.get(name, [])
         if name in ONLY_WITH_CHOICE and len(options) < 2:
             ss[_store(name)] = chosen[name] = []
             continue
-        ss[param] = [v for v in ss.get(param, ss.get(_store(name), [])) if v in options]
+        # a chosen value the other lists no longer leave is kept (the link stays as shared) and said
+        kept = [v for v in current[name] if v not in offered.get(name, options)]
+        ss[param] = current[name]
         names = labels.get(name, {})
         values = sidebar.multiselect(
             label,
-            options,
+            offered.get(name, options) + kept,
             key=param,
             placeholder="All",
             format_func=(lambda v, names=names: names.get(v, v)),
         )
+        if kept:
+            conflicts.append(f"{label.lower()} " + ", ".join(_shown(names.get(v, v)) for v in kept))
         ss[_store(name)] = list(values)
         chosen[name] = list(values)
 
+    if conflicts:
+        sidebar.caption(kept_note(conflicts))
     sidebar.button("Reset filters", on_click=_reset, icon=":material/restart_alt:")
     sidebar.caption("The address bar keeps these filters: copy it to share exactly this view.")
 

@@ -43,13 +43,20 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("pages/4_Customer_feedback.py", "Customer feedback", ":material/reviews:"),
     PageEntry("pages/5_Marketing_and_retention_cost.py", "Marketing & retention cost", ":material/campaign:"),
     PageEntry("pages/6_Forecast.py", "Forecast", ":material/trending_up:"),
+    PageEntry("pages/10_Goals.py", "Goals", ":material/flag:"),
     PageEntry("pages/7_Data_quality.py", "Data quality", ":material/rule:"),
     PageEntry("pages/8_Import.py", "Import", ":material/upload:"),
     PageEntry("pages/9_Audit_log.py", "Audit log", ":material/policy:"),
+    PageEntry("pages/11_Alerts.py", "Alerts", ":material/notifications:"),
+    PageEntry("pages/12_Reports.py", "Reports", ":material/schedule_send:"),
 )
 
 #: The role a page needs (the page itself refuses lower roles: ``ui.auth.require``).
-PAGE_ROLES: dict[str, str] = {"pages/8_Import.py": "admin", "pages/9_Audit_log.py": "admin"}
+PAGE_ROLES: dict[str, str] = {
+    "pages/8_Import.py": "admin",
+    "pages/9_Audit_log.py": "admin",
+    "pages/12_Reports.py": "analyst",
+}
 
 
 def label_from_file(script: str) -> str:

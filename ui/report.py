@@ -8,20 +8,32 @@ filters; then
   "Export" popover: PNG / SVG / PDF (needs Chromium; without it a note says what to
   install), interactive HTML, and the chart's data as CSV / XLSX (the XLSX carries the
   definition and the active filters). Every file is built only when its button is
-  clicked (``st.download_button`` with a callable).
+  clicked (``st.download_button`` with a callable). Every file carries its context: the
+  images and the HTML show ``view.describe()`` as a subtitle (``charts.export.with_context``;
+  the on-screen chart is unchanged) and every file name ends in ``view.file_tag()``
+  (``churn-rate-per-month_2025-12-01_2026-11-30_segment-enterprise.png``).
   A chart over periods (``charts.figures.period_axis``) gets its partial period marked
   (``charts.figures.mark_periods``: dotted / open / hatched, "Dec 2026 (to 6 Dec)"), a
   caption saying so, and in its hover the change on the previous complete period and on
   the same period last year (last year's numbers: the same ``ui.data.kpi`` call for the
   range a year earlier, cut at the same day). Its CSV / XLSX carry a ``partial`` column.
+* A chart whose KPI cannot honour an active filter (web traffic and social media have no
+  account, tickets no pipeline: ``ui.filter_scope``, from ``kpis.registry.READS``) gets a
+  caption "Not filtered by: Segment (web traffic has no account)"; its XLSX metadata and
+  the page PDF say the same.
 * ``report.table(df, title)`` draws a table with a CSV download (drill-downs); its numbers
   are formatted by column name (``column_config``: rates as %, money, days, counts).
   ``records=True`` marks record-level rows (accounts, deals, comments): only analysts and
   admins get them; a viewer gets a note instead and the rows never leave the server.
 * Every download is written to the audit log when it is built (who, the file, the page,
   the chart or table, the active filters and scope).
-* ``report.finish()`` offers the whole page as one PDF: every chart, its definition, the
-  active filters.
+* ``report.finish()`` offers the whole page as one PDF (every chart, its definition, the
+  active filters, repeated in a running header on every printed page) and as a PowerPoint
+  deck (``charts.slides.page_deck``).
+* ``overview_download(view, cards)``: the Overview's cards as one PowerPoint slide.
+* A headless run (``delivery.render``, scheduled reports) puts a token under
+  ``CAPTURE_KEY`` in the session; the page's ``PageReport`` (the Overview's cards) is then
+  kept in ``CAPTURED`` under it for the run to collect.
 
 ``no_data(message)`` is the friendly empty state for a selection without data.
 
@@ -36,6 +48,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +60,7 @@ from charts import figures
 from charts.export import ReportItem
 from charts.theme import CURRENCY, column_unit
 from kpis.core import naive_timestamps
+from ui import filter_scope
 from ui.cards import definition_card, definition_text
 
 logger = logging.getLogger(__name__)
@@ -149,6 +163,12 @@ def warm_export_server() -> threading.Thread | None:
         return _warmup_thread
 
 
+#: Session key naming a headless run (``delivery.render``): the page's ``PageReport`` is
+#: then kept in :data:`CAPTURED` under that token, so the run's charts can be collected.
+CAPTURE_KEY = "_report_capture"
+CAPTURED: dict[str, Any] = {}
+
+
 class PageReport:
     """Collects a page's charts so each can be exported alone and all together as one PDF."""
 
@@ -158,6 +178,10 @@ class PageReport:
         self.user = getattr(view, "user", None)
         self.items: list[ReportItem] = []
         self._keys: dict[str, int] = {}
+        self._not_filtered: dict[str, str] = {}  # chart title -> "Not filtered by: …"
+        token = st.session_state.get(CAPTURE_KEY)
+        if token:
+            CAPTURED[str(token)] = self
         st.title(title)
         st.caption(caption or f":material/filter_alt: {view.describe()}")
 
@@ -168,7 +192,10 @@ class PageReport:
         return f"{_slug(self.title)}-{base}" + (f"-{n}" if n else "")
 
     def _meta(self, title: str, definition: str) -> dict[str, str]:
-        return {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
+        meta = {"Page": self.title, "Chart": title, "Definition": definition, "Filters": self.view.describe()}
+        if title in self._not_filtered:  # an active filter this chart's KPI cannot honour
+            meta["Not filtered by"] = self._not_filtered[title].removeprefix(filter_scope.PREFIX)
+        return meta
 
     def _audited(self, build: Callable[[], bytes], file_name: str, what: str) -> Callable[[], bytes]:
         """``build`` that first writes who exported what to the audit log. The user is taken
@@ -194,17 +221,32 @@ class PageReport:
         title: str,
         kpi_key: str | None = None,
         definition: str | None = None,
+        drill: Callable[[Any], Any] | None = None,
     ) -> None:
-        """Draw ``fig`` under ``title`` with its definition card and export buttons."""
+        """Draw ``fig`` under ``title`` with its definition card and export buttons; with
+        ``drill`` (``ui.drilldown``: a selected point -> its records) a click on a point or
+        bar lists the records behind it under the chart."""
         key = self._key(title)
         text = definition_text(kpi_key, definition)
+        not_filtered = filter_scope.chart_note(self.view, kpi_key, data)  # active filters it ignores
+        if not_filtered:
+            self._not_filtered[title] = not_filtered
         if not fig.layout.title.text:
             fig.update_layout(title_text=title)
         partial: list[pd.Timestamp] = []
         if figures.period_freq(fig) == getattr(self.view, "freq", None):
             partial = figures.mark_periods(fig, self.view.cut, self._last_year(fig, data))
             data = self._with_partial(data)
-        st.plotly_chart(fig, theme=None, key=f"chart-{key}", config={"displaylogo": False})
+        if kpi_key:  # a dashed target line where the KPI has goals for this view (ui/goals.py)
+            from ui.goals import add_target_line
+
+            add_target_line(fig, data, kpi_key, self.view)
+        selectable = {"on_select": "rerun", "selection_mode": ("points",)} if drill else {}
+        event = st.plotly_chart(
+            fig, theme=None, key=f"chart-{key}", config={"displaylogo": False}, **selectable
+        )
+        if not_filtered:
+            st.caption(f":material/filter_alt_off: {not_filtered}")
         # the Export column stays wide enough for its button in half-width charts too
         left, right = st.columns([3, 1], vertical_alignment="top")
         with left:
@@ -216,7 +258,11 @@ class PageReport:
             self._export_popover(fig, data, title, text, key, self._partial_note(partial))
         if partial:
             st.caption(f":material/hourglass_top: {self._partial_note(partial)}")
-        self.items.append(ReportItem(title, fig, text, data))
+        if drill is not None:
+            from ui import drilldown
+
+            drilldown.show(self, fig, data, event, drill, key)
+        self.items.append(ReportItem(title, fig, f"{text} {not_filtered}." if not_filtered else text, data))
 
     def _partial_note(self, partial: list[pd.Timestamp]) -> str | None:
         """What the chart's partial periods mean, for the caption and the XLSX About sheet."""
@@ -247,6 +293,9 @@ class PageReport:
             return {}
         year = pd.DateOffset(years=1)
         filters = self.view.filters
+        source = filter_scope.source_function(data)
+        if source is not None:  # only the filters that KPI honours, as the page passed them
+            filters = filter_scope.honoured_filters(filters, source)
         start = (pd.Timestamp(filters.start) - year).date()
         end = (pd.Timestamp(self.view.cut) - year).date()
         if end <= start:
@@ -291,49 +340,58 @@ class PageReport:
         note: str | None = None,
     ) -> None:
         export = _export()
-        stem = _slug(title)
+        context, tag = self.view.describe(), self._file_tag()  # filters in the image and the file name
         with st.popover("Export", icon=":material/download:", key=f"export-{key}"):
             if export.chromium_available():
                 for fmt in export.IMAGE_FORMATS:
+                    name = export.file_name(title, tag, fmt)
                     _download(
                         fmt.upper(),
                         self._audited(
-                            (lambda fmt=fmt: export.figure_bytes(fig, fmt)), f"{stem}.{fmt}", title
+                            (lambda fmt=fmt: export.figure_bytes(fig, fmt, context=context)), name, title
                         ),
-                        f"{stem}.{fmt}",
+                        name,
                         export.MIME_TYPES[fmt],
                         f"{key}-{fmt}",
                     )
             else:
                 st.caption(export.MISSING_CHROMIUM_HELP)
+            name = export.file_name(title, tag, "html")
             _download(
                 "HTML (interactive)",
-                self._audited(lambda: export.figure_html(fig, title=title), f"{stem}.html", title),
-                f"{stem}.html",
+                self._audited(
+                    lambda: export.figure_html(export.with_context(fig, context), title=title), name, title
+                ),
+                name,
                 export.MIME_TYPES["html"],
                 f"{key}-html",
             )
             if data is not None:
                 frame = data.copy()
+                name = export.file_name(title, tag, "csv")
                 _download(
                     "CSV (data)",
-                    self._audited(lambda: export.frame_csv(frame), f"{stem}.csv", title),
-                    f"{stem}.csv",
+                    self._audited(lambda: export.frame_csv(frame), name, title),
+                    name,
                     export.MIME_TYPES["csv"],
                     f"{key}-csv",
                 )
                 meta = self._meta(title, text)
                 if note:
                     meta["Partial period"] = note
+                name = export.file_name(title, tag, "xlsx")
                 _download(
                     "XLSX (data)",
-                    self._audited(
-                        lambda: export.frame_xlsx({title[:31]: frame}, meta), f"{stem}.xlsx", title
-                    ),
-                    f"{stem}.xlsx",
+                    self._audited(lambda: export.frame_xlsx({title[:31]: frame}, meta), name, title),
+                    name,
                     export.MIME_TYPES["xlsx"],
                     f"{key}-xlsx",
                 )
+
+    def _file_tag(self) -> str | None:
+        """The view's filters for file names (``View.file_tag``); None for a view without one."""
+        tag = getattr(self.view, "file_tag", None)
+        return tag() if callable(tag) else None
 
     def may_see_records(self) -> bool:
         """True for analysts and admins (and the anonymous laptop user): record-level rows."""
@@ -347,9 +405,11 @@ class PageReport:
         height: int | str = "auto",
         caption: str | None = None,
         records: bool = False,
+        xlsx: bool = False,
     ) -> None:
-        """Draw ``df`` under ``title`` with a CSV download of exactly these rows
-        (``records``: record-level rows, for analysts and admins only)."""
+        """Draw ``df`` under ``title`` with a CSV download of exactly these rows, and with
+        ``xlsx`` an XLSX one carrying the page, table and filters (``records``:
+        record-level rows, for analysts and admins only)."""
         key = self._key(title)
         st.markdown(f"**{title}**")
         if records and not self.may_see_records():
@@ -363,36 +423,126 @@ class PageReport:
         st.dataframe(df, hide_index=True, height=height, key=f"table-{key}", column_config=column_config(df))
         export = _export()
         frame = df.copy()
+        name = export.file_name(title, self._file_tag(), "csv")
         _download(
             f"Download CSV ({len(frame):,} rows)",
-            self._audited(lambda: export.frame_csv(frame), f"{_slug(title)}.csv", title),
-            f"{_slug(title)}.csv",
+            self._audited(lambda: export.frame_csv(frame), name, title),
+            name,
             export.MIME_TYPES["csv"],
             f"{key}-table-csv",
         )
+        if xlsx:
+            meta = {"Page": self.title, "Table": title, "Filters": self.view.describe()}
+            _download(
+                f"Download XLSX ({len(frame):,} rows)",
+                self._audited(
+                    lambda: export.frame_xlsx({title[:31]: frame}, meta), f"{_slug(title)}.xlsx", title
+                ),
+                f"{_slug(title)}.xlsx",
+                export.MIME_TYPES["xlsx"],
+                f"{key}-table-xlsx",
+            )
 
     def finish(self) -> None:
-        """The whole page as one PDF: every chart, its definition and the active filters."""
+        """The whole page as one PDF (every chart, its definition and the active filters)
+        and as a PowerPoint deck (``charts.slides.page_deck``: native charts, notes, appendix)."""
         if not self.items:
             return
         st.divider()
         export = _export()
         if not export.chromium_available():
             st.caption(f"Whole-page PDF: {export.MISSING_CHROMIUM_HELP}")
+            self._slides_download()
             return
         items = list(self.items)
+        name = export.file_name(self.title, self._file_tag(), "pdf")
         _download(
             f"Download this page as PDF ({len(items)} chart{'s' if len(items) != 1 else ''})",
             self._audited(
-                lambda: export.page_pdf(self.title, self.view.describe(), items),
-                f"{_slug(self.title)}.pdf",
-                "whole page",
+                lambda: export.page_pdf(self.title, self.view.describe(), items), name, "whole page"
             ),
-            f"{_slug(self.title)}.pdf",
+            name,
             export.MIME_TYPES["pdf"],
             f"{_slug(self.title)}-page-pdf",
             primary=True,
         )
+        self._slides_download()
+
+    def _slides_download(self) -> None:
+        """ "Download this page as PowerPoint": built when clicked, written to the audit log."""
+        from charts import slides
+
+        items, context, source = list(self.items), self.view.describe(), data_source_text()
+        _download(
+            f"Download this page as PowerPoint ({len(items)} chart{'s' if len(items) != 1 else ''})",
+            self._audited(
+                lambda: slides.page_deck(self.title, context, items, source=source),
+                f"{_slug(self.title)}.pptx",
+                "whole page (slides)",
+            ),
+            f"{_slug(self.title)}.pptx",
+            slides.MIME_TYPE,
+            f"{_slug(self.title)}-page-pptx",
+        )
+
+
+def data_source_text(url: str | None = None) -> str:
+    """Where a page's numbers come from, for slide notes: the database kind and name (no
+    host, path or password: the deck travels by e-mail)."""
+    import sqlalchemy as sa
+
+    from ui import data as ui_data
+
+    try:
+        parsed = sa.make_url(url or ui_data.database_url())
+    except Exception:  # a URL the page could read but this cannot parse: say less, not nothing
+        return "CRM Insights database"
+    name = os.path.basename(parsed.database or "") or "default database"
+    return f"CRM Insights database ({parsed.get_backend_name()}: {name}); KPIs from the kpis package"
+
+
+@dataclass(frozen=True)
+class OverviewCards:
+    """What a headless run of the Overview collects: its cards (``charts.slides.SlideCard``)."""
+
+    title: str
+    view: Any
+    cards: list[Any]
+
+
+def overview_download(view: Any, cards: list[Any]) -> None:
+    """The Overview as one PowerPoint slide of cards (``cards``: ``charts.slides.SlideCard``),
+    built when clicked and written to the audit log."""
+    from charts import slides
+
+    user = getattr(view, "user", None)
+    name = getattr(user, "name", None) or "anonymous"
+    context = view.describe()
+    token = st.session_state.get(CAPTURE_KEY)
+    if token:  # a headless run (delivery.render) collects the cards
+        CAPTURED[str(token)] = OverviewCards("Overview", view, list(cards))
+
+    def build() -> bytes:
+        from ui import auth
+
+        try:
+            auth.store().record(
+                name,
+                "export",
+                "overview.pptx",
+                {"page": "Overview", "what": "cards slide", "filters": context},
+            )
+        except Exception as error:  # the download goes ahead; the failure is logged
+            logger.warning("Could not write the export of overview.pptx to the audit log: %s", error)
+        return slides.overview_deck(context, cards)
+
+    _download(
+        "Download the Overview as PowerPoint (one slide)",
+        build,
+        "overview.pptx",
+        slides.MIME_TYPE,
+        "overview-pptx",
+    )
 
 
 def match_series(

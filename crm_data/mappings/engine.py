@@ -103,7 +103,7 @@ if TYPE_CHECKING:
 BLOCK_KEYS = frozenset(
     {
         "table", "from", "columns", "rows", "where", "where_not", "unpivot", "group_by", "drop_rows_without",
-        "stub", "skipped", "mixed",
+        "stub", "skipped",
     }
 )  # fmt: skip
 FILE_KEYS = frozenset({"patterns", "header", "encodings", "delimiter", "required", "description"})
@@ -144,8 +144,6 @@ class TableBlock:
     stub: str | None = None
     #: Warning counting the source rows ``where`` / ``where_not`` left out.
     skipped: str | None = None
-    #: ``{column, warning, unless_mapped}``: warn when the column holds several values.
-    mixed: dict[str, str] | None = None
 
 
 @dataclass
@@ -456,8 +454,6 @@ class Mapping:
         src = _filter_rows(src, block.where_not, keep=False, where=source.path, report=report)
         if block.skipped and len(src) < len(before):
             _report_skipped(block, before, src, source.path, report)
-        if block.mixed:
-            _report_mixed(block, src, source.path, report)
         if block.unpivot:
             if block.unpivot.get("absent") and not _unpivot_columns(src, block.unpivot):
                 report.warn(source.path, f"{len(src):,d} {block.unpivot['absent']}")
@@ -551,11 +547,6 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
             raise MappingError(f"{where} unpivot: give columns (a regex), name and value")
     if "stub" in raw and (not isinstance(raw["stub"], str) or len(table.primary_key.columns) != 1):
         raise MappingError(f"{where}: stub is the text of its warning, for a table with a one-column key")
-    mixed = raw.get("mixed")
-    if mixed is not None:
-        check_keys(mixed, {"column", "warning", "unless_mapped"}, f"{where} mixed")
-        if "column" not in mixed or "{values}" not in str(mixed.get("warning", "")):
-            raise MappingError(f'{where} mixed: give column and warning (a text with "{{values}}")')
     return TableBlock(
         table=table_name,
         source=source,
@@ -568,7 +559,6 @@ def _parse_block(index: int, raw: dict[str, Any], files: dict[str, FileSpec]) ->
         label=where,
         stub=raw.get("stub"),
         skipped=raw.get("skipped"),
-        mixed=mixed,
     )
 
 
@@ -720,21 +710,6 @@ def _report_skipped(
         for i in range(min(len(dropped), 3))
     ]
     report.warn(path, f"{len(dropped):,d} {block.skipped}", examples=examples, count=len(dropped))
-
-
-def _report_mixed(block: TableBlock, src: pd.DataFrame, path: Path, report: ReadReport) -> None:
-    spec = block.mixed or {}
-    if spec.get("unless_mapped") in block.columns:
-        return
-    column = resolve_column(src.columns, spec["column"])
-    if column is None:
-        return
-    values = src[column].dropna().map(lambda v: str(v).strip()).loc[lambda v: v != ""]
-    counts = values.value_counts()
-    if len(counts) < 2:
-        return
-    listed = " and ".join(f"{value} ({count:,d} rows)" for value, count in sorted(counts.items()))
-    report.warn(path, str(spec["warning"]).format(values=listed), column=column, count=int(counts.sum()))
 
 
 def _resolve_stubs(

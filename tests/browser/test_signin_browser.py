@@ -17,6 +17,7 @@ from crm_data.engines import make_engine
 from kpis.filters import Filters, Scope, data_date_range
 from tests.browser.conftest import SIGNIN_PASSWORD, SIGNIN_USERS, SSO_PASSWORD
 from tests.browser.test_dashboard_browser import SIDEBAR, wait_for_app
+from tests.conftest import DEMO_TODAY
 from ui.filters import default_range
 
 pytestmark = pytest.mark.browser
@@ -46,8 +47,8 @@ def expected_card(engine: sa.Engine, regions: list[str]) -> str:
     start, end = default_range(data_date_range(engine))
     filters = Filters(start, end).within(Scope(regions=tuple(regions)))
     frame = kpis.churn_rate(engine, filters, "month")
-    today = pd.Timestamp.now(tz="UTC").date()
-    month = pd.Timestamp(min(filters.end, today.replace(day=1))) - pd.DateOffset(months=1)
+    # the card's month: the last one complete by the data's today (DEMO_TODAY, any real date)
+    month = pd.Timestamp(min(filters.end, DEMO_TODAY.replace(day=1))) - pd.DateOffset(months=1)
     return fmt_value(frame.loc[frame["period"] == month, "churn_rate"].iloc[0], "ratio")
 
 

@@ -6,6 +6,7 @@ Image tests need Debian's chromium: they skip without it on a user's machine and
 from __future__ import annotations
 
 import csv
+import html
 import io
 import os
 import re
@@ -458,7 +459,10 @@ def test_data_quality_page_download_csv_is_neutralised(tmp_path, monkeypatch):
         page = Path(__file__).resolve().parents[2] / "pages" / "7_Data_quality.py"
         at = AppTest.from_file(str(page), default_timeout=120).run()
         assert not at.exception, at.exception
-        build = recorded["accounts-without-owner.csv"]
+        # the file name carries the date range after the stem (charts.export.file_name)
+        build = next(
+            v for k, v in recorded.items() if k.startswith("accounts-without-owner_") and k.endswith(".csv")
+        )
         data = build()  # what a click on "Download CSV" sends
     finally:
         st.cache_data.clear()
@@ -467,3 +471,106 @@ def test_data_quality_page_download_csv_is_neutralised(tmp_path, monkeypatch):
     rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
     by_id = {row["account_id"]: row["name"] for row in rows}
     assert by_id == {f"A{index}": _expected_text(name) for index, name in enumerate(names)}
+
+
+# --- exports carry their context (issue 14, point 8) ---------------------------------------
+
+CONTEXT = "01 Dec 2025 – 30 Nov 2026 · per month · Segment: Enterprise · Company size: 1-10"
+
+
+def test_the_context_is_a_subtitle_in_the_svg_and_the_screen_figure_is_unchanged(needs_chromium, fcr_figure):
+    before = fcr_figure.to_dict()
+    svg = export.figure_bytes(fcr_figure, "svg", context=CONTEXT).decode("utf-8")
+    texts = " ".join(t.text or "" for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text"))
+    assert "Segment: Enterprise" in texts and "01 Dec 2025 – 30 Nov 2026" in texts
+    assert "First-contact resolution" in texts
+    assert fcr_figure.to_dict() == before  # the on-screen figure keeps its look
+    plain = export.figure_bytes(fcr_figure, "svg").decode("utf-8")
+    assert "Segment: Enterprise" not in plain
+
+
+def test_a_long_context_is_wrapped_and_escaped():
+    fig = go.Figure(go.Bar(x=["a"], y=[1]))
+    context = "Country: " + ", ".join(f"<Land {i}>" for i in range(40))
+    out = export.with_context(fig, context)
+    subtitle = out.layout.title.subtitle.text
+    lines = [html.unescape(line) for line in subtitle.split("<br>")]
+    assert len(lines) >= 3 and all(len(line) <= export.CONTEXT_LINE_CHARACTERS for line in lines)
+    assert " ".join(lines) == context
+    assert "&lt;Land 0&gt;" in subtitle and "<Land" not in subtitle
+    assert out.layout.margin.t >= 60 + 3 * (export.CONTEXT_FONT_SIZE + 5)
+    assert fig.layout.title.subtitle.text is None
+
+
+def test_file_names_carry_the_filters_slugged_and_length_capped():
+    tag = "2025-12-01_2026-11-30_segment-enterprise"
+    assert (
+        export.file_name("Churn rate", tag, "png")
+        == "churn-rate_2025-12-01_2026-11-30_segment-enterprise.png"
+    )
+    assert export.file_name("Churn rate per month", None, "csv") == "churn-rate-per-month.csv"
+    # accents, spaces and odd characters in the title or the tag are slugged
+    assert export.file_name("NPS — Perú / Chile", "2026-01-01_2026-01-31_country-Perú & Co", "xlsx") == (
+        "nps-peru-chile_2026-01-01_2026-01-31_country-peru-co.xlsx"
+    )
+    long_a = "2025-12-01_2026-11-30_country-" + "-".join(f"land{i}" for i in range(80))
+    long_b = long_a + "-one-more"
+    name_a, name_b = (
+        export.file_name("Churn rate", long_a, "png"),
+        export.file_name("Churn rate", long_b, "png"),
+    )
+    assert len(name_a) == export.MAX_FILE_STEM + len(".png")
+    assert name_a.startswith("churn-rate_2025-12-01_2026-11-30_country-land0-")
+    assert name_a != name_b  # the hash keeps two long names apart
+    assert re.fullmatch(r"[a-z0-9_.-]+", name_a)
+
+
+def _pdf_page_texts(pdf: bytes, tmp_path: Path) -> list[str]:
+    import shutil
+    import subprocess
+
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    path = tmp_path / "page.pdf"
+    path.write_bytes(pdf)
+    pages = pdf_page_count(pdf)
+    return [
+        subprocess.run(
+            ["pdftotext", "-f", str(n), "-l", str(n), str(path), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for n in range(1, pages + 1)
+    ]
+
+
+def test_page_pdf_repeats_title_and_filters_on_every_page(needs_chromium, fcr_figure, tmp_path):
+    bar = go.Figure(go.Bar(x=["billing", "defect"], y=[14, 9]))
+    items = [("FCR trend", fcr_figure, "def one"), ("Tickets", bar, "def two"), ("Tickets again", bar, "")]
+    pdf = export.page_pdf("Service", CONTEXT, items)
+    texts = _pdf_page_texts(pdf, tmp_path)
+    assert len(texts) == 3
+    for number, text in enumerate(texts, start=1):
+        flat = " ".join(text.split())
+        assert "Segment: Enterprise · Company size: 1-10" in flat, number
+        assert "01 Dec 2025 – 30 Nov 2026" in flat, number
+        assert f"page {number} of 3" in flat, number
+
+
+def test_the_view_file_tag_names_range_and_filters_as_describe_does():
+    from kpis.filters import Filters, Scope
+    from ui.filters import View
+
+    # values in the Filters' own (sorted) order, owners by name as describe() shows them
+    view = View(
+        Filters("2025-12-01", "2026-12-01", segments=("Enterprise",), owners=("U013", "U002")),
+        labels={"owners": {"U013": "Ana López", "U002": "Bo Li"}},
+    )
+    assert view.file_tag() == "2025-12-01_2026-11-30_segment-enterprise_owner-bo-li-ana-lopez"
+    assert export.file_name("Churn rate", view.file_tag(), "png") == (
+        "churn-rate_2025-12-01_2026-11-30_segment-enterprise_owner-bo-li-ana-lopez.png"
+    )
+    assert View(Filters("2026-01-01", "2026-02-01")).file_tag() == "2026-01-01_2026-01-31"
+    scoped = View(Filters("2026-01-01", "2026-02-01").within(Scope(regions=("EMEA",))))
+    assert scoped.file_tag() == "2026-01-01_2026-01-31_scoped"

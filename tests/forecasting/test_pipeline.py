@@ -23,18 +23,28 @@ Median days from (last) entry to close among won deals:
 * Negotiation: no won deal passed through it -> median sales cycle = created -> closed of
   won deals = 30..48 days -> 39.
 
-Open deals (amount; current stage entered; + median days = expected close; month):
+Open deals (amount; current stage entered; + median days = expected close; bucket).
+"Today" is 2026-11-30 (TODAY's date, 00:00): an expected close before it is OVERDUE (in
+no month); the first month runs from today to 2026-12-01:
 * O1 1000, Lead 2026-11-01 + 39 d = 2026-12-10 -> Dec; 1000 × 0.25 = 250
-* O2 2000, Lead 10-01 then Qualified 10-20 + 29 d = 11-18 -> Nov; 2000 × 0.3 = 600
-* O3 4000, Proposal 2026-09-01 + 19 d = 09-20: already past -> Nov; 4000 × 0.6 = 2400
+* O2 2000, Lead 10-01 then Qualified 10-20 + 29 d = 11-18 -> overdue; 2000 × 0.3 = 600
+* O3 4000, Proposal 2026-09-01 + 19 d = 09-20 -> overdue; 4000 × 0.6 = 2400
 * O4 3000, Lead 10-01, Proposal 10-15, Qualified 11-01, Proposal again 11-10 (latest)
-  + 19 d = 11-29 -> Nov; 3000 × 0.6 = 1800
+  + 19 d = 11-29 -> overdue (the day before today); 3000 × 0.6 = 1800
 * O5 5000, Negotiation 11-20 + 39 d = 12-29 -> Dec; 5000 × 0.8 = 4000 (account A2, Enterprise)
 * O6  500, no history: Lead since creation 11-14 + 39 d = 12-23 -> Dec; 500 × 0.25 = 125
 * O7 no amount, Lead 11-14 + 39 d = 12-23 -> Dec; counts 0
 * O8 1000, Negotiation 11-28 + 39 d = 2027-01-06 -> Jan; 1000 × 0.8 = 800
-By month: Nov = 600 + 2400 + 1800 = 4800 (3 deals); Dec = 250 + 4000 + 125 + 0 = 4375
-(4 deals); Jan = 800 (1 deal). Total 9975.
+* O9  700, Proposal 11-11 + 19 d = 11-30 00:00 = today: not overdue -> Nov; 700 × 0.6 = 420
+By month: Nov = 420 (1 deal, amount 700); Dec = 250 + 4000 + 125 + 0 = 4375 (4 deals,
+amount 6500); Jan = 800 (1 deal, amount 1000). Overdue: O2 + O3 + O4 = 3 deals, amount
+9000, expected 600 + 2400 + 1800 = 4800. Expected pipeline (learned win rates, every open
+deal) = 420 + 4375 + 800 + 4800 = 10395.
+
+The weighted pipeline (``kpis.weighted_pipeline``, the stage table's probabilities) of the
+same deals: Lead 1000 × 0.1 = 100 (O6 has no history: "(no stage)", no probability);
+Qualified 2000 × 0.3 = 600; Proposal (4000 + 3000 + 700) × 0.6 = 4620; Negotiation
+(5000 + 1000) × 0.8 = 4800 -> 10120: the other name, the other number.
 """
 
 from __future__ import annotations
@@ -128,6 +138,7 @@ def fixture_rows() -> dict[str, list[dict[str, object]]]:
         ("O6", "A1", 500.0, "2026-11-14", []),
         ("O7", "A1", None, "2026-11-14", [("Lead", "2026-11-14")]),
         ("O8", "A1", 1000.0, "2026-11-02", [("Lead", "2026-11-02"), ("Negotiation", "2026-11-28")]),
+        ("O9", "A1", 700.0, "2026-11-01", [("Lead", "2026-11-01"), ("Proposal", "2026-11-11")]),
     ]
     for deal_id, account, amount, created, stages_entered in open_deals:
         deals.append(
@@ -158,25 +169,29 @@ def test_pipeline_by_month_and_stage(engine: sa.Engine) -> None:
     by_month = pipe.by_month
     assert list(by_month.columns) == ["period", "expected_revenue", "deals", "amount"]
     assert [p.strftime("%Y-%m") for p in by_month["period"]] == ["2026-11", "2026-12", "2027-01"]
-    assert by_month["expected_revenue"].tolist() == pytest.approx([4800.0, 4375.0, 800.0])
-    assert by_month["deals"].tolist() == [3, 4, 1]
-    # unweighted: Nov 2000 + 4000 + 3000; Dec 1000 + 5000 + 500 + 0; Jan 1000
-    assert by_month["amount"].tolist() == pytest.approx([9000.0, 6500.0, 1000.0])
+    assert by_month["expected_revenue"].tolist() == pytest.approx([420.0, 4375.0, 800.0])
+    assert by_month["deals"].tolist() == [1, 4, 1]
+    # unweighted: Nov 700 (O9); Dec 1000 + 5000 + 500 + 0; Jan 1000
+    assert by_month["amount"].tolist() == pytest.approx([700.0, 6500.0, 1000.0])
 
     stages = pipe.by_stage.set_index("stage")
     assert list(stages.index) == ["Lead", "Qualified", "Proposal", "Negotiation"]
-    assert stages["open_deals"].tolist() == [3, 1, 2, 2]  # Lead: O1, O6, O7
+    assert stages["open_deals"].tolist() == [3, 1, 3, 2]  # Lead: O1, O6, O7; Proposal: O3, O4, O9
     assert stages["win_probability"].tolist() == pytest.approx([0.25, 0.3, 0.6, 0.8])
     assert stages["probability_source"].tolist() == ["history", "stage table", "stage table", "stage table"]
     assert stages["closed_deals"].tolist() == [40, 15, 10, 0]
     assert stages["median_days_to_close"].tolist() == pytest.approx([39.0, 29.0, 19.0, 39.0])
     assert stages["days_source"].tolist() == ["history", "history", "history", "sales cycle median"]
-    # Lead 250 + 125; Qualified 600; Proposal 2400 + 1800; Negotiation 4000 + 800
-    assert stages["expected_revenue"].tolist() == pytest.approx([375.0, 600.0, 4200.0, 4800.0])
+    # in the months: Lead 250 + 125; Qualified -; Proposal 420 (O9); Negotiation 4000 + 800
+    assert stages["expected_revenue"].tolist() == pytest.approx([375.0, 0.0, 420.0, 4800.0])
     assert stages["expected_revenue"].sum() == pytest.approx(by_month["expected_revenue"].sum())
+    # overdue: Qualified O2 600; Proposal O3 2400 + O4 1800
+    assert stages["overdue_deals"].tolist() == [0, 1, 2, 0]
+    assert stages["expected_revenue_overdue"].tolist() == pytest.approx([0.0, 600.0, 4200.0, 0.0])
 
     notes = " ".join(pipe.notes)
-    assert "1 open deal(s) were expected to have closed already" in notes  # O3
+    assert "3 open deal(s) are overdue" in notes  # O2, O3, O4
+    assert "amount 9,000.00" in notes
     assert "1 open deal(s) have no stage history" in notes  # O6
     assert "1 open deal(s) have no amount" in notes  # O7
     assert "Fewer than 30 closed deals passed through Qualified, Proposal, Negotiation" in notes
@@ -186,20 +201,48 @@ def test_pipeline_by_month_and_stage(engine: sa.Engine) -> None:
     )
 
 
+def test_overdue_deals_are_apart_not_in_the_current_month(engine: sa.Engine) -> None:
+    pipe = pipeline_forecast(engine, FILTERS, months=3, today=TODAY)
+    assert (pipe.overdue_deals, pipe.overdue_amount) == (3, pytest.approx(9000.0))
+    assert pipe.overdue_expected == pytest.approx(4800.0)
+    # the current month holds only O9 (expected to close today, not before it)
+    assert pipe.by_month.loc[0, "expected_revenue"] == pytest.approx(420.0)
+    # Expected pipeline (learned win rates) = every open deal: months + overdue (nothing later)
+    assert pipe.expected_total == pytest.approx(420.0 + 4375.0 + 800.0 + 4800.0)
+
+
+def test_a_day_earlier_the_deal_due_yesterday_is_not_overdue_yet(engine: sa.Engine) -> None:
+    # today 2026-11-29: O4 (expected 11-29) is due today -> November, no longer overdue
+    pipe = pipeline_forecast(engine, FILTERS, months=3, today=dt.date(2026, 11, 29))
+    assert pipe.overdue_deals == 2  # O2, O3
+    assert pipe.overdue_expected == pytest.approx(600.0 + 2400.0)
+    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([1800.0 + 420.0, 4375.0, 800.0])
+
+
+def test_two_names_two_numbers_on_the_same_deals(engine: sa.Engine) -> None:
+    from kpis import weighted_pipeline
+
+    weighted = weighted_pipeline(engine, FILTERS)["weighted_amount"].sum()  # stage table probabilities
+    expected = pipeline_forecast(engine, FILTERS, months=3, today=TODAY).expected_total  # learned
+    assert weighted == pytest.approx(100.0 + 600.0 + 4620.0 + 4800.0)
+    assert expected == pytest.approx(10395.0)
+
+
 def test_one_month_leaves_later_deals_out(engine: sa.Engine) -> None:
     pipe = pipeline_forecast(engine, FILTERS, months=1, today=TODAY)
-    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([4800.0])
+    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([420.0])
     stages = pipe.by_stage.set_index("stage")
     # after November: Lead O1 250 + O6 125 (+ O7 0); Negotiation O5 4000 + O8 800
     assert stages.at["Lead", "expected_revenue_later"] == pytest.approx(375.0)
     assert stages.at["Negotiation", "expected_revenue_later"] == pytest.approx(4800.0)
     assert any("5 open deal(s) are expected to close after 2026-11" in n for n in pipe.notes)
+    assert pipe.expected_total == pytest.approx(10395.0)  # the same deals, whatever the months
 
 
 def test_segment_filter_scopes_open_deals(engine: sa.Engine) -> None:
     # SMB = A1: every learning deal stays, O5 (A2, Enterprise) leaves -> December loses 4000
     pipe = pipeline_forecast(engine, FILTERS.replace(segments=("SMB",)), months=3, today=TODAY)
-    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([4800.0, 375.0, 800.0])
+    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([420.0, 375.0, 800.0])
 
 
 def test_empty_database_gives_zeros_and_a_note(db: sa.Engine) -> None:
@@ -226,13 +269,22 @@ def _pipe(expected: list[float]) -> PipelineForecast:
     return PipelineForecast(by_month, pd.DataFrame(), [])
 
 
-def test_combined_next_quarter_takes_the_larger_part() -> None:
-    # statistical 3 × 3000 = 9000 < pipeline 4800 + 4375 + 800 = 9975 -> the pipeline is the floor
-    combined = combined_next_quarter(_stat([3000.0] * 12), _pipe([4800.0, 4375.0, 800.0]))
-    assert combined["component"].tolist() == ["statistical", "pipeline", "combined"]
-    assert combined["amount"].tolist() == pytest.approx([9000.0, 9975.0, 9975.0])
-    assert combined.loc[2, "detail"] == COMBINED_RULE
+def test_next_quarter_is_the_forecast_with_the_pipeline_and_overdue_beside_it(engine: sa.Engine) -> None:
+    pipe = pipeline_forecast(engine, FILTERS, months=3, today=TODAY)
+    combined = combined_next_quarter(_stat([3000.0] * 12), pipe)
+    assert combined["component"].tolist() == ["statistical", "pipeline", "overdue", "next_quarter"]
+    # statistical 3 × 3000 = 9000; pipeline 420 + 4375 + 800 = 5595 (6 deals); overdue 4800 (3 deals)
+    assert combined["amount"].tolist() == pytest.approx([9000.0, 5595.0, 4800.0, 9000.0])
+    assert combined["deals"].tolist() == [0, 6, 3, 0]
+    assert combined.loc[3, "detail"] == COMBINED_RULE
     assert "2026-11 to 2027-01" in combined.loc[0, "detail"]
-    # statistical 3 × 5000 = 15000 > 9975 -> the statistical forecast stands
+    assert "= 62% of the forecast" in combined.loc[1, "detail"]  # 5595 / 9000
+    assert "amount 9,000.00" in combined.loc[2, "detail"]
+    # a pipeline larger than the forecast no longer replaces it (the old "larger of the two")
+    combined = combined_next_quarter(_stat([1000.0] * 12), pipe)
+    assert combined.set_index("component").at["next_quarter", "amount"] == pytest.approx(3000.0)
+
+
+def test_next_quarter_without_overdue_deals() -> None:
     combined = combined_next_quarter(_stat([5000.0] * 12), _pipe([4800.0, 4375.0, 800.0]))
-    assert combined["amount"].tolist() == pytest.approx([15000.0, 9975.0, 15000.0])
+    assert combined["amount"].tolist() == pytest.approx([15000.0, 9975.0, 0.0, 15000.0])

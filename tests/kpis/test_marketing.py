@@ -90,9 +90,12 @@ def engine(db: sa.Engine) -> sa.Engine:
 def test_campaign_funnel(engine: sa.Engine) -> None:
     out = campaign_funnel(engine, Q1)
     assert list(out.columns) == [
-        "campaign_id", "name", "channel", "objective", "cost", "sent", "opened", "clicked", "converted",
-        "open_rate", "click_rate", "conversion_rate", "cost_per_conversion",
+        "campaign_id", "name", "channel", "objective", "cost", "campaign_cost", "share_of_sends", "sent",
+        "opened", "clicked", "converted", "open_rate", "click_rate", "conversion_rate", "cost_per_conversion",
     ]  # fmt: skip
+    # no filter: every campaign's whole cost (share 1)
+    assert out["share_of_sends"].tolist() == [1.0, 1.0, 1.0]
+    assert out["cost"].iloc[[0, 2]].tolist() == out["campaign_cost"].iloc[[0, 2]].tolist() == [1000.0, 500.0]
     # started_on in Q1, by started_on: C1 (Jan 1), C4 (Feb 10), C2 (Mar 31); C3 (Dec 31) left out
     assert out["campaign_id"].tolist() == ["C1", "C4", "C2"]
     c1, c4, c2 = (out.iloc[i] for i in range(3))
@@ -110,12 +113,54 @@ def test_campaign_funnel(engine: sa.Engine) -> None:
 def test_campaign_funnel_segment_filter(engine: sa.Engine) -> None:
     smb = campaign_funnel(engine, Q1.replace(segments=["SMB"])).set_index("campaign_id")
     # SMB = A1, A3: C1 keeps A1 (converted) and A3 (opened); the account-less response drops out
-    # -> sent 2, opened 2, clicked 1, converted 1; the whole campaign cost 1000 / 1 = 1000
+    # -> sent 2, opened 2, clicked 1, converted 1
     assert smb.loc["C1", ["sent", "opened", "clicked", "converted"]].tolist() == [2, 2, 1, 1]
-    assert smb.loc["C1", "cost_per_conversion"] == pytest.approx(1000.0)
+    # the cost follows the sends: C1 sent 4 in all (A1, A2, A3, no account), 2 to SMB
+    # -> share 2/4, cost 1000 × 0.5 = 500, per conversion 500 / 1 = 500 (not the whole 1000)
+    assert smb.loc["C1", ["campaign_cost", "share_of_sends", "cost"]].tolist() == pytest.approx(
+        [1000.0, 0.5, 500.0]
+    )
+    assert smb.loc["C1", "cost_per_conversion"] == pytest.approx(500.0)
+    # C2 sent 2 (A1, A4), 1 to SMB -> 500 × 1/2 = 250; nothing converted -> NaN per conversion
     assert smb.loc["C2", "sent"] == 1
+    assert smb.loc["C2", ["share_of_sends", "cost"]].tolist() == pytest.approx([0.5, 250.0])
+    assert math.isnan(smb.loc["C2", "cost_per_conversion"])
+    # C4 sent nothing at all: no share to allocate by -> NaN, not 0 and not the whole cost
+    assert math.isnan(smb.loc["C4", "share_of_sends"]) and math.isnan(smb.loc["C4", "cost"])
+    # owner U2 (A2, through the account): C1 1 of 4 -> 250; C2 none of 2 -> 0
+    u2 = campaign_funnel(engine, Q1.replace(owners=["U2"])).set_index("campaign_id")
+    assert u2.loc[["C1", "C2"], "cost"].tolist() == pytest.approx([250.0, 0.0])
     empty = campaign_funnel(engine, Q1.replace(segments=["Nobody"]))
     assert empty["sent"].tolist() == [0, 0, 0] and empty["open_rate"].isna().all()
+
+
+def test_campaign_cost_is_allocated_by_the_share_of_sends(db: sa.Engine) -> None:
+    # the campaign: $2,737.18, 68 sends, 11 of them to the Enterprise account A2
+    campaign = {"campaign_id": "C9", "name": "Autumn", "channel": "email", "objective": "acquisition",
+                "started_on": day("2024-02-01"), "cost": 2737.18}  # fmt: skip
+    sends = [response("C9", "A2", "2024-02-01") for _ in range(11)]
+    sends += [response("C9", "A3" if i % 2 else None, "2024-02-01") for i in range(57)]
+    sends[0]["converted_at"] = ts("2024-02-03")
+    load(db, BASE, {"campaigns": [campaign], "campaign_responses": sends})
+    whole = campaign_funnel(db, Q1).iloc[0]
+    assert (whole.sent, whole.cost) == (68, pytest.approx(2737.18))
+    enterprise = campaign_funnel(db, Q1.replace(segments=["Enterprise"])).iloc[0]
+    # 2,737.18 × 11 / 68 = 442.78 allocated; 1 conversion -> 442.78 per conversion
+    assert enterprise.sent == 11 and enterprise.converted == 1
+    assert enterprise.share_of_sends == pytest.approx(11 / 68)
+    assert enterprise.cost == pytest.approx(2737.18 * 11 / 68) == pytest.approx(442.78, abs=0.005)
+    assert enterprise.cost_per_conversion == pytest.approx(442.78, abs=0.005)
+    assert enterprise.campaign_cost == pytest.approx(2737.18)
+
+
+def test_campaign_share_of_sends_counts_the_report_recipients(db: sa.Engine) -> None:
+    # a vendor report says 10 recipients while only 4 responses were imported: SMB's 2 sends
+    # are 2 of 10 -> 1000 × 0.2 = 200 (not 2 of 4 -> 500)
+    campaigns = [dict(CAMPAIGNS[0], recipients=10)]
+    load(db, BASE, {"campaigns": campaigns, "campaign_responses": RESPONSES[:4]})
+    assert campaign_funnel(db, Q1).iloc[0].sent == 10
+    smb = campaign_funnel(db, Q1.replace(segments=["SMB"])).iloc[0]
+    assert (smb.sent, smb.share_of_sends, smb.cost) == (2, pytest.approx(0.2), pytest.approx(200.0))
 
 
 def test_web_metrics(engine: sa.Engine) -> None:

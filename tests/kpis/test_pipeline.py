@@ -247,6 +247,24 @@ def test_weighted_pipeline(engine: sa.Engine) -> None:
     assert u2.loc["Proposal", "weighted_amount"] == pytest.approx(25.0)  # D10
 
 
+def test_two_pipeline_figures_have_two_names_each_saying_how_it_differs() -> None:
+    """Issue 14 point 3: one definition per name. The weighted pipeline (configured stage
+    probabilities, this module) and the expected pipeline (learned win rates, forecasting)
+    are two registry entries whose titles differ and whose definitions name each other; each
+    definition is its function's docstring word for word."""
+    import inspect
+
+    from forecasting.pipeline import expected_pipeline
+    from kpis.registry import get
+
+    weighted, expected = get("weighted_pipeline"), get("expected_pipeline")
+    assert weighted.title == "Weighted pipeline (stage probabilities)"
+    assert expected.title == "Expected pipeline (learned win rates)"
+    assert expected.title in weighted.definition and weighted.title in expected.definition
+    for entry, function in ((weighted, weighted_pipeline), (expected, expected_pipeline)):
+        assert " ".join(entry.definition.split()) in " ".join(inspect.getdoc(function).split())
+
+
 def test_open_deal_aging_reconstructs_the_end_of_the_range(engine: sa.Engine) -> None:
     f = Filters("2024-01-01", "2024-03-12")  # as of min(now, 2024-03-12 00:00) = 2024-03-12
     out = open_deal_aging(engine, f).set_index("stage")

@@ -3,8 +3,6 @@ exactly what ``kpis`` returns for the same filters."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pandas as pd
 import sqlalchemy as sa
 
@@ -12,6 +10,7 @@ import kpis
 from charts.theme import fmt_value
 from crm_data import schema
 from kpis.filters import dimension_values
+from tests.conftest import DEMO_TODAY
 from ui.report import NO_DATA
 
 CARD_TITLES = 10
@@ -24,9 +23,9 @@ def _metric(at, label: str) -> str:
 
 
 def _last_complete_month(filters) -> pd.Timestamp:
-    # The card shows the last month of the range that has ended by today (UTC).
-    today = dt.datetime.now(dt.UTC).date()
-    month = pd.Timestamp(min(filters.end, today.replace(day=1)))
+    # The card shows the last month of the range that has ended by the data's today (the day
+    # after its last day: DEMO_TODAY, whatever the real date is).
+    month = pd.Timestamp(min(filters.end, DEMO_TODAY.replace(day=1)))
     return month - pd.DateOffset(months=1)
 
 
@@ -70,7 +69,7 @@ def test_period_change_switches_cards_to_quarters(app, demo_engine, default_filt
     assert not at.exception
     # the caption under the metrics names the quarter compared with the one before
     churn = kpis.churn_rate(demo_engine, default_filters, "quarter")
-    today = pd.Timestamp(dt.datetime.now(dt.UTC).date())
+    today = pd.Timestamp(DEMO_TODAY)
     complete = churn[churn["period"] + pd.DateOffset(months=3) <= today]
     if len(complete):
         expected = fmt_value(complete["churn_rate"].iloc[-1], "ratio")

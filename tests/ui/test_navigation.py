@@ -21,9 +21,12 @@ EXPECTED = [
     "Customer feedback",
     "Marketing & retention cost",
     "Forecast",
+    "Goals",
     "Data quality",
     "Import",
     "Audit log",
+    "Alerts",
+    "Reports",
 ]
 
 

@@ -7,7 +7,9 @@ buttons are recorded and called here, exactly as a click would."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import json
 import zipfile
 
 import pandas as pd
@@ -21,12 +23,18 @@ PAGE = "pages/2_Customers_and_churn.py"
 
 @pytest.fixture
 def deferred(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """file name -> the callable a download button would run when clicked."""
+    """file name -> the callable a download button would run when clicked. File names carry
+    the filters after the first ``_`` (``churn-rate-per-month_2025-12-01_2026-12-31.csv``,
+    ``charts.export.file_name``); each is recorded under that name and under its stem without
+    them (``churn-rate-per-month.csv``)."""
     recorded: dict[str, object] = {}
     original = MediaFileManager.add_deferred
 
     def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
         recorded[file_name] = data_callable
+        if file_name and "_" in file_name:
+            stem, extension = file_name.rsplit(".", 1)
+            recorded.setdefault(f"{stem.split('_', 1)[0]}.{extension}", data_callable)
         return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", record)
@@ -183,3 +191,48 @@ def test_the_warm_up_really_opens_the_export_browser(monkeypatch):
     thread.join(90)
     assert not thread.is_alive()
     assert export.server_running()
+
+
+def test_download_file_names_carry_the_date_range_and_filters(app, deferred, default_filters):
+    at = app(PAGE, query_params={"segment": ["Enterprise"]}).run()
+    assert not at.exception
+    first, last = default_filters.start, default_filters.end - dt.timedelta(days=1)
+    tag = f"{first:%Y-%m-%d}_{last:%Y-%m-%d}_segment-enterprise"
+    for extension in ("png", "svg", "pdf", "html", "csv", "xlsx"):
+        assert f"churn-rate-per-month_{tag}.{extension}" in deferred, extension
+    assert f"customers-churn_{tag}.pdf" in deferred  # the whole page ("Customers & churn")
+
+
+@pytest.mark.skipif(not export.chromium_available(), reason="Chromium is not installed")
+def test_the_exported_svg_states_the_filters(app, deferred):
+    at = app(PAGE, query_params={"segment": ["Enterprise"]}).run()
+    assert not at.exception
+    svg = deferred["churn-rate-per-month.svg"]().decode("utf-8")
+    assert "Segment: Enterprise" in svg
+    assert "Segment: Enterprise" not in json.dumps(at.get("plotly_chart")[0].proto.spec)  # not on screen
+
+
+@pytest.mark.skipif(not export.chromium_available(), reason="Chromium is not installed")
+def test_the_page_pdf_states_the_filters_on_every_printed_page(app, deferred, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    at = app("pages/3_Service.py", query_params={"segment": ["Enterprise"], "period": "quarter"}).run()
+    assert not at.exception
+    path = tmp_path / "service.pdf"
+    path.write_bytes(deferred["service.pdf"]())
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    pages = int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+    assert pages >= 2
+    for number in range(1, pages + 1):
+        text = subprocess.run(
+            ["pdftotext", "-f", str(number), "-l", str(number), str(path), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        flat = " ".join(text.split())
+        assert "Segment: Enterprise" in flat and "per quarter" in flat, number
+        assert f"page {number} of {pages}" in flat, number

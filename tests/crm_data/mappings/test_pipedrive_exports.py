@@ -186,8 +186,10 @@ def test_deals_organizations_and_activities(make_db, tmp_path: Path, kind: str) 
     warnings = [str(w) for w in report.warnings]
     deleted = next(w for w in warnings if "deleted deal(s) skipped" in w)
     assert "1 deleted deal(s) skipped" in deleted and "line 6: Deal - Status = Deleted" in deleted
-    currencies = next(w for w in warnings if "several currencies" in w)
-    assert "EUR (4 rows) and USD (2 rows)" in currencies and "summed as one currency" in currencies
+    # Deal - Currency -> deals.currency: with no reporting currency set, nothing is converted
+    # and the import says so per currency (never sums EUR and USD silently)
+    currencies = next(w for w in warnings if "no reporting currency is set" in w)
+    assert "EUR (4 deals), USD (2 deals)" in currencies and "NOT converted" in currencies
     skipped = next(w for w in warnings if "activity(ies) skipped" in w)
     assert (
         "3 activity(ies) skipped" in skipped
@@ -198,8 +200,8 @@ def test_deals_organizations_and_activities(make_db, tmp_path: Path, kind: str) 
 
     assert report.summary is not None
     assert report.summary.deals == {"won": 3, "lost": 2, "open": 1}
-    assert report.summary.won_amount == {"": 24000.0}
-    assert "  won amount: 24,000.00" in report.render()
+    assert report.summary.won_amount == {"EUR": 24000.0}
+    assert "  won amount (EUR): 24,000.00" in report.render()
     wins = kpis.win_rate(engine, YEAR_2024, "year")
     assert (wins.loc[0, "won"], wins.loc[0, "lost"], wins.loc[0, "win_rate"]) == (3, 2, 0.6)
     renewals = kpis.win_rate(engine, YEAR_2024.replace(pipelines=("Renewals",)), "year")
@@ -210,13 +212,38 @@ def test_deals_organizations_and_activities(make_db, tmp_path: Path, kind: str) 
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_deal_currencies_are_converted_with_the_databases_rates(make_db, tmp_path: Path, kind: str) -> None:
+    """Deal - Currency is each deal's currency: with EUR as the reporting currency and a USD
+    rate of 0.9 from 2024-01-01, the USD deals' values are converted, the EUR ones kept."""
+    engine = make_db(kind)
+    rates = b"currency,valid_from,rate_to_reporting\r\nUSD,2024-01-01,0.9\r\n"
+    bundle = write_exports(tmp_path / "rates", {"exchange_rates.csv": rates})
+    assert import_paths(engine, [bundle], reporting_currency="EUR").ok
+    path = write_exports(tmp_path / "pd", {"deals.csv": DEALS}) / "deals.csv"
+    report = import_paths(engine, [path], mapping="pipedrive")
+    assert report.ok, report.render()
+    assert not [w for w in report.warnings if "currenc" in w.reason]
+    deals = schema.deals
+    rows = _rows(
+        engine,
+        sa.select(deals.c.deal_id, deals.c.currency, deals.c.amount_original, deals.c.amount).order_by(
+            deals.c.deal_id
+        ),
+    )
+    assert rows == [
+        ("pd-1", "EUR", 12000.0, 12000.0), ("pd-2", "USD", 4000.0, 3600.0), ("pd-3", "EUR", 8000.0, 8000.0),
+        ("pd-4", "EUR", 2500.0, 2500.0), ("pd-6", "USD", 6000.0, 5400.0), ("pd-7", "EUR", 9500.0, 9500.0),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_deals_in_one_currency_are_not_reported(make_db, tmp_path: Path, kind: str) -> None:
     engine = make_db(kind)
     one_currency = DEALS.replace(b'"USD"', b'"EUR"')
     path = write_exports(tmp_path, {"deals.csv": one_currency}) / "deals.csv"
     report = import_paths(engine, [path], mapping="pipedrive")
     assert report.ok, report.render()
-    assert not [w for w in report.warnings if "currencies" in w.reason]
+    assert not [w for w in report.warnings if "several currencies" in w.reason]
     # no organizations export: every organization the (not deleted) deals name is an account
     accounts = schema.accounts
     assert [r[0] for r in _rows(engine, sa.select(accounts.c.name).order_by(accounts.c.name))] == [
