@@ -188,6 +188,16 @@ def _stages(c: sa.Connection) -> pd.DataFrame:
     return frame
 
 
+def _literal_table(
+    rows: list[tuple], names: list[str], types: list[sa.types.TypeEngine], name: str
+) -> sa.CTE:
+    selects = [
+        sa.select(*(sa.literal(v, t).label(n) for v, t, n in zip(row, types, names, strict=True)))
+        for row in rows
+    ]
+    return (selects[0] if len(selects) == 1 else sa.union_all(*selects)).cte(name)
+
+
 def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
     """The stage funnel of the deals created in ``[start, end)``.
 
