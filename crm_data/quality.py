@@ -214,13 +214,18 @@ def _blank(column: sa.ColumnElement) -> sa.ColumnElement:
 def _count_and_records(
     conn: sa.Connection, base: sa.Select, order: list[sa.ColumnElement], limit: int
 ) -> tuple[int, pd.DataFrame]:
-    """``count(*)`` of ``base`` and its first ``limit`` rows by ``order``."""
+    """``count(*)`` of ``base`` and its first ``limit`` rows by ``order`` — one statement
+    (the count as a window over every row, beside the first rows), so the check's query
+    runs once, not once for the count and again for the records."""
     sub = base.subquery()
-    count = conn.execute(sa.select(sa.func.count()).select_from(sub)).scalar_one()
-    if not count:
-        return 0, pd.DataFrame(columns=[c.name for c in sub.columns])
-    result = conn.execute(sa.select(*sub.columns).order_by(*(sub.c[c.name] for c in order)).limit(limit))
-    return int(count), pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    names = [c.name for c in sub.columns]
+    total = sa.func.count().over().label("_rows_in_finding")
+    statement = sa.select(*sub.columns, total).order_by(*(sub.c[c.name] for c in order)).limit(max(limit, 1))
+    rows = conn.execute(statement).fetchall()
+    if not rows:
+        return 0, pd.DataFrame(columns=names)
+    count = int(rows[0][-1])
+    return count, pd.DataFrame([tuple(r)[:-1] for r in rows[:limit]], columns=names)
 
 
 def normalised_name(dialect: sa.Dialect, column: sa.ColumnElement) -> sa.ColumnElement:
@@ -327,6 +332,8 @@ def _stale_open_deals(
     deals, history = schema.deals, schema.deal_stage_history
     last = (
         sa.select(history.c.deal_id, sa.func.max(history.c.entered_at).label("last_stage_change"))
+        # only the open deals' history: the finding keeps open deals alone
+        .where(history.c.deal_id.in_(sa.select(deals.c.deal_id).where(deals.c.status == "open")))
         .group_by(history.c.deal_id)
         .cte("last_change")
     )

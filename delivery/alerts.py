@@ -48,6 +48,7 @@ import sqlalchemy as sa
 
 from delivery import channels
 from delivery.channels import MailSettings, is_webhook, metadata
+from kpis.filters import LIST_FIELDS, SCOPE_DIMENSIONS
 
 CONDITIONS: tuple[str, ...] = ("above", "below", "change_by", "outside_forecast", "complaint_spike")
 GRAINS: tuple[str, ...] = ("month", "quarter", "year", "week")
@@ -68,17 +69,7 @@ PERIOD_KPIS: tuple[str, ...] = (
     "web_ctr",
 )
 #: Filter fields a rule may set (``kpis.filters.Filters``' lists).
-FILTER_FIELDS: tuple[str, ...] = (
-    "segments",
-    "industries",
-    "regions",
-    "countries",
-    "company_sizes",
-    "acquisition_channels",
-    "owners",
-    "products",
-    "pipelines",
-)
+FILTER_FIELDS: tuple[str, ...] = (*LIST_FIELDS, "pipelines")
 FORECAST_LEVELS: tuple[int, ...] = (80, 95)
 
 app_alert_rules = sa.Table(
@@ -154,8 +145,6 @@ class Rule:
     def visible_to(self, scope: object) -> bool:
         """True when a user with ``scope`` (a ``kpis.filters.Scope``) may see this rule and
         its alerts: the rule's scope lies within theirs."""
-        from kpis.filters import SCOPE_DIMENSIONS
-
         for name in SCOPE_DIMENSIONS:
             outer = getattr(scope, name)
             if outer is None:

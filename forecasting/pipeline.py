@@ -146,22 +146,19 @@ def _stage_history_stats(c: sa.Connection, f: Filters) -> pd.DataFrame:
         .group_by(history.c.stage, history.c.deal_id, closed.c.status, closed.c.closed_at)
         .subquery("passed")
     )
-    counts = c.execute(
+    won = passed.c.status == "won"
+    days = days_between(c.dialect, passed.c.last_entered, passed.c.closed_at)
+    # one pass over the learning deals' history: the counts, and the median over the won
+    # ones (the percentile skips the NULLs of the others: NULL when none was won)
+    rows = c.execute(
         sa.select(
             passed.c.stage,
             sa.func.count().label("closed_deals"),
-            sa.func.sum(sa.case((passed.c.status == "won", 1), else_=0)).label("won_deals"),
+            sa.func.sum(sa.case((won, 1), else_=0)).label("won_deals"),
+            percentile(c.dialect, sa.case((won, days)), 0.5).label("median_days"),
         ).group_by(passed.c.stage)
     ).fetchall()
-    days = days_between(c.dialect, passed.c.last_entered, passed.c.closed_at)
-    medians = c.execute(
-        sa.select(passed.c.stage, percentile(c.dialect, days, 0.5).label("median_days"))
-        .where(passed.c.status == "won")
-        .group_by(passed.c.stage)
-    ).fetchall()
-    frame = pd.DataFrame(counts, columns=["stage", "closed_deals", "won_deals"])
-    median_frame = pd.DataFrame(medians, columns=["stage", "median_days"])
-    frame = frame.merge(median_frame, on="stage", how="outer")
+    frame = pd.DataFrame(rows, columns=["stage", "closed_deals", "won_deals", "median_days"])
     frame["closed_deals"] = frame["closed_deals"].fillna(0).astype(int)
     frame["won_deals"] = frame["won_deals"].fillna(0).astype(int)
     frame["median_days"] = pd.to_numeric(frame["median_days"], errors="coerce").astype(float)

@@ -19,7 +19,7 @@ from kpis.pipeline import (
     weighted_pipeline,
     win_rate_by,
 )
-from kpis.profitability import customer_profitability
+from kpis.profitability import customer_profitability, profitability_ends
 from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
 from kpis.sales import sales_cycle, sales_cycle_distribution, stage_durations, win_rate
 from kpis.service import first_contact_resolution, resolution_times, ticket_breakdown
@@ -46,6 +46,7 @@ __all__ = [
     "nps",
     "nps_score_distribution",
     "open_deal_aging",
+    "profitability_ends",
     "resolution_times",
     "retention_cost",
     "revenue",

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
+from kpis import rollups
 from kpis.core import LOW_SAMPLE, connection, period_starts, period_table, read_frame, wilson_interval
 from kpis.filters import Filters, scope
 
@@ -47,13 +48,21 @@ def _active_at(instant: ColumnElement) -> ColumnElement[bool]:
     )
 
 
-def customer_flows(f: Filters, periods: list[pd.Timestamp], freq: str) -> tuple[sa.CTE, sa.CTE]:
+def customer_flows(
+    f: Filters, periods: list[pd.Timestamp], freq: str, accounts_where: ColumnElement[bool] | None = None
+) -> tuple[sa.CTE, sa.CTE]:
     """Two CTEs over all ``periods`` at once: ``at_start(period, account_id)`` = customers
     active at the period's first instant ``s``; ``at_end(period, account_id)`` = customers
-    active at its end ``e`` (the first instant of the next period)."""
+    active at its end ``e`` (the first instant of the next period). ``accounts_where``: only
+    the subscriptions of the accounts matching it (a condition on ``accounts``)."""
     subscriptions = schema.subscriptions
     bounds = period_table(periods, freq)
     conditions = scope(f, subscriptions)
+    if accounts_where is not None:
+        accounts = schema.accounts
+        conditions.append(
+            subscriptions.c.account_id.in_(sa.select(accounts.c.account_id).where(accounts_where))
+        )
 
     def active(instant: ColumnElement, name: str) -> sa.CTE:
         return (
@@ -68,9 +77,13 @@ def customer_flows(f: Filters, periods: list[pd.Timestamp], freq: str) -> tuple[
 
 
 def _churn_counts(
-    f: Filters, periods: list[pd.Timestamp], freq: str, group: ColumnElement | None
+    f: Filters,
+    periods: list[pd.Timestamp],
+    freq: str,
+    group: ColumnElement | None,
+    accounts_where: ColumnElement[bool] | None = None,
 ) -> sa.Select:
-    at_start, at_end = customer_flows(f, periods, freq)
+    at_start, at_end = customer_flows(f, periods, freq, accounts_where)
     churned = sa.func.sum(sa.case((at_end.c.account_id.is_(None), 1), else_=0))
     source = at_start.outerjoin(
         at_end,
@@ -157,10 +170,54 @@ def churn_by(conn: sa.Connection | sa.Engine, f: Filters, by: str) -> pd.DataFra
     if not periods:
         return pd.DataFrame(columns=columns)
     group = schema.accounts.c[CHURN_DIMENSIONS[by]]
-    frame = read_frame(conn, _churn_counts(f, periods, "month", group))
+    with connection(conn) as c:
+        statement = _churn_by_rolled(c, f, periods, CHURN_DIMENSIONS[by])
+        frame = read_frame(
+            c, statement if statement is not None else _churn_counts(f, periods, "month", group)
+        )
     if frame.empty:
         return pd.DataFrame(columns=columns)
     return _finish(frame)[columns].reset_index(drop=True)
+
+
+def _churn_by_rolled(
+    c: sa.Connection, f: Filters, periods: list[pd.Timestamp], column: str
+) -> sa.Select | None:
+    """:func:`churn_by`'s counts from the customer-base roll-up (its per-month
+    customers_at_start and churned are this function's, per account-dimension group) when
+    it can answer: the roll-up's groups of accounts with some dimension value, plus, from
+    the base tables, the accounts without any (the roll-up keeps them together with the
+    subscriptions of missing accounts, which churn_by leaves out). None: read the base
+    tables. Same columns and order as :func:`_churn_counts`."""
+    if column not in rollups.DIMENSIONS:  # owner_id: not a roll-up dimension
+        return None
+    rolled = rollups.groups_statement(
+        c,
+        rollups.CUSTOMER_BASE,
+        f,
+        "month",
+        periods,
+        lambda value: sa.func.coalesce(value, NOT_SET).label("group"),
+        column,
+        ("customers_at_start", "churned"),
+    )
+    if rolled is None:
+        return None
+    accounts = schema.accounts
+    blank = sa.and_(*(accounts.c[d].is_(None) for d in rollups.DIMENSIONS))
+    unblank = _churn_counts(f, periods, "month", accounts.c[column], accounts_where=blank).order_by(None)
+    both = sa.union_all(rolled, unblank).subquery("both_paths")
+    starts = sa.cast(sa.func.sum(both.c.customers_at_start), sa.BigInteger())
+    return (
+        sa.select(
+            both.c.group,
+            starts.label("customers_at_start"),
+            sa.cast(sa.func.sum(both.c.churned), sa.BigInteger()).label("churned"),
+        )
+        .group_by(both.c.group)
+        .having(starts > 0)  # as on the base tables: only groups with a customer at a month's start
+        .order_by(both.c.group)
+    )
 
 
 def churned_accounts(

@@ -228,31 +228,33 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         if len(stages) > MAX_FUNNEL_STAGES:
             raise ValueError(f"a funnel of more than {MAX_FUNNEL_STAGES} stages is not supported")
         # Stage of rank r (1-based) is bit 2^(r-1); a deal's stages entered = the sum of the
-        # distinct bits of its history rows (plus the won bits for won deals).
-        ranks = [
-            (s, 1 << i, int(w))
-            for i, (s, w) in enumerate(zip(stages["stage"], stages["is_won"], strict=True))
-        ]
-        grid = _literal_table(
-            ranks, ["stage", "bit", "won"], [sa.String(), sa.BigInteger(), sa.Integer()], "fstages"
-        )
+        # bits of the stages it has a history row for (plus the won bits for won deals):
+        # per deal, one 0/1 "entered" flag per funnel stage (max over its rows), weighted by
+        # the stage's bit — one aggregation per deal, no DISTINCT over (deal, stage) first.
+        names = [str(stage) for stage in stages["stage"]]
+        won_names = [str(s) for s, w in zip(stages["stage"], stages["is_won"], strict=True) if w]
         cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).cte("cohort")
         created = c.execute(sa.select(sa.func.count()).select_from(cohort)).scalar_one()
-        entries = sa.union_all(
-            sa.select(history.c.deal_id, grid.c.bit).select_from(
-                history.join(cohort, cohort.c.deal_id == history.c.deal_id).join(
-                    grid, grid.c.stage == history.c.stage
+        entered = [
+            sa.select(history.c.deal_id, history.c.stage)
+            .select_from(history.join(cohort, cohort.c.deal_id == history.c.deal_id))
+            .where(history.c.stage.in_(names))
+        ]
+        for name in won_names:  # a won deal counts as entering the won stage(s)
+            entered.append(
+                sa.select(cohort.c.deal_id, sa.literal(name, sa.String()).label("stage")).where(
+                    cohort.c.status == "won"
                 )
+            )
+        entries = (entered[0] if len(entered) == 1 else sa.union_all(*entered)).cte("entries")
+        mask = sum(
+            (
+                sa.func.max(sa.case((entries.c.stage == sa.literal(name, sa.String()), 1 << i), else_=0))
+                for i, name in enumerate(names)
             ),
-            sa.select(cohort.c.deal_id, grid.c.bit)
-            .select_from(cohort.join(grid, grid.c.won == 1))
-            .where(cohort.c.status == "won"),
-        ).cte("entries")
-        per_deal = (
-            sa.select(sa.func.sum(sa.distinct(entries.c.bit)).label("mask"))
-            .group_by(entries.c.deal_id)
-            .cte("per_deal")
+            start=sa.literal_column("0", sa.BigInteger()),
         )
+        per_deal = sa.select(mask.label("mask")).group_by(entries.c.deal_id).cte("per_deal")
         masks = [
             (int(m), int(n))
             for m, n in c.execute(sa.select(per_deal.c.mask, sa.func.count()).group_by(per_deal.c.mask))

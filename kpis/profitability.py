@@ -27,6 +27,54 @@ def customer_profitability(conn: Bind, f: Filters, limit: int | None = None) -> 
     (ties by account_id); ``limit`` keeps the first rows. Columns: account_id, name,
     segment, payments, costs, personnel, production, overhead, marketing, loyalty, profit.
     """
+    rows = _profits(f)
+    statement = rows.order_by(rows.selected_columns.profit.desc(), rows.selected_columns.account_id)
+    if limit is not None:
+        statement = statement.limit(limit)
+    with connection(conn) as c:
+        result = c.execute(statement)
+        out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    money = ["payments", "costs", *COST_CATEGORIES, "profit"]
+    out[money] = out[money].astype(float)
+    return out
+
+
+def profitability_ends(conn: Bind, f: Filters, n: int = 50) -> pd.DataFrame:
+    """The ``n`` most and the ``n`` least profitable accounts of :func:`customer_profitability`
+    (same formula, filters, order and columns), plus ``accounts``: how many accounts its
+    whole ranking holds (the same number on every row).
+
+    Ranked in the database (profit, highest first, ties by account_id; the rows ranked 1..n
+    and the last n), so only up to 2·n rows reach Python however many accounts there are;
+    fewer than 2·n accounts: all of them. Columns: account_id, name, segment, payments,
+    costs, personnel, production, overhead, marketing, loyalty, profit, accounts.
+    """
+    if n < 0:
+        raise ValueError(f"n must be at least 0, not {n}")
+    profits = _profits(f).cte("profits")
+    ranked = sa.select(
+        *profits.c,
+        sa.func.row_number().over(order_by=[profits.c.profit.desc(), profits.c.account_id]).label("rank"),
+        sa.func.count().over().label("accounts"),
+    ).cte("ranked")
+    names = [c.name for c in profits.c]
+    statement = (
+        sa.select(*(ranked.c[name] for name in names), ranked.c.accounts)
+        .where(sa.or_(ranked.c.rank <= n, ranked.c.rank > ranked.c.accounts - n))
+        .order_by(ranked.c.rank)
+    )
+    with connection(conn) as c:
+        result = c.execute(statement)
+        out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    money = ["payments", "costs", *COST_CATEGORIES, "profit"]
+    out[money] = out[money].astype(float)
+    out["accounts"] = out["accounts"].astype("int64")
+    return out
+
+
+def _profits(f: Filters) -> sa.Select:
+    """One row per account with a payment or an attributed cost in ``[start, end)``,
+    within the filters: the columns of :func:`customer_profitability`, unordered."""
     accounts, payments, costs = schema.accounts, schema.payments, schema.costs
     paid = (
         sa.select(payments.c.account_id, sa.func.sum(payments.c.amount).label("payments"))
@@ -52,7 +100,7 @@ def customer_profitability(conn: Bind, f: Filters, limit: int | None = None) -> 
     payments_total = sa.func.coalesce(paid.c.payments, 0.0)
     costs_total = sa.func.coalesce(spent.c.costs, 0.0)
     profit = (payments_total - costs_total).label("profit")
-    statement = (
+    return (
         sa.select(
             accounts.c.account_id,
             accounts.c.name,
@@ -68,13 +116,4 @@ def customer_profitability(conn: Bind, f: Filters, limit: int | None = None) -> 
             )
         )
         .where(sa.or_(paid.c.account_id.is_not(None), spent.c.account_id.is_not(None)), *scope(f, accounts))
-        .order_by(profit.desc(), accounts.c.account_id)
     )
-    if limit is not None:
-        statement = statement.limit(limit)
-    with connection(conn) as c:
-        result = c.execute(statement)
-        out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    money = ["payments", "costs", *COST_CATEGORIES, "profit"]
-    out[money] = out[money].astype(float)
-    return out

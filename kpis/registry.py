@@ -32,7 +32,7 @@ from kpis.pipeline import (
     weighted_pipeline,
     win_rate_by,
 )
-from kpis.profitability import customer_profitability
+from kpis.profitability import customer_profitability, profitability_ends
 from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
 from kpis.sales import sales_cycle, sales_cycle_distribution, stage_durations, win_rate
 from kpis.service import first_contact_resolution, resolution_times, ticket_breakdown
@@ -70,6 +70,7 @@ READS: dict[Callable[..., Any], tuple[str, ...]] = {
     complaint_weekly: ("tickets",),
     customer_base: ("subscriptions", "costs"),
     customer_profitability: ("accounts",),
+    profitability_ends: ("accounts",),  # the same rows, ranked in SQL
     expected_pipeline: ("deals",),  # open deals × learned win rates (forecasting.expected_pipeline)
     first_contact_resolution: ("tickets",),
     funnel: ("deals",),

@@ -306,7 +306,8 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
             for cj, n in c.execute(sa.select(members.c.cj, sa.func.count()).group_by(members.c.cj))
         }
         # (account, month) pairs with a subscription active at the month's first instant,
-        # found by one range join; then counted per cohort and later month.
+        # found by one range join — for the cohorts' members only (the accounts the
+        # counts below keep), not every account; then counted per cohort and later month.
         active_months = (
             sa.select(sub.c.account_id, grid.c.i.label("j"))
             .select_from(
@@ -318,7 +319,11 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
                     ),
                 )
             )
-            .where(grid.c.s <= data_end, *scope(f, sub))
+            .where(
+                grid.c.s <= data_end,
+                sub.c.account_id.in_(sa.select(members.c.account_id)),
+                *scope(f, sub),
+            )
             .distinct()
             .cte("active_months")
         )

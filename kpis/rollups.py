@@ -600,6 +600,56 @@ def read(
     return {by_label[int(row[0])]: tuple(row[1:]) for row in rows}
 
 
+def groups_statement(
+    conn: sa.Connection,
+    rollup: Rollup,
+    f: Filters,
+    freq: str,
+    periods: list[pd.Timestamp],
+    group: Callable[[sa.ColumnElement], sa.ColumnElement],
+    by: str,
+    measures: Collection[str],
+) -> sa.Select | None:
+    """The SELECT of ``measures`` of ``rollup`` summed over all of ``periods`` per
+    ``group(column by)`` (``by`` one of :data:`DIMENSIONS`; ``group`` labels it, e.g.
+    ``coalesce(..., '(not set)')``), for the dimension groups the filters select — leaving
+    out the group whose dimensions are all NULL, which holds both the accounts without any
+    dimension value and the records of missing accounts (a KPI that counts only the first
+    asks the base tables for them). None when the roll-up cannot answer (as :func:`read`;
+    also when ``end`` cuts the last period of a roll-up that counts records only before
+    ``end``). Counts come back as BIGINT, sums as the table's doubles; unordered."""
+    if not periods or by not in DIMENSIONS or not enabled() or not answers(f, freq):
+        return None
+    if f.pipelines and "pipeline" in rollup.records.c:
+        return None
+    if rollup.cut_by_end and remainder(f, freq, periods) is not None:
+        return None
+    coverage = _coverage(conn, rollup)
+    if coverage is None:
+        return None
+    first, last = (period_label(p) for p in (periods[0], periods[-1]))
+    if first < _grain_label(coverage[0], freq) or last > _grain_label(coverage[1], freq):
+        return None
+    table = rollup.table
+    key = group(table.c[by])
+    all_null = sa.and_(*(table.c[column].is_(None) for column in DIMENSIONS))
+    sums = [
+        sa.cast(sa.func.sum(table.c[m]), sa.BigInteger()) if m in rollup.counts else sa.func.sum(table.c[m])
+        for m in measures
+    ]
+    return (
+        sa.select(key, *(total.label(m) for total, m in zip(sums, measures, strict=True)))
+        .where(
+            table.c.grain == freq,
+            table.c.period >= first,
+            table.c.period <= last,
+            sa.not_(all_null),
+            *account_conditions(f, table),
+        )
+        .group_by(key)
+    )
+
+
 def read_with_remainder(
     conn: sa.Connection,
     rollup: Rollup,
@@ -677,6 +727,7 @@ __all__ = [
     "answers",
     "data_months",
     "enabled",
+    "groups_statement",
     "invalidate",
     "period_rows_or_rolled",
     "read",

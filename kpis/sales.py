@@ -264,6 +264,14 @@ def stage_durations(
             .cte("window_deals")
         )
         open_stage = sa.case((stages.c.stage.is_(None), 0), (is_open_stage, 1), else_=0)
+        # one ordering of a deal's visits for both window functions (one sort, not two): an
+        # unknown stage (no pipeline_stages row: NULL position) sorts first among visits
+        # entered at the same instant, on every database (SQLite sorts NULL first by
+        # default, DuckDB and PostgreSQL last)
+        visit_order = {
+            "partition_by": history.c.deal_id,
+            "order_by": [history.c.entered_at, stages.c.position.asc().nulls_first(), history.c.stage],
+        }
         all_visits = (
             sa.select(
                 history.c.deal_id,
@@ -272,19 +280,15 @@ def stage_durations(
                 stages.c.position,
                 open_stage.label("open_stage"),
                 window_deals.c.status,
-                # highest position of an open stage entered at or after this visit (peers included)
+                # highest position of an open stage among this visit and the ones after it.
+                # Visits entered at the same instant but ordered before this one have a
+                # position ≤ its own (or none: not an open stage), so "progressed" below
+                # (later_position > position) is the same as over every visit entered at or
+                # after this one, peers included — the rule of the docstring
                 sa.func.max(sa.case((open_stage == 1, stages.c.position)))
-                .over(partition_by=history.c.deal_id, order_by=history.c.entered_at.desc())
+                .over(**visit_order, rows=(0, None))
                 .label("later_position"),
-                sa.func.lead(history.c.entered_at)
-                .over(
-                    partition_by=history.c.deal_id,
-                    # an unknown stage (no pipeline_stages row: NULL position) sorts first among
-                    # visits entered at the same instant, on every database (SQLite sorts NULL
-                    # first by default, DuckDB and PostgreSQL last)
-                    order_by=[history.c.entered_at, stages.c.position.asc().nulls_first(), history.c.stage],
-                )
-                .label("next_entered"),
+                sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
                 window_deals.c.closed_at,
             )
             .select_from(

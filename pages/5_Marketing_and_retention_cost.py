@@ -264,14 +264,18 @@ def retention_cost(view: View) -> None:
     report.chart(fig, cost, title, kpi_key="retention_cost", drill=cost_rows)
 
 
+TOP_N = [5, 10, 20, 50]  # accounts at each end of the profitability ranking
+
+
 def profitability(view: View) -> None:
     st.subheader("Customer profitability")
-    accounts = kpi(kpis.customer_profitability, view)
+    # only the ends of the ranking leave the database (the largest choice below at each end)
+    accounts = kpi(kpis.profitability_ends, view, n=max(TOP_N))
     if is_empty(accounts, ["payments", "costs"]):
         no_data("No payments or account costs in this selection.")
         return
-    count = st.select_slider("Accounts at each end", options=[5, 10, 20, 50], value=10, key="marketing_top_n")
-    ranked = accounts.sort_values("profit", ascending=False)
+    count = st.select_slider("Accounts at each end", options=TOP_N, value=10, key="marketing_top_n")
+    ranked = accounts.drop(columns="accounts").sort_values("profit", ascending=False)
     top, bottom = ranked.head(count), ranked.tail(count).iloc[::-1]
     shown = ranked if len(ranked) <= 2 * count else pd.concat([ranked.head(count), ranked.tail(count)])
     fig = go.Figure(
@@ -306,7 +310,7 @@ def profitability(view: View) -> None:
         kpi_key="customer_profitability",
         drill=ledger,
     )
-    st.caption(f"{len(accounts):,} accounts with payments or costs in the range.")
+    st.caption(f"{int(accounts['accounts'].iloc[0]):,} accounts with payments or costs in the range.")
     # one above the other: side by side, half a 1440 px screen cuts their ten columns off
     report.table(top, f"Top {len(top)} accounts by profit", records=True)
     report.table(bottom, f"Bottom {len(bottom)} accounts by profit", records=True)

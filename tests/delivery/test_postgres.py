@@ -4,7 +4,6 @@ app_deliveries) in one scratch database, as on a company's server; run twice, on
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from crm_data.engines import make_engine
 from delivery.alerts import AlertStore, app_alert_events, run
 from delivery.channels import MailSettings, deliveries
-from tests.conftest import PG_ADMIN_URL, _unavailable
+from tests.conftest import scratch_postgres_database
 from tests.delivery import fixtures
 from tests.delivery.servers import smtp_server
 
@@ -21,25 +20,15 @@ from tests.delivery.servers import smtp_server
 @pytest.fixture
 def pg_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.delenv("CRM_AUTH_DATABASE_URL", raising=False)
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"crm_alerts_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        _unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {error.orig}")
-    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield fixtures.write_url(url)
-    finally:
-        from delivery import channels
+    with scratch_postgres_database("crm_alerts") as url:
+        try:
+            yield fixtures.write_url(url)
+        finally:
+            from delivery import channels
 
-        for key in [k for k in channels._engines if name in k]:
-            channels._engines.pop(key).dispose()
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+            name = sa.make_url(url).database or ""
+            for key in [k for k in channels._engines if name in k]:
+                channels._engines.pop(key).dispose()
 
 
 def test_alerts_on_postgresql(pg_url: str) -> None:

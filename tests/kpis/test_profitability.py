@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpis.filters import Filters
-from kpis.profitability import customer_profitability
+from kpis.profitability import customer_profitability, profitability_ends
 from tests.kpis.more_fixtures import BASE, assert_databases_agree, day, load, ts
 
 PAYMENTS = [
@@ -87,5 +87,35 @@ def test_profit_limit_longer_range_and_filters(engine: sa.Engine) -> None:
 def test_results_agree_across_databases(make_db) -> None:
     def compute(engine: sa.Engine) -> dict[str, pd.DataFrame]:
         return {"customer_profitability": customer_profitability(engine, Filters("2023-01-01", "2025-01-01"))}
+
+    assert_databases_agree(make_db, [BASE, {"payments": PAYMENTS, "costs": COSTS}], compute)
+
+
+def test_profitability_ends_are_the_first_and_last_rows_of_the_ranking(engine: sa.Engine) -> None:
+    year = Filters("2023-01-01", "2025-01-01")
+    # ranking over the two years: A1 1125, A4 50, A2 0, A3 -80 (see above)
+    ends = profitability_ends(engine, year, n=1)
+    assert ends["account_id"].tolist() == ["A1", "A3"]
+    assert ends["profit"].tolist() == pytest.approx([1125.0, -80.0])
+    assert ends["accounts"].tolist() == [4, 4]  # the whole ranking's size, not the rows returned
+    full = customer_profitability(engine, year)
+    assert list(ends.columns) == [*full.columns, "accounts"]
+    pd.testing.assert_frame_equal(
+        ends.drop(columns="accounts"), full.iloc[[0, 3]].reset_index(drop=True), check_dtype=False
+    )
+    # 2·n covers the ranking: every account once, in order
+    assert profitability_ends(engine, year, n=2)["account_id"].tolist() == ["A1", "A4", "A2", "A3"]
+    assert profitability_ends(engine, year, n=10)["account_id"].tolist() == ["A1", "A4", "A2", "A3"]
+    q1 = profitability_ends(engine, Q1.replace(segments=["SMB"]), n=1)
+    assert q1["account_id"].tolist() == ["A1", "A3"] and q1["accounts"].tolist() == [2, 2]
+    empty = profitability_ends(engine, Q1.replace(segments=["Nobody"]))
+    assert empty.empty and "accounts" in empty.columns and "profit" in empty.columns
+    with pytest.raises(ValueError, match="n must be"):
+        profitability_ends(engine, year, n=-1)
+
+
+def test_profitability_ends_agree_across_databases(make_db) -> None:
+    def compute(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+        return {"ends": profitability_ends(engine, Filters("2023-01-01", "2025-01-01"), n=1)}
 
     assert_databases_agree(make_db, [BASE, {"payments": PAYMENTS, "costs": COSTS}], compute)

@@ -207,6 +207,10 @@ def test_marketing_tables_and_retention_cost_match_kpis(app, demo_engine, defaul
     profit = kpis.customer_profitability(demo_engine, chosen).sort_values("profit", ascending=False)
     top = next(df.value for df in at.dataframe if "profit" in df.value.columns)
     assert top["account_id"].tolist() == profit["account_id"].head(10).tolist()
+    bottom = [df.value for df in at.dataframe if "profit" in df.value.columns][1]
+    assert bottom["account_id"].tolist() == profit["account_id"].tail(10)[::-1].tolist()
+    # the count is the whole ranking's, though only its ends leave the database
+    assert any(f"{len(profit):,} accounts with payments or costs" in c.value for c in at.caption)
 
 
 # --- Forecast --------------------------------------------------------------------------------
