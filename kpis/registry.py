@@ -271,7 +271,8 @@ KPIS: list[KpiDefinition] = [
         definition=(
             "fcr_rate = first_contact ÷ resolved, where resolved = tickets with resolved_at "
             "in the period and first_contact = those with contacts_until_resolved = 1 (an unknown "
-            "count is resolved but not first-contact)."
+            "count is resolved but not first-contact); a period in which no resolved ticket records "
+            "its count has no value (unknown), not 0 %."
         ),
         function=first_contact_resolution,
         value_column="fcr_rate",

@@ -321,9 +321,14 @@ SURVEY_SCORES = _rollup(
 )
 #: Won, lost and open deals (``kpis.sales.win_rate``).
 WIN_RATE = _rollup("rollup_win_rate", schema.deals, ("won", "lost", "open_created"), (), _win_rate_source)
-#: Resolved tickets and those resolved at the first contact (``kpis.service``).
+#: Resolved tickets, those resolved at the first contact and those with a recorded contact
+#: count (``kpis.service``).
 FIRST_CONTACT_RESOLUTION = _rollup(
-    "rollup_first_contact_resolution", schema.tickets, ("resolved", "first_contact"), (), _fcr_source
+    "rollup_first_contact_resolution",
+    schema.tickets,
+    ("resolved", "first_contact", "recorded"),
+    (),
+    _fcr_source,
 )
 ROLLUPS: tuple[Rollup, ...] = (
     CUSTOMER_BASE,

@@ -43,11 +43,12 @@ def _fcr_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
 
 
 def fcr_sums(tickets: sa.Table) -> list[sa.ColumnElement]:
-    """resolved and first_contact counts over resolved ``tickets`` rows (shared with
-    ``kpis.rollups``)."""
+    """resolved, first_contact and recorded (a contact count recorded) counts over resolved
+    ``tickets`` rows (shared with ``kpis.rollups``)."""
     return [
         sa.func.count().label("resolved"),
         sa.func.sum(sa.case((tickets.c.contacts_until_resolved == 1, 1), else_=0)).label("first_contact"),
+        sa.func.count(tickets.c.contacts_until_resolved).label("recorded"),
     ]
 
 
@@ -58,13 +59,16 @@ def first_contact_resolution(
 
     Formula: fcr_rate = first_contact ÷ resolved, where resolved = tickets with resolved_at
     in the period and first_contact = those with contacts_until_resolved = 1 (an unknown
-    count is resolved but not first-contact).
+    count is resolved but not first-contact); a period in which no resolved ticket records
+    its count has no value (unknown), not 0 %. recorded = the resolved tickets whose count
+    is recorded (Salesforce cases, and help desks that do not count contacts, record none).
 
     Interval: Wilson score 95 % interval; ``low_sample`` = fewer than 30 resolved tickets;
     no resolved tickets: fcr_rate NaN. Read from the roll-up when it applies
-    (``kpis.rollups``: same numbers). Columns: period, resolved, first_contact, fcr_rate, ci_low, ci_high, low_sample.
+    (``kpis.rollups``: same numbers). Columns: period, resolved, recorded, first_contact,
+    fcr_rate, ci_low, ci_high, low_sample.
     """
-    columns = ["period", "resolved", "first_contact", "fcr_rate", "ci_low", "ci_high", "low_sample"]
+    columns = ["period", "resolved", "recorded", "first_contact", "fcr_rate", "ci_low", "ci_high", "low_sample"]
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
@@ -75,11 +79,13 @@ def first_contact_resolution(
         freq,
         periods,
         _fcr_statement,
-        counts=("resolved", "first_contact"),
+        counts=("resolved", "first_contact", "recorded"),
     )
-    frame["fcr_rate"] = frame["first_contact"] / frame["resolved"].astype(float).where(frame["resolved"] > 0)
+    known = (frame["resolved"] > 0) & (frame["recorded"] > 0)
+    frame["fcr_rate"] = frame["first_contact"] / frame["resolved"].astype(float).where(known)
     intervals = [
-        wilson_interval(k, n) for k, n in zip(frame["first_contact"], frame["resolved"], strict=True)
+        wilson_interval(k, n if ok else 0)
+        for k, n, ok in zip(frame["first_contact"], frame["resolved"], known, strict=True)
     ]
     frame["ci_low"] = [low for low, _ in intervals]
     frame["ci_high"] = [high for _, high in intervals]

@@ -32,6 +32,13 @@ def service_level(view: View) -> None:
     if is_empty(fcr, ["resolved"]):
         no_data("No resolved tickets in this selection.")
         return
+    if is_empty(fcr, ["recorded"]):
+        no_data(
+            f"{int(fcr['resolved'].sum()):,} tickets were resolved, but none records how many contacts it "
+            "took (Salesforce cases and many help desks do not count them), so first-contact resolution "
+            "is unknown here — not 0 %."
+        )
+        return
     fig = figures.trend(
         fcr,
         ["fcr_rate"],
@@ -54,6 +61,8 @@ def service_level(view: View) -> None:
     )
     if "low_sample" in fcr and fcr["low_sample"].fillna(False).astype(bool).any():
         st.caption("Hollow markers: fewer than 30 resolved tickets in the period — read with care.")
+    if ((fcr["resolved"] > 0) & (fcr["recorded"] == 0)).any():
+        st.caption(":material/info: Gaps: periods whose resolved tickets record no contact count — unknown, not 0 %.")
 
 
 def resolved_tickets(view: View, point: Point) -> Drill | None:

@@ -600,10 +600,11 @@ def test_rollups_give_the_hand_checked_first_contact_resolution(
     calls = spy_base_statements(monkeypatch)
     assert read_all(db, JAN_TO_APR, "month")[rollups.FIRST_CONTACT_RESOLUTION.name] is not None
     # tests/kpis/test_service.py test_monthly_fcr: Jan T1 (1), T2 (2) -> 1/2; Feb T3 (1,
-    # 1 Feb 00:00), T4 (unknown, no account) -> 1/2; Mar T6 -> 1/1; Apr none; T5 is open.
-    # Wilson 1/2: [0.094531, 0.905469]
+    # 1 Feb 00:00), T4 (count not recorded, no account) -> 1/2; Mar T6 -> 1/1; Apr none; T5
+    # is open. Wilson 1/2: [0.094531, 0.905469]
     frame = first_contact_resolution(db, JAN_TO_APR, "month")
     assert list(frame["resolved"]) == [2, 2, 1, 0]
+    assert list(frame["recorded"]) == [2, 1, 1, 0]
     assert list(frame["first_contact"]) == [1, 1, 1, 0]
     assert column(frame, "fcr_rate") == pytest.approx([0.5, 0.5, 1.0, NAN], nan_ok=True)
     assert column(frame, "ci_low")[0] == pytest.approx(0.094531, abs=1e-6)
@@ -748,8 +749,8 @@ def test_records_without_a_known_account_count_only_unfiltered(
     assert no_dimensions(rollups.WIN_RATE, 202402, *rollups.WIN_RATE.measures) == (1, 0, 0)
     assert no_dimensions(rollups.WIN_RATE, 202403, *rollups.WIN_RATE.measures) == (1, 0, 0)
     fcr = rollups.FIRST_CONTACT_RESOLUTION
-    assert no_dimensions(fcr, 202402, *fcr.measures) == (1, 0)
-    assert no_dimensions(fcr, 202403, *fcr.measures) == (1, 1)
+    assert no_dimensions(fcr, 202402, *fcr.measures) == (1, 0, 0)  # resolved, first contact, recorded
+    assert no_dimensions(fcr, 202403, *fcr.measures) == (1, 1, 1)
     calls = spy_base_statements(monkeypatch)
     everyone = JAN_TO_APR
     with_segment = JAN_TO_APR.replace(segments=["Enterprise", "SMB"])  # every account that has one

@@ -30,9 +30,10 @@ def crm(db):
 
 def test_monthly_fcr(crm):
     frame = first_contact_resolution(crm, JAN_TO_APR, "month")
-    # by resolved_at: Jan T1 (1), T2 (2) -> 1/2; Feb T3 (1, resolved 1 Feb 00:00), T4 (unknown) -> 1/2;
-    # Mar T6 -> 1/1; Apr none -> NaN
+    # by resolved_at: Jan T1 (1), T2 (2) -> 1/2; Feb T3 (1, resolved 1 Feb 00:00), T4 (count not
+    # recorded: resolved, not first-contact) -> 1/2; Mar T6 -> 1/1; Apr none -> NaN
     assert list(frame["resolved"]) == [2, 2, 1, 0]
+    assert list(frame["recorded"]) == [2, 1, 1, 0]
     assert list(frame["first_contact"]) == [1, 1, 1, 0]
     assert column(frame, "fcr_rate") == pytest.approx([0.5, 0.5, 1.0, NAN], nan_ok=True)
     # Wilson 1/2: centre 0.5, half = 1.96·sqrt(0.125 + 0.240091)/2.920729 = 0.405469
@@ -55,9 +56,19 @@ def test_fcr_quarter_and_product(crm):
     frame = first_contact_resolution(crm, Filters("2024-01-01", "2025-01-01"), "quarter")
     assert list(frame["resolved"]) == [5, 0, 0, 0]
     assert frame.loc[0, "fcr_rate"] == pytest.approx(0.6)
-    # P1 tickets resolved: T1, T2, T4 -> 1/3 over the year
+    # P1 tickets resolved: T1, T2, T4 (T4's count not recorded) -> 1/3 over the year
     year = first_contact_resolution(crm, Filters("2024-01-01", "2025-01-01").replace(products=["P1"]), "year")
-    assert (year.loc[0, "resolved"], year.loc[0, "first_contact"]) == (3, 1)
+    assert (year.loc[0, "resolved"], year.loc[0, "recorded"], year.loc[0, "first_contact"]) == (3, 2, 1)
+    assert year.loc[0, "fcr_rate"] == pytest.approx(1 / 3)
+
+
+def test_fcr_is_unknown_not_zero_when_no_contact_count_is_recorded(crm):
+    # P1 in February: only T4, whose contact count is not recorded (as on Salesforce cases):
+    # resolved 1, recorded 0 -> the rate is NaN ("not recorded"), never 0 %
+    frame = first_contact_resolution(crm, JAN_TO_APR.replace(products=["P1"]), "month")
+    february = frame.iloc[1]  # Jan, Feb, Mar, Apr
+    assert (february["resolved"], february["recorded"], february["first_contact"]) == (1, 0, 0)
+    assert math.isnan(february["fcr_rate"])
 
 
 def test_ticket_breakdown_by_category(crm):

@@ -416,10 +416,11 @@ def test_a_weekly_data_export_in_four_currencies(kind: str, make_db, tmp_path: P
     assert pipeline.loc["Proposal/Price Quote", "weighted_amount"] == pytest.approx(300000 / 16.5 * 0.75)
     assert pipeline["weighted_amount"].sum() == pytest.approx(72000 + 300000 / 16.5 * 0.75)
     # closed cases whose IsClosed is true are resolved: 2023: 1; 2024: 2 (the open one is not);
-    # Salesforce has no contact count: resolved, none of them first-contact
+    # Salesforce records no contact count: resolved, and the rate is unknown (NaN), not 0 %
     fcr = kpis.first_contact_resolution(engine, YEARS_2023_2024, "year")
     assert fcr["resolved"].tolist() == [1, 2]
-    assert fcr["first_contact"].tolist() == [0, 0]
+    assert (fcr["recorded"].tolist(), fcr["first_contact"].tolist()) == ([0, 0], [0, 0])
+    assert fcr["fcr_rate"].isna().all()
     # the import's summary: won deals per currency as the CRM shows them, and in USD
     assert report.won_by_currency == [
         WonAmount("COP", 1, 200000000.0, pytest.approx(50000.0)),
@@ -609,7 +610,8 @@ def test_reports_and_files_resaved_in_a_spreadsheet(kind: str, make_db, tmp_path
         ("5005g00000RkAcAAAK", dt.datetime(2024, 4, 20, 14), None),
     ]
     fcr = kpis.first_contact_resolution(engine, YEARS_2023_2024, "year")
-    assert (fcr["resolved"].tolist(), fcr["first_contact"].tolist()) == ([1, 1], [0, 0])
+    assert (fcr["resolved"].tolist(), fcr["recorded"].tolist()) == ([1, 1], [0, 0])
+    assert fcr["fcr_rate"].isna().all()  # no contact counts: unknown, not 0 %
     # TRUE / FALSE of the spreadsheet: won 1, lost 1 in 2024
     wins = kpis.win_rate(engine, YEAR_2024, "year")
     assert (wins.loc[0, "won"], wins.loc[0, "lost"], wins.loc[0, "win_rate"]) == (1, 1, 0.5)
