@@ -13,9 +13,8 @@ carrying the filters and the date range (in the image, in the file name, in the 
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -25,8 +24,6 @@ import streamlit as st
 from charts.theme import CURRENCY
 from ui.cards import CardNumbers, registry_entry
 from ui.filters import View, period_label
-
-logger = logging.getLogger(__name__)
 
 TITLE = "Overview"
 CARDS_TITLE = "Overview cards"
@@ -159,27 +156,10 @@ def _entries() -> list[Any]:
     return list(registry.KPIS)
 
 
-def _audited(build: Callable[[], bytes], view: View, file_name: str, what: str) -> Callable[[], bytes]:
-    """``build`` that first writes the export to the audit log (as ``ui.report`` does)."""
-    name = getattr(getattr(view, "user", None), "name", None) or "anonymous"
-    details = {"page": TITLE, "what": what, "filters": view.describe()}
-
-    def run() -> bytes:
-        from ui import auth
-
-        try:
-            auth.store().record(name, "export", file_name, details)
-        except Exception as error:  # the download goes ahead; the failure is logged
-            logger.warning("Could not write the export of %s to the audit log: %s", file_name, error)
-        return build()
-
-    return run
-
-
 def overview_exports(view: View, table: pd.DataFrame) -> None:
     """The Overview's "Export" popover: the cards as PNG / PDF, their numbers as CSV / XLSX."""
     from charts import export
-    from ui.report import _download
+    from ui.report import _download, audited
 
     context, tag = view.describe(), view.file_tag()
     meta = {
@@ -193,9 +173,10 @@ def overview_exports(view: View, table: pd.DataFrame) -> None:
                 name = export.file_name(CARDS_TITLE, tag, fmt)
                 _download(
                     f"{fmt.upper()} (cards)",
-                    _audited(
+                    audited(
                         lambda fmt=fmt: export.figure_bytes(cards_figure(table), fmt, context=context),
                         view,
+                        TITLE,
                         name,
                         "cards",
                     ),
@@ -213,7 +194,7 @@ def overview_exports(view: View, table: pd.DataFrame) -> None:
             name = export.file_name(CARDS_TITLE, tag, fmt)
             _download(
                 label,
-                _audited(build, view, name, "cards"),
+                audited(build, view, TITLE, name, "cards"),
                 name,
                 export.MIME_TYPES[fmt],
                 f"overview-cards-{fmt}",

@@ -285,6 +285,25 @@ CAPTURE_KEY = "_report_capture"
 CAPTURED: dict[str, Any] = {}
 
 
+def audited(build: Callable[[], bytes], view: Any, page: str, file_name: str, what: str) -> Callable[[], bytes]:
+    """``build`` that first writes who exported what to the audit log (the user, the file, the
+    page, what, the active filters). The user is taken now: the deferred download runs
+    outside the script run. A failed audit write is logged and the download goes ahead."""
+    name = getattr(getattr(view, "user", None), "name", None) or "anonymous"
+    details = {"page": page, "what": what, "filters": view.describe()}
+
+    def run() -> bytes:
+        from ui import auth
+
+        try:
+            auth.store().record(name, "export", file_name, details)
+        except Exception as error:  # the download goes ahead; the failure is logged
+            logger.warning("Could not write the export of %s to the audit log: %s", file_name, error)
+        return build()
+
+    return run
+
+
 class PageReport:
     """Collects a page's charts so each can be exported alone and all together as one PDF."""
 
@@ -314,21 +333,8 @@ class PageReport:
         return meta
 
     def _audited(self, build: Callable[[], bytes], file_name: str, what: str) -> Callable[[], bytes]:
-        """``build`` that first writes who exported what to the audit log. The user is taken
-        now: the deferred download runs outside the script run."""
-        name = getattr(self.user, "name", None) or "anonymous"
-        details = {"page": self.title, "what": what, "filters": self.view.describe()}
-
-        def run() -> bytes:
-            from ui import auth
-
-            try:
-                auth.store().record(name, "export", file_name, details)
-            except Exception as error:  # the download goes ahead; the failure is logged
-                logger.warning("Could not write the export of %s to the audit log: %s", file_name, error)
-            return build()
-
-        return run
+        """``build`` that first writes the export to the audit log (:func:`audited`)."""
+        return audited(build, self.view, self.title, file_name, what)
 
     def chart(
         self,
@@ -635,30 +641,13 @@ def overview_download(view: Any, cards: list[Any]) -> None:
     built when clicked and written to the audit log."""
     from charts import slides
 
-    user = getattr(view, "user", None)
-    name = getattr(user, "name", None) or "anonymous"
     context = view.describe()
     token = st.session_state.get(CAPTURE_KEY)
     if token:  # a headless run (delivery.render) collects the cards
         CAPTURED[str(token)] = OverviewCards("Overview", view, list(cards))
-
-    def build() -> bytes:
-        from ui import auth
-
-        try:
-            auth.store().record(
-                name,
-                "export",
-                "overview.pptx",
-                {"page": "Overview", "what": "cards slide", "filters": context},
-            )
-        except Exception as error:  # the download goes ahead; the failure is logged
-            logger.warning("Could not write the export of overview.pptx to the audit log: %s", error)
-        return slides.overview_deck(context, cards)
-
     _download(
         "Download the Overview as PowerPoint (one slide)",
-        build,
+        audited(lambda: slides.overview_deck(context, cards), view, "Overview", "overview.pptx", "cards slide"),
         "overview.pptx",
         slides.MIME_TYPE,
         "overview-pptx",
