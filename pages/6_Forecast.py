@@ -114,17 +114,17 @@ def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
     history = result.history
     ahead = result.forecast
     fig = go.Figure()
+    # markers: a click on a month lists its payments (drill-down)
+    actual = go.Scatter(
+        x=history.index,
+        y=history.values,
+        name="Revenue",
+        mode="lines+markers",
+        marker={"size": 4},
+        line={"color": "#1F2937"},
+    )
     if not result.reliable:
-        fig.add_trace(
-            go.Scatter(
-                x=history.index,
-                y=history.values,
-                name="Revenue",
-                mode="lines+markers",
-                marker={"size": 4},
-                line={"color": "#1F2937"},
-            )
-        )
+        fig.add_trace(actual)
         fig.update_yaxes(
             **axis_format("money"), title_text="revenue per month", rangemode="tozero", automargin=True
         )
@@ -145,16 +145,7 @@ def forecast_figure(result: forecasting.ForecastResult) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    fig.add_trace(  # markers: a click on a month lists its payments (drill-down)
-        go.Scatter(
-            x=history.index,
-            y=history.values,
-            name="Revenue",
-            mode="lines+markers",
-            marker={"size": 4},
-            line={"color": "#1F2937"},
-        )
-    )
+    fig.add_trace(actual)  # over the interval bands
     # join the forecast to the last actual month so the line is continuous
     joined_x = [history.index[-1], *periods] if len(history) else periods
     joined_y = [history.values[-1], *ahead["mean"]] if len(history) else list(ahead["mean"])
