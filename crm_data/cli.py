@@ -951,6 +951,10 @@ def main(argv: list[str] | None = None) -> int:
             secrets=args.secrets,
         )
     url = database_url(args.url)
+    if args.command in ("demo", "import"):
+        from kpis import rollups  # the application wires the KPI roll-ups to the writers
+
+        rollups.listen()  # in the writer's transaction: rebuilt (demo) or just the periods touched (import)
     try:
         if args.command == "demo":
             return _demo(args, url, prog)

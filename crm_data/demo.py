@@ -88,7 +88,7 @@ import sqlalchemy as sa
 from tqdm import tqdm
 
 from crm_data import demo_vocab as vocab
-from crm_data import schema
+from crm_data import derived, hooks, schema
 from crm_data.bulk import bulk_insert
 from crm_data.demo_accounts import CHUNK_TABLES, account_chunk
 from crm_data.demo_context import DemoContext, product_arrays, spike_quarter, time_axis
@@ -115,8 +115,10 @@ def generate(
 
     ``accounts`` sets the size (everything else scales with it), ``seed`` the random
     stream, ``today`` the last day of the history (default: today in UTC; data lie before
-    its midnight); ``progress`` draws a tqdm bar on stderr. Then it rebuilds the KPI
-    roll-ups (:mod:`kpis.rollups`). Returns the number of rows written per table (every
+    its midnight); ``progress`` draws a tqdm bar on stderr. Then it reports every table as
+    changed (:func:`crm_data.hooks.tables_changed`): the application's listener rebuilds
+    the KPI roll-ups (``kpis.rollups.listen``); unwired, they stay unbuilt (the KPIs read
+    the tables) until ``python -m crm_data rollups``. Returns the number of rows written per table (every
     table, in schema order). It records that the tables hold demo data
     (``crm_data.importing.mark_contents``); :func:`existing_data` tells what it would
     delete that is not.
@@ -157,12 +159,10 @@ def generate(
         bar.close()
     if failure:
         raise failure[0]
-    from kpis import rollups  # the KPI layer owns what the roll-ups hold
-
-    if progress:
+    if progress and hooks.listeners():
         print("demo data: refreshing the KPI roll-ups", file=sys.stderr)
     with connect_checked(engine) as conn, conn.begin():
-        rollups.refresh(conn, today)
+        hooks.tables_changed(conn, hooks.Change.unknown([t.name for t in schema.TABLES], today))
     return counts
 
 
@@ -241,12 +241,11 @@ def _clear(conn: sa.Connection) -> None:
 
     DuckDB cannot delete a parent row whose children were deleted earlier in the same
     transaction (a documented foreign-key limitation), so there the tables are dropped
-    and created again, which is transactional too. The KPI roll-ups are marked unbuilt
-    (KPIs read the tables) until :func:`generate` rebuilds them.
+    and created again, which is transactional too. The derived tables (KPI roll-ups) are
+    marked unbuilt (:func:`crm_data.derived.invalidate`: the KPIs read the tables) until
+    :func:`generate`'s listeners rebuild them.
     """
-    from kpis import rollups
-
-    rollups.invalidate(conn)
+    derived.invalidate(conn)
     if conn.dialect.name == "duckdb":
         schema.metadata.drop_all(conn)
         schema.metadata.create_all(conn)

@@ -19,8 +19,12 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
    the way (:mod:`crm_data.currency`: ``amount_original`` keeps the amount as written);
    blank values a mapping asks to estimate are filled first (:mod:`crm_data.estimates`);
    inputs of ``crm_insights_meta`` are settings (the reporting currency), not rows;
-4. when a table the KPI roll-ups summarise changed, rebuild them (:mod:`kpis.rollups`);
-   when any row changed, record that the tables hold imported data (:func:`mark_contents`:
+4. report which tables changed, and per table the rows inserted and updated and the span
+   of their dates (old and new values), to :func:`crm_data.hooks.tables_changed` — the
+   application's listeners (the KPI roll-ups' incremental refresh, when wired) run in
+   the import's transaction; unwired, the derived tables depending on a changed table
+   are invalidated (:mod:`crm_data.derived`: the KPIs read the base tables until
+   ``python -m crm_data rollups``); when any row changed, record that the tables hold imported data (:func:`mark_contents`:
    ``crm-insights demo`` then refuses to overwrite them without ``--replace``);
 5. commit; any database error rolls everything back.
 
@@ -46,7 +50,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from crm_data import dialects, schema
+from crm_data import dialects, hooks, schema
 from crm_data.bulk import bulk_insert
 from crm_data.engines import connect_checked, explain_database_error
 from crm_data.validation import (
@@ -560,12 +564,14 @@ def _import_tables(
                 tell(1.0, "invalid: nothing imported")
                 return report
             try:
-                report.written = _write(conn, tables, tell, conversion.convert_staging)
+                changes: dict[str, hooks.TableChange] = {}
+                report.written = _write(conn, tables, tell, conversion.convert_staging, changes)
                 for name, changed in conversion.finish(conn, report.written, log).items():
-                    if changed:  # stored amounts converted again (new rates)
+                    if changed:  # stored amounts converted again (new rates): rows unknown
                         report.written[name] = report.written.get(name, 0) + changed
+                        changes[name] = hooks.UNKNOWN
                 report.warnings, report.warning_count = list(log.warnings), log.warning_count
-                _refresh_rollups(conn, report.written, tell)
+                _tables_changed(conn, report.written, changes, tell, today)
                 report.won_by_currency = won_amount_by_currency(conn)
                 report.reporting_currency = currency.read_setting(conn, currency.REPORTING_CURRENCY)
                 if any(report.written.values()):
@@ -674,17 +680,96 @@ def recorded_contents(conn: sa.Connection) -> str | None:
     return conn.execute(sa.select(meta.c.value).where(meta.c.key == CONTENTS)).scalar_one_or_none()
 
 
-def _refresh_rollups(conn: sa.Connection, written: dict[str, int], tell: Progress) -> None:
-    """Rebuild, in the import's transaction, the KPI roll-ups that summarise a table the
-    import changed (all of them when none was ever built), so data and roll-ups always
-    change together."""
-    from kpis import rollups  # the KPI layer owns what the roll-ups hold
+def _tables_changed(
+    conn: sa.Connection,
+    written: dict[str, int],
+    changes: dict[str, hooks.TableChange],
+    tell: Progress,
+    today: dt.date | None,
+) -> None:
+    """Report the tables the import changed (:func:`crm_data.hooks.tables_changed`), in
+    its transaction, so data and derived tables (the KPI roll-ups) change together."""
+    changed = {name: changes.get(name, hooks.UNKNOWN) for name, rows in written.items() if rows}
+    if changed:
+        tell(0.9, "refreshing what is derived from the changed tables")
+        hooks.tables_changed(conn, hooks.Change(changed, today))
 
-    changed = {name for name, rows in written.items() if rows}
-    first_time = not sa.inspect(conn).has_table(rollups.state.name)
-    if first_time or changed & {table.name for table in rollups.SOURCES}:
-        tell(0.9, "refreshing the KPI roll-ups")
-        rollups.refresh(conn, changed=None if first_time else changed)
+
+def _as_date(value: object) -> dt.date | None:
+    """A date from what the database returns for a DATE or timestamp (SQLite: text)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return pd.Timestamp(str(value)).date()
+
+
+def _describe_change(
+    conn: sa.Connection, table: sa.Table, staging: sa.Table, columns: list[str], keys: list[str]
+) -> hooks.TableChange:
+    """What upserting ``staging`` into ``table`` by ``keys`` changes (run before the
+    upsert): the rows it inserts, the rows whose values differ (updated, as
+    :func:`crm_data.dialects.upsert_statements` decides), whether an inserted key is
+    referenced already by another table's rows, and per date or timestamp column of
+    ``table`` the earliest and latest of the changed rows' old and new values."""
+    dates = [c.name for c in table.columns if isinstance(c.type, sa.Date | sa.DateTime)]
+    staged_dates = [c for c in dates if c in columns]
+    joined = sa.and_(*(table.c[k] == staging.c[k] for k in keys))
+    updates = [c for c in columns if c not in keys]
+
+    def spans(source: sa.FromClause, names: list[str]) -> list[sa.ColumnElement]:
+        return [
+            aggregate
+            for name in names
+            for aggregate in (
+                sa.func.min(source.c[name]),
+                sa.func.max(source.c[name]),
+                sa.func.sum(sa.case((source.c[name].is_(None), 1), else_=0)),
+            )
+        ]
+
+    new = (
+        sa.select(sa.func.count(), *spans(staging, staged_dates))
+        .select_from(staging.outerjoin(table, joined))
+        .where(table.c[keys[0]].is_(None))
+    )
+    inserted, *found = conn.execute(new).one()
+    updated, old, now = 0, [], []
+    if updates:
+        differs = sa.or_(*(table.c[c].is_distinct_from(staging.c[c]) for c in updates))
+        changed = sa.select(sa.func.count(), *spans(staging, staged_dates), *spans(table, dates))
+        updated, *rest = conn.execute(changed.select_from(staging.join(table, joined)).where(differs)).one()
+        now, old = rest[: 3 * len(staged_dates)], rest[3 * len(staged_dates) :]
+    result: dict[str, hooks.DateSpan] = {}
+    for name in dates:
+        values: list[dt.date] = []
+        has_null = False
+        if name in staged_dates:
+            i = 3 * staged_dates.index(name)
+            for part, rows in ((found, inserted), (now, updated)):
+                if rows:
+                    values += [d for d in (_as_date(part[i]), _as_date(part[i + 1])) if d is not None]
+                    has_null = has_null or bool(part[i + 2])
+        elif inserted:
+            has_null = True  # inserted rows get no value
+        if updated:
+            i = 3 * dates.index(name)
+            values += [d for d in (_as_date(old[i]), _as_date(old[i + 1])) if d is not None]
+            has_null = has_null or bool(old[i + 2])
+        result[name] = hooks.DateSpan(min(values, default=None), max(values, default=None), has_null)
+    adopted = False
+    if inserted and len(keys) == 1:
+        new_keys = sa.select(staging.c[keys[0]]).select_from(staging.outerjoin(table, joined))
+        new_keys = new_keys.where(table.c[keys[0]].is_(None))
+        present = existing_tables(conn)
+        for other in schema.TABLES:
+            for fk in other.foreign_keys:
+                if fk.column.table is table and fk.column.name == keys[0] and other.name in present:
+                    referenced = sa.select(sa.exists().where(fk.parent.in_(new_keys.scalar_subquery())))
+                    adopted = adopted or bool(conn.execute(referenced).scalar())
+    return hooks.TableChange(True, int(inserted or 0), int(updated or 0), adopted, result)
 
 
 def _staging_table(table: sa.Table, columns: list[str]) -> sa.Table:
@@ -701,9 +786,12 @@ def _write(
     tables: dict[str, ValidTable],
     tell: Progress,
     before_upsert: Callable[[sa.Connection, sa.Table, sa.Table], None] | None = None,
+    changes: dict[str, hooks.TableChange] | None = None,
 ) -> dict[str, int]:
     """Create missing tables (and columns), then stage and upsert each table, parents first;
-    ``before_upsert(conn, table, staging)`` may change the staged rows (currency conversion)."""
+    ``before_upsert(conn, table, staging)`` may change the staged rows (currency conversion).
+    ``changes`` receives what each table's upsert changes (:func:`_describe_change`; a
+    table without a key, whose rows are replaced: unknown)."""
     missing = [t for t in schema.TABLES if t.name not in existing_tables(conn)]
     if missing:
         schema.metadata.create_all(conn, tables=missing, checkfirst=True)
@@ -723,6 +811,8 @@ def _write(
             before_upsert(conn, table, staging)
         if table.primary_key.columns:
             keys = [c.name for c in table.primary_key.columns]
+            if changes is not None:
+                changes[table.name] = _describe_change(conn, table, staging, columns, keys)
             statements = dialects.upsert_statements(conn.dialect, table, staging, columns, keys)
             counts = [conn.execute(statement, execution_options=_COUNT).rowcount for statement in statements]
         else:

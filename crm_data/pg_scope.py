@@ -8,8 +8,8 @@ superuser or the tables' owner, in one transaction: :func:`apply`):
   or psql's ``\\password``); CONNECT on the database, USAGE on the schema, its search_path;
 * revoke whatever it was granted on the CRM and roll-up tables (not on others, such as the
   dashboard's sign-in tables ``app_accounts``/``app_audit``), then grant SELECT on the CRM tables
-  only — never on the KPI roll-ups (``rollup_state``, ``rollup_*``: aggregates of *all*
-  accounts) for a restricted scope; the KPIs then read the base tables (``kpis.rollups``
+  only — never on the KPI roll-ups (every table named ``rollup_*``, :mod:`crm_data.derived`:
+  aggregates of *all* accounts) for a restricted scope; the KPIs then read the base tables (``kpis.rollups``
   treats a missing SELECT privilege as "no roll-ups");
 * ENABLE ROW LEVEL SECURITY and one ``FOR SELECT TO role`` policy on every table with
   records of accounts, mirroring ``kpis.filters.scope``: ``accounts`` by its own columns
@@ -23,7 +23,8 @@ superuser or the tables' owner, in one transaction: :func:`apply`):
   as the KPI layer hides them; users, products and pipeline_stages (the filter bar, the
   pipeline's stages) stay fully readable, without RLS.
 
-An unrestricted scope gives ``USING (true)`` policies and SELECT on the roll-ups too. Row-level
+An unrestricted scope gives ``USING (true)`` policies and SELECT on the roll-ups that exist
+when the statements run (roll-ups built later: run them again). Row-level
 security does not apply to the tables' owner nor to superusers (or BYPASSRLS roles); once it
 is enabled, any *other* role sees no rows of those tables until it has a policy — give it one
 with this module (an unrestricted scope) or BYPASSRLS.
@@ -36,7 +37,8 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from psycopg import sql
 
-from kpis.filters import ACCOUNT_DIMENSIONS, Scope
+from crm_data.derived import PREFIX
+from crm_data.scope import ACCOUNT_DIMENSIONS, Scope
 
 #: Tables whose rows belong to an account through ``account_id`` (accounts itself aside).
 ACCOUNT_TABLES: tuple[str, ...] = (
@@ -123,7 +125,6 @@ def scope_role_sql(role: str, scope: Scope, schema: str = "public") -> list[str]
     within ``scope`` (see the module docstring). Names are quoted as identifiers and the
     scope's values as literals (``psycopg.sql``); run them in one transaction."""
     from crm_data import schema as crm_schema  # the parameter shadows the module name
-    from kpis import rollups
 
     if not role:
         raise ValueError("the role needs a name")
@@ -134,19 +135,31 @@ def scope_role_sql(role: str, scope: Scope, schema: str = "public") -> list[str]
     def table(name: str) -> sql.Composable:
         return sql.SQL("{}.{}").format(ns, sql.Identifier(name))
 
-    owned_by_rollups = [rollups.state.name, *(r.name for r in rollups.ROLLUPS)]
+    # the derived tables (KPI roll-ups and their state, ``crm_data.derived``): every table
+    # of the schema named ``rollup_*`` when the statements run
+    derived_tables = sql.SQL(
+        "ARRAY(SELECT tablename::text FROM pg_tables WHERE schemaname = {schema} AND tablename LIKE {pattern})"
+    ).format(schema=sql.Literal(schema), pattern=sql.Literal(PREFIX.replace("_", "\\_") + "%"))
     body = sql.SQL(
         "DECLARE t text; BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN CREATE ROLE {who} LOGIN; "
         "ELSE ALTER ROLE {who} LOGIN; END IF; "
         "EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), {name}); "
-        "FOREACH t IN ARRAY ARRAY[{tables}]::text[] LOOP "
+        "FOREACH t IN ARRAY ARRAY[{tables}]::text[] || {derived} LOOP "
         "IF to_regclass(format('%I.%I', {schema}, t)) IS NOT NULL THEN "
-        "EXECUTE format('REVOKE ALL ON %I.%I FROM %I', {schema}, t, {name}); END IF; END LOOP; END"
+        "EXECUTE format('REVOKE ALL ON %I.%I FROM %I', {schema}, t, {name}); END IF; END LOOP; "
+        "{grant}END"
     ).format(
         name=sql.Literal(role),
         who=who,
         schema=sql.Literal(schema),
-        tables=sql.SQL(", ").join(sql.Literal(n) for n in [*tables, *owned_by_rollups]),
+        tables=sql.SQL(", ").join(sql.Literal(n) for n in tables),
+        derived=derived_tables,
+        grant=sql.SQL(
+            ""
+            if scope.restricted
+            else "FOREACH t IN ARRAY {derived} LOOP "
+            "EXECUTE format('GRANT SELECT ON %I.%I TO %I', {schema}, t, {name}); END LOOP; "
+        ).format(derived=derived_tables, schema=sql.Literal(schema), name=sql.Literal(role)),
     )
     text = body.as_string(None)
     tag = "$crm$"
@@ -158,8 +171,6 @@ def scope_role_sql(role: str, scope: Scope, schema: str = "public") -> list[str]
         sql.SQL("ALTER ROLE {} SET search_path = {}").format(who, ns),
     ]
     readable = [*ACCOUNT_TABLES, "accounts", "deal_stage_history", *COMPANY_TABLES, *SHARED_TABLES]
-    if not scope.restricted:
-        readable += owned_by_rollups
     statements.append(
         sql.SQL("GRANT SELECT ON {} TO {}").format(sql.SQL(", ").join(table(n) for n in readable), who)
     )

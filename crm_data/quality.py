@@ -21,7 +21,7 @@ Checks (``key``: what counts):
 * ``future_<table>``: rows with a timestamp / date after ``now`` (planned values are
   allowed: ``subscriptions.ended_at``, ``campaigns.started_on`` / ``ended_on``).
 * ``stale_rollups`` (only where KPI roll-ups were built): roll-ups whose source tables
-  gained or lost rows since (``kpis.rollups.stale``).
+  gained or lost rows since (``crm_data.derived.stale``).
 * ``overlapping_subscriptions``: pairs of subscriptions of the same account and product
   (a missing product counts as one product) whose ``[started_at, ended_at)`` intervals
   overlap (no ``ended_at`` = still running).
@@ -40,17 +40,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pandas as pd
 import sqlalchemy as sa
 
-from crm_data import dialects, schema
+from crm_data import derived, dialects, schema
 from crm_data.validation import column_kind, existing_tables
 
 if TYPE_CHECKING:
-    from kpis.filters import Scope
+    from crm_data.scope import Scope
 
 #: Sample records kept per finding.
 DEFAULT_LIMIT = 20
@@ -183,7 +183,7 @@ def _as_scope(scope: Scope | Mapping[str, Iterable[str]] | None) -> Scope | None
     """``scope`` as a ``kpis.filters.Scope`` when it restricts anything, else None."""
     if scope is None:
         return None
-    from kpis.filters import Scope  # crm_data does not import the KPI layer at module level
+    from crm_data.scope import Scope
 
     if not isinstance(scope, Scope):
         scope = Scope.from_dict(dict(scope))
@@ -192,17 +192,16 @@ def _as_scope(scope: Scope | Mapping[str, Iterable[str]] | None) -> Scope | None
 
 def _within(scope: Scope | None, table: sa.FromClause, table_name: str) -> list[sa.ColumnElement[bool]]:
     """WHERE conditions keeping the rows of ``table`` (``table_name`` or an alias of it) inside
-    ``scope``: ``kpis.filters.scope``'s own conditions; ``deal_stage_history`` through its deal."""
+    ``scope``: :func:`crm_data.scope.conditions` (``kpis.filters.scope``'s own);
+    ``deal_stage_history`` through its deal."""
     if scope is None:
         return []
-    from kpis.filters import Filters
-    from kpis.filters import scope as scope_conditions
+    from crm_data.scope import conditions
 
-    only_scope = Filters(date.min, date.min, scope=scope)
     if table_name == "deal_stage_history":
         deals = schema.deals
-        return [table.c.deal_id.in_(sa.select(deals.c.deal_id).where(*scope_conditions(only_scope, deals)))]
-    return scope_conditions(only_scope, table)
+        return [table.c.deal_id.in_(sa.select(deals.c.deal_id).where(*conditions(scope, deals)))]
+    return conditions(scope, table)
 
 
 def _blank(column: sa.ColumnElement) -> sa.ColumnElement:
@@ -472,15 +471,14 @@ def _overlapping_subscriptions(
 
 
 def _stale_rollups(conn: sa.Connection, limit: int, **_: object) -> Finding:
-    from kpis import rollups  # the KPI layer owns the roll-ups
-
-    records = rollups.stale(conn)
+    records = derived.stale(conn)
+    sources = sorted({t for names in derived.dependencies(conn).values() for t in names})
     return Finding(
         "stale_rollups",
         "KPI roll-ups older than the data",
-        rollups.state.name,
+        derived.state.name,
         len(records),
-        f"The tables they summarise ({', '.join(t.name for t in rollups.SOURCES)}) gained or lost "
+        f"The tables they summarise ({', '.join(sources)}) gained or lost "
         "rows since the roll-ups were built, by a writer other than demo/import: the Overview's "
         "KPIs may be out of date. Run `python -m crm_data rollups`.",
         records.head(limit),
@@ -539,12 +537,10 @@ def check_database(
                 hidden.append(table_name)
             continue
         findings.append(check(conn, limit=limit, now=now, stale_days=stale_days, scope=limited))
-    from kpis import rollups
-
-    if {t.name for t in rollups.SOURCES} <= present and sa.inspect(conn).has_table(rollups.state.name):
+    if derived.has_state(conn):
         if limited is None:
             findings.append(_stale_rollups(conn, limit=limit))
         else:
-            hidden.append(rollups.state.name)
+            hidden.append(derived.state.name)
     missing = [name for name in schema.TABLE_NAMES if name not in present]
     return QualityReport(findings, now, stale_days, missing, scope=limited, hidden_tables=hidden)

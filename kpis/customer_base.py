@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from crm_data import schema
 from crm_data.dialects import period_start
 from kpis import rollups
+from kpis.activity import _activity_statement, period_grid
 from kpis.core import connection, period_end, period_found, period_starts, ratio_interval
 from kpis.filters import Filters, in_day_range, scope
-from kpis.revenue import _per_account_period, period_grid
+from kpis.measures import is_retention_cost, retention_cost_sums
 
 COUNTS = ["customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"]
 MRR = ["mrr_at_start", "expansion", "contraction", "churned_mrr"]
@@ -56,17 +57,6 @@ COLUMNS = [
 ]
 
 
-#: Constants written into the SQL (not bound): fewer parameters to build and bind per
-#: statement, and plain constants for the planner. Never user values.
-ONE = sa.literal_column("1", sa.Integer())
-NONE = sa.literal_column("0", sa.Integer())
-ZERO = sa.literal_column("0.0", sa.Double())
-
-
-def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    return sa.case((condition, ONE), else_=NONE)
-
-
 @functools.lru_cache(maxsize=256)
 def _base_statement(dialect: sa.Dialect, f: Filters, freq: str, costs: bool) -> sa.Select:
     """One statement: per period index ``i``, the activity counts and MRR sums, then (with
@@ -90,40 +80,6 @@ def _base_statement(dialect: sa.Dialect, f: Filters, freq: str, costs: bool) -> 
     )
 
 
-def _activity_statement(f: Filters, grid: sa.CTE, by: tuple[str, ...] = ()) -> sa.Select:
-    """Per period ``grid.i`` (and, with ``by``, per value of those ``accounts`` columns —
-    the roll-up's grouping): the activity counts and MRR sums of :func:`customer_base`."""
-    per = _per_account_period(f, grid)
-    at_s, at_e = per.c.act_s == ONE, per.c.act_e == ONE
-    lost, kept = sa.and_(at_s, per.c.act_e == NONE), sa.and_(at_s, at_e)
-    change = per.c.mrr_e - per.c.mrr_s
-    # per account active at s: x = MRR at s; y = MRR at e (0 when lost); g = min(x, y) (0 when lost)
-    x, y = per.c.mrr_s, per.c.mrr_e
-    g = sa.case((change < ZERO, y), else_=x)
-    accounts = schema.accounts
-    groups = [per.c.i, *(accounts.c[column] for column in by)]
-    statement = sa.select(
-        *groups,
-        sa.func.sum(per.c.act_s).label("customers_at_start"),
-        sa.func.sum(_flag(sa.and_(per.c.act_s == NONE, at_e))).label("new_customers"),
-        sa.func.sum(_flag(lost)).label("churned"),
-        sa.func.sum(per.c.act_e).label("customers_at_end"),
-        sa.func.sum(_flag(kept)).label("retained_customers"),
-        sa.func.sum(sa.case((at_s, per.c.mrr_s), else_=ZERO)).label("mrr_at_start"),
-        sa.func.sum(sa.case((sa.and_(kept, change > ZERO), change), else_=ZERO)).label("expansion"),
-        sa.func.sum(sa.case((sa.and_(kept, change < ZERO), -change), else_=ZERO)).label("contraction"),
-        sa.func.sum(sa.case((lost, per.c.mrr_s), else_=ZERO)).label("churned_mrr"),
-        sa.func.sum(sa.case((at_s, x * x), else_=ZERO)).label("mrr_at_start_squares"),
-        sa.func.sum(sa.case((kept, y * y), else_=ZERO)).label("net_mrr_squares"),
-        sa.func.sum(sa.case((kept, x * y), else_=ZERO)).label("net_mrr_products"),
-        sa.func.sum(sa.case((kept, g * g), else_=ZERO)).label("gross_mrr_squares"),
-        sa.func.sum(sa.case((kept, x * g), else_=ZERO)).label("gross_mrr_products"),
-    )
-    if by:
-        statement = statement.select_from(per.outerjoin(accounts, accounts.c.account_id == per.c.account_id))
-    return statement.group_by(*groups)
-
-
 def _cost_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     """Retention costs per period of incurred_on (the period as ``period_start`` gives it)."""
     costs = schema.costs
@@ -133,23 +89,6 @@ def _cost_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
         .where(is_retention_cost(costs), in_day_range(costs.c.incurred_on, f), *scope(f, costs))
         .group_by(period)
     )
-
-
-def is_retention_cost(costs: sa.Table) -> sa.ColumnElement[bool]:
-    """The costs that are retention costs."""
-    return costs.c.purpose == "retention"
-
-
-def retention_cost_sums(costs: sa.Table) -> list[sa.ColumnElement]:
-    """retention_costs and one sum per cost category over ``costs`` rows (shared with the
-    roll-up, ``kpis.rollups``)."""
-    return [
-        sa.func.sum(costs.c.amount).label("retention_costs"),
-        *(
-            sa.func.sum(sa.case((costs.c.category == category, costs.c.amount), else_=ZERO)).label(category)
-            for category in schema.COST_CATEGORIES
-        ),
-    ]
 
 
 def customer_base(

@@ -32,10 +32,9 @@ from kpis.core import (
     wilson_interval,
 )
 from kpis.filters import Filters, in_range, scope
+from kpis.measures import CES_EASY_MIN
 
 NOT_SET = "(not set)"
-#: CES scores that count as "easy" (scale 1–7, 7 = very easy).
-CES_EASY_MIN = 5
 
 
 def _responses(f: Filters, survey: str) -> list:
@@ -304,27 +303,6 @@ def _survey_scores_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.S
         )
         .group_by(period, table.c.survey)
     )
-
-
-def survey_score_sums(table: sa.Table) -> list[sa.ColumnElement]:
-    """:func:`survey_scores`' counts and sums over ``survey_responses`` rows, one column per
-    survey and measure (the survey-score roll-up, ``kpis.rollups``): nps_responses,
-    promoters, detractors, ces_responses, easy, total, total_squares."""
-    nps, ces = table.c.survey == "nps", table.c.survey == "ces"
-    score = sa.cast(table.c.score, sa.Double())
-
-    def count(condition: sa.ColumnElement[bool], name: str) -> sa.ColumnElement:
-        return sa.func.sum(sa.case((condition, 1), else_=0)).label(name)
-
-    return [
-        count(nps, "nps_responses"),
-        count(sa.and_(nps, table.c.score >= 9), "promoters"),
-        count(sa.and_(nps, table.c.score <= 6), "detractors"),
-        count(ces, "ces_responses"),
-        count(sa.and_(ces, table.c.score >= CES_EASY_MIN), "easy"),
-        sa.func.sum(sa.case((ces, score))).label("total"),
-        sa.func.sum(sa.case((ces, score * score))).label("total_squares"),
-    ]
 
 
 #: :func:`survey_scores` columns.

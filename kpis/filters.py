@@ -36,96 +36,14 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
+from crm_data.scope import (  # the scope is the data layer's; re-exported here
+    ACCOUNT_DIMENSIONS,
+    EVERYTHING,
+    SCOPE_DIMENSIONS,  # noqa: F401  (re-exported)
+    Scope,
+    _as_tuple,
+)
 from kpis.core import connection as _connection
-
-#: Filter field -> accounts column, for the account-level lists.
-ACCOUNT_DIMENSIONS: dict[str, str] = {
-    "segments": "segment",
-    "industries": "industry",
-    "regions": "region",
-    "countries": "country",
-    "company_sizes": "company_size",
-    "acquisition_channels": "acquisition_channel",
-}
-
-
-#: The dimensions a user's scope can restrict, in the order they are shown.
-SCOPE_DIMENSIONS: tuple[str, ...] = ("regions", "countries", "segments", "industries", "owners")
-
-
-def _as_tuple(values: object) -> tuple[str, ...]:
-    if values is None:
-        return ()
-    if isinstance(values, str):
-        return (values,)
-    return tuple(sorted({str(v) for v in values}))
-
-
-def _as_limit(values: object) -> tuple[str, ...] | None:
-    """None (no limit) stays None; anything else becomes a sorted tuple (``()``: nothing)."""
-    return None if values is None else _as_tuple(values)
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The most a user may see. ``None`` = no limit on that dimension; a tuple = only these
-    values (``()``: none at all). Hashable (part of the ``Filters`` cache key)."""
-
-    regions: tuple[str, ...] | None = None
-    countries: tuple[str, ...] | None = None
-    segments: tuple[str, ...] | None = None
-    industries: tuple[str, ...] | None = None
-    owners: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        for name in SCOPE_DIMENSIONS:
-            object.__setattr__(self, name, _as_limit(getattr(self, name)))
-
-    @property
-    def restricted(self) -> bool:
-        """True when any dimension is limited."""
-        return any(getattr(self, name) is not None for name in SCOPE_DIMENSIONS)
-
-    def limits(self) -> dict[str, tuple[str, ...]]:
-        """The limited dimensions: ``{"regions": ("EMEA",)}``."""
-        return {n: getattr(self, n) for n in SCOPE_DIMENSIONS if getattr(self, n) is not None}
-
-    def intersect(self, other: Scope) -> Scope:
-        """What both allow."""
-        values: dict[str, tuple[str, ...] | None] = {}
-        for name in SCOPE_DIMENSIONS:
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if mine is None or theirs is None:
-                values[name] = theirs if mine is None else mine
-            else:
-                values[name] = tuple(v for v in mine if v in theirs)
-        return Scope(**values)
-
-    def allows(self, name: str, value: str) -> bool:
-        """True when ``value`` of dimension ``name`` (a Filters field) is inside the scope."""
-        limit = getattr(self, name, None) if name in SCOPE_DIMENSIONS else None
-        return limit is None or value in limit
-
-    def describe(self) -> str:
-        """``region EMEA; segment SMB`` or ``everything``."""
-        parts = [
-            f"{name[:-1] if name != 'industries' else 'industry'} {', '.join(values) or '(none)'}"
-            for name, values in self.limits().items()
-        ]
-        return "; ".join(parts) or "everything"
-
-    def as_dict(self) -> dict[str, list[str]]:
-        """The limits as JSON-ready lists (stored with a user's account)."""
-        return {name: list(values) for name, values in self.limits().items()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, object] | None) -> Scope:
-        """The inverse of :meth:`as_dict` (unknown keys are ignored)."""
-        values = values or {}
-        return cls(**{name: values[name] for name in SCOPE_DIMENSIONS if name in values})
-
-
-EVERYTHING = Scope()
 
 #: Filters fields that are lists of values (everything but the dates and the scope).
 LIST_FIELDS: tuple[str, ...] = (

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
 
 import pandas as pd
 import sqlalchemy as sa
@@ -19,100 +18,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from crm_data import schema
 from crm_data.dialects import period_start
 from kpis import rollups
+from kpis.activity import FOREVER, active_at, period_grid
 from kpis.core import LOW_SAMPLE, connection, period_end, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
 Bind = sa.Connection | sa.Engine
 
-#: Stands in for a missing ``ended_at`` (still running) in range-join conditions.
-FOREVER = dt.datetime(9999, 12, 31)
-
-
-# ---------------------------------------------------------------- shared helpers
-
-
-def _as_datetime(value: pd.Timestamp | dt.datetime | dt.date) -> dt.datetime:
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    if isinstance(value, dt.datetime):
-        return value
-    return dt.datetime.combine(value, dt.time())
-
-
-def period_grid(
-    bounds: Sequence[tuple[object, object]], name: str = "grid", keys: Sequence[int] | None = None
-) -> sa.CTE:
-    """A CTE ``name(i, s, e)``: one row per ``(start, end)`` instant pair, sent as bound
-    parameters (``i`` = position in ``bounds``, or ``keys[position]`` when given)."""
-    labels = list(keys) if keys is not None else list(range(len(bounds)))
-    selects = [
-        sa.select(
-            sa.literal(labels[i], sa.Integer()).label("i"),
-            sa.literal(_as_datetime(s), sa.DateTime()).label("s"),
-            sa.literal(_as_datetime(e), sa.DateTime()).label("e"),
-        )
-        for i, (s, e) in enumerate(bounds)
-    ]
-    if not selects:
-        raise ValueError("period_grid needs at least one period")
-    statement = selects[0] if len(selects) == 1 else sa.union_all(*selects)
-    return statement.cte(name)
-
-
-def active_at(
-    started_at: ColumnElement, ended_at: ColumnElement, instant: ColumnElement
-) -> ColumnElement[bool]:
-    """DESIGN.md's rule: a subscription is active at ``instant`` when
-    ``started_at <= instant < ended_at`` (no ``ended_at`` = still running)."""
-    return sa.and_(started_at <= instant, sa.or_(ended_at.is_(None), ended_at > instant))
-
-
 def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return sa.case((condition, 1), else_=0)
-
-
-#: Constants written into the SQL of the per-account activity (not bound parameters).
-_ZERO = sa.literal_column("0.0", sa.Double())
-
-
-def _const_flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
-    return sa.case(
-        (condition, sa.literal_column("1", sa.Integer())), else_=sa.literal_column("0", sa.Integer())
-    )
-
-
-def _per_account_period(f: Filters, grid: sa.CTE) -> sa.CTE:
-    """Per (period i, account): active at s / at e, MRR of subscriptions active at s / at e.
-
-    Only subscriptions in the filters' scope and overlapping ``[s, e]`` are joined."""
-    sub = schema.subscriptions
-    at_s = active_at(sub.c.started_at, sub.c.ended_at, grid.c.s)
-    at_e = active_at(sub.c.started_at, sub.c.ended_at, grid.c.e)
-    mrr = sa.func.coalesce(sub.c.mrr, _ZERO)
-    return (
-        sa.select(
-            grid.c.i,
-            sub.c.account_id,
-            sa.func.max(_const_flag(at_s)).label("act_s"),
-            sa.func.max(_const_flag(at_e)).label("act_e"),
-            sa.func.sum(sa.case((at_s, mrr), else_=_ZERO)).label("mrr_s"),
-            sa.func.sum(sa.case((at_e, mrr), else_=_ZERO)).label("mrr_e"),
-        )
-        .select_from(
-            grid.join(
-                sub,
-                # ended_at NULL = running: as a plain range condition (coalesce to a far
-                # future) the databases can use a range join here.
-                sa.and_(
-                    sub.c.started_at <= grid.c.e,
-                    sa.func.coalesce(sub.c.ended_at, sa.literal(FOREVER, sa.DateTime())) > grid.c.s,
-                ),
-            )
-        )
-        .where(*scope(f, sub))
-        .group_by(grid.c.i, sub.c.account_id)
-        .cte("per_account")
-    )
 
 
 # ---------------------------------------------------------------- revenue

@@ -10,9 +10,9 @@ roll-ups, these KPIs sum a few thousand rows (``python -m benchmarks`` measures 
 paths). The sales cycle's median and 90th percentile are not sums, so it always reads
 the deals.
 
-Same numbers: each roll-up row is the KPI's own aggregate (the expressions of
-``kpis.customer_base``, ``kpis.feedback``, ``kpis.sales``, ``kpis.service``; revenue's
-sums per account first) grouped additionally by the account's ``segment, industry,
+Same numbers: each roll-up row is the KPI's own aggregate — the measures declared once in
+:mod:`kpis.measures`, which the KPI functions sum too (this module imports no KPI module;
+the KPI modules import it) — grouped additionally by the account's ``segment, industry,
 region, country, company_size, acquisition_channel`` and by the period the KPI dates the
 record by. Every measure is a count or a sum over accounts or records, and each account
 lies in exactly one dimension group, so summing the groups a filter selects gives the KPI
@@ -30,9 +30,18 @@ it). When ``end`` cuts the last period short (the current month, say), the
 roll-ups answer the complete periods and the base tables that part of the last one
 (:func:`remainder`; one small query). Otherwise the KPI runs on the base tables.
 
-Freshness: :func:`refresh` rebuilds them from the CRM tables. The importer calls it inside
-its own transaction (the data and the roll-ups change together), the demo generator after
-writing; anything else that writes the CRM tables must run ``python -m crm_data rollups``.
+Freshness: :func:`refresh` rebuilds them from the CRM tables (``python -m crm_data
+rollups``); their state (built or not, covering which months, from which CRM tables) is
+the data layer's :mod:`crm_data.derived`. Writers of CRM tables report what they changed
+through :mod:`crm_data.hooks`; :func:`listen` (wired by the command line, the Import page
+and the test fixtures) answers with :func:`update` in the writer's transaction: only the
+periods the changed records touch are deleted and inserted again — a record's months by
+the columns its measure set dates it by, old and new values; a subscription every month
+from its start to its end (or the last covered month when it runs on); the quarters and
+years containing them — and a roll-up is rebuilt whole when its months are unknown, when
+accounts changed other than by new accounts (an account's dimensions group all its
+records), or when the months covered change. Unwired, the writer invalidates the roll-ups
+depending on what it changed and the KPIs read the base tables until the next refresh.
 ``python -m crm_data check`` reports roll-ups whose source tables gained or lost rows
 since they were built (:func:`stale`).
 """
@@ -49,10 +58,13 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
-from crm_data import schema
-from crm_data.dialects import FREQS, period_key
+from crm_data import derived, hooks, schema
+from crm_data.derived import state
+from crm_data.dialects import FREQS
+from kpis import measures
 from kpis.core import connection, grid_frame, period_end, period_found, period_rows, period_starts
 from kpis.filters import ACCOUNT_DIMENSIONS, Filters, account_conditions
+from kpis.measures import MeasureSet
 
 #: The accounts columns every roll-up is grouped by (the account-level filter lists).
 DIMENSIONS: tuple[str, ...] = tuple(ACCOUNT_DIMENSIONS.values())
@@ -61,52 +73,52 @@ MONTHS = {"month": 1, "quarter": 3, "year": 12}
 
 metadata = sa.MetaData()
 
-#: One row per built roll-up: the months it covers (``YYYYMM``) and when it was built.
-state = sa.Table(
-    "rollup_state",
-    metadata,
-    sa.Column("rollup", sa.String(64), primary_key=True),
-    sa.Column("first_period", sa.Integer(), nullable=False),
-    sa.Column("last_period", sa.Integer(), nullable=False),
-    sa.Column("rows", sa.BigInteger(), nullable=False),
-    sa.Column("refreshed_at", sa.DateTime(), nullable=False),
-    # rows of the tables it summarises when built: ``stale`` compares it with now
-    sa.Column("source_rows", sa.BigInteger(), nullable=True),
-)
-
 
 @dataclass(frozen=True, eq=False)
 class Rollup:
-    """A roll-up table: ``grain, period`` (``YYYYMM`` of the period's first month), the
-    dimension columns, then ``counts`` and ``sums``; ``source(dialect, grain, periods)``
-    is the SELECT of ``period, *DIMENSIONS, *counts, *sums`` that fills one grain."""
+    """A roll-up table built from :attr:`measure_set`: ``grain, period`` (``YYYYMM`` of the
+    period's first month), the dimension columns, then the counts and sums."""
 
+    measure_set: MeasureSet
     table: sa.Table
-    counts: tuple[str, ...]
-    sums: tuple[str, ...]
-    source: Callable[[sa.Dialect, str, list[pd.Timestamp]], sa.Select]
-    #: The CRM table its records come from (grouped through their account).
-    records: sa.Table
-    #: The KPI counts a period's records only before ``end`` (all but the customer base's
-    #: activity, which is measured at the period's own start and end).
-    cut_by_end: bool = True
-    #: A quarter's or year's measures are the sums of its months' (not so for distinct
-    #: paying accounts): a cut quarter or year can take its complete months from the month
-    #: roll-up.
-    months_add_up: bool = True
-
-    @property
-    def tables(self) -> tuple[sa.Table, sa.Table]:
-        """The CRM tables it summarises: accounts and its records' table."""
-        return (schema.accounts, self.records)
 
     @property
     def name(self) -> str:
         return self.table.name
 
     @property
+    def counts(self) -> tuple[str, ...]:
+        return self.measure_set.counts
+
+    @property
+    def sums(self) -> tuple[str, ...]:
+        return self.measure_set.sums
+
+    @property
     def measures(self) -> tuple[str, ...]:
-        return (*self.counts, *self.sums)
+        return self.measure_set.measures
+
+    @property
+    def records(self) -> sa.Table:
+        """The CRM table its records come from (grouped through their account)."""
+        return self.measure_set.records
+
+    @property
+    def cut_by_end(self) -> bool:
+        return self.measure_set.cut_by_end
+
+    @property
+    def months_add_up(self) -> bool:
+        return self.measure_set.months_add_up
+
+    @property
+    def tables(self) -> tuple[sa.Table, sa.Table]:
+        """The CRM tables it summarises: accounts and its records' table."""
+        return (schema.accounts, self.records)
+
+    def source(self, dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
+        """The SELECT of ``period, *DIMENSIONS, *measures`` that fills ``periods`` of ``grain``."""
+        return self.measure_set.source(dialect, grain, periods, DIMENSIONS)
 
 
 def _table(name: str, counts: tuple[str, ...], sums: tuple[str, ...]) -> sa.Table:
@@ -123,9 +135,32 @@ def _table(name: str, counts: tuple[str, ...], sums: tuple[str, ...]) -> sa.Tabl
     return table
 
 
+_BY_NAME: dict[str, Rollup] = {}
+
+
+def rollup_of(measure_set: MeasureSet) -> Rollup:
+    """The roll-up of ``measure_set`` (one per name; its table is named after it and must
+    start with ``rollup_``, :data:`crm_data.derived.PREFIX`)."""
+    found = _BY_NAME.get(measure_set.name)
+    if found is not None:
+        if found.measure_set is not measure_set:
+            raise ValueError(f"another measure set is named {measure_set.name}")
+        return found
+    if not measure_set.name.startswith(derived.PREFIX):
+        raise ValueError(f"a roll-up's name starts with {derived.PREFIX!r}: {measure_set.name}")
+    rollup = Rollup(measure_set, _table(measure_set.name, measure_set.counts, measure_set.sums))
+    _BY_NAME[measure_set.name] = rollup
+    return rollup
+
+
 def period_label(period: pd.Timestamp) -> int:
     """``YYYYMM`` of a period start (the roll-ups' ``period`` column)."""
     return period.year * 100 + period.month
+
+
+def _month(label: int) -> pd.Timestamp:
+    """The month labelled ``YYYYMM``."""
+    return pd.Timestamp(label // 100, label % 100, 1)
 
 
 def _grain_label(month: int, grain: str) -> int:
@@ -141,203 +176,21 @@ def _grain_periods(first: pd.Timestamp, last: pd.Timestamp, grain: str) -> list[
     return period_starts(start.date(), (last + pd.DateOffset(months=1)).date(), grain)
 
 
-# ---------------------------------------------------------------- sources
-
-
-def _dimensions() -> list[sa.Column]:
-    return [schema.accounts.c[column] for column in DIMENSIONS]
-
-
-def _with_accounts(table: sa.Table | sa.Subquery) -> sa.Join:
-    """``table`` with its account's dimensions (NULL when it has none)."""
-    accounts = schema.accounts
-    return table.outerjoin(accounts, accounts.c.account_id == table.c.account_id)
-
-
-#: No segment, owner or product filters: the roll-ups group every record.
-_EVERYTHING = Filters(dt.date(1, 1, 1), dt.date(9999, 12, 31))
-
-
-def _customer_base_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
-    from kpis.customer_base import _activity_statement
-    from kpis.revenue import period_grid
-
-    grid = period_grid([(p, period_end(p, grain)) for p in periods], keys=[period_label(p) for p in periods])
-    return _activity_statement(_EVERYTHING, grid, by=DIMENSIONS)
-
-
-def _grouped(
-    dialect: sa.Dialect,
-    grain: str,
-    table: sa.Table,
-    dated: sa.ColumnElement,
-    sums: list[sa.ColumnElement],
-    *where: sa.ColumnElement[bool],
-) -> sa.Select:
-    """``sums`` over ``table`` rows (with a date, matching ``where``) per period of
-    ``dated`` and dimension group."""
-    period = period_key(dialect, dated, grain)
-    return (
-        sa.select(period.label("period"), *_dimensions(), *sums)
-        .select_from(_with_accounts(table))
-        .where(dated.is_not(None), *where)
-        .group_by(period, *_dimensions())
-    )
-
-
-def _retention_costs_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
-    from kpis.customer_base import is_retention_cost, retention_cost_sums
-
-    costs = schema.costs
-    return _grouped(
-        dialect, grain, costs, costs.c.incurred_on, retention_cost_sums(costs), is_retention_cost(costs)
-    )
-
-
-def _survey_scores_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
-    from kpis.feedback import survey_score_sums
-
-    table = schema.survey_responses
-    return _grouped(
-        dialect,
-        grain,
-        table,
-        table.c.responded_at,
-        survey_score_sums(table),
-        table.c.survey.in_(("nps", "ces")),
-    )
-
-
-def _win_rate_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
-    from kpis.sales import win_rate_date, win_rate_sums
-
-    deals = schema.deals
-    return _grouped(
-        dialect,
-        grain,
-        deals,
-        win_rate_date(deals),
-        win_rate_sums(deals),
-        deals.c.status.in_(("won", "lost", "open")),
-    )
-
-
-def _fcr_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
-    from kpis.service import fcr_sums
-
-    tickets = schema.tickets
-    return _grouped(dialect, grain, tickets, tickets.c.resolved_at, fcr_sums(tickets))
-
-
-def _revenue_source(dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp]) -> sa.Select:
-    """:func:`kpis.revenue.revenue`'s sums in two steps: per (period, account) first — a
-    paying account is one with a positive payment in the period — then per dimension
-    group (a third of the time of counting distinct accounts per group)."""
-    payments = schema.payments
-    period = period_key(dialect, payments.c.paid_at, grain)
-    positive = payments.c.amount > 0
-    one, zero = sa.literal_column("1", sa.Integer()), sa.literal_column("0", sa.Integer())
-    per_account = (
-        sa.select(
-            period.label("period"),
-            payments.c.account_id,
-            sa.func.max(
-                sa.case((sa.and_(positive, payments.c.account_id.is_not(None)), one), else_=zero)
-            ).label("paying"),
-            sa.func.sum(payments.c.amount).label("revenue"),
-            sa.func.sum(sa.case((positive, payments.c.amount), else_=0.0)).label("gross_revenue"),
-            sa.func.sum(sa.case((payments.c.amount < 0, -payments.c.amount), else_=0.0)).label("refunds"),
-        )
-        .group_by(period, payments.c.account_id)
-        .subquery("per_account")
-    )
-    return (
-        sa.select(
-            per_account.c.period,
-            *_dimensions(),
-            *(sa.func.sum(per_account.c[c]) for c in ("paying", "revenue", "gross_revenue", "refunds")),
-        )
-        .select_from(_with_accounts(per_account))
-        .group_by(per_account.c.period, *_dimensions())
-    )
-
-
-def _rollup(
-    name: str,
-    records: sa.Table,
-    counts: tuple[str, ...],
-    sums: tuple[str, ...],
-    source: Callable,
-    cut_by_end: bool = True,
-    months_add_up: bool = True,
-) -> Rollup:
-    return Rollup(_table(name, counts, sums), counts, sums, source, records, cut_by_end, months_add_up)
-
-
 #: Active, new, churned and retained customers and their MRR (``kpis.customer_base``).
-CUSTOMER_BASE = _rollup(
-    "rollup_customer_base",
-    schema.subscriptions,
-    ("customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"),
-    (
-        "mrr_at_start",
-        "expansion",
-        "contraction",
-        "churned_mrr",
-        # sums of squares and products for the MRR ratios' intervals
-        "mrr_at_start_squares",
-        "net_mrr_squares",
-        "net_mrr_products",
-        "gross_mrr_squares",
-        "gross_mrr_products",
-    ),
-    _customer_base_source,
-    cut_by_end=False,
-)
+CUSTOMER_BASE = rollup_of(measures.CUSTOMER_BASE)
 #: Retention costs, in all and per category (``kpis.customer_base``).
-RETENTION_COSTS = _rollup(
-    "rollup_retention_costs",
-    schema.costs,
-    (),
-    ("retention_costs", *schema.COST_CATEGORIES),
-    _retention_costs_source,
-)
+RETENTION_COSTS = rollup_of(measures.RETENTION_COSTS)
 #: Paying accounts, revenue, gross revenue and refunds (``kpis.revenue``).
-REVENUE = _rollup(
-    "rollup_revenue",
-    schema.payments,
-    ("paying_accounts",),
-    ("revenue", "gross_revenue", "refunds"),
-    _revenue_source,
-    months_add_up=False,  # an account paying in two months is one paying account of the quarter
-)
+REVENUE = rollup_of(measures.REVENUE)
 #: NPS and CES counts and score sums (``kpis.feedback.survey_scores``).
-SURVEY_SCORES = _rollup(
-    "rollup_survey_scores",
-    schema.survey_responses,
-    ("nps_responses", "promoters", "detractors", "ces_responses", "easy"),
-    ("total", "total_squares"),
-    _survey_scores_source,
-)
+SURVEY_SCORES = rollup_of(measures.SURVEY_SCORES)
 #: Won, lost and open deals (``kpis.sales.win_rate``).
-WIN_RATE = _rollup("rollup_win_rate", schema.deals, ("won", "lost", "open_created"), (), _win_rate_source)
+WIN_RATE = rollup_of(measures.WIN_RATE)
 #: Resolved tickets, those resolved at the first contact and those with a recorded contact
 #: count (``kpis.service``).
-FIRST_CONTACT_RESOLUTION = _rollup(
-    "rollup_first_contact_resolution",
-    schema.tickets,
-    ("resolved", "first_contact", "recorded"),
-    (),
-    _fcr_source,
-)
-ROLLUPS: tuple[Rollup, ...] = (
-    CUSTOMER_BASE,
-    RETENTION_COSTS,
-    REVENUE,
-    SURVEY_SCORES,
-    WIN_RATE,
-    FIRST_CONTACT_RESOLUTION,
-)
+FIRST_CONTACT_RESOLUTION = rollup_of(measures.FIRST_CONTACT_RESOLUTION)
+#: Every roll-up of :data:`kpis.measures.MEASURE_SETS`.
+ROLLUPS: tuple[Rollup, ...] = tuple(rollup_of(m) for m in measures.MEASURE_SETS)
 #: The CRM tables the roll-ups summarise.
 SOURCES: tuple[sa.Table, ...] = (schema.accounts, *(rollup.records for rollup in ROLLUPS))
 
@@ -383,10 +236,14 @@ def data_months(
 
 
 def refresh(
-    conn: sa.Connection, today: dt.date | None = None, changed: Collection[str] | None = None
+    conn: sa.Connection,
+    today: dt.date | None = None,
+    changed: Collection[str] | None = None,
+    rollups: Iterable[Rollup] = ROLLUPS,
 ) -> dict[str, int]:
-    """Rebuild roll-ups from the CRM tables in the caller's transaction (creating the
-    tables when missing); return the rows written per rebuilt roll-up.
+    """Rebuild roll-ups (default: all of :data:`ROLLUPS`) from the CRM tables, for every
+    period, in the caller's transaction (creating the tables when missing); return the rows
+    written per rebuilt roll-up.
 
     ``changed`` names the CRM tables a writer changed: then only the roll-ups that
     summarise one of them (:attr:`Rollup.tables`) are rebuilt, and those never built — an
@@ -394,48 +251,168 @@ def refresh(
     all. Each grain's rows come from one INSERT ... SELECT, so no data passes through
     Python. With no record any roll-up counts (:func:`data_months`) they are emptied and
     their state removed (the KPIs then read the base tables)."""
-    outdated = {rollup.name for rollup in ROLLUPS if _outdated(conn, rollup)}
-    for rollup in ROLLUPS:
-        if rollup.name in outdated:  # built by a version with other measures: rebuilt whole
-            rollup.table.drop(conn)
-    metadata.create_all(conn, checkfirst=True)
-    built = {name for (name,) in conn.execute(sa.select(state.c.rollup))} - outdated
+    chosen = list(rollups)
+    _prepare(conn, chosen)
+    built = derived.built(conn)
     due = [
         rollup
-        for rollup in ROLLUPS
+        for rollup in chosen
         if changed is None or rollup.name not in built or any(t.name in changed for t in rollup.tables)
     ]
     months = data_months(conn, today) if due else None
-    counted = _table_rows(conn, (t for rollup in due for t in rollup.tables)) if due else {}
+    counted = derived.table_rows(conn, (t for rollup in due for t in rollup.tables)) if due else {}
     written: dict[str, int] = {}
     for rollup in due:
         conn.execute(rollup.table.delete())
-        conn.execute(state.delete().where(state.c.rollup == rollup.name))
+        derived.forget(conn, rollup.name)
         written[rollup.name] = 0
         if months is None:
             continue
         for grain in FREQS:
-            rows = rollup.source(conn.dialect, grain, _grain_periods(*months, grain)).subquery()
-            conn.execute(
-                rollup.table.insert().from_select(
-                    ["grain", "period", *DIMENSIONS, *rollup.measures],
-                    sa.select(sa.literal(grain, sa.String()).label("grain"), *rows.c),
-                )
-            )
-        written[rollup.name] = conn.execute(sa.select(sa.func.count()).select_from(rollup.table)).scalar_one()
-        conn.execute(
-            state.insert().values(
-                rollup=rollup.name,
-                first_period=period_label(months[0]),
-                last_period=period_label(months[1]),
-                rows=written[rollup.name],
-                refreshed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0),
-                source_rows=sum(counted[t.name] for t in rollup.tables),
-            )
-        )
+            _insert(conn, rollup, grain, _grain_periods(*months, grain))
+        written[rollup.name] = _record(conn, rollup, months, counted)
     _HAS_STATE.clear()
     _CURRENT.clear()
     return written
+
+
+def _prepare(conn: sa.Connection, rollups: Iterable[Rollup]) -> None:
+    """Drop the tables of ``rollups`` built by a version with other measures (rebuilt
+    whole, their state gone), then create the missing tables and the state tables."""
+    for rollup in rollups:
+        if _outdated(conn, rollup):
+            rollup.table.drop(conn)
+            derived.forget(conn, rollup.name)
+        rollup.table.create(conn, checkfirst=True)
+    derived.create(conn)
+
+
+def _insert(conn: sa.Connection, rollup: Rollup, grain: str, periods: list[pd.Timestamp]) -> None:
+    """INSERT ... SELECT the rows of ``periods`` (consecutive, of ``grain``)."""
+    rows = rollup.source(conn.dialect, grain, periods).subquery()
+    conn.execute(
+        rollup.table.insert().from_select(
+            ["grain", "period", *DIMENSIONS, *rollup.measures],
+            sa.select(sa.literal(grain, sa.String()).label("grain"), *rows.c),
+        )
+    )
+
+
+def _record(
+    conn: sa.Connection, rollup: Rollup, months: tuple[pd.Timestamp, pd.Timestamp], counted: dict[str, int]
+) -> int:
+    """Record ``rollup`` as built over ``months`` (:mod:`crm_data.derived`); its rows."""
+    rows = conn.execute(sa.select(sa.func.count()).select_from(rollup.table)).scalar_one()
+    derived.record(
+        conn,
+        rollup.name,
+        (t.name for t in rollup.tables),
+        period_label(months[0]),
+        period_label(months[1]),
+        rows,
+        sum(counted[t.name] for t in rollup.tables),
+    )
+    return rows
+
+
+def touched_months(
+    rollup: Rollup, change: hooks.Change, last: pd.Timestamp
+) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The first and last month of ``rollup`` whose rows ``change`` may alter (``last``:
+    the last month covered, the end of a subscription that runs on); ``(last + 1 month,
+    last)`` — an empty range — when none; None when unknown (rebuild it whole).
+
+    Accounts changed other than by new accounts that no record referenced yet: unknown
+    (an account's dimensions group every record of it). The records' table: the months
+    of the old and new values of the columns the measure set dates a record by
+    (:attr:`~kpis.measures.MeasureSet.date_columns`); with ``spans`` every month from the
+    earliest start to the latest end (any end NULL: to ``last``)."""
+    nothing = (last + pd.DateOffset(months=1), last)
+    accounts = change.tables.get(schema.accounts.name)
+    if accounts is not None and not accounts.pure_insert:
+        return None
+    records = change.tables.get(rollup.records.name)
+    if records is None:
+        return nothing
+    spec = rollup.measure_set
+    if not records.known or not spec.date_columns or any(c not in records.dates for c in spec.date_columns):
+        return None
+    spans = [records.dates[c] for c in spec.date_columns]
+    firsts = [s.first for s in spans if s.first is not None]
+    lasts = [s.last for s in spans if s.last is not None]
+    if spec.spans and spans[-1].has_null and firsts:
+        lasts.append(last.date())
+    if not firsts or not lasts:
+        return nothing
+    month = lambda day: pd.Timestamp(day).to_period("M").to_timestamp()  # noqa: E731
+    return month(min(firsts)), month(max(lasts))
+
+
+def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] = ROLLUPS) -> list[str]:
+    """Bring ``rollups`` up to date after ``change`` (:mod:`crm_data.hooks`), in the
+    writer's transaction; return their names (all current afterwards).
+
+    Never built (or built by a version with other measures): built whole. Not depending on
+    a changed table: left alone. Otherwise only the periods :func:`touched_months` names are
+    deleted and inserted again — every grain's periods containing those months — unless the
+    months are unknown or the months covered (:func:`data_months`) changed: then it is
+    rebuilt whole (:func:`refresh`)."""
+    chosen = list(rollups)
+    _prepare(conn, chosen)
+    built = derived.built(conn)
+    names = change.names
+    due = [r for r in chosen if r.name not in built or any(t.name in names for t in r.tables)]
+    if not due:
+        return [r.name for r in chosen]
+    months = data_months(conn, change.today)
+    whole, partial = [], []
+    for rollup in due:
+        coverage = built.get(rollup.name)
+        if (
+            months is None
+            or coverage is None
+            or coverage != (period_label(months[0]), period_label(months[1]))
+        ):
+            whole.append(rollup)
+            continue
+        touched = touched_months(rollup, change, months[1])
+        if touched is None:
+            whole.append(rollup)
+        else:
+            partial.append((rollup, max(touched[0], months[0]), min(touched[1], months[1])))
+    if whole:
+        refresh(conn, change.today, rollups=whole)
+    if partial:
+        counted = derived.table_rows(conn, (t for rollup, _, _ in partial for t in rollup.tables))
+        for rollup, first, last in partial:
+            if first <= last:
+                for grain in FREQS:
+                    periods = _grain_periods(first, last, grain)
+                    conn.execute(
+                        rollup.table.delete().where(
+                            rollup.table.c.grain == grain,
+                            rollup.table.c.period >= period_label(periods[0]),
+                            rollup.table.c.period <= period_label(periods[-1]),
+                        )
+                    )
+                    _insert(conn, rollup, grain, periods)
+            _record(conn, rollup, months, counted)  # type: ignore[arg-type]  # months is set here
+        _HAS_STATE.clear()
+        _CURRENT.clear()
+    return [r.name for r in chosen]
+
+
+def on_tables_changed(conn: sa.Connection, change: hooks.Change) -> list[str]:
+    """The :mod:`crm_data.hooks` listener: :func:`update` every roll-up (a first import
+    builds them all)."""
+    return update(conn, change)
+
+
+def listen() -> None:
+    """Wire the roll-ups to :mod:`crm_data.hooks` (once; the application calls it: the
+    command line, the Import page, the test fixtures): every writer's change then updates
+    them in its transaction."""
+    hooks.add_listener(on_tables_changed)
 
 
 def _outdated(conn: sa.Connection, rollup: Rollup) -> bool:
@@ -450,42 +427,20 @@ def _outdated(conn: sa.Connection, rollup: Rollup) -> bool:
 
 def source_rows(conn: sa.Connection, tables: Iterable[sa.Table] = SOURCES) -> int:
     """Rows in ``tables`` (default: every table the roll-ups summarise), in all."""
-    return sum(_table_rows(conn, tables).values())
-
-
-def _table_rows(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, int]:
-    """Rows per table, each table counted once, in one statement."""
-    unique = {table.name: table for table in tables}
-    counts = [sa.select(sa.func.count()).select_from(t).scalar_subquery().label(n) for n, t in unique.items()]
-    row = conn.execute(sa.select(*counts)).one()
-    return {name: int(row[i]) for i, name in enumerate(unique)}
+    return sum(derived.table_rows(conn, tables).values())
 
 
 def stale(conn: sa.Connection) -> pd.DataFrame:
-    """Built roll-ups whose source tables (:attr:`Rollup.tables`) changed size since
-    (rows added or deleted by a writer that did not refresh them; in-place updates are not
-    detected). Columns: rollup, refreshed_at, source_rows (when built), rows_now. Empty
-    when none is stale or none was built."""
-    columns = ["rollup", "refreshed_at", "source_rows", "rows_now"]
-    if not sa.inspect(conn).has_table(state.name):
-        return pd.DataFrame(columns=columns)
-    tables = {rollup.name: rollup.tables for rollup in ROLLUPS}
-    found = []
-    built = conn.execute(sa.select(state.c.rollup, state.c.refreshed_at, state.c.source_rows)).all()
-    counted = _table_rows(conn, SOURCES)  # after the state: DuckDB ends an open result at the next query
-    for name, at, rows in built:
-        now = sum(counted[t.name] for t in tables[name]) if name in tables else None
-        if rows != now:
-            found.append((name, at, rows, now))
-    return pd.DataFrame(found, columns=columns)
+    """Built roll-ups whose source tables changed size since they were built
+    (:func:`crm_data.derived.stale`)."""
+    return derived.stale(conn)
 
 
 def invalidate(conn: sa.Connection) -> None:
     """Mark every roll-up unbuilt, in the caller's transaction (for a writer about to
-    change the CRM tables without :func:`refresh` in the same transaction): the KPIs read
-    the base tables until the next refresh."""
-    if sa.inspect(conn).has_table(state.name):
-        conn.execute(state.delete())
+    change the CRM tables without a refresh in the same transaction): the KPIs read the
+    base tables until the next refresh (:func:`crm_data.derived.invalidate`)."""
+    derived.invalidate(conn)
 
 
 def refresh_database(
@@ -734,13 +689,18 @@ __all__ = [
     "enabled",
     "groups_statement",
     "invalidate",
+    "listen",
+    "on_tables_changed",
     "period_rows_or_rolled",
     "read",
     "read_with_remainder",
     "refresh",
     "refresh_database",
     "remainder",
+    "rollup_of",
     "source_rows",
     "stale",
     "state",
+    "touched_months",
+    "update",
 ]

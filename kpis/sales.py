@@ -23,6 +23,7 @@ from crm_data.dialects import days_between, percentile, period_start
 from kpis import rollups
 from kpis.core import LOW_SAMPLE, connection, period_rows, period_starts, read_frame, wilson_interval
 from kpis.filters import Filters, in_range, scope
+from kpis.measures import win_rate_date, win_rate_sums
 
 #: Survival at or below the target within this tolerance counts as reached (``exp(Σ ln)``
 #: rounding must not move a median that is exactly 0.5 to the next time).
@@ -47,19 +48,6 @@ def _win_rate_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select
         )
         .group_by(period)
     )
-
-
-def win_rate_date(deals: sa.Table) -> sa.ColumnElement:
-    """The date :func:`win_rate` counts a deal by: created_at while open, else closed_at."""
-    return sa.case((deals.c.status == "open", deals.c.created_at), else_=deals.c.closed_at)
-
-
-def win_rate_sums(deals: sa.Table) -> list[sa.ColumnElement]:
-    """won, lost and open_created counts over ``deals`` rows (shared with ``kpis.rollups``)."""
-    return [
-        sa.func.sum(sa.case((deals.c.status == status, 1), else_=0)).label(name)
-        for status, name in (("won", "won"), ("lost", "lost"), ("open", "open_created"))
-    ]
 
 
 def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -> pd.DataFrame:

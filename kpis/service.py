@@ -24,6 +24,7 @@ from kpis.core import (
     wilson_interval,
 )
 from kpis.filters import Filters, in_range, scope
+from kpis.measures import fcr_sums
 
 NOT_SET = "(not set)"
 #: ``by`` values of :func:`ticket_breakdown`.
@@ -40,16 +41,6 @@ def _fcr_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
         .where(in_range(tickets.c.resolved_at, f), *scope(f, tickets))
         .group_by(period)
     )
-
-
-def fcr_sums(tickets: sa.Table) -> list[sa.ColumnElement]:
-    """resolved, first_contact and recorded (a contact count recorded) counts over resolved
-    ``tickets`` rows (shared with ``kpis.rollups``)."""
-    return [
-        sa.func.count().label("resolved"),
-        sa.func.sum(sa.case((tickets.c.contacts_until_resolved == 1, 1), else_=0)).label("first_contact"),
-        sa.func.count(tickets.c.contacts_until_resolved).label("recorded"),
-    ]
 
 
 def first_contact_resolution(

@@ -39,6 +39,7 @@ from crm_data.importing import (
 )
 from crm_data.mappings import SHIPPED, MappingError, ReadReport, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
+from kpis import rollups
 from ui import auth, data
 from ui.uploads import MAX_UPLOAD_MB, safe_file_name
 
@@ -363,6 +364,7 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
         bar = st.progress(0.0, text="starting")
         data.refresh()  # close the dashboard's read-only connections to the file
         writer = make_engine(url)
+        rollups.listen()  # the import refreshes the roll-up periods it touches, in its transaction
         try:
             result = import_tables(
                 writer,

@@ -8,6 +8,10 @@
 * ``db``: the same, parametrised over the three kinds.
 * ``shared_data(name)``: the folder of a public dataset in ``../shared/data``; skips
   when it is absent (a user's machine), fails when absent under CI.
+
+The tests run as the application does: the KPI roll-ups listen to the writers
+(``kpis.rollups.listen``), so an import or a demo refreshes them in its transaction
+(``crm_data.hooks.unwired()`` gives a test the unwired case).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import sqlalchemy as sa
 from crm_data import schema
 from crm_data.dialects import prepare_engine
 from crm_data.engines import make_engine
+from kpis import rollups
+
+rollups.listen()
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the public datasets (one folder each): $CRM_PUBLIC_DATA, else shared/data beside the project
