@@ -714,6 +714,8 @@ def _describe_change(
     :func:`crm_data.dialects.upsert_statements` decides), whether an inserted key is
     referenced already by another table's rows, and per date or timestamp column of
     ``table`` the earliest and latest of the changed rows' old and new values."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f'ANALYZE "{staging.name}"'))  # the planner's row counts of the staged rows
     dates = [c.name for c in table.columns if isinstance(c.type, sa.Date | sa.DateTime)]
     staged_dates = [c for c in dates if c in columns]
     joined = sa.and_(*(table.c[k] == staging.c[k] for k in keys))
@@ -761,14 +763,22 @@ def _describe_change(
         result[name] = hooks.DateSpan(min(values, default=None), max(values, default=None), has_null)
     adopted = False
     if inserted and len(keys) == 1:
-        new_keys = sa.select(staging.c[keys[0]]).select_from(staging.outerjoin(table, joined))
-        new_keys = new_keys.where(table.c[keys[0]].is_(None))
+        # driven by the staged rows: per new key, one probe of each referencing table's
+        # index (every foreign-key column is indexed)
+        key = staging.c[keys[0]]
+        is_new = ~sa.exists().where(table.c[keys[0]] == key)
         present = existing_tables(conn)
         for other in schema.TABLES:
             for fk in other.foreign_keys:
-                if fk.column.table is table and fk.column.name == keys[0] and other.name in present:
-                    referenced = sa.select(sa.exists().where(fk.parent.in_(new_keys.scalar_subquery())))
-                    adopted = adopted or bool(conn.execute(referenced).scalar())
+                if (
+                    adopted
+                    or fk.column.table is not table
+                    or fk.column.name != keys[0]
+                    or other.name not in present
+                ):
+                    continue
+                referenced = sa.exists().where(fk.parent == key)
+                adopted = conn.execute(sa.select(key).where(is_new, referenced).limit(1)).first() is not None
     return hooks.TableChange(True, int(inserted or 0), int(updated or 0), adopted, result)
 
 

@@ -24,6 +24,7 @@ from kpis.filters import Filters, in_range, scope
 
 Bind = sa.Connection | sa.Engine
 
+
 def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return sa.case((condition, 1), else_=0)
 

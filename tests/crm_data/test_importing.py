@@ -740,16 +740,14 @@ def test_a_failing_rollup_refresh_rolls_back_the_data_too(
     """The refresh runs in the import's transaction: when the database rejects it (here a
     statement on a missing table after the real refresh), the payments are not changed either."""
     before, payments = rollup_snapshot(with_rollups), snapshot(with_rollups)["payments"]
-    real_refresh = rollups.refresh
+    real_update = rollups.update
 
-    def refresh_then_fail(
-        conn: sa.Connection, today: object = None, changed: object = None
-    ) -> dict[str, int]:
-        written = real_refresh(conn, changed=changed)
+    def update_then_fail(conn: sa.Connection, change: object) -> list[str]:
+        written = real_update(conn, change)
         conn.execute(sa.text("SELECT * FROM no_such_table_after_the_refresh"))
         return written
 
-    monkeypatch.setattr(rollups, "refresh", refresh_then_fail)
+    monkeypatch.setattr(rollups, "update", update_then_fail)
     files = {"payments": "payment_id,account_id,paid_at,amount\nY2,A2,2024-01-20 12:00:00,80\n"}
     report = import_paths(with_rollups, [write_bundle(tmp_path / "changed", files)])
     assert not report.ok
@@ -758,16 +756,16 @@ def test_a_failing_rollup_refresh_rolls_back_the_data_too(
     assert rollup_snapshot(with_rollups) == before
 
 
-def counting_refreshes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The ``changed`` tables ``rollups.refresh`` is called with from now on (still refreshing)."""
-    refreshed: list[object] = []
-    real_refresh = rollups.refresh
+def counting_refreshes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The roll-ups refreshed (whole or the periods touched) from now on (still refreshing)."""
+    refreshed: list[str] = []
+    real_record = rollups._record
 
-    def counting_refresh(conn: sa.Connection, today: object = None, changed: object = None) -> dict[str, int]:
-        refreshed.append(changed)
-        return real_refresh(conn, changed=changed)
+    def counting_record(conn: sa.Connection, rollup: rollups.Rollup, *args: object) -> int:
+        refreshed.append(rollup.name)
+        return real_record(conn, rollup, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(rollups, "refresh", counting_refresh)
+    monkeypatch.setattr(rollups, "_record", counting_record)
     return refreshed
 
 
@@ -795,7 +793,7 @@ def test_import_of_tables_the_rollups_do_not_summarise_keeps_them(
     # an account's dimension changes: the roll-ups follow (A1 moves from SMB to Enterprise)
     files = {"accounts": "account_id,name,segment,created_at\nA1,Acme Inc,Enterprise,2024-01-01\n"}
     assert import_paths(with_rollups, [write_bundle(tmp_path / "moved", files)]).ok
-    assert len(refreshed) == 1
+    assert sorted(refreshed) == sorted(r.name for r in rollups.ROLLUPS)  # every one, whole
     smb = Q1_2024.replace(segments=["SMB"])
     assert revenue(with_rollups, smb, "month")["revenue"].tolist() == [0.0, 0.0, 0.0]
     assert survey_scores(with_rollups, smb, "month")["nps_responses"].tolist() == [0, 0, 0]
@@ -838,7 +836,7 @@ def test_importing_a_survey_response_deal_or_ticket_rebuilds_the_rollups(
     report = import_paths(with_rollups, [write_bundle(tmp_path / "new", {table: text})])
     assert report.ok, report.render()
     assert report.written == {table: 1}
-    assert refreshed == [{table}]
+    assert refreshed == [r.name for r in rollups.ROLLUPS if r.records.name == table]
     assert kpi(with_rollups, Q1_2024, "month")[measure].tolist() == expected
     assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024)
     assert_rollups_equal_the_tables(with_rollups, monkeypatch, Q1_2024.replace(segments=["Enterprise"]))
@@ -847,9 +845,10 @@ def test_importing_a_survey_response_deal_or_ticket_rebuilds_the_rollups(
 def test_an_import_rebuilds_only_the_rollups_of_the_tables_it_changed(
     with_rollups: sa.Engine, tmp_path: Path
 ) -> None:
-    """A ticket import rebuilds first-contact resolution and nothing else: a win-rate
-    roll-up tampered with beforehand stays tampered, with its state; the FCR one is rebuilt
-    (its tampering undone)."""
+    """A ticket import (resolved in March 2024) refreshes first-contact resolution and
+    nothing else: a win-rate roll-up tampered with beforehand stays tampered, with its
+    state; the FCR one is refreshed in the periods the ticket touches (March 2024, Q1 2024,
+    2024: its tampering undone there) and keeps its other periods."""
     with with_rollups.begin() as conn:
         for rollup, measure in ((rollups.WIN_RATE, "won"), (rollups.FIRST_CONTACT_RESOLUTION, "resolved")):
             conn.execute(rollup.table.update().values({measure: rollup.table.c[measure] + 100}))
@@ -866,7 +865,10 @@ def test_an_import_rebuilds_only_the_rollups_of_the_tables_it_changed(
     ]
     assert win_rate(with_rollups, Q1_2024, "month")["won"].min() >= 100  # still the tampered roll-up
     fcr = first_contact_resolution(with_rollups, Q1_2024, "month")["resolved"]
-    assert fcr.max() < 100 and fcr.sum() > 0
+    assert fcr.iloc[2] < 100 and fcr.iloc[2] > 0  # March: refreshed
+    assert fcr.iloc[:2].min() >= 100  # January, February: not touched, still tampered
+    quarter = first_contact_resolution(with_rollups, Q1_2024, "quarter")["resolved"]
+    assert 0 < quarter.iloc[0] < 100
 
 
 def test_first_import_without_rollup_data_leaves_no_state(make_db, tmp_path: Path) -> None:

@@ -355,7 +355,7 @@ def test_stale_rollups_are_reported_until_refreshed(db: sa.Engine) -> None:
     ]
     assert "python -m crm_data rollups" in stale.description
     # the description names every summarised table
-    assert f"({', '.join(t.name for t in rollups.SOURCES)})" in stale.description
+    assert all(t.name in stale.description for t in rollups.SOURCES)
     rollups.refresh_database(db, today=NOW.date())
     assert check_database(db, stale_days=90, now=NOW).finding("stale_rollups").count == 0
 

@@ -1,0 +1,316 @@
+"""kpis.rollups' incremental refresh: after an import (wired, as the application does), the
+roll-ups hold exactly what a full rebuild gives — compared table by table, row by row — and
+only the periods the import touched were rewritten; accounts changed other than by new
+accounts, or new accounts that orphan records referenced, rebuild the roll-ups whole. On
+DuckDB, SQLite and PostgreSQL (the ``db`` fixture).
+
+The base data are tests/kpis/test_rollups.py's (the hand-written fixture, generated rows
+from January 2023 to June 2025, and records of the missing account GHOST); the import
+adds a month, November 2025, of every kind of record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from crm_data import derived, hooks, schema
+from crm_data.importing import TableInput, import_tables
+from kpis import rollups
+from tests.kpis.test_rollups import deal, load_everything, response, ticket
+
+TODAY = dt.date(2025, 12, 31)
+
+
+@pytest.fixture(autouse=True)
+def _wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    rollups.listen()
+    yield
+
+
+def snapshot(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+    """Every roll-up table, rows sorted by grain, period and dimensions."""
+    keys = ["grain", "period", *rollups.DIMENSIONS]
+    found = {}
+    with engine.connect() as conn:
+        for rollup in rollups.ROLLUPS:
+            frame = pd.DataFrame(conn.execute(sa.select(rollup.table)).mappings().all())
+            frame = frame.sort_values(keys, na_position="first", ignore_index=True)
+            found[rollup.name] = frame.astype({c: "float64" for c in rollup.measures})
+    return found
+
+
+def assert_same_tables(incremental: dict[str, pd.DataFrame], full: dict[str, pd.DataFrame]) -> None:
+    for name, frame in full.items():
+        assert len(incremental[name]) == len(frame), name
+        pd.testing.assert_frame_equal(incremental[name], frame, check_exact=False, rtol=1e-12, obj=name)
+
+
+def coverage(engine: sa.Engine) -> dict[str, tuple[int, int]]:
+    with engine.connect() as conn:
+        return derived.built(conn)
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+def november(engine: sa.Engine) -> list[TableInput]:
+    """One month of new records (November 2025): a new account NEW1 with a running
+    subscription, its payments, a retention cost, NPS and CES responses, deals and tickets;
+    a subscription of an existing account from November to December; and an open deal of
+    March 2024 won in November (an update: March 2024 and November 2025 change)."""
+    with engine.connect() as conn:
+        accounts = schema.accounts
+        existing = (
+            conn.execute(
+                sa.select(accounts.c.account_id)
+                .where(accounts.c.region.is_not(None))
+                .order_by(accounts.c.account_id)
+            )
+            .scalars()
+            .first()
+        )
+        deals = schema.deals
+        opened = (
+            conn.execute(
+                sa.select(deals).where(deals.c.status == "open", deals.c.account_id == existing).limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    new_account = dict(
+        account_id="NEW1", name="New One", segment="SMB", industry="Tech", region="EU", country="DE",
+        company_size="small", acquisition_channel="web", owner_id="u1", created_at=datetime(2025, 11, 2),
+    )  # fmt: skip
+    won = dict(opened or deal("DNEWOPEN", existing, "open", datetime(2024, 3, 9)))
+    won.update(status="won", closed_at=datetime(2025, 11, 20))
+    inputs = [
+        TableInput("accounts", frame([new_account]), "test:accounts"),
+        TableInput(
+            "subscriptions",
+            frame(
+                [
+                    dict(
+                        subscription_id="SNEW1",
+                        account_id="NEW1",
+                        product_id="P1",
+                        mrr=50.0,
+                        started_at=datetime(2025, 11, 3),
+                        ended_at=None,
+                        end_reason=None,
+                    ),
+                    dict(
+                        subscription_id="SNEW2",
+                        account_id=existing,
+                        product_id="P1",
+                        mrr=20.0,
+                        started_at=datetime(2025, 11, 10),
+                        ended_at=datetime(2025, 12, 10),
+                        end_reason="price",
+                    ),
+                ]
+            ),
+            "test:subscriptions",
+        ),
+        TableInput(
+            "payments",
+            frame(
+                [
+                    dict(payment_id="YNEW1", account_id="NEW1", paid_at=datetime(2025, 11, 5), amount=50.0),
+                    dict(
+                        payment_id="YNEW2",
+                        account_id=existing,
+                        paid_at=datetime(2025, 11, 30, 23, 59),
+                        amount=-5.0,
+                    ),
+                ]
+            ),
+            "test:payments",
+        ),
+        TableInput(
+            "costs",
+            frame(
+                [
+                    dict(
+                        cost_id="KNEW1",
+                        incurred_on=dt.date(2025, 11, 7),
+                        category="loyalty",
+                        purpose="retention",
+                        account_id="NEW1",
+                        amount=12.0,
+                    )
+                ]
+            ),
+            "test:costs",
+        ),
+        TableInput(
+            "survey_responses",
+            frame(
+                [
+                    response("RNEW1", "NEW1", "nps", 10.0, datetime(2025, 11, 8)),
+                    response("RNEW2", existing, "ces", 3.0, datetime(2025, 11, 9)),
+                ]
+            ),
+            "test:survey_responses",
+        ),
+        TableInput(
+            "deals",
+            frame([deal("DNEW1", "NEW1", "open", datetime(2025, 11, 4)), won]),
+            "test:deals",
+        ),
+        TableInput(
+            "tickets",
+            frame(
+                [
+                    ticket("TNEW1", "NEW1", datetime(2025, 11, 10), datetime(2025, 11, 12), 1),
+                    ticket("TNEW2", existing, datetime(2025, 11, 11), None, None),
+                ]
+            ),
+            "test:tickets",
+        ),
+    ]
+    return inputs
+
+
+@pytest.fixture
+def spied(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """Records the full rebuilds (:func:`kpis.rollups.refresh`) and the periods inserted."""
+    calls: dict[str, list] = defaultdict(list)
+    refresh, insert = rollups.refresh, rollups._insert
+
+    def spy_refresh(conn, today=None, changed=None, rollups=rollups.ROLLUPS):
+        chosen = list(rollups)
+        calls["refresh"].append(sorted(r.name for r in chosen))
+        return refresh(conn, today, changed, chosen)
+
+    def spy_insert(conn, rollup, grain, periods):
+        calls[rollup.name].append((grain, [p.year * 100 + p.month for p in periods]))
+        return insert(conn, rollup, grain, periods)
+
+    monkeypatch.setattr(rollups, "refresh", spy_refresh)
+    monkeypatch.setattr(rollups, "_insert", spy_insert)
+    return calls
+
+
+def test_an_imported_month_refreshes_only_its_periods_and_equals_a_full_rebuild(
+    db: sa.Engine, spied: dict[str, list]
+) -> None:
+    load_everything(db)
+    rollups.refresh_database(db, TODAY)
+    before = coverage(db)
+    spied.clear()
+    report = import_tables(db, november(db), today=TODAY)
+    assert report.ok, report.errors
+    assert spied["refresh"] == []  # no roll-up rebuilt whole
+    # tickets: only November 2025 (month), Q4 and 2025
+    assert spied["rollup_first_contact_resolution"] == [
+        ("month", [202511]),
+        ("quarter", [202510]),
+        ("year", [202501]),
+    ]
+    # the deal opened in March 2024 and won in November 2025: every month in between
+    months = dict(spied["rollup_win_rate"])["month"]
+    assert months[0] <= 202403 and months[-1] == 202511
+    # a running subscription: November to the last month covered (December 2025)
+    assert dict(spied["rollup_customer_base"])["month"] == [202511, 202512]
+    assert coverage(db) == before
+    incremental = snapshot(db)
+    rollups.refresh_database(db, TODAY)
+    assert_same_tables(incremental, snapshot(db))
+
+
+def test_accounts_changed_in_place_rebuild_every_rollup_whole(db: sa.Engine, spied: dict[str, list]) -> None:
+    load_everything(db)
+    rollups.refresh_database(db, TODAY)
+    with db.connect() as conn:
+        row = dict(
+            conn.execute(sa.select(schema.accounts).where(schema.accounts.c.region == "EU").limit(1))
+            .mappings()
+            .one()
+        )
+    row["region"] = "APAC"  # all its records move to another dimension group
+    spied.clear()
+    report = import_tables(db, [TableInput("accounts", frame([row]), "test:accounts")], today=TODAY)
+    assert report.ok, report.errors
+    assert spied["refresh"] == [sorted(r.name for r in rollups.ROLLUPS)]
+    incremental = snapshot(db)
+    rollups.refresh_database(db, TODAY)
+    assert_same_tables(incremental, snapshot(db))
+
+
+def test_a_new_account_that_orphans_referenced_rebuilds_whole(db: sa.Engine, spied: dict[str, list]) -> None:
+    load_everything(db)  # records of GHOST, an account that does not exist
+    rollups.refresh_database(db, TODAY)
+    ghost = dict(
+        account_id="GHOST",
+        name="Ghost",
+        segment="SMB",
+        region="EU",
+        owner_id="u1",
+        created_at=datetime(2023, 1, 2),
+    )
+    spied.clear()
+    report = import_tables(db, [TableInput("accounts", frame([ghost]), "test:accounts")], today=TODAY)
+    assert report.ok, report.errors
+    assert spied["refresh"] == [sorted(r.name for r in rollups.ROLLUPS)]
+    incremental = snapshot(db)
+    rollups.refresh_database(db, TODAY)
+    assert_same_tables(incremental, snapshot(db))
+
+
+def test_touched_months_from_a_change() -> None:
+    last = pd.Timestamp(2025, 12, 1)
+    span = hooks.DateSpan
+    change = hooks.Change(
+        {
+            "subscriptions": hooks.TableChange(
+                True,
+                1,
+                0,
+                False,
+                {
+                    "started_at": span(dt.date(2025, 3, 4), dt.date(2025, 3, 4)),
+                    "ended_at": span(dt.date(2025, 6, 1), dt.date(2025, 6, 1)),
+                },
+            ),
+            "tickets": hooks.TableChange(True, 2, 0, False, {"resolved_at": span(None, None, True)}),
+            "deals": hooks.TableChange(
+                True, 1, 1, False, {"created_at": span(dt.date(2024, 2, 1), dt.date(2025, 1, 1))}
+            ),
+        }
+    )
+    month = pd.Timestamp
+    assert rollups.touched_months(rollups.CUSTOMER_BASE, change, last) == (
+        month(2025, 3, 1),
+        month(2025, 6, 1),
+    )
+    # unresolved tickets only: nothing to refresh
+    first, end = rollups.touched_months(rollups.FIRST_CONTACT_RESOLUTION, change, last)
+    assert first > end
+    # a deal change without closed_at's span: unknown, rebuilt whole
+    assert rollups.touched_months(rollups.WIN_RATE, change, last) is None
+    # a running subscription: to the last month covered
+    running = hooks.Change(
+        {
+            "subscriptions": hooks.TableChange(
+                True, 1, 0, False, {"started_at": span(dt.date(2025, 9, 9), dt.date(2025, 9, 9)),
+                                    "ended_at": span(None, None, True)}
+            )
+        }
+    )  # fmt: skip
+    assert rollups.touched_months(rollups.CUSTOMER_BASE, running, last) == (month(2025, 9, 1), last)
+    # accounts updated in place: unknown for every roll-up
+    moved = hooks.Change({"accounts": hooks.TableChange(True, 0, 1)})
+    assert all(rollups.touched_months(r, moved, last) is None for r in rollups.ROLLUPS)
+    # new accounts alone touch nothing
+    added = hooks.Change({"accounts": hooks.TableChange(True, 3, 0)})
+    first, end = rollups.touched_months(rollups.REVENUE, added, last)
+    assert first > end
