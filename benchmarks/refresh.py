@@ -19,6 +19,7 @@ import datetime as dt
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -113,12 +114,30 @@ def main() -> None:
             timings["incremental refresh"] = spent
 
     rollups.update = timed_update  # type: ignore[assignment]
+    steps: dict[str, float] = {}
+
+    def timed(name: str, function: Callable[..., object]) -> Callable[..., object]:
+        def run(conn: sa.Connection, *args: object, **kwargs: object) -> object:
+            server = server_cpu(conn)
+            try:
+                return function(conn, *args, **kwargs)
+            finally:
+                label = name + (f" {args[0].name} {args[1]}" if name.startswith("_insert") else "")
+                steps[label] = steps.get(label, 0.0) + server_cpu(conn) - server
+
+        return run
+
+    for name in ("_insert", "_insert_from_months", "data_months", "_record", "refresh"):
+        setattr(rollups, name, timed(name, getattr(rollups, name)))
     rollups.listen()
     wall, own = time.perf_counter(), cpu()
     report = import_tables(engine, inputs, today=today)
     timings["whole import"] = (time.perf_counter() - wall, cpu() - own, float("nan"))
     if not report.ok:
         raise SystemExit(report.render())
+    print("database backend CPU seconds per step of the incremental refresh:")
+    for label, seconds in sorted(steps.items(), key=lambda item: -item[1]):
+        print(f"  {label}: {seconds:.1f}")
     with engine.begin() as conn:
         wall, own, server = time.perf_counter(), cpu(), server_cpu(conn)
         rollups.refresh(conn, today)

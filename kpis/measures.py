@@ -163,6 +163,7 @@ CUSTOMER_BASE = MeasureSet(
     spans=True,
     statement=_customer_base_statement,
     cut_by_end=False,
+    months_add_up=False,  # activity at a quarter's start and end is not the sum of its months'
 )
 
 

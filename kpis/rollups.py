@@ -298,6 +298,31 @@ def _insert(conn: sa.Connection, rollup: Rollup, grain: str, periods: list[pd.Ti
     )
 
 
+def _insert_from_months(conn: sa.Connection, rollup: Rollup, grain: str, periods: list[pd.Timestamp]) -> None:
+    """INSERT ... SELECT the rows of ``periods`` (quarters or years) as the sums of their
+    months' rows per dimension group, from the roll-up itself (for a roll-up whose measures
+    add up over months; its month rows are current): label of the containing period =
+    ``period − (month − 1) mod 3`` (quarter) or ``period − month + 1`` (year)."""
+    table = rollup.table
+    month = table.c.period % 100
+    label = table.c.period - (month - 1) % 3 if grain == "quarter" else table.c.period - month + 1
+    last_month = period_label(period_end(periods[-1], grain) - pd.DateOffset(months=1))
+    dimensions = [table.c[column] for column in DIMENSIONS]
+    rows = (
+        sa.select(
+            sa.literal(grain, sa.String()).label("grain"),
+            label.label("period"),
+            *dimensions,
+            *(sa.func.sum(table.c[m]).label(m) for m in rollup.measures),
+        )
+        .where(
+            table.c.grain == "month", table.c.period >= period_label(periods[0]), table.c.period <= last_month
+        )
+        .group_by(label, *dimensions)
+    )
+    conn.execute(table.insert().from_select(["grain", "period", *DIMENSIONS, *rollup.measures], rows))
+
+
 def _record(
     conn: sa.Connection, rollup: Rollup, months: tuple[pd.Timestamp, pd.Timestamp], counted: dict[str, int]
 ) -> int:
@@ -354,8 +379,9 @@ def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] 
 
     Never built (or built by a version with other measures): built whole. Not depending on
     a changed table: left alone. Otherwise only the periods :func:`touched_months` names are
-    deleted and inserted again — every grain's periods containing those months — unless the
-    months are unknown or the months covered (:func:`data_months`) changed: then it is
+    deleted and inserted again — every grain's periods containing those months (a quarter or
+    year of a roll-up whose measures add up over months: summed from its fresh month rows,
+    the others from the records) — unless the months are unknown or the months covered (:func:`data_months`) changed: then it is
     rebuilt whole (:func:`refresh`)."""
     chosen = list(rollups)
     _prepare(conn, chosen)
@@ -395,7 +421,10 @@ def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] 
                             rollup.table.c.period <= period_label(periods[-1]),
                         )
                     )
-                    _insert(conn, rollup, grain, periods)
+                    if grain != "month" and rollup.months_add_up:
+                        _insert_from_months(conn, rollup, grain, periods)
+                    else:
+                        _insert(conn, rollup, grain, periods)
             _record(conn, rollup, months, counted)  # type: ignore[arg-type]  # months is set here
         _HAS_STATE.clear()
         _CURRENT.clear()
