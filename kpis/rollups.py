@@ -378,34 +378,42 @@ def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] 
     writer's transaction; return their names (all current afterwards).
 
     Never built (or built by a version with other measures): built whole. Not depending on
-    a changed table: left alone. Otherwise only the periods :func:`touched_months` names are
+    a changed table, and covering the months it should: left alone. Otherwise only the periods :func:`touched_months` names are
     deleted and inserted again — every grain's periods containing those months (a quarter or
     year of a roll-up whose measures add up over months: summed from its fresh month rows,
-    the others from the records) — unless the months are unknown or the months covered (:func:`data_months`) changed: then it is
-    rebuilt whole (:func:`refresh`)."""
+    the others from the records); when the months covered (:func:`data_months`) grow at the
+    end (a record in a new year: the roll-ups cover to its December), the new months too.
+    Rebuilt whole (:func:`refresh`) when the months touched are unknown or the months
+    covered change otherwise."""
     chosen = list(rollups)
     _prepare(conn, chosen)
     built = derived.built(conn)
     names = change.names
-    due = [r for r in chosen if r.name not in built or any(t.name in names for t in r.tables)]
+    months = data_months(conn, change.today)
+    covered = None if months is None else (period_label(months[0]), period_label(months[1]))
+    due = [
+        r
+        for r in chosen
+        if built.get(r.name) != covered or any(t.name in names for t in r.tables)  # never built: None
+    ]
     if not due:
         return [r.name for r in chosen]
-    months = data_months(conn, change.today)
     whole, partial = [], []
     for rollup in due:
         coverage = built.get(rollup.name)
-        if (
-            months is None
-            or coverage is None
-            or coverage != (period_label(months[0]), period_label(months[1]))
-        ):
+        if months is None or coverage is None or coverage[0] != period_label(months[0]):
             whole.append(rollup)
             continue
+        old_last = _month(coverage[1])
         touched = touched_months(rollup, change, months[1])
-        if touched is None:
+        if touched is None or old_last > months[1]:
             whole.append(rollup)
-        else:
-            partial.append((rollup, max(touched[0], months[0]), min(touched[1], months[1])))
+            continue
+        first, last = max(touched[0], months[0]), min(touched[1], months[1])
+        if old_last < months[1]:  # the covered months grow (a new year): their periods too
+            grown = old_last + pd.DateOffset(months=1)
+            first, last = (grown, months[1]) if first > last else (min(first, grown), months[1])
+        partial.append((rollup, first, last))
     if whole:
         refresh(conn, change.today, rollups=whole)
     if partial:

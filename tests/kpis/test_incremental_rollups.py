@@ -314,3 +314,36 @@ def test_touched_months_from_a_change() -> None:
     added = hooks.Change({"accounts": hooks.TableChange(True, 3, 0)})
     first, end = rollups.touched_months(rollups.REVENUE, added, last)
     assert first > end
+
+
+def test_a_new_year_adds_its_periods_without_a_full_rebuild(db: sa.Engine, spied: dict[str, list]) -> None:
+    """Built on 31 December 2025 (covering to December 2025), then a ticket and a payment of
+    January 2026 imported on 20 January 2026: the roll-ups now cover to December 2026 — the
+    new months, quarters and year inserted, the rest kept — as a full rebuild would."""
+    load_everything(db)
+    rollups.refresh_database(db, TODAY)
+    existing = "A1"
+    january = [
+        TableInput(
+            "tickets",
+            frame([ticket("TJAN", existing, datetime(2026, 1, 5), datetime(2026, 1, 6), 1)]),
+            "test:tickets",
+        ),
+        TableInput(
+            "payments",
+            frame([dict(payment_id="YJAN", account_id=existing, paid_at=datetime(2026, 1, 7), amount=9.0)]),
+            "test:payments",
+        ),
+    ]
+    later = dt.date(2026, 1, 20)
+    spied.clear()
+    report = import_tables(db, january, today=later)
+    assert report.ok, report.errors
+    assert spied["refresh"] == []
+    assert dict(spied["rollup_first_contact_resolution"])["month"] == list(range(202601, 202613))
+    assert {name: last for name, (_, last) in coverage(db).items()} == dict.fromkeys(
+        (r.name for r in rollups.ROLLUPS), 202612
+    )
+    incremental = snapshot(db)
+    rollups.refresh_database(db, later)
+    assert_same_tables(incremental, snapshot(db))
