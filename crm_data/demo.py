@@ -118,8 +118,8 @@ def generate(
     its midnight); ``progress`` draws a tqdm bar on stderr. Then it reports every table as
     changed (:func:`crm_data.hooks.tables_changed`): the application's listener rebuilds
     the KPI roll-ups (``kpis.rollups.listen``); unwired, they stay unbuilt (the KPIs read
-    the tables) until ``python -m crm_data rollups``. Returns the number of rows written per table (every
-    table, in schema order). It records that the tables hold demo data
+    the tables) until ``python -m crm_data rollups``. Returns the number of rows written
+    per table (every table, in schema order). It records that the tables hold demo data
     (``crm_data.importing.mark_contents``); :func:`existing_data` tells what it would
     delete that is not.
     """

@@ -24,8 +24,9 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
    application's listeners (the KPI roll-ups' incremental refresh, when wired) run in
    the import's transaction; unwired, the derived tables depending on a changed table
    are invalidated (:mod:`crm_data.derived`: the KPIs read the base tables until
-   ``python -m crm_data rollups``); when any row changed, record that the tables hold imported data (:func:`mark_contents`:
-   ``crm-insights demo`` then refuses to overwrite them without ``--replace``);
+   ``python -m crm_data rollups``); when any row changed, record that the tables hold
+   imported data (:func:`mark_contents`: ``crm-insights demo`` then refuses to overwrite
+   them without ``--replace``);
 5. commit; any database error rolls everything back.
 
 Row identity: the primary key of each table; ``deal_stage_history`` (deal_id, stage,

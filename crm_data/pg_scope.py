@@ -9,8 +9,8 @@ superuser or the tables' owner, in one transaction: :func:`apply`):
 * revoke whatever it was granted on the CRM and roll-up tables (not on others, such as the
   dashboard's sign-in tables ``app_accounts``/``app_audit``), then grant SELECT on the CRM tables
   only — never on the KPI roll-ups (every table named ``rollup_*``, :mod:`crm_data.derived`:
-  aggregates of *all* accounts) for a restricted scope; the KPIs then read the base tables (``kpis.rollups``
-  treats a missing SELECT privilege as "no roll-ups");
+  aggregates of *all* accounts) for a restricted scope; the KPIs then read the base tables
+  (``kpis.rollups`` treats a missing SELECT privilege as "no roll-ups");
 * ENABLE ROW LEVEL SECURITY and one ``FOR SELECT TO role`` policy on every table with
   records of accounts, mirroring ``kpis.filters.scope``: ``accounts`` by its own columns
   (and ``owner_id``); contacts, subscriptions, payments, tickets, survey_responses,
