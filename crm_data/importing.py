@@ -14,7 +14,11 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
    :func:`crm_data.bulk.bulk_insert`, then upsert them by primary key
    (:func:`crm_data.dialects.upsert_from_select`): new keys are inserted; existing keys
    get the columns present in the file (columns absent from the file keep their values),
-   and only rows whose values differ are touched — re-importing a bundle changes nothing;
+   and only rows whose values differ are touched — re-importing a bundle changes nothing.
+   On PostgreSQL a *bulk load* (:data:`BULK_LOAD_SHARE`: into an empty table, or with new
+   keys that make up a large share of the table) drops the table's secondary indexes and
+   foreign keys and creates them again after the rows (:func:`crm_data.bulk.deferred_indexes`),
+   then ANALYZEs the table (into an empty table: a plain INSERT, no upsert).
    Deals and payments with a ``currency`` are converted into the reporting currency on
    the way (:mod:`crm_data.currency`: ``amount_original`` keeps the amount as written);
    blank values a mapping asks to estimate are filled first (:mod:`crm_data.estimates`);
