@@ -119,11 +119,27 @@ def _insert_duckdb(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) ->
 
 def _arrow_table(frame: pd.DataFrame) -> pa.Table | None:
     """``frame`` as an Arrow table (NaN / NaT / None / ``pd.NA`` as nulls), or None when Arrow
-    cannot give a column one type (an object column mixing text and numbers, say)."""
+    cannot give a column one type (an object column mixing text and numbers, say) or a type
+    that :func:`_csv_writable` does not list (categories, decimals, ...)."""
     try:
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        data = pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
+    return data if all(_csv_writable(field.type) for field in data.schema) else None
+
+
+def _csv_writable(kind: pa.DataType) -> bool:
+    """True for the Arrow types whose CSV text PostgreSQL reads back as the same value."""
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_null(kind)
+    )
 
 
 def _arrow_csv_chunks(data: pa.Table) -> Iterator[bytes]:

@@ -718,16 +718,21 @@ def _load_kind(conn: sa.Connection, table: sa.Table, staging: sa.Table, staged: 
     or ``"rows"`` (row by row: every other database and table, and small loads). The rows
     already in ``table`` are counted up to the number that would make the load too small,
     so a small import into a big table reads little; only then are the staged keys new to
-    the table counted (re-importing a bundle changes no index entry: not a bulk load)."""
+    the table counted (re-importing a bundle changes no index entry: not a bulk load). A
+    candidate for a bulk load is locked against other writers first (readers go on), and
+    counted again, so that no row can arrive between the count and the load."""
     if conn.dialect.name != "postgresql" or staged < BULK_LOAD_MIN_ROWS or not table.primary_key.columns:
         return "rows"
     # new / (existing + new) >= share needs existing <= staged * (1 - share) / share
     cap = int(staged * (1 - BULK_LOAD_SHARE) / BULK_LOAD_SHARE) + 1
-    existing = conn.execute(
-        sa.select(sa.func.count()).select_from(
-            sa.select(sa.literal(1)).select_from(table).limit(cap).subquery()
-        )
-    ).scalar_one()
+    capped = sa.select(sa.func.count()).select_from(
+        sa.select(sa.literal(1)).select_from(table).limit(cap).subquery()
+    )
+    if conn.execute(capped).scalar_one() >= cap:
+        return "rows"
+    target = conn.dialect.identifier_preparer.format_table(table)
+    conn.exec_driver_sql(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
+    existing = conn.execute(capped).scalar_one()
     if existing >= cap:
         return "rows"
     if existing == 0:
