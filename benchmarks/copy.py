@@ -14,7 +14,7 @@ import time
 
 import duckdb
 
-from crm_data import schema
+from crm_data import dialects, schema
 from crm_data.bulk import bulk_insert
 from crm_data.engines import make_engine
 from kpis.rollups import refresh_database
@@ -50,6 +50,8 @@ def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> d
                     f"  {table.name:22s} {written:>12,} rows in {time.perf_counter() - began:6.1f} s",
                     flush=True,
                 )
+        with engine.begin() as conn:
+            dialects.analyze(conn)  # the roll-up build below plans with the loaded tables' statistics
         began = time.perf_counter()
         written = refresh_database(engine)  # as the product's import does
         if progress:
@@ -57,12 +59,8 @@ def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> d
                 f"  KPI roll-ups {sum(written.values()):>18,} rows in {time.perf_counter() - began:6.1f} s",
                 flush=True,
             )
-        if engine.dialect.name == "postgresql":
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql("ANALYZE")
-        elif engine.dialect.name == "sqlite":
-            with engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE")
+        with engine.begin() as conn:
+            dialects.analyze(conn)  # and the roll-up tables'
     finally:
         source.close()
         engine.dispose()

@@ -565,6 +565,8 @@ def _import_tables(
                     if changed:  # stored amounts converted again (new rates)
                         report.written[name] = report.written.get(name, 0) + changed
                 report.warnings, report.warning_count = list(log.warnings), log.warning_count
+                # planner statistics of the tables just written, before the roll-ups read them
+                dialects.analyze(conn, sorted(name for name, rows in report.written.items() if rows))
                 _refresh_rollups(conn, report.written, tell)
                 report.won_by_currency = won_amount_by_currency(conn)
                 report.reporting_currency = currency.read_setting(conn, currency.REPORTING_CURRENCY)
@@ -708,6 +710,7 @@ def _write(
     if missing:
         schema.metadata.create_all(conn, tables=missing, checkfirst=True)
     schema.add_missing_columns(conn)  # a database from before an optional column was added
+    schema.create_missing_indexes(conn)  # ... or an index
     ordered = [tables[t.name] for t in schema.TABLES if t.name in tables]
     total = sum(len(t.frame) for t in ordered) or 1
     done = 0
