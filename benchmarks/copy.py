@@ -59,8 +59,14 @@ def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> d
                 f"  KPI roll-ups {sum(written.values()):>18,} rows in {time.perf_counter() - began:6.1f} s",
                 flush=True,
             )
-        with engine.begin() as conn:
-            dialects.analyze(conn)  # and the roll-up tables'
+        if engine.dialect.name == "postgresql":
+            # and the roll-up tables'; VACUUM also marks the pages all-visible, which the
+            # index-only scans of the covering indexes need (autovacuum would, later)
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
+        else:
+            with engine.begin() as conn:
+                dialects.analyze(conn)  # and the roll-up tables'
     finally:
         source.close()
         engine.dispose()
