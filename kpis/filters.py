@@ -261,9 +261,7 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
         else:
             through_account.append(accounts.c.owner_id.in_(owners))
     if through_account and "account_id" in columns:
-        conditions.append(
-            columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account))
-        )
+        conditions.append(columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account)))
     if f.scope.restricted and not ({"account_id", "owner_id", "user_id"} & set(columns.keys())):
         conditions.append(sa.false())  # company-wide records (no account): outside any scope
     if f.products:
