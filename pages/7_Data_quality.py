@@ -70,7 +70,7 @@ when.caption(
     )
 )
 if shown.problem:
-    st.info(shown.problem + " It is shown all the same.", icon=":material/database:")
+    st.info(shown.problem, icon=":material/database:")
 if shown.changed:
     tables = ", ".join(shown.changed)
     advice = (

@@ -73,6 +73,10 @@ def age(then: dt.datetime, now: dt.datetime | None = None) -> str:
     return f"{int(seconds // 86400)} days ago"
 
 
+def _reason(error: BaseException) -> str:
+    return " ".join(str(getattr(error, "orig", error) or error).split())[:300]
+
+
 def recheck(stale_days: int) -> Shown:
     """Check the whole database now and store the report (the counts first: a change during
     the check shows as "data changed"); when it cannot be stored, the report is shown all
@@ -85,8 +89,9 @@ def recheck(stale_days: int) -> Shown:
     try:
         _store(url).write(report, rows)
     except (sa.exc.SQLAlchemyError, OSError) as error:
-        reason = " ".join(str(getattr(error, "orig", error) or error).split())[:300]
-        return Shown(report, problem=f"The report could not be stored ({reason}).")
+        return Shown(
+            report, problem=f"The report could not be stored ({_reason(error)}): shown all the same."
+        )
     finally:
         _snapshot.clear()
         _rows_now.clear()
@@ -97,7 +102,11 @@ def whole_database(stale_days: int, may_store: bool) -> Shown:
     """The whole database's report: the stored one (the stale-deal check run now when
     ``stale_days`` differs from its), else checked now — and stored when ``may_store``."""
     url = database_url()
-    snapshot = _snapshot(url)
+    try:
+        snapshot = _snapshot(url)
+    except (sa.exc.SQLAlchemyError, OSError) as error:  # e.g. a role that may not read it
+        live = data.call(check_database, stale_days=stale_days)
+        return Shown(live, problem=f"The stored report cannot be read ({_reason(error)}): checked now.")
     if snapshot is None:
         if may_store:
             return recheck(stale_days)
