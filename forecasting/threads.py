@@ -69,16 +69,16 @@ def single_threaded_blas() -> Iterator[None]:
     """Within the block, BLAS uses one thread (see the module docstring). Nested blocks in
     the same thread cost nothing: only the outermost one sets and restores the thread
     count (threadpoolctl's ~10 ms per entry were ~1 s of 36 sBG fits, each entering it)."""
-    depth = getattr(_STATE, "depth", 0)
-    if depth:
+    state = _STATE
+    if getattr(state, "depth", 0):
         yield
         return
-    _STATE.depth = 1
+    state.depth = 1
     try:
         with _single_threaded_blas():
             yield
     finally:
-        _STATE.depth = 0
+        state.depth = 0
 
 
 @contextlib.contextmanager
