@@ -22,7 +22,9 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
 4. when a table the KPI roll-ups summarise changed, rebuild them (:mod:`kpis.rollups`);
    when any row changed, record that the tables hold imported data (:func:`mark_contents`:
    ``crm-insights demo`` then refuses to overwrite them without ``--replace``);
-5. commit; any database error rolls everything back.
+5. commit; any database error rolls everything back;
+6. when any row changed, check the data quality and store the report for the Data quality
+   page (:func:`crm_data.quality_snapshot.store_after_import`; a failure there is a warning).
 
 Row identity: the primary key of each table; ``deal_stage_history`` (deal_id, stage,
 entered_at), ``web_traffic`` (date, source) and ``social_media`` (date, platform) have
@@ -591,6 +593,16 @@ def _import_tables(
                 )
                 return report
         report.committed = True
+    if any(report.written.values()):  # the Data quality page's stored report, right after the commit
+        from crm_data.quality_snapshot import store_after_import
+
+        tell(0.95, "checking data quality")
+        problem = store_after_import(engine)
+        if problem:
+            report.warnings.append(
+                ImportIssue(engine.url.render_as_string(hide_password=True), None, "", problem)
+            )
+            report.warning_count += 1
     report.seconds = time.perf_counter() - started
     tell(1.0, "done")
     return report
