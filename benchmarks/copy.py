@@ -16,7 +16,7 @@ import time
 
 import duckdb
 
-from crm_data import schema
+from crm_data import dialects, schema
 from crm_data.bulk import bulk_insert, deferred_indexes
 from crm_data.engines import make_engine
 from kpis.rollups import refresh_database
@@ -52,6 +52,8 @@ def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> d
                     f"  {table.name:22s} {written:>12,} rows in {time.perf_counter() - began:6.1f} s",
                     flush=True,
                 )
+        with engine.begin() as conn:
+            dialects.analyze(conn)  # the roll-up build below plans with the loaded tables' statistics
         began = time.perf_counter()
         written = refresh_database(engine)  # as the product's import does
         if progress:
@@ -60,11 +62,13 @@ def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> d
                 flush=True,
             )
         if engine.dialect.name == "postgresql":
+            # and the roll-up tables'; VACUUM also marks the pages all-visible, which the
+            # index-only scans of the covering indexes need (autovacuum would, later)
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql("ANALYZE")
-        elif engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("VACUUM ANALYZE")
+        else:
             with engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE")
+                dialects.analyze(conn)  # and the roll-up tables'
     finally:
         source.close()
         engine.dispose()

@@ -26,7 +26,9 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
 4. when a table the KPI roll-ups summarise changed, rebuild them (:mod:`kpis.rollups`);
    when any row changed, record that the tables hold imported data (:func:`mark_contents`:
    ``crm-insights demo`` then refuses to overwrite them without ``--replace``);
-5. commit; any database error rolls everything back.
+5. commit; any database error rolls everything back;
+6. when any row changed, check the data quality and store the report for the Data quality
+   page (:func:`crm_data.quality_snapshot.store_after_import`; a failure there is a warning).
 
 Row identity: the primary key of each table; ``deal_stage_history`` (deal_id, stage,
 entered_at), ``web_traffic`` (date, source) and ``social_media`` (date, platform) have
@@ -580,6 +582,8 @@ def _import_tables(
                     if changed:  # stored amounts converted again (new rates)
                         report.written[name] = report.written.get(name, 0) + changed
                 report.warnings, report.warning_count = list(log.warnings), log.warning_count
+                # planner statistics of the tables just written, before the roll-ups read them
+                dialects.analyze(conn, sorted(name for name, rows in report.written.items() if rows))
                 _refresh_rollups(conn, report.written, tell)
                 report.won_by_currency = won_amount_by_currency(conn)
                 report.reporting_currency = currency.read_setting(conn, currency.REPORTING_CURRENCY)
@@ -604,6 +608,16 @@ def _import_tables(
                 )
                 return report
         report.committed = True
+    if any(report.written.values()):  # the Data quality page's stored report, right after the commit
+        from crm_data.quality_snapshot import store_after_import
+
+        tell(0.95, "checking data quality")
+        problem = store_after_import(engine)
+        if problem:
+            report.warnings.append(
+                ImportIssue(engine.url.render_as_string(hide_password=True), None, "", problem)
+            )
+            report.warning_count += 1
     report.seconds = time.perf_counter() - started
     tell(1.0, "done")
     return report
@@ -755,6 +769,7 @@ def _write(
     if missing:
         schema.metadata.create_all(conn, tables=missing, checkfirst=True)
     schema.add_missing_columns(conn)  # a database from before an optional column was added
+    schema.create_missing_indexes(conn)  # ... or an index
     ordered = [tables[t.name] for t in schema.TABLES if t.name in tables]
     total = sum(len(t.frame) for t in ordered) or 1
     done = 0
