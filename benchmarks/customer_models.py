@@ -16,14 +16,25 @@ times on the dashboard's default range (the last 12 full months and the current 
 
 Each figure is the median of ``--runs`` runs after a warm-up, in this process. Ratios are
 within this run: the fits against the summary query, pandas against the summary query.
+
+``--calls [--url URL] [--states ...]`` instead times the pages' model calls one by one, as
+``benchmarks.pages`` does for whole pages: each (call, filter state) in a fresh process,
+the call once (first view), then the statements and kept fits forgotten
+(``benchmarks.pages.forget_built_statements``: ``customer_models.FITS`` and
+``selection.FORECASTS`` too) and the call again (a filter change): wall and CPU seconds of
+both and the process's peak RSS. The calls and arguments are the Customers & churn and
+Forecast pages' (``churn_risk``, ``cohort_sbg``, ``cohort_sbg_holdout``,
+``revenue_forecast`` on the page's full history).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -81,7 +92,75 @@ print(imported, time.perf_counter() - began)
 """
 
 
+#: The model calls of the pages, by name (``--calls``).
+CALLS = ("churn_risk", "cohort_sbg", "cohort_sbg_holdout", "revenue_forecast")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def call_worker(url: str, name: str, state: str) -> dict[str, object]:
+    """First view and filter change of one model call in one state (this process only)."""
+    import forecasting
+    from benchmarks import pages
+    from crm_data.engines import make_engine
+    from forecasting import customer_models as cm
+
+    engine = make_engine(url, read_only=url.startswith("duckdb"))
+    filters, _, _, bounds = pages.state_view(engine, state)
+    as_of = min(filters.end, bounds[1] + dt.timedelta(days=1)) if bounds else None
+    history = (
+        filters.replace(start=bounds[0].replace(day=1)) if bounds and bounds[0] < filters.start else filters
+    )
+    run: Callable[[], object] = {
+        "churn_risk": lambda: cm.churn_risk(engine, filters, unit="week", horizon=52, as_of=as_of),
+        "cohort_sbg": lambda: cm.cohort_sbg(engine, filters, horizon=24),
+        "cohort_sbg_holdout": lambda: cm.cohort_sbg_holdout(engine, filters, holdout=6),
+        "revenue_forecast": lambda: forecasting.revenue_forecast(engine, history, horizon=12, model=None),
+    }[name]
+    began, cpu = time.perf_counter(), _cpu_seconds()
+    run()
+    first = (time.perf_counter() - began, _cpu_seconds() - cpu)
+    pages.forget_built_statements()
+    began, cpu = time.perf_counter(), _cpu_seconds()
+    run()
+    change = (time.perf_counter() - began, _cpu_seconds() - cpu)
+    engine.dispose()
+    return {
+        "call": name,
+        "state": state,
+        "first_s": first[0],
+        "first_cpu_s": first[1],
+        "change_s": change[0],
+        "change_cpu_s": change[1],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def time_calls(url: str, states: list[str], calls: list[str]) -> None:
+    """Each (call, state) in a fresh process (``--worker``); one line each."""
+    print("| call | state | first view CPU (wall) | filter change CPU (wall) | peak RSS |")
+    print("|---|---|---:|---:|---:|")
+    for state in states:
+        for name in calls:
+            cmd = [sys.executable, "-m", "benchmarks.customer_models", "--worker", url, name, state]
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+            if done.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"| `{name}` | {state} | {r['first_cpu_s']:.2f} s ({r['first_s']:.1f} s) | "
+                f"{r['change_cpu_s']:.2f} s ({r['change_s']:.1f} s) | {r['peak_rss_mb']:,} MB |",
+                flush=True,
+            )
+
+
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+        print(json.dumps(call_worker(*sys.argv[2:5])))
+        return
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.customer_models",
         description=__doc__,
@@ -90,7 +169,18 @@ def main() -> None:
     parser.add_argument("--size", default="M", choices=list(SIZES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument(
+        "--calls", nargs="*", choices=CALLS, help="time the pages' model calls (all by default)"
+    )
+    parser.add_argument("--url", help="with --calls: the database (default: the benchmark's of --size)")
+    parser.add_argument(
+        "--states", nargs="+", default=["default"], help="with --calls: benchmarks.pages states"
+    )
     args = parser.parse_args()
+    if args.calls is not None:
+        url = args.url or f"duckdb:///{DATA / f'{args.size}.duckdb'}"
+        time_calls(url, args.states, list(args.calls) or list(CALLS))
+        return
 
     from crm_data.engines import make_engine
     from forecasting import customer_models as cm

@@ -41,8 +41,12 @@ Awkward data never raises; each fix is stated in ``notes``:
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -353,9 +357,75 @@ def forecast(
     in a rolling-origin backtest (rules in the module docstring). ``model`` forces one of
     ``MODELS``; ``folds`` caps the backtest folds; ``refit`` refits every model at every
     origin (slower). Pure: same input, same output (cache it by the series and arguments).
-    BLAS runs single-threaded meanwhile (``forecasting.threads``)."""
+    BLAS runs single-threaded meanwhile (``forecasting.threads``). Results are kept by
+    :data:`FORECASTS`, keyed by the series' values and these arguments: the same series
+    (another page, the cache of the pages expired, another filter with the same revenue)
+    is not fitted again."""
+    key = FORECASTS.key(series, horizon, model, folds, refit)
+    cached = FORECASTS.get(key)
+    if cached is not None:
+        return cached
     with single_threaded_blas():
-        return _forecast(series, horizon, model, folds, refit)
+        result = _forecast(series, horizon, model, folds, refit)
+    FORECASTS.put(key, result)
+    return result
+
+
+class ForecastCache:
+    """The last ``maxsize`` results of :func:`forecast` in this process, keyed by a hash of
+    the series (its dates and values, bit for bit, and its name) and the arguments;
+    least recently used first out. A result depends on nothing else (``forecast`` is
+    pure), so a hit is the same result; each caller gets its own deep copy.
+    ``cache_clear()`` forgets them (the benchmarks do, to time a new selection)."""
+
+    def __init__(self, maxsize: int = 128) -> None:
+        self.maxsize = maxsize
+        self._results: OrderedDict[bytes, ForecastResult] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(series: pd.Series, *arguments: object) -> bytes | None:
+        """The key of ``series`` and ``arguments``; None when the series cannot be hashed
+        (then nothing is cached)."""
+        try:
+            values = np.ascontiguousarray(pd.to_numeric(pd.Series(series), errors="coerce"), dtype=float)
+            index = pd.Index(series.index).astype(str).to_numpy(dtype=str)
+        except (AttributeError, TypeError, ValueError):
+            return None
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(values.tobytes())
+        digest.update("\x1f".join(index).encode())
+        digest.update(repr((getattr(series, "name", None), arguments)).encode())
+        return digest.digest()
+
+    def get(self, key: bytes | None) -> ForecastResult | None:
+        if key is None:
+            return None
+        with self._lock:
+            result = self._results.get(key)
+            if result is None:
+                return None
+            self._results.move_to_end(key)
+        return copy.deepcopy(result)
+
+    def put(self, key: bytes | None, result: ForecastResult) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._results[key] = copy.deepcopy(result)
+            while len(self._results) > self.maxsize:
+                self._results.popitem(last=False)
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._results.clear()
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+
+#: The process's forecasts (see :class:`ForecastCache`).
+FORECASTS = ForecastCache()
 
 
 def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, refit: bool) -> ForecastResult:

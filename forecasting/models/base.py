@@ -108,17 +108,22 @@ Fitted = TypeVar("Fitted")
 
 
 def fit_lowest_aic(
-    specs: Iterable[Any], y: np.ndarray, wrap: Callable[[Any, Any], Fitted], what: str
+    specs: Iterable[Any],
+    y: np.ndarray,
+    wrap: Callable[[Any, Any], Fitted],
+    what: str,
+    fit_kwargs: dict[str, Any] | None = None,
 ) -> Fitted:
-    """Fit ``spec.model(y)`` for every candidate spec and keep the one with the lowest
-    finite AIC, wrapped as ``wrap(spec, results)``; specs that fail to fit are skipped, and
-    when none fits a ``ValueError`` lists why (``what`` names the model family)."""
+    """Fit ``spec.model(y)`` (with ``fit_kwargs``) for every candidate spec and keep the
+    one with the lowest finite AIC, wrapped as ``wrap(spec, results)``; specs that fail to
+    fit are skipped, and when none fits a ``ValueError`` lists why (``what`` names the
+    model family)."""
     best: Fitted | None = None
     best_aic = np.inf
     errors: list[str] = []
     for spec in specs:
         try:
-            results = spec.model(y).fit(disp=False)
+            results = spec.model(y).fit(disp=False, **(fit_kwargs or {}))
         except (ValueError, np.linalg.LinAlgError) as error:
             errors.append(f"{spec.label}: {error}")
             continue

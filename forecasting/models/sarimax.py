@@ -81,4 +81,8 @@ class Sarimax:
 
     def fit(self, y: np.ndarray) -> FittedSarimax:
         y = np.asarray(y, dtype=float)
-        return fit_lowest_aic(candidate_specs(y), y, FittedSarimax, "SARIMAX order")
+        # cov_type="none": no numerical Hessian for the parameters' covariance, which
+        # nothing here reads (forecast intervals come from the state space, not from it)
+        return fit_lowest_aic(
+            candidate_specs(y), y, FittedSarimax, "SARIMAX order", fit_kwargs={"cov_type": "none"}
+        )

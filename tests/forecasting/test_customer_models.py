@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from scipy import special
 
+from forecasting import customer_models as cm
 from forecasting.customer_models import (
     BgNbdFit,
     GammaGammaFit,
@@ -22,6 +23,7 @@ from forecasting.customer_models import (
     fit_gamma_gamma_summary,
     fit_sbg,
     fit_sbg_durations,
+    gamma_gamma_log_likelihood,
     kaplan_meier,
     sbg_holdout,
 )
@@ -257,3 +259,101 @@ def test_customer_lifetime_value(bg_nbd, cdnow_spend):
         undiscounted, spend.expected_amount(rows["x"], rows["zbar"]) * cumulative[-1], rtol=1e-12
     )
     assert np.all(customer_lifetime_value(bg_nbd, spend, *args, horizon=0) == 0)
+
+
+# ---------------------------------------------------------------- aggregated input, fits kept (issue 15)
+
+
+def test_sorted_rows_are_what_np_unique_gives():
+    rng = np.random.default_rng(7)
+    columns = [
+        rng.integers(0, 4, 500).astype(float),
+        rng.integers(0, 3, 500) / 7,
+        rng.integers(0, 5, 500) / 3,
+    ]
+    (a, b, c), counts, inverse = cm._sorted_rows(*columns)
+    unique, inverse_np, counts_np = np.unique(
+        np.column_stack(columns), axis=0, return_inverse=True, return_counts=True
+    )
+    np.testing.assert_array_equal(np.column_stack([a, b, c]), unique)
+    np.testing.assert_array_equal(counts, counts_np)
+    np.testing.assert_array_equal(inverse, inverse_np.ravel())
+    empty, no_counts, no_inverse = cm._sorted_rows(np.zeros(0), np.zeros(0))
+    assert len(empty[0]) == len(no_counts) == len(no_inverse) == 0
+
+
+def test_gamma_gamma_terms_are_the_plain_likelihood_bit_for_bit(cdnow_spend):
+    spend = cdnow_spend[cdnow_spend["x"] > 0]
+    (x, m), weights = cm._weighted_rows(spend["x"], spend["zbar"])
+    terms = cm._GammaGammaTerms(x, m, weights)
+    for params in [(6.25, 3.74, 15.44), (1.0, 1.0, 1.0), (0.3, 12.0, 400.0)]:
+        plain = float(np.sum(weights * gamma_gamma_log_likelihood(*params, x, m)))
+        assert terms.log_likelihood(np.array(params)) == plain
+        np.testing.assert_array_equal(
+            terms.gradient(np.array(params)), cm.gamma_gamma_gradient(*params, x, m, weights)
+        )
+
+
+def test_fits_on_grouped_rows_equal_the_fits_on_one_row_per_customer(cdnow, cdnow_spend):
+    """Rows standing for several customers (``weights``, as grouped in SQL) fit the same
+    model as the customers one by one."""
+    cm.FITS.cache_clear()
+    plain = fit_bg_nbd_summary(cdnow["frequency"], cdnow["recency"], cdnow["T"])
+    grouped = cdnow.groupby(["frequency", "recency", "T"]).size().rename("n").reset_index()
+    weighted = fit_bg_nbd_summary(
+        grouped["frequency"], grouped["recency"], grouped["T"], weights=grouped["n"]
+    )
+    assert weighted.customers == plain.customers == len(cdnow)
+    for name, value in plain.params.items():
+        assert weighted.params[name] == pytest.approx(value, rel=1e-6), name
+    assert weighted.log_likelihood == pytest.approx(plain.log_likelihood, rel=1e-12)
+    spend = fit_gamma_gamma_summary(cdnow_spend["x"], cdnow_spend["zbar"])
+    doubled = fit_gamma_gamma_summary(
+        cdnow_spend["x"], cdnow_spend["zbar"], weights=np.full(len(cdnow_spend), 2)
+    )
+    assert doubled.customers == 2 * spend.customers
+    for name, value in spend.params.items():
+        assert doubled.params[name] == pytest.approx(value, rel=1e-5), name
+
+
+def test_a_fit_of_the_same_input_is_kept_and_returned_again(cdnow):
+    cm.FITS.cache_clear()
+    first = fit_bg_nbd_summary(cdnow["frequency"], cdnow["recency"], cdnow["T"])
+    assert (cm.FITS.hits, cm.FITS.misses, len(cm.FITS)) == (0, 1, 1)
+    # the same customers in another order: the same aggregated input, no new fit
+    shuffled = cdnow.sample(frac=1.0, random_state=3)
+    again = fit_bg_nbd_summary(shuffled["frequency"], shuffled["recency"], shuffled["T"])
+    assert cm.FITS.hits == 1 and again.params == first.params and again.customers == first.customers
+    # another input is another fit
+    fit_bg_nbd_summary(cdnow["frequency"].head(1000), cdnow["recency"].head(1000), cdnow["T"].head(1000))
+    assert cm.FITS.misses == 2
+    small = cm.FitCache(maxsize=1)
+    small.get_or_fit(("a",), lambda: "one")  # type: ignore[arg-type, return-value]
+    small.get_or_fit(("b",), lambda: "two")  # type: ignore[arg-type, return-value]
+    assert len(small) == 1 and small.get_or_fit(("b",), lambda: "three") == "two"  # type: ignore[arg-type, return-value]
+    cm.FITS.cache_clear()
+    assert len(cm.FITS) == 0
+
+
+def test_lifetime_value_steps_equal_one_expectation_per_step(bg_nbd, cdnow_spend):
+    rows = cdnow_spend.head(50)
+    x, T = rows["x"].to_numpy(float), rows["T"].to_numpy(float)
+    steps = np.arange(5, dtype=float)
+    together = cm._future_transactions_steps(bg_nbd.r, bg_nbd.alpha, bg_nbd.a, bg_nbd.b, list(steps), x, T)
+    for i, k in enumerate(steps):
+        alone = cm._future_transactions(bg_nbd.r, bg_nbd.alpha, bg_nbd.a, bg_nbd.b, np.full(len(x), k), x, T)
+        np.testing.assert_array_equal(together[i], alone)
+
+
+def test_accounts_are_ranked_by_inactive_probability_then_account_id():
+    accounts = pd.DataFrame(
+        {
+            "account_id": ["A1", "A2", "A3", "A4", "A5", "A6"],
+            "inactive_probability": [0.2, np.nan, 0.9, 0.2, 0.0, 0.9],
+        }
+    )
+    expected = ["A3", "A6", "A1", "A4", "A5", "A2"]
+    assert cm._ranked(accounts)["account_id"].tolist() == expected
+    shuffled = accounts.iloc[[5, 2, 0, 4, 1, 3]]  # not ordered by account_id: both columns sorted
+    assert cm._ranked(shuffled)["account_id"].tolist() == expected
+    assert cm._ranked(accounts.head(0)).empty

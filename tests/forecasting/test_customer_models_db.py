@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from crm_data.engines import make_engine
 from forecasting import customer_models as cm
-from kpis.clv_summary import customer_summary
+from kpis.clv_summary import customer_summary, customer_summary_counts
 from kpis.filters import Filters
 from tests.kpis.fixtures import insert
 
@@ -241,3 +241,58 @@ def test_cohort_sbg_reuses_cohort_retention(demo: sa.Engine) -> None:
     sizes = retention[retention["months_since_start"] == 0].set_index("cohort")["customers"]
     shown = result.fits.set_index("cohort")["customers"]
     assert shown.to_dict() == {k: v for k, v in sizes.to_dict().items() if v > 0}
+
+
+# ---------------------------------------------------------------- aggregated input (issue 15)
+
+
+def test_customer_summary_counts_by_hand(small: sa.Engine) -> None:
+    """A1: 3 transaction days (2, 16, 30 Jan), A2: 1 (9 Jan), A3: 1 (29 Feb); T to 1 Mar.
+    Holdout [1 Mar, 15 Mar): A3 pays on 1 and 8 Mar (2 days), A1 and A2 not."""
+    counts = customer_summary_counts(small, PERIOD, unit="day", holdout_end=T(2024, 3, 15))
+    assert list(counts.columns) == ["frequency", "recency", "T", "holdout_transactions", "accounts"]
+    rows = {tuple(r[:4]): r[4] for r in counts.itertuples(index=False)}
+    assert rows == {(2, 28.0, 59.0, 0): 1, (0, 0.0, 52.0, 0): 1, (0, 0.0, 1.0, 2): 1}
+    plain = customer_summary_counts(small, PERIOD, unit="week")
+    assert list(plain.columns) == ["frequency", "recency", "T", "accounts"]
+    assert plain["accounts"].sum() == 3
+    assert customer_summary_counts(small, Filters(dt.date(2010, 1, 1), dt.date(2010, 2, 1))).empty
+
+
+def test_customer_summary_counts_group_the_summary(demo: sa.Engine) -> None:
+    f = Filters(dt.date(2023, 6, 1), dt.date(2024, 2, 1))
+    summary = customer_summary(demo, f, unit="week", holdout_end=AS_OF)
+    counts = customer_summary_counts(demo, f, unit="week", holdout_end=AS_OF)
+    keys = ["frequency", "recency", "T", "holdout_transactions"]
+    reference = summary.groupby(keys).size().rename("accounts").reset_index()
+    merged = counts.sort_values(keys).reset_index(drop=True)
+    assert len(merged) < len(summary)  # fewer rows than accounts (at 1M accounts: ~1 %)
+    for column in [*keys, "accounts"]:  # recency and T are the same numbers, bit for bit
+        assert merged[column].tolist() == reference[column].tolist(), column
+
+
+def test_bg_nbd_holdout_from_grouped_rows_equals_the_per_account_check(demo: sa.Engine) -> None:
+    """The check as it was computed on one row per account (the reference below) gives the
+    same table and totals as the weighted sums over the grouped rows."""
+    f = Filters(dt.date(2023, 6, 1), dt.date(2024, 7, 1))
+    table, totals = cm.bg_nbd_holdout(demo, f, "week", as_of=AS_OF)
+    split = totals["split"]
+    summary = customer_summary(demo, f.replace(end=split.date()), unit="week", holdout_end=AS_OF)
+    args = (summary["frequency"], summary["recency"], summary["T"])
+    fit = cm.fit_bg_nbd_summary(*args)
+    predicted = fit.expected_transactions(totals["holdout_units"], *args)
+    actual = summary["holdout_transactions"].to_numpy(float)
+    bins = np.minimum(summary["frequency"].to_numpy(), 7)
+    reference = (
+        pd.DataFrame({"bin": bins, "actual": actual, "predicted": predicted})
+        .groupby("bin")
+        .agg(accounts=("actual", "size"), actual=("actual", "mean"), predicted=("predicted", "mean"))
+    )
+    assert table["accounts"].tolist() == reference["accounts"].tolist()
+    np.testing.assert_allclose(table["actual"], reference["actual"], rtol=1e-12)
+    np.testing.assert_allclose(table["predicted"], reference["predicted"], rtol=1e-12)
+    assert totals["accounts"] == len(summary)
+    assert totals["actual"] == pytest.approx(actual.sum(), rel=1e-12)
+    assert totals["predicted"] == pytest.approx(predicted.sum(), rel=1e-12)
+    assert totals["mae"] == pytest.approx(np.mean(np.abs(predicted - actual)), rel=1e-12)
+    assert totals["correlation"] == pytest.approx(np.corrcoef(predicted, actual)[0, 1], rel=1e-12)

@@ -14,7 +14,7 @@ import pytest
 from forecasting import MODELS, forecast
 from forecasting.backtest import BacktestPlan, BacktestResult
 from forecasting.datasets import load_elec_equip, load_superstore_monthly
-from forecasting.selection import FORECAST_COLUMNS, ForecastResult, choose_model, prepare_series
+from forecasting.selection import FORECAST_COLUMNS, FORECASTS, ForecastResult, choose_model, prepare_series
 
 
 def months(n: int, start: str = "2021-01-01") -> pd.DatetimeIndex:
@@ -212,10 +212,41 @@ def test_forecast_is_deterministic() -> None:
     t = np.arange(40)
     noise = np.random.default_rng(6).normal(0, 1, 40)
     series = pd.Series(50 + t + 5 * np.cos(2 * np.pi * t / 12) + noise, months(40))
-    first, second = forecast(series, horizon=4), forecast(series, horizon=4)
+    first = forecast(series, horizon=4)
+    FORECASTS.cache_clear()
+    second = forecast(series, horizon=4)
     assert first.model == second.model
     pd.testing.assert_frame_equal(first.forecast, second.forecast)
     pd.testing.assert_frame_equal(first.backtest, second.backtest)
+
+
+def test_a_forecast_of_the_same_series_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same series and arguments are answered from ``FORECASTS`` (no model is fitted);
+    each answer is a copy, another series or argument is forecast anew."""
+    import forecasting.selection as selection
+
+    t = np.arange(30)
+    series = pd.Series(100 + 2 * t + np.random.default_rng(9).normal(0, 3, 30), months(30), name="revenue")
+    first = forecast(series, horizon=3)
+    first.notes.append("changed by the caller")
+    first.forecast.loc[0, "mean"] = -1.0
+
+    def no_fit(*args: object, **kwargs: object) -> ForecastResult:
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(selection, "_forecast", no_fit)
+    again = forecast(series.copy(), horizon=3)
+    assert "changed by the caller" not in again.notes and again.forecast.loc[0, "mean"] != -1.0
+    assert again.model == first.model and len(FORECASTS) == 1
+    for other in (
+        lambda: forecast(series, horizon=4),
+        lambda: forecast(series + 1e-9, horizon=3),
+        lambda: forecast(series.set_axis(months(30, "2019-01-01")), horizon=3),
+    ):
+        with pytest.raises(AssertionError, match="fitted again"):
+            other()
+    FORECASTS.cache_clear()
+    assert len(FORECASTS) == 0
 
 
 class _ThetaFailingOnLongSeries:
