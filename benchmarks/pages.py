@@ -31,13 +31,14 @@ import datetime as dt
 import importlib
 import inspect
 import json
+import math
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,21 +285,32 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_page(engine: Any, page: str, state: str) -> dict[str, float]:
+def run_page(
+    engine: Any,
+    page: str,
+    state: str,
+    calls: Collection[str] | None = None,
+    cpu: dict[str, float] | None = None,
+) -> dict[str, float]:
     """Seconds per call of one page in one filter state (``call [last year]`` for the
-    last-year comparison of a period trend)."""
+    last-year comparison of a period trend). ``calls``: only the calls of these names (the
+    others are skipped; a derived argument then sees no earlier result). ``cpu``: filled
+    with the CPU seconds of this process per call (DuckDB's threads included)."""
     filters, freq, cut, bounds = state_view(engine, state)
     results: dict[str, Any] = {
         "_as_of": min(filters.end, bounds[1] + dt.timedelta(days=1)) if bounds else None
     }
     times: dict[str, float] = {}
+    cpu = {} if cpu is None else cpu
     for call in PAGES[page][1]:
+        if calls is not None and call.name not in calls:
+            continue
         function = _resolve(call.function)
         kwargs = dict(call.kwargs)
         kwargs.update({k: derive(results) for k, derive in call.derived.items()})
         if call.arg == "view" and _accepts(function, "freq"):
             kwargs.setdefault("freq", freq)
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), cpu_seconds()
         if call.arg == "connection":
             with engine.connect() as c:
                 result = function(c, **kwargs)
@@ -308,6 +320,7 @@ def run_page(engine: Any, page: str, state: str) -> dict[str, float]:
                 f = f.replace(start=bounds[0].replace(day=1))
             result = function(engine, f, **kwargs)
         times[call.name] = times.get(call.name, 0.0) + time.perf_counter() - began
+        cpu[call.name] = cpu.get(call.name, 0.0) + cpu_seconds() - began_cpu
         results[call.name] = result
         # ui.report: a period trend of the view's freq, in a range ending inside a period,
         # is compared with last year's range up to the same day
@@ -316,9 +329,10 @@ def run_page(engine: Any, page: str, state: str) -> dict[str, float]:
             start = _years_back(filters.start)
             end = _years_back(cut)
             if end > start:
-                began = time.perf_counter()
+                began, began_cpu = time.perf_counter(), cpu_seconds()
                 function(engine, filters.replace(start=start, end=end), **kwargs)
                 times[f"{call.name} [last year]"] = time.perf_counter() - began
+                cpu[f"{call.name} [last year]"] = cpu_seconds() - began_cpu
     return times
 
 
@@ -329,17 +343,18 @@ def _years_back(day: dt.date) -> dt.date:
         return day.replace(year=day.year - 1, day=28)
 
 
-def worker(url: str, page: str, state: str) -> dict[str, Any]:
+def worker(url: str, page: str, state: str, calls: Collection[str] | None = None) -> dict[str, Any]:
     """First view, then a filter change, of one page in one state (this process only)."""
     from crm_data.engines import make_engine
 
     engine = make_engine(url, read_only=url.startswith("duckdb"))
     began = time.perf_counter()
-    first = run_page(engine, page, state)
+    first = run_page(engine, page, state, calls)
     first_s = time.perf_counter() - began
     forget_built_statements()
     began, cpu = time.perf_counter(), cpu_seconds()
-    again = run_page(engine, page, state)
+    calls_cpu: dict[str, float] = {}
+    again = run_page(engine, page, state, calls, calls_cpu)
     again_s, again_cpu = time.perf_counter() - began, cpu_seconds() - cpu
     engine.dispose()
     return {
@@ -349,6 +364,7 @@ def worker(url: str, page: str, state: str) -> dict[str, Any]:
         "change_s": again_s,
         "change_cpu_s": again_cpu,
         "calls_s": again,
+        "calls_cpu_s": calls_cpu,
         "first_calls_s": first,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
@@ -357,8 +373,16 @@ def worker(url: str, page: str, state: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ the orchestrator
 
 
-def measure(url: str, page: str, state: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+def measure(
+    url: str,
+    page: str,
+    state: str,
+    env: dict[str, str] | None = None,
+    calls: Collection[str] | None = None,
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.pages", "--worker", url, "--page", page, "--state", state]
+    if calls:
+        cmd += ["--calls", *calls]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
@@ -366,15 +390,22 @@ def measure(url: str, page: str, state: str, env: dict[str, str] | None = None) 
 
 
 def run_benchmark(
-    url: str, pages: list[str], states: list[str], runs: int, log: Callable[[str], None] | None = None
+    url: str,
+    pages: list[str],
+    states: list[str],
+    runs: int,
+    log: Callable[[str], None] | None = None,
+    calls: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """``runs`` interleaved rounds over every (page, state); medians and ratios to the Overview."""
+    """``runs`` interleaved rounds over every (page, state); medians and ratios to the
+    Overview. ``calls``: time only the calls of these names on each page (the Overview's
+    ratio then compares a part of a page with the whole Overview)."""
     log = log or (lambda line: print(line, flush=True))
     pairs = [(p, s) for s in states for p in pages if s == "default" or p not in UNFILTERED]
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in pairs}
     for round_ in range(runs):
         for page, state in pairs:
-            sample = measure(url, page, state)
+            sample = measure(url, page, state, calls=None if page == "Overview" else calls)
             samples[(page, state)].append(sample)
             log(
                 f"round {round_ + 1}/{runs} {page:28s} {state:18s} first {sample['first_s']:7.2f} s "
@@ -393,6 +424,10 @@ def run_benchmark(
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
             "calls_s": {
                 name: statistics.median(r["calls_s"].get(name, 0.0) for r in rounds)
+                for name in rounds[0]["calls_s"]
+            },
+            "calls_cpu_s": {
+                name: statistics.median(r.get("calls_cpu_s", {}).get(name, 0.0) for r in rounds)
                 for name in rounds[0]["calls_s"]
             },
             "change_times_s": [r["change_s"] for r in rounds],
@@ -439,14 +474,17 @@ def markdown_table(result: dict[str, Any], states: list[str], key: str = "change
 
 
 def slowest_calls(result: dict[str, Any], top: int = 12) -> str:
-    """The slowest calls of all pages and states (filter change), for profiling."""
+    """The slowest calls of all pages and states (filter change), for profiling: wall
+    seconds, and the process's CPU seconds during the call."""
     calls = [
-        (seconds, r["page"], r["state"], name)
+        (seconds, r.get("calls_cpu_s", {}).get(name, math.nan), r["page"], r["state"], name)
         for r in result["rows"]
         for name, seconds in r["calls_s"].items()
     ]
-    calls.sort(reverse=True)
-    return "\n".join(f"{s:8.3f} s  {page} · {state} · {name}" for s, page, state, name in calls[:top])
+    calls.sort(key=lambda c: c[0], reverse=True)
+    return "\n".join(
+        f"{s:8.3f} s (CPU {c:6.2f} s)  {page} · {state} · {name}" for s, c, page, state, name in calls[:top]
+    )
 
 
 def _fmt(seconds: float) -> str:
@@ -471,13 +509,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES))
     parser.add_argument("--states", nargs="+", choices=STATES, default=STATES)
+    parser.add_argument(
+        "--calls",
+        nargs="+",
+        metavar="NAME",
+        help="time only these calls of each page (e.g. stage_durations funnel); the Overview runs whole",
+    )
     parser.add_argument("--json", action="store_true", help="write benchmarks/pages-results.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--page", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.page, args.state)))
+        print(json.dumps(worker(args.worker, args.page, args.state, args.calls)))
         return
     for problem in check_matches_pages():
         print(f"WARNING: {problem}")
@@ -493,7 +537,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"building {db} ({SIZES[args.size]:,} accounts) …", flush=True)
             build(f"duckdb:///{db}", SIZES[args.size])
         url = pg_url(args.size) if args.postgres else f"duckdb:///{db}"
-    result = run_benchmark(url, args.pages, args.states, args.runs)
+    if args.calls:
+        known = {c.name for _, calls in PAGES.values() for c in calls}
+        unknown = sorted(set(args.calls) - known)
+        if unknown:
+            parser.error(f"no page makes the call(s) {unknown}; known: {sorted(known)}")
+    result = run_benchmark(url, args.pages, args.states, args.runs, calls=args.calls)
     print(
         f"\n{url}: filter change, median of {args.runs} fresh processes (× the Overview in the same state)\n"
     )
