@@ -241,146 +241,13 @@ def stage_durations(
         "conversion_to_next",
     ]
     censor_at = min(f.end_ts, now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
-    deals, history, stages = schema.deals, schema.deal_stage_history, schema.pipeline_stages
+    stages = schema.pipeline_stages
     is_open_stage = sa.not_(sa.func.coalesce(stages.c.is_closed, sa.false()))
     censor = sa.literal(censor_at, sa.DateTime())
     with connection(conn) as c:
         dialect = c.dialect
-        window_deals = (
-            sa.select(deals.c.deal_id, deals.c.status, deals.c.closed_at)
-            .where(in_range(deals.c.created_at, f), *scope(f, deals))
-            .cte("window_deals")
-        )
-        open_stage = sa.case((stages.c.stage.is_(None), 0), (is_open_stage, 1), else_=0)
-        # one ordering of a deal's visits for both window functions (one sort, not two): an
-        # unknown stage (no pipeline_stages row: NULL position) sorts first among visits
-        # entered at the same instant, on every database (SQLite sorts NULL first by
-        # default, DuckDB and PostgreSQL last)
-        visit_order = {
-            "partition_by": history.c.deal_id,
-            "order_by": [history.c.entered_at, stages.c.position.asc().nulls_first(), history.c.stage],
-        }
-        all_visits = (
-            sa.select(
-                history.c.deal_id,
-                history.c.stage,
-                history.c.entered_at,
-                stages.c.position,
-                open_stage.label("open_stage"),
-                window_deals.c.status,
-                # highest position of an open stage among this visit and the ones after it.
-                # Visits entered at the same instant but ordered before this one have a
-                # position ≤ its own (or none: not an open stage), so "progressed" below
-                # (later_position > position) is the same as over every visit entered at or
-                # after this one, peers included — the rule of the docstring
-                sa.func.max(sa.case((open_stage == 1, stages.c.position)))
-                .over(**visit_order, rows=(0, None))
-                .label("later_position"),
-                sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
-                window_deals.c.closed_at,
-            )
-            .select_from(
-                history.join(window_deals, window_deals.c.deal_id == history.c.deal_id).outerjoin(
-                    stages, stages.c.stage == history.c.stage
-                )
-            )
-            .cte("all_visits")
-        )
-        v = all_visits.c
-        ended_at = sa.func.coalesce(
-            v.next_entered, sa.case((v.status.in_(("won", "lost")), v.closed_at), else_=sa.null())
-        )
-        # the observation window ends at C: a visit is finished only when it ended by C
-        finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
-        visits = (
-            sa.select(
-                v.deal_id,
-                v.stage,
-                v.entered_at,
-                v.position,
-                sa.case((sa.or_(v.status == "won", v.later_position > v.position), 1), else_=0).label(
-                    "progressed"
-                ),
-                sa.case((finished, 1), else_=0).label("event"),
-                days_between(dialect, v.entered_at, sa.case((finished, ended_at), else_=censor)).label(
-                    "duration"
-                ),
-            )
-            .where(v.open_stage == 1, v.entered_at < censor)
-            .cte("visits")
-        )
-        times = (
-            sa.select(
-                visits.c.stage,
-                visits.c.duration,
-                sa.func.sum(visits.c.event).label("d"),
-                sa.func.count().label("m"),
-            )
-            .group_by(visits.c.stage, visits.c.duration)
-            .cte("times")
-        )
-        at_risk = sa.select(
-            times.c.stage,
-            times.c.duration,
-            times.c.d,
-            sa.func.sum(times.c.m)
-            .over(partition_by=times.c.stage, order_by=times.c.duration.desc())
-            .label("n"),
-        ).cte("at_risk")
-        step = sa.cast(at_risk.c.d, sa.Double()) / sa.cast(at_risk.c.n, sa.Double())
-        ordered = {"partition_by": at_risk.c.stage, "order_by": at_risk.c.duration}
-        survival_parts = sa.select(
-            at_risk.c.stage,
-            at_risk.c.duration,
-            sa.func.sum(sa.case((at_risk.c.d >= at_risk.c.n, 1), else_=0)).over(**ordered).label("zeroed"),
-            sa.func.sum(
-                sa.case(
-                    (sa.and_(at_risk.c.d > 0, at_risk.c.d < at_risk.c.n), sa.func.ln(1.0 - step)),
-                    else_=sa.literal(0.0, sa.Double()),
-                )
-            )
-            .over(**ordered)
-            .label("log_survival"),
-        ).cte("survival_parts")
-        survival = sa.case(
-            (survival_parts.c.zeroed > 0, sa.literal(0.0, sa.Double())),
-            else_=sa.func.exp(survival_parts.c.log_survival),
-        )
-        quantiles = (
-            sa.select(
-                survival_parts.c.stage,
-                sa.func.min(sa.case((survival <= 0.5 + KM_TOLERANCE, survival_parts.c.duration))).label(
-                    "median_days"
-                ),
-                sa.func.min(sa.case((survival <= 0.1 + KM_TOLERANCE, survival_parts.c.duration))).label(
-                    "p90_days"
-                ),
-            )
-            .group_by(survival_parts.c.stage)
-            .cte("quantiles")
-        )
-        per_deal = (
-            sa.select(
-                visits.c.stage,
-                visits.c.deal_id,
-                sa.func.max(visits.c.progressed).label("progressed"),
-                sa.func.sum(visits.c.event).label("finished"),
-                sa.func.count().label("visits"),
-            )
-            .group_by(visits.c.stage, visits.c.deal_id)
-            .cte("per_deal")
-        )
-        counts = (
-            sa.select(
-                per_deal.c.stage,
-                sa.func.count().label("deals"),
-                sa.func.sum(per_deal.c.finished).label("finished"),
-                sa.func.sum(per_deal.c.visits - per_deal.c.finished).label("censored"),
-                sa.func.sum(per_deal.c.progressed).label("progressed"),
-            )
-            .group_by(per_deal.c.stage)
-            .cte("counts")
-        )
+        visits, counts = _stage_visits(dialect, f, censor)
+        quantiles = _km_quantiles(visits, counts)
         statement = (
             sa.select(
                 stages.c.stage,
@@ -410,3 +277,188 @@ def stage_durations(
         p / n if n else math.nan for p, n in zip(frame["progressed"], frame["deals"], strict=True)
     ]
     return frame[columns]
+
+
+def _stage_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) -> tuple[sa.CTE, sa.CTE]:
+    """:func:`stage_durations`' observed visits (stage, duration, event) and per-stage
+    counts (deals, finished, censored, progressed) from the base tables: one window over
+    the history of each deal created in the range."""
+    deals, history, stages = schema.deals, schema.deal_stage_history, schema.pipeline_stages
+    is_open_stage = sa.not_(sa.func.coalesce(stages.c.is_closed, sa.false()))
+    window_deals = (
+        sa.select(deals.c.deal_id, deals.c.status, deals.c.closed_at)
+        .where(in_range(deals.c.created_at, f), *scope(f, deals))
+        .cte("window_deals")
+    )
+    open_stage = sa.case((stages.c.stage.is_(None), 0), (is_open_stage, 1), else_=0)
+    # one ordering of a deal's visits for both window functions (one sort, not two): an
+    # unknown stage (no pipeline_stages row: NULL position) sorts first among visits
+    # entered at the same instant, on every database (SQLite sorts NULL first by
+    # default, DuckDB and PostgreSQL last)
+    visit_order = {
+        "partition_by": history.c.deal_id,
+        "order_by": [history.c.entered_at, stages.c.position.asc().nulls_first(), history.c.stage],
+    }
+    all_visits = (
+        sa.select(
+            history.c.deal_id,
+            history.c.stage,
+            history.c.entered_at,
+            stages.c.position,
+            open_stage.label("open_stage"),
+            window_deals.c.status,
+            # highest position of an open stage among this visit and the ones after it.
+            # Visits entered at the same instant but ordered before this one have a
+            # position ≤ its own (or none: not an open stage), so "progressed" below
+            # (later_position > position) is the same as over every visit entered at or
+            # after this one, peers included — the rule of the docstring
+            sa.func.max(sa.case((open_stage == 1, stages.c.position)))
+            .over(**visit_order, rows=(0, None))
+            .label("later_position"),
+            sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
+            window_deals.c.closed_at,
+        )
+        .select_from(
+            history.join(window_deals, window_deals.c.deal_id == history.c.deal_id).outerjoin(
+                stages, stages.c.stage == history.c.stage
+            )
+        )
+        .cte("all_visits")
+    )
+    v = all_visits.c
+    ended_at = sa.func.coalesce(
+        v.next_entered, sa.case((v.status.in_(("won", "lost")), v.closed_at), else_=sa.null())
+    )
+    # the observation window ends at C: a visit is finished only when it ended by C
+    finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
+    visits = (
+        sa.select(
+            v.deal_id,
+            v.stage,
+            v.entered_at,
+            v.position,
+            sa.case((sa.or_(v.status == "won", v.later_position > v.position), 1), else_=0).label(
+                "progressed"
+            ),
+            sa.case((finished, 1), else_=0).label("event"),
+            days_between(dialect, v.entered_at, sa.case((finished, ended_at), else_=censor)).label(
+                "duration"
+            ),
+        )
+        .where(v.open_stage == 1, v.entered_at < censor)
+        .cte("visits")
+    )
+    per_deal = (
+        sa.select(
+            visits.c.stage,
+            visits.c.deal_id,
+            sa.func.max(visits.c.progressed).label("progressed"),
+            sa.func.sum(visits.c.event).label("finished"),
+            sa.func.count().label("visits"),
+        )
+        .group_by(visits.c.stage, visits.c.deal_id)
+        .cte("per_deal")
+    )
+    counts = (
+        sa.select(
+            per_deal.c.stage,
+            sa.func.count().label("deals"),
+            sa.func.sum(per_deal.c.finished).label("finished"),
+            sa.func.sum(per_deal.c.visits - per_deal.c.finished).label("censored"),
+            sa.func.sum(per_deal.c.progressed).label("progressed"),
+        )
+        .group_by(per_deal.c.stage)
+        .cte("counts")
+    )
+    return visits, counts
+
+
+def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
+    """Per stage, the Kaplan–Meier median and 90th percentile of ``visits``' durations
+    (``event`` 1 = finished, 0 = censored): the smallest duration t with S(t) ≤ 0.5 (0.1),
+    within :data:`KM_TOLERANCE`; NULL when never reached.
+
+    One sort per stage instead of a sort per distinct duration and two running windows:
+    number the n visits of a stage 1..n by duration, a finished visit before a censored one
+    of the same duration (a visit censored at t is still at risk at t). Multiplying
+    (1 − d/n) over the distinct times is the same as multiplying (n − i) ÷ (n − i + 1) over
+    the finished visits' numbers i (ties telescope to 1 − d/n), so after finished visit i
+
+        S = (n − i) ÷ n × Π over censored visits k < i of (n − k + 1) ÷ (n − k).
+
+    Between two censored visits S falls by whole visits only: in the stretch after the
+    censored visit k (with L = Σ ln(1 + 1 ÷ (n − k')) over the censored k' ≤ k) the first
+    finished visit with S ≤ q is i = ⌈n − (q + tolerance) · n · e^−L⌉ when that number lies
+    before the next censored visit. The quantile is the duration of the smallest such i
+    (S only falls, so the first stretch that reaches q holds it)."""
+    ranked = sa.select(
+        visits.c.stage,
+        visits.c.duration,
+        visits.c.event,
+        sa.func.row_number()
+        .over(partition_by=visits.c.stage, order_by=[visits.c.duration, visits.c.event.desc()])
+        .label("rk"),
+    ).cte("ranked")
+    n = (counts.c.finished + counts.c.censored).label("n")
+    totals = sa.select(counts.c.stage, n).cte("totals")
+    double = sa.Double()
+    remaining = sa.cast(totals.c.n - ranked.c.rk, double)
+    censored = sa.union_all(
+        sa.select(
+            ranked.c.stage,
+            ranked.c.rk,
+            sa.case(
+                (
+                    ranked.c.rk < totals.c.n,
+                    sa.func.ln(sa.literal(1.0, double) + sa.literal(1.0, double) / remaining),
+                ),
+                else_=sa.literal(0.0, double),
+            ).label("factor"),
+        )
+        .select_from(ranked.join(totals, totals.c.stage == ranked.c.stage))
+        .where(ranked.c.event == 0),
+        # the stretch before the first censored visit
+        sa.select(totals.c.stage, sa.literal(0, sa.BigInteger()), sa.literal(0.0, double)),
+    ).subquery("censored")
+    ordered = {"partition_by": censored.c.stage, "order_by": censored.c.rk}
+    stretches = (
+        sa.select(
+            censored.c.stage,
+            censored.c.rk,
+            sa.func.lead(censored.c.rk).over(**ordered).label("next_rk"),
+            sa.func.sum(censored.c.factor).over(**ordered, rows=(None, 0)).label("log_factor"),
+        )
+    ).subquery("stretches")
+    st = stretches.c
+    with_n = (
+        sa.select(st.stage, st.rk, st.next_rk, st.log_factor, totals.c.n)
+        .select_from(stretches.join(totals, totals.c.stage == st.stage))
+        .subquery("with_n")
+    )
+    w = with_n.c
+    end = sa.func.coalesce(w.next_rk, w.n + 1)  # first number after the stretch
+
+    def first_reaching(q: float) -> sa.ColumnElement:
+        reach = sa.func.ceil(
+            sa.cast(w.n, double)
+            - sa.literal(q + KM_TOLERANCE, double) * sa.cast(w.n, double) * sa.func.exp(-w.log_factor)
+        )
+        i = sa.case((reach > w.rk, reach), else_=w.rk + 1)
+        return sa.func.min(sa.case((i < end, i)))
+
+    targets = (
+        sa.select(w.stage, first_reaching(0.5).label("r50"), first_reaching(0.1).label("r90"))
+        .group_by(w.stage)
+        .cte("targets")
+    )
+    return (
+        sa.select(
+            ranked.c.stage,
+            sa.func.max(sa.case((ranked.c.rk == targets.c.r50, ranked.c.duration))).label("median_days"),
+            sa.func.max(sa.case((ranked.c.rk == targets.c.r90, ranked.c.duration))).label("p90_days"),
+        )
+        .select_from(ranked.join(targets, targets.c.stage == ranked.c.stage))
+        .where(sa.or_(ranked.c.rk == targets.c.r50, ranked.c.rk == targets.c.r90))
+        .group_by(ranked.c.stage)
+        .cte("quantiles")
+    )
