@@ -520,6 +520,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--page", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.calls and not args.worker:
+        known = {c.name for _, calls in PAGES.values() for c in calls}
+        unknown = sorted(set(args.calls) - known)
+        if unknown:
+            parser.error(f"no page makes the call(s) {unknown}; known: {sorted(known)}")
     if args.worker:
         print(json.dumps(worker(args.worker, args.page, args.state, args.calls)))
         return
@@ -537,11 +542,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"building {db} ({SIZES[args.size]:,} accounts) …", flush=True)
             build(f"duckdb:///{db}", SIZES[args.size])
         url = pg_url(args.size) if args.postgres else f"duckdb:///{db}"
-    if args.calls:
-        known = {c.name for _, calls in PAGES.values() for c in calls}
-        unknown = sorted(set(args.calls) - known)
-        if unknown:
-            parser.error(f"no page makes the call(s) {unknown}; known: {sorted(known)}")
     result = run_benchmark(url, args.pages, args.states, args.runs, calls=args.calls)
     print(
         f"\n{url}: filter change, median of {args.runs} fresh processes (× the Overview in the same state)\n"

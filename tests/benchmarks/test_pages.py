@@ -52,6 +52,11 @@ def test_filter_states_are_the_issues(tmp_path: Path) -> None:
             times = pages.run_page(engine, page, "one owner")
             assert {c.name for c in pages.PAGES[page][1]} <= set(times), page
             assert all(t >= 0 for t in times.values())
+        # --calls: only the named calls, with the CPU seconds of each
+        cpu: dict[str, float] = {}
+        times = pages.run_page(engine, "Sales pipeline", "one owner", {"stage_durations"}, cpu)
+        assert set(times) == set(cpu) == {"stage_durations"}
+        assert cpu["stage_durations"] >= 0
     finally:
         engine.dispose()
 
@@ -70,3 +75,9 @@ def test_fresh_processes_and_the_table(tmp_path: Path) -> None:
     assert rows[("Overview", "default")]["change_vs_overview"] == 1.0
     table = pages.markdown_table(result, states)
     assert "| Data quality |" in table and "| Overview |" in table and "—" in table
+
+
+def test_an_unknown_call_is_refused_before_any_database_is_built(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        pages.main(["--size", "M", "--calls", "stage_durations", "no_such_call"])
+    assert "no_such_call" in capsys.readouterr().err
