@@ -378,54 +378,75 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
     (``event`` 1 = finished, 0 = censored): the smallest duration t with S(t) ≤ 0.5 (0.1),
     within :data:`KM_TOLERANCE`; NULL when never reached.
 
-    One sort per stage instead of a sort per distinct duration and two running windows:
-    number the n visits of a stage 1..n by duration, a finished visit before a censored one
-    of the same duration (a visit censored at t is still at risk at t). Multiplying
+    One running window over the distinct durations of a stage (the visits grouped by
+    duration first: d finished of m), plus one over its durations with censored visits only,
+    instead of two running windows over every distinct duration. Number the n visits of a
+    stage 1..n by duration, a finished visit before a censored one of the same duration (a
+    visit censored at t is still at risk at t): a duration's visits hold the numbers
+    cum − m + 1 .. cum (cum = visits up to it), its finished ones the first d. Multiplying
     (1 − d/n) over the distinct times is the same as multiplying (n − i) ÷ (n − i + 1) over
     the finished visits' numbers i (ties telescope to 1 − d/n), so after finished visit i
 
         S = (n − i) ÷ n × Π over censored visits k < i of (n − k + 1) ÷ (n − k).
 
-    Between two censored visits S falls by whole visits only: in the stretch after the
-    censored visit k (with L = Σ ln(1 + 1 ÷ (n − k')) over the censored k' ≤ k) the first
-    finished visit with S ≤ q is i = ⌈n − (q + tolerance) · n · e^−L⌉ when that number lies
-    before the next censored visit. The quantile is the duration of the smallest such i
-    (S only falls, so the first stretch that reaches q holds it)."""
-    ranked = sa.select(
-        visits.c.stage,
-        visits.c.duration,
-        visits.c.event,
-        sa.func.row_number()
-        .over(partition_by=visits.c.stage, order_by=[visits.c.duration, visits.c.event.desc()])
-        .label("rk"),
-    ).cte("ranked")
+    The censored visits of one duration, numbers a..b, contribute
+    Π (n − k + 1) ÷ (n − k) = (n − a + 1) ÷ (n − b) (telescoping; k = n, the last visit, has
+    no finished visit after it and counts 1). Between two durations with censored visits S
+    falls by whole visits only: in the stretch after the censored numbers up to b (with L =
+    the log of the product over the censored numbers ≤ b) the first finished visit with
+    S ≤ q is i = ⌈n − (q + tolerance) · n · e^−L⌉ when that number lies before the next
+    censored number. The quantile is the duration holding the smallest such i (S only
+    falls, so the first stretch that reaches q holds it)."""
+    times = (
+        sa.select(
+            visits.c.stage,
+            visits.c.duration,
+            sa.func.sum(visits.c.event).label("d"),
+            sa.func.count().label("m"),
+        )
+        .group_by(visits.c.stage, visits.c.duration)
+        .subquery("times")
+    )
+    numbered = sa.select(
+        times.c.stage,
+        times.c.duration,
+        times.c.d,
+        times.c.m,
+        sa.func.sum(times.c.m)
+        .over(partition_by=times.c.stage, order_by=times.c.duration, rows=(None, 0))
+        .label("cum"),
+    ).cte("numbered")
     n = (counts.c.finished + counts.c.censored).label("n")
     totals = sa.select(counts.c.stage, n).cte("totals")
     double = sa.Double()
-    remaining = sa.cast(totals.c.n - ranked.c.rk, double)
+    first_censored = numbered.c.cum - numbered.c.m + numbered.c.d + 1  # a
+    last_censored = numbered.c.cum  # b
     censored = sa.union_all(
         sa.select(
-            ranked.c.stage,
-            ranked.c.rk,
-            sa.case(
-                (
-                    ranked.c.rk < totals.c.n,
-                    sa.func.ln(sa.literal(1.0, double) + sa.literal(1.0, double) / remaining),
-                ),
-                else_=sa.literal(0.0, double),
+            numbered.c.stage,
+            first_censored.label("a"),
+            last_censored.label("b"),
+            sa.func.ln(
+                sa.cast(totals.c.n - first_censored + 1, double)
+                / sa.cast(sa.case((last_censored < totals.c.n, totals.c.n - last_censored), else_=1), double)
             ).label("factor"),
         )
-        .select_from(ranked.join(totals, totals.c.stage == ranked.c.stage))
-        .where(ranked.c.event == 0),
+        .select_from(numbered.join(totals, totals.c.stage == numbered.c.stage))
+        .where(numbered.c.m > numbered.c.d),
         # the stretch before the first censored visit
-        sa.select(totals.c.stage, sa.literal(0, sa.BigInteger()), sa.literal(0.0, double)),
+        sa.select(
+            totals.c.stage,
+            sa.literal(0, sa.BigInteger()),
+            sa.literal(0, sa.BigInteger()),
+            sa.literal(0.0, double),
+        ),
     ).subquery("censored")
-    ordered = {"partition_by": censored.c.stage, "order_by": censored.c.rk}
+    ordered = {"partition_by": censored.c.stage, "order_by": censored.c.b}
     stretches = (
         sa.select(
             censored.c.stage,
-            censored.c.rk,
-            sa.func.lead(censored.c.rk).over(**ordered).label("next_rk"),
+            censored.c.b.label("rk"),
+            sa.func.lead(censored.c.a).over(**ordered).label("next_rk"),
             sa.func.sum(censored.c.factor).over(**ordered, rows=(None, 0)).label("log_factor"),
         )
     ).subquery("stretches")
@@ -436,7 +457,7 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
         .subquery("with_n")
     )
     w = with_n.c
-    end = sa.func.coalesce(w.next_rk, w.n + 1)  # first number after the stretch
+    end = sa.func.coalesce(w.next_rk, w.n + 1)  # first censored number after the stretch
 
     def first_reaching(q: float) -> sa.ColumnElement:
         reach = sa.func.ceil(
@@ -451,14 +472,18 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
         .group_by(w.stage)
         .cte("targets")
     )
+
+    def holds(i: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.and_(numbered.c.cum - numbered.c.m < i, i <= numbered.c.cum)
+
     return (
         sa.select(
-            ranked.c.stage,
-            sa.func.max(sa.case((ranked.c.rk == targets.c.r50, ranked.c.duration))).label("median_days"),
-            sa.func.max(sa.case((ranked.c.rk == targets.c.r90, ranked.c.duration))).label("p90_days"),
+            numbered.c.stage,
+            sa.func.max(sa.case((holds(targets.c.r50), numbered.c.duration))).label("median_days"),
+            sa.func.max(sa.case((holds(targets.c.r90), numbered.c.duration))).label("p90_days"),
         )
-        .select_from(ranked.join(targets, targets.c.stage == ranked.c.stage))
-        .where(sa.or_(ranked.c.rk == targets.c.r50, ranked.c.rk == targets.c.r90))
-        .group_by(ranked.c.stage)
+        .select_from(numbered.join(targets, targets.c.stage == numbered.c.stage))
+        .where(sa.or_(holds(targets.c.r50), holds(targets.c.r90)))
+        .group_by(numbered.c.stage)
         .cte("quantiles")
     )
