@@ -1259,18 +1259,39 @@ def bg_nbd_holdout(
     Σ w, correlation = the weighted Pearson coefficient), the fit the same as on one row
     per account.
     """
-    from kpis.clv_summary import _instant, calibration_end, customer_summary_counts
+    from kpis.clv_summary import calibration_end, customer_summary_counts
 
     end = calibration_end(f, as_of)
-    start = f.start_ts
-    days = (end - start).days
-    split_day = start + dt.timedelta(days=round(days * (1 - holdout_fraction)))
-    if split_day <= start or split_day >= end:
+    split_day = holdout_split(f, end, holdout_fraction)
+    if split_day is None:
         return pd.DataFrame(), {}
     calibration = f.replace(end=split_day.date())
     # one row per distinct (frequency, recency, T, holdout transactions) and how many
     # accounts share it: every figure below is a weighted sum over accounts
     rows = customer_summary_counts(conn, calibration, unit=unit, holdout_end=end)
+    return _holdout_check(rows, split_day, end, unit)
+
+
+def holdout_split(f: Filters, end: dt.datetime, holdout_fraction: float = 1 / 3) -> dt.datetime | None:
+    """The day the holdout check splits ``[f.start, end)`` at: ``holdout_fraction`` of its
+    whole days before the end (None when that leaves either side empty)."""
+    start = f.start_ts
+    days = (end - start).days
+    split_day = start + dt.timedelta(days=round(days * (1 - holdout_fraction)))
+    if split_day <= start or split_day >= end:
+        return None
+    return split_day
+
+
+def _holdout_check(
+    rows: pd.DataFrame, split_day: dt.datetime, end: dt.datetime, unit: str
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """``bg_nbd_holdout``'s tables from the grouped calibration rows (frequency, recency,
+    T, holdout_transactions, accounts)."""
+    from kpis.clv_summary import _instant
+
+    if rows.empty:
+        return pd.DataFrame(), {}
     x, t_x, age = (rows[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
     weights = rows["accounts"].to_numpy(dtype=float)
     try:
@@ -1347,9 +1368,16 @@ def churn_risk(
     being inactive, expected transactions and discounted expected revenue over the next
     ``horizon`` units at ``discount_rate`` per year; and the holdout check
     (``bg_nbd_holdout``)."""
-    from kpis.clv_summary import customer_summary
+    from kpis.clv_summary import calibration_end, customer_summary, customer_summary_split
 
-    summary = customer_summary(conn, f, unit=unit, as_of=as_of)
+    # one scan of the payments for the summary and the holdout check's calibration rows
+    end = calibration_end(f, as_of)
+    split_day = holdout_split(f, end)
+    counts = None
+    if split_day is None:
+        summary = customer_summary(conn, f, unit=unit, as_of=as_of)
+    else:
+        summary, counts = customer_summary_split(conn, f, split_day, unit=unit, as_of=as_of)
     problems: list[str] = []
     transactions = spend = None
     accounts = summary.copy()
@@ -1397,8 +1425,8 @@ def churn_risk(
             )
     accounts = _ranked(accounts)
     holdout, holdout_summary = (pd.DataFrame(), {})
-    if not summary.empty:
-        holdout, holdout_summary = bg_nbd_holdout(conn, f, unit, as_of=as_of)
+    if not summary.empty and counts is not None:
+        holdout, holdout_summary = _holdout_check(counts, split_day, end, unit)
     return ChurnRisk(
         accounts, transactions, spend, holdout, holdout_summary, tuple(problems), unit, horizon, discount_rate
     )
@@ -1425,6 +1453,7 @@ __all__ = [
     "fit_sbg",
     "fit_sbg_durations",
     "gamma_gamma_log_likelihood",
+    "holdout_split",
     "kaplan_meier",
     "sbg_counts",
     "sbg_holdout",
