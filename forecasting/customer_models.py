@@ -978,7 +978,9 @@ class CohortSbg:
     * ``pooled_curve``: the same for all cohorts together (months_since_start,
       observed_rate, projected_rate, kind);
     * ``adjusted``: how many (cohort, month) counts were lowered to keep survivors from
-      rising (accounts that left and came back count as lost from their first gap).
+      rising (accounts that left and came back count as lost from their first gap);
+    * ``holdout``: ``cohort_sbg_holdout``'s table from the same cohorts when
+      ``cohort_sbg(holdout=…)`` asked for it (None otherwise).
     """
 
     pooled: SbgFit | None
@@ -987,6 +989,7 @@ class CohortSbg:
     adjusted: int
     freq: str
     pooled_curve: pd.DataFrame = field(default_factory=pd.DataFrame)
+    holdout: pd.DataFrame | None = None
 
 
 def _cohort_counts(retention: pd.DataFrame) -> tuple[dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]], int]:
@@ -1051,6 +1054,8 @@ def cohort_sbg(
     as_of: dt.datetime | None = None,
     horizon: int = 24,
     discount_rate: float = 0.1,
+    holdout: int | None = None,
+    retention: pd.DataFrame | None = None,
 ) -> CohortSbg:
     """sBG fits of the signup cohorts of ``kpis.cohort_retention`` (cohort = month of an
     account's first subscription start, retained at month k = active at the first instant
@@ -1062,11 +1067,18 @@ def cohort_sbg(
     is ``low_sample`` and projected with the pooled fit. Curves run ``horizon`` months past
     the longest observed cohort; derl is the DERL of a new customer (0 renewals) at
     ``discount_rate`` per year (converted to months).
+
+    ``holdout`` (months) adds ``cohort_sbg_holdout``'s table from the same cohorts
+    (``CohortSbg.holdout``). ``retention``: the ``kpis.cohort_retention(conn, f,
+    as_of=as_of)`` frame when the caller already has it (the page's heatmap), so that the
+    query runs once per view; the same numbers as reading it here.
     """
     from kpis.revenue import cohort_retention
 
-    retention = cohort_retention(conn, f, as_of=as_of)
+    if retention is None:
+        retention = cohort_retention(conn, f, as_of=as_of)
     counts, adjusted = _cohort_counts(retention)
+    table = _cohort_holdout(counts, holdout) if holdout is not None else None
     fit_columns = [
         "cohort", "customers", "periods_observed", "alpha", "beta", "alpha_low", "alpha_high",
         "beta_low", "beta_high", "churn_rate", "derl", "low_sample", "fitted",
@@ -1074,7 +1086,12 @@ def cohort_sbg(
     curve_columns = ["cohort", "months_since_start", "observed_rate", "projected_rate", "kind"]
     if not counts:
         return CohortSbg(
-            None, pd.DataFrame(columns=fit_columns), pd.DataFrame(columns=curve_columns), 0, freq
+            None,
+            pd.DataFrame(columns=fit_columns),
+            pd.DataFrame(columns=curve_columns),
+            0,
+            freq,
+            holdout=table,
         )
     pooled = _try_fit(*_pool(list(counts.values())))
     monthly_discount = (1 + discount_rate) ** (1 / 12) - 1
@@ -1137,7 +1154,7 @@ def cohort_sbg(
             "kind": np.where(months <= observed, "observed", "projected"),
         }
     )
-    return CohortSbg(pooled, fits, curves, adjusted, freq, pooled_curve)
+    return CohortSbg(pooled, fits, curves, adjusted, freq, pooled_curve, table)
 
 
 @single_threaded_blas()
@@ -1152,8 +1169,13 @@ def cohort_sbg_holdout(
     actual), relative_error. Empty when no cohort has data before the cut."""
     from kpis.revenue import cohort_retention
 
-    columns = ["months_ahead", "cohorts", "actual", "predicted", "error", "relative_error"]
     counts, _ = _cohort_counts(cohort_retention(conn, f, as_of=as_of))
+    return _cohort_holdout(counts, holdout)
+
+
+def _cohort_holdout(counts: dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]], holdout: int) -> pd.DataFrame:
+    """``cohort_sbg_holdout``'s table from the cohorts' (churned, censored) counts."""
+    columns = ["months_ahead", "cohorts", "actual", "predicted", "error", "relative_error"]
     cut_parts, tails = [], []
     for churned, censored in counts.values():
         observed = len(churned) - 1

@@ -335,3 +335,22 @@ def test_churn_risk_from_one_scan_equals_the_separate_queries(demo: sa.Engine) -
     summary = customer_summary(demo, f, unit="week", as_of=AS_OF)
     shown = risk.accounts.sort_values("account_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(shown[summary.columns], summary)
+
+
+def test_cohort_sbg_on_the_heatmaps_frame_with_its_holdout(demo: sa.Engine) -> None:
+    """The page's one call: fitted to the frame it already has, with the holdout check —
+    the same numbers as reading the cohorts again and the separate holdout call."""
+    import kpis
+
+    f = Filters(dt.date(2019, 1, 1), dt.date(2024, 6, 1))
+    retention = kpis.cohort_retention(demo, f, as_of=AS_OF)
+    together = cm.cohort_sbg(demo, f, freq="quarter", as_of=AS_OF, horizon=12, holdout=6, retention=retention)
+    alone = cm.cohort_sbg(demo, f, freq="quarter", as_of=AS_OF, horizon=12)
+    assert alone.holdout is None
+    pd.testing.assert_frame_equal(together.fits, alone.fits)
+    pd.testing.assert_frame_equal(together.curves, alone.curves)
+    pd.testing.assert_frame_equal(together.pooled_curve, alone.pooled_curve)
+    assert together.pooled.params == alone.pooled.params
+    pd.testing.assert_frame_equal(together.holdout, cm.cohort_sbg_holdout(demo, f, holdout=6, as_of=AS_OF))
+    empty = cm.cohort_sbg(demo, Filters(dt.date(2010, 1, 1), dt.date(2010, 2, 1)), as_of=AS_OF, holdout=6)
+    assert empty.pooled is None and empty.holdout.empty
