@@ -17,8 +17,21 @@ import datetime as dt
 import duckdb
 
 
-def _acct(col: str, region: str | None, industry: str | None) -> tuple[str, list[object]]:
-    """`` AND col IN (SELECT account_id FROM accounts WHERE ...)`` for the set filters."""
+def _acct(
+    col: str,
+    region: str | None,
+    industry: str | None,
+    owner: str | None = None,
+    product: str | None = None,
+    own_owner: str | None = None,
+    own_product: str | None = None,
+) -> tuple[str, list[object]]:
+    """`` AND ...`` for the set filters on a table whose account column is ``col``.
+
+    Region / industry / owner through the account: one semi-join on the accounts' primary
+    key. A table with its own owner column (``own_owner``: deals.owner_id) or product
+    column (``own_product``: deals, subscriptions, tickets) is filtered by it directly;
+    otherwise the product selects the accounts with a subscription to it."""
     conditions, params = [], []
     if region:
         conditions.append("region = ?")
@@ -26,9 +39,24 @@ def _acct(col: str, region: str | None, industry: str | None) -> tuple[str, list
     if industry:
         conditions.append("industry = ?")
         params.append(industry)
-    if not conditions:
-        return "", []
-    return f" AND {col} IN (SELECT account_id FROM accounts WHERE {' AND '.join(conditions)})", params
+    if owner and not own_owner:
+        conditions.append("owner_id = ?")
+        params.append(owner)
+    sql = (
+        f" AND {col} IN (SELECT account_id FROM accounts WHERE {' AND '.join(conditions)})"
+        if conditions
+        else ""
+    )
+    if owner and own_owner:
+        sql += f" AND {own_owner} = ?"
+        params.append(owner)
+    if product and own_product:
+        sql += f" AND {own_product} = ?"
+        params.append(product)
+    elif product:
+        sql += f" AND {col} IN (SELECT account_id FROM subscriptions WHERE product_id = ?)"
+        params.append(product)
+    return sql, params
 
 
 def _ts(day: dt.date) -> dt.datetime:
@@ -40,8 +68,16 @@ PERIODS = """periods AS (
     FROM generate_series(CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP) - INTERVAL 1 MONTH, INTERVAL 1 MONTH) g(s))"""
 
 
-def revenue(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, region=None, industry=None):
-    where, params = _acct("account_id", region, industry)
+def revenue(
+    con: duckdb.DuckDBPyConnection,
+    start: dt.date,
+    end: dt.date,
+    region=None,
+    industry=None,
+    owner=None,
+    product=None,
+):
+    where, params = _acct("account_id", region, industry, owner, product)
     return con.execute(
         f"""SELECT date_trunc('month', paid_at) AS period, sum(amount) AS revenue,
                    sum(amount) FILTER (WHERE amount > 0) AS gross_revenue,
@@ -53,11 +89,11 @@ def revenue(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, region
     ).fetchall()
 
 
-def customer_base(con, start, end, region=None, industry=None):
+def customer_base(con, start, end, region=None, industry=None, owner=None, product=None):
     """Active customers, churn, MRR retention and retention cost per month: they share the
     per-account activity at each month's start s and end e (one range join)."""
-    where, params = _acct("sub.account_id", region, industry)
-    cwhere, cparams = _acct("account_id", region, industry)
+    where, params = _acct("sub.account_id", region, industry, owner, product, own_product="sub.product_id")
+    cwhere, cparams = _acct("account_id", region, industry, owner, product)
     return con.execute(
         f"""WITH {PERIODS},
         per_account AS (
@@ -101,8 +137,8 @@ def customer_base(con, start, end, region=None, industry=None):
     ).fetchall()
 
 
-def nps_ces(con, start, end, region=None, industry=None):
-    where, params = _acct("account_id", region, industry)
+def nps_ces(con, start, end, region=None, industry=None, owner=None, product=None):
+    where, params = _acct("account_id", region, industry, owner, product)
     return con.execute(
         f"""SELECT date_trunc('month', responded_at) AS period, survey, count(*) AS responses,
                    count(*) FILTER (WHERE score >= 9) AS promoters,
@@ -117,9 +153,9 @@ def nps_ces(con, start, end, region=None, industry=None):
     ).fetchall()
 
 
-def win_rate(con, start, end, region=None, industry=None):
+def win_rate(con, start, end, region=None, industry=None, owner=None, product=None):
     """Won / lost by closed_at and still-open deals by created_at, per month."""
-    where, params = _acct("account_id", region, industry)
+    where, params = _acct("account_id", region, industry, owner, product, "owner_id", "product_id")
     return con.execute(
         f"""SELECT date_trunc('month', CASE WHEN status = 'open' THEN created_at ELSE closed_at END) AS period,
                    count(*) FILTER (WHERE status = 'won') AS won,
@@ -133,9 +169,9 @@ def win_rate(con, start, end, region=None, industry=None):
     ).fetchall()
 
 
-def sales_cycle(con, start, end, region=None, industry=None):
+def sales_cycle(con, start, end, region=None, industry=None, owner=None, product=None):
     """Won deals' created → closed days per month of closed_at: count, mean, median, p90."""
-    where, params = _acct("account_id", region, industry)
+    where, params = _acct("account_id", region, industry, owner, product, "owner_id", "product_id")
     return con.execute(
         f"""SELECT period, count(*), avg(d), quantile_cont(d, 0.5), quantile_cont(d, 0.9)
             FROM (SELECT date_trunc('month', closed_at) AS period,
@@ -146,8 +182,8 @@ def sales_cycle(con, start, end, region=None, industry=None):
     ).fetchall()
 
 
-def first_contact_resolution(con, start, end, region=None, industry=None):
-    where, params = _acct("account_id", region, industry)
+def first_contact_resolution(con, start, end, region=None, industry=None, owner=None, product=None):
+    where, params = _acct("account_id", region, industry, owner, product, own_product="product_id")
     return con.execute(
         f"""SELECT date_trunc('month', resolved_at) AS period, count(*) AS resolved,
                    count(*) FILTER (WHERE contacts_until_resolved = 1) AS first_contact
@@ -161,10 +197,17 @@ OVERVIEW = [revenue, customer_base, nps_ces, win_rate, sales_cycle, first_contac
 
 
 def overview(
-    con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, region=None, industry=None
+    con: duckdb.DuckDBPyConnection,
+    start: dt.date,
+    end: dt.date,
+    region: str | None = None,
+    industry: str | None = None,
+    owner: str | None = None,
+    product: str | None = None,
 ) -> list:
-    """Every Overview KPI once, as the floor."""
-    return [kpi(con, start, end, region, industry) for kpi in OVERVIEW]
+    """Every Overview KPI once, as the floor (optionally for one owner and/or one product,
+    with the product's rules of ``kpis.filters.scope``)."""
+    return [kpi(con, start, end, region, industry, owner, product) for kpi in OVERVIEW]
 
 
 def _total(rows, index: int) -> float:

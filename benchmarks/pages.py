@@ -468,7 +468,9 @@ def main(argv: list[str] | None = None) -> None:
         "--url", help="another database (default: benchmarks/data/<size>.duckdb, built on first use)"
     )
     parser.add_argument(
-        "--postgres", action="store_true", help="the PostgreSQL copy crm_bench_<size> instead"
+        "--postgres",
+        action="store_true",
+        help="the PostgreSQL copy crm_bench_<size> instead (python -m benchmarks.copy makes it)",
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES))
@@ -490,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks.__main__ import SIZES, build, pg_url
 
         db = DATA / f"{args.size}.duckdb"
-        if not db.exists():
+        if not db.exists() and not args.postgres:  # the PostgreSQL copy: benchmarks.copy
             DATA.mkdir(exist_ok=True)
             print(f"building {db} ({SIZES[args.size]:,} accounts) …", flush=True)
             build(f"duckdb:///{db}", SIZES[args.size])

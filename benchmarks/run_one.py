@@ -1,6 +1,6 @@
 """Time one implementation on one database in a fresh process; print one JSON line.
 
-    python -m benchmarks.run_one IMPL URL [--runs N] [--region R --industry I]
+    python -m benchmarks.run_one IMPL URL [--runs N] [--region R --industry I] [--owner O] [--product P]
 
 IMPL is ``product`` (the kpis package), ``floor`` (hand-written DuckDB SQL) or ``pandas``.
 The median of N timed runs after one warm-up run, and the process's peak RSS.
@@ -32,6 +32,12 @@ def forget_built_statements() -> None:
                 value.cache_clear()
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process so far (user + system, DuckDB's threads included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("impl", choices=["product", "floor", "pandas"])
@@ -39,6 +45,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--region")
     parser.add_argument("--industry")
+    parser.add_argument("--owner", help="one owner (product and floor only)")
+    parser.add_argument("--product", help="one product (product and floor only)")
     args = parser.parse_args()
     start, end = overview.window()
     extra: dict[str, float] = {}
@@ -53,6 +61,8 @@ def main() -> None:
             end,
             regions=[args.region] if args.region else (),
             industries=[args.industry] if args.industry else (),
+            owners=[args.owner] if args.owner else (),
+            products=[args.product] if args.product else (),
         )
 
         def once() -> object:
@@ -69,7 +79,9 @@ def main() -> None:
         con.execute("SET TimeZone='UTC'")
 
         def once() -> object:
-            return floor_duckdb.overview(con, start, end, args.region, args.industry)
+            return floor_duckdb.overview(
+                con, start, end, args.region, args.industry, args.owner, args.product
+            )
 
         headline = floor_duckdb.headline
     else:
@@ -86,17 +98,19 @@ def main() -> None:
         headline = pandas_baseline.headline
 
     numbers = headline(once())  # warm-up, and the numbers to compare across implementations
-    times = []
+    times, cpu = [], []
     for _ in range(args.runs):
-        began = time.perf_counter()
+        began, used = time.perf_counter(), _cpu_seconds()
         once()
         times.append(time.perf_counter() - began)
+        cpu.append(_cpu_seconds() - used)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
             {
                 "impl": args.impl,
                 "median_s": statistics.median(times),
+                "median_cpu_s": statistics.median(cpu),
                 "runs": len(times),
                 "peak_rss_mb": round(peak_mb),
                 **extra,

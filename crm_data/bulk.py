@@ -5,10 +5,18 @@
 * **DuckDB**: the frame is registered (as an Arrow table) on the raw DuckDB connection and copied with
   ``INSERT INTO t (cols) SELECT CAST(col AS type), ... FROM frame`` (columnar, no Python
   loop per row).
-* **PostgreSQL** (psycopg 3): ``COPY t (cols) FROM STDIN (FORMAT csv)`` fed with CSV text
-  written by pandas in chunks (``crm_data.spreadsheet_safety.csv_text``: a value holding a
-  carriage return is quoted).
+* **PostgreSQL** (psycopg 3): ``COPY t (cols) FROM STDIN (FORMAT csv)`` fed with CSV
+  written by Arrow's C++ writer in chunks of :data:`COPY_CHUNK` rows (every text value
+  quoted, so ``""`` is an empty string and an unquoted empty field is NULL; line breaks and
+  carriage returns stay inside their quotes). A frame Arrow cannot type (an object column
+  mixing text and numbers) takes pandas' CSV text instead
+  (``crm_data.spreadsheet_safety.csv_text``, NULL written as ``\\N``).
 * **anything else**: ``executemany`` of ``table.insert()`` in chunks of plain Python values.
+
+:func:`deferred_indexes` drops a PostgreSQL table's secondary indexes and its own foreign
+keys for a bulk load inside the caller's transaction and creates them again afterwards
+(one sort per index and one join per key instead of a B-tree insert and a key lookup per
+row).
 
 Values: timestamps are naive and mean UTC (tz-aware input is converted to UTC, then made
 naive); NaN / NaT / None / ``pd.NA`` become NULL; dates stay dates; booleans stay
@@ -19,12 +27,16 @@ caller's transaction on ``conn``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from crm_data.spreadsheet_safety import csv_text
@@ -105,28 +117,129 @@ def _insert_duckdb(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) ->
         raw.unregister(view)
 
 
-def _insert_postgresql_copy(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+def _arrow_table(frame: pd.DataFrame) -> pa.Table | None:
+    """``frame`` as an Arrow table (NaN / NaT / None / ``pd.NA`` as nulls), or None when Arrow
+    cannot give a column one type (an object column mixing text and numbers, say) or a type
+    that :func:`_csv_writable` does not list (categories, decimals, ...)."""
+    try:
+        data = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return data if all(_csv_writable(field.type) for field in data.schema) else None
+
+
+def _csv_writable(kind: pa.DataType) -> bool:
+    """True for the Arrow types whose CSV text PostgreSQL reads back as the same value."""
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_null(kind)
+    )
+
+
+def _arrow_csv_chunks(data: pa.Table) -> Iterator[bytes]:
+    """CSV of ``data`` without a header, :data:`COPY_CHUNK` rows at a time. Arrow quotes
+    every text value (an empty string is ``""``) and writes a null as an empty, unquoted
+    field — what ``COPY ... (FORMAT csv)`` reads as NULL."""
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+    for start in range(0, data.num_rows, COPY_CHUNK):
+        out = io.BytesIO()
+        pa_csv.write_csv(data.slice(start, COPY_CHUNK), out, options)
+        yield out.getvalue()
+
+
+def _pandas_csv_chunks(frame: pd.DataFrame) -> Iterator[str] | None:
+    """CSV text of ``frame`` by pandas with NULL as ``\\N``, or None when a text value is a
+    literal ``\\N`` (it would read back as NULL)."""
     text_columns = [
         c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])
     ]
     if any((frame[c] == _PG_NULL).any() for c in text_columns):
-        # a literal "\N" would read back as NULL: take the slower, exact path
-        _insert_executemany(conn, table, frame)
-        return
+        return None
+    # csv_text: a carriage return in a value is quoted (to_csv left it bare and COPY then
+    # ended the row there)
+    return (
+        csv_text(frame.iloc[start : start + COPY_CHUNK], header=False, na_rep=_PG_NULL)
+        for start in range(0, len(frame), COPY_CHUNK)
+    )
+
+
+def _insert_postgresql_copy(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    data = _arrow_table(frame)
+    if data is not None:
+        chunks: Iterator[bytes] | Iterator[str] = _arrow_csv_chunks(data)
+        options = "FORMAT csv"
+    else:
+        pandas_chunks = _pandas_csv_chunks(frame)
+        if pandas_chunks is None:  # a literal "\N": take the slower, exact path
+            _insert_executemany(conn, table, frame)
+            return
+        chunks, options = pandas_chunks, f"FORMAT csv, NULL '{_PG_NULL}'"
     preparer = conn.dialect.identifier_preparer
     target = preparer.format_table(table)
     names = ", ".join(preparer.quote(c) for c in frame.columns)
-    statement = f"COPY {target} ({names}) FROM STDIN (FORMAT csv, NULL '{_PG_NULL}')"
     cursor = conn.connection.driver_connection.cursor()
     try:
-        with cursor.copy(statement) as copy:
-            for start in range(0, len(frame), COPY_CHUNK):
-                chunk = frame.iloc[start : start + COPY_CHUNK]
-                # csv_text: a carriage return in a value is quoted (to_csv left it bare and COPY
-                # then ended the row there)
-                copy.write(csv_text(chunk, header=False, na_rep=_PG_NULL))
+        with cursor.copy(f"COPY {target} ({names}) FROM STDIN ({options})") as copy:
+            for chunk in chunks:
+                copy.write(chunk)
     finally:
         cursor.close()
+
+
+@contextlib.contextmanager
+def deferred_indexes(conn: sa.Connection, table: sa.Table) -> Iterator[list[str]]:
+    """On PostgreSQL: drop ``table``'s secondary indexes (neither unique nor a primary key)
+    and its foreign keys (those of ``table``'s own columns) in the caller's transaction, let
+    the caller load rows, then create them again exactly as they were (``pg_get_indexdef``,
+    ``pg_get_constraintdef``); yields the statements that recreate them. Creating an index
+    sorts the table once and adding a foreign key checks every row in one join, where a load
+    into the indexed table pays a B-tree insert per index and a key lookup per row. A
+    violated key fails the ``ADD CONSTRAINT`` like the row would have, and any failure rolls
+    the drops back with the rest of the transaction. The drops lock ``table`` (and the
+    referenced tables against writes) until the transaction ends: other sessions' reads of
+    ``table`` wait for it. On other databases nothing is dropped (yields an empty list)."""
+    if conn.dialect.name != "postgresql":
+        yield []
+        return
+    preparer = conn.dialect.identifier_preparer
+    target = preparer.format_table(table)
+    indexes = conn.execute(
+        sa.text(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = CAST(:table AS regclass) AND NOT i.indisunique AND NOT i.indisprimary"
+            " ORDER BY c.relname"
+        ),
+        {"table": target},
+    ).all()
+    keys = conn.execute(
+        sa.text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = CAST(:table AS regclass) AND contype = 'f' ORDER BY conname"
+        ),
+        {"table": target},
+    ).all()
+    schema_name = conn.execute(
+        sa.text("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = CAST(:table AS regclass)"),
+        {"table": target},
+    ).scalar_one()
+    for name, _ in keys:
+        conn.exec_driver_sql(f"ALTER TABLE {target} DROP CONSTRAINT {preparer.quote(name)}")
+    for name, _ in indexes:
+        conn.exec_driver_sql(f"DROP INDEX {preparer.quote(schema_name)}.{preparer.quote(name)}")
+    recreate = [definition for _, definition in indexes] + [
+        f"ALTER TABLE {target} ADD CONSTRAINT {preparer.quote(name)} {definition}"
+        for name, definition in keys
+    ]
+    yield recreate
+    for statement in recreate:
+        conn.exec_driver_sql(statement)
 
 
 def _python_values(table: sa.Table, frame: pd.DataFrame) -> list[list[object]]:

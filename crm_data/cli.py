@@ -134,7 +134,8 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         "check",
         "print a data-quality report",
         "Print a data-quality report of the CRM tables (duplicates, missing key fields, stale "
-        "deals, orphans, future dates, stale roll-ups). Read-only: it works beside the dashboard.",
+        "deals, orphans, future dates, stale roll-ups) and store it for the dashboard's Data quality "
+        "page (beside the sign-in accounts). Reads the CRM tables only: it works beside the dashboard.",
     )
     check.add_argument(
         "--stale-days",
@@ -615,7 +616,7 @@ def _rollups(url: str, prog: str) -> int:
 
 
 def _check(args: argparse.Namespace, url: str, prog: str) -> int:
-    from crm_data import schema
+    from crm_data import quality_snapshot, schema
     from crm_data.quality import check_database
     from crm_data.validation import existing_tables
 
@@ -641,10 +642,19 @@ def _check(args: argparse.Namespace, url: str, prog: str) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            rows = quality_snapshot.table_rows(conn)  # before the check: a change meanwhile shows
             report = check_database(conn, stale_days=args.stale_days)
     finally:
         engine.dispose()
     print(report.render())
+    try:  # the Data quality page reads it back (beside the sign-in accounts: works beside the dashboard)
+        with quality_snapshot.opened(url) as store:
+            store.write(report, rows)
+        print(
+            f"\nStored for the dashboard's Data quality page (checked {report.checked_at:%Y-%m-%d %H:%M} UTC)."
+        )
+    except (sa.exc.SQLAlchemyError, OSError) as error:
+        print(f"warning: the report was not stored for the Data quality page: {error}", file=sys.stderr)
     return 0
 
 

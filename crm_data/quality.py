@@ -34,11 +34,21 @@ through their deal. Duplicates count among the records in scope only (both of a 
 it); orphans when the child record is in scope. A restricted scope gets no findings on
 the tables without an account (:data:`ACCOUNTLESS_TABLES`) nor ``stale_rollups``
 (``QualityReport.hidden_tables`` names them); an unrestricted one the whole database.
+
+Query shapes (1M accounts: ~50 checks over tables of up to 18M rows): the row checks of a
+table — missing fields, orphans, future timestamps — are counted together, one
+``count(*) FILTER (WHERE …)`` each, over the table with each reference's parent joined LEFT
+on its key (an orphan: a non-blank reference whose parent key is NULL; the blank test runs
+only for the rows without a parent) — in one statement on PostgreSQL and SQLite, one per
+reference on DuckDB (:func:`_batches`); their records are read only when the count is not 0,
+the first ``limit`` by key. The duplicate names are normalised once (a MATERIALIZED CTE).
+Each finding has a :func:`severity`. :mod:`crm_data.quality_snapshot` stores the whole
+database's report for the Data quality page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -98,6 +108,19 @@ SOFT_REFERENCES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+#: A finding's severity: ``error`` — the data contradicts itself, and figures computed from
+#: it are wrong (orphans, future timestamps, overlapping subscriptions, roll-ups older than
+#: the data); ``warning`` — likely mistakes for someone to review (duplicates, missing key
+#: fields, stale open deals).
+ERROR, WARNING = "error", "warning"
+_ERROR_CHECKS = ("orphan_", "future_", "overlapping_", "stale_rollups")
+
+
+def severity(key: str) -> str:
+    """The severity of check ``key`` (:data:`ERROR` or :data:`WARNING`)."""
+    return ERROR if key.startswith(_ERROR_CHECKS) else WARNING
+
+
 @dataclass
 class Finding:
     """One check's result: how many records are affected and some of them."""
@@ -108,6 +131,11 @@ class Finding:
     count: int
     description: str
     records: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def severity(self) -> str:
+        """:data:`ERROR` or :data:`WARNING` (:func:`severity`)."""
+        return severity(self.key)
 
 
 @dataclass
@@ -246,6 +274,8 @@ def _duplicate_accounts(conn: sa.Connection, limit: int, scope: Scope | None = N
         sa.select(accounts.c.account_id, accounts.c.name, key)
         .where(accounts.c.name.is_not(None), *_within(scope, accounts, "accounts"))
         .cte("named")
+        # computed once: read twice below, the regular expressions would otherwise run per read
+        .prefix_with("MATERIALIZED")
     )
     groups = (
         sa.select(named.c.normalised_name, sa.func.count().label("accounts_with_this_name"))
@@ -275,6 +305,8 @@ def _duplicate_contacts(conn: sa.Connection, limit: int, scope: Scope | None = N
     mails = (
         sa.select(contacts.c.contact_id, contacts.c.account_id, contacts.c.name, contacts.c.email, key)
         .where(sa.not_(_blank(contacts.c.email)), *_within(scope, contacts, "contacts"))
+        # not MATERIALIZED (unlike the accounts' names): lower(trim()) is cheap to compute twice,
+        # and 2.8M contacts held whole cost DuckDB ~0.4 GB more at 1M accounts
         .cte("mails")
     )
     groups = (
@@ -302,28 +334,62 @@ def _duplicate_contacts(conn: sa.Connection, limit: int, scope: Scope | None = N
     )
 
 
-def _missing_field(table_name: str, column_name: str) -> Callable[..., Finding]:
-    def check(conn: sa.Connection, limit: int, scope: Scope | None = None, **_: object) -> Finding:
-        table = schema.metadata.tables[table_name]
-        keys = list(table.primary_key.columns)
-        extra = [
-            n for n in ("name", "account_id", "status") if n in table.c and n not in table.primary_key.columns
-        ]
-        base = sa.select(*keys, *(table.c[n] for n in extra)).where(
-            _blank(table.c[column_name]), *_within(scope, table, table_name)
-        )
-        count, records = _count_and_records(conn, base, keys, limit)
-        noun = {"owner_id": "owner", "product_id": "product"}.get(column_name, column_name)
-        return Finding(
-            f"missing_{table_name}_{column_name}",
-            f"{table_name.capitalize()} without {noun}",
-            table_name,
-            count,
-            f"{table_name} whose {column_name} is empty",
-            records,
-        )
+@dataclass(frozen=True)
+class _RowCheck:
+    """A check that judges each row of ``table`` on its own: a missing key field, a
+    reference to a record that does not exist, a timestamp after the check time.
 
-    return check
+    :func:`check_database` counts every row check of one table in ONE scan of it — one
+    ``count(*) FILTER (WHERE condition)`` each, the parents of its references joined LEFT
+    on their key (a reference is an orphan when it is not blank and the joined parent key is
+    NULL) — and lists records only for the checks that counted any: ``listing(now)`` is the
+    SELECT of the records (without the scope) and their order."""
+
+    key: str
+    title: str
+    table: str
+    description: str
+    #: (parent alias joined LEFT for ``parent``, or None; now) -> the row's condition
+    condition: Callable[[sa.FromClause | None, datetime], sa.ColumnElement[bool]]
+    listing: Callable[[datetime], tuple[sa.Select, list[sa.ColumnElement]]]
+    #: (column, parent table, parent column) of a reference
+    parent: tuple[str, str, str] | None = None
+
+    @property
+    def needs(self) -> set[str]:
+        return {self.table} | ({self.parent[1]} if self.parent else set())
+
+
+@dataclass(frozen=True)
+class _QueryCheck:
+    """A check with a statement of its own (duplicates, stale deals, overlaps):
+    ``run(conn, limit=, now=, stale_days=, scope=)`` returns its :class:`Finding`."""
+
+    key: str
+    table: str
+    needs: set[str]
+    run: Callable[..., Finding]
+
+
+def _missing_field(table_name: str, column_name: str) -> _RowCheck:
+    table = schema.metadata.tables[table_name]
+    keys = list(table.primary_key.columns)
+    extra = [
+        n for n in ("name", "account_id", "status") if n in table.c and n not in table.primary_key.columns
+    ]
+
+    def listing(now: datetime) -> tuple[sa.Select, list[sa.ColumnElement]]:
+        return sa.select(*keys, *(table.c[n] for n in extra)).where(_blank(table.c[column_name])), keys
+
+    noun = {"owner_id": "owner", "product_id": "product"}.get(column_name, column_name)
+    return _RowCheck(
+        f"missing_{table_name}_{column_name}",
+        f"{table_name.capitalize()} without {noun}",
+        table_name,
+        f"{table_name} whose {column_name} is empty",
+        lambda parent, now: _blank(table.c[column_name]),
+        listing,
+    )
 
 
 def _stale_open_deals(
@@ -364,32 +430,36 @@ def _stale_open_deals(
     )
 
 
-def _orphans(
-    table_name: str, column_name: str, parent_name: str, parent_column: str
-) -> Callable[..., Finding]:
-    def check(conn: sa.Connection, limit: int, scope: Scope | None = None, **_: object) -> Finding:
-        table = schema.metadata.tables[table_name]
+def _orphans(table_name: str, column_name: str, parent_name: str, parent_column: str) -> _RowCheck:
+    table = schema.metadata.tables[table_name]
+    keys = list(table.primary_key.columns) or [c for c in table.columns if c.name != column_name][:2]
+    reference = table.c[column_name]
+
+    def listing(now: datetime) -> tuple[sa.Select, list[sa.ColumnElement]]:
         parent = schema.metadata.tables[parent_name].alias("parent")
-        keys = list(table.primary_key.columns) or [c for c in table.columns if c.name != column_name][:2]
-        exists = sa.exists().where(parent.c[parent_column] == table.c[column_name])
-        shown = [*keys, table.c[column_name]]
-        base = sa.select(*shown).where(
-            sa.not_(_blank(table.c[column_name])), sa.not_(exists), *_within(scope, table, table_name)
-        )
-        count, records = _count_and_records(conn, base, [*keys, table.c[column_name]], limit)
-        return Finding(
-            f"orphan_{table_name}_{column_name}",
-            f"Orphan {table_name}.{column_name}",
-            table_name,
-            count,
-            f"{table_name} whose {column_name} is not in {parent_name}.{parent_column}",
-            records,
-        )
+        exists = sa.exists().where(parent.c[parent_column] == reference)
+        statement = sa.select(*keys, reference).where(sa.not_(_blank(reference)), sa.not_(exists))
+        return statement, [*keys, reference]
 
-    return check
+    def condition(parent: sa.FromClause | None, now: datetime) -> sa.ColumnElement[bool]:
+        if parent is None:
+            raise ValueError(f"orphan_{table_name}_{column_name} counts against its parent joined LEFT")
+        # CASE, not AND: the blank test (a trim) runs only for the rows without a parent
+        unmatched = sa.and_(parent.c[parent_column].is_(None), reference.is_not(None))
+        return sa.case((unmatched, sa.not_(_blank(reference))), else_=sa.false())
+
+    return _RowCheck(
+        f"orphan_{table_name}_{column_name}",
+        f"Orphan {table_name}.{column_name}",
+        table_name,
+        f"{table_name} whose {column_name} is not in {parent_name}.{parent_column}",
+        condition,
+        listing,
+        (column_name, parent_name, parent_column),
+    )
 
 
-def _future(table_name: str) -> Callable[..., Finding] | None:
+def _future(table_name: str) -> _RowCheck | None:
     table = schema.metadata.tables[table_name]
     columns = [
         c
@@ -398,33 +468,94 @@ def _future(table_name: str) -> Callable[..., Finding] | None:
     ]
     if not columns:
         return None
+    keys = list(table.primary_key.columns) or [
+        table.c[c] for c in ("campaign_id", "account_id", "contact_id")
+    ]
+    shown = [*keys, *(c for c in columns if c not in keys)]
 
-    def check(
-        conn: sa.Connection, limit: int, now: datetime, scope: Scope | None = None, **_: object
-    ) -> Finding:
-        conditions = []
+    def condition(parent: sa.FromClause | None, now: datetime) -> sa.ColumnElement[bool]:
+        later = []
         for column in columns:
             if column_kind(column) == "date":
-                conditions.append(column > sa.bindparam(None, now.date(), type_=sa.Date()))
+                later.append(column > sa.bindparam(None, now.date(), type_=sa.Date()))
             else:
-                conditions.append(column > sa.bindparam(None, now, type_=sa.DateTime()))
-        keys = list(table.primary_key.columns) or [
-            table.c[c] for c in ("campaign_id", "account_id", "contact_id")
-        ]
-        shown = [*keys, *(c for c in columns if c not in keys)]
-        base = sa.select(*shown).where(sa.or_(*conditions), *_within(scope, table, table_name))
-        count, records = _count_and_records(conn, base, keys, limit)
-        names = ", ".join(c.name for c in columns)
-        return Finding(
-            f"future_{table_name}",
-            f"Future timestamps in {table_name}",
-            table_name,
-            count,
-            f"{table_name} rows with {names} after the check time",
-            records,
-        )
+                later.append(column > sa.bindparam(None, now, type_=sa.DateTime()))
+        return sa.or_(*later)
 
-    return check
+    def listing(now: datetime) -> tuple[sa.Select, list[sa.ColumnElement]]:
+        return sa.select(*shown).where(condition(None, now)), keys
+
+    names = ", ".join(c.name for c in columns)
+    return _RowCheck(
+        f"future_{table_name}",
+        f"Future timestamps in {table_name}",
+        table_name,
+        f"{table_name} rows with {names} after the check time",
+        condition,
+        listing,
+    )
+
+
+def _parent_of(parent_name: str, parent_column: str, alias: str) -> sa.FromClause:
+    """The parent table to join LEFT for a reference: the table itself when the column is its
+    primary key (at most one match per row), else its distinct values of the column."""
+    parent = schema.metadata.tables[parent_name]
+    if [c.name for c in parent.primary_key.columns] == [parent_column]:
+        return parent.alias(alias)
+    return sa.select(parent.c[parent_column]).distinct().subquery(alias)
+
+
+def _count_rows(
+    conn: sa.Connection, table_name: str, checks: list[_RowCheck], now: datetime, scope: Scope | None
+) -> list[int]:
+    """The count of each row check of ``table_name``, in one statement: one scan of the
+    table, each reference's parent joined LEFT on its key, one ``count(*) FILTER`` per check."""
+    table = schema.metadata.tables[table_name]
+    joined: sa.FromClause = table
+    conditions = []
+    for n, check in enumerate(checks):
+        parent = None
+        if check.parent is not None:
+            column, parent_name, parent_column = check.parent
+            parent = _parent_of(parent_name, parent_column, f"parent_{n}")
+            joined = joined.outerjoin(parent, parent.c[parent_column] == table.c[column])
+        conditions.append(check.condition(parent, now))
+    counts = [sa.func.count().filter(condition) for condition in conditions]
+    statement = sa.select(*counts).select_from(joined).where(*_within(scope, table, table_name))
+    return [int(n) for n in conn.execute(statement).one()]
+
+
+def _batches(dialect: sa.Dialect, checks: list[_RowCheck]) -> list[list[_RowCheck]]:
+    """The row checks of one table grouped into statements. PostgreSQL and SQLite: all in
+    one (one pass over the rows; PostgreSQL's hash joins stay within ``work_mem``, SQLite
+    looks each parent up in its key's index). DuckDB: one reference per statement, the
+    checks without a parent with the first — its scans read only the columns they need, so
+    a scan per reference costs little, while the hash tables of several large parents
+    (contacts, deals, tickets for ``interactions``) held at once doubled the process's peak
+    memory and cost more CPU, not less."""
+    if dialect.name != "duckdb":
+        return [checks]
+    plain = [c for c in checks if c.parent is None]
+    referencing = [c for c in checks if c.parent is not None]
+    if not referencing:
+        return [plain]
+    return [plain + referencing[:1], *([c] for c in referencing[1:])]
+
+
+def _records(
+    conn: sa.Connection, base: sa.Select, order: list[sa.ColumnElement], limit: int, count: int
+) -> pd.DataFrame:
+    """The first ``limit`` rows of ``base`` by ``order`` (none read when ``count`` is 0), with
+    the column names :func:`_count_and_records` gives them."""
+    sub = base.subquery()
+    names = [c.name for c in sub.columns]
+    if not count or limit < 1:
+        return pd.DataFrame(columns=names)
+    statement = sa.select(*sub.columns).order_by(*(sub.c[c.name] for c in order)).limit(limit)
+    rows = conn.execute(statement).fetchall()
+    if not rows:
+        return pd.DataFrame(columns=names)
+    return pd.DataFrame([tuple(r) for r in rows], columns=names)
 
 
 def _overlapping_subscriptions(
@@ -487,27 +618,37 @@ def _stale_rollups(conn: sa.Connection, limit: int, **_: object) -> Finding:
     )
 
 
-def _checks() -> list[tuple[set[str], str, Callable[..., Finding]]]:
-    """(tables needed, table whose records it reports, check) for every check, in report order."""
-    checks: list[tuple[set[str], str, Callable[..., Finding]]] = [
-        ({"accounts"}, "accounts", _duplicate_accounts),
-        ({"contacts"}, "contacts", _duplicate_contacts),
+def _checks() -> list[_RowCheck | _QueryCheck]:
+    """Every check, in report order."""
+    checks: list[_RowCheck | _QueryCheck] = [
+        _QueryCheck("duplicate_accounts", "accounts", {"accounts"}, _duplicate_accounts),
+        _QueryCheck("duplicate_contacts", "contacts", {"contacts"}, _duplicate_contacts),
     ]
-    checks += [({t}, t, _missing_field(t, c)) for t, c in KEY_FIELDS]
-    checks.append(({"deals", "deal_stage_history"}, "deals", _stale_open_deals))
+    checks += [_missing_field(t, c) for t, c in KEY_FIELDS]
+    checks.append(
+        _QueryCheck("stale_open_deals", "deals", {"deals", "deal_stage_history"}, _stale_open_deals)
+    )
     references = list(SOFT_REFERENCES)
     for table in schema.TABLES:
         for foreign_key in sorted(table.foreign_keys, key=lambda k: k.parent.name):
             references.append(
                 (table.name, foreign_key.parent.name, foreign_key.column.table.name, foreign_key.column.name)
             )
-    checks += [({t, p}, t, _orphans(t, c, p, pc)) for t, c, p, pc in references]
+    checks += [_orphans(t, c, p, pc) for t, c, p, pc in references]
     for table in schema.TABLES:
         check = _future(table.name)
         if check is not None:
-            checks.append(({table.name}, table.name, check))
-    checks.append(({"subscriptions"}, "subscriptions", _overlapping_subscriptions))
+            checks.append(check)
+    checks.append(
+        _QueryCheck(
+            "overlapping_subscriptions", "subscriptions", {"subscriptions"}, _overlapping_subscriptions
+        )
+    )
     return checks
+
+
+#: The key of every check but ``stale_rollups``, in report order.
+CHECK_KEYS: tuple[str, ...] = tuple(check.key for check in _checks())
 
 
 def check_database(
@@ -516,13 +657,21 @@ def check_database(
     now: datetime | None = None,
     limit: int = DEFAULT_LIMIT,
     scope: Scope | Mapping[str, Iterable[str]] | None = None,
+    checks: Collection[str] | None = None,
 ) -> QualityReport:
     """Run every data-quality check; ``now`` (naive UTC, default: the current time) is the
     reference for stale deals and future timestamps; ``limit`` sample records per finding;
-    ``scope``: only the records inside it (see the module docstring; None: everything)."""
+    ``scope``: only the records inside it (see the module docstring; None: everything);
+    ``checks``: only the checks of these keys (None: all).
+
+    The row checks of a table (missing fields, orphans, future timestamps) are counted in
+    one scan of it (:func:`_count_rows`); records are read only for the checks that found
+    some, the first ``limit`` by key."""
     if isinstance(conn, sa.Engine):
         with conn.connect() as connection:
-            return check_database(connection, stale_days=stale_days, now=now, limit=limit, scope=scope)
+            return check_database(
+                connection, stale_days=stale_days, now=now, limit=limit, scope=scope, checks=checks
+            )
     limited = _as_scope(scope)
     if now is None:
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -530,18 +679,42 @@ def check_database(
         now = now.astimezone(UTC).replace(tzinfo=None)
     present = existing_tables(conn)
     hidden: list[str] = []
+    selected: list[_RowCheck | _QueryCheck] = []
+    for check in _checks():
+        if (checks is not None and check.key not in checks) or not check.needs <= present:
+            continue
+        if limited is not None and check.table in ACCOUNTLESS_TABLES:
+            if check.table not in hidden:
+                hidden.append(check.table)
+            continue
+        selected.append(check)
+    by_table: dict[str, list[_RowCheck]] = {}
+    for check in selected:
+        if isinstance(check, _RowCheck):
+            by_table.setdefault(check.table, []).append(check)
+    counts: dict[str, int] = {}
+    for table_name, row_checks in by_table.items():
+        for batch in _batches(conn.dialect, row_checks):
+            found = _count_rows(conn, table_name, batch, now, limited)
+            counts.update(zip((c.key for c in batch), found, strict=True))
     findings = []
-    for needed, table_name, check in _checks():
-        if not needed <= present:
+    for check in selected:
+        if isinstance(check, _QueryCheck):
+            findings.append(check.run(conn, limit=limit, now=now, stale_days=stale_days, scope=limited))
             continue
-        if limited is not None and table_name in ACCOUNTLESS_TABLES:
-            if table_name not in hidden:
-                hidden.append(table_name)
-            continue
-        findings.append(check(conn, limit=limit, now=now, stale_days=stale_days, scope=limited))
+        table = schema.metadata.tables[check.table]
+        base, order = check.listing(now)
+        base = base.where(*_within(limited, table, check.table))
+        count = counts[check.key]
+        records = _records(conn, base, order, limit, count)
+        findings.append(Finding(check.key, check.title, check.table, count, check.description, records))
     from kpis import rollups
 
-    if {t.name for t in rollups.SOURCES} <= present and sa.inspect(conn).has_table(rollups.state.name):
+    if (
+        (checks is None or "stale_rollups" in checks)
+        and {t.name for t in rollups.SOURCES} <= present
+        and sa.inspect(conn).has_table(rollups.state.name)
+    ):
         if limited is None:
             findings.append(_stale_rollups(conn, limit=limit))
         else:

@@ -9,9 +9,10 @@ Every importer writes these tables and every KPI reads them. Conventions:
   A NULL ``currency`` means the reporting currency.
 * Foreign keys are declared where they always hold (a child row points at a parent
   of the same CRM). The bundle importer checks exactly these references.
-* Secondary indexes (time columns, ``account_id``, ``deal_id``) are created on row
-  stores (PostgreSQL, SQLite, ...). DuckDB skips them: it prunes by zone maps and an
-  ART index only slows its bulk loads.
+* Secondary indexes (time columns, ``account_id``, ``deal_id``, and the owner and product
+  columns the filter bar selects by) are created on row stores (PostgreSQL, SQLite, ...),
+  plus a few PostgreSQL-only partial / covering ones (:func:`postgresql_index`). DuckDB
+  skips them: it prunes by zone maps and an ART index only slows its bulk loads.
 """
 
 from __future__ import annotations
@@ -348,17 +349,22 @@ for _table in metadata.tables.values():
 
 for _table, _columns in [
     (accounts, ("created_at",)),
+    (accounts, ("owner_id",)),
     (contacts, ("account_id",)),
     (subscriptions, ("account_id",)),
+    (subscriptions, ("product_id",)),
     (subscriptions, ("started_at",)),
     (subscriptions, ("ended_at",)),
     (deals, ("account_id",)),
+    (deals, ("owner_id",)),
+    (deals, ("product_id",)),
     (deals, ("created_at",)),
     (deals, ("closed_at",)),
     (deal_stage_history, ("entered_at",)),
     (interactions, ("account_id",)),
     (interactions, ("occurred_at",)),
     (tickets, ("account_id",)),
+    (tickets, ("product_id",)),
     (tickets, ("opened_at",)),
     (tickets, ("resolved_at",)),
     (survey_responses, ("account_id",)),
@@ -373,16 +379,67 @@ for _table, _columns in [
     row_store_index(_table, *_columns)
 
 
+def postgresql_index(
+    name: str, table: sa.Table, *columns: str, include: tuple[str, ...] = (), where: str | None = None
+) -> sa.Index:
+    """An index created on PostgreSQL only: a partial (``where``) and/or covering
+    (``include``: columns stored in the index, so an index-only scan needs no heap page)
+    one, which PostgreSQL reads without touching the table once VACUUM has marked its
+    pages all-visible. DuckDB would not profit (see :func:`row_store_index`); SQLite has
+    no INCLUDE."""
+    index = sa.Index(
+        name,
+        *(table.c[c] for c in columns),
+        postgresql_include=list(include),
+        postgresql_where=sa.text(where) if where else None,
+    )
+    index.ddl_if(dialect="postgresql")
+    return index
+
+
+#: The sales cycle's median and 90th percentile read every won deal's created_at and
+#: closed_at in the range (they are not sums, so no roll-up holds them): an index-only scan
+#: of this index instead of the deals' pages (0.53 s -> 0.21 s at 100k accounts).
+postgresql_index(
+    "ix_deals_won_closed_at", deals, "closed_at", include=("created_at",), where="status = 'won'"
+)
+
+
+def create_missing_indexes(conn: sa.Connection) -> list[str]:
+    """``CREATE INDEX`` for every index of the schema (row-store and PostgreSQL-only ones)
+    that an existing canonical table lacks: a database created before an index was added to
+    the schema gets it at its next import. Nothing on DuckDB (it has no secondary indexes
+    here). Returns the names of the indexes created."""
+    if conn.dialect.name == "duckdb":
+        return []
+    inspector = sa.inspect(conn)
+    present = set(inspector.get_table_names())
+    created: list[str] = []
+    for table in TABLES:
+        if table.name not in present or not table.indexes:
+            continue
+        have = {index["name"] for index in inspector.get_indexes(table.name)}
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            if index.name in have:
+                continue
+            index.create(conn)  # skipped by the index's ddl_if rule on the wrong database
+            if index.name in {i["name"] for i in sa.inspect(conn).get_indexes(table.name)}:
+                created.append(str(index.name))
+    return created
+
+
 def create_schema(bind: sa.Engine | sa.Connection) -> None:
     """Create every missing canonical table (and its indexes); existing ones are kept and
-    gain the optional columns added to the schema since they were created
-    (:func:`add_missing_columns`)."""
+    gain the optional columns and the indexes added to the schema since they were created
+    (:func:`add_missing_columns`, :func:`create_missing_indexes`)."""
     metadata.create_all(bind, checkfirst=True)
     if isinstance(bind, sa.Engine):
         with bind.begin() as conn:
             add_missing_columns(conn)
+            create_missing_indexes(conn)
     else:
         add_missing_columns(bind)
+        create_missing_indexes(bind)
 
 
 def table_columns(conn: sa.Connection, name: str) -> set[str]:

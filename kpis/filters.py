@@ -241,25 +241,27 @@ def account_ids(f: Filters) -> sa.Select | None:
 
 def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[bool]]:
     """WHERE conditions that restrict rows of ``table`` to the filters' segments,
-    owners and products (not the date range: each KPI dates records by its own column)."""
+    owners and products (not the date range: each KPI dates records by its own column).
+
+    Everything selected through the account — the account-level lists and, for a table
+    without its own owner column, the owners — is one semi-join on the accounts' primary
+    key, ``account_id IN (SELECT account_id FROM accounts WHERE <all of them>)``: the same
+    rows as one ``IN`` per list (each holds for the same account), with one scan of
+    ``accounts`` (indexed by ``owner_id`` on row stores) instead of one per list."""
     columns = table.c
     conditions: list[ColumnElement[bool]] = []
-    selected_accounts = account_ids(f)
-    if selected_accounts is not None and "account_id" in columns:
-        conditions.append(columns.account_id.in_(selected_accounts))
     accounts = schema.accounts
+    through_account = account_conditions(f, accounts)
+    own = "owner_id" if "owner_id" in columns else ("user_id" if "user_id" in columns else None)
     for owners in f.owner_limits:
-        own = "owner_id" if "owner_id" in columns else ("user_id" if "user_id" in columns else None)
         if not owners:
             conditions.append(sa.false())
         elif own is not None:
             conditions.append(columns[own].in_(owners))
-        elif "account_id" in columns:
-            conditions.append(
-                columns.account_id.in_(
-                    sa.select(accounts.c.account_id).where(accounts.c.owner_id.in_(owners))
-                )
-            )
+        else:
+            through_account.append(accounts.c.owner_id.in_(owners))
+    if through_account and "account_id" in columns:
+        conditions.append(columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account)))
     if f.scope.restricted and not ({"account_id", "owner_id", "user_id"} & set(columns.keys())):
         conditions.append(sa.false())  # company-wide records (no account): outside any scope
     if f.products:

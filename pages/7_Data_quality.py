@@ -2,9 +2,11 @@
 stale open deals, orphans, future timestamps, overlapping subscriptions — each finding with
 the records behind it and a CSV download.
 
-The check covers the records within the user's scope (the whole database for an unlimited
-one; a limited scope sees no findings on the tables without an account); the records behind
-the findings need the analyst role."""
+The whole database's report is the stored one (``python -m crm_data check``, every import,
+or "Re-check now" here: ``ui.quality``), with its age, and a note when the data changed
+since; analysts and admins can re-check. A user with a restricted scope gets the records
+within it, checked now (a limited scope sees no findings on the tables without an account);
+the records behind the findings need the analyst role."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import streamlit as st
 
 from charts.theme import fmt_count
 from crm_data.quality import check_database
+from ui import auth
+from ui import quality as stored
 from ui.data import call
 from ui.filters import global_filters
 from ui.report import PageReport, show_dataframe
@@ -20,6 +24,7 @@ from ui.report import PageReport, show_dataframe
 st.set_page_config(page_title="CRM Insights — Data quality", page_icon=":material/rule:", layout="wide")
 view = global_filters()
 scope = view.filters.scope
+user = view.user or auth.current_user()
 report = PageReport(
     "Data quality",
     view,
@@ -39,7 +44,45 @@ stale_days = st.columns([1, 2])[0].number_input(
     step=15,
     key="quality_stale_days",
 )
-quality = call(check_database, stale_days=int(stale_days), scope=scope if scope.restricted else None)
+when, button = st.columns([5, 1], vertical_alignment="center")
+if scope.restricted:
+    shown = stored.Shown(call(check_database, stale_days=int(stale_days), scope=scope))
+else:
+    may_recheck = user.may(stored.RECHECK_ROLE)
+    clicked = may_recheck and button.button(
+        "Re-check now", key="quality_recheck", icon=":material/refresh:", help="Check the whole database now"
+    )
+    if clicked:
+        with st.spinner("Checking the whole database…"):
+            shown = stored.recheck(int(stale_days))
+    else:
+        shown = stored.whole_database(int(stale_days), may_store=may_recheck)
+quality = shown.report
+checked = shown.snapshot.computed_at if shown.snapshot is not None else quality.checked_at
+notes = []
+if shown.snapshot is None and not scope.restricted:
+    notes.append("not stored")
+if shown.snapshot is not None and shown.snapshot.report.stale_days != quality.stale_days:
+    notes.append(f"stale open deals checked now for {quality.stale_days} days")
+when.caption(
+    " · ".join(
+        [f":material/schedule: Checked {stored.age(checked)} (at {checked:%Y-%m-%d %H:%M} UTC)", *notes]
+    )
+)
+if shown.problem:
+    st.info(shown.problem, icon=":material/database:")
+if shown.changed:
+    tables = ", ".join(shown.changed)
+    advice = (
+        "Re-check now to update the findings."
+        if user.may(stored.RECHECK_ROLE)
+        else "An analyst or admin can re-check (or run `python -m crm_data check`)."
+    )
+    st.warning(
+        f"The data changed since the last check (rows added or removed in {tables}): the findings below "
+        f"may be out of date. {advice}",
+        icon=":material/update:",
+    )
 if quality.scope is not None:
     st.caption(
         ":material/lock: Findings on the tables without an account (users, products, pipeline stages, "
@@ -62,7 +105,13 @@ else:
 ordered = sorted(findings, key=lambda f: (f.count == 0, -f.count))
 summary = pd.DataFrame(
     [
-        {"check": f.title, "table": f.table, "records": int(f.count), "what it means": f.description}
+        {
+            "check": f.title,
+            "severity": f.severity,
+            "table": f.table,
+            "records": int(f.count),
+            "what it means": f.description,
+        }
         for f in ordered
     ]
 )

@@ -21,7 +21,8 @@ def test_a_database_from_before_the_currency_columns_gets_them(make_db) -> None:
     old = sa.MetaData()
     for table in schema.metadata.tables.values():
         if table.name != "exchange_rates":
-            table.to_metadata(old)
+            # without indexes: a copy loses their ddl_if rules (DuckDB creates none of them)
+            table.to_metadata(old).indexes.clear()
     for name in ("deals", "payments"):
         for column in ("currency", "amount_original"):
             old.tables[name]._columns.remove(old.tables[name].c[column])

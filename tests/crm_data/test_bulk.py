@@ -140,3 +140,31 @@ def test_rolls_back_with_the_callers_transaction(db: sa.Engine) -> None:
         bulk_insert(conn, schema.users, pd.DataFrame({"user_id": ["U1", "U2"], "name": ["a", "b"]}))
         raise RuntimeError("abort")
     assert _read(db, schema.users, "user_id") == []
+
+
+def test_round_trip_category_columns(db: sa.Engine) -> None:
+    """A column Arrow cannot write as CSV (a category) takes pandas' CSV text on PostgreSQL,
+    with the same values."""
+    frame = pd.DataFrame(
+        {
+            "account_id": ["A1", "A2", "A3"],
+            "name": ["Acme", "", "Globex"],
+            "segment": pd.Categorical(["SMB", None, "SMB"]),
+            "created_at": pd.to_datetime(
+                ["2024-01-31 23:59:59", "2024-02-01 00:00:00", "2024-02-02 00:00:00"]
+            ),
+        }
+    )
+    with db.begin() as conn:
+        assert bulk_insert(conn, schema.accounts, frame) == 3
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                schema.accounts.c.name, schema.accounts.c.segment, schema.accounts.c.created_at
+            ).order_by(schema.accounts.c.account_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("Acme", "SMB", dt.datetime(2024, 1, 31, 23, 59, 59)),
+        ("", None, dt.datetime(2024, 2, 1)),
+        ("Globex", "SMB", dt.datetime(2024, 2, 2)),
+    ]
