@@ -24,7 +24,9 @@ the call once (first view), then the statements and kept fits forgotten
 ``selection.FORECASTS`` too) and the call again (a filter change): wall and CPU seconds of
 both and the process's peak RSS. The calls and arguments are the Customers & churn and
 Forecast pages' (``churn_risk``, ``cohort_sbg``, ``cohort_sbg_holdout``,
-``revenue_forecast`` on the page's full history).
+``revenue_forecast`` on the page's full history); ``cohort_retention`` is the heatmap's query
+and ``cohort_view`` the page's whole cohort section now (that query once, then
+``cohort_sbg(..., holdout=6, retention=frame)``).
 """
 
 from __future__ import annotations
@@ -93,7 +95,14 @@ print(imported, time.perf_counter() - began)
 
 
 #: The model calls of the pages, by name (``--calls``).
-CALLS = ("churn_risk", "cohort_sbg", "cohort_sbg_holdout", "revenue_forecast")
+CALLS = (
+    "churn_risk",
+    "cohort_sbg",
+    "cohort_sbg_holdout",
+    "cohort_retention",
+    "cohort_view",
+    "revenue_forecast",
+)
 
 
 def _cpu_seconds() -> float:
@@ -104,6 +113,7 @@ def _cpu_seconds() -> float:
 def call_worker(url: str, name: str, state: str) -> dict[str, object]:
     """First view and filter change of one model call in one state (this process only)."""
     import forecasting
+    import kpis
     from benchmarks import pages
     from crm_data.engines import make_engine
     from forecasting import customer_models as cm
@@ -118,6 +128,12 @@ def call_worker(url: str, name: str, state: str) -> dict[str, object]:
         "churn_risk": lambda: cm.churn_risk(engine, filters, unit="week", horizon=52, as_of=as_of),
         "cohort_sbg": lambda: cm.cohort_sbg(engine, filters, horizon=24),
         "cohort_sbg_holdout": lambda: cm.cohort_sbg_holdout(engine, filters, holdout=6),
+        # the page's heatmap query alone, and the whole cohort section of a view: that query
+        # once, the sBG fits and the holdout check on its frame
+        "cohort_retention": lambda: kpis.cohort_retention(engine, filters),
+        "cohort_view": lambda: cm.cohort_sbg(
+            engine, filters, horizon=24, holdout=6, retention=kpis.cohort_retention(engine, filters)
+        ),
         "revenue_forecast": lambda: forecasting.revenue_forecast(engine, history, horizon=12, model=None),
     }[name]
     began, cpu = time.perf_counter(), _cpu_seconds()

@@ -125,8 +125,12 @@ PAGES: dict[str, tuple[str, list[Call]]] = {
                 {"unit": "week", "horizon": 52},
                 derived={"as_of": lambda r: r["_as_of"]},
             ),
-            Call("forecasting.customer_models.cohort_sbg", "filters", {"horizon": 24}),
-            Call("forecasting.customer_models.cohort_sbg_holdout", "filters", {"holdout": 6}),
+            Call(
+                "forecasting.customer_models.cohort_sbg",
+                "filters",
+                {"horizon": 24, "holdout": 6},
+                derived={"retention": lambda r: r["cohort_retention"]},
+            ),
         ],
     ),
     "Marketing & retention cost": (

@@ -43,6 +43,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import schema
+from crm_data.engines import explain_database_error
 from crm_data.quality import DEFAULT_LIMIT, Finding, QualityReport, check_database
 from crm_data.validation import existing_tables
 
@@ -313,7 +314,8 @@ def store_after_import(crm: sa.Engine, now: dt.datetime | None = None) -> str | 
         except (sa.exc.SQLAlchemyError, OSError) as error:
             with contextlib.suppress(sa.exc.SQLAlchemyError, OSError):
                 store.clear()
-            return f"the data-quality snapshot was not stored: {getattr(error, 'orig', error)}"
+            damage = explain_database_error(error, crm.url)  # e.g. a damaged block found by the check
+            return damage or f"the data-quality snapshot was not stored: {getattr(error, 'orig', error)}"
     return None
 
 

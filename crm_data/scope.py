@@ -108,29 +108,29 @@ EVERYTHING = Scope()
 
 def conditions(scope: Scope, table: sa.Table | sa.FromClause) -> list[ColumnElement[bool]]:
     """WHERE conditions keeping ``table``'s rows inside ``scope`` (``kpis.filters.scope``
-    with no chosen lists): through ``account_id``, the accounts whose dimensions the scope
-    allows; the scope's owners by the table's own owner column (``owner_id``, else
-    ``user_id``), else through its account's owner; nothing of a table without an account
-    or owner column once the scope is restricted."""
+    with no chosen lists, the same shape): the scope's owners by the table's own owner
+    column (``owner_id``, else ``user_id``); everything selected through the account — the
+    account dimensions the scope limits and, for a table without an owner column, its
+    owners — as one semi-join ``account_id IN (SELECT account_id FROM accounts WHERE ...)``;
+    nothing of a table without an account or owner column once the scope is restricted."""
     columns = table.c
     accounts = schema.accounts
     found: list[ColumnElement[bool]] = []
-    limited = [
+    through_account = [
         accounts.c[ACCOUNT_DIMENSIONS[name]].in_(values) if values else sa.false()
         for name, values in scope.limits().items()
         if name in ACCOUNT_DIMENSIONS
     ]
-    if limited and "account_id" in columns:
-        found.append(columns.account_id.in_(sa.select(accounts.c.account_id).where(*limited)))
+    own = "owner_id" if "owner_id" in columns else ("user_id" if "user_id" in columns else None)
     if scope.owners is not None:
-        own = "owner_id" if "owner_id" in columns else ("user_id" if "user_id" in columns else None)
         if not scope.owners:
             found.append(sa.false())
         elif own is not None:
             found.append(columns[own].in_(scope.owners))
-        elif "account_id" in columns:
-            owned = sa.select(accounts.c.account_id).where(accounts.c.owner_id.in_(scope.owners))
-            found.append(columns.account_id.in_(owned))
+        else:
+            through_account.append(accounts.c.owner_id.in_(scope.owners))
+    if through_account and "account_id" in columns:
+        found.append(columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account)))
     if scope.restricted and not ({"account_id", "owner_id", "user_id"} & set(columns.keys())):
         found.append(sa.false())  # company-wide records (no account): outside any scope
     return found

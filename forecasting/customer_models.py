@@ -978,7 +978,9 @@ class CohortSbg:
     * ``pooled_curve``: the same for all cohorts together (months_since_start,
       observed_rate, projected_rate, kind);
     * ``adjusted``: how many (cohort, month) counts were lowered to keep survivors from
-      rising (accounts that left and came back count as lost from their first gap).
+      rising (accounts that left and came back count as lost from their first gap);
+    * ``holdout``: ``cohort_sbg_holdout``'s table from the same cohorts when
+      ``cohort_sbg(holdout=…)`` asked for it (None otherwise).
     """
 
     pooled: SbgFit | None
@@ -987,6 +989,7 @@ class CohortSbg:
     adjusted: int
     freq: str
     pooled_curve: pd.DataFrame = field(default_factory=pd.DataFrame)
+    holdout: pd.DataFrame | None = None
 
 
 def _cohort_counts(retention: pd.DataFrame) -> tuple[dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]], int]:
@@ -1051,6 +1054,8 @@ def cohort_sbg(
     as_of: dt.datetime | None = None,
     horizon: int = 24,
     discount_rate: float = 0.1,
+    holdout: int | None = None,
+    retention: pd.DataFrame | None = None,
 ) -> CohortSbg:
     """sBG fits of the signup cohorts of ``kpis.cohort_retention`` (cohort = month of an
     account's first subscription start, retained at month k = active at the first instant
@@ -1062,11 +1067,18 @@ def cohort_sbg(
     is ``low_sample`` and projected with the pooled fit. Curves run ``horizon`` months past
     the longest observed cohort; derl is the DERL of a new customer (0 renewals) at
     ``discount_rate`` per year (converted to months).
+
+    ``holdout`` (months) adds ``cohort_sbg_holdout``'s table from the same cohorts
+    (``CohortSbg.holdout``). ``retention``: the ``kpis.cohort_retention(conn, f,
+    as_of=as_of)`` frame when the caller already has it (the page's heatmap), so that the
+    query runs once per view; the same numbers as reading it here.
     """
     from kpis.revenue import cohort_retention
 
-    retention = cohort_retention(conn, f, as_of=as_of)
+    if retention is None:
+        retention = cohort_retention(conn, f, as_of=as_of)
     counts, adjusted = _cohort_counts(retention)
+    table = _cohort_holdout(counts, holdout) if holdout is not None else None
     fit_columns = [
         "cohort", "customers", "periods_observed", "alpha", "beta", "alpha_low", "alpha_high",
         "beta_low", "beta_high", "churn_rate", "derl", "low_sample", "fitted",
@@ -1074,7 +1086,12 @@ def cohort_sbg(
     curve_columns = ["cohort", "months_since_start", "observed_rate", "projected_rate", "kind"]
     if not counts:
         return CohortSbg(
-            None, pd.DataFrame(columns=fit_columns), pd.DataFrame(columns=curve_columns), 0, freq
+            None,
+            pd.DataFrame(columns=fit_columns),
+            pd.DataFrame(columns=curve_columns),
+            0,
+            freq,
+            holdout=table,
         )
     pooled = _try_fit(*_pool(list(counts.values())))
     monthly_discount = (1 + discount_rate) ** (1 / 12) - 1
@@ -1137,7 +1154,7 @@ def cohort_sbg(
             "kind": np.where(months <= observed, "observed", "projected"),
         }
     )
-    return CohortSbg(pooled, fits, curves, adjusted, freq, pooled_curve)
+    return CohortSbg(pooled, fits, curves, adjusted, freq, pooled_curve, table)
 
 
 @single_threaded_blas()
@@ -1152,8 +1169,13 @@ def cohort_sbg_holdout(
     actual), relative_error. Empty when no cohort has data before the cut."""
     from kpis.revenue import cohort_retention
 
-    columns = ["months_ahead", "cohorts", "actual", "predicted", "error", "relative_error"]
     counts, _ = _cohort_counts(cohort_retention(conn, f, as_of=as_of))
+    return _cohort_holdout(counts, holdout)
+
+
+def _cohort_holdout(counts: dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]], holdout: int) -> pd.DataFrame:
+    """``cohort_sbg_holdout``'s table from the cohorts' (churned, censored) counts."""
+    columns = ["months_ahead", "cohorts", "actual", "predicted", "error", "relative_error"]
     cut_parts, tails = [], []
     for churned, censored in counts.values():
         observed = len(churned) - 1
@@ -1259,18 +1281,39 @@ def bg_nbd_holdout(
     Σ w, correlation = the weighted Pearson coefficient), the fit the same as on one row
     per account.
     """
-    from kpis.clv_summary import _instant, calibration_end, customer_summary_counts
+    from kpis.clv_summary import calibration_end, customer_summary_counts
 
     end = calibration_end(f, as_of)
-    start = f.start_ts
-    days = (end - start).days
-    split_day = start + dt.timedelta(days=round(days * (1 - holdout_fraction)))
-    if split_day <= start or split_day >= end:
+    split_day = holdout_split(f, end, holdout_fraction)
+    if split_day is None:
         return pd.DataFrame(), {}
     calibration = f.replace(end=split_day.date())
     # one row per distinct (frequency, recency, T, holdout transactions) and how many
     # accounts share it: every figure below is a weighted sum over accounts
     rows = customer_summary_counts(conn, calibration, unit=unit, holdout_end=end)
+    return _holdout_check(rows, split_day, end, unit)
+
+
+def holdout_split(f: Filters, end: dt.datetime, holdout_fraction: float = 1 / 3) -> dt.datetime | None:
+    """The day the holdout check splits ``[f.start, end)`` at: ``holdout_fraction`` of its
+    whole days before the end (None when that leaves either side empty)."""
+    start = f.start_ts
+    days = (end - start).days
+    split_day = start + dt.timedelta(days=round(days * (1 - holdout_fraction)))
+    if split_day <= start or split_day >= end:
+        return None
+    return split_day
+
+
+def _holdout_check(
+    rows: pd.DataFrame, split_day: dt.datetime, end: dt.datetime, unit: str
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """``bg_nbd_holdout``'s tables from the grouped calibration rows (frequency, recency,
+    T, holdout_transactions, accounts)."""
+    from kpis.clv_summary import _instant
+
+    if rows.empty:
+        return pd.DataFrame(), {}
     x, t_x, age = (rows[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
     weights = rows["accounts"].to_numpy(dtype=float)
     try:
@@ -1347,9 +1390,16 @@ def churn_risk(
     being inactive, expected transactions and discounted expected revenue over the next
     ``horizon`` units at ``discount_rate`` per year; and the holdout check
     (``bg_nbd_holdout``)."""
-    from kpis.clv_summary import customer_summary
+    from kpis.clv_summary import calibration_end, customer_summary, customer_summary_split
 
-    summary = customer_summary(conn, f, unit=unit, as_of=as_of)
+    # one scan of the payments for the summary and the holdout check's calibration rows
+    end = calibration_end(f, as_of)
+    split_day = holdout_split(f, end)
+    counts = None
+    if split_day is None:
+        summary = customer_summary(conn, f, unit=unit, as_of=as_of)
+    else:
+        summary, counts = customer_summary_split(conn, f, split_day, unit=unit, as_of=as_of)
     problems: list[str] = []
     transactions = spend = None
     accounts = summary.copy()
@@ -1397,8 +1447,8 @@ def churn_risk(
             )
     accounts = _ranked(accounts)
     holdout, holdout_summary = (pd.DataFrame(), {})
-    if not summary.empty:
-        holdout, holdout_summary = bg_nbd_holdout(conn, f, unit, as_of=as_of)
+    if not summary.empty and counts is not None:
+        holdout, holdout_summary = _holdout_check(counts, split_day, end, unit)
     return ChurnRisk(
         accounts, transactions, spend, holdout, holdout_summary, tuple(problems), unit, horizon, discount_rate
     )
@@ -1425,6 +1475,7 @@ __all__ = [
     "fit_sbg",
     "fit_sbg_durations",
     "gamma_gamma_log_likelihood",
+    "holdout_split",
     "kaplan_meier",
     "sbg_counts",
     "sbg_holdout",

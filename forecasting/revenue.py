@@ -12,6 +12,8 @@ for the filters' segments, owners and products, restricted to full months:
   left out; so is a last month cut short by the filter's ``end`` (``end`` not on the 1st);
 * months before the first month with any revenue are dropped (the business or segment
   had not started);
+* monthly sums are rounded to cents (payments are in cents; a database's parallel sum can
+  differ in the last bit between runs, which must not change the model chosen);
 * months after the last payment recorded in the whole database are dropped (no data was
   loaded for them — e.g. a historical import — rather than zero sales).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -67,8 +70,10 @@ def monthly_revenue(
         if full_history and first_payment is not None:
             start = min(start, _month_start(pd.Timestamp(first_payment).date()))
         frame = revenue(c, f.replace(start=start, end=end), "month")
+    # rounded to cents: DuckDB's parallel sums of amounts differ in the last bit from run to
+    # run, and the order SARIMAX chooses by AIC must not depend on that (same data, same model)
     series = pd.Series(
-        frame["revenue"].to_numpy(dtype=float),
+        np.round(frame["revenue"].to_numpy(dtype=float), 2),
         index=pd.DatetimeIndex(pd.to_datetime(frame["period"]), name="period").astype("datetime64[ns]"),
         name="revenue",
     )

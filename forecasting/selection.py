@@ -64,7 +64,7 @@ from forecasting.calibration import (
     held_out_coverage,
 )
 from forecasting.models import MODELS, REGISTRY
-from forecasting.models.base import MIN_SEASONAL_POINTS, Prediction
+from forecasting.models.base import MIN_SEASONAL_POINTS, Pinned, Prediction, degenerate
 from forecasting.threads import single_threaded_blas
 
 TIE_TOLERANCE = 0.01
@@ -289,6 +289,54 @@ def _calibration_errors(
     return selected.errors
 
 
+def _fallback_order(chosen: str, metric: str, results: dict[str, BacktestResult]) -> list[str]:
+    """The models the final fit tries, in order: ``chosen``, then the other backtested
+    models from the best ``metric`` (ties: the simpler), then seasonal naive."""
+    others = sorted(
+        (
+            name
+            for name in results
+            if name != chosen and metric and math.isfinite(results[name].metrics[metric])
+        ),
+        key=lambda name: (results[name].metrics[metric], MODELS.index(name)),
+    )
+    return list(dict.fromkeys([chosen, *others, "seasonal_naive"]))
+
+
+def _own_backtest(
+    y: np.ndarray,
+    chosen: str,
+    fitted: object,
+    results: dict[str, BacktestResult],
+    refit: bool,
+    notes: list[str],
+) -> dict[str, BacktestResult]:
+    """The backtests reliability is judged on: ``results`` with the chosen model's row
+    replaced by the backtest of the specification the final fit actually uses when that
+    differs from the one its selection backtest fitted (same plan; the specification is
+    pinned, ``Pinned``). When that backtest fails the chosen model has no backtest (not
+    reliable)."""
+    selected = results.get(chosen)
+    spec = getattr(fitted, "spec", None)
+    label = getattr(fitted, "label", "")
+    if selected is None or spec is None or label == selected.spec:
+        return results
+    judged = dict(results)
+    with captured_warnings(notes, f"{label} backtest"):
+        try:
+            own = backtest(y, Pinned(REGISTRY[chosen], spec), plan=selected.plan, refit=refit)
+        except Exception as error:  # statsmodels raises many kinds; never fail the page
+            notes.append(f"{label}, the specification used, could not be backtested ({error}).")
+            del judged[chosen]
+            return judged
+    notes.append(
+        f"{label}, the specification used, was backtested on its own for the reliability check: "
+        f"MASE {own.metrics['mase']:.2f} (selection backtest as {selected.spec}: {selected.metrics['mase']:.2f})."
+    )
+    judged[chosen] = own
+    return judged
+
+
 def reliability(chosen: str, results: dict[str, BacktestResult]) -> tuple[bool, str]:
     """(reliable, one sentence) for the model ``chosen`` given every model's backtest
     (rules in the module docstring)."""
@@ -493,13 +541,17 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
 
     fitted = None
     failed: str | None = None
-    for name in dict.fromkeys([chosen, "seasonal_naive"]):
+    # a forced model falls back to seasonal naive only; an automatic choice to the next best
+    for name in _fallback_order(chosen, "" if forced else metric, results):
         with captured_warnings(notes, f"{DISPLAY_NAMES[name]} final fit"):
             try:
                 fitted = REGISTRY[name].fit(y)
                 raw = fitted.predict(horizon)
+                why = degenerate(y, raw) if name != "seasonal_naive" else None
                 if not np.isfinite(raw.mean).all():
-                    raise ValueError("its forecast is not finite")
+                    why = "its forecast is not finite"
+                if why is not None:
+                    raise ValueError(f"{fitted.label} was rejected: {why}")
                 prediction = raw.tidy(non_negative)
             except Exception as error:
                 notes.append(f"{DISPLAY_NAMES[name]} could not be fitted to the whole series: {error}")
@@ -522,6 +574,7 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
         reason = _reason(chosen, metric, results, fitted.label)
     else:
         reason = f"{fitted.label} is used because there was too little data to compare models."
+    judged = _own_backtest(y, chosen, fitted, results, refit, notes)
     errors = _calibration_errors(y, chosen, results, horizon, refit, notes)
     calibration = calibrate(errors, start=len(y)) if errors is not None else None
     held_out = NO_HELD_OUT
@@ -535,7 +588,7 @@ def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, re
             "Forecast values or interval bounds below 0 were clipped at 0 (the history has no negative value)."
         )
     reason = reason[:1].upper() + reason[1:]
-    reliable, why = reliability(chosen, results)
+    reliable, why = reliability(chosen, judged)
     return ForecastResult(
         chosen,
         _forecast_frame(history, prediction),

@@ -37,6 +37,9 @@ COLUMNS = [
     "mean_repeat_amount",
 ]
 
+#: The columns ``_per_account`` adds with a ``split``.
+SPLIT_COLUMNS = ["split_first_day", "split_last_day", "split_transactions", "holdout_transactions"]
+
 
 def _read(bind: Bind, statement: sa.Select) -> pd.DataFrame:
     """The result as a DataFrame: on DuckDB its own columnar conversion (``fetch_df``:
@@ -88,9 +91,14 @@ def _transaction_days(dialect: sa.Dialect, f: Filters, start: dt.datetime, end: 
     )
 
 
-def _per_account(dialect: sa.Dialect, f: Filters, end: dt.datetime) -> sa.Subquery:
+def _per_account(
+    dialect: sa.Dialect, f: Filters, end: dt.datetime, split: dt.datetime | None = None
+) -> sa.Subquery:
     """(account_id, first_day, last_day, transactions, total_amount, repeat_amount) of
-    every account with a transaction day in ``[f.start, end)``."""
+    every account with a transaction day in ``[f.start, end)``; with ``split`` (a UTC
+    midnight inside the period) also, from the same rows, the calibration part before it —
+    split_first_day, split_last_day, split_transactions (NULL / 0 without a day before
+    ``split``) — and holdout_transactions, the transaction days on or after it."""
     days = _transaction_days(dialect, f, f.start_ts, end)
     # the account's first day beside each of its days (a window, so the per-day rows are
     # computed once)
@@ -101,6 +109,16 @@ def _per_account(dialect: sa.Dialect, f: Filters, end: dt.datetime) -> sa.Subque
         sa.func.min(days.c.day).over(partition_by=days.c.account_id).label("first_day"),
     ).subquery("dated")
     repeat = dated.c.day > dated.c.first_day
+    split_columns = []
+    if split is not None:
+        # a day number is floor(days since EPOCH): day < split's number ⇔ paid before split
+        before = dated.c.day < (split - EPOCH).days
+        split_columns = [
+            sa.func.min(sa.case((before, dated.c.day), else_=None)).label("split_first_day"),
+            sa.func.max(sa.case((before, dated.c.day), else_=None)).label("split_last_day"),
+            sa.func.sum(sa.case((before, 1), else_=0)).label("split_transactions"),
+            sa.func.sum(sa.case((before, 0), else_=1)).label("holdout_transactions"),
+        ]
     return (
         sa.select(
             dated.c.account_id,
@@ -112,6 +130,7 @@ def _per_account(dialect: sa.Dialect, f: Filters, end: dt.datetime) -> sa.Subque
             sa.cast(sa.func.sum(sa.case((repeat, dated.c.spend), else_=None)), sa.Double()).label(
                 "repeat_amount"
             ),
+            *split_columns,
         )
         .group_by(dated.c.account_id)
         .subquery("per_account")
@@ -132,9 +151,13 @@ def _holdout_counts(
 
 @functools.lru_cache(maxsize=128)
 def _statement(
-    dialect: sa.Dialect, f: Filters, end: dt.datetime, holdout_end: dt.datetime | None
+    dialect: sa.Dialect,
+    f: Filters,
+    end: dt.datetime,
+    holdout_end: dt.datetime | None,
+    split: dt.datetime | None = None,
 ) -> sa.Select:
-    per_account = _per_account(dialect, f, end)
+    per_account = _per_account(dialect, f, end, split)
     accounts = schema.accounts
     columns = [
         per_account.c.account_id,
@@ -151,6 +174,8 @@ def _statement(
         holdout = _holdout_counts(dialect, f, end, holdout_end)
         source = source.outerjoin(holdout, holdout.c.account_id == per_account.c.account_id)
         columns.append(sa.func.coalesce(holdout.c.holdout_transactions, 0).label("holdout_transactions"))
+    if split is not None:
+        columns += [per_account.c[name] for name in SPLIT_COLUMNS]
     return sa.select(*columns).select_from(source).order_by(per_account.c.account_id)
 
 
@@ -189,25 +214,9 @@ def customer_summary(
         raise ValueError("holdout_end must be after the calibration period's end")
     dialect = conn.dialect
     frame = _read(conn, _statement(dialect, f, end, later))
-    columns = COLUMNS + (["holdout_transactions"] if later is not None else [])
     if frame.empty:
-        return pd.DataFrame(columns=columns)
-    size = UNIT_DAYS[unit]
-    first = frame["first_day"].astype(int)
-    last = frame["last_day"].astype(int)
-    end_day = (end - EPOCH).total_seconds() / 86400.0
-    frame["first_paid"] = (pd.Timestamp(EPOCH) + pd.to_timedelta(first, unit="D")).dt.date
-    frame["last_paid"] = (pd.Timestamp(EPOCH) + pd.to_timedelta(last, unit="D")).dt.date
-    frame["transactions"] = frame["transactions"].astype(int)
-    frame["frequency"] = frame["transactions"] - 1
-    frame["recency"] = (last - first) / size
-    frame["T"] = (end_day - first) / size
-    frame["total_amount"] = frame["total_amount"].astype(float)
-    repeat = pd.to_numeric(frame["repeat_amount"], errors="coerce").astype(float)
-    frame["mean_repeat_amount"] = (repeat / frame["frequency"].where(frame["frequency"] > 0)).astype(float)
-    if later is not None:
-        frame["holdout_transactions"] = frame["holdout_transactions"].astype(int)
-    return frame[columns].reset_index(drop=True)
+        return pd.DataFrame(columns=COLUMNS + (["holdout_transactions"] if later is not None else []))
+    return _summarise(frame, end, unit, holdout=later is not None)
 
 
 @functools.lru_cache(maxsize=128)
@@ -262,4 +271,84 @@ def customer_summary_counts(
     return frame[columns].reset_index(drop=True)
 
 
-__all__ = ["UNIT_DAYS", "calibration_end", "customer_summary", "customer_summary_counts"]
+def _summarise(frame: pd.DataFrame, end: dt.datetime, unit: str, holdout: bool) -> pd.DataFrame:
+    """The summary columns of ``customer_summary`` from the per-account rows."""
+    columns = COLUMNS + (["holdout_transactions"] if holdout else [])
+    size = UNIT_DAYS[unit]
+    first = frame["first_day"].astype(int)
+    last = frame["last_day"].astype(int)
+    end_day = (end - EPOCH).total_seconds() / 86400.0
+    frame["first_paid"] = (pd.Timestamp(EPOCH) + pd.to_timedelta(first, unit="D")).dt.date
+    frame["last_paid"] = (pd.Timestamp(EPOCH) + pd.to_timedelta(last, unit="D")).dt.date
+    frame["transactions"] = frame["transactions"].astype(int)
+    frame["frequency"] = frame["transactions"] - 1
+    frame["recency"] = (last - first) / size
+    frame["T"] = (end_day - first) / size
+    frame["total_amount"] = frame["total_amount"].astype(float)
+    repeat = pd.to_numeric(frame["repeat_amount"], errors="coerce").astype(float)
+    frame["mean_repeat_amount"] = (repeat / frame["frequency"].where(frame["frequency"] > 0)).astype(float)
+    if holdout:
+        frame["holdout_transactions"] = frame["holdout_transactions"].astype(int)
+    return frame[columns].reset_index(drop=True)
+
+
+def customer_summary_split(
+    conn: Bind,
+    f: Filters,
+    split: dt.date | dt.datetime,
+    unit: str = "week",
+    as_of: dt.date | dt.datetime | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`customer_summary` of ``[f.start, end)`` and, from the same scan of the
+    payments, :func:`customer_summary_counts` of the calibration period ``[f.start, split)``
+    with holdout_transactions = transaction days in ``[split, end)`` — the same two frames
+    as ``customer_summary(conn, f, unit, as_of)`` and ``customer_summary_counts(conn,
+    f.replace(end=split), unit, holdout_end=end)``, with one query instead of two.
+
+    ``split`` is a day (UTC midnight) strictly inside ``(f.start, end)``. The counts are
+    grouped here, from the per-account rows: accounts with a transaction day before
+    ``split``, by (frequency, recency, T, holdout_transactions) of their days before it,
+    sorted by those keys as the database sorts them."""
+    if unit not in UNIT_DAYS:
+        raise ValueError(f"unit must be one of {tuple(UNIT_DAYS)}, not {unit!r}")
+    end = calibration_end(f, as_of)
+    cut = _instant(split)
+    if not f.start_ts < cut < end or cut != dt.datetime.combine(cut.date(), dt.time()):
+        raise ValueError("split must be a day strictly inside the calibration period")
+    frame = _read(conn, _statement(conn.dialect, f, end, None, cut))
+    count_columns = ["frequency", "recency", "T", "holdout_transactions", "accounts"]
+    if frame.empty:
+        return pd.DataFrame(columns=COLUMNS), pd.DataFrame(columns=count_columns)
+    transactions = frame["split_transactions"].astype(int)
+    calibrated = transactions.to_numpy() > 0
+    first = frame["split_first_day"].to_numpy()[calibrated].astype(int)
+    keys = pd.DataFrame(
+        {
+            "transactions": transactions.to_numpy()[calibrated],
+            "span_days": frame["split_last_day"].to_numpy()[calibrated].astype(int) - first,
+            "first_day": first,
+            "holdout_transactions": frame["holdout_transactions"].to_numpy()[calibrated].astype(int),
+        }
+    )
+    grouped = keys.groupby(list(keys.columns), sort=True).size().rename("accounts").reset_index()
+    size = UNIT_DAYS[unit]
+    split_day = (cut - EPOCH).total_seconds() / 86400.0
+    counts = pd.DataFrame(
+        {
+            "frequency": grouped["transactions"].astype(int) - 1,
+            "recency": grouped["span_days"].astype(int) / size,
+            "T": (split_day - grouped["first_day"].astype(int)) / size,
+            "holdout_transactions": grouped["holdout_transactions"].astype(int),
+            "accounts": grouped["accounts"].astype(int),
+        }
+    )
+    return _summarise(frame, end, unit, holdout=False), counts
+
+
+__all__ = [
+    "UNIT_DAYS",
+    "calibration_end",
+    "customer_summary",
+    "customer_summary_counts",
+    "customer_summary_split",
+]

@@ -569,17 +569,6 @@ def _read_statement(rollup: Rollup, f: Filters, freq: str, first: int, last: int
     )
 
 
-#: The columns that date each cut-by-end roll-up's records (a record lies in the period of
-#: one of them): where :func:`_nothing_after` looks for records on or after ``end``.
-_DATED_BY: dict[str, tuple[sa.Column, ...]] = {
-    "rollup_retention_costs": (schema.costs.c.incurred_on,),
-    "rollup_revenue": (schema.payments.c.paid_at,),
-    "rollup_survey_scores": (schema.survey_responses.c.responded_at,),
-    "rollup_win_rate": (schema.deals.c.created_at, schema.deals.c.closed_at),
-    "rollup_first_contact_resolution": (schema.tickets.c.resolved_at,),
-}
-
-
 def _nothing_after(
     conn: sa.Connection, rollup: Rollup, f: Filters, freq: str, periods: list[pd.Timestamp]
 ) -> bool:
@@ -590,7 +579,7 @@ def _nothing_after(
     from the roll-up like the others, not from the base tables (at 1M accounts on
     PostgreSQL, the distinct paying accounts of a cut year took seconds). One ``SELECT ...
     LIMIT 1`` per dating column: an index range scan on row stores."""
-    columns = _DATED_BY.get(rollup.name)
+    columns = [rollup.records.c[name] for name in rollup.measure_set.date_columns]
     if not columns or not periods:
         return False
     until = period_end(periods[-1], freq)

@@ -343,7 +343,8 @@ else:
             )
 
     # projected cohort survival (sBG)
-    cohorts_fit = kpi(customer_models.cohort_sbg, view.filters, horizon=24)
+    # fitted to the heatmap's cohorts (not read again), with the holdout check in the same call
+    cohorts_fit = kpi(customer_models.cohort_sbg, view.filters, horizon=24, holdout=6, retention=cohorts)
     if cohorts_fit.pooled is None:
         no_data("No signup cohort lost a customer yet: nothing to project retention from.")
     else:
@@ -408,8 +409,8 @@ else:
                 f"{customer_models.MIN_CUSTOMERS} customers or {customer_models.MIN_PERIODS} months of data: "
                 "they are projected with the fit of all cohorts.]"
             )
-        backtest = kpi(customer_models.cohort_sbg_holdout, view.filters, holdout=6)
-        if not backtest.empty:
+        backtest = cohorts_fit.holdout
+        if backtest is not None and not backtest.empty:
             worst = backtest["relative_error"].abs().max()
             st.caption(
                 f":material/history: Holdout: fitted with each cohort's last 6 months hidden, the model projected "

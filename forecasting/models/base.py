@@ -13,6 +13,7 @@ lives in ``forecasting.selection``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -107,6 +108,57 @@ class ForecastModel(Protocol):
 Fitted = TypeVar("Fitted")
 
 
+#: A forecast step is "far outside the history" when it lies more than this many times
+#: the last season's range below its minimum or above its maximum (``degenerate``).
+FAR_OUTSIDE = 3.0
+
+
+def degenerate(y: np.ndarray, prediction: Prediction) -> str | None:
+    """Why a forecast of ``y`` cannot be trusted, or None when it can. Degenerate when
+
+    * a mean or interval bound is not finite;
+    * every step's 95 % interval has zero width (``hi95 − lo95 ≤ 1e-9 · max|y|``) while the
+      history varies (``ptp(y) > 0``);
+    * a step's mean lies outside ``[lo − 3·r, hi + 3·r]``, where ``lo``/``hi``/``r`` are the
+      minimum, maximum and range of the last 12 months (the whole history's range when
+      those 12 are constant): a forecast collapsing far from the level it continues
+      (measured: an unconverged SARIMAX forecast revenue ≈ 0 after months at 1.8e8)."""
+    y = np.asarray(y, dtype=float)
+    parts = [np.asarray(v, dtype=float) for v in (prediction.mean, prediction.lo80, prediction.hi80)]
+    parts += [np.asarray(v, dtype=float) for v in (prediction.lo95, prediction.hi95)]
+    if not all(np.isfinite(v).all() for v in parts):
+        return "its forecast or intervals are not finite"
+    mean, lo95, hi95 = parts[0], parts[3], parts[4]
+    span = float(np.ptp(y)) if len(y) else 0.0
+    if span > 0 and np.all(hi95 - lo95 <= 1e-9 * float(np.max(np.abs(y)))):
+        return "its intervals have zero width although the history varies"
+    recent = y[-SEASON:]
+    width = float(np.ptp(recent)) or span
+    low, high = float(recent.min()) - FAR_OUTSIDE * width, float(recent.max()) + FAR_OUTSIDE * width
+    outside = (mean < low) | (mean > high)
+    if width > 0 and outside.any():
+        step = int(np.argmax(outside))
+        return (
+            f"its forecast ({mean[step]:.4g} at step {step + 1}) is far outside the last months' range "
+            f"({recent.min():.4g} to {recent.max():.4g})"
+        )
+    return None
+
+
+class RejectedFitWarning(UserWarning):
+    """A lower-AIC specification was rejected (not converged, or a degenerate forecast);
+    ``forecasting.selection`` turns it into a note."""
+
+
+def converged(results: Any) -> bool:
+    """Whether a statsmodels fit says its optimiser converged (``mle_retvals['converged']``;
+    True when the fit reports nothing)."""
+    retvals = getattr(results, "mle_retvals", None)
+    if not isinstance(retvals, dict):
+        return True
+    return bool(retvals.get("converged", True))
+
+
 def fit_lowest_aic(
     specs: Iterable[Any],
     y: np.ndarray,
@@ -115,21 +167,53 @@ def fit_lowest_aic(
     fit_kwargs: dict[str, Any] | None = None,
 ) -> Fitted:
     """Fit ``spec.model(y)`` (with ``fit_kwargs``) for every candidate spec and keep the
-    one with the lowest finite AIC, wrapped as ``wrap(spec, results)``; specs that fail to
-    fit are skipped, and when none fits a ``ValueError`` lists why (``what`` names the
-    model family)."""
-    best: Fitted | None = None
-    best_aic = np.inf
+    one with the lowest finite AIC that is trustworthy, wrapped as ``wrap(spec, results)``:
+    a fit whose optimiser did not converge (``converged``) or whose 12-month forecast is
+    degenerate (``degenerate``) is rejected for the next-lowest AIC. Specs that fail to fit
+    are skipped; when none is left a ``ValueError`` lists why (``what`` names the model
+    family). Ties in AIC keep the earlier spec."""
+    fits: list[tuple[float, int, Any, Any]] = []
     errors: list[str] = []
-    for spec in specs:
+    for order, spec in enumerate(specs):
         try:
             results = spec.model(y).fit(disp=False, **(fit_kwargs or {}))
         except (ValueError, np.linalg.LinAlgError) as error:
             errors.append(f"{spec.label}: {error}")
             continue
         aic = float(results.aic)
-        if np.isfinite(aic) and aic < best_aic:
-            best, best_aic = wrap(spec, results), aic
-    if best is None:
-        raise ValueError(f"no {what} could be fitted: " + "; ".join(errors))
-    return best
+        if np.isfinite(aic):
+            fits.append((aic, order, spec, results))
+        else:
+            errors.append(f"{spec.label}: its AIC is not finite")
+    skipped = len(errors)  # specs that failed to fit are not news; rejected ones are
+    for _aic, _order, spec, results in sorted(fits, key=lambda item: (item[0], item[1])):
+        if not converged(results):
+            errors.append(f"{spec.label}: the likelihood optimisation did not converge")
+            continue
+        fitted = wrap(spec, results)
+        why = degenerate(y, fitted.predict(SEASON))  # type: ignore[attr-defined]
+        if why is not None:
+            errors.append(f"{spec.label}: {why}")
+            continue
+        for rejected in errors[skipped:]:
+            warnings.warn(f"rejected {rejected}", RejectedFitWarning, stacklevel=2)
+        return fitted
+    raise ValueError(f"no {what} could be fitted: " + "; ".join(errors))
+
+
+class Pinned:
+    """A model restricted to one specification (``model.fit(y, specs=[spec])``): what the
+    final fit chose, backtested on its own so that reliability and calibration judge the
+    model actually used."""
+
+    def __init__(self, model: Any, spec: Any) -> None:
+        self.model = model
+        self.spec = spec
+        self.name: str = model.name
+        self.rank: int = model.rank
+
+    def applicable(self, y: np.ndarray) -> bool:
+        return bool(self.model.applicable(y))
+
+    def fit(self, y: np.ndarray) -> Any:
+        return self.model.fit(y, specs=[self.spec])

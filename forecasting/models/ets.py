@@ -120,8 +120,12 @@ class Ets:
     def applicable(self, y: np.ndarray) -> bool:
         return len(y) >= MIN_POINTS and bool(np.ptp(y) > 0)
 
-    def fit(self, y: np.ndarray) -> FittedEts:
+    def fit(self, y: np.ndarray, specs: list[EtsSpec] | None = None) -> FittedEts:
+        """The lowest-AIC trustworthy configuration of ``candidate_specs(y)`` (or of ``specs``)."""
         y = np.asarray(y, dtype=float)
         return fit_lowest_aic(
-            candidate_specs(y), y, lambda spec, results: FittedEts(spec, results, len(y)), "ETS configuration"
+            candidate_specs(y) if specs is None else specs,
+            y,
+            lambda spec, results: FittedEts(spec, results, len(y)),
+            "ETS configuration",
         )

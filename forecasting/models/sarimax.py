@@ -79,10 +79,15 @@ class Sarimax:
     def applicable(self, y: np.ndarray) -> bool:
         return len(y) >= MIN_POINTS and bool(np.ptp(y) > 0)
 
-    def fit(self, y: np.ndarray) -> FittedSarimax:
+    def fit(self, y: np.ndarray, specs: list[SarimaxSpec] | None = None) -> FittedSarimax:
+        """The lowest-AIC trustworthy order of ``candidate_specs(y)`` (or of ``specs``)."""
         y = np.asarray(y, dtype=float)
         # cov_type="none": no numerical Hessian for the parameters' covariance, which
         # nothing here reads (forecast intervals come from the state space, not from it)
         return fit_lowest_aic(
-            candidate_specs(y), y, FittedSarimax, "SARIMAX order", fit_kwargs={"cov_type": "none"}
+            candidate_specs(y) if specs is None else specs,
+            y,
+            FittedSarimax,
+            "SARIMAX order",
+            fit_kwargs={"cov_type": "none"},
         )

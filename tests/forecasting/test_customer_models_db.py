@@ -296,3 +296,61 @@ def test_bg_nbd_holdout_from_grouped_rows_equals_the_per_account_check(demo: sa.
     assert totals["predicted"] == pytest.approx(predicted.sum(), rel=1e-12)
     assert totals["mae"] == pytest.approx(np.mean(np.abs(predicted - actual)), rel=1e-12)
     assert totals["correlation"] == pytest.approx(np.corrcoef(predicted, actual)[0, 1], rel=1e-12)
+
+
+# ---------------------------------------------------------------- one scan for churn_risk (issue 15)
+
+
+def test_customer_summary_split_by_hand(small: sa.Engine) -> None:
+    """Split at 20 Jan in [1 Jan, 1 Mar): A1 has days 2 and 16 Jan before it (frequency 1,
+    recency 14 days, T 18 days) and 30 Jan after it (1 holdout day); A2 one day, 9 Jan (T 11
+    days); A3's only day (29 Feb) is after the split, so A3 is not in the calibration rows."""
+    from kpis.clv_summary import customer_summary_split
+
+    summary, counts = customer_summary_split(small, PERIOD, T(2024, 1, 20), unit="day")
+    pd.testing.assert_frame_equal(summary, customer_summary(small, PERIOD, unit="day"))
+    assert list(counts.columns) == ["frequency", "recency", "T", "holdout_transactions", "accounts"]
+    rows = {tuple(r[:4]): r[4] for r in counts.itertuples(index=False)}
+    assert rows == {(1, 14.0, 18.0, 1): 1, (0, 0.0, 11.0, 0): 1}
+    reference = customer_summary_counts(
+        small, PERIOD.replace(end=dt.date(2024, 1, 20)), unit="day", holdout_end=T(2024, 3, 1)
+    )
+    pd.testing.assert_frame_equal(counts, reference, check_dtype=False)
+    with pytest.raises(ValueError, match="strictly inside"):
+        customer_summary_split(small, PERIOD, T(2024, 3, 1))
+    empty, none = customer_summary_split(
+        small, Filters(dt.date(2010, 1, 1), dt.date(2010, 2, 1)), T(2010, 1, 9)
+    )
+    assert empty.empty and none.empty
+
+
+def test_churn_risk_from_one_scan_equals_the_separate_queries(demo: sa.Engine) -> None:
+    """churn_risk reads the summary and the holdout check's rows in one query: the same
+    accounts, the same holdout table and totals, bit for bit, as the two queries."""
+    f = Filters(dt.date(2023, 6, 1), dt.date(2024, 7, 1))
+    risk = cm.churn_risk(demo, f, unit="week", horizon=52, as_of=AS_OF)
+    table, totals = cm.bg_nbd_holdout(demo, f, "week", as_of=AS_OF)
+    pd.testing.assert_frame_equal(risk.holdout, table)
+    assert risk.holdout_summary == totals
+    summary = customer_summary(demo, f, unit="week", as_of=AS_OF)
+    shown = risk.accounts.sort_values("account_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(shown[summary.columns], summary)
+
+
+def test_cohort_sbg_on_the_heatmaps_frame_with_its_holdout(demo: sa.Engine) -> None:
+    """The page's one call: fitted to the frame it already has, with the holdout check —
+    the same numbers as reading the cohorts again and the separate holdout call."""
+    import kpis
+
+    f = Filters(dt.date(2019, 1, 1), dt.date(2024, 6, 1))
+    retention = kpis.cohort_retention(demo, f, as_of=AS_OF)
+    together = cm.cohort_sbg(demo, f, freq="quarter", as_of=AS_OF, horizon=12, holdout=6, retention=retention)
+    alone = cm.cohort_sbg(demo, f, freq="quarter", as_of=AS_OF, horizon=12)
+    assert alone.holdout is None
+    pd.testing.assert_frame_equal(together.fits, alone.fits)
+    pd.testing.assert_frame_equal(together.curves, alone.curves)
+    pd.testing.assert_frame_equal(together.pooled_curve, alone.pooled_curve)
+    assert together.pooled.params == alone.pooled.params
+    pd.testing.assert_frame_equal(together.holdout, cm.cohort_sbg_holdout(demo, f, holdout=6, as_of=AS_OF))
+    empty = cm.cohort_sbg(demo, Filters(dt.date(2010, 1, 1), dt.date(2010, 2, 1)), as_of=AS_OF, holdout=6)
+    assert empty.pooled is None and empty.holdout.empty
