@@ -32,8 +32,9 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
    imported data (:func:`mark_contents`: ``crm-insights demo`` then refuses to overwrite
    them without ``--replace``);
 5. commit; any database error rolls everything back;
-6. when any row changed, check the data quality and store the report for the Data quality
-   page (:func:`crm_data.quality_snapshot.store_after_import`; a failure there is a warning).
+6. when any row changed and a data-quality report is stored, check again and store the new
+   one for the Data quality page (:func:`crm_data.quality_snapshot.store_after_import`; a
+   failure there is a warning).
 
 Row identity: the primary key of each table; ``deal_stage_history`` (deal_id, stage,
 entered_at), ``web_traffic`` (date, source) and ``social_media`` (date, platform) have

@@ -2,8 +2,9 @@
 
 At a million accounts :func:`crm_data.quality.check_database` scans every large table
 (some 50 checks: ~20 s of CPU); the Data quality page reads the report stored here
-instead. ``python -m crm_data check``, every import that changed rows
-(:func:`crm_data.importing.import_tables`) and the page's "Re-check now" store it
+instead. ``python -m crm_data check``, the page's "Re-check now" (and its first
+view by an analyst or admin) and — once a report is stored — every import that changed
+rows (:func:`crm_data.importing.import_tables`, :func:`store_after_import`) store it
 (:func:`check_and_store`): each finding — key, severity, count, up to ``limit`` sample
 records as JSON — with the time of the check, its ``stale_days`` and the *data version*:
 the row count of every CRM table when it ran.
@@ -302,15 +303,21 @@ def check_and_store(
 
 
 def store_after_import(crm: sa.Engine, now: dt.datetime | None = None) -> str | None:
-    """Check the database the importer has just written and store the report (called after
-    the import's commit). Never raises for a database problem: returns what went wrong (the
-    snapshot is then cleared, so the page checks live rather than showing findings older
-    than the import), or None when stored."""
+    """Keep the stored report current after an import (called after the import's commit):
+    when a report is stored, check the database again with its stale days and sample limit
+    and store the new one. When none is stored (nobody has run ``check`` or viewed the page
+    as an analyst or admin yet), nothing is checked: the whole-database check costs ~20 s
+    of CPU at a million accounts, and the page checks live on its first view anyway. Never
+    raises for a database problem: returns what went wrong (the snapshot is then cleared,
+    so the page checks live rather than showing findings older than the import), or None."""
     with contextlib.ExitStack() as stack:
         store = SnapshotStore.beside(crm)
         stack.callback(store.dispose)
         try:
-            check_and_store(crm, store, now=now)
+            stored = store.read()
+            if stored is None:
+                return None
+            check_and_store(crm, store, stale_days=stored.report.stale_days, now=now, limit=stored.limit)
         except (sa.exc.SQLAlchemyError, OSError) as error:
             with contextlib.suppress(sa.exc.SQLAlchemyError, OSError):
                 store.clear()

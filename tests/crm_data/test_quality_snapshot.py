@@ -8,8 +8,10 @@ product P9, which does not exist (1 orphan ticket). Time is pinned to ``NOW``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -61,7 +63,21 @@ PROBLEMS = {"duplicate_accounts": 2, "orphan_tickets_product_id": 1}
 ROWS = {"users": 1, "products": 1, "accounts": 3, "tickets": 2}
 
 
-def _import(engine: sa.Engine, folder: Path) -> None:
+@contextlib.contextmanager
+def opened_beside(engine: sa.Engine) -> Iterator[SnapshotStore]:
+    store = SnapshotStore.beside(engine)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+def _import(engine: sa.Engine, folder: Path, stored_before: bool = True) -> None:
+    """Import the bundle at NOW; ``stored_before``: a report (of the empty database) is
+    stored first, as by ``check`` — an import keeps a stored report current."""
+    if stored_before:
+        with opened_beside(engine) as store:
+            check_and_store(engine, store, now=NOW - dt.timedelta(days=1))
     with time_machine.travel(NOW.replace(tzinfo=dt.UTC), tick=False):
         report = import_paths(engine, [write_bundle(folder, BUNDLE)], today=TODAY)
     assert report.ok and report.committed, report.render()
@@ -105,6 +121,14 @@ def test_an_import_stores_the_report_read_back_identical(db: sa.Engine, tmp_path
     assert {k: v for k, v in stored.source_rows.items() if v} == ROWS
     assert_same_report(stored, db)
     assert stored.changed_tables(table_rows(db)) == []
+
+
+def test_an_import_checks_nothing_when_no_report_is_stored(db: sa.Engine, tmp_path: Path) -> None:
+    """Nobody asked for a report yet: the import does not pay for a whole-database check
+    (the page checks live on its first view)."""
+    _import(db, tmp_path / "bundle", stored_before=False)
+    with opened_beside(db) as store:
+        assert store.read() is None
 
 
 def test_the_data_changed_since_when_a_row_count_differs(db: sa.Engine, tmp_path: Path) -> None:
