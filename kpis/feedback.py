@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,15 +23,15 @@ from kpis.core import (
     LOW_SAMPLE,
     Z95,
     connection,
-    naive_key,
     naive_timestamps,
+    period_found,
     period_rows,
     period_starts,
     read_frame,
     wilson_interval,
 )
 from kpis.filters import Filters, in_range, scope
-from kpis.measures import CES_EASY_MIN
+from kpis.measures import CES_EASY_MIN, survey_score_sums
 
 NOT_SET = "(not set)"
 
@@ -281,27 +280,18 @@ def _ces_finish(frame: pd.DataFrame) -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=256)
 def _survey_scores_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
-    """NPS and CES counts and sums per period and survey, in one scan."""
+    """NPS and CES counts and sums per period, in one scan: the roll-up's own measures
+    (:func:`kpis.measures.survey_score_sums`)."""
     table = schema.survey_responses
-    score = sa.cast(table.c.score, sa.Double())
     period = period_start(dialect, table.c.responded_at, freq)
     return (
-        sa.select(
-            period.label("period"),
-            table.c.survey,
-            sa.func.count().label("responses"),
-            sa.func.sum(sa.case((table.c.score >= 9, 1), else_=0)).label("promoters"),
-            sa.func.sum(sa.case((table.c.score <= 6, 1), else_=0)).label("detractors"),
-            sa.func.sum(sa.case((table.c.score >= CES_EASY_MIN, 1), else_=0)).label("easy"),
-            sa.func.sum(score).label("total"),
-            sa.func.sum(score * score).label("total_squares"),
-        )
+        sa.select(period.label("period"), *survey_score_sums(table))
         .where(
             table.c.survey.in_(("nps", "ces")),
             in_range(table.c.responded_at, f),
             *scope(f, table),
         )
-        .group_by(period, table.c.survey)
+        .group_by(period)
     )
 
 
@@ -331,7 +321,7 @@ def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "mont
     with connection(conn) as c:
 
         def from_responses(part: Filters) -> dict[pd.Timestamp, tuple]:
-            return _survey_pivot(c.execute(_survey_scores_statement(c.dialect, part, freq)))
+            return period_found(c, _survey_scores_statement(c.dialect, part, freq))
 
         pivot = rollups.read_with_remainder(c, rollups.SURVEY_SCORES, f, freq, periods, from_responses)
         if pivot is None:
@@ -365,20 +355,6 @@ def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "mont
             "share_easy_ci_high": [high for _, high in shares],
         }
     )[SURVEY_SCORE_COLUMNS]
-
-
-def _survey_pivot(rows: Iterable[Sequence]) -> dict[pd.Timestamp, tuple]:
-    """Rows of :func:`_survey_scores_statement` (period, survey, n, promoters, detractors,
-    easy, total, total_squares) as period -> the roll-up's measures (nps_responses,
-    promoters, detractors, ces_responses, easy, total, total_squares)."""
-    pivot: dict[pd.Timestamp, list] = {}
-    for period, survey, n, promoters, detractors, easy, total, squares in rows:
-        row = pivot.setdefault(naive_key(period), [0, 0, 0, 0, 0, None, None])
-        if survey == "nps":
-            row[0:3] = [n, promoters, detractors]
-        else:
-            row[3:7] = [n, easy, total, squares]
-    return {period: tuple(row) for period, row in pivot.items()}
 
 
 def _counts(rows: list[tuple | None], j: int) -> np.ndarray:
