@@ -1,5 +1,6 @@
-"""Issue 14, point 9 in a real browser at 1440 px: on every page no export button and no
-table is cut off (inside the viewport, and the main column does not scroll sideways; a
+"""Every page in a real browser: it opens without an exception, is screenshotted into
+``test-artifacts/screenshots`` (``pytest -s`` prints the path), and — issue 14, point 9, at
+1440 px — no export button and no table is cut off (inside the viewport, and the main column does not scroll sideways; a
 table shows all its columns without a sideways scroll), and the Customer Effort Score
 chart's legend does not overlap its subplot titles (SVG text boxes in the DOM)."""
 
@@ -8,7 +9,13 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import VIEWPORT
-from tests.browser.test_dashboard_browser import assert_no_exception, open_page, page_paths
+from tests.browser.test_dashboard_browser import (
+    PNG_SIGNATURE,
+    assert_no_exception,
+    full_screenshot,
+    open_page,
+    page_paths,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -55,13 +62,22 @@ CUT_OFF = """(width) => {
 }"""
 
 
+def test_the_walk_covers_every_page() -> None:
+    names = [name for name, _ in page_paths()]
+    assert names[0] == "Overview" and len(names) >= 5, names
+
+
 @pytest.mark.parametrize(("name", "path"), page_paths())
-def test_no_export_button_or_table_is_cut_off_at_1440_px(page, name, path):
+def test_every_page_opens_is_not_cut_off_at_1440_px_and_is_screenshotted(page, screenshot_dir, name, path):
     assert page.viewport_size["width"] == VIEWPORT["width"] == 1440
     open_page(page, path)
     assert_no_exception(page, name)
     cut = page.evaluate(CUT_OFF, VIEWPORT["width"])
     assert cut == [], f"{name}:\n" + "\n".join(cut)
+    target = screenshot_dir / f"{name}.png"
+    full_screenshot(page, target)  # after the check: it makes the viewport as tall as the page
+    assert target.read_bytes()[:8] == PNG_SIGNATURE
+    print(f"\nScreenshot of {name} written to {target.resolve()}")
 
 
 #: The boxes of a Plotly chart's legend and of its annotations (the subplot titles), in px.
