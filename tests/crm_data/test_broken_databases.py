@@ -2,7 +2,7 @@
 
 Each case is real: a demo DuckDB or SQLite file damaged on disk, or the PostgreSQL server
 at 127.0.0.1:5432 asked for something it does not have. ``demo``, ``import``, ``check``,
-``rollups`` and ``serve`` (run as ``python -m crm_data`` in a subprocess) exit with 2 and
+``rollups`` and ``serve`` (run as ``python -m crm_data`` in a process of its own) exit with 2 and
 print exactly one line on stderr, ``error: <sentence>``, without a traceback;
 :func:`crm_data.engines.explain_database_error` writes the sentence.
 
@@ -21,7 +21,6 @@ import hashlib
 import shutil
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +30,8 @@ import pytest
 import sqlalchemy as sa
 
 from crm_data.engines import explain_database_error, make_engine
-from tests.conftest import PG_ADMIN_URL, ROOT, _unavailable, write_demo_database
-from tests.servers import free_port
+from tests.conftest import PG_ADMIN_URL, _unavailable, write_demo_database
+from tests.servers import free_port, run_module_cli
 
 PASSWORD = "s3cret-pw"  # in the PostgreSQL URLs: it must never be printed
 
@@ -203,9 +202,8 @@ def _args(command: str, bundle: Path) -> list[str]:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "crm_data", *args], cwd=ROOT, capture_output=True, text=True, timeout=180
-    )
+    """``python -m crm_data ARGS`` in its own process (forked from one that has imported it)."""
+    return run_module_cli(*args, timeout=180)
 
 
 def _fingerprint(url: str) -> str | None:

@@ -31,16 +31,16 @@ from kpis.core import period_starts
 from tests.conftest import IN_CI, ROOT, write_demo_database
 from tests.crm_data.test_importing import snapshot, write_bundle
 from tests.kpis import fixtures
-from tests.servers import duckdb_held_open, free_port, stop_process_group, wait_healthy
+from tests.servers import duckdb_held_open, free_port, run_module_cli, stop_process_group, wait_healthy
 
 GOOD = {"accounts": "account_id,name,created_at\nA1,Acme Inc,2024-03-01\nA2,ACME inc.,2024-03-02\n"}
 BAD = {"deals": "deal_id,account_id,created_at,status\nD1,A9,2024-03-01,open\n"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "crm_data", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    """``python -m crm_data ARGS`` in its own process (forked from one that has imported it;
+    a fresh interpreter runs it in test_the_console_script_and_python_m_name_themselves)."""
+    return run_module_cli(*args, timeout=300)
 
 
 @pytest.fixture
@@ -255,7 +255,9 @@ def test_the_console_script_and_python_m_name_themselves(tmp_path: Path) -> None
     )
     assert script.returncode == 0, script.stderr
     assert script.stdout.startswith("usage: crm-insights [-h] COMMAND")
-    module = run_cli("--help")
+    module = subprocess.run(  # a fresh interpreter: what `python -m crm_data` really is
+        [sys.executable, "-m", "crm_data", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert module.returncode == 0, module.stderr
     assert module.stdout.startswith("usage: python -m crm_data [-h] COMMAND")
     for command in COMMANDS:
