@@ -51,12 +51,17 @@ def _unavailable(reason: str) -> None:
 @contextlib.contextmanager
 def scratch_postgres_database(prefix: str) -> Iterator[str]:
     """A new, empty PostgreSQL database named ``<prefix>_<random>`` on the test server (its
-    URL), dropped afterwards; skips (fails under CI) when the server cannot be reached."""
+    URL), dropped afterwards; skips (fails under CI) when the server cannot be reached.
+
+    Its sessions do not wait for the WAL flush at commit (``synchronous_commit = off``: a
+    commit is as atomic and as visible as before, only not durable across a server crash —
+    nothing a test database needs): ~6 ms less per commit on the test machine."""
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as c:
             c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            c.exec_driver_sql(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     except sa.exc.OperationalError as error:
         admin.dispose()
         _unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {error.orig}")
@@ -152,3 +157,39 @@ def write_demo_database(folder: Path, accounts: int, seed: int, today: dt.date =
     finally:
         writer.dispose()
     return url
+
+
+# ---------------------------------------------------------------- scheduling on xdist workers
+
+#: tests/browser shares one Streamlit server, one chromium and one demo file per worker
+BROWSER_GROUP = "browser"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--dist loadgroup`` (``make test``): every test module is one unit of work, so its
+    module fixtures are built on one worker only (tests/browser is one unit: its session
+    server); the units start longest first — the browser tests, then modules with a test
+    marked ``slow``, then the rest by number of tests — so no long unit starts when the other
+    worker is about to finish. Needs ``--no-loadscope-reorder`` (xdist would sort by size)."""
+    if not getattr(config.option, "loadgroup", False):  # set on the workers of --dist loadgroup
+        return
+    groups: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        marks = list(item.iter_markers("xdist_group"))
+        if marks:
+            name = str(marks[0].args[0] if marks[0].args else marks[0].kwargs.get("name", "default"))
+        elif item.nodeid.startswith("tests/browser/"):
+            name = BROWSER_GROUP
+        else:
+            name = item.nodeid.split("::")[0]
+        if not marks:
+            item.add_marker(pytest.mark.xdist_group(name))
+        groups.setdefault(name, []).append(item)
+
+    def first(name: str) -> tuple[int, int]:
+        tests = groups[name]
+        slow = any(item.get_closest_marker("slow") for item in tests)
+        return (0 if name == BROWSER_GROUP else 1 if slow else 2, -len(tests))
+
+    items[:] = [item for name in sorted(groups, key=first) for item in groups[name]]
