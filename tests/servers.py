@@ -197,7 +197,9 @@ class ForkedCommandLine:
                 self._server.kill()
         self._server = None
 
-    def run(self, *args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 300, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         import json
         import threading
 

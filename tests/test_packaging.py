@@ -31,6 +31,9 @@ from tests.servers import free_port, stop_process_group, wait_healthy
 pytestmark = pytest.mark.slow
 
 INSTALL_TIMEOUT = 1200
+#: no .pyc for the dependencies' modules (Python compiles what the tests import as they import
+#: it); pip installs the same files otherwise
+NO_COMPILE = ["--no-compile"]
 MAPPINGS = sorted(path.name for path in (ROOT / "crm_data" / "mappings").glob("*.toml"))
 PAGES = sorted(path.name for path in (ROOT / "pages").glob("*.py"))
 
@@ -83,9 +86,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = str(venv / "bin" / "python")
     install = subprocess.run(
-        # --no-compile: no .pyc for the ~20k modules of the dependencies (Python compiles what
-        # the tests import when they import it); pip installs the same files otherwise
-        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile", str(source)],
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *NO_COMPILE, str(source)],
         capture_output=True,
         text=True,
         timeout=INSTALL_TIMEOUT,

@@ -7,6 +7,7 @@ and compares the full contents of every table before and after.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm_data import schema
+from crm_data.engines import make_engine
 from crm_data.importing import (
     ImportIssue,
     TableInput,
@@ -26,6 +28,7 @@ from crm_data.importing import (
 from crm_data.validation import MAX_LISTED_ERRORS, existing_tables
 from kpis import Filters, customer_base, first_contact_resolution, revenue, rollups, survey_scores, win_rate
 from kpis.core import period_starts
+from tests.conftest import DB_KINDS, pg_scratch_schema_engine
 
 
 def write_bundle(folder: Path, files: dict[str, str], newline: str = "\n", bom: bool = False) -> Path:
@@ -207,10 +210,32 @@ MALFORMED = {
 }
 
 
+@pytest.fixture(scope="module", params=DB_KINDS)
+def loaded_for_refusals(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sa.Engine]:
+    """A database holding BASE, one per kind for every malformed bundle: each of them is
+    refused and must change nothing (its test compares every table before and after), so
+    the next one finds BASE again (a refusal that wrote something fails its own test)."""
+    folder = tmp_path_factory.mktemp(f"refusals-{request.param}")
+    if request.param == "postgresql":
+        engine = pg_scratch_schema_engine(request.getfixturevalue("pg_database_url"), "refusals")
+    else:
+        engine = make_engine(f"{request.param}:///{folder / f'db.{request.param}'}")
+    try:
+        schema.create_schema(engine)
+        report = import_paths(engine, [write_bundle(folder / "base", BASE)])
+        assert report.ok, report.render()
+        yield engine
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("case", list(MALFORMED), ids=list(MALFORMED))
 def test_malformed_bundle_is_rejected_with_its_message_and_changes_nothing(
-    loaded: sa.Engine, tmp_path: Path, case: str
+    loaded_for_refusals: sa.Engine, tmp_path: Path, case: str
 ) -> None:
+    loaded = loaded_for_refusals
     files, message = MALFORMED[case]
     # a valid accounts.csv with a changed row rides along: it must not be written either
     files = {"accounts": "account_id,name,created_at\nA1,Renamed,2024-03-01\nA3,New,2024-03-01\n", **files}
