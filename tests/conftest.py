@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import itertools
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,24 +95,47 @@ def pg_scratch_schema_engine(base_url: str, prefix: str) -> sa.Engine:
     return engine
 
 
+#: kind -> a closed DuckDB / SQLite file holding just the canonical schema (made once per
+#: test process by ``schema.create_schema``): ``make_db`` copies it instead of running the DDL
+_SCHEMA_FILES: dict[str, Path] = {}
+
+
+def _schema_file(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if kind not in _SCHEMA_FILES:
+        folder = tmp_path_factory.mktemp(f"schema-{kind}")
+        path = folder / f"schema.{kind}"
+        engine = make_engine(f"{kind}:///{path}")
+        try:
+            schema.create_schema(engine)
+        finally:
+            engine.dispose()
+        assert [p.name for p in folder.iterdir()] == [path.name], "the schema file is not closed"
+        _SCHEMA_FILES[kind] = path
+    return _SCHEMA_FILES[kind]
+
+
 @pytest.fixture
-def make_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., sa.Engine]]:
-    """Factory: ``make_db(kind, create=True)`` -> a fresh engine (schema created unless ``create=False``)."""
+def make_db(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., sa.Engine]]:
+    """Factory: ``make_db(kind, create=True)`` -> a fresh engine (schema created unless
+    ``create=False``; on DuckDB and SQLite a copy of a file ``schema.create_schema`` made)."""
     engines: list[sa.Engine] = []
 
     def factory(kind: str, create: bool = True) -> sa.Engine:
         n = next(_counter)
-        if kind == "duckdb":
-            engine = make_engine(f"duckdb:///{tmp_path / f'db{n}.duckdb'}")
-        elif kind == "sqlite":
-            engine = make_engine(f"sqlite:///{tmp_path / f'db{n}.sqlite'}")
+        if kind in ("duckdb", "sqlite"):
+            path = tmp_path / f"db{n}.{kind}"
+            if create:
+                shutil.copyfile(_schema_file(kind, tmp_path_factory), path)
+            engine = make_engine(f"{kind}:///{path}")
         elif kind == "postgresql":
             engine = pg_scratch_schema_engine(request.getfixturevalue("pg_database_url"), f"s{n}")
+            if create:
+                schema.create_schema(engine)
         else:
             raise ValueError(kind)
         engines.append(engine)
-        if create:
-            schema.create_schema(engine)
         return engine
 
     yield factory
