@@ -49,6 +49,9 @@ from tests.crm_data.mappings.test_reading_rules import SALESFORCE_ACCOUNTS
 from tests.crm_data.test_importing import BASE, write_bundle
 from tests.servers import run_module_cli
 
+#: minutes on two shared cores: `make test` starts this module early (tests/conftest.py)
+pytestmark = pytest.mark.slow
+
 SAMPLES = Path(__file__).parent / "mappings" / "samples"
 TODAY = date(2025, 6, 15)
 ARTIFACT = ROOT / "test-artifacts" / "import-fuzz.json"
