@@ -94,8 +94,8 @@ def duckdb_memory_limit() -> str | None:
 def duckdb_temp_directory() -> str:
     """Where a DuckDB reader spills what exceeds its memory limit: a folder of this process
     (``crm-insights-duckdb-<pid>``) in ``CRM_DUCKDB_TEMP_DIRECTORY``, else in the system's
-    temporary folder. DuckDB creates it on the first spill and deletes it when the process
-    closes the database. (DuckDB's default, ``<database>.tmp`` beside the file, needs a
+    temporary folder (created when missing). DuckDB creates the process's folder on the first
+    spill and deletes it when the process closes the database. (DuckDB's default, ``<database>.tmp`` beside the file, needs a
     writable folder, which a read-only reader of a shared file may not have.)"""
     base = os.environ.get("CRM_DUCKDB_TEMP_DIRECTORY", "").strip() or tempfile.gettempdir()
     return os.path.join(base, f"crm-insights-duckdb-{os.getpid()}")
@@ -112,6 +112,8 @@ def limit_duckdb_memory(engine: sa.Engine) -> None:
     if limit is None:
         return
     folder = duckdb_temp_directory()
+    # DuckDB creates the folder itself on the first spill, but not the folders above it
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, connection_record):

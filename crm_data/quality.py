@@ -39,9 +39,10 @@ Query shapes (1M accounts: ~50 checks over tables of up to 18M rows): the row ch
 table — missing fields, orphans, future timestamps — are counted together, one
 ``count(*) FILTER (WHERE …)`` each, over the table with each reference's parent joined LEFT
 on its key (an orphan: a non-blank reference whose parent key is NULL; the blank test runs
-only for the rows without a parent) — in one statement on PostgreSQL and SQLite, one per
-reference on DuckDB (:func:`_batches`); their records are read only when the count is not 0,
-the first ``limit`` by key. The duplicate names are normalised once (a MATERIALIZED CTE).
+only for the rows without a parent) — in one statement on PostgreSQL and SQLite; on DuckDB
+the plain checks in one statement per table and the references per *parent*: every child
+table's references stacked and the parent joined once (:func:`_count_references`); their
+records are read only when the count is not 0, the first ``limit`` by key. The duplicate names are normalised once (a MATERIALIZED CTE).
 Each finding has a :func:`severity`. :mod:`crm_data.quality_snapshot` stores the whole
 database's report for the Data quality page.
 """
@@ -528,14 +529,6 @@ def _count_rows(
     return [int(n) for n in conn.execute(statement).one()]
 
 
-def _batches(dialect: sa.Dialect, checks: list[_RowCheck]) -> list[list[_RowCheck]]:
-    """The row checks of one table grouped into statements (PostgreSQL and SQLite): all in
-    one — one pass over the rows; PostgreSQL's hash joins stay within ``work_mem``, SQLite
-    looks each parent up in its key's index. DuckDB counts differently
-    (:func:`_count_references`)."""
-    return [checks]
-
-
 def _count_references(
     conn: sa.Connection, checks: list[_RowCheck], now: datetime, scope: Scope | None
 ) -> list[int]:
@@ -721,15 +714,20 @@ def check_database(
     counts: dict[str, int] = {}
     by_parent: dict[tuple[str, str], list[_RowCheck]] = {}
     for table_name, row_checks in by_table.items():
-        if conn.dialect.name == "duckdb":  # the references: per parent, below
+        # PostgreSQL and SQLite: every row check of the table in one pass (PostgreSQL's hash
+        # joins stay within work_mem, SQLite looks each parent up in its key's index).
+        # DuckDB: the references per parent, below — its columnar scans read only the
+        # columns they need, while building a large parent's hash table (deals, contacts,
+        # tickets) for each child anew cost ≈ 1 s each at 1M accounts, and several of them
+        # held at once doubled the process's peak memory
+        if conn.dialect.name == "duckdb":
             for check in row_checks:
                 if check.parent is not None:
                     by_parent.setdefault(check.parent[1:], []).append(check)
             row_checks = [c for c in row_checks if c.parent is None]
-        for batch in _batches(conn.dialect, row_checks):
-            if batch:
-                found = _count_rows(conn, table_name, batch, now, limited)
-                counts.update(zip((c.key for c in batch), found, strict=True))
+        if row_checks:
+            found = _count_rows(conn, table_name, row_checks, now, limited)
+            counts.update(zip((c.key for c in row_checks), found, strict=True))
     for references in by_parent.values():
         found = _count_references(conn, references, now, limited)
         counts.update(zip((c.key for c in references), found, strict=True))
