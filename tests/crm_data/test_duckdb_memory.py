@@ -92,3 +92,15 @@ def test_a_reader_spills_and_opens_more_connections_after_it(
             assert second.exec_driver_sql("SELECT count(*) FROM numbers").scalar() == 2_000_000
     engine.dispose()
     assert not folder.exists()
+
+
+def test_the_threads_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _file(tmp_path)
+    monkeypatch.setenv("CRM_DUCKDB_THREADS", "1")
+    engine = make_engine(f"duckdb:///{path}", read_only=True)
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT current_setting('threads')").scalar() == 1
+    engine.dispose()
+    monkeypatch.setenv("CRM_DUCKDB_THREADS", "none")
+    with pytest.raises(ValueError, match="CRM_DUCKDB_THREADS"):
+        make_engine(f"duckdb:///{path}", read_only=True)
