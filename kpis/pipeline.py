@@ -467,6 +467,15 @@ def stuck_deals(
         conditions = [aged.c.age >= min_days]
         if stage is not None:
             conditions.append(aged.c.stage == stage)
+        # the longest-waiting ``limit`` deals first, then their names (accounts and users
+        # joined to those rows only, not to every open deal of the stage)
+        top = (
+            sa.select(aged.c.deal_id, aged.c.stage, aged.c.entered_at, aged.c.age)
+            .where(*conditions)
+            .order_by(aged.c.age.desc(), aged.c.deal_id)
+            .limit(limit)
+            .subquery("top")
+        )
         statement = (
             sa.select(
                 deals.c.deal_id,
@@ -476,18 +485,16 @@ def stuck_deals(
                 deals.c.owner_id,
                 users.c.name.label("owner"),
                 deals.c.amount,
-                aged.c.stage,
-                aged.c.entered_at,
-                aged.c.age.label("days_in_stage"),
+                top.c.stage,
+                top.c.entered_at,
+                top.c.age.label("days_in_stage"),
             )
             .select_from(
-                aged.join(deals, deals.c.deal_id == aged.c.deal_id)
+                top.join(deals, deals.c.deal_id == top.c.deal_id)
                 .outerjoin(accounts, accounts.c.account_id == deals.c.account_id)
                 .outerjoin(users, users.c.user_id == deals.c.owner_id)
             )
-            .where(*conditions)
-            .order_by(aged.c.age.desc(), deals.c.deal_id)
-            .limit(limit)
+            .order_by(top.c.age.desc(), top.c.deal_id)
         )
         result = c.execute(statement)
         out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
