@@ -377,6 +377,16 @@ def account_names(conn: Bind, account_ids: Sequence[str]) -> pd.DataFrame:
     ids = list(dict.fromkeys(str(i) for i in account_ids))
     accounts = schema.accounts
     found: dict[str, tuple[object, object]] = {}
+    if len(ids) > NAME_BATCH:  # a whole list (an export): one read of the table, not many IN lists
+        every = _read(conn, sa.select(accounts.c.account_id, accounts.c.name, accounts.c.segment))
+        every = every.set_index("account_id").reindex(pd.Index([str(i) for i in account_ids]))
+        return pd.DataFrame(
+            {
+                "account_id": every.index.to_numpy(dtype=object),
+                "name": every["name"].to_numpy(dtype=object),
+                "segment": every["segment"].to_numpy(dtype=object),
+            }
+        )
     with connection(conn) as c:
         for begin in range(0, len(ids), NAME_BATCH):
             chunk = ids[begin : begin + NAME_BATCH]

@@ -382,6 +382,8 @@ def test_first_day_by_arg_min_equals_the_window(small: sa.Engine, monkeypatch: p
         and names["segment"].head(2).tolist() == ["SMB"] * 2
     )
     assert names[["name", "segment"]].iloc[2].isna().all()
+    monkeypatch.setattr(clv_summary, "NAME_BATCH", 1)  # a whole list: one read of the table
+    pd.testing.assert_frame_equal(account_names(small, ["A3", "A1", "NOPE"]), names)
 
 
 def test_churn_risk_without_names_ranks_the_same_accounts(demo: sa.Engine) -> None:
