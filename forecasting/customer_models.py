@@ -1529,9 +1529,13 @@ def churn_risk(
         accounts[column] = np.nan
     if transactions is not None:
         args = (summary["frequency"], summary["recency"], summary["T"])
-        accounts["alive_probability"] = transactions.alive_probability(*args)
-        accounts["inactive_probability"] = 1 - accounts["alive_probability"]
-        accounts["expected_transactions"] = transactions.expected_transactions(horizon, *args)
+        # per distinct (x, t_x, T) — a few thousand at 1M accounts — then spread over the
+        # accounts: both are functions of those three numbers alone (the same numbers)
+        histories, _, inverse = _sorted_rows(*args)
+        alive = transactions.alive_probability(*histories)[inverse]
+        accounts["alive_probability"] = alive
+        accounts["inactive_probability"] = 1 - alive
+        accounts["expected_transactions"] = transactions.expected_transactions(horizon, *histories)[inverse]
         if transactions.at_bound:
             problems.append(
                 "BG/NBD: the accounts' transaction rates hardly differ (r and alpha at the edge of the "
