@@ -1300,7 +1300,9 @@ class ChurnRisk:
     """What the Churn risk section shows (``churn_risk``).
 
     * ``accounts``: one row per account with a payment in the period, ranked by
-      inactive_probability: the summary of ``kpis.clv_summary.customer_summary`` plus
+      inactive_probability (``ranking`` ranks them by another column): the summary of
+      ``kpis.clv_summary.customer_summary`` (without name and segment from
+      ``churn_risk(names=False)``) plus
       alive_probability, inactive_probability, expected_transactions (next ``horizon``
       units), expected_amount (Gamma-Gamma spend per transaction) and clv_revenue
       (discounted expected revenue over the horizon);
