@@ -71,11 +71,12 @@ def prepare_engine(engine: sa.Engine) -> None:
 #: DuckDB's memory for the engines that only read (the dashboard's, ``check``'s:
 #: ``make_engine(read_only=True)``): its buffer manager's ``memory_limit`` (hash tables,
 #: sorts, cached blocks of the file), beyond which it spills to :func:`duckdb_temp_directory`.
-#: ``CRM_DUCKDB_MEMORY_LIMIT`` overrides it (e.g. ``1GB``; ``default``: DuckDB's own, 80 % of
+#: ``CRM_DUCKDB_MEMORY_LIMIT`` overrides it (e.g. ``512MB``; ``default``: DuckDB's own, 80 % of
 #: the machine's RAM). DuckDB's default let one dashboard process grow to 2.5 GB at 1M
-#: accounts; with this limit the process stays under 1 GB (README, Performance). Engines
-#: that write (demo, import, roll-ups) keep DuckDB's default.
-DUCKDB_MEMORY_LIMIT = "512MB"
+#: accounts; with 1GB its peak is 1.3 GB, at +40 % CPU for the one query that spills
+#: (``stage_durations`` over three years); 512MB keeps it under 0.9 GB at 2.4× that query's
+#: CPU (README, Performance). Engines that write (demo, import, roll-ups) keep DuckDB's default.
+DUCKDB_MEMORY_LIMIT = "1GB"
 
 
 def duckdb_memory_limit() -> str | None:
