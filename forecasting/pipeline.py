@@ -143,7 +143,9 @@ def _stage_history_stats(c: sa.Connection, f: Filters) -> pd.DataFrame:
             sa.func.max(history.c.entered_at).label("last_entered"),
         )
         .select_from(history.join(closed, closed.c.deal_id == history.c.deal_id))
-        .group_by(history.c.stage, history.c.deal_id, closed.c.status, closed.c.closed_at)
+        # deal first: PostgreSQL groups in the history key's order (deal_id, stage) by
+        # hashing; with the stage first it sorted every (stage, deal) pair by text
+        .group_by(history.c.deal_id, history.c.stage, closed.c.status, closed.c.closed_at)
         .subquery("passed")
     )
     won = passed.c.status == "won"
