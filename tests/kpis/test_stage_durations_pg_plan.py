@@ -43,7 +43,9 @@ def test_visits_cte_estimated_from_statistics(make_db):
         closed = created + dt.timedelta(days=40) if ending != "open" else None
         deals.append(fixtures._deal(f"E{i}", "A1", "u1", "P1", 100.0, created, closed, ending))
         for step, stage in enumerate(("Lead", "Qualified", "Proposal")):
-            history.append(dict(deal_id=f"E{i}", stage=stage, entered_at=created + dt.timedelta(days=10 * step)))
+            history.append(
+                dict(deal_id=f"E{i}", stage=stage, entered_at=created + dt.timedelta(days=10 * step))
+            )
         if closed is not None:
             stage = "Closed Won" if ending == "won" else "Closed Lost"
             history.append(dict(deal_id=f"E{i}", stage=stage, entered_at=closed))
@@ -65,7 +67,7 @@ def test_visits_cte_estimated_from_statistics(make_db):
         sa.event.remove(engine, "before_cursor_execute", capture)
     visits = int(frame["finished"].sum() + frame["censored"].sum())
     assert visits > 1000  # the open stages' visits entered before NOW
-    (statement, parameters), = statements
+    ((statement, parameters),) = statements
     with engine.connect() as c:
         plan = c.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
     if isinstance(plan, str):
