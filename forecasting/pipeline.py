@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile
+from crm_data.dialects import days_between, not_materialized, percentile
 from forecasting.selection import ForecastResult
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
@@ -175,6 +175,7 @@ def _current_stages(f: Filters, first_stage: str | None) -> sa.Subquery:
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
+    open_deals = not_materialized(open_deals)
     ranked = (
         sa.select(
             history.c.deal_id,

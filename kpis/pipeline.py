@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile, period_start
+from crm_data.dialects import days_between, not_materialized, percentile, period_start
 from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
@@ -233,7 +233,9 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         # the stage's bit — one aggregation per deal, no DISTINCT over (deal, stage) first.
         names = [str(stage) for stage in stages["stage"]]
         won_names = [str(s) for s, w in zip(stages["stage"], stages["is_won"], strict=True) if w]
-        cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).cte("cohort")
+        cohort = not_materialized(
+            sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).cte("cohort")
+        )
         created = c.execute(sa.select(sa.func.count()).select_from(cohort)).scalar_one()
         entered = [
             sa.select(history.c.deal_id, history.c.stage)
@@ -327,6 +329,7 @@ def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
+    open_deals = not_materialized(open_deals)
     latest = _current_stage(open_deals, None)
     stage = sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage")
     statement = (
@@ -390,6 +393,7 @@ def _open_at(f: Filters, as_of: dt.datetime, dialect: sa.Dialect) -> sa.CTE:
         )
         .cte("open_at")
     )
+    open_deals = not_materialized(open_deals)
     latest = _current_stage(open_deals, as_of)
     entered = sa.func.coalesce(latest.c.entered_at, open_deals.c.created_at)
     return (
