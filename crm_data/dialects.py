@@ -164,6 +164,16 @@ def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) 
     raise NotImplementedError(f"days_between is not implemented for {name}")
 
 
+def value_at_min(dialect: sa.Dialect, value: ColumnElement, key: ColumnElement) -> ColumnElement | None:
+    """Aggregate: ``value`` of the group's row with the smallest ``key`` (DuckDB's
+    ``arg_min``: one hash aggregate, where the portable form is a window over the rows
+    for the group's minimum and a second aggregate); None where the database has no such
+    aggregate (PostgreSQL, SQLite: the caller uses the window)."""
+    if dialect.name == "duckdb":
+        return sa.func.arg_min(value, key, type_=value.type)
+    return None
+
+
 def percentile(dialect: sa.Dialect, column: ColumnElement, fraction: float) -> ColumnElement:
     """Aggregate: the ``fraction`` percentile of ``column``, interpolated linearly."""
     if dialect.name == "sqlite":

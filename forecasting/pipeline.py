@@ -124,7 +124,7 @@ def _boundaries(today: dt.date, months: int) -> list[dt.datetime]:
 def _closed_deals(f: Filters) -> sa.CTE:
     deals = schema.deals
     return (
-        sa.select(deals.c.deal_id, deals.c.status, deals.c.closed_at)
+        sa.select(deals.c.deal_id, deals.c.status, deals.c.created_at, deals.c.closed_at)
         .where(deals.c.status.in_(("won", "lost")), in_range(deals.c.closed_at, f), *scope(f, deals))
         .cte("closed_deals")
     )
@@ -242,13 +242,6 @@ def _bucket(
     return sa.case(*whens, else_=later)
 
 
-def _sales_cycle_median(c: sa.Connection, f: Filters) -> float:
-    from kpis.sales import sales_cycle
-
-    value = sales_cycle(c, f)["median_days"].iloc[0]
-    return float(value) if value is not None and not pd.isna(value) else math.nan
-
-
 @dataclass
 class _Learnt:
     """What the closed history says, per stage and overall."""
@@ -318,14 +311,23 @@ def _learn(c: sa.Connection, f: Filters, notes: list[str]) -> _Learnt:
             stages["probability"] <= 1, stages["probability"] / 100
         )
         notes.append("Stage probabilities above 1 were read as percentages.")
+    # one pass over the learning deals: their number, the won ones, and the median sales
+    # cycle of the won ones — kpis.sales_cycle's median_days (days from created_at to
+    # closed_at of the won deals closed in [start, end) within the scope: the same deals;
+    # the percentile skips the lost deals' NULLs)
     closed = _closed_deals(f)
-    closed_count, won_count = c.execute(
-        sa.select(sa.func.count(), sa.func.sum(sa.case((closed.c.status == "won", 1), else_=0))).select_from(
-            closed
-        )
+    won = closed.c.status == "won"
+    days = days_between(c.dialect, closed.c.created_at, closed.c.closed_at)
+    closed_count, won_count, cycle_median = c.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.sum(sa.case((won, 1), else_=0)),
+            percentile(c.dialect, sa.case((won, days)), 0.5),
+        ).select_from(closed)
     ).one()
     overall = (won_count or 0) / closed_count if closed_count else math.nan
-    return _Learnt(stages, _stage_history_stats(c, f), overall, _sales_cycle_median(c, f))
+    median = math.nan if cycle_median is None or pd.isna(cycle_median) else float(cycle_median)
+    return _Learnt(stages, _stage_history_stats(c, f), overall, median)
 
 
 def _place_open_deals(
@@ -354,7 +356,9 @@ def _place_open_deals(
     cells["amount"] = cells["amount"].astype(float)
     for column in ("bucket", "deals", "with_amount", "no_history"):
         cells[column] = cells[column].fillna(0).astype(int)
-    return cells
+    # the database returns the groups in any order (a parallel hash aggregate): sorted, the
+    # per-month sums below add the same floats in the same order on every run
+    return cells.sort_values(["stage", "bucket"], kind="stable", ignore_index=True)
 
 
 def _by_month(cells: pd.DataFrame, periods: list[pd.Timestamp]) -> pd.DataFrame:
