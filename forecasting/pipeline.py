@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile
+from crm_data.dialects import days_between, not_materialized, percentile
 from forecasting.selection import ForecastResult
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
@@ -143,7 +143,9 @@ def _stage_history_stats(c: sa.Connection, f: Filters) -> pd.DataFrame:
             sa.func.max(history.c.entered_at).label("last_entered"),
         )
         .select_from(history.join(closed, closed.c.deal_id == history.c.deal_id))
-        .group_by(history.c.stage, history.c.deal_id, closed.c.status, closed.c.closed_at)
+        # deal first: PostgreSQL groups in the history key's order (deal_id, stage) by
+        # hashing; with the stage first it sorted every (stage, deal) pair by text
+        .group_by(history.c.deal_id, history.c.stage, closed.c.status, closed.c.closed_at)
         .subquery("passed")
     )
     won = passed.c.status == "won"
@@ -173,6 +175,7 @@ def _current_stages(f: Filters, first_stage: str | None) -> sa.Subquery:
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
+    open_deals = not_materialized(open_deals)
     ranked = (
         sa.select(
             history.c.deal_id,

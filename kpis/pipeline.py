@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile, period_start
+from crm_data.dialects import days_between, not_materialized, percentile, period_start
 from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
@@ -332,6 +332,7 @@ def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
+    open_deals = not_materialized(open_deals)
     latest = _current_stage(open_deals, None)
     stage = sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage")
     statement = (
@@ -395,6 +396,7 @@ def _open_at(f: Filters, as_of: dt.datetime, dialect: sa.Dialect) -> sa.CTE:
         )
         .cte("open_at")
     )
+    open_deals = not_materialized(open_deals)
     latest = _current_stage(open_deals, as_of)
     entered = sa.func.coalesce(latest.c.entered_at, open_deals.c.created_at)
     return (
