@@ -125,7 +125,9 @@ def call_worker(url: str, name: str, state: str) -> dict[str, object]:
         filters.replace(start=bounds[0].replace(day=1)) if bounds and bounds[0] < filters.start else filters
     )
     run: Callable[[], object] = {
-        "churn_risk": lambda: cm.churn_risk(engine, filters, unit="week", horizon=52, as_of=as_of),
+        "churn_risk": lambda: cm.churn_risk(
+            engine, filters, unit="week", horizon=52, as_of=as_of, names=False
+        ),
         "cohort_sbg": lambda: cm.cohort_sbg(engine, filters, horizon=24),
         "cohort_sbg_holdout": lambda: cm.cohort_sbg_holdout(engine, filters, holdout=6),
         # the page's heatmap query alone, and the whole cohort section of a view: that query

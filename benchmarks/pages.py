@@ -75,6 +75,14 @@ def _first_aging_stage(results: dict[str, Any]) -> str | None:
     return str(aging["stage"].iloc[0]) if aging is not None and len(aging) else None
 
 
+def _risk_table_ids(results: dict[str, Any]) -> tuple[str, ...]:
+    """The account ids of the Customers & churn page's churn-risk table (its first 1,000)."""
+    risk = results.get("churn_risk")
+    if risk is None or risk.transactions is None:
+        return ()
+    return tuple(risk.ranking("inactive_probability").head(1000)["account_id"])
+
+
 #: page -> (script, calls in the script's order). Selectboxes at their defaults.
 PAGES: dict[str, tuple[str, list[Call]]] = {
     "Overview": (
@@ -122,8 +130,14 @@ PAGES: dict[str, tuple[str, list[Call]]] = {
             Call(
                 "forecasting.customer_models.churn_risk",
                 "filters",
-                {"unit": "week", "horizon": 52},
+                {"unit": "week", "horizon": 52, "names": False},
                 derived={"as_of": lambda r: r["_as_of"]},
+            ),
+            # the names of the accounts the table lists (the page's RISK_TABLE_ROWS)
+            Call(
+                "kpis.clv_summary.account_names",
+                "connection",
+                derived={"account_ids": _risk_table_ids},
             ),
             Call(
                 "forecasting.customer_models.cohort_sbg",

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sqlite3
+import tempfile
 from typing import Literal
 
 import sqlalchemy as sa
@@ -65,6 +66,84 @@ def prepare_engine(engine: sa.Engine) -> None:
             cursor.close()
             if name == "postgresql":
                 dbapi_connection.commit()
+
+
+#: DuckDB's memory for the engines that only read (the dashboard's, ``check``'s:
+#: ``make_engine(read_only=True)``): its buffer manager's ``memory_limit`` (hash tables,
+#: sorts, cached blocks of the file), beyond which it spills to :func:`duckdb_temp_directory`.
+#: ``CRM_DUCKDB_MEMORY_LIMIT`` overrides it (e.g. ``512MB``; ``default``: DuckDB's own, 80 % of
+#: the machine's RAM). DuckDB's default let one dashboard process grow to 2.5 GB at 1M
+#: accounts; with 1GB its peak is 1.3 GB, at +40 % CPU for the one query that spills
+#: (``stage_durations`` over three years); 512MB keeps it under 0.9 GB at 2.4× that query's
+#: CPU (README, Performance). Engines that write (demo, import, roll-ups) keep DuckDB's default.
+DUCKDB_MEMORY_LIMIT = "1GB"
+
+
+def duckdb_memory_limit() -> str | None:
+    """The ``memory_limit`` for DuckDB readers: ``CRM_DUCKDB_MEMORY_LIMIT`` or
+    :data:`DUCKDB_MEMORY_LIMIT`; None for ``default`` (DuckDB's own limit)."""
+    value = os.environ.get("CRM_DUCKDB_MEMORY_LIMIT", DUCKDB_MEMORY_LIMIT).strip()
+    if value.lower() in ("default", ""):
+        return None
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)? ?(KB|MB|GB|KiB|MiB|GiB)", value, flags=re.IGNORECASE):
+        raise ValueError(
+            f"CRM_DUCKDB_MEMORY_LIMIT must be a size like 512MB or 1GB (or default), not {value!r}"
+        )
+    return value
+
+
+def duckdb_temp_directory() -> str:
+    """Where a DuckDB reader spills what exceeds its memory limit: a folder of this process
+    (``crm-insights-duckdb-<pid>``) in ``CRM_DUCKDB_TEMP_DIRECTORY``, else in the system's
+    temporary folder (created when missing). DuckDB creates the process's folder on the first
+    spill and deletes it when the process closes the database. (DuckDB's default, ``<database>.tmp`` beside the file, needs a
+    writable folder, which a read-only reader of a shared file may not have.)"""
+    base = os.environ.get("CRM_DUCKDB_TEMP_DIRECTORY", "").strip() or tempfile.gettempdir()
+    return os.path.join(base, f"crm-insights-duckdb-{os.getpid()}")
+
+
+def duckdb_threads() -> int | None:
+    """``CRM_DUCKDB_THREADS`` for DuckDB readers (None, the default: DuckDB's own, one per
+    core). One thread spills less under the memory limit (each thread builds its own part
+    of a hash table or sort): ``stage_durations`` over three years at 1M accounts took
+    25.9 s CPU with one thread against 41.2 s with two, both at 512MB — but a query that
+    fits in memory then uses one core only."""
+    value = os.environ.get("CRM_DUCKDB_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"CRM_DUCKDB_THREADS must be a whole number ≥ 1, not {value!r}")
+    return int(value)
+
+
+def limit_duckdb_memory(engine: sa.Engine) -> None:
+    """Give every new connection of the DuckDB ``engine`` :func:`duckdb_memory_limit`,
+    :func:`duckdb_temp_directory` and, when set, :func:`duckdb_threads` (settings of the
+    whole database instance, which all the process's connections to the file share; the
+    folder is set only when it differs — DuckDB refuses to switch the temporary folder
+    once it holds spilled blocks, even to the same one)."""
+    if engine.dialect.name != "duckdb":
+        return
+    limit = duckdb_memory_limit()
+    threads = duckdb_threads()
+    if limit is None and threads is None:
+        return
+    folder = duckdb_temp_directory()
+    # DuckDB creates the folder itself on the first spill, but not the folders above it
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT current_setting('temp_directory')")
+        current = cursor.fetchone()[0]
+        if threads is not None:
+            cursor.execute(f"SET threads = {threads}")
+        if limit is not None:
+            cursor.execute(f"SET memory_limit = '{limit}'")
+        if current != folder:
+            cursor.execute(f"SET temp_directory = '{folder.replace(chr(39), chr(39) * 2)}'")
+        cursor.close()
 
 
 class _PercentileCont:
@@ -164,6 +243,16 @@ def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) 
     raise NotImplementedError(f"days_between is not implemented for {name}")
 
 
+def value_at_min(dialect: sa.Dialect, value: ColumnElement, key: ColumnElement) -> ColumnElement | None:
+    """Aggregate: ``value`` of the group's row with the smallest ``key`` (DuckDB's
+    ``arg_min``: one hash aggregate, where the portable form is a window over the rows
+    for the group's minimum and a second aggregate); None where the database has no such
+    aggregate (PostgreSQL, SQLite: the caller uses the window)."""
+    if dialect.name == "duckdb":
+        return sa.func.arg_min(value, key, type_=value.type)
+    return None
+
+
 def percentile(dialect: sa.Dialect, column: ColumnElement, fraction: float) -> ColumnElement:
     """Aggregate: the ``fraction`` percentile of ``column``, interpolated linearly."""
     if dialect.name == "sqlite":
@@ -235,6 +324,20 @@ def upsert_statements(
             .where(sa.or_(*(table.c[c].is_distinct_from(staging.c[c]) for c in late)))
         )
     return statements
+
+
+def not_materialized(cte: sa.CTE) -> sa.CTE:
+    """``cte`` planned inside the statement that reads it, on PostgreSQL (``AS NOT
+    MATERIALIZED``; other databases unchanged).
+
+    PostgreSQL computes a CTE read twice once, into a work table whose columns have no
+    statistics: joined with a large table, the join is estimated blind and the planner
+    hashed the large side (every deal_stage_history row: 15–18M at 1M accounts) to probe
+    it with the CTE's rows. Inlined, the CTE is its base table's filter, estimated from
+    the table's statistics: the few selected deals are hashed (and the scan may run in
+    parallel). For a CTE that is a cheap filter of one table, read twice.
+    """
+    return cte.prefix_with("NOT MATERIALIZED", dialect="postgresql")
 
 
 def analyze(conn: sa.Connection, tables: list[str] | None = None) -> None:

@@ -160,6 +160,8 @@ def make_engine(url: str | None = None, *, read_only: bool = False) -> sa.Engine
     engine = sa.create_engine(sa_url, connect_args=connect_args)
     dialects.prepare_engine(engine)
     if backend == "duckdb":
+        if read_only:
+            dialects.limit_duckdb_memory(engine)
         _raise_busy_on_lock(engine, read_only)
     return engine
 

@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile
+from crm_data.dialects import days_between, not_materialized, percentile
 from forecasting.selection import ForecastResult
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
@@ -124,7 +124,7 @@ def _boundaries(today: dt.date, months: int) -> list[dt.datetime]:
 def _closed_deals(f: Filters) -> sa.CTE:
     deals = schema.deals
     return (
-        sa.select(deals.c.deal_id, deals.c.status, deals.c.closed_at)
+        sa.select(deals.c.deal_id, deals.c.status, deals.c.created_at, deals.c.closed_at)
         .where(deals.c.status.in_(("won", "lost")), in_range(deals.c.closed_at, f), *scope(f, deals))
         .cte("closed_deals")
     )
@@ -143,7 +143,9 @@ def _stage_history_stats(c: sa.Connection, f: Filters) -> pd.DataFrame:
             sa.func.max(history.c.entered_at).label("last_entered"),
         )
         .select_from(history.join(closed, closed.c.deal_id == history.c.deal_id))
-        .group_by(history.c.stage, history.c.deal_id, closed.c.status, closed.c.closed_at)
+        # deal first: PostgreSQL groups in the history key's order (deal_id, stage) by
+        # hashing; with the stage first it sorted every (stage, deal) pair by text
+        .group_by(history.c.deal_id, history.c.stage, closed.c.status, closed.c.closed_at)
         .subquery("passed")
     )
     won = passed.c.status == "won"
@@ -173,6 +175,7 @@ def _current_stages(f: Filters, first_stage: str | None) -> sa.Subquery:
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
+    open_deals = not_materialized(open_deals)
     ranked = (
         sa.select(
             history.c.deal_id,
@@ -237,13 +240,6 @@ def _bucket(
         whens.extend(thresholds(days, stage == sa.literal(name, sa.String())))
     whens.extend(thresholds(default_days, None))
     return sa.case(*whens, else_=later)
-
-
-def _sales_cycle_median(c: sa.Connection, f: Filters) -> float:
-    from kpis.sales import sales_cycle
-
-    value = sales_cycle(c, f)["median_days"].iloc[0]
-    return float(value) if value is not None and not pd.isna(value) else math.nan
 
 
 @dataclass
@@ -315,14 +311,23 @@ def _learn(c: sa.Connection, f: Filters, notes: list[str]) -> _Learnt:
             stages["probability"] <= 1, stages["probability"] / 100
         )
         notes.append("Stage probabilities above 1 were read as percentages.")
+    # one pass over the learning deals: their number, the won ones, and the median sales
+    # cycle of the won ones — kpis.sales_cycle's median_days (days from created_at to
+    # closed_at of the won deals closed in [start, end) within the scope: the same deals;
+    # the percentile skips the lost deals' NULLs)
     closed = _closed_deals(f)
-    closed_count, won_count = c.execute(
-        sa.select(sa.func.count(), sa.func.sum(sa.case((closed.c.status == "won", 1), else_=0))).select_from(
-            closed
-        )
+    won = closed.c.status == "won"
+    days = days_between(c.dialect, closed.c.created_at, closed.c.closed_at)
+    closed_count, won_count, cycle_median = c.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.sum(sa.case((won, 1), else_=0)),
+            percentile(c.dialect, sa.case((won, days)), 0.5),
+        ).select_from(closed)
     ).one()
     overall = (won_count or 0) / closed_count if closed_count else math.nan
-    return _Learnt(stages, _stage_history_stats(c, f), overall, _sales_cycle_median(c, f))
+    median = math.nan if cycle_median is None or pd.isna(cycle_median) else float(cycle_median)
+    return _Learnt(stages, _stage_history_stats(c, f), overall, median)
 
 
 def _place_open_deals(
@@ -351,7 +356,9 @@ def _place_open_deals(
     cells["amount"] = cells["amount"].astype(float)
     for column in ("bucket", "deals", "with_amount", "no_history"):
         cells[column] = cells[column].fillna(0).astype(int)
-    return cells
+    # the database returns the groups in any order (a parallel hash aggregate): sorted, the
+    # per-month sums below add the same floats in the same order on every run
+    return cells.sort_values(["stage", "bucket"], kind="stable", ignore_index=True)
 
 
 def _by_month(cells: pd.DataFrame, periods: list[pd.Timestamp]) -> pd.DataFrame:

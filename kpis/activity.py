@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from kpis.filters import Filters, scope
+from kpis.filters import Filters, named_values_active, scope
 
 #: Stands in for a missing ``ended_at`` (still running) in range-join conditions.
 FOREVER = dt.datetime(9999, 12, 31)
@@ -38,20 +38,45 @@ def period_grid(
     bounds: Sequence[tuple[object, object]], name: str = "grid", keys: Sequence[int] | None = None
 ) -> sa.CTE:
     """A CTE ``name(i, s, e)``: one row per ``(start, end)`` instant pair, sent as bound
-    parameters (``i`` = position in ``bounds``, or ``keys[position]`` when given)."""
+    parameters (``i`` = position in ``bounds``, or ``keys[position]`` when given).
+
+    Inside :func:`kpis.filters.named_values` (a statement template) ``i`` is the position
+    written into the SQL and ``s`` / ``e`` are the named parameters ``<name>_s<i>`` /
+    ``<name>_e<i>`` without values (:func:`grid_params` gives them)."""
     labels = list(keys) if keys is not None else list(range(len(bounds)))
-    selects = [
-        sa.select(
-            sa.literal(labels[i], sa.Integer()).label("i"),
-            sa.literal(_as_datetime(s), sa.DateTime()).label("s"),
-            sa.literal(_as_datetime(e), sa.DateTime()).label("e"),
-        )
-        for i, (s, e) in enumerate(bounds)
-    ]
+    if named_values_active():
+        if keys is not None:
+            raise ValueError("a named period grid has no keys")
+        selects = [
+            sa.select(
+                sa.literal_column(str(i), sa.Integer()).label("i"),
+                sa.bindparam(f"{name}_s{i}", type_=sa.DateTime()).label("s"),
+                sa.bindparam(f"{name}_e{i}", type_=sa.DateTime()).label("e"),
+            )
+            for i in range(len(bounds))
+        ]
+    else:
+        selects = [
+            sa.select(
+                sa.literal(labels[i], sa.Integer()).label("i"),
+                sa.literal(_as_datetime(s), sa.DateTime()).label("s"),
+                sa.literal(_as_datetime(e), sa.DateTime()).label("e"),
+            )
+            for i, (s, e) in enumerate(bounds)
+        ]
     if not selects:
         raise ValueError("period_grid needs at least one period")
     statement = selects[0] if len(selects) == 1 else sa.union_all(*selects)
     return statement.cte(name)
+
+
+def grid_params(bounds: Sequence[tuple[object, object]], name: str = "grid") -> dict[str, dt.datetime]:
+    """The values of a named :func:`period_grid` (built inside ``named_values``)."""
+    params: dict[str, dt.datetime] = {}
+    for i, (s, e) in enumerate(bounds):
+        params[f"{name}_s{i}"] = _as_datetime(s)
+        params[f"{name}_e{i}"] = _as_datetime(e)
+    return params
 
 
 def active_at(

@@ -10,8 +10,6 @@ shows several of them (the Overview) needs the database once.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
@@ -19,9 +17,9 @@ import sqlalchemy as sa
 from crm_data import schema
 from crm_data.dialects import period_start
 from kpis import rollups
-from kpis.activity import _activity_statement, period_grid
+from kpis.activity import _activity_statement, grid_params, period_grid
 from kpis.core import connection, period_end, period_found, period_starts, ratio_interval
-from kpis.filters import Filters, in_day_range, scope
+from kpis.filters import Filters, in_day_range, named_values, scope, shape, value_params
 from kpis.measures import is_retention_cost, retention_cost_sums
 
 COUNTS = ["customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"]
@@ -57,13 +55,42 @@ COLUMNS = [
 ]
 
 
-@functools.lru_cache(maxsize=256)
+#: Statement templates of :func:`_base_statement` by (dialect, freq, costs, number of
+#: periods, ``kpis.filters.shape``): keyed by the statement's shape, not the filters' values
+#: (which are named bind parameters), like SQLAlchemy's compiled cache — another owner,
+#: product, region or date range of the same shape reuses the template and its compiled
+#: SQL (building and hashing the statement cost more than running it on a small slice).
+_TEMPLATES: dict[tuple[object, ...], sa.Select] = {}
+_TEMPLATES_MAX = 512
+
+
 def _base_statement(dialect: sa.Dialect, f: Filters, freq: str, costs: bool) -> sa.Select:
     """One statement: per period index ``i``, the activity counts and MRR sums, then (with
     ``costs``) the retention-cost sums — costs grouped by the period of incurred_on, matched
-    to the grid by the same period expression of each period's start. Built once per
-    filters and freq (building and hashing it costs more than running it on a small slice)."""
+    to the grid by the same period expression of each period's start. A template whose
+    values are named parameters: execute it with :func:`_base_params` of the same filters."""
     periods = period_starts(f.start, f.end, freq)
+    key = (dialect, freq, costs, len(periods), shape(f))
+    template = _TEMPLATES.get(key)
+    if template is None:
+        with named_values():
+            template = _build_base_statement(dialect, f, freq, costs, periods)
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = template
+    return template
+
+
+def _base_params(f: Filters, freq: str, periods: list[pd.Timestamp]) -> dict[str, object]:
+    """The parameter values of :func:`_base_statement`'s template for ``f``."""
+    # consecutive calendar periods: each ends where the next starts
+    ends = [*periods[1:], period_end(periods[-1], freq)]
+    return {**value_params(f), **grid_params(list(zip(periods, ends, strict=True)))}
+
+
+def _build_base_statement(
+    dialect: sa.Dialect, f: Filters, freq: str, costs: bool, periods: list[pd.Timestamp]
+) -> sa.Select:
     grid = period_grid([(p, period_end(p, freq)) for p in periods])
     activity = _activity_statement(f, grid).cte("activity")
     if not costs:
@@ -138,7 +165,9 @@ def customer_base(
     with connection(conn) as c:
         found = _rolled_up(c, f, freq, periods, costs)
         if found is None:
-            found = {int(row[0]): row[1:] for row in c.execute(_base_statement(c.dialect, f, freq, costs))}
+            statement = _base_statement(c.dialect, f, freq, costs)
+            rows = c.execute(statement, _base_params(f, freq, periods))
+            found = {int(row[0]): row[1:] for row in rows}
     zeros = (0,) * (len(_ACTIVITY) + len(sums))
     rows = [found.get(i, zeros) for i in range(len(periods))]
     data: dict[str, np.ndarray | pd.DatetimeIndex] = {"period": pd.to_datetime(periods)}
@@ -162,8 +191,7 @@ def customer_base(
         data["cost_per_retained_customer"] = _ratio(
             data["retention_costs"], data["retained_customers"].astype(float)
         )
-    frame = pd.DataFrame(data)
-    return frame[wanted]
+    return pd.DataFrame({column: data[column] for column in wanted})  # no reindexing copy
 
 
 def _rolled_up(

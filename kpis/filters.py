@@ -28,6 +28,9 @@ Rules (DESIGN.md):
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -39,7 +42,7 @@ from crm_data import schema
 from crm_data.scope import (  # the scope is the data layer's; re-exported here
     ACCOUNT_DIMENSIONS,
     EVERYTHING,
-    SCOPE_DIMENSIONS,  # noqa: F401  (re-exported)
+    SCOPE_DIMENSIONS,  # (also re-exported)
     Scope,
     _as_tuple,
 )
@@ -130,18 +133,71 @@ class Filters:
         return Filters(**values)  # type: ignore[arg-type]
 
 
+#: While True (inside :func:`named_values`), the values of the filters reach SQL as named
+#: bind parameters without values (``filter_<list>``, ``scope_<dimension>``, ``start_day``
+#: ...), so a statement built once serves every Filters of the same shape
+#: (:func:`shape`), executed with :func:`value_params`.
+_NAMED: ContextVar[bool] = ContextVar("kpis_filters_named", default=False)
+
+
+@contextmanager
+def named_values() -> Iterator[None]:
+    """Build statements whose filter values are named bind parameters (a template)."""
+    token = _NAMED.set(True)
+    try:
+        yield
+    finally:
+        _NAMED.reset(token)
+
+
+def named_values_active() -> bool:
+    """True inside :func:`named_values`."""
+    return _NAMED.get()
+
+
+def _in(column: ColumnElement, name: str, values: tuple[str, ...]) -> ColumnElement[bool]:
+    """``column IN (values)``; inside :func:`named_values`, ``column IN (:name)`` expanding."""
+    if _NAMED.get():
+        return column.in_(sa.bindparam(name, expanding=True, type_=column.type))
+    return column.in_(values)
+
+
+def shape(f: Filters) -> tuple[object, ...]:
+    """What the statements built from ``f`` depend on besides its values: which lists are
+    set and which scope dimensions are limited (empty or not). Two Filters of one shape
+    give the same statement template (:func:`named_values`)."""
+    chosen = tuple(bool(getattr(f, name)) for name in (*LIST_FIELDS, "pipelines"))
+    limits = tuple(None if v is None else bool(v) for v in (getattr(f.scope, n) for n in SCOPE_DIMENSIONS))
+    return chosen + limits
+
+
+def value_params(f: Filters) -> dict[str, object]:
+    """The bind parameters of a template built inside :func:`named_values` for ``f``."""
+    params: dict[str, object] = {
+        "start_day": f.start,
+        "end_day": f.end,
+        "start_ts": f.start_ts,
+        "end_ts": f.end_ts,
+    }
+    for name in (*LIST_FIELDS, "pipelines"):
+        params[f"filter_{name}"] = list(getattr(f, name))
+    for name, values in f.scope.limits().items():
+        params[f"scope_{name}"] = list(values)
+    return params
+
+
 def account_conditions(f: Filters, table: sa.Table) -> list[ColumnElement[bool]]:
     """``column IN (values)`` for each account-level list that is set, on ``table``'s
     columns of the same names (``accounts``, or a KPI roll-up grouped by them), and for each
     account dimension the scope limits (both hold: a chosen value outside the scope selects
     nothing)."""
     chosen = [
-        table.c[column].in_(getattr(f, name))
+        _in(table.c[column], f"filter_{name}", getattr(f, name))
         for name, column in ACCOUNT_DIMENSIONS.items()
         if getattr(f, name)
     ]
     limited = [
-        table.c[ACCOUNT_DIMENSIONS[name]].in_(values) if values else sa.false()
+        _in(table.c[ACCOUNT_DIMENSIONS[name]], f"scope_{name}", values) if values else sa.false()
         for name, values in f.scope.limits().items()
         if name in ACCOUNT_DIMENSIONS
     ]
@@ -171,30 +227,40 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
     accounts = schema.accounts
     through_account = account_conditions(f, accounts)
     own = "owner_id" if "owner_id" in columns else ("user_id" if "user_id" in columns else None)
-    for owners in f.owner_limits:
+    for key, owners in _owner_limits(f):
         if not owners:
             conditions.append(sa.false())
         elif own is not None:
-            conditions.append(columns[own].in_(owners))
+            conditions.append(_in(columns[own], key, owners))
         else:
-            through_account.append(accounts.c.owner_id.in_(owners))
+            through_account.append(_in(accounts.c.owner_id, key, owners))
     if through_account and "account_id" in columns:
         conditions.append(columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account)))
     if f.scope.restricted and not ({"account_id", "owner_id", "user_id"} & set(columns.keys())):
         conditions.append(sa.false())  # company-wide records (no account): outside any scope
     if f.products:
         if "product_id" in columns:
-            conditions.append(columns.product_id.in_(f.products))
+            conditions.append(_in(columns.product_id, "filter_products", f.products))
         elif "account_id" in columns:
             subscriptions = schema.subscriptions
             conditions.append(
                 columns.account_id.in_(
-                    sa.select(subscriptions.c.account_id).where(subscriptions.c.product_id.in_(f.products))
+                    sa.select(subscriptions.c.account_id).where(
+                        _in(subscriptions.c.product_id, "filter_products", f.products)
+                    )
                 )
             )
     if f.pipelines and "pipeline" in columns:
-        conditions.append(columns.pipeline.in_(f.pipelines))
+        conditions.append(_in(columns.pipeline, "filter_pipelines", f.pipelines))
     return conditions
+
+
+def _owner_limits(f: Filters) -> list[tuple[str, tuple[str, ...]]]:
+    """``Filters.owner_limits`` with each list's bind-parameter name (:func:`named_values`)."""
+    limits = [("filter_owners", f.owners)] if f.owners else []
+    if f.scope.owners is not None:
+        limits.append(("scope_owners", f.scope.owners))
+    return limits
 
 
 #: Every filter-bar list (a Filters field): the account-level ones, then owners, products,
@@ -223,11 +289,21 @@ def honoured_dimensions(table: sa.Table | sa.FromClause) -> frozenset[str]:
 
 def in_range(column: ColumnElement, f: Filters) -> ColumnElement[bool]:
     """``start <= column < end`` for a timestamp column."""
+    if _NAMED.get():
+        return sa.and_(
+            column >= sa.bindparam("start_ts", type_=column.type),
+            column < sa.bindparam("end_ts", type_=column.type),
+        )
     return sa.and_(column >= f.start_ts, column < f.end_ts)
 
 
 def in_day_range(column: ColumnElement, f: Filters) -> ColumnElement[bool]:
     """``start <= column < end`` for a DATE column."""
+    if _NAMED.get():
+        return sa.and_(
+            column >= sa.bindparam("start_day", type_=column.type),
+            column < sa.bindparam("end_day", type_=column.type),
+        )
     return sa.and_(column >= f.start, column < f.end)
 
 

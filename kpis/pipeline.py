@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile, period_start
+from crm_data.dialects import days_between, not_materialized, percentile, period_start
 from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
@@ -231,34 +231,39 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         # bits of the stages it has a history row for (plus the won bits for won deals):
         # per deal, one 0/1 "entered" flag per funnel stage (max over its rows), weighted by
         # the stage's bit — one aggregation per deal, no DISTINCT over (deal, stage) first.
+        # Every created deal is one group (its funnel-stage history rows joined on the left;
+        # a deal without any has mask 0, which reaches no stage), so the groups' total is
+        # the number of deals created: one statement, one pass over the deals.
         names = [str(stage) for stage in stages["stage"]]
-        won_names = [str(s) for s, w in zip(stages["stage"], stages["is_won"], strict=True) if w]
-        cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).cte("cohort")
-        created = c.execute(sa.select(sa.func.count()).select_from(cohort)).scalar_one()
-        entered = [
-            sa.select(history.c.deal_id, history.c.stage)
-            .select_from(history.join(cohort, cohort.c.deal_id == history.c.deal_id))
-            .where(history.c.stage.in_(names))
-        ]
-        for name in won_names:  # a won deal counts as entering the won stage(s)
-            entered.append(
-                sa.select(cohort.c.deal_id, sa.literal(name, sa.String()).label("stage")).where(
-                    cohort.c.status == "won"
-                )
-            )
-        entries = (entered[0] if len(entered) == 1 else sa.union_all(*entered)).cte("entries")
+        won_names = {str(s) for s, w in zip(stages["stage"], stages["is_won"], strict=True) if w}
+        cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).subquery("cohort")
+        is_won = cohort.c.status == "won"
+
+        def entered(name: str) -> ColumnElement[bool]:
+            stage = history.c.stage == sa.literal(name, sa.String())
+            return (
+                sa.or_(stage, is_won) if name in won_names else stage
+            )  # a won deal entered the won stage(s)
+
         mask = sum(
-            (
-                sa.func.max(sa.case((entries.c.stage == sa.literal(name, sa.String()), 1 << i), else_=0))
-                for i, name in enumerate(names)
-            ),
+            (sa.func.max(sa.case((entered(name), 1 << i), else_=0)) for i, name in enumerate(names)),
             start=sa.literal_column("0", sa.BigInteger()),
         )
-        per_deal = sa.select(mask.label("mask")).group_by(entries.c.deal_id).cte("per_deal")
+        per_deal = (
+            sa.select(mask.label("mask"))
+            .select_from(
+                cohort.outerjoin(
+                    history, sa.and_(history.c.deal_id == cohort.c.deal_id, history.c.stage.in_(names))
+                )
+            )
+            .group_by(cohort.c.deal_id)
+            .subquery("per_deal")
+        )
         masks = [
             (int(m), int(n))
             for m, n in c.execute(sa.select(per_deal.c.mask, sa.func.count()).group_by(per_deal.c.mask))
         ]
+        created = sum(n for _, n in masks)
     # For a mask: the deal entered stages 1..prefix in order (trailing one bits) and reached
     # rank top = its highest bit.
     histogram = [(((~m) & (m + 1)).bit_length() - 1, m.bit_length(), n) for m, n in masks]
@@ -327,6 +332,7 @@ def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
+    open_deals = not_materialized(open_deals)
     latest = _current_stage(open_deals, None)
     stage = sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage")
     statement = (
@@ -390,6 +396,7 @@ def _open_at(f: Filters, as_of: dt.datetime, dialect: sa.Dialect) -> sa.CTE:
         )
         .cte("open_at")
     )
+    open_deals = not_materialized(open_deals)
     latest = _current_stage(open_deals, as_of)
     entered = sa.func.coalesce(latest.c.entered_at, open_deals.c.created_at)
     return (
@@ -462,6 +469,15 @@ def stuck_deals(
         conditions = [aged.c.age >= min_days]
         if stage is not None:
             conditions.append(aged.c.stage == stage)
+        # the longest-waiting ``limit`` deals first, then their names (accounts and users
+        # joined to those rows only, not to every open deal of the stage)
+        top = (
+            sa.select(aged.c.deal_id, aged.c.stage, aged.c.entered_at, aged.c.age)
+            .where(*conditions)
+            .order_by(aged.c.age.desc(), aged.c.deal_id)
+            .limit(limit)
+            .subquery("top")
+        )
         statement = (
             sa.select(
                 deals.c.deal_id,
@@ -471,18 +487,16 @@ def stuck_deals(
                 deals.c.owner_id,
                 users.c.name.label("owner"),
                 deals.c.amount,
-                aged.c.stage,
-                aged.c.entered_at,
-                aged.c.age.label("days_in_stage"),
+                top.c.stage,
+                top.c.entered_at,
+                top.c.age.label("days_in_stage"),
             )
             .select_from(
-                aged.join(deals, deals.c.deal_id == aged.c.deal_id)
+                top.join(deals, deals.c.deal_id == top.c.deal_id)
                 .outerjoin(accounts, accounts.c.account_id == deals.c.account_id)
                 .outerjoin(users, users.c.user_id == deals.c.owner_id)
             )
-            .where(*conditions)
-            .order_by(aged.c.age.desc(), deals.c.deal_id)
-            .limit(limit)
+            .order_by(top.c.age.desc(), top.c.deal_id)
         )
         result = c.execute(statement)
         out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -5,6 +5,7 @@ churn risk ahead (``forecasting.customer_models``: BG/NBD, Gamma-Gamma, cohort s
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -14,11 +15,12 @@ import kpis
 from charts import figures
 from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_ratio
 from forecasting import customer_models
+from kpis.clv_summary import account_names
 from ui.cards import docstring_definition
-from ui.data import data_date_range, database_url, kpi
+from ui.data import call, data_date_range, database_url, engine, kpi
 from ui.drilldown import Drill, Point, clickable_cells, period_title, records
 from ui.filters import global_filters
-from ui.report import PageReport, is_empty, low_sample_note, no_data, show_dataframe
+from ui.report import PageReport, audited, is_empty, low_sample_note, no_data, show_dataframe
 
 st.set_page_config(page_title="CRM Insights — Customers & churn", page_icon=":material/group:", layout="wide")
 view = global_filters()
@@ -237,10 +239,61 @@ RANKINGS = {
     "inactive_probability": "Probability of being inactive",
     "clv_revenue": "Expected remaining value",
 }
+#: Accounts the churn-risk table lists (and the chart's export holds); the whole ranking is a
+#: download, built when clicked (``CRM_RISK_TABLE_ROWS`` overrides the number, e.g. in tests).
+RISK_TABLE_ROWS = int(os.environ.get("CRM_RISK_TABLE_ROWS", "1000"))
+
+
+def _with_names(accounts: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``accounts`` (ranked, without names) with each account's name and segment, in ``columns``."""
+    names = call(account_names, account_ids=tuple(accounts["account_id"]))
+    named = accounts.assign(name=names["name"].to_numpy(), segment=names["segment"].to_numpy())
+    return named[columns].reset_index(drop=True)
+
+
+def _download_all(everyone: pd.DataFrame, columns: list[str], title: str, which: str) -> None:
+    """CSV and XLSX buttons for every ranked account with its name, read when clicked."""
+    from charts import export
+
+    bind = engine()
+
+    def frame() -> pd.DataFrame:
+        names = account_names(bind, everyone["account_id"].tolist())
+        named = everyone.assign(name=names["name"].to_numpy(), segment=names["segment"].to_numpy())
+        return named[columns]
+
+    meta = {"Page": report.title, "Table": title, "Definition": RISK_DEFINITION, "Filters": view.describe()}
+    left, right = st.columns(2)
+    for column, fmt, build in (
+        (left, "csv", lambda: export.frame_csv(frame())),
+        (right, "xlsx", lambda: export.frame_xlsx({title[:31]: frame()}, meta)),
+    ):
+        name = export.file_name(title, view.file_tag(), fmt)
+        with column:
+            st.download_button(
+                f"All {len(everyone):,} accounts that {which} ({fmt.upper()})",
+                data=audited(build, view, report.title, name, title),
+                file_name=name,
+                mime=export.MIME_TYPES[fmt],
+                key=f"dl-risk-all-{fmt}",
+                on_click="ignore",
+                icon=":material/download:",
+            )
+
+
 bounds = data_date_range(database_url())
 # T runs to the end of the data, not to a range end in the future (a month not yet paid is no silence)
 as_of = min(view.filters.end, bounds[1] + dt.timedelta(days=1)) if bounds else None
-risk = kpi(customer_models.churn_risk, view.filters, unit="week", horizon=HORIZON_WEEKS, as_of=as_of)
+# the accounts without their names: those are read for the rows shown (and for the whole
+# list only when its download is clicked), not joined to every paying account
+risk = kpi(
+    customer_models.churn_risk,
+    view.filters,
+    unit="week",
+    horizon=HORIZON_WEEKS,
+    as_of=as_of,
+    names=False,
+)
 if risk.transactions is None:
     no_data(" ".join(risk.problems) or None)
 else:
@@ -257,15 +310,13 @@ else:
     recent = st.toggle(
         "Only accounts that paid in the last 8 weeks (who may leave next)", value=False, key="risk_recent"
     )
-    ranked = risk.accounts
-    if recent:
-        ranked = ranked[ranked["T"] - ranked["recency"] <= 8]  # weeks since the last payment day
-    ranked = ranked.sort_values([by_rank, "account_id"], ascending=[False, True], na_position="last")
+    # weeks since the last payment day (T − recency) ≤ 8; ranked by by_rank, then account_id
+    everyone = risk.ranking(by_rank, within_units=8 if recent else None)
     columns = [
         "account_id", "name", "segment", "last_paid", "frequency", "recency", "T", "inactive_probability",
         "expected_transactions", "expected_amount", "clv_revenue",
     ]  # fmt: skip
-    ranked = ranked[columns].reset_index(drop=True)
+    ranked = _with_names(everyone.head(RISK_TABLE_ROWS), columns)
     top = ranked.head(20).iloc[::-1]
     unit = "ratio" if by_rank == "inactive_probability" else "money"
     fig = go.Figure(
@@ -280,12 +331,23 @@ else:
     fig.update_xaxes(title_text=RANKINGS[by_rank].lower(), **axis_format(unit))
     fig.update_layout(height=figures.horizontal_height(len(top)), showlegend=False)
     report.chart(fig, ranked, f"Accounts by {RANKINGS[by_rank].lower()} (top 20)", definition=RISK_DEFINITION)
+    which = "paid in this range" + (" and the last 8 weeks" if recent else "")
+    shown = (
+        f"All {len(everyone):,} accounts that {which}"
+        if len(everyone) <= RISK_TABLE_ROWS
+        else f"The first {len(ranked):,} of the {len(everyone):,} accounts that {which}"
+    )
     report.table(
         ranked,
-        f"All {len(ranked):,} accounts that paid in this range" + (" and the last 8 weeks" if recent else ""),
+        shown,
         height=320,
-        caption="Ranked as above; the chart's Export has the same rows as CSV and XLSX with the definitions.",
+        caption=(
+            "Ranked as above; the chart's Export has these rows as CSV and XLSX with the definitions"
+            + ("." if len(everyone) <= RISK_TABLE_ROWS else ", the buttons below every account.")
+        ),
     )
+    if len(everyone) > RISK_TABLE_ROWS:
+        _download_all(everyone, columns, f"All accounts by {RANKINGS[by_rank].lower()}", which)
     fit, spend = risk.transactions, risk.spend
     params = ", ".join(f"{k} = {v:,.3g}" for k, v in fit.params.items())
     spend_params = ", ".join(f"{k} = {v:,.3g}" for k, v in spend.params.items()) if spend else "not fitted"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from statsmodels.tsa.statespace.kalman_filter import MEMORY_NO_SMOOTHING
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
 from forecasting.models.base import SEASON, Prediction, fit_lowest_aic
@@ -40,7 +41,12 @@ class SarimaxSpec:
         return f"ARIMA({p},{d},{q})"
 
     def model(self, y: np.ndarray) -> SARIMAX:
-        return SARIMAX(np.asarray(y, dtype=float), order=self.order, seasonal_order=self.seasonal_order)
+        """The statsmodels model on ``y``, set to keep no smoother output: its fit then ends
+        with a Kalman filter run instead of a filter-and-smoother run (nothing here reads
+        smoothed states; forecasts come from the filter), and so does ``extend``'s ``apply``."""
+        model = SARIMAX(np.asarray(y, dtype=float), order=self.order, seasonal_order=self.seasonal_order)
+        model.ssm.set_conserve_memory(MEMORY_NO_SMOOTHING)
+        return model
 
 
 def candidate_specs(y: np.ndarray) -> list[SarimaxSpec]:
@@ -67,7 +73,10 @@ class FittedSarimax:
         return Prediction(mean, lo80, hi80, lo95, hi95)
 
     def extend(self, y: np.ndarray) -> FittedSarimax:
-        return FittedSarimax(self.spec, self.results.apply(np.asarray(y, dtype=float), refit=False))
+        """The same parameters run through ``y`` (statsmodels' ``apply(y, refit=False)``:
+        the model on ``y``, filtered at those parameters), without a smoother run."""
+        results = self.spec.model(np.asarray(y, dtype=float)).filter(self.results.params, cov_type="none")
+        return FittedSarimax(self.spec, results)
 
 
 class Sarimax:

@@ -354,3 +354,44 @@ def test_cohort_sbg_on_the_heatmaps_frame_with_its_holdout(demo: sa.Engine) -> N
     pd.testing.assert_frame_equal(together.holdout, cm.cohort_sbg_holdout(demo, f, holdout=6, as_of=AS_OF))
     empty = cm.cohort_sbg(demo, Filters(dt.date(2010, 1, 1), dt.date(2010, 2, 1)), as_of=AS_OF, holdout=6)
     assert empty.pooled is None and empty.holdout.empty
+
+
+def test_first_day_by_arg_min_equals_the_window(small: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB's one aggregate (repeat spend = all days' spend − the first day's, by
+    ``arg_min``) gives the frames the portable window form gives, on every database that
+    has it (elsewhere both are the window); without names the same rows less name and
+    segment, and ``account_names`` reads those for any ids, in their order."""
+    from kpis import clv_summary
+    from kpis.clv_summary import account_names, customer_summary_split
+
+    split = T(2024, 1, 20)
+    fast = customer_summary_split(small, PERIOD, split, unit="day")
+    bare, _ = customer_summary_split(small, PERIOD, split, unit="day", names=False)
+    clv_summary._statement.cache_clear()
+    clv_summary._counts_statement.cache_clear()
+    monkeypatch.setattr(clv_summary, "value_at_min", lambda *args: None)
+    window = customer_summary_split(small, PERIOD, split, unit="day")
+    clv_summary._statement.cache_clear()
+    pd.testing.assert_frame_equal(fast[0], window[0])
+    pd.testing.assert_frame_equal(fast[1], window[1])
+    pd.testing.assert_frame_equal(bare, fast[0].drop(columns=["name", "segment"]))
+    names = account_names(small, ["A3", "A1", "NOPE"])
+    assert names["account_id"].tolist() == ["A3", "A1", "NOPE"]
+    assert (
+        names["name"].head(2).tolist() == ["Three", "One"]
+        and names["segment"].head(2).tolist() == ["SMB"] * 2
+    )
+    assert names[["name", "segment"]].iloc[2].isna().all()
+    monkeypatch.setattr(clv_summary, "NAME_BATCH", 1)  # a whole list: one read of the table
+    pd.testing.assert_frame_equal(account_names(small, ["A3", "A1", "NOPE"]), names)
+
+
+def test_churn_risk_without_names_ranks_the_same_accounts(demo: sa.Engine) -> None:
+    """The page's call (``names=False``): the same ranked rows as with names, less the two
+    columns; ``ranking`` orders them like the page's sort."""
+    f = Filters(dt.date(2023, 6, 1), dt.date(2024, 7, 1))
+    named = cm.churn_risk(demo, f, unit="week", horizon=52, as_of=AS_OF)
+    bare = cm.churn_risk(demo, f, unit="week", horizon=52, as_of=AS_OF, names=False)
+    pd.testing.assert_frame_equal(bare.accounts, named.accounts.drop(columns=["name", "segment"]))
+    expected = named.accounts.sort_values(["clv_revenue", "account_id"], ascending=[False, True])
+    assert bare.ranking("clv_revenue")["account_id"].tolist() == expected["account_id"].tolist()

@@ -288,3 +288,41 @@ def test_next_quarter_is_the_forecast_with_the_pipeline_and_overdue_beside_it(en
 def test_next_quarter_without_overdue_deals() -> None:
     combined = combined_next_quarter(_stat([5000.0] * 12), _pipe([4800.0, 4375.0, 800.0]))
     assert combined["amount"].tolist() == pytest.approx([15000.0, 9975.0, 0.0, 15000.0])
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [FILTERS, Filters("2026-03-01", "2026-07-01"), Filters("2020-01-01", "2020-02-01")],
+    ids=["year", "months", "no deals"],
+)
+def test_learnt_counts_and_cycle_median_are_the_kpis(engine: sa.Engine, filters: Filters) -> None:
+    """The learning step's one pass over the closed deals gives kpis.sales_cycle's median and
+    kpis.win_rate's counts over the same deals."""
+    from forecasting.pipeline import _learn
+    from kpis import sales_cycle
+
+    with engine.connect() as c:
+        learnt = _learn(c, filters, [])
+    median = sales_cycle(engine, filters)["median_days"].iloc[0]
+    if pd.isna(median):
+        assert np.isnan(learnt.cycle_median)
+    else:
+        assert learnt.cycle_median == median
+    deals = schema.deals
+    won, closed = (
+        sa.select(sa.func.count())
+        .where(
+            deals.c.status.in_(statuses),
+            deals.c.closed_at >= filters.start_ts,
+            deals.c.closed_at < filters.end_ts,
+        )
+        .scalar_subquery()
+        for statuses in (("won",), ("won", "lost"))
+    )
+    with engine.connect() as c:
+        won_n, closed_n = c.execute(sa.select(won, closed)).one()
+    assert (
+        learnt.overall_win_rate == pytest.approx(won_n / closed_n)
+        if closed_n
+        else np.isnan(learnt.overall_win_rate)
+    )

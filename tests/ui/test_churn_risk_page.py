@@ -161,3 +161,22 @@ def test_table_matches_expected_columns(pinned_db):
     accounts = _expected(pinned_db).accounts
     assert isinstance(accounts, pd.DataFrame)
     assert {"inactive_probability", "clv_revenue", "expected_amount"} <= set(accounts.columns)
+
+
+def test_a_long_ranking_lists_its_first_rows_and_downloads_every_account(page, pinned_db, monkeypatch):
+    """Beyond ``RISK_TABLE_ROWS`` accounts the table and the chart's export hold the first
+    rows of the ranking (names read for those only); the whole list is two downloads."""
+    monkeypatch.setenv("CRM_RISK_TABLE_ROWS", "25")
+    at = page()
+    assert not at.exception, [e.value for e in at.exception]
+    expected = _expected(pinned_db).accounts
+    assert len(expected) > 25
+    table = next(d.value for d in at.dataframe if "clv_revenue" in d.value.columns)
+    top = expected.sort_values(["inactive_probability", "account_id"], ascending=[False, True]).head(25)
+    assert table["account_id"].tolist() == top["account_id"].tolist()
+    assert table["name"].tolist() == top["name"].tolist()
+    titles = " ".join(m.value for m in at.markdown)
+    assert f"The first 25 of the {len(expected):,} accounts that paid in this range" in titles
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert f"All {len(expected):,} accounts that paid in this range (CSV)" in labels
+    assert f"All {len(expected):,} accounts that paid in this range (XLSX)" in labels

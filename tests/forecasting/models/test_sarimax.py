@@ -34,3 +34,30 @@ def test_fit_predict_extend() -> None:
     assert np.asarray(extended.results.params) == pytest.approx(np.asarray(fitted.results.params))
     assert extended.results.nobs == 48
     assert not Sarimax().applicable(np.arange(11.0))
+
+
+def test_fits_keep_no_smoother_output_and_forecast_as_with_it():
+    """``SarimaxSpec.model`` stores no smoothed states: the fit ends with a filter run (no
+    smoother run) and ``extend`` too, and the forecasts are the same numbers, bit for bit,
+    as statsmodels' fit that smooths and its ``apply``."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    from forecasting.models.sarimax import Sarimax, SarimaxSpec
+
+    rng = np.random.default_rng(3)
+    y = 100 + np.cumsum(rng.normal(0, 3, 48)) + 10 * np.sin(np.arange(48) * np.pi / 6)
+    spec = SarimaxSpec((1, 1, 0), (0, 1, 1, 12))
+    fitted = Sarimax().fit(y[:40], specs=[spec])
+    assert fitted.results.smoothed_state is None
+    smoothed = SARIMAX(y[:40], order=spec.order, seasonal_order=spec.seasonal_order).fit(
+        disp=False, cov_type="none"
+    )
+    assert smoothed.smoothed_state is not None
+    ours, theirs = fitted.predict(12), smoothed.get_forecast(12)
+    np.testing.assert_array_equal(ours.mean, np.asarray(theirs.predicted_mean))
+    np.testing.assert_array_equal(ours.lo95, np.asarray(theirs.conf_int(alpha=0.05))[:, 0])
+    longer = fitted.extend(y)
+    assert longer.results.smoothed_state is None
+    np.testing.assert_array_equal(
+        longer.predict(6).mean, np.asarray(smoothed.apply(y, refit=False).get_forecast(6).predicted_mean)
+    )
