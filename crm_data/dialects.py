@@ -341,7 +341,8 @@ def not_materialized(cte: sa.CTE) -> sa.CTE:
 
 
 def analyze(conn: sa.Connection, tables: list[str] | None = None) -> None:
-    """Refresh the planner statistics of ``tables`` (all when None) after a bulk load.
+    """Refresh the planner statistics of ``tables`` (all of the connection's schema when
+    None) after a bulk load.
 
     PostgreSQL plans from ``pg_statistic``, which autovacuum refreshes only some time after
     a load: until then a freshly loaded table looks empty or tiny, and joins over it get
@@ -354,9 +355,11 @@ def analyze(conn: sa.Connection, tables: list[str] | None = None) -> None:
     if name not in ("postgresql", "sqlite"):
         return
     preparer = conn.dialect.identifier_preparer
-    if tables is None:
+    if tables is None and name == "sqlite":
         conn.exec_driver_sql("ANALYZE")
         return
+    if tables is None:  # PostgreSQL: the tables of this schema, not every schema of the database
+        tables = sa.inspect(conn).get_table_names()
     for table in tables:
         conn.exec_driver_sql(f"ANALYZE {preparer.quote(table)}")
 
