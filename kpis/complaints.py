@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pandas as pd
 import sqlalchemy as sa
-from scipy.stats import poisson
 
 from crm_data import schema
 from crm_data.dialects import period_start
@@ -88,6 +87,9 @@ def _weekly(conn: Bind, f: Filters, product_id: str | None) -> pd.DataFrame:
         parts.append(part)
     out = pd.concat(parts).reset_index(drop=True)
     rate = out["expected"].clip(lower=MIN_RATE)
+    # imported here: scipy.stats costs ~0.5 s, which `import kpis` (every CLI command) need not pay
+    from scipy.stats import poisson
+
     out["p_value"] = poisson.sf(out["observed"] - 1, rate)
     out["is_spike"] = (out["p_value"] < SPIKE_P_VALUE) & (out["observed"] >= MIN_OBSERVED)
     out["week"] = out["week"].astype("datetime64[ns]")

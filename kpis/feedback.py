@@ -14,7 +14,6 @@ import math
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from scipy import stats
 
 from crm_data import schema
 from crm_data.dialects import period_start
@@ -169,6 +168,9 @@ def latest_comments(conn: sa.Connection | sa.Engine, f: Filters, limit: int = 20
 @functools.lru_cache(maxsize=4096)
 def _t975(degrees_of_freedom: int) -> float:
     """The Student-t 97.5 % quantile (computed once per sample size)."""
+    # imported here: scipy.stats costs ~0.5 s, which `import kpis` (every CLI command) need not pay
+    from scipy import stats
+
     return float(stats.t.ppf(0.975, degrees_of_freedom))
 
 
