@@ -244,11 +244,15 @@ RANKINGS = {
 RISK_TABLE_ROWS = int(os.environ.get("CRM_RISK_TABLE_ROWS", "1000"))
 
 
+def _named(accounts: pd.DataFrame, names: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``accounts`` (ranked, without names) with ``names``' name and segment (same order), in ``columns``."""
+    return accounts.assign(name=names["name"].to_numpy(), segment=names["segment"].to_numpy())[columns]
+
+
 def _with_names(accounts: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """``accounts`` (ranked, without names) with each account's name and segment, in ``columns``."""
+    """``accounts`` with each account's name and segment (read for these rows), in ``columns``."""
     names = call(account_names, account_ids=tuple(accounts["account_id"]))
-    named = accounts.assign(name=names["name"].to_numpy(), segment=names["segment"].to_numpy())
-    return named[columns].reset_index(drop=True)
+    return _named(accounts, names, columns).reset_index(drop=True)
 
 
 def _download_all(everyone: pd.DataFrame, columns: list[str], title: str, which: str) -> None:
@@ -258,9 +262,7 @@ def _download_all(everyone: pd.DataFrame, columns: list[str], title: str, which:
     bind = engine()
 
     def frame() -> pd.DataFrame:
-        names = account_names(bind, everyone["account_id"].tolist())
-        named = everyone.assign(name=names["name"].to_numpy(), segment=names["segment"].to_numpy())
-        return named[columns]
+        return _named(everyone, account_names(bind, everyone["account_id"].tolist()), columns)
 
     meta = {"Page": report.title, "Table": title, "Definition": RISK_DEFINITION, "Filters": view.describe()}
     left, right = st.columns(2)
