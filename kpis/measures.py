@@ -57,6 +57,27 @@ CES_EASY_MIN = 5
 Statement = Callable[[sa.Dialect, str, list[pd.Timestamp], tuple[str, ...]], sa.Select]
 
 
+@dataclass(frozen=True)
+class DistinctAccounts:
+    """A count measure of distinct accounts (``measure``): the accounts with a record that
+    ``where(records)`` selects, dated by ``dated(records)`` in the period. A quarter's or
+    year's count is not the sum of its months' (an account paying in two months is one
+    paying account of the quarter), so the roll-up keeps beside its rows the table
+    ``table``: per account and year (``period`` = the year's label ``YYYY01``) the months
+    the account counts in, as a 12-bit mask (bit ``m − 1`` set = counted in month ``m``;
+    only rows with a bit set). A quarter's or year's count per dimension group = the
+    accounts whose mask has a bit in its months; its other measures are the sums of its
+    months' rows. An import rewrites only the bits of the months it touched (from the
+    records of those months), where recomputing the distinct accounts of the touched
+    quarter and year read all their records (the year 2026 whole at 1M accounts: 12.6 of
+    the refresh's 44 s on PostgreSQL)."""
+
+    measure: str
+    table: str
+    dated: Callable[[sa.Table], sa.ColumnElement]
+    where: Callable[[sa.Table], sa.ColumnElement[bool]]
+
+
 @dataclass(frozen=True, eq=False)
 class MeasureSet:
     """One roll-up's measures: ``name`` (its table), ``records`` (the CRM table its records
@@ -71,6 +92,9 @@ class MeasureSet:
     docstring). ``cut_by_end``: the KPI counts a period's records only before ``end`` (not
     so for activity measured at the period's own start and end). ``months_add_up``: a
     quarter's or year's measures are the sums of its months' (not so for distinct accounts).
+    ``distinct``: a count of distinct accounts whose quarters and years the roll-up counts
+    from its per-account months table, the other measures summed from the months
+    (:class:`DistinctAccounts`; with ``months_add_up`` False).
     """
 
     name: str
@@ -86,11 +110,18 @@ class MeasureSet:
     statement: Statement | None = None
     cut_by_end: bool = True
     months_add_up: bool = True
+    distinct: DistinctAccounts | None = None
 
     @property
     def measures(self) -> tuple[str, ...]:
         """Counts then sums."""
         return (*self.counts, *self.sums)
+
+    @property
+    def built_from_months(self) -> bool:
+        """A quarter's and year's rows are built from its month rows (summed; a distinct
+        count from the per-account months table), not from the records."""
+        return self.months_add_up or self.distinct is not None
 
     def source(
         self, dialect: sa.Dialect, grain: str, periods: list[pd.Timestamp], by: tuple[str, ...]
@@ -250,6 +281,13 @@ REVENUE = MeasureSet(
     date_columns=("paid_at",),
     statement=_revenue_statement,
     months_add_up=False,  # an account paying in two months is one paying account of the quarter
+    distinct=DistinctAccounts(
+        "paying_accounts",
+        "rollup_revenue_paying_months",
+        dated=lambda payments: payments.c.paid_at,
+        # as _revenue_statement's paying: a positive payment of a known account id
+        where=lambda payments: sa.and_(payments.c.amount > 0, payments.c.account_id.is_not(None)),
+    ),
 )
 
 
@@ -365,6 +403,7 @@ __all__ = [
     "REVENUE",
     "SURVEY_SCORES",
     "WIN_RATE",
+    "DistinctAccounts",
     "MeasureSet",
     "fcr_sums",
     "is_retention_cost",

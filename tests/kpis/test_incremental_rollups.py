@@ -23,7 +23,10 @@ import sqlalchemy as sa
 from crm_data import derived, hooks, schema
 from crm_data.importing import TableInput, import_tables
 from kpis import rollups
-from tests.kpis.test_rollups import deal, load_everything, response, ticket
+from kpis.filters import Filters
+from kpis.revenue import revenue
+from tests.kpis import more_fixtures
+from tests.kpis.test_rollups import deal, load_everything, response, spy_base_statements, ticket
 
 TODAY = dt.date(2025, 12, 31)
 
@@ -36,14 +39,22 @@ def _wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def snapshot(engine: sa.Engine) -> dict[str, pd.DataFrame]:
-    """Every roll-up table, rows sorted by grain, period and dimensions."""
+    """Every roll-up table, rows sorted by grain, period and dimensions, and every
+    per-account months table, sorted by year and account."""
     keys = ["grain", "period", *rollups.DIMENSIONS]
     found = {}
     with engine.connect() as conn:
         for rollup in rollups.ROLLUPS:
-            frame = pd.DataFrame(conn.execute(sa.select(rollup.table)).mappings().all())
+            rows = conn.execute(sa.select(rollup.table)).mappings().all()
+            frame = pd.DataFrame(rows, columns=list(rollup.table.c.keys()))
             frame = frame.sort_values(keys, na_position="first", ignore_index=True)
             found[rollup.name] = frame.astype({c: "float64" for c in rollup.measures})
+            if rollup.months_table is not None:
+                rows = conn.execute(sa.select(rollup.months_table)).mappings().all()
+                months = pd.DataFrame(rows, columns=list(rollup.months_table.c.keys()))
+                found[rollup.months_table.name] = months.sort_values(
+                    ["period", "account_id"], ignore_index=True
+                )
     return found
 
 
@@ -342,8 +353,76 @@ def test_a_new_year_adds_its_periods_without_a_full_rebuild(db: sa.Engine, spied
     assert spied["refresh"] == []
     assert dict(spied["rollup_first_contact_resolution"])["month"] == list(range(202601, 202613))
     assert {name: last for name, (_, last) in coverage(db).items()} == dict.fromkeys(
-        (r.name for r in rollups.ROLLUPS), 202612
+        (*(r.name for r in rollups.ROLLUPS), "rollup_revenue_paying_months"), 202612
     )
     incremental = snapshot(db)
     rollups.refresh_database(db, later)
+    assert_same_tables(incremental, snapshot(db))
+
+
+def payment(key: str, account: str, day: str, amount: float) -> dict:
+    return dict(payment_id=key, account_id=account, paid_at=datetime.fromisoformat(day), amount=amount)
+
+
+def test_an_import_counts_a_quarters_and_years_paying_accounts_once(
+    db: sa.Engine, spied: dict[str, list], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hand-checked: the paying accounts of a quarter and year after imports that touch
+    November and December 2025 only — an account paying again in the quarter counts once,
+    an account whose only payment of the quarter turns into a refund (an update) no longer
+    counts; the quarter and year come from the per-account months, not the payments."""
+    more_fixtures.load(
+        db,
+        more_fixtures.BASE,
+        {
+            "payments": [
+                payment("Y1", "A1", "2025-01-10", 100.0),
+                payment("Y2", "A1", "2025-10-05", 50.0),
+                payment("Y3", "A2", "2025-11-03", 30.0),
+                payment("Y4", "A2", "2025-11-20", -30.0),
+                payment("Y5", "A3", "2025-12-01", -10.0),
+            ]
+        },
+    )
+    rollups.refresh_database(db, TODAY)
+    year = Filters("2025-01-01", "2026-01-01")
+    before = revenue(db, year, "quarter")
+    assert before["paying_accounts"].tolist() == [1, 0, 0, 2]  # Q4: A1 (October), A2 (November)
+    added = [
+        payment("Y6", "A1", "2025-11-15", 20.0),  # A1 paid in October already
+        payment("Y7", "A3", "2025-12-10", 40.0),  # A3: its first positive payment of the year
+        payment("Y8", "A4", "2025-11-20", -5.0),  # a refund: A4 does not pay
+    ]
+    spied.clear()
+    report = import_tables(db, [TableInput("payments", frame(added), "test:payments")], today=TODAY)
+    assert report.ok, report.errors
+    assert spied["refresh"] == []
+    assert spied["rollup_revenue"] == [("month", [202511, 202512])]  # quarters and years: not from payments
+    calls = spy_base_statements(monkeypatch)
+    quarters = revenue(db, year, "quarter")
+    assert quarters["paying_accounts"].tolist() == [1, 0, 0, 3]
+    assert quarters["revenue"].tolist() == pytest.approx([100.0, 0.0, 0.0, 95.0])
+    assert revenue(db, year, "year")["paying_accounts"].tolist() == [3]
+    assert revenue(db, year.replace(segments=["SMB"]), "quarter")["paying_accounts"].tolist() == [1, 0, 0, 2]
+    months = revenue(db, Filters("2025-10-01", "2026-01-01"), "month")
+    assert months["paying_accounts"].tolist() == [1, 2, 1]
+    assert calls.total() == 0  # all read from the roll-up
+    incremental = snapshot(db)
+    rollups.refresh_database(db, TODAY)
+    assert_same_tables(incremental, snapshot(db))
+
+    # an update: A2's only positive payment becomes a refund
+    report = import_tables(
+        db,
+        [TableInput("payments", frame([payment("Y3", "A2", "2025-11-03", -1.0)]), "test:payments")],
+        today=TODAY,
+    )
+    assert report.ok, report.errors
+    quarters = revenue(db, year, "quarter")
+    assert quarters["paying_accounts"].tolist() == [1, 0, 0, 2]
+    assert quarters["revenue"].tolist() == pytest.approx([100.0, 0.0, 0.0, 64.0])
+    assert revenue(db, year, "year")["paying_accounts"].tolist() == [2]
+    assert calls.total() == 0
+    incremental = snapshot(db)
+    rollups.refresh_database(db, TODAY)
     assert_same_tables(incremental, snapshot(db))
