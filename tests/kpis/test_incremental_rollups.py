@@ -64,6 +64,18 @@ def assert_same_tables(incremental: dict[str, pd.DataFrame], full: dict[str, pd.
         pd.testing.assert_frame_equal(incremental[name], frame, check_exact=False, rtol=1e-12, obj=name)
 
 
+def assert_recorded_rows(engine: sa.Engine) -> None:
+    """The rows the state records for each derived table (kept from the rows written, not
+    counted) are its rows."""
+    with engine.connect() as conn:
+        recorded = dict(conn.execute(sa.select(derived.state.c.rollup, derived.state.c.rows)).all())
+        for name in recorded:
+            assert (
+                recorded[name]
+                == conn.execute(sa.select(sa.func.count()).select_from(sa.table(name))).scalar_one()
+            ), name
+
+
 def coverage(engine: sa.Engine) -> dict[str, tuple[int, int]]:
     with engine.connect() as conn:
         return derived.built(conn)
@@ -233,9 +245,11 @@ def test_an_imported_month_refreshes_only_its_periods_and_equals_a_full_rebuild(
     months = dict(spied["rollup_win_rate"])["month"]
     assert months[0] <= 202403 and months[-1] == 202511
     assert coverage(db) == before
+    assert_recorded_rows(db)
     incremental = snapshot(db)
     rollups.refresh_database(db, TODAY)
     assert_same_tables(incremental, snapshot(db))
+    assert_recorded_rows(db)
 
 
 def test_accounts_changed_in_place_rebuild_every_rollup_whole(db: sa.Engine, spied: dict[str, list]) -> None:
@@ -353,7 +367,7 @@ def test_a_new_year_adds_its_periods_without_a_full_rebuild(db: sa.Engine, spied
     assert spied["refresh"] == []
     assert dict(spied["rollup_first_contact_resolution"])["month"] == list(range(202601, 202613))
     assert {name: last for name, (_, last) in coverage(db).items()} == dict.fromkeys(
-        (*(r.name for r in rollups.ROLLUPS), "rollup_revenue_paying_months"), 202612
+        (r.name for r in rollups.ROLLUPS), 202612
     )
     incremental = snapshot(db)
     rollups.refresh_database(db, later)
@@ -423,6 +437,24 @@ def test_an_import_counts_a_quarters_and_years_paying_accounts_once(
     assert quarters["revenue"].tolist() == pytest.approx([100.0, 0.0, 0.0, 64.0])
     assert revenue(db, year, "year")["paying_accounts"].tolist() == [2]
     assert calls.total() == 0
+    incremental = snapshot(db)
+    rollups.refresh_database(db, TODAY)
+    assert_same_tables(incremental, snapshot(db))
+
+
+def test_a_revenue_rollup_without_its_per_account_months_is_rebuilt_whole(
+    db: sa.Engine, spied: dict[str, list]
+) -> None:
+    """Built by an earlier version (no per-account months table): the next import rebuilds
+    the revenue roll-up whole, the others only their touched periods."""
+    load_everything(db)
+    rollups.refresh_database(db, TODAY)
+    with db.begin() as conn:
+        rollups.REVENUE.months_table.drop(conn)
+    spied.clear()
+    report = import_tables(db, november(db), today=TODAY)
+    assert report.ok, report.errors
+    assert spied["refresh"] == [["rollup_revenue"]]
     incremental = snapshot(db)
     rollups.refresh_database(db, TODAY)
     assert_same_tables(incremental, snapshot(db))
