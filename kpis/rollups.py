@@ -310,10 +310,44 @@ def refresh(
         if rollup.months_table is not None:
             spans = {grain: _grain_periods(*months, grain) for grain in FREQS if grain != "month"}
             rows = _add_rows(rows, _insert_distinct_from_months(conn, rollup, spans))
+        for grain in FREQS:
+            rows = _add_rows(rows, _insert_totals(conn, rollup, grain))
         written[rollup.name] = _record(conn, rollup, months, counted, rows)
+    _forget_engines()
+    return written
+
+
+def _forget_engines() -> None:
+    """Forget what the readers know of each engine's roll-ups (they were just rewritten)."""
     _HAS_STATE.clear()
     _CURRENT.clear()
-    return written
+    _TOTALS.clear()
+
+
+def total_grain(grain: str) -> str:
+    """The ``grain`` of a roll-up's total rows of ``grain`` periods (``*month``): per period,
+    every measure summed over all dimension groups (dimensions NULL) — what a read without
+    account-level filters sums, in one row per period (at 1M accounts a month has tens of
+    thousands of dimension groups)."""
+    return "*" + grain
+
+
+def _insert_totals(
+    conn: sa.Connection, rollup: Rollup, grain: str, first: int = 0, last: int = 999999
+) -> int | None:
+    """INSERT ... SELECT the total rows (:func:`total_grain`) of the ``grain`` periods labelled
+    ``first``..``last`` from their dimension groups' rows; the rows written."""
+    table = rollup.table
+    rows = (
+        sa.select(
+            sa.literal(total_grain(grain), sa.String()).label("grain"),
+            table.c.period,
+            *(sa.func.sum(table.c[m]).label(m) for m in rollup.measures),
+        )
+        .where(table.c.grain == grain, table.c.period >= first, table.c.period <= last)
+        .group_by(table.c.period)
+    )
+    return _written(conn.execute(table.insert().from_select(["grain", "period", *rollup.measures], rows)))
 
 
 def _prepare(conn: sa.Connection, rollups: Iterable[Rollup]) -> None:
@@ -639,6 +673,7 @@ def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] 
         r.name for r in chosen if r.months_table is not None and not _has_rows(conn, r.months_table)
     }
     _prepare(conn, chosen)
+    _backfill_totals(conn, chosen)
     built = derived.built(conn)
     names = change.names
     months = data_months(conn, change.today)
@@ -677,17 +712,19 @@ def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] 
         counted = derived.table_rows(conn, (t for rollup, _, _ in partial for t in rollup.tables))
         before = _state_rows(conn)
         for rollup, first, last in partial:
-            rows = before.get(rollup.name)
+            rows = before.get(rollup.name)  # with the totals backfilled
             if first <= last:
                 distinct: dict[str, list[pd.Timestamp]] = {}
+                ranges: dict[str, tuple[int, int]] = {}
                 for grain in FREQS:
                     periods = _grain_periods(first, last, grain)
+                    ranges[grain] = (period_label(periods[0]), period_label(periods[-1]))
                     gone = _written(
                         conn.execute(
                             rollup.table.delete().where(
-                                rollup.table.c.grain == grain,
-                                rollup.table.c.period >= period_label(periods[0]),
-                                rollup.table.c.period <= period_label(periods[-1]),
+                                rollup.table.c.grain.in_((grain, total_grain(grain))),
+                                rollup.table.c.period >= ranges[grain][0],
+                                rollup.table.c.period <= ranges[grain][1],
                             )
                         )
                     )
@@ -704,11 +741,26 @@ def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] 
                         _update_account_months(conn, rollup, first, last, added_only)
                 if distinct:
                     rows = _add_rows(rows, _insert_distinct_from_months(conn, rollup, distinct))
+                for grain, (low, high) in ranges.items():
+                    rows = _add_rows(rows, _insert_totals(conn, rollup, grain, low, high))
 
             _record(conn, rollup, months, counted, rows)  # type: ignore[arg-type]  # months is set here
-        _HAS_STATE.clear()
-        _CURRENT.clear()
+        _forget_engines()
     return [r.name for r in chosen]
+
+
+def _backfill_totals(conn: sa.Connection, rollups: Iterable[Rollup]) -> None:
+    """Add the total rows (:func:`total_grain`) of every period to the roll-ups built by an
+    earlier version without them (their recorded rows too)."""
+    for rollup in rollups:
+        if _has_totals(conn, rollup) or not _has_rows(conn, rollup.table):
+            continue
+        rows: int | None = 0
+        for grain in FREQS:
+            rows = _add_rows(rows, _insert_totals(conn, rollup, grain))
+        if rows is not None:
+            conn.execute(state.update().where(state.c.rollup == rollup.name).values(rows=state.c.rows + rows))
+    _TOTALS.clear()
 
 
 def _has_rows(conn: sa.Connection, table: sa.Table) -> bool:
@@ -803,6 +855,24 @@ _HAS_STATE: weakref.WeakKeyDictionary[sa.Engine, bool] = weakref.WeakKeyDictiona
 #: Per engine, the roll-ups whose table has every column of this version (positive
 #: answers only, as above).
 _CURRENT: weakref.WeakKeyDictionary[sa.Engine, set[str]] = weakref.WeakKeyDictionary()
+#: Per engine, the roll-ups holding total rows (:func:`total_grain`; positive answers only:
+#: a roll-up built by an earlier version has none until rebuilt).
+_TOTALS: weakref.WeakKeyDictionary[sa.Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _has_totals(conn: sa.Connection, rollup: Rollup) -> bool:
+    """True when ``rollup`` holds total rows (one indexed ``SELECT ... LIMIT 1``, once per
+    engine while true)."""
+    known = _TOTALS.setdefault(conn.engine, set())
+    if rollup.name in known:
+        return True
+    table = rollup.table
+    found = conn.execute(
+        sa.select(table.c.period).where(table.c.grain == total_grain("year")).limit(1)
+    ).first()
+    if found is not None:
+        known.add(rollup.name)
+    return found is not None
 
 
 def _may_read(conn: sa.Connection, *tables: sa.Table) -> bool:
@@ -839,9 +909,16 @@ def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _read_statement(rollup: Rollup, f: Filters, freq: str, first: int, last: int) -> sa.Select:
+def _read_statement(
+    rollup: Rollup, f: Filters, freq: str, first: int, last: int, totals: bool = False
+) -> sa.Select:
+    """The roll-up's measures summed per period over the groups ``f`` selects — from the
+    total rows when ``totals`` (the roll-up has them) and ``f`` sets no account-level
+    filter."""
     table = rollup.table
     selected = account_conditions(f, table)
+    if totals and not selected:
+        freq = total_grain(freq)
     return (
         sa.select(
             table.c.period,
@@ -901,7 +978,7 @@ def read(
     if first < _grain_label(coverage[0], freq) or last > _grain_label(coverage[1], freq):
         return None
     by_label = {period_label(p): p for p in periods}
-    rows = conn.execute(_read_statement(rollup, f, freq, first, last))
+    rows = conn.execute(_read_statement(rollup, f, freq, first, last, _has_totals(conn, rollup)))
     return {by_label[int(row[0])]: tuple(row[1:]) for row in rows}
 
 

@@ -461,11 +461,26 @@ def test_the_rollup_tables_are_what_the_kpis_read(db: sa.Engine, monkeypatch: py
         for rollup, measure, _, _ in tampered:
             table = rollup.table
             conn.execute(
+                table.update()
+                .where(table.c.grain == rollups.total_grain("month"))
+                .values({measure: table.c[measure] + 1000})
+            )
+    # unfiltered: the total rows
+    for _, _, kpi_name, shown in tampered:
+        now = BY_NAME[kpi_name].function(db, f, "month")
+        assert ((now[shown] - good[kpi_name][shown]) >= 999.9).all(), (kpi_name, shown)
+    # filtered: the dimension groups' rows, untouched so far
+    every_region = f.replace(regions=["APAC", "EU", "NA"])  # every region but none (NULL)
+    regional = {kpi.name: kpi.function(db, every_region, "month") for kpi in KPIS}
+    with db.begin() as conn:
+        for rollup, measure, _, _ in tampered:
+            table = rollup.table
+            conn.execute(
                 table.update().where(table.c.grain == "month").values({measure: table.c[measure] + 1000})
             )
     for _, _, kpi_name, shown in tampered:
-        now = BY_NAME[kpi_name].function(db, f, "month")
-        assert ((now[shown] - good[kpi_name][shown]) >= 1000).all(), (kpi_name, shown)
+        now = BY_NAME[kpi_name].function(db, every_region, "month")
+        assert (now[shown] - regional[kpi_name][shown]).sum() >= 999.9, (kpi_name, shown)
     rollups.refresh_database(db, today=TODAY)
     for kpi in KPIS:
         assert_same(kpi.function(db, f, "month"), good[kpi.name], f"{kpi.name} after a refresh")
@@ -1198,7 +1213,7 @@ def test_the_coverage_starts_and_ends_with_any_dated_record(
         assert values[-1] == 1 and sum(values) == 1
     else:
         assert values[0] == 1 and sum(values) == 1
-        assert written[rollup.name] == 3  # one row per grain
+        assert written[rollup.name] == 6  # one row per grain, and its total
 
 
 # ---------------------------------------------------------------- period_key
