@@ -19,7 +19,13 @@ lies in exactly one dimension group, so summing the groups a filter selects give
 of the filtered rows — distinct paying accounts included. Records without an account (or
 whose account is missing) fall in the group whose dimensions are all NULL, which an
 account-level filter excludes, as the base tables' filters do. Sums of doubles may differ
-from the direct path in the last bits (summation order).
+from the direct path in the last bits (summation order). Each period also has a total row
+(grain ``*month`` etc., dimensions NULL: the sum of all its groups), which a read without
+account-level filters sums instead of the groups (:func:`total_grain`). A distinct-accounts
+count (the revenue's paying accounts) is not additive over months: its quarters and years
+are counted from a per-account table of the months each account counts in
+(:class:`kpis.measures.DistinctAccounts`), the other measures of those rows summed from
+the month rows.
 
 When they are read (:func:`read`): ``CRM_ROLLUPS`` is not ``off``; the roll-ups exist, hold
 every measure of this version (a table built before a measure was added is read again only
@@ -38,7 +44,8 @@ and the test fixtures) answers with :func:`update` in the writer's transaction: 
 periods the changed records touch are deleted and inserted again — a record's months by
 the columns its measure set dates it by, old and new values; a subscription every month
 from its start to its end (or the last covered month when it runs on); the quarters and
-years containing them — and a roll-up is rebuilt whole when its months are unknown, when
+years containing them (summed from the month rows where the measures allow; a distinct
+count's per-account months rewritten for the touched months only) — and a roll-up is rebuilt whole when its months are unknown, when
 accounts changed other than by new accounts (an account's dimensions group all its
 records), or when the months covered change. Unwired, the writer invalidates the roll-ups
 depending on what it changed and the KPIs read the base tables until the next refresh.
@@ -60,7 +67,7 @@ import sqlalchemy as sa
 
 from crm_data import derived, hooks, schema
 from crm_data.derived import state
-from crm_data.dialects import FREQS, period_key
+from crm_data.dialects import FREQS, period_key, refresh_work_mem
 from kpis import measures
 from kpis.core import connection, grid_frame, period_end, period_found, period_rows, period_starts
 from kpis.filters import ACCOUNT_DIMENSIONS, Filters, account_conditions
@@ -279,6 +286,14 @@ def refresh(
     all. Each grain's rows come from one INSERT ... SELECT, so no data passes through
     Python. With no record any roll-up counts (:func:`data_months`) they are emptied and
     their state removed (the KPIs then read the base tables)."""
+    with refresh_work_mem(conn):
+        return _refresh(conn, today, changed, rollups)
+
+
+def _refresh(
+    conn: sa.Connection, today: dt.date | None, changed: Collection[str] | None, rollups: Iterable[Rollup]
+) -> dict[str, int]:
+    """:func:`refresh`, inside :func:`crm_data.dialects.refresh_work_mem`."""
     chosen = list(rollups)
     _prepare(conn, chosen)
     built = derived.built(conn)
@@ -668,6 +683,12 @@ def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] 
     end (a record in a new year: the roll-ups cover to its December), the new months too.
     Rebuilt whole (:func:`refresh`) when the months touched are unknown or the months
     covered change otherwise."""
+    with refresh_work_mem(conn):
+        return _update(conn, change, rollups)
+
+
+def _update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup]) -> list[str]:
+    """:func:`update`, inside :func:`crm_data.dialects.refresh_work_mem`."""
     chosen = list(rollups)
     without_months = {
         r.name for r in chosen if r.months_table is not None and not _has_rows(conn, r.months_table)

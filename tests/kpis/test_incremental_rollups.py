@@ -486,3 +486,37 @@ def test_rollups_without_total_rows_read_their_groups_and_gain_them_at_the_next_
     incremental = snapshot(db)
     rollups.refresh_database(db, TODAY)
     assert_same_tables(incremental, snapshot(db))
+
+
+def test_the_refresh_runs_with_its_own_work_mem_on_postgresql(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The roll-ups' statements run at ``CRM_PG_REFRESH_WORK_MEM`` on PostgreSQL (the
+    writer's transaction gets its own setting back afterwards); elsewhere nothing changes."""
+    load_everything(db)
+    seen: list[str] = []
+    insert = rollups._insert
+
+    def spy(conn, rollup, grain, periods):
+        if conn.dialect.name == "postgresql":
+            seen.append(conn.execute(sa.text("SELECT current_setting('work_mem')")).scalar_one())
+        return insert(conn, rollup, grain, periods)
+
+    monkeypatch.setattr(rollups, "_insert", spy)
+    monkeypatch.setenv("CRM_PG_REFRESH_WORK_MEM", "96MB")
+    with db.begin() as conn:
+        before = None
+        if conn.dialect.name == "postgresql":
+            before = conn.execute(sa.text("SELECT current_setting('work_mem')")).scalar_one()
+        rollups.refresh(conn, TODAY)
+        if before is not None:
+            assert conn.execute(sa.text("SELECT current_setting('work_mem')")).scalar_one() == before
+    if db.dialect.name == "postgresql":
+        assert seen and set(seen) == {"96MB"}
+    monkeypatch.setenv("CRM_PG_REFRESH_WORK_MEM", "lots")
+    with db.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            with pytest.raises(ValueError, match="CRM_PG_REFRESH_WORK_MEM"):
+                rollups.refresh(conn, TODAY)
+        else:
+            rollups.refresh(conn, TODAY)
