@@ -149,6 +149,7 @@ def main() -> None:
         "_insert_from_months",
         "_insert_distinct_from_months",
         "_update_account_months",
+        "_insert_totals",
         "data_months",
         "_record",
         "refresh",
