@@ -249,7 +249,9 @@ def refresh(
     summarise one of them (:attr:`Rollup.tables`) are rebuilt, and those never built — an
     import of tickets rebuilds first-contact resolution, not the customer base. Default:
     all. Each grain's rows come from one INSERT ... SELECT, so no data passes through
-    Python. With no record any roll-up counts (:func:`data_months`) they are emptied and
+    Python; the quarters and years of a roll-up whose measures add up over months are summed
+    from its month rows (:func:`_insert_from_months`, as :func:`update` does), not from the
+    records. With no record any roll-up counts (:func:`data_months`) they are emptied and
     their state removed (the KPIs then read the base tables)."""
     chosen = list(rollups)
     _prepare(conn, chosen)
@@ -268,8 +270,11 @@ def refresh(
         written[rollup.name] = 0
         if months is None:
             continue
-        for grain in FREQS:
-            _insert(conn, rollup, grain, _grain_periods(*months, grain))
+        for grain in FREQS:  # months first: the quarters and years of additive measures sum them
+            if grain != "month" and rollup.months_add_up:
+                _insert_from_months(conn, rollup, grain, _grain_periods(*months, grain))
+            else:
+                _insert(conn, rollup, grain, _grain_periods(*months, grain))
         written[rollup.name] = _record(conn, rollup, months, counted)
     _HAS_STATE.clear()
     _CURRENT.clear()
