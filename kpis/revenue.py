@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import period_start
+from crm_data.dialects import bit_or, greatest, least, month_ceiling_index, month_index, period_start
 from kpis import rollups
-from kpis.activity import FOREVER, active_at, period_grid
+from kpis.activity import active_at, period_grid
 from kpis.core import LOW_SAMPLE, connection, period_end, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
@@ -161,6 +161,177 @@ def _month_floor(value: dt.datetime) -> pd.Timestamp:
     return pd.Timestamp(value.year, value.month, 1)
 
 
+#: Months per BIGINT bit mask of :func:`_cohort_counts` (bit b = month 60·k + b of mask k).
+MASK_MONTHS = 60
+
+
+def _month_spans(
+    dialect: sa.Dialect, base: int, top: int
+) -> tuple[sa.ColumnElement[int], sa.ColumnElement[int]]:
+    """(lo, hi): the months, counted from ``base`` (a ``month_index``), at whose first
+    instant a subscription is active, lo ≤ m ≤ hi, up to ``top``.
+
+    Active at the first instant of month m ⟺ ``started_at ≤ start(m) < ended_at`` ⟺
+    ``ceil(started_at) ≤ m ≤ ceil(ended_at) − 1``, ceil(t) = the first month whose first
+    instant is at or after t (``crm_data.dialects.month_ceiling_index``): a subscription
+    starting on a month's first instant is active at it, one ending on it is not; no
+    ``ended_at``: hi = top; ended at or before its start within a month: lo > hi. Each
+    column appears once in each expression (PostgreSQL evaluates a repeated one again)."""
+    sub = schema.subscriptions
+    lo = month_ceiling_index(dialect, sub.c.started_at) - base
+    ends = month_ceiling_index(dialect, sub.c.ended_at) - (base + 1)  # NULL when no ended_at
+    top_ = sa.literal(top, sa.Integer())
+    return lo, least(dialect, sa.func.coalesce(ends, top_, type_=sa.Integer()), top_)
+
+
+def _cohort_counts(
+    c: sa.Connection, f: Filters, cohorts: list[pd.Timestamp], last_month: pd.Timestamp
+) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
+    """Cohort sizes {cj: accounts} and retained counts {(cj, j): accounts}, j > cj, for
+    :func:`cohort_retention`, in one statement over the subscriptions within the filters;
+    cj, j = months since ``cohorts[0]``, j up to the month of ``last_month`` (= top).
+
+    No range join with a grid of months: each subscription is an integer span of months
+    [lo, hi] (:func:`_month_spans`), and an account's active months are the union of its
+    spans. On DuckDB and PostgreSQL the union is a bitwise OR (``crm_data.dialects.bit_or``)
+    of each span's bits, ``MASK_MONTHS`` months per BIGINT: one aggregate per account
+    gives its first start (cohort) and its months; accounts are then counted per cohort and
+    distinct masks (a few thousand rows), whose bits after the cohort's month Python adds
+    up. Elsewhere (SQLite): :func:`_cohort_counts_windowed`."""
+    sub = schema.subscriptions
+    dialect = c.dialect
+    base = cohorts[0].year * 12 + cohorts[0].month - 1
+    top = last_month.year * 12 + last_month.month - 1 - base
+    lo, hi = _month_spans(dialect, base, top)
+    one = sa.cast(sa.literal_column("1"), sa.BigInteger())
+    zero, minus_one = sa.literal(0, sa.Integer()), sa.literal(-1, sa.Integer())
+    chunks = range(-(-(top + 1) // MASK_MONTHS)) if top >= 0 else range(0)
+    masks = []
+    for k in chunks:
+        # bits a..b of the chunk = (2^(b+1) − 1) AND NOT (2^a − 1), 0 when a > b; with
+        # a in [0, 60], b in [−1, 59] (each column once: see _month_spans)
+        first = k * MASK_MONTHS
+        a = least(dialect, greatest(dialect, lo - first, zero), sa.literal(MASK_MONTHS, sa.Integer()))
+        b = greatest(
+            dialect, least(dialect, hi - first, sa.literal(MASK_MONTHS - 1, sa.Integer())), minus_one
+        )
+        bits = (one.op("<<")(b + 1) - one).op("&")(-(one.op("<<")(a)))
+        masks.append(bit_or(dialect, bits))
+    if any(mask is None for mask in masks):
+        return _cohort_counts_windowed(c, f, cohorts, base, top)
+    accounts = (
+        sa.select(
+            sa.func.min(sub.c.started_at).label("first_start"),
+            *(mask.label(f"m{k}") for k, mask in enumerate(masks)),
+        )
+        .where(*scope(f, sub))
+        .group_by(sub.c.account_id)
+        .subquery("accounts")
+    )
+    cj = month_index(dialect, accounts.c.first_start) - base
+    mask_columns = [accounts.c[f"m{k}"] for k in chunks]
+    statement = (
+        sa.select(cj.label("cj"), *mask_columns, sa.func.count().label("n"))
+        .where(*_first_start_in(accounts.c.first_start, cohorts))
+        .group_by(cj, *mask_columns)
+    )
+    sizes: dict[int, int] = {}
+    retained: dict[tuple[int, int], int] = {}
+    for cohort, *bits, n in c.execute(statement):
+        cohort, n = int(cohort), int(n)
+        sizes[cohort] = sizes.get(cohort, 0) + n
+        for k, mask in enumerate(bits):
+            mask = int(mask or 0)
+            while mask:
+                low = mask & -mask
+                month = k * MASK_MONTHS + low.bit_length() - 1
+                if month > cohort:
+                    retained[(cohort, month)] = retained.get((cohort, month), 0) + n
+                mask ^= low
+    return sizes, retained
+
+
+def _first_start_in(
+    first_start: sa.ColumnElement, cohorts: list[pd.Timestamp]
+) -> list[sa.ColumnElement[bool]]:
+    """``first_start`` within the cohorts' months: [cohorts[0], end of the last one)."""
+    after = period_end(cohorts[-1], "month").to_pydatetime()
+    return [
+        first_start >= sa.literal(cohorts[0].to_pydatetime(), sa.DateTime()),
+        first_start < sa.literal(after, sa.DateTime()),
+    ]
+
+
+def _cohort_counts_windowed(
+    c: sa.Connection, f: Filters, cohorts: list[pd.Timestamp], base: int, top: int
+) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
+    """:func:`_cohort_counts` without a bitwise OR aggregate (SQLite): the same counts from
+    one window over each member account's subscriptions.
+
+    In ``started_at`` order (so lo ascending), the months a span adds to those of the
+    account's earlier spans are [max(lo, prev + 1), hi], prev = the largest hi of the
+    earlier spans (their union, from lo on, is [lo, prev]). These pieces are disjoint and
+    cover the account's active months; clipped to the months after its cohort,
+    [max(lo, prev + 1, cj + 1), hi], each adds +1 at (cj, its first month) and −1 at
+    (cj, its last month + 1); retained(cj, j) = Σ of the deltas over months ≤ j."""
+    sub = schema.subscriptions
+    dialect = c.dialect
+    lo, hi = _month_spans(dialect, base, top)
+    firsts = (
+        sa.select(sub.c.account_id, sa.func.min(sub.c.started_at).label("first_start"))
+        .where(*scope(f, sub))
+        .group_by(sub.c.account_id)
+        .subquery("firsts")
+    )
+    ordered = {"partition_by": sub.c.account_id, "order_by": [sub.c.started_at, sub.c.subscription_id]}
+    spans = (
+        sa.select(
+            (month_index(dialect, firsts.c.first_start) - base).label("cj"),
+            lo.label("lo"),
+            hi.label("hi"),
+            sa.func.max(hi).over(**ordered, rows=(None, -1)).label("prev"),
+            sa.func.row_number().over(**ordered).label("rn"),
+        )
+        .select_from(sub.join(firsts, firsts.c.account_id == sub.c.account_id))
+        .where(*_first_start_in(firsts.c.first_start, cohorts), *scope(f, sub))
+        .subquery("spans")
+    )
+    first = sa.case(
+        (spans.c.prev.is_(None), spans.c.lo),
+        (spans.c.prev + 1 > spans.c.lo, spans.c.prev + 1),
+        else_=spans.c.lo,
+    )
+    pieces = sa.select(spans.c.cj, first.label("a"), spans.c.hi.label("b"), spans.c.rn).subquery("pieces")
+    a = sa.case((pieces.c.a > pieces.c.cj, pieces.c.a), else_=pieces.c.cj + 1)
+    # each piece row three times (k): +1 at a, −1 at b + 1, and the cohort size (j NULL)
+    kinds = sa.union_all(*(sa.select(sa.literal_column(str(k), sa.Integer()).label("k")) for k in range(3)))
+    kinds = kinds.subquery("kinds")
+    j = sa.case((kinds.c.k == 0, a), (kinds.c.k == 1, pieces.c.b + 1), else_=sa.null())
+    d = sa.case((kinds.c.k == 0, 1), (kinds.c.k == 1, -1), else_=1)
+    keep = sa.or_(sa.and_(kinds.c.k < 2, a <= pieces.c.b), sa.and_(kinds.c.k == 2, pieces.c.rn == 1))
+    statement = (
+        sa.select(pieces.c.cj, j.label("j"), sa.func.sum(d).label("n"))
+        .select_from(pieces.join(kinds, sa.true()))
+        .where(keep)
+        .group_by(pieces.c.cj, j)
+    )
+    sizes: dict[int, int] = {}
+    changes: dict[int, dict[int, int]] = {}
+    for cohort, month, n in c.execute(statement):
+        if month is None:
+            sizes[int(cohort)] = int(n)
+        else:
+            changes.setdefault(int(cohort), {})[int(month)] = int(n)
+    retained: dict[tuple[int, int], int] = {}
+    for cohort, by_month in changes.items():
+        running = 0
+        for month in range(cohort + 1, top + 1):
+            running += by_month.get(month, 0)
+            if running:
+                retained[(cohort, month)] = running
+    return sizes, retained
+
+
 def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -> pd.DataFrame:
     """Signup-month cohort retention.
 
@@ -200,61 +371,7 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
             len(cohorts), (last_month.year - cohorts[0].year) * 12 + last_month.month - cohorts[0].month + 1
         )
         months = [cohorts[0] + pd.DateOffset(months=j) for j in range(n_months)]
-        grid = period_grid([(m, period_end(m, "month")) for m in months], name="months")
-        firsts = (
-            sa.select(sub.c.account_id, sa.func.min(sub.c.started_at).label("first_start"))
-            .where(*scope(f, sub))
-            .group_by(sub.c.account_id)
-            .cte("firsts")
-        )
-        members = (
-            sa.select(firsts.c.account_id, grid.c.i.label("cj"))
-            .select_from(
-                firsts.join(grid, sa.and_(firsts.c.first_start >= grid.c.s, firsts.c.first_start < grid.c.e))
-            )
-            .where(grid.c.i < len(cohorts))
-            .cte("members")
-        )
-        sizes = {
-            int(cj): int(n)
-            for cj, n in c.execute(sa.select(members.c.cj, sa.func.count()).group_by(members.c.cj))
-        }
-        # (account, month) pairs with a subscription active at the month's first instant,
-        # found by one range join — for the cohorts' members only (the accounts the
-        # counts below keep), not every account; then counted per cohort and later month.
-        active_months = (
-            sa.select(sub.c.account_id, grid.c.i.label("j"))
-            .select_from(
-                sub.join(
-                    grid,
-                    sa.and_(
-                        sub.c.started_at <= grid.c.s,
-                        sa.func.coalesce(sub.c.ended_at, sa.literal(FOREVER, sa.DateTime())) > grid.c.s,
-                    ),
-                )
-            )
-            .where(
-                grid.c.s <= data_end,
-                sub.c.account_id.in_(sa.select(members.c.account_id)),
-                *scope(f, sub),
-            )
-            .distinct()
-            .cte("active_months")
-        )
-        retained_q = (
-            sa.select(members.c.cj, active_months.c.j, sa.func.count())
-            .select_from(
-                members.join(
-                    active_months,
-                    sa.and_(
-                        active_months.c.account_id == members.c.account_id,
-                        active_months.c.j > members.c.cj,
-                    ),
-                )
-            )
-            .group_by(members.c.cj, active_months.c.j)
-        )
-        retained = {(int(cj), int(j)): int(n) for cj, j, n in c.execute(retained_q)}
+        sizes, retained = _cohort_counts(c, f, cohorts, last_month)
     rows = []
     for cj, cohort in enumerate(cohorts):
         customers = sizes.get(cj, 0)
