@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import bit_or, greatest, least, month_ceiling_index, month_index, period_start
+from crm_data.dialects import month_index, period_start
 from kpis import rollups
-from kpis.activity import active_at, period_grid
+from kpis.activity import FOREVER, active_at, period_grid
 from kpis.core import LOW_SAMPLE, connection, period_end, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
+from kpis.month_masks import combined, month_masks, month_spans, months_of
 
 Bind = sa.Connection | sa.Engine
 
@@ -161,29 +162,6 @@ def _month_floor(value: dt.datetime) -> pd.Timestamp:
     return pd.Timestamp(value.year, value.month, 1)
 
 
-#: Months per BIGINT bit mask of :func:`_cohort_counts` (bit b = month 60·k + b of mask k).
-MASK_MONTHS = 60
-
-
-def _month_spans(
-    dialect: sa.Dialect, base: int, top: int
-) -> tuple[sa.ColumnElement[int], sa.ColumnElement[int]]:
-    """(lo, hi): the months, counted from ``base`` (a ``month_index``), at whose first
-    instant a subscription is active, lo ≤ m ≤ hi, up to ``top``.
-
-    Active at the first instant of month m ⟺ ``started_at ≤ start(m) < ended_at`` ⟺
-    ``ceil(started_at) ≤ m ≤ ceil(ended_at) − 1``, ceil(t) = the first month whose first
-    instant is at or after t (``crm_data.dialects.month_ceiling_index``): a subscription
-    starting on a month's first instant is active at it, one ending on it is not; no
-    ``ended_at``: hi = top; ended at or before its start within a month: lo > hi. Each
-    column appears once in each expression (PostgreSQL evaluates a repeated one again)."""
-    sub = schema.subscriptions
-    lo = month_ceiling_index(dialect, sub.c.started_at) - base
-    ends = month_ceiling_index(dialect, sub.c.ended_at) - (base + 1)  # NULL when no ended_at
-    top_ = sa.literal(top, sa.Integer())
-    return lo, least(dialect, sa.func.coalesce(ends, top_, type_=sa.Integer()), top_)
-
-
 def _cohort_counts(
     c: sa.Connection, f: Filters, cohorts: list[pd.Timestamp], last_month: pd.Timestamp
 ) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
@@ -191,33 +169,17 @@ def _cohort_counts(
     :func:`cohort_retention`, in one statement over the subscriptions within the filters;
     cj, j = months since ``cohorts[0]``, j up to the month of ``last_month`` (= top).
 
-    No range join with a grid of months: each subscription is an integer span of months
-    [lo, hi] (:func:`_month_spans`), and an account's active months are the union of its
-    spans. On DuckDB and PostgreSQL the union is a bitwise OR (``crm_data.dialects.bit_or``)
-    of each span's bits, ``MASK_MONTHS`` months per BIGINT: one aggregate per account
-    gives its first start (cohort) and its months; accounts are then counted per cohort and
-    distinct masks (a few thousand rows), whose bits after the cohort's month Python adds
-    up. Elsewhere (SQLite): :func:`_cohort_counts_windowed`."""
+    No range join with a grid of months (``kpis.month_masks``): on DuckDB and PostgreSQL
+    one aggregate per account gives its first start (cohort) and, as bit masks, the months
+    at whose first instant one of its subscriptions is active; accounts are then counted
+    per cohort and distinct masks (a few thousand rows), whose bits after the cohort's
+    month Python adds up. Elsewhere (SQLite): :func:`_cohort_counts_windowed`."""
     sub = schema.subscriptions
     dialect = c.dialect
     base = cohorts[0].year * 12 + cohorts[0].month - 1
     top = last_month.year * 12 + last_month.month - 1 - base
-    lo, hi = _month_spans(dialect, base, top)
-    one = sa.cast(sa.literal_column("1"), sa.BigInteger())
-    zero, minus_one = sa.literal(0, sa.Integer()), sa.literal(-1, sa.Integer())
-    chunks = range(-(-(top + 1) // MASK_MONTHS)) if top >= 0 else range(0)
-    masks = []
-    for k in chunks:
-        # bits a..b of the chunk = (2^(b+1) − 1) AND NOT (2^a − 1), 0 when a > b; with
-        # a in [0, 60], b in [−1, 59] (each column once: see _month_spans)
-        first = k * MASK_MONTHS
-        a = least(dialect, greatest(dialect, lo - first, zero), sa.literal(MASK_MONTHS, sa.Integer()))
-        b = greatest(
-            dialect, least(dialect, hi - first, sa.literal(MASK_MONTHS - 1, sa.Integer())), minus_one
-        )
-        bits = (one.op("<<")(b + 1) - one).op("&")(-(one.op("<<")(a)))
-        masks.append(bit_or(dialect, bits))
-    if any(mask is None for mask in masks):
+    masks = month_masks(dialect, base, top)
+    if masks is None:
         return _cohort_counts_windowed(c, f, cohorts, base, top)
     accounts = (
         sa.select(
@@ -229,7 +191,7 @@ def _cohort_counts(
         .subquery("accounts")
     )
     cj = month_index(dialect, accounts.c.first_start) - base
-    mask_columns = [accounts.c[f"m{k}"] for k in chunks]
+    mask_columns = [accounts.c[f"m{k}"] for k in range(len(masks))]
     statement = (
         sa.select(cj.label("cj"), *mask_columns, sa.func.count().label("n"))
         .where(*_first_start_in(accounts.c.first_start, cohorts))
@@ -240,14 +202,9 @@ def _cohort_counts(
     for cohort, *bits, n in c.execute(statement):
         cohort, n = int(cohort), int(n)
         sizes[cohort] = sizes.get(cohort, 0) + n
-        for k, mask in enumerate(bits):
-            mask = int(mask or 0)
-            while mask:
-                low = mask & -mask
-                month = k * MASK_MONTHS + low.bit_length() - 1
-                if month > cohort:
-                    retained[(cohort, month)] = retained.get((cohort, month), 0) + n
-                mask ^= low
+        for month in months_of(combined(bits)):
+            if month > cohort:
+                retained[(cohort, month)] = retained.get((cohort, month), 0) + n
     return sizes, retained
 
 
@@ -276,7 +233,7 @@ def _cohort_counts_windowed(
     (cj, its last month + 1); retained(cj, j) = Σ of the deltas over months ≤ j."""
     sub = schema.subscriptions
     dialect = c.dialect
-    lo, hi = _month_spans(dialect, base, top)
+    lo, hi = month_spans(dialect, base, top)
     firsts = (
         sa.select(sub.c.account_id, sa.func.min(sub.c.started_at).label("first_start"))
         .where(*scope(f, sub))
@@ -393,4 +350,12 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
     return out
 
 
-__all__ = ["active_at", "active_customers", "cohort_retention", "period_grid", "revenue", "revenue_retention"]
+__all__ = [
+    "FOREVER",
+    "active_at",
+    "active_customers",
+    "cohort_retention",
+    "period_grid",
+    "revenue",
+    "revenue_retention",
+]

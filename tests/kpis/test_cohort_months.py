@@ -1,4 +1,4 @@
-"""kpis.revenue.cohort_retention at the edges of its month arithmetic.
+"""kpis.revenue.cohort_retention and kpis.churn.churn_by at the edges of their month arithmetic.
 
 Activity is counted on integer month indexes (``crm_data.dialects.month_ceiling_index``)
 instead of a range join with a grid of month starts, and an account's subscriptions are
@@ -17,13 +17,18 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import month_ceiling_index, month_index
+from kpis.churn import churn_by
 from kpis.core import period_starts
 from kpis.filters import Filters
 from kpis.revenue import _cohort_counts, _cohort_counts_windowed, cohort_retention
 from tests.kpis.more_fixtures import BASE, load, ts
 
 ACCOUNT = dict(BASE["accounts"][0])
-ACCOUNTS = [{**ACCOUNT, "account_id": name, "name": name} for name in "ABCDEFGHIJKM"]
+#: A..F SMB, G..M Enterprise, J without a segment (churn_by's "(not set)")
+SEGMENTS = {**dict.fromkeys("ABCDEF", "SMB"), **dict.fromkeys("GHIKM", "Enterprise"), "J": None}
+ACCOUNTS = [
+    {**ACCOUNT, "account_id": name, "name": name, "segment": SEGMENTS[name]} for name in "ABCDEFGHIJKM"
+]
 
 
 def _sub(sid: str, account: str, started: str, ended: str | None) -> dict:
@@ -154,3 +159,26 @@ def test_month_indexes(db: sa.Engine, stamp: str, index: int, ceiling: int) -> N
             sa.select(month_index(db.dialect, started), month_ceiling_index(db.dialect, started))
         ).one()
     assert tuple(got) == (index, ceiling)
+
+
+@pytest.mark.parametrize("products", [(), ("P1",)])  # the roll-up where it applies; the base tables
+def test_churn_by_month_edges(engine: sa.Engine, products: tuple[str, ...]) -> None:
+    # active at Jan 1 / Feb 1 / Mar 1 / Apr 1 2024 (the three months' starts and the end):
+    # G  yes no  no  no   (G1 ends exactly Jan 1, G2 starts exactly Jan 1, ends exactly Feb 1)
+    # A  yes yes no  no   (starts exactly Jan 1, ends exactly Mar 1)
+    # B  no  yes yes yes;  C, D never (C ends exactly Feb 1, D ended before it started)
+    # E  no  yes yes yes  (overlapping E1, E2, E3: once);  F no yes no yes (F2 from exactly Apr 1)
+    # H  no  yes no  no   (H2 ended before it started);  I no no yes yes
+    # J  yes yes yes yes; K yes yes no no (K1 ends exactly Mar 1); M never
+    # SMB (A-F): Jan A (kept); Feb A B E F, A F churned; Mar B E -> 7 at start, 2 churned
+    # Enterprise (G H I K M): Jan G K, G churned; Feb H K, both churned; Mar I -> 5, 3
+    # (not set) (J): one each month, never churned -> 3, 0
+    f = Filters("2024-01-01", "2024-04-01", products=products)
+    out = churn_by(engine, f, "segment")
+    assert out[["group", "customers_at_start", "churned"]].values.tolist() == [
+        ["(not set)", 3, 0],
+        ["Enterprise", 5, 3],
+        ["SMB", 7, 2],
+    ]
+    owners = churn_by(engine, f, "owner_id")  # not a roll-up dimension: the base tables
+    assert owners[["group", "customers_at_start", "churned"]].values.tolist() == [["U1", 15, 5]]
