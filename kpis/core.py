@@ -104,11 +104,13 @@ def period_rows(
     return grid_frame(period_found(bind, statement), periods, counts, sums, values)
 
 
-def period_found(bind: sa.Connection | sa.Engine, statement: sa.Executable) -> dict[pd.Timestamp, tuple]:
-    """Run an aggregate whose first column is a period start: period (see :func:`naive_key`)
-    -> the row's other values."""
+def period_found(
+    bind: sa.Connection | sa.Engine, statement: sa.Executable, params: dict[str, object] | None = None
+) -> dict[pd.Timestamp, tuple]:
+    """Run an aggregate whose first column is a period start (with ``params``: a template's
+    values): period (see :func:`naive_key`) -> the row's other values."""
     with connection(bind) as c:
-        return {naive_key(row[0]): tuple(row[1:]) for row in c.execute(statement)}
+        return {naive_key(row[0]): tuple(row[1:]) for row in c.execute(statement, params)}
 
 
 def grid_frame(
