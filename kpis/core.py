@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,10 +123,22 @@ def grid_frame(
 ) -> pd.DataFrame:
     """:func:`period_rows` for rows already fetched: ``found`` maps a period start (see
     :func:`naive_key`) to the row's values (``counts``, then ``sums``, then ``values``)."""
+    return pd.DataFrame(grid_columns(found, periods, counts, sums, values))
+
+
+def grid_columns(
+    found: dict[pd.Timestamp, tuple],
+    periods: list[pd.Timestamp],
+    counts: tuple[str, ...] = (),
+    sums: tuple[str, ...] = (),
+    values: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """:func:`grid_frame`'s columns (``period``, then the names) as arrays, for a KPI that
+    adds its own columns before building its frame once."""
     grid = pd.to_datetime(periods)
     names = [*counts, *sums, *values]
     rows = [found.get(p) for p in grid]
-    data: dict[str, object] = {"period": grid}
+    data: dict[str, Any] = {"period": grid}
     for j, name in enumerate(names):
         if name in counts:
             data[name] = np.array(
@@ -136,7 +149,7 @@ def grid_frame(
             data[name] = np.array(
                 [missing if r is None or r[j] is None else float(r[j]) for r in rows], dtype="float64"
             )
-    return pd.DataFrame(data)
+    return data
 
 
 def naive_key(value: object) -> pd.Timestamp:

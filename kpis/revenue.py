@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -21,7 +22,7 @@ from kpis.activity import FOREVER, active_at, period_grid
 from kpis.core import (
     LOW_SAMPLE,
     connection,
-    grid_frame,
+    grid_columns,
     period_end,
     period_found,
     period_starts,
@@ -90,14 +91,13 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
         found = rollups.read_with_remainder(c, rollups.REVENUE, f, freq, periods, base_rows)
         if found is None:
             found = base_rows(f)
-    out = grid_frame(
+    data = grid_columns(
         found, periods, counts=("paying_accounts",), sums=("revenue", "gross_revenue", "refunds")
     )
-    for column in ("revenue", "gross_revenue", "refunds"):
-        out[column] = out[column].astype(float)
-    out["paying_accounts"] = out["paying_accounts"].astype(int)
-    out["arpa"] = [ratio(r, n) for r, n in zip(out["revenue"], out["paying_accounts"], strict=True)]
-    return out[["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]]
+    paying = data["paying_accounts"].tolist()
+    data["arpa"] = np.array([ratio(r, n) for r, n in zip(data["revenue"].tolist(), paying, strict=True)])
+    columns = ["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]
+    return pd.DataFrame({column: data[column] for column in columns})  # built once
 
 
 # ---------------------------------------------------------------- active customers

@@ -6,6 +6,7 @@ only while no account-level filter is set), the account's owner and their own pr
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -15,7 +16,7 @@ from kpis import rollups
 from kpis.core import (
     LOW_SAMPLE,
     connection,
-    grid_frame,
+    grid_columns,
     naive_timestamps,
     on_period_grid,
     period_found,
@@ -84,17 +85,19 @@ def first_contact_resolution(
         found = rollups.read_with_remainder(c, rollups.FIRST_CONTACT_RESOLUTION, f, freq, periods, base_rows)
         if found is None:
             found = base_rows(f)
-    frame = grid_frame(found, periods, counts=("resolved", "first_contact", "recorded"))
-    known = (frame["resolved"] > 0) & (frame["recorded"] > 0)
-    frame["fcr_rate"] = frame["first_contact"] / frame["resolved"].astype(float).where(known)
+    data = grid_columns(found, periods, counts=("resolved", "first_contact", "recorded"))
+    resolved, first = data["resolved"], data["first_contact"]
+    known = (resolved > 0) & (data["recorded"] > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        data["fcr_rate"] = np.where(known, first / resolved.astype(float), np.nan)
     intervals = [
         wilson_interval(k, n if ok else 0)
-        for k, n, ok in zip(frame["first_contact"], frame["resolved"], known, strict=True)
+        for k, n, ok in zip(first.tolist(), resolved.tolist(), known.tolist(), strict=True)
     ]
-    frame["ci_low"] = [low for low, _ in intervals]
-    frame["ci_high"] = [high for _, high in intervals]
-    frame["low_sample"] = frame["resolved"] < LOW_SAMPLE
-    return frame[columns]
+    data["ci_low"] = np.array([low for low, _ in intervals], dtype="float64")
+    data["ci_high"] = np.array([high for _, high in intervals], dtype="float64")
+    data["low_sample"] = resolved < LOW_SAMPLE
+    return pd.DataFrame({column: data[column] for column in columns})  # built once
 
 
 def ticket_breakdown(
