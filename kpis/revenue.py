@@ -9,8 +9,8 @@ values in the database's own timestamp representation on every dialect.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -19,8 +19,17 @@ from crm_data import schema
 from crm_data.dialects import month_index, period_start
 from kpis import rollups
 from kpis.activity import FOREVER, active_at, period_grid
-from kpis.core import LOW_SAMPLE, connection, period_end, period_starts, ratio, wilson_interval
-from kpis.filters import Filters, in_range, scope
+from kpis.core import (
+    LOW_SAMPLE,
+    connection,
+    grid_columns,
+    period_end,
+    period_found,
+    period_starts,
+    ratio,
+    wilson_interval,
+)
+from kpis.filters import Filters, in_range, scope, template, value_params
 from kpis.month_masks import combined, month_masks, month_spans, months_of
 
 Bind = sa.Connection | sa.Engine
@@ -33,9 +42,13 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
 # ---------------------------------------------------------------- revenue
 
 
-@functools.lru_cache(maxsize=256)
 def _revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
-    """The statement of :func:`revenue` (built once per dialect, filters and arguments)."""
+    """The statement of :func:`revenue`: a template per filter shape (``kpis.filters.template``),
+    executed with ``value_params(f)``."""
+    return template(_build_revenue_statement, dialect, f, freq)
+
+
+def _build_revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     pay = schema.payments
     period = period_start(dialect, pay.c.paid_at, freq).label("period")
     return (
@@ -71,21 +84,21 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     Columns: period, revenue, gross_revenue, refunds, paying_accounts, arpa.
     """
     periods = period_starts(f.start, f.end, freq)
-    out = rollups.period_rows_or_rolled(
-        conn,
-        rollups.REVENUE,
-        f,
-        freq,
-        periods,
-        _revenue_statement,
-        counts=("paying_accounts",),
-        sums=("revenue", "gross_revenue", "refunds"),
+    with connection(conn) as c:
+
+        def base_rows(part: Filters) -> dict[pd.Timestamp, tuple]:
+            return period_found(c, _revenue_statement(c.dialect, part, freq), value_params(part))
+
+        found = rollups.read_with_remainder(c, rollups.REVENUE, f, freq, periods, base_rows)
+        if found is None:
+            found = base_rows(f)
+    data = grid_columns(
+        found, periods, counts=("paying_accounts",), sums=("revenue", "gross_revenue", "refunds")
     )
-    for column in ("revenue", "gross_revenue", "refunds"):
-        out[column] = out[column].astype(float)
-    out["paying_accounts"] = out["paying_accounts"].astype(int)
-    out["arpa"] = [ratio(r, n) for r, n in zip(out["revenue"], out["paying_accounts"], strict=True)]
-    return out[["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]]
+    paying = data["paying_accounts"].tolist()
+    data["arpa"] = np.array([ratio(r, n) for r, n in zip(data["revenue"].tolist(), paying, strict=True)])
+    columns = ["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]
+    return pd.DataFrame({column: data[column] for column in columns})  # built once
 
 
 # ---------------------------------------------------------------- active customers
