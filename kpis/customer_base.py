@@ -12,7 +12,9 @@ shows several of them (the Overview) needs the database once.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import pandas as pd
@@ -216,8 +218,52 @@ def customer_base(
 
     Ratios are NaN when their denominator is 0. One row per period whose first day lies in
     ``[f.start, f.end)``, in order. Read from the roll-ups when they apply
-    (``kpis.rollups``: same numbers). Columns: ``COLUMNS``.
+    (``kpis.rollups``: same numbers). Columns: ``COLUMNS``. Inside :func:`sharing` /
+    after :func:`start_sharing`, a call repeated with the same arguments returns a copy of
+    the first one's frame.
     """
+    shared = _SHARED.get()
+    if shared is None:
+        return _customer_base(conn, f, freq, costs)
+    key = (_database_of(conn), f, freq, costs)
+    if key not in shared:
+        shared[key] = _customer_base(conn, f, freq, costs)
+    return shared[key].copy()
+
+
+#: Inside :func:`sharing` (one run of a dashboard page): frames of :func:`customer_base` by
+#: (database, filters, freq, costs), so the KPIs built on it (``churn_rate``,
+#: ``active_customers``, ``revenue_retention``, ``retention_cost``) read the database once
+#: per selection, not once each.
+_SHARED: ContextVar[dict[tuple, pd.DataFrame] | None] = ContextVar("kpis_shared_customer_base", default=None)
+
+
+def start_sharing() -> None:
+    """From now on in this context (a dashboard page's script run, which cannot wrap itself
+    in a ``with``), :func:`customer_base` computes each (database, filters, freq, costs)
+    once and hands out copies; a fresh memo each call, so a new run never sees the frames
+    of an earlier one (an import in between is read)."""
+    _SHARED.set({})
+
+
+@contextmanager
+def sharing() -> Iterator[None]:
+    """:func:`start_sharing` for the block, then no sharing (the state before it)."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _database_of(conn: sa.Connection | sa.Engine) -> sa.Engine:
+    """The engine behind ``conn`` (the object, not its URL: two engines on one URL may
+    see different schemas through their connect arguments)."""
+    return conn.engine if isinstance(conn, sa.Connection) else conn
+
+
+def _customer_base(conn: sa.Connection | sa.Engine, f: Filters, freq: str, costs: bool) -> pd.DataFrame:
+    """:func:`customer_base` without sharing."""
     periods = period_starts(f.start, f.end, freq)
     wanted = COLUMNS if costs else [c for c in COLUMNS if c not in _COST_COLUMNS]
     if not periods:
