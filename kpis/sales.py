@@ -421,44 +421,41 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
     S ≤ q is i = ⌈n − (q + tolerance) · n · e^−L⌉ when that number lies before the next
     censored number. The quantile is the duration holding the smallest such i (S only
     falls, so the first stretch that reaches q holds it)."""
-    times = (
-        sa.select(
-            visits.c.stage_key,
-            visits.c.duration,
-            sa.func.sum(visits.c.event).label("d"),
-            sa.func.count().label("m"),
-        )
-        .group_by(visits.c.stage_key, visits.c.duration)
-        .subquery("times")
-    )
+    # every visit numbered 1..n within its stage: by duration, finished before censored
     numbered = sa.select(
-        times.c.stage_key,
-        times.c.duration,
-        times.c.d,
-        times.c.m,
-        # a sum of integers: PostgreSQL's sum of bigint (count's type) is numeric, and the
-        # running count is compared with the ranks of every duration
-        sa.func.sum(sa.cast(times.c.m, sa.Integer()))
-        .over(partition_by=times.c.stage_key, order_by=times.c.duration, rows=(None, 0))
-        .label("cum"),
+        visits.c.stage_key,
+        visits.c.duration,
+        visits.c.event,
+        sa.func.row_number()
+        .over(partition_by=visits.c.stage_key, order_by=[visits.c.duration, visits.c.event.desc()])
+        .label("i"),
     ).cte("numbered")
     n = (counts.c.finished + counts.c.censored).label("n")
     totals = sa.select(counts.c.stage_key, n).cte("totals")
     double = sa.Double()
-    first_censored = numbered.c.cum - numbered.c.m + numbered.c.d + 1  # a
-    last_censored = numbered.c.cum  # b
-    censored = sa.union_all(
+    # the censored visits of one duration: numbers a..b (consecutive: after its finished ones)
+    censored_times = (
         sa.select(
             numbered.c.stage_key,
+            sa.func.min(numbered.c.i).label("a"),
+            sa.func.max(numbered.c.i).label("b"),
+        )
+        .where(numbered.c.event == 0)
+        .group_by(numbered.c.stage_key, numbered.c.duration)
+        .subquery("censored_times")
+    )
+    first_censored = censored_times.c.a
+    last_censored = censored_times.c.b
+    censored = sa.union_all(
+        sa.select(
+            censored_times.c.stage_key,
             first_censored.label("a"),
             last_censored.label("b"),
             sa.func.ln(
                 sa.cast(totals.c.n - first_censored + 1, double)
                 / sa.cast(sa.case((last_censored < totals.c.n, totals.c.n - last_censored), else_=1), double)
             ).label("factor"),
-        )
-        .select_from(numbered.join(totals, totals.c.stage_key == numbered.c.stage_key))
-        .where(numbered.c.m > numbered.c.d),
+        ).select_from(censored_times.join(totals, totals.c.stage_key == censored_times.c.stage_key)),
         # the stretch before the first censored visit
         sa.select(
             totals.c.stage_key,
@@ -498,18 +495,15 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
         .group_by(w.stage_key)
         .cte("targets")
     )
-
-    def holds(i: sa.ColumnElement) -> sa.ColumnElement:
-        return sa.and_(numbered.c.cum - numbered.c.m < i, i <= numbered.c.cum)
-
+    i = numbered.c.i
     return (
         sa.select(
             numbered.c.stage_key,
-            sa.func.max(sa.case((holds(targets.c.r50), numbered.c.duration))).label("median_days"),
-            sa.func.max(sa.case((holds(targets.c.r90), numbered.c.duration))).label("p90_days"),
+            sa.func.max(sa.case((i == targets.c.r50, numbered.c.duration))).label("median_days"),
+            sa.func.max(sa.case((i == targets.c.r90, numbered.c.duration))).label("p90_days"),
         )
         .select_from(numbered.join(targets, targets.c.stage_key == numbered.c.stage_key))
-        .where(sa.or_(holds(targets.c.r50), holds(targets.c.r90)))
+        .where(sa.or_(i == targets.c.r50, i == targets.c.r90))
         .group_by(numbered.c.stage_key)
         .cte("quantiles")
     )
