@@ -314,6 +314,9 @@ def run_page(
     last-year comparison of a period trend). ``calls``: only the calls of these names (the
     others are skipped; a derived argument then sees no earlier result). ``cpu``: filled
     with the CPU seconds of this process per call (DuckDB's threads included)."""
+    from kpis.customer_base import start_sharing
+
+    start_sharing()  # as ui.filters.global_filters does at the top of every page run
     filters, freq, cut, bounds = state_view(engine, state)
     results: dict[str, Any] = {
         "_as_of": min(filters.end, bounds[1] + dt.timedelta(days=1)) if bounds else None

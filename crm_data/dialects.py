@@ -228,6 +228,66 @@ def period_key(dialect: sa.Dialect, column: ColumnElement, freq: Freq) -> Column
     return sa.cast(sa.extract("year", start) * 100 + sa.extract("month", start), sa.Integer())
 
 
+def month_index(dialect: sa.Dialect, column: ColumnElement) -> ColumnElement[int]:
+    """The calendar month containing ``column`` as an integer count of months:
+    ``year · 12 + month − 1`` (2026-04-17 -> 24315), so that consecutive months differ by 1
+    and a month's index minus another's is the number of months between them."""
+    name = dialect.name
+    if name == "duckdb":
+        return sa.cast(sa.func.year(column) * 12 + sa.func.month(column) - 1, sa.Integer())
+    if name == "postgresql":
+        # date_part() is double precision (EXTRACT is numeric since PostgreSQL 14: slower)
+        year = sa.func.date_part(sa.literal_column("'year'"), column, type_=sa.Double())
+        month = sa.func.date_part(sa.literal_column("'month'"), column, type_=sa.Double())
+        return sa.cast(year * 12 + month - 1, sa.Integer())
+    if name == "sqlite":
+        year = sa.cast(sa.func.strftime("%Y", column), sa.Integer())
+        month = sa.cast(sa.func.strftime("%m", column), sa.Integer())
+        return year * 12 + month - 1
+    raise NotImplementedError(f"month_index is not implemented for {name}")
+
+
+def month_ceiling_index(dialect: sa.Dialect, column: ColumnElement) -> ColumnElement[int]:
+    """:func:`month_index` of the first month whose first instant is at or after ``column``:
+    the month of ``column`` when ``column`` is that month's first instant, else the next one.
+    So ``column ≤ first instant of month m`` ⟺ ``month_ceiling_index(column) ≤ m``, and
+    ``column > first instant of month m`` ⟺ ``m < month_ceiling_index(column)``: a range
+    condition against a grid of month starts becomes an integer one.
+
+    SQLite keeps timestamps as text, compared as text (as SQLAlchemy writes and binds them:
+    ``YYYY-MM-DD HH:MM:SS.ffffff``): the month's first instant is written the same way."""
+    name = dialect.name
+    if name in ("duckdb", "postgresql"):
+        first = sa.func.date_trunc("month", column, type_=sa.DateTime())
+    elif name == "sqlite":
+        first = sa.func.strftime("%Y-%m-01 00:00:00.000000", column, type_=sa.DateTime())
+    else:
+        raise NotImplementedError(f"month_ceiling_index is not implemented for {name}")
+    return month_index(dialect, column) + sa.case((column > first, 1), else_=0)
+
+
+def bit_or(dialect: sa.Dialect, value: ColumnElement[int]) -> ColumnElement[int] | None:
+    """Aggregate: the bitwise OR of the group's (BIGINT) ``value``; None where the database
+    has no such aggregate (SQLite: the caller computes the same another way)."""
+    if dialect.name in ("duckdb", "postgresql"):
+        return sa.func.bit_or(value, type_=sa.BigInteger())
+    return None
+
+
+def greatest(dialect: sa.Dialect, *values: ColumnElement) -> ColumnElement:
+    """The largest of ``values`` (scalar; none of them NULL: the databases differ there)."""
+    if dialect.name == "sqlite":
+        return sa.func.max(*values, type_=values[0].type)
+    return sa.func.greatest(*values, type_=values[0].type)
+
+
+def least(dialect: sa.Dialect, *values: ColumnElement) -> ColumnElement:
+    """The smallest of ``values`` (scalar; none of them NULL: the databases differ there)."""
+    if dialect.name == "sqlite":
+        return sa.func.min(*values, type_=values[0].type)
+    return sa.func.least(*values, type_=values[0].type)
+
+
 def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) -> ColumnElement:
     """``end - start`` in days as a float (seconds / 86,400)."""
     name = dialect.name

@@ -448,9 +448,7 @@ def _orphans(table_name: str, column_name: str, parent_name: str, parent_column:
     def condition(parent: sa.FromClause | None, now: datetime) -> sa.ColumnElement[bool]:
         if parent is None:
             raise ValueError(f"orphan_{table_name}_{column_name} counts against its parent joined LEFT")
-        # CASE, not AND: the blank test (a trim) runs only for the rows without a parent
-        unmatched = sa.and_(parent.c[parent_column].is_(None), reference.is_not(None))
-        return sa.case((unmatched, sa.not_(_blank(reference))), else_=sa.false())
+        return _orphan(parent.c[parent_column], reference, _blank(reference))
 
     return _RowCheck(
         f"orphan_{table_name}_{column_name}",
@@ -498,6 +496,17 @@ def _future(table_name: str) -> _RowCheck | None:
         condition,
         listing,
     )
+
+
+def _orphan(
+    parent_key: sa.ColumnElement, reference: sa.ColumnElement, blank: sa.ColumnElement[bool]
+) -> sa.ColumnElement[bool]:
+    """The orphan condition of every count (:func:`_orphans`' check, :func:`_count_rows`,
+    :func:`_count_references`): a reference that is not NULL, finds no parent (``parent_key``
+    of the parent joined LEFT is NULL) and is not ``blank``. CASE, not AND: the blank test
+    (a trim) runs only for the references without a parent."""
+    unmatched = sa.and_(parent_key.is_(None), reference.is_not(None))
+    return sa.case((unmatched, sa.not_(blank)), else_=sa.false())
 
 
 def _parent_of(parent_name: str, parent_column: str, alias: str) -> sa.FromClause:
@@ -551,13 +560,11 @@ def _count_references(
     references = sa.union_all(*stacked).subquery("stacked_references")
     parent = _parent_of(parent_name, parent_column, "parent")
     joined = references.outerjoin(parent, parent.c[parent_column] == references.c.reference)
-    unmatched = sa.and_(parent.c[parent_column].is_(None), references.c.reference.is_not(None))
     counts = []
     for n, check in enumerate(checks):
         kind_of = schema.metadata.tables[check.table].c[check.parent[0]]  # type: ignore[index]
         blank = _blank(references.c.reference) if column_kind(kind_of) == "text" else sa.false()  # type: ignore[arg-type]
-        # CASE, not AND: the blank test (a trim) runs only for the references without a parent
-        orphan = sa.case((unmatched, sa.not_(blank)), else_=sa.false())
+        orphan = _orphan(parent.c[parent_column], references.c.reference, blank)
         counts.append(sa.func.count().filter(sa.and_(references.c.check_number == n, orphan)))
     return [int(n) for n in conn.execute(sa.select(*counts).select_from(joined)).one()]
 

@@ -20,6 +20,7 @@ from crm_data import schema
 from kpis import rollups
 from kpis.core import LOW_SAMPLE, connection, period_starts, period_table, read_frame, wilson_interval
 from kpis.filters import Filters, scope
+from kpis.month_masks import combined, month_masks
 
 #: ``by`` values of :func:`churn_by` -> accounts column.
 CHURN_DIMENSIONS: dict[str, str] = {
@@ -172,12 +173,59 @@ def churn_by(conn: sa.Connection | sa.Engine, f: Filters, by: str) -> pd.DataFra
     group = schema.accounts.c[CHURN_DIMENSIONS[by]]
     with connection(conn) as c:
         statement = _churn_by_rolled(c, f, periods, CHURN_DIMENSIONS[by])
-        frame = read_frame(
-            c, statement if statement is not None else _churn_counts(f, periods, "month", group)
-        )
+        if statement is not None:
+            frame = read_frame(c, statement)
+        else:
+            frame = _churn_by_masks(c, f, periods, group)
+            if frame is None:
+                frame = read_frame(c, _churn_counts(f, periods, "month", group))
     if frame.empty:
         return pd.DataFrame(columns=columns)
     return _finish(frame)[columns].reset_index(drop=True)
+
+
+def _churn_by_masks(
+    c: sa.Connection, f: Filters, periods: list[pd.Timestamp], group: ColumnElement
+) -> pd.DataFrame | None:
+    """:func:`churn_by`'s counts on the base tables without the range join of
+    :func:`customer_flows` (``kpis.month_masks``): per account (of ``accounts``, its
+    subscriptions within the filters) the month starts 0..n at which it is active, as bit
+    masks (month i = the start of ``periods[i]``, month n = the end of the last one);
+    accounts are counted per group and distinct masks in the database, and per mask
+    customers_at_start = its bits i < n, churned = its bits i < n whose bit i + 1 is not
+    set. None where the database has no bitwise OR aggregate (SQLite: :func:`_churn_counts`).
+    Same columns, groups and order as :func:`_churn_counts`."""
+    sub, accounts = schema.subscriptions, schema.accounts
+    base = periods[0].year * 12 + periods[0].month - 1
+    n = len(periods)
+    masks = month_masks(c.dialect, base, n)
+    if masks is None:
+        return None
+    per_account = (
+        sa.select(sub.c.account_id, *(mask.label(f"m{k}") for k, mask in enumerate(masks)))
+        .where(*scope(f, sub))
+        .group_by(sub.c.account_id)
+        .subquery("per_account")
+    )
+    key = sa.func.coalesce(group, NOT_SET)
+    mask_columns = [per_account.c[f"m{k}"] for k in range(len(masks))]
+    statement = (
+        sa.select(key.label("group"), *mask_columns, sa.func.count().label("accounts"))
+        .select_from(per_account.join(accounts, accounts.c.account_id == per_account.c.account_id))
+        .group_by(key, *mask_columns)
+        .order_by(key)  # the groups in the database's order, as _churn_counts gives them
+    )
+    starts_mask = (1 << n) - 1
+    totals: dict[str, list[int]] = {}
+    for name, *bits, count in c.execute(statement):
+        active = combined(bits)
+        at_start = active & starts_mask
+        churned = at_start & ~(active >> 1)
+        total = totals.setdefault(name, [0, 0])
+        total[0] += int(count) * at_start.bit_count()
+        total[1] += int(count) * churned.bit_count()
+    rows = [(name, starts, lost) for name, (starts, lost) in totals.items() if starts > 0]
+    return pd.DataFrame(rows, columns=["group", "customers_at_start", "churned"])
 
 
 def _churn_by_rolled(

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -288,6 +289,16 @@ def customer_summary_counts(
     return frame[columns].reset_index(drop=True)
 
 
+def _dates(days: pd.Series) -> pd.Series:
+    """Day numbers (whole days since ``EPOCH``) as ``datetime.date`` objects: one per
+    distinct day (a few hundred), spread over the rows — not one Timestamp per row (~0.1 s
+    per column at 600k accounts)."""
+    codes, distinct = pd.factorize(days.to_numpy())
+    epoch = EPOCH.date()
+    values = np.array([epoch + dt.timedelta(days=int(d)) for d in distinct] + [None], dtype=object)
+    return pd.Series(values[codes], index=days.index)
+
+
 def _summarise(
     frame: pd.DataFrame, end: dt.datetime, unit: str, holdout: bool, names: bool = True
 ) -> pd.DataFrame:
@@ -298,8 +309,8 @@ def _summarise(
     first = frame["first_day"].astype(int)
     last = frame["last_day"].astype(int)
     end_day = (end - EPOCH).total_seconds() / 86400.0
-    frame["first_paid"] = (pd.Timestamp(EPOCH) + pd.to_timedelta(first, unit="D")).dt.date
-    frame["last_paid"] = (pd.Timestamp(EPOCH) + pd.to_timedelta(last, unit="D")).dt.date
+    frame["first_paid"] = _dates(first)
+    frame["last_paid"] = _dates(last)
     frame["transactions"] = frame["transactions"].astype(int)
     frame["frequency"] = frame["transactions"] - 1
     frame["recency"] = (last - first) / size

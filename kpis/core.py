@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -104,11 +105,13 @@ def period_rows(
     return grid_frame(period_found(bind, statement), periods, counts, sums, values)
 
 
-def period_found(bind: sa.Connection | sa.Engine, statement: sa.Executable) -> dict[pd.Timestamp, tuple]:
-    """Run an aggregate whose first column is a period start: period (see :func:`naive_key`)
-    -> the row's other values."""
+def period_found(
+    bind: sa.Connection | sa.Engine, statement: sa.Executable, params: dict[str, object] | None = None
+) -> dict[pd.Timestamp, tuple]:
+    """Run an aggregate whose first column is a period start (with ``params``: a template's
+    values): period (see :func:`naive_key`) -> the row's other values."""
     with connection(bind) as c:
-        return {naive_key(row[0]): tuple(row[1:]) for row in c.execute(statement)}
+        return {naive_key(row[0]): tuple(row[1:]) for row in c.execute(statement, params)}
 
 
 def grid_frame(
@@ -120,10 +123,22 @@ def grid_frame(
 ) -> pd.DataFrame:
     """:func:`period_rows` for rows already fetched: ``found`` maps a period start (see
     :func:`naive_key`) to the row's values (``counts``, then ``sums``, then ``values``)."""
+    return pd.DataFrame(grid_columns(found, periods, counts, sums, values))
+
+
+def grid_columns(
+    found: dict[pd.Timestamp, tuple],
+    periods: list[pd.Timestamp],
+    counts: tuple[str, ...] = (),
+    sums: tuple[str, ...] = (),
+    values: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """:func:`grid_frame`'s columns (``period``, then the names) as arrays, for a KPI that
+    adds its own columns before building its frame once."""
     grid = pd.to_datetime(periods)
     names = [*counts, *sums, *values]
     rows = [found.get(p) for p in grid]
-    data: dict[str, object] = {"period": grid}
+    data: dict[str, Any] = {"period": grid}
     for j, name in enumerate(names):
         if name in counts:
             data[name] = np.array(
@@ -134,7 +149,7 @@ def grid_frame(
             data[name] = np.array(
                 [missing if r is None or r[j] is None else float(r[j]) for r in rows], dtype="float64"
             )
-    return pd.DataFrame(data)
+    return data
 
 
 def naive_key(value: object) -> pd.Timestamp:

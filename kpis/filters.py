@@ -28,10 +28,11 @@ Rules (DESIGN.md):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -184,6 +185,32 @@ def value_params(f: Filters) -> dict[str, object]:
     for name, values in f.scope.limits().items():
         params[f"scope_{name}"] = list(values)
     return params
+
+
+#: Statement templates of :func:`template` by (builder, dialect, ``shape``, arguments).
+_TEMPLATES: dict[tuple[object, ...], object] = {}
+T = TypeVar("T")
+_TEMPLATES_MAX = 1024
+
+
+def template(build: Callable[..., T], dialect: sa.Dialect, f: Filters, *args: Hashable) -> T:
+    """``build(dialect, f, *args)`` built once per filter :func:`shape` inside
+    :func:`named_values`: the values of ``f`` are named parameters, executed with
+    :func:`value_params` of the filters at hand. Another owner, product, region or date
+    range of a shape seen before reuses the statement and its compiled SQL.
+
+    ``build`` must take every value of ``f`` through this module's conditions (:func:`scope`,
+    :func:`in_range`, :func:`in_day_range`, :func:`account_conditions`), never read a value of
+    ``f`` itself: the template serves every Filters of its shape."""
+    key = (build, dialect, shape(f), args)
+    statement = _TEMPLATES.get(key)
+    if statement is None:
+        with named_values():
+            statement = build(dialect, f, *args)
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = statement
+    return statement  # type: ignore[return-value]
 
 
 def account_conditions(f: Filters, table: sa.Table) -> list[ColumnElement[bool]]:

@@ -45,23 +45,23 @@ def profitability_ends(conn: Bind, f: Filters, n: int = 50) -> pd.DataFrame:
     whole ranking holds (the same number on every row).
 
     Ranked in the database (profit, highest first, ties by account_id; the rows ranked 1..n
-    and the last n), so only up to 2·n rows reach Python however many accounts there are;
+    and the last n, each end by a top-n sort), so only up to 2·n rows reach Python however many accounts there are;
     fewer than 2·n accounts: all of them. Columns: account_id, name, segment, payments,
     costs, personnel, production, overhead, marketing, loyalty, profit, accounts.
     """
     if n < 0:
         raise ValueError(f"n must be at least 0, not {n}")
     profits = _profits(f).cte("profits")
-    ranked = sa.select(
-        *profits.c,
-        sa.func.row_number().over(order_by=[profits.c.profit.desc(), profits.c.account_id]).label("rank"),
-        sa.func.count().over().label("accounts"),
-    ).cte("ranked")
-    names = [c.name for c in profits.c]
-    statement = (
-        sa.select(*(ranked.c[name] for name in names), ranked.c.accounts)
-        .where(sa.or_(ranked.c.rank <= n, ranked.c.rank > ranked.c.accounts - n))
-        .order_by(ranked.c.rank)
+    best = [profits.c.profit.desc(), profits.c.account_id]
+    worst = [profits.c.profit, profits.c.account_id.desc()]  # the same order, reversed
+    # the first n and the last n by two top-n sorts (no ranking of every account); an
+    # account in both (fewer than 2·n accounts) is one row of the union
+    ends = sa.union(
+        *(sa.select(sa.select(profits).order_by(*order).limit(n).subquery()) for order in (best, worst))
+    ).subquery("ends")
+    accounts = sa.select(sa.func.count()).select_from(profits).scalar_subquery()
+    statement = sa.select(*ends.c, accounts.label("accounts")).order_by(
+        ends.c.profit.desc(), ends.c.account_id
     )
     with connection(conn) as c:
         result = c.execute(statement)
@@ -74,11 +74,16 @@ def profitability_ends(conn: Bind, f: Filters, n: int = 50) -> pd.DataFrame:
 
 def _profits(f: Filters) -> sa.Select:
     """One row per account with a payment or an attributed cost in ``[start, end)``,
-    within the filters: the columns of :func:`customer_profitability`, unordered."""
+    within the filters: the columns of :func:`customer_profitability`, unordered.
+
+    The filters narrow the accounts, and also the payments and costs summed per account
+    before the join (the same accounts: neither table has an owner, product or pipeline
+    column, so :func:`kpis.filters.scope` selects their rows through the account), so one
+    owner sums that owner's payments rather than everyone's."""
     accounts, payments, costs = schema.accounts, schema.payments, schema.costs
     paid = (
         sa.select(payments.c.account_id, sa.func.sum(payments.c.amount).label("payments"))
-        .where(in_range(payments.c.paid_at, f))
+        .where(in_range(payments.c.paid_at, f), *scope(f, payments))
         .group_by(payments.c.account_id)
         .cte("paid")
     )
@@ -93,7 +98,7 @@ def _profits(f: Filters) -> sa.Select:
                 for category in COST_CATEGORIES
             ),
         )
-        .where(costs.c.account_id.is_not(None), in_day_range(costs.c.incurred_on, f))
+        .where(costs.c.account_id.is_not(None), in_day_range(costs.c.incurred_on, f), *scope(f, costs))
         .group_by(costs.c.account_id)
         .cte("spent")
     )

@@ -9,18 +9,28 @@ values in the database's own timestamp representation on every dialect.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import period_start
+from crm_data.dialects import month_index, period_start
 from kpis import rollups
 from kpis.activity import FOREVER, active_at, period_grid
-from kpis.core import LOW_SAMPLE, connection, period_end, period_starts, ratio, wilson_interval
-from kpis.filters import Filters, in_range, scope
+from kpis.core import (
+    LOW_SAMPLE,
+    connection,
+    grid_columns,
+    period_end,
+    period_found,
+    period_starts,
+    ratio,
+    wilson_interval,
+)
+from kpis.filters import Filters, in_range, scope, template, value_params
+from kpis.month_masks import combined, month_masks, month_spans, months_of
 
 Bind = sa.Connection | sa.Engine
 
@@ -32,9 +42,13 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
 # ---------------------------------------------------------------- revenue
 
 
-@functools.lru_cache(maxsize=256)
 def _revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
-    """The statement of :func:`revenue` (built once per dialect, filters and arguments)."""
+    """The statement of :func:`revenue`: a template per filter shape (``kpis.filters.template``),
+    executed with ``value_params(f)``."""
+    return template(_build_revenue_statement, dialect, f, freq)
+
+
+def _build_revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     pay = schema.payments
     period = period_start(dialect, pay.c.paid_at, freq).label("period")
     return (
@@ -70,21 +84,21 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     Columns: period, revenue, gross_revenue, refunds, paying_accounts, arpa.
     """
     periods = period_starts(f.start, f.end, freq)
-    out = rollups.period_rows_or_rolled(
-        conn,
-        rollups.REVENUE,
-        f,
-        freq,
-        periods,
-        _revenue_statement,
-        counts=("paying_accounts",),
-        sums=("revenue", "gross_revenue", "refunds"),
+    with connection(conn) as c:
+
+        def base_rows(part: Filters) -> dict[pd.Timestamp, tuple]:
+            return period_found(c, _revenue_statement(c.dialect, part, freq), value_params(part))
+
+        found = rollups.read_with_remainder(c, rollups.REVENUE, f, freq, periods, base_rows)
+        if found is None:
+            found = base_rows(f)
+    data = grid_columns(
+        found, periods, counts=("paying_accounts",), sums=("revenue", "gross_revenue", "refunds")
     )
-    for column in ("revenue", "gross_revenue", "refunds"):
-        out[column] = out[column].astype(float)
-    out["paying_accounts"] = out["paying_accounts"].astype(int)
-    out["arpa"] = [ratio(r, n) for r, n in zip(out["revenue"], out["paying_accounts"], strict=True)]
-    return out[["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]]
+    paying = data["paying_accounts"].tolist()
+    data["arpa"] = np.array([ratio(r, n) for r, n in zip(data["revenue"].tolist(), paying, strict=True)])
+    columns = ["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]
+    return pd.DataFrame({column: data[column] for column in columns})  # built once
 
 
 # ---------------------------------------------------------------- active customers
@@ -161,6 +175,133 @@ def _month_floor(value: dt.datetime) -> pd.Timestamp:
     return pd.Timestamp(value.year, value.month, 1)
 
 
+def _cohort_counts(
+    c: sa.Connection, f: Filters, cohorts: list[pd.Timestamp], last_month: pd.Timestamp
+) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
+    """Cohort sizes {cj: accounts} and retained counts {(cj, j): accounts}, j > cj, for
+    :func:`cohort_retention`, in one statement over the subscriptions within the filters;
+    cj, j = months since ``cohorts[0]``, j up to the month of ``last_month`` (= top).
+
+    No range join with a grid of months (``kpis.month_masks``): on DuckDB and PostgreSQL
+    one aggregate per account gives its first start (cohort) and, as bit masks, the months
+    at whose first instant one of its subscriptions is active; accounts are then counted
+    per cohort and distinct masks (a few thousand rows), whose bits after the cohort's
+    month Python adds up. Elsewhere (SQLite): :func:`_cohort_counts_windowed`."""
+    sub = schema.subscriptions
+    dialect = c.dialect
+    base = cohorts[0].year * 12 + cohorts[0].month - 1
+    top = last_month.year * 12 + last_month.month - 1 - base
+    masks = month_masks(dialect, base, top)
+    if masks is None:
+        return _cohort_counts_windowed(c, f, cohorts, base, top)
+    accounts = (
+        sa.select(
+            sa.func.min(sub.c.started_at).label("first_start"),
+            *(mask.label(f"m{k}") for k, mask in enumerate(masks)),
+        )
+        .where(*scope(f, sub))
+        .group_by(sub.c.account_id)
+        .subquery("accounts")
+    )
+    cj = month_index(dialect, accounts.c.first_start) - base
+    mask_columns = [accounts.c[f"m{k}"] for k in range(len(masks))]
+    statement = (
+        sa.select(cj.label("cj"), *mask_columns, sa.func.count().label("n"))
+        .where(*_first_start_in(accounts.c.first_start, cohorts))
+        .group_by(cj, *mask_columns)
+    )
+    sizes: dict[int, int] = {}
+    retained: dict[tuple[int, int], int] = {}
+    for cohort, *bits, n in c.execute(statement):
+        cohort, n = int(cohort), int(n)
+        sizes[cohort] = sizes.get(cohort, 0) + n
+        for month in months_of(combined(bits)):
+            if month > cohort:
+                retained[(cohort, month)] = retained.get((cohort, month), 0) + n
+    return sizes, retained
+
+
+def _first_start_in(
+    first_start: sa.ColumnElement, cohorts: list[pd.Timestamp]
+) -> list[sa.ColumnElement[bool]]:
+    """``first_start`` within the cohorts' months: [cohorts[0], end of the last one)."""
+    after = period_end(cohorts[-1], "month").to_pydatetime()
+    return [
+        first_start >= sa.literal(cohorts[0].to_pydatetime(), sa.DateTime()),
+        first_start < sa.literal(after, sa.DateTime()),
+    ]
+
+
+def _cohort_counts_windowed(
+    c: sa.Connection, f: Filters, cohorts: list[pd.Timestamp], base: int, top: int
+) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
+    """:func:`_cohort_counts` without a bitwise OR aggregate (SQLite): the same counts from
+    one window over each member account's subscriptions.
+
+    In ``started_at`` order (so lo ascending), the months a span adds to those of the
+    account's earlier spans are [max(lo, prev + 1), hi], prev = the largest hi of the
+    earlier spans (their union, from lo on, is [lo, prev]). These pieces are disjoint and
+    cover the account's active months; clipped to the months after its cohort,
+    [max(lo, prev + 1, cj + 1), hi], each adds +1 at (cj, its first month) and −1 at
+    (cj, its last month + 1); retained(cj, j) = Σ of the deltas over months ≤ j."""
+    sub = schema.subscriptions
+    dialect = c.dialect
+    lo, hi = month_spans(dialect, base, top)
+    firsts = (
+        sa.select(sub.c.account_id, sa.func.min(sub.c.started_at).label("first_start"))
+        .where(*scope(f, sub))
+        .group_by(sub.c.account_id)
+        .subquery("firsts")
+    )
+    ordered = {"partition_by": sub.c.account_id, "order_by": [sub.c.started_at, sub.c.subscription_id]}
+    spans = (
+        sa.select(
+            (month_index(dialect, firsts.c.first_start) - base).label("cj"),
+            lo.label("lo"),
+            hi.label("hi"),
+            sa.func.max(hi).over(**ordered, rows=(None, -1)).label("prev"),
+            sa.func.row_number().over(**ordered).label("rn"),
+        )
+        .select_from(sub.join(firsts, firsts.c.account_id == sub.c.account_id))
+        .where(*_first_start_in(firsts.c.first_start, cohorts), *scope(f, sub))
+        .subquery("spans")
+    )
+    first = sa.case(
+        (spans.c.prev.is_(None), spans.c.lo),
+        (spans.c.prev + 1 > spans.c.lo, spans.c.prev + 1),
+        else_=spans.c.lo,
+    )
+    pieces = sa.select(spans.c.cj, first.label("a"), spans.c.hi.label("b"), spans.c.rn).subquery("pieces")
+    a = sa.case((pieces.c.a > pieces.c.cj, pieces.c.a), else_=pieces.c.cj + 1)
+    # each piece row three times (k): +1 at a, −1 at b + 1, and the cohort size (j NULL)
+    kinds = sa.union_all(*(sa.select(sa.literal_column(str(k), sa.Integer()).label("k")) for k in range(3)))
+    kinds = kinds.subquery("kinds")
+    j = sa.case((kinds.c.k == 0, a), (kinds.c.k == 1, pieces.c.b + 1), else_=sa.null())
+    d = sa.case((kinds.c.k == 0, 1), (kinds.c.k == 1, -1), else_=1)
+    keep = sa.or_(sa.and_(kinds.c.k < 2, a <= pieces.c.b), sa.and_(kinds.c.k == 2, pieces.c.rn == 1))
+    statement = (
+        sa.select(pieces.c.cj, j.label("j"), sa.func.sum(d).label("n"))
+        .select_from(pieces.join(kinds, sa.true()))
+        .where(keep)
+        .group_by(pieces.c.cj, j)
+    )
+    sizes: dict[int, int] = {}
+    changes: dict[int, dict[int, int]] = {}
+    for cohort, month, n in c.execute(statement):
+        if month is None:
+            sizes[int(cohort)] = int(n)
+        else:
+            changes.setdefault(int(cohort), {})[int(month)] = int(n)
+    retained: dict[tuple[int, int], int] = {}
+    for cohort, by_month in changes.items():
+        running = 0
+        for month in range(cohort + 1, top + 1):
+            running += by_month.get(month, 0)
+            if running:
+                retained[(cohort, month)] = running
+    return sizes, retained
+
+
 def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -> pd.DataFrame:
     """Signup-month cohort retention.
 
@@ -200,61 +341,7 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
             len(cohorts), (last_month.year - cohorts[0].year) * 12 + last_month.month - cohorts[0].month + 1
         )
         months = [cohorts[0] + pd.DateOffset(months=j) for j in range(n_months)]
-        grid = period_grid([(m, period_end(m, "month")) for m in months], name="months")
-        firsts = (
-            sa.select(sub.c.account_id, sa.func.min(sub.c.started_at).label("first_start"))
-            .where(*scope(f, sub))
-            .group_by(sub.c.account_id)
-            .cte("firsts")
-        )
-        members = (
-            sa.select(firsts.c.account_id, grid.c.i.label("cj"))
-            .select_from(
-                firsts.join(grid, sa.and_(firsts.c.first_start >= grid.c.s, firsts.c.first_start < grid.c.e))
-            )
-            .where(grid.c.i < len(cohorts))
-            .cte("members")
-        )
-        sizes = {
-            int(cj): int(n)
-            for cj, n in c.execute(sa.select(members.c.cj, sa.func.count()).group_by(members.c.cj))
-        }
-        # (account, month) pairs with a subscription active at the month's first instant,
-        # found by one range join — for the cohorts' members only (the accounts the
-        # counts below keep), not every account; then counted per cohort and later month.
-        active_months = (
-            sa.select(sub.c.account_id, grid.c.i.label("j"))
-            .select_from(
-                sub.join(
-                    grid,
-                    sa.and_(
-                        sub.c.started_at <= grid.c.s,
-                        sa.func.coalesce(sub.c.ended_at, sa.literal(FOREVER, sa.DateTime())) > grid.c.s,
-                    ),
-                )
-            )
-            .where(
-                grid.c.s <= data_end,
-                sub.c.account_id.in_(sa.select(members.c.account_id)),
-                *scope(f, sub),
-            )
-            .distinct()
-            .cte("active_months")
-        )
-        retained_q = (
-            sa.select(members.c.cj, active_months.c.j, sa.func.count())
-            .select_from(
-                members.join(
-                    active_months,
-                    sa.and_(
-                        active_months.c.account_id == members.c.account_id,
-                        active_months.c.j > members.c.cj,
-                    ),
-                )
-            )
-            .group_by(members.c.cj, active_months.c.j)
-        )
-        retained = {(int(cj), int(j)): int(n) for cj, j, n in c.execute(retained_q)}
+        sizes, retained = _cohort_counts(c, f, cohorts, last_month)
     rows = []
     for cj, cohort in enumerate(cohorts):
         customers = sizes.get(cj, 0)
@@ -276,4 +363,12 @@ def cohort_retention(conn: Bind, f: Filters, as_of: dt.datetime | None = None) -
     return out
 
 
-__all__ = ["active_at", "active_customers", "cohort_retention", "period_grid", "revenue", "revenue_retention"]
+__all__ = [
+    "FOREVER",
+    "active_at",
+    "active_customers",
+    "cohort_retention",
+    "period_grid",
+    "revenue",
+    "revenue_retention",
+]

@@ -284,7 +284,9 @@ def refresh(
     summarise one of them (:attr:`Rollup.tables`) are rebuilt, and those never built — an
     import of tickets rebuilds first-contact resolution, not the customer base. Default:
     all. Each grain's rows come from one INSERT ... SELECT, so no data passes through
-    Python. With no record any roll-up counts (:func:`data_months`) they are emptied and
+    Python; the quarters and years of a roll-up whose measures add up over months are summed
+    from its month rows (:func:`_insert_from_months`, as :func:`update` does), not from the
+    records. With no record any roll-up counts (:func:`data_months`) they are emptied and
     their state removed (the KPIs then read the base tables)."""
     with refresh_work_mem(conn):
         return _refresh(conn, today, changed, rollups)
@@ -314,10 +316,13 @@ def _refresh(
         if months is None:
             continue
         rows: int | None = 0
-        for grain in FREQS:
+        for grain in FREQS:  # months first: the quarters and years of additive measures sum them
             periods = _grain_periods(*months, grain)
+            if grain != "month" and rollup.months_add_up:
+                rows = _add_rows(rows, _insert_from_months(conn, rollup, grain, periods))
+                continue
             if grain != "month" and rollup.months_table is not None:
-                continue  # below, from the months
+                continue  # below, from the per-account months
             rows = _add_rows(rows, _insert(conn, rollup, grain, periods))
             if grain == "month" and rollup.months_table is not None:
                 _insert_account_months(conn, rollup, rollup.months_table, *months)

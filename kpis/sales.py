@@ -241,17 +241,16 @@ def stage_durations(
         "conversion_to_next",
     ]
     censor_at = min(f.end_ts, now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
-    stages = schema.pipeline_stages
-    is_open_stage = sa.not_(sa.func.coalesce(stages.c.is_closed, sa.false()))
     censor = sa.literal(censor_at, sa.DateTime())
     with connection(conn) as c:
         dialect = c.dialect
-        visits, counts = _stage_visits(dialect, f, censor)
+        keys = _stage_keys()
+        visits, counts = _stage_visits(dialect, f, censor, keys)
         quantiles = _km_quantiles(visits, counts)
         statement = (
             sa.select(
-                stages.c.stage,
-                stages.c.position,
+                keys.c.stage,
+                keys.c.position,
                 counts.c.deals,
                 counts.c.finished,
                 counts.c.censored,
@@ -260,12 +259,12 @@ def stage_durations(
                 counts.c.progressed,
             )
             .select_from(
-                stages.outerjoin(counts, counts.c.stage == stages.c.stage).outerjoin(
-                    quantiles, quantiles.c.stage == stages.c.stage
+                keys.outerjoin(counts, counts.c.stage_key == keys.c.stage_key).outerjoin(
+                    quantiles, quantiles.c.stage_key == keys.c.stage_key
                 )
             )
-            .where(is_open_stage)
-            .order_by(stages.c.position, stages.c.stage)
+            .where(keys.c.is_closed.is_not(sa.true()))
+            .order_by(keys.c.stage_key)
         )
         frame = read_frame(c, statement)
     for column in ("deals", "finished", "censored", "progressed"):
@@ -279,72 +278,93 @@ def stage_durations(
     return frame[columns]
 
 
-def _stage_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) -> tuple[sa.CTE, sa.CTE]:
-    """:func:`stage_durations`' observed visits (stage, duration, event) and per-stage
+def _stage_keys() -> sa.CTE:
+    """``pipeline_stages`` numbered 1, 2, … by (position, stage): :func:`stage_durations`
+    groups, sorts and joins its visits by this integer, not by the stage's name (a text
+    sort key costs a collation-aware comparison per pair on PostgreSQL — most pairs tie on
+    the stage —, and a string per row of DuckDB's windows and hash tables). Ordering the
+    known stages by the key is ordering them by (position, stage)."""
+    stages = schema.pipeline_stages
+    return sa.select(
+        stages.c.stage,
+        stages.c.position,
+        stages.c.is_closed,
+        sa.func.row_number().over(order_by=[stages.c.position, stages.c.stage]).label("stage_key"),
+    ).cte("stage_keys")
+
+
+def _stage_visits(
+    dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement, keys: sa.CTE
+) -> tuple[sa.CTE, sa.CTE]:
+    """:func:`stage_durations`' observed visits (stage_key, duration, event) and per-stage
     counts (deals, finished, censored, progressed) from the base tables: one window over
     the history of each deal created in the range."""
-    deals, history, stages = schema.deals, schema.deal_stage_history, schema.pipeline_stages
-    is_open_stage = sa.not_(sa.func.coalesce(stages.c.is_closed, sa.false()))
+    deals, history = schema.deals, schema.deal_stage_history
     window_deals = (
-        sa.select(deals.c.deal_id, deals.c.status, deals.c.closed_at)
+        sa.select(
+            deals.c.deal_id,
+            (deals.c.status == "won").label("won"),
+            # when a won / lost deal's last visit ends (NULL: the deal is still open)
+            sa.case((deals.c.status.in_(("won", "lost")), deals.c.closed_at), else_=sa.null()).label(
+                "closed_end"
+            ),
+        )
         .where(in_range(deals.c.created_at, f), *scope(f, deals))
         .cte("window_deals")
     )
-    open_stage = sa.case((stages.c.stage.is_(None), 0), (is_open_stage, 1), else_=0)
-    # one ordering of a deal's visits for both window functions (one sort, not two): an
-    # unknown stage (no pipeline_stages row: NULL position) sorts first among visits
-    # entered at the same instant, on every database (SQLite sorts NULL first by
-    # default, DuckDB and PostgreSQL last)
+    is_open_stage = keys.c.is_closed.is_not(sa.true())
+    # one ordering of a deal's visits for both window functions (one sort, not two): by
+    # entered_at, then the stage's key — (position, stage) of a known stage; an unknown
+    # stage (no pipeline_stages row: NULL key) first among visits entered at the same
+    # instant, on every database (SQLite sorts NULL first by default, DuckDB and
+    # PostgreSQL last). Unknown stages at one instant tie with each other, but they are
+    # no visits of their own, and the rows before and after a known visit (which no other
+    # row ties with: (deal, stage, entered_at) is the history's key) do not depend on
+    # their order, so neither do its next_entered and later_position.
     visit_order = {
         "partition_by": history.c.deal_id,
-        "order_by": [history.c.entered_at, stages.c.position.asc().nulls_first(), history.c.stage],
+        "order_by": [history.c.entered_at, keys.c.stage_key.asc().nulls_first()],
     }
     all_visits = (
         sa.select(
             history.c.deal_id,
-            history.c.stage,
             history.c.entered_at,
-            stages.c.position,
+            keys.c.stage_key,
+            keys.c.position,
             # the stage's own columns, not a CASE of them: the visits' filter below is on
             # this window's output, and PostgreSQL estimates a filter on an expression
             # there at 0.5 % of the rows (≈ 7k of 1.1M visits at M), on columns from
             # their statistics
-            stages.c.stage.label("known_stage"),
-            stages.c.is_closed,
-            window_deals.c.status,
+            keys.c.stage.label("known_stage"),
+            keys.c.is_closed,
+            window_deals.c.won,
             # highest position of an open stage among this visit and the ones after it.
             # Visits entered at the same instant but ordered before this one have a
             # position ≤ its own (or none: not an open stage), so "progressed" below
             # (later_position > position) is the same as over every visit entered at or
             # after this one, peers included — the rule of the docstring
-            sa.func.max(sa.case((open_stage == 1, stages.c.position)))
+            sa.func.max(sa.case((is_open_stage, keys.c.position)))
             .over(**visit_order, rows=(0, None))
             .label("later_position"),
             sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
-            window_deals.c.closed_at,
+            window_deals.c.closed_end,
         )
         .select_from(
             history.join(window_deals, window_deals.c.deal_id == history.c.deal_id).outerjoin(
-                stages, stages.c.stage == history.c.stage
+                keys, keys.c.stage == history.c.stage
             )
         )
         .cte("all_visits")
     )
     v = all_visits.c
-    ended_at = sa.func.coalesce(
-        v.next_entered, sa.case((v.status.in_(("won", "lost")), v.closed_at), else_=sa.null())
-    )
+    ended_at = sa.func.coalesce(v.next_entered, v.closed_end)
     # the observation window ends at C: a visit is finished only when it ended by C
     finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
     visits = (
         sa.select(
             v.deal_id,
-            v.stage,
-            v.entered_at,
-            v.position,
-            sa.case((sa.or_(v.status == "won", v.later_position > v.position), 1), else_=0).label(
-                "progressed"
-            ),
+            v.stage_key,
+            sa.case((sa.or_(v.won, v.later_position > v.position), 1), else_=0).label("progressed"),
             sa.case((finished, 1), else_=0).label("event"),
             days_between(dialect, v.entered_at, sa.case((finished, ended_at), else_=censor)).label(
                 "duration"
@@ -355,24 +375,23 @@ def _stage_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) -> 
     )
     per_deal = (
         sa.select(
-            visits.c.stage,
-            visits.c.deal_id,
+            visits.c.stage_key,
             sa.func.max(visits.c.progressed).label("progressed"),
             sa.func.sum(visits.c.event).label("finished"),
             sa.func.count().label("visits"),
         )
-        .group_by(visits.c.stage, visits.c.deal_id)
+        .group_by(visits.c.deal_id, visits.c.stage_key)
         .cte("per_deal")
     )
     counts = (
         sa.select(
-            per_deal.c.stage,
+            per_deal.c.stage_key,
             sa.func.count().label("deals"),
             sa.func.sum(per_deal.c.finished).label("finished"),
             sa.func.sum(per_deal.c.visits - per_deal.c.finished).label("censored"),
             sa.func.sum(per_deal.c.progressed).label("progressed"),
         )
-        .group_by(per_deal.c.stage)
+        .group_by(per_deal.c.stage_key)
         .cte("counts")
     )
     return visits, counts
@@ -402,56 +421,53 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
     S ≤ q is i = ⌈n − (q + tolerance) · n · e^−L⌉ when that number lies before the next
     censored number. The quantile is the duration holding the smallest such i (S only
     falls, so the first stretch that reaches q holds it)."""
-    times = (
-        sa.select(
-            visits.c.stage,
-            visits.c.duration,
-            sa.func.sum(visits.c.event).label("d"),
-            sa.func.count().label("m"),
-        )
-        .group_by(visits.c.stage, visits.c.duration)
-        .subquery("times")
-    )
+    # every visit numbered 1..n within its stage: by duration, finished before censored
     numbered = sa.select(
-        times.c.stage,
-        times.c.duration,
-        times.c.d,
-        times.c.m,
-        # a sum of integers: PostgreSQL's sum of bigint (count's type) is numeric, and the
-        # running count is compared with the ranks of every duration
-        sa.func.sum(sa.cast(times.c.m, sa.Integer()))
-        .over(partition_by=times.c.stage, order_by=times.c.duration, rows=(None, 0))
-        .label("cum"),
+        visits.c.stage_key,
+        visits.c.duration,
+        visits.c.event,
+        sa.func.row_number()
+        .over(partition_by=visits.c.stage_key, order_by=[visits.c.duration, visits.c.event.desc()])
+        .label("i"),
     ).cte("numbered")
     n = (counts.c.finished + counts.c.censored).label("n")
-    totals = sa.select(counts.c.stage, n).cte("totals")
+    totals = sa.select(counts.c.stage_key, n).cte("totals")
     double = sa.Double()
-    first_censored = numbered.c.cum - numbered.c.m + numbered.c.d + 1  # a
-    last_censored = numbered.c.cum  # b
+    # the censored visits of one duration: numbers a..b (consecutive: after its finished ones)
+    censored_times = (
+        sa.select(
+            numbered.c.stage_key,
+            sa.func.min(numbered.c.i).label("a"),
+            sa.func.max(numbered.c.i).label("b"),
+        )
+        .where(numbered.c.event == 0)
+        .group_by(numbered.c.stage_key, numbered.c.duration)
+        .subquery("censored_times")
+    )
+    first_censored = censored_times.c.a
+    last_censored = censored_times.c.b
     censored = sa.union_all(
         sa.select(
-            numbered.c.stage,
+            censored_times.c.stage_key,
             first_censored.label("a"),
             last_censored.label("b"),
             sa.func.ln(
                 sa.cast(totals.c.n - first_censored + 1, double)
                 / sa.cast(sa.case((last_censored < totals.c.n, totals.c.n - last_censored), else_=1), double)
             ).label("factor"),
-        )
-        .select_from(numbered.join(totals, totals.c.stage == numbered.c.stage))
-        .where(numbered.c.m > numbered.c.d),
+        ).select_from(censored_times.join(totals, totals.c.stage_key == censored_times.c.stage_key)),
         # the stretch before the first censored visit
         sa.select(
-            totals.c.stage,
+            totals.c.stage_key,
             sa.literal(0, sa.BigInteger()),
             sa.literal(0, sa.BigInteger()),
             sa.literal(0.0, double),
         ),
     ).subquery("censored")
-    ordered = {"partition_by": censored.c.stage, "order_by": censored.c.b}
+    ordered = {"partition_by": censored.c.stage_key, "order_by": censored.c.b}
     stretches = (
         sa.select(
-            censored.c.stage,
+            censored.c.stage_key,
             censored.c.b.label("rk"),
             sa.func.lead(censored.c.a).over(**ordered).label("next_rk"),
             sa.func.sum(censored.c.factor).over(**ordered, rows=(None, 0)).label("log_factor"),
@@ -459,8 +475,8 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
     ).subquery("stretches")
     st = stretches.c
     with_n = (
-        sa.select(st.stage, st.rk, st.next_rk, st.log_factor, totals.c.n)
-        .select_from(stretches.join(totals, totals.c.stage == st.stage))
+        sa.select(st.stage_key, st.rk, st.next_rk, st.log_factor, totals.c.n)
+        .select_from(stretches.join(totals, totals.c.stage_key == st.stage_key))
         .subquery("with_n")
     )
     w = with_n.c
@@ -475,22 +491,19 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
         return sa.func.min(sa.case((i < end, i)))
 
     targets = (
-        sa.select(w.stage, first_reaching(0.5).label("r50"), first_reaching(0.1).label("r90"))
-        .group_by(w.stage)
+        sa.select(w.stage_key, first_reaching(0.5).label("r50"), first_reaching(0.1).label("r90"))
+        .group_by(w.stage_key)
         .cte("targets")
     )
-
-    def holds(i: sa.ColumnElement) -> sa.ColumnElement:
-        return sa.and_(numbered.c.cum - numbered.c.m < i, i <= numbered.c.cum)
-
+    i = numbered.c.i
     return (
         sa.select(
-            numbered.c.stage,
-            sa.func.max(sa.case((holds(targets.c.r50), numbered.c.duration))).label("median_days"),
-            sa.func.max(sa.case((holds(targets.c.r90), numbered.c.duration))).label("p90_days"),
+            numbered.c.stage_key,
+            sa.func.max(sa.case((i == targets.c.r50, numbered.c.duration))).label("median_days"),
+            sa.func.max(sa.case((i == targets.c.r90, numbered.c.duration))).label("p90_days"),
         )
-        .select_from(numbered.join(targets, targets.c.stage == numbered.c.stage))
-        .where(sa.or_(holds(targets.c.r50), holds(targets.c.r90)))
-        .group_by(numbered.c.stage)
+        .select_from(numbered.join(targets, targets.c.stage_key == numbered.c.stage_key))
+        .where(sa.or_(i == targets.c.r50, i == targets.c.r90))
+        .group_by(numbered.c.stage_key)
         .cte("quantiles")
     )

@@ -6,8 +6,7 @@ only while no account-level filter is set), the account's owner and their own pr
 
 from __future__ import annotations
 
-import functools
-
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -17,13 +16,15 @@ from kpis import rollups
 from kpis.core import (
     LOW_SAMPLE,
     connection,
+    grid_columns,
     naive_timestamps,
     on_period_grid,
+    period_found,
     period_starts,
     read_frame,
     wilson_interval,
 )
-from kpis.filters import Filters, in_range, scope
+from kpis.filters import Filters, in_range, scope, template, value_params
 from kpis.measures import fcr_sums
 
 NOT_SET = "(not set)"
@@ -31,9 +32,13 @@ NOT_SET = "(not set)"
 BREAKDOWNS = ("category", "product", "channel", "priority")
 
 
-@functools.lru_cache(maxsize=256)
 def _fcr_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
-    """The statement of :func:`first_contact_resolution` (built once per dialect, filters and arguments)."""
+    """The statement of :func:`first_contact_resolution`: a template per filter shape
+    (``kpis.filters.template``), executed with ``value_params(f)``."""
+    return template(_build_fcr_statement, dialect, f, freq)
+
+
+def _build_fcr_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     tickets = schema.tickets
     period = period_start(dialect, tickets.c.resolved_at, freq)
     return (
@@ -59,29 +64,40 @@ def first_contact_resolution(
     (``kpis.rollups``: same numbers). Columns: period, resolved, recorded, first_contact,
     fcr_rate, ci_low, ci_high, low_sample.
     """
-    columns = ["period", "resolved", "recorded", "first_contact", "fcr_rate", "ci_low", "ci_high", "low_sample"]
+    columns = [
+        "period",
+        "resolved",
+        "recorded",
+        "first_contact",
+        "fcr_rate",
+        "ci_low",
+        "ci_high",
+        "low_sample",
+    ]
     periods = period_starts(f.start, f.end, freq)
     if not periods:
         return pd.DataFrame(columns=columns)
-    frame = rollups.period_rows_or_rolled(
-        conn,
-        rollups.FIRST_CONTACT_RESOLUTION,
-        f,
-        freq,
-        periods,
-        _fcr_statement,
-        counts=("resolved", "first_contact", "recorded"),
-    )
-    known = (frame["resolved"] > 0) & (frame["recorded"] > 0)
-    frame["fcr_rate"] = frame["first_contact"] / frame["resolved"].astype(float).where(known)
+    with connection(conn) as c:
+
+        def base_rows(part: Filters) -> dict[pd.Timestamp, tuple]:
+            return period_found(c, _fcr_statement(c.dialect, part, freq), value_params(part))
+
+        found = rollups.read_with_remainder(c, rollups.FIRST_CONTACT_RESOLUTION, f, freq, periods, base_rows)
+        if found is None:
+            found = base_rows(f)
+    data = grid_columns(found, periods, counts=("resolved", "first_contact", "recorded"))
+    resolved, first = data["resolved"], data["first_contact"]
+    known = (resolved > 0) & (data["recorded"] > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        data["fcr_rate"] = np.where(known, first / resolved.astype(float), np.nan)
     intervals = [
         wilson_interval(k, n if ok else 0)
-        for k, n, ok in zip(frame["first_contact"], frame["resolved"], known, strict=True)
+        for k, n, ok in zip(first.tolist(), resolved.tolist(), known.tolist(), strict=True)
     ]
-    frame["ci_low"] = [low for low, _ in intervals]
-    frame["ci_high"] = [high for _, high in intervals]
-    frame["low_sample"] = frame["resolved"] < LOW_SAMPLE
-    return frame[columns]
+    data["ci_low"] = np.array([low for low, _ in intervals], dtype="float64")
+    data["ci_high"] = np.array([high for _, high in intervals], dtype="float64")
+    data["low_sample"] = resolved < LOW_SAMPLE
+    return pd.DataFrame({column: data[column] for column in columns})  # built once
 
 
 def ticket_breakdown(

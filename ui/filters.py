@@ -43,6 +43,7 @@ from charts.figures import period_text
 from charts.theme import label as code_label
 from crm_data.engines import database_url
 from kpis.core import as_of, is_partial
+from kpis.customer_base import start_sharing
 from kpis.filters import Filters, Scope, dimension_combinations, narrowed_options
 from ui import auth, data
 
@@ -339,6 +340,9 @@ def global_filters() -> View:
     navigation()  # the page links also show when the database is missing
     data.require_database()
     warm_export_server()  # once per process, in the background: the first export is fast
+    # this run's KPIs built on the customer base (churn, active customers, NRR, retention
+    # cost, and last year's of each) share one computation per selection
+    start_sharing()
     url = database_url()
     # only values inside the user's scope are offered; URL values outside it are ignored
     known = data.dimension_values(url, user.scope)

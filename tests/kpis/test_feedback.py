@@ -173,3 +173,15 @@ def test_survey_scores_gives_nps_and_ces_from_one_query(crm):
         assert column(both, "share_easy_ci_low") == pytest.approx(
             column(alone, "share_easy_ci_low"), nan_ok=True
         )
+
+
+def test_t_quantile_is_scipy_stats_value() -> None:
+    """The CES interval's t quantile (scipy.special.stdtrit) is exactly scipy.stats.t.ppf's."""
+    from scipy import stats
+
+    from kpis.feedback import _t975
+
+    for df in [*range(1, 400), 1_000, 12_345, 10**6]:
+        assert _t975(df) == float(stats.t.ppf(0.975, df)), df
+    assert _t975(1) == pytest.approx(12.706204736174698)
+    assert _t975(29) == pytest.approx(2.045229642132703)

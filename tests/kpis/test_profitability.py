@@ -119,3 +119,25 @@ def test_profitability_ends_agree_across_databases(make_db) -> None:
         return {"ends": profitability_ends(engine, Filters("2023-01-01", "2025-01-01"), n=1)}
 
     assert_databases_agree(make_db, [BASE, {"payments": PAYMENTS, "costs": COSTS}], compute)
+
+
+def test_profitability_ends_break_ties_by_account_and_keep_to_the_filters(db: sa.Engine) -> None:
+    """Two top-n sorts (best first, and the reverse) give the ranking's ends: ties at a cut
+    are ordered by account_id as in the whole ranking (A2 and A3 both −5: A2 ranks second,
+    A3 last); one owner's ends sum that owner's accounts' payments only."""
+    payments = [
+        {"payment_id": "t1", "account_id": "A1", "paid_at": ts("2024-01-10"), "amount": 10.0},
+        {"payment_id": "t2", "account_id": "A2", "paid_at": ts("2024-01-10"), "amount": -5.0},
+        {"payment_id": "t3", "account_id": "A3", "paid_at": ts("2024-01-10"), "amount": -5.0},
+        {"payment_id": "t4", "account_id": "A4", "paid_at": ts("2024-01-10"), "amount": -5.0},
+    ]
+    load(db, BASE, {"payments": payments})
+    assert customer_profitability(db, Q1)["account_id"].tolist() == ["A1", "A2", "A3", "A4"]
+    ends = profitability_ends(db, Q1, n=1)
+    assert ends["account_id"].tolist() == ["A1", "A4"] and ends["accounts"].tolist() == [4, 4]
+    assert profitability_ends(db, Q1, n=2)["account_id"].tolist() == ["A1", "A2", "A3", "A4"]
+    assert profitability_ends(db, Q1, n=3)["account_id"].tolist() == ["A1", "A2", "A3", "A4"]
+    u1 = profitability_ends(db, Q1.replace(owners=["U1"]), n=1)  # U1 owns A1 and A3
+    assert u1["account_id"].tolist() == ["A1", "A3"] and u1["accounts"].tolist() == [2, 2]
+    assert u1["payments"].tolist() == pytest.approx([10.0, -5.0])
+    assert profitability_ends(db, Q1, n=0).empty
