@@ -377,24 +377,22 @@ def grid_statement(f: Filters, instants: Sequence[object]) -> sa.Select:
     )
 
 
-#: The measures of :func:`_activity_statement`, in its order.
-ACTIVITY_MEASURES = (
-    "customers_at_start",
-    "new_customers",
-    "churned",
-    "customers_at_end",
-    "retained_customers",
-    "mrr_at_start",
-    "expansion",
-    "contraction",
-    "churned_mrr",
+#: The measures of :func:`_activity_statement`, in its order — declared here once for the
+#: customer base (``kpis.customer_base``) and its roll-up (``kpis.measures.CUSTOMER_BASE``):
+#: counts of accounts, the MRR sums, then the per-account sums of squares and products of
+#: the accounts active at s for the MRR ratios' intervals (x = MRR at s, y = MRR at e,
+#: g = min(x, y) of the retained, 0 if lost).
+ACTIVITY_COUNTS = ("customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers")
+MRR_SUMS = ("mrr_at_start", "expansion", "contraction", "churned_mrr")
+MRR_SPREAD = (
     "mrr_at_start_squares",
     "net_mrr_squares",
     "net_mrr_products",
     "gross_mrr_squares",
     "gross_mrr_products",
 )
-_COUNTS = 5  # the first five measures are counts
+ACTIVITY_MEASURES = ACTIVITY_COUNTS + MRR_SUMS + MRR_SPREAD
+_COUNTS = len(ACTIVITY_COUNTS)  # the counts come first
 
 
 def fold_spans(rows: Iterable[Sequence[object]], periods: int) -> list[list[float | int]]:

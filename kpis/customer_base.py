@@ -24,7 +24,10 @@ from crm_data import schema
 from crm_data.dialects import period_start
 from kpis import rollups
 from kpis.activity import (
+    ACTIVITY_COUNTS,
     ACTIVITY_MEASURES,
+    MRR_SPREAD,
+    MRR_SUMS,
     fold_spans,
     grid_params,
     grid_statement,
@@ -43,17 +46,9 @@ from kpis.filters import (
 )
 from kpis.measures import is_retention_cost, retention_cost_sums
 
-COUNTS = ["customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"]
-MRR = ["mrr_at_start", "expansion", "contraction", "churned_mrr"]
-#: Per-account sums of squares and products of the accounts active at s, for the MRR
-#: ratios' intervals (x = MRR at s, y = MRR at e, g = min(x, y) of the retained, 0 if lost).
-SPREAD = [
-    "mrr_at_start_squares",
-    "net_mrr_squares",
-    "net_mrr_products",
-    "gross_mrr_squares",
-    "gross_mrr_products",
-]
+COUNTS = list(ACTIVITY_COUNTS)
+MRR = list(MRR_SUMS)
+SPREAD = list(MRR_SPREAD)  # for the MRR ratios' intervals (kpis.activity.MRR_SPREAD)
 RATES = ["churn_rate", "revenue_churn_rate", "net_revenue_retention", "gross_revenue_retention"]
 #: Delta-method 95 % intervals of the MRR ratios (see :func:`customer_base`).
 INTERVALS = [
@@ -349,8 +344,7 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return np.where(denominator != 0, numerator / denominator, np.nan)
 
 
-_ACTIVITY = [*COUNTS, *MRR, *SPREAD]
-assert tuple(_ACTIVITY) == ACTIVITY_MEASURES
+_ACTIVITY = list(ACTIVITY_MEASURES)
 #: The kind of :func:`_base_statement`'s cost rows (after kpis.activity's span kinds).
 COSTS = 3
 _COST_SUMS = ["retention_costs", *schema.COST_CATEGORIES]

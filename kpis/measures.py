@@ -40,7 +40,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import period_key
-from kpis.activity import _activity_statement, period_grid
+from kpis.activity import ACTIVITY_COUNTS, MRR_SPREAD, MRR_SUMS, _activity_statement, period_grid
 from kpis.core import period_end
 from kpis.filters import Filters
 
@@ -177,19 +177,8 @@ def _customer_base_statement(
 CUSTOMER_BASE = MeasureSet(
     "rollup_customer_base",
     schema.subscriptions,
-    ("customers_at_start", "new_customers", "churned", "customers_at_end", "retained_customers"),
-    (
-        "mrr_at_start",
-        "expansion",
-        "contraction",
-        "churned_mrr",
-        # sums of squares and products for the MRR ratios' intervals
-        "mrr_at_start_squares",
-        "net_mrr_squares",
-        "net_mrr_products",
-        "gross_mrr_squares",
-        "gross_mrr_products",
-    ),
+    ACTIVITY_COUNTS,
+    MRR_SUMS + MRR_SPREAD,
     date_columns=("started_at", "ended_at"),
     spans=True,
     statement=_customer_base_statement,
