@@ -251,6 +251,11 @@ def sharing() -> Iterator[None]:
         _SHARED.reset(token)
 
 
+def sharing_active() -> bool:
+    """True after :func:`start_sharing` or inside :func:`sharing` in this context."""
+    return _SHARED.get() is not None
+
+
 def _database_of(conn: sa.Connection | sa.Engine) -> sa.Engine:
     """The engine behind ``conn`` (the object, not its URL: two engines on one URL may
     see different schemas through their connect arguments)."""

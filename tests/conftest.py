@@ -32,6 +32,7 @@ from crm_data import schema
 from crm_data.dialects import prepare_engine
 from crm_data.engines import make_engine
 from kpis import rollups
+from kpis.customer_base import sharing_active
 
 rollups.listen()
 
@@ -141,6 +142,15 @@ def make_db(
     yield factory
     for engine in engines:
         engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def no_customer_base_memo_left() -> Iterator[None]:
+    """Fail a test that leaves the customer-base memo of a page run on in the test process
+    (``kpis.customer_base.start_sharing`` outside a page's own context): the next tests of
+    the worker would read that memo's frames instead of their databases."""
+    yield
+    assert not sharing_active(), "kpis.customer_base sharing left on (use `with sharing():`)"
 
 
 @pytest.fixture(params=DB_KINDS)
