@@ -68,7 +68,7 @@ import sqlalchemy as sa
 from crm_data import derived, hooks, schema
 from crm_data.derived import state
 from crm_data.dialects import FREQS, period_key, refresh_work_mem
-from kpis import measures
+from kpis import measures, stage_visits
 from kpis.core import connection, grid_frame, period_end, period_found, period_rows, period_starts
 from kpis.filters import ACCOUNT_DIMENSIONS, Filters, account_conditions
 from kpis.measures import MeasureSet
@@ -228,6 +228,9 @@ FIRST_CONTACT_RESOLUTION = rollup_of(measures.FIRST_CONTACT_RESOLUTION)
 ROLLUPS: tuple[Rollup, ...] = tuple(rollup_of(m) for m in measures.MEASURE_SETS)
 #: The CRM tables the roll-ups summarise.
 SOURCES: tuple[sa.Table, ...] = (schema.accounts, *(rollup.records for rollup in ROLLUPS))
+#: Every derived table :func:`refresh` builds and :func:`on_tables_changed` keeps current:
+#: the roll-ups, then the stored stage visits (:mod:`kpis.stage_visits`).
+DERIVED: tuple[str, ...] = (*(rollup.name for rollup in ROLLUPS), stage_visits.NAME)
 
 
 # ---------------------------------------------------------------- building
@@ -275,6 +278,7 @@ def refresh(
     today: dt.date | None = None,
     changed: Collection[str] | None = None,
     rollups: Iterable[Rollup] = ROLLUPS,
+    visits: bool | None = None,
 ) -> dict[str, int]:
     """Rebuild roll-ups (default: all of :data:`ROLLUPS`) from the CRM tables, for every
     period, in the caller's transaction (creating the tables when missing); return the rows
@@ -287,9 +291,22 @@ def refresh(
     Python; the quarters and years of a roll-up whose measures add up over months are summed
     from its month rows (:func:`_insert_from_months`, as :func:`update` does), not from the
     records. With no record any roll-up counts (:func:`data_months`) they are emptied and
-    their state removed (the KPIs then read the base tables)."""
+    their state removed (the KPIs then read the base tables).
+
+    ``visits``: also rebuild the stored stage visits (:func:`kpis.stage_visits.refresh`;
+    when ``changed`` is given, only if it names one of their sources or they were never
+    built). Default: when ``rollups`` is all of :data:`ROLLUPS`."""
     with refresh_work_mem(conn):
-        return _refresh(conn, today, changed, rollups)
+        written = _refresh(conn, today, changed, rollups)
+    if visits is None:
+        visits = rollups is ROLLUPS
+    if visits and (
+        changed is None
+        or stage_visits.NAME not in derived.built(conn)
+        or any(t.name in changed for t in stage_visits.SOURCES)
+    ):
+        written[stage_visits.NAME] = stage_visits.refresh(conn)
+    return written
 
 
 def _refresh(
@@ -802,9 +819,9 @@ def _state_rows(conn: sa.Connection) -> dict[str, int]:
 
 
 def on_tables_changed(conn: sa.Connection, change: hooks.Change) -> list[str]:
-    """The :mod:`crm_data.hooks` listener: :func:`update` every roll-up (a first import
-    builds them all)."""
-    return update(conn, change)
+    """The :mod:`crm_data.hooks` listener: :func:`update` every roll-up and the stored
+    stage visits (:func:`kpis.stage_visits.update`; a first import builds them all)."""
+    return [*update(conn, change), *stage_visits.update(conn, change)]
 
 
 def listen() -> None:
@@ -1128,6 +1145,7 @@ def period_rows_or_rolled(
 
 __all__ = [
     "CUSTOMER_BASE",
+    "DERIVED",
     "DIMENSIONS",
     "FIRST_CONTACT_RESOLUTION",
     "RETENTION_COSTS",

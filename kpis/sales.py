@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import days_between, percentile, period_start
-from kpis import rollups
+from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, period_rows, period_starts, read_frame, wilson_interval
 from kpis.filters import Filters, in_range, scope
 from kpis.measures import win_rate_date, win_rate_sums
@@ -229,6 +229,10 @@ def stage_durations(
     Rows: the open stages of pipeline_stages (closed stages are not rows), by position.
     Columns: stage, position, deals (distinct deals), finished and censored (visits),
     median_days, p90_days, conversion_to_next.
+
+    The visits come from the stored visits (:mod:`kpis.stage_visits`, kept by the import)
+    when they are built and ``CRM_ROLLUPS`` is not ``off``, else from one window over the
+    history of each deal in the range: the same visits, the same frames.
     """
     columns = [
         "stage",
@@ -244,8 +248,11 @@ def stage_durations(
     censor = sa.literal(censor_at, sa.DateTime())
     with connection(conn) as c:
         dialect = c.dialect
-        keys = _stage_keys()
-        visits, counts = _stage_visits(dialect, f, censor, keys)
+        keys = stage_visits.stage_keys()
+        if rollups.enabled() and stage_visits.available(c):
+            visits, counts = _stored_visits(dialect, f, censor)
+        else:
+            visits, counts = _stage_visits(dialect, f, censor, keys)
         quantiles = _km_quantiles(visits, counts)
         statement = (
             sa.select(
@@ -278,99 +285,31 @@ def stage_durations(
     return frame[columns]
 
 
-def _stage_keys() -> sa.CTE:
-    """``pipeline_stages`` numbered 1, 2, … by (position, stage): :func:`stage_durations`
-    groups, sorts and joins its visits by this integer, not by the stage's name (a text
-    sort key costs a collation-aware comparison per pair on PostgreSQL — most pairs tie on
-    the stage —, and a string per row of DuckDB's windows and hash tables). Ordering the
-    known stages by the key is ordering them by (position, stage)."""
-    stages = schema.pipeline_stages
-    return sa.select(
-        stages.c.stage,
-        stages.c.position,
-        stages.c.is_closed,
-        sa.func.row_number().over(order_by=[stages.c.position, stages.c.stage]).label("stage_key"),
-    ).cte("stage_keys")
-
-
 def _stage_visits(
     dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement, keys: sa.CTE
 ) -> tuple[sa.CTE, sa.CTE]:
     """:func:`stage_durations`' observed visits (stage_key, duration, event) and per-stage
     counts (deals, finished, censored, progressed) from the base tables: one window over
-    the history of each deal created in the range."""
-    deals, history = schema.deals, schema.deal_stage_history
-    window_deals = (
-        sa.select(
-            deals.c.deal_id,
-            (deals.c.status == "won").label("won"),
-            # when a won / lost deal's last visit ends (NULL: the deal is still open)
-            sa.case((deals.c.status.in_(("won", "lost")), deals.c.closed_at), else_=sa.null()).label(
-                "closed_end"
-            ),
-        )
-        .where(in_range(deals.c.created_at, f), *scope(f, deals))
-        .cte("window_deals")
+    the history of each deal created in the range (:func:`kpis.stage_visits.visit_window`)."""
+    deals = schema.deals
+    window = stage_visits.visit_window(
+        stage_visits.visit_deals([in_range(deals.c.created_at, f), *scope(f, deals)]), keys
     )
-    is_open_stage = keys.c.is_closed.is_not(sa.true())
-    # one ordering of a deal's visits for both window functions (one sort, not two): by
-    # entered_at, then the stage's key — (position, stage) of a known stage; an unknown
-    # stage (no pipeline_stages row: NULL key) first among visits entered at the same
-    # instant, on every database (SQLite sorts NULL first by default, DuckDB and
-    # PostgreSQL last). Unknown stages at one instant tie with each other, but they are
-    # no visits of their own, and the rows before and after a known visit (which no other
-    # row ties with: (deal, stage, entered_at) is the history's key) do not depend on
-    # their order, so neither do its next_entered and later_position.
-    visit_order = {
-        "partition_by": history.c.deal_id,
-        "order_by": [history.c.entered_at, keys.c.stage_key.asc().nulls_first()],
-    }
-    all_visits = (
-        sa.select(
-            history.c.deal_id,
-            history.c.entered_at,
-            keys.c.stage_key,
-            keys.c.position,
-            # the stage's own columns, not a CASE of them: the visits' filter below is on
-            # this window's output, and PostgreSQL estimates a filter on an expression
-            # there at 0.5 % of the rows (≈ 7k of 1.1M visits at M), on columns from
-            # their statistics
-            keys.c.stage.label("known_stage"),
-            keys.c.is_closed,
-            window_deals.c.won,
-            # highest position of an open stage among this visit and the ones after it.
-            # Visits entered at the same instant but ordered before this one have a
-            # position ≤ its own (or none: not an open stage), so "progressed" below
-            # (later_position > position) is the same as over every visit entered at or
-            # after this one, peers included — the rule of the docstring
-            sa.func.max(sa.case((is_open_stage, keys.c.position)))
-            .over(**visit_order, rows=(0, None))
-            .label("later_position"),
-            sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
-            window_deals.c.closed_end,
-        )
-        .select_from(
-            history.join(window_deals, window_deals.c.deal_id == history.c.deal_id).outerjoin(
-                keys, keys.c.stage == history.c.stage
-            )
-        )
-        .cte("all_visits")
-    )
-    v = all_visits.c
-    ended_at = sa.func.coalesce(v.next_entered, v.closed_end)
+    v = window.c
+    ended_at = stage_visits.ended_at(window)
     # the observation window ends at C: a visit is finished only when it ended by C
     finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
     visits = (
         sa.select(
             v.deal_id,
             v.stage_key,
-            sa.case((sa.or_(v.won, v.later_position > v.position), 1), else_=0).label("progressed"),
+            stage_visits.progressed(window).label("progressed"),
             sa.case((finished, 1), else_=0).label("event"),
             days_between(dialect, v.entered_at, sa.case((finished, ended_at), else_=censor)).label(
                 "duration"
             ),
         )
-        .where(v.known_stage.is_not(None), v.is_closed.is_not(sa.true()), v.entered_at < censor)
+        .where(stage_visits.is_visit(window), v.entered_at < censor)
         .cte("visits")
     )
     per_deal = (
@@ -392,6 +331,43 @@ def _stage_visits(
             sa.func.sum(per_deal.c.progressed).label("progressed"),
         )
         .group_by(per_deal.c.stage_key)
+        .cte("counts")
+    )
+    return visits, counts
+
+
+def _stored_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) -> tuple[sa.CTE, sa.CTE]:
+    """:func:`_stage_visits` from the stored visits (:mod:`kpis.stage_visits`): those of the
+    deals created in the range and selected by the filters, entered before C. A deal's
+    first visit to a stage is observed when any of them is (it is entered first) and is
+    progressed when any of them is (its later positions include theirs), so a stage's
+    deals and progressed deals are sums of the first visits' flags — no grouping per deal."""
+    t = stage_visits.TABLE
+    ended_at = t.c.ended_at
+    finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
+    event = sa.case((finished, 1), else_=0)
+    visits = (
+        sa.select(
+            t.c.stage_key,
+            t.c.first_visit,
+            t.c.progressed,
+            event.label("event"),
+            days_between(dialect, t.c.entered_at, sa.case((finished, ended_at), else_=censor)).label(
+                "duration"
+            ),
+        )
+        .where(in_range(t.c.created_at, f), *scope(f, t), t.c.entered_at < censor)
+        .cte("visits")
+    )
+    counts = (
+        sa.select(
+            visits.c.stage_key,
+            sa.func.sum(visits.c.first_visit).label("deals"),
+            sa.func.sum(visits.c.event).label("finished"),
+            (sa.func.count() - sa.func.sum(visits.c.event)).label("censored"),
+            sa.func.sum(visits.c.first_visit * visits.c.progressed).label("progressed"),
+        )
+        .group_by(visits.c.stage_key)
         .cte("counts")
     )
     return visits, counts

@@ -6,8 +6,9 @@ module-level and function-level imports alike:
   ``crm_data.__main__`` and the ``python -m crm_data.schema_doc`` generator: applications,
   which wire the layers) and the exceptions listed in :data:`KNOWN`, each with its reason;
 * ``kpis`` imports no ``ui``, ``pages`` nor Streamlit;
-* the roll-ups (``kpis.rollups``) and the measure declarations (``kpis.measures``,
-  ``kpis.activity``) import no KPI module — only :data:`ROLLUP_MAY_IMPORT` of ``kpis``.
+* the roll-ups (``kpis.rollups``, the stored stage visits ``kpis.stage_visits``) and the
+  measure declarations (``kpis.measures``, ``kpis.activity``) import no KPI module — only
+  :data:`ROLLUP_MAY_IMPORT` of ``kpis``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,16 @@ KNOWN = {
     "crm_data.goals": {"kpis", "kpis.registry"},
 }
 #: What the roll-ups and the measure declarations may import from kpis.
-ROLLUP_MAY_IMPORT = {"kpis", "kpis.activity", "kpis.core", "kpis.filters", "kpis.measures", "kpis.rollups"}
-ROLLUP_MODULES = {"kpis.rollups", "kpis.measures", "kpis.activity"}
+ROLLUP_MAY_IMPORT = {
+    "kpis",
+    "kpis.activity",
+    "kpis.core",
+    "kpis.filters",
+    "kpis.measures",
+    "kpis.rollups",
+    "kpis.stage_visits",
+}
+ROLLUP_MODULES = {"kpis.rollups", "kpis.measures", "kpis.activity", "kpis.stage_visits"}
 UPPER = ("kpis", "forecasting", "ui", "pages", "streamlit")
 
 

@@ -29,6 +29,12 @@ def crm(db):
     return fixtures.load(db)
 
 
+@pytest.fixture
+def staged(crm, visits_path):
+    """The fixture, stage_durations reading the base tables or the stored visits."""
+    return visits_path(crm)
+
+
 def test_monthly_win_rate(crm):
     frame = win_rate(crm, JAN_TO_APR, "month")
     # by closed_at: Jan D7 won; Feb D1, D3, D4 won, D6 lost; Mar D2 lost (closed exactly 1 Mar 00:00)
@@ -136,7 +142,7 @@ def test_sales_cycle_distribution(crm):
         sales_cycle_distribution(crm, Q1, bins=[10, 5])
 
 
-def test_stage_durations_with_censoring(crm):
+def test_stage_durations_with_censoring(staged):
     # deals created in [1 Jan, 1 Apr): D1..D6, D8 (D7 was created in 2023). Censoring at C = 1 Apr 2024.
     # Lead visits: D1 5, D2 5, D3 2, D4 5, D5 5, D6 20 (-> Closed Lost), D8 open since 10 Mar -> censored 22
     #   KM: t=2 n=7 d=1 S=6/7; t=5 n=6 d=4 S=6/7·2/6=2/7=0.286 -> median 5; t=20 n=2 d=1 S=1/7=0.143;
@@ -147,7 +153,7 @@ def test_stage_durations_with_censoring(crm):
     #   S: 2 -> 4/5, 2.5 -> 3/5, 15 -> 2/5 (median 15), 46 -> 1/5, 51 censored -> p90 NaN.
     #   Moved on: D1 won, D3 won; D2 lost, D5 open -> 2/4
     # Negotiation: only D7 (outside the window) -> no visits. Closed Won/Lost are not rows.
-    frame = stage_durations(crm, Q1)
+    frame = stage_durations(staged, Q1)
     assert list(frame["stage"]) == ["Lead", "Qualified", "Proposal", "Negotiation"]
     assert list(frame["position"]) == [1, 2, 3, 4]
     assert list(frame["deals"]) == [7, 4, 4, 0]
@@ -158,27 +164,27 @@ def test_stage_durations_with_censoring(crm):
     assert column(frame, "conversion_to_next") == pytest.approx([5 / 7, 1.0, 0.5, NAN], nan_ok=True)
 
 
-def test_censored_open_deal_moves_the_median_away_from_the_naive_one(crm):
+def test_censored_open_deal_moves_the_median_away_from_the_naive_one(staged):
     # Proposal: a naive median of the finished visits only (2, 2.5, 15, 46) would be (2.5 + 15)/2 = 8.75;
     # D5, still open after 51 days (censored), keeps the KM median at 15.
-    frame = stage_durations(crm, Q1).set_index("stage")
+    frame = stage_durations(staged, Q1).set_index("stage")
     assert frame.loc["Proposal", "median_days"] == pytest.approx(15.0)
     assert frame.loc["Proposal", "median_days"] != pytest.approx(8.75)
 
 
-def test_stage_durations_censoring_time_is_now_when_earlier(crm):
+def test_stage_durations_censoring_time_is_now_when_earlier(staged):
     # now = 1 Mar 2024 < end: C = 1 Mar. D8 entered Lead on 10 Mar (after C) -> not observed.
     # Lead: 2, 5, 5, 5, 5, 20, all finished: S 5/6, 1/6 (median 5), 0 at 20 (p90 20)
     # Proposal: D5 censored at 1 Mar -> 20 d; D2's visit finished on 1 Mar (46 d) stays finished:
     #   S: 2 -> 4/5, 2.5 -> 3/5, 15 -> 2/5 (median 15), 20 censored, 46 n=1 d=1 -> 0 (p90 46)
-    frame = stage_durations(crm, Q1, now=dt.datetime(2024, 3, 1)).set_index("stage")
+    frame = stage_durations(staged, Q1, now=dt.datetime(2024, 3, 1)).set_index("stage")
     assert frame.loc["Lead", ["deals", "finished", "censored"]].tolist() == [6, 6, 0]
     assert frame.loc["Lead", ["median_days", "p90_days"]].tolist() == pytest.approx([5.0, 20.0])
     assert frame.loc["Proposal", ["median_days", "p90_days"]].tolist() == pytest.approx([15.0, 46.0])
     assert frame.loc["Proposal", "censored"] == 1
 
 
-def test_stage_durations_a_visit_ending_after_the_censoring_time_is_censored(crm):
+def test_stage_durations_a_visit_ending_after_the_censoring_time_is_censored(staged):
     # now = 20 Feb 2024 < end: C = 20 Feb. Observed: visits entered before C. A visit that ended
     # by C is finished; one with no end or an end after C is censored at C (C − entered_at).
     # Lead: D1 5, D2 5, D3 2, D4 15 Feb -> 20 Feb = 5 (ends exactly at C: finished), D5 5;
@@ -194,7 +200,7 @@ def test_stage_durations_a_visit_ending_after_the_censoring_time_is_censored(crm
     #   36 censored -> p90 NaN. (D2 finished at 46 gave p90 46.)
     # Moved on (the deals' whole history): Lead D1, D2, D3, D4, D5 of 6 (D6 lost);
     #   Qualified D1, D3, D5 of 3; Proposal D1, D3 of 4.
-    frame = stage_durations(crm, Q1, now=dt.datetime(2024, 2, 20)).set_index("stage")
+    frame = stage_durations(staged, Q1, now=dt.datetime(2024, 2, 20)).set_index("stage")
     assert frame["deals"].tolist() == [6, 3, 4, 0]
     assert frame["finished"].tolist() == [5, 4, 3, 0]
     assert frame["censored"].tolist() == [1, 0, 2, 0]
@@ -203,20 +209,20 @@ def test_stage_durations_a_visit_ending_after_the_censoring_time_is_censored(crm
     assert frame["conversion_to_next"].tolist() == pytest.approx([5 / 6, 1.0, 0.5, NAN], nan_ok=True)
 
 
-def test_stage_durations_segment_median_exactly_half(crm):
+def test_stage_durations_segment_median_exactly_half(staged):
     # Enterprise = A1, A2: D1, D2, D6, D8 (D4 has no account -> excluded)
     # Lead: 5, 5, 20, 22 censored: t=5 n=4 d=2 -> S = 0.5 exactly -> median 5; t=20 -> 0.25; p90 NaN
     # Qualified: D1 10 -> 10, 10. Proposal: D1 15, D2 46 -> S 0.5 at 15 (median), 0 at 46 (p90)
     # Lead moved on: D1, D2 of D1, D2, D6, D8 -> 0.5
-    frame = stage_durations(crm, Q1.replace(segments=["Enterprise"])).set_index("stage")
+    frame = stage_durations(staged, Q1.replace(segments=["Enterprise"])).set_index("stage")
     assert frame["deals"].tolist() == [4, 1, 2, 0]
     assert frame["median_days"].tolist() == pytest.approx([5.0, 10.0, 15.0, NAN], nan_ok=True)
     assert frame["p90_days"].tolist() == pytest.approx([NAN, 10.0, 46.0, NAN], nan_ok=True)
     assert frame.loc["Lead", "conversion_to_next"] == pytest.approx(0.5)
 
 
-def test_stage_durations_empty_selection(crm):
-    frame = stage_durations(crm, Q1.replace(segments=["Nobody"]))
+def test_stage_durations_empty_selection(staged):
+    frame = stage_durations(staged, Q1.replace(segments=["Nobody"]))
     assert list(frame["deals"]) == [0, 0, 0, 0]
     assert frame[["median_days", "p90_days", "conversion_to_next"]].isna().all(axis=None)
 
@@ -239,10 +245,11 @@ UNKNOWN_STAGE_HISTORY = [
 ]  # fmt: skip
 
 
-def test_stage_durations_unknown_stage_at_the_same_instant_sorts_first(db):
+def test_stage_durations_unknown_stage_at_the_same_instant_sorts_first(db, visits_path):
     fixtures.load(db, only=("accounts", "users", "products", "pipeline_stages"))
     fixtures.insert(db, "deals", UNKNOWN_STAGE_DEALS)
     fixtures.insert(db, "deal_stage_history", UNKNOWN_STAGE_HISTORY)
+    visits_path(db)
     # Order per deal (Discovery first at a tie): E1 Discovery, Lead (5 Jan), Qualified, Closed Won;
     # E2 Lead, Discovery, Qualified (11 Feb). C = min(1 Apr, now) = 1 Apr 2024.
     # Lead: E1 5 Jan -> 15 Jan = 10 d; E2 1 Feb -> 11 Feb = 10 d: S(10) = 0 -> median = p90 = 10.

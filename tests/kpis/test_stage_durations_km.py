@@ -35,7 +35,7 @@ GROUPS: dict[tuple[str, str], list[tuple[int, bool]]] = {
 
 
 @pytest.fixture
-def leads(db):
+def leads(db, visits_path):
     fixtures.load(db, only=("accounts", "users", "products", "pipeline_stages"))
     deals, history = [], []
     for (owner, product), visits in GROUPS.items():
@@ -54,7 +54,7 @@ def leads(db):
                 )
     fixtures.insert(db, "deals", deals)
     fixtures.insert(db, "deal_stage_history", history)
-    return db
+    return visits_path(db)
 
 
 def _lead(engine, owner: str, product: str) -> list:

@@ -26,7 +26,7 @@ NOW = dt.datetime(2024, 6, 1)
 
 
 @pytest.fixture
-def tied(db):
+def tied(db, visits_path):
     fixtures.load(db, only=("accounts", "users", "products", "pipeline_stages"))
     fixtures.insert(
         db,
@@ -50,7 +50,7 @@ def tied(db):
             history.append(dict(deal_id=deal_id, stage="Review", entered_at=proposal))
     fixtures.insert(db, "deals", deals)
     fixtures.insert(db, "deal_stage_history", history)
-    return db
+    return visits_path(db)
 
 
 def test_stages_sharing_a_position_are_ordered_by_name(tied):

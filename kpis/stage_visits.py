@@ -1,0 +1,414 @@
+"""The deals' stage visits, stored: what :func:`kpis.sales.stage_durations` reads instead of
+a window over every deal's whole stage history on each call.
+
+A *visit* is one row of ``deal_stage_history`` whose stage is an open stage of
+``pipeline_stages``. Its end is the deal's next ``entered_at`` (any stage), or the deal's
+``closed_at`` when it is the last visit of a won / lost deal, else NULL (still running);
+*progressed* = the deal is won, or at or after entering the stage entered an open stage of
+higher position; *first* = the deal's first visit to the stage. The order of a deal's
+visits: by ``entered_at``, visits entered at the same instant by the stage's key (position,
+stage; a stage missing from ``pipeline_stages`` first) — :func:`visit_window`, which the
+base-table path of ``stage_durations`` runs on the deals of its filters and the stored
+table on every deal, so both give the same visits.
+
+Nothing here depends on the observation time ``C = min(end, now)`` nor on the filters:
+``stage_durations`` selects the stored visits of the deals created in its range (and its
+segments, owners, products, pipelines: the deal's columns are stored beside the visit, the
+account-level lists go through ``accounts`` as on the base tables), then applies C — a
+visit entered at or after C is not observed, one whose end is after C is censored — and
+runs the same Kaplan–Meier. The accounts are not stored: a change of an account's
+dimensions changes no visit.
+
+The table (:data:`TABLE`, named ``rollup_stage_visits``: a derived table of
+:mod:`crm_data.derived`, like the roll-ups) depends on ``deals``, ``deal_stage_history``
+and ``pipeline_stages``. :func:`refresh` rebuilds it; :func:`update` (called by the
+roll-ups' listener, :func:`kpis.rollups.on_tables_changed`) rewrites after an import only
+the visits of the deals that the change may have altered: the deals with a history row
+entered in the span of the new history rows (an old deal gaining a stage ends its last
+visit and may progress its earlier ones), and the deals whose created_at and closed_at lie
+in the spans of the changed deals' old and new values (a status change: a new end of the
+last visit, won). Stage positions or an unknown change: rebuilt whole. Read only when
+:func:`available` (built by this version, readable by the connecting role) and the
+roll-ups are on (``CRM_ROLLUPS`` not ``off``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import weakref
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from crm_data import derived, hooks, schema
+from crm_data.dialects import refresh_work_mem
+
+#: The derived table's name (:data:`crm_data.derived.PREFIX`).
+NAME = "rollup_stage_visits"
+#: The CRM tables the visits are computed from.
+SOURCES: tuple[sa.Table, ...] = (schema.deals, schema.deal_stage_history, schema.pipeline_stages)
+#: The deals' columns stored beside each visit: the date ``stage_durations`` selects deals
+#: by and the columns of ``kpis.filters.scope`` (owners, products, pipelines, and the
+#: account through which the account-level lists select).
+DEAL_COLUMNS: tuple[str, ...] = ("created_at", "account_id", "owner_id", "product_id", "pipeline")
+
+metadata = sa.MetaData()
+
+#: One row per visit to an open stage of every deal.
+TABLE = sa.Table(
+    NAME,
+    metadata,
+    sa.Column("deal_id", schema.deals.c.deal_id.type, nullable=False),
+    # the stage's number in (position, stage) order: :func:`stage_keys`
+    sa.Column("stage_key", sa.Integer(), nullable=False),
+    sa.Column("entered_at", sa.DateTime(), nullable=False),
+    # NULL: still running (no later visit, the deal neither won nor lost)
+    sa.Column("ended_at", sa.DateTime()),
+    # 1: won, or an open stage of higher position entered at or after this visit
+    sa.Column("progressed", sa.SmallInteger(), nullable=False),
+    # 1: the deal's first visit to the stage (by entered_at)
+    sa.Column("first_visit", sa.SmallInteger(), nullable=False),
+    *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
+)
+schema.row_store_index(TABLE, "created_at")
+schema.row_store_index(TABLE, "deal_id")
+
+
+def stage_keys() -> sa.CTE:
+    """``pipeline_stages`` numbered 1, 2, … by (position, stage): the visits are grouped,
+    sorted and joined by this integer, not by the stage's name (a text sort key costs a
+    collation-aware comparison per pair on PostgreSQL — most pairs tie on the stage —, and
+    a string per row of DuckDB's windows and hash tables). Ordering the known stages by
+    the key is ordering them by (position, stage)."""
+    stages = schema.pipeline_stages
+    return sa.select(
+        stages.c.stage,
+        stages.c.position,
+        stages.c.is_closed,
+        sa.func.row_number().over(order_by=[stages.c.position, stages.c.stage]).label("stage_key"),
+    ).cte("stage_keys")
+
+
+def visit_window(deals: sa.CTE, keys: sa.CTE, carried: Sequence[str] = ()) -> sa.CTE:
+    """Every history row of the deals of ``deals`` (a CTE of ``deal_id``, ``won`` — the
+    deal is won —, ``closed_end`` — its closed_at when won or lost, else NULL —, and the
+    ``carried`` columns) in one window per deal: deal_id, entered_at, stage_key, position,
+    known_stage (NULL: not in ``pipeline_stages``), is_closed, won, later_position (the
+    highest position of an open stage among this row and the ones after it),
+    next_entered, closed_end, then ``carried``."""
+    history = schema.deal_stage_history
+    is_open_stage = keys.c.is_closed.is_not(sa.true())
+    # one ordering of a deal's visits for both window functions (one sort, not two): by
+    # entered_at, then the stage's key — (position, stage) of a known stage; an unknown
+    # stage (no pipeline_stages row: NULL key) first among visits entered at the same
+    # instant, on every database (SQLite sorts NULL first by default, DuckDB and
+    # PostgreSQL last). Unknown stages at one instant tie with each other, but they are
+    # no visits of their own, and the rows before and after a known visit (which no other
+    # row ties with: (deal, stage, entered_at) is the history's key) do not depend on
+    # their order, so neither do its next_entered and later_position.
+    visit_order = {
+        "partition_by": history.c.deal_id,
+        "order_by": [history.c.entered_at, keys.c.stage_key.asc().nulls_first()],
+    }
+    return (
+        sa.select(
+            history.c.deal_id,
+            history.c.entered_at,
+            keys.c.stage_key,
+            keys.c.position,
+            # the stage's own columns, not a CASE of them: the visits' filter below is on
+            # this window's output, and PostgreSQL estimates a filter on an expression
+            # there at 0.5 % of the rows (≈ 7k of 1.1M visits at M), on columns from
+            # their statistics
+            keys.c.stage.label("known_stage"),
+            keys.c.is_closed,
+            deals.c.won,
+            # highest position of an open stage among this visit and the ones after it.
+            # Visits entered at the same instant but ordered before this one have a
+            # position ≤ its own (or none: not an open stage), so "progressed"
+            # (later_position > position) is the same as over every visit entered at or
+            # after this one, peers included
+            sa.func.max(sa.case((is_open_stage, keys.c.position)))
+            .over(**visit_order, rows=(0, None))
+            .label("later_position"),
+            sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
+            deals.c.closed_end,
+            *(deals.c[name] for name in carried),
+        )
+        .select_from(
+            history.join(deals, deals.c.deal_id == history.c.deal_id).outerjoin(
+                keys, keys.c.stage == history.c.stage
+            )
+        )
+        .cte("all_visits")
+    )
+
+
+def visit_deals(where: Sequence[sa.ColumnElement[bool]], carried: Sequence[str] = ()) -> sa.CTE:
+    """The deals of :func:`visit_window` selected by ``where`` (conditions on ``deals``):
+    deal_id, won, closed_end, then the ``carried`` columns of ``deals``."""
+    deals = schema.deals
+    return (
+        sa.select(
+            deals.c.deal_id,
+            (deals.c.status == "won").label("won"),
+            # when a won / lost deal's last visit ends (NULL: the deal is still open)
+            sa.case((deals.c.status.in_(("won", "lost")), deals.c.closed_at), else_=sa.null()).label(
+                "closed_end"
+            ),
+            *(deals.c[name] for name in carried),
+        )
+        .where(*where)
+        .cte("window_deals")
+    )
+
+
+def is_visit(window: sa.CTE) -> sa.ColumnElement[bool]:
+    """A row of :func:`visit_window` that is a visit: a known stage that is open."""
+    return sa.and_(window.c.known_stage.is_not(None), window.c.is_closed.is_not(sa.true()))
+
+
+def progressed(window: sa.CTE) -> sa.ColumnElement[int]:
+    """1 when the visit's deal is won or entered an open stage of higher position at or
+    after it, else 0."""
+    v = window.c
+    return sa.case((sa.or_(v.won, v.later_position > v.position), 1), else_=0)
+
+
+def ended_at(window: sa.CTE) -> sa.ColumnElement:
+    """When the visit ends: the deal's next entered_at, else its closed_at when won or
+    lost, else NULL."""
+    return sa.func.coalesce(window.c.next_entered, window.c.closed_end)
+
+
+def _rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
+    """The stored rows (:data:`TABLE`'s columns) of the deals ``deals_where`` selects."""
+    keys = stage_keys()
+    window = visit_window(visit_deals(deals_where, DEAL_COLUMNS), keys, DEAL_COLUMNS)
+    v = window.c
+    first = sa.func.row_number().over(partition_by=[v.deal_id, v.stage_key], order_by=v.entered_at) == 1
+    return sa.select(
+        v.deal_id,
+        v.stage_key,
+        v.entered_at,
+        ended_at(window).label("ended_at"),
+        progressed(window).label("progressed"),
+        sa.case((first, 1), else_=0).label("first_visit"),
+        *(v[name] for name in DEAL_COLUMNS),
+    ).where(is_visit(window))
+
+
+def _written(result: sa.CursorResult) -> int | None:
+    """The rows an INSERT or DELETE wrote (None when the driver does not say)."""
+    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
+
+
+def _insert(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) -> int | None:
+    """INSERT ... SELECT the visits of the deals ``deals_where`` selects; the rows written."""
+    rows = _rows(deals_where)
+    if conn.dialect.name == "duckdb":
+        # in created_at order: DuckDB's zone maps then skip the row groups of deals created
+        # outside a range (row stores have the index on created_at)
+        ordered = rows.subquery("visits")
+        rows = sa.select(*ordered.c).order_by(ordered.c.created_at)
+    return _written(conn.execute(TABLE.insert().from_select([c.name for c in TABLE.c], rows)))
+
+
+def _outdated(conn: sa.Connection) -> bool:
+    """True when the table exists without every column of this version."""
+    if not sa.inspect(conn).has_table(NAME):
+        return False
+    # the columns of an empty result (duckdb_engine's inspector cannot list columns)
+    found = conn.execute(sa.select(sa.literal_column("*")).select_from(sa.table(NAME)).limit(0))
+    return not set(TABLE.c.keys()) <= set(found.keys())
+
+
+def _sources_present(conn: sa.Connection) -> bool:
+    """Every CRM table the visits are computed from exists."""
+    inspector = sa.inspect(conn)
+    return all(inspector.has_table(t.name) for t in SOURCES)
+
+
+def _record(conn: sa.Connection, rows: int | None) -> int:
+    """Record the table as built (:func:`crm_data.derived.record`): the months of the
+    deals' created_at it covers (0 without deals), its rows (counted when ``rows`` is
+    None), the rows of its sources now."""
+    if rows is None:
+        rows = conn.execute(sa.select(sa.func.count()).select_from(TABLE)).scalar_one()
+    deals = schema.deals
+    first, last = conn.execute(
+        sa.select(sa.func.min(deals.c.created_at), sa.func.max(deals.c.created_at))
+    ).one()
+    label = lambda value: 0 if value is None else int(str(value)[:4]) * 100 + int(str(value)[5:7])  # noqa: E731
+    counted = derived.table_rows(conn, SOURCES)
+    derived.record(conn, NAME, counted.keys(), label(first), label(last), rows, sum(counted.values()))
+    return rows
+
+
+def refresh(conn: sa.Connection) -> int:
+    """Rebuild the stored visits of every deal, in the caller's transaction (creating the
+    table when missing, again when built by a version with other columns); the rows
+    written. Nothing (and its state removed) when a source table is missing."""
+    with refresh_work_mem(conn):
+        return _refresh(conn)
+
+
+def _refresh(conn: sa.Connection) -> int:
+    """:func:`refresh`, inside :func:`crm_data.dialects.refresh_work_mem`."""
+    if not _sources_present(conn):
+        derived.forget(conn, NAME)
+        return 0
+    if _outdated(conn):
+        TABLE.drop(conn)
+    TABLE.create(conn, checkfirst=True)
+    derived.forget(conn, NAME)
+    conn.execute(TABLE.delete())
+    rows = _insert(conn, ())
+    _analyze(conn)
+    _KNOWN.clear()
+    return _record(conn, rows)
+
+
+def _analyze(conn: sa.Connection) -> None:
+    """ANALYZE the table on PostgreSQL (its statistics for the readers' plans)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f'ANALYZE "{NAME}"'))
+
+
+def _instants(span: hooks.DateSpan) -> tuple[dt.datetime, dt.datetime] | None:
+    """``[first day 00:00, the day after the last)`` of a span, None when it has no date."""
+    if span.first is None or span.last is None:
+        return None
+    return (
+        dt.datetime.combine(span.first, dt.time()),
+        dt.datetime.combine(span.last + dt.timedelta(days=1), dt.time()),
+    )
+
+
+def changed_deals(change: hooks.Change) -> sa.ColumnElement[bool] | None:
+    """A condition on ``deals`` that holds for every deal whose visits ``change`` may have
+    altered (a superset), ``sa.false()`` when none; None when unknown (rebuild whole).
+
+    * ``deal_stage_history`` rows added (the table has no column outside its key, so a
+      known change adds rows): the deals with a row entered in the span of the changed rows'
+      entered_at — the new rows' deals among them, old deals too.
+    * ``deals`` inserted or updated: the deals whose created_at lies in the span of the
+      changed rows' old and new created_at and whose closed_at lies in that of their
+      closed_at (or is NULL, when a changed row's old or new closed_at was): every changed
+      deal, whatever else changed in it (status, owner, product, account, pipeline).
+    * ``pipeline_stages`` (positions, open or closed) or an unknown change: None."""
+    deals, history = schema.deals, schema.deal_stage_history
+    if schema.pipeline_stages.name in change.tables:
+        return None
+    found: list[sa.ColumnElement[bool]] = []
+    rows = change.tables.get(history.name)
+    if rows is not None:
+        if not rows.known or "entered_at" not in rows.dates:
+            return None
+        span = _instants(rows.dates["entered_at"])
+        if span is not None:
+            entered = history.c.entered_at
+            found.append(
+                deals.c.deal_id.in_(sa.select(history.c.deal_id).where(entered >= span[0], entered < span[1]))
+            )
+    rows = change.tables.get(deals.name)
+    if rows is not None:
+        if not rows.known or not {"created_at", "closed_at"} <= set(rows.dates):
+            return None
+        created, closed = _instants(rows.dates["created_at"]), rows.dates["closed_at"]
+        closing = []
+        if _instants(closed) is not None:
+            low, high = _instants(closed)  # type: ignore[misc]
+            closing.append(sa.and_(deals.c.closed_at >= low, deals.c.closed_at < high))
+        if closed.has_null:
+            closing.append(deals.c.closed_at.is_(None))
+        if created is not None and closing:
+            found.append(
+                sa.and_(deals.c.created_at >= created[0], deals.c.created_at < created[1], sa.or_(*closing))
+            )
+    return sa.or_(*found) if found else sa.false()
+
+
+def update(conn: sa.Connection, change: hooks.Change) -> list[str]:
+    """Bring the stored visits up to date after ``change`` (:mod:`crm_data.hooks`), in the
+    writer's transaction; return ``[NAME]`` (current afterwards), or ``[]`` when a source
+    table is missing.
+
+    Never built (or by a version with other columns), or a change :func:`changed_deals`
+    cannot bound: rebuilt whole. Not touching its sources: left alone. Otherwise the
+    visits of the deals :func:`changed_deals` names are deleted and computed again from
+    their whole history."""
+    with refresh_work_mem(conn):
+        return _update(conn, change)
+
+
+def _update(conn: sa.Connection, change: hooks.Change) -> list[str]:
+    """:func:`update`, inside :func:`crm_data.dialects.refresh_work_mem`."""
+    if not _sources_present(conn):
+        derived.forget(conn, NAME)
+        return []
+    state = (
+        conn.execute(sa.select(derived.state.c.rows).where(derived.state.c.rollup == NAME)).first()
+        if derived.has_state(conn)
+        else None
+    )
+    if state is None or _outdated(conn) or not sa.inspect(conn).has_table(NAME):
+        _refresh(conn)
+        return [NAME]
+    if not change.names & {t.name for t in SOURCES}:
+        return [NAME]
+    deals = changed_deals(change)
+    if deals is None:
+        _refresh(conn)
+        return [NAME]
+    chosen = sa.select(schema.deals.c.deal_id).where(deals)
+    gone = _written(conn.execute(TABLE.delete().where(TABLE.c.deal_id.in_(chosen))))
+    added = _insert(conn, (deals,))
+    rows = None if gone is None or added is None else int(state[0]) - gone + added
+    _analyze(conn)
+    _KNOWN.clear()
+    _record(conn, rows)
+    return [NAME]
+
+
+#: Per engine: the table is known to exist with this version's columns and to be readable
+#: (positive answers only: a database gains the table while the dashboard runs).
+_KNOWN: weakref.WeakKeyDictionary[sa.Engine, bool] = weakref.WeakKeyDictionary()
+
+
+def available(conn: sa.Connection) -> bool:
+    """True when the stored visits may be read: built (state recorded, so current: any
+    change of its sources refreshed it or removed its state), with this version's columns,
+    and readable by the connecting role (on PostgreSQL a role limited to a scope has no
+    SELECT on the derived tables: it reads the base tables)."""
+    if not _KNOWN.get(conn.engine):
+        if not sa.inspect(conn).has_table(derived.state.name) or not sa.inspect(conn).has_table(NAME):
+            return False
+        if conn.dialect.name == "postgresql" and not all(
+            conn.execute(sa.select(sa.func.has_table_privilege(name, "SELECT"))).scalar_one()
+            for name in (derived.state.name, NAME)
+        ):
+            return False
+        if _outdated(conn):
+            return False
+        _KNOWN[conn.engine] = True
+    state = derived.state
+    return conn.execute(sa.select(state.c.rollup).where(state.c.rollup == NAME)).first() is not None
+
+
+__all__ = [
+    "DEAL_COLUMNS",
+    "NAME",
+    "SOURCES",
+    "TABLE",
+    "available",
+    "changed_deals",
+    "ended_at",
+    "is_visit",
+    "progressed",
+    "refresh",
+    "stage_keys",
+    "update",
+    "visit_deals",
+    "visit_window",
+]

@@ -1,0 +1,265 @@
+"""kpis.stage_visits: the stored stage visits give ``stage_durations`` the frames of the base
+tables, and stay right after an import — new history rows of old deals, status changes, new
+deals — without a full rebuild; a change of the stages, or one it cannot bound, rebuilds
+them whole; unwired, an import removes their state and the base tables answer. On DuckDB,
+SQLite and PostgreSQL (the ``db`` fixture).
+
+The data: tests/kpis/test_rollups.py's (the hand-written fixture, generated deals from
+January 2023 to June 2025 with re-entered and skipped stages, deals of a missing account),
+plus test_sales.py's deals entering an unknown stage at the instant of a known one, and
+deals of two pipelines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from crm_data import derived, hooks, schema
+from crm_data.importing import TableInput, import_tables
+from crm_data.scope import Scope
+from kpis import rollups, sales, stage_durations, stage_visits
+from kpis.filters import Filters
+from tests.kpis import fixtures
+from tests.kpis.test_rollups import deal, load_everything
+from tests.kpis.test_sales import UNKNOWN_STAGE_DEALS, UNKNOWN_STAGE_HISTORY
+
+TODAY = dt.date(2025, 12, 31)
+EVERY_DEAL = Filters("2022-01-01", "2026-01-01")
+SELECTIONS = [
+    EVERY_DEAL,
+    Filters("2024-01-01", "2024-07-01"),
+    Filters("2023-01-01", "2025-01-01", segments=["SMB"]),
+    Filters("2023-01-01", "2025-07-01", regions=["EU", "NA"], industries=["Tech"]),
+    Filters("2023-01-01", "2025-07-01", owners=["u2"]),
+    Filters("2023-01-01", "2025-07-01", products=["P2"]),
+    Filters("2023-01-01", "2025-07-01", pipelines=["Partners"]),
+    Filters("2023-01-01", "2025-07-01", scope=Scope(owners=("u1",))),
+    Filters("2023-01-01", "2025-07-01", scope=Scope(regions=("EU",))),
+    Filters("2023-01-01", "2025-07-01", segments=["Nobody"]),
+]
+#: Observation ends: the range's end (now later), and instants inside the data.
+NOWS = [None, datetime(2024, 3, 1), datetime(2024, 9, 30, 23, 59, 59, 999999)]
+
+
+@pytest.fixture(autouse=True)
+def _wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    rollups.listen()
+    yield
+
+
+def load(engine: sa.Engine) -> sa.Engine:
+    load_everything(engine)
+    fixtures.insert(engine, "deals", UNKNOWN_STAGE_DEALS)
+    fixtures.insert(engine, "deal_stage_history", UNKNOWN_STAGE_HISTORY)
+    partners = [
+        dict(deal(f"PA{i}", "A3", status, datetime(2024, 2, 1 + i), closed, product="P2"), pipeline=pipeline)
+        for i, (status, closed, pipeline) in enumerate(
+            [
+                ("won", datetime(2024, 3, 1), "Partners"),
+                ("open", None, "Partners"),
+                ("lost", datetime(2024, 2, 20), "Direct"),
+            ]
+        )
+    ]
+    fixtures.insert(engine, "deals", partners)
+    fixtures.insert(
+        engine,
+        "deal_stage_history",
+        [
+            dict(deal_id=d["deal_id"], stage=stage, entered_at=d["created_at"] + dt.timedelta(days=days))
+            for d in partners
+            for stage, days in (("Lead", 0), ("Proposal", 3), ("Qualified", 8))
+        ],
+    )
+    return engine
+
+
+def build(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        stage_visits.refresh(conn)
+
+
+def direct(
+    engine: sa.Engine, f: Filters, now: datetime | None, monkeypatch: pytest.MonkeyPatch
+) -> pd.DataFrame:
+    """``stage_durations`` on the base tables (``CRM_ROLLUPS=off``)."""
+    with monkeypatch.context() as m:
+        m.setenv("CRM_ROLLUPS", "off")
+        m.setattr(sales, "_stored_visits", _refuse)
+        return stage_durations(engine, f, now=now)
+
+
+def stored(
+    engine: sa.Engine, f: Filters, now: datetime | None, monkeypatch: pytest.MonkeyPatch
+) -> pd.DataFrame:
+    """``stage_durations`` from the stored visits (the base-table path refused)."""
+    with monkeypatch.context() as m:
+        m.setattr(sales, "_stage_visits", _refuse)
+        return stage_durations(engine, f, now=now)
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the other path of stage_durations was taken")
+
+
+def assert_same_everywhere(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    for f in SELECTIONS:
+        for now in NOWS:
+            expected = direct(engine, f, now, monkeypatch)
+            pd.testing.assert_frame_equal(stored(engine, f, now, monkeypatch), expected, obj=f"{f} now={now}")
+
+
+def table(engine: sa.Engine) -> pd.DataFrame:
+    """The stored visits, in a fixed order (timestamps as text: SQLite returns strings)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(stage_visits.TABLE)).mappings().all()
+    frame = pd.DataFrame(rows, columns=list(stage_visits.TABLE.c.keys())).astype(str)
+    return frame.sort_values(["deal_id", "stage_key", "entered_at"], ignore_index=True)
+
+
+def test_the_stored_visits_give_the_frames_of_the_base_tables(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load(db)
+    with db.connect() as conn:
+        assert not stage_visits.available(conn)  # written without the hooks: never built
+    build(db)
+    with db.connect() as conn:
+        assert stage_visits.available(conn)
+    assert_same_everywhere(db, monkeypatch)
+    every = stored(db, EVERY_DEAL, None, monkeypatch)
+    assert every["deals"].sum() > 0 and every["censored"].sum() > 0
+    # the selections select something, and not everything
+    assert 0 < stored(db, SELECTIONS[6], None, monkeypatch)["deals"].sum() < every["deals"].sum()
+    # CRM_ROLLUPS=off: the base tables, built or not
+    monkeypatch.setenv("CRM_ROLLUPS", "off")
+    monkeypatch.setattr(sales, "_stored_visits", _refuse)
+    pd.testing.assert_frame_equal(stage_durations(db, EVERY_DEAL), every)
+
+
+def _old_deals(engine: sa.Engine) -> tuple[dict, dict]:
+    """Two open deals created in 2023, each with its history: one gains a stage, one is lost."""
+    deals, history = schema.deals, schema.deal_stage_history
+    with engine.connect() as conn:
+        opened = (
+            conn.execute(
+                sa.select(deals)
+                .where(
+                    deals.c.status == "open",
+                    deals.c.closed_at.is_(None),
+                    deals.c.created_at < datetime(2024, 1, 1),
+                    deals.c.deal_id.in_(sa.select(history.c.deal_id)),
+                )
+                .order_by(deals.c.deal_id)
+                .limit(2)
+            )
+            .mappings()
+            .all()
+        )
+    assert len(opened) == 2
+    return dict(opened[0]), dict(opened[1])
+
+
+def november(engine: sa.Engine) -> list[TableInput]:
+    """November 2025: an old open deal enters Negotiation (its last visit ends, its earlier
+    ones progress); another old open deal is lost (its last visit ends at closed_at); a new
+    deal with two stages."""
+    moving, losing = _old_deals(engine)
+    losing.update(status="lost", closed_at=datetime(2025, 11, 20))
+    new = deal("DNOV", "A1", "open", datetime(2025, 11, 3))
+    history = [
+        dict(deal_id=moving["deal_id"], stage="Negotiation", entered_at=datetime(2025, 11, 12, 8, 30)),
+        dict(deal_id="DNOV", stage="Lead", entered_at=datetime(2025, 11, 3)),
+        dict(deal_id="DNOV", stage="Qualified", entered_at=datetime(2025, 11, 9, 17)),
+    ]
+    return [
+        TableInput("deals", pd.DataFrame([losing, new]), "test:deals"),
+        TableInput("deal_stage_history", pd.DataFrame(history), "test:deal_stage_history"),
+    ]
+
+
+@pytest.fixture
+def rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One item per full rebuild of the stored visits."""
+    calls: list[int] = []
+    whole = stage_visits._refresh
+
+    def spy(conn: sa.Connection) -> int:
+        calls.append(1)
+        return whole(conn)
+
+    monkeypatch.setattr(stage_visits, "_refresh", spy)
+    return calls
+
+
+def test_an_import_rewrites_the_visits_of_the_deals_it_changed(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch, rebuilds: list[int]
+) -> None:
+    load(db)
+    rollups.refresh_database(db, TODAY)  # the roll-ups and the stored visits
+    with db.connect() as conn:
+        assert stage_visits.NAME in derived.built(conn)
+    assert len(rebuilds) == 1
+    before = stored(db, EVERY_DEAL, None, monkeypatch)
+    report = import_tables(db, november(db), today=TODAY)
+    assert report.ok, report.errors
+    assert len(rebuilds) == 1  # not rebuilt whole: the changed deals only
+    after = table(db)
+    with db.connect() as conn:
+        recorded = conn.execute(
+            sa.select(derived.state.c.rows).where(derived.state.c.rollup == stage_visits.NAME)
+        ).scalar_one()
+    assert recorded == len(after)
+    build(db)
+    pd.testing.assert_frame_equal(after, table(db))  # what a full rebuild gives
+    assert_same_everywhere(db, monkeypatch)
+    # the import changed the figures (two visits finished, a new deal)
+    now = stored(db, EVERY_DEAL, None, monkeypatch)
+    assert now["finished"].sum() == before["finished"].sum() + 2 + 1
+    assert not now.equals(before)
+
+
+def test_a_change_of_the_stages_or_of_unknown_rows_rebuilds_them_whole(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch, rebuilds: list[int]
+) -> None:
+    load(db)
+    build(db)
+    with db.begin() as conn:
+        conn.execute(
+            schema.pipeline_stages.update()
+            .where(schema.pipeline_stages.c.stage == "Qualified")
+            .values(position=3)  # ties with Proposal: ordered by name at the same instant
+        )
+        assert stage_visits.update(conn, hooks.Change.unknown(["pipeline_stages"])) == [stage_visits.NAME]
+    assert len(rebuilds) == 2
+    assert_same_everywhere(db, monkeypatch)
+    with db.begin() as conn:
+        conn.execute(schema.deals.update().where(schema.deals.c.status == "lost").values(status="won"))
+        assert stage_visits.update(conn, hooks.Change.unknown(["deals"])) == [stage_visits.NAME]
+        # a change of other tables leaves them alone
+        assert stage_visits.update(conn, hooks.Change.unknown(["tickets", "accounts"])) == [stage_visits.NAME]
+    assert len(rebuilds) == 3
+    assert_same_everywhere(db, monkeypatch)
+
+
+def test_unwired_an_import_removes_their_state_and_the_base_tables_answer(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load(db)
+    build(db)
+    with hooks.unwired():
+        assert import_tables(db, november(db), today=TODAY).ok
+    with db.connect() as conn:
+        assert stage_visits.NAME not in derived.built(conn)
+        assert not stage_visits.available(conn)
+    with monkeypatch.context() as m:
+        m.setattr(sales, "_stored_visits", _refuse)
+        frame = stage_durations(db, EVERY_DEAL)
+    pd.testing.assert_frame_equal(frame, direct(db, EVERY_DEAL, None, monkeypatch))
