@@ -351,6 +351,47 @@ def _sbg_gradient(alpha: float, beta: float, churned: np.ndarray, censored: np.n
     )
 
 
+class _SbgTerms:
+    """:func:`_sbg_log_likelihood` and :func:`_sbg_gradient` of one set of counts, with
+    what does not depend on (α, β) computed once (the periods t, the slices) and each
+    special function evaluated once per call (B(α, β), ψ(α + β + t) shared by the two
+    sums that read it): the same operations on the same numbers, so the same values bit
+    for bit, for less overhead per evaluation (a cohort fit is ~150 evaluations of arrays
+    a few dozen long, dozens of cohorts per page view)."""
+
+    def __init__(self, churned: np.ndarray, censored: np.ndarray) -> None:
+        self.t = np.arange(len(churned), dtype=float)
+        self.u = self.t[1:]
+        self.churned = churned[1:]
+        self.censored = censored
+
+    def log_likelihood(self, params: np.ndarray) -> float:
+        alpha, beta = params[0], params[1]
+        base = special.betaln(alpha, beta)
+        log_s = special.betaln(alpha, beta + self.t) - base
+        log_p = special.betaln(alpha + 1, beta + self.u - 1) - base
+        return float(np.add.reduce(self.churned * log_p) + np.add.reduce(self.censored * log_s))
+
+    def gradient(self, params: np.ndarray) -> np.ndarray:
+        alpha, beta = params[0], params[1]
+        psi_a, psi_ab = special.digamma(alpha), special.digamma(alpha + beta)
+        base_a = psi_a - psi_ab
+        base_b = special.digamma(beta) - psi_ab
+        psi_abt = special.digamma(alpha + beta + self.t)
+        s_a = psi_a - psi_abt - base_a
+        s_b = special.digamma(beta + self.t) - psi_abt - base_b
+        psi_abu = psi_abt[1:]
+        p_a = special.digamma(alpha + 1) - psi_abu - base_a
+        p_b = special.digamma(beta + self.u - 1) - psi_abu - base_b
+        add = np.add.reduce
+        return np.array(
+            [
+                add(self.churned * p_a) + add(self.censored * s_a),
+                add(self.churned * p_b) + add(self.censored * s_b),
+            ]
+        )
+
+
 @dataclass(frozen=True)
 class SbgFit:
     """A fitted shifted-beta-geometric model (periods as in the data: months, years …).
@@ -426,14 +467,15 @@ def _sbg_from_counts(churned: np.ndarray, censored: np.ndarray) -> SbgFit:
     customers = round(churned[1:].sum() + censored.sum())
     if customers == 0 or churned[1:].sum() == 0:
         raise ValueError("sBG needs at least one customer who churned")
+    terms = _SbgTerms(churned, censored)
     fit = FITS.get_or_fit(
         ("sbg", churned, censored),
         lambda: maximise(
-            lambda p: _sbg_log_likelihood(p[0], p[1], churned, censored),
+            terms.log_likelihood,
             ("alpha", "beta"),
             starts=[(1.0, 1.0), (0.5, 3.0), (2.0, 10.0)],
             ridge=("alpha", "beta"),
-            gradient=lambda p: _sbg_gradient(p[0], p[1], churned, censored),
+            gradient=terms.gradient,
         ),
     )
     observed = int(np.max(np.nonzero(churned + censored)[0])) if customers else 0
