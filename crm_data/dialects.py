@@ -315,6 +315,21 @@ def value_at_min(dialect: sa.Dialect, value: ColumnElement, key: ColumnElement) 
     return None
 
 
+def distinct_count_in_range(
+    dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int
+) -> ColumnElement[int] | None:
+    """Aggregate: how many distinct integers ``value`` the group holds, every one in
+    ``[low, high]`` (DuckDB: ``bit_count(bitstring_agg(value, low, high))``, a bitmap of
+    high − low + 1 bits per group: no hash table of (group, value) pairs); None where the
+    database has no such aggregate (the caller groups by the value first)."""
+    if dialect.name == "duckdb":
+        bits = sa.func.bitstring_agg(
+            value, sa.literal_column(str(int(low))), sa.literal_column(str(int(high)))
+        )
+        return sa.func.bit_count(bits, type_=sa.BigInteger())
+    return None
+
+
 def percentile(dialect: sa.Dialect, column: ColumnElement, fraction: float) -> ColumnElement:
     """Aggregate: the ``fraction`` percentile of ``column``, interpolated linearly."""
     if dialect.name == "sqlite":
