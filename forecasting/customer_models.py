@@ -1055,20 +1055,26 @@ class _GammaGammaTerms:
         self.sum_wx_log_x = float(np.sum(self.wx * log_x))
         self._point: tuple[float, ...] | None = None
         self._sums: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+        self._buffers: tuple[np.ndarray, ...] | None = None
 
     def _row_sums(self, v: float) -> tuple[float, float, float, float]:
         """(Σ w x ln(v + z), Σ w ln(v + z), Σ w x ÷ (v + z), Σ w ÷ (v + z)) at ``v``, kept
         for the next call at the same point."""
         if self._point != (v,):
-            total = v + self.z
-            log_total = np.log(total)
-            inverse = 1.0 / total
-            self._sums = (
-                float(np.sum(self.wx * log_total)),
-                float(np.sum(self.weights * log_total)),
-                float(np.sum(self.wx * inverse)),
-                float(np.sum(self.weights * inverse)),
-            )
+            # v + z, its logarithm (then reciprocal) and each product in three arrays made
+            # once: the same values as new arrays per operation, without allocating (and
+            # faulting in) seven row-sized arrays per evaluation
+            if self._buffers is None:
+                self._buffers = tuple(np.empty(len(self.z)) for _ in range(3))
+            total, values, product = self._buffers
+            np.add(v, self.z, out=total)
+            np.log(total, out=values)
+            wx_log = float(np.sum(np.multiply(self.wx, values, out=product)))
+            w_log = float(np.sum(np.multiply(self.weights, values, out=product)))
+            np.divide(1.0, total, out=values)
+            wx_inverse = float(np.sum(np.multiply(self.wx, values, out=product)))
+            w_inverse = float(np.sum(np.multiply(self.weights, values, out=product)))
+            self._sums = (wx_log, w_log, wx_inverse, w_inverse)
             self._point = (v,)
         return self._sums
 
