@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import schema
-from crm_data.dialects import days_between, distinct_count_in_range, value_at_min
+from crm_data.dialects import days_between, distinct_count_in_range, rescanned, value_at_min
 from kpis.core import connection
 from kpis.filters import Filters, scope
 
@@ -164,7 +164,9 @@ def _per_account(
     low, high = _day_number(f.start_ts), _day_number(end)
     payments = _positive_payments(dialect, f, f.start_ts, end)
     if high - low <= BITMAP_DAYS:
-        rows = payments.cte("positive_payments")
+        # read twice (every account, then the accounts with two payments on a day): scanned
+        # twice rather than held in memory
+        rows = rescanned(payments.cte("positive_payments"))
         distinct = distinct_count_in_range(dialect, rows.c.day, low, high)
         first_spend = value_at_min(dialect, rows.c.amount, rows.c.day)
         if distinct is not None and first_spend is not None:
