@@ -351,6 +351,47 @@ def _sbg_gradient(alpha: float, beta: float, churned: np.ndarray, censored: np.n
     )
 
 
+class _SbgTerms:
+    """:func:`_sbg_log_likelihood` and :func:`_sbg_gradient` of one set of counts, with
+    what does not depend on (α, β) computed once (the periods t, the slices) and each
+    special function evaluated once per call (B(α, β), ψ(α + β + t) shared by the two
+    sums that read it): the same operations on the same numbers, so the same values bit
+    for bit, for less overhead per evaluation (a cohort fit is ~150 evaluations of arrays
+    a few dozen long, dozens of cohorts per page view)."""
+
+    def __init__(self, churned: np.ndarray, censored: np.ndarray) -> None:
+        self.t = np.arange(len(churned), dtype=float)
+        self.u = self.t[1:]
+        self.churned = churned[1:]
+        self.censored = censored
+
+    def log_likelihood(self, params: np.ndarray) -> float:
+        alpha, beta = params[0], params[1]
+        base = special.betaln(alpha, beta)
+        log_s = special.betaln(alpha, beta + self.t) - base
+        log_p = special.betaln(alpha + 1, beta + self.u - 1) - base
+        return float(np.add.reduce(self.churned * log_p) + np.add.reduce(self.censored * log_s))
+
+    def gradient(self, params: np.ndarray) -> np.ndarray:
+        alpha, beta = params[0], params[1]
+        psi_a, psi_ab = special.digamma(alpha), special.digamma(alpha + beta)
+        base_a = psi_a - psi_ab
+        base_b = special.digamma(beta) - psi_ab
+        psi_abt = special.digamma(alpha + beta + self.t)
+        s_a = psi_a - psi_abt - base_a
+        s_b = special.digamma(beta + self.t) - psi_abt - base_b
+        psi_abu = psi_abt[1:]
+        p_a = special.digamma(alpha + 1) - psi_abu - base_a
+        p_b = special.digamma(beta + self.u - 1) - psi_abu - base_b
+        add = np.add.reduce
+        return np.array(
+            [
+                add(self.churned * p_a) + add(self.censored * s_a),
+                add(self.churned * p_b) + add(self.censored * s_b),
+            ]
+        )
+
+
 @dataclass(frozen=True)
 class SbgFit:
     """A fitted shifted-beta-geometric model (periods as in the data: months, years …).
@@ -426,14 +467,15 @@ def _sbg_from_counts(churned: np.ndarray, censored: np.ndarray) -> SbgFit:
     customers = round(churned[1:].sum() + censored.sum())
     if customers == 0 or churned[1:].sum() == 0:
         raise ValueError("sBG needs at least one customer who churned")
+    terms = _SbgTerms(churned, censored)
     fit = FITS.get_or_fit(
         ("sbg", churned, censored),
         lambda: maximise(
-            lambda p: _sbg_log_likelihood(p[0], p[1], churned, censored),
+            terms.log_likelihood,
             ("alpha", "beta"),
             starts=[(1.0, 1.0), (0.5, 3.0), (2.0, 10.0)],
             ridge=("alpha", "beta"),
-            gradient=lambda p: _sbg_gradient(p[0], p[1], churned, censored),
+            gradient=terms.gradient,
         ),
     )
     observed = int(np.max(np.nonzero(churned + censored)[0])) if customers else 0
@@ -578,6 +620,95 @@ def bg_nbd_gradient(
     return np.array([np.sum(weights * d) for d in (d_r, d_alpha, d_a, d_b)])
 
 
+class _BgNbdTerms:
+    """:func:`bg_nbd_log_likelihood` and :func:`bg_nbd_gradient` summed over weighted
+    distinct rows (x, t_x, T), with every special function and logarithm evaluated once
+    per distinct value of its argument instead of once per row: gammaln, betaln and
+    digamma per distinct x (a few dozen), ln(α + T) per distinct T and ln(α + t_x) per
+    distinct t_x (hundreds to a thousand), then gathered onto the rows (13k distinct
+    histories over three years at 100k accounts). Per row remain a few products, the
+    ``logaddexp`` of A₃ and A₄ and, for the gradient, two exponentials.
+
+    Each per-row value is computed by the same operations in the same order as the
+    plain functions' (a gathered ln(α + T) is the very number computed for that row), so
+    the sums are the same bit for bit. The value and the gradient at one parameter point
+    share A₃, A₄ and their ``logaddexp`` (L-BFGS-B asks for both at the same point)."""
+
+    def __init__(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray) -> None:
+        self.weights = weights
+        self.values, self.x_index = np.unique(x, return_inverse=True)
+        self.recencies, self.t_index = np.unique(t_x, return_inverse=True)
+        self.ages, self.T_index = np.unique(T, return_inverse=True)
+        self.repeat = x > 0
+        self.repeat_values = self.values > 0
+        self._point: bytes | None = None
+        self._rows: dict[str, np.ndarray] = {}
+
+    def _shared(self, params: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-row arrays both the value and the gradient read, at ``params``."""
+        key = np.asarray(params, dtype=float).tobytes()
+        if key == self._point:
+            return self._rows
+        r, alpha, a, b = params
+        xs = self.values
+        r_x = (r + xs)[self.x_index]
+        log_age = np.log(alpha + self.ages)[self.T_index]
+        log_recency = np.log(alpha + self.recencies)[self.t_index]
+        log_a3 = -(r + xs)[self.x_index] * log_age
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_x = np.log(a) - np.log(np.maximum(b + xs - 1, 1e-300))
+            log_a4 = np.where(self.repeat, per_x[self.x_index] - r_x * log_recency, -np.inf)
+        self._rows = {
+            "r_x": r_x,
+            "log_age": log_age,
+            "log_recency": log_recency,
+            "log_a3": log_a3,
+            "log_a4": log_a4,
+            "total": np.logaddexp(log_a3, log_a4),
+        }
+        self._point = key
+        return self._rows
+
+    def log_likelihood(self, params: np.ndarray) -> float:
+        """Σ weights · :func:`bg_nbd_log_likelihood` at ``params`` = (r, α, a, b)."""
+        r, alpha, a, b = params
+        xs = self.values
+        rows = self._shared(params)
+        log_a1 = special.gammaln(r + xs) - special.gammaln(r) + r * np.log(alpha)
+        log_a2 = special.betaln(a, b + xs) - special.betaln(a, b)
+        per_row = (log_a1 + log_a2)[self.x_index] + rows["total"]
+        return float(np.sum(self.weights * per_row))
+
+    def gradient(self, params: np.ndarray) -> np.ndarray:
+        """:func:`bg_nbd_gradient` at ``params`` = (r, α, a, b)."""
+        r, alpha, a, b = params
+        xs = self.values
+        rows = self._shared(params)
+        log_a3, log_a4, total = rows["log_a3"], rows["log_a4"], rows["total"]
+        w3, w4 = np.exp(log_a3 - total), np.exp(log_a4 - total)
+        r_x = rows["r_x"]
+        index = self.x_index
+        b_x1 = np.where(self.repeat_values, b + xs - 1, 1.0)[index]
+        d_r = (
+            (special.digamma(r + xs) - special.digamma(r) + np.log(alpha))[index]
+            - w3 * rows["log_age"]
+            - w4 * rows["log_recency"]
+        )
+        d_alpha = (
+            r / alpha
+            - w3 * r_x / (alpha + self.ages)[self.T_index]
+            - w4 * r_x / (alpha + self.recencies)[self.t_index]
+        )
+        d_a = (special.digamma(a + b) - special.digamma(a + b + xs))[index] + w4 / a
+        d_b = (
+            special.digamma(b + xs)
+            - special.digamma(a + b + xs)
+            - special.digamma(b)
+            + special.digamma(a + b)
+        )[index] - w4 / b_x1
+        return np.array([np.sum(self.weights * d) for d in (d_r, d_alpha, d_a, d_b)])
+
+
 def _sorted_rows(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """The distinct rows of the columns in lexicographic order (first column first), how
     often each occurs, and per input row the index of its distinct row: what
@@ -666,17 +797,30 @@ def _future_transactions_steps(
     """:func:`_future_transactions` for each t in ``steps`` (each a number or an array like
     x): row i of the result is E[transactions in (T, T + steps[i]] | active at T]. The
     quadrature nodes of each distinct x are computed once for all steps (they do not
-    depend on t): the CLV's 53 horizons cost one node computation, not 53."""
+    depend on t): the CLV's 53 horizons cost one node computation, not 53. Each step's
+    (rows × nodes) terms −expm1(−(r + x) · log1p(p · t ÷ (α + T))) ÷ p · weight are computed
+    in one reused buffer (the same operations in the same order, without a new array per
+    operation: ~25 % less time)."""
     out = np.empty((len(steps), *x.shape), dtype=float)
     for value in np.unique(x):
-        rows = x == value
+        rows = np.flatnonzero(x == value)
         p, weights = _beta_nodes(a, b + value)
         age = alpha + T[rows]
+        exponent = -(r + value)
+        nodes, node_weights = p[None, :], weights[None, :]
+        g = np.empty((len(rows), len(p)))
         for i, t in enumerate(steps):
-            t_rows = np.broadcast_to(np.asarray(t, dtype=float), x.shape)[rows]
-            c = (t_rows / age)[:, None]
-            g = -np.expm1(-(r + value) * np.log1p(p[None, :] * c)) / p[None, :]
-            out[i, rows] = (g * weights[None, :]).sum(axis=1)
+            t_rows = np.asarray(t, dtype=float)
+            if t_rows.ndim:
+                t_rows = np.broadcast_to(t_rows, x.shape)[rows]
+            np.multiply(nodes, (t_rows / age)[:, None], out=g)
+            np.log1p(g, out=g)
+            np.multiply(exponent, g, out=g)
+            np.expm1(g, out=g)
+            np.negative(g, out=g)
+            np.divide(g, nodes, out=g)
+            np.multiply(g, node_weights, out=g)
+            out[i, rows] = g.sum(axis=1)
     return out
 
 
@@ -765,26 +909,47 @@ def fit_bg_nbd_summary(
     if w is not None:
         keep = w > 0
         x, t_x, age, w = x[keep], t_x[keep], age[keep], w[keep]
+    _check_bg_nbd_input(x, t_x, age)
+    (ux, ut, uT), counts = _weighted_rows(x, t_x, age, weights=w)
+    scale = (float(np.mean(age)) if w is None else float(np.sum(w * age) / np.sum(w))) or 1.0
+    customers = len(x) if w is None else round(float(w.sum()))
+    return _fit_bg_nbd_rows(ux, ut, uT, counts, scale, customers, unit)
+
+
+def _check_bg_nbd_input(x: np.ndarray, t_x: np.ndarray, age: np.ndarray) -> None:
+    """The ValueErrors of :func:`fit_bg_nbd_summary` for data it cannot fit."""
     if len(x) == 0:
         raise ValueError("BG/NBD needs at least one customer")
     if np.any(x < 0) or np.any(t_x < 0) or np.any(t_x > age + 1e-9):
         raise ValueError("need frequency ≥ 0 and 0 ≤ recency ≤ T")
     if not np.any(x > 0):
         raise ValueError("BG/NBD needs at least one customer with a repeat transaction")
-    (ux, ut, uT), counts = _weighted_rows(x, t_x, age, weights=w)
-    scale = (float(np.mean(age)) if w is None else float(np.sum(w * age) / np.sum(w))) or 1.0
+
+
+def _fit_bg_nbd_rows(
+    ux: np.ndarray,
+    ut: np.ndarray,
+    uT: np.ndarray,
+    counts: np.ndarray,
+    scale: float,
+    customers: int,
+    unit: str,
+) -> BgNbdFit:
+    """The BG/NBD fitted to the distinct (x, t_x, T) rows (lexicographic order, as
+    :func:`_weighted_rows` gives them) and how many customers each stands for; ``scale``
+    = the customers' mean T (the searches' starting α)."""
+    terms = _BgNbdTerms(ux, ut, uT, counts)
     fit = FITS.get_or_fit(
         ("bg_nbd", scale, ux, ut, uT, counts),
         lambda: maximise(
-            lambda p: float(np.sum(counts * bg_nbd_log_likelihood(*p, ux, ut, uT))),
+            terms.log_likelihood,
             ("r", "alpha", "a", "b"),
             starts=[(1.0, scale, 1.0, 1.0), (0.3, scale / 5, 0.8, 2.5)],
             ridge=("r", "alpha"),
-            gradient=lambda p: bg_nbd_gradient(*p, ux, ut, uT, counts),
+            gradient=terms.gradient,
         ),
     )
     r, alpha, a, b = (float(v) for v in fit.estimates)
-    customers = len(x) if w is None else round(float(w.sum()))
     return BgNbdFit(
         r, alpha, a, b, fit.log_likelihood, fit.intervals(), customers, unit, fit.converged, fit.at_bound
     )
@@ -890,20 +1055,26 @@ class _GammaGammaTerms:
         self.sum_wx_log_x = float(np.sum(self.wx * log_x))
         self._point: tuple[float, ...] | None = None
         self._sums: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+        self._buffers: tuple[np.ndarray, ...] | None = None
 
     def _row_sums(self, v: float) -> tuple[float, float, float, float]:
         """(Σ w x ln(v + z), Σ w ln(v + z), Σ w x ÷ (v + z), Σ w ÷ (v + z)) at ``v``, kept
         for the next call at the same point."""
         if self._point != (v,):
-            total = v + self.z
-            log_total = np.log(total)
-            inverse = 1.0 / total
-            self._sums = (
-                float(np.sum(self.wx * log_total)),
-                float(np.sum(self.weights * log_total)),
-                float(np.sum(self.wx * inverse)),
-                float(np.sum(self.weights * inverse)),
-            )
+            # v + z, its logarithm (then reciprocal) and each product in three arrays made
+            # once: the same values as new arrays per operation, without allocating (and
+            # faulting in) seven row-sized arrays per evaluation
+            if self._buffers is None:
+                self._buffers = tuple(np.empty(len(self.z)) for _ in range(3))
+            total, values, product = self._buffers
+            np.add(v, self.z, out=total)
+            np.log(total, out=values)
+            wx_log = float(np.sum(np.multiply(self.wx, values, out=product)))
+            w_log = float(np.sum(np.multiply(self.weights, values, out=product)))
+            np.divide(1.0, total, out=values)
+            wx_inverse = float(np.sum(np.multiply(self.wx, values, out=product)))
+            w_inverse = float(np.sum(np.multiply(self.weights, values, out=product)))
+            self._sums = (wx_log, w_log, wx_inverse, w_inverse)
             self._point = (v,)
         return self._sums
 
@@ -993,18 +1164,27 @@ def customer_lifetime_value(
     unit), with E[Y] from the BG/NBD and E[M] from the Gamma-Gamma model, ``discount_rate``
     d per year (transactions of unit k discounted at its end)."""
     x, t_x, age, m = _as_arrays(frequency, recency, T, monetary)
-    years = UNIT_DAYS[transactions.unit] / 365.25
     (ux, uT), inverse = _distinct(x, age)  # the future depends on (x, T) only
-    steps = np.arange(horizon + 1, dtype=float)
-    future = _future_transactions_steps(
-        transactions.r, transactions.alpha, transactions.a, transactions.b, list(steps), ux, uT
-    )
-    factors = (1 + discount_rate) ** (-years * steps[1:])
-    # Σ_k factor_k · (E[Y(k)] − E[Y(k−1)]) per distinct (x, T), then per customer × P(alive):
-    # the (horizon × customers) array is never built (250 MB at 600k customers)
-    discounted = (factors[:, None] * np.diff(future, axis=0)).sum(axis=0)
+    discounted = _discounted_transactions(transactions, ux, uT, horizon, discount_rate)
     alive = transactions.alive_probability(x, t_x, age)
     return spend.expected_amount(x, m) * margin * (discounted[inverse] * alive)
+
+
+def _discounted_transactions(
+    transactions: BgNbdFit, x: np.ndarray, T: np.ndarray, horizon: int, discount_rate: float
+) -> np.ndarray:
+    """Σ_{k=1..horizon} (E[Y(k)] − E[Y(k−1)]) ÷ (1 + d)^(k·years per unit) of an active
+    customer with each (x, T): :func:`customer_lifetime_value` per distinct (x, T), before
+    the spend and P(alive)."""
+    years = UNIT_DAYS[transactions.unit] / 365.25
+    steps = np.arange(horizon + 1, dtype=float)
+    future = _future_transactions_steps(
+        transactions.r, transactions.alpha, transactions.a, transactions.b, list(steps), x, T
+    )
+    factors = (1 + discount_rate) ** (-years * steps[1:])
+    # Σ_k factor_k · (E[Y(k)] − E[Y(k−1)]) per (x, T) (the caller spreads it over the
+    # customers: the (horizon × customers) array is never built, 250 MB at 600k customers)
+    return (factors[:, None] * np.diff(future, axis=0)).sum(axis=0)
 
 
 # ---------------------------------------------------------------- from the database
@@ -1511,11 +1691,21 @@ def churn_risk(
     problems: list[str] = []
     transactions = spend = None
     accounts = summary.copy()
+    histories: list[np.ndarray] = []
     if summary.empty:
         problems.append("No account paid in this selection.")
     else:
-        args = (summary["frequency"], summary["recency"], summary["T"])
-        transactions = _fit_or_problem(lambda: fit_bg_nbd_summary(*args, unit=unit), "BG/NBD", problems)
+        x, t_x, age = _as_arrays(summary["frequency"], summary["recency"], summary["T"])
+        # the accounts' distinct (x, t_x, T) — a few thousand at 1M accounts — sorted once:
+        # the fit reads them with their counts, the scores are computed per history and
+        # spread over the accounts (functions of those three numbers alone: the same numbers)
+        histories, counts_per_history, inverse = _sorted_rows(x, t_x, age)
+
+        def fit_transactions() -> BgNbdFit:
+            _check_bg_nbd_input(x, t_x, age)
+            return _fit_bg_nbd_rows(*histories, counts_per_history, float(np.mean(age)) or 1.0, len(x), unit)
+
+        transactions = _fit_or_problem(fit_transactions, "BG/NBD", problems)
         spend = _fit_or_problem(
             lambda: fit_gamma_gamma_summary(summary["frequency"], summary["mean_repeat_amount"]),
             "Gamma-Gamma",
@@ -1530,10 +1720,6 @@ def churn_risk(
     ):
         accounts[column] = np.nan
     if transactions is not None:
-        args = (summary["frequency"], summary["recency"], summary["T"])
-        # per distinct (x, t_x, T) — a few thousand at 1M accounts — then spread over the
-        # accounts: both are functions of those three numbers alone (the same numbers)
-        histories, _, inverse = _sorted_rows(*args)
         alive = transactions.alive_probability(*histories)[inverse]
         accounts["alive_probability"] = alive
         accounts["inactive_probability"] = 1 - alive
@@ -1545,18 +1731,19 @@ def churn_risk(
                 "probability of being inactive mostly reflects the time since the last payment."
             )
     if spend is not None:
-        accounts["expected_amount"] = spend.expected_amount(
-            summary["frequency"], summary["mean_repeat_amount"]
-        )
+        amount = spend.expected_amount(summary["frequency"], summary["mean_repeat_amount"])
+        accounts["expected_amount"] = amount
         if spend.q <= 1:
             problems.append(
                 "Gamma-Gamma: spend per transaction varies so much between accounts (q ≤ 1) that "
                 "there is no finite average: accounts without a repeat payment get no value."
             )
         if transactions is not None:
-            accounts["clv_revenue"] = customer_lifetime_value(
-                transactions, spend, *args, summary["mean_repeat_amount"], horizon, discount_rate
-            )
+            # customer_lifetime_value's numbers: per distinct (x, T) of the histories (the
+            # same pairs, in the same order, as of the accounts), P(alive) per account as above
+            (ux, uT), pair = _distinct(histories[0], histories[2])
+            discounted = _discounted_transactions(transactions, ux, uT, horizon, discount_rate)
+            accounts["clv_revenue"] = amount * (discounted[pair[inverse]] * alive)
     accounts, id_rank = _ranked(accounts)
     holdout, holdout_summary = (pd.DataFrame(), {})
     if not summary.empty and counts is not None:

@@ -34,7 +34,10 @@ Rules (``pipeline_forecast``):
 
 All of it runs in the database (the expected-close month is found by comparing
 ``entered_at`` with per-stage thresholds sent as bound parameters, so no date arithmetic
-differs between dialects); only per-stage and per-month aggregates come back.
+differs between dialects); only per-stage and per-month aggregates come back. The learning
+reads the history once, grouped by deal (one row per closed deal with a column per stage
+of the stage table: when it last entered it), not by (deal, stage) pair; the median sales
+cycle is ``kpis.sales_cycle``'s own.
 
 ``combined_next_quarter`` shows the parts of one next-quarter figure (rule in its docstring).
 """
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -54,7 +58,9 @@ from crm_data.dialects import days_between, not_materialized, percentile
 from forecasting.selection import ForecastResult
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
+from kpis.sales import sales_cycle
 
+PER_STAGE_COLUMNS = ["stage", "closed_deals", "won_deals", "median_days"]
 BY_MONTH_COLUMNS = ["period", "expected_revenue", "deals", "amount"]
 BY_STAGE_COLUMNS = [
     "stage",
@@ -130,8 +136,11 @@ def _closed_deals(f: Filters) -> sa.CTE:
     )
 
 
-def _stage_history_stats(c: sa.Connection, f: Filters) -> pd.DataFrame:
-    """Per stage: closed learning deals through it, how many won, median days to close."""
+def _passed_stages(c: sa.Connection, f: Filters, stages: Collection[str]) -> list[tuple]:
+    """Per stage outside ``stages`` (every stage when empty): (stage, closed learning deals
+    through it, how many won, median days to close) — a row per (deal, stage) pair of their
+    history rows, then per stage (the general form; :func:`_learning_pass` covers the
+    stages of the stage table)."""
     history = schema.deal_stage_history
     closed = _closed_deals(f)
     passed = (
@@ -143,6 +152,7 @@ def _stage_history_stats(c: sa.Connection, f: Filters) -> pd.DataFrame:
             sa.func.max(history.c.entered_at).label("last_entered"),
         )
         .select_from(history.join(closed, closed.c.deal_id == history.c.deal_id))
+        .where(history.c.stage.not_in(list(stages)) if stages else sa.true())
         # deal first: PostgreSQL groups in the history key's order (deal_id, stage) by
         # hashing; with the stage first it sorted every (stage, deal) pair by text
         .group_by(history.c.deal_id, history.c.stage, closed.c.status, closed.c.closed_at)
@@ -150,8 +160,6 @@ def _stage_history_stats(c: sa.Connection, f: Filters) -> pd.DataFrame:
     )
     won = passed.c.status == "won"
     days = days_between(c.dialect, passed.c.last_entered, passed.c.closed_at)
-    # one pass over the learning deals' history: the counts, and the median over the won
-    # ones (the percentile skips the NULLs of the others: NULL when none was won)
     rows = c.execute(
         sa.select(
             passed.c.stage,
@@ -160,11 +168,77 @@ def _stage_history_stats(c: sa.Connection, f: Filters) -> pd.DataFrame:
             percentile(c.dialect, sa.case((won, days)), 0.5).label("median_days"),
         ).group_by(passed.c.stage)
     ).fetchall()
-    frame = pd.DataFrame(rows, columns=["stage", "closed_deals", "won_deals", "median_days"])
+    return [tuple(row) for row in rows]
+
+
+def _learning_pass(c: sa.Connection, f: Filters, stages: list[str]) -> tuple[int, int, list[tuple], int]:
+    """One pass over the learning deals and their stage history: (closed deals, won deals,
+    per-stage rows for ``stages`` as :func:`_passed_stages` gives them, history rows of a
+    stage not in ``stages``).
+
+    One row per closed learning deal (history left-joined, grouped by the deal: a few
+    columns per deal rather than a row per (deal, stage) pair), holding per stage of
+    ``stages`` the last time the deal entered it (NULL: never); per stage then: closed_deals
+    = deals with that time, won_deals = the won ones, median_days = median over the won
+    ones of closed_at − that time (the percentile skips the others' NULLs). The same numbers
+    as :func:`_passed_stages` per (deal, stage) pair: a deal's pair is its row's column."""
+    history, closed = schema.deal_stage_history, _closed_deals(f)
+    entered = [
+        sa.func.max(sa.case((history.c.stage == sa.literal(stage, sa.String()), history.c.entered_at))).label(
+            f"entered_{k}"
+        )
+        for k, stage in enumerate(stages)
+    ]
+    # rows of a stage the table does not list (none in a consistent database); NULL for a
+    # deal without history (the left join), so not counted
+    other = history.c.stage.not_in(stages) if stages else history.c.stage.is_not(None)
+    per_deal = (
+        sa.select(
+            closed.c.deal_id,
+            # one value per deal (deal_id is the deals' key): max() takes it
+            sa.func.max(closed.c.status).label("status"),
+            sa.func.max(closed.c.closed_at).label("closed_at"),
+            *entered,
+            sa.func.count(sa.case((other, 1))).label("other_rows"),
+        )
+        .select_from(closed.outerjoin(history, history.c.deal_id == closed.c.deal_id))
+        .group_by(closed.c.deal_id)
+        .subquery("per_deal")
+    )
+    won = per_deal.c.status == "won"
+    columns: list[ColumnElement] = [
+        sa.func.count().label("closed_count"),
+        sa.func.sum(sa.case((won, 1), else_=0)).label("won_count"),
+        sa.func.sum(per_deal.c.other_rows).label("other_rows"),
+    ]
+    for k in range(len(stages)):
+        last = per_deal.c[f"entered_{k}"]
+        days = days_between(c.dialect, last, per_deal.c.closed_at)
+        columns += [
+            sa.func.count(last),
+            sa.func.sum(sa.case((sa.and_(won, last.is_not(None)), 1), else_=0)),
+            percentile(c.dialect, sa.case((won, days)), 0.5),
+        ]
+    row = c.execute(sa.select(*columns)).one()
+    closed_count, won_count, other_rows = (int(v or 0) for v in row[:3])
+    per_stage = [(stage, *row[3 + 3 * k : 6 + 3 * k]) for k, stage in enumerate(stages)]
+    # a stage no learning deal passed through has no row (as in :func:`_passed_stages`)
+    return closed_count, won_count, [r for r in per_stage if r[1]], other_rows
+
+
+def _stage_history_stats(c: sa.Connection, f: Filters, stages: list[str]) -> tuple[int, int, pd.DataFrame]:
+    """(closed learning deals, won ones, per stage: closed learning deals through it, how
+    many won, median days to close). The stages of ``stages`` from one pass
+    (:func:`_learning_pass`); a stage missing from it, only when its history has one
+    (:func:`_passed_stages`)."""
+    closed_count, won_count, rows, other_rows = _learning_pass(c, f, stages)
+    if other_rows:
+        rows += _passed_stages(c, f, stages)
+    frame = pd.DataFrame(rows, columns=PER_STAGE_COLUMNS)
     frame["closed_deals"] = frame["closed_deals"].fillna(0).astype(int)
     frame["won_deals"] = frame["won_deals"].fillna(0).astype(int)
     frame["median_days"] = pd.to_numeric(frame["median_days"], errors="coerce").astype(float)
-    return frame
+    return closed_count, won_count, frame
 
 
 def _current_stages(f: Filters, first_stage: str | None) -> sa.Subquery:
@@ -311,23 +385,15 @@ def _learn(c: sa.Connection, f: Filters, notes: list[str]) -> _Learnt:
             stages["probability"] <= 1, stages["probability"] / 100
         )
         notes.append("Stage probabilities above 1 were read as percentages.")
-    # one pass over the learning deals: their number, the won ones, and the median sales
-    # cycle of the won ones — kpis.sales_cycle's median_days (days from created_at to
-    # closed_at of the won deals closed in [start, end) within the scope: the same deals;
-    # the percentile skips the lost deals' NULLs)
-    closed = _closed_deals(f)
-    won = closed.c.status == "won"
-    days = days_between(c.dialect, closed.c.created_at, closed.c.closed_at)
-    closed_count, won_count, cycle_median = c.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.sum(sa.case((won, 1), else_=0)),
-            percentile(c.dialect, sa.case((won, days)), 0.5),
-        ).select_from(closed)
-    ).one()
-    overall = (won_count or 0) / closed_count if closed_count else math.nan
+    # the median sales cycle is kpis.sales_cycle's median_days: days from created_at to
+    # closed_at of the won deals closed in [start, end) within the scope — the learning set's
+    # won deals
+    cycle_median = sales_cycle(c, f)["median_days"].iloc[0]
+    known = [str(stage) for stage in stages["stage"].dropna().unique()]
+    closed_count, won_count, per_stage = _stage_history_stats(c, f, known)
+    overall = won_count / closed_count if closed_count else math.nan
     median = math.nan if cycle_median is None or pd.isna(cycle_median) else float(cycle_median)
-    return _Learnt(stages, _stage_history_stats(c, f), overall, median)
+    return _Learnt(stages, per_stage, overall, median)
 
 
 def _place_open_deals(

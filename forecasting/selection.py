@@ -64,7 +64,7 @@ from forecasting.calibration import (
     held_out_coverage,
 )
 from forecasting.models import MODELS, REGISTRY
-from forecasting.models.base import MIN_SEASONAL_POINTS, Pinned, Prediction, degenerate
+from forecasting.models.base import MIN_SEASONAL_POINTS, Pinned, Prediction, degenerate, sharing_fits
 from forecasting.threads import single_threaded_blas
 
 TIE_TOLERANCE = 0.01
@@ -413,7 +413,7 @@ def forecast(
     cached = FORECASTS.get(key)
     if cached is not None:
         return cached
-    with single_threaded_blas():
+    with single_threaded_blas(), sharing_fits():
         result = _forecast(series, horizon, model, folds, refit)
     FORECASTS.put(key, result)
     return result

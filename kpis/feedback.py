@@ -23,7 +23,6 @@ from kpis.core import (
     Z95,
     connection,
     naive_timestamps,
-    period_found,
     period_rows,
     period_starts,
     read_frame,
@@ -327,13 +326,9 @@ def survey_scores(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "mont
     if not periods:
         return pd.DataFrame(columns=SURVEY_SCORE_COLUMNS)
     with connection(conn) as c:
-
-        def from_responses(part: Filters) -> dict[pd.Timestamp, tuple]:
-            return period_found(c, _survey_scores_statement(c.dialect, part, freq), value_params(part))
-
-        pivot = rollups.read_with_remainder(c, rollups.SURVEY_SCORES, f, freq, periods, from_responses)
-        if pivot is None:
-            pivot = from_responses(f)
+        pivot = rollups.found_or_rolled(
+            c, rollups.SURVEY_SCORES, f, freq, periods, _survey_scores_statement, value_params
+        )
     grid = pd.to_datetime(periods)
     rows = [pivot.get(p) for p in grid]
     responses, promoters, detractors, ces_n, easy = (_counts(rows, j) for j in range(5))

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import period_start
-from kpis.core import connection, on_period_grid, period_starts, ratio
+from kpis.core import connection, naive_key, on_period_grid, period_starts, ratio
 from kpis.filters import Filters, has_column, in_day_range, scope
 
 Bind = sa.Connection | sa.Engine
@@ -72,6 +72,8 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         reported = has_column(c, campaigns, REPORT_FIGURES["sent"])
         figures = whole_campaigns and reported
 
+        listed = campaigns.outerjoin(per_campaign, per_campaign.c.campaign_id == campaigns.c.campaign_id)
+
         def step_count(step: str) -> sa.ColumnElement:
             counted = sa.func.coalesce(per_campaign.c[step], 0)
             if figures and step in REPORT_FIGURES:
@@ -86,13 +88,15 @@ def campaign_funnel(conn: Bind, f: Filters) -> pd.DataFrame:
                 campaigns.c.objective,
                 campaigns.c.cost,
                 *(step_count(step) for step in counts),
-                sa.func.coalesce(all_sends.c.sends, 0).label("all_sends"),
+                # every campaign's sends: only to share its cost by under a filter (unfiltered,
+                # the share is 1; not counting them spares a scan of every response)
+                (sa.null() if whole_campaigns else sa.func.coalesce(all_sends.c.sends, 0)).label("all_sends"),
                 (campaigns.c[REPORT_FIGURES["sent"]] if reported else sa.null()).label("recipients"),
             )
             .select_from(
-                campaigns.outerjoin(
-                    per_campaign, per_campaign.c.campaign_id == campaigns.c.campaign_id
-                ).outerjoin(all_sends, all_sends.c.campaign_id == campaigns.c.campaign_id)
+                listed
+                if whole_campaigns
+                else listed.outerjoin(all_sends, all_sends.c.campaign_id == campaigns.c.campaign_id)
             )
             .where(in_day_range(campaigns.c.started_on, f), *scope(f, campaigns))  # none in a user scope
             .order_by(campaigns.c.started_on, campaigns.c.campaign_id)
@@ -221,25 +225,29 @@ def social_metrics(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
                 ),
             )
         )
-        result = c.execute(statement)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        # period and platform -> (followers, *sums): a few dozen rows
+        found = {(naive_key(row[0]), row[1]): row[2:] for row in c.execute(statement)}
         platforms = [
             p for (p,) in c.execute(sa.select(social.c.platform).distinct().order_by(social.c.platform))
         ]
     columns = ["period", "platform", "followers", *sums, "engagement_rate"]
     if not periods or not platforms:
         return pd.DataFrame(columns=columns)
-    parts = []
-    for platform in platforms:
-        mine = frame[frame["platform"] == platform].drop(columns="platform")
-        grid = on_period_grid(mine, periods, fill=dict.fromkeys(sums, 0))
-        grid.insert(1, "platform", platform)
-        parts.append(grid)
-    out = pd.concat(parts).sort_values(["period", "platform"], kind="stable").reset_index(drop=True)
-    out[sums] = out[sums].astype("int64")
-    out["followers"] = out["followers"].astype(float)
-    out["engagement_rate"] = [
-        ratio(e, i) for e, i in zip(out["engagements"], out["impressions"], strict=True)
-    ]
-    out["engagement_rate"] = out["engagement_rate"].astype(float)
-    return out[columns]
+    # every (period, platform), periods outer, platforms sorted, built once from the rows
+    # found (a grid per platform, concatenated and sorted, was ~50 of the call's ~60 ms)
+    platforms = sorted(platforms)
+    grid = pd.to_datetime(periods)
+    rows = [found.get((period, platform)) for period in grid for platform in platforms]
+    data: dict[str, object] = {
+        "period": np.repeat(grid.to_numpy(), len(platforms)),
+        "platform": platforms * len(grid),
+        "followers": np.array(
+            [math.nan if r is None or r[0] is None else float(r[0]) for r in rows], dtype="float64"
+        ),
+    }
+    for j, name in enumerate(sums, start=1):
+        data[name] = np.array([0 if r is None or r[j] is None else int(r[j]) for r in rows], dtype="int64")
+    data["engagement_rate"] = np.array(
+        [ratio(e, i) for e, i in zip(data["engagements"], data["impressions"], strict=True)], dtype="float64"
+    )
+    return pd.DataFrame(data)[columns]

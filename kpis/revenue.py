@@ -24,7 +24,6 @@ from kpis.core import (
     connection,
     grid_columns,
     period_end,
-    period_found,
     period_starts,
     ratio,
     wilson_interval,
@@ -85,13 +84,9 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     """
     periods = period_starts(f.start, f.end, freq)
     with connection(conn) as c:
-
-        def base_rows(part: Filters) -> dict[pd.Timestamp, tuple]:
-            return period_found(c, _revenue_statement(c.dialect, part, freq), value_params(part))
-
-        found = rollups.read_with_remainder(c, rollups.REVENUE, f, freq, periods, base_rows)
-        if found is None:
-            found = base_rows(f)
+        found = rollups.found_or_rolled(
+            c, rollups.REVENUE, f, freq, periods, _revenue_statement, value_params
+        )
     data = grid_columns(
         found, periods, counts=("paying_accounts",), sums=("revenue", "gross_revenue", "refunds")
     )

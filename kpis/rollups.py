@@ -69,7 +69,7 @@ from crm_data import derived, hooks, schema
 from crm_data.derived import state
 from crm_data.dialects import FREQS, period_key, refresh_work_mem
 from kpis import measures, stage_visits
-from kpis.core import connection, grid_frame, period_end, period_found, period_rows, period_starts
+from kpis.core import connection, grid_frame, period_end, period_found, period_starts
 from kpis.filters import ACCOUNT_DIMENSIONS, Filters, account_conditions
 from kpis.measures import MeasureSet
 
@@ -1121,6 +1121,29 @@ def _add(left: tuple, right: tuple) -> tuple:
     return tuple(b if a is None else a if b is None else a + b for a, b in zip(left, right, strict=True))
 
 
+def found_or_rolled(
+    c: sa.Connection,
+    rollup: Rollup,
+    f: Filters,
+    freq: str,
+    periods: list[pd.Timestamp],
+    statement: Callable[[sa.Dialect, Filters, str], sa.Select],
+    params: Callable[[Filters], dict[str, object]] | None = None,
+) -> dict[pd.Timestamp, tuple]:
+    """The rows of ``statement(dialect, f, freq)`` per period (period start -> its measures,
+    :func:`kpis.core.period_found`), read from ``rollup`` when it can answer — the part of
+    a period that ``end`` cuts short from the base tables (:func:`read_with_remainder`) —,
+    else all from the base tables. ``params``: for a statement built as a template
+    (``kpis.filters.template``), its bind values for the filters at hand
+    (``kpis.filters.value_params``)."""
+
+    def base_rows(part: Filters) -> dict[pd.Timestamp, tuple]:
+        return period_found(c, statement(c.dialect, part, freq), params(part) if params else None)
+
+    rolled = read_with_remainder(c, rollup, f, freq, periods, base_rows)
+    return base_rows(f) if rolled is None else rolled
+
+
 def period_rows_or_rolled(
     conn: sa.Connection | sa.Engine,
     rollup: Rollup,
@@ -1133,14 +1156,10 @@ def period_rows_or_rolled(
 ) -> pd.DataFrame:
     """:func:`kpis.core.period_rows` of ``statement(dialect, f, freq)`` on the base tables,
     or the same frame from ``rollup`` when it can answer (its measures are ``counts`` then
-    ``sums``)."""
+    ``sums``): :func:`found_or_rolled` on the period grid."""
     with connection(conn) as c:
-        rolled = read_with_remainder(
-            c, rollup, f, freq, periods, lambda part: period_found(c, statement(c.dialect, part, freq))
-        )
-        if rolled is not None:
-            return grid_frame(rolled, periods, counts=counts, sums=sums)
-        return period_rows(c, statement(c.dialect, f, freq), periods, counts=counts, sums=sums)
+        found = found_or_rolled(c, rollup, f, freq, periods, statement)
+    return grid_frame(found, periods, counts=counts, sums=sums)
 
 
 __all__ = [
@@ -1157,6 +1176,7 @@ __all__ = [
     "answers",
     "data_months",
     "enabled",
+    "found_or_rolled",
     "groups_statement",
     "invalidate",
     "listen",

@@ -19,7 +19,6 @@ from kpis.core import (
     grid_columns,
     naive_timestamps,
     on_period_grid,
-    period_found,
     period_starts,
     read_frame,
     wilson_interval,
@@ -78,13 +77,9 @@ def first_contact_resolution(
     if not periods:
         return pd.DataFrame(columns=columns)
     with connection(conn) as c:
-
-        def base_rows(part: Filters) -> dict[pd.Timestamp, tuple]:
-            return period_found(c, _fcr_statement(c.dialect, part, freq), value_params(part))
-
-        found = rollups.read_with_remainder(c, rollups.FIRST_CONTACT_RESOLUTION, f, freq, periods, base_rows)
-        if found is None:
-            found = base_rows(f)
+        found = rollups.found_or_rolled(
+            c, rollups.FIRST_CONTACT_RESOLUTION, f, freq, periods, _fcr_statement, value_params
+        )
     data = grid_columns(found, periods, counts=("resolved", "first_contact", "recorded"))
     resolved, first = data["resolved"], data["first_contact"]
     known = (resolved > 0) & (data["recorded"] > 0)

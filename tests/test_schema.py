@@ -51,3 +51,36 @@ def test_sessions_run_in_utc(db: sa.Engine) -> None:
             assert c.exec_driver_sql("SELECT current_setting('TimeZone')").scalar() == "UTC"
         elif db.dialect.name == "postgresql":
             assert c.exec_driver_sql("SHOW TIME ZONE").scalar() == "UTC"
+
+
+def _pg_catalog(engine: sa.Engine) -> dict[str, list[tuple]]:
+    """The tables, columns, constraints and indexes of the engine's PostgreSQL schema (its
+    ``search_path``), without the schema's name."""
+    queries = {
+        "columns": "SELECT table_name, column_name, ordinal_position, data_type, is_nullable, column_default,"
+        " character_maximum_length, numeric_precision, numeric_scale FROM information_schema.columns"
+        " WHERE table_schema = current_schema() ORDER BY 1, 3",
+        "constraints": "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)"
+        " FROM pg_constraint WHERE connamespace = current_schema()::regnamespace ORDER BY 1, 2",
+        "indexes": "SELECT tablename, indexname, replace(indexdef, ' ' || schemaname || '.', ' ')"
+        " FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1, 2",
+    }
+    with engine.connect() as conn:
+        return {name: [tuple(row) for row in conn.exec_driver_sql(sql)] for name, sql in queries.items()}
+
+
+def test_make_db_on_postgresql_gives_what_create_schema_gives(make_db, pg_database_url: str) -> None:
+    """The test schemas ``make_db`` makes by replaying ``create_schema``'s DDL
+    (tests/conftest.py ``pg_schema_ddl``) have every table, column, constraint and index a
+    ``create_schema`` on an empty schema gives."""
+    from tests.conftest import pg_scratch_schema_engine
+
+    reference = pg_scratch_schema_engine(pg_database_url, "reference")
+    try:
+        schema.create_schema(reference)
+        expected = _pg_catalog(reference)
+    finally:
+        reference.dispose()
+    replayed = _pg_catalog(make_db("postgresql"))
+    assert len(expected["columns"]) > 100 and expected["indexes"] and expected["constraints"]
+    assert replayed == expected

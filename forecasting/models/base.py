@@ -14,8 +14,11 @@ lives in ``forecasting.selection``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -145,6 +148,52 @@ def degenerate(y: np.ndarray, prediction: Prediction) -> str | None:
     return None
 
 
+_T = TypeVar("_T")
+
+#: Inside :func:`sharing_fits`: every estimate made, by (what was fitted, the training
+#: data bit for bit), with the warnings its fit raised.
+_FITS: ContextVar[dict[tuple, tuple[Any, list[warnings.WarningMessage]]] | None] = ContextVar(
+    "forecasting_shared_fits", default=None
+)
+
+
+@contextmanager
+def sharing_fits() -> Iterator[None]:
+    """Within the block, a fit of the same specification to the same data (:func:`fit_once`)
+    is made once: ``forecasting.selection.forecast`` wraps each forecast in it, whose
+    backtests and final fit may fit one specification to one training window twice (the
+    reliability backtest of the specification used re-fits it at the selection backtest's
+    first origin; the calibration backtest of a model that refits at every origin repeats
+    the selection backtest's origins). A fit is deterministic, so the kept one is the one a
+    second fit would give; the block's end forgets them."""
+    token = _FITS.set({})
+    try:
+        yield
+    finally:
+        _FITS.reset(token)
+
+
+def fit_once(what: Hashable, y: np.ndarray, fit: Callable[[], _T]) -> _T:
+    """``fit()`` — the estimate of ``what`` (a specification, with the fit's options) on
+    ``y`` — or, inside :func:`sharing_fits`, the one already made for the same ``what`` and
+    the same data, its warnings raised again (so the notes they become are the same). A
+    fit that raises is not kept."""
+    shared = _FITS.get()
+    if shared is None:
+        return fit()
+    data = np.ascontiguousarray(y, dtype=float)
+    key = (what, data.shape, data.tobytes())
+    if key not in shared:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fit()
+        shared[key] = (result, list(caught))
+    result, raised = shared[key]
+    for w in raised:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return result
+
+
 class RejectedFitWarning(UserWarning):
     """A lower-AIC specification was rejected (not converged, or a degenerate forecast);
     ``forecasting.selection`` turns it into a note."""
@@ -157,6 +206,11 @@ def converged(results: Any) -> bool:
     if not isinstance(retvals, dict):
         return True
     return bool(retvals.get("converged", True))
+
+
+def _fit_spec(spec: Any, y: np.ndarray, kwargs: dict[str, Any]) -> Any:
+    """The statsmodels fit of ``spec`` on ``y``."""
+    return spec.model(y).fit(disp=False, **kwargs)
 
 
 def fit_lowest_aic(
@@ -176,7 +230,8 @@ def fit_lowest_aic(
     errors: list[str] = []
     for order, spec in enumerate(specs):
         try:
-            results = spec.model(y).fit(disp=False, **(fit_kwargs or {}))
+            kwargs = fit_kwargs or {}
+            results = fit_once((spec, tuple(sorted(kwargs.items()))), y, partial(_fit_spec, spec, y, kwargs))
         except (ValueError, np.linalg.LinAlgError) as error:
             errors.append(f"{spec.label}: {error}")
             continue

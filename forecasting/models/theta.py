@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from statsmodels.tsa.forecasting.theta import ThetaModel
 
-from forecasting.models.base import MIN_SEASONAL_POINTS, SEASON, Prediction, normal_prediction
+from forecasting.models.base import MIN_SEASONAL_POINTS, SEASON, Prediction, fit_once, normal_prediction
 
 MIN_POINTS = 6
 
@@ -77,5 +77,5 @@ class Theta:
     def fit(self, y: np.ndarray) -> FittedTheta:
         y = np.asarray(y, dtype=float)
         seasonal = len(y) >= MIN_SEASONAL_POINTS
-        model = ThetaModel(y, period=SEASON, deseasonalize=seasonal)
-        return FittedTheta(model.fit(), seasonal)
+        results = fit_once("theta", y, lambda: ThetaModel(y, period=SEASON, deseasonalize=seasonal).fit())
+        return FittedTheta(results, seasonal)

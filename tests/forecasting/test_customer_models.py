@@ -404,3 +404,66 @@ def test_churn_risk_ranking_is_the_pandas_sort():
             for r in (risk, without):
                 got = r.ranking(by, within_units=weeks)
                 pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+
+
+# ---------------------------------------------------------------- likelihood terms per distinct value (issue 15)
+
+
+def test_bg_nbd_terms_by_hand_and_bit_for_bit():
+    """Three histories by hand (Fader, Hardie & Lee 2005, eq. 6): x = 0 (only A₃), x = 2
+    and x = 1 with the same T; ``_BgNbdTerms`` gives their weighted sum and the plain
+    functions' values and gradients to the last bit, on the CDNOW-like rows too."""
+    r, alpha, a, b = 0.25, 4.0, 0.8, 2.5
+    x = np.array([0.0, 1.0, 2.0])
+    t_x = np.array([0.0, 3.0, 5.0])
+    T = np.array([6.0, 8.0, 8.0])
+    weights = np.array([3.0, 1.0, 2.0])
+
+    def by_hand(x: float, t_x: float, T: float) -> float:
+        a1 = math.lgamma(r + x) - math.lgamma(r) + r * math.log(alpha)
+        a2 = math.lgamma(a + b) + math.lgamma(b + x) - math.lgamma(b) - math.lgamma(a + b + x)
+        a3 = (alpha + T) ** -(r + x)
+        a4 = a / (b + x - 1) * (alpha + t_x) ** -(r + x) if x > 0 else 0.0
+        return a1 + a2 + math.log(a3 + a4)
+
+    expected = sum(w * by_hand(*row) for w, *row in zip(weights, x, t_x, T, strict=True))
+    terms = cm._BgNbdTerms(x, t_x, T, weights)
+    params = np.array([r, alpha, a, b])
+    assert terms.log_likelihood(params) == pytest.approx(expected, rel=1e-12)
+    rng = np.random.default_rng(11)
+    xs = rng.integers(0, 8, 400).astype(float)
+    ages = rng.integers(1, 60, 400).astype(float)
+    recencies = np.where(xs > 0, np.floor(ages * rng.random(400)), 0.0)
+    (ux, ut, uT), counts = cm._weighted_rows(xs, recencies, ages)
+    terms = cm._BgNbdTerms(ux, ut, uT, counts)
+    for point in ([r, alpha, a, b], [1.0, 40.0, 1.0, 1.0], [3e4, 1.6e5, 0.1, 3.6]):
+        p = np.array(point)
+        plain = float(np.sum(counts * cm.bg_nbd_log_likelihood(*p, ux, ut, uT)))
+        assert terms.log_likelihood(p) == plain
+        np.testing.assert_array_equal(terms.gradient(p), cm.bg_nbd_gradient(*p, ux, ut, uT, counts))
+
+
+def test_sbg_terms_by_hand_and_bit_for_bit():
+    """A cohort of 10: 3 leave after the first period, 2 after the second, 5 are still
+    customers at t = 2. By hand: 3 ln P(T=1) + 2 ln P(T=2) + 5 ln S(2), with P(T=1) = α ÷
+    (α + β), P(T=2) = β α ÷ ((α + β)(α + β + 1)), S(2) = β (β + 1) ÷ ((α + β)(α + β + 1)).
+    ``_SbgTerms`` equals the plain functions to the last bit."""
+    alpha, beta = 0.7, 2.3
+    churned, censored = cm.sbg_counts([10, 7, 5])
+    s = alpha + beta
+    expected = (
+        3 * math.log(alpha / s)
+        + 2 * math.log(beta * alpha / (s * (s + 1)))
+        + 5 * math.log(beta * (beta + 1) / (s * (s + 1)))
+    )
+    terms = cm._SbgTerms(churned, censored)
+    assert terms.log_likelihood(np.array([alpha, beta])) == pytest.approx(expected, rel=1e-12)
+    pooled = cm._pool(
+        [cm.sbg_counts([100, 60, 41, 30, 25]), cm.sbg_counts([80, 50, 39]), (churned, censored)]
+    )
+    for counts in ((churned, censored), pooled):
+        terms = cm._SbgTerms(*counts)
+        for point in ([alpha, beta], [1.0, 1.0], [0.05, 40.0], [300.0, 2e4]):
+            p = np.array(point)
+            assert terms.log_likelihood(p) == cm._sbg_log_likelihood(*point, *counts)
+            np.testing.assert_array_equal(terms.gradient(p), cm._sbg_gradient(*point, *counts))

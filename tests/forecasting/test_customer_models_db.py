@@ -395,3 +395,62 @@ def test_churn_risk_without_names_ranks_the_same_accounts(demo: sa.Engine) -> No
     pd.testing.assert_frame_equal(bare.accounts, named.accounts.drop(columns=["name", "segment"]))
     expected = named.accounts.sort_values(["clv_revenue", "account_id"], ascending=[False, True])
     assert bare.ranking("clv_revenue")["account_id"].tolist() == expected["account_id"].tolist()
+
+
+def test_per_account_in_one_pass_by_hand(small: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB aggregates the payments per account in one pass when each of an account's
+    payments is on its own day (A2, A5) and groups by day first for the accounts with two
+    payments on one day (A1: 10 + 20 on 2 Jan). A5 (added here): 50 on 3 Jan, 25 on 10 Jan,
+    then after the 20 Jan split 5 on 25 Jan and 7 on 31 Jan. Worked by hand on every
+    database; on DuckDB the same frames as grouping every account by day first."""
+    from kpis import clv_summary
+    from kpis.clv_summary import customer_summary_split
+
+    insert(small, "accounts", [dict(account_id="A5", name="Five", segment="SMB", created_at=T(2023, 1, 1))])
+    insert(
+        small,
+        "payments",
+        [
+            dict(payment_id=f"Q{i}", account_id="A5", paid_at=paid, amount=amount)
+            for i, (paid, amount) in enumerate(
+                [
+                    (T(2024, 1, 3, 8), 50.0),
+                    (T(2024, 1, 10), 25.0),
+                    (T(2024, 1, 25, 23), 5.0),
+                    (T(2024, 1, 31), 7.0),
+                ]
+            )
+        ],
+    )
+    split = T(2024, 1, 20)
+    summary, counts = customer_summary_split(small, PERIOD, split, unit="day", names=False)
+    rows = summary.set_index("account_id")
+    assert list(rows.index) == ["A1", "A2", "A3", "A5"]
+    assert rows["transactions"].to_dict() == {"A1": 3, "A2": 1, "A3": 1, "A5": 4}
+    assert rows.loc["A1", "total_amount"] == 60 and rows.loc["A1", "mean_repeat_amount"] == 15
+    assert rows.loc["A5", "total_amount"] == 87 and rows.loc["A5", "mean_repeat_amount"] == pytest.approx(
+        37 / 3
+    )
+    assert (rows.loc["A5", "first_paid"], rows.loc["A5", "last_paid"]) == (
+        dt.date(2024, 1, 3),
+        dt.date(2024, 1, 31),
+    )
+    assert (rows.loc["A5", "recency"], rows.loc["A5", "T"]) == (28, 58)
+    assert np.isnan(rows.loc["A2", "mean_repeat_amount"]) and rows.loc["A2", "total_amount"] == 100
+    # before the split: A1 2 and 16 Jan (30 → 1 holdout day), A2 9 Jan, A5 3 and 10 Jan (2 holdout days)
+    found = {tuple(r[:4]): r[4] for r in counts.itertuples(index=False)}
+    assert found == {(1, 14.0, 18.0, 1): 1, (0, 0.0, 11.0, 0): 1, (1, 7.0, 17.0, 2): 1}
+    if small.dialect.name == "duckdb":
+        end = clv_summary.calibration_end(PERIOD)
+        sql = str(clv_summary._statement(small.dialect, PERIOD, end, None, split, False).compile(small))
+        assert "bitstring_agg" in sql
+        clv_summary._statement.cache_clear()
+        monkeypatch.setattr(clv_summary, "BITMAP_DAYS", 0)  # every account grouped by day first
+        by_day, by_day_counts = customer_summary_split(small, PERIOD, split, unit="day", names=False)
+        clv_summary._statement.cache_clear()
+        assert "bitstring_agg" not in str(
+            clv_summary._statement(small.dialect, PERIOD, end, None, split, False).compile(small)
+        )
+        clv_summary._statement.cache_clear()
+        pd.testing.assert_frame_equal(summary, by_day)
+        pd.testing.assert_frame_equal(counts, by_day_counts)

@@ -326,3 +326,44 @@ def test_learnt_counts_and_cycle_median_are_the_kpis(engine: sa.Engine, filters:
         if closed_n
         else np.isnan(learnt.overall_win_rate)
     )
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [FILTERS, Filters("2026-03-01", "2026-07-01"), Filters("2020-01-01", "2020-02-01")],
+    ids=["year", "months", "no deals"],
+)
+def test_one_pass_learning_is_the_per_pair_form(engine: sa.Engine, filters: Filters) -> None:
+    """The learning pass (one row per closed deal, a column per stage of the table) gives the
+    per-stage numbers of the general form (a row per (deal, stage) pair): also for a stage
+    entered twice (the last entry counts) and for a stage the table does not list."""
+    from forecasting.pipeline import PER_STAGE_COLUMNS, _passed_stages, _stage_history_stats
+
+    day = dt.timedelta(days=1)
+    extra = [  # W5..W9 enter Lead again 25 days after creation; W0, W1, L0 pass through "Demo"
+        {"deal_id": f"W{i}", "stage": "Lead", "entered_at": t("2026-02-01") + (i + 25) * day}
+        for i in range(5, 10)
+    ] + [
+        {"deal_id": deal, "stage": "Demo", "entered_at": t(entered)}
+        for deal, entered in (("W0", "2026-02-05"), ("W1", "2026-02-07"), ("L0", "2026-03-03"))
+    ]
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.deal_stage_history), extra)
+    known = ["Lead", "Qualified", "Proposal", "Negotiation", "Closed Won", "Closed Lost"]
+    with engine.connect() as c:
+        closed_n, won_n, per_stage = _stage_history_stats(c, filters, known)
+        general = pd.DataFrame(_passed_stages(c, filters, []), columns=PER_STAGE_COLUMNS)
+    general["closed_deals"] = general["closed_deals"].astype(int)
+    general["won_deals"] = general["won_deals"].astype(int)
+    general["median_days"] = pd.to_numeric(general["median_days"], errors="coerce").astype(float)
+    ordered = [frame.sort_values("stage", ignore_index=True) for frame in (per_stage, general)]
+    pd.testing.assert_frame_equal(*ordered, check_exact=True)
+    assert list(per_stage.columns) == PER_STAGE_COLUMNS
+    if filters == FILTERS:
+        assert (closed_n, won_n) == (40, 10)
+        stages = per_stage.set_index("stage")
+        # Lead's last entries: W0..W4 30 + 2i days before closing, W5..W9 2i + 5 -> 26.5
+        assert stages.at["Lead", "median_days"] == pytest.approx(26.5)
+        assert stages.at["Demo", "closed_deals"] == 3 and stages.at["Demo", "won_deals"] == 2
+    elif filters.start.year == 2020:
+        assert (closed_n, won_n) == (0, 0) and per_stage.empty

@@ -64,6 +64,13 @@ def assert_same_tables(incremental: dict[str, pd.DataFrame], full: dict[str, pd.
         pd.testing.assert_frame_equal(incremental[name], frame, check_exact=False, rtol=1e-12, obj=name)
 
 
+def assert_equals_rebuild(engine: sa.Engine, today: dt.date) -> None:
+    """The roll-ups as they stand (after an incremental refresh) equal a full rebuild's."""
+    incremental = snapshot(engine)
+    rollups.refresh_database(engine, today)
+    assert_same_tables(incremental, snapshot(engine))
+
+
 def assert_recorded_rows(engine: sa.Engine) -> None:
     """The rows the state records for each derived table (kept from the rows written, not
     counted) are its rows."""
@@ -247,9 +254,7 @@ def test_an_imported_month_refreshes_only_its_periods_and_equals_a_full_rebuild(
     assert months[0] <= 202403 and months[-1] == 202511
     assert coverage(db) == before
     assert_recorded_rows(db)
-    incremental = snapshot(db)
-    rollups.refresh_database(db, TODAY)
-    assert_same_tables(incremental, snapshot(db))
+    assert_equals_rebuild(db, TODAY)
     assert_recorded_rows(db)
 
 
@@ -267,9 +272,7 @@ def test_accounts_changed_in_place_rebuild_every_rollup_whole(db: sa.Engine, spi
     report = import_tables(db, [TableInput("accounts", frame([row]), "test:accounts")], today=TODAY)
     assert report.ok, report.errors
     assert spied["refresh"] == [sorted(r.name for r in rollups.ROLLUPS)]
-    incremental = snapshot(db)
-    rollups.refresh_database(db, TODAY)
-    assert_same_tables(incremental, snapshot(db))
+    assert_equals_rebuild(db, TODAY)
 
 
 def test_a_new_account_that_orphans_referenced_rebuilds_whole(db: sa.Engine, spied: dict[str, list]) -> None:
@@ -287,9 +290,7 @@ def test_a_new_account_that_orphans_referenced_rebuilds_whole(db: sa.Engine, spi
     report = import_tables(db, [TableInput("accounts", frame([ghost]), "test:accounts")], today=TODAY)
     assert report.ok, report.errors
     assert spied["refresh"] == [sorted(r.name for r in rollups.ROLLUPS)]
-    incremental = snapshot(db)
-    rollups.refresh_database(db, TODAY)
-    assert_same_tables(incremental, snapshot(db))
+    assert_equals_rebuild(db, TODAY)
 
 
 def test_touched_months_from_a_change() -> None:
@@ -370,9 +371,7 @@ def test_a_new_year_adds_its_periods_without_a_full_rebuild(db: sa.Engine, spied
     assert {name: last for name, (_, last) in coverage(db).items()} == dict.fromkeys(
         (r.name for r in rollups.ROLLUPS), 202612
     )
-    incremental = snapshot(db)
-    rollups.refresh_database(db, later)
-    assert_same_tables(incremental, snapshot(db))
+    assert_equals_rebuild(db, later)
 
 
 def payment(key: str, account: str, day: str, amount: float) -> dict:
@@ -422,9 +421,7 @@ def test_an_import_counts_a_quarters_and_years_paying_accounts_once(
     months = revenue(db, Filters("2025-10-01", "2026-01-01"), "month")
     assert months["paying_accounts"].tolist() == [1, 2, 1]
     assert calls.total() == 0  # all read from the roll-up
-    incremental = snapshot(db)
-    rollups.refresh_database(db, TODAY)
-    assert_same_tables(incremental, snapshot(db))
+    assert_equals_rebuild(db, TODAY)
 
     # an update: A2's only positive payment becomes a refund
     report = import_tables(
@@ -438,9 +435,7 @@ def test_an_import_counts_a_quarters_and_years_paying_accounts_once(
     assert quarters["revenue"].tolist() == pytest.approx([100.0, 0.0, 0.0, 64.0])
     assert revenue(db, year, "year")["paying_accounts"].tolist() == [2]
     assert calls.total() == 0
-    incremental = snapshot(db)
-    rollups.refresh_database(db, TODAY)
-    assert_same_tables(incremental, snapshot(db))
+    assert_equals_rebuild(db, TODAY)
 
 
 def test_a_revenue_rollup_without_its_per_account_months_is_rebuilt_whole(
@@ -456,9 +451,7 @@ def test_a_revenue_rollup_without_its_per_account_months_is_rebuilt_whole(
     report = import_tables(db, november(db), today=TODAY)
     assert report.ok, report.errors
     assert spied["refresh"] == [["rollup_revenue"]]
-    incremental = snapshot(db)
-    rollups.refresh_database(db, TODAY)
-    assert_same_tables(incremental, snapshot(db))
+    assert_equals_rebuild(db, TODAY)
 
 
 def test_rollups_without_total_rows_read_their_groups_and_gain_them_at_the_next_import(
@@ -484,9 +477,7 @@ def test_rollups_without_total_rows_read_their_groups_and_gain_them_at_the_next_
     report = import_tables(db, november(db), today=TODAY)
     assert report.ok, report.errors
     assert_recorded_rows(db)
-    incremental = snapshot(db)
-    rollups.refresh_database(db, TODAY)
-    assert_same_tables(incremental, snapshot(db))
+    assert_equals_rebuild(db, TODAY)
 
 
 def test_the_refresh_runs_with_its_own_work_mem_on_postgresql(

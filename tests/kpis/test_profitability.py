@@ -141,3 +141,30 @@ def test_profitability_ends_break_ties_by_account_and_keep_to_the_filters(db: sa
     assert u1["account_id"].tolist() == ["A1", "A3"] and u1["accounts"].tolist() == [2, 2]
     assert u1["payments"].tolist() == pytest.approx([10.0, -5.0])
     assert profitability_ends(db, Q1, n=0).empty
+
+
+def test_profitability_ends_with_a_product_filter_sum_and_list_that_products_accounts(db: sa.Engine) -> None:
+    """A product selects accounts through their subscriptions: the ends sum and list only the
+    accounts with a subscription to it (the ranking's accounts are not semi-joined to the
+    subscriptions again: the sums are narrowed already), named by their own account row."""
+    subscriptions = [
+        {"subscription_id": "s1", "account_id": "A1", "product_id": "P1", "mrr": 10.0,
+         "started_at": ts("2023-06-01"), "ended_at": None},
+        {"subscription_id": "s2", "account_id": "A3", "product_id": "P1", "mrr": 10.0,
+         "started_at": ts("2023-06-01"), "ended_at": ts("2023-12-01")},  # ended before Q1: still P1's
+        {"subscription_id": "s3", "account_id": "A2", "product_id": "P2", "mrr": 10.0,
+         "started_at": ts("2023-06-01"), "ended_at": None},
+    ]  # fmt: skip
+    load(db, BASE, {"payments": PAYMENTS, "costs": COSTS, "subscriptions": subscriptions})
+    p1 = Q1.replace(products=["P1"])
+    ends = profitability_ends(db, p1, n=1)
+    # Q1: A1 650 (800 paid, 150 costs), A3 -80 (production costs); A2 (P2 only) is left out
+    assert ends["account_id"].tolist() == ["A1", "A3"]
+    assert ends["name"].tolist() == ["Alpha", "Gamma"]
+    assert ends["profit"].tolist() == pytest.approx([650.0, -80.0])
+    assert ends["accounts"].tolist() == [2, 2]
+    full = customer_profitability(db, p1)
+    pd.testing.assert_frame_equal(ends.drop(columns="accounts"), full, check_dtype=False)
+    p2 = profitability_ends(db, Q1.replace(products=["P2"]), n=5)
+    assert p2["account_id"].tolist() == ["A2"] and p2["payments"].tolist() == pytest.approx([300.0])
+    assert profitability_ends(db, Q1.replace(products=["P9"])).empty
