@@ -285,6 +285,18 @@ def stage_durations(
     return frame[columns]
 
 
+def _observed(
+    dialect: sa.Dialect, entered_at: sa.ColumnElement, ended_at: sa.ColumnElement, censor: sa.ColumnElement
+) -> tuple[sa.ColumnElement[int], sa.ColumnElement]:
+    """A visit as observed until C (``censor``): event = 1 when it ended by C (finished),
+    else 0 (censored: still running at C, or ended after it); duration = days from
+    ``entered_at`` to its end when finished, to C when censored."""
+    finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
+    return sa.case((finished, 1), else_=0), days_between(
+        dialect, entered_at, sa.case((finished, ended_at), else_=censor)
+    )
+
+
 def _stage_visits(
     dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement, keys: sa.CTE
 ) -> tuple[sa.CTE, sa.CTE]:
@@ -296,18 +308,14 @@ def _stage_visits(
         stage_visits.visit_deals([in_range(deals.c.created_at, f), *scope(f, deals)]), keys
     )
     v = window.c
-    ended_at = stage_visits.ended_at(window)
-    # the observation window ends at C: a visit is finished only when it ended by C
-    finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
+    event, duration = _observed(dialect, v.entered_at, stage_visits.ended_at(window), censor)
     visits = (
         sa.select(
             v.deal_id,
             v.stage_key,
             stage_visits.progressed(window).label("progressed"),
-            sa.case((finished, 1), else_=0).label("event"),
-            days_between(dialect, v.entered_at, sa.case((finished, ended_at), else_=censor)).label(
-                "duration"
-            ),
+            event.label("event"),
+            duration.label("duration"),
         )
         .where(stage_visits.is_visit(window), v.entered_at < censor)
         .cte("visits")
@@ -343,18 +351,14 @@ def _stored_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) ->
     progressed when any of them is (its later positions include theirs), so a stage's
     deals and progressed deals are sums of the first visits' flags — no grouping per deal."""
     t = stage_visits.TABLE
-    ended_at = t.c.ended_at
-    finished = sa.and_(ended_at.is_not(None), ended_at <= censor)
-    event = sa.case((finished, 1), else_=0)
+    event, duration = _observed(dialect, t.c.entered_at, t.c.ended_at, censor)
     visits = (
         sa.select(
             t.c.stage_key,
             t.c.first_visit,
             t.c.progressed,
             event.label("event"),
-            days_between(dialect, t.c.entered_at, sa.case((finished, ended_at), else_=censor)).label(
-                "duration"
-            ),
+            duration.label("duration"),
         )
         .where(in_range(t.c.created_at, f), *scope(f, t), t.c.entered_at < censor)
         .cte("visits")
