@@ -426,6 +426,19 @@ def rescanned(cte: sa.CTE) -> sa.CTE:
     return cte.prefix_with("NOT MATERIALIZED", dialect="duckdb")
 
 
+def may_select(conn: sa.Connection, *tables: sa.Table) -> bool:
+    """False when the connecting PostgreSQL role has no SELECT privilege on one of ``tables``
+    (a role limited to a scope, ``crm_data.pg_scope``, is not granted the derived tables,
+    which hold every account's aggregates); other databases: True. Asked, not tried: a
+    failed SELECT would abort the transaction."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return all(
+        conn.execute(sa.select(sa.func.has_table_privilege(table.name, "SELECT"))).scalar_one()
+        for table in tables
+    )
+
+
 def analyze(conn: sa.Connection, tables: list[str] | None = None) -> None:
     """Refresh the planner statistics of ``tables`` (all of the connection's schema when
     None) after a bulk load.

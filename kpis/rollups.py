@@ -67,7 +67,7 @@ import sqlalchemy as sa
 
 from crm_data import derived, hooks, schema
 from crm_data.derived import state
-from crm_data.dialects import FREQS, period_key, refresh_work_mem
+from crm_data.dialects import FREQS, may_select, period_key, refresh_work_mem
 from kpis import measures, stage_visits
 from kpis.core import connection, grid_frame, period_end, period_found, period_starts
 from kpis.filters import ACCOUNT_DIMENSIONS, Filters, account_conditions
@@ -918,24 +918,11 @@ def _has_totals(conn: sa.Connection, rollup: Rollup) -> bool:
     return found is not None
 
 
-def _may_read(conn: sa.Connection, *tables: sa.Table) -> bool:
-    """False when the connecting PostgreSQL role has no SELECT privilege on one of ``tables``
-    (a role limited to a scope, ``crm_data.pg_scope``: the roll-ups hold every account's
-    aggregates); the KPIs then read the base tables. Asked, not tried: a failed SELECT would
-    abort the transaction."""
-    if conn.dialect.name != "postgresql":
-        return True
-    return all(
-        conn.execute(sa.select(sa.func.has_table_privilege(table.name, "SELECT"))).scalar_one()
-        for table in tables
-    )
-
-
 def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
     """(first, last) month of ``rollup`` as ``YYYYMM``, or None when it was never built or
     was built by an earlier version without all of today's measures (until a refresh)."""
     if not _HAS_STATE.get(conn.engine):
-        if not sa.inspect(conn).has_table(state.name) or not _may_read(conn, state):
+        if not sa.inspect(conn).has_table(state.name) or not may_select(conn, state):
             return None
         _HAS_STATE[conn.engine] = True
     row = conn.execute(
@@ -945,7 +932,7 @@ def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
         return None
     current = _CURRENT.setdefault(conn.engine, set())
     if rollup.name not in current:
-        if _outdated(conn, rollup) or not _may_read(conn, rollup.table):
+        if _outdated(conn, rollup) or not may_select(conn, rollup.table):
             return None
         current.add(rollup.name)
     return int(row[0]), int(row[1])

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from crm_data import derived, hooks, schema
-from crm_data.dialects import refresh_work_mem
+from crm_data.dialects import may_select, refresh_work_mem
 
 #: The derived table's name (:data:`crm_data.derived.PREFIX`).
 NAME = "rollup_stage_visits"
@@ -384,10 +384,7 @@ def available(conn: sa.Connection) -> bool:
     if not _KNOWN.get(conn.engine):
         if not sa.inspect(conn).has_table(derived.state.name) or not sa.inspect(conn).has_table(NAME):
             return False
-        if conn.dialect.name == "postgresql" and not all(
-            conn.execute(sa.select(sa.func.has_table_privilege(name, "SELECT"))).scalar_one()
-            for name in (derived.state.name, NAME)
-        ):
+        if not may_select(conn, derived.state, TABLE):
             return False
         if _outdated(conn):
             return False
