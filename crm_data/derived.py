@@ -141,6 +141,21 @@ def invalidate(
     return gone
 
 
+def lacks_columns(conn: sa.Connection, table: sa.Table) -> bool:
+    """True when ``table`` exists in the database without every column it has now (built by
+    an earlier version); False when it is missing or current."""
+    if not sa.inspect(conn).has_table(table.name):
+        return False
+    # the columns of an empty result (duckdb_engine's inspector cannot list columns)
+    found = conn.execute(sa.select(sa.literal_column("*")).select_from(sa.table(table.name)).limit(0))
+    return not set(table.c.keys()) <= set(found.keys())
+
+
+def written(result: sa.CursorResult) -> int | None:
+    """The rows an INSERT, UPDATE or DELETE wrote (None when the driver does not say)."""
+    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
+
+
 def table_rows(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, int]:
     """Rows per table, each table counted once, in one statement."""
     unique = {table.name: table for table in tables}

@@ -384,14 +384,16 @@ def _insert_totals(
         .where(table.c.grain == grain, table.c.period >= first, table.c.period <= last)
         .group_by(table.c.period)
     )
-    return _written(conn.execute(table.insert().from_select(["grain", "period", *rollup.measures], rows)))
+    return derived.written(
+        conn.execute(table.insert().from_select(["grain", "period", *rollup.measures], rows))
+    )
 
 
 def _prepare(conn: sa.Connection, rollups: Iterable[Rollup]) -> None:
     """Drop the tables of ``rollups`` built by a version with other measures (rebuilt
     whole, their state gone), then create the missing tables and the state tables."""
     for rollup in rollups:
-        if _outdated(conn, rollup):
+        if derived.lacks_columns(conn, rollup.table):
             rollup.table.drop(conn)
             derived.forget(conn, rollup.name)
         rollup.table.create(conn, checkfirst=True)
@@ -400,15 +402,10 @@ def _prepare(conn: sa.Connection, rollups: Iterable[Rollup]) -> None:
     derived.create(conn)
 
 
-def _written(result: sa.CursorResult) -> int | None:
-    """The rows an INSERT, UPDATE or DELETE wrote (None when the driver does not say)."""
-    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
-
-
 def _insert(conn: sa.Connection, rollup: Rollup, grain: str, periods: list[pd.Timestamp]) -> int | None:
     """INSERT ... SELECT the rows of ``periods`` (consecutive, of ``grain``); the rows written."""
     rows = rollup.source(conn.dialect, grain, periods).subquery()
-    return _written(
+    return derived.written(
         conn.execute(
             rollup.table.insert().from_select(
                 ["grain", "period", *DIMENSIONS, *rollup.measures],
@@ -447,7 +444,7 @@ def _insert_from_months(
         )
         .group_by(label, *dimensions)
     )
-    return _written(
+    return derived.written(
         conn.execute(table.insert().from_select(["grain", "period", *DIMENSIONS, *rollup.measures], rows))
     )
 
@@ -498,7 +495,7 @@ def _insert_account_months(
 ) -> int | None:
     """INSERT ... SELECT :func:`_account_months` of ``first``..``last`` into ``into``; the
     rows written."""
-    return _written(
+    return derived.written(
         conn.execute(
             into.insert().from_select(
                 ["account_id", "period", "months"], _account_months(conn.dialect, rollup, first, last)
@@ -617,7 +614,7 @@ def _insert_distinct_from_months(
     both = sa.union_all(counted, *summed).subquery("both_parts")
     keys = [both.c.grain, both.c.period, *(both.c[d] for d in DIMENSIONS)]
     rows = sa.select(*keys, *(sa.func.sum(both.c[m]).label(m) for m in rollup.measures)).group_by(*keys)
-    return _written(
+    return derived.written(
         conn.execute(table.insert().from_select(["grain", "period", *DIMENSIONS, *rollup.measures], rows))
     )
 
@@ -762,7 +759,7 @@ def _update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup]
                 for grain in FREQS:
                     periods = _grain_periods(first, last, grain)
                     ranges[grain] = (period_label(periods[0]), period_label(periods[-1]))
-                    gone = _written(
+                    gone = derived.written(
                         conn.execute(
                             rollup.table.delete().where(
                                 rollup.table.c.grain.in_((grain, total_grain(grain))),
@@ -829,16 +826,6 @@ def listen() -> None:
     command line, the Import page, the test fixtures): every writer's change then updates
     them in its transaction."""
     hooks.add_listener(on_tables_changed)
-
-
-def _outdated(conn: sa.Connection, rollup: Rollup) -> bool:
-    """True when ``rollup``'s table exists without every column it has now (built by an
-    earlier version: a measure was added since)."""
-    if not sa.inspect(conn).has_table(rollup.name):
-        return False
-    # the columns of an empty result (duckdb_engine's inspector cannot list columns)
-    found = conn.execute(sa.select(sa.literal_column("*")).select_from(sa.table(rollup.name)).limit(0))
-    return not set(rollup.table.c.keys()) <= set(found.keys())
 
 
 def source_rows(conn: sa.Connection, tables: Iterable[sa.Table] = SOURCES) -> int:
@@ -932,7 +919,7 @@ def _coverage(conn: sa.Connection, rollup: Rollup) -> tuple[int, int] | None:
         return None
     current = _CURRENT.setdefault(conn.engine, set())
     if rollup.name not in current:
-        if _outdated(conn, rollup) or not may_select(conn, rollup.table):
+        if derived.lacks_columns(conn, rollup.table) or not may_select(conn, rollup.table):
             return None
         current.add(rollup.name)
     return int(row[0]), int(row[1])

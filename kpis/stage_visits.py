@@ -198,11 +198,6 @@ def _rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
     ).where(is_visit(window))
 
 
-def _written(result: sa.CursorResult) -> int | None:
-    """The rows an INSERT or DELETE wrote (None when the driver does not say)."""
-    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else None
-
-
 def _insert(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) -> int | None:
     """INSERT ... SELECT the visits of the deals ``deals_where`` selects; the rows written."""
     rows = _rows(deals_where)
@@ -211,16 +206,7 @@ def _insert(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) 
         # outside a range (row stores have the index on created_at)
         ordered = rows.subquery("visits")
         rows = sa.select(*ordered.c).order_by(ordered.c.created_at)
-    return _written(conn.execute(TABLE.insert().from_select([c.name for c in TABLE.c], rows)))
-
-
-def _outdated(conn: sa.Connection) -> bool:
-    """True when the table exists without every column of this version."""
-    if not sa.inspect(conn).has_table(NAME):
-        return False
-    # the columns of an empty result (duckdb_engine's inspector cannot list columns)
-    found = conn.execute(sa.select(sa.literal_column("*")).select_from(sa.table(NAME)).limit(0))
-    return not set(TABLE.c.keys()) <= set(found.keys())
+    return derived.written(conn.execute(TABLE.insert().from_select([c.name for c in TABLE.c], rows)))
 
 
 def _sources_present(conn: sa.Connection) -> bool:
@@ -258,7 +244,7 @@ def _refresh(conn: sa.Connection) -> int:
     if not _sources_present(conn):
         derived.forget(conn, NAME)
         return 0
-    if _outdated(conn):
+    if derived.lacks_columns(conn, TABLE):
         TABLE.drop(conn)
     TABLE.create(conn, checkfirst=True)
     derived.forget(conn, NAME)
@@ -352,7 +338,7 @@ def _update(conn: sa.Connection, change: hooks.Change) -> list[str]:
         if derived.has_state(conn)
         else None
     )
-    if state is None or _outdated(conn) or not sa.inspect(conn).has_table(NAME):
+    if state is None or derived.lacks_columns(conn, TABLE) or not sa.inspect(conn).has_table(NAME):
         _refresh(conn)
         return [NAME]
     if not change.names & {t.name for t in SOURCES}:
@@ -362,7 +348,7 @@ def _update(conn: sa.Connection, change: hooks.Change) -> list[str]:
         _refresh(conn)
         return [NAME]
     chosen = sa.select(schema.deals.c.deal_id).where(deals)
-    gone = _written(conn.execute(TABLE.delete().where(TABLE.c.deal_id.in_(chosen))))
+    gone = derived.written(conn.execute(TABLE.delete().where(TABLE.c.deal_id.in_(chosen))))
     added = _insert(conn, (deals,))
     rows = None if gone is None or added is None else int(state[0]) - gone + added
     _analyze(conn)
@@ -386,7 +372,7 @@ def available(conn: sa.Connection) -> bool:
             return False
         if not may_select(conn, derived.state, TABLE):
             return False
-        if _outdated(conn):
+        if derived.lacks_columns(conn, TABLE):
             return False
         _KNOWN[conn.engine] = True
     state = derived.state
