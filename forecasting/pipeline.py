@@ -35,9 +35,14 @@ Rules (``pipeline_forecast``):
 All of it runs in the database (the expected-close month is found by comparing
 ``entered_at`` with per-stage thresholds sent as bound parameters, so no date arithmetic
 differs between dialects); only per-stage and per-month aggregates come back. The learning
-reads the history once, grouped by deal (one row per closed deal with a column per stage
-of the stage table: when it last entered it), not by (deal, stage) pair; the median sales
-cycle is ``kpis.sales_cycle``'s own.
+reads the stored stage visits (:mod:`kpis.stage_visits`, kept by the import) when they are
+built and ``CRM_ROLLUPS`` is not ``off`` — the gating of ``kpis.stage_durations``: per open
+stage one aggregate over the last visits of the learning deals; the visits hold no closed
+stage and no stage missing from the stage table, so those are learnt from the history only
+when an open deal sits in one (the only case their numbers are read), and the open deals
+placed again. Else it reads the history once, grouped by deal (one row per closed deal with
+a column per stage of the stage table: when it last entered it), not by (deal, stage) pair.
+The same numbers either way. The median sales cycle is ``kpis.sales_cycle``'s own.
 
 ``combined_next_quarter`` shows the parts of one next-quarter figure (rule in its docstring).
 """
@@ -47,7 +52,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import sqlalchemy as sa
@@ -56,6 +61,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from crm_data import schema
 from crm_data.dialects import days_between, not_materialized, percentile
 from forecasting.selection import ForecastResult
+from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
 from kpis.sales import sales_cycle
@@ -226,19 +232,86 @@ def _learning_pass(c: sa.Connection, f: Filters, stages: list[str]) -> tuple[int
     return closed_count, won_count, [r for r in per_stage if r[1]], other_rows
 
 
-def _stage_history_stats(c: sa.Connection, f: Filters, stages: list[str]) -> tuple[int, int, pd.DataFrame]:
+def _stored_learning(c: sa.Connection, f: Filters) -> tuple[int, int, list[tuple], list[str]]:
+    """The learning from the stored visits (:mod:`kpis.stage_visits`): (closed learning
+    deals, won ones — both counted on ``deals`` —, per open stage of ``pipeline_stages`` the
+    rows of :func:`_passed_stages`, the open stages' names).
+
+    A learning deal's last entry to an open stage is its stored visit flagged
+    ``last_visit`` (the visits carry the deal's status, closed_at and scope columns), so per
+    stage: closed_deals = such visits of the learning deals, won_deals = the won ones,
+    median_days = median over the won ones of closed_at − entered_at — one aggregate over
+    the visits, no grouping per deal. The visits hold no closed stage nor a stage missing
+    from ``pipeline_stages``: those come from :func:`_passed_stages` (the caller's)."""
+    visits, keys, closed = stage_visits.TABLE, stage_visits.stage_keys(), _closed_deals(f)
+    won = visits.c.status == "won"
+    days = days_between(c.dialect, visits.c.entered_at, visits.c.closed_at)
+    per_key = (
+        sa.select(
+            visits.c.stage_key,
+            sa.func.count().label("closed_deals"),
+            sa.func.sum(sa.case((won, 1), else_=0)).label("won_deals"),
+            percentile(c.dialect, sa.case((won, days)), 0.5).label("median_days"),
+        )
+        .where(
+            visits.c.last_visit == 1,
+            visits.c.status.in_(("won", "lost")),
+            in_range(visits.c.closed_at, f),
+            *scope(f, visits),
+        )
+        .group_by(visits.c.stage_key)
+        .subquery("per_key")
+    )
+    rows = c.execute(
+        sa.select(
+            keys.c.stage, per_key.c.closed_deals, per_key.c.won_deals, per_key.c.median_days
+        ).select_from(per_key.join(keys, keys.c.stage_key == per_key.c.stage_key))
+    ).fetchall()
+    closed_count, won_count = c.execute(
+        sa.select(sa.func.count(), sa.func.sum(sa.case((closed.c.status == "won", 1), else_=0)))
+    ).one()
+    stages = schema.pipeline_stages
+    # the stages stage_visits.is_visit keeps: known and not closed (NULL is_closed: open)
+    open_stages = c.execute(sa.select(stages.c.stage).where(stages.c.is_closed.is_not(sa.true()))).scalars()
+    return int(closed_count or 0), int(won_count or 0), [tuple(row) for row in rows], list(open_stages)
+
+
+def _stage_history_stats(
+    c: sa.Connection, f: Filters, stages: list[str], every_stage: bool = True
+) -> tuple[int, int, pd.DataFrame, frozenset[str] | None]:
     """(closed learning deals, won ones, per stage: closed learning deals through it, how
-    many won, median days to close). The stages of ``stages`` from one pass
-    (:func:`_learning_pass`); a stage missing from it, only when its history has one
-    (:func:`_passed_stages`)."""
-    closed_count, won_count, rows, other_rows = _learning_pass(c, f, stages)
-    if other_rows:
-        rows += _passed_stages(c, f, stages)
+    many won, median days to close; the stages learnt — None: every stage).
+
+    With the stored visits (built, and ``CRM_ROLLUPS`` not ``off``: the gating of
+    ``kpis.stage_durations``): the open stages of ``pipeline_stages`` from them
+    (:func:`_stored_learning`); every other stage (closed, or missing from
+    ``pipeline_stages``) from its history rows (:func:`_passed_stages`) — unless
+    ``every_stage`` is False: then only the open stages are learnt (and returned as the
+    stages learnt; :func:`_complete` adds the others when needed). Else the stages of
+    ``stages`` from one pass (:func:`_learning_pass`); a stage missing from it, only when
+    its history has one (:func:`_passed_stages`). The same numbers either way."""
+    learnt: frozenset[str] | None = None
+    if rollups.enabled() and stage_visits.available(c):
+        closed_count, won_count, rows, open_stages = _stored_learning(c, f)
+        if every_stage or not open_stages:
+            # empty open_stages: _passed_stages gives every stage (the visits hold none)
+            rows += _passed_stages(c, f, open_stages)
+        else:
+            learnt = frozenset(open_stages)
+    else:
+        closed_count, won_count, rows, other_rows = _learning_pass(c, f, stages)
+        if other_rows:
+            rows += _passed_stages(c, f, stages)
+    return closed_count, won_count, _per_stage_frame(rows), learnt
+
+
+def _per_stage_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Rows of (stage, closed_deals, won_deals, median_days) as a frame of those columns."""
     frame = pd.DataFrame(rows, columns=PER_STAGE_COLUMNS)
     frame["closed_deals"] = frame["closed_deals"].fillna(0).astype(int)
     frame["won_deals"] = frame["won_deals"].fillna(0).astype(int)
     frame["median_days"] = pd.to_numeric(frame["median_days"], errors="coerce").astype(float)
-    return closed_count, won_count, frame
+    return frame
 
 
 def _current_stages(f: Filters, first_stage: str | None) -> sa.Subquery:
@@ -324,6 +397,12 @@ class _Learnt:
     per_stage: pd.DataFrame  # stage, closed_deals, won_deals, median_days
     overall_win_rate: float
     cycle_median: float
+    #: None: ``per_stage`` holds every stage the learning deals passed through; else only
+    #: these stages' rows (the open ones, from the stored visits) — the others' are learnt
+    #: (:func:`_complete`) when an open deal sits in one, the only case they are read:
+    #: a stage's rows give its open deals' probability and days to close, and a closed
+    #: stage is a row of ``by_stage`` only with open deals in it
+    only: frozenset[str] | None = None
 
     @property
     def default_days(self) -> float:
@@ -390,10 +469,20 @@ def _learn(c: sa.Connection, f: Filters, notes: list[str]) -> _Learnt:
     # won deals
     cycle_median = sales_cycle(c, f)["median_days"].iloc[0]
     known = [str(stage) for stage in stages["stage"].dropna().unique()]
-    closed_count, won_count, per_stage = _stage_history_stats(c, f, known)
+    closed_count, won_count, per_stage, learnt = _stage_history_stats(c, f, known, every_stage=False)
     overall = won_count / closed_count if closed_count else math.nan
     median = math.nan if cycle_median is None or pd.isna(cycle_median) else float(cycle_median)
-    return _Learnt(stages, per_stage, overall, median)
+    return _Learnt(stages, per_stage, overall, median, learnt)
+
+
+def _complete(c: sa.Connection, f: Filters, learnt: _Learnt) -> _Learnt:
+    """``learnt`` with every stage learnt: the stages outside ``learnt.only`` (closed, or
+    missing from ``pipeline_stages``) from their history rows (:func:`_passed_stages`)."""
+    if learnt.only is None:
+        return learnt
+    rows = _per_stage_frame(_passed_stages(c, f, sorted(learnt.only)))
+    per_stage = pd.concat([learnt.per_stage, rows], ignore_index=True) if len(rows) else learnt.per_stage
+    return replace(learnt, per_stage=per_stage, only=None)
 
 
 def _place_open_deals(
@@ -545,6 +634,11 @@ def pipeline_forecast(
     with connection(conn) as c:
         learnt = _learn(c, f, notes)
         cells = _place_open_deals(c, f, learnt, month_starts)
+        if learnt.only is not None and not set(cells["stage"].dropna()) <= learnt.only:
+            # an open deal sits in a stage not learnt (closed, or missing from the stage
+            # table): learnt now, and the deals placed again with its days to close
+            learnt = _complete(c, f, learnt)
+            cells = _place_open_deals(c, f, learnt, month_starts)
     probabilities = {stage: learnt.win_probability(stage)[0] for stage in cells["stage"].dropna().unique()}
     cells["expected"] = cells["amount"] * cells["stage"].map(probabilities).fillna(0.0)
     by_stage = _by_stage(cells, learnt, months)

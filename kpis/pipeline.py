@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
 from crm_data.dialects import days_between, not_materialized, percentile, period_start
+from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
 
@@ -214,8 +215,13 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
     countings; NaN when the denominator is 0. Columns: stage, position, reached_in_order,
     reached_any, step_conversion_in_order, cumulative_conversion_in_order,
     step_conversion_any, cumulative_conversion_any.
+
+    The stages a deal entered come from the stored stage visits (:mod:`kpis.stage_visits`,
+    kept by the import; the open stages) when they are built and ``CRM_ROLLUPS`` is not
+    ``off`` — the gating of ``kpis.stage_durations`` —, else from one pass over the history
+    of the deals created in the range: the same numbers (:func:`_stored_funnel_masks`,
+    :func:`_funnel_masks`).
     """
-    deals, history = schema.deals, schema.deal_stage_history
     columns = [
         "stage", "position", "reached_in_order", "reached_any", "step_conversion_in_order",
         "cumulative_conversion_in_order", "step_conversion_any", "cumulative_conversion_any",
@@ -227,43 +233,11 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
             return pd.DataFrame(columns=columns)
         if len(stages) > MAX_FUNNEL_STAGES:
             raise ValueError(f"a funnel of more than {MAX_FUNNEL_STAGES} stages is not supported")
-        # Stage of rank r (1-based) is bit 2^(r-1); a deal's stages entered = the sum of the
-        # bits of the stages it has a history row for (plus the won bits for won deals):
-        # per deal, one 0/1 "entered" flag per funnel stage (max over its rows), weighted by
-        # the stage's bit — one aggregation per deal, no DISTINCT over (deal, stage) first.
-        # Every created deal is one group (its funnel-stage history rows joined on the left;
-        # a deal without any has mask 0, which reaches no stage), so the groups' total is
-        # the number of deals created: one statement, one pass over the deals.
-        names = [str(stage) for stage in stages["stage"]]
-        won_names = {str(s) for s, w in zip(stages["stage"], stages["is_won"], strict=True) if w}
-        cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).subquery("cohort")
-        is_won = cohort.c.status == "won"
-
-        def entered(name: str) -> ColumnElement[bool]:
-            stage = history.c.stage == sa.literal(name, sa.String())
-            return (
-                sa.or_(stage, is_won) if name in won_names else stage
-            )  # a won deal entered the won stage(s)
-
-        mask = sum(
-            (sa.func.max(sa.case((entered(name), 1 << i), else_=0)) for i, name in enumerate(names)),
-            start=sa.literal_column("0", sa.BigInteger()),
-        )
-        per_deal = (
-            sa.select(mask.label("mask"))
-            .select_from(
-                cohort.outerjoin(
-                    history, sa.and_(history.c.deal_id == cohort.c.deal_id, history.c.stage.in_(names))
-                )
-            )
-            .group_by(cohort.c.deal_id)
-            .subquery("per_deal")
-        )
-        masks = [
-            (int(m), int(n))
-            for m, n in c.execute(sa.select(per_deal.c.mask, sa.func.count()).group_by(per_deal.c.mask))
-        ]
-        created = sum(n for _, n in masks)
+        if rollups.enabled() and stage_visits.available(c):
+            masks, created = _stored_funnel_masks(c, f, stages)
+        else:
+            masks = _funnel_masks(c, f, stages)
+            created = sum(n for _, n in masks)
     # For a mask: the deal entered stages 1..prefix in order (trailing one bits) and reached
     # rank top = its highest bit.
     histogram = [(((~m) & (m + 1)).bit_length() - 1, m.bit_length(), n) for m, n in masks]
@@ -278,6 +252,111 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         )  # fmt: skip
         previous_order, previous_any = in_order, any_stage
     return pd.DataFrame(records, columns=columns)
+
+
+def _funnel_bits(stages: pd.DataFrame) -> dict[str, int]:
+    """The funnel stages (in rank order) -> their bit: the stage of rank r (1-based) is
+    2^(r-1)."""
+    return {str(stage): 1 << i for i, stage in enumerate(stages["stage"])}
+
+
+def _funnel_masks(c: sa.Connection, f: Filters, stages: pd.DataFrame) -> list[tuple[int, int]]:
+    """:func:`funnel`'s (mask, deals) pairs from the base tables: per deal created in the
+    range (and scope), the sum of the bits (:func:`_funnel_bits`) of the funnel stages it
+    has a history row for (plus the won bits for won deals); every created deal in one
+    pair (a deal without any such row: mask 0)."""
+    deals, history = schema.deals, schema.deal_stage_history
+    # per deal, one 0/1 "entered" flag per funnel stage (max over its rows), weighted by the
+    # stage's bit — one aggregation per deal, no DISTINCT over (deal, stage) first. Every
+    # created deal is one group (its funnel-stage history rows joined on the left; a deal
+    # without any has mask 0, which reaches no stage), so the groups' total is the number
+    # of deals created: one statement, one pass over the deals.
+    bits = _funnel_bits(stages)
+    won_names = {str(s) for s, w in zip(stages["stage"], stages["is_won"], strict=True) if w}
+    cohort = sa.select(deals.c.deal_id, deals.c.status).where(*_created_deals(f)).subquery("cohort")
+    is_won = cohort.c.status == "won"
+
+    def entered(name: str) -> ColumnElement[bool]:
+        stage = history.c.stage == sa.literal(name, sa.String())
+        return sa.or_(stage, is_won) if name in won_names else stage  # a won deal entered the won stage(s)
+
+    mask = sum(
+        (sa.func.max(sa.case((entered(name), bit), else_=0)) for name, bit in bits.items()),
+        start=sa.literal_column("0", sa.BigInteger()),
+    )
+    per_deal = (
+        sa.select(mask.label("mask"))
+        .select_from(
+            cohort.outerjoin(
+                history, sa.and_(history.c.deal_id == cohort.c.deal_id, history.c.stage.in_(list(bits)))
+            )
+        )
+        .group_by(cohort.c.deal_id)
+        .subquery("per_deal")
+    )
+    return [
+        (int(m), int(n))
+        for m, n in c.execute(sa.select(per_deal.c.mask, sa.func.count()).group_by(per_deal.c.mask))
+    ]
+
+
+def _stored_funnel_masks(
+    c: sa.Connection, f: Filters, stages: pd.DataFrame
+) -> tuple[list[tuple[int, int]], int]:
+    """(:func:`_funnel_masks`' pairs, deals created) from the stored visits
+    (:mod:`kpis.stage_visits`): a deal's history rows of the open funnel stages are its
+    visits — their first visits (one per stage) of the deals created in the range (and
+    scope) give those bits; the closed funnel stages (closed and won) are no visits: a won
+    deal has their bits, another deal's rows of them come from the history. One row per
+    (deal, bit), grouped by deal (a bit counted once: max per bit); the pairs hold the
+    deals with a funnel stage, mask 0 the others (deals created, counted on ``deals``,
+    minus those)."""
+    deals, history, visits = schema.deals, schema.deal_stage_history, stage_visits.TABLE
+    bits = _funnel_bits(stages)
+    is_closed = dict(zip(bits, stages["is_closed"], strict=True))
+    keys = stage_visits.stage_keys()
+    key_of = {str(stage): key for stage, key in c.execute(sa.select(keys.c.stage, keys.c.stage_key))}
+    parts: list[sa.Select] = []
+    visited = [name for name in bits if not is_closed[name]]  # every open stage is a funnel stage
+    if visited:
+        bit = sa.case(*((visits.c.stage_key == key_of[name], bits[name]) for name in visited), else_=0)
+        parts.append(
+            sa.select(visits.c.deal_id, bit.label("bit")).where(
+                visits.c.first_visit == 1, in_range(visits.c.created_at, f), *scope(f, visits)
+            )
+        )
+    closed = [name for name in bits if is_closed[name]]  # closed funnel stages are won ones
+    if closed:
+        bit = sa.case(
+            *((history.c.stage == sa.literal(name, sa.String()), bits[name]) for name in closed), else_=0
+        )
+        parts.append(
+            sa.select(history.c.deal_id, bit.label("bit"))
+            .select_from(history.join(deals, deals.c.deal_id == history.c.deal_id))
+            .where(history.c.stage.in_(closed), deals.c.status != "won", *_created_deals(f))
+        )
+    for name, won in zip(bits, stages["is_won"], strict=True):
+        if won:  # a won deal entered the won stage(s)
+            parts.append(
+                sa.select(deals.c.deal_id, sa.literal(bits[name], sa.BigInteger()).label("bit")).where(
+                    deals.c.status == "won", *_created_deals(f)
+                )
+            )
+    created = c.execute(sa.select(sa.func.count()).where(*_created_deals(f))).scalar_one()
+    if not parts:
+        return ([(0, int(created))] if created else []), int(created)
+    rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("funnel_rows")
+    mask = sum(
+        (sa.func.max(sa.case((rows.c.bit == value, value), else_=0)) for value in bits.values()),
+        start=sa.literal_column("0", sa.BigInteger()),
+    )
+    per_deal = sa.select(mask.label("mask")).group_by(rows.c.deal_id).subquery("per_deal")
+    masks = [
+        (int(m), int(n))
+        for m, n in c.execute(sa.select(per_deal.c.mask, sa.func.count()).group_by(per_deal.c.mask))
+    ]
+    rest = int(created) - sum(n for _, n in masks)
+    return ([*masks, (0, rest)] if rest else masks), int(created)
 
 
 # ---------------------------------------------------------------- open pipeline

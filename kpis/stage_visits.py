@@ -1,23 +1,30 @@
-"""The deals' stage visits, stored: what :func:`kpis.sales.stage_durations` reads instead of
-a window over every deal's whole stage history on each call.
+"""The deals' stage visits, stored: what :func:`kpis.sales.stage_durations`,
+``forecasting.pipeline_forecast``'s learning and :func:`kpis.pipeline.funnel` read instead
+of every deal's whole stage history on each call.
 
 A *visit* is one row of ``deal_stage_history`` whose stage is an open stage of
 ``pipeline_stages``. Its end is the deal's next ``entered_at`` (any stage), or the deal's
 ``closed_at`` when it is the last visit of a won / lost deal, else NULL (still running);
 *progressed* = the deal is won, or at or after entering the stage entered an open stage of
-higher position; *first* = the deal's first visit to the stage. The order of a deal's
-visits: by ``entered_at``, visits entered at the same instant by the stage's key (position,
-stage; a stage missing from ``pipeline_stages`` first) — :func:`visit_window`, which the
-base-table path of ``stage_durations`` runs on the deals of its filters and the stored
-table on every deal, so both give the same visits.
+higher position; *first* / *last* = the deal's first / last visit to the stage (by
+``entered_at``). The order of a deal's visits: by ``entered_at``, visits entered at the
+same instant by the stage's key (position, stage; a stage missing from ``pipeline_stages``
+first) — :func:`visit_window`, which the base-table path of ``stage_durations`` runs on the
+deals of its filters and the stored table on every deal, so both give the same visits.
 
 Nothing here depends on the observation time ``C = min(end, now)`` nor on the filters:
 ``stage_durations`` selects the stored visits of the deals created in its range (and its
 segments, owners, products, pipelines: the deal's columns are stored beside the visit, the
 account-level lists go through ``accounts`` as on the base tables), then applies C — a
 visit entered at or after C is not observed, one whose end is after C is censored — and
-runs the same Kaplan–Meier. The accounts are not stored: a change of an account's
-dimensions changes no visit.
+runs the same Kaplan–Meier. ``pipeline_forecast``'s learning selects the last visits of the
+deals won or lost in its range (the deal's status and closed_at are stored beside the
+visit too): per open stage, the learning deals through it, the won ones and the median
+days from the last entry to closed_at — one aggregate over these rows, grouped by stage.
+``funnel`` reads the first visits of the deals created in its range (the open funnel
+stages each deal entered). Neither holds a closed stage nor a stage missing from
+``pipeline_stages``: their readers take those from the base tables. The accounts are not
+stored: a change of an account's dimensions changes no visit.
 
 The table (:data:`TABLE`, named ``rollup_stage_visits``: a derived table of
 :mod:`crm_data.derived`, like the roll-ups) depends on ``deals``, ``deal_stage_history``
@@ -27,9 +34,10 @@ the visits of the deals that the change may have altered: the deals with a histo
 entered in the span of the new history rows (an old deal gaining a stage ends its last
 visit and may progress its earlier ones), and the deals whose created_at and closed_at lie
 in the spans of the changed deals' old and new values (a status change: a new end of the
-last visit, won). Stage positions or an unknown change: rebuilt whole. Read only when
-:func:`available` (built by this version, readable by the connecting role) and the
-roll-ups are on (``CRM_ROLLUPS`` not ``off``).
+last visit, won, the stored status and closed_at). Stage positions or an unknown change:
+rebuilt whole. Read only when :func:`available` (built by this version — a table without
+this version's columns is rebuilt by the next :func:`refresh` or :func:`update` —,
+readable by the connecting role) and the roll-ups are on (``CRM_ROLLUPS`` not ``off``).
 """
 
 from __future__ import annotations
@@ -47,10 +55,19 @@ from crm_data.dialects import may_select, refresh_work_mem
 NAME = "rollup_stage_visits"
 #: The CRM tables the visits are computed from.
 SOURCES: tuple[sa.Table, ...] = (schema.deals, schema.deal_stage_history, schema.pipeline_stages)
-#: The deals' columns stored beside each visit: the date ``stage_durations`` selects deals
-#: by and the columns of ``kpis.filters.scope`` (owners, products, pipelines, and the
-#: account through which the account-level lists select).
-DEAL_COLUMNS: tuple[str, ...] = ("created_at", "account_id", "owner_id", "product_id", "pipeline")
+#: The deals' columns stored beside each visit: the dates ``stage_durations`` (created_at)
+#: and ``forecasting.pipeline_forecast``'s learning (status, closed_at) select deals by,
+#: and the columns of ``kpis.filters.scope`` (owners, products, pipelines, and the account
+#: through which the account-level lists select).
+DEAL_COLUMNS: tuple[str, ...] = (
+    "created_at",
+    "status",
+    "closed_at",
+    "account_id",
+    "owner_id",
+    "product_id",
+    "pipeline",
+)
 
 metadata = sa.MetaData()
 
@@ -68,6 +85,8 @@ TABLE = sa.Table(
     sa.Column("progressed", sa.SmallInteger(), nullable=False),
     # 1: the deal's first visit to the stage (by entered_at)
     sa.Column("first_visit", sa.SmallInteger(), nullable=False),
+    # 1: the deal's last visit to the stage (by entered_at)
+    sa.Column("last_visit", sa.SmallInteger(), nullable=False),
     *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
 )
 schema.row_store_index(TABLE, "created_at")
@@ -186,7 +205,11 @@ def _rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
     keys = stage_keys()
     window = visit_window(visit_deals(deals_where, DEAL_COLUMNS), keys, DEAL_COLUMNS)
     v = window.c
-    first = sa.func.row_number().over(partition_by=[v.deal_id, v.stage_key], order_by=v.entered_at) == 1
+    # one window (one sort) for both flags: (deal, stage, entered_at) is the history's key,
+    # so a deal's visits to a stage never tie on entered_at
+    per_stage = {"partition_by": [v.deal_id, v.stage_key], "order_by": v.entered_at}
+    first = sa.func.row_number().over(**per_stage) == 1
+    last = sa.func.lead(v.entered_at).over(**per_stage).is_(None)
     return sa.select(
         v.deal_id,
         v.stage_key,
@@ -194,6 +217,7 @@ def _rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
         ended_at(window).label("ended_at"),
         progressed(window).label("progressed"),
         sa.case((first, 1), else_=0).label("first_visit"),
+        sa.case((last, 1), else_=0).label("last_visit"),
         *(v[name] for name in DEAL_COLUMNS),
     ).where(is_visit(window))
 

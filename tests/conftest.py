@@ -9,6 +9,12 @@
 * ``db``: the same, parametrised over the three kinds.
 * ``shared_data(name)``: the folder of a public dataset in ``../shared/data``; skips
   when it is absent (a user's machine), fails when absent under CI.
+* ``visits_path``: the readers of the stored stage visits (:mod:`kpis.stage_visits`) —
+  :data:`VISIT_READERS` — have two paths, the base tables and the stored visits, that must
+  give the same results. A test requesting it runs once per path: it calls
+  ``visits_path(engine)`` once its deals are loaded; on ``stored`` the visits are built
+  then, and on either path every reader's other path fails, so each run really takes its
+  own.
 
 The tests run as the application does: the KPI roll-ups listen to the writers
 (``kpis.rollups.listen``), so an import or a demo refreshes them in its transaction
@@ -187,6 +193,47 @@ def make_db(
     yield factory
     for engine in engines:
         engine.dispose()
+
+
+#: The readers of the stored stage visits: (module, its base-table function, its
+#: stored-visits function) — ``kpis.stage_durations``, ``forecasting.pipeline_forecast``'s
+#: learning, ``kpis.funnel``.
+VISIT_READERS = (
+    ("kpis.sales", "_stage_visits", "_stored_visits"),
+    ("forecasting.pipeline", "_learning_pass", "_stored_learning"),
+    ("kpis.pipeline", "_funnel_masks", "_stored_funnel_masks"),
+)
+
+
+def _took(what: str, name: str) -> Callable[..., object]:
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError(f"{name} ran: the {what} path was taken")
+
+    return refuse
+
+
+@pytest.fixture(params=("base", "stored"))
+def visits_path(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[sa.Engine], sa.Engine]:
+    """``visits_path(engine)`` -> ``engine``, with every reader of :data:`VISIT_READERS` made
+    to read the base tables (``base``) or the stored visits built now (``stored``; called
+    again, they are built again)."""
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+
+    def take(engine: sa.Engine) -> sa.Engine:
+        from kpis import stage_visits
+
+        if request.param == "stored":
+            with engine.begin() as conn:
+                stage_visits.refresh(conn)
+        for module, base, stored in VISIT_READERS:
+            refused = base if request.param == "stored" else stored
+            what = "base-table" if refused == base else "stored-visits"
+            monkeypatch.setattr(f"{module}.{refused}", _took(what, f"{module}.{refused}"))
+        return engine
+
+    return take
 
 
 @pytest.fixture(autouse=True)

@@ -50,6 +50,7 @@ Qualified 2000 × 0.3 = 600; Proposal (4000 + 3000 + 700) × 0.6 = 4620; Negotia
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -157,11 +158,12 @@ def fixture_rows() -> dict[str, list[dict[str, object]]]:
 
 
 @pytest.fixture
-def engine(db: sa.Engine) -> sa.Engine:
+def engine(db: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]) -> sa.Engine:
+    """The fixture's rows, on each path of the learning (base tables, stored visits)."""
     with db.begin() as c:
         for name, rows in fixture_rows().items():
             c.execute(sa.insert(schema.metadata.tables[name]), rows)
-    return db
+    return visits_path(db)
 
 
 def test_pipeline_by_month_and_stage(engine: sa.Engine) -> None:
@@ -245,8 +247,10 @@ def test_segment_filter_scopes_open_deals(engine: sa.Engine) -> None:
     assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([420.0, 375.0, 800.0])
 
 
-def test_empty_database_gives_zeros_and_a_note(db: sa.Engine) -> None:
-    pipe = pipeline_forecast(db, FILTERS, months=2, today=TODAY)
+def test_empty_database_gives_zeros_and_a_note(
+    db: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
+    pipe = pipeline_forecast(visits_path(db), FILTERS, months=2, today=TODAY)
     assert pipe.by_month["expected_revenue"].tolist() == [0.0, 0.0]
     assert pipe.by_stage.empty
     assert "There are no open deals for this selection." in pipe.notes
@@ -333,7 +337,9 @@ def test_learnt_counts_and_cycle_median_are_the_kpis(engine: sa.Engine, filters:
     [FILTERS, Filters("2026-03-01", "2026-07-01"), Filters("2020-01-01", "2020-02-01")],
     ids=["year", "months", "no deals"],
 )
-def test_one_pass_learning_is_the_per_pair_form(engine: sa.Engine, filters: Filters) -> None:
+def test_one_pass_learning_is_the_per_pair_form(
+    engine: sa.Engine, filters: Filters, visits_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
     """The learning pass (one row per closed deal, a column per stage of the table) gives the
     per-stage numbers of the general form (a row per (deal, stage) pair): also for a stage
     entered twice (the last entry counts) and for a stage the table does not list."""
@@ -349,9 +355,10 @@ def test_one_pass_learning_is_the_per_pair_form(engine: sa.Engine, filters: Filt
     ]
     with engine.begin() as c:
         c.execute(sa.insert(schema.deal_stage_history), extra)
+    visits_path(engine)  # written without the hooks: the stored visits built again
     known = ["Lead", "Qualified", "Proposal", "Negotiation", "Closed Won", "Closed Lost"]
     with engine.connect() as c:
-        closed_n, won_n, per_stage = _stage_history_stats(c, filters, known)
+        closed_n, won_n, per_stage, _ = _stage_history_stats(c, filters, known)
         general = pd.DataFrame(_passed_stages(c, filters, []), columns=PER_STAGE_COLUMNS)
     general["closed_deals"] = general["closed_deals"].astype(int)
     general["won_deals"] = general["won_deals"].astype(int)
@@ -367,3 +374,108 @@ def test_one_pass_learning_is_the_per_pair_form(engine: sa.Engine, filters: Filt
         assert stages.at["Demo", "closed_deals"] == 3 and stages.at["Demo", "won_deals"] == 2
     elif filters.start.year == 2020:
         assert (closed_n, won_n) == (0, 0) and per_stage.empty
+
+
+def test_open_deals_in_a_closed_or_an_unknown_stage_learn_that_stage(
+    engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
+    """Open deals whose history ends in a closed stage or in one the stage table does not
+    list get that stage's learnt probability and days (on the stored visits, which hold
+    neither stage, the learning adds them from the history once such a deal is found).
+
+    * O10 800: Lead 11-01, Closed Won 11-05. Closed Won: W0..W9 entered it at closed_at
+      -> 10 closed (< 30: table 1.0), median 0 days -> expected 11-05: overdue, 800 × 1.0.
+    * O11 600: Lead 11-01, Demo 11-03. Demo: W0 (02-05, closed 03-03: 26 d), W1 (02-07,
+      closed 03-06: 27 d), L0 -> 3 closed, 2 won, no table row -> 2/3 (small sample),
+      median 26.5 d -> 11-29 12:00, before today: overdue, 600 × 2/3 = 400.
+    Overdue: O2, O3, O4 + O10, O11 = 5 deals, amount 9000 + 1400, expected 4800 + 1200."""
+    history = [
+        {"deal_id": deal, "stage": stage, "entered_at": t(entered)}
+        for deal, stage, entered in (
+            ("W0", "Demo", "2026-02-05"),
+            ("W1", "Demo", "2026-02-07"),
+            ("L0", "Demo", "2026-03-03"),
+            ("O10", "Lead", "2026-11-01"),
+            ("O10", "Closed Won", "2026-11-05"),
+            ("O11", "Lead", "2026-11-01"),
+            ("O11", "Demo", "2026-11-03"),
+        )
+    ]
+    deals = [
+        {
+            "deal_id": deal,
+            "account_id": "A1",
+            "amount": amount,
+            "created_at": t("2026-11-01"),
+            "status": "open",
+        }
+        for deal, amount in (("O10", 800.0), ("O11", 600.0))
+    ]
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.deals), deals)
+        c.execute(sa.insert(schema.deal_stage_history), history)
+    pipe = pipeline_forecast(visits_path(engine), FILTERS, months=3, today=TODAY)
+    assert (pipe.overdue_deals, pipe.overdue_amount) == (5, pytest.approx(10400.0))
+    assert pipe.overdue_expected == pytest.approx(4800.0 + 800.0 + 400.0)
+    stages = pipe.by_stage.set_index("stage")
+    assert list(stages.index) == ["Lead", "Qualified", "Proposal", "Negotiation", "Closed Won", "Demo"]
+    assert stages.loc["Closed Won", ["open_deals", "closed_deals", "overdue_deals"]].tolist() == [1, 10, 1]
+    assert stages.at["Closed Won", "median_days_to_close"] == 0.0
+    assert stages.at["Closed Won", "probability_source"] == "stage table"
+    assert stages.loc["Demo", ["open_deals", "closed_deals", "overdue_deals"]].tolist() == [1, 3, 1]
+    assert stages.at["Demo", "median_days_to_close"] == pytest.approx(26.5)
+    assert stages.at["Demo", "win_probability"] == pytest.approx(2 / 3)
+    assert stages.at["Demo", "probability_source"] == "history (small sample)"
+    assert "1 open deal(s) sit in a closed stage" in " ".join(pipe.notes)
+    # the other stages as before
+    assert stages.loc["Lead":"Negotiation", "closed_deals"].tolist() == [40, 15, 10, 0]
+    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([420.0, 4375.0, 800.0])
+
+
+def test_an_import_winning_an_open_deal_rewrites_its_stored_visits(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O1 (open, Lead since 2026-11-01) is won on 2026-11-15 by an import: the roll-ups'
+    listener rewrites its stored visits (status, closed_at), so the learning from them is
+    the base tables' — Lead: 41 closed, 11 won (11 / 41); median days to close of its won
+    deals 30, 32, …, 48 and O1's 14 -> 38 — and the table is what a full rebuild gives."""
+    from crm_data.importing import TableInput, import_tables
+    from forecasting import pipeline
+    from kpis import stage_visits
+
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    with db.begin() as c:
+        for name, rows in fixture_rows().items():
+            c.execute(sa.insert(schema.metadata.tables[name]), rows)
+        stage_visits.refresh(c)
+        won = dict(c.execute(sa.select(schema.deals).where(schema.deals.c.deal_id == "O1")).mappings().one())
+    won.update(status="won", closed_at=t("2026-11-15"))
+    report = import_tables(db, [TableInput("deals", pd.DataFrame([won]), "test:deals")], today=TODAY.date())
+    assert report.ok, report.errors
+
+    def stored() -> pd.DataFrame:
+        with monkeypatch.context() as m:
+            m.setattr(pipeline, "_learning_pass", None)  # the stored visits or nothing
+            return pipeline_forecast(db, FILTERS, months=3, today=TODAY).by_stage
+
+    def visits() -> pd.DataFrame:
+        with db.connect() as c:
+            rows = c.execute(sa.select(stage_visits.TABLE)).mappings().all()
+        frame = pd.DataFrame(rows, columns=list(stage_visits.TABLE.c.keys())).astype(str)
+        return frame.sort_values(["deal_id", "stage_key", "entered_at"], ignore_index=True)
+
+    with db.connect() as c:
+        assert stage_visits.available(c)
+    after_import, table = stored(), visits()
+    lead = after_import.set_index("stage").loc["Lead"]
+    assert (lead["closed_deals"], lead["open_deals"]) == (41, 2)  # O6, O7 still open
+    assert lead["win_probability"] == pytest.approx(11 / 41)
+    assert lead["median_days_to_close"] == pytest.approx(38.0)
+    with monkeypatch.context() as m:
+        m.setenv("CRM_ROLLUPS", "off")
+        m.setattr(pipeline, "_stored_learning", None)  # the base tables or nothing
+        base = pipeline_forecast(db, FILTERS, months=3, today=TODAY).by_stage
+    pd.testing.assert_frame_equal(after_import, base)
+    with db.begin() as c:
+        stage_visits.refresh(c)
+    pd.testing.assert_frame_equal(table, visits())  # what a full rebuild gives

@@ -7,11 +7,13 @@ and PostgreSQL through the ``db`` fixture.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from crm_data import schema
 from kpis.filters import Filters
 from kpis.pipeline import (
     funnel,
@@ -77,6 +79,12 @@ Q1 = Filters("2024-01-01", "2024-04-01")
 def engine(db: sa.Engine) -> sa.Engine:
     load(db, BASE, {"deals": DEALS, "deal_stage_history": _history()})
     return db
+
+
+@pytest.fixture
+def funnel_engine(engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]) -> sa.Engine:
+    """``engine``, with the funnel read from the base tables or from the stored visits."""
+    return visits_path(engine)
 
 
 def test_lead_conversion_by_month(engine: sa.Engine) -> None:
@@ -195,8 +203,8 @@ def test_win_rate_by_owner_source_product_and_empty(engine: sa.Engine) -> None:
         win_rate_by(engine, Q1, "colour")
 
 
-def test_funnel_in_order_and_any(engine: sa.Engine) -> None:
-    out = funnel(engine, Q1)
+def test_funnel_in_order_and_any(funnel_engine: sa.Engine) -> None:
+    out = funnel(funnel_engine, Q1)
     # Funnel stages: Lead 1, Qualified 2, Proposal 3, Negotiation 4, Closed Won 5 (Closed Lost left out).
     # Deals created in Q1 = 7. Stages entered (rank):
     #   D1 {1,2,3,4,5} prefix 5 max 5 | D2 {1,2} prefix 2 max 2 (Closed Lost not a funnel stage)
@@ -216,15 +224,35 @@ def test_funnel_in_order_and_any(engine: sa.Engine) -> None:
     assert out["cumulative_conversion_any"].tolist() == pytest.approx([6 / 7, 6 / 7, 4 / 7, 3 / 7, 3 / 7])
 
 
-def test_funnel_segment_and_empty(engine: sa.Engine) -> None:
-    smb = funnel(engine, Q1.replace(segments=["SMB"]))
+def test_funnel_segment_and_empty(funnel_engine: sa.Engine) -> None:
+    smb = funnel(funnel_engine, Q1.replace(segments=["SMB"]))
     # D1, D3, D4, D9 (4 created): in order 4, 3, 3, 2, 2; any 4, 4, 4, 3, 3
     assert smb["reached_in_order"].tolist() == [4, 3, 3, 2, 2]
     assert smb["reached_any"].tolist() == [4, 4, 4, 3, 3]
     assert smb["cumulative_conversion_any"].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.75, 0.75])
-    empty = funnel(engine, Q1.replace(segments=["Nobody"]))
+    empty = funnel(funnel_engine, Q1.replace(segments=["Nobody"]))
     assert empty["reached_any"].tolist() == [0, 0, 0, 0, 0]
     assert empty["step_conversion_in_order"].isna().all() and empty["cumulative_conversion_any"].isna().all()
+
+
+def test_funnel_counts_a_closed_won_row_of_a_deal_not_won(
+    engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
+    # D11, open, created in Q1: Lead, an unknown stage, then a Closed Won row (status and
+    # history disagree): it entered Lead and Closed Won -> {1, 5}: prefix 1, max 5. With
+    # test_funnel_in_order_and_any's 7 deals: 8 created; in order 7, 5, 3, 2, 2; any 7, 7, 5, 4, 4
+    d11 = deal("D11", "A1", "U1", "P1", "web", "2024-03-05", "open", None, 100.0)
+    history = [
+        {"deal_id": "D11", "stage": stage, "entered_at": ts(day)}
+        for stage, day in (("Lead", "2024-03-05"), ("Demo", "2024-03-07"), ("Closed Won", "2024-03-10"))
+    ]
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.deals), [d11])
+        c.execute(sa.insert(schema.deal_stage_history), history)
+    out = funnel(visits_path(engine), Q1)
+    assert out["reached_in_order"].tolist() == [7, 5, 3, 2, 2]
+    assert out["reached_any"].tolist() == [7, 7, 5, 4, 4]
+    assert out["cumulative_conversion_any"].tolist() == pytest.approx([7 / 8, 7 / 8, 5 / 8, 4 / 8, 4 / 8])
 
 
 def test_weighted_pipeline(engine: sa.Engine) -> None:

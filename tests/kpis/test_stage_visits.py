@@ -114,6 +114,38 @@ def assert_same_everywhere(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -
         for now in NOWS:
             expected = direct(engine, f, now, monkeypatch)
             pd.testing.assert_frame_equal(stored(engine, f, now, monkeypatch), expected, obj=f"{f} now={now}")
+        expected_readers = other_readers(engine, f, monkeypatch, "base")
+        for name, result in other_readers(engine, f, monkeypatch, "stored").items():
+            if isinstance(result, pd.DataFrame):
+                pd.testing.assert_frame_equal(result, expected_readers[name], obj=f"{name} {f}")
+            else:
+                assert result == expected_readers[name], f"{name} {f}"
+
+
+def other_readers(
+    engine: sa.Engine, f: Filters, monkeypatch: pytest.MonkeyPatch, path: str
+) -> dict[str, object]:
+    """``pipeline_forecast`` and ``funnel`` on the base tables (``CRM_ROLLUPS=off``) or on
+    the stored visits (``stored``), each path's other one refused."""
+    from forecasting import pipeline, pipeline_forecast
+    from kpis import funnel
+    from kpis import pipeline as kpis_pipeline
+
+    with monkeypatch.context() as m:
+        if path == "base":
+            m.setenv("CRM_ROLLUPS", "off")
+        for module, base, stored_path in (
+            (pipeline, "_learning_pass", "_stored_learning"),
+            (kpis_pipeline, "_funnel_masks", "_stored_funnel_masks"),
+        ):
+            m.setattr(module, stored_path if path == "base" else base, _refuse)
+        forecast = pipeline_forecast(engine, f, months=3, today=TODAY)
+        return {
+            "by_stage": forecast.by_stage,
+            "by_month": forecast.by_month,
+            "notes": forecast.notes,
+            "funnel": funnel(engine, f),
+        }
 
 
 def table(engine: sa.Engine) -> pd.DataFrame:
@@ -263,3 +295,40 @@ def test_unwired_an_import_removes_their_state_and_the_base_tables_answer(
         m.setattr(sales, "_stored_visits", _refuse)
         frame = stage_durations(db, EVERY_DEAL)
     pd.testing.assert_frame_equal(frame, direct(db, EVERY_DEAL, None, monkeypatch))
+
+
+def test_a_table_built_without_the_learning_columns_is_not_read_then_rebuilt(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch, rebuilds: list[int]
+) -> None:
+    """A table of the version before the learning columns (no status, closed_at,
+    last_visit): not read — every reader takes the base tables —, and the next import
+    rebuilds it whole with this version's columns."""
+    from forecasting import pipeline, pipeline_forecast
+    from kpis import funnel
+    from kpis import pipeline as kpis_pipeline
+
+    load(db)
+    build(db)
+    with db.begin() as conn:
+        for column in ("status", "closed_at", "last_visit"):
+            conn.exec_driver_sql(f"ALTER TABLE {stage_visits.NAME} DROP COLUMN {column}")
+    stage_visits._KNOWN.clear()
+    with db.connect() as conn:
+        assert stage_visits.NAME in derived.built(conn) and not stage_visits.available(conn)
+    with monkeypatch.context() as m:
+        for module, name in (
+            (sales, "_stored_visits"),
+            (pipeline, "_stored_learning"),
+            (kpis_pipeline, "_stored_funnel_masks"),
+        ):
+            m.setattr(module, name, _refuse)
+        stage_durations(db, EVERY_DEAL)
+        pipeline_forecast(db, EVERY_DEAL, today=TODAY)
+        funnel(db, EVERY_DEAL)
+    assert import_tables(db, november(db), today=TODAY).ok
+    assert len(rebuilds) == 2
+    with db.connect() as conn:
+        assert stage_visits.available(conn)
+    after = table(db)
+    build(db)
+    pd.testing.assert_frame_equal(after, table(db))
