@@ -304,26 +304,42 @@ def _stored_funnel_masks(
     c: sa.Connection, f: Filters, stages: pd.DataFrame
 ) -> tuple[list[tuple[int, int]], int]:
     """(:func:`_funnel_masks`' pairs, deals created) from the stored visits
-    (:mod:`kpis.stage_visits`): a deal's history rows of the open funnel stages are its
-    visits — their first visits (one per stage) of the deals created in the range (and
-    scope) give those bits; the closed funnel stages (closed and won) are no visits: a won
-    deal has their bits, another deal's rows of them come from the history. One row per
-    (deal, bit), grouped by deal (a bit counted once: max per bit); the pairs hold the
-    deals with a funnel stage, mask 0 the others (deals created, counted on ``deals``,
-    minus those)."""
+    (:mod:`kpis.stage_visits`).
+
+    A deal's history rows of the open funnel stages are its visits: the first visits (one
+    per stage) of the deals created in the range (and scope) give those bits. A won deal
+    has the won bits (of the open and the closed won stages; an open won stage's visit
+    adds no bit then). The closed funnel stages (closed and won) are no visits: a deal not
+    won has their bits from its history rows (one row per deal and bit). The bits of a
+    deal's rows are distinct, so its mask = Σ bits + the won bits when won — one sum per
+    deal. Deals created without any row: the won ones have the won bits, the others mask
+    0 (counted on ``deals``, minus the deals with rows)."""
     deals, history, visits = schema.deals, schema.deal_stage_history, stage_visits.TABLE
     bits = _funnel_bits(stages)
     is_closed = dict(zip(bits, stages["is_closed"], strict=True))
+    is_won = dict(zip(bits, stages["is_won"], strict=True))
+    won_bits = sum(bit for name, bit in bits.items() if is_won[name])
     keys = stage_visits.stage_keys()
     key_of = {str(stage): key for stage, key in c.execute(sa.select(keys.c.stage, keys.c.stage_key))}
     parts: list[sa.Select] = []
     visited = [name for name in bits if not is_closed[name]]  # every open stage is a funnel stage
     if visited:
-        bit = sa.case(*((visits.c.stage_key == key_of[name], bits[name]) for name in visited), else_=0)
-        parts.append(
-            sa.select(visits.c.deal_id, bit.label("bit")).where(
-                visits.c.first_visit == 1, in_range(visits.c.created_at, f), *scope(f, visits)
+        won = visits.c.status == "won"
+        whens = [
+            (
+                sa.and_(visits.c.stage_key == key_of[name], sa.not_(won))
+                if is_won[name]
+                else visits.c.stage_key == key_of[name],
+                bits[name],
             )
+            for name in visited
+        ]
+        parts.append(
+            sa.select(
+                visits.c.deal_id,
+                sa.case(*whens, else_=0).label("bit"),
+                sa.case((won, 1), else_=0).label("won"),
+            ).where(visits.c.first_visit == 1, in_range(visits.c.created_at, f), *scope(f, visits))
         )
     closed = [name for name in bits if is_closed[name]]  # closed funnel stages are won ones
     if closed:
@@ -331,32 +347,37 @@ def _stored_funnel_masks(
             *((history.c.stage == sa.literal(name, sa.String()), bits[name]) for name in closed), else_=0
         )
         parts.append(
-            sa.select(history.c.deal_id, bit.label("bit"))
+            sa.select(history.c.deal_id, bit.label("bit"), sa.literal(0, sa.Integer()).label("won"))
             .select_from(history.join(deals, deals.c.deal_id == history.c.deal_id))
             .where(history.c.stage.in_(closed), deals.c.status != "won", *_created_deals(f))
+            .distinct()
         )
-    for name, won in zip(bits, stages["is_won"], strict=True):
-        if won:  # a won deal entered the won stage(s)
-            parts.append(
-                sa.select(deals.c.deal_id, sa.literal(bits[name], sa.BigInteger()).label("bit")).where(
-                    deals.c.status == "won", *_created_deals(f)
-                )
-            )
-    created = c.execute(sa.select(sa.func.count()).where(*_created_deals(f))).scalar_one()
-    if not parts:
-        return ([(0, int(created))] if created else []), int(created)
-    rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("funnel_rows")
-    mask = sum(
-        (sa.func.max(sa.case((rows.c.bit == value, value), else_=0)) for value in bits.values()),
-        start=sa.literal_column("0", sa.BigInteger()),
+    created, won_created = (
+        int(n or 0)
+        for n in c.execute(
+            sa.select(sa.func.count(), _count_if(deals.c.status == "won")).where(*_created_deals(f))
+        ).one()
     )
-    per_deal = sa.select(mask.label("mask")).group_by(rows.c.deal_id).subquery("per_deal")
-    masks = [
-        (int(m), int(n))
-        for m, n in c.execute(sa.select(per_deal.c.mask, sa.func.count()).group_by(per_deal.c.mask))
-    ]
-    rest = int(created) - sum(n for _, n in masks)
-    return ([*masks, (0, rest)] if rest else masks), int(created)
+    found: dict[int, int] = {}
+    won_found = 0
+    if parts:
+        rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("funnel_rows")
+        won_deal = sa.func.max(rows.c.won)
+        mask = sa.func.sum(rows.c.bit) + won_deal * sa.literal(won_bits, sa.BigInteger())
+        per_deal = (
+            sa.select(mask.label("mask"), won_deal.label("won")).group_by(rows.c.deal_id).subquery("per_deal")
+        )
+        for m, w, n in c.execute(
+            sa.select(per_deal.c.mask, per_deal.c.won, sa.func.count()).group_by(
+                per_deal.c.mask, per_deal.c.won
+            )
+        ):
+            found[int(m)] = found.get(int(m), 0) + int(n)
+            won_found += int(n) if w else 0
+    # created deals without a row: the won ones entered the won stages, the others none
+    found[won_bits] = found.get(won_bits, 0) + won_created - won_found
+    found[0] = found.get(0, 0) + created - sum(found.values())
+    return [(m, n) for m, n in found.items() if n], created
 
 
 # ---------------------------------------------------------------- open pipeline

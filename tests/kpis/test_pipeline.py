@@ -235,24 +235,29 @@ def test_funnel_segment_and_empty(funnel_engine: sa.Engine) -> None:
     assert empty["step_conversion_in_order"].isna().all() and empty["cumulative_conversion_any"].isna().all()
 
 
-def test_funnel_counts_a_closed_won_row_of_a_deal_not_won(
+def test_funnel_counts_a_closed_won_row_of_a_deal_not_won_and_a_won_deal_without_history(
     engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]
 ) -> None:
     # D11, open, created in Q1: Lead, an unknown stage, then a Closed Won row (status and
-    # history disagree): it entered Lead and Closed Won -> {1, 5}: prefix 1, max 5. With
-    # test_funnel_in_order_and_any's 7 deals: 8 created; in order 7, 5, 3, 2, 2; any 7, 7, 5, 4, 4
+    # history disagree): it entered Lead and Closed Won -> {1, 5}: prefix 1, max 5. D12, won,
+    # no history: it entered Closed Won -> {5}: prefix 0, max 5. With
+    # test_funnel_in_order_and_any's 7 deals: 9 created; in order 7, 5, 3, 2, 2; any 8, 8, 6, 5, 5
     d11 = deal("D11", "A1", "U1", "P1", "web", "2024-03-05", "open", None, 100.0)
+    d12 = deal("D12", "A1", "U1", "P1", "web", "2024-03-06", "won", "2024-03-20", 100.0)
     history = [
         {"deal_id": "D11", "stage": stage, "entered_at": ts(day)}
         for stage, day in (("Lead", "2024-03-05"), ("Demo", "2024-03-07"), ("Closed Won", "2024-03-10"))
     ]
     with engine.begin() as c:
-        c.execute(sa.insert(schema.deals), [d11])
+        c.execute(sa.insert(schema.deals), [d11, d12])
         c.execute(sa.insert(schema.deal_stage_history), history)
     out = funnel(visits_path(engine), Q1)
     assert out["reached_in_order"].tolist() == [7, 5, 3, 2, 2]
-    assert out["reached_any"].tolist() == [7, 7, 5, 4, 4]
-    assert out["cumulative_conversion_any"].tolist() == pytest.approx([7 / 8, 7 / 8, 5 / 8, 4 / 8, 4 / 8])
+    assert out["reached_any"].tolist() == [8, 8, 6, 5, 5]
+    assert out["cumulative_conversion_any"].tolist() == pytest.approx([8 / 9, 8 / 9, 6 / 9, 5 / 9, 5 / 9])
+    assert out["cumulative_conversion_in_order"].tolist() == pytest.approx(
+        [7 / 9, 5 / 9, 3 / 9, 2 / 9, 2 / 9]
+    )
 
 
 def test_weighted_pipeline(engine: sa.Engine) -> None:
