@@ -314,15 +314,36 @@ def _per_stage_frame(rows: list[tuple]) -> pd.DataFrame:
     return frame
 
 
-def _current_stages(f: Filters, first_stage: str | None) -> sa.Subquery:
-    """Open deals in scope with their current stage and when they entered it."""
-    deals, history, stages = schema.deals, schema.deal_stage_history, schema.pipeline_stages
+def _current_stages(f: Filters, first_stage: str | None, stored: bool = False) -> sa.Subquery:
+    """Open deals in scope with their current stage and when they entered it: their latest
+    history row (:func:`_latest_rows`, or :func:`_stored_latest_rows` when ``stored``), else
+    ``first_stage`` since created_at (``no_history``)."""
+    deals = schema.deals
     open_deals = (
         sa.select(deals.c.deal_id, deals.c.amount, deals.c.created_at)
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
     open_deals = not_materialized(open_deals)
+    latest = (_stored_latest_rows if stored else _latest_rows)(open_deals)
+    return (
+        sa.select(
+            open_deals.c.deal_id,
+            open_deals.c.amount,
+            sa.func.coalesce(latest.c.stage, sa.literal(first_stage, sa.String())).label("stage"),
+            sa.func.coalesce(latest.c.entered_at, open_deals.c.created_at).label("entered_at"),
+            latest.c.stage.is_(None).label("no_history"),
+        )
+        .select_from(open_deals.outerjoin(latest, latest.c.deal_id == open_deals.c.deal_id))
+        .subquery("current")
+    )
+
+
+def _ranked_latest(deals_cte: sa.CTE) -> sa.Select:
+    """Per deal of ``deals_cte`` with history: deal_id, stage, entered_at of its latest
+    history row by ``entered_at`` (ties: the higher stage position, a stage missing from
+    the stage table counting as -1, then the stage name)."""
+    history, stages = schema.deal_stage_history, schema.pipeline_stages
     ranked = (
         sa.select(
             history.c.deal_id,
@@ -340,24 +361,44 @@ def _current_stages(f: Filters, first_stage: str | None) -> sa.Subquery:
             .label("rn"),
         )
         .select_from(
-            history.join(open_deals, open_deals.c.deal_id == history.c.deal_id).outerjoin(
+            history.join(deals_cte, deals_cte.c.deal_id == history.c.deal_id).outerjoin(
                 stages, stages.c.stage == history.c.stage
             )
         )
         .subquery("ranked")
     )
-    latest = sa.select(ranked).where(ranked.c.rn == 1).subquery("latest")
-    return (
-        sa.select(
-            open_deals.c.deal_id,
-            open_deals.c.amount,
-            sa.func.coalesce(latest.c.stage, sa.literal(first_stage, sa.String())).label("stage"),
-            sa.func.coalesce(latest.c.entered_at, open_deals.c.created_at).label("entered_at"),
-            latest.c.stage.is_(None).label("no_history"),
-        )
-        .select_from(open_deals.outerjoin(latest, latest.c.deal_id == open_deals.c.deal_id))
-        .subquery("current")
+    return sa.select(ranked.c.deal_id, ranked.c.stage, ranked.c.entered_at).where(ranked.c.rn == 1)
+
+
+def _latest_rows(open_deals: sa.CTE) -> sa.Subquery:
+    """:func:`_ranked_latest` of the open deals: one window over their whole history."""
+    return _ranked_latest(open_deals).subquery("latest")
+
+
+def _stored_latest_rows(open_deals: sa.CTE) -> sa.Subquery:
+    """:func:`_latest_rows` from the stored visits (:mod:`kpis.stage_visits`) where they
+    hold it: an open deal's visit without an end (``ended_at`` NULL) has no history row
+    after it in the visits' order, so it is the deal's latest row — the same row as
+    :func:`_ranked_latest` picks when no stage of the table has a position below 0 (the
+    visits' order puts a stage missing from the table first among rows entered at the same
+    instant, :func:`_ranked_latest` ranks it as position -1; the caller checks). An open
+    deal without such a visit (its latest row is a closed stage or one missing from the
+    table, or it has no history): :func:`_ranked_latest` over its history only."""
+    visits, keys = stage_visits.TABLE, stage_visits.stage_keys()
+    running = (
+        sa.select(visits.c.deal_id, keys.c.stage, visits.c.entered_at)
+        .select_from(visits.join(keys, keys.c.stage_key == visits.c.stage_key))
+        .where(visits.c.ended_at.is_(None), visits.c.status == "open")
+        .cte("running")
     )
+    rest = (
+        sa.select(open_deals.c.deal_id)
+        .where(open_deals.c.deal_id.not_in(sa.select(running.c.deal_id)))
+        .cte("without_running_visit")
+    )
+    return sa.union_all(
+        sa.select(running.c.deal_id, running.c.stage, running.c.entered_at), _ranked_latest(rest)
+    ).subquery("latest")
 
 
 def _bucket(
@@ -491,7 +532,10 @@ def _place_open_deals(
     """Open deals counted per (stage, bucket): deals, with_amount, amount, no_history."""
     known = pd.concat([learnt.stages["stage"], learnt.per_stage["stage"]]).dropna().unique().tolist()
     days_by_stage = {stage: learnt.days_to_close(stage) for stage in known}
-    current = _current_stages(f, learnt.first_stage)
+    # the stored visits give the latest rows when no stage position is below 0
+    # (:func:`_stored_latest_rows`)
+    stored = rollups.enabled() and stage_visits.available(c) and bool((learnt.stages["position"] >= 0).all())
+    current = _current_stages(f, learnt.first_stage, stored)
     bucket = _bucket(current.c.entered_at, current.c.stage, days_by_stage, learnt.default_days, month_starts)
     placed = sa.select(
         current.c.stage, current.c.amount, current.c.no_history, bucket.label("bucket")

@@ -197,10 +197,11 @@ def make_db(
 
 #: The readers of the stored stage visits: (module, its base-table function, its
 #: stored-visits function) — ``kpis.stage_durations``, ``forecasting.pipeline_forecast``'s
-#: learning, ``kpis.funnel``.
+#: learning and its open deals' current stages, ``kpis.funnel``.
 VISIT_READERS = (
     ("kpis.sales", "_stage_visits", "_stored_visits"),
     ("forecasting.pipeline", "_learning_pass", "_stored_learning"),
+    ("forecasting.pipeline", "_latest_rows", "_stored_latest_rows"),
     ("kpis.pipeline", "_funnel_masks", "_stored_funnel_masks"),
 )
 

@@ -432,6 +432,49 @@ def test_open_deals_in_a_closed_or_an_unknown_stage_learn_that_stage(
     assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([420.0, 4375.0, 800.0])
 
 
+def test_the_current_stage_among_rows_entered_at_the_same_instant(
+    engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
+    """The latest history row of an open deal, ties at one instant broken by the higher
+    position, a stage missing from the table ranking below every known one:
+
+    * O12 900: Lead 11-01, then Demo (unknown) and Qualified at 11-20 -> Qualified since
+      11-20 + 29 d = 12-19: December, 900 × 0.3 = 270;
+    * O13 100: Lead 11-01, then Qualified and Proposal at 11-21 -> Proposal since 11-21 +
+      19 d = 12-10: December, 100 × 0.6 = 60.
+    December: 4375 + 270 + 60 = 4705 (6 deals)."""
+    history = [
+        {"deal_id": deal, "stage": stage, "entered_at": t(entered)}
+        for deal, stage, entered in (
+            ("O12", "Lead", "2026-11-01"),
+            ("O12", "Demo", "2026-11-20"),
+            ("O12", "Qualified", "2026-11-20"),
+            ("O13", "Lead", "2026-11-01"),
+            ("O13", "Qualified", "2026-11-21"),
+            ("O13", "Proposal", "2026-11-21"),
+        )
+    ]
+    deals = [
+        {
+            "deal_id": deal,
+            "account_id": "A1",
+            "amount": amount,
+            "created_at": t("2026-11-01"),
+            "status": "open",
+        }
+        for deal, amount in (("O12", 900.0), ("O13", 100.0))
+    ]
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.deals), deals)
+        c.execute(sa.insert(schema.deal_stage_history), history)
+    pipe = pipeline_forecast(visits_path(engine), FILTERS, months=3, today=TODAY)
+    assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([420.0, 4705.0, 800.0])
+    assert pipe.by_month["deals"].tolist() == [1, 6, 1]
+    stages = pipe.by_stage.set_index("stage")
+    assert list(stages.index) == ["Lead", "Qualified", "Proposal", "Negotiation"]
+    assert stages["open_deals"].tolist() == [3, 2, 4, 2]
+
+
 def test_an_import_winning_an_open_deal_rewrites_its_stored_visits(
     db: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
