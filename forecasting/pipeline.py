@@ -42,7 +42,11 @@ stage and no stage missing from the stage table, so those are learnt from the hi
 when an open deal sits in one (the only case their numbers are read), and the open deals
 placed again. Else it reads the history once, grouped by deal (one row per closed deal with
 a column per stage of the stage table: when it last entered it), not by (deal, stage) pair.
-The same numbers either way. The median sales cycle is ``kpis.sales_cycle``'s own.
+The open deals' current stages come from the stored visits too (a visit without an end of
+an open deal is its latest history row; a deal whose latest row is a closed or unknown
+stage by a window over its own history), unless a stage position is below 0; else one
+window over the open deals' history. The same numbers either way. The median sales cycle
+is ``kpis.sales_cycle``'s own.
 
 ``combined_next_quarter`` shows the parts of one next-quarter figure (rule in its docstring).
 """
