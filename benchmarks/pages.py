@@ -20,7 +20,9 @@ the calls run again — the *filter change* figure (a warm process, a new filter
 selection). Pages and states are interleaved over ``--runs`` rounds, so the machine's
 load hits all alike; medians over the rounds, and every figure also as a ratio to the
 Overview's in the same state and round. ``--json`` keeps the raw numbers
-(per call too) in ``benchmarks/pages-results.json``.
+(per call too) in ``benchmarks/pages-results.json``. ``--versus URL`` measures a second
+database in the same rounds (each page and state on both in turn) and adds the table of
+both times and their ratio (issue 15: PostgreSQL within 2× of DuckDB).
 """
 
 from __future__ import annotations
