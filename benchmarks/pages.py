@@ -20,7 +20,9 @@ the calls run again — the *filter change* figure (a warm process, a new filter
 selection). Pages and states are interleaved over ``--runs`` rounds, so the machine's
 load hits all alike; medians over the rounds, and every figure also as a ratio to the
 Overview's in the same state and round. ``--json`` keeps the raw numbers
-(per call too) in ``benchmarks/pages-results.json``.
+(per call too) in ``benchmarks/pages-results.json``. ``--versus URL`` measures a second
+database in the same rounds (each page and state on both in turn) and adds the table of
+both times and their ratio (issue 15: PostgreSQL within 2× of DuckDB).
 """
 
 from __future__ import annotations
@@ -429,44 +431,102 @@ def run_benchmark(
     """``runs`` interleaved rounds over every (page, state); medians and ratios to the
     Overview. ``calls``: time only the calls of these names on each page (the Overview's
     ratio then compares a part of a page with the whole Overview)."""
+    return run_benchmarks([url], pages, states, runs, log, calls)[0]
+
+
+def run_benchmarks(
+    urls: list[str],
+    pages: list[str],
+    states: list[str],
+    runs: int,
+    log: Callable[[str], None] | None = None,
+    calls: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_benchmark` of several databases (one result each, in ``urls``' order),
+    interleaved: each (page, state) runs on every database in turn before the next, so
+    the machine's load hits the databases alike and their ratios compare like with like."""
     log = log or (lambda line: print(line, flush=True))
     pairs = [(p, s) for s in states for p in pages if s == "default" or p not in UNFILTERED]
-    samples: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in pairs}
+    samples: dict[tuple[str, str, str], list[dict[str, Any]]] = {
+        (url, *pair): [] for url in urls for pair in pairs
+    }
     for round_ in range(runs):
         for page, state in pairs:
-            sample = measure(url, page, state, calls=None if page == "Overview" else calls)
-            samples[(page, state)].append(sample)
-            log(
-                f"round {round_ + 1}/{runs} {page:28s} {state:18s} first {sample['first_s']:7.2f} s "
-                f"change {sample['change_s']:7.2f} s (CPU {sample['change_cpu_s']:6.2f} s)  "
-                f"peak {sample['peak_rss_mb']} MB",
-            )
-    out = []
-    for (page, state), rounds in samples.items():
-        base = samples.get(("Overview", state))
-        row: dict[str, Any] = {
-            "page": page,
-            "state": state,
-            "first_s": statistics.median(r["first_s"] for r in rounds),
-            "change_s": statistics.median(r["change_s"] for r in rounds),
-            "change_cpu_s": statistics.median(r["change_cpu_s"] for r in rounds),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
-            "calls_s": {
-                name: statistics.median(r["calls_s"].get(name, 0.0) for r in rounds)
-                for name in rounds[0]["calls_s"]
-            },
-            "calls_cpu_s": {
-                name: statistics.median(r.get("calls_cpu_s", {}).get(name, 0.0) for r in rounds)
-                for name in rounds[0]["calls_s"]
-            },
-            "change_times_s": [r["change_s"] for r in rounds],
+            for url in urls:
+                sample = measure(url, page, state, calls=None if page == "Overview" else calls)
+                samples[(url, page, state)].append(sample)
+                log(
+                    f"round {round_ + 1}/{runs} {page:28s} {state:18s} first {sample['first_s']:7.2f} s "
+                    f"change {sample['change_s']:7.2f} s (CPU {sample['change_cpu_s']:6.2f} s)  "
+                    f"peak {sample['peak_rss_mb']} MB" + (f"  {url}" if len(urls) > 1 else ""),
+                )
+    return [
+        {
+            "url": url,
+            "runs": runs,
+            "rows": [
+                _summary(page, state, samples[(url, page, state)], samples.get((url, "Overview", state)))
+                for page, state in pairs
+            ],
         }
-        if base:  # ratio per round (same load), then the median
-            row["change_vs_overview"] = statistics.median(
-                r["change_s"] / b["change_s"] for r, b in zip(rounds, base, strict=True)
+        for url in urls
+    ]
+
+
+def _summary(
+    page: str, state: str, rounds: list[dict[str, Any]], base: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """The medians over the rounds of one (page, state) on one database; ``base``: the
+    Overview's rounds in the same state (the ratio is taken per round: same load)."""
+    row: dict[str, Any] = {
+        "page": page,
+        "state": state,
+        "first_s": statistics.median(r["first_s"] for r in rounds),
+        "change_s": statistics.median(r["change_s"] for r in rounds),
+        "change_cpu_s": statistics.median(r["change_cpu_s"] for r in rounds),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+        "calls_s": {
+            name: statistics.median(r["calls_s"].get(name, 0.0) for r in rounds)
+            for name in rounds[0]["calls_s"]
+        },
+        "calls_cpu_s": {
+            name: statistics.median(r.get("calls_cpu_s", {}).get(name, 0.0) for r in rounds)
+            for name in rounds[0]["calls_s"]
+        },
+        "change_times_s": [r["change_s"] for r in rounds],
+    }
+    if base:
+        row["change_vs_overview"] = statistics.median(
+            r["change_s"] / b["change_s"] for r, b in zip(rounds, base, strict=True)
+        )
+    return row
+
+
+def versus_table(base: dict[str, Any], other: dict[str, Any], states: list[str]) -> str:
+    """Filter-change wall seconds of each (page, state) on two databases measured together
+    (:func:`run_benchmarks`), and ``other ÷ base`` (the issue's "within 2× of DuckDB")."""
+    ours = {(r["page"], r["state"]): r for r in base["rows"]}
+    theirs = {(r["page"], r["state"]): r for r in other["rows"]}
+    lines = [
+        f"| page | state | {_label(base['url'])} | {_label(other['url'])} | ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for page in dict.fromkeys(r["page"] for r in base["rows"]):
+        for state in states:
+            a, b = ours.get((page, state)), theirs.get((page, state))
+            if a is None or b is None:
+                continue
+            lines.append(
+                f"| {page} | {state} | {_fmt(a['change_s'])} | {_fmt(b['change_s'])} | "
+                f"{b['change_s'] / a['change_s']:.1f}× |"
             )
-        out.append(row)
-    return {"url": url, "runs": runs, "rows": out}
+    return "\n".join(lines)
+
+
+def _label(url: str) -> str:
+    """A database's short name for a table heading: its dialect and file or database name."""
+    dialect = url.partition(":")[0].partition("+")[0]
+    return f"{dialect} {url.rstrip('/').rpartition('/')[2]}"
 
 
 def markdown_table(result: dict[str, Any], states: list[str], key: str = "change_s") -> str:
@@ -535,6 +595,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the PostgreSQL copy crm_bench_<size> instead (python -m benchmarks.copy makes it)",
     )
+    parser.add_argument(
+        "--versus",
+        metavar="URL",
+        help="a second database measured interleaved with the first (e.g. the PostgreSQL copy "
+        "versus the DuckDB file): both tables, then each cell's ratio second ÷ first",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES))
     parser.add_argument("--states", nargs="+", choices=STATES, default=STATES)
@@ -571,20 +637,25 @@ def main(argv: list[str] | None = None) -> None:
             print(f"building {db} ({SIZES[args.size]:,} accounts) …", flush=True)
             build(f"duckdb:///{db}", SIZES[args.size])
         url = pg_url(args.size) if args.postgres else f"duckdb:///{db}"
-    result = run_benchmark(url, args.pages, args.states, args.runs, calls=args.calls)
-    print(
-        f"\n{url}: filter change, median of {args.runs} fresh processes (× the Overview in the same state)\n"
-    )
-    print(markdown_table(result, args.states))
-    print(
-        "\nCPU seconds of the same filter changes (DuckDB's threads included; not the server's on PostgreSQL)\n"
-    )
-    print(markdown_table(result, args.states, key="change_cpu_s"))
-    print("\nslowest calls (filter change):\n" + slowest_calls(result))
+    urls = [url, args.versus] if args.versus else [url]
+    results = run_benchmarks(urls, args.pages, args.states, args.runs, calls=args.calls)
+    for result in results:
+        print(
+            f"\n{result['url']}: filter change, median of {args.runs} fresh processes "
+            "(× the Overview in the same state)\n"
+        )
+        print(markdown_table(result, args.states))
+        print(
+            "\nCPU seconds of the same filter changes (DuckDB's threads included; not the server's on PostgreSQL)\n"
+        )
+        print(markdown_table(result, args.states, key="change_cpu_s"))
+        print("\nslowest calls (filter change):\n" + slowest_calls(result))
+    if args.versus:
+        print(f"\nfilter change, wall seconds, measured interleaved\n\n{versus_table(*results, args.states)}")
     if args.json:
         out = HERE / "pages-results.json"
         previous = json.loads(out.read_text()) if out.exists() else []
-        previous = [r for r in previous if r.get("url") != url] + [result]
+        previous = [r for r in previous if r.get("url") not in urls] + results
         out.write_text(json.dumps(previous, indent=2, default=str))
         print(f"\nraw results: {out}")
 

@@ -79,7 +79,7 @@ import datetime as dt
 import queue
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import numpy as np
 import pandas as pd
@@ -254,41 +254,64 @@ def _clear(conn: sa.Connection) -> None:
         conn.execute(table.delete())
 
 
-def _all_rows(ctx: DemoContext, global_tables: list[tuple[sa.Table, pd.DataFrame]]) -> Iterator[tuple]:
+def _all_rows(
+    ctx: DemoContext,
+    global_tables: list[tuple[sa.Table, pd.DataFrame]],
+    wanted: frozenset[str] | None = None,
+) -> Iterator[tuple]:
+    """The (table, frame) pairs in load order, with progress pairs (None, accounts done)
+    and (None, None) after each chunk. ``wanted`` (table names): a chunk stops once it has
+    yielded every wanted table it makes, and the company's costs come only when ``costs``
+    is wanted — the tables drawn before are drawn from the same random stream as in a
+    full run, so the wanted ones hold the same rows."""
     yield from global_tables
+    from_chunks = None if wanted is None else wanted - {table.name for table, _ in global_tables}
     for number, first in enumerate(range(0, ctx.accounts, CHUNK_ACCOUNTS)):
         n = min(CHUNK_ACCOUNTS, ctx.accounts - first)
         rng = np.random.default_rng([ctx.seed, number + 1])
         done = 0
+        made: set[str] = set()
         for part, item in enumerate(account_chunk(ctx, rng, first, n), start=1):
             yield item
             step = n * part // CHUNK_TABLES - done  # progress: a share of the chunk per table
             done += step
             yield None, step
+            made.add(item[0].name)
+            if from_chunks is not None and from_chunks <= made:
+                break
         yield None, None  # the chunk is loaded
-    yield from company_costs(ctx, np.random.default_rng([ctx.seed, 0, 2]))
+    if wanted is None or schema.costs.name in wanted:
+        yield from company_costs(ctx, np.random.default_rng([ctx.seed, 0, 2]))
 
 
-def demo_frames(accounts: int = 300, seed: int = 42, today: dt.date | None = None) -> dict[str, pd.DataFrame]:
+def demo_frames(
+    accounts: int = 300, seed: int = 42, today: dt.date | None = None, tables: Collection[str] | None = None
+) -> dict[str, pd.DataFrame]:
     """The demo data as pandas frames, one per table, without a database.
 
     The same rows :func:`generate` writes for these arguments (``today`` defaults to
     today in UTC), for notebooks and for checking the data's story cheaply over many
     ``today`` values. Holds everything in memory: meant for thousands of accounts, not
-    millions.
+    millions. ``tables``: only these tables (same rows; the tables a chunk of accounts
+    draws after the last one asked for are not generated).
     """
     if accounts < 1:
         raise ValueError("accounts must be at least 1")
+    chosen = [t for t in schema.TABLES if tables is None or t.name in tables]
+    if tables is not None and len(chosen) != len(set(tables)):
+        unknown = sorted(set(tables) - {t.name for t in chosen})
+        raise ValueError(f"not a table of the demo: {', '.join(unknown)}")
     ctx, global_tables = build_context(accounts, seed, today or dt.datetime.now(dt.UTC).date())
-    parts: dict[str, list[pd.DataFrame]] = {t.name: [] for t in schema.TABLES}
-    for table, frame in _all_rows(ctx, global_tables):
-        if table is not None:
+    parts: dict[str, list[pd.DataFrame]] = {t.name: [] for t in chosen}
+    wanted = None if tables is None else frozenset(tables)
+    for table, frame in _all_rows(ctx, global_tables, wanted):
+        if table is not None and table.name in parts:
             parts[table.name].append(frame)
     return {
         t.name: pd.concat(parts[t.name], ignore_index=True)
         if parts[t.name]
         else pd.DataFrame(columns=[c.name for c in t.columns])
-        for t in schema.TABLES
+        for t in chosen
     }
 
 

@@ -57,14 +57,25 @@ sources = sa.Table(
 CRM_TABLES: dict[str, sa.Table] = {table.name: table for table in schema.TABLES}
 
 
+def table_names(conn: sa.Connection) -> set[str]:
+    """Every table of the database (its default schema), in one catalog lookup: a writer
+    that asks about several tables asks once (each lookup is a catalog query, a few ms on
+    DuckDB, and an import's refresh made dozens)."""
+    return set(sa.inspect(conn).get_table_names())
+
+
 def has_state(conn: sa.Connection) -> bool:
     """True when the state table exists (some derived table was built once)."""
     return sa.inspect(conn).has_table(state.name)
 
 
-def create(conn: sa.Connection) -> None:
-    """Create the state tables when missing (in the caller's transaction)."""
-    metadata.create_all(conn, checkfirst=True)
+def create(conn: sa.Connection, present: Collection[str] | None = None) -> None:
+    """Create the state tables when missing (in the caller's transaction); ``present``:
+    the database's tables when the caller has just listed them (:func:`table_names`)."""
+    present = table_names(conn) if present is None else present
+    missing = [table for table in metadata.sorted_tables if table.name not in present]
+    if missing:
+        metadata.create_all(conn, tables=missing, checkfirst=False)
 
 
 def record(
@@ -82,7 +93,7 @@ def record(
     if not name.startswith(PREFIX):
         raise ValueError(f"a derived table's name starts with {PREFIX!r}: {name}")
     create(conn)
-    forget(conn, name)
+    _delete_state(conn, name, sources_exist=True)
     conn.execute(
         state.insert().values(
             rollup=name,
@@ -98,10 +109,16 @@ def record(
 
 def forget(conn: sa.Connection, name: str) -> None:
     """Remove ``name``'s state: it is not read until built again."""
-    if not has_state(conn):
-        return
+    present = table_names(conn)
+    if state.name in present:
+        _delete_state(conn, name, sources_exist=sources.name in present)
+
+
+def _delete_state(conn: sa.Connection, name: str, sources_exist: bool) -> None:
+    """Delete ``name``'s rows of the state tables (the state table exists; ``sources``
+    too when ``sources_exist``: a database from before it may lack it)."""
     conn.execute(state.delete().where(state.c.rollup == name))
-    if sa.inspect(conn).has_table(sources.name):
+    if sources_exist:
         conn.execute(sources.delete().where(sources.c.rollup == name))
 
 
@@ -141,10 +158,12 @@ def invalidate(
     return gone
 
 
-def lacks_columns(conn: sa.Connection, table: sa.Table) -> bool:
+def lacks_columns(conn: sa.Connection, table: sa.Table, present: Collection[str] | None = None) -> bool:
     """True when ``table`` exists in the database without every column it has now (built by
-    an earlier version); False when it is missing or current."""
-    if not sa.inspect(conn).has_table(table.name):
+    an earlier version); False when it is missing or current. ``present``: the database's
+    tables when the caller has just listed them (:func:`table_names`)."""
+    exists = sa.inspect(conn).has_table(table.name) if present is None else table.name in present
+    if not exists:
         return False
     # the columns of an empty result (duckdb_engine's inspector cannot list columns)
     found = conn.execute(sa.select(sa.literal_column("*")).select_from(sa.table(table.name)).limit(0))
@@ -200,5 +219,6 @@ __all__ = [
     "sources",
     "stale",
     "state",
+    "table_names",
     "table_rows",
 ]

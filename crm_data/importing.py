@@ -865,7 +865,8 @@ def _write(
     ``before_upsert(conn, table, staging)`` may change the staged rows (currency conversion).
     ``changes`` receives what each table's upsert changes (:func:`_describe_change`; a
     table without a key, whose rows are replaced: unknown)."""
-    missing = [t for t in schema.TABLES if t.name not in existing_tables(conn)]
+    present = existing_tables(conn)
+    missing = [t for t in schema.TABLES if t.name not in present]
     if missing:
         schema.metadata.create_all(conn, tables=missing, checkfirst=True)
     schema.add_missing_columns(conn)  # a database from before an optional column was added

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, not_materialized, percentile, period_start
+from crm_data.dialects import days_between, percentile, period_start
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
@@ -384,28 +384,43 @@ def _stored_funnel_masks(
 
 
 def _current_stage(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
-    """Per deal of ``deals_cte``: its latest ``deal_stage_history`` row (entered before
-    ``as_of`` when given; ties broken by the higher stage position — a stage missing from
-    pipeline_stages (NULL position) counts as lower than every known one — then stage name)."""
+    """Every deal of ``deals_cte`` once, with its columns and its latest
+    ``deal_stage_history`` row's ``stage`` and ``entered_at`` (entered before ``as_of`` when
+    given; both NULL for a deal without such a row; ties broken by the higher stage
+    position — a stage missing from pipeline_stages (NULL position) counts as lower than
+    every known one — then stage name).
+
+    The deals are joined (left) to their history and ranked within each deal in one
+    window, nothing joined after it: with the ranked rows joined back to the deals on
+    ``rn = 1``, PostgreSQL estimated that filter of a window at one row and joined the
+    deals to it by a nested loop over every pair (the open deals of the busiest region ×
+    industry at 100,000 accounts: 22,821 × 1,442 rows, 33M comparisons, 14 s)."""
     history, stages = schema.deal_stage_history, schema.pipeline_stages
     order = [
         history.c.entered_at.desc(),
         stages.c.position.desc().nulls_last(),  # explicit: databases differ on NULLs by default
         history.c.stage.desc(),
     ]
-    statement = sa.select(
-        history.c.deal_id,
-        history.c.stage,
-        history.c.entered_at,
-        sa.func.row_number().over(partition_by=history.c.deal_id, order_by=order).label("rn"),
-    ).select_from(
-        history.join(deals_cte, deals_cte.c.deal_id == history.c.deal_id).outerjoin(
-            stages, stages.c.stage == history.c.stage
-        )
-    )
+    entries = history.c.deal_id == deals_cte.c.deal_id
     if as_of is not None:
-        statement = statement.where(history.c.entered_at <= as_of)
-    return statement.subquery("latest")
+        entries = sa.and_(entries, history.c.entered_at <= as_of)
+    ranked = (
+        sa.select(
+            *deals_cte.c,
+            history.c.stage,
+            history.c.entered_at,
+            sa.func.row_number().over(partition_by=deals_cte.c.deal_id, order_by=order).label("rn"),
+        )
+        .select_from(
+            deals_cte.outerjoin(history, entries).outerjoin(stages, stages.c.stage == history.c.stage)
+        )
+        .subquery("ranked")
+    )
+    return (
+        sa.select(*(column for column in ranked.c if column.name != "rn"))
+        .where(ranked.c.rn == 1)
+        .subquery("latest")
+    )
 
 
 def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
@@ -432,20 +447,13 @@ def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
-    open_deals = not_materialized(open_deals)
     latest = _current_stage(open_deals, None)
     stage = sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage")
-    statement = (
-        sa.select(
-            stage,
-            sa.func.count().label("open_deals"),
-            sa.func.sum(sa.func.coalesce(open_deals.c.amount, 0.0)),
-        )
-        .select_from(
-            open_deals.outerjoin(latest, sa.and_(latest.c.deal_id == open_deals.c.deal_id, latest.c.rn == 1))
-        )
-        .group_by(stage)
-    )
+    statement = sa.select(
+        stage,
+        sa.func.count().label("open_deals"),
+        sa.func.sum(sa.func.coalesce(latest.c.amount, 0.0)),
+    ).group_by(stage)
     with connection(conn) as c:
         stages = _stages(c)
         found = {s: (int(n), float(a or 0.0)) for s, n, a in c.execute(statement)}
@@ -496,21 +504,14 @@ def _open_at(f: Filters, as_of: dt.datetime, dialect: sa.Dialect) -> sa.CTE:
         )
         .cte("open_at")
     )
-    open_deals = not_materialized(open_deals)
     latest = _current_stage(open_deals, as_of)
-    entered = sa.func.coalesce(latest.c.entered_at, open_deals.c.created_at)
-    return (
-        sa.select(
-            open_deals.c.deal_id,
-            sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage"),
-            entered.label("entered_at"),
-            days_between(dialect, entered, sa.literal(as_of, sa.DateTime())).label("age"),
-        )
-        .select_from(
-            open_deals.outerjoin(latest, sa.and_(latest.c.deal_id == open_deals.c.deal_id, latest.c.rn == 1))
-        )
-        .cte("aged")
-    )
+    entered = sa.func.coalesce(latest.c.entered_at, latest.c.created_at)
+    return sa.select(
+        latest.c.deal_id,
+        sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage"),
+        entered.label("entered_at"),
+        days_between(dialect, entered, sa.literal(as_of, sa.DateTime())).label("age"),
+    ).cte("aged")
 
 
 def open_deal_aging(conn: Bind, f: Filters, now: dt.datetime | None = None) -> pd.DataFrame:

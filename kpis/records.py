@@ -293,9 +293,7 @@ def pipeline_deals(conn: Bind, f: Filters, stage: str | None = None, limit: int 
     current = sa.func.coalesce(latest.c.stage, NO_STAGE)
     amount = sa.func.coalesce(deals.c.amount, sa.literal(0.0, sa.Double()))
     joined, names = _names(deals)
-    source = joined.join(open_deals, open_deals.c.deal_id == deals.c.deal_id).outerjoin(
-        latest, sa.and_(latest.c.deal_id == deals.c.deal_id, latest.c.rn == 1)
-    )
+    source = joined.join(latest, latest.c.deal_id == deals.c.deal_id)  # every open deal once
     source = source.outerjoin(stages, stages.c.stage == latest.c.stage)
     statement = (
         sa.select(

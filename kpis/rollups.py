@@ -392,14 +392,17 @@ def _insert_totals(
 def _prepare(conn: sa.Connection, rollups: Iterable[Rollup]) -> None:
     """Drop the tables of ``rollups`` built by a version with other measures (rebuilt
     whole, their state gone), then create the missing tables and the state tables."""
+    present = derived.table_names(conn)  # one catalog lookup, not one per table
     for rollup in rollups:
-        if derived.lacks_columns(conn, rollup.table):
+        if derived.lacks_columns(conn, rollup.table, present):
             rollup.table.drop(conn)
             derived.forget(conn, rollup.name)
-        rollup.table.create(conn, checkfirst=True)
-        if rollup.months_table is not None:
-            rollup.months_table.create(conn, checkfirst=True)
-    derived.create(conn)
+            present.discard(rollup.table.name)
+        for table in (rollup.table, rollup.months_table):
+            if table is not None and table.name not in present:
+                table.create(conn)
+                present.add(table.name)
+    derived.create(conn, present)
 
 
 def _insert(conn: sa.Connection, rollup: Rollup, grain: str, periods: list[pd.Timestamp]) -> int | None:
@@ -709,8 +712,9 @@ def update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup] 
 def _update(conn: sa.Connection, change: hooks.Change, rollups: Iterable[Rollup]) -> list[str]:
     """:func:`update`, inside :func:`crm_data.dialects.refresh_work_mem`."""
     chosen = list(rollups)
+    present = derived.table_names(conn)
     without_months = {
-        r.name for r in chosen if r.months_table is not None and not _has_rows(conn, r.months_table)
+        r.name for r in chosen if r.months_table is not None and not _has_rows(conn, r.months_table, present)
     }
     _prepare(conn, chosen)
     _backfill_totals(conn, chosen)
@@ -793,7 +797,7 @@ def _backfill_totals(conn: sa.Connection, rollups: Iterable[Rollup]) -> None:
     """Add the total rows (:func:`total_grain`) of every period to the roll-ups built by an
     earlier version without them (their recorded rows too)."""
     for rollup in rollups:
-        if _has_totals(conn, rollup) or not _has_rows(conn, rollup.table):
+        if _has_totals(conn, rollup) or not _has_rows(conn, rollup.table):  # exists: _prepare ran
             continue
         rows: int | None = 0
         for grain in FREQS:
@@ -803,9 +807,10 @@ def _backfill_totals(conn: sa.Connection, rollups: Iterable[Rollup]) -> None:
     _TOTALS.clear()
 
 
-def _has_rows(conn: sa.Connection, table: sa.Table) -> bool:
-    """``table`` exists and holds a row."""
-    if not sa.inspect(conn).has_table(table.name):
+def _has_rows(conn: sa.Connection, table: sa.Table, present: Collection[str] | None = None) -> bool:
+    """``table`` holds a row; it exists, or is one of ``present`` (the database's tables,
+    :func:`crm_data.derived.table_names`) when given."""
+    if present is not None and table.name not in present:
         return False
     return conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is not None
 

@@ -81,3 +81,17 @@ def test_an_unknown_call_is_refused_before_any_database_is_built(capsys: pytest.
     with pytest.raises(SystemExit):
         pages.main(["--size", "M", "--calls", "stage_durations", "no_such_call"])
     assert "no_such_call" in capsys.readouterr().err
+
+
+def test_two_databases_side_by_side() -> None:
+    def result(url: str, seconds: float) -> dict:
+        return {"url": url, "rows": [{"page": "Overview", "state": "default", "change_s": seconds}]}
+
+    duck, pg = (
+        result("duckdb:////work/bench/M.duckdb", 0.5),
+        result("postgresql+psycopg://h/crm_bench_m", 1.5),
+    )
+    table = pages.versus_table(duck, pg, ["default", "one owner"])
+    assert table.splitlines()[0] == "| page | state | duckdb M.duckdb | postgresql crm_bench_m | ratio |"
+    assert table.splitlines()[2] == "| Overview | default | 500 ms | 1.5 s | 3.0× |"
+    assert len(table.splitlines()) == 3  # no row for a state neither measured

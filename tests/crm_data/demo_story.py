@@ -13,6 +13,8 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crm_data import schema
 from crm_data.quality import SOFT_REFERENCES
@@ -69,10 +71,11 @@ REFERENCES = [
 def every_reference_has_its_parent(rows: Rows, today: dt.date) -> None:
     assert len(REFERENCES) > 20
     for child, column, parent, key in REFERENCES:
-        # distinct values first: a set of every row's value (Arrow strings, one Python object
-        # per row) made this check a fifth of test_demo_any_day's time
-        values = rows[child][column].dropna().unique()
-        orphans = set(values) - set(rows[parent][key].unique())
+        # distinct values, compared in Arrow: Python sets of them (one object per value) took
+        # 35 ms of the 300-account day's checks, pandas' isin 117 ms, this 15 ms
+        values = pa.array(rows[child][column].dropna().unique())
+        known = pa.array(rows[parent][key].unique())
+        orphans = pc.filter(values, pc.invert(pc.is_in(values, value_set=known))).to_pylist()
         assert not orphans, f"{child}.{column} -> {parent}.{key}: {sorted(orphans)[:5]}"
     # a contact referenced by a response belongs to the response's account
     merged = (

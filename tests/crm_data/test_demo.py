@@ -199,6 +199,22 @@ def test_chunks_join_up_and_a_failed_chunked_run_leaves_empty_tables(
     engine.dispose()
 
 
+def test_demo_frames_of_some_tables_hold_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``demo_frames(tables=...)`` stops each chunk after the last table asked for: the tables
+    it returns hold the rows of a full run, over three chunks of accounts (each chunk draws
+    from its own stream, the ids run on across chunks)."""
+    monkeypatch.setattr(demo_module, "CHUNK_ACCOUNTS", 100)
+    today = dt.date(2024, 2, 29)
+    full = demo_module.demo_frames(250, 11, today)
+    for asked in [*([t.name] for t in schema.TABLES), ["subscriptions", "survey_responses", "tickets"]]:
+        some = demo_module.demo_frames(250, 11, today, tables=asked)
+        assert list(some) == [t.name for t in schema.TABLES if t.name in asked]
+        for name in asked:
+            pd.testing.assert_frame_equal(some[name], full[name], obj=f"{asked}: {name}")
+    with pytest.raises(ValueError, match="not a table of the demo: dealz"):
+        demo_module.demo_frames(10, 1, today, tables=["deals", "dealz"])
+
+
 def test_demo_builds_the_rollups_the_kpis_read(demo: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """After ``generate``, the last 12 full months by month come from every roll-up, with the
     numbers of the base tables for each KPI that reads one (unfiltered and for one segment)."""

@@ -45,6 +45,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from crm_data.scope import Scope
 from kpis import Filters, customer_base
 from kpis.activity import CHANGE, SINGLE, STEADY, fold_spans
 from kpis.core import period_starts
@@ -54,7 +55,11 @@ from tests.kpis.test_customer_base_templates import CASES
 
 MODULE = importlib.import_module("kpis.customer_base")
 
-ACCOUNTS = [dict(account_id=f"X{i}", name=f"X {i}", created_at=T(2022, 1, 1)) for i in range(1, 9)]
+#: Owner U1 holds every account but X7 (U2).
+ACCOUNTS = [
+    dict(account_id=f"X{i}", name=f"X {i}", created_at=T(2022, 1, 1), owner_id="U2" if i == 7 else "U1")
+    for i in range(1, 9)
+]
 PRODUCTS = [
     dict(product_id="PX", name="Test", family="Test", list_price=1.0),
     dict(product_id="PY", name="Other", family="Test", list_price=1.0),
@@ -175,10 +180,26 @@ def test_spans_and_grid_give_the_hand_worked_numbers(
 
 def test_the_product_filter_reads_spans(spans_db: sa.Engine) -> None:
     """A product filter takes the span statement (the default path), with the same numbers."""
-    assert MODULE._by_spans(Q1) and not MODULE._by_spans(Q1.replace(products=[], owners=["u1"]))
+    assert MODULE._by_spans(Q1) and not MODULE._by_spans(Q1.replace(products=[], regions=["EMEA"]))
     frame = customer_base(spans_db, Q1, "month")
     assert list(frame["churned"]) == MONTHS["churned"]
     assert list(frame["expansion"]) == pytest.approx(MONTHS["expansion"])
+
+
+def test_an_owner_filter_reads_spans(spans_db: sa.Engine) -> None:
+    """An owner list (chosen or the scope's) takes the span statement too (on PostgreSQL the
+    grid joined the owner's accounts after a range join over every subscription). Owner U1,
+    no product filter: X7 (U2) is out, X1's PY subscription (5, running) is in, so the MRR
+    at start is 5 more each month (X1: 105, 155, 105 at t0..t2) and every count, expansion,
+    contraction and churned MRR is as with PX alone (X1 is retained throughout)."""
+    owner = Filters("2024-01-01", "2024-04-01", owners=["U1"])
+    assert MODULE._by_spans(owner)
+    assert MODULE._by_spans(Filters("2024-01-01", "2024-04-01", scope=Scope(owners=("U1",))))
+    frame = customer_base(spans_db, owner, "month")
+    for column, expected in MONTHS.items():
+        if column == "mrr_at_start":
+            expected = [200.0, 245.0, 220.0]
+        assert list(frame[column]) == pytest.approx(expected, abs=1e-9), column
 
 
 def test_spans_and_grid_agree_on_every_template_case(crm: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
