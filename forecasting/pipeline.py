@@ -6,8 +6,9 @@ Rules (``pipeline_forecast``):
 * **Open deals**: status ``open`` within the filters' segments / owners / products
   (``kpis.filters.scope``); the date range does not restrict them (the pipeline is what is
   open now). A deal's current stage is its latest ``deal_stage_history`` row by
-  ``entered_at`` (ties: the higher stage position); a deal without history is in the
-  first open stage (lowest position) since ``created_at``.
+  ``entered_at`` (ties: the higher stage position, a stage missing from the stage table
+  lowest, then the stage name); a deal without history is in the first open stage
+  (lowest position) since ``created_at``.
 * **Learning set**: deals closed (status won or lost) with ``closed_at`` in the filters'
   ``[start, end)`` and within their scope.
 * **Win probability of a stage** = won ÷ closed among the learning deals that passed
@@ -42,10 +43,11 @@ stage and no stage missing from the stage table, so those are learnt from the hi
 when an open deal sits in one (the only case their numbers are read), and the open deals
 placed again. Else it reads the history once, grouped by deal (one row per closed deal with
 a column per stage of the stage table: when it last entered it), not by (deal, stage) pair.
-The open deals' current stages come from the stored visits too (a visit without an end of
-an open deal is its latest history row; a deal whose latest row is a closed or unknown
-stage by a window over its own history), unless a stage position is below 0; else one
-window over the open deals' history. The same numbers either way. The median sales cycle
+The open deals' current stages are ``kpis.pipeline.current_stage``'s, as for the weighted
+pipeline: from the stored visits too (a visit without an end is its deal's latest history
+row; a deal whose latest row is a closed or unknown stage by a window over its own
+history), unless a stage position is below 0 or NULL; else one window over the open deals'
+history. The same numbers either way. The median sales cycle
 is ``kpis.sales_cycle``'s own.
 
 ``combined_next_quarter`` shows the parts of one next-quarter figure (rule in its docstring).
@@ -68,6 +70,7 @@ from forecasting.selection import ForecastResult
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
+from kpis.pipeline import current_stage
 from kpis.sales import sales_cycle
 
 PER_STAGE_COLUMNS = ["stage", "closed_deals", "won_deals", "median_days"]
@@ -318,91 +321,24 @@ def _per_stage_frame(rows: list[tuple]) -> pd.DataFrame:
     return frame
 
 
-def _current_stages(f: Filters, first_stage: str | None, stored: bool = False) -> sa.Subquery:
+def _current_stages(c: sa.Connection, f: Filters, first_stage: str | None) -> sa.Subquery:
     """Open deals in scope with their current stage and when they entered it: their latest
-    history row (:func:`_latest_rows`, or :func:`_stored_latest_rows` when ``stored``), else
-    ``first_stage`` since created_at (``no_history``)."""
+    history row (``kpis.pipeline.current_stage``: from the stored visits or one window),
+    else ``first_stage`` since created_at (``no_history``)."""
     deals = schema.deals
     open_deals = (
         sa.select(deals.c.deal_id, deals.c.amount, deals.c.created_at)
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
-    open_deals = not_materialized(open_deals)
-    latest = (_stored_latest_rows if stored else _latest_rows)(open_deals)
-    return (
-        sa.select(
-            open_deals.c.deal_id,
-            open_deals.c.amount,
-            sa.func.coalesce(latest.c.stage, sa.literal(first_stage, sa.String())).label("stage"),
-            sa.func.coalesce(latest.c.entered_at, open_deals.c.created_at).label("entered_at"),
-            latest.c.stage.is_(None).label("no_history"),
-        )
-        .select_from(open_deals.outerjoin(latest, latest.c.deal_id == open_deals.c.deal_id))
-        .subquery("current")
-    )
-
-
-def _ranked_latest(deals_cte: sa.CTE) -> sa.Select:
-    """Per deal of ``deals_cte`` with history: deal_id, stage, entered_at of its latest
-    history row by ``entered_at`` (ties: the higher stage position, a stage missing from
-    the stage table counting as -1, then the stage name)."""
-    history, stages = schema.deal_stage_history, schema.pipeline_stages
-    ranked = (
-        sa.select(
-            history.c.deal_id,
-            history.c.stage,
-            history.c.entered_at,
-            sa.func.row_number()
-            .over(
-                partition_by=history.c.deal_id,
-                order_by=[
-                    history.c.entered_at.desc(),
-                    sa.func.coalesce(stages.c.position, -1).desc(),
-                    history.c.stage.desc(),
-                ],
-            )
-            .label("rn"),
-        )
-        .select_from(
-            history.join(deals_cte, deals_cte.c.deal_id == history.c.deal_id).outerjoin(
-                stages, stages.c.stage == history.c.stage
-            )
-        )
-        .subquery("ranked")
-    )
-    return sa.select(ranked.c.deal_id, ranked.c.stage, ranked.c.entered_at).where(ranked.c.rn == 1)
-
-
-def _latest_rows(open_deals: sa.CTE) -> sa.Subquery:
-    """:func:`_ranked_latest` of the open deals: one window over their whole history."""
-    return _ranked_latest(open_deals).subquery("latest")
-
-
-def _stored_latest_rows(open_deals: sa.CTE) -> sa.Subquery:
-    """:func:`_latest_rows` from the stored visits (:mod:`kpis.stage_visits`) where they
-    hold it: an open deal's visit without an end (``ended_at`` NULL) has no history row
-    after it in the visits' order, so it is the deal's latest row — the same row as
-    :func:`_ranked_latest` picks when no stage of the table has a position below 0 (the
-    visits' order puts a stage missing from the table first among rows entered at the same
-    instant, :func:`_ranked_latest` ranks it as position -1; the caller checks). An open
-    deal without such a visit (its latest row is a closed stage or one missing from the
-    table, or it has no history): :func:`_ranked_latest` over its history only."""
-    visits, keys = stage_visits.TABLE, stage_visits.stage_keys()
-    running = (
-        sa.select(visits.c.deal_id, keys.c.stage, visits.c.entered_at)
-        .select_from(visits.join(keys, keys.c.stage_key == visits.c.stage_key))
-        .where(visits.c.ended_at.is_(None), visits.c.status == "open")
-        .cte("running")
-    )
-    rest = (
-        sa.select(open_deals.c.deal_id)
-        .where(open_deals.c.deal_id.not_in(sa.select(running.c.deal_id)))
-        .cte("without_running_visit")
-    )
-    return sa.union_all(
-        sa.select(running.c.deal_id, running.c.stage, running.c.entered_at), _ranked_latest(rest)
-    ).subquery("latest")
+    latest = current_stage(c, not_materialized(open_deals), None)
+    return sa.select(
+        latest.c.deal_id,
+        latest.c.amount,
+        sa.func.coalesce(latest.c.stage, sa.literal(first_stage, sa.String())).label("stage"),
+        sa.func.coalesce(latest.c.entered_at, latest.c.created_at).label("entered_at"),
+        latest.c.stage.is_(None).label("no_history"),
+    ).subquery("current")
 
 
 def _bucket(
@@ -536,10 +472,7 @@ def _place_open_deals(
     """Open deals counted per (stage, bucket): deals, with_amount, amount, no_history."""
     known = pd.concat([learnt.stages["stage"], learnt.per_stage["stage"]]).dropna().unique().tolist()
     days_by_stage = {stage: learnt.days_to_close(stage) for stage in known}
-    # the stored visits give the latest rows when no stage position is below 0
-    # (:func:`_stored_latest_rows`)
-    stored = rollups.enabled() and stage_visits.available(c) and bool((learnt.stages["position"] >= 0).all())
-    current = _current_stages(f, learnt.first_stage, stored)
+    current = _current_stages(c, f, learnt.first_stage)
     bucket = _bucket(current.c.entered_at, current.c.stage, days_by_stage, learnt.default_days, month_starts)
     placed = sa.select(
         current.c.stage, current.c.amount, current.c.no_history, bucket.label("bucket")

@@ -5,6 +5,13 @@ weighted open pipeline, and the aging of open deals with a stuck-deal drill-down
 Everything is aggregated in the database; the only rows read into Python are the small
 ``pipeline_stages`` dimension table and the aggregated results (plus, for
 ``stuck_deals``, the drill-down records asked for, capped by ``limit``).
+
+The open deals' current stage (``weighted_pipeline``, ``open_deal_aging``, ``stuck_deals``,
+their records in ``kpis.records`` and ``forecasting.pipeline``) is :func:`current_stage`'s:
+the latest history row entered by an instant, read from the stored stage visits
+(:mod:`kpis.stage_visits`: the visit running at that instant) when they are built,
+``CRM_ROLLUPS`` is not ``off`` and no stage position is below 0, else from one window over
+the deals' history — the same rows.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile, period_start
+from crm_data.dialects import days_between, not_materialized, percentile, period_start
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, on_period_grid, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
@@ -383,12 +390,34 @@ def _stored_funnel_masks(
 # ---------------------------------------------------------------- open pipeline
 
 
-def _current_stage(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
+def current_stage(c: sa.Connection, deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
     """Every deal of ``deals_cte`` once, with its columns and its latest
-    ``deal_stage_history`` row's ``stage`` and ``entered_at`` (entered before ``as_of`` when
-    given; both NULL for a deal without such a row; ties broken by the higher stage
+    ``deal_stage_history`` row's ``stage`` and ``entered_at`` (entered at or before ``as_of``
+    when given; both NULL for a deal without such a row; ties broken by the higher stage
     position — a stage missing from pipeline_stages (NULL position) counts as lower than
     every known one — then stage name).
+
+    From the stored visits (:func:`_stored_current`) when they are built, ``CRM_ROLLUPS``
+    is not ``off`` and every stage of ``pipeline_stages`` has a position ≥ 0
+    (:func:`visits_hold_current`), else one window over the deals' history
+    (:func:`_window_current`): the same rows."""
+    return (_stored_current if visits_hold_current(c) else _window_current)(deals_cte, as_of)
+
+
+def visits_hold_current(c: sa.Connection) -> bool:
+    """The stored visits (:mod:`kpis.stage_visits`) give :func:`current_stage`: they are
+    readable (``kpis.stage_durations``' gating) and no stage of ``pipeline_stages`` has a
+    position below 0 or NULL (the visits' order of the stages at one instant is then the
+    window's)."""
+    if not (rollups.enabled() and stage_visits.available(c)):
+        return False
+    position = schema.pipeline_stages.c.position
+    below = sa.select(sa.func.count()).where(sa.or_(position < 0, position.is_(None)))
+    return c.execute(below).scalar_one() == 0
+
+
+def _ranked_current(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
+    """:func:`current_stage` by one window over the history of the deals of ``deals_cte``.
 
     The deals are joined (left) to their history and ranked within each deal in one
     window, nothing joined after it: with the ranked rows joined back to the deals on
@@ -423,6 +452,50 @@ def _current_stage(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
     )
 
 
+def _window_current(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
+    """:func:`current_stage` from the base tables: :func:`_ranked_current` of every deal."""
+    return _ranked_current(deals_cte, as_of)
+
+
+def _stored_current(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery:
+    """:func:`current_stage` from the stored visits (:mod:`kpis.stage_visits`).
+
+    A visit is current at ``as_of`` when ``entered_at ≤ as_of`` and its end (the deal's
+    next history row in the visits' order, any stage, else the won / lost deal's
+    closed_at) is NULL or after ``as_of`` (``as_of`` None: the end is NULL). Then no
+    history row entered by ``as_of`` follows it in the visits' order (by entered_at, the
+    rows of one instant by (position, stage), a stage missing from the table first): it is
+    the row the window ranks first, whose order is the same when no position is below 0
+    (the caller checks). Rows entered at one instant end at that instant but the last, so
+    only the last can be current. A deal without a current visit (its latest row by
+    ``as_of`` is a closed stage or one missing from the table, or it has none): the window
+    over its own history only (:func:`_ranked_current`)."""
+    visits, keys = stage_visits.TABLE, stage_visits.stage_keys()
+    if as_of is None:
+        current = visits.c.ended_at.is_(None)
+    else:
+        current = sa.and_(
+            visits.c.entered_at <= as_of, sa.or_(visits.c.ended_at.is_(None), visits.c.ended_at > as_of)
+        )
+    running = (
+        sa.select(*deals_cte.c, keys.c.stage, visits.c.entered_at)
+        .select_from(
+            deals_cte.join(visits, visits.c.deal_id == deals_cte.c.deal_id).join(
+                keys, keys.c.stage_key == visits.c.stage_key
+            )
+        )
+        .where(current)
+        .cte("running")
+    )
+    rest = (
+        sa.select(*deals_cte.c)
+        .where(deals_cte.c.deal_id.not_in(sa.select(running.c.deal_id)))
+        .cte("without_running_visit")
+    )
+    ranked = _ranked_current(rest, as_of)
+    return sa.union_all(sa.select(*running.c), sa.select(*ranked.c)).subquery("latest")
+
+
 def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
     """Weighted pipeline (stage probabilities) by current stage.
 
@@ -447,14 +520,14 @@ def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
         .where(deals.c.status == "open", *scope(f, deals))
         .cte("open_deals")
     )
-    latest = _current_stage(open_deals, None)
-    stage = sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage")
-    statement = sa.select(
-        stage,
-        sa.func.count().label("open_deals"),
-        sa.func.sum(sa.func.coalesce(latest.c.amount, 0.0)),
-    ).group_by(stage)
     with connection(conn) as c:
+        latest = current_stage(c, not_materialized(open_deals), None)
+        stage = sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage")
+        statement = sa.select(
+            stage,
+            sa.func.count().label("open_deals"),
+            sa.func.sum(sa.func.coalesce(latest.c.amount, 0.0)),
+        ).group_by(stage)
         stages = _stages(c)
         found = {s: (int(n), float(a or 0.0)) for s, n, a in c.execute(statement)}
     out = pd.DataFrame(
@@ -488,7 +561,7 @@ def _as_of(f: Filters, now: dt.datetime | None) -> dt.datetime:
     return min(current, f.end_ts)
 
 
-def _open_at(f: Filters, as_of: dt.datetime, dialect: sa.Dialect) -> sa.CTE:
+def _open_at(c: sa.Connection, f: Filters, as_of: dt.datetime) -> sa.CTE:
     """Deals open at ``as_of`` with their stage then and days in it.
 
     Open at t: ``created_at ≤ t`` and (``closed_at > t``, or no ``closed_at`` and status
@@ -504,13 +577,13 @@ def _open_at(f: Filters, as_of: dt.datetime, dialect: sa.Dialect) -> sa.CTE:
         )
         .cte("open_at")
     )
-    latest = _current_stage(open_deals, as_of)
+    latest = current_stage(c, not_materialized(open_deals), as_of)
     entered = sa.func.coalesce(latest.c.entered_at, latest.c.created_at)
     return sa.select(
         latest.c.deal_id,
         sa.func.coalesce(latest.c.stage, NO_STAGE).label("stage"),
         entered.label("entered_at"),
-        days_between(dialect, entered, sa.literal(as_of, sa.DateTime())).label("age"),
+        days_between(c.dialect, entered, sa.literal(as_of, sa.DateTime())).label("age"),
     ).cte("aged")
 
 
@@ -529,7 +602,7 @@ def open_deal_aging(conn: Bind, f: Filters, now: dt.datetime | None = None) -> p
     with deals. Columns: stage, open_deals, median_age_days, p90_age_days, over_90_days.
     """
     with connection(conn) as c:
-        aged = _open_at(f, _as_of(f, now), c.dialect)
+        aged = _open_at(c, f, _as_of(f, now))
         statement = sa.select(
             aged.c.stage,
             sa.func.count(),
@@ -566,7 +639,7 @@ def stuck_deals(
     """
     deals, accounts, users = schema.deals, schema.accounts, schema.users
     with connection(conn) as c:
-        aged = _open_at(f, _as_of(f, now), c.dialect)
+        aged = _open_at(c, f, _as_of(f, now))
         conditions = [aged.c.age >= min_days]
         if stage is not None:
             conditions.append(aged.c.stage == stage)

@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between
+from crm_data.dialects import days_between, not_materialized
 from kpis.churn import CHURN_DIMENSIONS, NOT_SET, customer_flows
 from kpis.complaints import COMPLAINT_CATEGORIES
 from kpis.core import connection, naive_timestamps, period_end, period_starts
@@ -63,10 +63,10 @@ from kpis.pipeline import (
     WIN_RATE_DIMENSIONS,
     _as_of,
     _created_deals,
-    _current_stage,
     _literal_table,
     _open_at,
     _stages,
+    current_stage,
 )
 from kpis.revenue import FOREVER
 from kpis.service import BREAKDOWNS as TICKET_BREAKDOWNS
@@ -260,7 +260,7 @@ def open_deals(
     of min(now, end), longest in the stage first (``kpis.stuck_deals`` with no minimum age)."""
     deals = schema.deals
     with connection(conn) as c:
-        aged = _open_at(f, _as_of(f, now), c.dialect)
+        aged = _open_at(c, f, _as_of(f, now))
         joined, names = _names(deals)
         conditions = [] if stage is None else [aged.c.stage == stage]
         statement = (
@@ -289,28 +289,29 @@ def pipeline_deals(conn: Bind, f: Filters, stage: str | None = None, limit: int 
     open_deals = (
         sa.select(deals.c.deal_id).where(deals.c.status == "open", *scope(f, deals)).cte("open_deals")
     )
-    latest = _current_stage(open_deals, None)
-    current = sa.func.coalesce(latest.c.stage, NO_STAGE)
-    amount = sa.func.coalesce(deals.c.amount, sa.literal(0.0, sa.Double()))
-    joined, names = _names(deals)
-    source = joined.join(latest, latest.c.deal_id == deals.c.deal_id)  # every open deal once
-    source = source.outerjoin(stages, stages.c.stage == latest.c.stage)
-    statement = (
-        sa.select(
-            deals.c.deal_id,
-            deals.c.name.label("deal"),
-            *names,
-            current.label("stage"),
-            amount.label("amount"),
-            stages.c.probability,
-            (amount * stages.c.probability).label("weighted_amount"),
-            deals.c.created_at,
-            latest.c.entered_at,
+    with connection(conn) as c:
+        latest = current_stage(c, not_materialized(open_deals), None)
+        current = sa.func.coalesce(latest.c.stage, NO_STAGE)
+        amount = sa.func.coalesce(deals.c.amount, sa.literal(0.0, sa.Double()))
+        joined, names = _names(deals)
+        source = joined.join(latest, latest.c.deal_id == deals.c.deal_id)  # every open deal once
+        source = source.outerjoin(stages, stages.c.stage == latest.c.stage)
+        statement = (
+            sa.select(
+                deals.c.deal_id,
+                deals.c.name.label("deal"),
+                *names,
+                current.label("stage"),
+                amount.label("amount"),
+                stages.c.probability,
+                (amount * stages.c.probability).label("weighted_amount"),
+                deals.c.created_at,
+                latest.c.entered_at,
+            )
+            .select_from(source)
+            .where(*([] if stage is None else [current == stage]))
         )
-        .select_from(source)
-        .where(*([] if stage is None else [current == stage]))
-    )
-    return _fetch(conn, statement, [amount.desc(), deals.c.deal_id], limit, ("created_at", "entered_at"))
+        return _fetch(c, statement, [amount.desc(), deals.c.deal_id], limit, ("created_at", "entered_at"))
 
 
 def funnel_deals(

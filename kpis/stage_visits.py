@@ -22,7 +22,9 @@ deals won or lost in its range (the deal's status and closed_at are stored besid
 visit too): per open stage, the learning deals through it, the won ones and the median
 days from the last entry to closed_at — one aggregate over these rows, grouped by stage.
 ``funnel`` reads the first visits of the deals created in its range (the open funnel
-stages each deal entered). Neither holds a closed stage nor a stage missing from
+stages each deal entered). :func:`kpis.pipeline.current_stage` (the open deals' current
+stage of the weighted pipeline, the aging and the forecast) reads the visit running at its
+instant (entered by then, ended after it or not at all). Neither holds a closed stage nor a stage missing from
 ``pipeline_stages``: their readers take those from the base tables. The accounts are not
 stored: a change of an account's dimensions changes no visit.
 

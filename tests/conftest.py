@@ -201,7 +201,7 @@ def make_db(
 VISIT_READERS = (
     ("kpis.sales", "_stage_visits", "_stored_visits"),
     ("forecasting.pipeline", "_learning_pass", "_stored_learning"),
-    ("forecasting.pipeline", "_latest_rows", "_stored_latest_rows"),
+    ("kpis.pipeline", "_window_current", "_stored_current"),
     ("kpis.pipeline", "_funnel_masks", "_stored_funnel_masks"),
 )
 

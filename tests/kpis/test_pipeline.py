@@ -82,8 +82,9 @@ def engine(db: sa.Engine) -> sa.Engine:
 
 
 @pytest.fixture
-def funnel_engine(engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]) -> sa.Engine:
-    """``engine``, with the funnel read from the base tables or from the stored visits."""
+def visits_engine(engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]) -> sa.Engine:
+    """``engine``, with the funnel and the open deals' current stages read from the base
+    tables or from the stored visits."""
     return visits_path(engine)
 
 
@@ -203,8 +204,8 @@ def test_win_rate_by_owner_source_product_and_empty(engine: sa.Engine) -> None:
         win_rate_by(engine, Q1, "colour")
 
 
-def test_funnel_in_order_and_any(funnel_engine: sa.Engine) -> None:
-    out = funnel(funnel_engine, Q1)
+def test_funnel_in_order_and_any(visits_engine: sa.Engine) -> None:
+    out = funnel(visits_engine, Q1)
     # Funnel stages: Lead 1, Qualified 2, Proposal 3, Negotiation 4, Closed Won 5 (Closed Lost left out).
     # Deals created in Q1 = 7. Stages entered (rank):
     #   D1 {1,2,3,4,5} prefix 5 max 5 | D2 {1,2} prefix 2 max 2 (Closed Lost not a funnel stage)
@@ -224,13 +225,13 @@ def test_funnel_in_order_and_any(funnel_engine: sa.Engine) -> None:
     assert out["cumulative_conversion_any"].tolist() == pytest.approx([6 / 7, 6 / 7, 4 / 7, 3 / 7, 3 / 7])
 
 
-def test_funnel_segment_and_empty(funnel_engine: sa.Engine) -> None:
-    smb = funnel(funnel_engine, Q1.replace(segments=["SMB"]))
+def test_funnel_segment_and_empty(visits_engine: sa.Engine) -> None:
+    smb = funnel(visits_engine, Q1.replace(segments=["SMB"]))
     # D1, D3, D4, D9 (4 created): in order 4, 3, 3, 2, 2; any 4, 4, 4, 3, 3
     assert smb["reached_in_order"].tolist() == [4, 3, 3, 2, 2]
     assert smb["reached_any"].tolist() == [4, 4, 4, 3, 3]
     assert smb["cumulative_conversion_any"].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.75, 0.75])
-    empty = funnel(funnel_engine, Q1.replace(segments=["Nobody"]))
+    empty = funnel(visits_engine, Q1.replace(segments=["Nobody"]))
     assert empty["reached_any"].tolist() == [0, 0, 0, 0, 0]
     assert empty["step_conversion_in_order"].isna().all() and empty["cumulative_conversion_any"].isna().all()
 
@@ -260,8 +261,8 @@ def test_funnel_counts_a_closed_won_row_of_a_deal_not_won_and_a_won_deal_without
     )
 
 
-def test_weighted_pipeline(engine: sa.Engine) -> None:
-    out = weighted_pipeline(engine, Q1).set_index("stage")
+def test_weighted_pipeline(visits_engine: sa.Engine) -> None:
+    out = weighted_pipeline(visits_engine, Q1).set_index("stage")
     # Open deals now (the date range does not matter): D4, D5, D6, D8, D10
     #   D4 latest entry Qualified (Mar 10, re-entered) 2000; D5 Qualified 400; D8 Negotiation 900;
     #   D10 Proposal 50; D6 no history -> "(no stage)" 700
@@ -271,11 +272,11 @@ def test_weighted_pipeline(engine: sa.Engine) -> None:
     # weighted: 0, 2400 × 0.25 = 600, 50 × 0.5 = 25, 900 × 0.75 = 675, NaN
     assert out["weighted_amount"].iloc[:4].tolist() == pytest.approx([0.0, 600.0, 25.0, 675.0])
     assert math.isnan(out.loc["(no stage)", "weighted_amount"])
-    smb = weighted_pipeline(engine, Q1.replace(segments=["SMB"])).set_index("stage")
+    smb = weighted_pipeline(visits_engine, Q1.replace(segments=["SMB"])).set_index("stage")
     # SMB: only D4 (D5 has no account, D6/D8 are Mid-Market, D10 Enterprise); no "(no stage)" row
     assert smb["open_deals"].tolist() == [0, 1, 0, 0]
     assert smb.loc["Qualified", "weighted_amount"] == pytest.approx(500.0)
-    u2 = weighted_pipeline(engine, Q1.replace(owners=["U2"])).set_index("stage")
+    u2 = weighted_pipeline(visits_engine, Q1.replace(owners=["U2"])).set_index("stage")
     assert u2.loc["Qualified", "weighted_amount"] == pytest.approx(100.0)  # D5 400 × 0.25
     assert u2.loc["Proposal", "weighted_amount"] == pytest.approx(25.0)  # D10
 
@@ -298,9 +299,9 @@ def test_two_pipeline_figures_have_two_names_each_saying_how_it_differs() -> Non
         assert " ".join(entry.definition.split()) in " ".join(inspect.getdoc(function).split())
 
 
-def test_open_deal_aging_reconstructs_the_end_of_the_range(engine: sa.Engine) -> None:
+def test_open_deal_aging_reconstructs_the_end_of_the_range(visits_engine: sa.Engine) -> None:
     f = Filters("2024-01-01", "2024-03-12")  # as of min(now, 2024-03-12 00:00) = 2024-03-12
-    out = open_deal_aging(engine, f).set_index("stage")
+    out = open_deal_aging(visits_engine, f).set_index("stage")
     # Open at Mar 12: D4 (open), D5 (created Mar 1), D9 (won later, closed Mar 15), D10 (open since Oct)
     #   D3 closed Mar 1 -> no; D6 created Mar 20 -> no.
     # D4 Qualified since Mar 10 -> 2 days; D5 Qualified since Mar 5 -> 7 days
@@ -315,7 +316,7 @@ def test_open_deal_aging_reconstructs_the_end_of_the_range(engine: sa.Engine) ->
     assert out.loc["Negotiation", "median_age_days"] == pytest.approx(16.0)
     assert out.loc["Proposal", "p90_age_days"] == pytest.approx(132.0)
     assert out["over_90_days"].tolist() == [0, 0, 1, 0]
-    later = open_deal_aging(engine, Q1).set_index("stage")
+    later = open_deal_aging(visits_engine, Q1).set_index("stage")
     # as of Apr 1 00:00: D4 22 d, D5 27 d (Qualified); D10 152 d; D8 created exactly Apr 1 -> Lead, 0 d;
     # D6 no history -> "(no stage)" since Mar 20 -> 12 d
     assert later["open_deals"].tolist() == [1, 2, 1, 0, 1]
@@ -324,9 +325,9 @@ def test_open_deal_aging_reconstructs_the_end_of_the_range(engine: sa.Engine) ->
     assert later.loc["Lead", "median_age_days"] == pytest.approx(0.0)
 
 
-def test_stuck_deals_drill_down(engine: sa.Engine) -> None:
+def test_stuck_deals_drill_down(visits_engine: sa.Engine) -> None:
     f = Filters("2024-01-01", "2024-03-12")
-    out = stuck_deals(engine, f, "Qualified")
+    out = stuck_deals(visits_engine, f, "Qualified")
     for column in ["deal_id", "name", "account", "owner", "amount", "stage", "entered_at", "days_in_stage"]:
         assert column in out.columns
     # D5 7 days (no account, owner Ugo), then D4 2 days (Alpha, Uma)
@@ -335,11 +336,82 @@ def test_stuck_deals_drill_down(engine: sa.Engine) -> None:
     assert pd.isna(out["account"].iloc[0]) and out["account"].iloc[1] == "Alpha"
     assert out["owner"].tolist() == ["Ugo", "Uma"]
     assert pd.Timestamp(out["entered_at"].iloc[1]) == pd.Timestamp("2024-03-10")
-    assert stuck_deals(engine, f, "Qualified", min_days=5)["deal_id"].tolist() == ["D5"]
-    assert stuck_deals(engine, f.replace(segments=["SMB"]), "Qualified")["deal_id"].tolist() == ["D4"]
-    every = stuck_deals(engine, f, None, limit=2)
+    assert stuck_deals(visits_engine, f, "Qualified", min_days=5)["deal_id"].tolist() == ["D5"]
+    assert stuck_deals(visits_engine, f.replace(segments=["SMB"]), "Qualified")["deal_id"].tolist() == ["D4"]
+    every = stuck_deals(visits_engine, f, None, limit=2)
     assert every["deal_id"].tolist() == ["D10", "D9"]  # 132 and 16 days
-    assert stuck_deals(engine, f, "Lead").empty
+    assert stuck_deals(visits_engine, f, "Lead").empty
+
+
+#: Current-stage cases (all created 2024-01-01, account A1): ties at one instant, a closed
+#: stage as the latest row, a stage missing from pipeline_stages, rows after the instant.
+CURRENT_DEALS = [
+    deal("T1", "A1", "U1", "P1", "web", "2024-01-01", "open", None, 100.0),
+    deal("T2", "A1", "U1", "P1", "web", "2024-01-01", "open", None, 200.0),
+    deal("T3", "A1", "U1", "P1", "web", "2024-01-01", "open", None, 400.0),
+    deal("T4", "A1", "U1", "P1", "web", "2024-01-01", "open", None, 800.0),
+    deal("T5", "A1", "U1", "P1", "web", "2024-01-01", "won", "2024-03-01", 1600.0),
+    deal("T6", "A1", "U1", "P1", "web", "2024-01-01", "lost", "2024-02-10", 3200.0),
+]
+CURRENT_HISTORY = [
+    {"deal_id": deal_id, "stage": stage, "entered_at": ts(stamp)}
+    for deal_id, stage, stamp in [
+        ("T1", "Lead", "2024-01-02"),
+        ("T1", "Qualified", "2024-02-01"),  # tie: Proposal (higher position) is the latest
+        ("T1", "Proposal", "2024-02-01"),
+        ("T1", "Negotiation", "2024-03-01"),
+        ("T2", "Lead", "2024-01-02"),
+        ("T2", "Qualified", "2024-02-10"),  # tie with a closed stage of higher position
+        ("T2", "Closed Lost", "2024-02-10"),
+        ("T3", "Mystery", "2024-01-05"),  # not in pipeline_stages: below Lead at the tie
+        ("T3", "Lead", "2024-01-05"),
+        ("T3", "Qualified", "2024-03-01"),
+        ("T4", "Lead", "2024-03-01"),  # nothing before Mar 1
+        ("T5", "Lead", "2024-01-02"),
+        ("T5", "Proposal", "2024-01-20"),
+        ("T6", "Lead", "2024-01-02"),
+    ]
+]
+
+
+def test_current_stage_ties_closed_latest_rows_and_an_instant_between_entries(
+    db: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
+    load(db, BASE, {"deals": CURRENT_DEALS, "deal_stage_history": CURRENT_HISTORY})
+    engine = visits_path(db)
+    later = pd.Timestamp("2024-12-01").to_pydatetime()
+    # Now (open: T1..T4): T1 Negotiation 100, T2 Closed Lost 200, T3 Qualified 400, T4 Lead 800
+    now = weighted_pipeline(engine, Q1).set_index("stage")
+    assert list(now.index) == ["Lead", "Qualified", "Proposal", "Negotiation", "Closed Lost"]
+    assert now["open_deals"].tolist() == [1, 1, 0, 1, 1]
+    assert now["amount"].tolist() == pytest.approx([800.0, 400.0, 0.0, 100.0, 200.0])
+    # 800 × 0.1, 400 × 0.25, 0, 100 × 0.75, 200 × 0
+    assert now["weighted_amount"].tolist() == pytest.approx([80.0, 100.0, 0.0, 75.0, 0.0])
+    # As of Feb 15 (between Feb 1 / Feb 10 and Mar 1); open then: T1..T4, T5 (closed Mar 1)
+    #   T1 Proposal since Feb 1 (14 d), T2 Closed Lost since Feb 10 (5 d), T3 Lead since
+    #   Jan 5 (41 d), T4 no row yet -> "(no stage)" since Jan 1 (45 d), T5 Proposal since
+    #   Jan 20 (26 d); T6 closed Feb 10.
+    feb15 = Filters("2024-01-01", "2024-02-15")
+    aging = open_deal_aging(engine, feb15, now=later).set_index("stage")
+    assert list(aging.index) == ["Lead", "Qualified", "Proposal", "Negotiation", "Closed Lost", "(no stage)"]
+    assert aging["open_deals"].tolist() == [1, 0, 2, 0, 1, 1]
+    # Proposal ages [14, 26]: median 20, p90 = 14 + 0.9 × 12 = 24.8
+    assert aging.loc["Proposal", "median_age_days"] == pytest.approx(20.0)
+    assert aging.loc["Proposal", "p90_age_days"] == pytest.approx(24.8)
+    assert aging.loc["Lead", "median_age_days"] == pytest.approx(41.0)
+    stuck = stuck_deals(engine, feb15, None, now=later)
+    assert stuck["deal_id"].tolist() == ["T4", "T3", "T5", "T1", "T2"]
+    assert stuck["stage"].tolist() == ["(no stage)", "Lead", "Proposal", "Proposal", "Closed Lost"]
+    assert stuck["days_in_stage"].tolist() == pytest.approx([45.0, 41.0, 26.0, 14.0, 5.0])
+    entered = ["2024-01-01", "2024-01-05", "2024-01-20", "2024-02-01", "2024-02-10"]
+    assert stuck["entered_at"].tolist() == [pd.Timestamp(d) for d in entered]
+    # As of Feb 1 00:00, the instant of T1's tie: T1 Proposal 0 d; T2, T6 Lead since Jan 2
+    # (30 d); T3 Lead 27 d; T4 "(no stage)" 31 d; T5 Proposal since Jan 20 (12 d). Equal
+    # ages by deal_id.
+    feb1 = stuck_deals(engine, Filters("2024-01-01", "2024-02-01"), None, now=later)
+    assert feb1["deal_id"].tolist() == ["T4", "T2", "T6", "T3", "T5", "T1"]
+    assert feb1["stage"].tolist() == ["(no stage)", "Lead", "Lead", "Lead", "Proposal", "Proposal"]
+    assert feb1["days_in_stage"].tolist() == pytest.approx([31.0, 30.0, 30.0, 27.0, 12.0, 0.0])
 
 
 def test_results_agree_across_databases(make_db) -> None:

@@ -30,6 +30,13 @@ def crm(db):
     return fixtures.load(db)
 
 
+@pytest.fixture
+def visits_crm(crm, visits_path):
+    """``crm``, with the open deals' current stages read from the base tables or from the
+    stored visits."""
+    return visits_path(crm)
+
+
 def _ids(records, column: str) -> list[str]:
     return sorted(records.frame[column])
 
@@ -113,15 +120,15 @@ def test_sales_cycle_deals_and_histogram_bins(crm):
         assert found.total == row["deals"]
 
 
-def test_open_deals_behind_the_aging(crm):
+def test_open_deals_behind_the_aging(visits_crm):
     now = dt.datetime(2024, 4, 15)
     # open on 15 Apr: D5 in Proposal (since 10 Feb), D8 in Lead (since 10 Mar)
-    aging = kpis.open_deal_aging(crm, JAN_TO_APR, now=now)
+    aging = kpis.open_deal_aging(visits_crm, JAN_TO_APR, now=now)
     from kpis.records import open_deals
 
     for stage, count in zip(aging["stage"], aging["open_deals"], strict=True):
-        assert open_deals(crm, JAN_TO_APR, stage, now=now).total == count
-    proposal = open_deals(crm, JAN_TO_APR, "Proposal", now=now)
+        assert open_deals(visits_crm, JAN_TO_APR, stage, now=now).total == count
+    proposal = open_deals(visits_crm, JAN_TO_APR, "Proposal", now=now)
     assert list(proposal.frame["deal_id"]) == ["D5"]
     assert proposal.frame.loc[0, "days_in_stage"] == pytest.approx(65.0)  # 10 Feb -> 15 Apr (leap year)
     assert proposal.frame.loc[0, "account"] == "Delta LLC"
@@ -161,14 +168,14 @@ def test_deals_behind_the_time_in_each_stage(crm):
     assert lead.total == kpis.stage_durations(crm, february, now=now).set_index("stage").loc["Lead", "deals"]
 
 
-def test_open_deals_behind_the_weighted_pipeline(crm):
+def test_open_deals_behind_the_weighted_pipeline(visits_crm):
     # open: D5 (800, current stage Proposal, probability 0.6), D8 (700, Lead, 0.1)
-    pipeline = kpis.weighted_pipeline(crm, JAN_TO_APR)
-    everything = records_for("pipeline", crm, JAN_TO_APR)
+    pipeline = kpis.weighted_pipeline(visits_crm, JAN_TO_APR)
+    everything = records_for("pipeline", visits_crm, JAN_TO_APR)
     assert list(everything.frame["deal_id"]) == ["D5", "D8"]  # largest amount first
     assert list(everything.frame["weighted_amount"]) == pytest.approx([480.0, 70.0])
     for _, row in pipeline.iterrows():
-        found = records_for("pipeline", crm, JAN_TO_APR, group=row["stage"])
+        found = records_for("pipeline", visits_crm, JAN_TO_APR, group=row["stage"])
         assert found.total == row["open_deals"], row["stage"]
         assert found.frame["amount"].sum() == pytest.approx(row["amount"])
 
