@@ -157,6 +157,27 @@ def fixture_rows() -> dict[str, list[dict[str, object]]]:
     return {"accounts": accounts, "pipeline_stages": stages, "deals": deals, "deal_stage_history": history}  # fmt: skip
 
 
+def _add_open_deals(
+    engine: sa.Engine, amounts: dict[str, float], history: list[tuple[str, str, str]]
+) -> None:
+    """Add open deals of account A1 created 2026-11-01 (deal -> amount) and history rows
+    (deal, stage, entered on that day) to the fixture."""
+    deals = [
+        {
+            "deal_id": deal,
+            "account_id": "A1",
+            "amount": amount,
+            "created_at": t("2026-11-01"),
+            "status": "open",
+        }
+        for deal, amount in amounts.items()
+    ]
+    rows = [{"deal_id": deal, "stage": stage, "entered_at": t(entered)} for deal, stage, entered in history]
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.deals), deals)
+        c.execute(sa.insert(schema.deal_stage_history), rows)
+
+
 @pytest.fixture
 def engine(db: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]) -> sa.Engine:
     """The fixture's rows, on each path of the learning (base tables, stored visits)."""
@@ -389,9 +410,10 @@ def test_open_deals_in_a_closed_or_an_unknown_stage_learn_that_stage(
       closed 03-06: 27 d), L0 -> 3 closed, 2 won, no table row -> 2/3 (small sample),
       median 26.5 d -> 11-29 12:00, before today: overdue, 600 × 2/3 = 400.
     Overdue: O2, O3, O4 + O10, O11 = 5 deals, amount 9000 + 1400, expected 4800 + 1200."""
-    history = [
-        {"deal_id": deal, "stage": stage, "entered_at": t(entered)}
-        for deal, stage, entered in (
+    _add_open_deals(
+        engine,
+        {"O10": 800.0, "O11": 600.0},
+        [
             ("W0", "Demo", "2026-02-05"),
             ("W1", "Demo", "2026-02-07"),
             ("L0", "Demo", "2026-03-03"),
@@ -399,21 +421,8 @@ def test_open_deals_in_a_closed_or_an_unknown_stage_learn_that_stage(
             ("O10", "Closed Won", "2026-11-05"),
             ("O11", "Lead", "2026-11-01"),
             ("O11", "Demo", "2026-11-03"),
-        )
-    ]
-    deals = [
-        {
-            "deal_id": deal,
-            "account_id": "A1",
-            "amount": amount,
-            "created_at": t("2026-11-01"),
-            "status": "open",
-        }
-        for deal, amount in (("O10", 800.0), ("O11", 600.0))
-    ]
-    with engine.begin() as c:
-        c.execute(sa.insert(schema.deals), deals)
-        c.execute(sa.insert(schema.deal_stage_history), history)
+        ],
+    )
     pipe = pipeline_forecast(visits_path(engine), FILTERS, months=3, today=TODAY)
     assert (pipe.overdue_deals, pipe.overdue_amount) == (5, pytest.approx(10400.0))
     assert pipe.overdue_expected == pytest.approx(4800.0 + 800.0 + 400.0)
@@ -443,30 +452,18 @@ def test_the_current_stage_among_rows_entered_at_the_same_instant(
     * O13 100: Lead 11-01, then Qualified and Proposal at 11-21 -> Proposal since 11-21 +
       19 d = 12-10: December, 100 × 0.6 = 60.
     December: 4375 + 270 + 60 = 4705 (6 deals)."""
-    history = [
-        {"deal_id": deal, "stage": stage, "entered_at": t(entered)}
-        for deal, stage, entered in (
+    _add_open_deals(
+        engine,
+        {"O12": 900.0, "O13": 100.0},
+        [
             ("O12", "Lead", "2026-11-01"),
             ("O12", "Demo", "2026-11-20"),
             ("O12", "Qualified", "2026-11-20"),
             ("O13", "Lead", "2026-11-01"),
             ("O13", "Qualified", "2026-11-21"),
             ("O13", "Proposal", "2026-11-21"),
-        )
-    ]
-    deals = [
-        {
-            "deal_id": deal,
-            "account_id": "A1",
-            "amount": amount,
-            "created_at": t("2026-11-01"),
-            "status": "open",
-        }
-        for deal, amount in (("O12", 900.0), ("O13", 100.0))
-    ]
-    with engine.begin() as c:
-        c.execute(sa.insert(schema.deals), deals)
-        c.execute(sa.insert(schema.deal_stage_history), history)
+        ],
+    )
     pipe = pipeline_forecast(visits_path(engine), FILTERS, months=3, today=TODAY)
     assert pipe.by_month["expected_revenue"].tolist() == pytest.approx([420.0, 4705.0, 800.0])
     assert pipe.by_month["deals"].tolist() == [1, 6, 1]
