@@ -38,7 +38,7 @@ lint:
 	$(VPY) -m ruff check .
 
 test: install-test lint
-	$(VPY) -m pytest -q -n auto --dist loadgroup --no-loadscope-reorder
+	$(VPY) -m pytest -q -n auto --dist loadgroup --no-loadscope-reorder --durations=40
 
 demo: install
 	$(VPY) -m crm_data demo
