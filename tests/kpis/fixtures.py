@@ -12,7 +12,11 @@ A5 no segment, no owner. Products: P1 "Core", P2 "Addon".
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from datetime import date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -191,6 +195,31 @@ ROWS: dict[str, list[dict]] = {
     "costs": COSTS,
     "payments": PAYMENTS,
 }
+
+
+@contextlib.contextmanager
+def statements_sent(engine: sa.Engine, containing: str) -> Iterator[list[tuple[str, Any]]]:
+    """The (statement, parameters) that ``engine`` sends inside the block and whose text
+    contains ``containing``."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if containing in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def postgresql_plan(engine: sa.Engine, statement: str, parameters: Any) -> dict:
+    """PostgreSQL's plan of ``statement`` with ``parameters`` (``EXPLAIN (FORMAT JSON)``):
+    its top node."""
+    with engine.connect() as c:
+        plan = c.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
+    return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
 
 
 def insert(engine: sa.Engine, table: str, rows: list[dict]) -> None:

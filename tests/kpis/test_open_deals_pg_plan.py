@@ -18,9 +18,6 @@ half sit in Qualified for 31 days, the second half in Lead for 90 days (Jan 2 â†
 from __future__ import annotations
 
 import datetime as dt
-import json
-
-import sqlalchemy as sa
 
 from crm_data.dialects import analyze
 from kpis import Filters
@@ -54,26 +51,13 @@ def test_current_stages_are_not_joined_pair_by_pair(make_db):
     with engine.begin() as c:  # this test's tables only (as test_stage_durations_pg_plan)
         analyze(c, ["accounts", "users", "products", "pipeline_stages", "deals", "deal_stage_history"])
 
-    statements: list[tuple[str, object]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "deal_stage_history" in statement:
-            statements.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with fixtures.statements_sent(engine, "deal_stage_history") as statements:
         aging = open_deal_aging(engine, EU, now=NOW)
         stuck = stuck_deals(engine, EU, "Lead", min_days=90, limit=1000, now=NOW)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
     by_stage = aging.set_index("stage")
     assert by_stage.loc["Lead", "open_deals"] == 300 and by_stage.loc["Qualified", "open_deals"] == 300
     assert by_stage.loc["Lead", "median_age_days"] == 90.0 and by_stage.loc["Qualified", "over_90_days"] == 0
     assert len(stuck) == 300 and set(stuck["days_in_stage"]) == {90.0}
     assert len(statements) == 2
     for statement, parameters in statements:
-        with engine.connect() as c:
-            plan = c.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
-        if isinstance(plan, str):
-            plan = json.loads(plan)
-        assert _pair_joins(plan[0]["Plan"]) == [], statement
+        assert _pair_joins(fixtures.postgresql_plan(engine, statement, parameters)) == [], statement

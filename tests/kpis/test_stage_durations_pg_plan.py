@@ -11,9 +11,6 @@ ANALYZEd, and the plan's estimate for the visits CTE is compared with the visits
 from __future__ import annotations
 
 import datetime as dt
-import json
-
-import sqlalchemy as sa
 
 from crm_data.dialects import analyze
 from kpis import Filters, stage_durations
@@ -56,24 +53,11 @@ def test_visits_cte_estimated_from_statistics(make_db):
         # table of the other tests' scratch schemas too (out of shared memory under -n auto)
         analyze(c, ["accounts", "users", "products", "pipeline_stages", "deals", "deal_stage_history"])
 
-    statements: list[tuple[str, object]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "visits" in statement:
-            statements.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with fixtures.statements_sent(engine, "visits") as statements:
         frame = stage_durations(engine, YEAR, now=NOW)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
     visits = int(frame["finished"].sum() + frame["censored"].sum())
     assert visits > 1000  # the open stages' visits entered before NOW
     ((statement, parameters),) = statements
-    with engine.connect() as c:
-        plan = c.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    estimated = _visits_cte_rows(plan[0]["Plan"])
+    estimated = _visits_cte_rows(fixtures.postgresql_plan(engine, statement, parameters))
     assert estimated is not None
     assert visits / 3 <= estimated <= visits * 3, (estimated, visits)
