@@ -298,7 +298,7 @@ def _stage_history_stats(
     ``stages`` from one pass (:func:`_learning_pass`); a stage missing from it, only when
     its history has one (:func:`_passed_stages`). The same numbers either way."""
     learnt: frozenset[str] | None = None
-    if rollups.enabled() and stage_visits.available(c):
+    if rollups.visits_readable(c):
         closed_count, won_count, rows, open_stages = _stored_learning(c, f)
         if every_stage or not open_stages:
             # empty open_stages: _passed_stages gives every stage (the visits hold none)

@@ -240,7 +240,7 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
             return pd.DataFrame(columns=columns)
         if len(stages) > MAX_FUNNEL_STAGES:
             raise ValueError(f"a funnel of more than {MAX_FUNNEL_STAGES} stages is not supported")
-        if rollups.enabled() and stage_visits.available(c):
+        if rollups.visits_readable(c):
             masks, created = _stored_funnel_masks(c, f, stages)
         else:
             masks = _funnel_masks(c, f, stages)
@@ -409,7 +409,7 @@ def visits_hold_current(c: sa.Connection) -> bool:
     readable (``kpis.stage_durations``' gating) and no stage of ``pipeline_stages`` has a
     position below 0 or NULL (the visits' order of the stages at one instant is then the
     window's)."""
-    if not (rollups.enabled() and stage_visits.available(c)):
+    if not rollups.visits_readable(c):
         return False
     position = schema.pipeline_stages.c.position
     below = sa.select(sa.func.count()).where(sa.or_(position < 0, position.is_(None)))

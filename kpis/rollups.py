@@ -868,6 +868,14 @@ def enabled() -> bool:
     return os.environ.get("CRM_ROLLUPS", "on").strip().lower() not in ("off", "0", "false", "no")
 
 
+def visits_readable(conn: sa.Connection) -> bool:
+    """The stored stage visits are read (by ``stage_durations``, ``funnel``,
+    ``current_stage`` and ``pipeline_forecast``'s learning): the roll-ups are on
+    (:func:`enabled`) and the visits are built and readable
+    (:func:`kpis.stage_visits.available`)."""
+    return enabled() and stage_visits.available(conn)
+
+
 def answers(f: Filters, freq: str) -> bool:
     """True when the roll-ups can answer these filters: no owners and no products (not
     roll-up dimensions), neither chosen nor limited by the scope. Any date range: see

@@ -249,7 +249,7 @@ def stage_durations(
     with connection(conn) as c:
         dialect = c.dialect
         keys = stage_visits.stage_keys()
-        if rollups.enabled() and stage_visits.available(c):
+        if rollups.visits_readable(c):
             visits, counts = _stored_visits(dialect, f, censor)
         else:
             visits, counts = _stage_visits(dialect, f, censor, keys)
