@@ -351,6 +351,20 @@ def bitmap_agg(dialect: sa.Dialect, value: ColumnElement[int], low: int, high: i
     return None
 
 
+def bytewise(dialect: sa.Dialect, text: ColumnElement[str]) -> ColumnElement[str]:
+    """``text`` compared byte by byte, for a ``DISTINCT`` of identifiers, where only equality
+    matters (PostgreSQL: ``COLLATE "C"``; elsewhere unchanged).
+
+    PostgreSQL's ``count(DISTINCT …)`` sorts each group's values; under the database's
+    collation (``C.UTF-8``, ``en_US.UTF-8``: libc's ``strcoll``, and no abbreviated keys)
+    that sort costs a fifth of ``kpis.revenue``'s statement over one product's payments at
+    100k accounts (0.28 → 0.23 s). A deterministic collation's equality is byte equality,
+    so the distinct values, and their count, are the same."""
+    if dialect.name == "postgresql":
+        return sa.collate(text, "C")
+    return text
+
+
 def distinct_count_in_range(
     dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int
 ) -> ColumnElement[int] | None:
