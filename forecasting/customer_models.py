@@ -709,6 +709,41 @@ class _BgNbdTerms:
         return np.array([np.sum(self.weights * d) for d in (d_r, d_alpha, d_a, d_b)])
 
 
+#: Columns with at most this many distinct values are sorted by their (uint16) codes.
+_SMALL_CARDINALITY = 1 << 16
+
+
+def _small_codes(column: np.ndarray) -> np.ndarray | None:
+    """Per value of ``column`` a uint16 code in its order (equal values, equal codes), or
+    None when it has more than 65,536 distinct values: the value itself for whole numbers
+    0 … 65,535 (frequencies), else its index among the sorted distinct values."""
+    if column.min() >= 0 and column.max() < _SMALL_CARDINALITY:
+        whole = column.astype(np.uint16)
+        if np.array_equal(whole, column):
+            return whole
+    codes, distinct = pd.factorize(column, sort=True)  # a hash table: ~5× np.unique's speed
+    return codes.astype(np.uint16) if len(distinct) <= _SMALL_CARDINALITY else None
+
+
+def _lexicographic_order(columns: tuple[np.ndarray, ...]) -> np.ndarray:
+    """An order of the rows that sorts them lexicographically (first column first):
+    ``np.lexsort(columns[::-1])`` up to the order among identical rows, which no caller
+    reads. Without NaN and −0.0 (where equal would not mean bitwise equal), the last
+    column is sorted by value (one unstable sort) and the ones before it, right to left,
+    by stable radix sorts of their uint16 codes (the histories' 37 frequencies and 127
+    recencies, a frequency before 680k mean spends): ~4× faster than the three (two)
+    merge sorts of the float columns at 1M accounts; otherwise ``np.lexsort``."""
+    if any(np.isnan(c).any() or (np.signbit(c) & (c == 0)).any() for c in columns):
+        return np.lexsort(columns[::-1])
+    codes = [_small_codes(c) for c in columns[:-1]]
+    if any(c is None for c in codes):
+        return np.lexsort(columns[::-1])
+    order = np.argsort(columns[-1])
+    for code in reversed(codes):
+        order = order[np.argsort(code[order], kind="stable")]
+    return order
+
+
 def _sorted_rows(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """The distinct rows of the columns in lexicographic order (first column first), how
     often each occurs, and per input row the index of its distinct row: what
@@ -719,7 +754,7 @@ def _sorted_rows(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np
     n = len(columns[0])
     if n == 0:
         return [c[:0] for c in columns], np.zeros(0), np.zeros(0, dtype=np.intp)
-    order = np.lexsort(columns[::-1])
+    order = _lexicographic_order(columns)
     ordered = [c[order] for c in columns]
     new = np.zeros(n, dtype=bool)
     new[0] = True
@@ -1654,9 +1689,24 @@ def _ranked(accounts: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
     if not ids.is_monotonic_increasing:
         ranked = accounts.sort_values(["inactive_probability", "account_id"], ascending=[False, True])
         return ranked.reset_index(drop=True), None
-    probability = accounts["inactive_probability"].to_numpy(dtype=float)
-    order = np.lexsort((np.arange(len(accounts)), -np.nan_to_num(probability), np.isnan(probability)))
+    order = _descending_order(accounts["inactive_probability"].to_numpy(dtype=float))
     return accounts.iloc[order].reset_index(drop=True), order
+
+
+def _descending_order(values: np.ndarray) -> np.ndarray:
+    """The positions of ``values`` highest first, NaN last, ties in position order:
+    ``np.lexsort((np.arange(n), -np.nan_to_num(values), np.isnan(values)))``, as one stable
+    sort of small integer codes (a radix sort when there are fewer than 65,536 distinct
+    values: the probabilities of ~19k histories at 1M accounts, ~15× faster than the
+    lexsort). The code of a value is its rank among the distinct −nan_to_num(values) (−0.0
+    and 0.0 one value, as the comparisons see them), NaN after all of them."""
+    descending = -np.nan_to_num(values) + 0.0  # + 0.0: −0.0 becomes 0.0
+    codes, distinct = pd.factorize(descending, sort=True)
+    missing = np.isnan(values)
+    codes[missing] = len(distinct)
+    if len(distinct) < _SMALL_CARDINALITY:
+        codes = codes.astype(np.uint16)
+    return np.argsort(codes, kind="stable")
 
 
 @single_threaded_blas()
@@ -1690,7 +1740,7 @@ def churn_risk(
         summary, counts = customer_summary_split(conn, f, split_day, unit=unit, as_of=as_of, names=names)
     problems: list[str] = []
     transactions = spend = None
-    accounts = summary.copy()
+    accounts = summary.copy(deep=False)  # new columns only: the summary's are not copied
     histories: list[np.ndarray] = []
     if summary.empty:
         problems.append("No account paid in this selection.")
