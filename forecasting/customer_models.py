@@ -835,14 +835,16 @@ def _future_transactions_steps(
     depend on t): the CLV's 53 horizons cost one node computation, not 53. Each step's
     (rows × nodes) terms −expm1(−(r + x) · log1p(p · t ÷ (α + T))) ÷ p · weight are computed
     in one reused buffer (the same operations in the same order, without a new array per
-    operation: ~25 % less time)."""
+    operation: ~25 % less time), as expm1(…) ÷ p · (−weight): the same numbers bit for bit,
+    one pass over the buffer fewer."""
     out = np.empty((len(steps), *x.shape), dtype=float)
     for value in np.unique(x):
         rows = np.flatnonzero(x == value)
         p, weights = _beta_nodes(a, b + value)
         age = alpha + T[rows]
         exponent = -(r + value)
-        nodes, node_weights = p[None, :], weights[None, :]
+        # −e ÷ p · w = e ÷ p · (−w) bit for bit (negation is exact): one pass fewer
+        nodes, negative_weights = p[None, :], -weights[None, :]
         g = np.empty((len(rows), len(p)))
         for i, t in enumerate(steps):
             t_rows = np.asarray(t, dtype=float)
@@ -852,9 +854,8 @@ def _future_transactions_steps(
             np.log1p(g, out=g)
             np.multiply(exponent, g, out=g)
             np.expm1(g, out=g)
-            np.negative(g, out=g)
             np.divide(g, nodes, out=g)
-            np.multiply(g, node_weights, out=g)
+            np.multiply(g, negative_weights, out=g)
             out[i, rows] = g.sum(axis=1)
     return out
 
@@ -1557,8 +1558,7 @@ class ChurnRisk:
             else accounts["account_id"].rank(method="first").to_numpy()
         )
         rows = np.flatnonzero(keep)
-        values = accounts[by].to_numpy(dtype=float)[rows]
-        order = np.lexsort((ids[rows], -np.nan_to_num(values), np.isnan(values)))
+        order = _descending_order(accounts[by].to_numpy(dtype=float)[rows], ties=ids[rows])
         return accounts.iloc[rows[order]].reset_index(drop=True)
 
     @property
@@ -1693,10 +1693,10 @@ def _ranked(accounts: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
     return accounts.iloc[order].reset_index(drop=True), order
 
 
-def _descending_order(values: np.ndarray) -> np.ndarray:
-    """The positions of ``values`` highest first, NaN last, ties in position order:
-    ``np.lexsort((np.arange(n), -np.nan_to_num(values), np.isnan(values)))``, as one stable
-    sort of small integer codes (a radix sort when there are fewer than 65,536 distinct
+def _descending_order(values: np.ndarray, ties: np.ndarray | None = None) -> np.ndarray:
+    """The positions of ``values`` highest first, NaN last, ties by ``ties`` (ascending),
+    then in position order: ``np.lexsort((ties, -np.nan_to_num(values), np.isnan(values)))``
+    (``ties`` default: the positions), as one stable sort of small integer codes (a radix sort when there are fewer than 65,536 distinct
     values: the probabilities of ~19k histories at 1M accounts, ~15× faster than the
     lexsort). The code of a value is its rank among the distinct −nan_to_num(values) (−0.0
     and 0.0 one value, as the comparisons see them), NaN after all of them."""
@@ -1706,7 +1706,10 @@ def _descending_order(values: np.ndarray) -> np.ndarray:
     codes[missing] = len(distinct)
     if len(distinct) < _SMALL_CARDINALITY:
         codes = codes.astype(np.uint16)
-    return np.argsort(codes, kind="stable")
+    if ties is None:
+        return np.argsort(codes, kind="stable")
+    by_ties = np.argsort(ties, kind="stable")
+    return by_ties[np.argsort(codes[by_ties], kind="stable")]
 
 
 @single_threaded_blas()
