@@ -282,6 +282,74 @@ def test_sorted_rows_are_what_np_unique_gives():
     assert len(empty[0]) == len(no_counts) == len(no_inverse) == 0
 
 
+def test_sorted_rows_by_hand_on_each_sorting_path():
+    """The rows sorted by codes and radix sorts (whole numbers, few distinct floats), by
+    np.lexsort (NaN, −0.0, a first column with > 65,536 distinct values): the same rows,
+    counts and inverse. By hand: (x, m) = (2, 5.5), (0, 3), (2, 1.25), (1, 3), (0, 3) are
+    the distinct rows (0, 3) ×2, (1, 3), (2, 1.25), (2, 5.5); the input rows are rows 3, 0,
+    2, 1, 0 of them."""
+    x, m = np.array([2.0, 0.0, 2.0, 1.0, 0.0]), np.array([5.5, 3.0, 1.25, 3.0, 3.0])
+    for change in (lambda v: v, lambda v: v / 7, lambda v: v - 0.5):  # whole, fractional, negative
+        (a, b), counts, inverse = cm._sorted_rows(change(x), m)
+        np.testing.assert_array_equal(a, change(np.array([0.0, 1.0, 2.0, 2.0])))
+        assert b.tolist() == [3.0, 3.0, 1.25, 5.5]
+        assert counts.tolist() == [2, 1, 1, 1] and inverse.tolist() == [3, 0, 2, 1, 0]
+    # the lexsort's paths: NaN (each its own row, last), −0.0 (equal to 0.0), many values
+    (a, b), counts, inverse = cm._sorted_rows(
+        np.array([1.0, 0.0, 1.0, -0.0]), np.array([np.nan, 2.0, 1.0, 2.0])
+    )
+    assert a.tolist() == [0.0, 1.0, 1.0] and b[:2].tolist() == [2.0, 1.0] and np.isnan(b[2])
+    assert counts.tolist() == [2, 1, 1] and inverse.tolist() == [2, 0, 1, 0]
+    rng = np.random.default_rng(11)
+    wide = [rng.integers(0, 100_000, 200_000) / 3, rng.integers(0, 2, 200_000).astype(float)]
+    (a, b), counts, inverse = cm._sorted_rows(*wide)
+    unique, inverse_np, counts_np = np.unique(
+        np.column_stack(wide), axis=0, return_inverse=True, return_counts=True
+    )
+    np.testing.assert_array_equal(np.column_stack([a, b]), unique)
+    np.testing.assert_array_equal(counts, counts_np)
+    np.testing.assert_array_equal(inverse, inverse_np.ravel())
+
+
+def test_descending_order_by_hand_and_as_the_lexsort():
+    """Highest first, NaN last, ties by ``ties`` then position; −0.0 and 0.0 tie. By hand:
+    0.9 at 2 and 6, 0.5 at 0 and 3, −0.0 and 0.0 at 4 and 5, NaN at 1."""
+    values = np.array([0.5, np.nan, 0.9, 0.5, -0.0, 0.0, 0.9])
+    assert cm._descending_order(values).tolist() == [2, 6, 0, 3, 4, 5, 1]
+    ties = np.array([5, 0, 4, 1, 0, 0, 3])
+    assert cm._descending_order(values, ties=ties).tolist() == [6, 2, 3, 0, 4, 5, 1]
+    rng = np.random.default_rng(5)
+    for distinct in (50, 100_000):  # a radix sort of uint16 codes; a merge sort of int64 codes
+        values = rng.integers(0, distinct, 300_000) / distinct
+        values[rng.random(300_000) < 0.01] = np.nan
+        ties = rng.permutation(300_000)
+        lexsort = np.lexsort((np.arange(300_000), -np.nan_to_num(values), np.isnan(values)))
+        np.testing.assert_array_equal(cm._descending_order(values), lexsort)
+        lexsort = np.lexsort((ties, -np.nan_to_num(values), np.isnan(values)))
+        np.testing.assert_array_equal(cm._descending_order(values, ties=ties), lexsort)
+
+
+def test_gamma_gamma_row_sums_are_kept_per_v(cdnow_spend):
+    """The row sums depend on v alone: a v seen before (with other p and q) is not summed
+    again (the rows are taken away: a new sum would fail) and gives the same numbers bit for
+    bit as a fresh computation; only the last ``KEPT_POINTS`` v are kept."""
+    spend = cdnow_spend[cdnow_spend["x"] > 0]
+    (x, m), weights = cm._weighted_rows(spend["x"], spend["zbar"])
+    terms = cm._GammaGammaTerms(x, m, weights)
+    first = (terms.log_likelihood(np.array([6.0, 3.0, 15.0])), terms.gradient(np.array([6.0, 3.0, 15.0])))
+    terms.log_likelihood(np.array([1.0, 1.0, 2.0]))
+    z, terms.z = terms.z, None
+    fresh = cm._GammaGammaTerms(x, m, weights)
+    for params in ([6.0, 3.0, 15.0], [0.5, 9.0, 15.0], [2.0, 2.0, 2.0]):
+        assert terms.log_likelihood(np.array(params)) == fresh.log_likelihood(np.array(params))
+        np.testing.assert_array_equal(terms.gradient(np.array(params)), fresh.gradient(np.array(params)))
+    assert first[0] == fresh.log_likelihood(np.array([6.0, 3.0, 15.0]))
+    terms.z = z
+    for v in range(1, 2 * cm._GammaGammaTerms.KEPT_POINTS):
+        terms.log_likelihood(np.array([1.0, 1.0, float(v)]))
+    assert len(terms._sums) == cm._GammaGammaTerms.KEPT_POINTS
+
+
 def test_gamma_gamma_terms_are_the_plain_likelihood(cdnow_spend):
     """The rearranged sums (one log and one reciprocal per row) equal the plain functions'
     to rounding (measured ≤ 1e-14 relative)."""
@@ -362,6 +430,22 @@ def test_lifetime_value_steps_equal_one_expectation_per_step(bg_nbd, cdnow_spend
     for i, k in enumerate(steps):
         alone = cm._future_transactions(bg_nbd.r, bg_nbd.alpha, bg_nbd.a, bg_nbd.b, np.full(len(x), k), x, T)
         np.testing.assert_array_equal(together[i], alone)
+
+
+def test_future_transactions_are_the_plain_terms_bit_for_bit(bg_nbd, cdnow_spend):
+    """Each step's sum over the nodes of −expm1(−(r + x) · log1p(p · t ÷ (α + T))) ÷ p ·
+    weight, computed here one operation at a time as written, equals the reused buffer's
+    (the negation folded into the weights) exactly."""
+    rows = cdnow_spend.head(40)
+    x, T = rows["x"].to_numpy(float), rows["T"].to_numpy(float)
+    r, alpha, a, b = bg_nbd.r, bg_nbd.alpha, bg_nbd.a, bg_nbd.b
+    steps = [0.0, 1.0, 26.0, 52.0]
+    got = cm._future_transactions_steps(r, alpha, a, b, steps, x, T)
+    for i, t in enumerate(steps):
+        for j in range(len(x)):
+            p, weights = cm._beta_nodes(a, b + x[j])
+            terms = -np.expm1(-(r + x[j]) * np.log1p(p[None, :] * (t / (alpha + T[j : j + 1]))[:, None]))
+            assert got[i, j] == ((terms / p[None, :]) * weights[None, :]).sum(axis=1)[0]
 
 
 def test_accounts_are_ranked_by_inactive_probability_then_account_id():
