@@ -223,10 +223,11 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
     reached_any, step_conversion_in_order, cumulative_conversion_in_order,
     step_conversion_any, cumulative_conversion_any.
 
-    The stages a deal entered come from the stored stage visits (:mod:`kpis.stage_visits`,
-    kept by the import; the open stages) when they are built and ``CRM_ROLLUPS`` is not
-    ``off`` — the gating of ``kpis.stage_durations`` —, else from one pass over the history
-    of the deals created in the range: the same numbers (:func:`_stored_funnel_masks`,
+    The stages a deal entered come from the stored deal rows beside the stage visits
+    (:mod:`kpis.stage_visits`, kept by the import) when they are built, ``CRM_ROLLUPS`` is
+    not ``off`` — the gating of ``kpis.stage_durations`` — and ``pipeline_stages`` has at
+    most :data:`kpis.stage_visits.MASK_KEYS` rows, else from one pass over the history of
+    the deals created in the range: the same numbers (:func:`_stored_funnel_masks`,
     :func:`_funnel_masks`).
     """
     columns = [
@@ -234,13 +235,13 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         "cumulative_conversion_in_order", "step_conversion_any", "cumulative_conversion_any",
     ]  # fmt: skip
     with connection(conn) as c:
-        stages = _stages(c)
-        stages = stages[~(stages["is_closed"] & ~stages["is_won"])].reset_index(drop=True)
+        every_stage = _stages(c)
+        stages = every_stage[~(every_stage["is_closed"] & ~every_stage["is_won"])].reset_index(drop=True)
         if stages.empty:
             return pd.DataFrame(columns=columns)
         if len(stages) > MAX_FUNNEL_STAGES:
             raise ValueError(f"a funnel of more than {MAX_FUNNEL_STAGES} stages is not supported")
-        if rollups.visits_readable(c):
+        if rollups.visits_readable(c) and len(every_stage) <= stage_visits.MASK_KEYS:
             masks, created = _stored_funnel_masks(c, f, stages)
         else:
             masks = _funnel_masks(c, f, stages)
@@ -310,81 +311,37 @@ def _funnel_masks(c: sa.Connection, f: Filters, stages: pd.DataFrame) -> list[tu
 def _stored_funnel_masks(
     c: sa.Connection, f: Filters, stages: pd.DataFrame
 ) -> tuple[list[tuple[int, int]], int]:
-    """(:func:`_funnel_masks`' pairs, deals created) from the stored visits
-    (:mod:`kpis.stage_visits`).
+    """(:func:`_funnel_masks`' pairs, deals created) from the stored deal rows
+    (:data:`kpis.stage_visits.DEAL_STAGES`: per deal, the bits of the stages it has a
+    history row for, by stage key; read when every stage has a key ≤
+    :data:`kpis.stage_visits.MASK_KEYS`).
 
-    A deal's history rows of the open funnel stages are its visits: the first visits (one
-    per stage) of the deals created in the range (and scope) give those bits. A won deal
-    has the won bits (of the open and the closed won stages; an open won stage's visit
-    adds no bit then). The closed funnel stages (closed and won) are no visits: a deal not
-    won has their bits from its history rows (one row per deal and bit). The bits of a
-    deal's rows are distinct, so its mask = Σ bits + the won bits when won — one sum per
-    deal. Deals created without any row: the won ones have the won bits, the others mask
-    0 (counted on ``deals``, minus the deals with rows)."""
-    deals, history, visits = schema.deals, schema.deal_stage_history, stage_visits.TABLE
+    The deals created in the range (and scope) counted per (stored bits, won); each pair's
+    funnel mask = Σ the bits (:func:`_funnel_bits`) of the funnel stages whose key bit is
+    set, plus the won stages' bits when won — in Python, over a few hundred pairs. Every
+    deal has a row, so the pairs' total is the number of deals created."""
+    t = stage_visits.DEAL_STAGES
     bits = _funnel_bits(stages)
-    is_closed = dict(zip(bits, stages["is_closed"], strict=True))
     is_won = dict(zip(bits, stages["is_won"], strict=True))
-    won_bits = sum(bit for name, bit in bits.items() if is_won[name])
     keys = stage_visits.stage_keys()
-    key_of = {str(stage): key for stage, key in c.execute(sa.select(keys.c.stage, keys.c.stage_key))}
-    parts: list[sa.Select] = []
-    visited = [name for name in bits if not is_closed[name]]  # every open stage is a funnel stage
-    if visited:
-        won = visits.c.status == "won"
-        whens = [
-            (
-                sa.and_(visits.c.stage_key == key_of[name], sa.not_(won))
-                if is_won[name]
-                else visits.c.stage_key == key_of[name],
-                bits[name],
-            )
-            for name in visited
-        ]
-        parts.append(
-            sa.select(
-                visits.c.deal_id,
-                sa.case(*whens, else_=0).label("bit"),
-                sa.case((won, 1), else_=0).label("won"),
-            ).where(visits.c.first_visit == 1, in_range(visits.c.created_at, f), *scope(f, visits))
-        )
-    closed = [name for name in bits if is_closed[name]]  # closed funnel stages are won ones
-    if closed:
-        bit = sa.case(
-            *((history.c.stage == sa.literal(name, sa.String()), bits[name]) for name in closed), else_=0
-        )
-        parts.append(
-            sa.select(history.c.deal_id, bit.label("bit"), sa.literal(0, sa.Integer()).label("won"))
-            .select_from(history.join(deals, deals.c.deal_id == history.c.deal_id))
-            .where(history.c.stage.in_(closed), deals.c.status != "won", *_created_deals(f))
-            .distinct()
-        )
-    created, won_created = (
-        int(n or 0)
-        for n in c.execute(
-            sa.select(sa.func.count(), _count_if(deals.c.status == "won")).where(*_created_deals(f))
-        ).one()
+    key_bit = {
+        str(stage): 1 << (int(key) - 1) for stage, key in c.execute(sa.select(keys.c.stage, keys.c.stage_key))
+    }
+    won = sa.case((t.c.status == "won", 1), else_=0).label("won")
+    statement = (
+        sa.select(t.c.stages, won, sa.func.count())
+        .where(in_range(t.c.created_at, f), *scope(f, t))
+        .group_by(t.c.stages, won)
     )
     found: dict[int, int] = {}
-    won_found = 0
-    if parts:
-        rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("funnel_rows")
-        won_deal = sa.func.max(rows.c.won)
-        mask = sa.func.sum(rows.c.bit) + won_deal * sa.literal(won_bits, sa.BigInteger())
-        per_deal = (
-            sa.select(mask.label("mask"), won_deal.label("won")).group_by(rows.c.deal_id).subquery("per_deal")
+    for entered, is_won_deal, n in c.execute(statement):
+        mask = sum(
+            bit
+            for name, bit in bits.items()
+            if int(entered) & key_bit[name] or (is_won_deal and is_won[name])
         )
-        for m, w, n in c.execute(
-            sa.select(per_deal.c.mask, per_deal.c.won, sa.func.count()).group_by(
-                per_deal.c.mask, per_deal.c.won
-            )
-        ):
-            found[int(m)] = found.get(int(m), 0) + int(n)
-            won_found += int(n) if w else 0
-    # created deals without a row: the won ones entered the won stages, the others none
-    found[won_bits] = found.get(won_bits, 0) + won_created - won_found
-    found[0] = found.get(0, 0) + created - sum(found.values())
-    return [(m, n) for m, n in found.items() if n], created
+        found[mask] = found.get(mask, 0) + int(n)
+    return [(m, n) for m, n in found.items() if n], sum(found.values())
 
 
 # ---------------------------------------------------------------- open pipeline
