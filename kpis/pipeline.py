@@ -17,6 +17,7 @@ the deals' history — the same rows.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pandas as pd
 import sqlalchemy as sa
@@ -352,13 +353,17 @@ def current_stage(c: sa.Connection, deals_cte: sa.CTE, as_of: dt.datetime | None
     ``deal_stage_history`` row's ``stage`` and ``entered_at`` (entered at or before ``as_of``
     when given; both NULL for a deal without such a row; ties broken by the higher stage
     position — a stage missing from pipeline_stages (NULL position) counts as lower than
-    every known one — then stage name).
+    every known one — then stage name: :func:`kpis.stage_visits.latest_first`).
 
-    From the stored visits (:func:`_stored_current`) when they are built, ``CRM_ROLLUPS``
-    is not ``off`` and every stage of ``pipeline_stages`` has a position ≥ 0
-    (:func:`visits_hold_current`), else one window over the deals' history
-    (:func:`_window_current`): the same rows."""
-    return (_stored_current if visits_hold_current(c) else _window_current)(deals_cte, as_of)
+    When the stored visits are readable (built, ``CRM_ROLLUPS`` not ``off``): each deal's
+    stored latest row (:func:`_stored_latest`), for the deals whose latest row was entered
+    after ``as_of`` from the stored visits (:func:`_stored_current`) when every stage of
+    ``pipeline_stages`` has a position ≥ 0 (:func:`visits_hold_current`), else from one
+    window over their history (:func:`_window_current`); not readable: that window over
+    every deal's history. The same rows."""
+    if not rollups.visits_readable(c):
+        return _window_current(deals_cte, as_of)
+    return _stored_latest(deals_cte, as_of, _stored_current if visits_hold_current(c) else _window_current)
 
 
 def visits_hold_current(c: sa.Connection) -> bool:
@@ -382,11 +387,7 @@ def _ranked_current(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery
     deals to it by a nested loop over every pair (the open deals of the busiest region ×
     industry at 100,000 accounts: 22,821 × 1,442 rows, 33M comparisons, 14 s)."""
     history, stages = schema.deal_stage_history, schema.pipeline_stages
-    order = [
-        history.c.entered_at.desc(),
-        stages.c.position.desc().nulls_last(),  # explicit: databases differ on NULLs by default
-        history.c.stage.desc(),
-    ]
+    order = stage_visits.latest_first()
     entries = history.c.deal_id == deals_cte.c.deal_id
     if as_of is not None:
         entries = sa.and_(entries, history.c.entered_at <= as_of)
@@ -451,6 +452,33 @@ def _stored_current(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery
     )
     ranked = _ranked_current(rest, as_of)
     return sa.union_all(sa.select(*running.c), sa.select(*ranked.c)).subquery("latest")
+
+
+def _stored_latest(
+    deals_cte: sa.CTE,
+    as_of: dt.datetime | None,
+    after: Callable[[sa.CTE, dt.datetime | None], sa.Subquery],
+) -> sa.Subquery:
+    """:func:`current_stage` from the stored deal rows (:data:`kpis.stage_visits.DEAL_STAGES`:
+    each deal's latest history row, by :func:`current_stage`'s order). A deal whose latest
+    row was entered by ``as_of`` (or that has none, or ``as_of`` None) has that row; the
+    others (a row entered after ``as_of``: the range ends before it) go through ``after``
+    (:func:`_stored_current` or :func:`_window_current`) over their own deals only. Every
+    deal has a stored row; ``as_of`` None: no other."""
+    t = stage_visits.DEAL_STAGES
+    rows = sa.select(*deals_cte.c, t.c.stage, t.c.entered_at).select_from(
+        deals_cte.join(t, t.c.deal_id == deals_cte.c.deal_id)
+    )
+    if as_of is None:
+        return rows.subquery("latest")
+    latest = rows.where(sa.or_(t.c.entered_at.is_(None), t.c.entered_at <= as_of)).cte("stored_latest")
+    later = (
+        sa.select(*deals_cte.c)
+        .where(deals_cte.c.deal_id.not_in(sa.select(latest.c.deal_id)))
+        .cte("entered_after_as_of")
+    )
+    rest = after(later, as_of)
+    return sa.union_all(sa.select(*latest.c), sa.select(*rest.c)).subquery("latest")
 
 
 def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:

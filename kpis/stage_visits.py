@@ -108,6 +108,9 @@ DEAL_STAGES = sa.Table(
     # Σ 2^(stage_key − 1) over the distinct stages of pipeline_stages (key ≤ MASK_KEYS) the
     # deal has a deal_stage_history row for; 0: none
     sa.Column("stages", sa.BigInteger(), nullable=False),
+    # the deal's latest deal_stage_history row (:func:`latest_first`); NULL: none
+    sa.Column("stage", schema.deal_stage_history.c.stage.type),
+    sa.Column("entered_at", sa.DateTime()),
     *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
 )
 schema.row_store_index(DEAL_STAGES, "created_at")
@@ -245,26 +248,63 @@ def _rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
     ).where(is_visit(window))
 
 
+def latest_first() -> list[sa.ColumnElement]:
+    """The order that puts a deal's latest ``deal_stage_history`` row first (the history
+    joined on the left to ``pipeline_stages``): by entered_at, then the higher stage
+    position — a stage missing from pipeline_stages (NULL position) below every known
+    one —, then the stage's name, all descending."""
+    history, stages = schema.deal_stage_history, schema.pipeline_stages
+    return [
+        history.c.entered_at.desc(),
+        stages.c.position.desc().nulls_last(),  # explicit: databases differ on NULLs by default
+        history.c.stage.desc(),
+    ]
+
+
 def _deal_rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
     """The rows of :data:`DEAL_STAGES` of the deals ``deals_where`` selects."""
-    deals, history, keys = schema.deals, schema.deal_stage_history, stage_keys()
+    deals, history, stages, keys = (
+        schema.deals,
+        schema.deal_stage_history,
+        schema.pipeline_stages,
+        stage_keys(),
+    )
+    chosen = [history.c.deal_id.in_(sa.select(deals.c.deal_id).where(*deals_where))] if deals_where else []
     bit = sa.literal(1, sa.BigInteger()).op("<<")(sa.cast(keys.c.stage_key - 1, sa.Integer()))
     entered = (
         sa.select(history.c.deal_id, sa.func.sum(sa.distinct(bit)).label("stages"))
         .select_from(history.join(keys, keys.c.stage == history.c.stage))
-        .where(keys.c.stage_key <= MASK_KEYS)
+        .where(keys.c.stage_key <= MASK_KEYS, *chosen)
         .group_by(history.c.deal_id)
+        .subquery("entered")
     )
-    if deals_where:
-        entered = entered.where(history.c.deal_id.in_(sa.select(deals.c.deal_id).where(*deals_where)))
-    per_deal = entered.subquery("entered")
+    ranked = (
+        sa.select(
+            history.c.deal_id,
+            history.c.stage,
+            history.c.entered_at,
+            sa.func.row_number().over(partition_by=history.c.deal_id, order_by=latest_first()).label("rn"),
+        )
+        .select_from(history.outerjoin(stages, stages.c.stage == history.c.stage))
+        .where(*chosen)
+        .subquery("ranked")
+    )
+    latest = (
+        sa.select(ranked.c.deal_id, ranked.c.stage, ranked.c.entered_at).where(ranked.c.rn == 1).subquery()
+    )
     return (
         sa.select(
             deals.c.deal_id,
-            sa.cast(sa.func.coalesce(per_deal.c.stages, 0), sa.BigInteger()).label("stages"),
+            sa.cast(sa.func.coalesce(entered.c.stages, 0), sa.BigInteger()).label("stages"),
+            latest.c.stage,
+            latest.c.entered_at,
             *(deals.c[name] for name in DEAL_COLUMNS),
         )
-        .select_from(deals.outerjoin(per_deal, per_deal.c.deal_id == deals.c.deal_id))
+        .select_from(
+            deals.outerjoin(entered, entered.c.deal_id == deals.c.deal_id).outerjoin(
+                latest, latest.c.deal_id == deals.c.deal_id
+            )
+        )
         .where(*deals_where)
     )
 
@@ -475,6 +515,7 @@ __all__ = [
     "changed_deals",
     "ended_at",
     "is_visit",
+    "latest_first",
     "progressed",
     "refresh",
     "stage_keys",

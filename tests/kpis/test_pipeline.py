@@ -263,9 +263,9 @@ def test_funnel_counts_a_closed_won_row_of_a_deal_not_won_and_a_won_deal_without
 
 def test_the_stored_deal_rows_hold_the_bits_of_every_stage_entered(engine: sa.Engine) -> None:
     """kpis.stage_visits.DEAL_STAGES: one row per deal, ``stages`` = Σ 2^(key − 1) over the
-    distinct known stages of its history, open and closed. Keys by (position, stage): Lead 1,
-    Qualified 2, Proposal 3, Negotiation 4, Closed Won 5, Closed Lost 6 -> bits 1, 2, 4, 8,
-    16, 32. An unknown stage ("Demo") has no key: no bit."""
+    distinct known stages of its history, open and closed, and its latest history row. Keys
+    by (position, stage): Lead 1, Qualified 2, Proposal 3, Negotiation 4, Closed Won 5,
+    Closed Lost 6 -> bits 1, 2, 4, 8, 16, 32. An unknown stage ("Demo") has no key: no bit."""
     from kpis import stage_visits
 
     d11 = deal("D11", "A1", "U1", "P1", "web", "2024-03-05", "open", None, 100.0)
@@ -280,20 +280,24 @@ def test_the_stored_deal_rows_hold_the_bits_of_every_stage_entered(engine: sa.En
     table = stage_visits.DEAL_STAGES
     with engine.connect() as c:
         rows = {
-            deal_id: int(stages) for deal_id, stages in c.execute(sa.select(table.c.deal_id, table.c.stages))
+            deal_id: (int(stages), stage, None if entered is None else ts(str(entered)))
+            for deal_id, stages, stage, entered in c.execute(
+                sa.select(table.c.deal_id, table.c.stages, table.c.stage, table.c.entered_at)
+            )
         }
+    # stages; the latest history row (stage, entered_at)
     assert rows == {
-        "D1": 1 + 2 + 4 + 8 + 16,  # Lead, Qualified, Proposal, Negotiation, Closed Won = 31
-        "D2": 1 + 2 + 32,  # Lead, Qualified, Closed Lost = 35
-        "D3": 1 + 4 + 16,  # skips Qualified = 21
-        "D4": 1 + 2 + 4,  # Qualified twice, one bit = 7
-        "D5": 1 + 2,  # = 3
-        "D6": 0,  # no history
-        "D7": 1 + 32,  # = 33
-        "D8": 1 + 8,  # = 9
-        "D9": 1 + 2 + 4 + 8,  # won without a Closed Won row: the history's bits only = 15
-        "D10": 1 + 4,  # = 5
-        "D11": 1 + 16,  # Lead, Demo (no key), Closed Won = 17
+        "D1": (1 + 2 + 4 + 8 + 16, "Closed Won", ts("2024-02-20")),  # Lead .. Closed Won = 31
+        "D2": (1 + 2 + 32, "Closed Lost", ts("2024-02-15")),  # Lead, Qualified, Closed Lost = 35
+        "D3": (1 + 4 + 16, "Closed Won", ts("2024-03-01")),  # skips Qualified = 21
+        "D4": (1 + 2 + 4, "Qualified", ts("2024-03-10")),  # Qualified twice, one bit = 7; re-entered last
+        "D5": (1 + 2, "Qualified", ts("2024-03-05")),  # = 3
+        "D6": (0, None, None),  # no history
+        "D7": (1 + 32, "Closed Lost", ts("2024-01-10")),  # = 33
+        "D8": (1 + 8, "Negotiation", ts("2024-04-05")),  # = 9
+        "D9": (1 + 2 + 4 + 8, "Negotiation", ts("2024-02-25")),  # won, no Closed Won row: its history = 15
+        "D10": (1 + 4, "Proposal", ts("2023-11-01")),  # = 5
+        "D11": (1 + 16, "Closed Won", ts("2024-03-10")),  # Lead, Demo (no key: no bit), Closed Won = 17
     }
 
 
