@@ -460,24 +460,29 @@ def _stored_latest(
     after: Callable[[sa.CTE, dt.datetime | None], sa.Subquery],
 ) -> sa.Subquery:
     """:func:`current_stage` from the stored deal rows (:data:`kpis.stage_visits.DEAL_STAGES`:
-    each deal's latest history row, by :func:`current_stage`'s order). A deal whose latest
-    row was entered by ``as_of`` (or that has none, or ``as_of`` None) has that row; the
-    others (a row entered after ``as_of``: the range ends before it) go through ``after``
-    (:func:`_stored_current` or :func:`_window_current`) over their own deals only. Every
-    deal has a stored row; ``as_of`` None: no other."""
+    each deal's latest history row, by :func:`current_stage`'s order). A deal still open
+    whose latest row was entered by ``as_of`` (or that has none, or ``as_of`` None) has that
+    row; the others (closed since, or a row entered after ``as_of``: the range ends before
+    it) go through ``after`` (:func:`_stored_current` or :func:`_window_current`) over
+    their own deals only. (Only the deals open now are read from the stored rows: every
+    caller asks about open deals, and the status filter lets the scan skip the closed
+    deals' rows before the join.)"""
     t = stage_visits.DEAL_STAGES
-    rows = sa.select(*deals_cte.c, t.c.stage, t.c.entered_at).select_from(
-        deals_cte.join(t, t.c.deal_id == deals_cte.c.deal_id)
+    stored = [t.c.status == "open"]
+    if as_of is not None:
+        stored.append(sa.or_(t.c.entered_at.is_(None), t.c.entered_at <= as_of))
+    latest = (
+        sa.select(*deals_cte.c, t.c.stage, t.c.entered_at)
+        .select_from(deals_cte.join(t, t.c.deal_id == deals_cte.c.deal_id))
+        .where(*stored)
+        .cte("stored_latest")
     )
-    if as_of is None:
-        return rows.subquery("latest")
-    latest = rows.where(sa.or_(t.c.entered_at.is_(None), t.c.entered_at <= as_of)).cte("stored_latest")
-    later = (
+    others = (
         sa.select(*deals_cte.c)
         .where(deals_cte.c.deal_id.not_in(sa.select(latest.c.deal_id)))
-        .cte("entered_after_as_of")
+        .cte("not_stored_latest")
     )
-    rest = after(later, as_of)
+    rest = after(others, as_of)
     return sa.union_all(sa.select(*latest.c), sa.select(*rest.c)).subquery("latest")
 
 
