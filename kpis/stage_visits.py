@@ -51,7 +51,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from crm_data import derived, hooks, schema
-from crm_data.dialects import may_select, refresh_work_mem
+from crm_data.dialects import bit_or, may_select, refresh_work_mem
 
 #: The derived table's name (:data:`crm_data.derived.PREFIX`).
 NAME = "rollup_stage_visits"
@@ -262,7 +262,7 @@ def latest_first() -> list[sa.ColumnElement]:
     ]
 
 
-def _deal_rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
+def _deal_rows(dialect: sa.Dialect, deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
     """The rows of :data:`DEAL_STAGES` of the deals ``deals_where`` selects."""
     deals, history, stages, keys = (
         schema.deals,
@@ -272,8 +272,13 @@ def _deal_rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
     )
     chosen = [history.c.deal_id.in_(sa.select(deals.c.deal_id).where(*deals_where))] if deals_where else []
     bit = sa.literal(1, sa.BigInteger()).op("<<")(sa.cast(keys.c.stage_key - 1, sa.Integer()))
+    # the OR of the bits of a deal's rows (5× faster than the sum of the distinct bits on
+    # DuckDB; SQLite has no bit_or)
+    ored = bit_or(dialect, bit)
     entered = (
-        sa.select(history.c.deal_id, sa.func.sum(sa.distinct(bit)).label("stages"))
+        sa.select(
+            history.c.deal_id, (sa.func.sum(sa.distinct(bit)) if ored is None else ored).label("stages")
+        )
         .select_from(history.join(keys, keys.c.stage == history.c.stage))
         .where(keys.c.stage_key <= MASK_KEYS, *chosen)
         .group_by(history.c.deal_id)
@@ -319,7 +324,7 @@ def _insert(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) 
     """INSERT ... SELECT the visits and the deal rows (:data:`DEAL_STAGES`) of the deals
     ``deals_where`` selects; the visits written."""
     written = None
-    for table, rows in ((DEAL_STAGES, _deal_rows(deals_where)), (TABLE, _rows(deals_where))):
+    for table, rows in ((DEAL_STAGES, _deal_rows(conn.dialect, deals_where)), (TABLE, _rows(deals_where))):
         if conn.dialect.name == "duckdb":
             # in created_at order: DuckDB's zone maps then skip the row groups of deals
             # created outside a range (row stores have the index on created_at)
