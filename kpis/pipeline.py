@@ -8,10 +8,12 @@ Everything is aggregated in the database; the only rows read into Python are the
 
 The open deals' current stage (``weighted_pipeline``, ``open_deal_aging``, ``stuck_deals``,
 their records in ``kpis.records`` and ``forecasting.pipeline``) is :func:`current_stage`'s:
-the latest history row entered by an instant, read from the stored stage visits
-(:mod:`kpis.stage_visits`: the visit running at that instant) when they are built,
-``CRM_ROLLUPS`` is not ``off`` and no stage position is below 0, else from one window over
-the deals' history — the same rows.
+the latest history row entered by an instant, read from the stored deal rows beside the
+stage visits (:mod:`kpis.stage_visits`: each open deal's latest row) when they are built
+and ``CRM_ROLLUPS`` is not ``off`` — a deal whose latest row came after the instant, or
+closed since, from the visit running at that instant when no stage position is below 0 —,
+else from one window over the deals' history: the same rows. The funnel reads the stages
+each deal entered from the same deal rows.
 """
 
 from __future__ import annotations
@@ -445,13 +447,21 @@ def _stored_current(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery
         .where(current)
         .cte("running")
     )
-    rest = (
-        sa.select(*deals_cte.c)
-        .where(deals_cte.c.deal_id.not_in(sa.select(running.c.deal_id)))
-        .cte("without_running_visit")
-    )
-    ranked = _ranked_current(rest, as_of)
-    return sa.union_all(sa.select(*running.c), sa.select(*ranked.c)).subquery("latest")
+    return _found_then(deals_cte, running, as_of, _ranked_current, "without_running_visit")
+
+
+def _found_then(
+    deals_cte: sa.CTE,
+    found: sa.CTE,
+    as_of: dt.datetime | None,
+    after: Callable[[sa.CTE, dt.datetime | None], sa.Subquery],
+    name: str,
+) -> sa.Subquery:
+    """The rows of ``found`` (``deals_cte``'s columns, stage, entered_at; a deal at most
+    once), then for the deals of ``deals_cte`` not in it (a CTE called ``name``) the rows of
+    ``after(those deals, as_of)``: every deal once."""
+    rest = sa.select(*deals_cte.c).where(deals_cte.c.deal_id.not_in(sa.select(found.c.deal_id))).cte(name)
+    return sa.union_all(sa.select(*found.c), sa.select(*after(rest, as_of).c)).subquery("latest")
 
 
 def _stored_latest(
@@ -477,13 +487,7 @@ def _stored_latest(
         .where(*stored)
         .cte("stored_latest")
     )
-    others = (
-        sa.select(*deals_cte.c)
-        .where(deals_cte.c.deal_id.not_in(sa.select(latest.c.deal_id)))
-        .cte("not_stored_latest")
-    )
-    rest = after(others, as_of)
-    return sa.union_all(sa.select(*latest.c), sa.select(*rest.c)).subquery("latest")
+    return _found_then(deals_cte, latest, as_of, after, "not_stored_latest")
 
 
 def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
