@@ -169,7 +169,16 @@ PAGES: dict[str, tuple[str, list[Call]]] = {
     ),
     "Data quality": (
         "pages/7_Data_quality.py",
-        [Call("crm_data.quality.check_database", "connection", {"stale_days": 90, "scope": None})],
+        # the whole database checked now: "Re-check now", or a first view with no stored report
+        # (otherwise the page reads the stored one); a restricted scope's check_scope: LEFT_OUT
+        [
+            Call(
+                "crm_data.quality.check_database",
+                "connection",
+                {"stale_days": 90, "scope": None},
+                via="ui.quality",
+            )
+        ],
     ),
 }
 
@@ -206,6 +215,8 @@ LEFT_OUT = {
     "churned_accounts": "only after the user picks a period in the drill-down expander",
     "funnel_empty_reason": "only when the funnel is empty",
     "function": "the Overview's cards: benchmarks.overview.CALLS, checked against dashboard.py there",
+    "check_scope": "Data quality for a restricted scope only; its cost depends on the stored report "
+    "(docs/performance.md, Data quality within a scope)",
 }
 
 

@@ -8,6 +8,7 @@ percentiles, and the per-connection setup (UTC session time zone, SQLite functio
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import os
 import re
@@ -247,6 +248,29 @@ def month_index(dialect: sa.Dialect, column: ColumnElement) -> ColumnElement[int
     raise NotImplementedError(f"month_index is not implemented for {name}")
 
 
+#: Months per period of :func:`period_number`.
+PERIOD_MONTHS: dict[str, int] = {"month": 1, "quarter": 3, "year": 12}
+
+
+def period_number(dialect: sa.Dialect, column: ColumnElement, freq: str) -> ColumnElement[int] | None:
+    """The calendar month, quarter or year containing ``column`` as an integer count of
+    such periods, ⌊:func:`month_index` ÷ months per period⌋ (consecutive periods differ by
+    1; :func:`period_number_of` gives a date's in Python); None for weeks."""
+    months = PERIOD_MONTHS.get(freq)
+    if months is None:
+        return None
+    index = month_index(dialect, column)
+    if months == 1:
+        return index
+    return sa.cast(sa.func.floor(index / float(months)), sa.Integer())
+
+
+def period_number_of(day: dt.date, freq: str) -> int:
+    """:func:`period_number` of the instant ``day`` (a date or datetime) for a month,
+    quarter or year ``freq``."""
+    return (day.year * 12 + day.month - 1) // PERIOD_MONTHS[freq]
+
+
 def month_ceiling_index(dialect: sa.Dialect, column: ColumnElement) -> ColumnElement[int]:
     """:func:`month_index` of the first month whose first instant is at or after ``column``:
     the month of ``column`` when ``column`` is that month's first instant, else the next one.
@@ -315,19 +339,44 @@ def value_at_min(dialect: sa.Dialect, value: ColumnElement, key: ColumnElement) 
     return None
 
 
+def bitmap_agg(dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int) -> ColumnElement | None:
+    """Aggregate: the distinct integers ``value`` the group holds, every one in ``[low,
+    high]``, as a bitmap of high − low + 1 bits, bit i (:func:`bitmap_bit`) set when the
+    group holds low + i (DuckDB: ``bitstring_agg(value, low, high)``: no hash table of
+    (group, value) pairs); None where the database has no such aggregate."""
+    if dialect.name == "duckdb":
+        return sa.func.bitstring_agg(
+            value, sa.literal_column(str(int(low))), sa.literal_column(str(int(high)))
+        )
+    return None
+
+
 def distinct_count_in_range(
     dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int
 ) -> ColumnElement[int] | None:
     """Aggregate: how many distinct integers ``value`` the group holds, every one in
-    ``[low, high]`` (DuckDB: ``bit_count(bitstring_agg(value, low, high))``, a bitmap of
-    high − low + 1 bits per group: no hash table of (group, value) pairs); None where the
+    ``[low, high]`` (DuckDB: ``bit_count`` of :func:`bitmap_agg`); None where the
     database has no such aggregate (the caller groups by the value first)."""
-    if dialect.name == "duckdb":
-        bits = sa.func.bitstring_agg(
-            value, sa.literal_column(str(int(low))), sa.literal_column(str(int(high)))
-        )
-        return sa.func.bit_count(bits, type_=sa.BigInteger())
-    return None
+    bits = bitmap_agg(dialect, value, low, high)
+    return None if bits is None else sa.func.bit_count(bits, type_=sa.BigInteger())
+
+
+def bits_set_counts(dialect: sa.Dialect, bitmaps: sa.ColumnElement, width: int) -> sa.Subquery | None:
+    """(bit, groups): for each bit 0 … width − 1 of the bitmaps of :func:`bitmap_agg` in
+    the column ``bitmaps`` (of a subquery, one bitmap per group), how many of them have it
+    set (bits no bitmap has: no row). DuckDB: the bitmaps joined to ``range(width)``, a
+    ``get_bit`` per bitmap and bit; None elsewhere."""
+    if dialect.name != "duckdb":
+        return None
+    bits = sa.func.range(sa.literal_column("0"), sa.literal_column(str(int(width)))).table_valued("range")
+    bit = bits.alias("bits").c.range
+    return (
+        sa.select(bit.label("bit"), sa.func.count().label("groups"))
+        .select_from(bitmaps.table.join(bit.table, sa.true()))  # type: ignore[attr-defined]
+        .where(sa.func.get_bit(bitmaps, sa.cast(bit, sa.Integer())) == 1)
+        .group_by(bit)
+        .subquery("bits_set")
+    )
 
 
 def percentile(dialect: sa.Dialect, column: ColumnElement, fraction: float) -> ColumnElement:

@@ -114,6 +114,9 @@ SOFT_REFERENCES: tuple[tuple[str, str, str, str], ...] = (
 #: the data); ``warning`` — likely mistakes for someone to review (duplicates, missing key
 #: fields, stale open deals).
 ERROR, WARNING = "error", "warning"
+#: Checks whose findings time alone can add, the data unchanged (an open deal becomes stale):
+#: :func:`check_database` never takes their findings from an earlier check (``nothing_found``).
+GROWING_CHECKS: frozenset[str] = frozenset({"stale_open_deals"})
 _ERROR_CHECKS = ("orphan_", "future_", "overlapping_", "stale_rollups")
 
 
@@ -151,6 +154,10 @@ class QualityReport:
     scope: Scope | None = None
     #: Tables whose findings were left out because the scope is restricted.
     hidden_tables: list[str] = field(default_factory=list)
+    #: Checks not run for this report: nothing found by an earlier check of the same data
+    #: (``check_database``'s ``nothing_found``), made at ``earlier_check_at`` when known.
+    reused_checks: list[str] = field(default_factory=list)
+    earlier_check_at: datetime | None = None
 
     @property
     def problems(self) -> list[Finding]:
@@ -180,6 +187,12 @@ class QualityReport:
             out.append(
                 f"within {self.scope.describe()}"
                 + (f"; findings on {', '.join(hidden)} (no account) are not shown" if hidden else "")
+            )
+        if self.reused_checks:
+            when = f" at {self.earlier_check_at:%Y-%m-%d %H:%M} UTC" if self.earlier_check_at else ""
+            out.append(
+                f"{len(self.reused_checks)} checks that found nothing in the whole database{when} "
+                "were not run again (the data has not changed since)"
             )
         if self.missing_tables:
             out.append(f"tables missing (checks on them skipped): {', '.join(self.missing_tables)}")
@@ -684,11 +697,21 @@ def check_database(
     limit: int = DEFAULT_LIMIT,
     scope: Scope | Mapping[str, Iterable[str]] | None = None,
     checks: Collection[str] | None = None,
+    nothing_found: Collection[Finding] = (),
 ) -> QualityReport:
     """Run every data-quality check; ``now`` (naive UTC, default: the current time) is the
     reference for stale deals and future timestamps; ``limit`` sample records per finding;
     ``scope``: only the records inside it (see the module docstring; None: everything);
     ``checks``: only the checks of these keys (None: all).
+
+    ``nothing_found``: findings without records (count 0) of an earlier check of the same
+    data, at or before ``now``, over at least the records this one looks at (e.g. the whole
+    database's, for a scope): their checks are not run again, these findings are reported
+    as they are (:func:`crm_data.quality_snapshot.check_scope`). Sound because no check can
+    find a record in a part of the data that it did not find in the whole (the records in a
+    scope are some of all the records; duplicates within a scope are duplicates in the
+    whole), and a timestamp after ``now`` was after the earlier check time too; not for the
+    :data:`GROWING_CHECKS` (a ValueError, as for a finding with records).
 
     The row checks of a table (missing fields, orphans, future timestamps) are counted in
     one scan of it (:func:`_count_rows`); records are read only for the checks that found
@@ -696,8 +719,18 @@ def check_database(
     if isinstance(conn, sa.Engine):
         with conn.connect() as connection:
             return check_database(
-                connection, stale_days=stale_days, now=now, limit=limit, scope=scope, checks=checks
+                connection,
+                stale_days=stale_days,
+                now=now,
+                limit=limit,
+                scope=scope,
+                checks=checks,
+                nothing_found=nothing_found,
             )
+    reused = {finding.key: finding for finding in nothing_found}
+    wrong = sorted(key for key, finding in reused.items() if finding.count or key in GROWING_CHECKS)
+    if wrong:
+        raise ValueError(f"nothing_found holds findings with records or of checks time can add: {wrong}")
     limited = _as_scope(scope)
     if now is None:
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -716,7 +749,7 @@ def check_database(
         selected.append(check)
     by_table: dict[str, list[_RowCheck]] = {}
     for check in selected:
-        if isinstance(check, _RowCheck):
+        if isinstance(check, _RowCheck) and check.key not in reused:
             by_table.setdefault(check.table, []).append(check)
     counts: dict[str, int] = {}
     by_parent: dict[tuple[str, str], list[_RowCheck]] = {}
@@ -740,6 +773,9 @@ def check_database(
         counts.update(zip((c.key for c in references), found, strict=True))
     findings = []
     for check in selected:
+        if check.key in reused:
+            findings.append(reused[check.key])
+            continue
         if isinstance(check, _QueryCheck):
             findings.append(check.run(conn, limit=limit, now=now, stale_days=stale_days, scope=limited))
             continue
@@ -755,4 +791,12 @@ def check_database(
         else:
             hidden.append(derived.state.name)
     missing = [name for name in schema.TABLE_NAMES if name not in present]
-    return QualityReport(findings, now, stale_days, missing, scope=limited, hidden_tables=hidden)
+    return QualityReport(
+        findings,
+        now,
+        stale_days,
+        missing,
+        scope=limited,
+        hidden_tables=hidden,
+        reused_checks=[check.key for check in selected if check.key in reused],
+    )

@@ -16,7 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import month_index, period_start
+from crm_data.dialects import (
+    bitmap_agg,
+    bits_set_counts,
+    month_index,
+    period_number,
+    period_number_of,
+    period_start,
+)
 from kpis import rollups
 from kpis.activity import FOREVER, active_at, period_grid
 from kpis.core import (
@@ -41,10 +48,61 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
 # ---------------------------------------------------------------- revenue
 
 
+#: The periods of a range whose paying accounts are counted with a bitmap per account
+#: (:func:`_build_bitmap_revenue_statement`): from 12 (fewer: few (period, account) pairs,
+#: measured no faster at 1M accounts) to 600; other ranges count distinct (period, account).
+BITMAP_PERIODS = range(12, 601)
+
+
 def _revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     """The statement of :func:`revenue`: a template per filter shape (``kpis.filters.template``),
-    executed with ``value_params(f)``."""
+    executed with ``value_params(f)``; on DuckDB, for a month, quarter or year grain, per
+    shape and range of periods the bitmap form (:func:`_build_bitmap_revenue_statement`)."""
+    number = period_number(dialect, schema.payments.c.paid_at, freq)
+    if number is not None:
+        low = period_number_of(f.start_ts, freq)
+        high = period_number_of(f.end_ts - dt.timedelta(microseconds=1), freq)
+        if high - low + 1 in BITMAP_PERIODS and bitmap_agg(dialect, number, low, high) is not None:
+            return template(_build_bitmap_revenue_statement, dialect, f, freq, low, high)
     return template(_build_revenue_statement, dialect, f, freq)
+
+
+def _build_bitmap_revenue_statement(
+    dialect: sa.Dialect, f: Filters, freq: str, low: int, high: int
+) -> sa.Select:
+    """:func:`_build_revenue_statement`'s rows with paying_accounts counted per account
+    rather than per (period, account) pair: each paying account's periods (numbered
+    ``low`` … ``high``, ``crm_data.dialects.period_number``) as one bitmap
+    (``bitmap_agg``), then per period the bitmaps with its bit set — a hash table of the
+    accounts instead of one of every (period, account) pair (at 1M accounts, one product
+    over six years: 5.9M pairs, 2.35 of its operators' 2.5 s). The sums per period as
+    before; the same rows. The scoped payments are read once and held (a CTE read twice;
+    scanning the payments again for the bitmaps was slower: 0.62 vs 0.43 s CPU)."""
+    pay = schema.payments
+    rows = (
+        sa.select(pay.c.account_id, pay.c.paid_at, pay.c.amount)
+        .where(in_range(pay.c.paid_at, f), *scope(f, pay))
+        .cte("scoped_payments")
+    )
+    number = period_number(dialect, rows.c.paid_at, freq)
+    bits = bitmap_agg(dialect, number, low, high)
+    assert number is not None and bits is not None  # the caller checked
+    period = period_start(dialect, rows.c.paid_at, freq).label("period")
+    sums = revenue_sums(rows)[1:]  # revenue, gross_revenue, refunds
+    per_period = sa.select(period, number.label("number"), *sums).group_by(period, number).subquery("sums")
+    paying = (
+        sa.select(bits.label("periods"))
+        .where(rows.c.amount > 0, rows.c.account_id.is_not(None))
+        .group_by(rows.c.account_id)
+        .subquery("paying_periods")
+    )
+    counted = bits_set_counts(dialect, paying.c.periods, high - low + 1)
+    assert counted is not None  # as bitmap_agg
+    return sa.select(
+        per_period.c.period,
+        sa.func.coalesce(counted.c.groups, 0).label("paying_accounts"),
+        *(per_period.c[c] for c in ("revenue", "gross_revenue", "refunds")),
+    ).select_from(per_period.outerjoin(counted, counted.c.bit + low == per_period.c.number))
 
 
 def _build_revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
@@ -57,7 +115,7 @@ def _build_revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.S
     )
 
 
-def revenue_sums(pay: sa.Table) -> list[sa.ColumnElement]:
+def revenue_sums(pay: sa.Table | sa.CTE) -> list[sa.ColumnElement]:
     """The aggregates of :func:`revenue` over ``payments`` rows: paying_accounts, revenue,
     gross_revenue, refunds."""
     return [

@@ -5,7 +5,9 @@ the records behind it and a CSV download.
 The whole database's report is the stored one (``python -m crm_data check``, every import,
 or "Re-check now" here: ``ui.quality``), with its age, and a note when the data changed
 since; analysts and admins can re-check. A user with a restricted scope gets the records
-within it, checked now (a limited scope sees no findings on the tables without an account);
+within it, checked now — only the checks that found something in the stored whole-database
+report, while the data are those it checked (``crm_data.quality_snapshot.check_scope``); a
+limited scope sees no findings on the tables without an account;
 the records behind the findings need the analyst role."""
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from charts.theme import fmt_count
-from crm_data.quality import check_database
+from crm_data.quality_snapshot import check_scope
 from ui import auth
 from ui import quality as stored
 from ui.data import call
@@ -46,7 +48,7 @@ stale_days = st.columns([1, 2])[0].number_input(
 )
 when, button = st.columns([5, 1], vertical_alignment="center")
 if scope.restricted:
-    shown = stored.Shown(call(check_database, stale_days=int(stale_days), scope=scope))
+    shown = stored.Shown(call(check_scope, stale_days=int(stale_days), scope=scope))
 else:
     may_recheck = user.may(stored.RECHECK_ROLE)
     clicked = may_recheck and button.button(
@@ -62,6 +64,11 @@ checked = shown.snapshot.computed_at if shown.snapshot is not None else quality.
 notes = []
 if shown.snapshot is None and not scope.restricted:
     notes.append("not stored")
+if quality.reused_checks and quality.earlier_check_at is not None:
+    notes.append(
+        f"{len(quality.reused_checks)} checks that found nothing in the whole database "
+        f"{stored.age(quality.earlier_check_at)} not run again"
+    )
 if shown.snapshot is not None and shown.snapshot.report.stale_days != quality.stale_days:
     notes.append(f"stale open deals checked now for {quality.stale_days} days")
 when.caption(

@@ -6,9 +6,10 @@
   count now (read at most every ``ROWS_TTL`` seconds) differs from the one stored with it —
   the tables whose data changed since. None stored: checked now, and stored when the user
   may re-check (analysts and admins: :data:`RECHECK_ROLE`).
-* A restricted scope: checked now within it (``ui.data.call``'s cache): the stored report
-  covers the whole database and keeps only a few records per finding, so a scope's counts
-  cannot be taken from it.
+* A restricted scope: checked now within it (``ui.data.call``'s cache; the page calls
+  ``crm_data.quality_snapshot.check_scope``): the stored report covers the whole database and
+  keeps only a few records per finding, so a scope's counts cannot be taken from it — but
+  the checks that found nothing in it are not run again while the data are the same.
 * Another stale-deal threshold than the stored report's: that one check is run now.
 """
 

@@ -23,17 +23,19 @@ from crm_data import schema
 from crm_data.cli import main
 from crm_data.engines import make_engine
 from crm_data.importing import import_paths
-from crm_data.quality import check_database
+from crm_data.quality import GROWING_CHECKS, QualityReport, check_database
 from crm_data.quality_snapshot import (
     Snapshot,
     SnapshotStore,
     check_and_store,
+    check_scope,
     decode_records,
     encode_records,
     opened,
     table_rows,
 )
 from tests.crm_data.test_importing import write_bundle
+from tests.kpis.fixtures import statements_sent
 
 NOW = dt.datetime(2026, 11, 30, 12, 0)
 TODAY = NOW.date()
@@ -60,6 +62,9 @@ BUNDLE = {
 }
 #: The bundle's problems, by hand (see the module docstring).
 PROBLEMS = {"duplicate_accounts": 2, "orphan_tickets_product_id": 1}
+#: Within EMEA (A1 and A3): the orphan ticket K2 of A3; A1's duplicate, A2, is in APAC.
+EMEA = {"regions": ["EMEA"]}
+EMEA_PROBLEMS = {"orphan_tickets_product_id": 1}
 ROWS = {"users": 1, "products": 1, "accounts": 3, "tickets": 2}
 
 
@@ -189,6 +194,84 @@ def test_a_scoped_report_is_not_stored(make_db) -> None:
     report = check_database(engine, now=NOW, scope={"regions": ["EMEA"]})
     with pytest.raises(ValueError, match="whole-database"):
         store.write(report, table_rows(engine))
+
+
+def assert_same_findings(mine: QualityReport, theirs: QualityReport) -> None:
+    assert [(f.key, f.title, f.count) for f in mine.findings] == [
+        (f.key, f.title, f.count) for f in theirs.findings
+    ]
+    for a, b in zip(mine.findings, theirs.findings, strict=True):
+        pd.testing.assert_frame_equal(a.records, b.records, check_index_type=False, obj=a.key)
+    assert (mine.hidden_tables, mine.missing_tables) == (theirs.hidden_tables, theirs.missing_tables)
+
+
+def test_a_scope_runs_only_the_checks_that_found_something_in_the_stored_report(
+    db: sa.Engine, tmp_path: Path
+) -> None:
+    """The data are the snapshot's: the checks clean in the whole database are not run
+    within EMEA (fewer statements), the report is the live check's all the same."""
+    _import(db, tmp_path / "bundle")
+    later = NOW + dt.timedelta(hours=2)
+    # the survey responses (none: every check of them clean) are only counted, for the data version
+    with statements_sent(db, "survey_responses") as fast_statements:
+        fast = check_scope(db, EMEA, now=later)
+    with statements_sent(db, "survey_responses") as full_statements:
+        full = check_database(db, scope=EMEA, now=later)
+    assert {f.key: f.count for f in fast.problems} == EMEA_PROBLEMS
+    assert_same_findings(fast, full)
+    run_again = {"duplicate_accounts", "orphan_tickets_product_id", *GROWING_CHECKS}
+    assert set(fast.reused_checks) == {f.key for f in full.findings} - run_again
+    assert fast.earlier_check_at == NOW and full.reused_checks == []
+    assert len(fast_statements) == 1 and "count(*)" in fast_statements[0][0]
+    assert full_statements  # the live check reads them
+    assert (
+        "checks that found nothing in the whole database at 2026-11-30 12:00 UTC were not run"
+        in fast.render()
+    )
+
+
+def test_a_scope_checks_everything_when_the_data_changed_since(db: sa.Engine, tmp_path: Path) -> None:
+    """A contact without an email written behind the snapshot's back (clean in it): found."""
+    _import(db, tmp_path / "bundle")
+    with db.begin() as conn:
+        conn.execute(schema.contacts.insert().values(contact_id="C9", account_id="A3", name="No Mail"))
+    report = check_scope(db, EMEA, now=NOW + dt.timedelta(hours=2))
+    assert {f.key: f.count for f in report.problems} == {**EMEA_PROBLEMS, "missing_contacts_email": 1}
+    assert report.reused_checks == [] and report.earlier_check_at is None
+
+
+def test_a_scope_checked_before_the_snapshot_time_checks_everything(db: sa.Engine, tmp_path: Path) -> None:
+    """On 20 Jan 2026 ticket K2 (A3, opened 1 Feb) lies in the future; the snapshot, taken
+    later, found no future ticket."""
+    _import(db, tmp_path / "bundle")
+    earlier = dt.datetime(2026, 1, 20)
+    report = check_scope(db, EMEA, now=earlier)
+    assert {f.key: f.count for f in report.problems} == {**EMEA_PROBLEMS, "future_tickets": 1}
+    assert_same_findings(report, check_database(db, scope=EMEA, now=earlier))
+
+
+def test_stale_open_deals_are_checked_within_a_scope_whatever_the_snapshot(make_db) -> None:
+    """Deal D1 (EMEA) last changed on 1 Sep 2026: not stale (90 days) at the snapshot on
+    1 Nov, stale on 1 Dec, the data unchanged."""
+    engine = make_db("duckdb")
+    with engine.begin() as conn:
+        conn.execute(
+            schema.accounts.insert().values(
+                account_id="A1", name="Acme", region="EMEA", created_at=dt.datetime(2026, 1, 1)
+            )
+        )
+        conn.execute(
+            schema.deals.insert().values(
+                deal_id="D1", account_id="A1", status="open", created_at=dt.datetime(2026, 9, 1)
+            )
+        )
+    snapshot = Snapshot(check_database(engine, now=dt.datetime(2026, 11, 1)), table_rows(engine))
+    assert snapshot.report.finding("stale_open_deals").count == 0
+    report = check_scope(engine, EMEA, now=dt.datetime(2026, 12, 1), snapshot=snapshot)
+    assert report.finding("stale_open_deals").count == 1
+    assert "stale_open_deals" not in report.reused_checks and report.reused_checks
+    with pytest.raises(ValueError, match="stale_open_deals"):
+        check_database(engine, scope=EMEA, nothing_found=[snapshot.report.finding("stale_open_deals")])
 
 
 def test_records_round_trip_through_json() -> None:

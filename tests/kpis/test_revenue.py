@@ -6,6 +6,7 @@ arithmetic); each test runs on DuckDB, SQLite and PostgreSQL through the ``db`` 
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pandas as pd
@@ -110,7 +111,21 @@ def engine(db: sa.Engine) -> sa.Engine:
     return db
 
 
-def test_revenue_by_month_nets_refunds_and_keeps_empty_months(engine: sa.Engine) -> None:
+@pytest.fixture(params=("roll-ups", "base tables"))
+def revenue_engine(
+    request: pytest.FixtureRequest, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> sa.Engine:
+    """``engine`` with :func:`revenue` read from the roll-ups, or from the base tables: on
+    DuckDB by the bitmap statement at every range length (``BITMAP_PERIODS`` widened to
+    one period), elsewhere by the plain one."""
+    if request.param == "base tables":
+        monkeypatch.setenv("CRM_ROLLUPS", "off")
+        monkeypatch.setattr(importlib.import_module("kpis.revenue"), "BITMAP_PERIODS", range(1, 601))
+    return engine
+
+
+def test_revenue_by_month_nets_refunds_and_keeps_empty_months(revenue_engine: sa.Engine) -> None:
+    engine = revenue_engine
     out = revenue(engine, Q1, "month")
     assert list(out.columns) == ["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]
     assert list(out["period"]) == [
@@ -130,7 +145,8 @@ def test_revenue_by_month_nets_refunds_and_keeps_empty_months(engine: sa.Engine)
     assert math.isnan(out["arpa"].iloc[2])
 
 
-def test_revenue_by_quarter_and_year(engine: sa.Engine) -> None:
+def test_revenue_by_quarter_and_year(revenue_engine: sa.Engine) -> None:
+    engine = revenue_engine
     quarters = revenue(engine, Filters("2024-01-01", "2025-01-01"), "quarter")
     # Q1: 320 + 0 = 320, gross 350 + 80 = 430, refunds 110, payers A1 A2 A3 -> arpa 320/3
     # Q2: p9 500 (Apr 1 00:00 belongs to Q2); Q3, Q4 empty
@@ -146,7 +162,8 @@ def test_revenue_by_quarter_and_year(engine: sa.Engine) -> None:
     assert years["arpa"].tolist() == pytest.approx([999.0, 820.0 / 3])
 
 
-def test_revenue_segment_filter_and_empty_segment(engine: sa.Engine) -> None:
+def test_revenue_segment_filter_and_empty_segment(revenue_engine: sa.Engine) -> None:
+    engine = revenue_engine
     smb = revenue(engine, Q1.replace(segments=["SMB"]), "month")  # A1, A3
     # Jan: A1 100 + 50 = 150 (1 payer); Feb: A3 80 - 80 = 0 (1 payer)
     assert smb["revenue"].tolist() == pytest.approx([150.0, 0.0, 0.0])
@@ -154,6 +171,34 @@ def test_revenue_segment_filter_and_empty_segment(engine: sa.Engine) -> None:
     empty = revenue(engine, Q1.replace(segments=["Nobody"]), "month")
     assert empty["revenue"].tolist() == [0.0, 0.0, 0.0]
     assert empty["arpa"].isna().all()
+
+
+def test_revenue_paying_accounts_by_bitmap_over_twelve_periods(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve months and twelve quarters from the base tables: on DuckDB the bitmap
+    statement (its default range of periods), elsewhere the plain one; the same numbers."""
+    monkeypatch.setenv("CRM_ROLLUPS", "off")
+    module = importlib.import_module("kpis.revenue")
+    year = Filters("2024-01-01", "2025-01-01")
+    if engine.dialect.name == "duckdb":
+        sql = str(module._revenue_statement(engine.dialect, year, "month").compile(engine))
+        assert "bitstring_agg" in sql
+    months = revenue(engine, year, "month")
+    # Jan: A1 (p1 and p2: one paying account), A2 (p3; its refund p4) -> 2 paying, 320
+    # Feb: A3 paid 80 and got it back -> 1 paying, revenue 0; Mar: nothing
+    # Apr: A2 500 (p9, Apr 1 00:00) -> 1 paying; May … Dec: nothing
+    assert months["paying_accounts"].tolist() == [2, 1, 0, 1] + [0] * 8
+    assert months["revenue"].tolist() == pytest.approx([320.0, 0.0, 0.0, 500.0] + [0.0] * 8)
+    quarters = revenue(engine, Filters("2023-01-01", "2026-01-01"), "quarter")
+    # 2023 Q4: A1 999 (p8) -> 1; 2024 Q1: A1, A2, A3 -> 3, 320; 2024 Q2: A2 500 -> 1
+    assert quarters["paying_accounts"].tolist() == [0, 0, 0, 1, 3, 1] + [0] * 6
+    assert quarters["revenue"].tolist() == pytest.approx([0.0, 0.0, 0.0, 999.0, 320.0, 500.0] + [0.0] * 6)
+    # product P2 (subscriptions S4, S5, S7: accounts A3, A1, A4): A2's payments are out
+    # Jan: A1 100 + 50 -> 1 paying, 150; Feb: A3 80 - 80 -> 1, 0; Apr: A2's 500 is out -> 0
+    p2 = revenue(engine, year.replace(products=["P2"]), "month")
+    assert p2["paying_accounts"].tolist() == [1, 1] + [0] * 10
+    assert p2["revenue"].tolist() == pytest.approx([150.0] + [0.0] * 11)
 
 
 def test_active_customers_by_month(engine: sa.Engine) -> None:
