@@ -351,6 +351,20 @@ def bitmap_agg(dialect: sa.Dialect, value: ColumnElement[int], low: int, high: i
     return None
 
 
+def bytewise(dialect: sa.Dialect, text: ColumnElement[str]) -> ColumnElement[str]:
+    """``text`` compared byte by byte, for a ``DISTINCT`` of identifiers, where only equality
+    matters (PostgreSQL: ``COLLATE "C"``; elsewhere unchanged).
+
+    PostgreSQL's ``count(DISTINCT …)`` sorts each group's values; under the database's
+    collation (``C.UTF-8``, ``en_US.UTF-8``: libc's ``strcoll``, and no abbreviated keys)
+    that sort costs a fifth of ``kpis.revenue``'s statement over one product's payments at
+    100k accounts (0.28 → 0.23 s). A deterministic collation's equality is byte equality,
+    so the distinct values, and their count, are the same."""
+    if dialect.name == "postgresql":
+        return sa.collate(text, "C")
+    return text
+
+
 def distinct_count_in_range(
     dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int
 ) -> ColumnElement[int] | None:
@@ -486,6 +500,37 @@ def may_select(conn: sa.Connection, *tables: sa.Table) -> bool:
         conn.execute(sa.select(sa.func.has_table_privilege(table.name, "SELECT"))).scalar_one()
         for table in tables
     )
+
+
+#: (table, column, parent table, parent column) of a single-column foreign key.
+Reference = tuple[str, str, str, str]
+
+
+def enforced_references(conn: sa.Connection) -> frozenset[Reference]:
+    """The single-column foreign keys of the connection's schema that the database enforces,
+    so no row of ``table`` can hold a ``column`` value (not NULL) that ``parent column``
+    lacks: on PostgreSQL the validated constraints (``pg_constraint.convalidated``) none of
+    whose triggers is disabled; elsewhere none (DuckDB gets no foreign keys in its DDL,
+    ``crm_data.schema``; SQLite enforces them only under ``PRAGMA foreign_keys``, which this
+    project does not set). A check for such orphans can only count 0 there."""
+    if conn.dialect.name != "postgresql":
+        return frozenset()
+    rows = conn.exec_driver_sql(
+        """
+        SELECT child.relname, child_column.attname, parent.relname, parent_column.attname
+        FROM pg_constraint AS c
+        JOIN pg_class AS child ON child.oid = c.conrelid
+        JOIN pg_class AS parent ON parent.oid = c.confrelid
+        JOIN pg_attribute AS child_column
+          ON child_column.attrelid = c.conrelid AND child_column.attnum = c.conkey[1]
+        JOIN pg_attribute AS parent_column
+          ON parent_column.attrelid = c.confrelid AND parent_column.attnum = c.confkey[1]
+        WHERE c.contype = 'f' AND c.convalidated AND cardinality(c.conkey) = 1
+          AND c.connamespace = current_schema()::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM pg_trigger AS t WHERE t.tgconstraint = c.oid AND t.tgenabled = 'D')
+        """
+    )
+    return frozenset((str(a), str(b), str(c), str(d)) for a, b, c, d in rows)
 
 
 def analyze(conn: sa.Connection, tables: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from crm_data import schema
 from crm_data.dialects import (
     bitmap_agg,
     bits_set_counts,
+    bytewise,
     month_index,
     period_number,
     period_number_of,
@@ -88,7 +89,7 @@ def _build_bitmap_revenue_statement(
     bits = bitmap_agg(dialect, number, low, high)
     assert number is not None and bits is not None  # the caller checked
     period = period_start(dialect, rows.c.paid_at, freq).label("period")
-    sums = revenue_sums(rows)[1:]  # revenue, gross_revenue, refunds
+    sums = revenue_sums(dialect, rows)[1:]  # revenue, gross_revenue, refunds
     per_period = sa.select(period, number.label("number"), *sums).group_by(period, number).subquery("sums")
     paying = (
         sa.select(bits.label("periods"))
@@ -109,17 +110,19 @@ def _build_revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.S
     pay = schema.payments
     period = period_start(dialect, pay.c.paid_at, freq).label("period")
     return (
-        sa.select(period, *revenue_sums(pay))
+        sa.select(period, *revenue_sums(dialect, pay))
         .where(in_range(pay.c.paid_at, f), *scope(f, pay))
         .group_by(period)
     )
 
 
-def revenue_sums(pay: sa.Table | sa.CTE) -> list[sa.ColumnElement]:
+def revenue_sums(dialect: sa.Dialect, pay: sa.Table | sa.CTE) -> list[sa.ColumnElement]:
     """The aggregates of :func:`revenue` over ``payments`` rows: paying_accounts, revenue,
-    gross_revenue, refunds."""
+    gross_revenue, refunds (the distinct account ids compared bytewise:
+    ``crm_data.dialects.bytewise``)."""
+    paying = sa.case((pay.c.amount > 0, bytewise(dialect, pay.c.account_id)))
     return [
-        sa.func.count(sa.distinct(sa.case((pay.c.amount > 0, pay.c.account_id)))).label("paying_accounts"),
+        sa.func.count(sa.distinct(paying)).label("paying_accounts"),
         sa.func.sum(pay.c.amount).label("revenue"),
         sa.func.sum(sa.case((pay.c.amount > 0, pay.c.amount), else_=0.0)).label("gross_revenue"),
         sa.func.sum(sa.case((pay.c.amount < 0, -pay.c.amount), else_=0.0)).label("refunds"),

@@ -554,3 +554,83 @@ def test_an_unrestricted_scope_gives_the_whole_database_report(db: sa.Engine) ->
         for mine, theirs in zip(again.findings, whole.findings, strict=True):
             assert mine.records.equals(theirs.records), mine.key
         assert again.render() == whole.render()
+
+
+# ------------------------------------------------------------ foreign keys the database enforces
+
+
+def _statements_of(engine: sa.Engine) -> list[str]:
+    """Every statement ``engine`` executes from now on (appended as it runs)."""
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda c, cur, statement, *_: seen.append(statement))
+    return seen
+
+
+def test_enforced_foreign_keys_are_not_joined_on_postgresql(make_db) -> None:
+    """On PostgreSQL the schema's foreign keys (``payments.account_id`` → accounts, the stage
+    history's ``deal_id`` → deals, ...) are validated constraints: no orphan can exist, so
+    their checks count 0 without joining the parent — the payments' row checks (no other
+    reference) read the payments alone. The clean fixture: all 50 checks, none found."""
+    from crm_data.dialects import enforced_references
+
+    engine = make_db("postgresql")
+    load(engine, clean_rows())
+    with engine.connect() as conn:
+        enforced = enforced_references(conn)
+    assert ("payments", "account_id", "accounts", "account_id") in enforced
+    assert ("deal_stage_history", "deal_id", "deals", "deal_id") in enforced
+    assert ("deals", "owner_id", "users", "user_id") not in enforced  # a soft reference: no key
+    seen = _statements_of(engine)
+    report = check_database(engine, stale_days=90, now=NOW)
+    assert len(report.findings) == 50 and report.ok
+    assert report.finding("orphan_payments_account_id").count == 0
+    counted = [s for s in seen if "FROM payments" in s and "count(*) FILTER" in s]
+    assert len(counted) == 1 and "JOIN" not in counted[0], counted
+
+
+@pytest.mark.parametrize("how", ["not validated", "triggers disabled"])
+def test_an_unenforced_foreign_key_is_still_checked(make_db, how: str) -> None:
+    """A constraint added NOT VALID over an orphan, or one whose triggers are disabled while
+    the orphan is written, does not vouch for the rows: the orphan is counted (1: payment Y9
+    of account A404, which does not exist)."""
+    from crm_data.dialects import enforced_references
+
+    engine = make_db("postgresql")
+    load(engine, clean_rows())
+    orphan = {"payment_id": "Y9", "account_id": "A404", "paid_at": T(2026, 10, 1), "amount": 5.0}
+    with engine.begin() as conn:
+        (key,) = [k["name"] for k in sa.inspect(conn).get_foreign_keys("payments")]
+        if how == "not validated":
+            conn.exec_driver_sql(f"ALTER TABLE payments DROP CONSTRAINT {key}")
+            conn.execute(schema.payments.insert(), [orphan])
+            conn.exec_driver_sql(
+                f"ALTER TABLE payments ADD CONSTRAINT {key} FOREIGN KEY (account_id) "
+                "REFERENCES accounts (account_id) NOT VALID"
+            )
+        else:
+            conn.exec_driver_sql("ALTER TABLE payments DISABLE TRIGGER ALL")
+            conn.execute(schema.payments.insert(), [orphan])
+    with engine.connect() as conn:
+        assert ("payments", "account_id", "accounts", "account_id") not in enforced_references(conn)
+    report = check_database(engine, stale_days=90, now=NOW)
+    finding = report.finding("orphan_payments_account_id")
+    assert finding.count == 1
+    assert finding.records["payment_id"].tolist() == ["Y9"]
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite"])
+def test_no_foreign_key_is_trusted_where_none_is_enforced(make_db, kind: str) -> None:
+    """DuckDB (no foreign keys in its DDL) and SQLite (not enforced without ``PRAGMA
+    foreign_keys``): every reference is checked by a join; SQLite accepts the orphan payment
+    and it is counted (1)."""
+    from crm_data.dialects import enforced_references
+
+    engine = make_db(kind)
+    rows = clean_rows()
+    rows["payments"].append(
+        {"payment_id": "Y9", "account_id": "A404", "paid_at": T(2026, 10, 1), "amount": 5.0}
+    )
+    load(engine, rows)
+    with engine.connect() as conn:
+        assert enforced_references(conn) == frozenset()
+    assert check_database(engine, stale_days=90, now=NOW).finding("orphan_payments_account_id").count == 1

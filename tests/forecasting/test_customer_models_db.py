@@ -454,3 +454,35 @@ def test_per_account_in_one_pass_by_hand(small: sa.Engine, monkeypatch: pytest.M
         clv_summary._statement.cache_clear()
         pd.testing.assert_frame_equal(summary, by_day)
         pd.testing.assert_frame_equal(counts, by_day_counts)
+
+
+def test_postgresql_per_account_rows_skip_sqlalchemy_rows(make_db, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL the per-account rows reach pandas as psycopg's own tuples (a SQLAlchemy
+    Row per account cost more than the statement at 100k accounts): no SQLAlchemy fetch
+    returns them, and the numbers are the hand-worked ones of
+    :func:`test_customer_summary_by_hand` (A1: 3 transaction days, total 60, mean repeat
+    spend (10 + 20) / 2 = 15, first paid 2 Jan; A2: one transaction of 100)."""
+    engine = make_db("postgresql")
+    insert(engine, "accounts", ACCOUNTS)
+    insert(
+        engine,
+        "payments",
+        [dict(zip(("payment_id", "account_id", "paid_at", "amount"), p, strict=True)) for p in PAYMENTS],
+    )
+    fetched: list[int] = []
+    fetchall = sa.engine.CursorResult.fetchall
+
+    def counted(self: sa.engine.CursorResult) -> list:
+        rows = fetchall(self)
+        fetched.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(sa.engine.CursorResult, "fetchall", counted)
+    out = customer_summary(engine, PERIOD, unit="week").set_index("account_id")
+    assert list(out.index) == ["A1", "A2", "A3"]
+    assert max(fetched, default=0) < 3  # the three accounts' rows came from psycopg
+    a1, a2 = out.loc["A1"], out.loc["A2"]
+    assert (a1["transactions"], a1["frequency"], a1["total_amount"]) == (3, 2, 60.0)
+    assert a1["mean_repeat_amount"] == 15.0 and a1["first_paid"] == dt.date(2024, 1, 2)
+    assert (a2["transactions"], a2["total_amount"]) == (1, 100.0) and np.isnan(a2["mean_repeat_amount"])
+    assert out["transactions"].dtype == np.int64 and out["total_amount"].dtype == np.float64
