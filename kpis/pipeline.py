@@ -8,15 +8,18 @@ Everything is aggregated in the database; the only rows read into Python are the
 
 The open deals' current stage (``weighted_pipeline``, ``open_deal_aging``, ``stuck_deals``,
 their records in ``kpis.records`` and ``forecasting.pipeline``) is :func:`current_stage`'s:
-the latest history row entered by an instant, read from the stored stage visits
-(:mod:`kpis.stage_visits`: the visit running at that instant) when they are built,
-``CRM_ROLLUPS`` is not ``off`` and no stage position is below 0, else from one window over
-the deals' history — the same rows.
+the latest history row entered by an instant, read from the stored deal rows beside the
+stage visits (:mod:`kpis.stage_visits`: each open deal's latest row) when they are built
+and ``CRM_ROLLUPS`` is not ``off`` — a deal whose latest row came after the instant, or
+closed since, from the visit running at that instant when no stage position is below 0 —,
+else from one window over the deals' history: the same rows. The funnel reads the stages
+each deal entered from the same deal rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pandas as pd
 import sqlalchemy as sa
@@ -223,10 +226,11 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
     reached_any, step_conversion_in_order, cumulative_conversion_in_order,
     step_conversion_any, cumulative_conversion_any.
 
-    The stages a deal entered come from the stored stage visits (:mod:`kpis.stage_visits`,
-    kept by the import; the open stages) when they are built and ``CRM_ROLLUPS`` is not
-    ``off`` — the gating of ``kpis.stage_durations`` —, else from one pass over the history
-    of the deals created in the range: the same numbers (:func:`_stored_funnel_masks`,
+    The stages a deal entered come from the stored deal rows beside the stage visits
+    (:mod:`kpis.stage_visits`, kept by the import) when they are built, ``CRM_ROLLUPS`` is
+    not ``off`` — the gating of ``kpis.stage_durations`` — and ``pipeline_stages`` has at
+    most :data:`kpis.stage_visits.MASK_KEYS` rows, else from one pass over the history of
+    the deals created in the range: the same numbers (:func:`_stored_funnel_masks`,
     :func:`_funnel_masks`).
     """
     columns = [
@@ -234,13 +238,13 @@ def funnel(conn: Bind, f: Filters) -> pd.DataFrame:
         "cumulative_conversion_in_order", "step_conversion_any", "cumulative_conversion_any",
     ]  # fmt: skip
     with connection(conn) as c:
-        stages = _stages(c)
-        stages = stages[~(stages["is_closed"] & ~stages["is_won"])].reset_index(drop=True)
+        every_stage = _stages(c)
+        stages = every_stage[~(every_stage["is_closed"] & ~every_stage["is_won"])].reset_index(drop=True)
         if stages.empty:
             return pd.DataFrame(columns=columns)
         if len(stages) > MAX_FUNNEL_STAGES:
             raise ValueError(f"a funnel of more than {MAX_FUNNEL_STAGES} stages is not supported")
-        if rollups.visits_readable(c):
+        if rollups.visits_readable(c) and len(every_stage) <= stage_visits.MASK_KEYS:
             masks, created = _stored_funnel_masks(c, f, stages)
         else:
             masks = _funnel_masks(c, f, stages)
@@ -310,81 +314,37 @@ def _funnel_masks(c: sa.Connection, f: Filters, stages: pd.DataFrame) -> list[tu
 def _stored_funnel_masks(
     c: sa.Connection, f: Filters, stages: pd.DataFrame
 ) -> tuple[list[tuple[int, int]], int]:
-    """(:func:`_funnel_masks`' pairs, deals created) from the stored visits
-    (:mod:`kpis.stage_visits`).
+    """(:func:`_funnel_masks`' pairs, deals created) from the stored deal rows
+    (:data:`kpis.stage_visits.DEAL_STAGES`: per deal, the bits of the stages it has a
+    history row for, by stage key; read when every stage has a key ≤
+    :data:`kpis.stage_visits.MASK_KEYS`).
 
-    A deal's history rows of the open funnel stages are its visits: the first visits (one
-    per stage) of the deals created in the range (and scope) give those bits. A won deal
-    has the won bits (of the open and the closed won stages; an open won stage's visit
-    adds no bit then). The closed funnel stages (closed and won) are no visits: a deal not
-    won has their bits from its history rows (one row per deal and bit). The bits of a
-    deal's rows are distinct, so its mask = Σ bits + the won bits when won — one sum per
-    deal. Deals created without any row: the won ones have the won bits, the others mask
-    0 (counted on ``deals``, minus the deals with rows)."""
-    deals, history, visits = schema.deals, schema.deal_stage_history, stage_visits.TABLE
+    The deals created in the range (and scope) counted per (stored bits, won); each pair's
+    funnel mask = Σ the bits (:func:`_funnel_bits`) of the funnel stages whose key bit is
+    set, plus the won stages' bits when won — in Python, over a few hundred pairs. Every
+    deal has a row, so the pairs' total is the number of deals created."""
+    t = stage_visits.DEAL_STAGES
     bits = _funnel_bits(stages)
-    is_closed = dict(zip(bits, stages["is_closed"], strict=True))
     is_won = dict(zip(bits, stages["is_won"], strict=True))
-    won_bits = sum(bit for name, bit in bits.items() if is_won[name])
     keys = stage_visits.stage_keys()
-    key_of = {str(stage): key for stage, key in c.execute(sa.select(keys.c.stage, keys.c.stage_key))}
-    parts: list[sa.Select] = []
-    visited = [name for name in bits if not is_closed[name]]  # every open stage is a funnel stage
-    if visited:
-        won = visits.c.status == "won"
-        whens = [
-            (
-                sa.and_(visits.c.stage_key == key_of[name], sa.not_(won))
-                if is_won[name]
-                else visits.c.stage_key == key_of[name],
-                bits[name],
-            )
-            for name in visited
-        ]
-        parts.append(
-            sa.select(
-                visits.c.deal_id,
-                sa.case(*whens, else_=0).label("bit"),
-                sa.case((won, 1), else_=0).label("won"),
-            ).where(visits.c.first_visit == 1, in_range(visits.c.created_at, f), *scope(f, visits))
-        )
-    closed = [name for name in bits if is_closed[name]]  # closed funnel stages are won ones
-    if closed:
-        bit = sa.case(
-            *((history.c.stage == sa.literal(name, sa.String()), bits[name]) for name in closed), else_=0
-        )
-        parts.append(
-            sa.select(history.c.deal_id, bit.label("bit"), sa.literal(0, sa.Integer()).label("won"))
-            .select_from(history.join(deals, deals.c.deal_id == history.c.deal_id))
-            .where(history.c.stage.in_(closed), deals.c.status != "won", *_created_deals(f))
-            .distinct()
-        )
-    created, won_created = (
-        int(n or 0)
-        for n in c.execute(
-            sa.select(sa.func.count(), _count_if(deals.c.status == "won")).where(*_created_deals(f))
-        ).one()
+    key_bit = {
+        str(stage): 1 << (int(key) - 1) for stage, key in c.execute(sa.select(keys.c.stage, keys.c.stage_key))
+    }
+    won = sa.case((t.c.status == "won", 1), else_=0).label("won")
+    statement = (
+        sa.select(t.c.stages, won, sa.func.count())
+        .where(in_range(t.c.created_at, f), *scope(f, t))
+        .group_by(t.c.stages, won)
     )
     found: dict[int, int] = {}
-    won_found = 0
-    if parts:
-        rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("funnel_rows")
-        won_deal = sa.func.max(rows.c.won)
-        mask = sa.func.sum(rows.c.bit) + won_deal * sa.literal(won_bits, sa.BigInteger())
-        per_deal = (
-            sa.select(mask.label("mask"), won_deal.label("won")).group_by(rows.c.deal_id).subquery("per_deal")
+    for entered, is_won_deal, n in c.execute(statement):
+        mask = sum(
+            bit
+            for name, bit in bits.items()
+            if int(entered) & key_bit[name] or (is_won_deal and is_won[name])
         )
-        for m, w, n in c.execute(
-            sa.select(per_deal.c.mask, per_deal.c.won, sa.func.count()).group_by(
-                per_deal.c.mask, per_deal.c.won
-            )
-        ):
-            found[int(m)] = found.get(int(m), 0) + int(n)
-            won_found += int(n) if w else 0
-    # created deals without a row: the won ones entered the won stages, the others none
-    found[won_bits] = found.get(won_bits, 0) + won_created - won_found
-    found[0] = found.get(0, 0) + created - sum(found.values())
-    return [(m, n) for m, n in found.items() if n], created
+        found[mask] = found.get(mask, 0) + int(n)
+    return [(m, n) for m, n in found.items() if n], sum(found.values())
 
 
 # ---------------------------------------------------------------- open pipeline
@@ -395,13 +355,17 @@ def current_stage(c: sa.Connection, deals_cte: sa.CTE, as_of: dt.datetime | None
     ``deal_stage_history`` row's ``stage`` and ``entered_at`` (entered at or before ``as_of``
     when given; both NULL for a deal without such a row; ties broken by the higher stage
     position — a stage missing from pipeline_stages (NULL position) counts as lower than
-    every known one — then stage name).
+    every known one — then stage name: :func:`kpis.stage_visits.latest_first`).
 
-    From the stored visits (:func:`_stored_current`) when they are built, ``CRM_ROLLUPS``
-    is not ``off`` and every stage of ``pipeline_stages`` has a position ≥ 0
-    (:func:`visits_hold_current`), else one window over the deals' history
-    (:func:`_window_current`): the same rows."""
-    return (_stored_current if visits_hold_current(c) else _window_current)(deals_cte, as_of)
+    When the stored visits are readable (built, ``CRM_ROLLUPS`` not ``off``): each deal's
+    stored latest row (:func:`_stored_latest`), for the deals whose latest row was entered
+    after ``as_of`` from the stored visits (:func:`_stored_current`) when every stage of
+    ``pipeline_stages`` has a position ≥ 0 (:func:`visits_hold_current`), else from one
+    window over their history (:func:`_window_current`); not readable: that window over
+    every deal's history. The same rows."""
+    if not rollups.visits_readable(c):
+        return _window_current(deals_cte, as_of)
+    return _stored_latest(deals_cte, as_of, _stored_current if visits_hold_current(c) else _window_current)
 
 
 def visits_hold_current(c: sa.Connection) -> bool:
@@ -425,11 +389,7 @@ def _ranked_current(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery
     deals to it by a nested loop over every pair (the open deals of the busiest region ×
     industry at 100,000 accounts: 22,821 × 1,442 rows, 33M comparisons, 14 s)."""
     history, stages = schema.deal_stage_history, schema.pipeline_stages
-    order = [
-        history.c.entered_at.desc(),
-        stages.c.position.desc().nulls_last(),  # explicit: databases differ on NULLs by default
-        history.c.stage.desc(),
-    ]
+    order = stage_visits.latest_first()
     entries = history.c.deal_id == deals_cte.c.deal_id
     if as_of is not None:
         entries = sa.and_(entries, history.c.entered_at <= as_of)
@@ -487,13 +447,47 @@ def _stored_current(deals_cte: sa.CTE, as_of: dt.datetime | None) -> sa.Subquery
         .where(current)
         .cte("running")
     )
-    rest = (
-        sa.select(*deals_cte.c)
-        .where(deals_cte.c.deal_id.not_in(sa.select(running.c.deal_id)))
-        .cte("without_running_visit")
+    return _found_then(deals_cte, running, as_of, _ranked_current, "without_running_visit")
+
+
+def _found_then(
+    deals_cte: sa.CTE,
+    found: sa.CTE,
+    as_of: dt.datetime | None,
+    after: Callable[[sa.CTE, dt.datetime | None], sa.Subquery],
+    name: str,
+) -> sa.Subquery:
+    """The rows of ``found`` (``deals_cte``'s columns, stage, entered_at; a deal at most
+    once), then for the deals of ``deals_cte`` not in it (a CTE called ``name``) the rows of
+    ``after(those deals, as_of)``: every deal once."""
+    rest = sa.select(*deals_cte.c).where(deals_cte.c.deal_id.not_in(sa.select(found.c.deal_id))).cte(name)
+    return sa.union_all(sa.select(*found.c), sa.select(*after(rest, as_of).c)).subquery("latest")
+
+
+def _stored_latest(
+    deals_cte: sa.CTE,
+    as_of: dt.datetime | None,
+    after: Callable[[sa.CTE, dt.datetime | None], sa.Subquery],
+) -> sa.Subquery:
+    """:func:`current_stage` from the stored deal rows (:data:`kpis.stage_visits.DEAL_STAGES`:
+    each deal's latest history row, by :func:`current_stage`'s order). A deal still open
+    whose latest row was entered by ``as_of`` (or that has none, or ``as_of`` None) has that
+    row; the others (closed since, or a row entered after ``as_of``: the range ends before
+    it) go through ``after`` (:func:`_stored_current` or :func:`_window_current`) over
+    their own deals only. (Only the deals open now are read from the stored rows: every
+    caller asks about open deals, and the status filter lets the scan skip the closed
+    deals' rows before the join.)"""
+    t = stage_visits.DEAL_STAGES
+    stored = [t.c.status == "open"]
+    if as_of is not None:
+        stored.append(sa.or_(t.c.entered_at.is_(None), t.c.entered_at <= as_of))
+    latest = (
+        sa.select(*deals_cte.c, t.c.stage, t.c.entered_at)
+        .select_from(deals_cte.join(t, t.c.deal_id == deals_cte.c.deal_id))
+        .where(*stored)
+        .cte("stored_latest")
     )
-    ranked = _ranked_current(rest, as_of)
-    return sa.union_all(sa.select(*running.c), sa.select(*ranked.c)).subquery("latest")
+    return _found_then(deals_cte, latest, as_of, after, "not_stored_latest")
 
 
 def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:

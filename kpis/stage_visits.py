@@ -51,7 +51,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from crm_data import derived, hooks, schema
-from crm_data.dialects import may_select, refresh_work_mem
+from crm_data.dialects import bit_or, may_select, refresh_work_mem
 
 #: The derived table's name (:data:`crm_data.derived.PREFIX`).
 NAME = "rollup_stage_visits"
@@ -93,6 +93,31 @@ TABLE = sa.Table(
 )
 schema.row_store_index(TABLE, "created_at")
 schema.row_store_index(TABLE, "deal_id")
+
+#: The deal table's name (:data:`crm_data.derived.PREFIX`).
+DEALS_NAME = "rollup_deal_stages"
+#: The stages of key 1..MASK_KEYS have a bit in :data:`DEAL_STAGES`' ``stages`` (a signed
+#: 64-bit integer); a database with more stages does not read the bits (``kpis.pipeline``).
+MASK_KEYS = 63
+
+#: One row per deal: the stages it has a history row for, and its columns.
+DEAL_STAGES = sa.Table(
+    DEALS_NAME,
+    metadata,
+    sa.Column("deal_id", schema.deals.c.deal_id.type, nullable=False),
+    # Σ 2^(stage_key − 1) over the distinct stages of pipeline_stages (key ≤ MASK_KEYS) the
+    # deal has a deal_stage_history row for; 0: none
+    sa.Column("stages", sa.BigInteger(), nullable=False),
+    # an open deal's latest deal_stage_history row (:func:`latest_first`); NULL: none, or
+    # the deal is not open
+    sa.Column("stage", schema.deal_stage_history.c.stage.type),
+    sa.Column("entered_at", sa.DateTime()),
+    *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
+)
+schema.row_store_index(DEAL_STAGES, "created_at")
+schema.row_store_index(DEAL_STAGES, "deal_id")
+#: Both tables, written together under the state of :data:`NAME`.
+TABLES: tuple[sa.Table, ...] = (TABLE, DEAL_STAGES)
 
 
 def stage_keys() -> sa.CTE:
@@ -224,15 +249,89 @@ def _rows(deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
     ).where(is_visit(window))
 
 
+def latest_first() -> list[sa.ColumnElement]:
+    """The order that puts a deal's latest ``deal_stage_history`` row first (the history
+    joined on the left to ``pipeline_stages``): by entered_at, then the higher stage
+    position — a stage missing from pipeline_stages (NULL position) below every known
+    one —, then the stage's name, all descending."""
+    history, stages = schema.deal_stage_history, schema.pipeline_stages
+    return [
+        history.c.entered_at.desc(),
+        stages.c.position.desc().nulls_last(),  # explicit: databases differ on NULLs by default
+        history.c.stage.desc(),
+    ]
+
+
+def _deal_rows(dialect: sa.Dialect, deals_where: Sequence[sa.ColumnElement[bool]]) -> sa.Select:
+    """The rows of :data:`DEAL_STAGES` of the deals ``deals_where`` selects."""
+    deals, history, stages, keys = (
+        schema.deals,
+        schema.deal_stage_history,
+        schema.pipeline_stages,
+        stage_keys(),
+    )
+    chosen = [history.c.deal_id.in_(sa.select(deals.c.deal_id).where(*deals_where))] if deals_where else []
+    bit = sa.literal(1, sa.BigInteger()).op("<<")(sa.cast(keys.c.stage_key - 1, sa.Integer()))
+    # the OR of the bits of a deal's rows (5× faster than the sum of the distinct bits on
+    # DuckDB; SQLite has no bit_or)
+    ored = bit_or(dialect, bit)
+    entered = (
+        sa.select(
+            history.c.deal_id, (sa.func.sum(sa.distinct(bit)) if ored is None else ored).label("stages")
+        )
+        .select_from(history.join(keys, keys.c.stage == history.c.stage))
+        .where(keys.c.stage_key <= MASK_KEYS, *chosen)
+        .group_by(history.c.deal_id)
+        .subquery("entered")
+    )
+    # the latest row of the open deals only (the one reader, kpis.pipeline.current_stage,
+    # reads the rows of the deals open now): one window over ≈ 5 % of the history
+    still_open = history.c.deal_id.in_(
+        sa.select(deals.c.deal_id).where(deals.c.status == "open", *deals_where)
+    )
+    ranked = (
+        sa.select(
+            history.c.deal_id,
+            history.c.stage,
+            history.c.entered_at,
+            sa.func.row_number().over(partition_by=history.c.deal_id, order_by=latest_first()).label("rn"),
+        )
+        .select_from(history.outerjoin(stages, stages.c.stage == history.c.stage))
+        .where(still_open)
+        .subquery("ranked")
+    )
+    latest = (
+        sa.select(ranked.c.deal_id, ranked.c.stage, ranked.c.entered_at).where(ranked.c.rn == 1).subquery()
+    )
+    return (
+        sa.select(
+            deals.c.deal_id,
+            sa.cast(sa.func.coalesce(entered.c.stages, 0), sa.BigInteger()).label("stages"),
+            latest.c.stage,
+            latest.c.entered_at,
+            *(deals.c[name] for name in DEAL_COLUMNS),
+        )
+        .select_from(
+            deals.outerjoin(entered, entered.c.deal_id == deals.c.deal_id).outerjoin(
+                latest, latest.c.deal_id == deals.c.deal_id
+            )
+        )
+        .where(*deals_where)
+    )
+
+
 def _insert(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) -> int | None:
-    """INSERT ... SELECT the visits of the deals ``deals_where`` selects; the rows written."""
-    rows = _rows(deals_where)
-    if conn.dialect.name == "duckdb":
-        # in created_at order: DuckDB's zone maps then skip the row groups of deals created
-        # outside a range (row stores have the index on created_at)
-        ordered = rows.subquery("visits")
-        rows = sa.select(*ordered.c).order_by(ordered.c.created_at)
-    return derived.written(conn.execute(TABLE.insert().from_select([c.name for c in TABLE.c], rows)))
+    """INSERT ... SELECT the visits and the deal rows (:data:`DEAL_STAGES`) of the deals
+    ``deals_where`` selects; the visits written."""
+    written = None
+    for table, rows in ((DEAL_STAGES, _deal_rows(conn.dialect, deals_where)), (TABLE, _rows(deals_where))):
+        if conn.dialect.name == "duckdb":
+            # in created_at order: DuckDB's zone maps then skip the row groups of deals
+            # created outside a range (row stores have the index on created_at)
+            ordered = rows.subquery("rows")
+            rows = sa.select(*ordered.c).order_by(ordered.c.created_at)
+        written = derived.written(conn.execute(table.insert().from_select([c.name for c in table.c], rows)))
+    return written
 
 
 def _sources_present(conn: sa.Connection) -> bool:
@@ -270,11 +369,13 @@ def _refresh(conn: sa.Connection) -> int:
     if not _sources_present(conn):
         derived.forget(conn, NAME)
         return 0
-    if derived.lacks_columns(conn, TABLE):
-        TABLE.drop(conn)
-    TABLE.create(conn, checkfirst=True)
+    for table in TABLES:
+        if derived.lacks_columns(conn, table):
+            table.drop(conn)
+        table.create(conn, checkfirst=True)
     derived.forget(conn, NAME)
-    conn.execute(TABLE.delete())
+    for table in TABLES:
+        conn.execute(table.delete())
     rows = _insert(conn, ())
     _analyze(conn)
     _KNOWN.clear()
@@ -282,9 +383,10 @@ def _refresh(conn: sa.Connection) -> int:
 
 
 def _analyze(conn: sa.Connection) -> None:
-    """ANALYZE the table on PostgreSQL (its statistics for the readers' plans)."""
+    """ANALYZE the tables on PostgreSQL (their statistics for the readers' plans)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text(f'ANALYZE "{NAME}"'))
+        for table in TABLES:
+            conn.execute(sa.text(f'ANALYZE "{table.name}"'))
 
 
 def _instants(span: hooks.DateSpan) -> tuple[dt.datetime, dt.datetime] | None:
@@ -346,10 +448,10 @@ def update(conn: sa.Connection, change: hooks.Change) -> list[str]:
     writer's transaction; return ``[NAME]`` (current afterwards), or ``[]`` when a source
     table is missing.
 
-    Never built (or by a version with other columns), or a change :func:`changed_deals`
-    cannot bound: rebuilt whole. Not touching its sources: left alone. Otherwise the
-    visits of the deals :func:`changed_deals` names are deleted and computed again from
-    their whole history."""
+    Never built (or by a version with other columns, or without :data:`DEAL_STAGES`), or a
+    change :func:`changed_deals` cannot bound: rebuilt whole. Not touching its sources:
+    left alone. Otherwise the visits and deal rows of the deals :func:`changed_deals` names
+    are deleted and computed again from their whole history."""
     with refresh_work_mem(conn):
         return _update(conn, change)
 
@@ -364,7 +466,10 @@ def _update(conn: sa.Connection, change: hooks.Change) -> list[str]:
         if derived.has_state(conn)
         else None
     )
-    if state is None or derived.lacks_columns(conn, TABLE) or not sa.inspect(conn).has_table(NAME):
+    present = derived.table_names(conn)
+    if state is None or any(
+        table.name not in present or derived.lacks_columns(conn, table, present) for table in TABLES
+    ):
         _refresh(conn)
         return [NAME]
     if not change.names & {t.name for t in SOURCES}:
@@ -374,6 +479,7 @@ def _update(conn: sa.Connection, change: hooks.Change) -> list[str]:
         _refresh(conn)
         return [NAME]
     chosen = sa.select(schema.deals.c.deal_id).where(deals)
+    conn.execute(DEAL_STAGES.delete().where(DEAL_STAGES.c.deal_id.in_(chosen)))
     gone = derived.written(conn.execute(TABLE.delete().where(TABLE.c.deal_id.in_(chosen))))
     added = _insert(conn, (deals,))
     rows = None if gone is None or added is None else int(state[0]) - gone + added
@@ -390,15 +496,17 @@ _KNOWN: weakref.WeakKeyDictionary[sa.Engine, bool] = weakref.WeakKeyDictionary()
 
 def available(conn: sa.Connection) -> bool:
     """True when the stored visits may be read: built (state recorded, so current: any
-    change of its sources refreshed it or removed its state), with this version's columns,
+    change of its sources refreshed it or removed its state), both tables (:data:`TABLES`)
+    present with this version's columns,
     and readable by the connecting role (on PostgreSQL a role limited to a scope has no
     SELECT on the derived tables: it reads the base tables)."""
     if not _KNOWN.get(conn.engine):
-        if not sa.inspect(conn).has_table(derived.state.name) or not sa.inspect(conn).has_table(NAME):
+        present = derived.table_names(conn)
+        if not {derived.state.name, *(table.name for table in TABLES)} <= present:
             return False
-        if not may_select(conn, derived.state, TABLE):
+        if not may_select(conn, derived.state, *TABLES):
             return False
-        if derived.lacks_columns(conn, TABLE):
+        if any(derived.lacks_columns(conn, table, present) for table in TABLES):
             return False
         _KNOWN[conn.engine] = True
     state = derived.state
@@ -406,14 +514,19 @@ def available(conn: sa.Connection) -> bool:
 
 
 __all__ = [
+    "DEALS_NAME",
     "DEAL_COLUMNS",
+    "DEAL_STAGES",
+    "MASK_KEYS",
     "NAME",
     "SOURCES",
     "TABLE",
+    "TABLES",
     "available",
     "changed_deals",
     "ended_at",
     "is_visit",
+    "latest_first",
     "progressed",
     "refresh",
     "stage_keys",

@@ -202,6 +202,7 @@ VISIT_READERS = (
     ("kpis.sales", "_stage_visits", "_stored_visits"),
     ("forecasting.pipeline", "_learning_pass", "_stored_learning"),
     ("kpis.pipeline", "_window_current", "_stored_current"),
+    ("kpis.pipeline", "_window_current", "_stored_latest"),
     ("kpis.pipeline", "_funnel_masks", "_stored_funnel_masks"),
 )
 

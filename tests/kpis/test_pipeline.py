@@ -261,6 +261,86 @@ def test_funnel_counts_a_closed_won_row_of_a_deal_not_won_and_a_won_deal_without
     )
 
 
+def test_the_stored_deal_rows_hold_the_bits_of_every_stage_entered(engine: sa.Engine) -> None:
+    """kpis.stage_visits.DEAL_STAGES: one row per deal, ``stages`` = Σ 2^(key − 1) over the
+    distinct known stages of its history, open and closed, and an open deal's latest
+    history row (a Closed Won row of an open deal too: the status and the history disagree). Keys
+    by (position, stage): Lead 1, Qualified 2, Proposal 3, Negotiation 4, Closed Won 5,
+    Closed Lost 6 -> bits 1, 2, 4, 8, 16, 32. An unknown stage ("Demo") has no key: no bit."""
+    from kpis import stage_visits
+
+    d11 = deal("D11", "A1", "U1", "P1", "web", "2024-03-05", "open", None, 100.0)
+    history = [
+        {"deal_id": "D11", "stage": stage, "entered_at": ts(day)}
+        for stage, day in (("Lead", "2024-03-05"), ("Demo", "2024-03-07"), ("Closed Won", "2024-03-10"))
+    ]
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.deals), [d11])
+        c.execute(sa.insert(schema.deal_stage_history), history)
+        stage_visits.refresh(c)
+    table = stage_visits.DEAL_STAGES
+    with engine.connect() as c:
+        rows = {
+            deal_id: (int(stages), stage, None if entered is None else ts(str(entered)))
+            for deal_id, stages, stage, entered in c.execute(
+                sa.select(table.c.deal_id, table.c.stages, table.c.stage, table.c.entered_at)
+            )
+        }
+    # stages; an open deal's latest history row (stage, entered_at), won or lost: NULL
+    assert rows == {
+        "D1": (1 + 2 + 4 + 8 + 16, None, None),  # won: Lead .. Closed Won = 31
+        "D2": (1 + 2 + 32, None, None),  # lost: Lead, Qualified, Closed Lost = 35
+        "D3": (1 + 4 + 16, None, None),  # won, skips Qualified = 21
+        "D4": (1 + 2 + 4, "Qualified", ts("2024-03-10")),  # Qualified twice, one bit = 7; re-entered last
+        "D5": (1 + 2, "Qualified", ts("2024-03-05")),  # = 3
+        "D6": (0, None, None),  # open, no history
+        "D7": (1 + 32, None, None),  # lost = 33
+        "D8": (1 + 8, "Negotiation", ts("2024-04-05")),  # = 9
+        "D9": (1 + 2 + 4 + 8, None, None),  # won without a Closed Won row: its history's bits = 15
+        "D10": (1 + 4, "Proposal", ts("2023-11-01")),  # = 5
+        "D11": (1 + 16, "Closed Won", ts("2024-03-10")),  # open: Lead, Demo (no key: no bit), Closed Won = 17
+    }
+
+
+def test_funnel_with_more_stages_than_the_stored_bits_reads_the_history(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 stages: the stored deal rows have bits for keys 1..63 only, so the funnel counts
+    from the history, the stored visits built. The fixture's six stages (keys 1..6), 57
+    closed lost stages at positions 7..63 (keys 7..63), an open stage "Late" at position 64
+    (key 64). Funnel stages (ranks): Lead 1, Qualified 2, Proposal 3, Negotiation 4, Closed
+    Won 5, Late 6. D5 (created Mar 1: Lead, Qualified) enters Late on Mar 20 -> {1, 2, 6}.
+    With test_funnel_in_order_and_any's other deals, 7 created:
+    any (max ≥ r): 6, 6, 5 (D1 D3 D4 D5 D9), 4 (D1 D3 D5 D9), 4, 1 (D5);
+    in order: 6, 5, 3, 2, 2, 0."""
+    from kpis import pipeline, stage_visits
+
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    lost = [
+        {"stage": f"Lost {p:02d}", "position": p, "probability": 0.0, "is_closed": True, "is_won": False}
+        for p in range(7, 64)
+    ]
+    late = {"stage": "Late", "position": 64, "probability": 0.9, "is_closed": False, "is_won": False}
+    with engine.begin() as c:
+        c.execute(sa.insert(schema.pipeline_stages), [*lost, late])
+        c.execute(
+            sa.insert(schema.deal_stage_history),
+            [{"deal_id": "D5", "stage": "Late", "entered_at": ts("2024-03-20")}],
+        )
+        stage_visits.refresh(c)
+    with engine.connect() as c:
+        assert stage_visits.available(c)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the stored deal rows were read")
+
+    monkeypatch.setattr(pipeline, "_stored_funnel_masks", refuse)
+    out = funnel(engine, Q1)
+    assert out["stage"].tolist() == ["Lead", "Qualified", "Proposal", "Negotiation", "Closed Won", "Late"]
+    assert out["reached_any"].tolist() == [6, 6, 5, 4, 4, 1]
+    assert out["reached_in_order"].tolist() == [6, 5, 3, 2, 2, 0]
+
+
 def test_weighted_pipeline(visits_engine: sa.Engine) -> None:
     out = weighted_pipeline(visits_engine, Q1).set_index("stage")
     # Open deals now (the date range does not matter): D4, D5, D6, D8, D10

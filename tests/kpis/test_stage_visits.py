@@ -148,12 +148,14 @@ def other_readers(
         }
 
 
-def table(engine: sa.Engine) -> pd.DataFrame:
-    """The stored visits, in a fixed order (timestamps as text: SQLite returns strings)."""
+def table(engine: sa.Engine, stored: sa.Table = stage_visits.TABLE) -> pd.DataFrame:
+    """The stored visits (or deal rows: ``stage_visits.DEAL_STAGES``), in a fixed order
+    (timestamps as text: SQLite returns strings)."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(stage_visits.TABLE)).mappings().all()
-    frame = pd.DataFrame(rows, columns=list(stage_visits.TABLE.c.keys())).astype(str)
-    return frame.sort_values(["deal_id", "stage_key", "entered_at"], ignore_index=True)
+        rows = conn.execute(sa.select(stored)).mappings().all()
+    frame = pd.DataFrame(rows, columns=list(stored.c.keys())).astype(str)
+    order = ["deal_id", "stage_key", "entered_at"] if stored is stage_visits.TABLE else ["deal_id"]
+    return frame.sort_values(order, ignore_index=True)
 
 
 def test_the_stored_visits_give_the_frames_of_the_base_tables(
@@ -240,10 +242,17 @@ def test_an_import_rewrites_the_visits_of_the_deals_it_changed(
         assert stage_visits.NAME in derived.built(conn)
     assert len(rebuilds) == 1
     before = stored(db, EVERY_DEAL, None, monkeypatch)
+    before_deals = table(db, stage_visits.DEAL_STAGES)
+    moving = _old_deals(db)[0]["deal_id"]  # enters Negotiation (key 4: bit 8) in November
+    assert int(before_deals.set_index("deal_id")["stages"][moving]) & 8 == 0
     report = import_tables(db, november(db), today=TODAY)
     assert report.ok, report.errors
     assert len(rebuilds) == 1  # not rebuilt whole: the changed deals only
-    after = table(db)
+    after, deals_after = table(db), table(db, stage_visits.DEAL_STAGES)
+    changed = deals_after.set_index("deal_id")["stages"]
+    # the new deal: Lead (key 1) and Qualified (key 2) = 3; the moving deal gained Negotiation (key 4)
+    assert changed["DNOV"] == "3" and int(changed[moving]) & 8
+    assert len(deals_after) == len(before_deals) + 1
     with db.connect() as conn:
         recorded = conn.execute(
             sa.select(derived.state.c.rows).where(derived.state.c.rollup == stage_visits.NAME)
@@ -251,6 +260,7 @@ def test_an_import_rewrites_the_visits_of_the_deals_it_changed(
     assert recorded == len(after)
     build(db)
     pd.testing.assert_frame_equal(after, table(db))  # what a full rebuild gives
+    pd.testing.assert_frame_equal(deals_after, table(db, stage_visits.DEAL_STAGES))
     assert_same_everywhere(db, monkeypatch)
     # the import changed the figures (two visits finished, a new deal)
     now = stored(db, EVERY_DEAL, None, monkeypatch)
@@ -332,3 +342,35 @@ def test_a_table_built_without_the_learning_columns_is_not_read_then_rebuilt(
     after = table(db)
     build(db)
     pd.testing.assert_frame_equal(after, table(db))
+
+
+def test_visits_built_without_the_deal_rows_are_not_read_then_rebuilt(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch, rebuilds: list[int]
+) -> None:
+    """The stored visits of the version before ``stage_visits.DEAL_STAGES`` (no such table):
+    not read — the funnel and stage_durations take the base tables —, and the next import
+    rebuilds both tables whole."""
+    from kpis import funnel
+    from kpis import pipeline as kpis_pipeline
+
+    load(db)
+    build(db)
+    expected = funnel(db, EVERY_DEAL)
+    with db.begin() as conn:
+        stage_visits.DEAL_STAGES.drop(conn)
+    stage_visits._KNOWN.clear()
+    with db.connect() as conn:
+        assert stage_visits.NAME in derived.built(conn) and not stage_visits.available(conn)
+    with monkeypatch.context() as m:
+        m.setattr(sales, "_stored_visits", _refuse)
+        m.setattr(kpis_pipeline, "_stored_funnel_masks", _refuse)
+        stage_durations(db, EVERY_DEAL)
+        pd.testing.assert_frame_equal(funnel(db, EVERY_DEAL), expected)
+    assert import_tables(db, november(db), today=TODAY).ok
+    assert len(rebuilds) == 2
+    with db.connect() as conn:
+        assert stage_visits.available(conn)
+    after = table(db, stage_visits.DEAL_STAGES)
+    assert len(after) > 0
+    build(db)
+    pd.testing.assert_frame_equal(after, table(db, stage_visits.DEAL_STAGES))
