@@ -330,6 +330,8 @@ def check_scope(
             return check_scope(connection, scope, stale_days, now=now, limit=limit, snapshot=snapshot)
     if now is None:
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    elif now.tzinfo is not None:  # naive UTC, as check_database and the stored time
+        now = now.astimezone(dt.UTC).replace(tzinfo=None)
     if snapshot is None:
         snapshot = _stored_beside(conn.engine)
     clean: list[Finding] = []

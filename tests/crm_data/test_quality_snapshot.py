@@ -228,6 +228,11 @@ def test_a_scope_runs_only_the_checks_that_found_something_in_the_stored_report(
         "checks that found nothing in the whole database at 2026-11-30 12:00 UTC were not run"
         in fast.render()
     )
+    # the same instant with its time zone (14:00 UTC = 15:00 at UTC+1)
+    aware = check_scope(
+        db, EMEA, now=later.replace(tzinfo=dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=1)))
+    )
+    assert aware.checked_at == later and aware.reused_checks == fast.reused_checks
 
 
 def test_a_scope_checks_everything_when_the_data_changed_since(db: sa.Engine, tmp_path: Path) -> None:
