@@ -6,6 +6,7 @@ Tolerances are stated per test; the measured differences (this implementation, s
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -348,6 +349,65 @@ def test_gamma_gamma_row_sums_are_kept_per_v(cdnow_spend):
     for v in range(1, 2 * cm._GammaGammaTerms.KEPT_POINTS):
         terms.log_likelihood(np.array([1.0, 1.0, float(v)]))
     assert len(terms._sums) == cm._GammaGammaTerms.KEPT_POINTS
+
+
+def test_pairwise_blocks_by_hand_and_as_numpy_sums():
+    """numpy's pairwise summation halves more than 128 values at n ÷ 2 rounded down to a
+    multiple of 8: 1,000 values in blocks of at most 300 are [0, 248), [248, 496), [496,
+    744), [744, 1000) (1,000 → 496 + 504; 496 → 248 + 248; 504 → 248 + 256). The blocks'
+    ``np.sum`` added by ``_pairwise_total`` are ``np.sum`` of the whole array bit for bit
+    (a plain running total of the blocks is not, below); fewer than 128 per block refused."""
+    assert cm._pairwise_blocks(1000, 300) == [(0, 248), (248, 496), (496, 744), (744, 1000)]
+    assert cm._pairwise_blocks(100, 300) == [(0, 100)]
+    assert cm._pairwise_blocks(0, 128) == [(0, 0)]
+    with pytest.raises(ValueError):
+        cm._pairwise_blocks(1000, 64)
+    rng = np.random.default_rng(7)
+    differs = 0
+    for n in (1, 127, 128, 129, 1000, 4097, 65_537, 300_001):
+        values = rng.standard_normal((2, n)) * 10.0 ** rng.integers(-3, 6, (2, n))
+        for most in (128, 200, 1 << 12, 1 << 15):
+            blocks = cm._pairwise_blocks(n, most)
+            assert blocks[0][0] == 0 and blocks[-1][1] == n
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
+            parts = np.array([[np.sum(row[start:stop]) for row in values] for start, stop in blocks])
+            total = cm._pairwise_total(parts, n, most)
+            assert total.tolist() == [np.sum(row) for row in values], (n, most)
+            running = 0.0
+            for part in parts[:, 0]:
+                running += part
+            differs += running != np.sum(values[0])
+    assert differs > 0  # the order of the additions matters: the pairwise one is numpy's
+
+
+def test_gamma_gamma_row_sums_by_block_are_the_whole_rows_sums(monkeypatch: pytest.MonkeyPatch):
+    """``_GammaGammaTerms._row_sums`` block by block (blocks of 128, 1,000 and 2^15 rows)
+    gives the four sums over the whole rows as plain numpy arrays give them, bit for bit,
+    and the same log-likelihood and gradient."""
+    rng = np.random.default_rng(3)
+    n = 70_001
+    x = np.sort(rng.integers(1, 40, n)).astype(float)
+    m = rng.gamma(2.0, 50.0, n)
+    weights = np.where(rng.random(n) < 0.05, 2.0, 1.0)
+    for v in (1e-3, 3.7, 250.0, 1e5):
+        total = v + m * x
+        logs, inverse = np.log(total), 1.0 / total
+        plain = (
+            float(np.sum(weights * x * logs)),
+            float(np.sum(weights * logs)),
+            float(np.sum(weights * x * inverse)),
+            float(np.sum(weights * inverse)),
+        )
+        for block in (128, 1000, 1 << 15):
+            monkeypatch.setattr(cm._GammaGammaTerms, "BLOCK_ROWS", block)
+            assert cm._GammaGammaTerms(x, m, weights)._row_sums(v) == plain, (v, block)
+    params = np.array([2.0, 3.0, 40.0])
+    monkeypatch.setattr(cm._GammaGammaTerms, "BLOCK_ROWS", 128)
+    small = cm._GammaGammaTerms(x, m, weights)
+    monkeypatch.setattr(cm._GammaGammaTerms, "BLOCK_ROWS", 1 << 20)  # one block: the whole rows
+    whole = cm._GammaGammaTerms(x, m, weights)
+    assert small.log_likelihood(params) == whole.log_likelihood(params)
+    np.testing.assert_array_equal(small.gradient(params), whole.gradient(params))
 
 
 def test_gamma_gamma_terms_are_the_plain_likelihood(cdnow_spend):
