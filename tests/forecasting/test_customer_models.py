@@ -550,6 +550,53 @@ def test_churn_risk_ranking_is_the_pandas_sort():
                 pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
 
 
+def test_ascending_ids_by_hand():
+    """``_ascending``: ids in order (ties allowed) on pandas' Arrow-backed ``str`` and on
+    object arrays, as ``is_monotonic_increasing``; a missing id or a step down is not."""
+    cases = {
+        ("A1", "A2", "A2", "B"): True,
+        ("A1", "A10", "A2"): True,  # as strings: "A10" < "A2"
+        ("A2", "A10"): False,
+        ("A1", None, "A2"): False,
+        (None,): False,
+        ("A1",): True,
+        (): True,
+    }
+    for ids, expected in cases.items():
+        for dtype in ("str", object):
+            series = pd.Series(list(ids), dtype=dtype)
+            assert cm._ascending(series) is expected, (ids, dtype)
+            if None not in ids:
+                assert series.is_monotonic_increasing is expected
+
+
+def test_ranking_by_inactive_probability_is_the_ranked_accounts(monkeypatch: pytest.MonkeyPatch):
+    """``accounts`` are ranked by inactive_probability: ``ranking()`` over every account
+    returns them as they are (no sort: ``_descending_order`` is not called), a copy whose
+    new columns leave ``accounts`` alone; other rankings still sort."""
+    accounts = pd.DataFrame(
+        {
+            "account_id": ["A1", "A2", "A3", "A4"],
+            "inactive_probability": [0.2, np.nan, 0.9, 0.2],
+            "clv_revenue": [5.0, 1.0, 1.0, 7.5],
+            "T": [10.0, 20.0, 30.0, 12.0],
+            "recency": [5.0, 0.0, 29.0, 0.0],
+        }
+    )
+    ranked, id_rank = cm._ranked(accounts)
+    risk = cm.ChurnRisk(ranked, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1, id_rank)
+    expected = accounts.sort_values(["inactive_probability", "account_id"], ascending=[False, True])
+    sorts = []
+    real = cm._descending_order
+    monkeypatch.setattr(cm, "_descending_order", lambda *a, **k: sorts.append(1) or real(*a, **k))
+    got = risk.ranking()
+    assert not sorts
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+    got["extra"] = 1.0
+    assert "extra" not in risk.accounts.columns
+    assert risk.ranking("clv_revenue")["account_id"].tolist() == ["A4", "A1", "A2", "A3"] and sorts
+
+
 # ---------------------------------------------------------------- likelihood terms per distinct value (issue 15)
 
 
