@@ -339,6 +339,21 @@ def value_at_min(dialect: sa.Dialect, value: ColumnElement, key: ColumnElement) 
     return None
 
 
+def previous_in_order(
+    dialect: sa.Dialect, value: ColumnElement, partition: ColumnElement, order: ColumnElement
+) -> ColumnElement | None:
+    """Window: ``value`` of the row before in its ``partition`` ordered by ``order`` (NULL
+    for the partition's first row), ``lag(value) OVER (PARTITION BY partition ORDER BY
+    order)``, on PostgreSQL, where an index on ``(partition, order)`` hands the window its
+    rows in that order (no sort) and one pass of the window and one aggregate per
+    partition replace a sort, a grouping and a window (``kpis.clv_summary``: the payments
+    of a million accounts, 10.9 → 5.8 s with ``ix_payments_account_id_paid_at``); None
+    elsewhere (DuckDB has ``arg_min``, SQLite keeps the portable form)."""
+    if dialect.name != "postgresql":
+        return None
+    return sa.func.lag(value).over(partition_by=partition, order_by=order)
+
+
 def bitmap_agg(dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int) -> ColumnElement | None:
     """Aggregate: the distinct integers ``value`` the group holds, every one in ``[low,
     high]``, as a bitmap of high − low + 1 bits, bit i (:func:`bitmap_bit`) set when the

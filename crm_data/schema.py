@@ -404,6 +404,13 @@ postgresql_index(
     "ix_deals_won_closed_at", deals, "closed_at", include=("created_at",), where="status = 'won'"
 )
 
+#: The lifetime-value models' per-account summary (``kpis.clv_summary``) reads each
+#: account's payments of the period in paid_at order, by one window (``lag``) and one
+#: aggregate: an index-only scan of this index hands them over in that order, where the
+#: payments in ``account_id`` order were sorted by day, grouped per day and windowed again
+#: (at 1M accounts, the default range's 4.9M payments: 10.9 → 5.8 s; ≈ 580 MB of index).
+postgresql_index("ix_payments_account_id_paid_at", payments, "account_id", "paid_at", include=("amount",))
+
 
 def create_missing_indexes(conn: sa.Connection) -> list[str]:
     """``CREATE INDEX`` for every index of the schema (row-store and PostgreSQL-only ones)
