@@ -1,8 +1,9 @@
 """Secondary indexes and planner statistics (``crm_data.schema``, ``crm_data.dialects``):
 the owner / product filter columns are indexed on row stores, the sales cycle's partial
-covering index exists on PostgreSQL only, a database created before an index was added
-gets it from ``create_schema`` and from an import, ``dialects.analyze`` fills the planner
-statistics, and PostgreSQL sessions get ``work_mem``. On DuckDB, SQLite and PostgreSQL.
+covering index and the payments' (account_id, paid_at) covering one exist on PostgreSQL
+only, a database created before an index was added gets it from ``create_schema`` and from
+an import, ``dialects.analyze`` fills the planner statistics, and PostgreSQL sessions get
+``work_mem``. On DuckDB, SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ FILTER_INDEXES = {
     "ix_subscriptions_product_id",
     "ix_tickets_product_id",
 }
-POSTGRESQL_ONLY = {"ix_deals_won_closed_at"}
+POSTGRESQL_ONLY = {"ix_deals_won_closed_at", "ix_payments_account_id_paid_at"}
 
 
 def index_names(engine: sa.Engine) -> set[str]:
@@ -52,6 +53,12 @@ def test_indexes_per_database(db: sa.Engine) -> None:
                 " AND schemaname = current_schema()"
             ).scalar_one()
         assert "(closed_at) INCLUDE (created_at) WHERE ((status)::text = 'won'::text)" in definition
+        with db.connect() as conn:
+            definition = conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_payments_account_id_paid_at'"
+                " AND schemaname = current_schema()"
+            ).scalar_one()
+        assert "(account_id, paid_at) INCLUDE (amount)" in definition
 
 
 def test_an_older_database_gets_the_new_indexes(db: sa.Engine) -> None:

@@ -562,3 +562,83 @@ def test_postgresql_per_account_rows_skip_sqlalchemy_rows(make_db, monkeypatch: 
     assert a1["mean_repeat_amount"] == 15.0 and a1["first_paid"] == dt.date(2024, 1, 2)
     assert (a2["transactions"], a2["total_amount"]) == (1, 100.0) and np.isnan(a2["mean_repeat_amount"])
     assert out["transactions"].dtype == np.int64 and out["total_amount"].dtype == np.float64
+
+
+# ---------------------------------------------------------------- PostgreSQL: payments in order (session 11)
+
+
+def test_previous_in_order_by_hand(db: sa.Engine) -> None:
+    """``lag(v)`` per g ordered by t: g = 1 has t = 1, 2, 3 with v = 10, 20, 30 (given out of
+    order), so the values before are NULL, 10, 20; g = 2's only row has none. PostgreSQL
+    only (elsewhere None: the summary groups by day)."""
+    from crm_data.dialects import previous_in_order
+
+    g, t, v = sa.column("g"), sa.column("t"), sa.column("v")
+    previous = previous_in_order(db.dialect, v, g, t)
+    if db.dialect.name != "postgresql":
+        assert previous is None
+        return
+    rows = "(VALUES (1, 3, 30), (1, 1, 10), (2, 5, 50), (1, 2, 20)) AS r(g, t, v)"
+    statement = sa.select(g, t, previous).select_from(sa.text(rows)).order_by(g, t)
+    with db.connect() as c:
+        assert [tuple(r) for r in c.execute(statement)] == [
+            (1, 1, None),
+            (1, 2, 10),
+            (1, 3, 20),
+            (2, 5, None),
+        ]
+
+
+def test_per_account_in_paid_at_order_by_hand(small: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A7 (added here) pays 1e16 on 3 Jan, 1 on 4 Jan and 1 on 5 Jan, written latest first:
+    added in day order its total is (1e16 + 1) + 1 = 1e16 (each 1 is half a unit in the
+    last place of 1e16, rounded to even), its repeat spend 1 + 1 = 2 (mean 1); in the
+    order written, 1 + 1 + 1e16 = 1e16 + 2 (DuckDB's sum, in its own order). On PostgreSQL one ``lag`` window in (account_id,
+    paid_at) order and one aggregate give the rows, A1 (two payments on 2 Jan) is read
+    again grouped by day, alone; the frames equal the window over per-day rows on every
+    database (elsewhere that is the only form)."""
+    from kpis import clv_summary
+    from kpis.clv_summary import customer_summary_split
+
+    insert(small, "accounts", [dict(account_id="A7", name="Seven", segment="SMB", created_at=T(2023, 1, 1))])
+    days = [(T(2024, 1, 5, 9), 1.0), (T(2024, 1, 4, 9), 1.0), (T(2024, 1, 3, 9), 1e16)]
+    insert(
+        small,
+        "payments",
+        [dict(payment_id=f"R{i}", account_id="A7", paid_at=p, amount=a) for i, (p, a) in enumerate(days)],
+    )
+    split = T(2024, 1, 20)
+    statements: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append((statement, parameters))
+
+    clv_summary._statement.cache_clear()
+    sa.event.listen(small, "before_cursor_execute", record)
+    try:
+        summary, counts = customer_summary_split(small, PERIOD, split, unit="day", names=False)
+        named = customer_summary(small, PERIOD, unit="day")
+    finally:
+        sa.event.remove(small, "before_cursor_execute", record)
+    seven = summary.set_index("account_id").loc["A7"]
+    assert (seven["transactions"], seven["mean_repeat_amount"]) == (3, 1.0)
+    assert 1.0 + 1.0 + 1e16 != 1e16  # the order matters: DuckDB adds in its own (1e16 + 2)
+    assert seven["total_amount"] == (1e16 + 2 if small.dialect.name == "duckdb" else 1e16)
+    one = summary.set_index("account_id").loc["A1"]
+    assert (one["transactions"], one["total_amount"], one["mean_repeat_amount"]) == (3, 60.0, 15.0)
+    per_account = [s for s, _ in statements if "payments" in s]
+    if small.dialect.name == "postgresql":
+        assert len(per_account) == 4  # the split's rows, A1 again; the summary's, A1 again
+        assert "lag(" in per_account[0] and "shared_days" in per_account[0]
+        again = [p for s, p in statements if "payments" in s and "lag(" not in s]
+        assert all(sorted(v for v in p.values() if v in ("A1", "A2", "A3", "A7")) == ["A1"] for p in again)
+    else:
+        assert not any("lag(" in s for s in per_account)
+    clv_summary._statement.cache_clear()
+    monkeypatch.setattr(clv_summary, "previous_in_order", lambda *args: None)
+    by_day, by_day_counts = customer_summary_split(small, PERIOD, split, unit="day", names=False)
+    named_by_day = customer_summary(small, PERIOD, unit="day")
+    clv_summary._statement.cache_clear()
+    pd.testing.assert_frame_equal(summary, by_day)
+    pd.testing.assert_frame_equal(counts, by_day_counts)
+    pd.testing.assert_frame_equal(named, named_by_day)

@@ -168,3 +168,49 @@ def test_profitability_ends_with_a_product_filter_sum_and_list_that_products_acc
     p2 = profitability_ends(db, Q1.replace(products=["P2"]), n=5)
     assert p2["account_id"].tolist() == ["A2"] and p2["payments"].tolist() == pytest.approx([300.0])
     assert profitability_ends(db, Q1.replace(products=["P9"])).empty
+
+
+def test_profitability_ends_without_reading_the_accounts_where_references_are_enforced(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Q1 by hand: A1 800 paid − 150 costs = 650, A2 300 − 300 = 0, A3 − 80 (production):
+    the ends n = 1 are A1 and A3 of 3 accounts. Where the database enforces that every
+    payment's and cost's account exists (PostgreSQL's validated foreign keys) the ranking
+    is the sums' FULL JOIN, without reading ``accounts``; the same frames as joining them
+    (every database); a key added NOT VALID is not trusted (the accounts are joined)."""
+    from kpis import profitability
+
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        ends = profitability_ends(engine, Q1, n=1)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert ends["account_id"].tolist() == ["A1", "A3"] and ends["accounts"].tolist() == [3, 3]
+    assert ends["profit"].tolist() == pytest.approx([650.0, -80.0])
+    ranking = next(s for s in statements if "profits" in s)
+    enforced = engine.dialect.name == "postgresql"
+    assert ("FULL OUTER JOIN" in ranking) == enforced and ("FROM accounts" not in ranking) == enforced
+    for f in (Q1, Q1.replace(owners=["U1"]), Q1.replace(segments=["SMB"]), Q1.replace(products=["P1"])):
+        frames = []
+        for flag in (True, False):
+            monkeypatch.setattr(profitability, "_accounts_enforced", lambda conn, flag=flag: flag)
+            frames.append(profitability_ends(engine, f, n=1))
+        pd.testing.assert_frame_equal(*frames)
+        if f is Q1:
+            pd.testing.assert_frame_equal(frames[0], ends)
+    monkeypatch.undo()
+    if enforced:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE payments DROP CONSTRAINT payments_account_id_fkey")
+            conn.exec_driver_sql(
+                "ALTER TABLE payments ADD CONSTRAINT payments_account_id_fkey FOREIGN KEY (account_id) "
+                "REFERENCES accounts (account_id) NOT VALID"
+            )
+        with engine.connect() as conn:
+            assert not profitability._accounts_enforced(conn)
+        pd.testing.assert_frame_equal(profitability_ends(engine, Q1, n=1), ends)
