@@ -176,8 +176,9 @@ def test_profitability_ends_without_reading_the_accounts_where_references_are_en
     """Q1 by hand: A1 800 paid − 150 costs = 650, A2 300 − 300 = 0, A3 − 80 (production):
     the ends n = 1 are A1 and A3 of 3 accounts. Where the database enforces that every
     payment's and cost's account exists (PostgreSQL's validated foreign keys) the ranking
-    is the sums' FULL JOIN, without reading ``accounts``; the same frames as joining them
-    (every database); a key added NOT VALID is not trusted (the accounts are joined)."""
+    is the sums' FULL JOIN, without reading ``accounts`` — unless a condition on the
+    accounts' own columns narrows them (one owner: joined as before); the same frames as
+    joining them (every database); a key added NOT VALID is not trusted (joined)."""
     from kpis import profitability
 
     statements: list[str] = []
@@ -188,13 +189,15 @@ def test_profitability_ends_without_reading_the_accounts_where_references_are_en
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
         ends = profitability_ends(engine, Q1, n=1)
+        profitability_ends(engine, Q1.replace(owners=["U1"]), n=1)
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
     assert ends["account_id"].tolist() == ["A1", "A3"] and ends["accounts"].tolist() == [3, 3]
     assert ends["profit"].tolist() == pytest.approx([650.0, -80.0])
-    ranking = next(s for s in statements if "profits" in s)
+    ranking, owners = [s for s in statements if "profits" in s]
     enforced = engine.dialect.name == "postgresql"
     assert ("FULL OUTER JOIN" in ranking) == enforced and ("FROM accounts" not in ranking) == enforced
+    assert "FULL OUTER JOIN" not in owners and "FROM accounts LEFT OUTER JOIN" in owners
     for f in (Q1, Q1.replace(owners=["U1"]), Q1.replace(segments=["SMB"]), Q1.replace(products=["P1"])):
         frames = []
         for flag in (True, False):
