@@ -346,9 +346,9 @@ def previous_in_order(
     for the partition's first row), ``lag(value) OVER (PARTITION BY partition ORDER BY
     order)``, on PostgreSQL, where an index on ``(partition, order)`` hands the window its
     rows in that order (no sort) and one pass of the window and one aggregate per
-    partition replace a sort, a grouping and a window (``kpis.clv_summary``: the payments
-    of a million accounts, 10.9 → 5.8 s with ``ix_payments_account_id_paid_at``); None
-    elsewhere (DuckDB has ``arg_min``, SQLite keeps the portable form)."""
+    partition replace a sort, a grouping and a window (``kpis.clv_summary`` at 1M
+    accounts, with ``ix_payments_account_id_paid_at``: 4.3–4.8 → 3.1–3.2 s backend CPU);
+    None elsewhere (DuckDB has ``arg_min``, SQLite keeps the portable form)."""
     if dialect.name != "postgresql":
         return None
     return sa.func.lag(value).over(partition_by=partition, order_by=order)
