@@ -1,7 +1,9 @@
 """Roll-ups: the Overview's additive KPIs pre-aggregated per calendar period (month,
 quarter, year) and per combination of the six account dimensions — the customer base
 (active, new, churned customers and MRR movements), retention costs, revenue, NPS/CES
-counts, won/lost/open deals and first-contact resolutions.
+counts, won/lost/open deals and first-contact resolutions — and the deals created per
+month with their status now (the Sales pipeline's lead conversion and win rate by an
+account dimension).
 
 Why: at a million accounts, the per-account activity at 12 month boundaries over 2M
 subscriptions and the distinct paying accounts over 12M payments take 1.7 s of the
