@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
-from crm_data.dialects import days_between, not_materialized, percentile, period_start
+from crm_data.dialects import days_between, not_materialized, percentile, period_start, scans_to_filter
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, period_starts, ratio, wilson_interval
 from kpis.filters import Filters, in_range, scope
@@ -596,18 +596,21 @@ def _open_at(c: sa.Connection, f: Filters, as_of: dt.datetime) -> sa.CTE:
 
     Open at t: ``created_at ≤ t`` and (``closed_at > t``, or no ``closed_at`` and status
     open). Stage at t = latest history row entered at or before t; deals without one are
-    in "(no stage)" since ``created_at``."""
-    deals = schema.deals
-    open_deals = (
-        sa.select(deals.c.deal_id, deals.c.created_at)
-        .where(
-            deals.c.created_at <= as_of,
-            sa.or_(deals.c.closed_at > as_of, sa.and_(deals.c.closed_at.is_(None), deals.c.status == "open")),
-            *scope(f, deals),
+    in "(no stage)" since ``created_at``. When the stored deal rows are readable, the deals
+    and their stage come from them in one scan (:func:`_stored_open_at`) — on a row store
+    only without an owner or product filter, which the deals' indexes serve better (one
+    owner at 100k accounts on PostgreSQL: 0.02–0.03 s from the deals, 0.08–0.10 s from a
+    scan of the stored rows) —, else from the deals and :func:`current_stage`: the same
+    rows."""
+    selective = bool(f.owners or f.products or f.scope.owners is not None)
+    if rollups.visits_readable(c) and (scans_to_filter(c.dialect) or not selective):
+        latest = _stored_open_at(c, f, as_of)
+    else:
+        deals = schema.deals
+        open_deals = (
+            sa.select(deals.c.deal_id, deals.c.created_at).where(*_open_then(deals, f, as_of)).cte("open_at")
         )
-        .cte("open_at")
-    )
-    latest = current_stage(c, not_materialized(open_deals), as_of)
+        latest = current_stage(c, not_materialized(open_deals), as_of)
     entered = sa.func.coalesce(latest.c.entered_at, latest.c.created_at)
     return sa.select(
         latest.c.deal_id,
@@ -615,6 +618,35 @@ def _open_at(c: sa.Connection, f: Filters, as_of: dt.datetime) -> sa.CTE:
         entered.label("entered_at"),
         days_between(c.dialect, entered, sa.literal(as_of, sa.DateTime())).label("age"),
     ).cte("aged")
+
+
+def _open_then(deals: sa.Table, f: Filters, as_of: dt.datetime) -> list[ColumnElement[bool]]:
+    """The deals of ``deals`` (the deals table, or the stored deal rows, which carry its
+    columns) open at ``as_of`` within the filters' scope (:func:`_open_at`)."""
+    return [
+        deals.c.created_at <= as_of,
+        sa.or_(deals.c.closed_at > as_of, sa.and_(deals.c.closed_at.is_(None), deals.c.status == "open")),
+        *scope(f, deals),
+    ]
+
+
+def _stored_open_at(c: sa.Connection, f: Filters, as_of: dt.datetime) -> sa.Subquery:
+    """:func:`_open_at`'s deals with their stage at ``as_of`` (deal_id, created_at, stage,
+    entered_at), from the stored deal rows alone (:data:`kpis.stage_visits.DEAL_STAGES`:
+    one row per deal with the deal's columns and, for a deal open now, its latest history
+    row) — the rows :func:`current_stage` gives for the same deals, without reading the
+    deals table or joining it to the stored rows: a deal open now whose latest row was
+    entered by ``as_of`` (or that has none) has that row; the others (closed since, or a
+    row entered after ``as_of``) go through the stored visits or the window over their own
+    history, as in :func:`_stored_latest`."""
+    t = stage_visits.DEAL_STAGES
+    open_then = _open_then(t, f, as_of)
+    stored = sa.and_(t.c.status == "open", sa.or_(t.c.entered_at.is_(None), t.c.entered_at <= as_of))
+    not_stored = sa.or_(t.c.status.is_(None), t.c.status != "open", t.c.entered_at > as_of)
+    found = sa.select(t.c.deal_id, t.c.created_at, t.c.stage, t.c.entered_at).where(*open_then, stored)
+    rest = sa.select(t.c.deal_id, t.c.created_at).where(*open_then, not_stored).cte("not_stored_latest")
+    after = _stored_current if visits_hold_current(c) else _window_current
+    return sa.union_all(found, sa.select(*after(rest, as_of).c)).subquery("latest")
 
 
 def open_deal_aging(conn: Bind, f: Filters, now: dt.datetime | None = None) -> pd.DataFrame:

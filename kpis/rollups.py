@@ -232,7 +232,9 @@ CREATED_DEALS = rollup_of(measures.CREATED_DEALS)
 #: Every roll-up of :data:`kpis.measures.MEASURE_SETS`.
 ROLLUPS: tuple[Rollup, ...] = tuple(rollup_of(m) for m in measures.MEASURE_SETS)
 #: The CRM tables the roll-ups summarise (each once: two roll-ups may summarise one table).
-SOURCES: tuple[sa.Table, ...] = tuple(dict.fromkeys((schema.accounts, *(rollup.records for rollup in ROLLUPS))))
+SOURCES: tuple[sa.Table, ...] = tuple(
+    dict.fromkeys((schema.accounts, *(rollup.records for rollup in ROLLUPS)))
+)
 #: Every derived table :func:`refresh` builds and :func:`on_tables_changed` keeps current:
 #: the roll-ups, then the stored stage visits (:mod:`kpis.stage_visits`).
 DERIVED: tuple[str, ...] = (*(rollup.name for rollup in ROLLUPS), stage_visits.NAME)

@@ -7,6 +7,7 @@ and PostgreSQL through the ``db`` fixture.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm_data import schema
-from kpis import pipeline, rollups
+from kpis import pipeline, rollups, stage_visits
 from kpis.filters import Filters
 from kpis.pipeline import (
     funnel,
@@ -505,6 +506,55 @@ def test_open_deal_aging_reconstructs_the_end_of_the_range(visits_engine: sa.Eng
     assert later.loc["Qualified", "median_age_days"] == pytest.approx(24.5)
     assert later.loc["(no stage)", "median_age_days"] == pytest.approx(12.0)
     assert later.loc["Lead", "median_age_days"] == pytest.approx(0.0)
+
+
+def test_open_deals_at_an_instant_come_from_the_stored_deal_rows_alone(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the stored visits built, the deals open at an instant and their stage are read
+    from the stored deal rows, without scanning the deals table (the names of the stuck
+    deals listed excepted)."""
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    with engine.begin() as conn:
+        stage_visits.refresh(conn)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        # as of Apr 1 00:00 (test_open_deal_aging_reconstructs_the_end_of_the_range): Lead D8
+        # (its Negotiation row of Apr 5 is later: the stored visits), Qualified D4 and D5,
+        # Proposal D10, "(no stage)" D6 (no history); D9, closed on Mar 15, is not open
+        later = open_deal_aging(engine, Q1).set_index("stage")
+        stuck = stuck_deals(engine, Q1, None, min_days=20, limit=10)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert later["open_deals"].tolist() == [1, 2, 1, 0, 1]
+    # D10 152 d, D5 27 d, D4 22 d: the longest-waiting first
+    assert stuck["deal_id"].tolist() == ["D10", "D5", "D4"]
+    aging, listed = [s for s in statements if "not_stored_latest" in s]
+    deals_table = re.compile(r"\b(FROM|JOIN)\s+deals\b", re.IGNORECASE)
+    assert not deals_table.search(aging), aging
+    # stuck_deals: the deals table only for the names of the rows listed, after the top
+    assert len(deals_table.findall(listed)) == 1
+    # one owner: the stored rows on DuckDB; on a row store the deals (their owner_id index)
+    stored_reads: list[Filters] = []
+    original = pipeline._stored_open_at
+
+    def spy(c: sa.Connection, f: Filters, as_of: object) -> sa.Subquery:
+        stored_reads.append(f)
+        return original(c, f, as_of)
+
+    monkeypatch.setattr(pipeline, "_stored_open_at", spy)
+    # U1's deals open at Apr 1: D4 only (Qualified since Mar 10, 22 days)
+    mine = open_deal_aging(engine, Q1.replace(owners=["U1"])).set_index("stage")
+    assert mine["open_deals"].tolist() == [0, 1, 0, 0]
+    assert mine.loc["Qualified", "median_age_days"] == pytest.approx(22.0)
+    assert len(stored_reads) == (1 if engine.dialect.name == "duckdb" else 0)
+    open_deal_aging(engine, Q1.replace(segments=["SMB"]))
+    assert len(stored_reads) == (2 if engine.dialect.name == "duckdb" else 1)
 
 
 def test_stuck_deals_drill_down(visits_engine: sa.Engine) -> None:
