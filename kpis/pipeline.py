@@ -640,11 +640,18 @@ def _stored_open_at(c: sa.Connection, f: Filters, as_of: dt.datetime) -> sa.Subq
     row entered after ``as_of``) go through the stored visits or the window over their own
     history, as in :func:`_stored_latest`."""
     t = stage_visits.DEAL_STAGES
-    open_then = _open_then(t, f, as_of)
-    stored = sa.and_(t.c.status == "open", sa.or_(t.c.entered_at.is_(None), t.c.entered_at <= as_of))
-    not_stored = sa.or_(t.c.status.is_(None), t.c.status != "open", t.c.entered_at > as_of)
-    found = sa.select(t.c.deal_id, t.c.created_at, t.c.stage, t.c.entered_at).where(*open_then, stored)
-    rest = sa.select(t.c.deal_id, t.c.created_at).where(*open_then, not_stored).cte("not_stored_latest")
+    # the stored rows scanned once (DuckDB materializes a CTE read twice; PostgreSQL plans
+    # it inside each reader, on the table's statistics)
+    rows = not_materialized(
+        sa.select(t.c.deal_id, t.c.created_at, t.c.status, t.c.stage, t.c.entered_at)
+        .where(*_open_then(t, f, as_of))
+        .cte("open_at")
+    )
+    r = rows.c
+    stored = sa.and_(r.status == "open", sa.or_(r.entered_at.is_(None), r.entered_at <= as_of))
+    not_stored = sa.or_(r.status.is_(None), r.status != "open", r.entered_at > as_of)
+    found = sa.select(r.deal_id, r.created_at, r.stage, r.entered_at).where(stored)
+    rest = sa.select(r.deal_id, r.created_at).where(not_stored).cte("not_stored_latest")
     after = _stored_current if visits_hold_current(c) else _window_current
     return sa.union_all(found, sa.select(*after(rest, as_of).c)).subquery("latest")
 
