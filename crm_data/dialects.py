@@ -374,14 +374,37 @@ def bytewise(dialect: sa.Dialect, text: ColumnElement[str]) -> ColumnElement[str
     return text
 
 
-def distinct_count_in_range(
+#: Buckets of :func:`distinct_buckets`: bits 0 … 126 of a HUGEINT (1 << 127 overflows).
+BUCKETS = 127
+
+
+def bucket_width(low: int, high: int) -> int:
+    """How many consecutive integers of ``[low, high]`` share a bucket of
+    :func:`distinct_buckets`: ⌈(high − low + 1) ÷ BUCKETS⌉."""
+    return max(1, -(-(int(high) - int(low) + 1) // BUCKETS))
+
+
+def distinct_buckets(
     dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int
 ) -> ColumnElement[int] | None:
-    """Aggregate: how many distinct integers ``value`` the group holds, every one in
-    ``[low, high]`` (DuckDB: ``bit_count`` of :func:`bitmap_agg`); None where the
-    database has no such aggregate (the caller groups by the value first)."""
-    bits = bitmap_agg(dialect, value, low, high)
-    return None if bits is None else sa.func.bit_count(bits, type_=sa.BigInteger())
+    """Aggregate: how many of the buckets of ``[low, high]`` — bucket i holds low + i·w …
+    low + (i + 1)·w − 1, w = :func:`bucket_width` — hold a value of the group (every
+    value in ``[low, high]``). At most the group's distinct values; equal to its rows only
+    when each row's value has a bucket of its own, and then the values are distinct
+    (the converse fails: two distinct values may share a bucket).
+
+    DuckDB: ``bit_count(bit_or(1 << bucket))`` over a HUGEINT, a 16-byte state per group,
+    where ``bitstring_agg`` (:func:`bitmap_agg`) holds a bitmap of high − low + 1 bits
+    (at 1M accounts over three years ≈ 0.4 s CPU and ≈ 200 MB more at the peak); None
+    where the database has no such aggregate (the caller groups by the value first)."""
+    if dialect.name != "duckdb":
+        return None
+    width = bucket_width(low, high)
+    # (value − low) // w: DuckDB's integer division (value ≥ low: the floor)
+    offset = (value - sa.literal_column(str(int(low)))).self_group()
+    bucket = offset.op("//")(sa.literal_column(str(width)))
+    bit = sa.literal_column("CAST(1 AS HUGEINT)").op("<<")(bucket.self_group())
+    return sa.func.bit_count(sa.func.bit_or(bit), type_=sa.BigInteger())
 
 
 def bits_set_counts(dialect: sa.Dialect, bitmaps: sa.ColumnElement, width: int) -> sa.Subquery | None:

@@ -59,6 +59,7 @@ import datetime as dt
 import math
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import sqlalchemy as sa
@@ -66,12 +67,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
 from crm_data.dialects import days_between, not_materialized, percentile
-from forecasting.selection import ForecastResult
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
 from kpis.pipeline import current_stage
 from kpis.sales import sales_cycle
+
+if TYPE_CHECKING:  # a statsmodels forecast's result: the pipeline forecast itself needs no statsmodels
+    from forecasting.selection import ForecastResult
 
 PER_STAGE_COLUMNS = ["stage", "closed_deals", "won_deals", "median_days"]
 BY_MONTH_COLUMNS = ["period", "expected_revenue", "deals", "amount"]

@@ -6,6 +6,7 @@ Tolerances are stated per test; the measured differences (this implementation, s
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -350,6 +351,65 @@ def test_gamma_gamma_row_sums_are_kept_per_v(cdnow_spend):
     assert len(terms._sums) == cm._GammaGammaTerms.KEPT_POINTS
 
 
+def test_pairwise_blocks_by_hand_and_as_numpy_sums():
+    """numpy's pairwise summation halves more than 128 values at n ÷ 2 rounded down to a
+    multiple of 8: 1,000 values in blocks of at most 300 are [0, 248), [248, 496), [496,
+    744), [744, 1000) (1,000 → 496 + 504; 496 → 248 + 248; 504 → 248 + 256). The blocks'
+    ``np.sum`` added by ``_pairwise_total`` are ``np.sum`` of the whole array bit for bit
+    (a plain running total of the blocks is not, below); fewer than 128 per block refused."""
+    assert cm._pairwise_blocks(1000, 300) == [(0, 248), (248, 496), (496, 744), (744, 1000)]
+    assert cm._pairwise_blocks(100, 300) == [(0, 100)]
+    assert cm._pairwise_blocks(0, 128) == [(0, 0)]
+    with pytest.raises(ValueError):
+        cm._pairwise_blocks(1000, 64)
+    rng = np.random.default_rng(7)
+    differs = 0
+    for n in (1, 127, 128, 129, 1000, 4097, 65_537, 300_001):
+        values = rng.standard_normal((2, n)) * 10.0 ** rng.integers(-3, 6, (2, n))
+        for most in (128, 200, 1 << 12, 1 << 15):
+            blocks = cm._pairwise_blocks(n, most)
+            assert blocks[0][0] == 0 and blocks[-1][1] == n
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
+            parts = np.array([[np.sum(row[start:stop]) for row in values] for start, stop in blocks])
+            total = cm._pairwise_total(parts, n, most)
+            assert total.tolist() == [np.sum(row) for row in values], (n, most)
+            running = 0.0
+            for part in parts[:, 0]:
+                running += part
+            differs += running != np.sum(values[0])
+    assert differs > 0  # the order of the additions matters: the pairwise one is numpy's
+
+
+def test_gamma_gamma_row_sums_by_block_are_the_whole_rows_sums(monkeypatch: pytest.MonkeyPatch):
+    """``_GammaGammaTerms._row_sums`` block by block (blocks of 128, 1,000 and 2^15 rows)
+    gives the four sums over the whole rows as plain numpy arrays give them, bit for bit,
+    and the same log-likelihood and gradient."""
+    rng = np.random.default_rng(3)
+    n = 70_001
+    x = np.sort(rng.integers(1, 40, n)).astype(float)
+    m = rng.gamma(2.0, 50.0, n)
+    weights = np.where(rng.random(n) < 0.05, 2.0, 1.0)
+    for v in (1e-3, 3.7, 250.0, 1e5):
+        total = v + m * x
+        logs, inverse = np.log(total), 1.0 / total
+        plain = (
+            float(np.sum(weights * x * logs)),
+            float(np.sum(weights * logs)),
+            float(np.sum(weights * x * inverse)),
+            float(np.sum(weights * inverse)),
+        )
+        for block in (128, 1000, 1 << 15):
+            monkeypatch.setattr(cm._GammaGammaTerms, "BLOCK_ROWS", block)
+            assert cm._GammaGammaTerms(x, m, weights)._row_sums(v) == plain, (v, block)
+    params = np.array([2.0, 3.0, 40.0])
+    monkeypatch.setattr(cm._GammaGammaTerms, "BLOCK_ROWS", 128)
+    small = cm._GammaGammaTerms(x, m, weights)
+    monkeypatch.setattr(cm._GammaGammaTerms, "BLOCK_ROWS", 1 << 20)  # one block: the whole rows
+    whole = cm._GammaGammaTerms(x, m, weights)
+    assert small.log_likelihood(params) == whole.log_likelihood(params)
+    np.testing.assert_array_equal(small.gradient(params), whole.gradient(params))
+
+
 def test_gamma_gamma_terms_are_the_plain_likelihood(cdnow_spend):
     """The rearranged sums (one log and one reciprocal per row) equal the plain functions'
     to rounding (measured ≤ 1e-14 relative)."""
@@ -488,6 +548,53 @@ def test_churn_risk_ranking_is_the_pandas_sort():
             for r in (risk, without):
                 got = r.ranking(by, within_units=weeks)
                 pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+
+
+def test_ascending_ids_by_hand():
+    """``_ascending``: ids in order (ties allowed) on pandas' Arrow-backed ``str`` and on
+    object arrays, as ``is_monotonic_increasing``; a missing id or a step down is not."""
+    cases = {
+        ("A1", "A2", "A2", "B"): True,
+        ("A1", "A10", "A2"): True,  # as strings: "A10" < "A2"
+        ("A2", "A10"): False,
+        ("A1", None, "A2"): False,
+        (None,): False,
+        ("A1",): True,
+        (): True,
+    }
+    for ids, expected in cases.items():
+        for dtype in ("str", object):
+            series = pd.Series(list(ids), dtype=dtype)
+            assert cm._ascending(series) is expected, (ids, dtype)
+            if None not in ids:
+                assert series.is_monotonic_increasing is expected
+
+
+def test_ranking_by_inactive_probability_is_the_ranked_accounts(monkeypatch: pytest.MonkeyPatch):
+    """``accounts`` are ranked by inactive_probability: ``ranking()`` over every account
+    returns them as they are (no sort: ``_descending_order`` is not called), a copy whose
+    new columns leave ``accounts`` alone; other rankings still sort."""
+    accounts = pd.DataFrame(
+        {
+            "account_id": ["A1", "A2", "A3", "A4"],
+            "inactive_probability": [0.2, np.nan, 0.9, 0.2],
+            "clv_revenue": [5.0, 1.0, 1.0, 7.5],
+            "T": [10.0, 20.0, 30.0, 12.0],
+            "recency": [5.0, 0.0, 29.0, 0.0],
+        }
+    )
+    ranked, id_rank = cm._ranked(accounts)
+    risk = cm.ChurnRisk(ranked, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1, id_rank)
+    expected = accounts.sort_values(["inactive_probability", "account_id"], ascending=[False, True])
+    sorts = []
+    real = cm._descending_order
+    monkeypatch.setattr(cm, "_descending_order", lambda *a, **k: sorts.append(1) or real(*a, **k))
+    got = risk.ranking()
+    assert not sorts
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+    got["extra"] = 1.0
+    assert "extra" not in risk.accounts.columns
+    assert risk.ranking("clv_revenue")["account_id"].tolist() == ["A4", "A1", "A2", "A3"] and sorts
 
 
 # ---------------------------------------------------------------- likelihood terms per distinct value (issue 15)

@@ -443,14 +443,90 @@ def test_per_account_in_one_pass_by_hand(small: sa.Engine, monkeypatch: pytest.M
     if small.dialect.name == "duckdb":
         end = clv_summary.calibration_end(PERIOD)
         sql = str(clv_summary._statement(small.dialect, PERIOD, end, None, split, False).compile(small))
-        assert "bitstring_agg" in sql
+        assert "bit_or" in sql and "bitstring_agg" not in sql
         clv_summary._statement.cache_clear()
         monkeypatch.setattr(clv_summary, "BITMAP_DAYS", 0)  # every account grouped by day first
         by_day, by_day_counts = customer_summary_split(small, PERIOD, split, unit="day", names=False)
         clv_summary._statement.cache_clear()
-        assert "bitstring_agg" not in str(
+        assert "bit_or" not in str(
             clv_summary._statement(small.dialect, PERIOD, end, None, split, False).compile(small)
         )
+        clv_summary._statement.cache_clear()
+        pd.testing.assert_frame_equal(summary, by_day)
+        pd.testing.assert_frame_equal(counts, by_day_counts)
+
+
+def test_distinct_buckets_by_hand(db: sa.Engine) -> None:
+    """Days 100 … 480 (381 days) in buckets of ⌈381 ÷ 127⌉ = 3: days 100, 101, 102 share
+    bucket 0 (1 bucket for 3 rows); 100, 103, 480 are buckets 0, 1 and 126 (3 for 3); 477,
+    478, 480 are buckets 125, 126, 126 (2 for 3: two distinct days in one bucket). DuckDB
+    only (elsewhere None: the summary groups by day)."""
+    from crm_data.dialects import bucket_width, distinct_buckets
+
+    assert (bucket_width(100, 480), bucket_width(0, 126), bucket_width(0, 127), bucket_width(5, 5)) == (
+        3,
+        1,
+        2,
+        1,
+    )
+    day = sa.column("day", sa.Integer())
+    buckets = distinct_buckets(db.dialect, day, 100, 480)
+    if db.dialect.name != "duckdb":
+        assert buckets is None
+        return
+    rows = "(VALUES (1, 100), (1, 101), (1, 102), (2, 100), (2, 103), (2, 480), (3, 477), (3, 478), (3, 480))"
+    statement = (
+        sa.select(sa.column("g"), buckets, sa.func.count())
+        .select_from(sa.text(f"{rows} AS t(g, day)"))
+        .group_by(sa.column("g"))
+        .order_by(sa.column("g"))
+    )
+    with db.connect() as c:
+        assert [tuple(r) for r in c.execute(statement)] == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
+
+
+def test_per_account_with_two_days_in_one_bucket_by_hand(
+    small: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over 2024 (366 days: buckets of 3 days from 1 Jan) A6 pays 20 on 1 Jan, 30 on 3 Jan
+    (two days, one bucket) and 10 on 20 Feb: on DuckDB it is grouped by day with the
+    accounts that share a day — three transactions, total 60, mean repeat spend (30 + 10) ÷
+    2 = 20, first and last days 1 Jan and 20 Feb. Split at 1 Feb: before it A6 has 1 and 3
+    Jan (frequency 1, recency 2 days, T 31 days) and one day after (20 Feb); A1 2, 16 and 30
+    Jan (frequency 2, recency 28, T 30, none after); A2 9 Jan (T 23); A3 none before.
+    Every database; on DuckDB the same frames as grouping every account by day, from a
+    statement without the first day before the split and the days after it (derived)."""
+    from kpis import clv_summary
+    from kpis.clv_summary import customer_summary_split
+
+    year = Filters(dt.date(2024, 1, 1), dt.date(2025, 1, 1))
+    insert(small, "accounts", [dict(account_id="A6", name="Six", segment="SMB", created_at=T(2023, 1, 1))])
+    payments = [(T(2024, 1, 1, 10), 20.0), (T(2024, 1, 3), 30.0), (T(2024, 2, 20, 12), 10.0)]
+    insert(
+        small,
+        "payments",
+        [dict(payment_id=f"S{i}", account_id="A6", paid_at=p, amount=a) for i, (p, a) in enumerate(payments)],
+    )
+    split = T(2024, 2, 1)
+    summary, counts = customer_summary_split(small, year, split, unit="day", names=False)
+    six = summary.set_index("account_id").loc["A6"]
+    assert (six["transactions"], six["frequency"], six["total_amount"], six["mean_repeat_amount"]) == (
+        3,
+        2,
+        60,
+        20,
+    )
+    assert (six["first_paid"], six["last_paid"]) == (dt.date(2024, 1, 1), dt.date(2024, 2, 20))
+    assert (six["recency"], six["T"]) == (50, 366)
+    found = {tuple(r[:4]): r[4] for r in counts.itertuples(index=False)}
+    assert found == {(1, 2.0, 31.0, 1): 1, (2, 28.0, 30.0, 0): 1, (0, 0.0, 23.0, 0): 1}
+    if small.dialect.name == "duckdb":
+        end = clv_summary.calibration_end(year)
+        sql = str(clv_summary._statement(small.dialect, year, end, None, split, False).compile(small))
+        assert "bit_or" in sql and "split_first_day" not in sql and "holdout_transactions" not in sql
+        clv_summary._statement.cache_clear()
+        monkeypatch.setattr(clv_summary, "BITMAP_DAYS", 0)  # every account grouped by day first
+        by_day, by_day_counts = customer_summary_split(small, year, split, unit="day", names=False)
         clv_summary._statement.cache_clear()
         pd.testing.assert_frame_equal(summary, by_day)
         pd.testing.assert_frame_equal(counts, by_day_counts)
