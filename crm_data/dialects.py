@@ -312,6 +312,15 @@ def least(dialect: sa.Dialect, *values: ColumnElement) -> ColumnElement:
     return sa.func.least(*values, type_=values[0].type)
 
 
+def scans_to_filter(dialect: sa.Dialect) -> bool:
+    """True when the database finds the rows of a selective filter (one owner, one product)
+    by scanning (DuckDB: zone maps; the CRM tables have no secondary indexes there,
+    ``crm_data.schema.row_store_index``), so one scan of a narrow table beats a scan of
+    the deals joined to it; False on row stores, whose secondary indexes (``deals.owner_id``,
+    ``deals.product_id``) find those rows without a scan."""
+    return dialect.name == "duckdb"
+
+
 def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) -> ColumnElement:
     """``end - start`` in days as a float (seconds / 86,400)."""
     name = dialect.name

@@ -348,6 +348,38 @@ WIN_RATE = MeasureSet(
 )
 
 
+# ---------------------------------------------------------------- deals by created month
+
+#: The statuses :func:`created_deal_sums` counts, in its column order.
+DEAL_STATUSES: tuple[str, ...] = ("won", "lost", "open")
+
+
+def created_deal_sums(deals: sa.Table) -> list[sa.ColumnElement]:
+    """created = the number of ``deals`` rows; won, lost and open = those of each status
+    (a deal of another status counts in created only)."""
+    return [
+        sa.func.count().label("created"),
+        *(
+            sa.func.sum(sa.case((deals.c.status == status, 1), else_=0)).label(status)
+            for status in DEAL_STATUSES
+        ),
+    ]
+
+
+#: Deals created, and of them won, lost and open now, by created_at
+#: (``kpis.pipeline.lead_conversion`` and ``win_rate_by`` per account dimension). A deal's
+#: status change touches its created month (``date_columns``: the old and new created_at).
+CREATED_DEALS = MeasureSet(
+    "rollup_created_deals",
+    schema.deals,
+    ("created", *DEAL_STATUSES),
+    (),
+    created_deal_sums,
+    dated=lambda deals: deals.c.created_at,
+    date_columns=("created_at",),
+)
+
+
 # ---------------------------------------------------------------- first-contact resolution
 
 
@@ -381,11 +413,14 @@ MEASURE_SETS: tuple[MeasureSet, ...] = (
     SURVEY_SCORES,
     WIN_RATE,
     FIRST_CONTACT_RESOLUTION,
+    CREATED_DEALS,
 )
 
 __all__ = [
     "CES_EASY_MIN",
+    "CREATED_DEALS",
     "CUSTOMER_BASE",
+    "DEAL_STATUSES",
     "FIRST_CONTACT_RESOLUTION",
     "MEASURE_SETS",
     "RETENTION_COSTS",
@@ -394,6 +429,7 @@ __all__ = [
     "WIN_RATE",
     "DistinctAccounts",
     "MeasureSet",
+    "created_deal_sums",
     "fcr_sums",
     "is_retention_cost",
     "retention_cost_sums",

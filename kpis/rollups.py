@@ -1,7 +1,9 @@
 """Roll-ups: the Overview's additive KPIs pre-aggregated per calendar period (month,
 quarter, year) and per combination of the six account dimensions — the customer base
 (active, new, churned customers and MRR movements), retention costs, revenue, NPS/CES
-counts, won/lost/open deals and first-contact resolutions.
+counts, won/lost/open deals and first-contact resolutions — and the deals created per
+month with their status now (the Sales pipeline's lead conversion and win rate by an
+account dimension).
 
 Why: at a million accounts, the per-account activity at 12 month boundaries over 2M
 subscriptions and the distinct paying accounts over 12M payments take 1.7 s of the
@@ -224,10 +226,15 @@ WIN_RATE = rollup_of(measures.WIN_RATE)
 #: Resolved tickets, those resolved at the first contact and those with a recorded contact
 #: count (``kpis.service``).
 FIRST_CONTACT_RESOLUTION = rollup_of(measures.FIRST_CONTACT_RESOLUTION)
+#: Deals created, won, lost and open by created month (``kpis.pipeline.lead_conversion``,
+#: ``win_rate_by``).
+CREATED_DEALS = rollup_of(measures.CREATED_DEALS)
 #: Every roll-up of :data:`kpis.measures.MEASURE_SETS`.
 ROLLUPS: tuple[Rollup, ...] = tuple(rollup_of(m) for m in measures.MEASURE_SETS)
-#: The CRM tables the roll-ups summarise.
-SOURCES: tuple[sa.Table, ...] = (schema.accounts, *(rollup.records for rollup in ROLLUPS))
+#: The CRM tables the roll-ups summarise (each once: two roll-ups may summarise one table).
+SOURCES: tuple[sa.Table, ...] = tuple(
+    dict.fromkeys((schema.accounts, *(rollup.records for rollup in ROLLUPS)))
+)
 #: Every derived table :func:`refresh` builds and :func:`on_tables_changed` keeps current:
 #: the roll-ups, then the stored stage visits (:mod:`kpis.stage_visits`).
 DERIVED: tuple[str, ...] = (*(rollup.name for rollup in ROLLUPS), stage_visits.NAME)
@@ -1021,13 +1028,15 @@ def groups_statement(
     group: Callable[[sa.ColumnElement], sa.ColumnElement],
     by: str,
     measures: Collection[str],
+    blank: bool = False,
 ) -> sa.Select | None:
     """The SELECT of ``measures`` of ``rollup`` summed over all of ``periods`` per
     ``group(column by)`` (``by`` one of :data:`DIMENSIONS`; ``group`` labels it, e.g.
     ``coalesce(..., '(not set)')``), for the dimension groups the filters select — leaving
-    out the group whose dimensions are all NULL, which holds both the accounts without any
-    dimension value and the records of missing accounts (a KPI that counts only the first
-    asks the base tables for them). None when the roll-up cannot answer (as :func:`read`;
+    out, unless ``blank``, the group whose dimensions are all NULL, which holds both the
+    accounts without any dimension value and the records of missing accounts (a KPI that
+    counts only the first asks the base tables for them; one that puts both in the NULL
+    group of ``by`` passes ``blank``). None when the roll-up cannot answer (as :func:`read`;
     also when ``end`` cuts the last period of a roll-up that counts records only before
     ``end``). Counts come back as BIGINT, sums as the table's doubles; unordered."""
     if not periods or by not in DIMENSIONS or not enabled() or not answers(f, freq):
@@ -1056,7 +1065,7 @@ def groups_statement(
             table.c.grain == freq,
             table.c.period >= first,
             table.c.period <= last,
-            sa.not_(all_null),
+            *([] if blank else [sa.not_(all_null)]),
             *account_conditions(f, table),
         )
         .group_by(key)
@@ -1150,6 +1159,7 @@ def period_rows_or_rolled(
 
 
 __all__ = [
+    "CREATED_DEALS",
     "CUSTOMER_BASE",
     "DERIVED",
     "DIMENSIONS",

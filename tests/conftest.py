@@ -197,12 +197,14 @@ def make_db(
 
 #: The readers of the stored stage visits: (module, its base-table function, its
 #: stored-visits function) — ``kpis.stage_durations``, ``forecasting.pipeline_forecast``'s
-#: learning and its open deals' current stages, ``kpis.funnel``.
+#: learning and its open deals' current stages, the deals open at an instant of
+#: ``kpis.open_deal_aging`` / ``stuck_deals``, ``kpis.funnel``.
 VISIT_READERS = (
     ("kpis.sales", "_stage_visits", "_stored_visits"),
     ("forecasting.pipeline", "_learning_pass", "_stored_learning"),
     ("kpis.pipeline", "_window_current", "_stored_current"),
     ("kpis.pipeline", "_window_current", "_stored_latest"),
+    ("kpis.pipeline", "_window_current", "_stored_open_at"),
     ("kpis.pipeline", "_funnel_masks", "_stored_funnel_masks"),
 )
 

@@ -7,6 +7,7 @@ and PostgreSQL through the ``db`` fixture.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import pandas as pd
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm_data import schema
+from kpis import pipeline, rollups, stage_visits
 from kpis.filters import Filters
 from kpis.pipeline import (
     funnel,
@@ -24,6 +26,7 @@ from kpis.pipeline import (
     win_rate_by,
 )
 from tests.kpis.more_fixtures import BASE, assert_databases_agree, load, ts
+from tests.kpis.test_rollups import allow_orphans
 
 
 def deal(deal_id, account, owner, product, source, created, status, closed, amount):
@@ -81,6 +84,42 @@ def engine(db: sa.Engine) -> sa.Engine:
     return db
 
 
+@pytest.fixture(params=("base", "rolled"))
+def created_path(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[sa.Engine], sa.Engine]:
+    """``created_path(engine)`` -> ``engine`` (call it after loading the rows), with
+    ``lead_conversion`` and ``win_rate_by`` reading the deals (``base``: ``CRM_ROLLUPS=off``)
+    or the roll-up of deals by created month (``rolled``: built now; their base statements
+    refused whenever the roll-up must answer — whole months, account-level filters only, by
+    an account dimension)."""
+    if request.param == "base":
+        monkeypatch.setenv("CRM_ROLLUPS", "off")
+        return lambda engine: engine
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+
+    def whole_months(f: Filters) -> bool:
+        return f.start.day == 1 and f.end.day == 1 and not (f.owners or f.products)
+
+    lead_statement, by_statement = pipeline._lead_conversion_statement, pipeline._win_rate_by_statement
+
+    def lead(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+        assert not whole_months(f), f"the deals were read: {f}"
+        return lead_statement(dialect, f, freq)
+
+    def by_group(f: Filters, by: str) -> sa.Select:
+        assert not (whole_months(f) and by in rollups.DIMENSIONS), f"the deals were read: {f} by {by}"
+        return by_statement(f, by)
+
+    def take(engine: sa.Engine) -> sa.Engine:
+        rollups.refresh_database(engine)
+        monkeypatch.setattr(pipeline, "_lead_conversion_statement", lead)
+        monkeypatch.setattr(pipeline, "_win_rate_by_statement", by_group)
+        return engine
+
+    return take
+
+
 @pytest.fixture
 def visits_engine(engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]) -> sa.Engine:
     """``engine``, with the funnel and the open deals' current stages read from the base
@@ -88,7 +127,8 @@ def visits_engine(engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engin
     return visits_path(engine)
 
 
-def test_lead_conversion_by_month(engine: sa.Engine) -> None:
+def test_lead_conversion_by_month(engine: sa.Engine, created_path: Callable[[sa.Engine], sa.Engine]) -> None:
+    engine = created_path(engine)
     out = lead_conversion(engine, Q1, "month")
     assert list(out.columns)[:6] == ["period", "created", "won", "lost", "open", "lead_conversion"]
     # Jan: D1 won, D2 lost, D9 won (D7 created Dec 31 23:59:59 is outside)  -> 3 created, 2 won: 2/3
@@ -104,7 +144,10 @@ def test_lead_conversion_by_month(engine: sa.Engine) -> None:
     assert math.isnan(out["closed_win_rate"].iloc[2])
 
 
-def test_lead_conversion_interval_and_low_sample(engine: sa.Engine) -> None:
+def test_lead_conversion_interval_and_low_sample(
+    engine: sa.Engine, created_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
+    engine = created_path(engine)
     # Wilson score 95 % of won ÷ created, z = 1.959964 (z² = 3.841459):
     #   (p + z²/2n ∓ z·√(p(1 − p)/n + z²/4n²)) ÷ (1 + z²/n)
     # Jan 2/3: centre (0.666667 + 0.640243)/2.280486 = 0.573084,
@@ -124,7 +167,9 @@ def test_lead_conversion_interval_and_low_sample(engine: sa.Engine) -> None:
     assert empty[["ci_low", "ci_high"]].isna().all(axis=None) and empty["low_sample"].all()
 
 
-def test_lead_conversion_low_sample_boundary(engine: sa.Engine) -> None:
+def test_lead_conversion_low_sample_boundary(
+    engine: sa.Engine, created_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
     # May 2024: 30 deals created (15 won, 15 open); June: 29 (15 won, 14 open). Only the
     # segment "Bulk" (account B1) selects them.
     # May 15/30: low_sample False; Wilson centre (0.5 + 0.064024)/1.128049 = 0.5,
@@ -141,6 +186,7 @@ def test_lead_conversion_low_sample_boundary(engine: sa.Engine) -> None:
         for i in range(29)
     ]  # fmt: skip
     load(engine, {"deals": bulk})
+    engine = created_path(engine)
     out = lead_conversion(engine, Filters("2024-05-01", "2024-07-01", segments=["Bulk"]), "month")
     assert out["created"].tolist() == [30, 29]
     assert out["lead_conversion"].tolist() == pytest.approx([0.5, 15 / 29])
@@ -149,7 +195,10 @@ def test_lead_conversion_low_sample_boundary(engine: sa.Engine) -> None:
     assert out["ci_high"].tolist() == pytest.approx([0.668459, 0.686139], abs=1e-6)
 
 
-def test_lead_conversion_quarter_year_segment_and_empty(engine: sa.Engine) -> None:
+def test_lead_conversion_quarter_year_segment_and_empty(
+    engine: sa.Engine, created_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
+    engine = created_path(engine)
     q = lead_conversion(engine, Filters("2024-01-01", "2024-07-01"), "quarter")
     # Q1: 7 created (D1-D6, D9), 3 won -> 3/7; Q2: D8 (created Apr 1 00:00) open -> 0/1
     assert q["created"].tolist() == [7, 1]
@@ -165,7 +214,8 @@ def test_lead_conversion_quarter_year_segment_and_empty(engine: sa.Engine) -> No
     assert empty["created"].tolist() == [0, 0, 0] and empty["lead_conversion"].isna().all()
 
 
-def test_win_rate_by_segment(engine: sa.Engine) -> None:
+def test_win_rate_by_segment(engine: sa.Engine, created_path: Callable[[sa.Engine], sa.Engine]) -> None:
+    engine = created_path(engine)
     out = win_rate_by(engine, Q1, "segment").set_index("group")
     # deals created in Q1: D1-D6, D9
     # SMB: D1 won, D3 won, D4 open, D9 won -> created 4, won 3, lost 0: win 3/3, conversion 3/4
@@ -185,7 +235,10 @@ def test_win_rate_by_segment(engine: sa.Engine) -> None:
     assert out.index[0] == "SMB"  # largest group first
 
 
-def test_win_rate_by_owner_source_product_and_empty(engine: sa.Engine) -> None:
+def test_win_rate_by_owner_source_product_and_empty(
+    engine: sa.Engine, created_path: Callable[[sa.Engine], sa.Engine]
+) -> None:
+    engine = created_path(engine)
     owner = win_rate_by(engine, Q1, "owner").set_index("group")
     # U1: D1 D3 D4 D9 (3 won); U2: D2 lost, D5 open; (not set): D6
     assert owner["created"].to_dict() == {"U1": 4, "U2": 2, "(not set)": 1}
@@ -202,6 +255,56 @@ def test_win_rate_by_owner_source_product_and_empty(engine: sa.Engine) -> None:
     assert win_rate_by(engine, Q1.replace(segments=["Nobody"]), "segment").empty
     with pytest.raises(ValueError):
         win_rate_by(engine, Q1, "colour")
+
+
+def test_win_rate_by_from_the_rollup_counts_missing_accounts_as_not_set_and_whole_months_only(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # plus DG: won, created 2024-02-10 by account GHOST, which is not in accounts
+    allow_orphans(engine)
+    load(engine, {"deals": [deal("DG", "GHOST", "U1", "P1", "web", "2024-02-10", "won", "2024-03-05", 10.0)]})
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    rollups.refresh_database(engine)
+    read: list[tuple[Filters, str]] = []
+    original = pipeline._win_rate_by_statement
+
+    def spy(f: Filters, by: str) -> sa.Select:
+        read.append((f, by))
+        return original(f, by)
+
+    monkeypatch.setattr(pipeline, "_win_rate_by_statement", spy)
+
+    def created(f: Filters) -> dict[str, tuple[int, int, int]]:
+        out = win_rate_by(engine, f, "segment").set_index("group")
+        return {g: (int(r.created), int(r.won), int(r.lost)) for g, r in out.iterrows()}
+
+    # Q1 from the roll-up: SMB D1 D3 D4 D9 (3 won); Enterprise D2 lost; Mid-Market D6;
+    # "(not set)": D5 (no account) and DG (missing account, won) — the roll-up's group whose
+    # dimensions are all NULL
+    assert created(Q1) == {
+        "SMB": (4, 3, 0),
+        "(not set)": (2, 1, 0),
+        "Enterprise": (1, 0, 1),
+        "Mid-Market": (1, 0, 0),
+    }
+    # end inside April, no deal created after it: April whole from the roll-up (D8, Mid-Market)
+    assert created(Q1.replace(end="2024-04-02"))["Mid-Market"] == (2, 0, 0)
+    assert read == []
+    # start inside January (D1 on 5 Jan left out): the deals
+    assert created(Q1.replace(start="2024-01-06"))["SMB"] == (3, 2, 0)
+    # end inside March with D6 (20 Mar) after it: the deals
+    assert created(Q1.replace(end="2024-03-10")) == {
+        "SMB": (4, 3, 0),
+        "(not set)": (2, 1, 0),
+        "Enterprise": (1, 0, 1),
+    }
+    assert [by for _, by in read] == ["segment", "segment"]
+    # a segment filter leaves the deals of missing accounts out on both paths
+    assert created(Q1.replace(segments=["SMB", "Enterprise"])) == {"SMB": (4, 3, 0), "Enterprise": (1, 0, 1)}
+    assert len(read) == 2
+    monkeypatch.setenv("CRM_ROLLUPS", "off")
+    assert created(Q1)["(not set)"] == (2, 1, 0)
+    assert len(read) == 3
 
 
 def test_funnel_in_order_and_any(visits_engine: sa.Engine) -> None:
@@ -403,6 +506,55 @@ def test_open_deal_aging_reconstructs_the_end_of_the_range(visits_engine: sa.Eng
     assert later.loc["Qualified", "median_age_days"] == pytest.approx(24.5)
     assert later.loc["(no stage)", "median_age_days"] == pytest.approx(12.0)
     assert later.loc["Lead", "median_age_days"] == pytest.approx(0.0)
+
+
+def test_open_deals_at_an_instant_come_from_the_stored_deal_rows_alone(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the stored visits built, the deals open at an instant and their stage are read
+    from the stored deal rows, without scanning the deals table (the names of the stuck
+    deals listed excepted)."""
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    with engine.begin() as conn:
+        stage_visits.refresh(conn)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        # as of Apr 1 00:00 (test_open_deal_aging_reconstructs_the_end_of_the_range): Lead D8
+        # (its Negotiation row of Apr 5 is later: the stored visits), Qualified D4 and D5,
+        # Proposal D10, "(no stage)" D6 (no history); D9, closed on Mar 15, is not open
+        later = open_deal_aging(engine, Q1).set_index("stage")
+        stuck = stuck_deals(engine, Q1, None, min_days=20, limit=10)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert later["open_deals"].tolist() == [1, 2, 1, 0, 1]
+    # D10 152 d, D5 27 d, D4 22 d: the longest-waiting first
+    assert stuck["deal_id"].tolist() == ["D10", "D5", "D4"]
+    aging, listed = [s for s in statements if "not_stored_latest" in s]
+    deals_table = re.compile(r"\b(FROM|JOIN)\s+deals\b", re.IGNORECASE)
+    assert not deals_table.search(aging), aging
+    # stuck_deals: the deals table only for the names of the rows listed, after the top
+    assert len(deals_table.findall(listed)) == 1
+    # one owner: the stored rows on DuckDB; on a row store the deals (their owner_id index)
+    stored_reads: list[Filters] = []
+    original = pipeline._stored_open_at
+
+    def spy(c: sa.Connection, f: Filters, as_of: object) -> sa.Subquery:
+        stored_reads.append(f)
+        return original(c, f, as_of)
+
+    monkeypatch.setattr(pipeline, "_stored_open_at", spy)
+    # U1's deals open at Apr 1: D4 only (Qualified since Mar 10, 22 days)
+    mine = open_deal_aging(engine, Q1.replace(owners=["U1"])).set_index("stage")
+    assert mine["open_deals"].tolist() == [0, 1, 0, 0]
+    assert mine.loc["Qualified", "median_age_days"] == pytest.approx(22.0)
+    assert len(stored_reads) == (1 if engine.dialect.name == "duckdb" else 0)
+    open_deal_aging(engine, Q1.replace(segments=["SMB"]))
+    assert len(stored_reads) == (2 if engine.dialect.name == "duckdb" else 1)
 
 
 def test_stuck_deals_drill_down(visits_engine: sa.Engine) -> None:

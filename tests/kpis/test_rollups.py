@@ -3,11 +3,11 @@ apply, and are left alone (base tables) when they do not; each test runs on Duck
 and PostgreSQL through the ``db`` fixture.
 
 The equality tests compare every KPI that reads a roll-up (``KPIS``: customer_base,
-revenue, survey_scores, win_rate, first_contact_resolution) with roll-ups on and with
+revenue, survey_scores, win_rate, first_contact_resolution, lead_conversion) with roll-ups on and with
 ``CRM_ROLLUPS=off`` (the direct path) and spy on their base statement builders
 (``kpis.customer_base._base_statement``, ``kpis.revenue._revenue_statement``,
 ``kpis.feedback._survey_scores_statement``, ``kpis.sales._win_rate_statement``,
-``kpis.service._fcr_statement``) to prove which path ran. The hand-checked numbers come
+``kpis.service._fcr_statement``, ``kpis.pipeline._lead_conversion_statement``) to prove which path ran. The hand-checked numbers come
 from tests/kpis/test_churn.py, test_costs.py, test_revenue.py, test_feedback.py,
 test_sales.py and test_service.py (their comments hold the arithmetic).
 """
@@ -34,6 +34,7 @@ from kpis import (
     Filters,
     customer_base,
     first_contact_resolution,
+    lead_conversion,
     retention_cost,
     revenue,
     revenue_retention,
@@ -54,6 +55,7 @@ REVENUE_MODULE = importlib.import_module("kpis.revenue")
 FEEDBACK_MODULE = importlib.import_module("kpis.feedback")
 SALES_MODULE = importlib.import_module("kpis.sales")
 SERVICE_MODULE = importlib.import_module("kpis.service")
+PIPELINE_MODULE = importlib.import_module("kpis.pipeline")
 
 #: ``today`` of every refresh here: after the data, so the roll-ups cover up to December 2025.
 TODAY = dt.date(2025, 12, 31)
@@ -88,6 +90,7 @@ KPIS: tuple[Kpi, ...] = (
     Kpi(survey_scores, FEEDBACK_MODULE, "_survey_scores_statement", (rollups.SURVEY_SCORES,)),
     Kpi(win_rate, SALES_MODULE, "_win_rate_statement", (rollups.WIN_RATE,)),
     Kpi(first_contact_resolution, SERVICE_MODULE, "_fcr_statement", (rollups.FIRST_CONTACT_RESOLUTION,)),
+    Kpi(lead_conversion, PIPELINE_MODULE, "_lead_conversion_statement", (rollups.CREATED_DEALS,)),
 )
 BY_NAME = {kpi.name: kpi for kpi in KPIS}
 BY_ROLLUP = {rollup.name: rollup for rollup in rollups.ROLLUPS}
@@ -442,6 +445,7 @@ def test_rollups_equal_the_base_tables_for_every_selection_and_freq(
                     ("win_rate", "won"),
                     ("win_rate", "open_created"),
                     ("first_contact_resolution", "resolved"),
+                    ("lead_conversion", "created"),
                 ]:
                     assert (found[kpi_name][counted] == 0).all(), (kpi_name, counted)
             else:  # a selection that proves something: every kind of record in it
@@ -465,6 +469,7 @@ def test_the_rollup_tables_are_what_the_kpis_read(db: sa.Engine, monkeypatch: py
         (rollups.SURVEY_SCORES, "nps_responses", "survey_scores", "nps_responses"),
         (rollups.WIN_RATE, "won", "win_rate", "won"),
         (rollups.FIRST_CONTACT_RESOLUTION, "resolved", "first_contact_resolution", "resolved"),
+        (rollups.CREATED_DEALS, "created", "lead_conversion", "created"),
     ]
     assert {r.name for r, *_ in tampered} == {r.name for r in ROLLED}
     with db.begin() as conn:
@@ -1083,6 +1088,8 @@ def test_crm_rollups_off_reads_the_base_tables(built: sa.Engine, monkeypatch: py
             assert list(survey_scores(built, JAN_TO_APR, "month")["nps_responses"]) == [5, 2, 0, 0]
             assert list(win_rate(built, JAN_TO_APR, "month")["won"]) == [1, 3, 0, 0]
             assert list(first_contact_resolution(built, JAN_TO_APR, "month")["resolved"]) == [2, 2, 1, 0]
+            # tests/kpis/fixtures.py DEALS by created_at: Jan D1, D2, D5; Feb D3, D4, D6; Mar D8
+            assert list(lead_conversion(built, JAN_TO_APR, "month")["created"]) == [3, 3, 1, 0]
             assert calls == {kpi.statement: 1 for kpi in KPIS}, value
     for value in ("on", "1", "yes"):
         monkeypatch.setenv("CRM_ROLLUPS", value)
