@@ -271,6 +271,12 @@ def _per_account_one_pass(
     return sa.union_all(single, grouped.group_by(days.c.account_id)).subquery("per_account")
 
 
+#: At most this many accounts with a day of two payments are read again by their ids
+#: (:func:`_read_summary`: each id a bound parameter, and PostgreSQL takes at most 65,535
+#: per statement); above it — retail-like data, several orders a day — the whole summary is
+#: read again grouped by day, one statement, as on the other databases.
+REREAD_BY_ID_MAX = 5000
+
 #: The column of :func:`_per_account_ordered` that counts an account's payments on the day of
 #: the payment before (its accounts with any are read again, grouped by day).
 SHARED_DAYS = "shared_days"
@@ -340,11 +346,13 @@ def _statement(
     split: dt.datetime | None = None,
     names: bool = True,
     only: tuple[str, ...] | None = None,
+    by_day: bool = False,
 ) -> sa.Select:
     """The per-account rows of :func:`customer_summary` / :func:`customer_summary_split`,
-    ordered by account_id; where :func:`_per_account_ordered` applies (``only`` None) with
-    its ``shared_days`` column last; ``only``: these accounts alone, grouped by day."""
-    ordered = _per_account_ordered(dialect, f, end, split) if only is None else None
+    ordered by account_id; where :func:`_per_account_ordered` applies (``only`` None, not
+    ``by_day``) with its ``shared_days`` column last; ``only``: these accounts alone,
+    grouped by day; ``by_day``: every account grouped by day (:func:`_per_account`)."""
+    ordered = _per_account_ordered(dialect, f, end, split) if only is None and not by_day else None
     per_account = ordered if ordered is not None else _per_account(dialect, f, end, split, only)
     accounts = schema.accounts
     columns = [
@@ -390,6 +398,8 @@ def _read_summary(
     frame = frame.drop(columns=SHARED_DAYS)
     if not shared.any():
         return frame
+    if shared.sum() > REREAD_BY_ID_MAX:
+        return _read(conn, _statement(dialect, f, end, holdout_end, split, names, by_day=True))
     ids = tuple(str(i) for i in frame["account_id"].to_numpy()[shared])
     again = _read(conn, _statement(dialect, f, end, holdout_end, split, names, ids))
     if tuple(str(i) for i in again["account_id"]) != ids:

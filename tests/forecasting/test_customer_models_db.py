@@ -642,3 +642,40 @@ def test_per_account_in_paid_at_order_by_hand(small: sa.Engine, monkeypatch: pyt
     pd.testing.assert_frame_equal(summary, by_day)
     pd.testing.assert_frame_equal(counts, by_day_counts)
     pd.testing.assert_frame_equal(named, named_by_day)
+
+
+def test_many_accounts_with_a_day_of_two_payments_read_again_all_by_day(
+    small: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``REREAD_BY_ID_MAX`` accounts with a day of two payments (here 0: A1, two
+    payments on 2 Jan, is one too many) the summary is read again whole, grouped by day —
+    one statement without a list of ids (PostgreSQL takes at most 65,535 parameters) —
+    and gives the frames of the by-day form."""
+    from kpis import clv_summary
+
+    monkeypatch.setattr(clv_summary, "REREAD_BY_ID_MAX", 0)
+    statements: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append((statement, parameters))
+
+    clv_summary._statement.cache_clear()
+    sa.event.listen(small, "before_cursor_execute", record)
+    try:
+        summary = customer_summary(small, PERIOD, unit="day")
+    finally:
+        sa.event.remove(small, "before_cursor_execute", record)
+    per_account = [(s, p) for s, p in statements if "payments" in s]
+    if small.dialect.name == "postgresql":
+        assert len(per_account) == 2 and "lag(" in per_account[0][0]
+        statement, parameters = per_account[1]
+        assert "lag(" not in statement and "A1" not in list(parameters.values())
+    else:
+        assert len(per_account) == 1
+    one = summary.set_index("account_id").loc["A1"]
+    assert (one["transactions"], one["total_amount"]) == (3, 60.0)
+    clv_summary._statement.cache_clear()
+    monkeypatch.setattr(clv_summary, "previous_in_order", lambda *args: None)
+    by_day = customer_summary(small, PERIOD, unit="day")
+    clv_summary._statement.cache_clear()
+    pd.testing.assert_frame_equal(summary, by_day)
