@@ -76,10 +76,12 @@ def prepare_engine(engine: sa.Engine) -> None:
 #: sorts, cached blocks of the file), beyond which it spills to :func:`duckdb_temp_directory`.
 #: ``CRM_DUCKDB_MEMORY_LIMIT`` overrides it (e.g. ``512MB``; ``default``: DuckDB's own, 80 % of
 #: the machine's RAM). DuckDB's default let one dashboard process grow to 2.5 GB at 1M
-#: accounts; with 1GB its peak is 1.3 GB, at +40 % CPU for the one query that spills
-#: (``stage_durations`` over three years); 512MB keeps it under 0.9 GB at 2.4× that query's
-#: CPU (README, Performance). Engines that write (demo, import, roll-ups) keep DuckDB's default.
-DUCKDB_MEMORY_LIMIT = "1GB"
+#: accounts; with 640MB every page's peak stays under 1 GB at 1M accounts (the Sales
+#: pipeline 0.87 GB, a live whole-database quality check 0.99 GB) for the same CPU as with
+#: 1GB, which let the Sales pipeline reach 1.2 GB and the quality check 1.3 GB (measured
+#: in session 11: docs/performance.md, *Every page at L after session 11*). Engines that
+#: write (demo, import, roll-ups) keep DuckDB's default.
+DUCKDB_MEMORY_LIMIT = "640MB"
 
 
 def duckdb_memory_limit() -> str | None:
