@@ -16,7 +16,7 @@ from crm_data.engines import make_engine
 from forecasting import customer_models as cm
 from kpis.clv_summary import customer_summary, customer_summary_counts
 from kpis.filters import Filters
-from tests.kpis.fixtures import insert
+from tests.kpis.fixtures import insert, statements_sent
 
 T = dt.datetime
 TODAY = dt.date(2024, 6, 15)  # the demo's pinned "today": nothing here depends on the real date
@@ -608,29 +608,21 @@ def test_per_account_in_paid_at_order_by_hand(small: sa.Engine, monkeypatch: pyt
         [dict(payment_id=f"R{i}", account_id="A7", paid_at=p, amount=a) for i, (p, a) in enumerate(days)],
     )
     split = T(2024, 1, 20)
-    statements: list[tuple[str, object]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append((statement, parameters))
-
     clv_summary._statement.cache_clear()
-    sa.event.listen(small, "before_cursor_execute", record)
-    try:
+    with statements_sent(small, "payments") as statements:
         summary, counts = customer_summary_split(small, PERIOD, split, unit="day", names=False)
         named = customer_summary(small, PERIOD, unit="day")
-    finally:
-        sa.event.remove(small, "before_cursor_execute", record)
     seven = summary.set_index("account_id").loc["A7"]
     assert (seven["transactions"], seven["mean_repeat_amount"]) == (3, 1.0)
     assert 1.0 + 1.0 + 1e16 != 1e16  # the order matters: DuckDB adds in its own (1e16 + 2)
     assert seven["total_amount"] == (1e16 + 2 if small.dialect.name == "duckdb" else 1e16)
     one = summary.set_index("account_id").loc["A1"]
     assert (one["transactions"], one["total_amount"], one["mean_repeat_amount"]) == (3, 60.0, 15.0)
-    per_account = [s for s, _ in statements if "payments" in s]
+    per_account = [s for s, _ in statements]
     if small.dialect.name == "postgresql":
         assert len(per_account) == 4  # the split's rows, A1 again; the summary's, A1 again
         assert "lag(" in per_account[0] and "shared_days" in per_account[0]
-        again = [p for s, p in statements if "payments" in s and "lag(" not in s]
+        again = [p for s, p in statements if "lag(" not in s]
         assert all(sorted(v for v in p.values() if v in ("A1", "A2", "A3", "A7")) == ["A1"] for p in again)
     else:
         assert not any("lag(" in s for s in per_account)
@@ -654,18 +646,9 @@ def test_many_accounts_with_a_day_of_two_payments_read_again_all_by_day(
     from kpis import clv_summary
 
     monkeypatch.setattr(clv_summary, "REREAD_BY_ID_MAX", 0)
-    statements: list[tuple[str, object]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append((statement, parameters))
-
     clv_summary._statement.cache_clear()
-    sa.event.listen(small, "before_cursor_execute", record)
-    try:
+    with statements_sent(small, "payments") as per_account:
         summary = customer_summary(small, PERIOD, unit="day")
-    finally:
-        sa.event.remove(small, "before_cursor_execute", record)
-    per_account = [(s, p) for s, p in statements if "payments" in s]
     if small.dialect.name == "postgresql":
         assert len(per_account) == 2 and "lag(" in per_account[0][0]
         statement, parameters = per_account[1]
