@@ -1771,10 +1771,10 @@ def _ascending(values: pd.Series) -> bool:
     comparison of each value with the one before it: for the Arrow-backed strings of
     pandas' ``str`` dtype a pyarrow kernel (~7 ms for 733k account ids, where
     ``is_monotonic_increasing`` took ~200 ms)."""
+    if values.isna().any():  # a comparison with a missing value is missing, which all() skips
+        return False
     array = values.array
-    if len(array) < 2:
-        return not values.isna().any()
-    return bool((array[1:] >= array[:-1]).all())
+    return len(array) < 2 or bool((array[1:] >= array[:-1]).all())
 
 
 def _descending_order(values: np.ndarray, ties: np.ndarray | None = None) -> np.ndarray:

@@ -551,8 +551,10 @@ def test_churn_risk_ranking_is_the_pandas_sort():
 
 
 def test_ascending_ids_by_hand():
-    """``_ascending``: ids in order (ties allowed) on pandas' Arrow-backed ``str`` and on
-    object arrays, as ``is_monotonic_increasing``; a missing id or a step down is not."""
+    """``_ascending``: ids in order (ties allowed) on pandas' Arrow-backed ``str``, on
+    object arrays and on ``string[pyarrow]`` (whose comparisons with a missing value are
+    missing, skipped by ``all()``), as ``is_monotonic_increasing``; a missing id or a step
+    down is not."""
     cases = {
         ("A1", "A2", "A2", "B"): True,
         ("A1", "A10", "A2"): True,  # as strings: "A10" < "A2"
@@ -563,7 +565,7 @@ def test_ascending_ids_by_hand():
         (): True,
     }
     for ids, expected in cases.items():
-        for dtype in ("str", object):
+        for dtype in ("str", object, "string[pyarrow]"):
             series = pd.Series(list(ids), dtype=dtype)
             assert cm._ascending(series) is expected, (ids, dtype)
             if None not in ids:
