@@ -116,6 +116,12 @@ class Filters:
         )
 
     @property
+    def limits_owners_or_products(self) -> bool:
+        """True when owners or products are chosen, or the scope limits the owners: the
+        filters that are not roll-up dimensions and that the deals' indexes serve."""
+        return bool(self.owners or self.products or self.scope.owners is not None)
+
+    @property
     def owner_limits(self) -> list[tuple[str, ...]]:
         """The owner lists that apply: the chosen one and the scope's (each must hold)."""
         limits = [self.owners] if self.owners else []

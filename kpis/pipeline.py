@@ -602,8 +602,7 @@ def _open_at(c: sa.Connection, f: Filters, as_of: dt.datetime) -> sa.CTE:
     owner at 100k accounts on PostgreSQL: 0.02–0.03 s from the deals, 0.08–0.10 s from a
     scan of the stored rows) —, else from the deals and :func:`current_stage`: the same
     rows."""
-    selective = bool(f.owners or f.products or f.scope.owners is not None)
-    if rollups.visits_readable(c) and (scans_to_filter(c.dialect) or not selective):
+    if rollups.visits_readable(c) and (scans_to_filter(c.dialect) or not f.limits_owners_or_products):
         latest = _stored_open_at(c, f, as_of)
     else:
         deals = schema.deals

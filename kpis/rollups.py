@@ -887,7 +887,7 @@ def answers(f: Filters, freq: str) -> bool:
     """True when the roll-ups can answer these filters: no owners and no products (not
     roll-up dimensions), neither chosen nor limited by the scope. Any date range: see
     :func:`remainder`."""
-    return not (f.owners or f.products or f.scope.owners is not None) and freq in MONTHS
+    return not f.limits_owners_or_products and freq in MONTHS
 
 
 def remainder(f: Filters, freq: str, periods: list[pd.Timestamp]) -> Filters | None:
