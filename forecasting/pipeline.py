@@ -244,15 +244,78 @@ def _learning_pass(c: sa.Connection, f: Filters, stages: list[str]) -> tuple[int
 
 def _stored_learning(c: sa.Connection, f: Filters) -> tuple[int, int, list[tuple], list[str]]:
     """The learning from the stored visits (:mod:`kpis.stage_visits`): (closed learning
-    deals, won ones — both counted on ``deals`` —, per open stage of ``pipeline_stages`` the
-    rows of :func:`_passed_stages`, the open stages' names).
+    deals, won ones, per open stage of ``pipeline_stages`` the rows of
+    :func:`_passed_stages`, the open stages' names).
 
-    A learning deal's last entry to an open stage is its stored visit flagged
-    ``last_visit`` (the visits carry the deal's status, closed_at and scope columns), so per
-    stage: closed_deals = such visits of the learning deals, won_deals = the won ones,
-    median_days = median over the won ones of closed_at − entered_at — one aggregate over
-    the visits, no grouping per deal. The visits hold no closed stage nor a stage missing
-    from ``pipeline_stages``: those come from :func:`_passed_stages` (the caller's)."""
+    The counts from the stored deal rows (:data:`kpis.stage_visits.DEAL_STAGES`: one row
+    per deal with its status, closed_at and scope columns, and the bits of the stages it has
+    a history row for): the learning deals counted per (bits, won) — a few dozen groups —,
+    then in Python closed = Σ of the groups, won = Σ of the won groups, and per open stage
+    closed_deals = Σ of the groups with the stage's bit set, won_deals = Σ of the won ones
+    (a deal has a history row for an open stage of the table exactly when it has a visit to
+    it). The medians from the visits: per stage, median over the won learning deals' visits
+    flagged ``last_visit`` (their last entry to it) of closed_at − entered_at — the won
+    deals' visits only, the values the median over every learning visit reads (a lost
+    deal's value is NULL there). When an open stage has a key above
+    :data:`kpis.stage_visits.MASK_KEYS` (no bit), everything from the visits
+    (:func:`_visits_learning`). The visits hold no closed stage nor a stage missing from
+    ``pipeline_stages``: those come from :func:`_passed_stages` (the caller's)."""
+    keys = stage_visits.stage_keys()
+    open_keys = {
+        str(stage): int(key)
+        for stage, key in c.execute(
+            # the stages stage_visits.is_visit keeps: known and not closed (NULL is_closed: open)
+            sa.select(keys.c.stage, keys.c.stage_key).where(keys.c.is_closed.is_not(sa.true()))
+        )
+    }
+    if any(key > stage_visits.MASK_KEYS for key in open_keys.values()):
+        return _visits_learning(c, f, list(open_keys))
+    t = stage_visits.DEAL_STAGES
+    won = sa.case((t.c.status == "won", 1), else_=0).label("won")
+    per_bits = (
+        sa.select(t.c.stages, won, sa.func.count())
+        .where(t.c.status.in_(("won", "lost")), in_range(t.c.closed_at, f), *scope(f, t))
+        .group_by(t.c.stages, won)
+    )
+    closed_count = won_count = 0
+    closed_deals, won_deals = dict.fromkeys(open_keys, 0), dict.fromkeys(open_keys, 0)
+    for bits, is_won, n in c.execute(per_bits):
+        closed_count += int(n)
+        won_count += int(n) if is_won else 0
+        for stage, key in open_keys.items():
+            if int(bits) >> (key - 1) & 1:
+                closed_deals[stage] += int(n)
+                won_deals[stage] += int(n) if is_won else 0
+    visits = stage_visits.TABLE
+    days = days_between(c.dialect, visits.c.entered_at, visits.c.closed_at)
+    medians = dict(
+        c.execute(
+            sa.select(visits.c.stage_key, percentile(c.dialect, days, 0.5))
+            .where(
+                visits.c.last_visit == 1,
+                visits.c.status == "won",
+                in_range(visits.c.closed_at, f),
+                *scope(f, visits),
+            )
+            .group_by(visits.c.stage_key)
+        ).fetchall()
+    )
+    rows = [
+        (stage, closed_deals[stage], won_deals[stage], medians.get(key))
+        for stage, key in sorted(open_keys.items(), key=lambda item: item[1])
+        if closed_deals[stage]  # a stage no learning deal passed through has no row
+    ]
+    return closed_count, won_count, rows, list(open_keys)
+
+
+def _visits_learning(
+    c: sa.Connection, f: Filters, open_stages: list[str]
+) -> tuple[int, int, list[tuple], list[str]]:
+    """:func:`_stored_learning` from the visits alone (an open stage without a bit in the
+    stored deal rows): per stage, closed_deals = the learning deals' visits flagged
+    ``last_visit``, won_deals = the won ones, median_days = median over the won ones of
+    closed_at − entered_at — one aggregate over the visits, no grouping per deal; the
+    closed and won learning deals counted on ``deals``."""
     visits, keys, closed = stage_visits.TABLE, stage_visits.stage_keys(), _closed_deals(f)
     won = visits.c.status == "won"
     days = days_between(c.dialect, visits.c.entered_at, visits.c.closed_at)
@@ -280,10 +343,7 @@ def _stored_learning(c: sa.Connection, f: Filters) -> tuple[int, int, list[tuple
     closed_count, won_count = c.execute(
         sa.select(sa.func.count(), sa.func.sum(sa.case((closed.c.status == "won", 1), else_=0)))
     ).one()
-    stages = schema.pipeline_stages
-    # the stages stage_visits.is_visit keeps: known and not closed (NULL is_closed: open)
-    open_stages = c.execute(sa.select(stages.c.stage).where(stages.c.is_closed.is_not(sa.true()))).scalars()
-    return int(closed_count or 0), int(won_count or 0), [tuple(row) for row in rows], list(open_stages)
+    return int(closed_count or 0), int(won_count or 0), [tuple(row) for row in rows], open_stages
 
 
 def _stage_history_stats(

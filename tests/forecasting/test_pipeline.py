@@ -397,6 +397,65 @@ def test_one_pass_learning_is_the_per_pair_form(
         assert (closed_n, won_n) == (0, 0) and per_stage.empty
 
 
+@pytest.fixture
+def stored(db: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+    """The fixture's rows with the stored visits built (and read: ``CRM_ROLLUPS`` on)."""
+    from kpis import stage_visits
+
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    with db.begin() as c:
+        for name, rows in fixture_rows().items():
+            c.execute(sa.insert(schema.metadata.tables[name]), rows)
+        stage_visits.refresh(c)
+    return db
+
+
+KNOWN_STAGES = ["Lead", "Qualified", "Proposal", "Negotiation", "Closed Won", "Closed Lost"]
+
+
+def test_stored_learning_counts_the_deal_rows_and_reads_the_won_visits(stored: sa.Engine) -> None:
+    """On the stored visits the learning counts the closed deals per stage from the stored
+    deal rows' stage bits and reads the visits of the won deals only (the medians): no
+    statement reads the lost deals' visits; the numbers of the module docstring."""
+    from forecasting.pipeline import _stage_history_stats
+    from tests.kpis.fixtures import statements_sent
+
+    with statements_sent(stored, "rollup_") as sent, stored.connect() as c:
+        closed_n, won_n, per_stage, learnt = _stage_history_stats(c, FILTERS, KNOWN_STAGES, every_stage=False)
+    visits = [(text, params) for text, params in sent if "rollup_stage_visits" in text]
+    assert visits and all("lost" not in text and "lost" not in str(params) for text, params in visits)
+    assert any("rollup_deal_stages" in text for text, _ in sent)
+    assert (closed_n, won_n) == (40, 10)
+    assert learnt == {"Lead", "Qualified", "Proposal", "Negotiation"}
+    stages = per_stage.set_index("stage")
+    assert list(stages.index) == ["Lead", "Qualified", "Proposal"]  # no learning deal in Negotiation
+    assert stages["closed_deals"].tolist() == [40, 15, 10]
+    assert stages["won_deals"].tolist() == [10, 10, 10]
+    assert stages["median_days"].tolist() == pytest.approx([39.0, 29.0, 19.0])
+
+
+def test_stored_learning_without_a_bit_for_an_open_stage_reads_the_visits(
+    stored: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open stage whose key has no bit in the stored deal rows (above
+    ``stage_visits.MASK_KEYS``, 63): the counts come from the visits and ``deals``, not the
+    deal rows — the same numbers as from the bits."""
+    from forecasting.pipeline import _stage_history_stats
+    from kpis import stage_visits
+    from tests.kpis.fixtures import statements_sent
+
+    with stored.connect() as c:
+        from_bits = _stage_history_stats(c, FILTERS, KNOWN_STAGES, every_stage=False)
+    monkeypatch.setattr(stage_visits, "MASK_KEYS", 2)  # Proposal (3) and Negotiation (4): no bit
+    with statements_sent(stored, "rollup_deal_stages") as sent, stored.connect() as c:
+        from_visits = _stage_history_stats(c, FILTERS, KNOWN_STAGES, every_stage=False)
+    assert not sent
+    assert from_visits[:2] == from_bits[:2] == (40, 10)
+    assert from_visits[3] == from_bits[3]
+    ordered = [frame.sort_values("stage", ignore_index=True) for frame in (from_visits[2], from_bits[2])]
+    pd.testing.assert_frame_equal(*ordered, check_exact=True)
+
+
 def test_open_deals_in_a_closed_or_an_unknown_stage_learn_that_stage(
     engine: sa.Engine, visits_path: Callable[[sa.Engine], sa.Engine]
 ) -> None:
