@@ -48,7 +48,7 @@ pipeline: from the stored visits too (a visit without an end is its deal's lates
 row; a deal whose latest row is a closed or unknown stage by a window over its own
 history), unless a stage position is below 0 or NULL; else one window over the open deals'
 history. The same numbers either way. The median sales cycle
-is ``kpis.sales_cycle``'s own.
+is ``kpis.sales_cycle``'s own (its percentile alone: ``kpis.sales.median_sales_cycle``).
 
 ``combined_next_quarter`` shows the parts of one next-quarter figure (rule in its docstring).
 """
@@ -71,7 +71,7 @@ from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
 from kpis.pipeline import current_stage
-from kpis.sales import sales_cycle
+from kpis.sales import median_sales_cycle
 
 if TYPE_CHECKING:  # a statsmodels forecast's result: the pipeline forecast itself needs no statsmodels
     from forecasting.selection import ForecastResult
@@ -508,14 +508,13 @@ def _learn(c: sa.Connection, f: Filters, notes: list[str]) -> _Learnt:
             stages["probability"] <= 1, stages["probability"] / 100
         )
         notes.append("Stage probabilities above 1 were read as percentages.")
-    # the median sales cycle is kpis.sales_cycle's median_days: days from created_at to
-    # closed_at of the won deals closed in [start, end) within the scope — the learning set's
-    # won deals
-    cycle_median = sales_cycle(c, f)["median_days"].iloc[0]
+    # the median sales cycle is kpis.sales_cycle's median_days (kpis.sales.median_sales_cycle: that
+    # percentile alone): days from created_at to closed_at of the won deals closed in
+    # [start, end) within the scope — the learning set's won deals
+    median = median_sales_cycle(c, f)
     known = [str(stage) for stage in stages["stage"].dropna().unique()]
     closed_count, won_count, per_stage, learnt = _stage_history_stats(c, f, known, every_stage=False)
     overall = won_count / closed_count if closed_count else math.nan
-    median = math.nan if cycle_median is None or pd.isna(cycle_median) else float(cycle_median)
     return _Learnt(stages, per_stage, overall, median, learnt)
 
 

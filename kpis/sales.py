@@ -128,6 +128,17 @@ def sales_cycle(conn: sa.Connection | sa.Engine, f: Filters, freq: str | None = 
     return frame
 
 
+def median_sales_cycle(conn: sa.Connection | sa.Engine, f: Filters) -> float:
+    """:func:`sales_cycle`'s ``median_days`` alone: the median of the days from created_at
+    to closed_at of the won deals with closed_at in [start, end) (within the scope),
+    interpolated linearly; NaN without won deals. One percentile, no mean or 90th (what
+    ``forecasting.pipeline_forecast`` reads)."""
+    with connection(conn) as c:
+        days, conditions = _cycle_days(c.dialect, f)
+        median = c.execute(sa.select(percentile(c.dialect, days, 0.5)).where(*conditions)).scalar()
+    return math.nan if median is None else float(median)
+
+
 @functools.lru_cache(maxsize=256)
 def _cycle_by_period_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
     """The statement of :func:`_sales_cycle_by_period` (built once per dialect, filters and arguments)."""

@@ -353,6 +353,22 @@ def test_learnt_counts_and_cycle_median_are_the_kpis(engine: sa.Engine, filters:
     )
 
 
+def test_the_sales_cycle_median_alone_is_computed(engine: sa.Engine) -> None:
+    """The forecast reads the median sales cycle (its days to close without a learnt one)
+    and nothing else of ``kpis.sales_cycle``: no statement computes the cycle's mean or
+    90th percentile."""
+    from tests.kpis.fixtures import statements_sent
+
+    with statements_sent(engine, "") as sent:
+        pipe = pipeline_forecast(engine, FILTERS, months=3, today=TODAY)
+    assert sent and not [text for text, _ in sent if "avg(" in text.lower()]
+    assert not [
+        params for _, params in sent if 0.9 in (params.values() if isinstance(params, dict) else params)
+    ]
+    negotiation = pipe.by_stage.set_index("stage").loc["Negotiation"]
+    assert (negotiation["median_days_to_close"], negotiation["days_source"]) == (39.0, "sales cycle median")
+
+
 @pytest.mark.parametrize(
     "filters",
     [FILTERS, Filters("2026-03-01", "2026-07-01"), Filters("2020-01-01", "2020-02-01")],
