@@ -660,3 +660,129 @@ def test_sbg_terms_by_hand_and_bit_for_bit():
             p = np.array(point)
             assert terms.log_likelihood(p) == cm._sbg_log_likelihood(*point, *counts)
             np.testing.assert_array_equal(terms.gradient(p), cm._sbg_gradient(*point, *counts))
+
+
+def _recorded(function):
+    """``function`` and the list of the points it is called at (copies)."""
+    points: list[np.ndarray] = []
+
+    def called(x: np.ndarray):
+        points.append(np.array(x, copy=True))
+        return function(x)
+
+    return called, points
+
+
+def _lbfgsb_problems(cohorts: pd.DataFrame, cdnow: pd.DataFrame, cdnow_spend: pd.DataFrame):
+    """(name, f, gradient, x0, low, high, options) minimised by both drivers: the three
+    models' negative log-likelihoods in log-parameters (as ``maximise`` searches them),
+    from their starts, and two that stop otherwise — a minimum outside the bounds (the
+    search ends on them) and a run cut at ``maxiter``."""
+    options = {"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000}
+
+    def in_logs(terms):
+        def value(log_params: np.ndarray) -> float:
+            with np.errstate(all="ignore"):
+                v = terms.log_likelihood(np.exp(log_params))
+            return -v if np.isfinite(v) else 1e300
+
+        def slope(log_params: np.ndarray) -> np.ndarray:
+            params = np.exp(log_params)
+            with np.errstate(all="ignore"):
+                g = -np.asarray(terms.gradient(params)) * params
+            return np.where(np.isfinite(g), g, 0.0)
+
+        return value, slope
+
+    sbg = in_logs(cm._SbgTerms(*cm.sbg_counts(cohorts["regular"].dropna().to_numpy()[:8])))
+    x, t_x, T = (cdnow[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
+    (ux, ut, uT), counts = cm._weighted_rows(x, t_x, T)
+    bg_nbd = in_logs(cm._BgNbdTerms(ux, ut, uT, counts))
+    spend = cdnow_spend[cdnow_spend["x"] > 0]
+    (gx, gm), weights = cm._weighted_rows(
+        spend["x"].to_numpy(dtype=float), spend["zbar"].to_numpy(dtype=float)
+    )
+    gamma_gamma = in_logs(cm._GammaGammaTerms(gx, gm, weights))
+    # a coupled quadratic whose minimum (3, 0.5, −2) lies beyond two of the bounds [−1, 2]
+    coupling, target = (
+        np.array([[2.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 4.0]]),
+        np.array([3.0, 0.5, -2.0]),
+    )
+    shifted = (
+        lambda x: float((x - target) @ coupling @ (x - target)),
+        lambda x: 2.0 * coupling @ (x - target),
+    )
+    for start in ((1.0, 1.0), (0.5, 3.0), (2.0, 10.0)):
+        yield "sbg", *sbg, np.log(start), -cm.LOG_BOUND, cm.LOG_BOUND, options
+    for start in ((1.0, 1.0, 1.0, 1.0), (0.25, 4.0, 0.8, 2.4)):
+        yield "bg_nbd", *bg_nbd, np.log(start), -cm.LOG_BOUND, cm.LOG_BOUND, options
+    for start in ((1.0, 1.0, 1.0), (5.0, 3.0, 35.0)):
+        yield "gamma_gamma", *gamma_gamma, np.log(start), -cm.LOG_BOUND, cm.LOG_BOUND, options
+    yield "bounded", *shifted, np.array([0.5, -1.0, 1.5]), -1.0, 2.0, options
+    yield "maxiter", *bg_nbd, np.zeros(4), -cm.LOG_BOUND, cm.LOG_BOUND, {**options, "maxiter": 3}
+
+
+def test_lbfgsb_driver_is_scipys_minimize_bit_for_bit(cohorts, cdnow, cdnow_spend):
+    """``_lbfgsb_minimize`` drives scipy's L-BFGS-B routine as ``scipy.optimize.minimize(
+    method="L-BFGS-B")`` does: on the sBG, BG/NBD and Gamma-Gamma likelihoods from their
+    starts, a minimum beyond the bounds and a run stopped by ``maxiter``, the same points
+    evaluated in the same order, the same x, value and success, to the last bit."""
+    from scipy import optimize
+
+    for name, f, g, x0, low, high, options in _lbfgsb_problems(cohorts, cdnow, cdnow_spend):
+        f_scipy, seen_scipy = _recorded(f)
+        f_ours, seen_ours = _recorded(f)
+        expected = optimize.minimize(
+            f_scipy, x0, jac=g, method="L-BFGS-B", bounds=[(low, high)] * len(x0), options=options
+        )
+        result = cm._lbfgsb_minimize(f_ours, g, x0, low, high, **options)
+        assert len(seen_ours) == len(seen_scipy) > 3, name
+        for ours, theirs in zip(seen_ours, seen_scipy, strict=True):
+            assert ours.tobytes() == theirs.tobytes(), name
+        assert result.x.tobytes() == expected.x.tobytes(), name
+        assert (result.fun, result.success) == (expected.fun, expected.success), name
+        assert result.success == (name not in ("maxiter",)), name
+
+
+def test_maximise_is_the_fit_through_scipys_minimize(cohorts, cdnow, monkeypatch: pytest.MonkeyPatch):
+    """``maximise`` with a gradient (every model's fit) searches with ``_lbfgsb_minimize``;
+    with ``scipy.optimize.minimize`` in its place the same MaximumLikelihood, bit for bit
+    (estimates, log-likelihood, covariance, converged, at_bound)."""
+    from scipy import optimize
+
+    def through_scipy(f, g, x0, low, high, **options):
+        return optimize.minimize(
+            f, x0, jac=g, method="L-BFGS-B", bounds=[(low, high)] * len(x0), options=options
+        )
+
+    sbg = cm._SbgTerms(*cm.sbg_counts(cohorts["high_end"].dropna().to_numpy()[:8]))
+    x, t_x, T = (cdnow[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
+    (ux, ut, uT), counts = cm._weighted_rows(x, t_x, T)
+    bg_nbd = cm._BgNbdTerms(ux, ut, uT, counts)
+    fits = [
+        (
+            sbg.log_likelihood,
+            ("alpha", "beta"),
+            [(1.0, 1.0), (0.5, 3.0)],
+            ("alpha", "beta"),
+            sbg.gradient,
+            False,
+        ),
+        (
+            bg_nbd.log_likelihood,
+            ("r", "alpha", "a", "b"),
+            [(1.0, 1.0, 1.0, 1.0)],
+            ("r", "alpha"),
+            bg_nbd.gradient,
+            True,
+        ),
+    ]
+    for function, names, starts, ridge, gradient, polish in fits:
+        ours = cm.maximise(function, names, starts, ridge=ridge, gradient=gradient, polish=polish)
+        with monkeypatch.context() as patched:
+            patched.setattr(cm, "_lbfgsb_minimize", through_scipy)
+            theirs = cm.maximise(function, names, starts, ridge=ridge, gradient=gradient, polish=polish)
+        assert ours.estimates.tobytes() == theirs.estimates.tobytes()
+        assert ours.log_likelihood == theirs.log_likelihood
+        assert ours.log_covariance.tobytes() == theirs.log_covariance.tobytes()
+        assert (ours.converged, ours.at_bound) == (theirs.converged, theirs.at_bound)
