@@ -43,7 +43,6 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from scipy import optimize, special
-from scipy.optimize import _lbfgsb
 
 from forecasting.threads import single_threaded_blas
 from kpis.filters import Filters
@@ -156,85 +155,6 @@ def _newton_polish(gradient: Callable[[np.ndarray], np.ndarray], x: np.ndarray, 
     return current
 
 
-@dataclass
-class _Minimum:
-    """Where an L-BFGS-B search ended (:func:`_lbfgsb_minimize`): the point ``x``, the
-    minimised function's value ``fun`` there, and ``success`` (the search converged)."""
-
-    x: np.ndarray
-    fun: float
-    success: bool
-
-
-#: L-BFGS-B's settings that :func:`maximise` leaves at scipy's defaults (``maxcor``,
-#: ``maxls``, ``maxfun`` of ``scipy.optimize.minimize(method="L-BFGS-B")``).
-LBFGSB_CORRECTIONS, LBFGSB_LINE_SEARCH_STEPS, LBFGSB_MAX_EVALUATIONS = 10, 20, 15000
-#: ``_lbfgsb.setulb``'s task codes: evaluate f and g at x, a new iteration, converged.
-_TASK_FG, _TASK_NEW_X, _TASK_CONVERGED, _TASK_STOP = 3, 1, 4, 5
-
-
-def _lbfgsb_minimize(
-    function: Callable[[np.ndarray], float],
-    gradient: Callable[[np.ndarray], np.ndarray],
-    x0: np.ndarray,
-    low: float,
-    high: float,
-    ftol: float,
-    gtol: float,
-    maxiter: int,
-) -> _Minimum:
-    """``scipy.optimize.minimize(function, x0, jac=gradient, method="L-BFGS-B", bounds=[(low,
-    high)] * len(x0), options={"ftol": ftol, "gtol": gtol, "maxiter": maxiter})``: the same
-    routine (scipy's ``_lbfgsb.setulb``) driven by the same loop as scipy's
-    ``_minimize_lbfgsb`` — x0 clipped into the bounds, evaluated first, each point the
-    routine asks for evaluated once (the last point remembered, as scipy's
-    ``ScalarFunction`` does), the iterations and evaluations counted and stopped at
-    ``maxiter`` and ``LBFGSB_MAX_EVALUATIONS`` alike —, so the same points in the same
-    order and the same minimum bit for bit, without the wrapper's per-evaluation work
-    (copies, comparisons, array conversions: ~0.1 ms per evaluation, more than an sBG
-    cohort's likelihood and gradient together; a page's cohort fits evaluate ~2,000
-    points). ``function`` and ``gradient`` get a copy of the point (they may keep it)."""
-    m = LBFGSB_CORRECTIONS
-    x = np.clip(np.asarray(x0, dtype=np.float64).ravel(), low, high)
-    n = len(x)
-    lower, upper = np.full(n, float(low)), np.full(n, float(high))
-    both_bounded = np.full(n, 2, dtype=np.int32)
-    factr = ftol / np.finfo(float).eps
-    f: float | np.ndarray = np.array(0.0, dtype=np.float64)
-    g = np.zeros(n, dtype=np.float64)
-    work = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m, dtype=np.float64)
-    int_work = np.zeros(3 * n, dtype=np.int32)
-    task, line_task = np.zeros(2, dtype=np.int32), np.zeros(2, dtype=np.int32)
-    lsave, isave, dsave = np.zeros(4, np.int32), np.zeros(44, np.int32), np.zeros(29, np.float64)
-    at = x.copy()
-    value, slope = function(at.copy()), np.asarray(gradient(at.copy()), dtype=np.float64)
-    evaluations, iterations = 1, 0
-    while True:
-        g = g.astype(np.float64)  # a copy: the routine writes into g, not into ``slope``
-        _lbfgsb.setulb(
-            m, x, lower, upper, both_bounded, f, g, factr, gtol, work, int_work,
-            task, lsave, isave, dsave, LBFGSB_LINE_SEARCH_STEPS, line_task,
-        )  # fmt: skip
-        if task[0] == _TASK_FG:
-            if not np.array_equal(x, at):
-                at = x.copy()
-                value = function(at.copy())
-                evaluations += 1
-                slope = np.asarray(gradient(at.copy()), dtype=np.float64)
-            f, g = value, slope
-        elif task[0] == _TASK_NEW_X:
-            iterations += 1
-            if iterations >= maxiter:
-                task[0], task[1] = _TASK_STOP, 504
-            elif evaluations > LBFGSB_MAX_EVALUATIONS:
-                task[0], task[1] = _TASK_STOP, 502
-        else:
-            break
-    return _Minimum(
-        x=x, fun=float(f) if isinstance(f, np.ndarray) else f, success=bool(task[0] == _TASK_CONVERGED)
-    )
-
-
 @single_threaded_blas()
 def maximise(
     log_likelihood: Callable[[np.ndarray], float],
@@ -260,24 +180,16 @@ def maximise(
     stops then moves by ~1e-5 (relative) with the last bits of the input or of the sums;
     the polished estimate does not (~1e-10)."""
 
-    # the searches run under one np.errstate (entering it per evaluation cost ~10 % of a
-    # cohort's sBG fit); the Hessian, the polish and Nelder-Mead through the wrapped ones
-    def negative_value(log_params: np.ndarray) -> float:
-        value = log_likelihood(np.exp(log_params))
-        return -value if np.isfinite(value) else 1e300
-
-    def negative_slope(log_params: np.ndarray) -> np.ndarray:
-        params = np.exp(log_params)
-        value = -np.asarray(gradient(params), dtype=float) * params  # type: ignore[misc]
-        return np.where(np.isfinite(value), value, 0.0)
-
     def negative(log_params: np.ndarray) -> float:
         with np.errstate(all="ignore"):
-            return negative_value(log_params)
+            value = log_likelihood(np.exp(log_params))
+        return -value if np.isfinite(value) else 1e300
 
     def negative_gradient(log_params: np.ndarray) -> np.ndarray:
+        params = np.exp(log_params)
         with np.errstate(all="ignore"):
-            return negative_slope(log_params)
+            value = -np.asarray(gradient(params), dtype=float) * params  # type: ignore[misc]
+        return np.where(np.isfinite(value), value, 0.0)
 
     bounds = [(-LOG_BOUND, LOG_BOUND)] * len(names)
     # ftol 1e-13 (relative) stops the search on a ridge towards a limiting case instead of
@@ -286,13 +198,8 @@ def maximise(
     best = None
     for start in starts:
         x0 = np.log(np.asarray(start, dtype=float))
-        if gradient is not None:
-            with np.errstate(all="ignore"):
-                result = _lbfgsb_minimize(
-                    negative_value, negative_slope, x0, -LOG_BOUND, LOG_BOUND, **options
-                )
-        else:
-            result = optimize.minimize(negative, x0, method="L-BFGS-B", bounds=bounds, options=options)
+        jac = negative_gradient if gradient is not None else None
+        result = optimize.minimize(negative, x0, jac=jac, method="L-BFGS-B", bounds=bounds, options=options)
         if best is None or result.fun < best.fun:
             best = result
     assert best is not None
