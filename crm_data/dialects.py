@@ -442,7 +442,7 @@ def bits_set_counts(dialect: sa.Dialect, bitmaps: sa.ColumnElement, width: int) 
     )
 
 
-# ---- branch churn7: a list of values as one array parameter
+# ---- a list of values as one array parameter
 
 
 def in_values(dialect: sa.Dialect, column: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
