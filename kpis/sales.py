@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile, period_start
+from crm_data.dialects import days_between, percentile, period_start, rescanned
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, period_rows, period_starts, read_frame, wilson_interval
 from kpis.filters import Filters, in_range, scope
@@ -349,9 +349,18 @@ def _stored_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) ->
     deals created in the range and selected by the filters, entered before C. A deal's
     first visit to a stage is observed when any of them is (it is entered first) and is
     progressed when any of them is (its later positions include theirs), so a stage's
-    deals and progressed deals are sums of the first visits' flags — no grouping per deal."""
+    deals and progressed deals are sums of the first visits' flags — no grouping per deal.
+
+    Selected by the date range alone, the visits are on DuckDB a filter of the stored table
+    scanned again by each of their three readers (:func:`crm_data.dialects.rescanned`):
+    materialized once, every visit of the range (11.1M at 1M accounts over three years)
+    was written to memory and read back, which cost more than two more scans. Selected by
+    owners, products, pipelines or accounts too, they are few and materialized: scanned
+    three times, the filter (an account list: a subquery of ``accounts``) cost more than
+    holding them (docs/performance.md, session 12)."""
     t = stage_visits.TABLE
     event, duration = _observed(dialect, t.c.entered_at, t.c.ended_at, censor)
+    selected = scope(f, t)
     visits = (
         sa.select(
             t.c.stage_key,
@@ -360,9 +369,11 @@ def _stored_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) ->
             event.label("event"),
             duration.label("duration"),
         )
-        .where(in_range(t.c.created_at, f), *scope(f, t), t.c.entered_at < censor)
+        .where(in_range(t.c.created_at, f), *selected, t.c.entered_at < censor)
         .cte("visits")
     )
+    if not selected:
+        visits = rescanned(visits)
     counts = (
         sa.select(
             visits.c.stage_key,
