@@ -19,6 +19,7 @@ from crm_data import schema
 from crm_data.dialects import (
     days_between,
     distinct_buckets,
+    in_values,
     not_materialized,
     previous_in_order,
     rescanned,
@@ -617,7 +618,7 @@ def account_names(conn: Bind, account_ids: Sequence[str]) -> pd.DataFrame:
         for begin in range(0, len(ids), NAME_BATCH):
             chunk = ids[begin : begin + NAME_BATCH]
             statement = sa.select(accounts.c.account_id, accounts.c.name, accounts.c.segment).where(
-                accounts.c.account_id.in_(chunk)
+                in_values(c.dialect, accounts.c.account_id, chunk)
             )
             found.update({row[0]: (row[1], row[2]) for row in c.execute(statement)})
     wanted = [str(i) for i in account_ids]

@@ -42,11 +42,21 @@ def month_spans(
     return lo, least(dialect, sa.func.coalesce(ends, top_, type_=sa.Integer()), top_)
 
 
-def month_masks(dialect: sa.Dialect, base: int, top: int) -> list[sa.ColumnElement[int]] | None:
+def month_masks(
+    dialect: sa.Dialect, base: int, top: int, only: sa.ColumnElement[bool] | None = None
+) -> list[sa.ColumnElement[int]] | None:
     """Aggregates over subscriptions: the months 0..``top`` (from ``base``) at whose first
     instant one of the group's subscriptions is active, as ⌈(top + 1) ÷ 60⌉ BIGINT bit
     masks (bit b of mask k = month 60·k + b); [] when top < 0; None where the database has
-    no bitwise OR aggregate (SQLite)."""
+    no bitwise OR aggregate (SQLite).
+
+    ``only``: the masks of the group's subscriptions matching it (``CASE WHEN only THEN
+    bits END``: the bits computed for those rows alone; NULL for a group with none) — for
+    a caller that keeps only groups whose every subscription matches it, where the masks
+    are the same numbers. ``kpis.revenue.cohort_retention`` keeps the accounts whose first
+    start is in its range: at 1M accounts the month arithmetic of the 2M subscriptions was
+    ≈ 0.15 of the statement's ≈ 0.47 s CPU (the default range), with ``only`` it is done
+    for the subscriptions started in the range."""
     if top < 0:
         return []
     lo, hi = month_spans(dialect, base, top)
@@ -62,6 +72,8 @@ def month_masks(dialect: sa.Dialect, base: int, top: int) -> list[sa.ColumnEleme
             dialect, least(dialect, hi - first, sa.literal(MASK_MONTHS - 1, sa.Integer())), minus_one
         )
         bits = (one.op("<<")(b + 1) - one).op("&")(-(one.op("<<")(a)))
+        if only is not None:
+            bits = sa.case((only, bits), else_=sa.null())
         mask = bit_or(dialect, bits)
         if mask is None:
             return None

@@ -247,7 +247,10 @@ def _cohort_counts(
     dialect = c.dialect
     base = cohorts[0].year * 12 + cohorts[0].month - 1
     top = last_month.year * 12 + last_month.month - 1 - base
-    masks = month_masks(dialect, base, top)
+    # the accounts kept have every subscription started in the cohorts' range (their first
+    # start is): the masks of those subscriptions alone are theirs (kpis.month_masks)
+    started = sub.c.started_at >= sa.literal(cohorts[0].to_pydatetime(), sa.DateTime())
+    masks = month_masks(dialect, base, top, only=started)
     if masks is None:
         return _cohort_counts_windowed(c, f, cohorts, base, top)
     accounts = (

@@ -386,6 +386,26 @@ def test_first_day_by_arg_min_equals_the_window(small: sa.Engine, monkeypatch: p
     pd.testing.assert_frame_equal(account_names(small, ["A3", "A1", "NOPE"]), names)
 
 
+def test_account_names_bind_the_ids_as_one_array(small: sa.Engine) -> None:
+    """``account_names`` sends its ids as one array parameter on DuckDB and PostgreSQL
+    (``crm_data.dialects.in_values``: ``account_id = ANY(:ids)``), a parameter per id on
+    SQLite; the names, in the order asked, either way (an id twice, an unknown one)."""
+    from kpis.clv_summary import account_names
+
+    with statements_sent(small, "FROM accounts") as sent:
+        names = account_names(small, ["A3", "A1", "NOPE", "A3"])
+    assert names["account_id"].tolist() == ["A3", "A1", "NOPE", "A3"]
+    assert names["name"].tolist()[:2] == ["Three", "One"] and names["name"].tolist()[3] == "Three"
+    assert pd.isna(names["name"].iloc[2]) and pd.isna(names["segment"].iloc[2])
+    ((statement, parameters),) = sent
+    values = list(parameters.values()) if isinstance(parameters, dict) else list(parameters)
+    if small.dialect.name in ("duckdb", "postgresql"):
+        assert "ANY" in statement.upper() and " IN " not in statement.upper()
+        assert [sorted(v) for v in values] == [["A1", "A3", "NOPE"]]
+    else:
+        assert sorted(values) == ["A1", "A3", "NOPE"]
+
+
 def test_churn_risk_without_names_ranks_the_same_accounts(demo: sa.Engine) -> None:
     """The page's call (``names=False``): the same ranked rows as with names, less the two
     columns; ``ranking`` orders them like the page's sort."""

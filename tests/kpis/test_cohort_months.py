@@ -182,3 +182,36 @@ def test_churn_by_month_edges(engine: sa.Engine, products: tuple[str, ...]) -> N
     ]
     owners = churn_by(engine, f, "owner_id")  # not a roll-up dimension: the base tables
     assert owners[["group", "customers_at_start", "churned"]].values.tolist() == [["U1", 15, 5]]
+
+
+def test_month_masks_of_the_matching_subscriptions_only(engine: sa.Engine) -> None:
+    """``month_masks(only=…)`` ORs the bits of the subscriptions matching ``only`` alone
+    (NULL for an account with none), as cohort_retention asks for the subscriptions
+    started in its range. Months 0..5 = Jan .. Jun 2024, only = started on or after
+    Jan 10: A (A1 from Jan 1) none → NULL, without ``only`` Jan, Feb = 0b11; B from Jan 15,
+    open: Feb .. Jun = 0b111110; E (E1 Feb .. May, E2 Mar, E3 May, Jun): 0b111110; F: F1
+    (from Jan 5: Feb) left out, F2 Apr = 0b1000, without ``only`` 0b1010. SQLite: None."""
+    from kpis.month_masks import month_masks
+
+    sub = schema.subscriptions
+    base = 2024 * 12
+    started = sub.c.started_at >= sa.literal(ts("2024-01-10 00:00:00"), sa.DateTime())
+    only = month_masks(engine.dialect, base, 5, only=started)
+    every = month_masks(engine.dialect, base, 5)
+    if engine.dialect.name == "sqlite":
+        assert only is None and every is None
+        return
+    statement = (
+        sa.select(sub.c.account_id, only[0], every[0])
+        .where(sub.c.account_id.in_(["A", "B", "E", "F"]))
+        .group_by(sub.c.account_id)
+        .order_by(sub.c.account_id)
+    )
+    with engine.connect() as c:
+        rows = [tuple(r) for r in c.execute(statement)]
+    assert rows == [
+        ("A", None, 0b11),
+        ("B", 0b111110, 0b111110),
+        ("E", 0b111110, 0b111110),
+        ("F", 0b1000, 0b1010),
+    ]
