@@ -442,9 +442,6 @@ def bits_set_counts(dialect: sa.Dialect, bitmaps: sa.ColumnElement, width: int) 
     )
 
 
-# ---- a list of values as one array parameter
-
-
 def in_values(dialect: sa.Dialect, column: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
     """``column IN values`` (text values): on DuckDB and PostgreSQL ``column = ANY(:values)``
     with the list bound as one array parameter; elsewhere (SQLite) the IN list, a parameter
