@@ -23,6 +23,7 @@ from crm_data.dialects import (
     month_index,
     period_number,
     period_number_of,
+    period_number_start,
     period_start,
 )
 from kpis import rollups
@@ -74,23 +75,28 @@ def _build_bitmap_revenue_statement(
     """:func:`_build_revenue_statement`'s rows with paying_accounts counted per account
     rather than per (period, account) pair: each paying account's periods (numbered
     ``low`` … ``high``, ``crm_data.dialects.period_number``) as one bitmap
-    (``bitmap_agg``), then per period the bitmaps with its bit set — a hash table of the
-    accounts instead of one of every (period, account) pair (at 1M accounts, one product
-    over six years: 5.9M pairs, 2.35 of its operators' 2.5 s). The sums per period as
-    before; the same rows. The scoped payments are read once and held (a CTE read twice;
-    scanning the payments again for the bitmaps was slower: 0.62 vs 0.43 s CPU)."""
+    (``bitmap_agg``), then per period the bitmaps with its bit set (``bits_set_counts``) —
+    a hash table of the accounts instead of one of every (period, account) pair (at 1M
+    accounts, one product over six years: 5.9M pairs, 2.35 of its operators' 2.5 s). The
+    sums per period as before; the same rows. The scoped payments are read once and held
+    (a CTE read twice; scanning the payments again for the bitmaps was slower: 0.62 vs
+    0.43 s CPU), with each payment's period number computed there once: both parts group
+    by it, and the period's first instant comes from the number of each of the few
+    grouped rows (``period_number_start``) rather than from a ``date_trunc`` of every
+    payment (one product at 1M accounts over 72 months: 0.57 → 0.45 s CPU)."""
     pay = schema.payments
+    number_of = period_number(dialect, pay.c.paid_at, freq)
+    assert number_of is not None  # the caller checked
     rows = (
-        sa.select(pay.c.account_id, pay.c.paid_at, pay.c.amount)
+        sa.select(pay.c.account_id, number_of.label("number"), pay.c.amount)
         .where(in_range(pay.c.paid_at, f), *scope(f, pay))
         .cte("scoped_payments")
     )
-    number = period_number(dialect, rows.c.paid_at, freq)
-    bits = bitmap_agg(dialect, number, low, high)
-    assert number is not None and bits is not None  # the caller checked
-    period = period_start(dialect, rows.c.paid_at, freq).label("period")
+    bits = bitmap_agg(dialect, rows.c.number, low, high)
+    assert bits is not None  # the caller checked
     sums = revenue_sums(dialect, rows)[1:]  # revenue, gross_revenue, refunds
-    per_period = sa.select(period, number.label("number"), *sums).group_by(period, number).subquery("sums")
+    per_period = sa.select(rows.c.number, *sums).group_by(rows.c.number).subquery("sums")
+    period = period_number_start(dialect, per_period.c.number, freq)
     paying = (
         sa.select(bits.label("periods"))
         .where(rows.c.amount > 0, rows.c.account_id.is_not(None))
@@ -98,9 +104,9 @@ def _build_bitmap_revenue_statement(
         .subquery("paying_periods")
     )
     counted = bits_set_counts(dialect, paying.c.periods, high - low + 1)
-    assert counted is not None  # as bitmap_agg
+    assert counted is not None and period is not None  # as bitmap_agg
     return sa.select(
-        per_period.c.period,
+        period.label("period"),
         sa.func.coalesce(counted.c.groups, 0).label("paying_accounts"),
         *(per_period.c[c] for c in ("revenue", "gross_revenue", "refunds")),
     ).select_from(per_period.outerjoin(counted, counted.c.bit + low == per_period.c.number))
