@@ -33,6 +33,7 @@ from kpis.core import (
     connection,
     grid_columns,
     period_end,
+    period_found,
     period_starts,
     ratio,
     wilson_interval,
@@ -161,6 +162,57 @@ def revenue(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
     data["arpa"] = np.array([ratio(r, n) for r, n in zip(data["revenue"].tolist(), paying, strict=True)])
     columns = ["period", "revenue", "gross_revenue", "refunds", "paying_accounts", "arpa"]
     return pd.DataFrame({column: data[column] for column in columns})  # built once
+
+
+def _build_net_revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """``period, revenue`` of :func:`revenue_series` on the base tables: Σ amount of the
+    scoped payments per period. Where the database gives a period's first instant from its
+    number (DuckDB: ``period_number_start``), the payments are grouped by their period
+    number (a ``year`` and ``month`` per payment rather than a ``date_trunc``)."""
+    pay = schema.payments
+    where = (in_range(pay.c.paid_at, f), *scope(f, pay))
+    number = period_number(dialect, pay.c.paid_at, freq)
+    if number is not None:
+        sums = (
+            sa.select(number.label("number"), sa.func.sum(pay.c.amount).label("revenue"))
+            .where(*where)
+            .group_by(number)
+            .subquery("sums")
+        )
+        first = period_number_start(dialect, sums.c.number, freq)
+        if first is not None:
+            return sa.select(first.label("period"), sums.c.revenue)
+    period = period_start(dialect, pay.c.paid_at, freq).label("period")
+    return sa.select(period, sa.func.sum(pay.c.amount).label("revenue")).where(*where).group_by(period)
+
+
+def _net_revenue_statement(dialect: sa.Dialect, f: Filters, freq: str) -> sa.Select:
+    """:func:`_build_net_revenue_statement` as a template per filter shape."""
+    return template(_build_net_revenue_statement, dialect, f, freq)
+
+
+def revenue_series(conn: Bind, f: Filters, freq: str = "month") -> pd.DataFrame:
+    """:func:`revenue`'s ``period`` and ``revenue`` columns alone (revenue = Σ payment
+    amounts by paid_at in the period, net of refunds; zeros for periods without payments;
+    the same numbers), for a caller that needs no paying accounts — the revenue forecast's
+    series. From the revenue roll-up when it applies, as :func:`revenue`; otherwise the
+    base tables' statement sums the payments per period and counts no distinct accounts
+    (one product at 1M accounts over 72 months, DuckDB: 0.37 → 0.20 s CPU; one owner
+    0.16 → 0.12 s). Columns: period, revenue."""
+    periods = period_starts(f.start, f.end, freq)
+    with connection(conn) as c:
+
+        def base_rows(part: Filters) -> dict[pd.Timestamp, tuple]:
+            return period_found(c, _revenue_statement(c.dialect, part, freq), value_params(part))
+
+        rolled = rollups.read_with_remainder(c, rollups.REVENUE, f, freq, periods, base_rows)
+        if rolled is not None:  # the roll-up's measures: paying_accounts, revenue, ...
+            revenue_at = rollups.REVENUE.measures.index("revenue")
+            found = {period: row[revenue_at : revenue_at + 1] for period, row in rolled.items()}
+        else:
+            found = period_found(c, _net_revenue_statement(c.dialect, f, freq), value_params(f))
+    data = grid_columns(found, periods, sums=("revenue",))
+    return pd.DataFrame({column: data[column] for column in ("period", "revenue")})
 
 
 # ---------------------------------------------------------------- active customers
@@ -436,4 +488,5 @@ __all__ = [
     "period_grid",
     "revenue",
     "revenue_retention",
+    "revenue_series",
 ]

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpis.filters import Filters
-from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
+from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention, revenue_series
 from tests.kpis.more_fixtures import BASE, assert_databases_agree, day, load, ts
 
 PAYMENTS = [
@@ -230,6 +230,37 @@ def test_revenue_paying_accounts_by_bitmap_over_more_than_127_periods(
         )
         assert out["period"].iloc[-1] == pd.Timestamp("2024-04-01")
         assert out["period"].iloc[0] == pd.Timestamp(f.start)
+
+
+def test_revenue_series_is_revenues_period_and_revenue(revenue_engine: sa.Engine) -> None:
+    """``revenue_series`` (the revenue forecast's series): ``revenue``'s period and revenue
+    columns, by hand, from the roll-ups and from the base tables (on DuckDB grouped by
+    period number, no ``date_trunc`` per payment); a cut last period, a product, a segment."""
+    engine = revenue_engine
+    module = importlib.import_module("kpis.revenue")
+    cases = [
+        # Jan 320 (100 + 50 + 200 − 30), Feb 0 (80 − 80), Mar nothing
+        (Q1, "month", [320.0, 0.0, 0.0]),
+        # 2024 Q1 320; Q2 up to Apr 15: p9 500 (Apr 1 00:00) — a period cut by end
+        (Filters("2024-01-01", "2024-04-15"), "quarter", [320.0, 500.0]),
+        # 2023: p8 999; 2024: 320 + 500
+        (Filters("2023-01-01", "2025-01-01"), "year", [999.0, 820.0]),
+        # product P2 (A1, A3, A4): Jan A1 150, Feb A3 0; A2's payments out
+        (Q1.replace(products=["P2"]), "month", [150.0, 0.0, 0.0]),
+        # SMB (A1, A3): Jan 150, Feb 0
+        (Q1.replace(segments=["SMB"]), "month", [150.0, 0.0, 0.0]),
+    ]
+    for f, freq, expected in cases:
+        series = revenue_series(engine, f, freq)
+        assert list(series.columns) == ["period", "revenue"]
+        assert series["revenue"].tolist() == pytest.approx(expected), (f, freq)
+        full = revenue(engine, f, freq)
+        pd.testing.assert_frame_equal(
+            series, full[["period", "revenue"]], check_exact=True, obj=f"{f} {freq}"
+        )
+        if engine.dialect.name == "duckdb":
+            sql = str(module._net_revenue_statement(engine.dialect, f, freq).compile(engine))
+            assert "make_timestamp" in sql and "date_trunc" not in sql
 
 
 def test_active_customers_by_month(engine: sa.Engine) -> None:
