@@ -22,7 +22,6 @@ from crm_data.dialects import (
     in_values,
     not_materialized,
     previous_in_order,
-    rescanned,
     value_at_min,
 )
 from kpis.core import connection
@@ -193,13 +192,11 @@ def _per_account(
     low, high = _day_number(f.start_ts), _day_number(end)
     payments = _positive_payments(dialect, f, f.start_ts, end, only)
     if high - low <= BITMAP_DAYS and only is None:
-        # read twice (every account, then the accounts with two payments on a day): scanned
-        # twice rather than held in memory
-        rows = rescanned(payments.cte("positive_payments"))
+        rows = payments.subquery("positive_payments")
         buckets = distinct_buckets(dialect, rows.c.day, low, high)
         first_spend = value_at_min(dialect, rows.c.amount, rows.c.day)
         if buckets is not None and first_spend is not None:
-            return _per_account_one_pass(dialect, rows, buckets, first_spend, split)
+            return _per_account_one_pass(dialect, payments, rows, buckets, first_spend, split)
     days = _days_of(payments.subquery("positive_payments"))
     first_spend = value_at_min(dialect, days.c.spend, days.c.day)
     if first_spend is not None:
@@ -235,7 +232,8 @@ def _per_account(
 
 def _per_account_one_pass(
     dialect: sa.Dialect,
-    rows: sa.CTE,
+    payments: sa.Select,
+    rows: sa.Subquery,
     buckets: sa.ColumnElement,
     first_spend: sa.ColumnElement,
     split: dt.datetime | None,
@@ -250,7 +248,14 @@ def _per_account_one_pass(
     days of one bucket (none in the demo: a bucket is at most 15 days) — are grouped by
     day as before, from the payments of those accounts alone; both parts have the same
     columns, the same numbers as grouping every account by day (its sums of doubles in
-    another order, as two runs of either form are)."""
+    another order, as two runs of either form are).
+
+    ``rows`` is the subquery of the ``payments`` statement; the accounts with a shared day
+    are read again by a second copy of that statement narrowed to their ids (a second scan
+    of the payments, which skips every row group when there are none), not from a CTE of
+    ``rows``: DuckDB shares a CTE read twice (materialized, or as a fan-out of the one scan
+    when ``NOT MATERIALIZED``), and that sharing cost ~10 % of the statement (one product at
+    1M accounts, 0.41 → 0.37 s CPU, the same rows)."""
     once = (
         sa.select(
             rows.c.account_id,
@@ -265,7 +270,8 @@ def _per_account_one_pass(
     names += [c.name for c in _split_columns(rows.c.day, split)]
     single = sa.select(once.c.account_id, *[once.c[n] for n in names]).where(once.c.payments == once.c.days)
     shared = sa.select(once.c.account_id).where(once.c.payments != once.c.days)
-    days = _days_of(sa.select(rows).where(rows.c.account_id.in_(shared)).subquery("shared_day_payments"))
+    again = payments.where(schema.payments.c.account_id.in_(shared))
+    days = _days_of(again.subquery("shared_day_payments"))
     first = value_at_min(dialect, days.c.spend, days.c.day)
     assert first is not None  # the dialect has value_at_min (the caller checked)
     grouped = sa.select(days.c.account_id, *_first_spend_columns(first, days.c.day, days.c.spend, split))
