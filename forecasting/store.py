@@ -551,10 +551,16 @@ def compute_ahead(
     return [Ahead(what, computed, stored, len(series), time.perf_counter() - began)]
 
 
+#: The tables the default series depends on: the payments summed, and the tables whose
+#: dates set the default range's end (:func:`kpis.filters.data_date_range`).
+SERIES_TABLES = frozenset({"payments", "subscriptions", "deals", "tickets"})
+
+
 def on_tables_committed(engine: sa.Engine, change: hooks.Change) -> str | None:
     """The committed listener (:mod:`crm_data.hooks`): :func:`compute_ahead` with the
-    writer's ``today``, into the store beside the database; one sentence when it could not."""
-    if mode() != "on":
+    writer's ``today``, into the store beside the database, when a table of
+    :data:`SERIES_TABLES` changed; one sentence when it could not."""
+    if mode() != "on" or not change.names & SERIES_TABLES:
         return None
     try:
         store = ForecastStore.beside(engine)
@@ -585,6 +591,7 @@ def forget_opened() -> None:
 
 __all__ = [
     "KIND",
+    "SERIES_TABLES",
     "STORE_VARIABLE",
     "Ahead",
     "ForecastStore",

@@ -353,10 +353,19 @@ def test_the_command_and_an_import_store_it(
             report = import_paths(
                 engine, [write_bundle(tmp_path / "more", {"payments": payment})], today=TODAY
             )
-        assert report.ok and report.warnings == [], report.render()
-        assert calls == [1, 1]
-        stored = stored_default(engine, TODAY)
-        assert stored is not None and stored.history.tolist() == [*SERIES, 1140.0]
+            assert report.ok and report.warnings == [], report.render()
+            assert calls == [1, 1]
+            stored = stored_default(engine, TODAY)
+            assert stored is not None and stored.history.tolist() == [*SERIES, 1140.0]
+            # an import that cannot change the series (no payment, no dated record): not even looked up
+            monkeypatch.setattr(
+                store_module, "compute_ahead", lambda *args, **kwargs: pytest.fail("looked up")
+            )
+            account = "account_id,name,created_at\nA3,New Co,2026-03-01\n"
+            report = import_paths(
+                engine, [write_bundle(tmp_path / "acc", {"accounts": account})], today=TODAY
+            )
+            assert report.ok and report.warnings == [], report.render()
     finally:
         engine.dispose()
 
