@@ -34,7 +34,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-#: Rows kept per kind (a forecast's body is ≈ 10–20 kB).
+#: Rows kept per kind (a forecast of a 72-month series: ≈ 7 kB of JSON).
 MAX_ROWS = 500
 
 metadata = sa.MetaData()
