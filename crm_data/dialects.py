@@ -267,6 +267,23 @@ def period_number(dialect: sa.Dialect, column: ColumnElement, freq: str) -> Colu
     return sa.cast(sa.func.floor(index / float(months)), sa.Integer())
 
 
+def period_number_start(dialect: sa.Dialect, number: ColumnElement[int], freq: str) -> ColumnElement | None:
+    """The first instant (a timestamp) of the month, quarter or year numbered ``number``
+    by :func:`period_number`: its first month's :func:`month_index` is m = number · months
+    per period, so year = ⌊m ÷ 12⌋, month = m mod 12 + 1 (the same instant as
+    :func:`period_start` of any instant in it). For a few grouped rows, where
+    :func:`period_start` of every row costs a ``date_trunc`` each (DuckDB:
+    ``make_timestamp``); None elsewhere."""
+    if dialect.name != "duckdb":
+        return None
+    first = number * PERIOD_MONTHS[freq] if PERIOD_MONTHS[freq] != 1 else number
+    first = first.self_group()
+    year = first.op("//")(sa.literal_column("12"))  # DuckDB's integer division (m ≥ 0: the floor)
+    month = (first % 12) + 1
+    zero = sa.literal_column("0")
+    return sa.func.make_timestamp(year, month, sa.literal_column("1"), zero, zero, zero, type_=sa.DateTime())
+
+
 def period_number_of(day: dt.date, freq: str) -> int:
     """:func:`period_number` of the instant ``day`` (a date or datetime) for a month,
     quarter or year ``freq``."""
@@ -367,14 +384,19 @@ def previous_in_order(
 
 def bitmap_agg(dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int) -> ColumnElement | None:
     """Aggregate: the distinct integers ``value`` the group holds, every one in ``[low,
-    high]``, as a bitmap of high − low + 1 bits, bit i (:func:`bitmap_bit`) set when the
-    group holds low + i (DuckDB: ``bitstring_agg(value, low, high)``: no hash table of
-    (group, value) pairs); None where the database has no such aggregate."""
-    if dialect.name == "duckdb":
-        return sa.func.bitstring_agg(
-            value, sa.literal_column(str(int(low))), sa.literal_column(str(int(high)))
-        )
-    return None
+    high]``, as a bitmap of high − low + 1 bits, bit i set when the group holds low + i
+    (no hash table of (group, value) pairs); :func:`bits_set_counts` counts the groups per
+    bit. DuckDB: up to :data:`BUCKETS` bits a HUGEINT, ``bit_or(1 << (value − low))`` — a
+    16-byte state per group, grouped and tested by integer operations: at 1M accounts, one
+    product's 5.9M payments over 72 months, ``kpis.revenue``'s statement 0.57 → 0.37 s CPU
+    (with its period numbers computed once) against a ``BIT`` string —; wider,
+    ``bitstring_agg(value, low, high)``. None where the database has no such aggregate."""
+    if dialect.name != "duckdb":
+        return None
+    if int(high) - int(low) + 1 <= BUCKETS:
+        offset = (value - sa.literal_column(str(int(low)))).self_group()
+        return sa.func.bit_or(sa.literal_column("CAST(1 AS HUGEINT)").op("<<")(offset))
+    return sa.func.bitstring_agg(value, sa.literal_column(str(int(low))), sa.literal_column(str(int(high))))
 
 
 def bytewise(dialect: sa.Dialect, text: ColumnElement[str]) -> ColumnElement[str]:
@@ -426,17 +448,32 @@ def distinct_buckets(
 
 def bits_set_counts(dialect: sa.Dialect, bitmaps: sa.ColumnElement, width: int) -> sa.Subquery | None:
     """(bit, groups): for each bit 0 … width − 1 of the bitmaps of :func:`bitmap_agg` in
-    the column ``bitmaps`` (of a subquery, one bitmap per group), how many of them have it
-    set (bits no bitmap has: no row). DuckDB: the bitmaps joined to ``range(width)``, a
-    ``get_bit`` per bitmap and bit; None elsewhere."""
+    the column ``bitmaps`` (of a subquery, one bitmap per group; ``width`` = high − low + 1
+    of the bitmaps), how many of them have it set (bits no bitmap has: no row). The
+    distinct bitmaps are counted first (groups = Σ count of the distinct bitmaps with the
+    bit set): far fewer than the groups (one product over 72 months at 1M accounts: 2,534
+    distinct bitmaps of 388k accounts), so few are tested per bit. DuckDB: the distinct
+    bitmaps joined to ``range(width)``, bit tested by ``(bitmap >> bit) & 1`` (a HUGEINT)
+    or ``get_bit`` (a BIT string); None elsewhere."""
     if dialect.name != "duckdb":
         return None
+    distinct = (
+        sa.select(bitmaps.label("bitmap"), sa.func.count().label("n"))
+        .select_from(bitmaps.table)  # type: ignore[attr-defined]
+        .group_by(bitmaps)
+        .subquery("bitmaps")
+    )
     bits = sa.func.range(sa.literal_column("0"), sa.literal_column(str(int(width)))).table_valued("range")
     bit = bits.alias("bits").c.range
+    position = sa.cast(bit, sa.Integer())
+    if int(width) <= BUCKETS:
+        is_set = distinct.c.bitmap.op(">>")(position).self_group().op("&")(sa.literal_column("1")) == 1
+    else:
+        is_set = sa.func.get_bit(distinct.c.bitmap, position) == 1
     return (
-        sa.select(bit.label("bit"), sa.func.count().label("groups"))
-        .select_from(bitmaps.table.join(bit.table, sa.true()))  # type: ignore[attr-defined]
-        .where(sa.func.get_bit(bitmaps, sa.cast(bit, sa.Integer())) == 1)
+        sa.select(bit.label("bit"), sa.cast(sa.func.sum(distinct.c.n), sa.BigInteger()).label("groups"))
+        .select_from(distinct.join(bit.table, sa.true()))  # type: ignore[attr-defined]
+        .where(is_set)
         .group_by(bit)
         .subquery("bits_set")
     )

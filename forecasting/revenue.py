@@ -1,7 +1,8 @@
 """``revenue_forecast``: the monthly revenue of the current filters, forecast by ``forecast()``.
 
-The series is ``kpis.revenue(conn, f, "month")`` (payments net of refunds by ``paid_at``)
-for the filters' segments, owners and products, restricted to full months:
+The series is ``kpis.revenue(conn, f, "month")``'s revenue (payments net of refunds by
+``paid_at``; read by ``kpis.revenue.revenue_series``, which counts no paying accounts) for
+the filters' segments, owners and products, restricted to full months:
 
 * with ``full_history=True`` the models learn from every month with data up to the end of
   the date range, not only from the months inside it (a 12-month range is too short to see
@@ -52,7 +53,7 @@ def monthly_revenue(
     conn: sa.Connection | sa.Engine, f: Filters, today: dt.date | None = None, full_history: bool = False
 ) -> tuple[pd.Series, list[str]]:
     """The full-month revenue series for ``f`` (rules in the module docstring) and notes."""
-    from kpis.revenue import revenue  # kpis-more's KPI: period, revenue, ...
+    from kpis.revenue import revenue_series  # kpis.revenue's period and revenue columns
 
     notes: list[str] = []
     today = today or _utc_today()
@@ -75,7 +76,7 @@ def monthly_revenue(
         start = f.start
         if full_history and first_payment is not None:
             start = min(start, _month_start(pd.Timestamp(first_payment).date()))
-        frame = revenue(c, f.replace(start=start, end=end), "month")
+        frame = revenue_series(c, f.replace(start=start, end=end), "month")
     # rounded to cents: DuckDB's parallel sums of amounts differ in the last bit from run to
     # run, and the order SARIMAX chooses by AIC must not depend on that (same data, same model)
     series = pd.Series(

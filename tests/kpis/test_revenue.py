@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpis.filters import Filters
-from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention
+from kpis.revenue import active_customers, cohort_retention, revenue, revenue_retention, revenue_series
 from tests.kpis.more_fixtures import BASE, assert_databases_agree, day, load, ts
 
 PAYMENTS = [
@@ -177,14 +177,15 @@ def test_revenue_paying_accounts_by_bitmap_over_twelve_periods(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Twelve months and twelve quarters from the base tables: on DuckDB the bitmap
-    statement (its default range of periods), elsewhere the plain one — on PostgreSQL its
-    distinct account ids compared bytewise (``COLLATE "C"``); the same numbers."""
+    statement (its default range of periods) with a HUGEINT per account (``bit_or``, up to
+    127 periods), elsewhere the plain one — on PostgreSQL its distinct account ids compared
+    bytewise (``COLLATE "C"``); the same numbers."""
     monkeypatch.setenv("CRM_ROLLUPS", "off")
     module = importlib.import_module("kpis.revenue")
     year = Filters("2024-01-01", "2025-01-01")
     sql = str(module._revenue_statement(engine.dialect, year, "month").compile(engine))
     if engine.dialect.name == "duckdb":
-        assert "bitstring_agg" in sql
+        assert "bit_or" in sql and "bitstring_agg" not in sql and "date_trunc" not in sql
     assert ('COLLATE "C"' in sql) == (engine.dialect.name == "postgresql")
     months = revenue(engine, year, "month")
     # Jan: A1 (p1 and p2: one paying account), A2 (p3; its refund p4) -> 2 paying, 320
@@ -201,6 +202,65 @@ def test_revenue_paying_accounts_by_bitmap_over_twelve_periods(
     p2 = revenue(engine, year.replace(products=["P2"]), "month")
     assert p2["paying_accounts"].tolist() == [1, 1] + [0] * 10
     assert p2["revenue"].tolist() == pytest.approx([150.0] + [0.0] * 11)
+
+
+def test_revenue_paying_accounts_by_bitmap_over_more_than_127_periods(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """136 months (2013-01 … 2024-04) from the base tables: on DuckDB wider than a
+    HUGEINT's 127 bits, so a ``BIT`` string per account (``bitstring_agg``); 127 months
+    (2013-10 … 2024-04) still the HUGEINT. The same numbers as by hand on every database."""
+    monkeypatch.setenv("CRM_ROLLUPS", "off")
+    module = importlib.import_module("kpis.revenue")
+    wide, narrow = Filters("2013-01-01", "2024-05-01"), Filters("2013-10-01", "2024-05-01")
+    if engine.dialect.name == "duckdb":
+        sql = str(module._revenue_statement(engine.dialect, wide, "month").compile(engine))
+        assert "bitstring_agg" in sql and "bit_or" not in sql
+        sql = str(module._revenue_statement(engine.dialect, narrow, "month").compile(engine))
+        assert "bit_or" in sql and "bitstring_agg" not in sql
+    for f, months in ((wide, 136), (narrow, 127)):
+        out = revenue(engine, f, "month")
+        assert len(out) == months
+        # the last five months: Dec 2023 A1 999 (p8) -> 1 paying; Jan 2024 A1 (p1, p2) and
+        # A2 (p3, refund p4) -> 2 paying, 320; Feb A3 80 − 80 -> 1 paying, 0; Mar nothing;
+        # Apr A2 500 (p9) -> 1 paying. Every earlier month: nothing.
+        assert out["paying_accounts"].tolist() == [0] * (months - 5) + [1, 2, 1, 0, 1]
+        assert out["revenue"].tolist() == pytest.approx(
+            [0.0] * (months - 5) + [999.0, 320.0, 0.0, 0.0, 500.0]
+        )
+        assert out["period"].iloc[-1] == pd.Timestamp("2024-04-01")
+        assert out["period"].iloc[0] == pd.Timestamp(f.start)
+
+
+def test_revenue_series_is_revenues_period_and_revenue(revenue_engine: sa.Engine) -> None:
+    """``revenue_series`` (the revenue forecast's series): ``revenue``'s period and revenue
+    columns, by hand, from the roll-ups and from the base tables (on DuckDB grouped by
+    period number, no ``date_trunc`` per payment); a cut last period, a product, a segment."""
+    engine = revenue_engine
+    module = importlib.import_module("kpis.revenue")
+    cases = [
+        # Jan 320 (100 + 50 + 200 − 30), Feb 0 (80 − 80), Mar nothing
+        (Q1, "month", [320.0, 0.0, 0.0]),
+        # 2024 Q1 320; Q2 up to Apr 15: p9 500 (Apr 1 00:00) — a period cut by end
+        (Filters("2024-01-01", "2024-04-15"), "quarter", [320.0, 500.0]),
+        # 2023: p8 999; 2024: 320 + 500
+        (Filters("2023-01-01", "2025-01-01"), "year", [999.0, 820.0]),
+        # product P2 (A1, A3, A4): Jan A1 150, Feb A3 0; A2's payments out
+        (Q1.replace(products=["P2"]), "month", [150.0, 0.0, 0.0]),
+        # SMB (A1, A3): Jan 150, Feb 0
+        (Q1.replace(segments=["SMB"]), "month", [150.0, 0.0, 0.0]),
+    ]
+    for f, freq, expected in cases:
+        series = revenue_series(engine, f, freq)
+        assert list(series.columns) == ["period", "revenue"]
+        assert series["revenue"].tolist() == pytest.approx(expected), (f, freq)
+        full = revenue(engine, f, freq)
+        pd.testing.assert_frame_equal(
+            series, full[["period", "revenue"]], check_exact=True, obj=f"{f} {freq}"
+        )
+        if engine.dialect.name == "duckdb":
+            sql = str(module._net_revenue_statement(engine.dialect, f, freq).compile(engine))
+            assert "make_timestamp" in sql and "date_trunc" not in sql
 
 
 def test_active_customers_by_month(engine: sa.Engine) -> None:
