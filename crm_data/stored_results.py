@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import sqlalchemy as sa
 
@@ -64,26 +65,21 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-class ResultStore:
-    """The stored results of a CRM database (any SQLAlchemy engine the app may write)."""
+class BesideAccounts:
+    """A store of the application's own tables beside a CRM database's sign-in accounts
+    (:func:`crm_data.accounts.auth_url`), on ``engine``; ``owned``: the store made that
+    engine (:meth:`dispose` closes it). Subclasses say how to :meth:`open` one."""
 
     def __init__(self, engine: sa.Engine, owned: bool = False) -> None:
         self.engine = engine
         self._owned = owned
 
     @classmethod
-    def open(cls, crm_url: str) -> ResultStore | None:
-        """The store of the CRM database ``crm_url`` (beside its sign-in accounts), with an
-        engine of its own; None for an in-memory CRM database."""
-        from crm_data import accounts
-
-        url = accounts.auth_url(crm_url)
-        if url == "sqlite://":
-            return None
-        return cls(accounts.make_auth_engine(url), owned=True)
+    def open(cls, crm_url: str) -> Self | None:
+        raise NotImplementedError
 
     @classmethod
-    def beside(cls, crm: sa.Engine) -> ResultStore | None:
+    def beside(cls, crm: sa.Engine) -> Self | None:
         """:meth:`open` for a CRM engine: that engine itself when the store is in the CRM
         database (PostgreSQL; the engine's own settings, e.g. its schema, then apply — and
         a read-only engine then only reads)."""
@@ -98,6 +94,21 @@ class ResultStore:
         """Close the store's own engine (not a CRM engine it was given)."""
         if self._owned:
             self.engine.dispose()
+
+
+class ResultStore(BesideAccounts):
+    """The stored results of a CRM database (any SQLAlchemy engine the app may write)."""
+
+    @classmethod
+    def open(cls, crm_url: str) -> ResultStore | None:
+        """The store of the CRM database ``crm_url`` (beside its sign-in accounts), with an
+        engine of its own; None for an in-memory CRM database."""
+        from crm_data import accounts
+
+        url = accounts.auth_url(crm_url)
+        if url == "sqlite://":
+            return None
+        return cls(accounts.make_auth_engine(url), owned=True)
 
     def _no_file(self) -> bool:
         """A SQLite store whose file does not exist yet (reading must not create it)."""
