@@ -111,7 +111,9 @@ def _cpu_seconds() -> float:
 
 
 def call_worker(url: str, name: str, state: str) -> dict[str, object]:
-    """First view and filter change of one model call in one state (this process only)."""
+    """First view and filter change of one model call in one state (this process only).
+    Stored forecasts are read, none stored (as ``benchmarks.pages.worker``)."""
+    os.environ.setdefault("CRM_FORECAST_STORE", "read")
     import forecasting
     import kpis
     from benchmarks import pages

@@ -386,8 +386,15 @@ def _years_back(day: dt.date) -> dt.date:
 
 
 def worker(url: str, page: str, state: str, calls: Collection[str] | None = None) -> dict[str, Any]:
-    """First view, then a filter change, of one page in one state (this process only)."""
+    """First view, then a filter change, of one page in one state (this process only).
+
+    The forecasts stored beside the database (``forecasting.store``) are read but none is
+    stored (``CRM_FORECAST_STORE=read`` unless set): what the demo, an import or
+    ``python -m crm_data forecasts`` stored is what a user finds, and the filter change
+    does not read back what the first view of the same selection computed."""
     from crm_data.engines import make_engine
+
+    os.environ.setdefault("CRM_FORECAST_STORE", "read")
 
     engine = make_engine(url, read_only=url.startswith("duckdb"))
     began = time.perf_counter()

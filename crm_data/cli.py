@@ -1,4 +1,4 @@
-"""The command line: ``crm-insights demo | import | check | rollups | serve | users | goals | alerts | reports | scheduler``.
+"""The command line: ``crm-insights demo | import | check | forecasts | rollups | serve | users | goals | alerts | reports | scheduler``.
 
 Installed, it is the ``crm-insights`` console script; from a checkout without installing,
 ``python -m crm_data`` runs the same. :data:`DESCRIPTION` is the help text (plain text:
@@ -143,6 +143,17 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=90,
         metavar="DAYS",
         help="open deals without a stage change for this long are stale",
+    )
+
+    command(
+        "forecasts",
+        "compute ahead the revenue forecast the Forecast page opens on",
+        "Compute the revenue forecast the dashboard's Forecast page opens on (the whole company's "
+        "monthly revenue, all history, 12 months ahead, the automatic model) and store it beside the "
+        "sign-in accounts, unless it is stored already: the page then reads it back instead of fitting "
+        "the models (seconds). demo and every import do this themselves; run it after writing the "
+        "tables with another tool, or from cron shortly after each month starts (a new full month "
+        "is new data). Reads the CRM tables only: it works beside the dashboard.",
     )
 
     command(
@@ -615,6 +626,41 @@ def _rollups(url: str, prog: str) -> int:
     return 0
 
 
+def _forecasts(url: str, prog: str) -> int:
+    from forecasting import store as forecast_store
+
+    if forecast_store.mode() != "on":
+        print(
+            f"error: ${forecast_store.STORE_VARIABLE} is {forecast_store.mode()}: nothing is stored",
+            file=sys.stderr,
+        )
+        return 2
+    # read-only: works beside the (read-only) dashboard on the same DuckDB file
+    engine = make_engine(url, read_only=True)
+    store = forecast_store.ForecastStore.open(url)
+    try:
+        if store is None:
+            print(f"error: {_shown(url)} is in memory: a stored forecast would not outlive this command",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        with connect_checked(engine) as conn:
+            from crm_data.validation import existing_tables
+
+            dated = {"subscriptions", "deals", "payments", "tickets"}  # the tables the default range reads
+            missing = dated - existing_tables(conn)
+            done = [] if missing else forecast_store.compute_ahead(conn, store)
+    finally:
+        engine.dispose()
+        forecast_store.forget_opened()
+    if not done:
+        print(f"error: nothing to forecast: {_shown(url)} holds no dated record; load data with "
+              f"`{prog} demo` or `{prog} import PATH`", file=sys.stderr)  # fmt: skip
+        return 2
+    for ahead in done:
+        print(ahead.line())
+    return 0 if all(ahead.stored for ahead in done) else 2
+
+
 def _check(args: argparse.Namespace, url: str, prog: str) -> int:
     from crm_data import quality_snapshot, schema
     from crm_data.quality import check_database
@@ -962,9 +1008,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     url = database_url(args.url)
     if args.command in ("demo", "import"):
+        from forecasting import store as forecast_store
         from kpis import rollups  # the application wires the KPI roll-ups to the writers
 
         rollups.listen()  # in the writer's transaction: rebuilt (demo) or just the periods touched (import)
+        forecast_store.listen()  # after the writer's commit: the Forecast page's default forecast
     try:
         if args.command == "demo":
             return _demo(args, url, prog)
@@ -972,6 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
             return _import(args, url)
         if args.command == "rollups":
             return _rollups(url, prog)
+        if args.command == "forecasts":
+            return _forecasts(url, prog)
         if args.command == "check":
             return _check(args, url, prog)
         if args.command == "users" and args.users_command == "pg-role":

@@ -118,7 +118,10 @@ def generate(
     its midnight); ``progress`` draws a tqdm bar on stderr. Then it reports every table as
     changed (:func:`crm_data.hooks.tables_changed`): the application's listener rebuilds
     the KPI roll-ups (``kpis.rollups.listen``); unwired, they stay unbuilt (the KPIs read
-    the tables) until ``python -m crm_data rollups``. Returns the number of rows written
+    the tables) until ``python -m crm_data rollups``. After that commit the committed
+    listeners run (:func:`crm_data.hooks.tables_committed`; wired by the command line: the
+    revenue forecast the Forecast page opens on, ``forecasting.store``); their problems are
+    printed as warnings. Returns the number of rows written
     per table (every table, in schema order). It records that the tables hold demo data
     (``crm_data.importing.mark_contents``); :func:`existing_data` tells what it would
     delete that is not.
@@ -161,8 +164,13 @@ def generate(
         raise failure[0]
     if progress and hooks.listeners():
         print("demo data: refreshing the KPI roll-ups", file=sys.stderr)
+    change = hooks.Change.unknown([t.name for t in schema.TABLES], today)
     with connect_checked(engine) as conn, conn.begin():
-        hooks.tables_changed(conn, hooks.Change.unknown([t.name for t in schema.TABLES], today))
+        hooks.tables_changed(conn, change)
+    if progress and hooks.committed_listeners():
+        print("demo data: computing ahead what the dashboard opens on", file=sys.stderr)
+    for problem in hooks.tables_committed(engine, change):  # after the commit: e.g. the revenue forecast
+        print(f"warning: {problem}", file=sys.stderr)
     return counts
 
 

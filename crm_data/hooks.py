@@ -10,12 +10,20 @@ derived tables it brought up to date; every other built derived table depending 
 changed table loses its state (:func:`crm_data.derived.invalidate`), so it is not read
 until rebuilt.
 
+After its commit the writer calls :func:`tables_committed` with the same change: every
+*committed listener* (``listener(engine, change)``) then runs outside any transaction, for
+work too slow to hold the writer's locks for — the revenue forecast computed ahead
+(``forecasting.store.listen()``). A problem there is the listener's to report (it returns
+one sentence, which the writer shows as a warning), never the writer's failure: the data
+are committed.
+
 The application wires the listeners: the command line (``crm_data.cli``), the Import page,
 the test fixtures call ``kpis.rollups.listen()``, which refreshes the KPI roll-ups (only
 the periods the change touched). Unwired — an analyst calling :mod:`crm_data.importing`
 from Python — the import still commits, the roll-ups depending on the changed tables are
 invalidated and the KPIs read the base tables (slower, same numbers) until ``python -m
-crm_data rollups`` rebuilds them.
+crm_data rollups`` rebuilds them. The command line and the Import page also wire
+``forecasting.store.listen()`` (a committed listener).
 """
 
 from __future__ import annotations
@@ -85,8 +93,12 @@ class Change:
 
 #: ``listener(conn, change)`` -> the derived tables it brought up to date.
 Listener = Callable[[sa.Connection, Change], Collection[str]]
+#: ``listener(engine, change)`` after the writer's commit -> None, or one sentence saying
+#: what it could not do.
+CommittedListener = Callable[[sa.Engine, Change], str | None]
 
 _listeners: list[Listener] = []
+_committed: list[CommittedListener] = []
 
 
 def add_listener(listener: Listener) -> None:
@@ -106,15 +118,36 @@ def listeners() -> tuple[Listener, ...]:
     return tuple(_listeners)
 
 
+def add_committed_listener(listener: CommittedListener) -> None:
+    """Register ``listener`` to run after a writer's commit (once: adding it again changes
+    nothing)."""
+    if listener not in _committed:
+        _committed.append(listener)
+
+
+def remove_committed_listener(listener: CommittedListener) -> None:
+    """Unregister ``listener`` (nothing when it is not registered)."""
+    if listener in _committed:
+        _committed.remove(listener)
+
+
+def committed_listeners() -> tuple[CommittedListener, ...]:
+    """The registered committed listeners, in order."""
+    return tuple(_committed)
+
+
 @contextlib.contextmanager
 def unwired() -> Iterator[None]:
-    """No listener inside the block (tests: the analyst's case); restored after."""
-    saved = list(_listeners)
+    """No listener (of either kind) inside the block (tests: the analyst's case); restored
+    after."""
+    saved, saved_committed = list(_listeners), list(_committed)
     _listeners.clear()
+    _committed.clear()
     try:
         yield
     finally:
         _listeners[:] = saved
+        _committed[:] = saved_committed
 
 
 def tables_changed(conn: sa.Connection, change: Change) -> list[str]:
@@ -129,15 +162,34 @@ def tables_changed(conn: sa.Connection, change: Change) -> list[str]:
     return derived.invalidate(conn, change.names, keep=current)
 
 
+def tables_committed(engine: sa.Engine, change: Change) -> list[str]:
+    """Tell every committed listener about ``change`` once the writer has committed it
+    (outside any transaction, on the writer's ``engine``); return the sentences of those
+    that could not do their work. Nothing when no table changed."""
+    if not change.tables:
+        return []
+    problems = []
+    for listener in list(_committed):
+        problem = listener(engine, change)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 __all__ = [
     "UNKNOWN",
     "Change",
+    "CommittedListener",
     "DateSpan",
     "Listener",
     "TableChange",
+    "add_committed_listener",
     "add_listener",
+    "committed_listeners",
     "listeners",
+    "remove_committed_listener",
     "remove_listener",
     "tables_changed",
+    "tables_committed",
     "unwired",
 ]

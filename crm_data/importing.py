@@ -34,7 +34,10 @@ Steps of :func:`import_tables`, on one connection and in ONE transaction:
 5. commit; any database error rolls everything back;
 6. when any row changed and a data-quality report is stored, check again and store the new
    one for the Data quality page (:func:`crm_data.quality_snapshot.store_after_import`; a
-   failure there is a warning).
+   failure there is a warning);
+7. when any row changed, tell the committed listeners (:func:`crm_data.hooks.tables_committed`:
+   when wired, the revenue forecast the Forecast page opens on is computed ahead and stored,
+   ``forecasting.store``; a failure there is a warning).
 
 Row identity: the primary key of each table; ``deal_stage_history`` (deal_id, stage,
 entered_at), ``web_traffic`` (date, source) and ``social_media`` (date, platform) have
@@ -582,6 +585,7 @@ def _import_tables(
                 transaction.rollback()
                 tell(1.0, "invalid: nothing imported")
                 return report
+            change: hooks.Change | None = None
             try:
                 changes: dict[str, hooks.TableChange] = {}
                 report.written = _write(conn, tables, tell, conversion.convert_staging, changes)
@@ -592,7 +596,7 @@ def _import_tables(
                 report.warnings, report.warning_count = list(log.warnings), log.warning_count
                 # planner statistics of the tables just written, before the roll-ups read them
                 dialects.analyze(conn, sorted(name for name, rows in report.written.items() if rows))
-                _tables_changed(conn, report.written, changes, tell, today)
+                change = _tables_changed(conn, report.written, changes, tell, today)
                 report.won_by_currency = won_amount_by_currency(conn)
                 report.reporting_currency = currency.read_setting(conn, currency.REPORTING_CURRENCY)
                 if any(report.written.values()):
@@ -626,6 +630,13 @@ def _import_tables(
                 ImportIssue(engine.url.render_as_string(hide_password=True), None, "", problem)
             )
             report.warning_count += 1
+        if change is not None and hooks.committed_listeners():  # e.g. the revenue forecast, computed ahead
+            tell(0.97, "preparing what the dashboard computes ahead")
+            for problem in hooks.tables_committed(engine, change):
+                report.warnings.append(
+                    ImportIssue(engine.url.render_as_string(hide_password=True), None, "", problem, "warning")
+                )
+                report.warning_count += 1
     report.seconds = time.perf_counter() - started
     tell(1.0, "done")
     return report
@@ -717,13 +728,17 @@ def _tables_changed(
     changes: dict[str, hooks.TableChange],
     tell: Progress,
     today: dt.date | None,
-) -> None:
+) -> hooks.Change | None:
     """Report the tables the import changed (:func:`crm_data.hooks.tables_changed`), in
-    its transaction, so data and derived tables (the KPI roll-ups) change together."""
+    its transaction, so data and derived tables (the KPI roll-ups) change together; the
+    change reported (None: no row changed), for the committed listeners after the commit."""
     changed = {name: changes.get(name, hooks.UNKNOWN) for name, rows in written.items() if rows}
-    if changed:
-        tell(0.9, "refreshing what is derived from the changed tables")
-        hooks.tables_changed(conn, hooks.Change(changed, today))
+    if not changed:
+        return None
+    tell(0.9, "refreshing what is derived from the changed tables")
+    change = hooks.Change(changed, today)
+    hooks.tables_changed(conn, change)
+    return change
 
 
 def _as_date(value: object) -> dt.date | None:

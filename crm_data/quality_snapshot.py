@@ -49,6 +49,7 @@ import sqlalchemy as sa
 from crm_data import schema
 from crm_data.engines import explain_database_error
 from crm_data.quality import DEFAULT_LIMIT, GROWING_CHECKS, Finding, QualityReport, check_database
+from crm_data.stored_results import BesideAccounts
 from crm_data.validation import existing_tables
 
 if TYPE_CHECKING:
@@ -182,12 +183,8 @@ def decode_records(text: str) -> pd.DataFrame:
 # --- the store -----------------------------------------------------------------------------
 
 
-class SnapshotStore:
+class SnapshotStore(BesideAccounts):
     """The stored report of a CRM database (any SQLAlchemy engine the app may write)."""
-
-    def __init__(self, engine: sa.Engine, owned: bool = False) -> None:
-        self.engine = engine
-        self._owned = owned
 
     @classmethod
     def open(cls, crm_url: str) -> SnapshotStore:
@@ -195,22 +192,6 @@ class SnapshotStore:
         from crm_data import accounts
 
         return cls(accounts.make_auth_engine(accounts.auth_url(crm_url)), owned=True)
-
-    @classmethod
-    def beside(cls, crm: sa.Engine) -> SnapshotStore:
-        """:meth:`open` for a writing CRM engine: that engine itself when the store is in the
-        CRM database (PostgreSQL; the engine's own settings, e.g. its schema, then apply)."""
-        from crm_data import accounts
-
-        url = crm.url.render_as_string(hide_password=False)
-        if accounts.auth_url(url) == url:
-            return cls(crm)
-        return cls.open(url)
-
-    def dispose(self) -> None:
-        """Close the store's own engine (not a CRM engine it was given)."""
-        if self._owned:
-            self.engine.dispose()
 
     def _exists(self) -> bool:
         url = self.engine.url

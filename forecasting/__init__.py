@@ -10,7 +10,9 @@ pipeline-weighted view of open deals. Plain Python (no Streamlit).
 
 The names are loaded on first use (PEP 562): ``import forecasting`` costs nothing, and the
 pipeline forecast or the customer models (``forecasting.customer_models``) do not import
-statsmodels (≈ 1.1 s of a server's first page view that shows no statistical forecast).
+statsmodels (≈ 1.1 s of a server's first page view that shows no statistical forecast);
+neither do ``MODELS`` (the names), ``ForecastResult`` and a ``revenue_forecast`` read back
+from the store beside the database (``forecasting.store``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from forecasting.backtest import BacktestResult, backtest, backtest_plan, backtest_table
-    from forecasting.models import MODELS
     from forecasting.pipeline import (
         PipelineForecast,
         combined_next_quarter,
         expected_pipeline,
         pipeline_forecast,
     )
+    from forecasting.result import MODELS, ForecastResult
     from forecasting.revenue import revenue_forecast
-    from forecasting.selection import ForecastResult, forecast, prepare_series
+    from forecasting.selection import forecast, prepare_series
 
 #: name -> the module that defines it.
 _HOMES = {
@@ -36,13 +38,13 @@ _HOMES = {
     "backtest": "forecasting.backtest",
     "backtest_plan": "forecasting.backtest",
     "backtest_table": "forecasting.backtest",
-    "MODELS": "forecasting.models",
+    "MODELS": "forecasting.result",  # the names only: no statsmodels
     "PipelineForecast": "forecasting.pipeline",
     "combined_next_quarter": "forecasting.pipeline",
     "expected_pipeline": "forecasting.pipeline",
     "pipeline_forecast": "forecasting.pipeline",
     "revenue_forecast": "forecasting.revenue",
-    "ForecastResult": "forecasting.selection",
+    "ForecastResult": "forecasting.result",
     "forecast": "forecasting.selection",
     "prepare_series": "forecasting.selection",
 }

@@ -67,6 +67,7 @@ import pandas as pd
 
 from forecasting.backtest import MAX_FOLDS, BacktestPlan, backtest_plan
 from forecasting.models.base import Prediction, model_sd
+from forecasting.result import NO_HELD_OUT, HeldOutCoverage  # defined without statsmodels; re-exported
 
 LEVELS = (0.80, 0.95)
 #: The calibration backtest looks back over up to this many origins (four years of folds).
@@ -203,22 +204,6 @@ def calibrate(
     if not (math.isfinite(q80) and math.isfinite(q95)):
         return None
     return Calibration(q80, q95, profile, len(rows))
-
-
-@dataclass(frozen=True)
-class HeldOutCoverage:
-    """Coverage of the calibrated intervals on folds calibrated without them (module
-    docstring), and of the model's own intervals on the same points."""
-
-    coverage80: float
-    coverage95: float
-    model80: float
-    model95: float
-    points: int
-    folds: int
-
-
-NO_HELD_OUT = HeldOutCoverage(math.nan, math.nan, math.nan, math.nan, 0, 0)
 
 
 def held_out_coverage(

@@ -19,6 +19,11 @@ the filters' segments, owners and products, restricted to full months:
   loaded for them — e.g. a historical import — rather than zero sales).
 
 Every cut is stated in the result's notes, ahead of the forecast's own notes.
+
+The forecast itself is read back from the store beside the database when it was computed
+before, by any process (``forecasting.store``: keyed by the series' values, the arguments
+and the forecasting code's version); the Forecast page's default one is computed ahead by
+``python -m crm_data demo``, every import and ``python -m crm_data forecasts``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import schema
-from forecasting.selection import ForecastResult, forecast
+from forecasting.result import ForecastResult
+from forecasting.store import ForecastStore, stored_forecast
 from kpis.core import connection
 from kpis.filters import Filters
 
@@ -110,10 +116,22 @@ def revenue_forecast(
     model: str | None = None,
     today: dt.date | None = None,
     full_history: bool = False,
+    store: ForecastStore | bool = True,
 ) -> ForecastResult:
     """Forecast monthly revenue for the filters ``f`` (series rules in the module docstring;
-    model choice in ``forecasting.selection``). ``today`` defaults to the current UTC date."""
+    model choice in ``forecasting.selection``). ``today`` defaults to the current UTC date.
+
+    The forecast of the series is looked up in this process's ``FORECASTS``, then in
+    ``store`` — by default (True) the forecasts stored beside ``conn``'s database
+    (``forecasting.store``: read back identical, without importing statsmodels) — and
+    computed only when neither has it (then stored there). ``store=False``: not looked up
+    nor stored beside the database."""
     series, notes = monthly_revenue(conn, f, today, full_history)
-    result = forecast(series, horizon=horizon, model=model)
+    kept: ForecastStore | None = None
+    if isinstance(store, ForecastStore):
+        kept = store
+    elif store:
+        kept = ForecastStore.beside(conn)
+    result = stored_forecast(series, horizon=horizon, model=model, store=kept)
     result.notes = notes + result.notes
     return result

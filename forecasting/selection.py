@@ -41,71 +41,34 @@ Awkward data never raises; each fix is stated in ``notes``:
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import math
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from forecasting.backtest import BacktestResult, backtest, backtest_plan, backtest_table
-from forecasting.calibration import (
-    MIN_POINTS,
-    NO_HELD_OUT,
-    HeldOutCoverage,
-    calibrate,
-    calibration_plan,
-    held_out_coverage,
-)
+from forecasting.calibration import MIN_POINTS, calibrate, calibration_plan, held_out_coverage
 from forecasting.models import MODELS, REGISTRY
 from forecasting.models.base import MIN_SEASONAL_POINTS, Pinned, Prediction, degenerate, sharing_fits
+from forecasting.result import (  # the result's types and the kept forecasts: without statsmodels
+    FORECAST_COLUMNS,
+    FORECASTS,
+    NO_HELD_OUT,
+    ForecastCache,  # noqa: F401 - re-exported (forecasting.selection.ForecastCache)
+    ForecastResult,
+    HeldOutCoverage,
+    forecast_key,
+)
 from forecasting.threads import single_threaded_blas
 
 TIE_TOLERANCE = 0.01
 #: A chosen model whose backtest MASE is above this is not reliable (module docstring).
 MAX_RELIABLE_MASE = 1.0
 MIN_MODEL_POINTS = 6
-FORECAST_COLUMNS = ["period", "mean", "lo80", "hi80", "lo95", "hi95"]
 DISPLAY_NAMES = {"seasonal_naive": "seasonal naive", "theta": "Theta", "ets": "ETS", "sarimax": "SARIMAX"}
-
-
-@dataclass
-class ForecastResult:
-    """What ``forecast()`` returns.
-
-    * ``model``: the chosen model's name (one of ``MODELS``; ``"none"`` without data);
-    * ``forecast``: period (month start), mean, lo80, hi80, lo95, hi95;
-    * ``backtest``: one row per model tried — model, mae, rmse, mape, mase, coverage80,
-      coverage95, folds, horizon, spec;
-    * ``history``: the cleaned monthly series the models saw;
-    * ``notes``: every adjustment, fallback and warning, one sentence each;
-    * ``reason``: one sentence saying why this model was chosen;
-    * ``spec``: the chosen model's specification in the final fit, e.g. ``ETS(A,Ad,A)``;
-    * ``reliable``: False when the forecast should not be shown as one (rules in the module
-      docstring); ``reliability``: one sentence saying why or why not;
-    * ``calibrated``: whether the intervals were calibrated on the backtest's errors;
-      ``held_out``: the chosen model's held-out coverage of the calibrated intervals (and of
-      its own, on the same points); ``intervals``: one sentence stating both.
-    """
-
-    model: str
-    forecast: pd.DataFrame
-    backtest: pd.DataFrame
-    history: pd.Series
-    notes: list[str] = field(default_factory=list)
-    reason: str = ""
-    spec: str = ""
-    reliable: bool = False
-    reliability: str = ""
-    calibrated: bool = False
-    held_out: HeldOutCoverage = NO_HELD_OUT
-    intervals: str = ""
 
 
 @contextmanager
@@ -408,8 +371,9 @@ def forecast(
     BLAS runs single-threaded meanwhile (``forecasting.threads``). Results are kept by
     :data:`FORECASTS`, keyed by the series' values and these arguments: the same series
     (another page, the cache of the pages expired, another filter with the same revenue)
-    is not fitted again."""
-    key = FORECASTS.key(series, horizon, model, folds, refit)
+    is not fitted again. Across processes, ``forecasting.store`` keeps them beside the
+    database (``revenue_forecast`` reads it first)."""
+    key = forecast_key(series, horizon, model, folds, refit)
     cached = FORECASTS.get(key)
     if cached is not None:
         return cached
@@ -417,63 +381,6 @@ def forecast(
         result = _forecast(series, horizon, model, folds, refit)
     FORECASTS.put(key, result)
     return result
-
-
-class ForecastCache:
-    """The last ``maxsize`` results of :func:`forecast` in this process, keyed by a hash of
-    the series (its dates and values, bit for bit, and its name) and the arguments;
-    least recently used first out. A result depends on nothing else (``forecast`` is
-    pure), so a hit is the same result; each caller gets its own deep copy.
-    ``cache_clear()`` forgets them (the benchmarks do, to time a new selection)."""
-
-    def __init__(self, maxsize: int = 128) -> None:
-        self.maxsize = maxsize
-        self._results: OrderedDict[bytes, ForecastResult] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(series: pd.Series, *arguments: object) -> bytes | None:
-        """The key of ``series`` and ``arguments``; None when the series cannot be hashed
-        (then nothing is cached)."""
-        try:
-            values = np.ascontiguousarray(pd.to_numeric(pd.Series(series), errors="coerce"), dtype=float)
-            index = pd.Index(series.index).astype(str).to_numpy(dtype=str)
-        except (AttributeError, TypeError, ValueError):
-            return None
-        digest = hashlib.blake2b(digest_size=20)
-        digest.update(values.tobytes())
-        digest.update("\x1f".join(index).encode())
-        digest.update(repr((getattr(series, "name", None), arguments)).encode())
-        return digest.digest()
-
-    def get(self, key: bytes | None) -> ForecastResult | None:
-        if key is None:
-            return None
-        with self._lock:
-            result = self._results.get(key)
-            if result is None:
-                return None
-            self._results.move_to_end(key)
-        return copy.deepcopy(result)
-
-    def put(self, key: bytes | None, result: ForecastResult) -> None:
-        if key is None:
-            return
-        with self._lock:
-            self._results[key] = copy.deepcopy(result)
-            while len(self._results) > self.maxsize:
-                self._results.popitem(last=False)
-
-    def cache_clear(self) -> None:
-        with self._lock:
-            self._results.clear()
-
-    def __len__(self) -> int:
-        return len(self._results)
-
-
-#: The process's forecasts (see :class:`ForecastCache`).
-FORECASTS = ForecastCache()
 
 
 def _forecast(series: pd.Series, horizon: int, model: str | None, folds: int, refit: bool) -> ForecastResult:

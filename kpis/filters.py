@@ -463,6 +463,31 @@ def data_date_range(conn: sa.Connection | sa.Engine) -> tuple[dt.date, dt.date] 
     return min(lows), max(highs)
 
 
+def _month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def default_range(
+    bounds: tuple[dt.date, dt.date] | None, today: dt.date | None = None
+) -> tuple[dt.date, dt.date]:
+    """The dashboard's default date range: last 12 full months + the current month, as a
+    half-open ``[start, end)`` (``ui.filters`` opens every page on it; ``forecasting.store``
+    computes the Forecast page's default forecast ahead on it).
+
+    "Current" is the month of the last day with data (``bounds[1]``), or today (UTC) if
+    that is earlier (so an imported history that ended years ago still opens on data).
+    """
+    today = today or dt.datetime.now(dt.UTC).date()
+    anchor = today if bounds is None else min(bounds[1], today)
+    end = _add_months(_month_start(anchor), 1)
+    return _add_months(end, -13), end
+
+
 def _to_date(value: object) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()

@@ -39,6 +39,7 @@ from crm_data.importing import (
 )
 from crm_data.mappings import SHIPPED, MappingError, ReadReport, load_mapping
 from crm_data.schema import TABLE_NAMES, accounts
+from forecasting import store as forecast_store
 from kpis import rollups
 from ui import auth, data
 from ui.uploads import MAX_UPLOAD_MB, safe_file_name
@@ -365,6 +366,7 @@ with tempfile.TemporaryDirectory(prefix="crm-import-") as tmp:
         data.refresh()  # close the dashboard's read-only connections to the file
         writer = make_engine(url)
         rollups.listen()  # the import refreshes the roll-up periods it touches, in its transaction
+        forecast_store.listen()  # after its commit: the Forecast page's default forecast, computed ahead
         try:
             result = import_tables(
                 writer,

@@ -18,7 +18,11 @@
 
 The tests run as the application does: the KPI roll-ups listen to the writers
 (``kpis.rollups.listen``), so an import or a demo refreshes them in its transaction
-(``crm_data.hooks.unwired()`` gives a test the unwired case).
+(``crm_data.hooks.unwired()`` gives a test the unwired case). One exception: the forecasts
+stored beside a database (``forecasting.store``) are off (``CRM_FORECAST_STORE=off``) —
+otherwise every demo or import through the command line would compute a forecast ahead
+(seconds each) and every forecast would write a file beside its test database; the tests of
+the store turn it on (``monkeypatch.setenv``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from kpis import rollups
 from kpis.customer_base import sharing_active
 
 rollups.listen()
+os.environ["CRM_FORECAST_STORE"] = "off"  # the tests of forecasting.store turn it on
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the public datasets (one folder each): $CRM_PUBLIC_DATA, else shared/data beside the project

@@ -44,7 +44,7 @@ from charts.theme import label as code_label
 from crm_data.engines import database_url
 from kpis.core import as_of, is_partial
 from kpis.customer_base import start_sharing
-from kpis.filters import Filters, Scope, dimension_combinations, narrowed_options
+from kpis.filters import Filters, Scope, default_range, dimension_combinations, narrowed_options
 from ui import auth, data
 
 FREQS: dict[str, str] = {"month": "Month", "quarter": "Quarter", "year": "Year"}
@@ -183,29 +183,6 @@ def data_today(bounds: tuple[dt.date, dt.date] | None, today: dt.date | None = N
     earlier. A history that ended on 15 Mar 2019 makes March 2019 a partial month."""
     today = as_of(today)
     return today if bounds is None else min(bounds[1] + dt.timedelta(days=1), today)
-
-
-def _month_start(day: dt.date) -> dt.date:
-    return day.replace(day=1)
-
-
-def _add_months(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def default_range(
-    bounds: tuple[dt.date, dt.date] | None, today: dt.date | None = None
-) -> tuple[dt.date, dt.date]:
-    """Last 12 full months + the current month, as a half-open ``[start, end)``.
-
-    "Current" is the month of the last day with data, or today if that is earlier (so an
-    imported history that ended years ago still opens on data).
-    """
-    today = today or dt.datetime.now(dt.UTC).date()
-    anchor = today if bounds is None else min(bounds[1], today)
-    end = _add_months(_month_start(anchor), 1)
-    return _add_months(end, -13), end
 
 
 def _date_limits(

@@ -98,6 +98,37 @@ def test_a_listener_is_trusted_only_for_what_it_refreshed(imported: sa.Engine) -
     assert win_rate(imported, Q1_2024, "month")["won"].sum() > 0
 
 
+def test_committed_listeners_run_after_the_commit_and_report_warnings(db: sa.Engine, tmp_path: Path) -> None:
+    """A committed listener runs once the import is committed (another connection sees its
+    rows), once per import that changed rows; what it could not do is a warning of the
+    import, which still succeeded."""
+    seen: list[tuple[list[str], int]] = []
+
+    def after(engine: sa.Engine, change: hooks.Change) -> str | None:
+        with engine.connect() as conn:  # a connection of its own: the import's rows are committed
+            accounts = conn.execute(sa.select(sa.func.count()).select_from(schema.accounts)).scalar_one()
+        seen.append((sorted(change.names), accounts))
+        return "the listener could not do its work"
+
+    bundle = {"accounts": "account_id,name,created_at\nA1,Acme Inc,2024-03-01\n"}
+    before = hooks.committed_listeners()  # the command line's, when a test ran it in this process
+    with hooks.unwired():
+        hooks.add_committed_listener(after)
+        hooks.add_committed_listener(after)  # once
+        assert hooks.committed_listeners() == (after,) and hooks.listeners() == ()
+        report = import_paths(db, [write_bundle(tmp_path / "one", bundle)])
+        assert report.ok and report.committed, report.render()
+        assert seen == [(["accounts"], 1)]
+        assert [w.reason for w in report.warnings] == ["the listener could not do its work"]
+        assert report.warnings[0].level == "warning"
+        again = import_paths(db, [write_bundle(tmp_path / "one", bundle)])  # no row changed: not told
+        assert again.ok and seen == [(["accounts"], 1)] and again.warnings == []
+        assert hooks.tables_committed(db, hooks.Change({})) == []  # nothing changed: no call
+        hooks.remove_committed_listener(after)
+        assert hooks.committed_listeners() == ()
+    assert hooks.committed_listeners() == before  # restored
+
+
 def test_state_without_recorded_sources_depends_on_every_table(imported: sa.Engine) -> None:
     """A state row written before ``rollup_sources`` existed: any change invalidates it, and
     the stale check counts every CRM table for it (so reports it until it is rebuilt)."""

@@ -30,6 +30,9 @@ def _imported_after(code: str) -> set[str]:
         "import forecasting; forecasting.pipeline_forecast; forecasting.expected_pipeline",
         "from forecasting import customer_models; customer_models.churn_risk",
         "import ui.pipeline_summary",
+        # the Forecast page's model list, and a revenue forecast read back from the store
+        "import forecasting; forecasting.MODELS; forecasting.ForecastResult; forecasting.revenue_forecast",
+        "import forecasting.store",
     ],
 )
 def test_pipeline_and_customer_models_do_not_import_statsmodels(code: str) -> None:
@@ -48,6 +51,9 @@ def test_every_exported_name_resolves_to_its_module_object() -> None:
         assert name in dir(forecasting)
     assert forecasting.pipeline_forecast is pipeline.pipeline_forecast
     assert forecasting.ForecastResult is selection.ForecastResult
+    from forecasting import models
+
+    assert forecasting.MODELS == models.MODELS  # the names, without the models
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
