@@ -512,18 +512,24 @@ def _stored_latest(
     it) go through ``after`` (:func:`_stored_current` or :func:`_window_current`) over
     their own deals only. (Only the deals open now are read from the stored rows: every
     caller asks about open deals, and the status filter lets the scan skip the closed
-    deals' rows before the join.)"""
+    deals' rows before the join.)
+
+    One left join of the deals to those stored rows splits them: matched, the stored row;
+    unmatched, ``after`` (not a join plus a ``NOT IN`` of its result: at L on DuckDB the
+    statement of ``weighted_pipeline`` 0.19 → 0.17 s)."""
     t = stage_visits.DEAL_STAGES
-    stored = [t.c.status == "open"]
+    stored = [t.c.deal_id == deals_cte.c.deal_id, t.c.status == "open"]
     if as_of is not None:
         stored.append(sa.or_(t.c.entered_at.is_(None), t.c.entered_at <= as_of))
-    latest = (
-        sa.select(*deals_cte.c, t.c.stage, t.c.entered_at)
-        .select_from(deals_cte.join(t, t.c.deal_id == deals_cte.c.deal_id))
-        .where(*stored)
+    joined = (
+        sa.select(*deals_cte.c, t.c.stage, t.c.entered_at, t.c.deal_id.label("stored_deal"))
+        .select_from(deals_cte.outerjoin(t, sa.and_(*stored)))
         .cte("stored_latest")
     )
-    return _found_then(deals_cte, latest, as_of, after, "not_stored_latest")
+    columns = [joined.c[column.name] for column in deals_cte.c]
+    found = sa.select(*columns, joined.c.stage, joined.c.entered_at).where(joined.c.stored_deal.is_not(None))
+    rest = sa.select(*columns).where(joined.c.stored_deal.is_(None)).cte("not_stored_latest")
+    return sa.union_all(found, sa.select(*after(rest, as_of).c)).subquery("latest")
 
 
 def weighted_pipeline(conn: Bind, f: Filters) -> pd.DataFrame:
