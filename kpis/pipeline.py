@@ -697,13 +697,6 @@ def _float(value: object) -> float:
     return float("nan") if value is None else float(value)
 
 
-#: :func:`stuck_deals` reads the names of at most this many listed deals by their ids (a
-#: list of bound values: DuckDB looks each up in the primary key's index when they are at
-#: most ``max(2048, 0.1 % of the deals)``, and keeps that index in memory after the first
-#: look-up: ≈ 200 MB at 4.9M deals); a larger ``limit`` joins the deals to the rows.
-LISTED_BY_ID = 2000
-
-
 def stuck_deals(
     conn: Bind,
     f: Filters,
@@ -715,14 +708,10 @@ def stuck_deals(
     """Drill-down: the open deals in ``stage`` (None = every stage) for at least
     ``min_days`` days as of min(now, ``end``) — same rules as :func:`open_deal_aging`.
 
-    Longest-waiting first (days_in_stage descending, then deal_id), at most ``limit`` rows.
-    Columns: deal_id, name, account_id, account, owner_id, owner, amount, stage,
-    entered_at, days_in_stage.
-
-    With ``limit`` ≤ :data:`LISTED_BY_ID` the rows are found first and their deals'
-    names, amounts and accounts read after, by the listed ids (:func:`_listed_names`: at
-    L on DuckDB 0.1 s for 2,000 ids against 0.2 s for a join that scans every deal's
-    name); else in one statement, the deals joined to the rows."""
+    Longest-waiting first, at most ``limit`` rows. Columns: deal_id, name, account_id,
+    account, owner_id, owner, amount, stage, entered_at, days_in_stage.
+    """
+    deals, accounts, users = schema.deals, schema.accounts, schema.users
     with connection(conn) as c:
         aged = _open_at(c, f, _as_of(f, now))
         conditions = [aged.c.age >= min_days]
@@ -730,94 +719,36 @@ def stuck_deals(
             conditions.append(aged.c.stage == stage)
         # the longest-waiting ``limit`` deals first, then their names (accounts and users
         # joined to those rows only, not to every open deal of the stage)
-        order = [aged.c.age.desc(), aged.c.deal_id]
-        top = sa.select(aged.c.deal_id, aged.c.stage, aged.c.entered_at, aged.c.age).where(*conditions)
-        if limit <= LISTED_BY_ID:
-            found = c.execute(top.order_by(*order).limit(limit)).all()
-            names = _listed_names(c, [row[0] for row in found])
-            rows = [(*names[d], s, e, a) for d, s, e, a in found if d in names]
-        else:
-            rows = c.execute(_joined_names(top.order_by(*order).limit(limit).subquery("top"))).all()
-    out = pd.DataFrame(rows, columns=STUCK_COLUMNS)
+        top = (
+            sa.select(aged.c.deal_id, aged.c.stage, aged.c.entered_at, aged.c.age)
+            .where(*conditions)
+            .order_by(aged.c.age.desc(), aged.c.deal_id)
+            .limit(limit)
+            .subquery("top")
+        )
+        statement = (
+            sa.select(
+                deals.c.deal_id,
+                deals.c.name,
+                deals.c.account_id,
+                accounts.c.name.label("account"),
+                deals.c.owner_id,
+                users.c.name.label("owner"),
+                deals.c.amount,
+                top.c.stage,
+                top.c.entered_at,
+                top.c.age.label("days_in_stage"),
+            )
+            .select_from(
+                top.join(deals, deals.c.deal_id == top.c.deal_id)
+                .outerjoin(accounts, accounts.c.account_id == deals.c.account_id)
+                .outerjoin(users, users.c.user_id == deals.c.owner_id)
+            )
+            .order_by(top.c.age.desc(), top.c.deal_id)
+        )
+        result = c.execute(statement)
+        out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     if not out.empty:
         out["entered_at"] = pd.to_datetime(out["entered_at"])
         out["days_in_stage"] = out["days_in_stage"].astype(float)
     return out
-
-
-#: :func:`stuck_deals`' columns.
-STUCK_COLUMNS = [
-    "deal_id",
-    "name",
-    "account_id",
-    "account",
-    "owner_id",
-    "owner",
-    "amount",
-    "stage",
-    "entered_at",
-    "days_in_stage",
-]
-
-
-def _joined_names(top: sa.Subquery) -> sa.Select:
-    """:func:`stuck_deals`' rows in one statement: the ``top`` rows (deal_id, stage,
-    entered_at, age) joined to their deals and the account and owner names, in the rows'
-    order."""
-    deals, accounts, users = schema.deals, schema.accounts, schema.users
-    return (
-        sa.select(
-            deals.c.deal_id,
-            deals.c.name,
-            deals.c.account_id,
-            accounts.c.name.label("account"),
-            deals.c.owner_id,
-            users.c.name.label("owner"),
-            deals.c.amount,
-            top.c.stage,
-            top.c.entered_at,
-            top.c.age.label("days_in_stage"),
-        )
-        .select_from(
-            top.join(deals, deals.c.deal_id == top.c.deal_id)
-            .outerjoin(accounts, accounts.c.account_id == deals.c.account_id)
-            .outerjoin(users, users.c.user_id == deals.c.owner_id)
-        )
-        .order_by(top.c.age.desc(), top.c.deal_id)
-    )
-
-
-def _listed_names(c: sa.Connection, ids: list) -> dict:
-    """deal_id -> (deal_id, name, account_id, account, owner_id, owner, amount) of the
-    deals ``ids`` lists (a deal missing from ``deals``: no entry).
-
-    The deals by their ids as bound values; their accounts' names from the accounts of
-    these deals only (a semi-join, not ``accounts`` — 1M rows at L — as a join's build
-    side)."""
-    if not ids:
-        return {}
-    deals, accounts, users = schema.deals, schema.accounts, schema.users
-    listed = (
-        sa.select(deals.c.deal_id, deals.c.name, deals.c.account_id, deals.c.owner_id, deals.c.amount)
-        .where(deals.c.deal_id.in_(ids))
-        .cte("listed")
-    )
-    named = (
-        sa.select(accounts.c.account_id, accounts.c.name)
-        .where(accounts.c.account_id.in_(sa.select(listed.c.account_id)))
-        .subquery("named")
-    )
-    statement = sa.select(
-        listed.c.deal_id,
-        listed.c.name,
-        listed.c.account_id,
-        named.c.name.label("account"),
-        listed.c.owner_id,
-        users.c.name.label("owner"),
-        listed.c.amount,
-    ).select_from(
-        listed.outerjoin(named, named.c.account_id == listed.c.account_id).outerjoin(
-            users, users.c.user_id == listed.c.owner_id
-        )
-    )
-    return {row[0]: tuple(row) for row in c.execute(statement)}
