@@ -464,6 +464,34 @@ def test_weighted_pipeline(visits_engine: sa.Engine) -> None:
     assert u2.loc["Proposal", "weighted_amount"] == pytest.approx(25.0)  # D10
 
 
+def test_stored_latest_splits_the_open_deals_by_one_left_join(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the stored visits built, ``current_stage`` splits the deals by one left join to
+    the stored rows (matched: the stored row; the rest: the visits), not by a join and a
+    ``NOT IN`` of its result — the same numbers as test_weighted_pipeline's."""
+    monkeypatch.setenv("CRM_ROLLUPS", "on")
+    with engine.begin() as conn:
+        stage_visits.refresh(conn)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        out = weighted_pipeline(engine, Q1).set_index("stage")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    # D4 + D5 Qualified 2400, D10 Proposal 50, D8 Negotiation 900, D6 "(no stage)" 700
+    assert out["open_deals"].tolist() == [0, 2, 1, 1, 1]
+    assert out["amount"].tolist() == pytest.approx([0.0, 2400.0, 50.0, 900.0, 700.0])
+    (statement,) = [s for s in statements if "stored_latest" in s]
+    assert re.search(r"LEFT OUTER JOIN rollup_deal_stages\b", statement), statement
+    # the one NOT IN left: the deals without a running visit (kpis.pipeline._stored_current)
+    assert statement.count("NOT IN") == 1, statement
+
+
 def test_two_pipeline_figures_have_two_names_each_saying_how_it_differs() -> None:
     """Issue 14 point 3: one definition per name. The weighted pipeline (configured stage
     probabilities, this module) and the expected pipeline (learned win rates, forecasting)
