@@ -515,8 +515,9 @@ def _stored_latest(
     deals' rows before the join.)
 
     One left join of the deals to those stored rows splits them: matched, the stored row;
-    unmatched, ``after`` (not a join plus a ``NOT IN`` of its result: at L on DuckDB the
-    statement of ``weighted_pipeline`` 0.19 → 0.17 s)."""
+    unmatched, ``after`` (not a join plus a ``NOT IN`` of its result: ``weighted_pipeline``'s
+    statement at L on DuckDB 0.11–0.13 → 0.085 s CPU, ``pipeline_forecast``'s open deals on
+    PostgreSQL at M 255–332 → 109–143 ms)."""
     t = stage_visits.DEAL_STAGES
     stored = [t.c.deal_id == deals_cte.c.deal_id, t.c.status == "open"]
     if as_of is not None:
