@@ -1139,6 +1139,7 @@ class _GammaGammaTerms:
         self.sum_wx_log_x = float(np.sum(self.wx * log_x))
         self._sums: dict[float, tuple[float, float, float, float]] = {}
         self._buffers: tuple[np.ndarray, ...] | None = None
+        self._blocks: list[tuple[int, int]] | None = None
 
     #: How many of the last v's row sums are kept.
     KEPT_POINTS = 32
@@ -1164,18 +1165,23 @@ class _GammaGammaTerms:
             n = len(self.z)
             if self._buffers is None:
                 self._buffers = tuple(np.empty(min(n, self.BLOCK_ROWS)) for _ in range(3))
-            blocks = _pairwise_blocks(n, self.BLOCK_ROWS)
+            if self._blocks is None:  # they depend on n alone: cut once per fit, not per v
+                self._blocks = _pairwise_blocks(n, self.BLOCK_ROWS)
+            blocks = self._blocks
             partial = np.empty((len(blocks), 4))
+            add = np.add.reduce
             for i, (start, stop) in enumerate(blocks):
                 total, values, product = (b[: stop - start] for b in self._buffers)
                 z, wx, w = self.z[start:stop], self.wx[start:stop], self.weights[start:stop]
                 np.add(v, z, out=total)
                 np.log(total, out=values)
-                partial[i, 0] = np.sum(np.multiply(wx, values, out=product))
-                partial[i, 1] = np.sum(np.multiply(w, values, out=product))
+                # np.add.reduce: np.sum's own reduction, without its Python wrapper (~5 µs a
+                # call, 4 per block: ~1.2k calls per fit at 1M accounts)
+                partial[i, 0] = add(np.multiply(wx, values, out=product))
+                partial[i, 1] = add(np.multiply(w, values, out=product))
                 np.divide(1.0, total, out=values)
-                partial[i, 2] = np.sum(np.multiply(wx, values, out=product))
-                partial[i, 3] = np.sum(np.multiply(w, values, out=product))
+                partial[i, 2] = add(np.multiply(wx, values, out=product))
+                partial[i, 3] = add(np.multiply(w, values, out=product))
             wx_log, w_log, wx_inverse, w_inverse = (
                 float(e) for e in _pairwise_total(partial, n, self.BLOCK_ROWS)
             )
