@@ -4,7 +4,12 @@ The SQLite and PostgreSQL figures must be on the very same rows as the DuckDB on
 other databases are filled from the DuckDB file (through ``crm_data.bulk.bulk_insert``,
 the product's per-dialect bulk path) rather than by running the demo generator again. On
 PostgreSQL each table is loaded as an import's bulk load is (``crm_data.bulk.deferred_indexes``:
-its secondary indexes and foreign keys are created after its rows).
+its secondary indexes and foreign keys are created after its rows). Then, as an import does,
+the KPI roll-ups are built and the revenue forecast the Forecast page opens on is computed
+and stored beside the copy (``forecasting.store.compute_ahead``): the demo stored it beside
+the DuckDB file, so without it the Forecast page on the copy fitted the models (2–3 s) where
+the DuckDB file read them back, and ``python -m benchmarks.pages --versus`` compared a fit
+with a lookup (docs/performance.md, session 13, branch ``pgm3``).
 
     python -m benchmarks.copy benchmarks/data/M.duckdb sqlite:///benchmarks/data/M.sqlite
 """
@@ -15,6 +20,7 @@ import argparse
 import time
 
 import duckdb
+import sqlalchemy as sa
 
 from crm_data import dialects, schema
 from crm_data.bulk import bulk_insert, deferred_indexes
@@ -27,7 +33,8 @@ VECTOR_ROWS = 2_048
 
 def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> dict[str, int]:
     """Replace every canonical table at ``target_url`` with the DuckDB file's rows, then
-    build the KPI roll-ups there (as an import would)."""
+    build the KPI roll-ups there and store the Forecast page's default forecast beside it
+    (as an import would; not when ``$CRM_FORECAST_STORE`` is not ``on``)."""
     source = duckdb.connect(duckdb_path, read_only=True)
     engine = make_engine(target_url)
     counts: dict[str, int] = {}
@@ -74,10 +81,31 @@ def copy_database(duckdb_path: str, target_url: str, progress: bool = True) -> d
         else:
             with engine.begin() as conn:
                 dialects.analyze(conn)  # and the roll-up tables'
+        _store_forecasts(engine, progress)
     finally:
         source.close()
         engine.dispose()
     return counts
+
+
+def _store_forecasts(engine: sa.Engine, progress: bool) -> None:
+    """The forecasts an import computes ahead (``forecasting.store.compute_ahead``), stored
+    beside the copy: in the database itself on PostgreSQL, a file beside SQLite's."""
+    from forecasting import store as forecast_store
+
+    if forecast_store.mode() != "on":
+        return
+    store = forecast_store.ForecastStore.beside(engine)
+    if store is None:
+        return
+    try:
+        with engine.connect() as conn:
+            done = forecast_store.compute_ahead(conn, store)
+    finally:
+        forecast_store.forget_opened()  # a file store's engine (SQLite), kept per process
+    if progress:
+        for ahead in done:
+            print(f"  {ahead.line()}", flush=True)
 
 
 def main() -> None:

@@ -82,7 +82,7 @@ def _risk_table_ids(results: dict[str, Any]) -> tuple[str, ...]:
     risk = results.get("churn_risk")
     if risk is None or risk.transactions is None:
         return ()
-    return tuple(risk.ranking("inactive_probability").head(1000)["account_id"])
+    return tuple(risk.ranking("inactive_probability", rows=1000)["account_id"])
 
 
 #: page -> (script, calls in the script's order). Selectboxes at their defaults.

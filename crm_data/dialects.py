@@ -31,6 +31,16 @@ FREQS: tuple[str, ...] = ("month", "quarter", "year")
 #: below the memory of any machine that holds such a database.
 PG_WORK_MEM = "64MB"
 
+#: PostgreSQL's just-in-time compilation for the dashboard's sessions (``jit``): off. The
+#: server compiles a statement's expressions with LLVM when the planner's *estimated* cost
+#: passes ``jit_above_cost`` (and inlines and optimises them above 500,000), and the
+#: estimates of the KPIs' joins of aggregates are far off: ``profitability_ends``' FULL
+#: JOIN of the payments' and the costs' sums per account is estimated at 15M rows (58,740
+#: real at 100k accounts), so the server spent 0.49 s compiling for a 0.5 s statement —
+#: the Marketing page's filter change 1.0 s with JIT, 0.55 s without; no page measured got
+#: slower without it (docs/performance.md, session 13, branch ``pgm3``).
+PG_JIT = "off"
+
 
 def _pg_work_mem() -> str:
     value = os.environ.get("CRM_PG_WORK_MEM", PG_WORK_MEM).strip()
@@ -41,7 +51,7 @@ def _pg_work_mem() -> str:
 
 def prepare_engine(engine: sa.Engine) -> None:
     """Make every new connection of ``engine`` use UTC (and give SQLite what it lacks);
-    PostgreSQL sessions also get :data:`PG_WORK_MEM`."""
+    PostgreSQL sessions also get :data:`PG_WORK_MEM` and :data:`PG_JIT`."""
     name = engine.dialect.name
     work_mem = _pg_work_mem() if name == "postgresql" else ""
     if name == "duckdb" and not engine.dialect._supports_statement_cache:
@@ -66,6 +76,7 @@ def prepare_engine(engine: sa.Engine) -> None:
             cursor.execute(statement)
             if name == "postgresql":
                 cursor.execute(f"SET work_mem = '{work_mem}'")
+                cursor.execute(f"SET jit = {PG_JIT}")
             cursor.close()
             if name == "postgresql":
                 dbapi_connection.commit()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -255,14 +256,18 @@ def _with_names(accounts: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return _named(accounts, names, columns).reset_index(drop=True)
 
 
-def _download_all(everyone: pd.DataFrame, columns: list[str], title: str, which: str) -> None:
-    """CSV and XLSX buttons for every ranked account with its name, read when clicked."""
+def _download_all(
+    everyone: Callable[[], pd.DataFrame], count: int, columns: list[str], title: str, which: str
+) -> None:
+    """CSV and XLSX buttons for every ranked account (``everyone()``, ``count`` of them) with
+    its name: the ranking and the names are read when clicked."""
     from charts import export
 
     bind = engine()
 
     def frame() -> pd.DataFrame:
-        return _named(everyone, account_names(bind, everyone["account_id"].tolist()), columns)
+        accounts = everyone()
+        return _named(accounts, account_names(bind, accounts["account_id"].tolist()), columns)
 
     meta = {"Page": report.title, "Table": title, "Definition": RISK_DEFINITION, "Filters": view.describe()}
     left, right = st.columns(2)
@@ -273,7 +278,7 @@ def _download_all(everyone: pd.DataFrame, columns: list[str], title: str, which:
         name = export.file_name(title, view.file_tag(), fmt)
         with column:
             st.download_button(
-                f"All {len(everyone):,} accounts that {which} ({fmt.upper()})",
+                f"All {count:,} accounts that {which} ({fmt.upper()})",
                 data=audited(build, view, report.title, name, title),
                 file_name=name,
                 mime=export.MIME_TYPES[fmt],
@@ -312,13 +317,15 @@ else:
     recent = st.toggle(
         "Only accounts that paid in the last 8 weeks (who may leave next)", value=False, key="risk_recent"
     )
-    # weeks since the last payment day (T − recency) ≤ 8; ranked by by_rank, then account_id
-    everyone = risk.ranking(by_rank, within_units=8 if recent else None)
+    # weeks since the last payment day (T − recency) ≤ 8; ranked by by_rank, then account_id:
+    # the rows shown taken alone, the whole ranking only for a download (when clicked)
+    within = 8 if recent else None
+    count = risk.count(within)
     columns = [
         "account_id", "name", "segment", "last_paid", "frequency", "recency", "T", "inactive_probability",
         "expected_transactions", "expected_amount", "clv_revenue",
     ]  # fmt: skip
-    ranked = _with_names(everyone.head(RISK_TABLE_ROWS), columns)
+    ranked = _with_names(risk.ranking(by_rank, within_units=within, rows=RISK_TABLE_ROWS), columns)
     top = ranked.head(20).iloc[::-1]
     unit = "ratio" if by_rank == "inactive_probability" else "money"
     fig = go.Figure(
@@ -335,9 +342,9 @@ else:
     report.chart(fig, ranked, f"Accounts by {RANKINGS[by_rank].lower()} (top 20)", definition=RISK_DEFINITION)
     which = "paid in this range" + (" and the last 8 weeks" if recent else "")
     shown = (
-        f"All {len(everyone):,} accounts that {which}"
-        if len(everyone) <= RISK_TABLE_ROWS
-        else f"The first {len(ranked):,} of the {len(everyone):,} accounts that {which}"
+        f"All {count:,} accounts that {which}"
+        if count <= RISK_TABLE_ROWS
+        else f"The first {len(ranked):,} of the {count:,} accounts that {which}"
     )
     report.table(
         ranked,
@@ -345,11 +352,17 @@ else:
         height=320,
         caption=(
             "Ranked as above; the chart's Export has these rows as CSV and XLSX with the definitions"
-            + ("." if len(everyone) <= RISK_TABLE_ROWS else ", the buttons below every account.")
+            + ("." if count <= RISK_TABLE_ROWS else ", the buttons below every account.")
         ),
     )
-    if len(everyone) > RISK_TABLE_ROWS:
-        _download_all(everyone, columns, f"All accounts by {RANKINGS[by_rank].lower()}", which)
+    if count > RISK_TABLE_ROWS:
+        _download_all(
+            lambda risk=risk, by=by_rank, within=within: risk.ranking(by, within_units=within),
+            count,
+            columns,
+            f"All accounts by {RANKINGS[by_rank].lower()}",
+            which,
+        )
     fit, spend = risk.transactions, risk.spend
     params = ", ".join(f"{k} = {v:,.3g}" for k, v in fit.params.items())
     spend_params = ", ".join(f"{k} = {v:,.3g}" for k, v in spend.params.items()) if spend else "not fitted"

@@ -1,16 +1,19 @@
-"""``benchmarks.copy``: a demo DuckDB file copied into PostgreSQL holds the same rows, and every
+"""``benchmarks.copy``: a demo DuckDB file copied into PostgreSQL holds the same rows, every
 table ends with the indexes and foreign keys its schema declares (they are created after the
-rows there, as an import's bulk load does)."""
+rows there, as an import's bulk load does), and the Forecast page's default forecast is
+stored in the copy, as the demo stored it beside the DuckDB file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import duckdb
+import pytest
 import sqlalchemy as sa
 
 from benchmarks.copy import copy_database
 from crm_data import schema
+from forecasting import store as forecast_store
 from tests.conftest import scratch_postgres_database, write_demo_database
 
 
@@ -35,8 +38,11 @@ def _catalog(engine: sa.Engine) -> list[tuple[str, str]]:
     return [tuple(r) for r in [*indexes, *keys]]
 
 
-def test_copy_into_postgresql_keeps_rows_indexes_and_keys(tmp_path: Path) -> None:
+def test_copy_into_postgresql_keeps_rows_indexes_and_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = write_demo_database(tmp_path, 150, 3)
+    monkeypatch.setenv(forecast_store.STORE_VARIABLE, "on")
     source = url.removeprefix("duckdb:///")
     with scratch_postgres_database("crm_copy") as target, scratch_postgres_database("crm_schema") as empty:
         counts = copy_database(source, target, progress=False)
@@ -57,6 +63,11 @@ def test_copy_into_postgresql_keeps_rows_indexes_and_keys(tmp_path: Path) -> Non
                         assert [
                             tuple(r) for r in conn.execute(sa.select(table).order_by(*table.columns))
                         ] == rows
+            # the page's default forecast is stored: computing it ahead again finds it
+            store = forecast_store.ForecastStore.beside(engine)
+            assert store is not None
+            again = forecast_store.compute_ahead(engine, store)
+            assert [(a.computed, a.stored) for a in again] == [(False, True)]
         finally:
             engine.dispose()
             reference.dispose()

@@ -3,7 +3,7 @@ the owner / product filter columns are indexed on row stores, the sales cycle's 
 covering index and the payments' (account_id, paid_at) covering one exist on PostgreSQL
 only, a database created before an index was added gets it from ``create_schema`` and from
 an import, ``dialects.analyze`` fills the planner statistics, and PostgreSQL sessions get
-``work_mem``. On DuckDB, SQLite and PostgreSQL.
+``work_mem`` and no JIT compilation. On DuckDB, SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -108,6 +108,26 @@ def test_postgresql_sessions_get_work_mem(make_db, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CRM_PG_WORK_MEM", "16MB'; DROP TABLE deals; --")
     with pytest.raises(ValueError, match="CRM_PG_WORK_MEM"):
         make_engine(engine.url.render_as_string(hide_password=False))
+
+
+#: Estimated above the server's default ``jit_above_cost`` (100,000): 4M joined rows.
+_COSTLY = (
+    "EXPLAIN SELECT sum(a.x * b.x) "
+    "FROM generate_series(1, 2000) a(x) CROSS JOIN generate_series(1, 2000) b(x)"
+)
+
+
+def test_postgresql_sessions_compile_no_jit(make_db) -> None:
+    # the server's default is on; the product's sessions set it off, so a statement
+    # estimated above every JIT threshold plans without JIT (EXPLAIN lists none)
+    engine = make_db("postgresql", create=False)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW jit").scalar_one() == dialects.PG_JIT == "off"
+        assert "JIT" not in "\n".join(r[0] for r in conn.exec_driver_sql(_COSTLY))
+        conn.exec_driver_sql("RESET jit")
+        if conn.exec_driver_sql("SELECT pg_jit_available()").scalar_one():
+            # the same statement compiles with the server's default
+            assert "JIT" in "\n".join(r[0] for r in conn.exec_driver_sql(_COSTLY))
 
 
 def test_days_between_is_the_exact_difference(db: sa.Engine) -> None:

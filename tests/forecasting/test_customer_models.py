@@ -516,13 +516,14 @@ def test_accounts_are_ranked_by_inactive_probability_then_account_id():
         }
     )
     expected = ["A3", "A6", "A1", "A4", "A5", "A2"]
-    ranked, id_rank = cm._ranked(accounts)
-    assert ranked["account_id"].tolist() == expected
-    assert id_rank.tolist() == [2, 5, 0, 3, 4, 1]  # the rank of each ranked row's account_id
+    order, ascending = cm._ranked(accounts)
+    assert accounts.iloc[order]["account_id"].tolist() == expected
+    # the ids ascend: each ranked row's position is the rank of its account_id
+    assert order.tolist() == [2, 5, 0, 3, 4, 1] and ascending
     shuffled = accounts.iloc[[5, 2, 0, 4, 1, 3]]  # not ordered by account_id: both columns sorted
-    assert cm._ranked(shuffled)[0]["account_id"].tolist() == expected
-    assert cm._ranked(shuffled)[1] is None
-    assert cm._ranked(accounts.head(0))[0].empty
+    order, ascending = cm._ranked(shuffled)
+    assert shuffled.iloc[order]["account_id"].tolist() == expected and not ascending
+    assert len(cm._ranked(accounts.head(0))[0]) == 0
 
 
 def test_churn_risk_ranking_is_the_pandas_sort():
@@ -538,16 +539,21 @@ def test_churn_risk_ranking_is_the_pandas_sort():
             "recency": [5.0, 0.0, 29.0, 0.0, 9.0, 1.0, 0.0],
         }
     )
-    ranked, id_rank = cm._ranked(accounts)
-    risk = cm.ChurnRisk(ranked, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1, id_rank)
-    without = cm.ChurnRisk(ranked, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1)
+    order, ascending = cm._ranked(accounts)
+    risk = cm.ChurnRisk(accounts, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1, order, ascending)
+    without = cm.ChurnRisk(accounts, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1)
+    shuffled = accounts.iloc[[6, 2, 0, 4, 1, 5, 3]].reset_index(drop=True)
+    unordered = cm.ChurnRisk(
+        shuffled, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1, *cm._ranked(shuffled)
+    )
     for by in ("inactive_probability", "clv_revenue"):
         for weeks in (None, 8):
             rows = accounts if weeks is None else accounts[accounts["T"] - accounts["recency"] <= weeks]
             expected = rows.sort_values([by, "account_id"], ascending=[False, True], na_position="last")
-            for r in (risk, without):
+            for r in (risk, without, unordered):
                 got = r.ranking(by, within_units=weeks)
                 pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+                assert r.count(weeks) == len(expected)
 
 
 def test_ascending_ids_by_hand():
@@ -585,8 +591,7 @@ def test_ranking_by_inactive_probability_is_the_ranked_accounts(monkeypatch: pyt
             "recency": [5.0, 0.0, 29.0, 0.0],
         }
     )
-    ranked, id_rank = cm._ranked(accounts)
-    risk = cm.ChurnRisk(ranked, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1, id_rank)
+    risk = cm.ChurnRisk(accounts, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1, *cm._ranked(accounts))
     expected = accounts.sort_values(["inactive_probability", "account_id"], ascending=[False, True])
     sorts = []
     real = cm._descending_order
@@ -660,3 +665,39 @@ def test_sbg_terms_by_hand_and_bit_for_bit():
             p = np.array(point)
             assert terms.log_likelihood(p) == cm._sbg_log_likelihood(*point, *counts)
             np.testing.assert_array_equal(terms.gradient(p), cm._sbg_gradient(*point, *counts))
+
+
+def test_ranking_takes_only_the_rows_asked_for(monkeypatch: pytest.MonkeyPatch):
+    """``ranking(by, within_units, rows=n)`` is ``ranking(by, within_units).head(n)`` (the
+    page's table), worked by hand on six accounts, and takes n rows of ``by_account``, not
+    all of them; ``count`` is the whole ranking's length; ``accounts`` is ranked."""
+    accounts = pd.DataFrame(
+        {
+            "account_id": ["A1", "A2", "A3", "A4", "A5", "A6"],
+            "inactive_probability": [0.2, np.nan, 0.9, 0.2, 0.0, 0.9],
+            "clv_revenue": [5.0, 1.0, np.nan, 7.5, 7.5, 2.0],
+            "T": [10.0, 20.0, 30.0, 12.0, 9.0, 40.0],
+            "recency": [5.0, 0.0, 29.0, 0.0, 9.0, 1.0],
+        }
+    )
+    risk = cm.ChurnRisk(accounts, None, None, pd.DataFrame(), {}, (), "week", 52, 0.1, *cm._ranked(accounts))
+    assert risk.accounts["account_id"].tolist() == ["A3", "A6", "A1", "A4", "A5", "A2"]
+    taken: list[int] = []
+    real = pd.DataFrame.take
+    monkeypatch.setattr(
+        pd.DataFrame, "take", lambda self, i, *a, **k: taken.append(len(i)) or real(self, i, *a, **k)
+    )
+    by_hand = {
+        ("inactive_probability", None, 2): ["A3", "A6"],
+        ("clv_revenue", None, 3): ["A4", "A5", "A1"],
+        ("inactive_probability", 8, 2): ["A3", "A1"],  # T − recency ≤ 8: A1 (5), A3 (1), A5 (0)
+        ("clv_revenue", 8, 5): ["A5", "A1", "A3"],
+        ("clv_revenue", None, 0): [],
+    }
+    for (by, weeks, n), expected in by_hand.items():
+        taken.clear()
+        got = risk.ranking(by, within_units=weeks, rows=n)
+        assert got["account_id"].tolist() == expected
+        assert taken == [len(expected)]
+        pd.testing.assert_frame_equal(got, risk.ranking(by, within_units=weeks).head(n))
+    assert (risk.count(), risk.count(8)) == (6, 3)
