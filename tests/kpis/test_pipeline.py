@@ -25,6 +25,7 @@ from kpis.pipeline import (
     weighted_pipeline,
     win_rate_by,
 )
+from tests.kpis.fixtures import statements_sent
 from tests.kpis.more_fixtures import BASE, assert_databases_agree, load, ts
 from tests.kpis.test_rollups import allow_orphans
 
@@ -473,20 +474,12 @@ def test_stored_latest_splits_the_open_deals_by_one_left_join(
     monkeypatch.setenv("CRM_ROLLUPS", "on")
     with engine.begin() as conn:
         stage_visits.refresh(conn)
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(engine, "stored_latest") as sent:
         out = weighted_pipeline(engine, Q1).set_index("stage")
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
     # D4 + D5 Qualified 2400, D10 Proposal 50, D8 Negotiation 900, D6 "(no stage)" 700
     assert out["open_deals"].tolist() == [0, 2, 1, 1, 1]
     assert out["amount"].tolist() == pytest.approx([0.0, 2400.0, 50.0, 900.0, 700.0])
-    (statement,) = [s for s in statements if "stored_latest" in s]
+    ((statement, _),) = sent
     assert re.search(r"LEFT OUTER JOIN rollup_deal_stages\b", statement), statement
     # the one NOT IN left: the deals without a running visit (kpis.pipeline._stored_current)
     assert statement.count("NOT IN") == 1, statement
@@ -545,24 +538,16 @@ def test_open_deals_at_an_instant_come_from_the_stored_deal_rows_alone(
     monkeypatch.setenv("CRM_ROLLUPS", "on")
     with engine.begin() as conn:
         stage_visits.refresh(conn)
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(engine, "not_stored_latest") as sent:
         # as of Apr 1 00:00 (test_open_deal_aging_reconstructs_the_end_of_the_range): Lead D8
         # (its Negotiation row of Apr 5 is later: the stored visits), Qualified D4 and D5,
         # Proposal D10, "(no stage)" D6 (no history); D9, closed on Mar 15, is not open
         later = open_deal_aging(engine, Q1).set_index("stage")
         stuck = stuck_deals(engine, Q1, None, min_days=20, limit=10)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
     assert later["open_deals"].tolist() == [1, 2, 1, 0, 1]
     # D10 152 d, D5 27 d, D4 22 d: the longest-waiting first
     assert stuck["deal_id"].tolist() == ["D10", "D5", "D4"]
-    aging, listed = [s for s in statements if "not_stored_latest" in s]
+    aging, listed = [statement for statement, _ in sent]
     deals_table = re.compile(r"\b(FROM|JOIN)\s+deals\b", re.IGNORECASE)
     assert not deals_table.search(aging), aging
     # stuck_deals: the deals table only for the names of the rows listed, after the top
