@@ -78,17 +78,24 @@ class BesideAccounts:
     def open(cls, crm_url: str) -> Self | None:
         raise NotImplementedError
 
-    @classmethod
-    def beside(cls, crm: sa.Engine) -> Self | None:
-        """:meth:`open` for a CRM engine: that engine itself when the store is in the CRM
-        database (PostgreSQL; the engine's own settings, e.g. its schema, then apply — and
-        a read-only engine then only reads)."""
+    @staticmethod
+    def in_crm_database(crm: sa.Engine) -> bool:
+        """Whether the stores of the CRM engine ``crm`` live in the CRM database itself
+        (PostgreSQL: :func:`crm_data.accounts.auth_url` is the CRM URL) rather than in a
+        database of their own."""
         from crm_data import accounts
 
         url = crm.url.render_as_string(hide_password=False)
-        if accounts.auth_url(url) == url:
+        return accounts.auth_url(url) == url
+
+    @classmethod
+    def beside(cls, crm: sa.Engine) -> Self | None:
+        """:meth:`open` for a CRM engine: that engine itself when the store is in the CRM
+        database (:meth:`in_crm_database`; the engine's own settings, e.g. its schema, then
+        apply — and a read-only engine then only reads)."""
+        if cls.in_crm_database(crm):
             return cls(crm)
-        return cls.open(url)
+        return cls.open(crm.url.render_as_string(hide_password=False))
 
     def dispose(self) -> None:
         """Close the store's own engine (not a CRM engine it was given)."""

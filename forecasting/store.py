@@ -437,12 +437,9 @@ class ForecastStore:
         if mode() == "off":
             return None
         engine = conn.engine if isinstance(conn, sa.Connection) else conn
-        from crm_data import accounts
-
-        url = engine.url.render_as_string(hide_password=False)
-        if accounts.auth_url(url) == url:
+        if ResultStore.in_crm_database(engine):
             return cls(ResultStore(engine), writable=mode() == "on")
-        return cls.open(url)
+        return cls.open(engine.url.render_as_string(hide_password=False))
 
 
 _opened_stores: dict[str, ResultStore | None] = {}
