@@ -646,8 +646,7 @@ def _forecasts(url: str, prog: str) -> int:
         with connect_checked(engine) as conn:
             from crm_data.validation import existing_tables
 
-            dated = {"subscriptions", "deals", "payments", "tickets"}  # the tables the default range reads
-            missing = dated - existing_tables(conn)
+            missing = forecast_store.SERIES_TABLES - existing_tables(conn)  # the series' and range's tables
             done = [] if missing else forecast_store.compute_ahead(conn, store)
     finally:
         engine.dispose()
