@@ -93,14 +93,8 @@ def _store_forecasts(engine: sa.Engine, progress: bool) -> None:
     beside the copy: in the database itself on PostgreSQL, a file beside SQLite's."""
     from forecasting import store as forecast_store
 
-    if forecast_store.mode() != "on":
-        return
-    store = forecast_store.ForecastStore.beside(engine)
-    if store is None:
-        return
     try:
-        with engine.connect() as conn:
-            done = forecast_store.compute_ahead(conn, store)
+        done = forecast_store.compute_ahead_beside(engine)
     finally:
         forecast_store.forget_opened()  # a file store's engine (SQLite), kept per process
     if progress:

@@ -548,6 +548,16 @@ def compute_ahead(
     return [Ahead(what, computed, stored, len(series), time.perf_counter() - began)]
 
 
+def compute_ahead_beside(engine: sa.Engine, today: dt.date | None = None) -> list[Ahead]:
+    """:func:`compute_ahead` into the store beside the database of ``engine``
+    (:meth:`ForecastStore.beside`); nothing (an empty list) when ``$CRM_FORECAST_STORE``
+    is not ``on`` or the database has no store (in memory)."""
+    if mode() != "on":
+        return []
+    store = ForecastStore.beside(engine)
+    return [] if store is None else compute_ahead(engine, store, today)
+
+
 #: The tables the default series depends on: the payments summed, and the tables whose
 #: dates set the default range's end (:func:`kpis.filters.data_date_range`).
 SERIES_TABLES = frozenset({"payments", "subscriptions", "deals", "tickets"})
@@ -560,8 +570,7 @@ def on_tables_committed(engine: sa.Engine, change: hooks.Change) -> str | None:
     if mode() != "on" or not change.names & SERIES_TABLES:
         return None
     try:
-        store = ForecastStore.beside(engine)
-        done = [] if store is None else compute_ahead(engine, store, change.today)
+        done = compute_ahead_beside(engine, change.today)
     except (sa.exc.SQLAlchemyError, OSError) as error:
         reason = " ".join(str(getattr(error, "orig", error) or error).split())[:300]
         return f"the revenue forecast was not computed ahead for the Forecast page: {reason}"
@@ -593,6 +602,7 @@ __all__ = [
     "Ahead",
     "ForecastStore",
     "compute_ahead",
+    "compute_ahead_beside",
     "decode",
     "default_history_filters",
     "encode",
