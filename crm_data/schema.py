@@ -380,16 +380,20 @@ for _table, _columns in [
 
 
 def postgresql_index(
-    name: str, table: sa.Table, *columns: str, include: tuple[str, ...] = (), where: str | None = None
+    name: str,
+    table: sa.Table,
+    *columns: str | sa.ColumnElement,
+    include: tuple[str, ...] = (),
+    where: str | None = None,
 ) -> sa.Index:
     """An index created on PostgreSQL only: a partial (``where``) and/or covering
     (``include``: columns stored in the index, so an index-only scan needs no heap page)
     one, which PostgreSQL reads without touching the table once VACUUM has marked its
     pages all-visible. DuckDB would not profit (see :func:`row_store_index`); SQLite has
-    no INCLUDE."""
+    no INCLUDE. ``columns``: column names, or expressions of ``table``'s columns."""
     index = sa.Index(
         name,
-        *(table.c[c] for c in columns),
+        *(table.c[c] if isinstance(c, str) else c for c in columns),
         postgresql_include=list(include),
         postgresql_where=sa.text(where) if where else None,
     )

@@ -260,11 +260,14 @@ def stage_durations(
     with connection(conn) as c:
         dialect = c.dialect
         keys = stage_visits.stage_keys()
-        if rollups.visits_readable(c):
-            visits, counts = _stored_visits(dialect, f, censor)
+        if rollups.visits_readable(c) and not scope(f, stage_visits.TABLE) and stage_visits.spans_indexed(c):
+            counts, quantiles = _km_from_spans(dialect, f, censor)
         else:
-            visits, counts = _stage_visits(dialect, f, censor, keys)
-        quantiles = _km_quantiles(visits, counts)
+            if rollups.visits_readable(c):
+                visits, counts = _stored_visits(dialect, f, censor)
+            else:
+                visits, counts = _stage_visits(dialect, f, censor, keys)
+            quantiles = _km_quantiles(visits, counts)
         statement = (
             sa.select(
                 keys.c.stage,
@@ -399,6 +402,145 @@ def _stored_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) ->
     return visits, counts
 
 
+#: Below every visit's length (``ended_at - entered_at`` of two timestamps is at most
+#: ≈ 110M days either way): the lower bound of the first censored length's range.
+_NO_SPAN = dt.timedelta(days=-999_999_999)
+
+
+def _km_from_spans(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) -> tuple[sa.CTE, sa.CTE]:
+    """:func:`_stored_visits`' counts and :func:`_km_quantiles`' quantiles of the stored
+    visits selected by the date range alone, without numbering every visit: the finished
+    visits are read in length order from :data:`kpis.stage_visits.SPANS_INDEX`
+    (PostgreSQL), so only the censored ones are sorted.
+
+    A visit's duration orders as its length (interval) does, so with the censored visits
+    grouped by length s_1 < s_2 < … (c_k visits each, C_k = c_1 + … + c_k) and F_k = the
+    finished visits of length ≤ s_k, the censored visits of s_k hold the numbers
+    a_k..b_k, b_k = F_k + C_k, a_k = b_k − c_k + 1 (finished before censored at one
+    length, as in :func:`_km_quantiles`). F_k is a running sum of the finished visits
+    with a length in (s_{k−1}, s_k]: one index range scan per censored length, which
+    together read each finished visit up to the last censored length once. The
+    stretches and the target numbers r are :func:`_km_targets`'; a target is a finished
+    visit between two censored numbers, so with k the last censored length with b_k < r
+    (none: b = 0, no lower bound) it is the (r − b_k)-th finished visit longer than s_k:
+    an index scan from s_k that skips r − b_k − 1 of them. Same numbers as the numbering."""
+    t = stage_visits.TABLE
+    in_selection = (in_range(t.c.created_at, f), t.c.entered_at < censor)
+    is_finished = sa.and_(t.c.ended_at.is_not(None), t.c.ended_at <= censor)
+    bigint = sa.BigInteger()
+    # one scan: per stage the finished visits (span NULL) and per censored length its visits
+    span = sa.case((is_finished, sa.null()), else_=censor - t.c.entered_at)
+    grouped = (
+        sa.select(
+            t.c.stage_key,
+            span.label("span"),
+            sa.func.count().label("visits"),
+            sa.func.sum(t.c.first_visit).label("deals"),
+            sa.func.sum(t.c.first_visit * t.c.progressed).label("progressed"),
+        )
+        .where(*in_selection)
+        .group_by(t.c.stage_key, span)
+        .cte("grouped")
+    )
+    g = grouped.c
+    counts = (
+        sa.select(
+            g.stage_key,
+            sa.cast(sa.func.sum(g.deals), bigint).label("deals"),
+            sa.cast(
+                sa.func.coalesce(sa.func.sum(sa.case((g.span.is_(None), g.visits), else_=0)), 0), bigint
+            ).label("finished"),
+            sa.cast(
+                sa.func.coalesce(sa.func.sum(sa.case((g.span.is_not(None), g.visits), else_=0)), 0), bigint
+            ).label("censored"),
+            sa.cast(sa.func.sum(g.progressed), bigint).label("progressed"),
+        )
+        .group_by(g.stage_key)
+        .cte("counts")
+    )
+    totals = sa.select(counts.c.stage_key, (counts.c.finished + counts.c.censored).label("n")).cte("totals")
+    by_length = {"partition_by": g.stage_key, "order_by": g.span}
+    censored_lengths = (
+        sa.select(
+            g.stage_key,
+            g.span,
+            g.visits.label("c"),
+            sa.func.lag(g.span, 1, sa.literal(_NO_SPAN, sa.Interval())).over(**by_length).label("previous"),
+            sa.cast(sa.func.sum(g.visits).over(**by_length, rows=(None, 0)), bigint).label("censored_up_to"),
+        )
+        .where(g.span.is_not(None))
+        .subquery("censored_lengths")
+    )
+    cl = censored_lengths.c
+    v = t.alias("finished_visits")
+    finished = (
+        sa.and_(v.c.ended_at.is_not(None), v.c.ended_at <= censor),
+        in_range(v.c.created_at, f),
+        v.c.entered_at < censor,
+    )
+    between = (
+        sa.select(sa.func.count().label("finished"))
+        .where(
+            v.c.stage_key == cl.stage_key,
+            stage_visits.finished_span(v) > cl.previous,
+            stage_visits.finished_span(v) <= cl.span,
+            *finished,
+        )
+        .lateral("between")
+    )
+    running = sa.cast(
+        sa.func.sum(between.c.finished).over(partition_by=cl.stage_key, order_by=cl.span, rows=(None, 0)),
+        bigint,
+    )
+    censored_times = (
+        sa.select(
+            cl.stage_key,
+            cl.span,
+            (running + cl.censored_up_to - cl.c + 1).label("a"),
+            (running + cl.censored_up_to).label("b"),
+        )
+        .select_from(censored_lengths.join(between, sa.true()))
+        .cte("censored_times")
+    )
+    targets = _km_targets(censored_times, totals)
+    wanted = sa.union_all(
+        sa.select(targets.c.stage_key, sa.literal(50).label("q"), targets.c.r50.label("r")).where(
+            targets.c.r50.is_not(None)
+        ),
+        sa.select(targets.c.stage_key, sa.literal(90), targets.c.r90).where(targets.c.r90.is_not(None)),
+    ).subquery("wanted")
+    ct = censored_times.c
+    # the last censored length numbered before the target
+    before = (
+        sa.select(ct.span, ct.b)
+        .where(ct.stage_key == wanted.c.stage_key, ct.b < wanted.c.r)
+        .order_by(ct.b.desc())
+        .limit(1)
+        .lateral("before")
+    )
+    after = sa.func.coalesce(before.c.span, sa.literal(_NO_SPAN, sa.Interval()))
+    skipped = sa.cast(wanted.c.r - sa.func.coalesce(before.c.b, 0) - 1, bigint)
+    picked = (
+        sa.select(days_between(dialect, v.c.entered_at, v.c.ended_at).label("duration"))
+        .where(v.c.stage_key == wanted.c.stage_key, stage_visits.finished_span(v) > after, *finished)
+        .order_by(v.c.stage_key, stage_visits.finished_span(v))
+        .offset(skipped)
+        .limit(1)
+        .lateral("picked")
+    )
+    quantiles = (
+        sa.select(
+            wanted.c.stage_key,
+            sa.func.max(sa.case((wanted.c.q == 50, picked.c.duration))).label("median_days"),
+            sa.func.max(sa.case((wanted.c.q == 90, picked.c.duration))).label("p90_days"),
+        )
+        .select_from(wanted.outerjoin(before, sa.true()).join(picked, sa.true()))
+        .group_by(wanted.c.stage_key)
+        .cte("quantiles")
+    )
+    return counts, quantiles
+
+
 def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
     """Per stage, the Kaplan–Meier median and 90th percentile of ``visits``' durations
     (``event`` 1 = finished, 0 = censored): the smallest duration t with S(t) ≤ 0.5 (0.1),
@@ -440,7 +582,6 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
     ).cte("numbered")
     n = (counts.c.finished + counts.c.censored).label("n")
     totals = sa.select(counts.c.stage_key, n).cte("totals")
-    double = sa.Double()
     # the durations with censored visits, and how many (c) of a stage's visits have each
     censored_durations = (
         sa.select(visits.c.stage_key, visits.c.duration, sa.func.count().label("c"))
@@ -469,6 +610,28 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
         .group_by(numbered.c.stage_key, numbered.c.duration, censored_durations.c.c)
         .subquery("censored_times")
     )
+    targets = _km_targets(censored_times, totals)
+    i = numbered.c.i
+    return (
+        sa.select(
+            numbered.c.stage_key,
+            sa.func.max(sa.case((i == targets.c.r50, numbered.c.duration))).label("median_days"),
+            sa.func.max(sa.case((i == targets.c.r90, numbered.c.duration))).label("p90_days"),
+        )
+        .select_from(numbered.join(targets, targets.c.stage_key == numbered.c.stage_key))
+        .where(sa.or_(i == targets.c.r50, i == targets.c.r90))
+        .group_by(numbered.c.stage_key)
+        .cte("quantiles")
+    )
+
+
+def _km_targets(censored_times: sa.FromClause, totals: sa.FromClause) -> sa.CTE:
+    """Per stage, the numbers r50 and r90 (1..n, in :func:`_km_quantiles`' numbering) of the
+    visits whose durations are the Kaplan–Meier median and 90th percentile (NULL when never
+    reached), from ``censored_times`` (stage_key, a, b: the numbers a..b of the censored
+    visits of one duration) and ``totals`` (stage_key, n): the stretches of finished visits
+    between censored numbers, as :func:`_km_quantiles` describes."""
+    double = sa.Double()
     first_censored = censored_times.c.a
     last_censored = censored_times.c.b
     censored = sa.union_all(
@@ -515,20 +678,8 @@ def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:
         i = sa.case((reach > w.rk, reach), else_=w.rk + 1)
         return sa.func.min(sa.case((i < end, i)))
 
-    targets = (
+    return (
         sa.select(w.stage_key, first_reaching(0.5).label("r50"), first_reaching(0.1).label("r90"))
         .group_by(w.stage_key)
         .cte("targets")
-    )
-    i = numbered.c.i
-    return (
-        sa.select(
-            numbered.c.stage_key,
-            sa.func.max(sa.case((i == targets.c.r50, numbered.c.duration))).label("median_days"),
-            sa.func.max(sa.case((i == targets.c.r90, numbered.c.duration))).label("p90_days"),
-        )
-        .select_from(numbered.join(targets, targets.c.stage_key == numbered.c.stage_key))
-        .where(sa.or_(i == targets.c.r50, i == targets.c.r90))
-        .group_by(numbered.c.stage_key)
-        .cte("quantiles")
     )
