@@ -76,7 +76,9 @@ def leads(db, visits_path):
 
 def _lead(engine: sa.Engine, f: Filters, now: dt.datetime) -> list:
     frame = stage_durations(engine, f, now=now).set_index("stage")
-    return frame.loc["Lead", ["deals", "finished", "censored", "median_days", "p90_days", "conversion_to_next"]].tolist()
+    return frame.loc[
+        "Lead", ["deals", "finished", "censored", "median_days", "p90_days", "conversion_to_next"]
+    ].tolist()
 
 
 def test_censored_stretches_and_ties_by_hand(leads):
@@ -111,7 +113,9 @@ def test_on_postgresql_a_range_reads_the_finished_lengths_from_the_index(make_db
         assert stage_visits.spans_indexed(conn)
     monkeypatch.setattr(sales, "_km_quantiles", _refuse)  # the numbering of every visit
     with fixtures.statements_sent(engine, "LATERAL") as statements:
-        assert _lead(engine, JANUARY, JANUARY_NOW) == pytest.approx([14, 8, 6, 6.0, math.nan, 9 / 14], nan_ok=True)
+        assert _lead(engine, JANUARY, JANUARY_NOW) == pytest.approx(
+            [14, 8, 6, 6.0, math.nan, 9 / 14], nan_ok=True
+        )
     ((statement, parameters),) = statements
     # the index's expression is the statement's: its range scans can use it
     assert str(stage_visits.SPANS_INDEX.name) in _plan_with_index_scans_only(engine, statement, parameters)
@@ -135,7 +139,9 @@ def test_a_table_built_without_the_index_is_read_the_old_way_until_an_import_cre
         assert stage_visits.available(conn) and not stage_visits.spans_indexed(conn)
     with monkeypatch.context() as patched:
         patched.setattr(sales, "_km_from_spans", _refuse)
-        pd.testing.assert_frame_equal(stage_durations(engine, MARCH, now=MARCH_NOW), expected, check_exact=True)
+        pd.testing.assert_frame_equal(
+            stage_durations(engine, MARCH, now=MARCH_NOW), expected, check_exact=True
+        )
     with engine.begin() as conn:  # an import touching none of the visits' sources
         assert stage_visits.update(conn, hooks.Change.unknown(["payments"])) == [stage_visits.NAME]
     with engine.connect() as conn:
