@@ -206,6 +206,7 @@ def make_db(
 #: ``kpis.open_deal_aging`` / ``stuck_deals``, ``kpis.funnel``.
 VISIT_READERS = (
     ("kpis.sales", "_stage_visits", "_stored_visits"),
+    ("kpis.sales", "_stage_visits", "_durations_in_python"),
     ("forecasting.pipeline", "_learning_pass", "_stored_learning"),
     ("kpis.pipeline", "_window_current", "_stored_current"),
     ("kpis.pipeline", "_window_current", "_stored_latest"),
