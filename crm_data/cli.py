@@ -11,6 +11,7 @@ that cannot be reached: one sentence says what to do), or is held by another pro
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -145,15 +146,32 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="open deals without a stage change for this long are stale",
     )
 
-    command(
+    forecasts = command(
         "forecasts",
-        "compute ahead the revenue forecast the Forecast page opens on",
-        "Compute the revenue forecast the dashboard's Forecast page opens on (the whole company's "
-        "monthly revenue, all history, 12 months ahead, the automatic model) and store it beside the "
-        "sign-in accounts, unless it is stored already: the page then reads it back instead of fitting "
-        "the models (seconds). demo and every import do this themselves; run it after writing the "
-        "tables with another tool, or from cron shortly after each month starts (a new full month "
-        "is new data). Reads the CRM tables only: it works beside the dashboard.",
+        "compute ahead the revenue forecasts the Forecast page opens on",
+        "Compute the revenue forecasts the dashboard's Forecast page opens on (monthly revenue, all "
+        "history, 12 months ahead, the automatic model) for the whole company and for the scope of "
+        "every signed-in user who sees only part of the data, and store them beside the sign-in "
+        "accounts, unless they are stored already: the page then reads them back instead of fitting "
+        "the models (about a second of CPU each). demo and every import do this themselves; run it "
+        "after writing the tables with another tool, or from cron shortly after each month starts "
+        "(a new full month is new data). --each adds one forecast per value of the filter lists "
+        "named (one region, one owner, … chosen in the filter bar). Reads the CRM tables only: it "
+        "works beside the dashboard.",
+    )
+    forecasts.add_argument(
+        "--each",
+        nargs="+",
+        default=[],
+        metavar="LIST",
+        help="also forecast each value of these filter lists (segments, industries, regions, countries, "
+        "company_sizes, acquisition_channels, owners, products)",
+    )
+    forecasts.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes computing forecasts at once (default: the number of CPUs)",
     )
 
     command(
@@ -238,12 +256,21 @@ def _reports_parser(commands: argparse._SubParsersAction, url_help: str) -> None
 
     scheduler = commands.add_parser(
         "scheduler",
-        help="run `reports run-due` every minute (a long-running process)",
+        help="run `reports run-due` every minute and `forecasts` every night (a long-running process)",
         description="A long-running process (APScheduler) calling `reports run-due` at the start of "
-        "every minute; for a server without cron or systemd timers. Stop it with Ctrl+C or SIGTERM.",
+        "every minute and `forecasts` at 00:15 UTC every day (the forecasts the Forecast page opens "
+        "on: a new month, or data written by another tool); for a server without cron or systemd "
+        "timers. Stop it with Ctrl+C or SIGTERM.",
         formatter_class=_HelpFormatter,
     )
     scheduler.add_argument("--url", help=url_help)
+    scheduler.add_argument(
+        "--forecast-each",
+        nargs="+",
+        default=[],
+        metavar="LIST",
+        help="the nightly `forecasts` also forecasts each value of these filter lists (as its --each)",
+    )
 
 
 def _users_parser(commands: argparse._SubParsersAction, url_help: str) -> None:
@@ -626,7 +653,7 @@ def _rollups(url: str, prog: str) -> int:
     return 0
 
 
-def _forecasts(url: str, prog: str) -> int:
+def _forecasts(url: str, prog: str, each: list[str], jobs: int) -> int:
     from forecasting import store as forecast_store
 
     if forecast_store.mode() != "on":
@@ -647,7 +674,13 @@ def _forecasts(url: str, prog: str) -> int:
             from crm_data.validation import existing_tables
 
             missing = forecast_store.SERIES_TABLES - existing_tables(conn)  # the series' and range's tables
-            done = [] if missing else forecast_store.compute_ahead(conn, store)
+            scopes = forecast_store.signed_in_scopes(url)
+            try:
+                chosen = [] if missing else forecast_store.ahead_selections(conn, scopes=scopes, each=each)
+            except ValueError as error:  # --each naming no filter list
+                print(f"error: --each: {error}", file=sys.stderr)
+                return 2
+            done = forecast_store.compute_ahead(conn, store, selections=chosen, jobs=jobs) if chosen else []
     finally:
         engine.dispose()
         forecast_store.forget_opened()
@@ -968,7 +1001,7 @@ def _reports_list(url: str) -> int:
     return 0
 
 
-def _scheduler(url: str) -> int:
+def _scheduler(url: str, prog: str, forecast_each: list[str]) -> int:
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.cron import CronTrigger
 
@@ -980,10 +1013,19 @@ def _scheduler(url: str) -> int:
         except Exception as error:  # one bad minute (mail server, database) must not end the process
             print(f"error: run-due failed: {type(error).__name__}: {error}", file=sys.stderr)
 
+    def nightly() -> None:
+        try:
+            _forecasts(url, prog, forecast_each, os.cpu_count() or 1)
+        except Exception as error:  # a bad night must not end the process either
+            print(f"error: forecasts failed: {type(error).__name__}: {error}", file=sys.stderr)
+
     scheduler = BlockingScheduler(timezone="UTC")
     scheduler.add_job(tick, CronTrigger(minute="*", timezone="UTC"), max_instances=1, coalesce=True,
                       misfire_grace_time=50, id="reports-run-due")  # fmt: skip
-    print("scheduler: running `reports run-due` every minute (Ctrl+C to stop)", flush=True)
+    scheduler.add_job(nightly, CronTrigger(hour=0, minute=15, timezone="UTC"), max_instances=1, coalesce=True,
+                      misfire_grace_time=3600, id="forecasts")  # fmt: skip
+    print("scheduler: running `reports run-due` every minute and `forecasts` at 00:15 UTC (Ctrl+C to stop)",
+          flush=True)  # fmt: skip
     import contextlib
 
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
@@ -1020,7 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rollups":
             return _rollups(url, prog)
         if args.command == "forecasts":
-            return _forecasts(url, prog)
+            return _forecasts(url, prog, args.each, max(1, args.jobs))
         if args.command == "check":
             return _check(args, url, prog)
         if args.command == "users" and args.users_command == "pg-role":
@@ -1032,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reports":
             return _reports(args, url)
         if args.command == "scheduler":
-            return _scheduler(url)
+            return _scheduler(url, prog, args.forecast_each)
         if args.command == "goals":
             return _goals(args, url)
     except (DatabaseBusyError, FileNotFoundError) as error:

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Literal
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -349,6 +350,26 @@ def scans_to_filter(dialect: sa.Dialect) -> bool:
     the deals joined to it; False on row stores, whose secondary indexes (``deals.owner_id``,
     ``deals.product_id``) find those rows without a scan."""
     return dialect.name == "duckdb"
+
+
+def fetches_columns(dialect: sa.Dialect) -> bool:
+    """True when the driver hands a result over as whole columns (DuckDB's ``fetchnumpy``:
+    one array per column, no Python object per value), so millions of rows cost about what
+    scanning them costs; False where each row becomes a tuple (PostgreSQL, SQLite), for which
+    a caller keeps the work in SQL."""
+    return dialect.name == "duckdb"
+
+
+def fetch_columns(conn: sa.Connection, statement: sa.Executable) -> dict[str, np.ndarray]:
+    """``statement``'s result as one numpy array per column, by name: on DuckDB its
+    ``fetchnumpy`` (:func:`fetches_columns`), elsewhere built from the rows."""
+    result = conn.execute(statement)
+    names = list(result.keys())
+    if fetches_columns(conn.dialect):
+        arrays = result.cursor.fetchnumpy()
+        return {name: np.asarray(arrays[raw]) for name, raw in zip(names, arrays, strict=True)}
+    rows = result.fetchall()
+    return {name: np.array([row[i] for row in rows]) for i, name in enumerate(names)}
 
 
 def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) -> ColumnElement:

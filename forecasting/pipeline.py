@@ -70,7 +70,7 @@ from crm_data.dialects import days_between, not_materialized, percentile
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection
 from kpis.filters import Filters, in_range, scope
-from kpis.pipeline import current_stage
+from kpis.pipeline import current_stage, reads_stored_open
 from kpis.sales import median_sales_cycle
 
 if TYPE_CHECKING:  # a statsmodels forecast's result: the pipeline forecast itself needs no statsmodels
@@ -387,7 +387,10 @@ def _per_stage_frame(rows: list[tuple]) -> pd.DataFrame:
 def _current_stages(c: sa.Connection, f: Filters, first_stage: str | None) -> sa.Subquery:
     """Open deals in scope with their current stage and when they entered it: their latest
     history row (``kpis.pipeline.current_stage``: from the stored visits or one window),
-    else ``first_stage`` since created_at (``no_history``)."""
+    else ``first_stage`` since created_at (``no_history``). From the stored deal rows alone
+    when :func:`kpis.pipeline.reads_stored_open` (:func:`_stored_current_stages`)."""
+    if reads_stored_open(c, f):
+        return _stored_current_stages(f, first_stage)
     deals = schema.deals
     open_deals = (
         sa.select(deals.c.deal_id, deals.c.amount, deals.c.created_at)
@@ -402,6 +405,24 @@ def _current_stages(c: sa.Connection, f: Filters, first_stage: str | None) -> sa
         sa.func.coalesce(latest.c.entered_at, latest.c.created_at).label("entered_at"),
         latest.c.stage.is_(None).label("no_history"),
     ).subquery("current")
+
+
+def _stored_current_stages(f: Filters, first_stage: str | None) -> sa.Subquery:
+    """:func:`_current_stages` from the stored deal rows (:data:`kpis.stage_visits.DEAL_STAGES`):
+    every deal has one, carrying while it is open its latest history row and its amount —
+    the rows ``current_stage`` gives the open deals, without a scan of ``deals``."""
+    t = stage_visits.DEAL_STAGES
+    return (
+        sa.select(
+            t.c.deal_id,
+            t.c.amount,
+            sa.func.coalesce(t.c.stage, sa.literal(first_stage, sa.String())).label("stage"),
+            sa.func.coalesce(t.c.entered_at, t.c.created_at).label("entered_at"),
+            t.c.stage.is_(None).label("no_history"),
+        )
+        .where(t.c.status == "open", *scope(f, t))
+        .subquery("current")
+    )
 
 
 def _bucket(

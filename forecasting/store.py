@@ -52,7 +52,7 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ from forecasting.result import (
     HeldOutCoverage,
     forecast_key,
 )
-from kpis.filters import Filters, data_date_range, default_range
+from kpis.filters import LIST_FIELDS, Filters, Scope, data_date_range, default_range, dimension_values
 
 #: What the rows of this module hold (``app_stored_results.kind``).
 KIND = "forecast"
@@ -503,6 +503,63 @@ def default_history_filters(conn: sa.Connection | sa.Engine, today: dt.date | No
 
 
 @dataclass(frozen=True)
+class Selection:
+    """One series to compute ahead: what it is (``what``, as the command prints it) and the
+    filters the Forecast page reads it with."""
+
+    what: str
+    filters: Filters
+
+
+def ahead_selections(
+    conn: sa.Connection | sa.Engine,
+    today: dt.date | None = None,
+    *,
+    scopes: Iterable[tuple[str, Scope]] = (),
+    each: Sequence[str] = (),
+) -> list[Selection]:
+    """The series :func:`compute_ahead` forecasts, on the page's default view
+    (:func:`default_history_filters`): the whole company; then each distinct restricted
+    scope of ``scopes`` (``(account name, scope)`` pairs: what a signed-in user with that
+    scope opens the page on); then each value of each filter list named in ``each``
+    (:data:`kpis.filters.LIST_FIELDS`, e.g. ``regions``, ``owners``, ``products``: one
+    value chosen in the filter bar). Empty when the database holds no dated record."""
+    unknown = [name for name in each if name not in LIST_FIELDS]
+    if unknown:
+        raise ValueError(f"not filter lists: {', '.join(unknown)} (choose from {', '.join(LIST_FIELDS)})")
+    base = default_history_filters(conn, today)
+    if base is None:
+        return []
+    chosen = [Selection("revenue forecast, whole company", base)]
+    by_scope: dict[Scope, list[str]] = {}
+    for name, scope in scopes:
+        if scope.restricted:
+            by_scope.setdefault(scope, []).append(name)
+    for scope, names in by_scope.items():
+        chosen.append(Selection(f"revenue forecast, {scope.describe()} (for {', '.join(sorted(names))})",
+                                base.within(scope)))  # fmt: skip
+    values = dimension_values(conn) if each else {}
+    for name in dict.fromkeys(each):
+        singular = "industry" if name == "industries" else name[:-1].replace("_", " ")
+        chosen += [Selection(f"revenue forecast, {singular} {value}", base.replace(**{name: (value,)}))
+                   for value in values.get(name, [])]  # fmt: skip
+    return chosen
+
+
+def signed_in_scopes(crm_url: str) -> list[tuple[str, Scope]]:
+    """``(name, scope)`` of every sign-in account of the CRM database ``crm_url``
+    (:mod:`crm_data.accounts`; none when sign-in is not set up): what
+    :func:`ahead_selections` needs to compute each restricted user's own view ahead."""
+    from crm_data.accounts import AccountStore
+
+    accounts = AccountStore.open(crm_url)
+    try:
+        return [(account.name, Scope.from_dict(account.scope)) for account in accounts.accounts()]
+    finally:
+        accounts.dispose()
+
+
+@dataclass(frozen=True)
 class Ahead:
     """What :func:`compute_ahead` did for one series: ``computed`` (False: already
     stored), ``stored`` (False: computed but the store could not be written), the series'
@@ -515,6 +572,8 @@ class Ahead:
     seconds: float
 
     def line(self) -> str:
+        if not self.months:
+            return f"{self.what}: no revenue in this selection, nothing to forecast"
         if not self.computed:
             done = "already stored"
         elif self.stored:
@@ -524,38 +583,81 @@ class Ahead:
         return f"{self.what} ({self.months} months): {done}"
 
 
+def _page_forecast(series: pd.Series) -> tuple[ForecastResult, float]:
+    """The Forecast page's default forecast of ``series`` and the seconds it took (a process
+    pool's task)."""
+    from forecasting.selection import forecast  # statsmodels: only to compute
+
+    began = time.perf_counter()
+    return forecast(series, PAGE_HORIZON, PAGE_MODEL), time.perf_counter() - began
+
+
 def compute_ahead(
-    conn: sa.Connection | sa.Engine, store: ForecastStore, today: dt.date | None = None
+    conn: sa.Connection | sa.Engine,
+    store: ForecastStore,
+    today: dt.date | None = None,
+    selections: Sequence[Selection] | None = None,
+    jobs: int = 1,
 ) -> list[Ahead]:
     """Compute and store the forecasts the Forecast page opens on (module docstring) unless
-    they are stored already: the revenue series' SQL (≈ 0.01–0.04 s at a million accounts)
-    and a lookup when nothing changed, a forecast (1.6–3.9 s of CPU) when it did. ``today``
-    (default: today in UTC) as the page would see it."""
+    they are stored already: for each of ``selections`` (default: the whole company,
+    :func:`ahead_selections`) the revenue series' SQL (≈ 0.01–0.04 s at a million
+    accounts; one product or owner up to ≈ 0.4 s) and a lookup; a forecast (≈ 1 s of CPU
+    each) when the series is new. ``today`` (default: today in UTC) as the page would see
+    it. ``jobs`` > 1: the new forecasts are computed by that many processes at once (the
+    series are read here; a forecast is a function of its series alone, so each is the
+    one this process would compute)."""
     from forecasting.revenue import monthly_revenue
 
-    filters = default_history_filters(conn, today)
-    if filters is None:
-        return []
-    began = time.perf_counter()
-    series, _notes = monthly_revenue(conn, filters, today)
-    key = forecast_key(series, PAGE_HORIZON, PAGE_MODEL, 12, False)
-    computed, stored = store.get(key) is None, True
-    if computed:
-        from forecasting.selection import forecast  # kept in FORECASTS too
+    chosen = ahead_selections(conn, today) if selections is None else list(selections)
+    series_of: list[tuple[Selection, pd.Series, bytes | None, float]] = []
+    for selection in chosen:
+        began = time.perf_counter()
+        series, _notes = monthly_revenue(conn, selection.filters, today)
+        key = forecast_key(series, PAGE_HORIZON, PAGE_MODEL, 12, False)
+        series_of.append((selection, series, key, time.perf_counter() - began))
+    new = [i for i, (_, _, key, _) in enumerate(series_of) if store.get(key) is None]
+    # one forecast per distinct series: two selections with the same series share it (a
+    # series that cannot be hashed, key None, is its own)
+    first_of: dict[bytes | int, int] = {}
+    for i in new:
+        first_of.setdefault(series_of[i][2] or i, i)
+    results: dict[bytes | int, tuple[ForecastResult, float]] = {}
+    if jobs > 1 and len(first_of) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        stored = store.put(key, forecast(series, PAGE_HORIZON, PAGE_MODEL))
-    what = "revenue forecast, whole company"
-    return [Ahead(what, computed, stored, len(series), time.perf_counter() - began)]
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding DuckDB's threads
+        with ProcessPoolExecutor(max_workers=min(jobs, len(first_of)), mp_context=context) as pool:
+            futures = {key: pool.submit(_page_forecast, series_of[i][1]) for key, i in first_of.items()}
+            results = {key: future.result() for key, future in futures.items()}
+    else:
+        results = {key: _page_forecast(series_of[i][1]) for key, i in first_of.items()}
+    done: list[Ahead] = []
+    for i, (selection, series, key, reading) in enumerate(series_of):
+        if i not in first_of.values():  # already stored, or the same series as an earlier selection
+            done.append(Ahead(selection.what, False, True, len(series), reading))
+            continue
+        result, seconds = results[key or i]
+        stored = store.put(key, result)
+        FORECASTS.put(key, result)
+        done.append(Ahead(selection.what, True, stored, len(series), reading + seconds))
+    return done
 
 
 def compute_ahead_beside(engine: sa.Engine, today: dt.date | None = None) -> list[Ahead]:
     """:func:`compute_ahead` into the store beside the database of ``engine``
-    (:meth:`ForecastStore.beside`); nothing (an empty list) when ``$CRM_FORECAST_STORE``
-    is not ``on`` or the database has no store (in memory)."""
+    (:meth:`ForecastStore.beside`) of the whole company and of every restricted scope of its
+    sign-in accounts (:func:`signed_in_scopes`: ≈ 1 s of CPU per scope whose series changed);
+    nothing (an empty list) when ``$CRM_FORECAST_STORE`` is not ``on`` or the database has
+    no store (in memory)."""
     if mode() != "on":
         return []
     store = ForecastStore.beside(engine)
-    return [] if store is None else compute_ahead(engine, store, today)
+    if store is None:
+        return []
+    scopes = signed_in_scopes(engine.url.render_as_string(hide_password=False))
+    return compute_ahead(engine, store, today, ahead_selections(engine, today, scopes=scopes))
 
 
 #: The tables the default series depends on: the payments summed, and the tables whose

@@ -12,14 +12,20 @@ import datetime as dt
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import schema
-from crm_data.dialects import days_between, percentile, period_start, rescanned
+from crm_data.dialects import (
+    days_between,
+    fetch_columns,
+    fetches_columns,
+    percentile,
+    period_start,
+)
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, period_rows, period_starts, read_frame, wilson_interval
 from kpis.filters import Filters, in_range, scope
@@ -243,7 +249,9 @@ def stage_durations(
 
     The visits come from the stored visits (:mod:`kpis.stage_visits`, kept by the import)
     when they are built and ``CRM_ROLLUPS`` is not ``off``, else from one window over the
-    history of each deal in the range: the same visits, the same frames.
+    history of each deal in the range: the same visits, the same frames. On DuckDB the
+    stored visits' durations are fetched as arrays and the Kaplan–Meier runs in numpy
+    (:func:`_durations_in_python`: the same numbers as the SQL of :func:`_km_quantiles`).
     """
     columns = [
         "stage",
@@ -260,10 +268,13 @@ def stage_durations(
     with connection(conn) as c:
         dialect = c.dialect
         keys = stage_visits.stage_keys()
-        if rollups.visits_readable(c) and not scope(f, stage_visits.TABLE) and stage_visits.spans_indexed(c):
+        stored = rollups.visits_readable(c)
+        if stored and fetches_columns(dialect):
+            return _finish_durations(_durations_in_python(c, f, censor, keys))[columns]
+        if stored and not scope(f, stage_visits.TABLE) and stage_visits.spans_indexed(c):
             counts, quantiles = _km_from_spans(dialect, f, censor)
         else:
-            if rollups.visits_readable(c):
+            if stored:
                 visits, counts = _stored_visits(dialect, f, censor)
             else:
                 visits, counts = _stage_visits(dialect, f, censor, keys)
@@ -288,6 +299,12 @@ def stage_durations(
             .order_by(keys.c.stage_key)
         )
         frame = read_frame(c, statement)
+    return _finish_durations(frame)[columns]
+
+
+def _finish_durations(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`stage_durations`' frame typed (counts of a stage without visits 0) with
+    conversion_to_next = progressed ÷ deals (NaN without deals)."""
     for column in ("deals", "finished", "censored", "progressed"):
         frame[column] = frame[column].fillna(0).astype("int64")
     frame["position"] = frame["position"].astype("int64")
@@ -296,7 +313,7 @@ def stage_durations(
     frame["conversion_to_next"] = [
         p / n if n else math.nan for p, n in zip(frame["progressed"], frame["deals"], strict=True)
     ]
-    return frame[columns]
+    return frame
 
 
 def _observed(
@@ -364,17 +381,9 @@ def _stored_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) ->
     first visit to a stage is observed when any of them is (it is entered first) and is
     progressed when any of them is (its later positions include theirs), so a stage's
     deals and progressed deals are sums of the first visits' flags — no grouping per deal.
-
-    Selected by the date range alone, the visits are on DuckDB a filter of the stored table
-    scanned again by each of their three readers (:func:`crm_data.dialects.rescanned`):
-    materialized once, every visit of the range (11.1M at 1M accounts over three years)
-    was written to memory and read back, which cost more than two more scans. Selected by
-    owners, products, pipelines or accounts too, they are few and materialized: scanned
-    three times, the filter (an account list: a subquery of ``accounts``) cost more than
-    holding them (docs/performance.md, session 12)."""
+    On DuckDB :func:`_durations_in_python` reads the stored visits instead."""
     t = stage_visits.TABLE
     event, duration = _observed(dialect, t.c.entered_at, t.c.ended_at, censor)
-    selected = scope(f, t)
     visits = (
         sa.select(
             t.c.stage_key,
@@ -383,11 +392,9 @@ def _stored_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) ->
             event.label("event"),
             duration.label("duration"),
         )
-        .where(in_range(t.c.created_at, f), *selected, t.c.entered_at < censor)
+        .where(in_range(t.c.created_at, f), *scope(f, t), t.c.entered_at < censor)
         .cte("visits")
     )
-    if not selected:
-        visits = rescanned(visits)
     counts = (
         sa.select(
             visits.c.stage_key,
@@ -539,6 +546,129 @@ def _km_from_spans(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) ->
         .cte("quantiles")
     )
     return counts, quantiles
+
+
+#: Bits of a stored visit's ``flags`` in :func:`_durations_in_python`: finished by C,
+#: the deal's first visit to the stage, a first visit that progressed.
+FINISHED_BIT, FIRST_BIT, PROGRESSED_BIT = 4, 2, 1
+
+
+def _durations_in_python(
+    c: sa.Connection, f: Filters, censor: sa.ColumnElement, keys: sa.CTE
+) -> pd.DataFrame:
+    """:func:`stage_durations`' rows from the stored visits with the counting and the
+    Kaplan–Meier in numpy, for a database that hands over whole columns
+    (:func:`crm_data.dialects.fetches_columns`).
+
+    The visits selected as in :func:`_stored_visits` (deals created in the range, in scope,
+    entered before C) arrive as two columns per stage: the duration (the same
+    :func:`_observed` expression) and ``flags`` = 4·finished + 2·first_visit +
+    first_visit·progressed. Per stage: deals = first visits, finished = Σ finished,
+    censored = visits − finished, progressed = first visits that progressed (the sums of
+    :func:`_stored_visits`, one ``bincount`` of the flags); the median and 90th percentile
+    from the sorted durations by :func:`km_quantiles` — a sort of one stage's durations in
+    numpy instead of the database's numbering window over every visit (at 1M accounts over
+    three years 11M visits: docs/performance.md, session 14).
+
+    Selected by the date range alone, one statement per stage (each a scan of the stored
+    table filtered by its stage: no sort); with owners, products, pipelines or accounts
+    selected (few visits, and an account list's subquery per scan), one statement ordered
+    by stage."""
+    stages = read_frame(
+        c,
+        sa.select(keys.c.stage_key, keys.c.stage, keys.c.position)
+        .where(keys.c.is_closed.is_not(sa.true()))
+        .order_by(keys.c.stage_key),
+    )
+    t = stage_visits.TABLE
+    event, duration = _observed(c.dialect, t.c.entered_at, t.c.ended_at, censor)
+    flags = sa.cast(
+        event * FINISHED_BIT
+        + t.c.first_visit * FIRST_BIT
+        + t.c.first_visit * t.c.progressed * PROGRESSED_BIT,
+        sa.SmallInteger(),
+    ).label("flags")
+    selected = scope(f, t)
+    chosen = [in_range(t.c.created_at, f), *selected, t.c.entered_at < censor]
+    stage_list = [int(k) for k in stages["stage_key"]]
+
+    def per_stage() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if selected:
+            arrays = fetch_columns(
+                c,
+                sa.select(t.c.stage_key, duration.label("duration"), flags)
+                .where(*chosen)
+                .order_by(t.c.stage_key),
+            )
+            edges = np.searchsorted(arrays["stage_key"], [[k, k + 1] for k in stage_list])
+            for lo, hi in edges:
+                yield arrays["duration"][lo:hi], arrays["flags"][lo:hi]
+            return
+        for key in stage_list:
+            arrays = fetch_columns(
+                c, sa.select(duration.label("duration"), flags).where(*chosen, t.c.stage_key == key)
+            )
+            yield arrays["duration"], arrays["flags"]
+
+    rows = []
+    for durations, stage_flags in per_stage():
+        counts = np.bincount(stage_flags.astype(np.intp), minlength=8)
+        bits = np.arange(8)
+        finished = int(counts[(bits & FINISHED_BIT) > 0].sum())
+        censored_visits = durations[(stage_flags & FINISHED_BIT) == 0]
+        median, p90 = km_quantiles(np.sort(durations), censored_visits, (0.5, 0.1))
+        rows.append(
+            {
+                "deals": int(counts[(bits & FIRST_BIT) > 0].sum()),
+                "finished": finished,
+                "censored": len(durations) - finished,
+                "median_days": median,
+                "p90_days": p90,
+                "progressed": int(counts[(bits & PROGRESSED_BIT) > 0].sum()),
+            }
+        )
+    counted = pd.DataFrame(
+        rows, columns=["deals", "finished", "censored", "median_days", "p90_days", "progressed"]
+    )
+    return pd.concat([stages.drop(columns="stage_key"), counted], axis=1)
+
+
+def km_quantiles(durations: np.ndarray, censored: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """Kaplan–Meier quantiles of one stage's visits: for each q, the smallest duration t
+    with S(t) ≤ q (within :data:`KM_TOLERANCE`), NaN when never reached.
+
+    ``durations``: every visit's duration, sorted ascending (n of them); ``censored``: the
+    durations of the censored visits, any order. The arithmetic of :func:`_km_quantiles`
+    step for step (so the same numbers): number the visits 1..n by duration; the censored
+    visits of a distinct censored duration hold the numbers a..b, b = the visits with a
+    duration ≤ it, a = b − its censored visits + 1, factor = ln((n − a + 1) ÷ (n − b)) (÷ 1
+    when b = n); L = the running sum of the factors in order of b, from 0 for the stretch
+    before the first censored visit; in the stretch after b (up to the next a, else n + 1)
+    the first finished number reaching q is i = ⌈n − (q + tolerance) · n · e^−L⌉, or b + 1
+    when that is ≤ b; the quantile is the duration at the smallest such i. ``math.log`` and
+    ``math.exp`` (the C library's, as the databases' ``ln`` and ``exp``), not numpy's
+    vectorised forms, which may differ in the last bit."""
+    n = len(durations)
+    if n == 0:
+        return [math.nan for _ in qs]
+    distinct, per_duration = np.unique(censored, return_counts=True)
+    last = np.searchsorted(durations, distinct, side="right")  # b
+    first = last - per_duration + 1  # a
+    ratios = (n - first + 1).astype(np.float64) / np.where(last < n, n - last, 1).astype(np.float64)
+    factors = np.fromiter(map(math.log, ratios.tolist()), np.float64, len(ratios))
+    after = np.concatenate(([0], last))  # rk: the stretch after this censored number
+    until = np.concatenate((first, [n + 1]))  # the first censored number after the stretch
+    scale = np.fromiter(
+        map(math.exp, (-np.cumsum(np.concatenate(([0.0], factors)))).tolist()), np.float64, len(after)
+    )
+    total = float(n)
+    quantiles = []
+    for q in qs:
+        reach = np.ceil(total - (q + KM_TOLERANCE) * total * scale)
+        number = np.where(reach > after, reach, after + 1)
+        inside = number[number < until]
+        quantiles.append(float(durations[int(inside.min()) - 1]) if len(inside) else math.nan)
+    return quantiles
 
 
 def _km_quantiles(visits: sa.CTE, counts: sa.CTE) -> sa.CTE:

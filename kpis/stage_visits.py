@@ -24,7 +24,9 @@ days from the last entry to closed_at — one aggregate over these rows, grouped
 ``funnel`` reads the first visits of the deals created in its range (the open funnel
 stages each deal entered). :func:`kpis.pipeline.current_stage` (the open deals' current
 stage of the weighted pipeline, the aging and the forecast) reads the visit running at its
-instant (entered by then, ended after it or not at all). Neither holds a closed stage nor a stage missing from
+instant (entered by then, ended after it or not at all); the deal rows (:data:`DEAL_STAGES`)
+also carry an open deal's name and amount, so the weighted pipeline, the stuck deals and the
+forecast's open deals read the deals open now without ``deals``. Neither holds a closed stage nor a stage missing from
 ``pipeline_stages``: their readers take those from the base tables. The accounts are not
 stored: a change of an account's dimensions changes no visit.
 
@@ -136,6 +138,11 @@ DEAL_STAGES = sa.Table(
     # the deal is not open
     sa.Column("stage", schema.deal_stage_history.c.stage.type),
     sa.Column("entered_at", sa.DateTime()),
+    # an open deal's name and amount (NULL when the deal is not open: few rows hold a
+    # name): the weighted pipeline and the stuck deals of ``kpis.pipeline`` read the deals
+    # open now without scanning ``deals``
+    sa.Column("name", schema.deals.c.name.type),
+    sa.Column("amount", schema.deals.c.amount.type),
     *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
 )
 schema.row_store_index(DEAL_STAGES, "created_at")
@@ -333,6 +340,8 @@ def _deal_rows(dialect: sa.Dialect, deals_where: Sequence[sa.ColumnElement[bool]
             sa.cast(sa.func.coalesce(entered.c.stages, 0), sa.BigInteger()).label("stages"),
             latest.c.stage,
             latest.c.entered_at,
+            sa.case((deals.c.status == "open", deals.c.name)).label("name"),
+            sa.case((deals.c.status == "open", deals.c.amount)).label("amount"),
             *(deals.c[name] for name in DEAL_COLUMNS),
         )
         .select_from(

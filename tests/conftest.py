@@ -206,10 +206,14 @@ def make_db(
 #: ``kpis.open_deal_aging`` / ``stuck_deals``, ``kpis.funnel``.
 VISIT_READERS = (
     ("kpis.sales", "_stage_visits", "_stored_visits"),
+    ("kpis.sales", "_stage_visits", "_durations_in_python"),
     ("forecasting.pipeline", "_learning_pass", "_stored_learning"),
+    ("forecasting.pipeline", "_learning_pass", "_stored_current_stages"),
     ("kpis.pipeline", "_window_current", "_stored_current"),
     ("kpis.pipeline", "_window_current", "_stored_latest"),
     ("kpis.pipeline", "_window_current", "_stored_open_at"),
+    ("kpis.pipeline", "_window_current", "_stored_weighted"),
+    ("kpis.pipeline", "_window_current", "_stored_stuck_deals"),
     ("kpis.pipeline", "_funnel_masks", "_stored_funnel_masks"),
 )
 

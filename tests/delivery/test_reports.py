@@ -375,24 +375,28 @@ def test_run_due_without_a_mail_server_says_what_to_set(crm_url, monkeypatch, ca
     assert reports.runs(url=crm_url).empty  # nothing claimed: the next run-due with a server sends it
 
 
-def test_scheduler_calls_run_due_every_minute(crm_url, monkeypatch, capsys):
+def test_scheduler_calls_run_due_every_minute_and_forecasts_every_night(crm_url, monkeypatch, capsys):
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    from crm_data import cli
     from crm_data.cli import main
 
     calls: list[dict] = []
+    nights: list[tuple] = []
     jobs: list[str] = []
 
-    def start(self) -> None:  # run the job once instead of blocking
-        (job,) = self.get_jobs()
-        jobs.append(str(job.trigger))
-        job.func()
+    def start(self) -> None:  # run each job once instead of blocking
+        for job in self.get_jobs():
+            jobs.append(f"{job.id}: {job.trigger}")
+            job.func()
 
     monkeypatch.setattr(BlockingScheduler, "start", start)
     monkeypatch.setattr(reports, "run_due", lambda **kwargs: calls.append(kwargs) or [])
-    assert main(["scheduler", "--url", crm_url]) == 0
+    monkeypatch.setattr(cli, "_forecasts", lambda *args: nights.append(args) or 0)
+    assert main(["scheduler", "--url", crm_url, "--forecast-each", "regions", "owners"]) == 0
     assert calls == [{"url": crm_url}]
-    assert jobs == ["cron[minute='*']"]
+    assert [args[0] for args in nights] == [crm_url] and nights[0][2] == ["regions", "owners"]
+    assert jobs == ["reports-run-due: cron[minute='*']", "forecasts: cron[hour='0', minute='15']"]
 
 
 def test_a_scheduled_time_is_claimed_once_on_postgresql_too(pg_database_url):

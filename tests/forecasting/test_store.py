@@ -370,6 +370,96 @@ def test_the_command_and_an_import_store_it(
         engine.dispose()
 
 
+SMB = [1000.0 + 10 * k for k in range(14)]  # A1 alone (segment SMB)
+PEOPLE = {"alice": {"segments": ["SMB"]}, "bob": {"segments": ["SMB"]}, "carol": {"segments": ["Enterprise"]},
+          "root": None}  # fmt: skip
+
+
+def test_each_signed_in_scope_and_each_filter_value_is_computed_ahead(
+    make_db: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sign-in accounts alice and bob see segment SMB, carol segment Enterprise, root
+    everything. ``forecasts --each segments`` forecasts three series once each: the whole
+    company (SERIES), SMB's (A1 alone: 1000 + 10·k) — alice's and bob's view, and the filter
+    bar's segment SMB — and Enterprise's (A2 alone: 5000 in 2025-01, then nothing) — carol's
+    view and segment Enterprise. The pages of alice and carol then read theirs back; an
+    import of a payment in a new month computes the three again (root's view is the whole
+    company's; the --each values are the command's, not the import's)."""
+    from crm_data.accounts import AccountStore
+    from kpis.filters import Scope
+
+    engine = fill(make_db("duckdb"))  # type: ignore[operator]
+    url = engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+    accounts = AccountStore.open(url)
+    for name, scope in PEOPLE.items():
+        accounts.add(name, role="viewer", scope=scope, password="correct horse battery", actor="test")
+    accounts.dispose()
+    calls = counted(monkeypatch)
+    assert main(["forecasts", "--url", url, "--each", "sectors"]) == 2
+    assert "--each: not filter lists: sectors" in capsys.readouterr().err and calls == []
+    assert main(["forecasts", "--url", url, "--each", "segments", "--jobs", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [
+        "revenue forecast, whole company (14 months)",
+        "revenue forecast, segment SMB (for alice, bob) (14 months)",
+        "revenue forecast, segment Enterprise (for carol) (14 months)",
+        "revenue forecast, segment Enterprise (14 months)",
+        "revenue forecast, segment SMB (14 months)",
+    ]
+    assert [line.split(": ")[1].split(" in ")[0] for line in lines] == [
+        "computed and stored", "computed and stored", "computed and stored", "already stored", "already stored"
+    ]  # fmt: skip
+    assert calls == [1, 1, 1]
+    FORECASTS.cache_clear()  # the dashboard's process
+    engine = make_engine(url, read_only=True)
+    try:
+        page = default_history_filters(engine)
+        assert page is not None
+        smb = revenue_forecast(engine, page.within(Scope(segments=("SMB",))))
+        enterprise = revenue_forecast(engine, page.within(Scope(segments=("Enterprise",))))
+    finally:
+        engine.dispose()
+        store_module.forget_opened()
+    assert calls == [1, 1, 1]  # read back
+    assert smb.history.tolist() == SMB
+    assert enterprise.history.tolist() == [5000.0] + [0.0] * 13
+    # an import (wired as the command line wires it): the series that changed, for every signed-in scope
+    engine = make_engine(url)
+    try:
+        with hooks.unwired():
+            store_module.listen()
+            payment = "payment_id,account_id,paid_at,amount\np14,A1,2026-03-15,1140\n"
+            report = import_paths(
+                engine, [write_bundle(tmp_path / "more", {"payments": payment})], today=TODAY
+            )
+        assert report.ok and report.warnings == [], report.render()
+    finally:
+        engine.dispose()
+        store_module.forget_opened()
+    assert calls == [1] * 6  # each series gained March (Enterprise's a 0): the three again, after the commit
+
+
+def test_forecasts_computed_by_several_processes_are_the_ones_computed_here(
+    db: sa.Engine, store: ForecastStore
+) -> None:
+    """``compute_ahead(jobs=2)``: the three series of the test above, forecast by two spawned
+    processes, stored identical to the forecasts of this process."""
+    fill(db)
+    chosen = store_module.ahead_selections(db, TODAY, each=["segments"])
+    assert [s.what for s in chosen] == ["revenue forecast, whole company", "revenue forecast, segment Enterprise",
+                                        "revenue forecast, segment SMB"]  # fmt: skip
+    done = store_module.compute_ahead(db, store, TODAY, chosen, jobs=2)
+    assert [(a.computed, a.stored, a.months) for a in done] == [(True, True, 14)] * 3
+    FORECASTS.cache_clear()
+    for selection_ in chosen:
+        series, _ = monthly_revenue(db, selection_.filters, TODAY)
+        key = forecast_key(series, 12, None, 12, False)
+        read = store.get(key)
+        assert read is not None
+        assert_identical(read, selection.forecast(series, 12, None))
+
+
 CHEAP = pd.Series([3.0, 5.0, 4.0, 6.0, 5.0], index=months(5), name="revenue")  # the naive forecast only
 TAMPERED = ["not JSON", "not a body", "another key's", "a complex dtype", "a text value", "an unknown model",
             "another version", "another kind"]  # fmt: skip

@@ -470,15 +470,30 @@ def test_stored_latest_splits_the_open_deals_by_one_left_join(
 ) -> None:
     """With the stored visits built, ``current_stage`` splits the deals by one left join to
     the stored rows (matched: the stored row; the rest: the visits), not by a join and a
-    ``NOT IN`` of its result — the same numbers as test_weighted_pipeline's."""
+    ``NOT IN`` of its result — the same numbers as test_weighted_pipeline's. (The weighted
+    pipeline itself reads the stored rows alone: its one caller left is a row store with an
+    owner or product filter, ``pipeline.reads_stored_open``.)"""
     monkeypatch.setenv("CRM_ROLLUPS", "on")
     with engine.begin() as conn:
         stage_visits.refresh(conn)
-    with statements_sent(engine, "stored_latest") as sent:
-        out = weighted_pipeline(engine, Q1).set_index("stage")
+    deals = schema.deals
+    open_deals = sa.select(deals.c.deal_id, deals.c.amount).where(deals.c.status == "open").cte("open_deals")
+    with statements_sent(engine, "stored_latest") as sent, engine.connect() as conn:
+        latest = pipeline.current_stage(conn, open_deals, None)
+        stage = sa.func.coalesce(latest.c.stage, "(no stage)").label("stage")
+        found = {
+            s: (n, a)
+            for s, n, a in conn.execute(
+                sa.select(stage, sa.func.count(), sa.func.sum(latest.c.amount)).group_by(stage)
+            )
+        }
     # D4 + D5 Qualified 2400, D10 Proposal 50, D8 Negotiation 900, D6 "(no stage)" 700
-    assert out["open_deals"].tolist() == [0, 2, 1, 1, 1]
-    assert out["amount"].tolist() == pytest.approx([0.0, 2400.0, 50.0, 900.0, 700.0])
+    assert found == {
+        "Qualified": (2, 2400.0),
+        "Proposal": (1, 50.0),
+        "Negotiation": (1, 900.0),
+        "(no stage)": (1, 700.0),
+    }
     ((statement, _),) = sent
     assert re.search(r"LEFT OUTER JOIN rollup_deal_stages\b", statement), statement
     # the one NOT IN left: the deals without a running visit (kpis.pipeline._stored_current)
@@ -550,15 +565,16 @@ def test_open_deals_at_an_instant_come_from_the_stored_deal_rows_alone(
     aging, listed = [statement for statement, _ in sent]
     deals_table = re.compile(r"\b(FROM|JOIN)\s+deals\b", re.IGNORECASE)
     assert not deals_table.search(aging), aging
-    # stuck_deals: the deals table only for the names of the rows listed, after the top
-    assert len(deals_table.findall(listed)) == 1
+    # stuck_deals: no deals table either (the listed deals are open now: their names and
+    # amounts are stored)
+    assert not deals_table.search(listed), listed
     # one owner: the stored rows on DuckDB; on a row store the deals (their owner_id index)
     stored_reads: list[Filters] = []
     original = pipeline._stored_open_at
 
-    def spy(c: sa.Connection, f: Filters, as_of: object) -> sa.Subquery:
+    def spy(c: sa.Connection, f: Filters, as_of: object, carried: tuple[str, ...] = ()) -> sa.Subquery:
         stored_reads.append(f)
-        return original(c, f, as_of)
+        return original(c, f, as_of, carried)
 
     monkeypatch.setattr(pipeline, "_stored_open_at", spy)
     # U1's deals open at Apr 1: D4 only (Qualified since Mar 10, 22 days)
@@ -673,3 +689,39 @@ def test_results_agree_across_databases(make_db) -> None:
         }
 
     assert_databases_agree(make_db, [BASE, {"deals": DEALS, "deal_stage_history": _history()}], compute)
+
+
+def test_stored_deal_rows_give_the_open_deals_name_and_amount_without_reading_deals(
+    engine: sa.Engine,
+) -> None:
+    """The stored deal rows carry an open deal's name and amount: ``weighted_pipeline`` is one
+    aggregate of them and ``stuck_deals`` lists from them, neither reading ``deals`` — but
+    for a listed deal open at the instant and closed since (no stored name or amount), whose
+    name and amount are read from ``deals`` for its id alone."""
+    with engine.begin() as conn:
+        stage_visits.refresh(conn)
+    reads_deals = re.compile(r"\b(FROM|JOIN) deals\b")
+    with statements_sent(engine, "") as sent:
+        out = weighted_pipeline(engine, Q1).set_index("stage")
+        # Open now: D4 Qualified 2000, D5 Qualified 400, D10 Proposal 50, D8 Negotiation 900,
+        # D6 no history 700 (test_weighted_pipeline)
+        assert out["open_deals"].tolist() == [0, 2, 1, 1, 1]
+        assert out["amount"].tolist() == pytest.approx([0.0, 2400.0, 50.0, 900.0, 700.0])
+        f = Filters("2024-01-01", "2024-03-12")
+        stuck = stuck_deals(engine, f, "Qualified")
+        # D5 7 days (no account, Ugo) 400, D4 2 days (Alpha, Uma) 2000
+        assert stuck["deal_id"].tolist() == ["D5", "D4"]
+        assert stuck["name"].tolist() == ["Deal D5", "Deal D4"]
+        assert stuck["amount"].tolist() == pytest.approx([400.0, 2000.0])
+        assert stuck["account_id"].tolist()[1] == "A1" and stuck["owner"].tolist() == ["Ugo", "Uma"]
+    assert not [s for s, _ in sent if reads_deals.search(s)]
+    with statements_sent(engine, "") as sent:
+        every = stuck_deals(engine, f, None, limit=2)
+    # D10 open now (132 days in Proposal), D9 open on Mar 12 but won on Mar 15: its name and
+    # amount from deals
+    assert every["deal_id"].tolist() == ["D10", "D9"]
+    assert every["name"].tolist() == ["Deal D10", "Deal D9"]
+    assert every["amount"].tolist() == pytest.approx([50.0, 600.0])
+    assert every["account_id"].tolist() == ["A2", "A3"] and every["owner_id"].tolist() == ["U2", "U1"]
+    [read] = [s for s, _ in sent if reads_deals.search(s)]
+    assert "deal_stage" not in read and "rollup" not in read

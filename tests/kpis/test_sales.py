@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import numpy as np
 import pytest
 
 from kpis import Filters, sales_cycle, sales_cycle_distribution, stage_durations, win_rate
 from kpis.core import wilson_interval
+from kpis.sales import km_quantiles
 from tests.kpis import fixtures
 from tests.kpis.fixtures import column
 
@@ -265,3 +267,29 @@ def test_stage_durations_unknown_stage_at_the_same_instant_sorts_first(db, visit
     assert frame["median_days"].tolist() == pytest.approx([10.0, 10.0, NAN, NAN], nan_ok=True)
     assert frame["p90_days"].tolist() == pytest.approx([10.0, NAN, NAN, NAN], nan_ok=True)
     assert frame["conversion_to_next"].tolist() == pytest.approx([1.0, 0.5, NAN, NAN], nan_ok=True)
+
+
+# kpis.sales.km_quantiles: the Kaplan–Meier of the stored visits read on DuckDB, on sorted arrays.
+@pytest.mark.parametrize(
+    ("finished", "censored", "qs", "expected"),
+    [
+        # finished 1, 2, 3, 5, 6; censored 2, 4 (n = 7). S(1) = 6/7; S(2): 6 at risk (the visit
+        # censored at 2 still is), 1 ends -> 5/7 = 0.714; S(3): 4 at risk -> 5/7·3/4 = 0.536;
+        # S(5): 2 at risk -> 0.268 (median 5); S(6) = 0 (p90 6). S ≤ 0.75 first at 2, ≤ 0.6 at 3.
+        ([1, 2, 3, 5, 6], [2, 4], (0.5, 0.1, 0.75, 0.6), [5.0, 6.0, 2.0, 3.0]),
+        # no censoring: S(2) = 0.5 exactly -> the median is 2 (the tolerance); S(3) = 0.25, S(4) = 0
+        ([4, 1, 3, 2], [], (0.5, 0.1), [2.0, 4.0]),
+        # S(1) = 3/4, then only censored visits: never at 0.5 -> NaN
+        ([1], [5, 5, 5], (0.5, 0.1), [NAN, NAN]),
+        # a finished and a censored visit of one duration: both at risk at 2 -> S(2) = 2/3,
+        # then 1 at risk at 3 -> 0: median 3
+        ([2, 3], [2], (0.5,), [3.0]),
+        # censored first, twice: at risk at 4 are 2 -> S(4) = 1/2 -> median 4; S(7) = 0
+        ([4, 7], [1, 1, 3], (0.5, 0.1), [4.0, 7.0]),
+        ([], [], (0.5, 0.1), [NAN, NAN]),
+    ],
+)
+def test_km_quantiles_on_sorted_durations(finished, censored, qs, expected):
+    durations = np.sort(np.array(finished + censored, dtype=np.float64))
+    got = km_quantiles(durations, np.array(censored, dtype=np.float64), qs)
+    assert got == pytest.approx(expected, nan_ok=True)
