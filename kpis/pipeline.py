@@ -762,45 +762,42 @@ def stuck_deals(
     with connection(conn) as c:
         if reads_stored_open(c, f):
             out = _stored_stuck_deals(c, f, stage, min_days, limit, _as_of(f, now))
-            if not out.empty:
-                out["entered_at"] = pd.to_datetime(out["entered_at"])
-                out["days_in_stage"] = out["days_in_stage"].astype(float)
-            return out
-        aged = _open_at(c, f, _as_of(f, now))
-        conditions = [aged.c.age >= min_days]
-        if stage is not None:
-            conditions.append(aged.c.stage == stage)
-        # the longest-waiting ``limit`` deals first, then their names (accounts and users
-        # joined to those rows only, not to every open deal of the stage)
-        top = (
-            sa.select(aged.c.deal_id, aged.c.stage, aged.c.entered_at, aged.c.age)
-            .where(*conditions)
-            .order_by(aged.c.age.desc(), aged.c.deal_id)
-            .limit(limit)
-            .subquery("top")
-        )
-        statement = (
-            sa.select(
-                deals.c.deal_id,
-                deals.c.name,
-                deals.c.account_id,
-                accounts.c.name.label("account"),
-                deals.c.owner_id,
-                users.c.name.label("owner"),
-                deals.c.amount,
-                top.c.stage,
-                top.c.entered_at,
-                top.c.age.label("days_in_stage"),
+        else:
+            aged = _open_at(c, f, _as_of(f, now))
+            conditions = [aged.c.age >= min_days]
+            if stage is not None:
+                conditions.append(aged.c.stage == stage)
+            # the longest-waiting ``limit`` deals first, then their names (accounts and users
+            # joined to those rows only, not to every open deal of the stage)
+            top = (
+                sa.select(aged.c.deal_id, aged.c.stage, aged.c.entered_at, aged.c.age)
+                .where(*conditions)
+                .order_by(aged.c.age.desc(), aged.c.deal_id)
+                .limit(limit)
+                .subquery("top")
             )
-            .select_from(
-                top.join(deals, deals.c.deal_id == top.c.deal_id)
-                .outerjoin(accounts, accounts.c.account_id == deals.c.account_id)
-                .outerjoin(users, users.c.user_id == deals.c.owner_id)
+            statement = (
+                sa.select(
+                    deals.c.deal_id,
+                    deals.c.name,
+                    deals.c.account_id,
+                    accounts.c.name.label("account"),
+                    deals.c.owner_id,
+                    users.c.name.label("owner"),
+                    deals.c.amount,
+                    top.c.stage,
+                    top.c.entered_at,
+                    top.c.age.label("days_in_stage"),
+                )
+                .select_from(
+                    top.join(deals, deals.c.deal_id == top.c.deal_id)
+                    .outerjoin(accounts, accounts.c.account_id == deals.c.account_id)
+                    .outerjoin(users, users.c.user_id == deals.c.owner_id)
+                )
+                .order_by(top.c.age.desc(), top.c.deal_id)
             )
-            .order_by(top.c.age.desc(), top.c.deal_id)
-        )
-        result = c.execute(statement)
-        out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            result = c.execute(statement)
+            out = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     if not out.empty:
         out["entered_at"] = pd.to_datetime(out["entered_at"])
         out["days_in_stage"] = out["days_in_stage"].astype(float)
