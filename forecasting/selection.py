@@ -52,7 +52,14 @@ import pandas as pd
 from forecasting.backtest import BacktestResult, backtest, backtest_plan, backtest_table
 from forecasting.calibration import MIN_POINTS, calibrate, calibration_plan, held_out_coverage
 from forecasting.models import MODELS, REGISTRY
-from forecasting.models.base import MIN_SEASONAL_POINTS, Pinned, Prediction, degenerate, sharing_fits
+from forecasting.models.base import (
+    MIN_SEASONAL_POINTS,
+    Pinned,
+    Prediction,
+    degenerate,
+    fits_own,
+    sharing_fits,
+)
 from forecasting.result import (  # the result's types and the kept forecasts: without statsmodels
     FORECAST_COLUMNS,
     FORECASTS,
@@ -74,12 +81,14 @@ DISPLAY_NAMES = {"seasonal_naive": "seasonal naive", "theta": "Theta", "ets": "E
 @contextmanager
 def captured_warnings(notes: list[str], source: str, limit: int = 3) -> Iterator[None]:
     """Record every warning raised inside the block and add each distinct one (up to
-    ``limit``) to ``notes`` as ``"<source>: statsmodels warning — <Category>: <message>"``."""
+    ``limit``) to ``notes`` as ``"<source>: statsmodels warning — <Category>: <message>"``;
+    a warning that is not the fit's (:data:`forecasting.models.base.FOREIGN_WARNINGS`: the
+    garbage collector closing another part's connection meanwhile) is raised again instead."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
     seen: list[str] = []
-    for w in caught:
+    for w in fits_own(caught):
         text = f"{w.category.__name__}: {str(w.message).strip().splitlines()[0] if str(w.message).strip() else ''}"
         if text not in seen:
             seen.append(text)

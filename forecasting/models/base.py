@@ -157,6 +157,24 @@ _FITS: ContextVar[dict[tuple, tuple[Any, list[warnings.WarningMessage]]] | None]
 )
 
 
+#: Warnings that are not the fit's own: a finaliser the garbage collector runs during a fit
+#: (an unclosed database connection elsewhere in the process, say) raises them wherever it
+#: happens to run, inside a fit's ``catch_warnings`` too.
+FOREIGN_WARNINGS: tuple[type[Warning], ...] = (ResourceWarning,)
+
+
+def fits_own(caught: Iterable[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    """The warnings of ``caught`` that the fit raised; the :data:`FOREIGN_WARNINGS` among
+    them are raised again as they came (outside the capture), not kept as the fit's."""
+    own = []
+    for w in caught:
+        if issubclass(w.category, FOREIGN_WARNINGS):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        else:
+            own.append(w)
+    return own
+
+
 @contextmanager
 def sharing_fits() -> Iterator[None]:
     """Within the block, a fit of the same specification to the same data (:func:`fit_once`)
@@ -187,7 +205,7 @@ def fit_once(what: Hashable, y: np.ndarray, fit: Callable[[], _T]) -> _T:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = fit()
-        shared[key] = (result, list(caught))
+        shared[key] = (result, fits_own(caught))
     result, raised = shared[key]
     for w in raised:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)

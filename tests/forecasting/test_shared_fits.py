@@ -103,3 +103,30 @@ def test_a_fit_that_raises_is_not_kept() -> None:
             with pytest.raises(ValueError, match="singular"):
                 fit_once("spec", np.ones(3), fail)
     assert len(calls) == 2
+
+
+def test_a_warning_the_garbage_collector_raises_during_a_fit_is_not_the_fits() -> None:
+    """A ResourceWarning raised during a fit — a finaliser closing an unclosed connection of
+    another part of the process, which the garbage collector runs wherever it happens to be
+    (seen in the suite: "psycopg.Connection ... was deleted while still open" as a note of a
+    Theta calibration backtest) — is not the fit's: it is not kept for the fit's reuse, not
+    made a note, and is raised again outside; the fit's own warning stays a note."""
+    from forecasting.selection import captured_warnings
+
+    def fit() -> float:
+        warnings.warn("<psycopg.Connection> was deleted while still open", ResourceWarning, stacklevel=1)
+        warnings.warn("slow convergence", UserWarning, stacklevel=1)
+        return 1.0
+
+    y = np.array([1.0, 2.0, 3.0])
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as outside:
+        warnings.simplefilter("always")
+        with sharing_fits():
+            for _ in range(2):  # fitted, then reused: its own warning raised again, not the other
+                with captured_warnings(notes, "Theta backtest"):
+                    assert fit_once("spec", y, fit) == 1.0
+    assert notes == ["Theta backtest: statsmodels warning — UserWarning: slow convergence"] * 2
+    assert [(w.category, str(w.message)) for w in outside] == [
+        (ResourceWarning, "<psycopg.Connection> was deleted while still open")
+    ]
