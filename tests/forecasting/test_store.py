@@ -440,24 +440,38 @@ def test_each_signed_in_scope_and_each_filter_value_is_computed_ahead(
     assert calls == [1] * 6  # each series gained March (Enterprise's a 0): the three again, after the commit
 
 
-def test_forecasts_computed_by_several_processes_are_the_ones_computed_here(
-    db: sa.Engine, store: ForecastStore
-) -> None:
-    """``compute_ahead(jobs=2)``: the three series of the test above, forecast by two spawned
-    processes, stored identical to the forecasts of this process."""
-    fill(db)
-    chosen = store_module.ahead_selections(db, TODAY, each=["segments"])
+def test_forecasts_computed_by_several_processes_are_the_ones_computed_here(make_db: object) -> None:
+    """``forecasts --each segments --jobs 2``: the three series of the test above, forecast
+    by two spawned processes, stored identical to the forecasts of this process. Run as the
+    command (a process of its own, as a user or the scheduler runs it): a spawned worker
+    imports its parent's main module, which inside the test runner may be any script a
+    test ran before."""
+    engine = fill(make_db("duckdb"))  # type: ignore[operator]
+    url = engine.url.render_as_string(hide_password=False)
+    chosen = store_module.ahead_selections(engine, each=["segments"])
+    engine.dispose()
     assert [s.what for s in chosen] == ["revenue forecast, whole company", "revenue forecast, segment Enterprise",
                                         "revenue forecast, segment SMB"]  # fmt: skip
-    done = store_module.compute_ahead(db, store, TODAY, chosen, jobs=2)
-    assert [(a.computed, a.stored, a.months) for a in done] == [(True, True, 14)] * 3
+    command = [sys.executable, "-m", "crm_data", "forecasts", "--url", url, "--each", "segments", "--jobs", "2"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, STORE_VARIABLE: "on"}, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.split(": ")[1].split(" in ")[0] for line in done.stdout.splitlines()] == [
+        "computed and stored"
+    ] * 3
     FORECASTS.cache_clear()
-    for selection_ in chosen:
-        series, _ = monthly_revenue(db, selection_.filters, TODAY)
-        key = forecast_key(series, 12, None, 12, False)
-        read = store.get(key)
-        assert read is not None
-        assert_identical(read, selection.forecast(series, 12, None))
+    engine = make_engine(url, read_only=True)
+    store = ForecastStore.open(url)
+    try:
+        assert store is not None
+        for chosen_one in chosen:
+            series, _ = monthly_revenue(engine, chosen_one.filters)
+            read = store.get(forecast_key(series, 12, None, 12, False))
+            assert read is not None
+            assert_identical(read, selection.forecast(series, 12, None))
+    finally:
+        engine.dispose()
+        store_module.forget_opened()
 
 
 CHEAP = pd.Series([3.0, 5.0, 4.0, 6.0, 5.0], index=months(5), name="revenue")  # the naive forecast only
