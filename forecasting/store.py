@@ -606,7 +606,10 @@ def compute_ahead(
     each) when the series is new. ``today`` (default: today in UTC) as the page would see
     it. ``jobs`` > 1: the new forecasts are computed by that many processes at once (the
     series are read here; a forecast is a function of its series alone, so each is the
-    one this process would compute)."""
+    one this process would compute). They are started by ``multiprocessing``'s *spawn*
+    method, which imports the calling program's main module in each: a script that calls
+    this with ``jobs`` > 1 needs the usual ``if __name__ == "__main__":`` guard (the
+    command line has it)."""
     from forecasting.revenue import monthly_revenue
 
     chosen = ahead_selections(conn, today) if selections is None else list(selections)
