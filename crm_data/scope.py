@@ -44,6 +44,12 @@ def _as_limit(values: object) -> tuple[str, ...] | None:
     return None if values is None else _as_tuple(values)
 
 
+def singular(name: str) -> str:
+    """One value's word for a filter list or scope dimension: ``regions`` → ``region``,
+    ``industries`` → ``industry``, ``company_sizes`` → ``company size``."""
+    return "industry" if name == "industries" else name[:-1].replace("_", " ")
+
+
 @dataclass(frozen=True)
 class Scope:
     """The most a user may see. ``None`` = no limit on that dimension; a tuple = only these
@@ -87,8 +93,7 @@ class Scope:
     def describe(self) -> str:
         """``region EMEA; segment SMB`` or ``everything``."""
         parts = [
-            f"{name[:-1] if name != 'industries' else 'industry'} {', '.join(values) or '(none)'}"
-            for name, values in self.limits().items()
+            f"{singular(name)} {', '.join(values) or '(none)'}" for name, values in self.limits().items()
         ]
         return "; ".join(parts) or "everything"
 

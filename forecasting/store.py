@@ -62,6 +62,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_data import hooks
+from crm_data.scope import singular
 from crm_data.stored_results import ResultStore
 from forecasting.result import (
     FORECAST_COLUMNS,
@@ -540,8 +541,7 @@ def ahead_selections(
                                 base.within(scope)))  # fmt: skip
     values = dimension_values(conn) if each else {}
     for name in dict.fromkeys(each):
-        singular = "industry" if name == "industries" else name[:-1].replace("_", " ")
-        chosen += [Selection(f"revenue forecast, {singular} {value}", base.replace(**{name: (value,)}))
+        chosen += [Selection(f"revenue forecast, {singular(name)} {value}", base.replace(**{name: (value,)}))
                    for value in values.get(name, [])]  # fmt: skip
     return chosen
 
@@ -634,16 +634,18 @@ def compute_ahead(
         with ProcessPoolExecutor(max_workers=min(jobs, len(first_of)), mp_context=context) as pool:
             futures = {key: pool.submit(_page_forecast, series_of[i][1]) for key, i in first_of.items()}
             results = {key: future.result() for key, future in futures.items()}
+        for key, (result, _seconds) in results.items():  # forecast() kept those of this process
+            FORECASTS.put(key if isinstance(key, bytes) else None, result)
     else:
         results = {key: _page_forecast(series_of[i][1]) for key, i in first_of.items()}
+    computed = set(first_of.values())
     done: list[Ahead] = []
     for i, (selection, series, key, reading) in enumerate(series_of):
-        if i not in first_of.values():  # already stored, or the same series as an earlier selection
+        if i not in computed:  # already stored, or the same series as an earlier selection
             done.append(Ahead(selection.what, False, True, len(series), reading))
             continue
         result, seconds = results[key or i]
         stored = store.put(key, result)
-        FORECASTS.put(key, result)
         done.append(Ahead(selection.what, True, stored, len(series), reading + seconds))
     return done
 
