@@ -178,6 +178,50 @@ def test_the_stored_visits_give_the_frames_of_the_base_tables(
     pd.testing.assert_frame_equal(stage_durations(db, EVERY_DEAL), every)
 
 
+def test_history_window_orders_each_deals_rows_alone(db: sa.Engine) -> None:
+    """``history_window`` (the stored visits' window, without the deals' columns), by hand:
+    HW1 enters Qualified and Proposal at one instant (stage key 2 before 3), an unknown
+    stage (no key, no position) and Closed Won; HW2 goes back from Negotiation to
+    Qualified. ``next_entered`` is the deal's next row; ``later_position`` the highest
+    position of an open stage at or after the row (NULL: none — an unknown stage counts as
+    open but has no position, a closed one does not count)."""
+    fixtures.insert(db, "pipeline_stages", fixtures.PIPELINE_STAGES)
+    fixtures.insert(db, "accounts", [a for a in fixtures.ROWS["accounts"] if a["account_id"] == "A1"])
+    fixtures.insert(db, "deals", [deal("HW1", "A1", "won", datetime(2024, 1, 1), datetime(2024, 1, 10))])
+    fixtures.insert(db, "deals", [deal("HW2", "A1", "open", datetime(2024, 2, 1))])
+    day = datetime
+    rows = [
+        ("HW1", "Lead", day(2024, 1, 1)),
+        ("HW1", "Proposal", day(2024, 1, 5)),
+        ("HW1", "Qualified", day(2024, 1, 5)),
+        ("HW1", "Mystery", day(2024, 1, 9)),
+        ("HW1", "Closed Won", day(2024, 1, 10)),
+        ("HW2", "Lead", day(2024, 2, 1)),
+        ("HW2", "Negotiation", day(2024, 2, 3)),
+        ("HW2", "Qualified", day(2024, 2, 7)),
+    ]
+    fixtures.insert(db, "deal_stage_history", [dict(deal_id=d, stage=s, entered_at=at) for d, s, at in rows])
+    window = stage_visits.history_window(stage_visits.stage_keys())
+    w = window.c
+    statement = sa.select(
+        w.deal_id, w.known_stage, w.stage_key, w.position, w.later_position, w.next_entered
+    ).order_by(w.deal_id, w.entered_at, w.stage_key.asc().nulls_first())
+    with db.connect() as conn:
+        got = [tuple(r) for r in conn.execute(statement)]
+    got = [(d, s, k, p, later, None if nxt is None else pd.Timestamp(nxt)) for d, s, k, p, later, nxt in got]
+    t = pd.Timestamp
+    assert got == [
+        ("HW1", "Lead", 1, 1, 3, t("2024-01-05")),
+        ("HW1", "Qualified", 2, 2, 3, t("2024-01-05")),
+        ("HW1", "Proposal", 3, 3, 3, t("2024-01-09")),
+        ("HW1", None, None, None, None, t("2024-01-10")),
+        ("HW1", "Closed Won", 5, 5, None, None),
+        ("HW2", "Lead", 1, 1, 4, t("2024-02-03")),
+        ("HW2", "Negotiation", 4, 4, 4, t("2024-02-07")),
+        ("HW2", "Qualified", 2, 2, 2, None),
+    ]
+
+
 def _old_deals(engine: sa.Engine) -> tuple[dict, dict]:
     """Two open deals created in 2023, each with its history: one gains a stage, one is lost."""
     deals, history = schema.deals, schema.deal_stage_history
