@@ -10,7 +10,9 @@ higher position; *first* / *last* = the deal's first / last visit to the stage (
 ``entered_at``). The order of a deal's visits: by ``entered_at``, visits entered at the
 same instant by the stage's key (position, stage; a stage missing from ``pipeline_stages``
 first) — :func:`visit_window`, which the base-table path of ``stage_durations`` runs on the
-deals of its filters and the stored table on every deal, so both give the same visits.
+deals of its filters, and :func:`history_window`, the same window over the history alone
+(the deals' columns joined after it), which the stored table runs on every deal; so both
+give the same visits.
 
 Nothing here depends on the observation time ``C = min(end, now)`` nor on the filters:
 ``stage_durations`` selects the stored visits of the deals created in its range (and its
