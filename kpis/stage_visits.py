@@ -92,6 +92,8 @@ TABLE = sa.Table(
     # 1: the deal's last visit to the stage (by entered_at)
     sa.Column("last_visit", sa.SmallInteger(), nullable=False),
     *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
+    # the deal's account as :data:`ACCOUNT_KEYS`' integer (NULL: the deal has no account)
+    sa.Column("account_key", sa.Integer()),
 )
 schema.row_store_index(TABLE, "created_at")
 schema.row_store_index(TABLE, "deal_id")
@@ -144,11 +146,37 @@ DEAL_STAGES = sa.Table(
     sa.Column("name", schema.deals.c.name.type),
     sa.Column("amount", schema.deals.c.amount.type),
     *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
+    # the deal's account as :data:`ACCOUNT_KEYS`' integer (NULL: the deal has no account)
+    sa.Column("account_key", sa.Integer()),
 )
 schema.row_store_index(DEAL_STAGES, "created_at")
 schema.row_store_index(DEAL_STAGES, "deal_id")
-#: Both tables, written together under the state of :data:`NAME`.
-TABLES: tuple[sa.Table, ...] = (TABLE, DEAL_STAGES)
+
+#: The account keys table's name (:data:`crm_data.derived.PREFIX`).
+KEYS_NAME = "rollup_account_keys"
+
+#: One integer per account id found on a deal, the ``account_key`` of the stored visits
+#: and deal rows: ``kpis.filters.scope`` selects their accounts by these integers —
+#: ``account_key IN (SELECT account_key FROM rollup_account_keys JOIN accounts USING
+#: (account_id) WHERE <account-level lists>)`` — instead of probing every selected row's
+#: text ``account_id`` (DuckDB decodes the text of each scanned vector: at 1M accounts the
+#: account list's semi-join cost 0.1–0.2 s of CPU per statement, the integers' ≈ 0.02 s;
+#: docs/performance.md, session 15). A key stands for one account id for good: an id gets
+#: its key the first time a written deal carries it (:func:`_insert`), a rebuild keeps the
+#: keys it finds, nothing deletes one. The accounts' dimensions are not stored: the
+#: statement joins ``accounts`` for them, so a change of an account changes no key and no
+#: row, and an id without an ``accounts`` row is selected by no account-level list, as on
+#: the base tables.
+ACCOUNT_KEYS = sa.Table(
+    KEYS_NAME,
+    metadata,
+    sa.Column("account_id", schema.deals.c.account_id.type, nullable=False),
+    sa.Column("account_key", sa.Integer(), nullable=False),
+)
+schema.row_store_index(ACCOUNT_KEYS, "account_id")
+#: The tables written together under the state of :data:`NAME`; a rebuild empties the
+#: first two (:data:`ACCOUNT_KEYS` keeps its keys).
+TABLES: tuple[sa.Table, ...] = (TABLE, DEAL_STAGES, ACCOUNT_KEYS)
 
 
 def stage_keys() -> sa.CTE:
@@ -353,16 +381,45 @@ def _deal_rows(dialect: sa.Dialect, deals_where: Sequence[sa.ColumnElement[bool]
     )
 
 
+def _add_keys(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) -> None:
+    """Give each account id of the deals ``deals_where`` selects that has no key in
+    :data:`ACCOUNT_KEYS` the next free keys: (the largest key, or 0) + 1, 2, … in
+    account id order."""
+    deals, keys = schema.deals, ACCOUNT_KEYS
+    new_ids = (
+        sa.select(deals.c.account_id)
+        .where(
+            *deals_where,
+            deals.c.account_id.is_not(None),
+            deals.c.account_id.not_in(sa.select(keys.c.account_id)),
+        )
+        .distinct()
+        .subquery("new_ids")
+    )
+    largest = sa.select(sa.func.coalesce(sa.func.max(keys.c.account_key), 0)).scalar_subquery()
+    numbered = sa.select(
+        new_ids.c.account_id,
+        sa.cast(largest + sa.func.row_number().over(order_by=new_ids.c.account_id), sa.Integer()),
+    )
+    conn.execute(keys.insert().from_select(["account_id", "account_key"], numbered))
+
+
 def _insert(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) -> int | None:
     """INSERT ... SELECT the visits and the deal rows (:data:`DEAL_STAGES`) of the deals
-    ``deals_where`` selects; the visits written."""
+    ``deals_where`` selects, each with its account's key (:func:`_add_keys` first); the
+    visits written."""
+    _add_keys(conn, deals_where)
+    keys = ACCOUNT_KEYS
     written = None
     for table, rows in ((DEAL_STAGES, _deal_rows(conn.dialect, deals_where)), (TABLE, _rows(deals_where))):
+        computed = rows.subquery("rows")
+        rows = sa.select(*computed.c, keys.c.account_key).select_from(
+            computed.outerjoin(keys, keys.c.account_id == computed.c.account_id)
+        )
         if conn.dialect.name == "duckdb":
             # in created_at order: DuckDB's zone maps then skip the row groups of deals
             # created outside a range (row stores have the index on created_at)
-            ordered = rows.subquery("rows")
-            rows = sa.select(*ordered.c).order_by(ordered.c.created_at)
+            rows = rows.order_by(computed.c.created_at)
         written = derived.written(conn.execute(table.insert().from_select([c.name for c in table.c], rows)))
     return written
 
@@ -408,7 +465,7 @@ def _refresh(conn: sa.Connection) -> int:
         table.create(conn, checkfirst=True)
     _create_missing_indexes(conn)
     derived.forget(conn, NAME)
-    for table in TABLES:
+    for table in (TABLE, DEAL_STAGES):  # the account keys are kept
         conn.execute(table.delete())
     rows = _insert(conn, ())
     _analyze(conn)
@@ -579,9 +636,11 @@ def available(conn: sa.Connection) -> bool:
 
 
 __all__ = [
+    "ACCOUNT_KEYS",
     "DEALS_NAME",
     "DEAL_COLUMNS",
     "DEAL_STAGES",
+    "KEYS_NAME",
     "MASK_KEYS",
     "NAME",
     "SOURCES",
