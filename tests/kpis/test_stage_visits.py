@@ -13,6 +13,7 @@ deals of two pipelines.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -559,3 +560,43 @@ def test_stored_rows_built_without_account_keys_are_not_read_then_rebuilt(
     assert pd.to_numeric(after["account_key"], errors="coerce").notna().any()
     build(db)
     pd.testing.assert_frame_equal(after, table(db, stage_visits.DEAL_STAGES))
+
+
+def test_with_an_account_list_duckdb_reads_the_won_deals_median_and_histogram_from_the_stored_deal_rows(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``median_sales_cycle`` and ``sales_cycle_distribution`` (order-free figures of the won
+    deals) with an account-level list: on DuckDB from the stored deal rows, their accounts
+    by integer keys; elsewhere, without an account list, or with the stored rows not
+    readable, from the deals — the same numbers either way. ``sales_cycle`` (a mean of
+    doubles, which depends on the order of the sum) always reads the deals."""
+    from kpis import sales_cycle, sales_cycle_distribution
+    from kpis.sales import median_sales_cycle
+
+    load(db)
+    build(db)
+    region = Filters("2023-01-01", "2025-07-01", regions=["EU", "NA"], industries=["Tech"])
+    scoped = Filters("2023-01-01", "2025-07-01", scope=Scope(regions=("EU",)))
+    for f in (region, scoped, EVERY_DEAL):
+        with fixtures.statements_sent(db, "closed_at") as sent:
+            found = (median_sales_cycle(db, f), sales_cycle_distribution(db, f, bins=7), sales_cycle(db, f))
+        stored_rows = [s for s, _ in sent if "FROM rollup_deal_stages" in s]
+        if db.dialect.name == "duckdb" and f is not EVERY_DEAL:
+            assert len(stored_rows) == 3, sent  # the median, the longest cycle, the bins
+            assert all("account_key IN" in s for s in stored_rows)
+        else:
+            assert not stored_rows
+        assert sum("FROM deals" in s for s, _ in sent) == len(sent) - len(stored_rows)
+        with monkeypatch.context() as m:
+            m.setenv("CRM_ROLLUPS", "off")
+            expected = (
+                median_sales_cycle(db, f),
+                sales_cycle_distribution(db, f, bins=7),
+                sales_cycle(db, f),
+            )
+        assert found[0] == expected[0] or (math.isnan(found[0]) and math.isnan(expected[0]))
+        pd.testing.assert_frame_equal(found[1], expected[1], check_exact=True)
+        pd.testing.assert_frame_equal(found[2], expected[2], check_exact=True)
+    assert (
+        median_sales_cycle(db, region) > 0 and sales_cycle_distribution(db, region, bins=7)["deals"].sum() > 0
+    )
