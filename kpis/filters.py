@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
+from crm_data.dialects import per_dialect
 from crm_data.scope import (  # the scope is the data layer's; re-exported here
     ACCOUNT_DIMENSIONS,
     EVERYTHING,
@@ -257,7 +258,8 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
     rows as one ``IN`` per list (each holds for the same account), with one scan of
     ``accounts`` (indexed by ``owner_id`` on row stores) instead of one per list. A table
     with an ``account_key`` column (the stored visits and deal rows of
-    :mod:`kpis.stage_visits`) is selected by that integer instead (:func:`account_keys`)."""
+    :mod:`kpis.stage_visits`) is selected on DuckDB by that integer instead
+    (:func:`account_keys`, :func:`crm_data.dialects.selects_accounts_by_key`)."""
     columns = table.c
     conditions: list[ColumnElement[bool]] = []
     accounts = schema.accounts
@@ -270,10 +272,11 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
             conditions.append(_in(columns[own], key, owners))
         else:
             through_account.append(_in(accounts.c.owner_id, key, owners))
-    if through_account and "account_key" in columns:
-        conditions.append(columns.account_key.in_(account_keys(through_account)))
-    elif through_account and "account_id" in columns:
-        conditions.append(columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account)))
+    if through_account and "account_id" in columns:
+        by_id = columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account))
+        if "account_key" in columns:  # DuckDB: by the integer keys (crm_data.dialects)
+            by_id = per_dialect(by_id, duckdb=columns.account_key.in_(account_keys(through_account)))
+        conditions.append(by_id)
     if f.scope.restricted and not ({"account_id", "owner_id", "user_id"} & set(columns.keys())):
         conditions.append(sa.false())  # company-wide records (no account): outside any scope
     if f.products:

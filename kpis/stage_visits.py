@@ -156,14 +156,15 @@ schema.row_store_index(DEAL_STAGES, "deal_id")
 KEYS_NAME = "rollup_account_keys"
 
 #: One integer per account id found on a deal, the ``account_key`` of the stored visits
-#: and deal rows: ``kpis.filters.scope`` selects their accounts by these integers —
+#: and deal rows: on DuckDB ``kpis.filters.scope`` selects their accounts by these integers —
 #: ``account_key IN (SELECT account_key FROM rollup_account_keys JOIN accounts USING
 #: (account_id) WHERE <account-level lists>)`` — instead of probing every selected row's
 #: text ``account_id`` (DuckDB decodes the text of each scanned vector: at 1M accounts the
 #: account list's semi-join cost 0.1–0.2 s of CPU per statement, the integers' ≈ 0.02 s;
-#: docs/performance.md, session 15). A key stands for one account id for good: an id gets
-#: its key the first time a written deal carries it (:func:`_insert`), a rebuild keeps the
-#: keys it finds, nothing deletes one. The accounts' dimensions are not stored: the
+#: docs/performance.md, session 15; PostgreSQL and SQLite keep the text semi-join:
+#: ``crm_data.dialects.selects_accounts_by_key``). A key stands for one account id for
+#: good: an id gets its key the first time a written deal carries it (:func:`_insert`), a
+#: rebuild keeps the keys it finds, nothing deletes one. The accounts' dimensions are not stored: the
 #: statement joins ``accounts`` for them, so a change of an account changes no key and no
 #: row, and an id without an ``accounts`` row is selected by no account-level list, as on
 #: the base tables.
