@@ -354,6 +354,17 @@ def scans_to_filter(dialect: sa.Dialect) -> bool:
     return dialect.name == "duckdb"
 
 
+def lock_against_writers(conn: sa.Connection, table: sa.Table) -> None:
+    """Keep other writers of ``table`` waiting until the caller's transaction ends (readers
+    go on): on PostgreSQL ``LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE`` (it conflicts with
+    itself), so a statement that numbers new rows from the table's largest value sees
+    every row a concurrent writer committed. DuckDB (one writing process, conflicting
+    transactions fail) and SQLite (one writer at a time) need none."""
+    if conn.dialect.name == "postgresql":
+        target = conn.dialect.identifier_preparer.format_table(table)
+        conn.exec_driver_sql(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
+
+
 def selects_accounts_by_key(dialect: sa.Dialect) -> bool:
     """True when an account-level list selects the stored visits and deal rows by their
     integer ``account_key`` (``kpis.filters.account_keys``) rather than by their text

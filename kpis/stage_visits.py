@@ -53,7 +53,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from crm_data import derived, hooks, schema
-from crm_data.dialects import bit_or, may_select, refresh_work_mem
+from crm_data.dialects import bit_or, lock_against_writers, may_select, refresh_work_mem
 
 #: The derived table's name (:data:`crm_data.derived.PREFIX`).
 NAME = "rollup_stage_visits"
@@ -385,8 +385,11 @@ def _deal_rows(dialect: sa.Dialect, deals_where: Sequence[sa.ColumnElement[bool]
 def _add_keys(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) -> None:
     """Give each account id of the deals ``deals_where`` selects that has no key in
     :data:`ACCOUNT_KEYS` the next free keys: (the largest key, or 0) + 1, 2, … in
-    account id order."""
+    account id order. Concurrent writers wait for each other
+    (:func:`crm_data.dialects.lock_against_writers`): two imports never number two ids
+    alike."""
     deals, keys = schema.deals, ACCOUNT_KEYS
+    lock_against_writers(conn, keys)
     new_ids = (
         sa.select(deals.c.account_id)
         .where(
