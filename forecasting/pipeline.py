@@ -256,10 +256,7 @@ def _stored_learning(c: sa.Connection, f: Filters) -> tuple[int, int, list[tuple
     it). The medians from the visits: per stage, median over the won learning deals' visits
     flagged ``last_visit`` (their last entry to it) of closed_at − entered_at — the won
     deals' visits only, the values the median over every learning visit reads (a lost
-    deal's value is NULL there); the open stages' keys are named in the statement (every
-    visit is to one of them, so no row is left out): on PostgreSQL its index of the won last
-    visits (:data:`kpis.stage_visits.WON_LAST_INDEX`, by stage_key then closed_at) is then
-    read as one range of closed_at per stage, not whole. When an open stage has a key above
+    deal's value is NULL there). When an open stage has a key above
     :data:`kpis.stage_visits.MASK_KEYS` (no bit), everything from the visits
     (:func:`_visits_learning`). The visits hold no closed stage nor a stage missing from
     ``pipeline_stages``: those come from :func:`_passed_stages` (the caller's)."""
@@ -295,7 +292,6 @@ def _stored_learning(c: sa.Connection, f: Filters) -> tuple[int, int, list[tuple
         c.execute(
             sa.select(visits.c.stage_key, percentile(c.dialect, days, 0.5))
             .where(
-                visits.c.stage_key.in_(sorted(open_keys.values())),
                 visits.c.last_visit == 1,
                 visits.c.status == "won",
                 in_range(visits.c.closed_at, f),
