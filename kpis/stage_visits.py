@@ -172,12 +172,14 @@ schema.row_store_index(DEAL_STAGES, "deal_id")
 #: PostgreSQL only: the deals open now (a few percent of the stored deal rows), with what
 #: the weighted pipeline (``kpis.pipeline.weighted_pipeline``) and the pipeline forecast's
 #: open deals (``forecasting.pipeline``) read of them: an index-only scan of these rows
-#: instead of a scan of every deal's row (docs/performance.md, session 15, branch ``pgm``).
+#: instead of a scan of every deal's row; with ``deal_id``, also the stored rows that an
+#: owner's or a product's open deals (selected on ``deals``) are joined to
+#: (``kpis.pipeline.current_stage``) (docs/performance.md, session 15, branch ``pgm``).
 OPEN_DEALS_INDEX = schema.postgresql_index(
     "ix_rollup_deal_stages_open",
     DEAL_STAGES,
     "stage",
-    include=("entered_at", "created_at", "amount", *SCOPE_COLUMNS),
+    include=("deal_id", "entered_at", "created_at", "amount", *SCOPE_COLUMNS),
     where="status = 'open'",
 )
 
