@@ -1,9 +1,10 @@
 """PostgreSQL only: the pipeline forecast's learning median and the open deals of the weighted
-pipeline and of the forecast are read by index-only scans of the stored tables' partial
-covering indexes (``kpis.stage_visits.WON_LAST_INDEX``, ``OPEN_DEALS_INDEX``), unfiltered
-and within an owner, a product and an account-level selection (the scope columns are in
-the indexes); a table built without them gets them at the next import. The numbers are the
-KPI tests' (the statements do not change: only their plans)."""
+pipeline and of the forecast are read by index-only scans of partial covering indexes — the
+stored tables' ``kpis.stage_visits.WON_LAST_INDEX`` and ``OPEN_DEALS_INDEX``, and for an
+owner's or a product's open deals ``deals``' ``ix_deals_open`` —, unfiltered and within an
+owner, a product and an account-level selection (the scope columns are in the indexes); a
+table built without them gets them at the next import. The numbers are the KPI tests' (the
+statements do not change: only their plans)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,16 @@ def test_tables_built_without_the_indexes_get_them_at_the_next_import(stored):
         for index in inspector.get_indexes(table)
     }
     assert set(names) <= present
+
+
+@pytest.mark.parametrize("selection", ["one owner", "one product"])
+def test_an_owners_or_a_products_open_deals_are_read_index_only(stored, selection):
+    # selected on ``deals`` (``kpis.pipeline.reads_stored_open``: not the stored rows on a
+    # row store), from its open deals' partial index (``crm_data.schema``'s ix_deals_open);
+    # joined to the stored deal rows (by their deal_id index here: a few rows)
+    f = SELECTIONS[selection]
+    with fixtures.statements_sent(stored, "open_deals AS") as statements:
+        weighted_pipeline(stored, f)
+    ((statement, parameters),) = statements
+    plan = _plan_text(stored, statement, parameters)
+    assert "Index Only Scan using ix_deals_open" in plan, plan
