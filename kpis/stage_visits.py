@@ -122,6 +122,27 @@ SPANS_INDEX = schema.postgresql_index(
     where="ended_at IS NOT NULL",
 )
 
+#: The columns of :func:`kpis.filters.scope` on the stored tables (the account through
+#: which the account-level lists select, and the deal's own owner, product, pipeline):
+#: carried by the PostgreSQL-only indexes below, so that a filtered reader's scan stays
+#: index-only.
+SCOPE_COLUMNS: tuple[str, ...] = ("account_id", "owner_id", "product_id", "pipeline")
+
+#: PostgreSQL only: the won deals' last visits (the rows ``forecasting.pipeline_forecast``'s
+#: learning takes its per-stage median days to close from) by (stage_key, closed_at), with
+#: entered_at and the scope columns: an index-only range scan of the learning range's rows
+#: per stage, already in stage order, where the statement scanned every visit (at 100k
+#: accounts 1.37M rows for 260k by default) and sorted the kept ones by stage
+#: (docs/performance.md, session 15, branch ``pgm``).
+WON_LAST_INDEX = schema.postgresql_index(
+    "ix_rollup_stage_visits_won_last",
+    TABLE,
+    "stage_key",
+    "closed_at",
+    include=("entered_at", *SCOPE_COLUMNS),
+    where="last_visit = 1 AND status = 'won'",
+)
+
 #: The deal table's name (:data:`crm_data.derived.PREFIX`).
 DEALS_NAME = "rollup_deal_stages"
 #: The stages of key 1..MASK_KEYS have a bit in :data:`DEAL_STAGES`' ``stages`` (a signed
@@ -151,6 +172,24 @@ DEAL_STAGES = sa.Table(
 )
 schema.row_store_index(DEAL_STAGES, "created_at")
 schema.row_store_index(DEAL_STAGES, "deal_id")
+
+#: PostgreSQL only: the deals open now (a few percent of the stored deal rows), with what
+#: the weighted pipeline (``kpis.pipeline.weighted_pipeline``) and the pipeline forecast's
+#: open deals (``forecasting.pipeline``) read of them: an index-only scan of these rows
+#: instead of a scan of every deal's row; with ``deal_id``, also the stored rows that an
+#: owner's or a product's open deals (selected on ``deals``) are joined to
+#: (``kpis.pipeline.current_stage``) (docs/performance.md, session 15, branch ``pgm``).
+OPEN_DEALS_INDEX = schema.postgresql_index(
+    "ix_rollup_deal_stages_open",
+    DEAL_STAGES,
+    "stage",
+    include=("deal_id", "entered_at", "created_at", "amount", *SCOPE_COLUMNS),
+    where="status = 'open'",
+)
+
+#: The PostgreSQL-only indexes of :data:`TABLE` and :data:`DEAL_STAGES`: created with the
+#: tables, and by the next refresh or update for tables built without them.
+POSTGRESQL_INDEXES: tuple[sa.Index, ...] = (SPANS_INDEX, WON_LAST_INDEX, OPEN_DEALS_INDEX)
 
 #: The account keys table's name (:data:`crm_data.derived.PREFIX`).
 KEYS_NAME = "rollup_account_keys"
@@ -478,11 +517,15 @@ def _refresh(conn: sa.Connection) -> int:
 
 
 def _create_missing_indexes(conn: sa.Connection) -> None:
-    """Create :data:`SPANS_INDEX` on PostgreSQL when the table lacks it (built by a version
-    without it; ``table.create`` makes it with a new table)."""
-    if conn.dialect.name == "postgresql" and not _has_index(conn, str(SPANS_INDEX.name)):
-        SPANS_INDEX.create(conn)
-        _SPANS_INDEXED.pop(conn.engine, None)
+    """Create each of :data:`POSTGRESQL_INDEXES` on PostgreSQL that its table lacks (built by
+    a version without it; ``table.create`` makes them with a new table)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for index in POSTGRESQL_INDEXES:
+        if not _has_index(conn, str(index.name)):
+            index.create(conn)
+            if index is SPANS_INDEX:
+                _SPANS_INDEXED.pop(conn.engine, None)
 
 
 def _has_index(conn: sa.Connection, name: str) -> bool:
@@ -647,10 +690,14 @@ __all__ = [
     "KEYS_NAME",
     "MASK_KEYS",
     "NAME",
+    "OPEN_DEALS_INDEX",
+    "POSTGRESQL_INDEXES",
+    "SCOPE_COLUMNS",
     "SOURCES",
     "SPANS_INDEX",
     "TABLE",
     "TABLES",
+    "WON_LAST_INDEX",
     "available",
     "changed_deals",
     "ended_at",
