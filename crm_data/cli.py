@@ -55,7 +55,12 @@ class _HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        shown = default is not None and default is not False and default is not argparse.SUPPRESS
+        shown = (
+            default is not None
+            and default is not False
+            and default != []
+            and default is not argparse.SUPPRESS
+        )
         if shown and action.option_strings and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
@@ -156,8 +161,9 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         "the models (about a second of CPU each). demo and every import do this themselves; run it "
         "after writing the tables with another tool, or from cron shortly after each month starts "
         "(a new full month is new data). --each adds one forecast per value of the filter lists "
-        "named (one region, one owner, … chosen in the filter bar). Reads the CRM tables only: it "
-        "works beside the dashboard.",
+        "named (one region, one owner, … chosen in the filter bar); lists joined by a comma "
+        "(regions,industries) add one per combination (a region and an industry chosen together). "
+        "Reads the CRM tables only: it works beside the dashboard.",
     )
     forecasts.add_argument(
         "--each",
@@ -165,13 +171,14 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=[],
         metavar="LIST",
         help="also forecast each value of these filter lists (segments, industries, regions, countries, "
-        "company_sizes, acquisition_channels, owners, products)",
+        "company_sizes, acquisition_channels, owners, products), or each combination of the lists "
+        "joined by a comma (regions,industries)",
     )
     forecasts.add_argument(
         "--jobs",
         type=int,
         default=os.cpu_count() or 1,
-        help="processes computing forecasts at once (default: the number of CPUs)",
+        help="processes computing forecasts at once (default: the number of CPUs, here %(default)s)",
     )
 
     command(

@@ -15,11 +15,13 @@ import re
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 Freq = Literal["week", "month", "quarter", "year"]
 FREQS: tuple[str, ...] = ("month", "quarter", "year")
@@ -350,6 +352,61 @@ def scans_to_filter(dialect: sa.Dialect) -> bool:
     the deals joined to it; False on row stores, whose secondary indexes (``deals.owner_id``,
     ``deals.product_id``) find those rows without a scan."""
     return dialect.name == "duckdb"
+
+
+def lock_against_writers(conn: sa.Connection, table: sa.Table) -> None:
+    """Keep other writers of ``table`` waiting until the caller's transaction ends (readers
+    go on): on PostgreSQL ``LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE`` (it conflicts with
+    itself), so a statement that numbers new rows from the table's largest value sees
+    every row a concurrent writer committed. DuckDB (one writing process, conflicting
+    transactions fail) and SQLite (one writer at a time) need none."""
+    if conn.dialect.name == "postgresql":
+        target = conn.dialect.identifier_preparer.format_table(table)
+        conn.exec_driver_sql(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
+
+
+def selects_accounts_by_key(dialect: sa.Dialect) -> bool:
+    """True when an account-level list selects the stored visits and deal rows by their
+    integer ``account_key`` (``kpis.filters.account_keys``) rather than by their text
+    ``account_id``: DuckDB, which decodes the text of every scanned vector to probe the
+    account list (0.1–0.2 s of CPU per statement at 1M accounts; the integers ≈ 0.02 s).
+    PostgreSQL and SQLite keep the text semi-join, which the accounts' primary key serves
+    (PostgreSQL misestimated the integer one into a nested loop: 6 s for one statement at
+    100k accounts; docs/performance.md, session 15)."""
+    return dialect.name == "duckdb"
+
+
+class _PerDialect(ColumnElement[bool]):
+    """A condition spelled one way on DuckDB and another elsewhere (:func:`per_dialect`):
+    compiled as the one the statement's dialect needs, the other never reaching SQL."""
+
+    type = sa.Boolean()
+    _is_implicitly_boolean = True  # a condition as it is (SQLite: no ``= 1`` appended)
+    _traverse_internals: ClassVar = [  # SQLAlchemy's cache key and clones of both
+        ("default", InternalTraversal.dp_clauseelement),
+        ("duckdb", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, default: ColumnElement[bool], duckdb: ColumnElement[bool]) -> None:
+        self.default = default
+        self.duckdb = duckdb
+
+    @property
+    def _from_objects(self) -> list:  # the tables the condition's columns come from
+        return self.default._from_objects
+
+
+@compiles(_PerDialect)
+def _compile_per_dialect(element: _PerDialect, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    chosen = element.duckdb if selects_accounts_by_key(compiler.dialect) else element.default
+    return compiler.process(chosen, **kw)
+
+
+def per_dialect(default: ColumnElement[bool], duckdb: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``duckdb`` where :func:`selects_accounts_by_key` (DuckDB), else ``default``: one
+    statement built once for every dialect (``kpis.filters.scope`` has no connection),
+    the choice made when it is compiled. Both must select the same rows."""
+    return _PerDialect(default, duckdb)
 
 
 def fetches_columns(dialect: sa.Dialect) -> bool:

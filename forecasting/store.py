@@ -46,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -63,7 +64,7 @@ import sqlalchemy as sa
 
 from crm_data import hooks
 from crm_data.scope import singular
-from crm_data.stored_results import ResultStore
+from crm_data.stored_results import MAX_ROWS, ResultStore
 from forecasting.result import (
     FORECAST_COLUMNS,
     FORECASTS,
@@ -524,8 +525,18 @@ def ahead_selections(
     scope of ``scopes`` (``(account name, scope)`` pairs: what a signed-in user with that
     scope opens the page on); then each value of each filter list named in ``each``
     (:data:`kpis.filters.LIST_FIELDS`, e.g. ``regions``, ``owners``, ``products``: one
-    value chosen in the filter bar). Empty when the database holds no dated record."""
-    unknown = [name for name in each if name not in LIST_FIELDS]
+    value chosen in the filter bar). An entry naming several lists joined by commas
+    (``regions,industries``) stands for each combination of one value of each (one region
+    and one industry chosen together): the product of their numbers of values. Empty when
+    the database holds no dated record.
+
+    Raises ``ValueError`` for a name that is not a filter list, and when there would be more
+    selections than the store keeps (:data:`crm_data.stored_results.MAX_ROWS`: the first
+    ones would be dropped to keep the last)."""
+    combinations = [
+        tuple(dict.fromkeys(part.strip() for part in entry.split(","))) for entry in dict.fromkeys(each)
+    ]
+    unknown = [name for names in combinations for name in names if name not in LIST_FIELDS]
     if unknown:
         raise ValueError(f"not filter lists: {', '.join(unknown)} (choose from {', '.join(LIST_FIELDS)})")
     base = default_history_filters(conn, today)
@@ -540,9 +551,16 @@ def ahead_selections(
         chosen.append(Selection(f"revenue forecast, {scope.describe()} (for {', '.join(sorted(names))})",
                                 base.within(scope)))  # fmt: skip
     values = dimension_values(conn) if each else {}
-    for name in dict.fromkeys(each):
-        chosen += [Selection(f"revenue forecast, {singular(name)} {value}", base.replace(**{name: (value,)}))
-                   for value in values.get(name, [])]  # fmt: skip
+    for names in combinations:
+        for picked in itertools.product(*(values.get(name, []) for name in names)):
+            pairs = list(zip(names, picked, strict=True))
+            what = ", ".join(f"{singular(name)} {value}" for name, value in pairs)
+            chosen.append(Selection(f"revenue forecast, {what}", base.replace(**{n: (v,) for n, v in pairs})))
+    if len(chosen) > MAX_ROWS:
+        raise ValueError(
+            f"{len(chosen)} selections, more than the {MAX_ROWS} forecasts the store keeps: name fewer lists "
+            "or fewer combinations"
+        )
     return chosen
 
 
@@ -619,7 +637,7 @@ def compute_ahead(
         series, _notes = monthly_revenue(conn, selection.filters, today)
         key = forecast_key(series, PAGE_HORIZON, PAGE_MODEL, 12, False)
         series_of.append((selection, series, key, time.perf_counter() - began))
-    new = [i for i, (_, _, key, _) in enumerate(series_of) if store.get(key) is None]
+    new = [i for i, (_, series, key, _) in enumerate(series_of) if len(series) and store.get(key) is None]
     # one forecast per distinct series: two selections with the same series share it (a
     # series that cannot be hashed, key None, is its own)
     first_of: dict[bytes | int, int] = {}
@@ -641,7 +659,7 @@ def compute_ahead(
     computed = set(first_of.values())
     done: list[Ahead] = []
     for i, (selection, series, key, reading) in enumerate(series_of):
-        if i not in computed:  # already stored, or the same series as an earlier selection
+        if i not in computed:  # no revenue, already stored, or the same series as an earlier selection
             done.append(Ahead(selection.what, False, True, len(series), reading))
             continue
         result, seconds = results[key or i]

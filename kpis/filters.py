@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_data import schema
+from crm_data.dialects import per_dialect
 from crm_data.scope import (  # the scope is the data layer's; re-exported here
     ACCOUNT_DIMENSIONS,
     EVERYTHING,
@@ -48,6 +49,7 @@ from crm_data.scope import (  # the scope is the data layer's; re-exported here
     _as_tuple,
 )
 from kpis.core import connection as _connection
+from kpis.stage_visits import ACCOUNT_KEYS
 
 #: Filters fields that are lists of values (everything but the dates and the scope).
 LIST_FIELDS: tuple[str, ...] = (
@@ -254,7 +256,10 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
     without its own owner column, the owners — is one semi-join on the accounts' primary
     key, ``account_id IN (SELECT account_id FROM accounts WHERE <all of them>)``: the same
     rows as one ``IN`` per list (each holds for the same account), with one scan of
-    ``accounts`` (indexed by ``owner_id`` on row stores) instead of one per list."""
+    ``accounts`` (indexed by ``owner_id`` on row stores) instead of one per list. A table
+    with an ``account_key`` column (the stored visits and deal rows of
+    :mod:`kpis.stage_visits`) is selected on DuckDB by that integer instead
+    (:func:`account_keys`, :func:`crm_data.dialects.selects_accounts_by_key`)."""
     columns = table.c
     conditions: list[ColumnElement[bool]] = []
     accounts = schema.accounts
@@ -268,7 +273,10 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
         else:
             through_account.append(_in(accounts.c.owner_id, key, owners))
     if through_account and "account_id" in columns:
-        conditions.append(columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account)))
+        by_id = columns.account_id.in_(sa.select(accounts.c.account_id).where(*through_account))
+        if "account_key" in columns:  # DuckDB: by the integer keys (crm_data.dialects)
+            by_id = per_dialect(by_id, duckdb=columns.account_key.in_(account_keys(through_account)))
+        conditions.append(by_id)
     if f.scope.restricted and not ({"account_id", "owner_id", "user_id"} & set(columns.keys())):
         conditions.append(sa.false())  # company-wide records (no account): outside any scope
     if f.products:
@@ -286,6 +294,21 @@ def scope(f: Filters, table: sa.Table | sa.FromClause) -> list[ColumnElement[boo
     if f.pipelines and "pipeline" in columns:
         conditions.append(_in(columns.pipeline, "filter_pipelines", f.pipelines))
     return conditions
+
+
+def account_keys(conditions: list[ColumnElement[bool]]) -> sa.Select:
+    """The integer keys (``kpis.stage_visits.ACCOUNT_KEYS``) of the accounts that meet
+    ``conditions`` (on ``accounts``): ``SELECT account_key FROM rollup_account_keys JOIN
+    accounts USING (account_id) WHERE <conditions>``. A stored table with an
+    ``account_key`` column (the stored visits and deal rows) is selected by these integers
+    rather than by its text ``account_id``: the same rows (each key stands for one account
+    id), a probe of integers instead of text in every statement."""
+    accounts = schema.accounts
+    return (
+        sa.select(ACCOUNT_KEYS.c.account_key)
+        .select_from(ACCOUNT_KEYS.join(accounts, accounts.c.account_id == ACCOUNT_KEYS.c.account_id))
+        .where(*conditions)
+    )
 
 
 def _owner_limits(f: Filters) -> list[tuple[str, tuple[str, ...]]]:

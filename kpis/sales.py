@@ -25,6 +25,7 @@ from crm_data.dialects import (
     fetches_columns,
     percentile,
     period_start,
+    scans_to_filter,
 )
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, period_rows, period_starts, read_frame, wilson_interval
@@ -97,10 +98,27 @@ def win_rate(conn: sa.Connection | sa.Engine, f: Filters, freq: str = "month") -
     return frame[columns]
 
 
-def _cycle_days(dialect: sa.Dialect, f: Filters) -> tuple[sa.ColumnElement, list]:
-    deals = schema.deals
+def _cycle_days(
+    dialect: sa.Dialect, f: Filters, deals: sa.Table = schema.deals
+) -> tuple[sa.ColumnElement, list]:
+    """The days from created_at to closed_at, and the conditions of the won deals closed in
+    [start, end) within the filters, on ``deals`` (the deals table, or the stored deal rows,
+    which carry its columns)."""
     days = days_between(dialect, deals.c.created_at, deals.c.closed_at)
     return days, [deals.c.status == "won", in_range(deals.c.closed_at, f), *scope(f, deals)]
+
+
+def _won_deals_table(c: sa.Connection, f: Filters) -> sa.Table:
+    """Where :func:`median_sales_cycle` and :func:`sales_cycle_distribution` — figures that
+    do not depend on the rows' order, unlike a mean of doubles — read the won deals: the
+    stored deal rows (:data:`kpis.stage_visits.DEAL_STAGES`, one row per deal with its
+    created_at, status, closed_at and scope columns) when an account-level list applies,
+    they are readable and the database scans to filter (DuckDB): they select the accounts
+    by integer keys (``kpis.filters.account_keys``), where the deals probe each won deal's
+    text account_id. Else the deals."""
+    if f.has_account_filter and scans_to_filter(c.dialect) and rollups.visits_readable(c):
+        return stage_visits.DEAL_STAGES
+    return schema.deals
 
 
 def sales_cycle(conn: sa.Connection | sa.Engine, f: Filters, freq: str | None = None) -> pd.DataFrame:
@@ -138,9 +156,9 @@ def median_sales_cycle(conn: sa.Connection | sa.Engine, f: Filters) -> float:
     """:func:`sales_cycle`'s ``median_days`` alone: the median of the days from created_at
     to closed_at of the won deals with closed_at in [start, end) (within the scope),
     interpolated linearly; NaN without won deals. One percentile, no mean or 90th (what
-    ``forecasting.pipeline_forecast`` reads)."""
+    ``forecasting.pipeline_forecast`` reads). The won deals from :func:`_won_deals_table`."""
     with connection(conn) as c:
-        days, conditions = _cycle_days(c.dialect, f)
+        days, conditions = _cycle_days(c.dialect, f, _won_deals_table(c, f))
         median = c.execute(sa.select(percentile(c.dialect, days, 0.5)).where(*conditions)).scalar()
     return math.nan if median is None else float(median)
 
@@ -185,10 +203,11 @@ def sales_cycle_distribution(
     ``bins`` is a number of equal-width bins from 0 to the longest cycle, or explicit edges
     in days. Bins are [bin_start_days, bin_end_days), the last one closed on the right;
     cycles outside the edges are not counted. Columns: bin_start_days, bin_end_days, deals.
+    The won deals from :func:`_won_deals_table`.
     """
     columns = ["bin_start_days", "bin_end_days", "deals"]
     with connection(conn) as c:
-        days, conditions = _cycle_days(c.dialect, f)
+        days, conditions = _cycle_days(c.dialect, f, _won_deals_table(c, f))
         if isinstance(bins, int):
             if bins < 1:
                 raise ValueError("bins must be at least 1")

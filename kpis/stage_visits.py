@@ -55,7 +55,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from crm_data import derived, hooks, schema
-from crm_data.dialects import bit_or, may_select, refresh_work_mem
+from crm_data.dialects import bit_or, lock_against_writers, may_select, refresh_work_mem
 
 #: The derived table's name (:data:`crm_data.derived.PREFIX`).
 NAME = "rollup_stage_visits"
@@ -94,6 +94,8 @@ TABLE = sa.Table(
     # 1: the deal's last visit to the stage (by entered_at)
     sa.Column("last_visit", sa.SmallInteger(), nullable=False),
     *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
+    # the deal's account as :data:`ACCOUNT_KEYS`' integer (NULL: the deal has no account)
+    sa.Column("account_key", sa.Integer()),
 )
 schema.row_store_index(TABLE, "created_at")
 schema.row_store_index(TABLE, "deal_id")
@@ -122,6 +124,27 @@ SPANS_INDEX = schema.postgresql_index(
     where="ended_at IS NOT NULL",
 )
 
+#: The columns of :func:`kpis.filters.scope` on the stored tables (the account through
+#: which the account-level lists select, and the deal's own owner, product, pipeline):
+#: carried by the PostgreSQL-only indexes below, so that a filtered reader's scan stays
+#: index-only.
+SCOPE_COLUMNS: tuple[str, ...] = ("account_id", "owner_id", "product_id", "pipeline")
+
+#: PostgreSQL only: the won deals' last visits (the rows ``forecasting.pipeline_forecast``'s
+#: learning takes its per-stage median days to close from) by (stage_key, closed_at), with
+#: entered_at and the scope columns: an index-only range scan of the learning range's rows
+#: per stage, already in stage order, where the statement scanned every visit (at 100k
+#: accounts 1.37M rows for 260k by default) and sorted the kept ones by stage
+#: (docs/performance.md, session 15, branch ``pgm``).
+WON_LAST_INDEX = schema.postgresql_index(
+    "ix_rollup_stage_visits_won_last",
+    TABLE,
+    "stage_key",
+    "closed_at",
+    include=("entered_at", *SCOPE_COLUMNS),
+    where="last_visit = 1 AND status = 'won'",
+)
+
 #: The deal table's name (:data:`crm_data.derived.PREFIX`).
 DEALS_NAME = "rollup_deal_stages"
 #: The stages of key 1..MASK_KEYS have a bit in :data:`DEAL_STAGES`' ``stages`` (a signed
@@ -146,11 +169,56 @@ DEAL_STAGES = sa.Table(
     sa.Column("name", schema.deals.c.name.type),
     sa.Column("amount", schema.deals.c.amount.type),
     *(sa.Column(name, schema.deals.c[name].type) for name in DEAL_COLUMNS),
+    # the deal's account as :data:`ACCOUNT_KEYS`' integer (NULL: the deal has no account)
+    sa.Column("account_key", sa.Integer()),
 )
 schema.row_store_index(DEAL_STAGES, "created_at")
 schema.row_store_index(DEAL_STAGES, "deal_id")
-#: Both tables, written together under the state of :data:`NAME`.
-TABLES: tuple[sa.Table, ...] = (TABLE, DEAL_STAGES)
+
+#: PostgreSQL only: the deals open now (a few percent of the stored deal rows), with what
+#: the weighted pipeline (``kpis.pipeline.weighted_pipeline``) and the pipeline forecast's
+#: open deals (``forecasting.pipeline``) read of them: an index-only scan of these rows
+#: instead of a scan of every deal's row; with ``deal_id``, also the stored rows that an
+#: owner's or a product's open deals (selected on ``deals``) are joined to
+#: (``kpis.pipeline.current_stage``) (docs/performance.md, session 15, branch ``pgm``).
+OPEN_DEALS_INDEX = schema.postgresql_index(
+    "ix_rollup_deal_stages_open",
+    DEAL_STAGES,
+    "stage",
+    include=("deal_id", "entered_at", "created_at", "amount", *SCOPE_COLUMNS),
+    where="status = 'open'",
+)
+
+#: The PostgreSQL-only indexes of :data:`TABLE` and :data:`DEAL_STAGES`: created with the
+#: tables, and by the next refresh or update for tables built without them.
+POSTGRESQL_INDEXES: tuple[sa.Index, ...] = (SPANS_INDEX, WON_LAST_INDEX, OPEN_DEALS_INDEX)
+
+#: The account keys table's name (:data:`crm_data.derived.PREFIX`).
+KEYS_NAME = "rollup_account_keys"
+
+#: One integer per account id found on a deal, the ``account_key`` of the stored visits
+#: and deal rows: on DuckDB ``kpis.filters.scope`` selects their accounts by these integers —
+#: ``account_key IN (SELECT account_key FROM rollup_account_keys JOIN accounts USING
+#: (account_id) WHERE <account-level lists>)`` — instead of probing every selected row's
+#: text ``account_id`` (DuckDB decodes the text of each scanned vector: at 1M accounts the
+#: account list's semi-join cost 0.1–0.2 s of CPU per statement, the integers' ≈ 0.02 s;
+#: docs/performance.md, session 15; PostgreSQL and SQLite keep the text semi-join:
+#: ``crm_data.dialects.selects_accounts_by_key``). A key stands for one account id for
+#: good: an id gets its key the first time a written deal carries it (:func:`_insert`), a
+#: rebuild keeps the keys it finds, nothing deletes one. The accounts' dimensions are not stored: the
+#: statement joins ``accounts`` for them, so a change of an account changes no key and no
+#: row, and an id without an ``accounts`` row is selected by no account-level list, as on
+#: the base tables.
+ACCOUNT_KEYS = sa.Table(
+    KEYS_NAME,
+    metadata,
+    sa.Column("account_id", schema.deals.c.account_id.type, nullable=False),
+    sa.Column("account_key", sa.Integer(), nullable=False),
+)
+schema.row_store_index(ACCOUNT_KEYS, "account_id")
+#: The tables written together under the state of :data:`NAME`; a rebuild empties the
+#: first two (:data:`ACCOUNT_KEYS` keeps its keys).
+TABLES: tuple[sa.Table, ...] = (TABLE, DEAL_STAGES, ACCOUNT_KEYS)
 
 
 def stage_keys() -> sa.CTE:
@@ -414,16 +482,48 @@ def _deal_rows(dialect: sa.Dialect, deals_where: Sequence[sa.ColumnElement[bool]
     )
 
 
+def _add_keys(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) -> None:
+    """Give each account id of the deals ``deals_where`` selects that has no key in
+    :data:`ACCOUNT_KEYS` the next free keys: (the largest key, or 0) + 1, 2, … in
+    account id order. Concurrent writers wait for each other
+    (:func:`crm_data.dialects.lock_against_writers`): two imports never number two ids
+    alike."""
+    deals, keys = schema.deals, ACCOUNT_KEYS
+    lock_against_writers(conn, keys)
+    new_ids = (
+        sa.select(deals.c.account_id)
+        .where(
+            *deals_where,
+            deals.c.account_id.is_not(None),
+            deals.c.account_id.not_in(sa.select(keys.c.account_id)),
+        )
+        .distinct()
+        .subquery("new_ids")
+    )
+    largest = sa.select(sa.func.coalesce(sa.func.max(keys.c.account_key), 0)).scalar_subquery()
+    numbered = sa.select(
+        new_ids.c.account_id,
+        sa.cast(largest + sa.func.row_number().over(order_by=new_ids.c.account_id), sa.Integer()),
+    )
+    conn.execute(keys.insert().from_select(["account_id", "account_key"], numbered))
+
+
 def _insert(conn: sa.Connection, deals_where: Sequence[sa.ColumnElement[bool]]) -> int | None:
     """INSERT ... SELECT the visits and the deal rows (:data:`DEAL_STAGES`) of the deals
-    ``deals_where`` selects; the visits written."""
+    ``deals_where`` selects, each with its account's key (:func:`_add_keys` first); the
+    visits written."""
+    _add_keys(conn, deals_where)
+    keys = ACCOUNT_KEYS
     written = None
     for table, rows in ((DEAL_STAGES, _deal_rows(conn.dialect, deals_where)), (TABLE, _rows(deals_where))):
+        computed = rows.subquery("rows")
+        rows = sa.select(*computed.c, keys.c.account_key).select_from(
+            computed.outerjoin(keys, keys.c.account_id == computed.c.account_id)
+        )
         if conn.dialect.name == "duckdb":
             # in created_at order: DuckDB's zone maps then skip the row groups of deals
             # created outside a range (row stores have the index on created_at)
-            ordered = rows.subquery("rows")
-            rows = sa.select(*ordered.c).order_by(ordered.c.created_at)
+            rows = rows.order_by(computed.c.created_at)
         written = derived.written(conn.execute(table.insert().from_select([c.name for c in table.c], rows)))
     return written
 
@@ -469,7 +569,7 @@ def _refresh(conn: sa.Connection) -> int:
         table.create(conn, checkfirst=True)
     _create_missing_indexes(conn)
     derived.forget(conn, NAME)
-    for table in TABLES:
+    for table in (TABLE, DEAL_STAGES):  # the account keys are kept
         conn.execute(table.delete())
     rows = _insert(conn, ())
     _analyze(conn)
@@ -478,11 +578,15 @@ def _refresh(conn: sa.Connection) -> int:
 
 
 def _create_missing_indexes(conn: sa.Connection) -> None:
-    """Create :data:`SPANS_INDEX` on PostgreSQL when the table lacks it (built by a version
-    without it; ``table.create`` makes it with a new table)."""
-    if conn.dialect.name == "postgresql" and not _has_index(conn, str(SPANS_INDEX.name)):
-        SPANS_INDEX.create(conn)
-        _SPANS_INDEXED.pop(conn.engine, None)
+    """Create each of :data:`POSTGRESQL_INDEXES` on PostgreSQL that its table lacks (built by
+    a version without it; ``table.create`` makes them with a new table)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for index in POSTGRESQL_INDEXES:
+        if not _has_index(conn, str(index.name)):
+            index.create(conn)
+            if index is SPANS_INDEX:
+                _SPANS_INDEXED.pop(conn.engine, None)
 
 
 def _has_index(conn: sa.Connection, name: str) -> bool:
@@ -640,15 +744,21 @@ def available(conn: sa.Connection) -> bool:
 
 
 __all__ = [
+    "ACCOUNT_KEYS",
     "DEALS_NAME",
     "DEAL_COLUMNS",
     "DEAL_STAGES",
+    "KEYS_NAME",
     "MASK_KEYS",
     "NAME",
+    "OPEN_DEALS_INDEX",
+    "POSTGRESQL_INDEXES",
+    "SCOPE_COLUMNS",
     "SOURCES",
     "SPANS_INDEX",
     "TABLE",
     "TABLES",
+    "WON_LAST_INDEX",
     "available",
     "changed_deals",
     "ended_at",

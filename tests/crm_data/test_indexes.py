@@ -26,7 +26,7 @@ FILTER_INDEXES = {
     "ix_subscriptions_product_id",
     "ix_tickets_product_id",
 }
-POSTGRESQL_ONLY = {"ix_deals_won_closed_at", "ix_payments_account_id_paid_at"}
+POSTGRESQL_ONLY = {"ix_deals_won_closed_at", "ix_payments_account_id_paid_at", "ix_deals_open"}
 
 
 def index_names(engine: sa.Engine) -> set[str]:
@@ -50,6 +50,8 @@ def test_indexes_per_database(db: sa.Engine) -> None:
         expected = {
             "ix_deals_won_closed_at": "(closed_at) INCLUDE (created_at) WHERE ((status)::text = 'won'::text)",
             "ix_payments_account_id_paid_at": "(account_id, paid_at) INCLUDE (amount)",
+            "ix_deals_open": "(owner_id) INCLUDE (product_id, deal_id, amount, created_at, account_id, pipeline)"
+            " WHERE ((status)::text = 'open'::text)",
         }
         with db.connect() as conn:
             for name, columns in expected.items():

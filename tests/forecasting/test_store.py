@@ -440,6 +440,64 @@ def test_each_signed_in_scope_and_each_filter_value_is_computed_ahead(
     assert calls == [1] * 6  # each series gained March (Enterprise's a 0): the three again, after the commit
 
 
+def test_lists_joined_by_a_comma_are_forecast_for_each_combination(
+    make_db: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``forecasts --each segments,regions``: each (segment, region) pair chosen together.
+    A1 (SMB) is in North, A2 (Enterprise) in South, so of the four pairs two hold revenue —
+    SMB & North is A1's series (1000 + 10·k), Enterprise & South A2's (5000, then nothing) —
+    and two hold none (nothing to forecast). Three forecasts: the company's and the two
+    pairs'; the page with that segment and region chosen reads its pair's back. More
+    selections than the store keeps: refused before anything is computed."""
+
+    engine = fill(make_db("duckdb"))  # type: ignore[operator]
+    with engine.begin() as c:
+        c.execute(
+            sa.update(schema.accounts).where(schema.accounts.c.account_id == "A1").values(region="North")
+        )
+        c.execute(
+            sa.update(schema.accounts).where(schema.accounts.c.account_id == "A2").values(region="South")
+        )
+    url = engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+    calls = counted(monkeypatch)
+    assert main(["forecasts", "--url", url, "--each", "segments,sectors"]) == 2
+    assert "--each: not filter lists: sectors" in capsys.readouterr().err and calls == []
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module, "MAX_ROWS", 4)
+        assert main(["forecasts", "--url", url, "--each", "segments,regions"]) == 2
+    assert "5 selections, more than the 4 forecasts the store keeps" in capsys.readouterr().err
+    assert calls == []
+    assert main(["forecasts", "--url", url, "--each", "segments,regions", "--jobs", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0].split(": ")[0] for line in lines] == [
+        "revenue forecast, whole company",
+        "revenue forecast, segment Enterprise, region North",
+        "revenue forecast, segment Enterprise, region South",
+        "revenue forecast, segment SMB, region North",
+        "revenue forecast, segment SMB, region South",
+    ]
+    assert [line.split(": ", 1)[1].split(" in ")[0] for line in lines] == [
+        "computed and stored", "no revenue", "computed and stored", "computed and stored", "no revenue"
+    ]  # fmt: skip
+    assert calls == [1, 1, 1]
+    FORECASTS.cache_clear()  # the dashboard's process
+    engine = make_engine(url, read_only=True)
+    try:
+        page = default_history_filters(engine)
+        assert page is not None
+        smb_north = revenue_forecast(engine, page.replace(segments=("SMB",), regions=("North",)))
+        enterprise_south = revenue_forecast(
+            engine, page.replace(segments=("Enterprise",), regions=("South",))
+        )
+    finally:
+        engine.dispose()
+        store_module.forget_opened()
+    assert calls == [1, 1, 1]  # read back
+    assert smb_north.history.tolist() == SMB
+    assert enterprise_south.history.tolist() == [5000.0] + [0.0] * 13
+
+
 def test_forecasts_computed_by_several_processes_are_the_ones_computed_here(make_db: object) -> None:
     """``forecasts --each segments --jobs 2``: the three series of the test above, forecast
     by two spawned processes, stored identical to the forecasts of this process. Run as the

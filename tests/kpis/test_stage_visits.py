@@ -13,6 +13,7 @@ deals of two pipelines.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -154,7 +155,7 @@ def table(engine: sa.Engine, stored: sa.Table = stage_visits.TABLE) -> pd.DataFr
     with engine.connect() as conn:
         rows = conn.execute(sa.select(stored)).mappings().all()
     frame = pd.DataFrame(rows, columns=list(stored.c.keys())).astype(str)
-    order = ["deal_id", "stage_key", "entered_at"] if stored is stage_visits.TABLE else ["deal_id"]
+    order = ["deal_id", "stage_key", "entered_at"] if stored is stage_visits.TABLE else [stored.c[0].name]
     return frame.sort_values(order, ignore_index=True)
 
 
@@ -488,3 +489,160 @@ def test_on_duckdb_stage_durations_fetches_the_stored_visits_per_stage_and_sorts
         else:
             assert len(reads) == open_stages and all("stage_key =" in s for s in reads), reads
         pd.testing.assert_frame_equal(frame, direct(engine, f, None, monkeypatch))
+
+
+def test_the_stored_rows_select_accounts_by_integer_keys_that_an_import_extends(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch, rebuilds: list[int]
+) -> None:
+    """``stage_visits.ACCOUNT_KEYS``: one key per account id of a deal (GHOST's too, which
+    has no ``accounts`` row), carried by every stored visit and deal row; on DuckDB an
+    account-level list selects the stored rows by ``account_key IN (keys joined to
+    accounts)``, never by their text ``account_id`` (PostgreSQL and SQLite: by the text
+    ids, as before), with the base tables' numbers. An import of a new account's
+    deal gives it the next key without renumbering the others; a full rebuild keeps them."""
+    from forecasting import pipeline_forecast
+    from kpis import funnel, open_deal_aging, stuck_deals, weighted_pipeline
+
+    load(db)
+    rollups.refresh_database(db, TODAY)
+    keys_before = table(db, stage_visits.ACCOUNT_KEYS).sort_values("account_id", ignore_index=True)
+    with db.connect() as conn:
+        ids = {
+            r[0] for r in conn.execute(sa.select(schema.deals.c.account_id).distinct()) if r[0] is not None
+        }
+    assert set(keys_before["account_id"]) == ids and "GHOST" in ids
+    assert sorted(keys_before["account_key"].astype(int)) == list(range(1, len(ids) + 1))
+    key_of = dict(zip(keys_before["account_id"], keys_before["account_key"].astype(int), strict=True))
+    for stored_table in (stage_visits.TABLE, stage_visits.DEAL_STAGES):
+        rows = table(db, stored_table)
+        expected = rows["account_id"].map(key_of)  # no account: no key (NULL)
+        found = pd.to_numeric(rows["account_key"], errors="coerce")
+        assert found.isna().equals(expected.isna()) and (found.dropna() == expected.dropna()).all()
+
+    region = Filters("2023-01-01", "2025-07-01", regions=["EU", "NA"], industries=["Tech"])
+    with fixtures.statements_sent(db, "rollup_") as sent:
+        stage_durations(db, region, now=datetime(2024, 9, 30))
+        funnel(db, region)
+        pipeline_forecast(db, region, months=3, today=TODAY)
+        weighted_pipeline(db, region)
+        open_deal_aging(db, region, now=datetime(2024, 9, 30))
+        stuck_deals(db, region, None, limit=50, now=datetime(2024, 9, 30))
+    reading = [
+        s
+        for s, _ in sent
+        if ("FROM rollup_stage_visits" in s or "FROM rollup_deal_stages" in s) and "WHERE" in s
+    ]
+    assert len(reading) >= 6
+    for statement in reading:  # DuckDB: the keys; elsewhere the text ids (crm_data.dialects)
+        by_key = "account_key IN" in statement and "rollup_account_keys" in statement
+        assert by_key == (db.dialect.name == "duckdb"), statement
+        assert (".account_id IN" in statement) == (not by_key), statement
+    assert_same_everywhere(db, monkeypatch)
+
+    # a new account with a deal: the next key, the others as they were
+    new_account = dict(fixtures.ACCOUNTS[0], account_id="A0NEW", name="New Co", region="NA", industry="Tech")
+    new_deal = deal("DNEW", "A0NEW", "open", datetime(2025, 11, 4))
+    history = [dict(deal_id="DNEW", stage="Lead", entered_at=datetime(2025, 11, 4))]
+    report = import_tables(
+        db,
+        [
+            TableInput("accounts", pd.DataFrame([new_account]), "test:accounts"),
+            TableInput("deals", pd.DataFrame([new_deal]), "test:deals"),
+            TableInput("deal_stage_history", pd.DataFrame(history), "test:deal_stage_history"),
+        ],
+        today=TODAY,
+    )
+    assert report.ok, report.errors
+    keys_after = table(db, stage_visits.ACCOUNT_KEYS).sort_values("account_id", ignore_index=True)
+    added = keys_after[keys_after["account_id"] == "A0NEW"]
+    assert [int(float(k)) for k in added["account_key"]] == [len(ids) + 1]
+    pd.testing.assert_frame_equal(
+        keys_after[keys_after["account_id"] != "A0NEW"].reset_index(drop=True), keys_before
+    )
+    assert (
+        int(float(table(db, stage_visits.DEAL_STAGES).set_index("deal_id")["account_key"]["DNEW"]))
+        == len(ids) + 1
+    )
+    build(db)
+    pd.testing.assert_frame_equal(
+        table(db, stage_visits.ACCOUNT_KEYS).sort_values("account_id", ignore_index=True), keys_after
+    )
+    assert_same_everywhere(db, monkeypatch)
+    everywhere = Filters("2025-01-01", "2026-01-01", regions=["NA"], industries=["Tech"])
+    assert "DNEW" in set(stuck_deals(db, everywhere, None, limit=500)["deal_id"])
+
+
+def test_stored_rows_built_without_account_keys_are_not_read_then_rebuilt(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch, rebuilds: list[int]
+) -> None:
+    """The stored visits and deal rows of the version before their ``account_key`` (and
+    without ``rollup_account_keys``): not read — the readers take the base tables, with
+    the same numbers —, and the next import rebuilds them whole, with the keys."""
+    from kpis import funnel
+    from kpis import pipeline as kpis_pipeline
+
+    load(db)
+    build(db)
+    region = Filters("2023-01-01", "2025-07-01", regions=["EU", "NA"], industries=["Tech"])
+    expected = (funnel(db, region), stage_durations(db, region))
+    with db.begin() as conn:
+        for name in (stage_visits.NAME, stage_visits.DEALS_NAME):
+            conn.exec_driver_sql(f"ALTER TABLE {name} DROP COLUMN account_key")
+        stage_visits.ACCOUNT_KEYS.drop(conn)
+    stage_visits._KNOWN.clear()
+    with db.connect() as conn:
+        assert stage_visits.NAME in derived.built(conn) and not stage_visits.available(conn)
+    with monkeypatch.context() as m:
+        m.setattr(sales, "_stored_visits", _refuse)
+        m.setattr(sales, "_durations_in_python", _refuse)
+        m.setattr(kpis_pipeline, "_stored_funnel_masks", _refuse)
+        pd.testing.assert_frame_equal(funnel(db, region), expected[0])
+        pd.testing.assert_frame_equal(stage_durations(db, region), expected[1])
+    assert import_tables(db, november(db), today=TODAY).ok
+    assert len(rebuilds) == 2
+    with db.connect() as conn:
+        assert stage_visits.available(conn)
+    after = table(db, stage_visits.DEAL_STAGES)
+    assert pd.to_numeric(after["account_key"], errors="coerce").notna().any()
+    build(db)
+    pd.testing.assert_frame_equal(after, table(db, stage_visits.DEAL_STAGES))
+
+
+def test_with_an_account_list_duckdb_reads_the_won_deals_median_and_histogram_from_the_stored_deal_rows(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``median_sales_cycle`` and ``sales_cycle_distribution`` (order-free figures of the won
+    deals) with an account-level list: on DuckDB from the stored deal rows, their accounts
+    by integer keys; elsewhere, without an account list, or with the stored rows not
+    readable, from the deals — the same numbers either way. ``sales_cycle`` (a mean of
+    doubles, which depends on the order of the sum) always reads the deals."""
+    from kpis import sales_cycle, sales_cycle_distribution
+    from kpis.sales import median_sales_cycle
+
+    load(db)
+    build(db)
+    region = Filters("2023-01-01", "2025-07-01", regions=["EU", "NA"], industries=["Tech"])
+    scoped = Filters("2023-01-01", "2025-07-01", scope=Scope(regions=("EU",)))
+    for f in (region, scoped, EVERY_DEAL):
+        with fixtures.statements_sent(db, "closed_at") as sent:
+            found = (median_sales_cycle(db, f), sales_cycle_distribution(db, f, bins=7), sales_cycle(db, f))
+        stored_rows = [s for s, _ in sent if "FROM rollup_deal_stages" in s]
+        if db.dialect.name == "duckdb" and f is not EVERY_DEAL:
+            assert len(stored_rows) == 3, sent  # the median, the longest cycle, the bins
+            assert all("account_key IN" in s for s in stored_rows)
+        else:
+            assert not stored_rows
+        assert sum("FROM deals" in s for s, _ in sent) == len(sent) - len(stored_rows)
+        with monkeypatch.context() as m:
+            m.setenv("CRM_ROLLUPS", "off")
+            expected = (
+                median_sales_cycle(db, f),
+                sales_cycle_distribution(db, f, bins=7),
+                sales_cycle(db, f),
+            )
+        assert found[0] == expected[0] or (math.isnan(found[0]) and math.isnan(expected[0]))
+        pd.testing.assert_frame_equal(found[1], expected[1], check_exact=True)
+        pd.testing.assert_frame_equal(found[2], expected[2], check_exact=True)
+    assert (
+        median_sales_cycle(db, region) > 0 and sales_cycle_distribution(db, region, bins=7)["deals"].sum() > 0
+    )
