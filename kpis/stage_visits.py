@@ -236,6 +236,35 @@ def stage_keys() -> sa.CTE:
     ).cte("stage_keys")
 
 
+def _window_columns(keys: sa.CTE) -> list[sa.ColumnElement]:
+    """The two window columns of :func:`visit_window` and :func:`history_window` over
+    ``deal_stage_history`` joined to ``keys``: ``later_position`` (the highest position of
+    an open stage among this row and the ones after it) and ``next_entered``.
+
+    One ordering of a deal's visits for both (one sort, not two): by entered_at, then the
+    stage's key — (position, stage) of a known stage; an unknown stage (no pipeline_stages
+    row: NULL key) first among visits entered at the same instant, on every database
+    (SQLite sorts NULL first by default, DuckDB and PostgreSQL last). Unknown stages at one
+    instant tie with each other, but they are no visits of their own, and the rows before
+    and after a known visit (which no other row ties with: (deal, stage, entered_at) is the
+    history's key) do not depend on their order, so neither do its next_entered and
+    later_position. Visits entered at the same instant but ordered before a visit have a
+    position ≤ its own (or none: not an open stage), so "progressed" (later_position >
+    position) is the same as over every visit entered at or after it, peers included."""
+    history = schema.deal_stage_history
+    visit_order = {
+        "partition_by": history.c.deal_id,
+        "order_by": [history.c.entered_at, keys.c.stage_key.asc().nulls_first()],
+    }
+    is_open_stage = keys.c.is_closed.is_not(sa.true())
+    return [
+        sa.func.max(sa.case((is_open_stage, keys.c.position)))
+        .over(**visit_order, rows=(0, None))
+        .label("later_position"),
+        sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
+    ]
+
+
 def visit_window(deals: sa.CTE, keys: sa.CTE, carried: Sequence[str] = ()) -> sa.CTE:
     """Every history row of the deals of ``deals`` (a CTE of ``deal_id``, ``won`` — the
     deal is won —, ``closed_end`` — its closed_at when won or lost, else NULL —, and the
@@ -244,19 +273,6 @@ def visit_window(deals: sa.CTE, keys: sa.CTE, carried: Sequence[str] = ()) -> sa
     highest position of an open stage among this row and the ones after it),
     next_entered, closed_end, then ``carried``."""
     history = schema.deal_stage_history
-    is_open_stage = keys.c.is_closed.is_not(sa.true())
-    # one ordering of a deal's visits for both window functions (one sort, not two): by
-    # entered_at, then the stage's key — (position, stage) of a known stage; an unknown
-    # stage (no pipeline_stages row: NULL key) first among visits entered at the same
-    # instant, on every database (SQLite sorts NULL first by default, DuckDB and
-    # PostgreSQL last). Unknown stages at one instant tie with each other, but they are
-    # no visits of their own, and the rows before and after a known visit (which no other
-    # row ties with: (deal, stage, entered_at) is the history's key) do not depend on
-    # their order, so neither do its next_entered and later_position.
-    visit_order = {
-        "partition_by": history.c.deal_id,
-        "order_by": [history.c.entered_at, keys.c.stage_key.asc().nulls_first()],
-    }
     return (
         sa.select(
             history.c.deal_id,
@@ -270,15 +286,7 @@ def visit_window(deals: sa.CTE, keys: sa.CTE, carried: Sequence[str] = ()) -> sa
             keys.c.stage.label("known_stage"),
             keys.c.is_closed,
             deals.c.won,
-            # highest position of an open stage among this visit and the ones after it.
-            # Visits entered at the same instant but ordered before this one have a
-            # position ≤ its own (or none: not an open stage), so "progressed"
-            # (later_position > position) is the same as over every visit entered at or
-            # after this one, peers included
-            sa.func.max(sa.case((is_open_stage, keys.c.position)))
-            .over(**visit_order, rows=(0, None))
-            .label("later_position"),
-            sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
+            *_window_columns(keys),
             deals.c.closed_end,
             *(deals.c[name] for name in carried),
         )
@@ -338,11 +346,6 @@ def history_window(keys: sa.CTE, where: Sequence[sa.ColumnElement[bool]] = ()) -
     deals' text columns as well (DuckDB at 1M accounts: the stored visits' build ≈ 25 %
     less CPU, docs/performance.md, session 15)."""
     history = schema.deal_stage_history
-    is_open_stage = keys.c.is_closed.is_not(sa.true())
-    visit_order = {
-        "partition_by": history.c.deal_id,
-        "order_by": [history.c.entered_at, keys.c.stage_key.asc().nulls_first()],
-    }
     return (
         sa.select(
             history.c.deal_id,
@@ -351,10 +354,7 @@ def history_window(keys: sa.CTE, where: Sequence[sa.ColumnElement[bool]] = ()) -
             keys.c.position,
             keys.c.stage.label("known_stage"),
             keys.c.is_closed,
-            sa.func.max(sa.case((is_open_stage, keys.c.position)))
-            .over(**visit_order, rows=(0, None))
-            .label("later_position"),
-            sa.func.lead(history.c.entered_at).over(**visit_order).label("next_entered"),
+            *_window_columns(keys),
         )
         .select_from(history.outerjoin(keys, keys.c.stage == history.c.stage))
         .where(*where)
