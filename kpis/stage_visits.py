@@ -236,10 +236,15 @@ def stage_keys() -> sa.CTE:
     ).cte("stage_keys")
 
 
-def _window_columns(keys: sa.CTE) -> list[sa.ColumnElement]:
-    """The two window columns of :func:`visit_window` and :func:`history_window` over
-    ``deal_stage_history`` joined to ``keys``: ``later_position`` (the highest position of
-    an open stage among this row and the ones after it) and ``next_entered``.
+def _history_columns(keys: sa.CTE) -> list[sa.ColumnElement]:
+    """The columns :func:`visit_window` and :func:`history_window` read of
+    ``deal_stage_history`` joined to ``keys``: deal_id, entered_at, stage_key, position,
+    known_stage (NULL: not in ``pipeline_stages``), is_closed, and two window columns,
+    ``later_position`` (the highest position of an open stage among this row and the ones
+    after it) and ``next_entered``. ``known_stage`` and ``is_closed`` are the stage's own
+    columns, not a CASE of them: the visits' filter is on the window's output, and
+    PostgreSQL estimates a filter on an expression there at 0.5 % of the rows (≈ 7k of 1.1M
+    visits at M), on columns from their statistics.
 
     One ordering of a deal's visits for both (one sort, not two): by entered_at, then the
     stage's key — (position, stage) of a known stage; an unknown stage (no pipeline_stages
@@ -258,6 +263,12 @@ def _window_columns(keys: sa.CTE) -> list[sa.ColumnElement]:
     }
     is_open_stage = keys.c.is_closed.is_not(sa.true())
     return [
+        history.c.deal_id,
+        history.c.entered_at,
+        keys.c.stage_key,
+        keys.c.position,
+        keys.c.stage.label("known_stage"),
+        keys.c.is_closed,
         sa.func.max(sa.case((is_open_stage, keys.c.position)))
         .over(**visit_order, rows=(0, None))
         .label("later_position"),
@@ -269,24 +280,14 @@ def visit_window(deals: sa.CTE, keys: sa.CTE, carried: Sequence[str] = ()) -> sa
     """Every history row of the deals of ``deals`` (a CTE of ``deal_id``, ``won`` — the
     deal is won —, ``closed_end`` — its closed_at when won or lost, else NULL —, and the
     ``carried`` columns) in one window per deal: deal_id, entered_at, stage_key, position,
-    known_stage (NULL: not in ``pipeline_stages``), is_closed, won, later_position (the
+    known_stage (NULL: not in ``pipeline_stages``), is_closed, later_position (the
     highest position of an open stage among this row and the ones after it),
-    next_entered, closed_end, then ``carried``."""
+    next_entered (:func:`_history_columns`), won, closed_end, then ``carried``."""
     history = schema.deal_stage_history
     return (
         sa.select(
-            history.c.deal_id,
-            history.c.entered_at,
-            keys.c.stage_key,
-            keys.c.position,
-            # the stage's own columns, not a CASE of them: the visits' filter below is on
-            # this window's output, and PostgreSQL estimates a filter on an expression
-            # there at 0.5 % of the rows (≈ 7k of 1.1M visits at M), on columns from
-            # their statistics
-            keys.c.stage.label("known_stage"),
-            keys.c.is_closed,
+            *_history_columns(keys),
             deals.c.won,
-            *_window_columns(keys),
             deals.c.closed_end,
             *(deals.c[name] for name in carried),
         )
@@ -347,15 +348,7 @@ def history_window(keys: sa.CTE, where: Sequence[sa.ColumnElement[bool]] = ()) -
     less CPU, docs/performance.md, session 15)."""
     history = schema.deal_stage_history
     return (
-        sa.select(
-            history.c.deal_id,
-            history.c.entered_at,
-            keys.c.stage_key,
-            keys.c.position,
-            keys.c.stage.label("known_stage"),
-            keys.c.is_closed,
-            *_window_columns(keys),
-        )
+        sa.select(*_history_columns(keys))
         .select_from(history.outerjoin(keys, keys.c.stage == history.c.stage))
         .where(*where)
         .cte("history_visits")
