@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_dashboard_browser import assert_no_exception, open_page, rerun_after
+from tests.browser.test_dashboard_browser import (
+    APP_IDLE,
+    assert_no_exception,
+    open_page,
+    rerun_after,
+)
 from tests.delivery.servers import webhook_server
 
 pytestmark = pytest.mark.browser
@@ -37,6 +42,9 @@ def test_add_a_rule_evaluate_it_and_see_it_fire(page, screenshot_dir) -> None:
         )
         rerun_after(page, lambda: page.get_by_role("button", name="Add rule").click())
         assert_no_exception(page, "Alerts after adding")
+        # "Add rule" runs the script twice (st.rerun): the button appears in the second run
+        page.get_by_role("button", name="Evaluate now").wait_for(timeout=60_000)
+        page.wait_for_selector(APP_IDLE, timeout=120_000)
         rerun_after(page, lambda: page.get_by_role("button", name="Evaluate now").click())
         assert_no_exception(page, "Alerts after evaluating")
         fired = page.locator(f'{MAIN} [data-testid="stAlertContentWarning"]').filter(has_text="Fired:")

@@ -58,6 +58,9 @@ def wait_for_app(page, settle_ms: int = 500) -> None:
         polling=200,
     )
     page.wait_for_timeout(settle_ms)
+    # A script that calls st.rerun() (the Alerts page after "Add rule") is idle for a moment
+    # between its two runs: if the second run started within the settle time, wait for it.
+    page.wait_for_selector(APP_IDLE, timeout=120_000)
 
 
 def rerun_after(page, action) -> None:
@@ -72,6 +75,14 @@ def rerun_after(page, action) -> None:
         }"""
     )
     action()
+    # A click that lands while a run is under way (a button that appears only in that run)
+    # restarts the run without the state leaving "running": that run takes the action in.
+    page.evaluate(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            if (app.getAttribute('data-test-script-state') === 'running') window.__crmRuns += 1;
+        }"""
+    )
     page.wait_for_function("() => window.__crmRuns > 0", timeout=60_000, polling=100)
     wait_for_app(page)
 
