@@ -417,6 +417,17 @@ def fetches_columns(dialect: sa.Dialect) -> bool:
     return dialect.name == "duckdb"
 
 
+def counts_selected_rows(dialect: sa.Dialect) -> bool:
+    """True when a Kaplan–Meier over rows selected by a filter other than the date range
+    (owners, products, pipelines, an account list: few rows) is computed in numpy from the
+    fetched rows rather than by the database's numbering window: DuckDB (it hands whole
+    columns over, :func:`fetches_columns`, so it fetches every selection) and PostgreSQL,
+    whose tuples of ≈ 10k–100k selected visits at 100k accounts arrive faster than it sorts
+    and numbers them (``kpis.sales.stage_durations``; docs/performance.md, session 16).
+    SQLite keeps the SQL."""
+    return dialect.name in ("duckdb", "postgresql")
+
+
 def fetch_columns(conn: sa.Connection, statement: sa.Executable) -> dict[str, np.ndarray]:
     """``statement``'s result as one numpy array per column, by name: on DuckDB its
     ``fetchnumpy`` (:func:`fetches_columns`), elsewhere built from the rows."""
@@ -426,7 +437,8 @@ def fetch_columns(conn: sa.Connection, statement: sa.Executable) -> dict[str, np
         arrays = result.cursor.fetchnumpy()
         return {name: np.asarray(arrays[raw]) for name, raw in zip(names, arrays, strict=True)}
     rows = result.fetchall()
-    return {name: np.array([row[i] for row in rows]) for i, name in enumerate(names)}
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return {name: np.array(values) for name, values in zip(names, columns, strict=True)}
 
 
 def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) -> ColumnElement:

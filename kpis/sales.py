@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from crm_data import schema
 from crm_data.dialects import (
+    counts_selected_rows,
     days_between,
     fetch_columns,
     fetches_columns,
@@ -270,7 +271,10 @@ def stage_durations(
     when they are built and ``CRM_ROLLUPS`` is not ``off``, else from one window over the
     history of each deal in the range: the same visits, the same frames. On DuckDB the
     stored visits' durations are fetched as arrays and the Kaplan–Meier runs in numpy
-    (:func:`_durations_in_python`: the same numbers as the SQL of :func:`_km_quantiles`).
+    (:func:`_durations_in_python`: the same numbers as the SQL of :func:`_km_quantiles`);
+    on PostgreSQL too when a filter other than the date range selects the visits (few of
+    them: :func:`crm_data.dialects.counts_selected_rows`), else from the index of finished
+    lengths (:func:`_km_from_spans`).
     """
     columns = [
         "stage",
@@ -288,9 +292,10 @@ def stage_durations(
         dialect = c.dialect
         keys = stage_visits.stage_keys()
         stored = rollups.visits_readable(c)
-        if stored and fetches_columns(dialect):
+        selected = bool(scope(f, stage_visits.TABLE))
+        if stored and (fetches_columns(dialect) or (selected and counts_selected_rows(dialect))):
             return _finish_durations(_durations_in_python(c, f, censor, keys))[columns]
-        if stored and not scope(f, stage_visits.TABLE) and stage_visits.spans_indexed(c):
+        if stored and not selected and stage_visits.spans_indexed(c):
             counts, quantiles = _km_from_spans(dialect, f, censor)
         else:
             if stored:
@@ -400,7 +405,8 @@ def _stored_visits(dialect: sa.Dialect, f: Filters, censor: sa.ColumnElement) ->
     first visit to a stage is observed when any of them is (it is entered first) and is
     progressed when any of them is (its later positions include theirs), so a stage's
     deals and progressed deals are sums of the first visits' flags — no grouping per deal.
-    On DuckDB :func:`_durations_in_python` reads the stored visits instead."""
+    On DuckDB, and on PostgreSQL with a selection, :func:`_durations_in_python` reads the
+    stored visits instead."""
     t = stage_visits.TABLE
     event, duration = _observed(dialect, t.c.entered_at, t.c.ended_at, censor)
     visits = (
@@ -577,7 +583,10 @@ def _durations_in_python(
 ) -> pd.DataFrame:
     """:func:`stage_durations`' rows from the stored visits with the counting and the
     Kaplan–Meier in numpy, for a database that hands over whole columns
-    (:func:`crm_data.dialects.fetches_columns`).
+    (:func:`crm_data.dialects.fetches_columns`), or for visits selected by a filter other
+    than the date range on one whose rows outrun its numbering window
+    (:func:`crm_data.dialects.counts_selected_rows`: PostgreSQL, ≈ 86k rows for the
+    busiest product at 100k accounts against the window's sort and joins).
 
     The visits selected as in :func:`_stored_visits` (deals created in the range, in scope,
     entered before C) arrive as two columns per stage: the duration (the same
@@ -630,8 +639,9 @@ def _durations_in_python(
             yield arrays["duration"], arrays["flags"]
 
     rows = []
-    for durations, stage_flags in per_stage():
-        counts = np.bincount(stage_flags.astype(np.intp), minlength=8)
+    for durations, fetched_flags in per_stage():
+        stage_flags = fetched_flags.astype(np.intp)  # no rows from a row store: a float array
+        counts = np.bincount(stage_flags, minlength=8)
         bits = np.arange(8)
         finished = int(counts[(bits & FINISHED_BIT) > 0].sum())
         censored_visits = durations[(stage_flags & FINISHED_BIT) == 0]
