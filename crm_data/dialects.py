@@ -422,10 +422,54 @@ def counts_selected_rows(dialect: sa.Dialect) -> bool:
     (owners, products, pipelines, an account list: few rows) is computed in numpy from the
     fetched rows rather than by the database's numbering window: DuckDB (it hands whole
     columns over, :func:`fetches_columns`, so it fetches every selection) and PostgreSQL,
-    whose tuples of ≈ 10k–100k selected visits at 100k accounts arrive faster than it sorts
-    and numbers them (``kpis.sales.stage_durations``; docs/performance.md, session 16).
+    whose ≈ 10k–100k selected visits at 100k accounts, packed per stage into one byte string
+    (:func:`packed_rows`), arrive faster than it sorts and numbers them
+    (``kpis.sales.stage_durations``; docs/performance.md, session 16).
     SQLite keeps the SQL."""
     return dialect.name in ("duckdb", "postgresql")
+
+
+#: A value's binary send function and its numpy type in :func:`packed_rows` (big-endian, as
+#: PostgreSQL's ``*send`` functions write them).
+_PACKED: dict[type, tuple[str, str]] = {
+    sa.Double: ("float8send", ">f8"),
+    sa.Float: ("float8send", ">f8"),
+    sa.SmallInteger: ("int2send", ">i2"),
+    sa.BigInteger: ("int8send", ">i8"),
+    sa.Integer: ("int4send", ">i4"),
+}
+
+
+def _packed_format(value: ColumnElement) -> tuple[str, str]:
+    for kind, packed in _PACKED.items():
+        if isinstance(value.type, kind):
+            return packed
+    raise NotImplementedError(f"packed_rows: no binary form for {value.type!r}")
+
+
+def packed_rows(dialect: sa.Dialect, *values: ColumnElement) -> ColumnElement[bytes] | None:
+    """Aggregate: the group's rows of ``values`` (doubles, integers) as one byte string,
+    each row their binary forms one after the other (PostgreSQL: ``string_agg(float8send(a)
+    || int2send(b) || …, '')``, the exact bits of each value), for :func:`unpack_rows`: a
+    group of 86k rows arrives as one value instead of 86k tuples, each value a Python
+    object (0.3–0.5 s of client CPU at 100k accounts, docs/performance.md, session 16).
+    None elsewhere (DuckDB fetches whole columns, :func:`fetches_columns`)."""
+    if dialect.name != "postgresql":
+        return None
+    parts = [getattr(sa.func, _packed_format(v)[0])(v, type_=sa.LargeBinary()) for v in values]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.op("||", return_type=sa.LargeBinary())(part)
+    return sa.func.string_agg(joined, sa.literal_column("''::bytea"), type_=sa.LargeBinary())
+
+
+def unpack_rows(packed: bytes | None, *values: ColumnElement) -> list[np.ndarray]:
+    """The columns of :func:`packed_rows`' byte string (``values`` as given there), each a
+    native numpy array (float64, int16, …): the same numbers the rows would carry."""
+    formats = [_packed_format(v)[1] for v in values]
+    record = np.dtype([(f"f{i}", fmt) for i, fmt in enumerate(formats)])
+    rows = np.frombuffer(packed or b"", dtype=record)
+    return [rows[f"f{i}"].astype(np.dtype(fmt).newbyteorder("=")) for i, fmt in enumerate(formats)]
 
 
 def fetch_columns(conn: sa.Connection, statement: sa.Executable) -> dict[str, np.ndarray]:
@@ -437,8 +481,7 @@ def fetch_columns(conn: sa.Connection, statement: sa.Executable) -> dict[str, np
         arrays = result.cursor.fetchnumpy()
         return {name: np.asarray(arrays[raw]) for name, raw in zip(names, arrays, strict=True)}
     rows = result.fetchall()
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return {name: np.array(values) for name, values in zip(names, columns, strict=True)}
+    return {name: np.array([row[i] for row in rows]) for i, name in enumerate(names)}
 
 
 def days_between(dialect: sa.Dialect, start: ColumnElement, end: ColumnElement) -> ColumnElement:

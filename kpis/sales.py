@@ -24,9 +24,11 @@ from crm_data.dialects import (
     days_between,
     fetch_columns,
     fetches_columns,
+    packed_rows,
     percentile,
     period_start,
     scans_to_filter,
+    unpack_rows,
 )
 from kpis import rollups, stage_visits
 from kpis.core import LOW_SAMPLE, connection, period_rows, period_starts, read_frame, wilson_interval
@@ -586,7 +588,8 @@ def _durations_in_python(
     (:func:`crm_data.dialects.fetches_columns`), or for visits selected by a filter other
     than the date range on one whose rows outrun its numbering window
     (:func:`crm_data.dialects.counts_selected_rows`: PostgreSQL, ≈ 86k rows for the
-    busiest product at 100k accounts against the window's sort and joins).
+    busiest product at 100k accounts against the window's sort and joins; there each
+    stage's (duration, flags) arrive as one byte string, :func:`crm_data.dialects.packed_rows`).
 
     The visits selected as in :func:`_stored_visits` (deals created in the range, in scope,
     entered before C) arrive as two columns per stage: the duration (the same
@@ -621,6 +624,19 @@ def _durations_in_python(
     stage_list = [int(k) for k in stages["stage_key"]]
 
     def per_stage() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        packed = packed_rows(c.dialect, duration, flags)
+        if selected and packed is not None:  # PostgreSQL: one byte string per stage
+            fetched = {
+                int(key): unpack_rows(rows, duration, flags)
+                for key, rows in c.execute(
+                    sa.select(t.c.stage_key, packed.label("rows")).where(*chosen).group_by(t.c.stage_key)
+                )
+            }
+            nothing = unpack_rows(None, duration, flags)
+            for key in stage_list:
+                stage_durations, stage_flags = fetched.get(key, nothing)
+                yield stage_durations, stage_flags
+            return
         if selected:
             arrays = fetch_columns(
                 c,

@@ -2,7 +2,8 @@
 list): the Kaplan–Meier numbers by hand on DuckDB, SQLite and PostgreSQL, from the base tables
 and from the stored visits; on PostgreSQL the selected stored visits are fetched and counted in
 numpy (``kpis.sales._durations_in_python``, :func:`crm_data.dialects.counts_selected_rows`), not
-numbered by the database's window (``_km_quantiles``).
+numbered by the database's window (``_km_quantiles``): one byte string of (duration, flags) per
+stage (:func:`crm_data.dialects.packed_rows`).
 
 The January leads of ``test_stage_durations_spans`` (account A1: Tech, owner u1, product P1;
 n = 14, median 6 days, p90 never reached) plus deals no selection below takes: account A2
@@ -88,8 +89,10 @@ def test_on_postgresql_a_selection_is_counted_in_numpy(make_db, monkeypatch, sel
     monkeypatch.setattr(sales, "_km_quantiles", _refuse)  # the numbering of the selected visits
     monkeypatch.setattr(sales, "_km_from_spans", _refuse)  # the date range alone
     f, expected = SELECTIONS[selection]
-    assert _lead(engine, f) == pytest.approx(expected, nan_ok=True)
+    with fixtures.statements_sent(engine, "string_agg") as statements:
+        assert _lead(engine, f) == pytest.approx(expected, nan_ok=True)
     assert taken == [True]
+    assert len(statements) == 1  # the selected visits as one byte string per stage (packed_rows)
 
 
 def test_which_databases_count_a_selection_in_numpy(db):
