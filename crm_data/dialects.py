@@ -441,6 +441,7 @@ _PACKED: dict[type, tuple[str, str]] = {
 
 
 def _packed_format(value: ColumnElement) -> tuple[str, str]:
+    """(PostgreSQL send function, numpy type) of ``value``'s SQL type (:data:`_PACKED`)."""
     for kind, packed in _PACKED.items():
         if isinstance(value.type, kind):
             return packed

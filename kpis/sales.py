@@ -604,7 +604,8 @@ def _durations_in_python(
     Selected by the date range alone, one statement per stage (each a scan of the stored
     table filtered by its stage: no sort); with owners, products, pipelines or accounts
     selected (few visits, and an account list's subquery per scan), one statement ordered
-    by stage."""
+    by stage — on PostgreSQL grouped by stage, each group's rows packed into one byte string
+    (:func:`crm_data.dialects.packed_rows`, read back by ``unpack_rows``)."""
     stages = read_frame(
         c,
         sa.select(keys.c.stage_key, keys.c.stage, keys.c.position)
@@ -634,8 +635,7 @@ def _durations_in_python(
             }
             nothing = unpack_rows(None, duration, flags)
             for key in stage_list:
-                stage_durations, stage_flags = fetched.get(key, nothing)
-                yield stage_durations, stage_flags
+                yield fetched.get(key, nothing)
             return
         if selected:
             arrays = fetch_columns(
@@ -656,7 +656,7 @@ def _durations_in_python(
 
     rows = []
     for durations, fetched_flags in per_stage():
-        stage_flags = fetched_flags.astype(np.intp)  # no rows from a row store: a float array
+        stage_flags = fetched_flags.astype(np.intp)  # int16 from DuckDB and from unpack_rows
         counts = np.bincount(stage_flags, minlength=8)
         bits = np.arange(8)
         finished = int(counts[(bits & FINISHED_BIT) > 0].sum())
