@@ -32,6 +32,7 @@ Streamlit).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import math
 import threading
@@ -1297,7 +1298,46 @@ def _discounted_transactions(
     factors = (1 + discount_rate) ** (-years * steps[1:])
     # Σ_k factor_k · (E[Y(k)] − E[Y(k−1)]) per (x, T) (the caller spreads it over the
     # customers: the (horizon × customers) array is never built, 250 MB at 600k customers)
-    return (factors[:, None] * np.diff(future, axis=0)).sum(axis=0)
+    return _sum_rows(factors[:, None] * np.diff(future, axis=0))
+
+
+#: ``ChurnRisk._fill_clv`` of one result from two threads writes its column once.
+_CLV_LOCK = threading.Lock()
+
+
+def _discounted_values(
+    transactions: BgNbdFit, x: np.ndarray, T: np.ndarray, horizon: int, discount_rate: float
+) -> np.ndarray:
+    """:func:`_discounted_transactions`, kept for the process (:func:`_discounted_cached`):
+    Streamlit's cache hands each rerun of a page a new copy of ``churn_risk``'s result,
+    whose clv_revenue is filled again on it — from here, not from the quadrature."""
+    params = (transactions.r, transactions.alpha, transactions.a, transactions.b, transactions.unit)
+    x, T = np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(T, dtype=float)
+    return _discounted_cached(params, x.tobytes(), T.tobytes(), horizon, discount_rate).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _discounted_cached(
+    params: tuple[float, float, float, float, str], x: bytes, T: bytes, horizon: int, discount_rate: float
+) -> np.ndarray:
+    r, alpha, a, b, unit = params
+    fit = BgNbdFit(r, alpha, a, b, math.nan, pd.DataFrame(), 0, unit)
+    x_values, T_values = np.frombuffer(x, dtype=float), np.frombuffer(T, dtype=float)
+    return _discounted_transactions(fit, x_values, T_values, horizon, discount_rate)
+
+
+def _sum_rows(terms: np.ndarray) -> np.ndarray:
+    """Σ_k terms[k] per column, added k = 0, 1, 2, … in turn: ``terms.sum(axis=0)`` of two
+    or more columns bit for bit (numpy adds the rows one after the other then). Of a single
+    column numpy sums pairwise instead, so a (x, T)'s discounted transactions would depend
+    on how many others are computed beside it; here each column's sum is the same whatever
+    the others (:meth:`ChurnRisk.ranking` computes the CLV of the rows it takes alone)."""
+    if len(terms) == 0:
+        return np.zeros(terms.shape[1:])
+    total = terms[0].copy()
+    for row in terms[1:]:
+        total += row
+    return total
 
 
 # ---------------------------------------------------------------- from the database
@@ -1600,7 +1640,8 @@ class ChurnRisk:
       per transaction) and clv_revenue (discounted expected revenue over the horizon);
       ``accounts`` is it ranked by inactive_probability, ``ranking`` ranks it by any
       column and takes only the rows asked for (the page shows the first 1,000 of up to
-      ~0.7M at 1M accounts);
+      ~0.7M at 1M accounts). clv_revenue is filled when asked for (``clv_missing``): for
+      the rows ``ranking`` takes, for every account when it ranks by it or takes them all;
     * ``transactions`` / ``spend``: the BG/NBD and Gamma-Gamma fits (None when the data
       cannot identify them; ``problems`` says why);
     * ``holdout``: calibration / holdout check (``bg_nbd_holdout``), ``holdout_summary``
@@ -1622,6 +1663,12 @@ class ChurnRisk:
     #: ``by_account``'s account_ids ascend, so a row's position is its id's rank (ties in
     #: a ranking are broken by it without sorting the ids again).
     ids_ascending: bool = field(default=False, compare=False, repr=False)
+    #: Per row of ``by_account``: its clv_revenue is not computed yet (NaN until
+    #: :meth:`_fill_clv`); None: every row's is there. The CLV's quadrature per distinct
+    #: (x, T) — 53 horizons × 48 nodes each, ~19k pairs over three years at 1M accounts —
+    #: was a quarter of ``churn_risk``'s time there, for a column the page shows for its
+    #: 1,000 rows unless it ranks by it.
+    clv_missing: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def accounts(self) -> pd.DataFrame:
@@ -1649,7 +1696,11 @@ class ChurnRisk:
         that many units before the end (T − recency ≤ within_units). ``rows``: the first
         ``rows`` of the ranking only (``.head(rows)`` of the whole one): only those rows
         are taken from ``by_account`` (every column of ~0.6M accounts was ~0.1 s at 1M).
-        By inactive_probability over every account the order is ``order`` (no sort)."""
+        By inactive_probability over every account the order is ``order`` (no sort).
+        clv_revenue is filled first for every account when ``by`` is it or ``rows`` is
+        None, else for the rows taken (:meth:`_fill_clv`)."""
+        if by == "clv_revenue" or rows is None:
+            self._fill_clv(None)
         accounts = self.by_account
         if by == "inactive_probability" and within_units is None:
             positions = self._order()
@@ -1666,7 +1717,33 @@ class ChurnRisk:
             positions = keep[_descending_order(accounts[by].to_numpy(dtype=float)[keep], ties=ids[keep])]
         if rows is not None:
             positions = positions[: max(rows, 0)]
-        return accounts.iloc[positions].reset_index(drop=True)
+            self._fill_clv(positions)
+        return self.by_account.iloc[positions].reset_index(drop=True)
+
+    def _fill_clv(self, positions: np.ndarray | None) -> None:
+        """clv_revenue of the rows at ``positions`` (None: every row) not computed yet:
+        expected_amount · Σ_k (E[Y(k)] − E[Y(k−1)]) ÷ (1 + d)^(k·years per unit) ·
+        alive_probability, the sum per distinct (x, T) of those rows
+        (:func:`_discounted_values`) — each row's the number ``customer_lifetime_value``
+        gives it, whichever other rows are computed with it."""
+        missing = self.clv_missing
+        if missing is None or self.transactions is None:
+            return
+        with _CLV_LOCK:
+            wanted = np.flatnonzero(missing) if positions is None else positions[missing[positions]]
+            if len(wanted) == 0:
+                return
+            accounts = self.by_account
+            x, age, alive, amount = (
+                accounts[c].to_numpy(dtype=float)[wanted]
+                for c in ("frequency", "T", "alive_probability", "expected_amount")
+            )
+            (ux, uT), pair = _distinct(x, age)
+            discounted = _discounted_values(self.transactions, ux, uT, self.horizon, self.discount_rate)
+            column = accounts["clv_revenue"].to_numpy(dtype=float, copy=True)
+            column[wanted] = amount * (discounted[pair] * alive)
+            accounts["clv_revenue"] = column
+            missing[wanted] = False
 
     @property
     def low_sample(self) -> bool:
@@ -1910,12 +1987,11 @@ def churn_risk(
                 "Gamma-Gamma: spend per transaction varies so much between accounts (q ≤ 1) that "
                 "there is no finite average: accounts without a repeat payment get no value."
             )
-        if transactions is not None:
-            # customer_lifetime_value's numbers: per distinct (x, T) of the histories (the
-            # same pairs, in the same order, as of the accounts), P(alive) per account as above
-            (ux, uT), pair = _distinct(histories[0], histories[2])
-            discounted = _discounted_transactions(transactions, ux, uT, horizon, discount_rate)
-            accounts["clv_revenue"] = amount * (discounted[pair[inverse]] * alive)
+    # customer_lifetime_value's numbers (expected_amount · discounted transactions ·
+    # P(alive)), computed when a ranking asks for them (ChurnRisk._fill_clv)
+    clv_missing = (
+        np.ones(len(accounts), dtype=bool) if transactions is not None and spend is not None else None
+    )
     # ranked as positions only: the page takes the rows it shows (``ranking(rows=…)``)
     order, ids_ascending = _ranked(accounts)
     holdout, holdout_summary = (pd.DataFrame(), {})
@@ -1933,6 +2009,7 @@ def churn_risk(
         discount_rate,
         order,
         ids_ascending,
+        clv_missing,
     )
 
 

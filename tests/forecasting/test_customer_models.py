@@ -262,6 +262,31 @@ def test_customer_lifetime_value(bg_nbd, cdnow_spend):
     assert np.all(customer_lifetime_value(bg_nbd, spend, *args, horizon=0) == 0)
 
 
+def test_discounted_transactions_of_a_history_do_not_depend_on_the_others(bg_nbd, cdnow):
+    """The CLV's discounted transactions of each distinct (x, T) computed alone equal its
+    value computed with all the others, bit for bit (``ChurnRisk`` computes the CLV of the
+    rows a page takes alone): Σ_k over the horizons is added k = 1, 2, … in turn whatever
+    the number of histories (numpy's ``sum(axis=0)`` of one column adds pairwise)."""
+    (x, T), _ = cm._distinct(cdnow["frequency"].to_numpy(float), cdnow["T"].to_numpy(float))
+    x, T = x[::7][:60], T[::7][:60]
+    together = cm._discounted_transactions(bg_nbd, x, T, 52, 0.1)
+    alone = np.concatenate(
+        [cm._discounted_transactions(bg_nbd, x[i : i + 1], T[i : i + 1], 52, 0.1) for i in range(len(x))]
+    )
+    np.testing.assert_array_equal(alone, together)
+    # and the sum is Σ_k factor_k · (E[Y(k)] − E[Y(k−1)]), by hand for one history
+    k = np.arange(53)
+    cumulative = np.array(
+        [
+            bg_nbd.expected_transactions(i, x[5], 0.0, T[5]) / bg_nbd.alive_probability(x[5], 0.0, T[5])
+            for i in k
+        ]
+    ).ravel()
+    manual = float(np.sum(np.diff(cumulative) / 1.1 ** (k[1:] * 7 / 365.25)))
+    assert together[5] == pytest.approx(manual, rel=1e-12)
+    assert cm._discounted_transactions(bg_nbd, x, T, 0, 0.1).tolist() == [0.0] * len(x)
+
+
 # ---------------------------------------------------------------- aggregated input, fits kept (issue 15)
 
 

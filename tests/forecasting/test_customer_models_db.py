@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.pages import forget_built_statements
 from crm_data.engines import make_engine
 from forecasting import customer_models as cm
 from kpis.clv_summary import customer_summary, customer_summary_counts
@@ -415,6 +416,51 @@ def test_churn_risk_without_names_ranks_the_same_accounts(demo: sa.Engine) -> No
     pd.testing.assert_frame_equal(bare.accounts, named.accounts.drop(columns=["name", "segment"]))
     expected = named.accounts.sort_values(["clv_revenue", "account_id"], ascending=[False, True])
     assert bare.ranking("clv_revenue")["account_id"].tolist() == expected["account_id"].tolist()
+
+
+def test_churn_risk_computes_the_lifetime_value_of_the_rows_asked_for(
+    demo: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``churn_risk`` leaves clv_revenue to the rankings: the CLV's quadrature (53 horizons)
+    runs for the distinct (x, T) of the rows a ranking takes, for every account when it
+    ranks by clv_revenue or takes them all — and each row's value is the one
+    ``customer_lifetime_value`` gives every account at once, bit for bit."""
+    f = Filters(dt.date(2023, 6, 1), dt.date(2024, 7, 1))
+    horizons: list[tuple[int, int]] = []  # (steps, histories) of each quadrature
+    real = cm._future_transactions_steps
+    monkeypatch.setattr(
+        cm,
+        "_future_transactions_steps",
+        lambda r, alpha, a, b, steps, x, T: (
+            horizons.append((len(steps), len(x))) or real(r, alpha, a, b, steps, x, T)
+        ),
+    )
+    forget_built_statements()  # the fits and the discounted transactions kept by the process
+    risk = cm.churn_risk(demo, f, unit="week", horizon=52, as_of=AS_OF, names=False)
+    assert risk.transactions is not None and risk.spend is not None
+    assert [n for n, _ in horizons if n == 53] == []  # no CLV yet
+    accounts = risk.by_account
+    every = cm.customer_lifetime_value(
+        risk.transactions, risk.spend, accounts["frequency"], accounts["recency"], accounts["T"],
+        accounts["mean_repeat_amount"], horizon=52, discount_rate=0.1,
+    )  # fmt: skip
+    horizons.clear()
+    top = risk.ranking("inactive_probability", rows=5)
+    histories = len(top[["frequency", "T"]].drop_duplicates())
+    assert horizons == [(53, histories)] and histories <= 5
+    positions = risk.order[:5]
+    np.testing.assert_array_equal(top["clv_revenue"].to_numpy(), every[positions])
+    assert risk.by_account["clv_revenue"].notna().sum() == 5  # the others wait
+    horizons.clear()
+    pd.testing.assert_frame_equal(risk.ranking("inactive_probability", rows=5), top)
+    assert horizons == []  # computed once
+    ranked = risk.ranking("clv_revenue")
+    assert [n for n, _ in horizons] == [53]
+    np.testing.assert_array_equal(risk.by_account["clv_revenue"].to_numpy(), every)
+    expected = accounts.assign(clv_revenue=every).sort_values(
+        ["clv_revenue", "account_id"], ascending=[False, True]
+    )
+    assert ranked["account_id"].tolist() == expected["account_id"].tolist()
 
 
 def test_per_account_in_one_pass_by_hand(small: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
