@@ -139,6 +139,10 @@ def _transaction_days(dialect: sa.Dialect, f: Filters, start: dt.datetime, end: 
 #: payments (:func:`_per_account`): 5 years = buckets of 15 days
 #: (``crm_data.dialects.distinct_buckets``), no two payments of a monthly payer in one.
 BITMAP_DAYS = 1830
+#: Days between two payments of a monthly payer, at least (28 February → 28 March): buckets
+#: of days up to this wide hold one payment of such a payer each (up to 63 × 28 = 1,764
+#: days in a BIGINT's bits: ``crm_data.dialects.distinct_buckets``' ``apart``).
+MONTHLY_DAYS = 28
 
 
 def _split_columns(day: sa.ColumnElement, split: dt.datetime | None) -> list[sa.ColumnElement]:
@@ -193,7 +197,7 @@ def _per_account(
     payments = _positive_payments(dialect, f, f.start_ts, end, only)
     if high - low <= BITMAP_DAYS and only is None:
         rows = payments.subquery("positive_payments")
-        buckets = distinct_buckets(dialect, rows.c.day, low, high)
+        buckets = distinct_buckets(dialect, rows.c.day, low, high, apart=MONTHLY_DAYS)
         first_spend = value_at_min(dialect, rows.c.amount, rows.c.day)
         if buckets is not None and first_spend is not None:
             return _per_account_one_pass(dialect, payments, rows, buckets, first_spend, split)
@@ -245,7 +249,7 @@ def _per_account_one_pass(
     of ``crm_data.dialects.distinct_buckets``' buckets its payments occupy = its
     payments), so on different days, has a transaction per payment: its figures are the
     aggregates of its payments. The other accounts — two payments on one day, or on two
-    days of one bucket (none in the demo: a bucket is at most 15 days) — are grouped by
+    days of one bucket (none in the demo: a bucket is at most 28 days) — are grouped by
     day as before, from the payments of those accounts alone; both parts have the same
     columns, the same numbers as grouping every account by day (its sums of doubles in
     another order, as two runs of either form are).

@@ -551,6 +551,41 @@ def test_distinct_buckets_by_hand(db: sa.Engine) -> None:
         assert [tuple(r) for r in c.execute(statement)] == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
 
 
+def test_distinct_buckets_of_a_bigint_by_hand(db: sa.Engine) -> None:
+    """With ``apart`` = 28 (a monthly payer's days), days 100 … 480 (381 days) fit 63
+    buckets of ⌈381 ÷ 63⌉ = 7 days, at most 28 wide: bits of a BIGINT. 100, 101, 102 share
+    bucket 0 (1 for 3 rows); 100, 107, 480 are buckets 0, 1 and 54 (3 for 3); 470, 476,
+    477 are buckets 52, 53, 53 (2 for 3). 63 buckets of 28 days cover 1,764 days; one day
+    more and a HUGEINT's 127 buckets (of 14 days) are used. The per-account summary over
+    three years (1,096 days: buckets of 18) uses the BIGINT; over five years the HUGEINT."""
+    from crm_data.dialects import BUCKETS, NARROW_BUCKETS, bucket_count, bucket_width, distinct_buckets
+    from kpis import clv_summary
+
+    assert (NARROW_BUCKETS, BUCKETS) == (63, 127)
+    assert (bucket_count(100, 480, 28), bucket_width(100, 480, 63)) == (63, 7)
+    assert (bucket_count(0, 1763, 28), bucket_count(0, 1764, 28), bucket_count(100, 480)) == (63, 127, 127)
+    assert bucket_width(0, 1764, bucket_count(0, 1764, 28)) == 14
+    day = sa.column("day", sa.Integer())
+    buckets = distinct_buckets(db.dialect, day, 100, 480, apart=28)
+    if db.dialect.name != "duckdb":
+        assert buckets is None
+        return
+    assert "CAST(1 AS BIGINT)" in str(buckets) and "HUGEINT" not in str(buckets)
+    rows = "(VALUES (1, 100), (1, 101), (1, 102), (2, 100), (2, 107), (2, 480), (3, 470), (3, 476), (3, 477))"
+    statement = (
+        sa.select(sa.column("g"), buckets, sa.func.count())
+        .select_from(sa.text(f"{rows} AS t(g, day)"))
+        .group_by(sa.column("g"))
+        .order_by(sa.column("g"))
+    )
+    with db.connect() as c:
+        assert [tuple(r) for r in c.execute(statement)] == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
+    for years, kind in ((3, "BIGINT"), (5, "HUGEINT")):
+        f = Filters(dt.date(2024 - years, 6, 1), dt.date(2024, 6, 1))
+        sql = str(clv_summary._statement(db.dialect, f, f.end_ts, None, dt.datetime(2023, 6, 1), False))
+        assert f"CAST(1 AS {kind}) <<" in sql
+
+
 def test_per_account_with_two_days_in_one_bucket_by_hand(
     small: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
