@@ -586,6 +586,30 @@ def test_distinct_buckets_of_a_bigint_by_hand(db: sa.Engine) -> None:
         assert f"CAST(1 AS {kind}) <<" in sql
 
 
+def test_grouped_counts_equal_pandas_grouping() -> None:
+    """``customer_summary_split``'s calibration rows grouped by one sort of a mixed-radix
+    key: the same frame as pandas' sorted ``groupby(...).size()`` — by hand on five rows,
+    on 20,000 random rows with negative values, with a column of one value, in the pandas
+    fallback (a key over 62 bits) and empty."""
+    from kpis.clv_summary import _grouped_counts
+
+    def pandas(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+        keys = pd.DataFrame(columns)
+        return keys.groupby(list(keys.columns), sort=True).size().rename("accounts").reset_index()
+
+    by_hand = {"a": np.array([2, 1, 2, 1, 2]), "b": np.array([5, 7, 5, 3, 4])}
+    assert _grouped_counts(by_hand).values.tolist() == [[1, 3, 1], [1, 7, 1], [2, 4, 1], [2, 5, 2]]
+    rng = np.random.default_rng(3)
+    cases = [
+        {"t": rng.integers(1, 26, 20_000), "span": rng.integers(0, 732, 20_000), "first": rng.integers(-50, 700, 20_000), "h": rng.integers(0, 14, 20_000)},
+        {"t": np.full(100, 4), "span": rng.integers(0, 3, 100)},
+        {"x": rng.integers(-(2**40), 2**40, 500), "y": rng.integers(0, 2**30, 500)},
+        {"t": np.zeros(0, dtype=int), "span": np.zeros(0, dtype=int)},
+    ]  # fmt: skip
+    for columns in cases:
+        pd.testing.assert_frame_equal(_grouped_counts(columns), pandas(columns), check_exact=True)
+
+
 def test_per_account_with_two_days_in_one_bucket_by_hand(
     small: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
