@@ -44,6 +44,7 @@ import pandas as pd
 import sqlalchemy as sa
 from scipy import optimize, special
 
+from forecasting import fit_store
 from forecasting.threads import single_threaded_blas
 from kpis.filters import Filters
 
@@ -283,14 +284,25 @@ class FitCache:
     def get_or_fit(
         self, parts: tuple[object, ...], fit: Callable[[], MaximumLikelihood]
     ) -> MaximumLikelihood:
-        """The cached fit of ``parts``, or ``fit()`` (kept for next time)."""
+        """The cached fit of ``parts``; else the one stored beside the database
+        (:mod:`forecasting.fit_store`, within its ``fits_beside``); else ``fit()``, kept for
+        next time (and stored when the block writes)."""
         key = self.key(parts)
+        store = fit_store.current()
         with self._lock:
-            if key in self._fits:
+            kept = self._fits.get(key)
+            if kept is not None:
                 self._fits.move_to_end(key)
                 self.hits += 1
-                return self._fits[key]
-        result = fit()
+        if kept is not None:
+            if store is not None:
+                store.keep(key, kept, computed=False)
+            return kept
+        result = None if store is None else store.get(key)
+        if result is None:
+            result = fit()
+            if store is not None:
+                store.keep(key, result)
         with self._lock:
             self.misses += 1
             self._fits[key] = result
@@ -1309,6 +1321,7 @@ def _summary(conn: Bind, f: Filters, unit: str, as_of: dt.datetime | dt.date | N
     return customer_summary(conn, f, unit=unit, as_of=as_of)
 
 
+@fit_store.reads_stored_fits
 def fit_bg_nbd(
     conn: Bind, f: Filters, unit: str = "week", as_of: dt.datetime | dt.date | None = None
 ) -> BgNbdFit:
@@ -1321,6 +1334,7 @@ def fit_bg_nbd(
     return BgNbdFit(**{**fit.__dict__, "accounts": summary})
 
 
+@fit_store.reads_stored_fits
 def fit_gamma_gamma(
     conn: Bind, f: Filters, unit: str = "week", as_of: dt.datetime | dt.date | None = None
 ) -> GammaGammaFit:
@@ -1417,6 +1431,7 @@ def _try_fit(churned: np.ndarray, censored: np.ndarray) -> SbgFit | None:
         return None
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def cohort_sbg(
     conn: Bind,
@@ -1528,6 +1543,7 @@ def cohort_sbg(
     return CohortSbg(pooled, fits, curves, adjusted, freq, pooled_curve, table)
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def cohort_sbg_holdout(
     conn: Bind, f: Filters, holdout: int = 6, as_of: dt.datetime | None = None
@@ -1683,6 +1699,7 @@ def _fit_or_problem(function: Callable[[], object], name: str, problems: list[st
         return None
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def bg_nbd_holdout(
     conn: Bind,
@@ -1831,6 +1848,7 @@ def _descending_order(values: np.ndarray, ties: np.ndarray | None = None) -> np.
     return by_ties[np.argsort(codes[by_ties], kind="stable")]
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def churn_risk(
     conn: Bind,

@@ -588,6 +588,10 @@ class Ahead:
     stored: bool
     months: int
     seconds: float
+    #: The Customers & churn page's model fits of the same selection
+    #: (:func:`forecasting.fit_store.fit_ahead`): how many were new and stored, the seconds.
+    fits: int = 0
+    fits_seconds: float = 0.0
 
     def line(self) -> str:
         if not self.months:
@@ -598,6 +602,8 @@ class Ahead:
             done = f"computed and stored in {self.seconds:.1f} s"
         else:
             done = f"computed in {self.seconds:.1f} s but NOT stored (the store beside the database is read-only)"
+        if self.fits:
+            done += f" · customer models: {self.fits} fits stored in {self.fits_seconds:.1f} s"
         return f"{self.what} ({self.months} months): {done}"
 
 
@@ -659,13 +665,28 @@ def compute_ahead(
     computed = set(first_of.values())
     done: list[Ahead] = []
     for i, (selection, series, key, reading) in enumerate(series_of):
+        fits, fits_seconds = _fits_ahead(conn, store, selection, today) if len(series) else (0, 0.0)
         if i not in computed:  # no revenue, already stored, or the same series as an earlier selection
-            done.append(Ahead(selection.what, False, True, len(series), reading))
+            done.append(Ahead(selection.what, False, True, len(series), reading, fits, fits_seconds))
             continue
         result, seconds = results[key or i]
         stored = store.put(key, result)
-        done.append(Ahead(selection.what, True, stored, len(series), reading + seconds))
+        done.append(Ahead(selection.what, True, stored, len(series), reading + seconds, fits, fits_seconds))
     return done
+
+
+def _fits_ahead(
+    conn: sa.Connection | sa.Engine, store: ForecastStore, selection: Selection, today: dt.date | None
+) -> tuple[int, float]:
+    """:func:`forecasting.fit_store.fit_ahead` of ``selection`` into ``store``'s results
+    when it can be written: (fits stored, seconds)."""
+    if not store.writable:
+        return 0, 0.0
+    from forecasting.fit_store import fit_ahead
+
+    began = time.perf_counter()
+    stored = fit_ahead(conn, store.results, selection.filters, today)
+    return stored, time.perf_counter() - began
 
 
 def compute_ahead_beside(engine: sa.Engine, today: dt.date | None = None) -> list[Ahead]:
