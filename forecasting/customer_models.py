@@ -256,7 +256,8 @@ def maximise(
 
 class FitCache:
     """The maximum-likelihood fits of this process, keyed by the model and a hash of its
-    aggregated input (the distinct rows and their weights, or the sBG's counts): a fit
+    aggregated input (the distinct rows and their weights, or the sBG's counts; the
+    Gamma-Gamma's amounts to 7 digits: :func:`fit_gamma_gamma_summary`): a fit
     depends on nothing else, so the same input — the same cohorts at another grain, the
     same accounts under another filter — is not fitted twice. Least recently used fits
     are dropped beyond ``maxsize``. ``cache_clear()`` forgets them all (the benchmarks do,
@@ -1257,8 +1258,13 @@ def fit_gamma_gamma_summary(
     (ux, um), counts = _weighted_rows(x, m, weights=None if weights is None else w)
     mean = float(np.mean(m)) if weights is None else float(np.sum(w * m) / np.sum(w))
     terms = _GammaGammaTerms(ux, um, counts)
+    # The key holds the amounts (and their mean, the search's start) to float32's 7 digits: a
+    # database adds an account's payments in an order that may change the sum's last bits
+    # from run to run (DuckDB's threads), and the same payments must find the same fit — here
+    # and stored beside the database. Inputs equal to 7 digits give fits equal far below
+    # the shown digits; the fit kept is the one computed from the first such input.
     fit = FITS.get_or_fit(
-        ("gamma_gamma", mean, ux, um, counts),
+        ("gamma_gamma", np.float32(mean), ux, um.astype(np.float32), counts),
         lambda: maximise(
             terms.log_likelihood,
             ("p", "q", "v"),

@@ -19,7 +19,8 @@ file, the database itself on PostgreSQL), so that
 **Never stale**: the key (:func:`stored_key`) is a hash of the in-process key
 (:func:`forecasting.result.forecast_key`: the series' dates, values bit for bit and name,
 and the arguments) and of :func:`method_version` — a hash of every source file of the
-``forecasting`` package, the versions of statsmodels, scipy, numpy and pandas, the Python
+``forecasting`` package but the :data:`STORAGE_MODULES`, the versions of statsmodels,
+scipy, numpy and pandas, the Python
 version and the machine's architecture. New data (a new month, an import), other arguments
 or other code give another key; a row of another version is never asked for again (and is
 dropped by the next write).
@@ -107,12 +108,23 @@ _version: str | None = None
 _version_lock = threading.Lock()
 
 
-def version_of(root: Path, installed: Mapping[str, str]) -> str:
-    """A hash of every ``*.py`` file under ``root`` (relative path and bytes), the
-    ``installed`` versions (name -> version), the Python version and the machine's
-    architecture."""
+#: The modules that only store results and read them back, left out of
+#: :func:`method_version`: an edit there computes nothing differently, so the stored
+#: results stay valid. What they write carries a ``FORMAT`` number (this module's and
+#: :mod:`forecasting.fit_store`'s), raised whenever the body changes; a row of another
+#: format is not read.
+STORAGE_MODULES = ("store.py", "fit_store.py")
+
+
+def version_of(root: Path, installed: Mapping[str, str], leave_out: Iterable[str] = ()) -> str:
+    """A hash of every ``*.py`` file under ``root`` (relative path and bytes) but those
+    named in ``leave_out`` (relative paths), the ``installed`` versions (name -> version),
+    the Python version and the machine's architecture."""
+    left_out = set(leave_out)
     digest = hashlib.blake2b(digest_size=16)
     for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).as_posix() in left_out:
+            continue
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     for name, version in sorted(installed.items()):
@@ -130,14 +142,15 @@ def _installed(name: str) -> str:
 
 def method_version() -> str:
     """The version of the forecasting method a stored forecast was computed by:
-    :func:`version_of` the ``forecasting`` package's sources and the installed
-    :data:`DEPENDENCIES` (statsmodels, scipy, numpy, pandas). Computed once per process
-    (≈ 10 ms)."""
+    :func:`version_of` the ``forecasting`` package's sources but the
+    :data:`STORAGE_MODULES`, and the installed :data:`DEPENDENCIES` (statsmodels, scipy,
+    numpy, pandas). Computed once per process (≈ 10 ms)."""
     global _version
     with _version_lock:
         if _version is None:
             root = Path(__file__).resolve().parent
-            _version = version_of(root, {name: _installed(name) for name in DEPENDENCIES})
+            installed = {name: _installed(name) for name in DEPENDENCIES}
+            _version = version_of(root, installed, leave_out=STORAGE_MODULES)
         return _version
 
 
@@ -603,7 +616,8 @@ class Ahead:
         else:
             done = f"computed in {self.seconds:.1f} s but NOT stored (the store beside the database is read-only)"
         if self.fits:
-            done += f" · customer models: {self.fits} fits stored in {self.fits_seconds:.1f} s"
+            fits = f"{self.fits} fit" + ("s" if self.fits != 1 else "")
+            done += f" · customer models: {fits} stored in {self.fits_seconds:.1f} s"
         return f"{self.what} ({self.months} months): {done}"
 
 
