@@ -45,6 +45,7 @@ import pandas as pd
 import sqlalchemy as sa
 from scipy import optimize, special
 
+from forecasting import fit_store
 from forecasting.threads import single_threaded_blas
 from kpis.filters import Filters
 
@@ -256,7 +257,8 @@ def maximise(
 
 class FitCache:
     """The maximum-likelihood fits of this process, keyed by the model and a hash of its
-    aggregated input (the distinct rows and their weights, or the sBG's counts): a fit
+    aggregated input (the distinct rows and their weights, or the sBG's counts; the
+    Gamma-Gamma's amounts to 7 digits: :func:`fit_gamma_gamma_summary`): a fit
     depends on nothing else, so the same input — the same cohorts at another grain, the
     same accounts under another filter — is not fitted twice. Least recently used fits
     are dropped beyond ``maxsize``. ``cache_clear()`` forgets them all (the benchmarks do,
@@ -284,14 +286,25 @@ class FitCache:
     def get_or_fit(
         self, parts: tuple[object, ...], fit: Callable[[], MaximumLikelihood]
     ) -> MaximumLikelihood:
-        """The cached fit of ``parts``, or ``fit()`` (kept for next time)."""
+        """The cached fit of ``parts``; else the one stored beside the database
+        (:mod:`forecasting.fit_store`, within its ``fits_beside``); else ``fit()``, kept for
+        next time (and stored when the block writes)."""
         key = self.key(parts)
+        store = fit_store.current()
         with self._lock:
-            if key in self._fits:
+            kept = self._fits.get(key)
+            if kept is not None:
                 self._fits.move_to_end(key)
                 self.hits += 1
-                return self._fits[key]
-        result = fit()
+        if kept is not None:
+            if store is not None:
+                store.keep(key, kept, computed=False)
+            return kept
+        result = None if store is None else store.get(key)
+        if result is None:
+            result = fit()
+            if store is not None:
+                store.keep(key, result)
         with self._lock:
             self.misses += 1
             self._fits[key] = result
@@ -1246,8 +1259,13 @@ def fit_gamma_gamma_summary(
     (ux, um), counts = _weighted_rows(x, m, weights=None if weights is None else w)
     mean = float(np.mean(m)) if weights is None else float(np.sum(w * m) / np.sum(w))
     terms = _GammaGammaTerms(ux, um, counts)
+    # The key holds the amounts (and their mean, the search's start) to float32's 7 digits: a
+    # database adds an account's payments in an order that may change the sum's last bits
+    # from run to run (DuckDB's threads), and the same payments must find the same fit — here
+    # and stored beside the database. Inputs equal to 7 digits give fits equal far below
+    # the shown digits; the fit kept is the one computed from the first such input.
     fit = FITS.get_or_fit(
-        ("gamma_gamma", mean, ux, um, counts),
+        ("gamma_gamma", np.float32(mean), ux, um.astype(np.float32), counts),
         lambda: maximise(
             terms.log_likelihood,
             ("p", "q", "v"),
@@ -1349,6 +1367,7 @@ def _summary(conn: Bind, f: Filters, unit: str, as_of: dt.datetime | dt.date | N
     return customer_summary(conn, f, unit=unit, as_of=as_of)
 
 
+@fit_store.reads_stored_fits
 def fit_bg_nbd(
     conn: Bind, f: Filters, unit: str = "week", as_of: dt.datetime | dt.date | None = None
 ) -> BgNbdFit:
@@ -1361,6 +1380,7 @@ def fit_bg_nbd(
     return BgNbdFit(**{**fit.__dict__, "accounts": summary})
 
 
+@fit_store.reads_stored_fits
 def fit_gamma_gamma(
     conn: Bind, f: Filters, unit: str = "week", as_of: dt.datetime | dt.date | None = None
 ) -> GammaGammaFit:
@@ -1457,6 +1477,7 @@ def _try_fit(churned: np.ndarray, censored: np.ndarray) -> SbgFit | None:
         return None
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def cohort_sbg(
     conn: Bind,
@@ -1568,6 +1589,7 @@ def cohort_sbg(
     return CohortSbg(pooled, fits, curves, adjusted, freq, pooled_curve, table)
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def cohort_sbg_holdout(
     conn: Bind, f: Filters, holdout: int = 6, as_of: dt.datetime | None = None
@@ -1760,6 +1782,7 @@ def _fit_or_problem(function: Callable[[], object], name: str, problems: list[st
         return None
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def bg_nbd_holdout(
     conn: Bind,
@@ -1908,6 +1931,7 @@ def _descending_order(values: np.ndarray, ties: np.ndarray | None = None) -> np.
     return by_ties[np.argsort(codes[by_ties], kind="stable")]
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def churn_risk(
     conn: Bind,

@@ -507,6 +507,20 @@ def test_a_fit_of_the_same_input_is_kept_and_returned_again(cdnow):
     assert len(cm.FITS) == 0
 
 
+def test_a_gamma_gamma_fit_is_found_again_for_amounts_that_differ_in_the_last_bits(cdnow_spend):
+    """A database's sums of the same payments may differ in the last bits from run to run
+    (DuckDB adds in thread order): the Gamma-Gamma's amounts count to 7 digits in the key, so
+    the same payments find the same fit; amounts that differ in the 5th digit are another."""
+    cm.FITS.cache_clear()
+    first = fit_gamma_gamma_summary(cdnow_spend["x"], cdnow_spend["zbar"])
+    last_bits = np.nextafter(cdnow_spend["zbar"].to_numpy(dtype=float), np.inf)
+    assert not np.array_equal(last_bits, cdnow_spend["zbar"].to_numpy(dtype=float))
+    again = fit_gamma_gamma_summary(cdnow_spend["x"], last_bits)
+    assert (cm.FITS.hits, cm.FITS.misses) == (1, 1) and again.params == first.params
+    fit_gamma_gamma_summary(cdnow_spend["x"], cdnow_spend["zbar"] * 1.0001)
+    assert cm.FITS.misses == 2
+
+
 def test_lifetime_value_steps_equal_one_expectation_per_step(bg_nbd, cdnow_spend):
     rows = cdnow_spend.head(50)
     x, T = rows["x"].to_numpy(float), rows["T"].to_numpy(float)
