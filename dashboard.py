@@ -177,6 +177,7 @@ overview_exports(
     ),
 )
 
+
 def card_periods(card: CardNumbers | str | None) -> str:
     """ "Nov 2026 vs Oct 2026": the periods a card shows, for its slide."""
     if not isinstance(card, CardNumbers) or card.period is None:

@@ -153,7 +153,7 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     forecasts = command(
         "forecasts",
-        "compute ahead the revenue forecasts the Forecast page opens on",
+        "compute ahead the revenue forecasts and customer-model fits the dashboard opens on",
         "Compute the revenue forecasts the dashboard's Forecast page opens on (monthly revenue, all "
         "history, 12 months ahead, the automatic model) for the whole company and for the scope of "
         "every signed-in user who sees only part of the data, and store them beside the sign-in "
@@ -163,6 +163,8 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
         "(a new full month is new data). --each adds one forecast per value of the filter lists "
         "named (one region, one owner, … chosen in the filter bar); lists joined by a comma "
         "(regions,industries) add one per combination (a region and an industry chosen together). "
+        "The same run fits and stores the customer models the Customers & churn page opens on (churn "
+        "risk's BG/NBD and Gamma-Gamma, the cohort sBGs) for each of those selections. "
         "Reads the CRM tables only: it works beside the dashboard.",
     )
     forecasts.add_argument(

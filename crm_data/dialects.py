@@ -560,34 +560,50 @@ def bytewise(dialect: sa.Dialect, text: ColumnElement[str]) -> ColumnElement[str
 
 #: Buckets of :func:`distinct_buckets`: bits 0 … 126 of a HUGEINT (1 << 127 overflows).
 BUCKETS = 127
+#: Buckets of :func:`distinct_buckets` in a BIGINT: bits 0 … 62 (1 << 63 overflows).
+NARROW_BUCKETS = 63
 
 
-def bucket_width(low: int, high: int) -> int:
+def bucket_width(low: int, high: int, buckets: int = BUCKETS) -> int:
     """How many consecutive integers of ``[low, high]`` share a bucket of
-    :func:`distinct_buckets`: ⌈(high − low + 1) ÷ BUCKETS⌉."""
-    return max(1, -(-(int(high) - int(low) + 1) // BUCKETS))
+    :func:`distinct_buckets`: ⌈(high − low + 1) ÷ buckets⌉."""
+    return max(1, -(-(int(high) - int(low) + 1) // buckets))
+
+
+def bucket_count(low: int, high: int, apart: int = 1) -> int:
+    """How many buckets :func:`distinct_buckets` cuts ``[low, high]`` into:
+    :data:`NARROW_BUCKETS` (a BIGINT) when they are at most ``apart`` wide, so values
+    ``apart`` or more apart still never share one; :data:`BUCKETS` (a HUGEINT) otherwise."""
+    return NARROW_BUCKETS if bucket_width(low, high, NARROW_BUCKETS) <= apart else BUCKETS
 
 
 def distinct_buckets(
-    dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int
+    dialect: sa.Dialect, value: ColumnElement[int], low: int, high: int, apart: int = 1
 ) -> ColumnElement[int] | None:
     """Aggregate: how many of the buckets of ``[low, high]`` — bucket i holds low + i·w …
-    low + (i + 1)·w − 1, w = :func:`bucket_width` — hold a value of the group (every
-    value in ``[low, high]``). At most the group's distinct values; equal to its rows only
-    when each row's value has a bucket of its own, and then the values are distinct
-    (the converse fails: two distinct values may share a bucket).
+    low + (i + 1)·w − 1, w = ``bucket_width(low, high, bucket_count(low, high, apart))``
+    — hold a value of the group (every value in ``[low, high]``). At most the group's
+    distinct values; equal to its rows only when each row's value has a bucket of its own,
+    and then the values are distinct (the converse fails: two distinct values may share a
+    bucket). Values w or more apart are in different buckets: ``apart`` is the gap the
+    caller's groups usually keep (a monthly payer's days, 28), so 63 buckets of a BIGINT
+    serve when they are at most that wide, else 127 narrower ones of a HUGEINT.
 
-    DuckDB: ``bit_count(bit_or(1 << bucket))`` over a HUGEINT, a 16-byte state per group,
-    where ``bitstring_agg`` (:func:`bitmap_agg`) holds a bitmap of high − low + 1 bits
-    (at 1M accounts over three years ≈ 0.4 s CPU and ≈ 200 MB more at the peak); None
-    where the database has no such aggregate (the caller groups by the value first)."""
+    DuckDB: ``bit_count(bit_or(1 << bucket))`` over a BIGINT (an 8-byte state; at 1M
+    accounts over three years ≈ 10 % less CPU for the per-account statement than the
+    HUGEINT's 16-byte state and 128-bit shifts) or a HUGEINT, where ``bitstring_agg``
+    (:func:`bitmap_agg`) holds a bitmap of high − low + 1 bits (at 1M accounts over three
+    years ≈ 0.4 s CPU and ≈ 200 MB more at the peak); None where the database has no
+    such aggregate (the caller groups by the value first)."""
     if dialect.name != "duckdb":
         return None
-    width = bucket_width(low, high)
+    buckets = bucket_count(low, high, apart)
+    width = bucket_width(low, high, buckets)
     # (value − low) // w: DuckDB's integer division (value ≥ low: the floor)
     offset = (value - sa.literal_column(str(int(low)))).self_group()
     bucket = offset.op("//")(sa.literal_column(str(width)))
-    bit = sa.literal_column("CAST(1 AS HUGEINT)").op("<<")(bucket.self_group())
+    one = "CAST(1 AS BIGINT)" if buckets == NARROW_BUCKETS else "CAST(1 AS HUGEINT)"
+    bit = sa.literal_column(one).op("<<")(bucket.self_group())
     return sa.func.bit_count(sa.func.bit_or(bit), type_=sa.BigInteger())
 
 

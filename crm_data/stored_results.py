@@ -29,6 +29,7 @@ then just not there.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -156,29 +157,40 @@ class ResultStore(BesideAccounts):
         the same key replaced, rows of ``kind`` of another version dropped, at most
         ``keep`` rows of ``kind``). False when the store cannot be written (a read-only
         role or file, a concurrent writer of the same key): never raises for that."""
-        row = {
-            "result_key": key,
-            "kind": kind,
-            "version": version,
-            "computed_at": computed_at or _now(),
-            "body": body,
-        }
+        return self.put_many({key: body}, kind, version, computed_at, keep)
+
+    def put_many(
+        self,
+        bodies: Mapping[str, str],
+        kind: str,
+        version: str,
+        computed_at: dt.datetime | None = None,
+        keep: int = MAX_ROWS,
+    ) -> bool:
+        """:meth:`put` of each ``key: body`` of ``bodies``, all in one transaction."""
+        when = computed_at or _now()
+        rows = [
+            {"result_key": key, "kind": kind, "version": version, "computed_at": when, "body": body}
+            for key, body in bodies.items()
+        ]
+        if not rows:
+            return True
         table = results_table
         try:
             with self.engine.begin() as conn:
                 metadata.create_all(conn, checkfirst=True)
-                conn.execute(table.delete().where(table.c.result_key == key))
+                conn.execute(table.delete().where(table.c.result_key.in_(list(bodies))))
                 conn.execute(table.delete().where(table.c.kind == kind, table.c.version != version))
-                conn.execute(table.insert().values(**row))
-                rows = conn.execute(
+                conn.execute(table.insert(), rows)
+                count = conn.execute(
                     sa.select(sa.func.count()).select_from(table).where(table.c.kind == kind)
                 ).scalar_one()
-                if rows > keep:
+                if count > keep:
                     oldest = (
                         sa.select(table.c.result_key)
-                        .where(table.c.kind == kind, table.c.result_key != key)
+                        .where(table.c.kind == kind, table.c.result_key.not_in(list(bodies)))
                         .order_by(table.c.computed_at, table.c.result_key)
-                        .limit(rows - keep)
+                        .limit(count - keep)
                     )
                     keys = list(conn.execute(oldest).scalars())
                     conn.execute(table.delete().where(table.c.result_key.in_(keys)))

@@ -32,6 +32,7 @@ Streamlit).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import math
 import threading
@@ -44,6 +45,7 @@ import pandas as pd
 import sqlalchemy as sa
 from scipy import optimize, special
 
+from forecasting import fit_store
 from forecasting.threads import single_threaded_blas
 from kpis.filters import Filters
 
@@ -255,7 +257,8 @@ def maximise(
 
 class FitCache:
     """The maximum-likelihood fits of this process, keyed by the model and a hash of its
-    aggregated input (the distinct rows and their weights, or the sBG's counts): a fit
+    aggregated input (the distinct rows and their weights, or the sBG's counts; the
+    Gamma-Gamma's amounts to 7 digits: :func:`fit_gamma_gamma_summary`): a fit
     depends on nothing else, so the same input — the same cohorts at another grain, the
     same accounts under another filter — is not fitted twice. Least recently used fits
     are dropped beyond ``maxsize``. ``cache_clear()`` forgets them all (the benchmarks do,
@@ -283,14 +286,25 @@ class FitCache:
     def get_or_fit(
         self, parts: tuple[object, ...], fit: Callable[[], MaximumLikelihood]
     ) -> MaximumLikelihood:
-        """The cached fit of ``parts``, or ``fit()`` (kept for next time)."""
+        """The cached fit of ``parts``; else the one stored beside the database
+        (:mod:`forecasting.fit_store`, within its ``fits_beside``); else ``fit()``, kept for
+        next time (and stored when the block writes)."""
         key = self.key(parts)
+        store = fit_store.current()
         with self._lock:
-            if key in self._fits:
+            kept = self._fits.get(key)
+            if kept is not None:
                 self._fits.move_to_end(key)
                 self.hits += 1
-                return self._fits[key]
-        result = fit()
+        if kept is not None:
+            if store is not None:
+                store.keep(key, kept, computed=False)
+            return kept
+        result = None if store is None else store.get(key)
+        if result is None:
+            result = fit()
+            if store is not None:
+                store.keep(key, result)
         with self._lock:
             self.misses += 1
             self._fits[key] = result
@@ -1245,8 +1259,13 @@ def fit_gamma_gamma_summary(
     (ux, um), counts = _weighted_rows(x, m, weights=None if weights is None else w)
     mean = float(np.mean(m)) if weights is None else float(np.sum(w * m) / np.sum(w))
     terms = _GammaGammaTerms(ux, um, counts)
+    # The key holds the amounts (and their mean, the search's start) to float32's 7 digits: a
+    # database adds an account's payments in an order that may change the sum's last bits
+    # from run to run (DuckDB's threads), and the same payments must find the same fit — here
+    # and stored beside the database. Inputs equal to 7 digits give fits equal far below
+    # the shown digits; the fit kept is the one computed from the first such input.
     fit = FITS.get_or_fit(
-        ("gamma_gamma", mean, ux, um, counts),
+        ("gamma_gamma", np.float32(mean), ux, um.astype(np.float32), counts),
         lambda: maximise(
             terms.log_likelihood,
             ("p", "q", "v"),
@@ -1297,7 +1316,46 @@ def _discounted_transactions(
     factors = (1 + discount_rate) ** (-years * steps[1:])
     # Σ_k factor_k · (E[Y(k)] − E[Y(k−1)]) per (x, T) (the caller spreads it over the
     # customers: the (horizon × customers) array is never built, 250 MB at 600k customers)
-    return (factors[:, None] * np.diff(future, axis=0)).sum(axis=0)
+    return _sum_rows(factors[:, None] * np.diff(future, axis=0))
+
+
+#: ``ChurnRisk._fill_clv`` of one result from two threads writes its column once.
+_CLV_LOCK = threading.Lock()
+
+
+def _discounted_values(
+    transactions: BgNbdFit, x: np.ndarray, T: np.ndarray, horizon: int, discount_rate: float
+) -> np.ndarray:
+    """:func:`_discounted_transactions`, kept for the process (:func:`_discounted_cached`):
+    Streamlit's cache hands each rerun of a page a new copy of ``churn_risk``'s result,
+    whose clv_revenue is filled again on it — from here, not from the quadrature."""
+    params = (transactions.r, transactions.alpha, transactions.a, transactions.b, transactions.unit)
+    x, T = np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(T, dtype=float)
+    return _discounted_cached(params, x.tobytes(), T.tobytes(), horizon, discount_rate).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _discounted_cached(
+    params: tuple[float, float, float, float, str], x: bytes, T: bytes, horizon: int, discount_rate: float
+) -> np.ndarray:
+    r, alpha, a, b, unit = params
+    fit = BgNbdFit(r, alpha, a, b, math.nan, pd.DataFrame(), 0, unit)
+    x_values, T_values = np.frombuffer(x, dtype=float), np.frombuffer(T, dtype=float)
+    return _discounted_transactions(fit, x_values, T_values, horizon, discount_rate)
+
+
+def _sum_rows(terms: np.ndarray) -> np.ndarray:
+    """Σ_k terms[k] per column, added k = 0, 1, 2, … in turn: ``terms.sum(axis=0)`` of two
+    or more columns bit for bit (numpy adds the rows one after the other then). Of a single
+    column numpy sums pairwise instead, so a (x, T)'s discounted transactions would depend
+    on how many others are computed beside it; here each column's sum is the same whatever
+    the others (:meth:`ChurnRisk.ranking` computes the CLV of the rows it takes alone)."""
+    if len(terms) == 0:
+        return np.zeros(terms.shape[1:])
+    total = terms[0].copy()
+    for row in terms[1:]:
+        total += row
+    return total
 
 
 # ---------------------------------------------------------------- from the database
@@ -1309,6 +1367,7 @@ def _summary(conn: Bind, f: Filters, unit: str, as_of: dt.datetime | dt.date | N
     return customer_summary(conn, f, unit=unit, as_of=as_of)
 
 
+@fit_store.reads_stored_fits
 def fit_bg_nbd(
     conn: Bind, f: Filters, unit: str = "week", as_of: dt.datetime | dt.date | None = None
 ) -> BgNbdFit:
@@ -1321,6 +1380,7 @@ def fit_bg_nbd(
     return BgNbdFit(**{**fit.__dict__, "accounts": summary})
 
 
+@fit_store.reads_stored_fits
 def fit_gamma_gamma(
     conn: Bind, f: Filters, unit: str = "week", as_of: dt.datetime | dt.date | None = None
 ) -> GammaGammaFit:
@@ -1417,6 +1477,7 @@ def _try_fit(churned: np.ndarray, censored: np.ndarray) -> SbgFit | None:
         return None
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def cohort_sbg(
     conn: Bind,
@@ -1528,6 +1589,7 @@ def cohort_sbg(
     return CohortSbg(pooled, fits, curves, adjusted, freq, pooled_curve, table)
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def cohort_sbg_holdout(
     conn: Bind, f: Filters, holdout: int = 6, as_of: dt.datetime | None = None
@@ -1600,7 +1662,8 @@ class ChurnRisk:
       per transaction) and clv_revenue (discounted expected revenue over the horizon);
       ``accounts`` is it ranked by inactive_probability, ``ranking`` ranks it by any
       column and takes only the rows asked for (the page shows the first 1,000 of up to
-      ~0.7M at 1M accounts);
+      ~0.7M at 1M accounts). clv_revenue is filled when asked for (``clv_missing``): for
+      the rows ``ranking`` takes, for every account when it ranks by it or takes them all;
     * ``transactions`` / ``spend``: the BG/NBD and Gamma-Gamma fits (None when the data
       cannot identify them; ``problems`` says why);
     * ``holdout``: calibration / holdout check (``bg_nbd_holdout``), ``holdout_summary``
@@ -1622,6 +1685,12 @@ class ChurnRisk:
     #: ``by_account``'s account_ids ascend, so a row's position is its id's rank (ties in
     #: a ranking are broken by it without sorting the ids again).
     ids_ascending: bool = field(default=False, compare=False, repr=False)
+    #: Per row of ``by_account``: its clv_revenue is not computed yet (NaN until
+    #: :meth:`_fill_clv`); None: every row's is there. The CLV's quadrature per distinct
+    #: (x, T) — 53 horizons × 48 nodes each, ~19k pairs over three years at 1M accounts —
+    #: was a quarter of ``churn_risk``'s time there, for a column the page shows for its
+    #: 1,000 rows unless it ranks by it.
+    clv_missing: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def accounts(self) -> pd.DataFrame:
@@ -1649,7 +1718,11 @@ class ChurnRisk:
         that many units before the end (T − recency ≤ within_units). ``rows``: the first
         ``rows`` of the ranking only (``.head(rows)`` of the whole one): only those rows
         are taken from ``by_account`` (every column of ~0.6M accounts was ~0.1 s at 1M).
-        By inactive_probability over every account the order is ``order`` (no sort)."""
+        By inactive_probability over every account the order is ``order`` (no sort).
+        clv_revenue is filled first for every account when ``by`` is it or ``rows`` is
+        None, else for the rows taken (:meth:`_fill_clv`)."""
+        if by == "clv_revenue" or rows is None:
+            self._fill_clv(None)
         accounts = self.by_account
         if by == "inactive_probability" and within_units is None:
             positions = self._order()
@@ -1666,7 +1739,33 @@ class ChurnRisk:
             positions = keep[_descending_order(accounts[by].to_numpy(dtype=float)[keep], ties=ids[keep])]
         if rows is not None:
             positions = positions[: max(rows, 0)]
-        return accounts.iloc[positions].reset_index(drop=True)
+            self._fill_clv(positions)
+        return self.by_account.iloc[positions].reset_index(drop=True)
+
+    def _fill_clv(self, positions: np.ndarray | None) -> None:
+        """clv_revenue of the rows at ``positions`` (None: every row) not computed yet:
+        expected_amount · Σ_k (E[Y(k)] − E[Y(k−1)]) ÷ (1 + d)^(k·years per unit) ·
+        alive_probability, the sum per distinct (x, T) of those rows
+        (:func:`_discounted_values`) — each row's the number ``customer_lifetime_value``
+        gives it, whichever other rows are computed with it."""
+        missing = self.clv_missing
+        if missing is None or self.transactions is None:
+            return
+        with _CLV_LOCK:
+            wanted = np.flatnonzero(missing) if positions is None else positions[missing[positions]]
+            if len(wanted) == 0:
+                return
+            accounts = self.by_account
+            x, age, alive, amount = (
+                accounts[c].to_numpy(dtype=float)[wanted]
+                for c in ("frequency", "T", "alive_probability", "expected_amount")
+            )
+            (ux, uT), pair = _distinct(x, age)
+            discounted = _discounted_values(self.transactions, ux, uT, self.horizon, self.discount_rate)
+            column = accounts["clv_revenue"].to_numpy(dtype=float, copy=True)
+            column[wanted] = amount * (discounted[pair] * alive)
+            accounts["clv_revenue"] = column
+            missing[wanted] = False
 
     @property
     def low_sample(self) -> bool:
@@ -1683,6 +1782,7 @@ def _fit_or_problem(function: Callable[[], object], name: str, problems: list[st
         return None
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def bg_nbd_holdout(
     conn: Bind,
@@ -1831,6 +1931,7 @@ def _descending_order(values: np.ndarray, ties: np.ndarray | None = None) -> np.
     return by_ties[np.argsort(codes[by_ties], kind="stable")]
 
 
+@fit_store.reads_stored_fits
 @single_threaded_blas()
 def churn_risk(
     conn: Bind,
@@ -1910,12 +2011,11 @@ def churn_risk(
                 "Gamma-Gamma: spend per transaction varies so much between accounts (q ≤ 1) that "
                 "there is no finite average: accounts without a repeat payment get no value."
             )
-        if transactions is not None:
-            # customer_lifetime_value's numbers: per distinct (x, T) of the histories (the
-            # same pairs, in the same order, as of the accounts), P(alive) per account as above
-            (ux, uT), pair = _distinct(histories[0], histories[2])
-            discounted = _discounted_transactions(transactions, ux, uT, horizon, discount_rate)
-            accounts["clv_revenue"] = amount * (discounted[pair[inverse]] * alive)
+    # customer_lifetime_value's numbers (expected_amount · discounted transactions ·
+    # P(alive)), computed when a ranking asks for them (ChurnRisk._fill_clv)
+    clv_missing = (
+        np.ones(len(accounts), dtype=bool) if transactions is not None and spend is not None else None
+    )
     # ranked as positions only: the page takes the rows it shows (``ranking(rows=…)``)
     order, ids_ascending = _ranked(accounts)
     holdout, holdout_summary = (pd.DataFrame(), {})
@@ -1933,6 +2033,7 @@ def churn_risk(
         discount_rate,
         order,
         ids_ascending,
+        clv_missing,
     )
 
 

@@ -19,7 +19,8 @@ file, the database itself on PostgreSQL), so that
 **Never stale**: the key (:func:`stored_key`) is a hash of the in-process key
 (:func:`forecasting.result.forecast_key`: the series' dates, values bit for bit and name,
 and the arguments) and of :func:`method_version` — a hash of every source file of the
-``forecasting`` package, the versions of statsmodels, scipy, numpy and pandas, the Python
+``forecasting`` package but the :data:`STORAGE_MODULES`, the versions of statsmodels,
+scipy, numpy and pandas, the Python
 version and the machine's architecture. New data (a new month, an import), other arguments
 or other code give another key; a row of another version is never asked for again (and is
 dropped by the next write).
@@ -107,12 +108,23 @@ _version: str | None = None
 _version_lock = threading.Lock()
 
 
-def version_of(root: Path, installed: Mapping[str, str]) -> str:
-    """A hash of every ``*.py`` file under ``root`` (relative path and bytes), the
-    ``installed`` versions (name -> version), the Python version and the machine's
-    architecture."""
+#: The modules that only store results and read them back, left out of
+#: :func:`method_version`: an edit there computes nothing differently, so the stored
+#: results stay valid. What they write carries a ``FORMAT`` number (this module's and
+#: :mod:`forecasting.fit_store`'s), raised whenever the body changes; a row of another
+#: format is not read.
+STORAGE_MODULES = ("store.py", "fit_store.py")
+
+
+def version_of(root: Path, installed: Mapping[str, str], leave_out: Iterable[str] = ()) -> str:
+    """A hash of every ``*.py`` file under ``root`` (relative path and bytes) but those
+    named in ``leave_out`` (relative paths), the ``installed`` versions (name -> version),
+    the Python version and the machine's architecture."""
+    left_out = set(leave_out)
     digest = hashlib.blake2b(digest_size=16)
     for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).as_posix() in left_out:
+            continue
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     for name, version in sorted(installed.items()):
@@ -130,14 +142,15 @@ def _installed(name: str) -> str:
 
 def method_version() -> str:
     """The version of the forecasting method a stored forecast was computed by:
-    :func:`version_of` the ``forecasting`` package's sources and the installed
-    :data:`DEPENDENCIES` (statsmodels, scipy, numpy, pandas). Computed once per process
-    (≈ 10 ms)."""
+    :func:`version_of` the ``forecasting`` package's sources but the
+    :data:`STORAGE_MODULES`, and the installed :data:`DEPENDENCIES` (statsmodels, scipy,
+    numpy, pandas). Computed once per process (≈ 10 ms)."""
     global _version
     with _version_lock:
         if _version is None:
             root = Path(__file__).resolve().parent
-            _version = version_of(root, {name: _installed(name) for name in DEPENDENCIES})
+            installed = {name: _installed(name) for name in DEPENDENCIES}
+            _version = version_of(root, installed, leave_out=STORAGE_MODULES)
         return _version
 
 
@@ -588,6 +601,10 @@ class Ahead:
     stored: bool
     months: int
     seconds: float
+    #: The Customers & churn page's model fits of the same selection
+    #: (:func:`forecasting.fit_store.fit_ahead`): how many were new and stored, the seconds.
+    fits: int = 0
+    fits_seconds: float = 0.0
 
     def line(self) -> str:
         if not self.months:
@@ -598,6 +615,9 @@ class Ahead:
             done = f"computed and stored in {self.seconds:.1f} s"
         else:
             done = f"computed in {self.seconds:.1f} s but NOT stored (the store beside the database is read-only)"
+        if self.fits:
+            fits = f"{self.fits} fit" + ("s" if self.fits != 1 else "")
+            done += f" · customer models: {fits} stored in {self.fits_seconds:.1f} s"
         return f"{self.what} ({self.months} months): {done}"
 
 
@@ -659,13 +679,28 @@ def compute_ahead(
     computed = set(first_of.values())
     done: list[Ahead] = []
     for i, (selection, series, key, reading) in enumerate(series_of):
+        fits, fits_seconds = _fits_ahead(conn, store, selection, today) if len(series) else (0, 0.0)
         if i not in computed:  # no revenue, already stored, or the same series as an earlier selection
-            done.append(Ahead(selection.what, False, True, len(series), reading))
+            done.append(Ahead(selection.what, False, True, len(series), reading, fits, fits_seconds))
             continue
         result, seconds = results[key or i]
         stored = store.put(key, result)
-        done.append(Ahead(selection.what, True, stored, len(series), reading + seconds))
+        done.append(Ahead(selection.what, True, stored, len(series), reading + seconds, fits, fits_seconds))
     return done
+
+
+def _fits_ahead(
+    conn: sa.Connection | sa.Engine, store: ForecastStore, selection: Selection, today: dt.date | None
+) -> tuple[int, float]:
+    """:func:`forecasting.fit_store.fit_ahead` of ``selection`` into ``store``'s results
+    when it can be written: (fits stored, seconds)."""
+    if not store.writable:
+        return 0, 0.0
+    from forecasting.fit_store import fit_ahead
+
+    began = time.perf_counter()
+    stored = fit_ahead(conn, store.results, selection.filters, today)
+    return stored, time.perf_counter() - began
 
 
 def compute_ahead_beside(engine: sa.Engine, today: dt.date | None = None) -> list[Ahead]:

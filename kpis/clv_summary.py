@@ -139,6 +139,10 @@ def _transaction_days(dialect: sa.Dialect, f: Filters, start: dt.datetime, end: 
 #: payments (:func:`_per_account`): 5 years = buckets of 15 days
 #: (``crm_data.dialects.distinct_buckets``), no two payments of a monthly payer in one.
 BITMAP_DAYS = 1830
+#: Days between two payments of a monthly payer, at least (28 February → 28 March): buckets
+#: of days up to this wide hold one payment of such a payer each (up to 63 × 28 = 1,764
+#: days in a BIGINT's bits: ``crm_data.dialects.distinct_buckets``' ``apart``).
+MONTHLY_DAYS = 28
 
 
 def _split_columns(day: sa.ColumnElement, split: dt.datetime | None) -> list[sa.ColumnElement]:
@@ -193,7 +197,7 @@ def _per_account(
     payments = _positive_payments(dialect, f, f.start_ts, end, only)
     if high - low <= BITMAP_DAYS and only is None:
         rows = payments.subquery("positive_payments")
-        buckets = distinct_buckets(dialect, rows.c.day, low, high)
+        buckets = distinct_buckets(dialect, rows.c.day, low, high, apart=MONTHLY_DAYS)
         first_spend = value_at_min(dialect, rows.c.amount, rows.c.day)
         if buckets is not None and first_spend is not None:
             return _per_account_one_pass(dialect, payments, rows, buckets, first_spend, split)
@@ -245,7 +249,7 @@ def _per_account_one_pass(
     of ``crm_data.dialects.distinct_buckets``' buckets its payments occupy = its
     payments), so on different days, has a transaction per payment: its figures are the
     aggregates of its payments. The other accounts — two payments on one day, or on two
-    days of one bucket (none in the demo: a bucket is at most 15 days) — are grouped by
+    days of one bucket (none in the demo: a bucket is at most 28 days) — are grouped by
     day as before, from the payments of those accounts alone; both parts have the same
     columns, the same numbers as grouping every account by day (its sums of doubles in
     another order, as two runs of either form are).
@@ -542,6 +546,34 @@ def _summarise(
     return frame[columns].reset_index(drop=True)
 
 
+def _grouped_counts(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The distinct rows of the whole-number ``columns`` in lexicographic order (first
+    column first) with ``accounts`` = how many rows each stands for: what
+    ``pd.DataFrame(columns).groupby(list(columns), sort=True).size()`` gives, from one
+    sort of a mixed-radix key, Σ (value − min) · the product of the later columns' value
+    ranges — ordered as the rows, since each column's part is smaller than one step of
+    the column before it (at 1M accounts over three years 491k rows into 16.6k: ≈ 0.1 s
+    of pandas' grouping, ≈ 0.03 s here). Falls back on pandas when the key would not fit
+    in 62 bits."""
+    arrays = {name: np.asarray(values, dtype=np.int64) for name, values in columns.items()}
+    if not len(next(iter(arrays.values()))):
+        return pd.DataFrame({**arrays, "accounts": np.zeros(0, dtype=np.int64)})
+    lows = {name: int(values.min()) for name, values in arrays.items()}
+    sizes = {name: int(values.max()) - lows[name] + 1 for name, values in arrays.items()}
+    if math.prod(sizes.values()) >= 1 << 62:
+        keys = pd.DataFrame(arrays)
+        return keys.groupby(list(keys.columns), sort=True).size().rename("accounts").reset_index()
+    key = np.zeros(len(next(iter(arrays.values()))), dtype=np.int64)
+    for name, values in arrays.items():
+        key = key * sizes[name] + (values - lows[name])
+    distinct, counts = np.unique(key, return_counts=True)
+    decoded: dict[str, np.ndarray] = {}
+    for name in reversed(list(arrays)):
+        distinct, part = np.divmod(distinct, sizes[name])
+        decoded[name] = part + lows[name]
+    return pd.DataFrame({**{name: decoded[name] for name in arrays}, "accounts": counts.astype(np.int64)})
+
+
 def customer_summary_split(
     conn: Bind,
     f: Filters,
@@ -581,7 +613,7 @@ def customer_summary_split(
     # other days are on or after the split
     first = frame["first_day"].to_numpy()[calibrated].astype(int)
     holdout = frame["transactions"].to_numpy().astype(int) - transactions
-    keys = pd.DataFrame(
+    grouped = _grouped_counts(
         {
             "transactions": transactions[calibrated],
             "span_days": frame["split_last_day"].to_numpy()[calibrated].astype(int) - first,
@@ -589,7 +621,6 @@ def customer_summary_split(
             "holdout_transactions": holdout[calibrated],
         }
     )
-    grouped = keys.groupby(list(keys.columns), sort=True).size().rename("accounts").reset_index()
     size = UNIT_DAYS[unit]
     split_day = (cut - EPOCH).total_seconds() / 86400.0
     counts = pd.DataFrame(

@@ -15,7 +15,7 @@ import streamlit as st
 import kpis
 from charts import figures
 from charts.theme import NEUTRAL, PALETTE, axis_format, fmt_ratio
-from forecasting import customer_models
+from forecasting import customer_models, fit_store
 from kpis.clv_summary import account_names
 from ui.cards import docstring_definition
 from ui.data import call, data_date_range, database_url, engine, kpi
@@ -296,7 +296,7 @@ as_of = min(view.filters.end, bounds[1] + dt.timedelta(days=1)) if bounds else N
 risk = kpi(
     customer_models.churn_risk,
     view.filters,
-    unit="week",
+    unit=fit_store.PAGE_UNIT,  # the unit and holdout the fits computed ahead were made with
     horizon=HORIZON_WEEKS,
     as_of=as_of,
     names=False,
@@ -421,7 +421,13 @@ else:
 
     # projected cohort survival (sBG)
     # fitted to the heatmap's cohorts (not read again), with the holdout check in the same call
-    cohorts_fit = kpi(customer_models.cohort_sbg, view.filters, horizon=24, holdout=6, retention=cohorts)
+    cohorts_fit = kpi(
+        customer_models.cohort_sbg,
+        view.filters,
+        horizon=24,
+        holdout=fit_store.PAGE_COHORT_HOLDOUT,
+        retention=cohorts,
+    )
     if cohorts_fit.pooled is None:
         no_data("No signup cohort lost a customer yet: nothing to project retention from.")
     else:

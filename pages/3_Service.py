@@ -62,7 +62,9 @@ def service_level(view: View) -> None:
     if "low_sample" in fcr and fcr["low_sample"].fillna(False).astype(bool).any():
         st.caption("Hollow markers: fewer than 30 resolved tickets in the period — read with care.")
     if ((fcr["resolved"] > 0) & (fcr["recorded"] == 0)).any():
-        st.caption(":material/info: Gaps: periods whose resolved tickets record no contact count — unknown, not 0 %.")
+        st.caption(
+            ":material/info: Gaps: periods whose resolved tickets record no contact count — unknown, not 0 %."
+        )
 
 
 def resolved_tickets(view: View, point: Point) -> Drill | None:

@@ -285,7 +285,9 @@ CAPTURE_KEY = "_report_capture"
 CAPTURED: dict[str, Any] = {}
 
 
-def audited(build: Callable[[], bytes], view: Any, page: str, file_name: str, what: str) -> Callable[[], bytes]:
+def audited(
+    build: Callable[[], bytes], view: Any, page: str, file_name: str, what: str
+) -> Callable[[], bytes]:
     """``build`` that first writes who exported what to the audit log (the user, the file, the
     page, what, the active filters). The user is taken now: the deferred download runs
     outside the script run. A failed audit write is logged and the download goes ahead."""
@@ -647,7 +649,9 @@ def overview_download(view: Any, cards: list[Any]) -> None:
         CAPTURED[str(token)] = OverviewCards("Overview", view, list(cards))
     _download(
         "Download the Overview as PowerPoint (one slide)",
-        audited(lambda: slides.overview_deck(context, cards), view, "Overview", "overview.pptx", "cards slide"),
+        audited(
+            lambda: slides.overview_deck(context, cards), view, "Overview", "overview.pptx", "cards slide"
+        ),
         "overview.pptx",
         slides.MIME_TYPE,
         "overview-pptx",

@@ -262,6 +262,31 @@ def test_customer_lifetime_value(bg_nbd, cdnow_spend):
     assert np.all(customer_lifetime_value(bg_nbd, spend, *args, horizon=0) == 0)
 
 
+def test_discounted_transactions_of_a_history_do_not_depend_on_the_others(bg_nbd, cdnow):
+    """The CLV's discounted transactions of each distinct (x, T) computed alone equal its
+    value computed with all the others, bit for bit (``ChurnRisk`` computes the CLV of the
+    rows a page takes alone): Σ_k over the horizons is added k = 1, 2, … in turn whatever
+    the number of histories (numpy's ``sum(axis=0)`` of one column adds pairwise)."""
+    (x, T), _ = cm._distinct(cdnow["frequency"].to_numpy(float), cdnow["T"].to_numpy(float))
+    x, T = x[::7][:60], T[::7][:60]
+    together = cm._discounted_transactions(bg_nbd, x, T, 52, 0.1)
+    alone = np.concatenate(
+        [cm._discounted_transactions(bg_nbd, x[i : i + 1], T[i : i + 1], 52, 0.1) for i in range(len(x))]
+    )
+    np.testing.assert_array_equal(alone, together)
+    # and the sum is Σ_k factor_k · (E[Y(k)] − E[Y(k−1)]), by hand for one history
+    k = np.arange(53)
+    cumulative = np.array(
+        [
+            bg_nbd.expected_transactions(i, x[5], 0.0, T[5]) / bg_nbd.alive_probability(x[5], 0.0, T[5])
+            for i in k
+        ]
+    ).ravel()
+    manual = float(np.sum(np.diff(cumulative) / 1.1 ** (k[1:] * 7 / 365.25)))
+    assert together[5] == pytest.approx(manual, rel=1e-12)
+    assert cm._discounted_transactions(bg_nbd, x, T, 0, 0.1).tolist() == [0.0] * len(x)
+
+
 # ---------------------------------------------------------------- aggregated input, fits kept (issue 15)
 
 
@@ -480,6 +505,20 @@ def test_a_fit_of_the_same_input_is_kept_and_returned_again(cdnow):
     assert len(small) == 1 and small.get_or_fit(("b",), lambda: "three") == "two"  # type: ignore[arg-type, return-value]
     cm.FITS.cache_clear()
     assert len(cm.FITS) == 0
+
+
+def test_a_gamma_gamma_fit_is_found_again_for_amounts_that_differ_in_the_last_bits(cdnow_spend):
+    """A database's sums of the same payments may differ in the last bits from run to run
+    (DuckDB adds in thread order): the Gamma-Gamma's amounts count to 7 digits in the key, so
+    the same payments find the same fit; amounts that differ in the 5th digit are another."""
+    cm.FITS.cache_clear()
+    first = fit_gamma_gamma_summary(cdnow_spend["x"], cdnow_spend["zbar"])
+    last_bits = np.nextafter(cdnow_spend["zbar"].to_numpy(dtype=float), np.inf)
+    assert not np.array_equal(last_bits, cdnow_spend["zbar"].to_numpy(dtype=float))
+    again = fit_gamma_gamma_summary(cdnow_spend["x"], last_bits)
+    assert (cm.FITS.hits, cm.FITS.misses) == (1, 1) and again.params == first.params
+    fit_gamma_gamma_summary(cdnow_spend["x"], cdnow_spend["zbar"] * 1.0001)
+    assert cm.FITS.misses == 2
 
 
 def test_lifetime_value_steps_equal_one_expectation_per_step(bg_nbd, cdnow_spend):

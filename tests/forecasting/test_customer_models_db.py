@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.pages import forget_built_statements
 from crm_data.engines import make_engine
 from forecasting import customer_models as cm
 from kpis.clv_summary import customer_summary, customer_summary_counts
@@ -417,6 +418,51 @@ def test_churn_risk_without_names_ranks_the_same_accounts(demo: sa.Engine) -> No
     assert bare.ranking("clv_revenue")["account_id"].tolist() == expected["account_id"].tolist()
 
 
+def test_churn_risk_computes_the_lifetime_value_of_the_rows_asked_for(
+    demo: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``churn_risk`` leaves clv_revenue to the rankings: the CLV's quadrature (53 horizons)
+    runs for the distinct (x, T) of the rows a ranking takes, for every account when it
+    ranks by clv_revenue or takes them all — and each row's value is the one
+    ``customer_lifetime_value`` gives every account at once, bit for bit."""
+    f = Filters(dt.date(2023, 6, 1), dt.date(2024, 7, 1))
+    horizons: list[tuple[int, int]] = []  # (steps, histories) of each quadrature
+    real = cm._future_transactions_steps
+    monkeypatch.setattr(
+        cm,
+        "_future_transactions_steps",
+        lambda r, alpha, a, b, steps, x, T: (
+            horizons.append((len(steps), len(x))) or real(r, alpha, a, b, steps, x, T)
+        ),
+    )
+    forget_built_statements()  # the fits and the discounted transactions kept by the process
+    risk = cm.churn_risk(demo, f, unit="week", horizon=52, as_of=AS_OF, names=False)
+    assert risk.transactions is not None and risk.spend is not None
+    assert [n for n, _ in horizons if n == 53] == []  # no CLV yet
+    accounts = risk.by_account
+    every = cm.customer_lifetime_value(
+        risk.transactions, risk.spend, accounts["frequency"], accounts["recency"], accounts["T"],
+        accounts["mean_repeat_amount"], horizon=52, discount_rate=0.1,
+    )  # fmt: skip
+    horizons.clear()
+    top = risk.ranking("inactive_probability", rows=5)
+    histories = len(top[["frequency", "T"]].drop_duplicates())
+    assert horizons == [(53, histories)] and histories <= 5
+    positions = risk.order[:5]
+    np.testing.assert_array_equal(top["clv_revenue"].to_numpy(), every[positions])
+    assert risk.by_account["clv_revenue"].notna().sum() == 5  # the others wait
+    horizons.clear()
+    pd.testing.assert_frame_equal(risk.ranking("inactive_probability", rows=5), top)
+    assert horizons == []  # computed once
+    ranked = risk.ranking("clv_revenue")
+    assert [n for n, _ in horizons] == [53]
+    np.testing.assert_array_equal(risk.by_account["clv_revenue"].to_numpy(), every)
+    expected = accounts.assign(clv_revenue=every).sort_values(
+        ["clv_revenue", "account_id"], ascending=[False, True]
+    )
+    assert ranked["account_id"].tolist() == expected["account_id"].tolist()
+
+
 def test_per_account_in_one_pass_by_hand(small: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """DuckDB aggregates the payments per account in one pass when each of an account's
     payments is on its own day (A2, A5) and groups by day first for the accounts with two
@@ -503,6 +549,65 @@ def test_distinct_buckets_by_hand(db: sa.Engine) -> None:
     )
     with db.connect() as c:
         assert [tuple(r) for r in c.execute(statement)] == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
+
+
+def test_distinct_buckets_of_a_bigint_by_hand(db: sa.Engine) -> None:
+    """With ``apart`` = 28 (a monthly payer's days), days 100 … 480 (381 days) fit 63
+    buckets of ⌈381 ÷ 63⌉ = 7 days, at most 28 wide: bits of a BIGINT. 100, 101, 102 share
+    bucket 0 (1 for 3 rows); 100, 107, 480 are buckets 0, 1 and 54 (3 for 3); 470, 476,
+    477 are buckets 52, 53, 53 (2 for 3). 63 buckets of 28 days cover 1,764 days; one day
+    more and a HUGEINT's 127 buckets (of 14 days) are used. The per-account summary over
+    three years (1,096 days: buckets of 18) uses the BIGINT; over five years the HUGEINT."""
+    from crm_data.dialects import BUCKETS, NARROW_BUCKETS, bucket_count, bucket_width, distinct_buckets
+    from kpis import clv_summary
+
+    assert (NARROW_BUCKETS, BUCKETS) == (63, 127)
+    assert (bucket_count(100, 480, 28), bucket_width(100, 480, 63)) == (63, 7)
+    assert (bucket_count(0, 1763, 28), bucket_count(0, 1764, 28), bucket_count(100, 480)) == (63, 127, 127)
+    assert bucket_width(0, 1764, bucket_count(0, 1764, 28)) == 14
+    day = sa.column("day", sa.Integer())
+    buckets = distinct_buckets(db.dialect, day, 100, 480, apart=28)
+    if db.dialect.name != "duckdb":
+        assert buckets is None
+        return
+    assert "CAST(1 AS BIGINT)" in str(buckets) and "HUGEINT" not in str(buckets)
+    rows = "(VALUES (1, 100), (1, 101), (1, 102), (2, 100), (2, 107), (2, 480), (3, 470), (3, 476), (3, 477))"
+    statement = (
+        sa.select(sa.column("g"), buckets, sa.func.count())
+        .select_from(sa.text(f"{rows} AS t(g, day)"))
+        .group_by(sa.column("g"))
+        .order_by(sa.column("g"))
+    )
+    with db.connect() as c:
+        assert [tuple(r) for r in c.execute(statement)] == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
+    for years, kind in ((3, "BIGINT"), (5, "HUGEINT")):
+        f = Filters(dt.date(2024 - years, 6, 1), dt.date(2024, 6, 1))
+        sql = str(clv_summary._statement(db.dialect, f, f.end_ts, None, dt.datetime(2023, 6, 1), False))
+        assert f"CAST(1 AS {kind}) <<" in sql
+
+
+def test_grouped_counts_equal_pandas_grouping() -> None:
+    """``customer_summary_split``'s calibration rows grouped by one sort of a mixed-radix
+    key: the same frame as pandas' sorted ``groupby(...).size()`` — by hand on five rows,
+    on 20,000 random rows with negative values, with a column of one value, in the pandas
+    fallback (a key over 62 bits) and empty."""
+    from kpis.clv_summary import _grouped_counts
+
+    def pandas(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+        keys = pd.DataFrame(columns)
+        return keys.groupby(list(keys.columns), sort=True).size().rename("accounts").reset_index()
+
+    by_hand = {"a": np.array([2, 1, 2, 1, 2]), "b": np.array([5, 7, 5, 3, 4])}
+    assert _grouped_counts(by_hand).values.tolist() == [[1, 3, 1], [1, 7, 1], [2, 4, 1], [2, 5, 2]]
+    rng = np.random.default_rng(3)
+    cases = [
+        {"t": rng.integers(1, 26, 20_000), "span": rng.integers(0, 732, 20_000), "first": rng.integers(-50, 700, 20_000), "h": rng.integers(0, 14, 20_000)},
+        {"t": np.full(100, 4), "span": rng.integers(0, 3, 100)},
+        {"x": rng.integers(-(2**40), 2**40, 500), "y": rng.integers(0, 2**30, 500)},
+        {"t": np.zeros(0, dtype=int), "span": np.zeros(0, dtype=int)},
+    ]  # fmt: skip
+    for columns in cases:
+        pd.testing.assert_frame_equal(_grouped_counts(columns), pandas(columns), check_exact=True)
 
 
 def test_per_account_with_two_days_in_one_bucket_by_hand(
