@@ -541,6 +541,11 @@ def test_distinct_buckets_by_hand(db: sa.Engine) -> None:
         assert buckets is None
         return
     rows = "(VALUES (1, 100), (1, 101), (1, 102), (2, 100), (2, 103), (2, 480), (3, 477), (3, 478), (3, 480))"
+    assert _buckets_per_group(db, buckets, rows) == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
+
+
+def _buckets_per_group(db: sa.Engine, buckets: sa.ColumnElement[int], rows: str) -> list[tuple[int, ...]]:
+    """(g, buckets, rows) per group g of ``rows`` (a VALUES list of (g, day))."""
     statement = (
         sa.select(sa.column("g"), buckets, sa.func.count())
         .select_from(sa.text(f"{rows} AS t(g, day)"))
@@ -548,7 +553,7 @@ def test_distinct_buckets_by_hand(db: sa.Engine) -> None:
         .order_by(sa.column("g"))
     )
     with db.connect() as c:
-        assert [tuple(r) for r in c.execute(statement)] == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
+        return [tuple(r) for r in c.execute(statement)]
 
 
 def test_distinct_buckets_of_a_bigint_by_hand(db: sa.Engine) -> None:
@@ -572,14 +577,7 @@ def test_distinct_buckets_of_a_bigint_by_hand(db: sa.Engine) -> None:
         return
     assert "CAST(1 AS BIGINT)" in str(buckets) and "HUGEINT" not in str(buckets)
     rows = "(VALUES (1, 100), (1, 101), (1, 102), (2, 100), (2, 107), (2, 480), (3, 470), (3, 476), (3, 477))"
-    statement = (
-        sa.select(sa.column("g"), buckets, sa.func.count())
-        .select_from(sa.text(f"{rows} AS t(g, day)"))
-        .group_by(sa.column("g"))
-        .order_by(sa.column("g"))
-    )
-    with db.connect() as c:
-        assert [tuple(r) for r in c.execute(statement)] == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
+    assert _buckets_per_group(db, buckets, rows) == [(1, 1, 3), (2, 3, 3), (3, 2, 3)]
     for years, kind in ((3, "BIGINT"), (5, "HUGEINT")):
         f = Filters(dt.date(2024 - years, 6, 1), dt.date(2024, 6, 1))
         sql = str(clv_summary._statement(db.dialect, f, f.end_ts, None, dt.datetime(2023, 6, 1), False))
