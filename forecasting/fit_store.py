@@ -119,8 +119,6 @@ class FitStore:
     results: ResultStore
     writable: bool = False
     pending: dict[str, str] = field(default_factory=dict)
-    read: int = 0
-    written: int = 0
 
     def get(self, key: bytes) -> MaximumLikelihood | None:
         """The stored fit of the in-process key ``key``; None when there is none, or the row
@@ -133,7 +131,6 @@ class FitStore:
             fit = decode(row.body)
         except (ValueError, KeyError, TypeError, OverflowError):
             return None
-        self.read += 1
         return fit
 
     def keep(self, key: bytes, fit: MaximumLikelihood, computed: bool = True) -> None:
@@ -148,10 +145,7 @@ class FitStore:
         if not self.pending:
             return 0
         rows, self.pending = self.pending, {}
-        if self.results.put_many(rows, KIND, method_version(), keep=ROWS):
-            self.written += len(rows)
-            return len(rows)
-        return 0
+        return len(rows) if self.results.put_many(rows, KIND, method_version(), keep=ROWS) else 0
 
 
 _CURRENT: ContextVar[FitStore | None] = ContextVar("forecasting_fit_store", default=None)
@@ -173,6 +167,16 @@ def _beside(conn: sa.Connection | sa.Engine, write: bool) -> FitStore | None:
 
 
 @contextlib.contextmanager
+def _serving(store: FitStore | None) -> Iterator[FitStore | None]:
+    """Within the block ``store`` is :func:`current`."""
+    token = _CURRENT.set(store)
+    try:
+        yield store
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
 def fits_beside(conn: sa.Connection | sa.Engine, write: bool = False) -> Iterator[FitStore | None]:
     """Within the block, :class:`~forecasting.customer_models.FitCache` looks a fit up in
     the store beside the database of ``conn`` before fitting it; ``write``: the fits
@@ -182,14 +186,10 @@ def fits_beside(conn: sa.Connection | sa.Engine, write: bool = False) -> Iterato
     if outer is not None:
         yield outer
         return
-    store = _beside(conn, write)
-    token = _CURRENT.set(store)
-    try:
+    with _serving(_beside(conn, write)) as store:
         yield store
         if store is not None:
             store.flush()
-    finally:
-        _CURRENT.reset(token)
 
 
 def reads_stored_fits(function: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
@@ -222,10 +222,7 @@ def fit_ahead(
     view = filters.replace(start=start, end=end)
     as_of = min(end, bounds[1] + dt.timedelta(days=1))
     store = FitStore(results, writable=True)
-    token = _CURRENT.set(store)
-    try:
+    with _serving(store):
         customer_models.churn_risk(conn, view, unit=PAGE_UNIT, as_of=as_of, names=False)
         customer_models.cohort_sbg(conn, view, holdout=PAGE_COHORT_HOLDOUT)
-    finally:
-        _CURRENT.reset(token)
     return store.flush()
