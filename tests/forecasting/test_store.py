@@ -31,7 +31,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -383,6 +383,21 @@ PEOPLE = {"alice": {"segments": ["SMB"]}, "bob": {"segments": ["SMB"]}, "carol":
           "root": None}  # fmt: skip
 
 
+def read_back(url: str, *selections: Callable[[Filters], Filters]) -> list[ForecastResult]:
+    """The revenue forecasts of ``selections`` (each made from the Forecast page's default
+    filters) as a new dashboard process reads them: nothing kept in this one, the database
+    read-only."""
+    FORECASTS.cache_clear()
+    engine = make_engine(url, read_only=True)
+    try:
+        page = default_history_filters(engine)
+        assert page is not None
+        return [revenue_forecast(engine, select(page)) for select in selections]
+    finally:
+        engine.dispose()
+        store_module.forget_opened()
+
+
 def test_each_signed_in_scope_and_each_filter_value_is_computed_ahead(
     make_db: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -419,16 +434,11 @@ def test_each_signed_in_scope_and_each_filter_value_is_computed_ahead(
         "computed and stored", "computed and stored", "computed and stored", "already stored", "already stored"
     ]  # fmt: skip
     assert calls == [1, 1, 1]
-    FORECASTS.cache_clear()  # the dashboard's process
-    engine = make_engine(url, read_only=True)
-    try:
-        page = default_history_filters(engine)
-        assert page is not None
-        smb = revenue_forecast(engine, page.within(Scope(segments=("SMB",))))
-        enterprise = revenue_forecast(engine, page.within(Scope(segments=("Enterprise",))))
-    finally:
-        engine.dispose()
-        store_module.forget_opened()
+    smb, enterprise = read_back(
+        url,
+        lambda page: page.within(Scope(segments=("SMB",))),
+        lambda page: page.within(Scope(segments=("Enterprise",))),
+    )
     assert calls == [1, 1, 1]  # read back
     assert smb.history.tolist() == SMB
     assert enterprise.history.tolist() == [5000.0] + [0.0] * 13
@@ -489,18 +499,11 @@ def test_lists_joined_by_a_comma_are_forecast_for_each_combination(
         "computed and stored", "no revenue", "computed and stored", "computed and stored", "no revenue"
     ]  # fmt: skip
     assert calls == [1, 1, 1]
-    FORECASTS.cache_clear()  # the dashboard's process
-    engine = make_engine(url, read_only=True)
-    try:
-        page = default_history_filters(engine)
-        assert page is not None
-        smb_north = revenue_forecast(engine, page.replace(segments=("SMB",), regions=("North",)))
-        enterprise_south = revenue_forecast(
-            engine, page.replace(segments=("Enterprise",), regions=("South",))
-        )
-    finally:
-        engine.dispose()
-        store_module.forget_opened()
+    smb_north, enterprise_south = read_back(
+        url,
+        lambda page: page.replace(segments=("SMB",), regions=("North",)),
+        lambda page: page.replace(segments=("Enterprise",), regions=("South",)),
+    )
     assert calls == [1, 1, 1]  # read back
     assert smb_north.history.tolist() == SMB
     assert enterprise_south.history.tolist() == [5000.0] + [0.0] * 13
